@@ -1,0 +1,168 @@
+// The Backend interface: device memory plus a fixed set of coarse ops, enqueued in order and
+// completed by sync(). The model loop, scheduler and verifier live in core/; a backend only runs ops.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/util/result.h"
+
+namespace pagoda {
+
+// Element types a tensor may hold. Q8_0/Q4_0 use ggml's block layouts (32 elements per block:
+// Q8_0 = f16 scale + 32 int8; Q4_0 = f16 scale + 16 bytes of nibbles, low nibbles first).
+enum class DType : uint8_t { F32, F16, Q8_0, Q4_0, I32 };
+
+const char* dtype_name(DType t);
+int64_t dtype_block_elems(DType t);
+int64_t dtype_block_bytes(DType t);
+inline size_t row_bytes(DType t, int64_t cols) {
+  return size_t(cols / dtype_block_elems(t) * dtype_block_bytes(t));
+}
+
+// Device memory owned by a backend; released when the last owner drops it.
+class DeviceBuffer {
+ public:
+  virtual ~DeviceBuffer() = default;
+  virtual size_t size() const = 0;
+};
+using BufferPtr = std::shared_ptr<DeviceBuffer>;
+
+// A 2-D row-major view into a buffer: `rows` rows of `cols` elements. Non-owning.
+struct Tensor {
+  DeviceBuffer* buf = nullptr;
+  size_t offset = 0;  // bytes from the start of buf
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  size_t row_stride() const { return row_bytes(dtype, cols); }
+  size_t bytes() const { return row_stride() * size_t(rows); }
+  // Rows [r0, r0 + n) of this tensor.
+  Tensor row_slice(int64_t r0, int64_t n) const {
+    Tensor t = *this;
+    t.offset += size_t(r0) * row_stride();
+    t.rows = n;
+    return t;
+  }
+};
+
+// Per-sequence layout of one attention batch (all fields are token counts or indices).
+// Query rows [q_start, q_start + q_len) belong to the sequence; they sit at positions
+// [ctx_len - q_len, ctx_len) and attend causally to positions [0, their own position].
+// The sequence's KV slots are block_tables[bt_offset + p / block_size] * block_size + p % block_size.
+struct SeqInfo {
+  int32_t q_start;
+  int32_t q_len;
+  int32_t ctx_len;
+  int32_t bt_offset;
+};
+static_assert(sizeof(SeqInfo) == 16);
+
+struct AttentionParams {
+  int32_t n_seqs = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t block_size = 16;
+  int32_t max_ctx_len = 0;  // max over sequences of ctx_len (lets kernels size their work)
+  float scale = 1.0f;       // usually 1/sqrt(head_dim)
+};
+
+// Inputs of one speculative verification. Per sequence s: k_s = draft_len[s] draft tokens,
+// target probabilities p for rows [row_start[s], row_start[s] + k_s] (k_s + 1 rows of the
+// target probs tensor), draft probabilities q for the k_s draft rows [draft_row_start[s], +k_s).
+// Uniforms: row s of `uniforms` holds k_s + 1 values in [0,1): one per acceptance test, and the
+// last for the final sample. Output row s: [accepted_count, next_token].
+struct VerifyParams {
+  int32_t n_seqs = 0;
+  int32_t vocab = 0;
+  int32_t max_k = 0;
+  bool greedy = false;  // argmax agreement; p/q/uniforms then only need the target logits rows
+};
+
+enum class Op : uint8_t {
+  Embed, RmsNorm, Matmul, Rope, SiluMul, Add, KvStore, PagedAttention, Softmax, Argmax,
+  SampleProbs, Verify, kCount
+};
+const char* op_name(Op op);
+
+struct BackendInfo {
+  std::string name;        // "cpu", "cpu-ref", "vulkan", "cuda"
+  std::string device;      // device name as the driver reports it
+  std::string vendor;
+  std::string driver;
+  uint64_t memory_bytes = 0;
+  uint32_t subgroup_size = 0;
+  bool is_gpu = false;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual BackendInfo info() const = 0;
+  // Whether `op` runs on tensors of `dtype` (the weight dtype for Matmul/Embed, the KV dtype for
+  // KvStore/PagedAttention, F32 otherwise).
+  virtual bool supports(Op op, DType dtype) const = 0;
+
+  // ---- memory ----
+  virtual Result<BufferPtr> alloc(size_t bytes) = 0;
+  // Ordered with the ops enqueued before it; `src` may be reused as soon as upload returns.
+  virtual void upload(const Tensor& dst, const void* src, size_t bytes) = 0;
+  // Waits for every enqueued op, then copies `bytes` from the tensor's start into dst.
+  virtual void download(const Tensor& src, void* dst, size_t bytes) = 0;
+  // Waits until every enqueued op has finished. Returns an error if the device was lost.
+  virtual Status sync() = 0;
+
+  // ---- ops (F32 activations unless stated; `out` may not alias inputs unless stated) ----
+  // out[i,:] = table[ids[i], :]  (ids: I32 [n,1]; table any dtype; out F32 [n,dim])
+  virtual void embed(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
+  // out = x / sqrt(mean(x^2) + eps) * w   (row-wise; w: [1,dim]; out may alias x)
+  virtual void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) = 0;
+  // out[n, o] = sum_i x[n, i] * w[o, i]   (w: [n_out, n_in] any dtype; x: [n, n_in])
+  virtual void matmul(const Tensor& w, const Tensor& x, const Tensor& out) = 0;
+  // In-place rotary embedding on x [n, n_heads*head_dim]: pairs (2i, 2i+1) within each head
+  // are rotated by pos[n] * theta^(-2i/head_dim). pos: I32 [n,1].
+  virtual void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim,
+                    float theta) = 0;
+  // out = silu(gate) * up   (out may alias gate)
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+  // out = a + b   (out may alias a)
+  virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // Scatter rows: k_cache[slots[i], :] = k[i, :], same for v. Caches are [n_slots, n_kv_heads*head_dim]
+  // in the KV dtype (F32 or F16). A negative slot means "do not store" (padding).
+  virtual void kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                        const Tensor& v_cache, const Tensor& slots) = 0;
+  // Causal attention of q [n_tokens, n_heads*head_dim] over each sequence's paged K/V, written to
+  // out [n_tokens, n_heads*head_dim]. seqs: I32 [n_seqs, 4] of SeqInfo; block_tables: I32 [*,1].
+  // GQA: head h reads kv head h / (n_heads / n_kv_heads). Never reads a slot past ctx_len.
+  virtual void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                               const Tensor& seqs, const Tensor& block_tables, const Tensor& out,
+                               const AttentionParams& p) = 0;
+  // Row-wise softmax(x / temperature) -> out (F32; out may alias x). temperature > 0.
+  virtual void softmax(const Tensor& x, const Tensor& out, float temperature) = 0;
+  // Row-wise index of the maximum (first on ties) -> out I32 [n,1].
+  virtual void argmax(const Tensor& x, const Tensor& out) = 0;
+  // Row-wise inverse-CDF sampling: out[n] = smallest i with cumsum(probs[n, :i+1]) > u[n] * sum(probs[n,:]).
+  // probs F32 [n, vocab] (need not be normalized), u F32 [n,1], out I32 [n,1].
+  virtual void sample_probs(const Tensor& probs, const Tensor& u, const Tensor& out) = 0;
+  // Speculative verification (see VerifyParams). target: F32 [rows, vocab] probabilities (or logits
+  // when greedy); draft_probs: F32 [rows, vocab]; draft_tokens: I32 [n_seqs, max_k];
+  // meta: I32 [n_seqs, 3] = (row_start, draft_row_start, draft_len); uniforms: F32 [n_seqs, max_k+1];
+  // out: I32 [n_seqs, 2] = (accepted, next_token).
+  virtual void verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens,
+                      const Tensor& meta, const Tensor& uniforms, const Tensor& out,
+                      const VerifyParams& p) = 0;
+};
+
+using BackendPtr = std::unique_ptr<Backend>;
+
+// Backend registry: "cpu" (fast path), "cpu-ref" (the reference), "vulkan", "cuda", "auto".
+// `device` selects a device index for GPU backends (-1 = pick the best). On failure the error says
+// why (no loader, no device, feature missing); "auto" falls back to CPU and notes it in `note`.
+Result<BackendPtr> create_backend(const std::string& name, int device = -1, std::string* note = nullptr);
+std::vector<std::string> available_backends();
+
+}  // namespace pagoda

@@ -1,0 +1,123 @@
+#include "backends/cpu/cpu_backend.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <string>
+#include <thread>
+
+namespace pagoda {
+namespace {
+
+class HostBuffer final : public DeviceBuffer {
+ public:
+  explicit HostBuffer(size_t n) : size_(n) {
+    // 64-byte alignment keeps vector loads within cache lines.
+    data_ = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
+  }
+  ~HostBuffer() override { std::free(data_); }
+  size_t size() const override { return size_; }
+  uint8_t* data() const { return data_; }
+  bool ok() const { return data_ != nullptr || size_ == 0; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_;
+};
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      auto c = line.find(':');
+      if (c != std::string::npos) return line.substr(c + 2);
+    }
+  }
+  return "cpu";
+}
+
+}  // namespace
+
+HostTensor CpuBackend::host(const Tensor& t) {
+  auto* hb = static_cast<HostBuffer*>(t.buf);
+  return HostTensor{hb ? hb->data() + t.offset : nullptr, t.dtype, t.rows, t.cols};
+}
+
+CpuBackend::CpuBackend(CpuOptions opt) : opt_(opt) {
+  int n = opt_.threads > 0 ? opt_.threads : int(std::thread::hardware_concurrency());
+  if (opt_.reference || n < 1) n = 1;
+  pool_ = std::make_unique<ThreadPool>(n);
+}
+
+BackendInfo CpuBackend::info() const {
+  BackendInfo i;
+  i.name = opt_.reference ? "cpu-ref" : "cpu";
+  i.device = cpu_model_name() + " (" + std::to_string(pool_->size()) + " threads)";
+  i.vendor = "host";
+  return i;
+}
+
+bool CpuBackend::supports(Op op, DType dtype) const {
+  switch (op) {
+    case Op::Matmul:
+    case Op::Embed: return dtype != DType::I32;
+    case Op::KvStore:
+    case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
+    default: return dtype == DType::F32;
+  }
+}
+
+Result<BufferPtr> CpuBackend::alloc(size_t bytes) {
+  auto b = std::make_shared<HostBuffer>(bytes);
+  if (!b->ok()) return make_error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+  return BufferPtr(b);
+}
+
+void CpuBackend::upload(const Tensor& dst, const void* src, size_t bytes) {
+  std::memcpy(host(dst).data, src, bytes);
+}
+
+void CpuBackend::download(const Tensor& src, void* dst, size_t bytes) {
+  std::memcpy(dst, host(src).data, bytes);
+}
+
+void CpuBackend::embed(const Tensor& table, const Tensor& ids, const Tensor& out) {
+  ref::embed(host(table), host(ids), host(out));
+}
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) {
+  ref::rms_norm(host(x), host(w), host(out), eps);
+}
+void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
+  if (opt_.reference) ref::matmul(host(w), host(x), host(out));
+  else fast::matmul(*pool_, host(w), host(x), host(out));
+}
+void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
+  ref::rope(host(x), host(pos), n_heads, head_dim, theta);
+}
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  ref::silu_mul(host(gate), host(up), host(out));
+}
+void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) { ref::add(host(a), host(b), host(out)); }
+void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots) {
+  ref::kv_store(host(k), host(v), host(kc), host(vc), host(slots));
+}
+void CpuBackend::paged_attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& seqs,
+                                 const Tensor& bt, const Tensor& out, const AttentionParams& p) {
+  if (opt_.reference) ref::paged_attention(host(q), host(kc), host(vc), host(seqs), host(bt), host(out), p);
+  else fast::paged_attention(*pool_, host(q), host(kc), host(vc), host(seqs), host(bt), host(out), p);
+}
+void CpuBackend::softmax(const Tensor& x, const Tensor& out, float temperature) {
+  ref::softmax(host(x), host(out), temperature);
+}
+void CpuBackend::argmax(const Tensor& x, const Tensor& out) { ref::argmax(host(x), host(out)); }
+void CpuBackend::sample_probs(const Tensor& probs, const Tensor& u, const Tensor& out) {
+  ref::sample_probs(host(probs), host(u), host(out));
+}
+void CpuBackend::verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens,
+                        const Tensor& meta, const Tensor& uniforms, const Tensor& out, const VerifyParams& p) {
+  ref::verify(host(target), host(draft_probs), host(draft_tokens), host(meta), host(uniforms), host(out), p);
+}
+
+}  // namespace pagoda

@@ -1,0 +1,52 @@
+// The CPU backend: host memory, ops run synchronously in enqueue order. `reference` mode runs the
+// plain single-threaded kernels every other backend is tested against; otherwise the fast path.
+#pragma once
+#include <memory>
+
+#include "backends/backend.h"
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
+
+namespace pagoda {
+
+struct CpuOptions {
+  bool reference = false;
+  int threads = 0;  // 0 = hardware concurrency
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(CpuOptions opt = {});
+  BackendInfo info() const override;
+  bool supports(Op op, DType dtype) const override;
+
+  Result<BufferPtr> alloc(size_t bytes) override;
+  void upload(const Tensor& dst, const void* src, size_t bytes) override;
+  void download(const Tensor& src, void* dst, size_t bytes) override;
+  Status sync() override { return {}; }
+
+  void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) override;
+  void matmul(const Tensor& w, const Tensor& x, const Tensor& out) override;
+  void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
+                const Tensor& slots) override;
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& seqs,
+                       const Tensor& block_tables, const Tensor& out, const AttentionParams& p) override;
+  void softmax(const Tensor& x, const Tensor& out, float temperature) override;
+  void argmax(const Tensor& x, const Tensor& out) override;
+  void sample_probs(const Tensor& probs, const Tensor& u, const Tensor& out) override;
+  void verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens, const Tensor& meta,
+              const Tensor& uniforms, const Tensor& out, const VerifyParams& p) override;
+
+  // Host pointer behind a tensor of this backend (tests and conformance use it).
+  static HostTensor host(const Tensor& t);
+
+ private:
+  CpuOptions opt_;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+}  // namespace pagoda

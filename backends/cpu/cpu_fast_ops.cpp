@@ -1,0 +1,185 @@
+// Production CPU kernels: threaded over output rows / (token, kv head) pairs, vectorized with GCC
+// vector extensions (8 floats per lane, four accumulators to hide FMA latency).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
+#include "core/util/half.h"
+
+namespace pagoda {
+namespace {
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int8_t v8i8 __attribute__((vector_size(8)));
+
+inline v8f load8(const float* p) { v8f v; std::memcpy(&v, p, 32); return v; }
+inline float hsum(v8f v) {
+  float s = 0;
+  for (int i = 0; i < 8; ++i) s += v[i];
+  return s;
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 += load8(a + i) * load8(b + i);
+    s1 += load8(a + i + 8) * load8(b + i + 8);
+    s2 += load8(a + i + 16) * load8(b + i + 16);
+    s3 += load8(a + i + 24) * load8(b + i + 24);
+  }
+  for (; i + 8 <= n; i += 8) s0 += load8(a + i) * load8(b + i);
+  float s = hsum((s0 + s1) + (s2 + s3));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Fused dequantize-and-dot for one Q8_0 row against floats (n multiple of 32).
+float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
+  v8f acc = {};
+  for (int64_t blk = 0; blk < n / 32; ++blk, w += 34, x += 32) {
+    uint16_t d16;
+    std::memcpy(&d16, w, 2);
+    v8f part = {};
+    for (int j = 0; j < 32; j += 8) {
+      v8i8 q;
+      std::memcpy(&q, w + 2 + j, 8);
+      part += __builtin_convertvector(q, v8f) * load8(x + j);
+    }
+    acc += part * half_to_float(d16);
+  }
+  return hsum(acc);
+}
+
+#if defined(__F16C__)
+typedef _Float16 v8h __attribute__((vector_size(16)));
+float dot_f16(const uint8_t* w, const float* x, int64_t n) {
+  v8f s0 = {}, s1 = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    v8h h0, h1;
+    std::memcpy(&h0, w + 2 * i, 16);
+    std::memcpy(&h1, w + 2 * i + 16, 16);
+    s0 += __builtin_convertvector(h0, v8f) * load8(x + i);
+    s1 += __builtin_convertvector(h1, v8f) * load8(x + i + 8);
+  }
+  float s = hsum(s0 + s1);
+  const auto* h = reinterpret_cast<const uint16_t*>(w);
+  for (; i < n; ++i) s += half_to_float(h[i]) * x[i];
+  return s;
+}
+#endif
+
+}  // namespace
+
+namespace fast {
+
+void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out) {
+  const int64_t n_in = w.cols;
+  const size_t stride = w.row_stride();
+  // Decode (one row of x): fused kernels straight from the weight bytes, the bandwidth-bound case.
+  // Batches: dequantize each weight row once and reuse it across every row of x.
+  pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+    std::vector<float> buf;
+    for (int64_t o = o0; o < o1; ++o) {
+      const uint8_t* wr = w.data + size_t(o) * stride;
+      if (w.dtype == DType::F32) {
+        for (int64_t r = 0; r < x.rows; ++r)
+          out.f32()[r * out.cols + o] = dot_f32(reinterpret_cast<const float*>(wr), x.f32() + r * x.cols, n_in);
+        continue;
+      }
+      if (x.rows == 1 && w.dtype == DType::Q8_0) {
+        out.f32()[o] = dot_q8_0(wr, x.f32(), n_in);
+        continue;
+      }
+#if defined(__F16C__)
+      if (x.rows == 1 && w.dtype == DType::F16) {
+        out.f32()[o] = dot_f16(wr, x.f32(), n_in);
+        continue;
+      }
+#endif
+      buf.resize(size_t(n_in));
+      dequantize_row(w.dtype, wr, buf.data(), n_in);
+      for (int64_t r = 0; r < x.rows; ++r)
+        out.f32()[r * out.cols + o] = dot_f32(buf.data(), x.f32() + r * x.cols, n_in);
+    }
+  });
+}
+
+void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
+                     const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
+                     const AttentionParams& p) {
+  const auto* info = reinterpret_cast<const SeqInfo*>(seqs.data);
+  // Map each query row to its sequence so work can be split over (row, kv head) pairs.
+  std::vector<int32_t> row_seq(size_t(q.rows), -1);
+  for (int32_t s = 0; s < p.n_seqs; ++s)
+    for (int32_t j = 0; j < info[s].q_len; ++j) row_seq[size_t(info[s].q_start + j)] = s;
+  const int32_t group = p.n_heads / p.n_kv_heads;
+  const bool f32_kv = kc.dtype == DType::F32;
+
+  pool.parallel_for(q.rows * p.n_kv_heads, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores;
+    std::vector<float> kbuf(static_cast<size_t>(p.head_dim)), vbuf(static_cast<size_t>(p.head_dim));
+    std::vector<float> acc(static_cast<size_t>(group * p.head_dim));
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t row = item / p.n_kv_heads;
+      const int32_t kvh = int32_t(item % p.n_kv_heads);
+      const int32_t s = row_seq[size_t(row)];
+      if (s < 0) continue;
+      const SeqInfo& si = info[s];
+      const int32_t pos = si.ctx_len - si.q_len + int32_t(row - si.q_start);
+      const int32_t n_ctx = pos + 1;
+      scores.resize(size_t(group) * size_t(n_ctx));
+      auto slot_of = [&](int32_t t) {
+        return int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
+      };
+      for (int32_t t = 0; t < n_ctx; ++t) {
+        const uint8_t* kr = kc.data + size_t(slot_of(t)) * kc.row_stride();
+        const float* kh;
+        if (f32_kv) {
+          kh = reinterpret_cast<const float*>(kr) + kvh * p.head_dim;
+        } else {
+          dequantize_row(kc.dtype, kr + row_bytes(kc.dtype, kvh * p.head_dim), kbuf.data(), p.head_dim);
+          kh = kbuf.data();
+        }
+        for (int32_t g = 0; g < group; ++g) {
+          const float* qh = q.f32() + row * q.cols + (kvh * group + g) * p.head_dim;
+          scores[size_t(g) * size_t(n_ctx) + size_t(t)] = dot_f32(qh, kh, p.head_dim) * p.scale;
+        }
+      }
+      for (int32_t g = 0; g < group; ++g) {
+        float* sc = scores.data() + size_t(g) * size_t(n_ctx);
+        const float mx = *std::max_element(sc, sc + n_ctx);
+        float sum = 0;
+        for (int32_t t = 0; t < n_ctx; ++t) { sc[t] = std::exp(sc[t] - mx); sum += sc[t]; }
+        const float inv = 1.0f / sum;
+        for (int32_t t = 0; t < n_ctx; ++t) sc[t] *= inv;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int32_t t = 0; t < n_ctx; ++t) {
+        const uint8_t* vr = vc.data + size_t(slot_of(t)) * vc.row_stride();
+        const float* vh;
+        if (f32_kv) {
+          vh = reinterpret_cast<const float*>(vr) + kvh * p.head_dim;
+        } else {
+          dequantize_row(vc.dtype, vr + row_bytes(vc.dtype, kvh * p.head_dim), vbuf.data(), p.head_dim);
+          vh = vbuf.data();
+        }
+        for (int32_t g = 0; g < group; ++g) {
+          const float w = scores[size_t(g) * size_t(n_ctx) + size_t(t)];
+          float* a = acc.data() + g * p.head_dim;
+          for (int32_t d = 0; d < p.head_dim; ++d) a[d] += w * vh[d];
+        }
+      }
+      for (int32_t g = 0; g < group; ++g)
+        std::memcpy(out.f32() + row * out.cols + (kvh * group + g) * p.head_dim, acc.data() + g * p.head_dim,
+                    size_t(p.head_dim) * 4);
+    }
+  });
+}
+
+}  // namespace fast
+}  // namespace pagoda

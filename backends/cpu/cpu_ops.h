@@ -1,0 +1,55 @@
+// Host-memory kernels behind the CPU backend. `ref::` is the reference every backend is tested
+// against: plain loops, F32 accumulation, no threads. `fast::` is the production path.
+#pragma once
+#include <cstdint>
+
+#include "backends/backend.h"
+
+namespace pagoda {
+
+class ThreadPool;
+
+// Dequantize one row of `cols` elements of type t into out.
+void dequantize_row(DType t, const void* src, float* out, int64_t cols);
+// Quantize one row of floats (cols multiple of 32 for Q8_0/Q4_0) into dst.
+void quantize_row(DType t, const float* src, void* dst, int64_t cols);
+
+// Host view of a Tensor: pointers resolved by the backend.
+struct HostTensor {
+  uint8_t* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  float* f32() const { return reinterpret_cast<float*>(data); }
+  int32_t* i32() const { return reinterpret_cast<int32_t*>(data); }
+  size_t row_stride() const { return row_bytes(dtype, cols); }
+};
+
+namespace ref {
+void embed(const HostTensor& table, const HostTensor& ids, const HostTensor& out);
+void rms_norm(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps);
+void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out);
+void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta);
+void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out);
+void add(const HostTensor& a, const HostTensor& b, const HostTensor& out);
+void kv_store(const HostTensor& k, const HostTensor& v, const HostTensor& kc, const HostTensor& vc,
+              const HostTensor& slots);
+void paged_attention(const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
+                     const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
+                     const AttentionParams& p);
+void softmax(const HostTensor& x, const HostTensor& out, float temperature);
+void argmax(const HostTensor& x, const HostTensor& out);
+void sample_probs(const HostTensor& probs, const HostTensor& u, const HostTensor& out);
+void verify(const HostTensor& target, const HostTensor& draft_probs, const HostTensor& draft_tokens,
+            const HostTensor& meta, const HostTensor& uniforms, const HostTensor& out,
+            const VerifyParams& p);
+}  // namespace ref
+
+namespace fast {
+void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out);
+void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
+                     const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
+                     const AttentionParams& p);
+}  // namespace fast
+
+}  // namespace pagoda

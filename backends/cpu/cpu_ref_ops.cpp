@@ -1,0 +1,297 @@
+// Reference kernels: the simplest correct loops, F32 accumulation, one thread.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+#include "core/util/half.h"
+
+namespace pagoda {
+
+void dequantize_row(DType t, const void* src, float* out, int64_t cols) {
+  const auto* b = static_cast<const uint8_t*>(src);
+  switch (t) {
+    case DType::F32: std::memcpy(out, b, size_t(cols) * 4); return;
+    case DType::F16: {
+      const auto* h = reinterpret_cast<const uint16_t*>(b);
+      for (int64_t i = 0; i < cols; ++i) out[i] = half_to_float(h[i]);
+      return;
+    }
+    case DType::Q8_0:
+      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 34) {
+        uint16_t d16;
+        std::memcpy(&d16, b, 2);
+        const float d = half_to_float(d16);
+        const auto* q = reinterpret_cast<const int8_t*>(b + 2);
+        for (int j = 0; j < 32; ++j) out[blk * 32 + j] = d * float(q[j]);
+      }
+      return;
+    case DType::Q4_0:
+      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 18) {
+        uint16_t d16;
+        std::memcpy(&d16, b, 2);
+        const float d = half_to_float(d16);
+        for (int j = 0; j < 16; ++j) {
+          out[blk * 32 + j] = d * float(int(b[2 + j] & 0xF) - 8);
+          out[blk * 32 + j + 16] = d * float(int(b[2 + j] >> 4) - 8);
+        }
+      }
+      return;
+    case DType::I32: {
+      const auto* s = reinterpret_cast<const int32_t*>(b);
+      for (int64_t i = 0; i < cols; ++i) out[i] = float(s[i]);
+      return;
+    }
+  }
+}
+
+void quantize_row(DType t, const float* src, void* dst, int64_t cols) {
+  auto* b = static_cast<uint8_t*>(dst);
+  switch (t) {
+    case DType::F32: std::memcpy(b, src, size_t(cols) * 4); return;
+    case DType::F16: {
+      auto* h = reinterpret_cast<uint16_t*>(b);
+      for (int64_t i = 0; i < cols; ++i) h[i] = float_to_half(src[i]);
+      return;
+    }
+    case DType::Q8_0:
+      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 34) {
+        const float* x = src + blk * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0 ? 1.0f / d : 0.0f;
+        const uint16_t d16 = float_to_half(d);
+        std::memcpy(b, &d16, 2);
+        auto* q = reinterpret_cast<int8_t*>(b + 2);
+        for (int j = 0; j < 32; ++j) q[j] = int8_t(std::lround(x[j] * id));
+      }
+      return;
+    case DType::Q4_0:
+      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 18) {
+        const float* x = src + blk * 32;
+        float amax = 0, maxv = 0;
+        for (int j = 0; j < 32; ++j)
+          if (std::fabs(x[j]) > amax) { amax = std::fabs(x[j]); maxv = x[j]; }
+        const float d = maxv / -8.0f;
+        const float id = d != 0 ? 1.0f / d : 0.0f;
+        const uint16_t d16 = float_to_half(d);
+        std::memcpy(b, &d16, 2);
+        for (int j = 0; j < 16; ++j) {
+          const int lo = std::min(15, int(x[j] * id + 8.5f));
+          const int hi = std::min(15, int(x[j + 16] * id + 8.5f));
+          b[2 + j] = uint8_t(lo | (hi << 4));
+        }
+      }
+      return;
+    case DType::I32: {
+      auto* d = reinterpret_cast<int32_t*>(b);
+      for (int64_t i = 0; i < cols; ++i) d[i] = int32_t(src[i]);
+      return;
+    }
+  }
+}
+
+namespace ref {
+
+void embed(const HostTensor& table, const HostTensor& ids, const HostTensor& out) {
+  for (int64_t i = 0; i < ids.rows; ++i) {
+    const int32_t id = ids.i32()[i];
+    dequantize_row(table.dtype, table.data + size_t(id) * table.row_stride(), out.f32() + i * out.cols, table.cols);
+  }
+}
+
+void rms_norm(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps) {
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* xr = x.f32() + r * x.cols;
+    float* o = out.f32() + r * x.cols;
+    float ss = 0;
+    for (int64_t i = 0; i < x.cols; ++i) ss += xr[i] * xr[i];
+    const float scale = 1.0f / std::sqrt(ss / float(x.cols) + eps);
+    for (int64_t i = 0; i < x.cols; ++i) o[i] = xr[i] * scale * w.f32()[i];
+  }
+}
+
+void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out) {
+  std::vector<float> row(size_t(w.cols));
+  for (int64_t o = 0; o < w.rows; ++o) {
+    dequantize_row(w.dtype, w.data + size_t(o) * w.row_stride(), row.data(), w.cols);
+    for (int64_t n = 0; n < x.rows; ++n) {
+      const float* xr = x.f32() + n * x.cols;
+      float acc = 0;
+      for (int64_t i = 0; i < w.cols; ++i) acc += row[size_t(i)] * xr[i];
+      out.f32()[n * out.cols + o] = acc;
+    }
+  }
+}
+
+void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float p = float(pos.i32()[r]);
+    for (int32_t h = 0; h < n_heads; ++h) {
+      float* v = x.f32() + r * x.cols + h * head_dim;
+      for (int32_t i = 0; i < head_dim; i += 2) {
+        const float freq = std::pow(theta, -float(i) / float(head_dim));
+        const float a = p * freq, c = std::cos(a), s = std::sin(a);
+        const float v0 = v[i], v1 = v[i + 1];
+        v[i] = v0 * c - v1 * s;
+        v[i + 1] = v0 * s + v1 * c;
+      }
+    }
+  }
+}
+
+void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out) {
+  const int64_t n = gate.rows * gate.cols;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate.f32()[i];
+    out.f32()[i] = g / (1.0f + std::exp(-g)) * up.f32()[i];
+  }
+}
+
+void add(const HostTensor& a, const HostTensor& b, const HostTensor& out) {
+  const int64_t n = a.rows * a.cols;
+  for (int64_t i = 0; i < n; ++i) out.f32()[i] = a.f32()[i] + b.f32()[i];
+}
+
+void kv_store(const HostTensor& k, const HostTensor& v, const HostTensor& kc, const HostTensor& vc,
+              const HostTensor& slots) {
+  for (int64_t i = 0; i < k.rows; ++i) {
+    const int32_t s = slots.i32()[i];
+    if (s < 0) continue;
+    quantize_row(kc.dtype, k.f32() + i * k.cols, kc.data + size_t(s) * kc.row_stride(), k.cols);
+    quantize_row(vc.dtype, v.f32() + i * v.cols, vc.data + size_t(s) * vc.row_stride(), v.cols);
+  }
+}
+
+void paged_attention(const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
+                     const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
+                     const AttentionParams& p) {
+  const auto* info = reinterpret_cast<const SeqInfo*>(seqs.data);
+  const int32_t group = p.n_heads / p.n_kv_heads;
+  const int64_t kv_cols = int64_t(p.n_kv_heads) * p.head_dim;
+  std::vector<float> scores;
+  std::vector<float> krow(static_cast<size_t>(kv_cols)), vrow(static_cast<size_t>(kv_cols));
+  for (int32_t s = 0; s < p.n_seqs; ++s) {
+    const SeqInfo& si = info[s];
+    for (int32_t j = 0; j < si.q_len; ++j) {
+      const int32_t pos = si.ctx_len - si.q_len + j;
+      const int64_t row = si.q_start + j;
+      scores.assign(size_t(pos + 1) * size_t(p.n_heads), 0.0f);
+      for (int32_t t = 0; t <= pos; ++t) {
+        const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
+        dequantize_row(kc.dtype, kc.data + size_t(slot) * kc.row_stride(), krow.data(), kv_cols);
+        for (int32_t h = 0; h < p.n_heads; ++h) {
+          const float* qh = q.f32() + row * q.cols + h * p.head_dim;
+          const float* kh = krow.data() + (h / group) * p.head_dim;
+          float dot = 0;
+          for (int32_t d = 0; d < p.head_dim; ++d) dot += qh[d] * kh[d];
+          scores[size_t(h) * size_t(pos + 1) + size_t(t)] = dot * p.scale;
+        }
+      }
+      for (int32_t h = 0; h < p.n_heads; ++h) {
+        float* sc = scores.data() + size_t(h) * size_t(pos + 1);
+        const float mx = *std::max_element(sc, sc + pos + 1);
+        float sum = 0;
+        for (int32_t t = 0; t <= pos; ++t) { sc[t] = std::exp(sc[t] - mx); sum += sc[t]; }
+        for (int32_t t = 0; t <= pos; ++t) sc[t] /= sum;
+        float* oh = out.f32() + row * out.cols + h * p.head_dim;
+        std::fill(oh, oh + p.head_dim, 0.0f);
+      }
+      for (int32_t t = 0; t <= pos; ++t) {
+        const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
+        dequantize_row(vc.dtype, vc.data + size_t(slot) * vc.row_stride(), vrow.data(), kv_cols);
+        for (int32_t h = 0; h < p.n_heads; ++h) {
+          const float w = scores[size_t(h) * size_t(pos + 1) + size_t(t)];
+          float* oh = out.f32() + row * out.cols + h * p.head_dim;
+          const float* vh = vrow.data() + (h / group) * p.head_dim;
+          for (int32_t d = 0; d < p.head_dim; ++d) oh[d] += w * vh[d];
+        }
+      }
+    }
+  }
+}
+
+void softmax(const HostTensor& x, const HostTensor& out, float temperature) {
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* xr = x.f32() + r * x.cols;
+    float* o = out.f32() + r * x.cols;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < x.cols; ++i) mx = std::max(mx, xr[i]);
+    float sum = 0;
+    for (int64_t i = 0; i < x.cols; ++i) { o[i] = std::exp((xr[i] - mx) / temperature); sum += o[i]; }
+    for (int64_t i = 0; i < x.cols; ++i) o[i] /= sum;
+  }
+}
+
+void argmax(const HostTensor& x, const HostTensor& out) {
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* xr = x.f32() + r * x.cols;
+    int64_t best = 0;
+    for (int64_t i = 1; i < x.cols; ++i)
+      if (xr[i] > xr[best]) best = i;
+    out.i32()[r] = int32_t(best);
+  }
+}
+
+// Inverse-CDF draw over an unnormalized non-negative row; falls back to the last positive entry
+// so rounding at the top of the CDF never returns an index with zero mass.
+static int32_t draw(const float* w, int64_t n, float u) {
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) total += w[i];
+  const double target = double(u) * total;
+  double acc = 0;
+  int64_t last = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (w[i] <= 0) continue;
+    last = i;
+    acc += w[i];
+    if (acc > target) return int32_t(i);
+  }
+  return int32_t(last);
+}
+
+void sample_probs(const HostTensor& probs, const HostTensor& u, const HostTensor& out) {
+  for (int64_t r = 0; r < probs.rows; ++r)
+    out.i32()[r] = draw(probs.f32() + r * probs.cols, probs.cols, u.f32()[r]);
+}
+
+void verify(const HostTensor& target, const HostTensor& draft_probs, const HostTensor& draft_tokens,
+            const HostTensor& meta, const HostTensor& uniforms, const HostTensor& out,
+            const VerifyParams& p) {
+  std::vector<float> residual(size_t(p.vocab));
+  for (int32_t s = 0; s < p.n_seqs; ++s) {
+    const int32_t row0 = meta.i32()[s * 3], drow0 = meta.i32()[s * 3 + 1], k = meta.i32()[s * 3 + 2];
+    const int32_t* toks = draft_tokens.i32() + int64_t(s) * draft_tokens.cols;
+    const float* u = uniforms.f32() + int64_t(s) * uniforms.cols;
+    int32_t accepted = 0, next = -1;
+    for (; accepted < k; ++accepted) {
+      const float* pt = target.f32() + int64_t(row0 + accepted) * p.vocab;
+      const int32_t tok = toks[accepted];
+      if (p.greedy) {
+        const int32_t best = int32_t(std::max_element(pt, pt + p.vocab) - pt);
+        if (best != tok) { next = best; break; }
+        continue;
+      }
+      const float* qd = draft_probs.f32() + int64_t(drow0 + accepted) * p.vocab;
+      // Accept with probability min(1, p/q), written without a division.
+      if (u[accepted] * qd[tok] < pt[tok]) continue;
+      for (int32_t i = 0; i < p.vocab; ++i) residual[size_t(i)] = std::max(0.0f, pt[i] - qd[i]);
+      double mass = 0;
+      for (float r : residual) mass += r;
+      next = mass > 0 ? draw(residual.data(), p.vocab, u[k]) : draw(pt, p.vocab, u[k]);
+      break;
+    }
+    if (accepted == k) {  // every draft accepted: a bonus token from the target's next row
+      const float* pt = target.f32() + int64_t(row0 + k) * p.vocab;
+      next = p.greedy ? int32_t(std::max_element(pt, pt + p.vocab) - pt) : draw(pt, p.vocab, u[k]);
+    }
+    out.i32()[s * 2] = accepted;
+    out.i32()[s * 2 + 1] = next;
+  }
+}
+
+}  // namespace ref
+}  // namespace pagoda

@@ -1,0 +1,1 @@
+set(  conformance_test_TESTS)

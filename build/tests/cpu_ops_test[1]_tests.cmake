@@ -1,0 +1,1 @@
+set(  cpu_ops_test_TESTS)

@@ -1,0 +1,1 @@
+set(  gguf_test_TESTS)

@@ -1,0 +1,1 @@
+set(  model_test_TESTS)

@@ -1,0 +1,1 @@
+set(  tokenizer_test_TESTS)

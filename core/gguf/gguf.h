@@ -1,0 +1,105 @@
+// GGUF v3 reader (mmap) and shared types. Every count, length, offset and tensor extent is checked
+// against the file size before use; a malformed file yields an error naming the field and offset.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/util/result.h"
+
+namespace pagoda {
+
+// ggml tensor types we understand (values are the on-disk codes).
+enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8 };
+
+const char* ggml_type_name(GgmlType t);
+bool ggml_type_known(uint32_t code);
+// Elements per block and bytes per block (F32/F16: block of 1).
+int64_t ggml_block_elems(GgmlType t);
+int64_t ggml_block_bytes(GgmlType t);
+// Bytes for n elements; nullopt if n is not a multiple of the block size or overflows.
+std::optional<uint64_t> ggml_row_bytes(GgmlType t, uint64_t n);
+
+enum class GgufValueType : uint32_t {
+  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7,
+  STRING = 8, ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
+};
+
+struct GgufArray;
+// One metadata value. Arrays hold a homogeneous element type.
+struct GgufValue {
+  GgufValueType type = GgufValueType::U8;
+  std::variant<uint64_t, int64_t, double, bool, std::string, std::shared_ptr<GgufArray>> v;
+
+  std::optional<int64_t> as_int() const;    // any integer type (and bool)
+  std::optional<double> as_float() const;   // float or integer types
+  const std::string* as_string() const;
+  const GgufArray* as_array() const;
+};
+
+struct GgufArray {
+  GgufValueType elem_type = GgufValueType::U8;
+  std::vector<GgufValue> items;  // small arrays and strings
+};
+
+struct GgufTensorInfo {
+  std::string name;
+  std::vector<uint64_t> dims;  // ne[0] is the fastest-varying (row length)
+  GgmlType type = GgmlType::F32;
+  uint64_t offset = 0;         // relative to the data section
+  uint64_t n_bytes = 0;
+  uint64_t n_elements() const;
+};
+
+class GgufFile {
+ public:
+  // Opens and validates a file; the mapping lives as long as the GgufFile.
+  static Result<std::unique_ptr<GgufFile>> open(const std::string& path);
+  // Parses an in-memory image (used by fuzzing and tests); the bytes are copied.
+  static Result<std::unique_ptr<GgufFile>> parse(const uint8_t* data, size_t size);
+  ~GgufFile();
+  GgufFile(const GgufFile&) = delete;
+  GgufFile& operator=(const GgufFile&) = delete;
+
+  uint32_t version() const { return version_; }
+  uint64_t alignment() const { return alignment_; }
+  const std::map<std::string, GgufValue>& metadata() const { return kv_; }
+  const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
+  const std::string& path() const { return path_; }
+  uint64_t file_size() const { return size_; }
+
+  const GgufValue* find(const std::string& key) const;
+  const GgufTensorInfo* find_tensor(const std::string& name) const;
+  // Pointer to a tensor's bytes inside the mapping.
+  const uint8_t* tensor_data(const GgufTensorInfo& t) const { return data_ + data_offset_ + t.offset; }
+
+  // Typed metadata access with a clear error when missing or of the wrong type.
+  Result<int64_t> get_int(const std::string& key) const;
+  Result<double> get_float(const std::string& key) const;
+  Result<std::string> get_string(const std::string& key) const;
+  int64_t get_int_or(const std::string& key, int64_t dflt) const;
+  double get_float_or(const std::string& key, double dflt) const;
+
+ private:
+  GgufFile() = default;
+  Status parse_all();
+
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  void* map_ = nullptr;          // mmap base (when opened from a file)
+  std::vector<uint8_t> owned_;   // copy (when parsed from memory)
+  uint32_t version_ = 0;
+  uint64_t alignment_ = 32;
+  uint64_t data_offset_ = 0;
+  std::map<std::string, GgufValue> kv_;
+  std::vector<GgufTensorInfo> tensors_;
+  std::map<std::string, size_t> tensor_index_;
+};
+
+}  // namespace pagoda

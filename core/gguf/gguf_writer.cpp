@@ -1,0 +1,118 @@
+#include "core/gguf/gguf_writer.h"
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+namespace pagoda {
+namespace {
+
+template <typename T>
+void append(std::vector<uint8_t>& out, T v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), p, p + sizeof(T));
+}
+
+void append_string(std::vector<uint8_t>& out, const std::string& s) {
+  append<uint64_t>(out, s.size());
+  out.insert(out.end(), s.begin(), s.end());
+}
+
+std::vector<uint8_t> typed(GgufValueType t) {
+  std::vector<uint8_t> out;
+  append<uint32_t>(out, uint32_t(t));
+  return out;
+}
+
+}  // namespace
+
+void GgufWriter::put(const std::string& key, std::vector<uint8_t> encoded) {
+  for (auto& kv : kvs_) {
+    if (kv.key == key) { kv.encoded = std::move(encoded); return; }
+  }
+  kvs_.push_back({key, std::move(encoded)});
+}
+
+void GgufWriter::set_u32(const std::string& k, uint32_t v) { auto e = typed(GgufValueType::U32); append(e, v); put(k, std::move(e)); }
+void GgufWriter::set_i32(const std::string& k, int32_t v) { auto e = typed(GgufValueType::I32); append(e, v); put(k, std::move(e)); }
+void GgufWriter::set_u64(const std::string& k, uint64_t v) { auto e = typed(GgufValueType::U64); append(e, v); put(k, std::move(e)); }
+void GgufWriter::set_f32(const std::string& k, float v) { auto e = typed(GgufValueType::F32); append(e, v); put(k, std::move(e)); }
+void GgufWriter::set_bool(const std::string& k, bool v) { auto e = typed(GgufValueType::BOOL); append<uint8_t>(e, v ? 1 : 0); put(k, std::move(e)); }
+void GgufWriter::set_string(const std::string& k, const std::string& v) { auto e = typed(GgufValueType::STRING); append_string(e, v); put(k, std::move(e)); }
+
+void GgufWriter::set_string_array(const std::string& k, const std::vector<std::string>& v) {
+  auto e = typed(GgufValueType::ARRAY);
+  append<uint32_t>(e, uint32_t(GgufValueType::STRING));
+  append<uint64_t>(e, v.size());
+  for (const auto& s : v) append_string(e, s);
+  put(k, std::move(e));
+}
+
+void GgufWriter::set_f32_array(const std::string& k, const std::vector<float>& v) {
+  auto e = typed(GgufValueType::ARRAY);
+  append<uint32_t>(e, uint32_t(GgufValueType::F32));
+  append<uint64_t>(e, v.size());
+  for (float f : v) append(e, f);
+  put(k, std::move(e));
+}
+
+void GgufWriter::set_i32_array(const std::string& k, const std::vector<int32_t>& v) {
+  auto e = typed(GgufValueType::ARRAY);
+  append<uint32_t>(e, uint32_t(GgufValueType::I32));
+  append<uint64_t>(e, v.size());
+  for (int32_t i : v) append(e, i);
+  put(k, std::move(e));
+}
+
+void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<uint64_t> dims,
+                            std::vector<uint8_t> data) {
+  tensors_.push_back({name, type, std::move(dims), std::move(data)});
+}
+
+Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
+  std::vector<uint8_t> head;
+  head.insert(head.end(), {'G', 'G', 'U', 'F'});
+  append<uint32_t>(head, 3);
+  append<uint64_t>(head, tensors_.size());
+  const bool has_align = alignment != 32;
+  append<uint64_t>(head, kvs_.size() + (has_align ? 1 : 0));
+  for (const auto& kv : kvs_) {
+    append_string(head, kv.key);
+    head.insert(head.end(), kv.encoded.begin(), kv.encoded.end());
+  }
+  if (has_align) {
+    append_string(head, "general.alignment");
+    append<uint32_t>(head, uint32_t(GgufValueType::U32));
+    append<uint32_t>(head, alignment);
+  }
+  uint64_t offset = 0;
+  std::vector<uint64_t> offsets;
+  for (const auto& t : tensors_) {
+    const uint64_t n = [&] { uint64_t x = 1; for (auto d : t.dims) x *= d; return x; }();
+    auto rb = ggml_row_bytes(t.type, t.dims.empty() ? 0 : t.dims[0]);
+    if (t.dims.empty() || !rb || *rb * (n / t.dims[0]) != t.data.size())
+      return make_error("tensor '" + t.name + "' data size does not match its type and shape");
+    append_string(head, t.name);
+    append<uint32_t>(head, uint32_t(t.dims.size()));
+    for (auto d : t.dims) append<uint64_t>(head, d);
+    append<uint32_t>(head, uint32_t(t.type));
+    append<uint64_t>(head, offset);
+    offsets.push_back(offset);
+    offset += (t.data.size() + alignment - 1) / alignment * alignment;
+  }
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
+  if (!f) return make_error("cannot write '" + path + "': " + std::strerror(errno));
+  const uint64_t data_start = (head.size() + alignment - 1) / alignment * alignment;
+  head.resize(data_start, 0);
+  bool ok = std::fwrite(head.data(), 1, head.size(), f.get()) == head.size();
+  const std::vector<uint8_t> zeros(alignment, 0);
+  for (const auto& t : tensors_) {
+    ok = ok && std::fwrite(t.data.data(), 1, t.data.size(), f.get()) == t.data.size();
+    const uint64_t pad = (alignment - t.data.size() % alignment) % alignment;
+    ok = ok && std::fwrite(zeros.data(), 1, pad, f.get()) == pad;
+  }
+  if (!ok) return make_error("short write to '" + path + "'");
+  return {};
+}
+
+}  // namespace pagoda
