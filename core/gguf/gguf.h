@@ -72,6 +72,7 @@ class GgufFile {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const std::string& path() const { return path_; }
   uint64_t file_size() const { return size_; }
+  uint64_t data_offset() const { return data_offset_; }
 
   const GgufValue* find(const std::string& key) const;
   const GgufTensorInfo* find_tensor(const std::string& name) const;

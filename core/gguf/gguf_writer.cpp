@@ -64,6 +64,36 @@ void GgufWriter::set_i32_array(const std::string& k, const std::vector<int32_t>&
   put(k, std::move(e));
 }
 
+static void encode_value(std::vector<uint8_t>& e, const GgufValue& v) {
+  switch (v.type) {
+    case GgufValueType::U8: append<uint8_t>(e, uint8_t(*v.as_int())); break;
+    case GgufValueType::I8: append<int8_t>(e, int8_t(*v.as_int())); break;
+    case GgufValueType::U16: append<uint16_t>(e, uint16_t(*v.as_int())); break;
+    case GgufValueType::I16: append<int16_t>(e, int16_t(*v.as_int())); break;
+    case GgufValueType::U32: append<uint32_t>(e, uint32_t(*v.as_int())); break;
+    case GgufValueType::I32: append<int32_t>(e, int32_t(*v.as_int())); break;
+    case GgufValueType::U64: append<uint64_t>(e, std::get<uint64_t>(v.v)); break;
+    case GgufValueType::I64: append<int64_t>(e, *v.as_int()); break;
+    case GgufValueType::F32: append<float>(e, float(*v.as_float())); break;
+    case GgufValueType::F64: append<double>(e, *v.as_float()); break;
+    case GgufValueType::BOOL: append<uint8_t>(e, std::get<bool>(v.v) ? 1 : 0); break;
+    case GgufValueType::STRING: append_string(e, *v.as_string()); break;
+    case GgufValueType::ARRAY: {
+      const GgufArray* a = v.as_array();
+      append<uint32_t>(e, uint32_t(a->elem_type));
+      append<uint64_t>(e, a->items.size());
+      for (const auto& item : a->items) encode_value(e, item);
+      break;
+    }
+  }
+}
+
+void GgufWriter::set_value(const std::string& k, const GgufValue& v) {
+  auto e = typed(v.type);
+  encode_value(e, v);
+  put(k, std::move(e));
+}
+
 void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<uint64_t> dims,
                             std::vector<uint8_t> data) {
   tensors_.push_back({name, type, std::move(dims), std::move(data)});

@@ -20,6 +20,8 @@ class GgufWriter {
   void set_string_array(const std::string& key, const std::vector<std::string>& v);
   void set_f32_array(const std::string& key, const std::vector<float>& v);
   void set_i32_array(const std::string& key, const std::vector<int32_t>& v);
+  // Copies a value read from another file (any type, arrays included).
+  void set_value(const std::string& key, const GgufValue& v);
 
   // dims: ne[0] first (row length). data must hold the exact byte size for type and dims.
   void add_tensor(const std::string& name, GgmlType type, std::vector<uint64_t> dims,

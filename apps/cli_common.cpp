@@ -1,0 +1,76 @@
+#include "apps/cli_common.h"
+
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+
+#include "backends/cpu/cpu_backend.h"
+
+namespace pagoda::cli {
+
+void add_backend_options(CLI::App* app, BackendOptions& o) {
+  app->add_option("--backend", o.backend, "Backend: cpu, cpu-ref, vulkan, cuda, auto")->capture_default_str();
+  app->add_option("--device", o.device, "GPU device index (default: best available)");
+  app->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)");
+}
+
+Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet) {
+  if (o.backend == "cpu" && o.threads > 0) return BackendPtr(std::make_unique<CpuBackend>(CpuOptions{.threads = o.threads}));
+  std::string note;
+  auto be = create_backend(o.backend, o.device, &note);
+  if (!be) return be.take_error();
+  if (!quiet) {
+    if (!note.empty()) fmt::print(stderr, "note: {}\n", note);
+    const auto info = (*be)->info();
+    fmt::print(stderr, "backend: {} on {}\n", info.name, info.device);
+  }
+  return be;
+}
+
+Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet) {
+  const bool bar = !quiet && isatty(STDERR_FILENO);
+  int last = -1;
+  auto progress = [&](uint64_t done, uint64_t total) {
+    if (!bar || total < (64ull << 20)) return;
+    const int pct = int(done * 100 / total);
+    if (pct == last) return;
+    last = pct;
+    const int w = 40, fill = pct * w / 100;
+    fmt::print(stderr, "\rloading [{}{}] {:3d}% {:.0f}/{:.0f} MiB", std::string(size_t(fill), '#'),
+               std::string(size_t(w - fill), ' '), pct, double(done) / (1 << 20), double(total) / (1 << 20));
+    if (done == total) fmt::print(stderr, "\n");
+  };
+  return LoadedModel::load(path, be, progress);
+}
+
+Result<uint64_t> parse_size(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  if (i == 0) return make_error("invalid size '" + s + "' (examples: 512MiB, 2GiB, 1048576)");
+  const double v = std::strtod(s.substr(0, i).c_str(), nullptr);
+  std::string unit = s.substr(i);
+  for (auto& c : unit) c = char(std::tolower(static_cast<unsigned char>(c)));
+  double mul = 1;
+  if (unit == "" || unit == "b") mul = 1;
+  else if (unit == "k" || unit == "kib" || unit == "kb") mul = 1024.0;
+  else if (unit == "m" || unit == "mib" || unit == "mb") mul = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gib" || unit == "gb") mul = 1024.0 * 1024 * 1024;
+  else return make_error("invalid size unit in '" + s + "' (use KiB, MiB or GiB)");
+  return uint64_t(v * mul);
+}
+
+std::string default_model_path() {
+  for (const char* p : {"../shared/models/stories260K.gguf", "../../shared/models/stories260K.gguf"})
+    if (std::filesystem::exists(p)) return p;
+  return "../shared/models/stories260K.gguf";
+}
+
+int fail(const std::string& msg) {
+  fmt::print(stderr, "error: {}\n", msg);
+  return 1;
+}
+
+}  // namespace pagoda::cli

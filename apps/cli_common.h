@@ -1,0 +1,35 @@
+// Shared pieces of the `pagoda` subcommands: backend + model loading with a progress bar, size
+// parsing, and the exit-code convention (0 ok, 1 runtime error, 2 bad usage).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "backends/backend.h"
+#include "core/model/loaded_model.h"
+
+namespace pagoda::cli {
+
+struct BackendOptions {
+  std::string backend = "cpu";
+  int device = -1;
+  int threads = 0;
+};
+void add_backend_options(CLI::App* app, BackendOptions& o);
+Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet);
+
+// Loads a model, drawing a progress bar on stderr for files over 64 MiB when stderr is a terminal.
+Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet);
+
+// "512MiB", "2GiB", "1000000" -> bytes.
+Result<uint64_t> parse_size(const std::string& s);
+
+std::string default_model_path();
+int fail(const std::string& msg);  // prints "error: msg" to stderr, returns 1
+
+void register_run(CLI::App& app);
+void register_info(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_bench(CLI::App& app);
+
+}  // namespace pagoda::cli

@@ -1,0 +1,48 @@
+// `pagoda convert` (llama2.c checkpoint -> GGUF) and `pagoda synth` (random-weight GGUF presets).
+#include <fmt/core.h>
+
+#include "apps/cli_common.h"
+#include "core/model/llama2c_import.h"
+#include "core/model/synth.h"
+
+namespace pagoda::cli {
+
+void register_convert(CLI::App& app) {
+  auto o = std::make_shared<Llama2cImportOptions>();
+  auto* cmd = app.add_subcommand("convert", "Convert a llama2.c checkpoint (.bin + tokenizer .bin) to GGUF");
+  cmd->add_option("checkpoint", o->checkpoint, "llama2.c model .bin")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--tokenizer", o->tokenizer, "llama2.c tokenizer (tok512.bin, tokenizer.bin)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("-o,--output", o->output, "GGUF file to write")->required();
+  cmd->add_option("--name", o->name, "general.name to record");
+  cmd->callback([o] {
+    if (auto st = import_llama2c(*o); !st) throw CLI::RuntimeError(fail(st.error()));
+    fmt::print(stderr, "wrote {}\n", o->output);
+  });
+
+  auto s = std::make_shared<SynthOptions>();
+  auto preset = std::make_shared<std::string>("110M");
+  auto dtype = std::make_shared<std::string>("f32");
+  s->vocab_from = "../shared/models/vocab/ggml-vocab-llama-spm.gguf";
+  auto* syn = app.add_subcommand("synth", "Write a llama-shaped GGUF with random weights (for speed tests only)");
+  syn->add_option("--preset", *preset, "Shape: tiny, 15M, 110M, 1B")->capture_default_str();
+  syn->add_option("--dtype", *dtype, "Weight type: f32, f16, q8_0, q4_0")->capture_default_str();
+  syn->add_option("--vocab-from", s->vocab_from, "GGUF whose tokenizer metadata is copied")->capture_default_str();
+  syn->add_option("--seed", s->seed, "Weight seed")->capture_default_str();
+  syn->add_option("-o,--output", s->output, "GGUF file to write")->required();
+  syn->callback([s, preset, dtype] {
+    auto shape = synth_preset(*preset);
+    if (!shape) throw CLI::RuntimeError(fail(shape.error()));
+    s->shape = *shape;
+    if (*dtype == "f32") s->dtype = GgmlType::F32;
+    else if (*dtype == "f16") s->dtype = GgmlType::F16;
+    else if (*dtype == "q8_0") s->dtype = GgmlType::Q8_0;
+    else if (*dtype == "q4_0") s->dtype = GgmlType::Q4_0;
+    else throw CLI::RuntimeError(fail("--dtype must be f32, f16, q8_0 or q4_0"));
+    if (auto st = synth_model(*s); !st) throw CLI::RuntimeError(fail(st.error()));
+    fmt::print(stderr, "wrote {} (preset {}, {} weights, RANDOM — for speed measurement only)\n", s->output, *preset, *dtype);
+  });
+}
+
+void register_bench(CLI::App& app) {}
+
+}  // namespace pagoda::cli

@@ -1,0 +1,83 @@
+#include "core/engine/generate.h"
+
+#include <chrono>
+
+namespace pagoda {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Owns the blocks of one sequence and gives them back however generation ends.
+struct SequenceBlocks {
+  KvCache& kv;
+  BlockTable table;
+  ~SequenceBlocks() {
+    for (int32_t b : table.blocks) kv.pool().release(b);
+  }
+  Status reserve(int32_t n_tokens) {
+    while (table.capacity(kv.block_size()) < n_tokens) {
+      auto b = kv.pool().allocate();
+      if (!b) return make_error("KV cache exhausted: " + std::to_string(n_tokens) + " tokens need more than the " +
+                                std::to_string(kv.pool().num_blocks()) + " blocks of the pool (raise --kv-memory)");
+      table.blocks.push_back(*b);
+    }
+    return {};
+  }
+};
+
+}  // namespace
+
+Result<GenerateStats> generate(ModelRunner& runner, KvCache& kv, const std::vector<int32_t>& prompt,
+                               const GenerateOptions& opt, std::vector<int32_t>& out,
+                               const std::function<bool(int32_t)>& on_token) {
+  const ModelConfig& cfg = runner.config();
+  if (prompt.empty()) return make_error("empty prompt: at least one token is needed");
+  if (int64_t(prompt.size()) >= cfg.ctx_len)
+    return make_error("prompt of " + std::to_string(prompt.size()) + " tokens does not fit the model's context of " +
+                      std::to_string(cfg.ctx_len));
+  for (int32_t t : prompt)
+    if (t < 0 || t >= cfg.vocab) return make_error("token id " + std::to_string(t) + " is outside the vocabulary");
+  PAGODA_TRY(opt.sampling.validate());
+
+  GenerateStats st;
+  st.prompt_tokens = int32_t(prompt.size());
+  const int32_t limit = std::min<int32_t>(opt.max_new_tokens, cfg.ctx_len - int32_t(prompt.size()));
+  SequenceBlocks seq{kv, {}};
+  std::vector<int32_t> history = prompt;
+  std::vector<float> logits;
+  const auto t0 = Clock::now();
+
+  // Prefill in chunks; only the last chunk's last row needs logits.
+  const int32_t chunk = std::max(1, opt.prefill_chunk);
+  for (int32_t start = 0; start < int32_t(prompt.size()); start += chunk) {
+    const int32_t n = std::min<int32_t>(chunk, int32_t(prompt.size()) - start);
+    PAGODA_TRY(seq.reserve(start + n));
+    ForwardBatch b;
+    const bool last = start + n == int32_t(prompt.size());
+    b.add_sequence(prompt.data() + start, n, start, seq.table, kv.block_size(), last ? 1 : 0);
+    PAGODA_TRY(runner.forward(b, kv, last ? &logits : nullptr));
+  }
+  st.prefill_seconds = seconds_since(t0);
+  out.clear();
+  const auto t_dec = Clock::now();
+  for (int32_t i = 0; i < limit; ++i) {
+    const int32_t tok = sample_token(logits, history, opt.sampling, uint64_t(i));
+    if (i == 0) st.ttft_seconds = seconds_since(t0);
+    if (tok == opt.eos) { st.stopped_by_eos = true; break; }
+    out.push_back(tok);
+    history.push_back(tok);
+    if (on_token && !on_token(tok)) break;
+    if (i + 1 == limit) break;
+    const int32_t pos = int32_t(history.size()) - 1;
+    PAGODA_TRY(seq.reserve(pos + 1));
+    ForwardBatch b;
+    b.add_sequence(&tok, 1, pos, seq.table, kv.block_size(), 1);
+    PAGODA_TRY(runner.forward(b, kv, &logits));
+  }
+  st.generated_tokens = int32_t(out.size());
+  st.decode_seconds = st.generated_tokens > 1 ? seconds_since(t_dec) : 0;
+  return st;
+}
+
+}  // namespace pagoda

@@ -1,0 +1,39 @@
+// Single-request generation over the paged KV cache: chunked prefill, then one decode per token.
+// It is what `pagoda run` uses for one prompt, and the baseline the batched engine must match.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/kv/kv_cache.h"
+#include "core/model/model_runner.h"
+#include "core/sample/sampler.h"
+
+namespace pagoda {
+
+struct GenerateOptions {
+  int32_t max_new_tokens = 128;
+  int32_t prefill_chunk = 512;
+  int32_t eos = -1;          // stop token (-1: none)
+  SamplingParams sampling;
+};
+
+struct GenerateStats {
+  int32_t prompt_tokens = 0;
+  int32_t generated_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  double ttft_seconds = 0;   // from start to the first generated token
+  bool stopped_by_eos = false;
+  double prefill_tok_s() const { return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0; }
+  // Decode rate excludes the first token, which prefill produced.
+  double decode_tok_s() const { return decode_seconds > 0 ? (generated_tokens - 1) / decode_seconds : 0; }
+};
+
+// Generates into `out` (the new tokens only). on_token(id) is called as each token is chosen and
+// may return false to stop early. KV blocks are taken from `kv` and all returned at the end.
+Result<GenerateStats> generate(ModelRunner& runner, KvCache& kv, const std::vector<int32_t>& prompt,
+                               const GenerateOptions& opt, std::vector<int32_t>& out,
+                               const std::function<bool(int32_t)>& on_token = {});
+
+}  // namespace pagoda

@@ -1,0 +1,26 @@
+#include "core/model/loaded_model.h"
+
+namespace pagoda {
+
+Result<std::unique_ptr<LoadedModel>> LoadedModel::load(const std::string& path, Backend& be,
+                                                       const std::function<void(uint64_t, uint64_t)>& progress) {
+  auto m = std::make_unique<LoadedModel>();
+  auto f = GgufFile::open(path);
+  if (!f) return f.take_error();
+  m->file = std::move(*f);
+  auto cfg = ModelConfig::from_gguf(*m->file);
+  if (!cfg) return make_error(path + ": " + cfg.error());
+  m->config = *cfg;
+  auto tok = Tokenizer::from_gguf(*m->file);
+  if (!tok) return make_error(path + ": " + tok.error());
+  m->tokenizer = std::move(*tok);
+  if (m->tokenizer->vocab_size() != m->config.vocab)
+    return make_error(path + ": tokenizer has " + std::to_string(m->tokenizer->vocab_size()) +
+                      " tokens but token_embd.weight has " + std::to_string(m->config.vocab) + " rows");
+  auto w = ModelWeights::load(*m->file, m->config, be, progress);
+  if (!w) return make_error(path + ": " + w.error());
+  m->weights = std::move(*w);
+  return m;
+}
+
+}  // namespace pagoda

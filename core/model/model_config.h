@@ -1,0 +1,34 @@
+// ModelConfig: the llama-family hyperparameters read from GGUF metadata, validated so that every
+// later size computation (KV capacity, scratch buffers) can trust them.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/gguf/gguf.h"
+#include "core/util/result.h"
+
+namespace pagoda {
+
+struct ModelConfig {
+  std::string arch = "llama";
+  std::string name;
+  int32_t dim = 0;
+  int32_t ffn_dim = 0;
+  int32_t n_layers = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t vocab = 0;
+  int32_t ctx_len = 0;
+  float rope_theta = 10000.0f;
+  float rms_eps = 1e-5f;
+  bool tied_output = false;
+
+  static Result<ModelConfig> from_gguf(const GgufFile& f);
+  // The capacity equation: bytes of K and V one token occupies across all layers.
+  uint64_t kv_bytes_per_token(uint32_t bytes_per_element) const {
+    return 2ull * uint64_t(n_layers) * uint64_t(n_kv_heads) * uint64_t(head_dim) * bytes_per_element;
+  }
+};
+
+}  // namespace pagoda

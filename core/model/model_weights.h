@@ -1,0 +1,32 @@
+// ModelWeights: every tensor of a llama-family GGUF uploaded to a backend, shape-checked against the
+// config, plus the SHA-256 digest of the weight bytes that the prefix cache identity binds to.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/gguf/gguf.h"
+#include "core/model/model_config.h"
+
+namespace pagoda {
+
+struct LayerWeights {
+  Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+};
+
+struct ModelWeights {
+  Tensor tok_embd, output_norm, output;
+  std::vector<LayerWeights> layers;
+  std::vector<BufferPtr> buffers;  // owners of the tensors above
+  std::string digest;              // hex SHA-256 over tensor names, types, shapes and bytes
+  uint64_t bytes = 0;              // total weight bytes on the device
+
+  // progress(done_bytes, total_bytes) is called while tensors upload (for a progress bar).
+  static Result<ModelWeights> load(const GgufFile& f, const ModelConfig& c, Backend& be,
+                                   const std::function<void(uint64_t, uint64_t)>& progress = {});
+};
+
+Result<DType> dtype_from_ggml(GgmlType t);
+
+}  // namespace pagoda

@@ -1,0 +1,32 @@
+// `pagoda synth`: llama-shaped GGUF models with random weights (clearly labelled as such) at
+// realistic sizes, for speed measurements. Their text is noise; never use them for quality claims.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/gguf/gguf.h"
+#include "core/util/result.h"
+
+namespace pagoda {
+
+struct SynthShape {
+  std::string preset;
+  int32_t dim, ffn_dim, n_layers, n_heads, n_kv_heads, ctx_len;
+};
+
+// Presets: "tiny" (unit tests), "15M", "110M", "1B" (TinyLlama-like, GQA).
+Result<SynthShape> synth_preset(const std::string& name);
+std::vector<std::string> synth_presets();
+
+struct SynthOptions {
+  SynthShape shape;
+  GgmlType dtype = GgmlType::F32;  // matmul weights; norms stay F32
+  std::string vocab_from;          // a GGUF whose tokenizer.* metadata is copied
+  std::string output;
+  uint64_t seed = 1;
+};
+
+Status synth_model(const SynthOptions& opt);
+
+}  // namespace pagoda
