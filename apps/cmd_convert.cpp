@@ -43,6 +43,4 @@ void register_convert(CLI::App& app) {
   });
 }
 
-void register_bench(CLI::App& app) {}
-
 }  // namespace pagoda::cli

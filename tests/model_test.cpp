@@ -1,1 +1,190 @@
+// End to end on the real model: known greedy text, .bin/.gguf equivalence, paging and chunking
+// invariance, backend agreement, and clear errors for bad requests.
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/engine/generate.h"
+#include "core/model/llama2c_import.h"
+#include "core/model/loaded_model.h"
+
+using namespace pagoda;
+
+namespace {
+
+const std::string kModels = PAGODA_MODELS_DIR;
+const std::string kStories = kModels + "/stories260K.gguf";
+
+std::string tmp(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("pagoda_model_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+struct Fixture {
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<LoadedModel> m;
+};
+
+Fixture load(const std::string& path, CpuOptions opt = {}) {
+  Fixture f;
+  f.be = std::make_unique<CpuBackend>(opt);
+  auto m = LoadedModel::load(path, *f.be);
+  EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error());
+  if (m) f.m = std::move(*m);
+  return f;
+}
+
+std::vector<int32_t> greedy(Fixture& f, const std::string& prompt, int32_t n, int32_t block_size = 16,
+                            int32_t chunk = 512) {
+  KvCacheConfig kc;
+  kc.block_size = block_size;
+  kc.num_blocks = (f.m->config.ctx_len + block_size - 1) / block_size + 1;
+  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  EXPECT_TRUE(kv.ok());
+  ModelRunner runner(*f.be, f.m->config, f.m->weights);
+  GenerateOptions g;
+  g.max_new_tokens = n;
+  g.sampling.temperature = 0;
+  g.prefill_chunk = chunk;
+  std::vector<int32_t> out;
+  auto st = generate(runner, *kv, f.m->tokenizer->encode(prompt, true), g, out);
+  EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error());
+  EXPECT_EQ(kv->pool().num_in_use(), 0) << "generation leaked KV blocks";
+  return out;
+}
+
+std::string detok(const Tokenizer& t, const std::vector<int32_t>& ids) {
+  StreamDecoder d(t);
+  std::string s;
+  for (int32_t id : ids) s += d.push(id);
+  return s + d.flush();
+}
+
+#define REQUIRE_MODELS()                                                       \
+  if (!std::filesystem::exists(kStories)) GTEST_SKIP() << "missing " << kStories
+
+}  // namespace
+
+// llama2.c's published greedy output for stories260K (its README and test_all.py). The sentence
+// quoted in shared/models/README.md ("...play outside and came to play...") does not match what
+// llama2.c itself prints; at that step "in" leads "and" by 1.5 logits, so it is not a rounding flip.
+TEST(Model, Stories260KGreedyMatchesLlama2cReference) {
+  REQUIRE_MODELS();
+  auto f = load(kStories);
+  const auto out = greedy(f, "Once upon a time", 200);
+  const std::string text = "Once upon a time" + detok(*f.m->tokenizer, out);
+  const std::string want =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she "
+      "saw a big, red ball. She wanted to play with it, but it was too high.\nLily's mom said, \"Lily, let's go to "
+      "the park.\" Lily was sad and didn't know what to do. She said, \"I want to play with your ball, but I can't "
+      "find it.\"\nLily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn";
+  EXPECT_EQ(text.substr(0, want.size()), want) << "got: " << text;
+}
+
+TEST(Model, ConvertedBinGivesIdenticalTokensToGguf) {
+  REQUIRE_MODELS();
+  const std::string out_path = tmp("stories_from_bin.gguf");
+  Llama2cImportOptions o{kModels + "/stories260K.bin", kModels + "/tok512.bin", out_path, ""};
+  ASSERT_TRUE(import_llama2c(o).ok());
+  auto a = load(kStories), b = load(out_path);
+  ASSERT_TRUE(b.m);
+  EXPECT_EQ(a.m->tokenizer->encode("Once upon a time", true), b.m->tokenizer->encode("Once upon a time", true));
+  EXPECT_EQ(greedy(a, "Once upon a time", 256), greedy(b, "Once upon a time", 256));
+  std::filesystem::remove(out_path);
+}
+
+TEST(Model, Llama2xsConvertsAndRuns) {
+  REQUIRE_MODELS();
+  const std::string out_path = tmp("llama2xs.gguf");
+  ASSERT_TRUE(import_llama2c({kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin", out_path, ""}).ok());
+  auto f = load(out_path);
+  ASSERT_TRUE(f.m);
+  EXPECT_EQ(f.m->config.ffn_dim, 192);
+  EXPECT_EQ(f.m->config.ctx_len, 256);
+  EXPECT_EQ(greedy(f, "Once upon a time", 32).size(), 32u);
+  std::filesystem::remove(out_path);
+}
+
+TEST(Model, BlockSizeAndPrefillChunkDoNotChangeOutput) {
+  REQUIRE_MODELS();
+  auto f = load(kStories);
+  const std::string prompt = "Lily and Ben went to the park. They saw a big dog and";
+  const auto base = greedy(f, prompt, 48, 16, 512);
+  EXPECT_EQ(greedy(f, prompt, 48, 1, 512), base);
+  EXPECT_EQ(greedy(f, prompt, 48, 7, 3), base);
+  EXPECT_EQ(greedy(f, prompt, 48, 32, 1), base);
+}
+
+TEST(Model, ReferenceAndFastCpuAgree) {
+  REQUIRE_MODELS();
+  auto fast = load(kStories), ref = load(kStories, CpuOptions{.reference = true});
+  EXPECT_EQ(greedy(fast, "Once upon a time", 64), greedy(ref, "Once upon a time", 64));
+}
+
+TEST(Model, EmptyPromptIsClearError) {
+  REQUIRE_MODELS();
+  auto f = load(kStories);
+  KvCacheConfig kc;
+  kc.num_blocks = 8;
+  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  ModelRunner runner(*f.be, f.m->config, f.m->weights);
+  std::vector<int32_t> out;
+  auto st = generate(runner, *kv, {}, GenerateOptions{}, out);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().find("empty prompt"), std::string::npos);
+}
+
+TEST(Model, PromptLongerThanContextIsClearError) {
+  REQUIRE_MODELS();
+  auto f = load(kStories);
+  KvCacheConfig kc;
+  kc.num_blocks = 64;
+  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  ModelRunner runner(*f.be, f.m->config, f.m->weights);
+  std::vector<int32_t> prompt(static_cast<size_t>(f.m->config.ctx_len + 1), 5), out;
+  auto st = generate(runner, *kv, prompt, GenerateOptions{}, out);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().find("does not fit the model's context"), std::string::npos);
+}
+
+TEST(Model, KvExhaustionIsClearErrorAndLeaksNothing) {
+  REQUIRE_MODELS();
+  auto f = load(kStories);
+  KvCacheConfig kc;
+  kc.num_blocks = 2;  // 32 tokens
+  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  ModelRunner runner(*f.be, f.m->config, f.m->weights);
+  GenerateOptions g;
+  g.max_new_tokens = 100;
+  g.sampling.temperature = 0;
+  std::vector<int32_t> out;
+  auto st = generate(runner, *kv, f.m->tokenizer->encode("Once upon a time", true), g, out);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().find("KV cache exhausted"), std::string::npos);
+  EXPECT_EQ(kv->pool().num_in_use(), 0);
+}
+
+TEST(Model, TruncatedModelFileIsClearError) {
+  REQUIRE_MODELS();
+  const std::string p = tmp("truncated.gguf");
+  std::filesystem::copy_file(kStories, p, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::resize_file(p, std::filesystem::file_size(p) / 2);
+  CpuBackend be;
+  auto m = LoadedModel::load(p, be);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.error().find("past the end of the file"), std::string::npos) << m.error();
+  std::filesystem::remove(p);
+}
+
+TEST(Model, WeightsDigestIsStableAndDistinguishesModels) {
+  REQUIRE_MODELS();
+  auto a = load(kStories), b = load(kStories);
+  EXPECT_EQ(a.m->weights.digest, b.m->weights.digest);
+  EXPECT_EQ(a.m->weights.digest.size(), 64u);
+  const std::string out_path = tmp("xs_digest.gguf");
+  ASSERT_TRUE(import_llama2c({kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin", out_path, ""}).ok());
+  auto c = load(out_path);
+  EXPECT_NE(a.m->weights.digest, c.m->weights.digest);
+  std::filesystem::remove(out_path);
+}

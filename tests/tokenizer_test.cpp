@@ -1,1 +1,376 @@
+// Tokenizer tests against llama.cpp's tokenizer vectors and the real vocabularies in shared/models.
+#include "core/tokenizer/tokenizer.h"
+
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/gguf/gguf.h"
+
+#ifndef PAGODA_MODELS_DIR
+#define PAGODA_MODELS_DIR "../shared/models"
+#endif
+
+namespace pagoda {
+namespace {
+
+std::string models_path(const std::string& rel) { return std::string(PAGODA_MODELS_DIR) + "/" + rel; }
+
+bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
+
+struct Loaded {
+  std::unique_ptr<GgufFile> file;
+  std::unique_ptr<Tokenizer> tok;
+};
+
+// Opens a GGUF and builds its tokenizer; an empty result means the file is not on this machine.
+Loaded load(const std::string& rel) {
+  Loaded l;
+  const std::string path = models_path(rel);
+  if (!file_exists(path)) return l;
+  auto f = GgufFile::open(path);
+  EXPECT_TRUE(f.ok()) << (f.ok() ? "" : f.error());
+  if (!f) return l;
+  auto t = Tokenizer::from_gguf(**f);
+  EXPECT_TRUE(t.ok()) << rel << ": " << (t.ok() ? "" : t.error());
+  if (!t) return l;
+  l.file = std::move(*f);
+  l.tok = std::move(*t);
+  return l;
+}
+
+#define LOAD_OR_SKIP(var, rel)                                                          \
+  Loaded var = load(rel);                                                               \
+  if (!var.tok) {                                                                       \
+    if (!file_exists(models_path(rel))) GTEST_SKIP() << models_path(rel) << " not found"; \
+    return;                                                                             \
+  }
+
+struct Vector {
+  std::string input;
+  std::string expected;  // ids as in the .out file, space separated
+};
+
+// .inp holds inputs each followed by a "__ggml_vocab_test__" line; .out one id line per input.
+std::vector<Vector> read_vectors(const std::string& gguf_rel) {
+  std::ifstream fi(models_path(gguf_rel) + ".inp", std::ios::binary);
+  std::ifstream fo(models_path(gguf_rel) + ".out", std::ios::binary);
+  std::stringstream ss;
+  ss << fi.rdbuf();
+  const std::string all = ss.str();
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::vector<Vector> v;
+  size_t pos = 0;
+  for (size_t hit; (hit = all.find(sep, pos)) != std::string::npos; pos = hit + sep.size())
+    v.push_back({all.substr(pos, hit - pos), ""});
+  std::string line;
+  for (size_t i = 0; std::getline(fo, line); ++i) {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+    if (i < v.size()) v[i].expected = line;
+  }
+  return v;
+}
+
+std::string join_ids(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t id : ids) s += " " + std::to_string(id);
+  return s;
+}
+
+// Runs every vector of one vocabulary and reports each mismatch with its input.
+void expect_vectors_pass(const std::string& rel) {
+  LOAD_OR_SKIP(l, rel);
+  const auto vectors = read_vectors(rel);
+  ASSERT_FALSE(vectors.empty()) << "no vectors next to " << rel;
+  int failed = 0;
+  for (const auto& vec : vectors) {
+    const std::string got = join_ids(l.tok->encode(vec.input, /*add_bos=*/false));
+    if (got != vec.expected) {
+      ++failed;
+      ADD_FAILURE() << rel << "\n  input:    [" << vec.input << "]\n  expected:" << vec.expected
+                    << "\n  got:     " << got;
+    }
+  }
+  EXPECT_EQ(failed, 0) << failed << " of " << vectors.size() << " vectors differ";
+}
+
+std::string decode_all(const Tokenizer& t, const std::vector<int32_t>& ids) {
+  std::string out;
+  int32_t prev = -1;
+  for (int32_t id : ids) {
+    out += t.token_bytes(prev, id);
+    prev = id;
+  }
+  return out;
+}
+
+int32_t find_piece(const Tokenizer& t, const std::string& piece) {
+  for (int32_t i = 0; i < t.vocab_size(); ++i)
+    if (t.piece(i) == piece) return i;
+  return -1;
+}
+
+TEST(Tokenizer, LlamaSpmVectorsAllPass) { expect_vectors_pass("vocab/ggml-vocab-llama-spm.gguf"); }
+
+TEST(Tokenizer, Gpt2VectorsAllPass) { expect_vectors_pass("vocab/ggml-vocab-gpt-2.gguf"); }
+
+// The other vocabularies whose pre-tokenizers are implemented (SentencePiece phi-3, and byte-level
+// BPE with the gpt-2, starcoder and falcon pre-tokenizers).
+TEST(Tokenizer, OtherSupportedVocabVectorsAllPass) {
+  for (const char* name : {"phi-3", "mpt", "starcoder", "refact", "falcon"}) {
+    SCOPED_TRACE(name);
+    const std::string rel = std::string("vocab/ggml-vocab-") + name + ".gguf";
+    if (file_exists(models_path(rel))) expect_vectors_pass(rel);
+  }
+}
+
+TEST(Tokenizer, RoundTripsText) {
+  const std::vector<std::string> texts = {
+      "Hello world",  " leading space", "   three leading spaces", "trailing spaces  ", "tabs\tand\nnewlines\n\n",
+      "Äpfel ½ Ünïcödé", "emoji 🦙🚀 and 👍🏽 and ❤️", "中文字符 日本語 한국어", "<s> is not a control token",
+      "x",
+  };
+  for (const char* rel : {"vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-gpt-2.gguf", "stories260K.gguf"}) {
+    LOAD_OR_SKIP(l, rel);
+    for (const auto& text : texts) {
+      EXPECT_EQ(decode_all(*l.tok, l.tok->encode(text, false)), text) << rel;
+      // With BOS first the same text comes back: BOS prints nothing and the prefix space is dropped.
+      StreamDecoder dec(*l.tok);
+      std::string streamed;
+      for (int32_t id : l.tok->encode(text, true)) streamed += dec.push(id);
+      streamed += dec.flush();
+      EXPECT_EQ(streamed, text) << rel;
+    }
+  }
+}
+
+TEST(Tokenizer, RoundTripsArbitraryBytes) {
+  // Invalid UTF-8 must survive too: byte fallback (SentencePiece) and byte-level BPE keep every byte.
+  for (const char* rel : {"vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-gpt-2.gguf"}) {
+    LOAD_OR_SKIP(l, rel);
+    uint64_t state = 0x9E3779B97F4A7C15ull;
+    for (int iter = 0; iter < 300; ++iter) {
+      std::string text;
+      const size_t len = size_t(iter % 48);
+      for (size_t i = 0; i < len; ++i) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        const unsigned r = unsigned(state >> 33);
+        // Mix in plenty of spaces and lead bytes so that malformed sequences meet space marks.
+        text += (r % 5 == 0) ? ' ' : (r % 7 == 0) ? char(0xE2) : char(r & 0xFF);
+      }
+      EXPECT_EQ(decode_all(*l.tok, l.tok->encode(text, false)), text) << rel << " iteration " << iter;
+    }
+  }
+}
+
+TEST(Tokenizer, EmptyTextEncodesToNothingButBos) {
+  LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");
+  EXPECT_TRUE(l.tok->encode("", false).empty());
+  EXPECT_EQ(l.tok->encode("", true), std::vector<int32_t>{1});
+}
+
+TEST(Tokenizer, SpecialTextIsNotParsedAsControlToken) {
+  LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");
+  for (int32_t id : l.tok->encode("<s></s><unk>", false)) EXPECT_FALSE(l.tok->is_special(id)) << id;
+}
+
+TEST(Tokenizer, TokenBytesFollowPieceKinds) {
+  LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");
+  const Tokenizer& t = *l.tok;
+  EXPECT_EQ(t.token_bytes(-1, t.bos()), "");
+  EXPECT_TRUE(t.is_special(t.bos()));
+  EXPECT_EQ(t.token_bytes(-1, find_piece(t, "<0x0A>")), "\n");
+  const int32_t hello = find_piece(t, "\xE2\x96\x81Hello");
+  ASSERT_GE(hello, 0);
+  EXPECT_EQ(t.token_bytes(t.bos(), hello), "Hello");  // the encoder's prefix space
+  EXPECT_EQ(t.token_bytes(-1, hello), "Hello");
+  EXPECT_EQ(t.token_bytes(hello, hello), " Hello");  // a real space between words
+  EXPECT_EQ(t.token_bytes(-1, t.vocab_size()), "");
+}
+
+TEST(StreamDecoder, NeverSplitsUtf8Character) {
+  LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");
+  // 🦙 is F0 9F A6 99 and has no piece of its own, so it travels as four byte tokens.
+  const std::vector<std::string> bytes = {"<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"};
+  StreamDecoder dec(*l.tok);
+  EXPECT_EQ(dec.push(find_piece(*l.tok, "\xE2\x96\x81" "a")), "a");
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    const int32_t id = find_piece(*l.tok, bytes[i]);
+    ASSERT_GE(id, 0);
+    const std::string out = dec.push(id);
+    if (i + 1 < bytes.size()) EXPECT_EQ(out, "") << "printed part of a character after byte " << i;
+    else EXPECT_EQ(out, "\xF0\x9F\xA6\x99");
+  }
+  EXPECT_EQ(dec.flush(), "");
+}
+
+TEST(StreamDecoder, FlushTurnsIncompleteSequenceIntoReplacementChar) {
+  LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");
+  StreamDecoder dec(*l.tok);
+  EXPECT_EQ(dec.push(find_piece(*l.tok, "<0xE4>")), "");
+  EXPECT_EQ(dec.push(find_piece(*l.tok, "<0xB8>")), "");
+  EXPECT_EQ(dec.flush(), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  // A stray continuation byte can never complete, so it is replaced at once.
+  EXPECT_EQ(dec.push(find_piece(*l.tok, "<0x80>")), "\xEF\xBF\xBD");
+}
+
+// Builds GGUF v3 images in memory, so error paths need no files.
+class GgufImage {
+ public:
+  GgufImage& str(const std::string& key, const std::string& v) {
+    kv(key, 8);
+    put_str(v);
+    return *this;
+  }
+  GgufImage& u32(const std::string& key, uint32_t v) {
+    kv(key, 4);
+    put(v);
+    return *this;
+  }
+  GgufImage& strings(const std::string& key, const std::vector<std::string>& v) {
+    array_header(key, 8, v.size());
+    for (const auto& s : v) put_str(s);
+    return *this;
+  }
+  GgufImage& floats(const std::string& key, const std::vector<float>& v) {
+    array_header(key, 6, v.size());
+    for (float x : v) put(x);
+    return *this;
+  }
+  Result<std::unique_ptr<GgufFile>> parse() const {
+    std::vector<uint8_t> img;
+    auto append = [&](const void* p, size_t n) { img.insert(img.end(), (const uint8_t*)p, (const uint8_t*)p + n); };
+    const uint32_t version = 3;
+    const uint64_t n_tensors = 0;
+    append("GGUF", 4);
+    append(&version, 4);
+    append(&n_tensors, 8);
+    append(&n_kv_, 8);
+    append(body_.data(), body_.size());
+    return GgufFile::parse(img.data(), img.size());
+  }
+
+ private:
+  template <typename T>
+  void put(T v) {
+    body_.insert(body_.end(), (const uint8_t*)&v, (const uint8_t*)&v + sizeof(T));
+  }
+  void put_str(const std::string& s) {
+    put(uint64_t(s.size()));
+    body_.insert(body_.end(), s.begin(), s.end());
+  }
+  void kv(const std::string& key, uint32_t type) {
+    ++n_kv_;
+    put_str(key);
+    put(type);
+  }
+  void array_header(const std::string& key, uint32_t elem, size_t n) {
+    kv(key, 9);
+    put(elem);
+    put(uint64_t(n));
+  }
+  std::vector<uint8_t> body_;
+  uint64_t n_kv_ = 0;
+};
+
+// A tiny valid SentencePiece vocabulary, which each error test then breaks in one way.
+GgufImage tiny_llama(const std::vector<std::string>& pieces = {"<unk>", "<s>", "</s>", "a", "b"}) {
+  GgufImage g;
+  g.str("tokenizer.ggml.model", "llama").strings("tokenizer.ggml.tokens", pieces);
+  return g;
+}
+
+std::string from_gguf_error(const GgufImage& g) {
+  auto f = g.parse();
+  if (!f) return "gguf parse failed: " + f.error();
+  auto t = Tokenizer::from_gguf(**f);
+  return t.ok() ? "" : t.error();
+}
+
+std::unique_ptr<Tokenizer> from_image(const GgufImage& g) {
+  auto f = g.parse();
+  if (!f) return nullptr;
+  auto t = Tokenizer::from_gguf(**f);
+  return t.ok() ? std::move(*t) : nullptr;
+}
+
+TEST(Tokenizer, MissingTokensKeyIsClearError) {
+  GgufImage g;
+  g.str("tokenizer.ggml.model", "llama").floats("tokenizer.ggml.scores", {0.f});
+  EXPECT_NE(from_gguf_error(g).find("tokenizer.ggml.tokens"), std::string::npos) << from_gguf_error(g);
+}
+
+TEST(Tokenizer, InconsistentMetadataIsClearError) {
+  GgufImage mismatch = tiny_llama();
+  mismatch.floats("tokenizer.ggml.scores", {0.f, 0.f});
+  EXPECT_NE(from_gguf_error(mismatch).find("tokenizer.ggml.scores"), std::string::npos) << from_gguf_error(mismatch);
+
+  GgufImage bad_bos = tiny_llama();
+  bad_bos.floats("tokenizer.ggml.scores", {0, 0, 0, -1, -2}).u32("tokenizer.ggml.bos_token_id", 7);
+  EXPECT_NE(from_gguf_error(bad_bos).find("tokenizer.ggml.bos_token_id"), std::string::npos) << from_gguf_error(bad_bos);
+
+  GgufImage bad_model;
+  bad_model.str("tokenizer.ggml.model", "bert").strings("tokenizer.ggml.tokens", {"a"});
+  EXPECT_NE(from_gguf_error(bad_model).find("'bert'"), std::string::npos) << from_gguf_error(bad_model);
+  EXPECT_NE(from_gguf_error(bad_model).find("tokenizer.ggml.model"), std::string::npos);
+
+  GgufImage no_merges;
+  no_merges.str("tokenizer.ggml.model", "gpt2").strings("tokenizer.ggml.tokens", {"a"});
+  EXPECT_NE(from_gguf_error(no_merges).find("tokenizer.ggml.merges"), std::string::npos) << from_gguf_error(no_merges);
+}
+
+TEST(Tokenizer, Stories260KBosEos) {
+  LOAD_OR_SKIP(l, "stories260K.gguf");
+  EXPECT_EQ(l.tok->bos(), 1);
+  EXPECT_EQ(l.tok->eos(), 2);
+  EXPECT_EQ(l.tok->vocab_size(), 512);
+  const auto ids = l.tok->encode("Once upon a time", true);
+  ASSERT_GT(ids.size(), 1u);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(decode_all(*l.tok, ids), "Once upon a time");
+}
+
+TEST(Tokenizer, DigestDiffersForDifferentVocab) {
+  auto with_scores = [](std::vector<std::string> pieces, std::vector<float> scores) {
+    GgufImage g = tiny_llama(std::move(pieces));
+    g.floats("tokenizer.ggml.scores", scores);
+    return from_image(g);
+  };
+  auto a = with_scores({"<unk>", "<s>", "</s>", "a", "b"}, {0, 0, 0, -1, -2});
+  auto a2 = with_scores({"<unk>", "<s>", "</s>", "a", "b"}, {0, 0, 0, -1, -2});
+  auto b = with_scores({"<unk>", "<s>", "</s>", "a", "c"}, {0, 0, 0, -1, -2});
+  auto c = with_scores({"<unk>", "<s>", "</s>", "a", "b"}, {0, 0, 0, -1, -3});
+  // Length prefixes keep "ab"+"c" and "a"+"bc" apart.
+  auto d = with_scores({"<unk>", "<s>", "</s>", "ab", "c"}, {0, 0, 0, -1, -2});
+  auto e = with_scores({"<unk>", "<s>", "</s>", "a", "bc"}, {0, 0, 0, -1, -2});
+  ASSERT_TRUE(a && a2 && b && c && d && e);
+  EXPECT_EQ(a->digest().size(), 64u);
+  EXPECT_EQ(a->digest(), a2->digest());
+  EXPECT_NE(a->digest(), b->digest());
+  EXPECT_NE(a->digest(), c->digest());
+  EXPECT_NE(d->digest(), e->digest());
+
+  LOAD_OR_SKIP(spm, "vocab/ggml-vocab-llama-spm.gguf");
+  LOAD_OR_SKIP(stories, "stories260K.gguf");
+  EXPECT_NE(spm.tok->digest(), stories.tok->digest());
+}
+
+TEST(Tokenizer, LongInputEncodesInLinearithmicTime) {
+  LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");
+  // One 200k-character "word" has no spaces to cut it up: a quadratic merge loop would take minutes.
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "abcdefghij";
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ids = l.tok->encode(text, false);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(decode_all(*l.tok, ids), text);
+  EXPECT_LT(secs, 20.0);
+}
+
+}  // namespace
+}  // namespace pagoda

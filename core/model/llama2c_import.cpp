@@ -23,6 +23,16 @@ struct Vocab {
   std::vector<int32_t> types;
 };
 
+// llama2.c's exporter wrote SentencePiece's U+2581 as a plain space; GGUF keeps U+2581.
+std::string replace_spaces(const std::string& p) {
+  std::string out;
+  for (char c : p) {
+    if (c == ' ') out += "\xE2\x96\x81";
+    else out += c;
+  }
+  return out;
+}
+
 // llama2.c tokenizer: int32 max_len, then per token: float score, int32 len, bytes.
 Result<Vocab> read_vocab(const std::string& path, int32_t vocab) {
   auto data = read_all(path);
@@ -47,6 +57,7 @@ Result<Vocab> read_vocab(const std::string& path, int32_t vocab) {
     else if (piece == "\n</s>\n") { piece = "</s>"; type = 3; }
     else if (piece == "<unk>") type = 2;
     else if (piece.size() == 6 && piece.rfind("<0x", 0) == 0 && piece[5] == '>') type = 6;
+    else piece = replace_spaces(piece);
     v.pieces.push_back(std::move(piece));
     v.scores.push_back(score);
     v.types.push_back(type);

@@ -1,0 +1,180 @@
+// Row-wise and elementwise kernels: embed, rms_norm, rope, silu_mul, add, kv_store, softmax.
+// Each mirrors the CPU reference (backends/cpu/cpu_ref_ops.cpp) formula for formula, with accurate
+// libm calls (no fast-math) so results match to float rounding of the reduction order.
+#include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/cuda_kernels.h"
+
+namespace pagoda::cuda {
+namespace {
+
+constexpr int kRowThreads = 256;
+constexpr int kSoftmaxThreads = 1024;
+constexpr int kElemThreads = 256;
+
+// Grid size for a grid-stride elementwise loop: enough CTAs to fill the GPU, never more than needed.
+unsigned elem_grid(int64_t n) {
+  const int64_t blocks = (n + kElemThreads - 1) / kElemThreads;
+  return unsigned(blocks < 65536 ? blocks : 65536);
+}
+
+__global__ void embed_kernel(DType t, const uint8_t* __restrict__ table, size_t table_stride, int64_t table_rows,
+                             int64_t dim, const int32_t* __restrict__ ids, float* __restrict__ out,
+                             int64_t out_stride) {
+  const int64_t r = blockIdx.x;
+  const int32_t id = ids[r];
+  float* o = out + r * out_stride;
+  // An id outside the table would read foreign memory; write zeros instead (the caller's bug stays visible).
+  if (id < 0 || id >= table_rows) {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = 0.0f;
+    return;
+  }
+  const uint8_t* row = table + size_t(id) * table_stride;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = load_element(t, row, i);
+}
+
+__global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, float* out, int64_t cols, float eps) {
+  __shared__ float scratch[32];
+  const float* xr = x + blockIdx.x * cols;
+  float* o = out + blockIdx.x * cols;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
+  ss = block_sum(ss, scratch);  // every read of xr happens before this barrier, so out may alias x
+  const float scale = 1.0f / sqrtf(ss / float(cols) + eps);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+}
+
+__global__ void rope_kernel(float* x, int64_t x_stride, const int32_t* __restrict__ pos, int64_t rows,
+                            int32_t n_heads, int32_t head_dim, float theta) {
+  const int32_t half_dim = head_dim / 2;
+  const int64_t total = rows * n_heads * half_dim;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int32_t pair = int32_t(idx % half_dim);
+    const int64_t rh = idx / half_dim;
+    const int32_t h = int32_t(rh % n_heads);
+    const int64_t r = rh / n_heads;
+    const int32_t i = 2 * pair;
+    const float freq = powf(theta, -float(i) / float(head_dim));
+    const float a = float(pos[r]) * freq;
+    float s, c;
+    sincosf(a, &s, &c);
+    float* v = x + r * x_stride + int64_t(h) * head_dim + i;
+    const float v0 = v[0], v1 = v[1];
+    v[0] = v0 * c - v1 * s;
+    v[1] = v0 * s + v1 * c;
+  }
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* __restrict__ up, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void add_kernel(const float* a, const float* __restrict__ b, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+
+template <bool kHalf>
+__global__ void kv_store_kernel(const float* __restrict__ k, const float* __restrict__ v, int64_t cols,
+                                uint8_t* k_cache, uint8_t* v_cache, int64_t cache_rows,
+                                const int32_t* __restrict__ slots) {
+  const int64_t r = blockIdx.x;
+  const int32_t slot = slots[r];
+  if (slot < 0 || slot >= cache_rows) return;  // negative = padding; past the pool = never write
+  const float* kr = k + r * cols;
+  const float* vr = v + r * cols;
+  if constexpr (kHalf) {
+    __half* kc = reinterpret_cast<__half*>(k_cache) + int64_t(slot) * cols;
+    __half* vc = reinterpret_cast<__half*>(v_cache) + int64_t(slot) * cols;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+      kc[i] = __float2half_rn(kr[i]);  // round-to-nearest-even, as float_to_half
+      vc[i] = __float2half_rn(vr[i]);
+    }
+  } else {
+    float* kc = reinterpret_cast<float*>(k_cache) + int64_t(slot) * cols;
+    float* vc = reinterpret_cast<float*>(v_cache) + int64_t(slot) * cols;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+      kc[i] = kr[i];
+      vc[i] = vr[i];
+    }
+  }
+}
+
+// Three passes over one row per CTA. Each thread touches the same indices in every pass, so writing
+// exp() into out in pass 2 is safe even when out aliases x.
+__global__ void __launch_bounds__(kSoftmaxThreads)
+    softmax_kernel(const float* x, float* out, int64_t cols, float temperature) {
+  __shared__ float scratch[32];
+  const float* xr = x + blockIdx.x * cols;
+  float* o = out + blockIdx.x * cols;
+  float mx = -INFINITY;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, xr[i]);
+  mx = block_max(mx, scratch);
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float e = expf((xr[i] - mx) / temperature);
+    o[i] = e;
+    sum += e;
+  }
+  sum = block_sum(sum, scratch);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) o[i] = o[i] / sum;
+}
+
+}  // namespace
+
+cudaError_t launch_embed(cudaStream_t s, DType table_type, const uint8_t* table, size_t table_stride,
+                         int64_t table_rows, int64_t dim, const int32_t* ids, int64_t n, float* out,
+                         int64_t out_stride) {
+  embed_kernel<<<unsigned(n), kRowThreads, 0, s>>>(table_type, table, table_stride, table_rows, dim, ids, out,
+                                                   out_stride);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int64_t rows,
+                            int64_t cols, float eps) {
+  rms_norm_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(x, w, out, cols, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, int64_t rows,
+                        int32_t n_heads, int32_t head_dim, float theta) {
+  const int64_t total = rows * n_heads * (head_dim / 2);
+  rope_kernel<<<elem_grid(total), kElemThreads, 0, s>>>(x, x_stride, pos, rows, n_heads, head_dim, theta);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul(cudaStream_t s, const float* gate, const float* up, float* out, int64_t n) {
+  silu_mul_kernel<<<elem_grid(n), kElemThreads, 0, s>>>(gate, up, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add(cudaStream_t s, const float* a, const float* b, float* out, int64_t n) {
+  add_kernel<<<elem_grid(n), kElemThreads, 0, s>>>(a, b, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_kv_store(cudaStream_t s, const float* k, const float* v, int64_t rows, int64_t cols,
+                            DType cache_type, uint8_t* k_cache, uint8_t* v_cache, int64_t cache_rows,
+                            const int32_t* slots) {
+  if (cache_type == DType::F16)
+    kv_store_kernel<true><<<unsigned(rows), kRowThreads, 0, s>>>(k, v, cols, k_cache, v_cache, cache_rows, slots);
+  else
+    kv_store_kernel<false><<<unsigned(rows), kRowThreads, 0, s>>>(k, v, cols, k_cache, v_cache, cache_rows, slots);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_softmax(cudaStream_t s, const float* x, float* out, int64_t rows, int64_t cols,
+                           float temperature) {
+  softmax_kernel<<<unsigned(rows), kSoftmaxThreads, 0, s>>>(x, out, cols, temperature);
+  return cudaGetLastError();
+}
+
+cudaError_t probe_kernels() {
+  cudaFuncAttributes attr;
+  return cudaFuncGetAttributes(&attr, add_kernel);
+}
+
+}  // namespace pagoda::cuda

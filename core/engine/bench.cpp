@@ -1,0 +1,73 @@
+#include "core/engine/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+namespace pagoda {
+
+double median(std::vector<double> v) { return percentile(std::move(v), 50); }
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double idx = p / 100.0 * double(v.size() - 1);
+  const size_t lo = size_t(idx), hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (idx - double(lo));
+}
+
+double measure_copy_bandwidth(uint64_t bytes, int repeats) {
+  std::unique_ptr<char[]> a(new char[bytes]), b(new char[bytes]);
+  std::memset(a.get(), 1, bytes);
+  std::memset(b.get(), 2, bytes);
+  std::vector<double> rates;
+  for (int i = 0; i <= repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::memcpy(b.get(), a.get(), bytes);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) rates.push_back(2.0 * double(bytes) / s);  // first pass is warm-up (page faults)
+  }
+  // Keep the copy observable so it is not optimized away.
+  volatile char sink = b[bytes / 2];
+  (void)sink;
+  return median(rates);
+}
+
+Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prompt_tokens, int32_t gen_tokens,
+                                       int repeats, DType kv_dtype) {
+  const int32_t ctx = prompt_tokens + gen_tokens + 1;
+  if (ctx > m.config.ctx_len) return make_error("prompt + generated tokens exceed the model context");
+  KvCacheConfig kc;
+  kc.dtype = kv_dtype;
+  kc.num_blocks = (ctx + kc.block_size - 1) / kc.block_size + 1;
+  auto kv = KvCache::create(be, m.config, kc);
+  if (!kv) return kv.take_error();
+  ModelRunner runner(be, m.config, m.weights);
+  // A fixed pseudo-prompt of ordinary tokens: speed does not depend on which tokens they are.
+  std::vector<int32_t> prompt(static_cast<size_t>(prompt_tokens));
+  for (int32_t i = 0; i < prompt_tokens; ++i) prompt[size_t(i)] = 3 + (i * 7919) % std::max(1, m.config.vocab - 3);
+  GenerateOptions g;
+  g.max_new_tokens = gen_tokens;
+  g.sampling.temperature = 0;
+  g.eos = -1;  // measure exactly gen_tokens steps
+  DecodeBenchResult r;
+  r.prompt_tokens = prompt_tokens;
+  std::vector<int32_t> out;
+  for (int i = 0; i <= repeats; ++i) {
+    auto st = generate(runner, *kv, prompt, g, out);
+    if (!st) return st.take_error();
+    if (i == 0) continue;  // warm-up
+    r.decode_tok_s.push_back(st->decode_tok_s());
+    r.prefill_tok_s.push_back(st->prefill_tok_s());
+    r.ttft_ms.push_back(st->ttft_seconds * 1e3);
+    r.generated_tokens = st->generated_tokens;
+  }
+  r.median_decode_tok_s = median(r.decode_tok_s);
+  r.p99_decode_tok_s = percentile(r.decode_tok_s, 1);  // the slow tail of a rate is its low end
+  r.median_prefill_tok_s = median(r.prefill_tok_s);
+  r.median_ttft_ms = median(r.ttft_ms);
+  return r;
+}
+
+}  // namespace pagoda

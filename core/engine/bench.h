@@ -1,0 +1,31 @@
+// Measurements behind `pagoda bench`: host copy bandwidth (the memory roofline) and single-stream
+// decode speed, with warm-up excluded and medians over repeats.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/engine/generate.h"
+#include "core/model/loaded_model.h"
+
+namespace pagoda {
+
+// Bytes per second of a large memcpy (read + write counted once each), median of `repeats`.
+double measure_copy_bandwidth(uint64_t bytes = 256ull << 20, int repeats = 5);
+
+struct DecodeBenchResult {
+  std::vector<double> decode_tok_s;  // one per repeat
+  std::vector<double> prefill_tok_s;
+  std::vector<double> ttft_ms;
+  double median_decode_tok_s = 0, p99_decode_tok_s = 0;
+  double median_prefill_tok_s = 0, median_ttft_ms = 0;
+  int32_t prompt_tokens = 0, generated_tokens = 0;
+};
+
+Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prompt_tokens, int32_t gen_tokens,
+                                       int repeats, DType kv_dtype = DType::F32);
+
+double median(std::vector<double> v);
+double percentile(std::vector<double> v, double p);
+
+}  // namespace pagoda

@@ -1,0 +1,316 @@
+#include "core/engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace pagoda {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+Engine::Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg) : model_(model), be_(be), cfg_(cfg) {}
+
+Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, const EngineConfig& cfg,
+                                               LoadedModel* draft_model) {
+  std::unique_ptr<Engine> e(new Engine(model, be, cfg));
+  KvCacheConfig kc;
+  kc.block_size = cfg.block_size;
+  kc.dtype = cfg.kv_dtype;
+  kc.num_blocks = cfg.num_blocks > 0 ? cfg.num_blocks : kv_blocks_for_budget(model.config, cfg.kv_bytes, cfg.block_size, cfg.kv_dtype);
+  auto kv = KvCache::create(be, model.config, kc);
+  if (!kv) return kv.take_error();
+  e->kv_ = std::make_unique<KvCache>(std::move(*kv));
+  e->index_ = std::make_unique<PrefixIndex>(e->kv_->pool());
+  e->runner_ = std::make_unique<ModelRunner>(be, model.config, model.weights);
+  // Everything that decides the bytes of a cached block goes into its identity.
+  e->identity_.weights_digest = model.weights.digest;
+  e->identity_.tokenizer_digest = model.tokenizer->digest();
+  e->identity_.adapter_id = cfg.adapter_id;
+  e->identity_.kv_dtype = dtype_name(cfg.kv_dtype);
+  e->identity_.block_size = cfg.block_size;
+  e->identity_.kernel_precision = be.info().name + "-f32acc";
+  SchedulerConfig sc;
+  sc.max_batch_tokens = cfg.max_batch_tokens;
+  sc.max_running = cfg.max_running;
+  sc.max_waiting = cfg.max_waiting;
+  sc.prefix_caching = cfg.prefix_caching;
+  sc.ctx_len = model.config.ctx_len;
+  if (sc.max_batch_tokens < 1 || sc.max_running < 1 || sc.max_waiting < 1)
+    return make_error("batch token budget, max running and queue bound must be positive");
+  e->sched_ = std::make_unique<Scheduler>(sc, *e->kv_, *e->index_, e->identity_, e->counters_, e->hist_);
+  e->start_time_ = Clock::now();
+  e->publish_snapshot();
+  return e;
+}
+
+Engine::~Engine() { stop(false); }
+
+int32_t Engine::public_len_of(const std::vector<int32_t>& toks) const {
+  int32_t best = 0;
+  for (const auto& p : cfg_.public_prefixes)
+    if (p.size() <= toks.size() && int32_t(p.size()) > best && std::equal(p.begin(), p.end(), toks.begin()))
+      best = int32_t(p.size());
+  return best;
+}
+
+SubmitResult Engine::submit(Request req, TokenCallback cb) {
+  const auto t0 = Clock::now();
+  SubmitResult r;
+  auto reject = [&](const std::string& reason, const std::string& msg) {
+    r.rejected = reason;
+    r.message = msg;
+    std::lock_guard<std::mutex> lk(mu_);
+    ++counters_.rejections[reason];
+    return r;
+  };
+  if (auto st = req.sampling.validate(); !st) return reject("invalid_request", st.error());
+  if (req.max_tokens < 0) return reject("invalid_request", "max_tokens must be >= 0");
+  if (req.timeout_s < 0) return reject("invalid_request", "timeout must be >= 0");
+  auto s = std::make_unique<Sequence>();
+  s->tokens = req.prompt_tokens.empty() ? model_.tokenizer->encode(req.prompt, req.add_bos) : req.prompt_tokens;
+  if (s->tokens.empty()) return reject("invalid_request", "empty prompt");
+  for (int32_t t : s->tokens)
+    if (t < 0 || t >= model_.config.vocab) return reject("invalid_request", "token id " + std::to_string(t) + " is outside the vocabulary");
+  if (int32_t(s->tokens.size()) >= model_.config.ctx_len)
+    return reject("prompt_too_long", "prompt of " + std::to_string(s->tokens.size()) + " tokens does not fit the context of " +
+                                         std::to_string(model_.config.ctx_len));
+  s->id = next_id_++;
+  s->prompt_len = int32_t(s->tokens.size());
+  s->public_len = public_len_of(s->tokens);
+  s->tenant = req.tenant;
+  s->priority = req.priority;
+  s->max_tokens = std::min<int32_t>(req.max_tokens, model_.config.ctx_len - s->prompt_len);
+  s->stop_at_eos = req.stop_at_eos;
+  s->sampling = req.sampling;
+  s->callback = std::move(cb);
+  s->arrival = t0;
+  s->metrics.prompt_tokens = s->prompt_len;
+  if (req.timeout_s > 0) s->deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(req.timeout_s));
+  r.id = s->id;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    hist_.stage[size_t(Stage::Normalize)].observe(secs(Clock::now() - t0));
+    // Admission control: the bound covers requests not yet seen by the engine thread too.
+    if (int64_t(sched_->waiting().size()) + int64_t(inbox_.size()) >= cfg_.max_waiting) {
+      ++counters_.rejections["queue_full"];
+      r.rejected = "queue_full";
+      r.message = "the request queue is full (" + std::to_string(cfg_.max_waiting) + " waiting); retry later";
+      r.id = 0;
+      return r;
+    }
+    ++counters_.requests_submitted;
+    inbox_.push_back(std::move(s));
+    ++pending_;
+  }
+  cv_.notify_all();
+  return r;
+}
+
+void Engine::cancel(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    cancels_.push_back(id);
+  }
+  cv_.notify_all();
+}
+
+void Engine::drain_inbox() {
+  std::vector<std::unique_ptr<Sequence>> in;
+  std::vector<uint64_t> cancels;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    in.swap(inbox_);
+    cancels.swap(cancels_);
+  }
+  for (auto& s : in) {
+    for (uint64_t c : cancels) if (c == s->id) s->cancelled = true;
+    const uint64_t id = s->id;
+    const std::string why = sched_->add(s);
+    if (!why.empty()) {
+      ++counters_.rejections[why];
+      end(std::move(s), FinishReason::Rejected, why);
+    } else {
+      detok_[id] = std::make_unique<StreamDecoder>(*model_.tokenizer);
+    }
+  }
+  for (uint64_t c : cancels)
+    if (Sequence* s = sched_->find(c)) s->cancelled = true;
+}
+
+bool Engine::should_stop(const Sequence& s, int32_t tok) const {
+  return (s.stop_at_eos && tok == model_.tokenizer->eos()) || s.generated() >= s.max_tokens ||
+         int32_t(s.tokens.size()) >= model_.config.ctx_len;
+}
+
+void Engine::emit_token(Sequence& s, int32_t tok, SteadyTime now) {
+  s.tokens.push_back(tok);
+  ++counters_.generated_tokens;
+  ++counters_.per_tenant[s.tenant.empty() ? "default" : s.tenant]["generated"];
+  if (s.generated() == 1) {
+    s.first_token = now;
+    s.metrics.ttft_s = secs(now - s.arrival);
+    hist_.ttft.observe(s.metrics.ttft_s);
+  } else {
+    const double itl = secs(now - s.last_token);
+    s.itl_sum += itl;
+    hist_.itl.observe(itl);
+  }
+  s.last_token = now;
+  TokenEvent ev;
+  ev.request_id = s.id;
+  ev.token = tok;
+  const bool is_eos = s.stop_at_eos && tok == model_.tokenizer->eos();
+  if (!is_eos) ev.text = detok_[s.id]->push(tok);
+  if (s.callback) s.callback(ev);
+}
+
+void Engine::end(std::unique_ptr<Sequence> s, FinishReason r, const std::string& error) {
+  const auto now = Clock::now();
+  s->finish_reason = r;
+  s->metrics.generated_tokens = std::max(0, s->generated());
+  s->metrics.e2e_s = secs(now - s->arrival);
+  s->metrics.mean_itl_s = s->generated() > 1 ? s->itl_sum / (s->generated() - 1) : 0;
+  if (r != FinishReason::Rejected) {
+    ++counters_.requests_finished;
+    hist_.e2e.observe(s->metrics.e2e_s);
+  }
+  ++counters_.finished[finish_reason_name(r)];
+  TokenEvent ev;
+  ev.request_id = s->id;
+  ev.finished = true;
+  ev.reason = r;
+  ev.error = error;
+  ev.metrics = s->metrics;
+  if (auto it = detok_.find(s->id); it != detok_.end()) {
+    ev.text = it->second->flush();
+    detok_.erase(it);
+  }
+  if (s->callback) s->callback(ev);
+  --pending_;
+}
+
+Status Engine::step() {
+  drain_inbox();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (paused_) return {};
+  }
+  const auto now = Clock::now();
+  std::vector<std::unique_ptr<Sequence>> ended;
+  auto plan = sched_->schedule(now, ended);
+  for (auto& s : ended) {
+    const FinishReason r = s->finish_reason;
+    end(std::move(s), r);
+  }
+  hist_.stage[size_t(Stage::Hash)].observe(sched_->hash_s);
+  hist_.stage[size_t(Stage::Match)].observe(sched_->match_s);
+  hist_.stage[size_t(Stage::Allocate)].observe(sched_->allocate_s);
+  if (!plan.empty()) {
+    ForwardBatch b;
+    std::vector<Sequence*> logit_seqs;
+    for (const auto& c : plan) {
+      b.add_sequence(c.seq->tokens.data() + c.start, c.n_tokens, c.start, c.seq->table, kv_->block_size(),
+                     c.wants_logits ? 1 : 0);
+      if (c.wants_logits) logit_seqs.push_back(c.seq);
+    }
+    std::vector<float> logits;
+    const auto t0 = Clock::now();
+    auto st = runner_->forward(b, *kv_, &logits);
+    hist_.stage[size_t(Stage::Decode)].observe(secs(Clock::now() - t0));
+    if (!st) {
+      // A device failure ends every request in the batch with the error instead of hanging them.
+      for (const auto& c : plan) end(sched_->finish(c.seq), FinishReason::Error, st.error());
+      return st;
+    }
+    for (const auto& c : plan) sched_->commit(*c.seq, c.start + c.n_tokens);
+    const auto t_emit = Clock::now();
+    const int32_t V = model_.config.vocab;
+    for (size_t i = 0; i < logit_seqs.size(); ++i) {
+      Sequence& s = *logit_seqs[i];
+      if (s.max_tokens == 0) { end(sched_->finish(&s), FinishReason::Length); continue; }
+      const std::span<const float> row(logits.data() + i * size_t(V), size_t(V));
+      const int32_t tok = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()));
+      emit_token(s, tok, t_emit);
+      if (should_stop(s, tok)) {
+        const bool eos = s.stop_at_eos && tok == model_.tokenizer->eos();
+        end(sched_->finish(&s), eos ? FinishReason::Eos : FinishReason::Length);
+      }
+    }
+  }
+  ++step_;
+  kv_history_.push_back(float(kv_->pool().num_in_use()) / float(kv_->pool().num_blocks()));
+  if (kv_history_.size() > 600) kv_history_.erase(kv_history_.begin(), kv_history_.begin() + 100);
+  if (secs(Clock::now() - last_publish_) >= cfg_.snapshot_interval_s) publish_snapshot();
+  return {};
+}
+
+bool Engine::idle() const { return pending_.load() == 0; }
+
+void Engine::set_paused(bool p) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    paused_ = p;
+  }
+  cv_.notify_all();
+}
+
+void Engine::loop() {
+  while (running_thread_) {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(50), [&] {
+        return !running_thread_ || ((!inbox_.empty() || !cancels_.empty() || !sched_->idle()) && !paused_);
+      });
+    }
+    if (!running_thread_) break;
+    auto st = step();
+    (void)st;  // errors were delivered to the affected requests
+    if (sched_->idle()) publish_snapshot();
+  }
+}
+
+void Engine::start() {
+  if (running_thread_.exchange(true)) return;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Engine::stop(bool drain) {
+  if (drain && running_thread_) {
+    while (!idle()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (running_thread_.exchange(false)) {
+    cv_.notify_all();
+    thread_.join();
+  }
+  if (!drain) {
+    // Cancel whatever is left and run one step so every request gets its final event.
+    std::vector<uint64_t> ids;
+    for (const auto& s : sched_->running()) ids.push_back(s->id);
+    for (const auto& s : sched_->waiting()) ids.push_back(s->id);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (const auto& s : inbox_) ids.push_back(s->id);
+      paused_ = false;
+    }
+    for (uint64_t id : ids) cancel(id);
+    if (!ids.empty()) {
+      drain_inbox();
+      std::vector<std::unique_ptr<Sequence>> ended;
+      sched_->schedule(SteadyTime::min(), ended);
+      for (auto& s : ended) {
+    const FinishReason r = s->finish_reason;
+    end(std::move(s), r);
+  }
+    }
+  }
+}
+
+void Engine::publish_snapshot() {
+  last_publish_ = Clock::now();
+  box_.publish(std::make_shared<const Snapshot>(build_snapshot()));
+}
+
+}  // namespace pagoda

@@ -1,0 +1,117 @@
+// Engine: the request pipeline normalize -> hash -> match -> allocate -> decode/verify, run as a
+// step loop (on its own thread, or stepped by the caller). Public C++ API: submit a request with
+// a token callback, cancel it, read telemetry snapshots. Callbacks run on the engine thread.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/model/loaded_model.h"
+#include "core/model/model_runner.h"
+#include "core/prefix/prefix_index.h"
+#include "core/sched/scheduler.h"
+#include "core/telemetry/telemetry.h"
+
+namespace pagoda {
+
+struct EngineConfig {
+  int32_t block_size = 16;
+  uint64_t kv_bytes = 256ull << 20;
+  int32_t num_blocks = 0;  // overrides kv_bytes when > 0
+  DType kv_dtype = DType::F32;
+  int32_t max_batch_tokens = 512;
+  int32_t max_running = 64;
+  int32_t max_waiting = 256;
+  bool prefix_caching = true;
+  std::string adapter_id;
+  std::vector<std::vector<int32_t>> public_prefixes;  // token prefixes keyed in the public scope
+  double snapshot_interval_s = 0.02;
+};
+
+struct Request {
+  std::string prompt;                  // text (tokenized at submit) ...
+  std::vector<int32_t> prompt_tokens;  // ... or tokens directly (used when non-empty)
+  int32_t max_tokens = 128;
+  SamplingParams sampling;
+  std::string tenant;                  // cache scope: set by the server from the authenticated caller
+  int32_t priority = 0;                // higher runs first and is preempted last
+  double timeout_s = 0;                // 0 = no deadline
+  bool add_bos = true;
+  bool stop_at_eos = true;
+};
+
+struct SubmitResult {
+  uint64_t id = 0;
+  std::string rejected;  // reason when not admitted to the queue: queue_full, prompt_too_long, ...
+  std::string message;
+};
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> create(LoadedModel& model, Backend& be, const EngineConfig& cfg,
+                                                LoadedModel* draft_model = nullptr);
+  ~Engine();
+
+  // Thread-safe. Validates and tokenizes on the caller's thread (the normalize stage).
+  SubmitResult submit(Request req, TokenCallback cb);
+  void cancel(uint64_t id);  // thread-safe; the request ends with reason "cancelled"
+
+  // One scheduler iteration on the calling thread (do not mix with start()).
+  Status step();
+  // Runs steps on a background thread until stop(); idles when there is no work.
+  void start();
+  // drain = finish in-flight work first; otherwise cancel everything still queued or running.
+  void stop(bool drain = true);
+  void set_paused(bool p);
+  bool idle() const;  // no queued, running or pending-submit requests
+
+  std::shared_ptr<const Snapshot> snapshot() const { return box_.latest(); }
+  void publish_snapshot();  // forces a snapshot now (tests, step-by-step inspector)
+  const ModelConfig& config() const { return model_.config; }
+  const Tokenizer& tokenizer() const { return *model_.tokenizer; }
+  const CacheIdentity& identity() const { return identity_; }
+
+ private:
+  Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg);
+  void drain_inbox();
+  void emit_token(Sequence& s, int32_t tok, SteadyTime now);
+  void end(std::unique_ptr<Sequence> s, FinishReason r, const std::string& error = "");
+  bool should_stop(const Sequence& s, int32_t tok) const;
+  void loop();
+  Snapshot build_snapshot() const;
+  int32_t public_len_of(const std::vector<int32_t>& toks) const;
+
+  LoadedModel& model_;
+  Backend& be_;
+  EngineConfig cfg_;
+  CacheIdentity identity_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<PrefixIndex> index_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<Scheduler> sched_;
+  Counters counters_;
+  Histograms hist_;
+  SnapshotBox box_;
+
+  mutable std::mutex mu_;  // guards inbox_, cancels_, paused_
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Sequence>> inbox_;
+  std::vector<uint64_t> cancels_;
+  bool paused_ = false;
+  std::atomic<bool> running_thread_{false};
+  std::atomic<int64_t> pending_{0};  // submitted but not yet finished
+  std::thread thread_;
+  std::atomic<uint64_t> next_id_{1};
+  uint64_t step_ = 0;
+  SteadyTime start_time_, last_publish_{};
+  std::vector<float> accept_history_, kv_history_;
+  std::unordered_map<uint64_t, std::unique_ptr<StreamDecoder>> detok_;
+};
+
+}  // namespace pagoda

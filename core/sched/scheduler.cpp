@@ -1,0 +1,243 @@
+#include "core/sched/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace pagoda {
+namespace {
+
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Running order: higher priority first, then older first. Victims come from the other end.
+bool runs_before(const Sequence& a, const Sequence& b) {
+  if (a.priority != b.priority) return a.priority > b.priority;
+  if (a.arrival != b.arrival) return a.arrival < b.arrival;
+  return a.id < b.id;
+}
+
+}  // namespace
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None: return "none";
+    case FinishReason::Length: return "length";
+    case FinishReason::Eos: return "stop";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::DeadlineExceeded: return "deadline_exceeded";
+    case FinishReason::Rejected: return "rejected";
+    case FinishReason::Error: return "error";
+  }
+  return "?";
+}
+
+Scheduler::Scheduler(SchedulerConfig cfg, KvCache& kv, PrefixIndex& index, const CacheIdentity& identity,
+                     Counters& counters, Histograms& hist)
+    : cfg_(cfg), kv_(kv), index_(index), identity_(identity), counters_(counters), hist_(hist) {}
+
+std::string Scheduler::add(std::unique_ptr<Sequence>& s) {
+  const int32_t bs = kv_.block_size();
+  if (int32_t(s->tokens.size()) >= cfg_.ctx_len) return "prompt_too_long";
+  if ((int32_t(s->tokens.size()) + bs) / bs > kv_.pool().num_blocks()) return "kv_capacity";
+  if (int32_t(waiting_.size()) >= cfg_.max_waiting) return "queue_full";
+  s->state = SeqState::Waiting;
+  waiting_.push_back(std::move(s));
+  return "";
+}
+
+Sequence* Scheduler::find(uint64_t id) {
+  for (auto& s : running_) if (s->id == id) return s.get();
+  for (auto& s : waiting_) if (s->id == id) return s.get();
+  return nullptr;
+}
+
+void Scheduler::ensure_keys(Sequence& s) {
+  const auto t0 = std::chrono::steady_clock::now();
+  extend_block_keys(identity_.with_scope(s.tenant), s.tokens, s.public_len, s.keys);
+  hash_s += since(t0);
+}
+
+bool Scheduler::reserve(Sequence& s, int32_t n_tokens) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint64_t before = kv_.pool().evictions();
+  bool ok = true;
+  while (s.table.capacity(kv_.block_size()) < n_tokens) {
+    auto b = kv_.pool().allocate();
+    if (!b) { ok = false; break; }
+    s.table.blocks.push_back(*b);
+  }
+  counters_.evictions += kv_.pool().evictions() - before;
+  allocate_s += since(t0);
+  return ok;
+}
+
+void Scheduler::release_blocks(Sequence& s) {
+  for (int32_t b : s.table.blocks) kv_.pool().release(b);
+  s.table.blocks.clear();
+  s.n_computed = 0;
+  s.n_keyed = 0;
+}
+
+void Scheduler::commit(Sequence& s, int32_t n_computed) {
+  s.n_computed = n_computed;
+  if (!cfg_.prefix_caching) return;
+  const int32_t full = n_computed / kv_.block_size();
+  if (full <= s.n_keyed) return;
+  ensure_keys(s);
+  for (int32_t b = s.n_keyed; b < full; ++b) index_.insert(s.keys[size_t(b)], s.table.blocks[size_t(b)]);
+  s.n_keyed = full;
+}
+
+void Scheduler::truncate(Sequence& s, int32_t n_computed) {
+  s.n_computed = std::min(s.n_computed, n_computed);
+  const size_t keep = size_t((n_computed + kv_.block_size() - 1) / kv_.block_size());
+  while (s.table.blocks.size() > keep) {
+    kv_.pool().release(s.table.blocks.back());
+    s.table.blocks.pop_back();
+  }
+}
+
+// Prefix match, then blocks for the first chunk. Undoes itself when the pool cannot serve it.
+bool Scheduler::admit(Sequence& s) {
+  const int32_t bs = kv_.block_size();
+  int32_t matched = 0;
+  if (cfg_.prefix_caching) {
+    ensure_keys(s);
+    // The last token is always computed (its logits pick the next token), so match at most len-1.
+    const size_t usable = std::min(s.keys.size(), size_t((int32_t(s.tokens.size()) - 1) / bs));
+    const auto t0 = std::chrono::steady_clock::now();
+    auto blocks = index_.match_and_retain(std::span<const BlockKey>(s.keys.data(), usable));
+    match_s += since(t0);
+    matched = int32_t(blocks.size()) * bs;
+    s.table.blocks = std::move(blocks);
+    s.n_keyed = int32_t(s.table.blocks.size());
+    counters_.prefix_query_tokens += uint64_t(s.tokens.size());
+    counters_.prefix_hit_tokens += uint64_t(matched);
+  }
+  s.n_computed = matched;
+  if (!reserve(s, std::min<int32_t>(int32_t(s.tokens.size()), matched + 1))) {
+    release_blocks(s);
+    return false;
+  }
+  if (!s.admitted_once) {
+    s.admitted_once = true;
+    s.first_scheduled = std::chrono::steady_clock::now();
+    s.metrics.cached_tokens = std::min(matched, s.prompt_len);
+    s.metrics.queue_s = std::chrono::duration<double>(s.first_scheduled - s.arrival).count();
+    hist_.queue.observe(s.metrics.queue_s);
+    counters_.prompt_tokens += uint64_t(s.prompt_len);
+    counters_.avoided_prefill_tokens += uint64_t(s.metrics.cached_tokens);
+    auto& t = counters_.per_tenant[s.tenant.empty() ? "default" : s.tenant];
+    t["prompt"] += uint64_t(s.prompt_len);
+    t["cached"] += uint64_t(s.metrics.cached_tokens);
+  }
+  return true;
+}
+
+Sequence* Scheduler::pick_victim(const Sequence* except) {
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it)
+    if (!(*it)->planned && it->get() != except) return it->get();
+  return nullptr;
+}
+
+void Scheduler::preempt(Sequence& s) {
+  release_blocks(s);
+  s.draft.clear();
+  s.state = SeqState::Waiting;
+  ++counters_.preemptions;
+  ++s.metrics.preemptions;
+  auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &s; });
+  // Preempted work goes to the front: it was admitted before anything still waiting.
+  waiting_.push_front(std::move(*it));
+  running_.erase(it);
+}
+
+std::unique_ptr<Sequence> Scheduler::finish(Sequence* s) {
+  release_blocks(*s);
+  s->state = SeqState::Finished;
+  for (auto it = running_.begin(); it != running_.end(); ++it)
+    if (it->get() == s) { auto p = std::move(*it); running_.erase(it); return p; }
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+    if (it->get() == s) { auto p = std::move(*it); waiting_.erase(it); return p; }
+  return nullptr;
+}
+
+std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, std::vector<std::unique_ptr<Sequence>>& finished) {
+  hash_s = match_s = allocate_s = 0;
+  // Requests that must end now, wherever they are.
+  std::vector<Sequence*> ending;
+  for (auto& s : running_) if (s->cancelled || now > s->deadline) ending.push_back(s.get());
+  for (auto& s : waiting_) if (s->cancelled || now > s->deadline) ending.push_back(s.get());
+  for (Sequence* s : ending) {
+    s->finish_reason = s->cancelled ? FinishReason::Cancelled : FinishReason::DeadlineExceeded;
+    finished.push_back(finish(s));
+  }
+
+  std::sort(running_.begin(), running_.end(), [](const auto& a, const auto& b) { return runs_before(*a, *b); });
+  for (auto& s : running_) s->planned = false;
+  std::vector<ScheduledChunk> plan;
+  int32_t budget = cfg_.max_batch_tokens;
+
+  // 1) Decodes (plus their draft tokens) first, in priority order.
+  auto index_of = [&](const Sequence* p) {
+    return size_t(std::find_if(running_.begin(), running_.end(), [&](const auto& q) { return q.get() == p; }) - running_.begin());
+  };
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence& s = *running_[i];
+    if (s.prefilling()) continue;
+    if (int32_t(s.draft.size()) + 1 > budget) s.draft.resize(size_t(budget - 1));
+    bool ok;
+    while (!(ok = reserve(s, s.n_computed + 1 + int32_t(s.draft.size())))) {
+      if (!s.draft.empty()) { s.draft.clear(); continue; }  // speculation goes before anyone's work
+      Sequence* victim = pick_victim(&s);
+      if (!victim) break;
+      preempt(*victim);
+    }
+    if (!ok) {  // nobody left to preempt: this request waits for blocks instead
+      i = index_of(&s);
+      preempt(s);
+      --i;  // unsigned wrap is fine: the loop's ++i brings it back
+      continue;
+    }
+    i = index_of(&s);
+    s.planned = true;
+    const int32_t m = 1 + int32_t(s.draft.size());
+    plan.push_back({&s, s.n_computed, m, true});
+    budget -= m;
+  }
+
+  // 2) Prefill chunks of running requests, then admissions, in the remaining budget.
+  for (auto& sp : running_) {
+    Sequence& s = *sp;
+    if (budget <= 0) break;
+    if (s.planned || !s.prefilling()) continue;
+    const int32_t pending = int32_t(s.tokens.size()) - s.n_computed;
+    const int32_t n = std::min(pending, budget);
+    if (!reserve(s, s.n_computed + n)) continue;
+    s.planned = true;
+    plan.push_back({&s, s.n_computed, n, n == pending});
+    counters_.computed_prefill_tokens += uint64_t(n);
+    budget -= n;
+  }
+  while (budget > 0 && !waiting_.empty() && int32_t(running_.size()) < cfg_.max_running) {
+    Sequence& s = *waiting_.front();
+    if (!admit(s)) break;  // head-of-line: later arrivals do not overtake a waiting request
+    const int32_t pending = int32_t(s.tokens.size()) - s.n_computed;
+    const int32_t n = std::min(pending, budget);
+    if (!reserve(s, s.n_computed + n)) {
+      release_blocks(s);
+      break;
+    }
+    s.state = SeqState::Running;
+    s.planned = true;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+    plan.push_back({&s, s.n_computed, n, n == pending});
+    counters_.computed_prefill_tokens += uint64_t(n);
+    budget -= n;
+  }
+  return plan;
+}
+
+}  // namespace pagoda

@@ -1,0 +1,79 @@
+// Scheduler: decides who runs each step. Continuous batching under a per-step token budget:
+// every running decode gets its token first (so decodes never starve behind a long prompt), then
+// prefill chunks fill the rest. Admission matches the prefix cache and allocates blocks; when
+// blocks run out, the lowest-priority, newest running request is preempted (recomputed later).
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/kv/kv_cache.h"
+#include "core/prefix/prefix_index.h"
+#include "core/sched/sequence.h"
+#include "core/telemetry/telemetry.h"
+
+namespace pagoda {
+
+struct SchedulerConfig {
+  int32_t max_batch_tokens = 512;  // token budget per step
+  int32_t max_running = 64;
+  int32_t max_waiting = 256;       // bounded queue: a full queue rejects
+  bool prefix_caching = true;
+  int32_t ctx_len = 0;
+};
+
+struct ScheduledChunk {
+  Sequence* seq;
+  int32_t start;     // first position computed this step
+  int32_t n_tokens;  // tokens computed this step (including draft tokens)
+  bool wants_logits; // the chunk reaches the end of the sequence's tokens
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig cfg, KvCache& kv, PrefixIndex& index, const CacheIdentity& identity,
+            Counters& counters, Histograms& hist);
+
+  // Queues a sequence (taking ownership) or returns a rejection reason and leaves `seq` alone.
+  std::string add(std::unique_ptr<Sequence>& seq);
+  // Plans one step. Sequences that must end (cancelled, past deadline) are moved to `finished`.
+  std::vector<ScheduledChunk> schedule(SteadyTime now, std::vector<std::unique_ptr<Sequence>>& finished);
+  // After the forward pass: records computed tokens and keys newly full blocks.
+  void commit(Sequence& s, int32_t n_computed);
+  // Shrinks a sequence to `n_computed` cached tokens, releasing blocks no longer needed (rejected drafts).
+  void truncate(Sequence& s, int32_t n_computed);
+  // Ends a running or waiting sequence, releasing its blocks.
+  std::unique_ptr<Sequence> finish(Sequence* s);
+  // Ensures blocks for `n_tokens` cached tokens; false when the pool cannot provide them.
+  bool reserve(Sequence& s, int32_t n_tokens);
+
+  const std::deque<std::unique_ptr<Sequence>>& waiting() const { return waiting_; }
+  const std::vector<std::unique_ptr<Sequence>>& running() const { return running_; }
+  Sequence* find(uint64_t id);
+  bool idle() const { return waiting_.empty() && running_.empty(); }
+  const CacheIdentity& identity() const { return identity_; }
+  KvCache& kv() { return kv_; }
+
+  // Stage times of the last schedule() call (seconds).
+  double hash_s = 0, match_s = 0, allocate_s = 0;
+
+ private:
+  bool admit(Sequence& s);
+  void preempt(Sequence& s);
+  void release_blocks(Sequence& s);
+  Sequence* pick_victim(const Sequence* except);
+  void ensure_keys(Sequence& s);
+
+  SchedulerConfig cfg_;
+  KvCache& kv_;
+  PrefixIndex& index_;
+  CacheIdentity identity_;
+  Counters& counters_;
+  Histograms& hist_;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+};
+
+}  // namespace pagoda

@@ -1,0 +1,77 @@
+// Sequence: one request's state as the scheduler and engine see it — its tokens, how many have
+// K/V in the cache, its blocks, its keys, and the timestamps every latency metric comes from.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/kv/kv_cache.h"
+#include "core/prefix/cache_identity.h"
+#include "core/sample/sampler.h"
+
+namespace pagoda {
+
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+enum class FinishReason : uint8_t { None, Length, Eos, Cancelled, DeadlineExceeded, Rejected, Error };
+const char* finish_reason_name(FinishReason r);
+
+enum class SeqState : uint8_t { Waiting, Running, Finished };
+
+struct RequestMetrics {
+  int32_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, preemptions = 0;
+  double queue_s = 0, ttft_s = 0, e2e_s = 0, mean_itl_s = 0;
+  uint64_t spec_proposed = 0, spec_accepted = 0, spec_steps = 0;
+};
+
+struct TokenEvent {
+  uint64_t request_id = 0;
+  int32_t token = -1;        // -1 on the final event when no token comes with it
+  std::string text;          // detokenized piece, UTF-8 safe
+  bool finished = false;
+  FinishReason reason = FinishReason::None;
+  std::string error;
+  RequestMetrics metrics;    // filled on the final event
+};
+using TokenCallback = std::function<void(const TokenEvent&)>;
+
+struct Sequence {
+  uint64_t id = 0;
+  std::string tenant;
+  int32_t priority = 0;
+  int32_t max_tokens = 0;
+  bool stop_at_eos = true;
+  SamplingParams sampling;
+  SteadyTime arrival, deadline = SteadyTime::max();
+  TokenCallback callback;
+
+  std::vector<int32_t> tokens;  // prompt + generated
+  int32_t prompt_len = 0;
+  int32_t public_len = 0;       // leading tokens inside a declared public prefix
+  int32_t n_computed = 0;       // tokens whose K/V is in the cache
+  BlockTable table;
+  std::vector<BlockKey> keys;   // keys of full blocks, computed as blocks fill
+  int32_t n_keyed = 0;          // leading blocks already offered to the prefix index
+  SeqState state = SeqState::Waiting;
+  bool cancelled = false;
+  bool planned = false;         // part of the step being planned (not a preemption victim)
+  FinishReason finish_reason = FinishReason::None;
+  std::string error;
+  bool admitted_once = false;
+
+  // Speculation state (owned by the engine's speculation step).
+  std::vector<int32_t> draft;
+  int32_t spec_k = 0;
+
+  RequestMetrics metrics;
+  SteadyTime first_scheduled{}, first_token{}, last_token{};
+  double itl_sum = 0;
+  std::vector<int32_t> accept_hist;  // per verify step: tokens emitted
+
+  int32_t generated() const { return int32_t(tokens.size()) - prompt_len; }
+  bool prefilling() const { return n_computed < int32_t(tokens.size()) - 1; }
+};
+
+}  // namespace pagoda

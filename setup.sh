@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs Pagoda's Debian dependencies (when root), configures and builds it.
+#   ./setup.sh          install + build (build/pagoda)
+#   ./setup.sh --test   install + build + run the whole test suite (unit, conformance on every
+#                       available backend, end-to-end) and the core tests under ASan/UBSan
+set -euo pipefail
+cd "$(dirname "$0")"
+
+MODE=build
+[[ "${1:-}" == "--test" ]] && MODE=test
+JOBS="${PAGODA_JOBS:-2}"
+
+PACKAGES=(build-essential cmake ninja-build pkg-config git
+  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libfmt-dev nlohmann-json3-dev libcli11-dev
+  libcpp-httplib-dev libstb-dev
+  libvulkan-dev glslc glslang-tools mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
+  libspirv-cross-c-shared-dev
+  libimgui-dev libglfw3-dev libgl-dev xvfb xauth)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: not root, so not installing: ${missing[*]}" >&2
+    echo "setup: run 'sudo apt-get install ${missing[*]}' (optional backends are skipped if absent)" >&2
+  fi
+fi
+
+CMAKE_ARGS=(-G Ninja -DCMAKE_BUILD_TYPE=Release)
+if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  export CUDACXX=/usr/local/cuda/bin/nvcc
+  # One architecture keeps CI's compile short; release builds set 80;90 themselves.
+  CMAKE_ARGS+=(-DCMAKE_CUDA_ARCHITECTURES="${PAGODA_CUDA_ARCHS:-90}")
+fi
+if [[ "${CI:-}" == "true" ]]; then
+  CMAKE_ARGS+=(-DPAGODA_WERROR=ON -DPAGODA_NATIVE=OFF)
+fi
+
+cmake -S . -B build "${CMAKE_ARGS[@]}" >/dev/null
+cmake --build build -j "$JOBS"
+
+[[ "$MODE" == build ]] && exit 0
+
+# The test suite: everything under CTest, then the core under sanitizers.
+ctest --test-dir build --output-on-failure -j "$JOBS"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPAGODA_SANITIZE=ON \
+  -DPAGODA_VULKAN=OFF -DPAGODA_CUDA=OFF -DPAGODA_UI=OFF >/dev/null
+cmake --build build-asan -j "$JOBS"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS"

@@ -1,0 +1,110 @@
+// The `pagoda` command as a user runs it: output, exit codes and error messages.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+namespace {
+
+const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
+const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+
+struct Run {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+Run sh(const std::string& args) {
+  Run r{0, {}};
+  FILE* p = popen((kBin + " " + args + " 2>&1").c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+#define REQUIRE_MODELS() \
+  if (!std::filesystem::exists(kStories)) GTEST_SKIP() << "missing " << kStories
+
+}  // namespace
+
+TEST(Cli, HelpListsSubcommands) {
+  auto r = sh("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* s : {"run", "info", "convert", "synth", "bench"}) EXPECT_NE(r.out.find(s), std::string::npos) << s;
+}
+
+TEST(Cli, RunGreedyPrintsKnownStoryAndSummary) {
+  REQUIRE_MODELS();
+  auto r = sh("run -m " + kStories + " -p 'Once upon a time' -n 30 --temp 0");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("Once upon a time, there was a little girl named Lily. She loved to play outside in the park."), std::string::npos) << r.out;
+  for (const char* k : {"prompt tokens:", "generated:", "prefill:", "decode:", "TTFT:"})
+    EXPECT_NE(r.out.find(k), std::string::npos) << k;
+}
+
+TEST(Cli, RunJsonIsMachineReadable) {
+  REQUIRE_MODELS();
+  auto r = sh("run -m " + kStories + " -p 'Once upon a time' -n 8 --temp 0 --json 2>/dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["generated_tokens"].get<int>(), 8);
+  EXPECT_EQ(j["tokens"].size(), 8u);
+  EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
+}
+
+TEST(Cli, PromptFromStdin) {
+  REQUIRE_MODELS();
+  FILE* p = popen(("printf 'Once upon a time' | " + kBin + " run -m " + kStories + " -n 5 --temp 0 --json 2>/dev/null").c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  ASSERT_EQ(pclose(p), 0);
+  EXPECT_EQ(nlohmann::json::parse(out)["prompt"].get<std::string>(), "Once upon a time");
+}
+
+TEST(Cli, MissingModelIsErrorWithNonZeroExit) {
+  auto r = sh("run -m /nonexistent.gguf -p hi");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("error: cannot open '/nonexistent.gguf'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, EmptyPromptIsError) {
+  REQUIRE_MODELS();
+  auto r = sh("run -m " + kStories + " -p '' < /dev/null");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("empty prompt"), std::string::npos) << r.out;
+}
+
+TEST(Cli, UnknownBackendIsError) {
+  REQUIRE_MODELS();
+  auto r = sh("run -m " + kStories + " -p hi --backend tpu");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("unknown backend 'tpu'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, BadOptionValueIsUsageError) {
+  auto r = sh("run -n banana");
+  EXPECT_EQ(r.code, 2) << r.out;
+}
+
+TEST(Cli, InfoShowsCapacityEquation) {
+  REQUIRE_MODELS();
+  auto r = sh("info " + kStories);
+  EXPECT_EQ(r.code, 0) << r.out;
+  // 2 x 5 layers x 4 kv heads x 8 head dim x 4 bytes = 1280
+  EXPECT_NE(r.out.find("= 1280 (f32)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("blk.0.attn_q.weight"), std::string::npos);
+}
+
+TEST(Cli, InfoOnNonGgufFails) {
+  auto r = sh("info " + std::string(PAGODA_MODELS_DIR) + "/tok512.bin");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("bad magic"), std::string::npos) << r.out;
+}
