@@ -1,0 +1,337 @@
+// out[n, o] = sum_i x[n, i] * w[o, i] for F32/F16/Q8_0/Q4_0 weights.
+// Decode (n <= 8): one warp per weight row, every x row reusing that row's weights from registers;
+// quantized rows are staged through shared memory with 16-byte coalesced loads because their
+// 34/18-byte blocks are only 2-byte aligned. Prefill (n > 8): 64x64 output tiles on tensor cores
+// (TF32 in, F32 accumulate), weights dequantized into shared memory once per tile.
+#include <mma.h>
+
+#include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/cuda_kernels.h"
+
+namespace pagoda::cuda {
+namespace {
+
+struct MmArgs {
+  const uint8_t* w;
+  size_t w_stride;
+  const float* x;
+  int64_t x_stride;
+  float* out;
+  int64_t out_stride;
+  int64_t n, n_in, n_out;
+  bool w_vec;  // every weight row 16-byte aligned (dense types: vector loads allowed)
+  bool x_vec;  // every x row 16-byte aligned and n_in % 4 == 0
+};
+
+// Eight consecutive x values starting at p.
+__device__ __forceinline__ void load_x8(const float* p, bool vec, float v[8]) {
+  if (vec) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+    const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = __ldg(p + i);
+  }
+}
+
+__device__ __forceinline__ float dot8(const float a[8], const float b[8]) {
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) s = fmaf(a[i], b[i], s);
+  return s;
+}
+
+// Eight weights of a dense row starting at element e (all in range).
+template <DType T>
+__device__ __forceinline__ void load_dense8(const uint8_t* row, int64_t e, bool vec, float w[8]) {
+  if constexpr (T == DType::F32) {
+    load_x8(reinterpret_cast<const float*>(row) + e, vec, w);
+  } else {
+    if (vec) {
+      halves8(__ldg(reinterpret_cast<const uint4*>(row + 2 * e)), w);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) w[i] = half_bits_to_float(ld_u16(row + 2 * (e + i)));
+    }
+  }
+}
+
+template <int NX>
+__device__ __forceinline__ void reduce_and_store(float acc[NX], const MmArgs& a, int64_t row, int lane) {
+#pragma unroll
+  for (int j = 0; j < NX; ++j) {
+    const float v = warp_sum(acc[j]);
+    if (lane == 0 && j < a.n) a.out[j * a.out_stride + row] = v;
+  }
+}
+
+template <DType T, int NX>
+__device__ void matvec_dense_row(const MmArgs& a, int64_t row, int lane) {
+  const uint8_t* wrow = a.w + row * a.w_stride;
+  float acc[NX] = {};
+  const int64_t groups = a.n_in / 8;
+  for (int64_t g = lane; g < groups; g += 32) {
+    const int64_t e = g * 8;
+    float w[8];
+    load_dense8<T>(wrow, e, a.w_vec, w);
+#pragma unroll
+    for (int j = 0; j < NX; ++j) {
+      if (j < a.n) {
+        float xv[8];
+        load_x8(a.x + j * a.x_stride + e, a.x_vec, xv);
+        acc[j] += dot8(w, xv);
+      }
+    }
+  }
+  for (int64_t e = groups * 8 + lane; e < a.n_in; e += 32) {
+    const float wv = load_element(T, wrow, e);
+#pragma unroll
+    for (int j = 0; j < NX; ++j)
+      if (j < a.n) acc[j] = fmaf(wv, __ldg(a.x + j * a.x_stride + e), acc[j]);
+  }
+  reduce_and_store<NX>(acc, a, row, lane);
+}
+
+// Copies `bytes` (even) from global to shared memory with the whole warp: 16-byte vectors when the
+// source allows it, then 2-byte words for the remainder (or single bytes for an odd source).
+__device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, int bytes, int lane) {
+  int done = 0;
+  if (aligned16(src)) {
+    const int n16 = bytes >> 4;
+    for (int i = lane; i < n16; i += 32)
+      reinterpret_cast<uint4*>(dst)[i] = __ldg(reinterpret_cast<const uint4*>(src) + i);
+    done = n16 << 4;
+  }
+  if ((reinterpret_cast<uintptr_t>(src) & 1) == 0) {
+    for (int i = (done >> 1) + lane; i < (bytes >> 1); i += 32)
+      reinterpret_cast<uint16_t*>(dst)[i] = ld_u16(src + 2 * i);
+    if ((bytes & 1) && lane == 0) dst[bytes - 1] = __ldg(src + bytes - 1);
+  } else {
+    for (int i = done + lane; i < bytes; i += 32) dst[i] = __ldg(src + i);
+  }
+}
+
+constexpr int kMvWarps = 8;
+constexpr int kMvThreads = kMvWarps * 32;
+constexpr int kStageBlocks = 32;  // quant blocks staged per warp per step (1024 elements)
+
+template <DType T, int NX>
+__device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t* stage) {
+  constexpr int kBB = T == DType::Q8_0 ? kQ8Bytes : kQ4Bytes;
+  const uint8_t* wrow = a.w + row * a.w_stride;
+  const int64_t nb = a.n_in / 32;
+  float acc[NX] = {};
+  for (int64_t b0 = 0; b0 < nb; b0 += kStageBlocks) {
+    const int nblk = int(min(int64_t(kStageBlocks), nb - b0));
+    warp_copy(stage, wrow + b0 * kBB, nblk * kBB, lane);
+    __syncwarp();
+    // Four lanes per block, eight consecutive elements each; eight blocks per step.
+#pragma unroll
+    for (int step = 0; step < kStageBlocks / 8; ++step) {
+      const int bl = step * 8 + (lane >> 2);
+      if (bl < nblk) {
+        const int sub = (lane & 3) * 8;
+        const uint8_t* blk = stage + bl * kBB;
+        float w[8];
+        if constexpr (T == DType::Q8_0) q8_0_values8(blk, sub, w);
+        else q4_0_values8(blk, sub, w);
+        const float d = block_scale(blk);
+        const int64_t e = (b0 + bl) * 32 + sub;
+#pragma unroll
+        for (int j = 0; j < NX; ++j) {
+          if (j < a.n) {
+            float xv[8];
+            load_x8(a.x + j * a.x_stride + e, a.x_vec, xv);
+            acc[j] = fmaf(d, dot8(w, xv), acc[j]);
+          }
+        }
+      }
+    }
+    __syncwarp();  // the next copy overwrites the stage
+  }
+  reduce_and_store<NX>(acc, a, row, lane);
+}
+
+template <DType T, int NX>
+__global__ void __launch_bounds__(kMvThreads) matvec_kernel(MmArgs a) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * kMvWarps + warp;
+  if (row >= a.n_out) return;  // whole warps exit; only __syncwarp is used below
+  if constexpr (T == DType::F32 || T == DType::F16) {
+    matvec_dense_row<T, NX>(a, row, lane);
+  } else {
+    __shared__ __align__(16) uint8_t stage[kMvWarps][kStageBlocks * kQ8Bytes];
+    matvec_quant_row<T, NX>(a, row, lane, stage[warp]);
+  }
+}
+
+// ---- tiled GEMM ----
+namespace wmma = nvcuda::wmma;
+constexpr int kTileN = 64;        // x rows (tokens) per CTA
+constexpr int kTileO = 64;        // outputs per CTA
+constexpr int kTileK = 64;        // reduction slice per step (two quant blocks)
+constexpr int kLd = kTileK + 4;   // smem row pitch in floats: multiple of 4 (wmma) and breaks bank aliasing
+constexpr int kGemmThreads = 128;  // 4 warps in a 2x2 grid, each 32x32 outputs
+
+__device__ __forceinline__ void store8(float* dst, const float v[8]) {
+  reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// X tile [kTileN][kTileK] from rows tok0.. and columns k0..; zeros outside x.
+__device__ void load_x_tile(const MmArgs& a, float* xs, int64_t tok0, int64_t k0) {
+  for (int idx = threadIdx.x; idx < kTileN * (kTileK / 4); idx += kGemmThreads) {
+    const int r = idx / (kTileK / 4), c = (idx % (kTileK / 4)) * 4;
+    const int64_t t = tok0 + r, k = k0 + c;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (t < a.n) {
+      const float* src = a.x + t * a.x_stride + k;
+      if (a.x_vec && k + 4 <= a.n_in) {
+        v = __ldg(reinterpret_cast<const float4*>(src));
+      } else {
+        if (k < a.n_in) v.x = src[0];
+        if (k + 1 < a.n_in) v.y = src[1];
+        if (k + 2 < a.n_in) v.z = src[2];
+        if (k + 3 < a.n_in) v.w = src[3];
+      }
+    }
+    *reinterpret_cast<float4*>(xs + r * kLd + c) = v;
+  }
+}
+
+// W tile [kTileO][kTileK], dequantized to float; zeros outside w. Thread t fills 32 elements of
+// row t/2 (one quant block).
+template <DType T>
+__device__ void load_w_tile(const MmArgs& a, float* ws, int64_t out0, int64_t k0) {
+  const int r = threadIdx.x >> 1, part = threadIdx.x & 1;
+  const int64_t o = out0 + r, k = k0 + part * 32;
+  float* dst = ws + r * kLd + part * 32;
+  float w[8];
+  if (o >= a.n_out || k >= a.n_in) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w[i] = 0.0f;
+#pragma unroll
+    for (int g = 0; g < 4; ++g) store8(dst + 8 * g, w);
+    return;
+  }
+  const uint8_t* row = a.w + o * a.w_stride;
+  if constexpr (T == DType::Q8_0 || T == DType::Q4_0) {
+    constexpr int kBB = T == DType::Q8_0 ? kQ8Bytes : kQ4Bytes;
+    const uint8_t* blk = row + (k / 32) * kBB;
+    const float d = half_bits_to_float(ld_u16(blk));
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      if constexpr (T == DType::Q8_0) q8_0_values8(blk, 8 * g, w);
+      else q4_0_values8(blk, 8 * g, w);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) w[i] *= d;
+      store8(dst + 8 * g, w);
+    }
+  } else {
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      const int64_t e = k + 8 * g;
+      if (a.w_vec && e + 8 <= a.n_in) {
+        load_dense8<T>(row, e, true, w);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) w[i] = e + i < a.n_in ? load_element(T, row, e + i) : 0.0f;
+      }
+      store8(dst + 8 * g, w);
+    }
+  }
+}
+
+template <DType T>
+__global__ void __launch_bounds__(kGemmThreads) gemm_kernel(MmArgs a) {
+  __shared__ __align__(128) float smem[(kTileN + kTileO) * kLd];
+  float* xs = smem;
+  float* ws = smem + kTileN * kLd;
+  const int64_t tok0 = int64_t(blockIdx.y) * kTileN, out0 = int64_t(blockIdx.x) * kTileO;
+  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;
+
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  for (int64_t k0 = 0; k0 < a.n_in; k0 += kTileK) {
+    load_x_tile(a, xs, tok0, k0);
+    load_w_tile<T>(a, ws, out0, k0);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTileK; kk += 8) {
+      // A = x rows (row-major), B = w^T: element (k, o) sits at ws[o * kLd + k], i.e. column-major.
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        wmma::load_matrix_sync(fa[i], xs + (wm * 32 + i * 16) * kLd + kk, kLd);
+#pragma unroll
+        for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::load_matrix_sync(fb[j], ws + (wn * 32 + j * 16) * kLd + kk, kLd);
+#pragma unroll
+        for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();  // the next step overwrites xs/ws
+  }
+
+  // Stage the 64x64 result through shared memory so the global writes are bounds-checked and coalesced.
+  float* cs = smem;
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(cs + (wm * 32 + i * 16) * kLd + wn * 32 + j * 16, acc[i][j], kLd, wmma::mem_row_major);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < kTileN * kTileO; idx += kGemmThreads) {
+    const int i = idx / kTileO, j = idx % kTileO;
+    if (tok0 + i < a.n && out0 + j < a.n_out) a.out[(tok0 + i) * a.out_stride + out0 + j] = cs[i * kLd + j];
+  }
+}
+
+template <DType T>
+cudaError_t launch_typed(cudaStream_t s, const MmArgs& a) {
+  if (a.n > kMatvecMaxRows) {
+    const dim3 grid(ceil_div_u(a.n_out, kTileO), ceil_div_u(a.n, kTileN));
+    gemm_kernel<T><<<grid, kGemmThreads, 0, s>>>(a);
+  } else {
+    const unsigned grid = ceil_div_u(a.n_out, kMvWarps);
+    if (a.n <= 1) matvec_kernel<T, 1><<<grid, kMvThreads, 0, s>>>(a);
+    else if (a.n <= 2) matvec_kernel<T, 2><<<grid, kMvThreads, 0, s>>>(a);
+    else if (a.n <= 4) matvec_kernel<T, 4><<<grid, kMvThreads, 0, s>>>(a);
+    else matvec_kernel<T, 8><<<grid, kMvThreads, 0, s>>>(a);
+  }
+  return cudaGetLastError();
+}
+
+bool host_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+cudaError_t launch_matmul(cudaStream_t s, const MatmulArgs& m) {
+  MmArgs a{m.w, m.w_stride, m.x, m.x_stride, m.out, m.out_stride, m.n, m.n_in, m.n_out, false, false};
+  a.w_vec = host_aligned16(m.w) && m.w_stride % 16 == 0;
+  a.x_vec = host_aligned16(m.x) && m.x_stride % 4 == 0 && m.n_in % 4 == 0;
+  static_assert(kMatvecMaxRows == 8, "matvec instantiates NX up to 8");
+  switch (m.wtype) {
+    case DType::F32: return launch_typed<DType::F32>(s, a);
+    case DType::F16: return launch_typed<DType::F16>(s, a);
+    case DType::Q8_0: return launch_typed<DType::Q8_0>(s, a);
+    case DType::Q4_0: return launch_typed<DType::Q4_0>(s, a);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace pagoda::cuda
