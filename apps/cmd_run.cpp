@@ -8,6 +8,7 @@
 #include <random>
 
 #include "apps/cli_common.h"
+#include "core/engine/batch_run.h"
 #include "core/engine/generate.h"
 
 namespace pagoda::cli {
@@ -26,9 +27,79 @@ struct RunOptions {
   int32_t block_size = 16;
   std::string kv_dtype = "f32";
   BackendOptions be;
+  std::string prompts_file;
+  int32_t max_batch_tokens = 512;
+  int32_t max_running = 64;
+  int32_t max_waiting = 1024;
+  bool no_prefix_cache = false;
 };
 
+// Many prompts at once through the engine: continuous batching, prefix reuse, per-request metrics.
+int run_many(const RunOptions& o, Backend& be, LoadedModel& model, uint64_t kv_bytes) {
+  Request defaults;
+  defaults.max_tokens = o.n;
+  defaults.sampling = o.sampling;
+  defaults.add_bos = !o.no_bos;
+  auto reqs = read_prompts_file(o.prompts_file, defaults);
+  if (!reqs) return fail(reqs.error());
+  EngineConfig cfg;
+  cfg.block_size = o.block_size;
+  cfg.kv_bytes = kv_bytes;
+  cfg.kv_dtype = o.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  cfg.max_batch_tokens = o.max_batch_tokens;
+  cfg.max_running = o.max_running;
+  cfg.max_waiting = o.max_waiting;
+  cfg.prefix_caching = !o.no_prefix_cache;
+  auto e = Engine::create(model, be, cfg);
+  if (!e) return fail(e.error());
+  BatchSummary sum;
+  auto outs = run_requests(**e, *reqs, true, &sum);
+  (*e)->publish_snapshot();
+  const auto snap = (*e)->snapshot();
+  if (o.json) {
+    nlohmann::json j;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const auto& r = outs[i];
+      j["requests"].push_back({{"index", i}, {"prompt", (*reqs)[i].prompt}, {"tenant", (*reqs)[i].tenant},
+                               {"text", r.text}, {"finish_reason", finish_reason_name(r.reason)}, {"error", r.error},
+                               {"prompt_tokens", r.metrics.prompt_tokens}, {"cached_tokens", r.metrics.cached_tokens},
+                               {"generated_tokens", r.metrics.generated_tokens}, {"queue_ms", r.metrics.queue_s * 1e3},
+                               {"ttft_ms", r.metrics.ttft_s * 1e3}, {"mean_itl_ms", r.metrics.mean_itl_s * 1e3},
+                               {"e2e_ms", r.metrics.e2e_s * 1e3}, {"preemptions", r.metrics.preemptions}});
+    }
+    j["aggregate"] = {{"requests", outs.size()}, {"completed", sum.completed}, {"rejected", sum.rejected},
+                      {"wall_s", sum.wall_s}, {"prompt_tokens", sum.prompt_tokens},
+                      {"avoided_prefill_tokens", snap->counters.avoided_prefill_tokens},
+                      {"computed_prefill_tokens", snap->counters.computed_prefill_tokens},
+                      {"generated_tokens", sum.generated_tokens}, {"generation_tok_s", sum.gen_tok_s},
+                      {"ttft_p50_ms", sum.ttft_p50_s * 1e3}, {"ttft_p99_ms", sum.ttft_p99_s * 1e3},
+                      {"mean_itl_ms", sum.itl_mean_s * 1e3}, {"preemptions", snap->counters.preemptions}};
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const auto& r = outs[i];
+    fmt::print("--- request {} [{}{}] ---\n{}{}\n", i, finish_reason_name(r.reason), r.error.empty() ? "" : ": " + r.error,
+               (*reqs)[i].prompt, r.text);
+  }
+  fmt::print(stderr, "\nrequests: {} ({} completed, {} rejected) | prompt tokens: {} (avoided by prefix cache: {}) | "
+             "generated: {} at {:.1f} tok/s | TTFT p50 {:.2f} ms p99 {:.2f} ms | preemptions: {}\n",
+             outs.size(), sum.completed, sum.rejected, sum.prompt_tokens, snap->counters.avoided_prefill_tokens,
+             sum.generated_tokens, sum.gen_tok_s, sum.ttft_p50_s * 1e3, sum.ttft_p99_s * 1e3, snap->counters.preemptions);
+  return 0;
+}
+
 int run(RunOptions& o) {
+  if (!o.prompts_file.empty()) {
+    if (!o.seed_set) o.sampling.seed = std::random_device{}();
+    auto kv_bytes = parse_size(o.kv_memory);
+    if (!kv_bytes) return fail(kv_bytes.error());
+    auto be = open_backend(o.be, o.json);
+    if (!be) return fail(be.error());
+    auto m = load_model(o.model, **be, o.json);
+    if (!m) return fail(m.error());
+    return run_many(o, **be, **m, *kv_bytes);
+  }
   if (!o.prompt_set && !isatty(STDIN_FILENO))
     o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   if (o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
@@ -57,7 +128,7 @@ int run(RunOptions& o) {
   g.max_new_tokens = o.n;
   g.eos = model.tokenizer->eos();
   g.sampling = o.sampling;
-  StreamDecoder dec(*model.tokenizer);
+  StreamDecoder dec(*model.tokenizer, ids.empty() ? -1 : ids.back());
   std::string text;
   if (!o.json) {
     // Echo the prompt as the user typed it, then stream the continuation.
@@ -109,6 +180,12 @@ void register_run(CLI::App& app) {
   cmd->add_option("--kv-memory", o->kv_memory, "KV cache budget (e.g. 512MiB)")->capture_default_str();
   cmd->add_option("--block-size", o->block_size, "Tokens per KV block")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--kv-dtype", o->kv_dtype, "KV cache element type: f32 or f16")->capture_default_str();
+  cmd->add_option("--prompts", o->prompts_file, "Run many prompts concurrently: a file with one prompt per line, "
+                  "or JSONL {\"prompt\", \"tenant\", \"priority\", \"max_tokens\", \"timeout\"}");
+  cmd->add_option("--max-batch-tokens", o->max_batch_tokens, "Token budget per engine step")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--max-running", o->max_running, "Most requests decoding at once")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--max-waiting", o->max_waiting, "Queue bound (a full queue rejects)")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix reuse");
   add_backend_options(cmd, o->be);
   cmd->callback([o] {
     const int rc = run(*o);

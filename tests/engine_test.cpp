@@ -351,3 +351,10 @@ TEST(Telemetry, PrometheusTextHasTheContractNames) {
                         "pagoda:spec_accepted_tokens_total", "pagoda:generation_tokens_total 16", "pagoda:stage_seconds_bucket{stage=\"decode\""})
     EXPECT_NE(text.find(n), std::string::npos) << n;
 }
+
+TEST(Engine, ContinuationTextKeepsItsLeadingSpace) {
+  REQUIRE_MODELS();
+  auto e = make_engine({});
+  auto out = run_all(*e, {greedy_req("Once upon a time, there", 3)});
+  EXPECT_EQ(out[0].text.substr(0, 5), " was ") << out[0].text;
+}

@@ -133,7 +133,8 @@ void Engine::drain_inbox() {
       ++counters_.rejections[why];
       end(std::move(s), FinishReason::Rejected, why);
     } else {
-      detok_[id] = std::make_unique<StreamDecoder>(*model_.tokenizer);
+      const Sequence* q = sched_->find(id);
+      detok_[id] = std::make_unique<StreamDecoder>(*model_.tokenizer, q->tokens.back());
     }
   }
   for (uint64_t c : cancels)

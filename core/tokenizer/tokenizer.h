@@ -41,7 +41,9 @@ class Tokenizer {
 // incomplete UTF-8 sequence until its remaining bytes arrive, so no character is ever split.
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  // `prev`: the token before the first one pushed (the prompt's last token when decoding a
+  // continuation), so a word-initial space is kept unless the text really starts there.
+  explicit StreamDecoder(const Tokenizer& tok, int32_t prev = -1) : tok_(tok), prev_(prev) {}
   std::string push(int32_t id);
   std::string flush();  // whatever is held back (invalid UTF-8 comes out as U+FFFD)
 
