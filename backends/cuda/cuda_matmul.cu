@@ -121,10 +121,12 @@ template <DType T, int NX>
 __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t* stage) {
   constexpr int kBB = T == DType::Q8_0 ? kQ8Bytes : kQ4Bytes;
   const uint8_t* wrow = a.w + row * a.w_stride;
-  const int64_t nb = a.n_in / 32;
+  // 32-bit indices within the row keep register pressure down (n_in < 2^31 is checked on the host).
+  const int nb = int(a.n_in / 32);
+  const int x_stride = int(a.x_stride);
   float acc[NX] = {};
-  for (int64_t b0 = 0; b0 < nb; b0 += kStageBlocks) {
-    const int nblk = int(min(int64_t(kStageBlocks), nb - b0));
+  for (int b0 = 0; b0 < nb; b0 += kStageBlocks) {
+    const int nblk = min(kStageBlocks, nb - b0);
     warp_copy(stage, wrow + b0 * kBB, nblk * kBB, lane);
     __syncwarp();
     // Four lanes per block, eight consecutive elements each; eight blocks per step.
@@ -138,12 +140,12 @@ __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t
         if constexpr (T == DType::Q8_0) q8_0_values8(blk, sub, w);
         else q4_0_values8(blk, sub, w);
         const float d = block_scale(blk);
-        const int64_t e = (b0 + bl) * 32 + sub;
+        const float* xe = a.x + (b0 + bl) * 32 + sub;
 #pragma unroll
         for (int j = 0; j < NX; ++j) {
           if (j < a.n) {
             float xv[8];
-            load_x8(a.x + j * a.x_stride + e, a.x_vec, xv);
+            load_x8(xe + j * x_stride, a.x_vec, xv);
             acc[j] = fmaf(d, dot8(w, xv), acc[j]);
           }
         }
@@ -154,8 +156,9 @@ __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t
   reduce_and_store<NX>(acc, a, row, lane);
 }
 
+// No __launch_bounds__: with it ptxas trims registers for occupancy and spills the accumulators.
 template <DType T, int NX>
-__global__ void __launch_bounds__(kMvThreads) matvec_kernel(MmArgs a) {
+__global__ void matvec_kernel(MmArgs a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kMvWarps + warp;
   if (row >= a.n_out) return;  // whole warps exit; only __syncwarp is used below

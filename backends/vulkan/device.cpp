@@ -6,8 +6,12 @@
 #include <cstdio>
 #include <cstring>
 
+#include "backends/vulkan/vulkan_backend.h"
+
 namespace pagoda {
 namespace {
+
+using vk::vk_struct;
 
 constexpr const char* kValidationLayer = "VK_LAYER_KHRONOS_validation";
 std::atomic<uint64_t> g_validation_errors{0};
@@ -42,7 +46,7 @@ bool instance_has_extension(const char* name) {
 }
 
 VkDebugUtilsMessengerCreateInfoEXT messenger_info() {
-  VkDebugUtilsMessengerCreateInfoEXT ci{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+  auto ci = vk_struct<VkDebugUtilsMessengerCreateInfoEXT>(VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT);
   ci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
   ci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
                    VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
@@ -69,7 +73,7 @@ void destroy_instance(InstanceHandles& h) {
 
 Result<InstanceHandles> create_instance(bool want_validation) {
   InstanceHandles h;
-  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+  auto app = vk_struct<VkApplicationInfo>(VK_STRUCTURE_TYPE_APPLICATION_INFO);
   app.pApplicationName = "pagoda";
   app.pEngineName = "pagoda";
   app.apiVersion = VK_API_VERSION_1_2;
@@ -85,7 +89,7 @@ Result<InstanceHandles> create_instance(bool want_validation) {
     }
   }
   VkDebugUtilsMessengerCreateInfoEXT dbg = messenger_info();
-  VkInstanceCreateInfo ci{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  auto ci = vk_struct<VkInstanceCreateInfo>(VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO);
   ci.pNext = h.validation ? &dbg : nullptr;  // also catches messages from instance creation itself
   ci.pApplicationInfo = &app;
   ci.enabledLayerCount = uint32_t(layers.size());
@@ -118,10 +122,10 @@ vk::PhysicalDeviceInfo describe(VkPhysicalDevice pd, uint32_t index) {
   d.vendor_id = base.vendorID;
   d.api_version = base.apiVersion;
   if (base.apiVersion >= VK_API_VERSION_1_1) {
-    VkPhysicalDeviceSubgroupProperties sg{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
-    VkPhysicalDeviceDriverProperties drv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+    auto sg = vk_struct<VkPhysicalDeviceSubgroupProperties>(VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES);
+    auto drv = vk_struct<VkPhysicalDeviceDriverProperties>(VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES);
     if (base.apiVersion >= VK_API_VERSION_1_2) sg.pNext = &drv;
-    VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    auto p2 = vk_struct<VkPhysicalDeviceProperties2>(VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2);
     p2.pNext = &sg;
     vkGetPhysicalDeviceProperties2(pd, &p2);
     d.subgroup_size = sg.subgroupSize;
@@ -297,10 +301,10 @@ Status Device::init_device(int index) {
   physical_ = (*pds)[size_t(chosen)];
   info_ = infos[size_t(chosen)];
 
-  VkPhysicalDeviceMaintenance3Properties m3{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
-  VkPhysicalDeviceMaintenance4Properties m4{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES};
+  auto m3 = vk_struct<VkPhysicalDeviceMaintenance3Properties>(VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES);
+  auto m4 = vk_struct<VkPhysicalDeviceMaintenance4Properties>(VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES);
   if (info_.api_version >= VK_API_VERSION_1_3) m3.pNext = &m4;
-  VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+  auto p2 = vk_struct<VkPhysicalDeviceProperties2>(VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2);
   p2.pNext = &m3;
   vkGetPhysicalDeviceProperties2(physical_, &p2);
   limits_ = p2.properties.limits;
@@ -321,11 +325,11 @@ Status Device::init_device(int index) {
     }
   }
   const float priority = 1.0f;
-  VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+  auto qci = vk_struct<VkDeviceQueueCreateInfo>(VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO);
   qci.queueFamilyIndex = queue_family_;
   qci.queueCount = 1;
   qci.pQueuePriorities = &priority;
-  VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  auto dci = vk_struct<VkDeviceCreateInfo>(VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO);
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
   PAGODA_VK_TRY(vkCreateDevice, (physical_, &dci, nullptr, &device_));

@@ -12,6 +12,14 @@ namespace pagoda::vk {
 
 const char* result_name(VkResult r);
 
+// A Vulkan info struct zeroed except for its sType.
+template <typename T>
+T vk_struct(VkStructureType type) {
+  T s{};
+  s.sType = type;
+  return s;
+}
+
 inline Error vk_error(const char* call, VkResult r) {
   return make_error(std::string(call) + " failed: " + result_name(r));
 }
@@ -47,6 +55,8 @@ class Owned {
   ~Owned() { reset(); }
 
   T get() const { return h_; }
+  // For calls that take an array of handles (vkWaitForFences).
+  const T& get_ref() const { return h_; }
   explicit operator bool() const { return h_ != VK_NULL_HANDLE; }
   // Gives up ownership (the caller destroys the handle).
   T release() { return std::exchange(h_, VK_NULL_HANDLE); }

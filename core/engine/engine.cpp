@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/sample/philox.h"
+#include "core/spec/verify.h"
+
 namespace pagoda {
 namespace {
 
@@ -41,6 +44,21 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   if (sc.max_batch_tokens < 1 || sc.max_running < 1 || sc.max_waiting < 1)
     return make_error("batch token budget, max running and queue bound must be positive");
   e->sched_ = std::make_unique<Scheduler>(sc, *e->kv_, *e->index_, e->identity_, e->counters_, e->hist_);
+  if (cfg.spec.mode == "ngram") {
+    e->drafter_ = std::make_unique<NgramDrafter>(std::max(1, cfg.spec.ngram_n), model.config.vocab);
+  } else if (cfg.spec.mode == "draft") {
+    if (!draft_model) return make_error("speculation mode 'draft' needs a draft model");
+    auto d = DraftModel::create(*draft_model, be, *model.tokenizer, cfg.spec.draft_kv_bytes, cfg.block_size);
+    if (!d) return d.take_error();
+    e->drafter_ = std::move(*d);
+  } else if (cfg.spec.mode != "off") {
+    return make_error("unknown speculation mode '" + cfg.spec.mode + "' (off, ngram, draft)");
+  }
+  if (cfg.spec.k < 0 || cfg.spec.k > 16) return make_error("draft length k must be in 0..16");
+  SpecControllerConfig cc;
+  cc.adaptive = cfg.spec.adaptive;
+  cc.k = cfg.spec.k;
+  e->ctrl_ = std::make_unique<SpecController>(cc);
   e->start_time_ = Clock::now();
   e->publish_snapshot();
   return e;
@@ -185,6 +203,8 @@ void Engine::end(std::unique_ptr<Sequence> s, FinishReason r, const std::string&
   ev.reason = r;
   ev.error = error;
   ev.metrics = s->metrics;
+  if (drafter_) drafter_->release(s->id);
+  proposals_.erase(s->id);
   if (auto it = detok_.find(s->id); it != detok_.end()) {
     ev.text = it->second->flush();
     detok_.erase(it);
@@ -193,12 +213,96 @@ void Engine::end(std::unique_ptr<Sequence> s, FinishReason r, const std::string&
   --pending_;
 }
 
+void Engine::set_spec_policy(int32_t k, bool adaptive) {
+  ctrl_->set_fixed_k(std::clamp(k, 0, 16));
+  ctrl_->set_adaptive(adaptive);
+}
+
+// Drafts for every decoding sequence, bounded so a step never overshoots max_tokens or the context.
+Status Engine::propose_drafts() {
+  proposals_.clear();
+  const int32_t k = ctrl_->k();
+  if (!drafter_ || k <= 0) return {};
+  std::vector<Sequence*> seqs;
+  std::vector<int32_t> ks;
+  for (const auto& sp : sched_->running()) {
+    Sequence& s = *sp;
+    s.draft.clear();
+    if (s.prefilling()) continue;
+    const int32_t room = std::min(s.max_tokens - s.generated() - 1, model_.config.ctx_len - int32_t(s.tokens.size()) - 1);
+    const int32_t kk = std::min(k, room);
+    if (kk <= 0) continue;
+    seqs.push_back(&s);
+    ks.push_back(kk);
+  }
+  if (seqs.empty()) return {};
+  std::vector<DraftProposal> props;
+  PAGODA_TRY(drafter_->propose(seqs, ks, props));
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    seqs[i]->draft = props[i].tokens;
+    seqs[i]->spec_k = ks[i];
+    if (!props[i].tokens.empty()) proposals_[seqs[i]->id] = std::move(props[i]);
+  }
+  return {};
+}
+
+// Rejection sampling over the k+1 target rows of one sequence, then emission of the accepted
+// drafts and the correction/bonus token; rejected positions give their KV slots back.
+void Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now,
+                          int32_t& proposed, int32_t& accepted, int32_t& emitted) {
+  const int32_t V = model_.config.vocab;
+  const int32_t k = c.n_tokens - 1;
+  const DraftProposal& prop = proposals_[s.id];
+  std::vector<int32_t> hist = s.tokens;
+  std::vector<std::vector<float>> p;
+  for (int32_t i = 0; i <= k; ++i) {
+    p.push_back(sampling_distribution(std::span<const float>(logits + size_t(i) * size_t(V), size_t(V)), hist, s.sampling));
+    if (i < k) hist.push_back(s.draft[size_t(i)]);
+  }
+  std::vector<float> u(size_t(k) + 1);
+  const uint64_t g = uint64_t(s.generated());
+  for (int32_t i = 0; i < k; ++i) u[size_t(i)] = philox_uniform(s.sampling.seed, 2, g + uint64_t(i));
+  u[size_t(k)] = philox_uniform(s.sampling.seed, 3, g);
+  const auto v = verify_drafts(p, std::span<const std::vector<float>>(prop.q.data(), size_t(k)),
+                               std::span<const int32_t>(s.draft.data(), size_t(k)), u);
+  proposed += k;
+  accepted += v.accepted;
+  s.metrics.spec_proposed += uint64_t(k);
+  s.metrics.spec_accepted += uint64_t(v.accepted);
+  ++s.metrics.spec_steps;
+  counters_.spec_proposed_by_pos.resize(std::max(counters_.spec_proposed_by_pos.size(), size_t(k)));
+  counters_.spec_accepted_by_pos.resize(counters_.spec_proposed_by_pos.size());
+  for (int32_t i = 0; i < k; ++i) ++counters_.spec_proposed_by_pos[size_t(i)];
+  for (int32_t i = 0; i < v.accepted; ++i) ++counters_.spec_accepted_by_pos[size_t(i)];
+  hist_.accept_len.observe(double(v.accepted + 1));
+  s.accept_hist.push_back(v.accepted + 1);
+  const int32_t len0 = int32_t(s.tokens.size());
+  std::vector<int32_t> toks(s.draft.begin(), s.draft.begin() + v.accepted);
+  toks.push_back(v.next_token);
+  s.draft.clear();
+  for (int32_t tok : toks) {
+    emit_token(s, tok, now);
+    ++emitted;
+    if (should_stop(s, tok)) {
+      const bool eos = s.stop_at_eos && tok == model_.tokenizer->eos();
+      end(sched_->finish(&s), eos ? FinishReason::Eos : FinishReason::Length);
+      return;
+    }
+  }
+  // K/V is valid for the old last token and the accepted drafts; the rest is dropped.
+  sched_->truncate(s, len0 + v.accepted);
+  sched_->commit(s, len0 + v.accepted);
+  if (drafter_) drafter_->accepted(s, len0 + v.accepted);
+}
+
 Status Engine::step() {
   drain_inbox();
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (paused_) return {};
   }
+  const auto t_step = Clock::now();
+  if (auto st = propose_drafts(); !st) return st;
   const auto now = Clock::now();
   std::vector<std::unique_ptr<Sequence>> ended;
   auto plan = sched_->schedule(now, ended);
@@ -209,13 +313,25 @@ Status Engine::step() {
   hist_.stage[size_t(Stage::Hash)].observe(sched_->hash_s);
   hist_.stage[size_t(Stage::Match)].observe(sched_->match_s);
   hist_.stage[size_t(Stage::Allocate)].observe(sched_->allocate_s);
+  int32_t proposed = 0, accepted = 0, emitted = 0;
+  bool any_spec = false;
   if (!plan.empty()) {
     ForwardBatch b;
-    std::vector<Sequence*> logit_seqs;
+    std::vector<int32_t> first_row;  // first logits row of each planned chunk (-1: none)
+    std::vector<int32_t> spec_tokens;
     for (const auto& c : plan) {
-      b.add_sequence(c.seq->tokens.data() + c.start, c.n_tokens, c.start, c.seq->table, kv_->block_size(),
-                     c.wants_logits ? 1 : 0);
-      if (c.wants_logits) logit_seqs.push_back(c.seq);
+      const bool spec = c.n_tokens > 1 && !c.seq->prefilling() && !c.seq->draft.empty();
+      first_row.push_back(c.wants_logits ? int32_t(b.logit_rows.size()) : -1);
+      if (spec) {
+        any_spec = true;
+        spec_tokens.assign(1, c.seq->tokens.back());
+        spec_tokens.insert(spec_tokens.end(), c.seq->draft.begin(), c.seq->draft.begin() + (c.n_tokens - 1));
+        c.seq->draft.resize(size_t(c.n_tokens - 1));
+        b.add_sequence(spec_tokens.data(), c.n_tokens, c.start, c.seq->table, kv_->block_size(), 2);
+      } else {
+        b.add_sequence(c.seq->tokens.data() + c.start, c.n_tokens, c.start, c.seq->table, kv_->block_size(),
+                       c.wants_logits ? 1 : 0);
+      }
     }
     std::vector<float> logits;
     const auto t0 = Clock::now();
@@ -226,13 +342,20 @@ Status Engine::step() {
       for (const auto& c : plan) end(sched_->finish(c.seq), FinishReason::Error, st.error());
       return st;
     }
-    for (const auto& c : plan) sched_->commit(*c.seq, c.start + c.n_tokens);
     const auto t_emit = Clock::now();
     const int32_t V = model_.config.vocab;
-    for (size_t i = 0; i < logit_seqs.size(); ++i) {
-      Sequence& s = *logit_seqs[i];
+    for (size_t ci = 0; ci < plan.size(); ++ci) {
+      const auto& c = plan[ci];
+      Sequence& s = *c.seq;
+      const bool spec = c.n_tokens > 1 && !s.draft.empty() && !s.prefilling();
+      if (spec) {
+        verify_chunk(s, c, logits.data() + size_t(first_row[ci]) * size_t(V), t_emit, proposed, accepted, emitted);
+        continue;
+      }
+      sched_->commit(s, c.start + c.n_tokens);
+      if (!c.wants_logits) continue;
       if (s.max_tokens == 0) { end(sched_->finish(&s), FinishReason::Length); continue; }
-      const std::span<const float> row(logits.data() + i * size_t(V), size_t(V));
+      const std::span<const float> row(logits.data() + size_t(first_row[ci]) * size_t(V), size_t(V));
       const int32_t tok = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()));
       emit_token(s, tok, t_emit);
       if (should_stop(s, tok)) {
@@ -240,6 +363,17 @@ Status Engine::step() {
         end(sched_->finish(&s), eos ? FinishReason::Eos : FinishReason::Length);
       }
     }
+    if (any_spec) hist_.stage[size_t(Stage::Verify)].observe(secs(Clock::now() - t_emit));
+  }
+  if (any_spec) {
+    counters_.spec_proposed += uint64_t(proposed);
+    counters_.spec_accepted += uint64_t(accepted);
+    ++counters_.spec_steps;
+    accept_history_.push_back(proposed ? float(accepted) / float(proposed) : 0.0f);
+    if (accept_history_.size() > 600) accept_history_.erase(accept_history_.begin(), accept_history_.begin() + 100);
+    ctrl_->observe(step_, proposed, accepted, emitted, secs(Clock::now() - t_step));
+  } else if (drafter_) {
+    ctrl_->tick(step_);
   }
   ++step_;
   kv_history_.push_back(float(kv_->pool().num_in_use()) / float(kv_->pool().num_blocks()));

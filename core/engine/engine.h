@@ -16,9 +16,19 @@
 #include "core/model/model_runner.h"
 #include "core/prefix/prefix_index.h"
 #include "core/sched/scheduler.h"
+#include "core/spec/controller.h"
+#include "core/spec/drafter.h"
 #include "core/telemetry/telemetry.h"
 
 namespace pagoda {
+
+struct SpecConfig {
+  std::string mode = "off";  // off, ngram, draft
+  int32_t k = 4;
+  bool adaptive = false;     // --spec-k auto
+  int32_t ngram_n = 3;
+  uint64_t draft_kv_bytes = 64ull << 20;
+};
 
 struct EngineConfig {
   int32_t block_size = 16;
@@ -32,6 +42,7 @@ struct EngineConfig {
   std::string adapter_id;
   std::vector<std::vector<int32_t>> public_prefixes;  // token prefixes keyed in the public scope
   double snapshot_interval_s = 0.02;
+  SpecConfig spec;
 };
 
 struct Request {
@@ -76,6 +87,9 @@ class Engine {
   const ModelConfig& config() const { return model_.config; }
   const Tokenizer& tokenizer() const { return *model_.tokenizer; }
   const CacheIdentity& identity() const { return identity_; }
+  // Draft length policy (engine thread or paused engine only): k >= 0 fixed, or adaptive.
+  void set_spec_policy(int32_t k, bool adaptive);
+  const Drafter* drafter() const { return drafter_.get(); }
 
  private:
   Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg);
@@ -86,6 +100,9 @@ class Engine {
   void loop();
   Snapshot build_snapshot() const;
   int32_t public_len_of(const std::vector<int32_t>& toks) const;
+  Status propose_drafts();
+  void verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now, int32_t& proposed,
+                    int32_t& accepted, int32_t& emitted);
 
   LoadedModel& model_;
   Backend& be_;
@@ -95,6 +112,9 @@ class Engine {
   std::unique_ptr<PrefixIndex> index_;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Scheduler> sched_;
+  std::unique_ptr<Drafter> drafter_;
+  std::unique_ptr<SpecController> ctrl_;
+  std::unordered_map<uint64_t, DraftProposal> proposals_;
   Counters counters_;
   Histograms hist_;
   SnapshotBox box_;

@@ -69,6 +69,9 @@ Snapshot Engine::build_snapshot() const {
   s.hist = hist_;
   s.accept_rate_history = accept_history_;
   s.kv_usage_history = kv_history_;
+  s.decisions = ctrl_->decisions();
+  s.spec_k = drafter_ ? ctrl_->k() : 0;
+  s.spec_mode = drafter_ ? drafter_->name() : "off";
   return s;
 }
 

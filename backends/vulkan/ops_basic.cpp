@@ -1,0 +1,138 @@
+// Dense ops: embed, rms_norm, matmul, rope, silu_mul, add. Push-constant structs mirror the
+// `Params` blocks of the shaders of the same name field for field (sizes are checked against
+// SPIR-V reflection at dispatch).
+#include <algorithm>
+#include <cstring>
+
+#include "backends/vulkan/vulkan_backend_impl.h"
+
+namespace pagoda::vk {
+namespace {
+
+Status check_weight_layout(const Tensor& w, const char* what) {
+  if (w.dtype == DType::I32) return make_error(std::string(what) + " of dtype i32 is not supported");
+  if ((w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) && w.cols % 32 != 0)
+    return make_error(std::string(what) + " has " + std::to_string(w.cols) + " columns, not a multiple of 32");
+  if (w.dtype != DType::F32 && w.offset % 2 != 0) return make_error(std::string(what) + " starts at an odd byte offset");
+  return {};
+}
+
+uint32_t u32(int64_t v) { return uint32_t(v); }
+
+}  // namespace
+
+Status VulkanBackend::embed_impl(const Tensor& table, const Tensor& ids, const Tensor& out) {
+  struct Push { uint32_t table_off, ids_off, out_off, n_ids, dim, row_bytes; int32_t row_lo, row_hi; };
+  const int64_t n = ids.rows, dim = table.cols;
+  if (n == 0 || dim == 0) return {};
+  PAGODA_TRY(check_weight_layout(table, "embedding table"));
+  PAGODA_BIND(bi, bind(ids, 4, size_t(n) * 4));
+  PAGODA_BIND(bo, bind(out, 4, size_t(n * dim) * 4));
+  // A table too large for one descriptor is bound in row chunks, one dispatch per chunk.
+  const int64_t row_bytes = int64_t(table.row_stride());
+  const int64_t chunk = std::max<int64_t>(1, int64_t(max_binding_bytes() - 256) / row_bytes);
+  for (int64_t r0 = 0; r0 < table.rows; r0 += chunk) {
+    const int64_t cnt = std::min(chunk, table.rows - r0);
+    PAGODA_BIND(bt, bind(table.row_slice(r0, cnt), 1));
+    const Push p{bt.elem, bi.elem, bo.elem, u32(n), u32(dim), u32(row_bytes), int32_t(r0), int32_t(r0 + cnt)};
+    PAGODA_TRY(run("embed", {{kSpecLocalSize, kElemGroup}, {kSpecDType, uint32_t(table.dtype)}},
+                   {bt.binding, bi.binding, bo.binding}, p, ceil_div(uint64_t(n * dim), kElemGroup)));
+  }
+  return {};
+}
+
+void VulkanBackend::embed(const Tensor& table, const Tensor& ids, const Tensor& out) {
+  guarded("embed", [&] { return embed_impl(table, ids, out); });
+}
+
+void VulkanBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) {
+  guarded("rms_norm", [&]() -> Status {
+    struct Push { uint32_t x_off, w_off, out_off, n_rows, dim; float eps; };
+    if (x.rows == 0 || x.cols == 0) return {};
+    PAGODA_BIND(bx, bind(x, 4));
+    PAGODA_BIND(bw, bind(w, 4, size_t(x.cols) * 4));
+    PAGODA_BIND(bo, bind(out, 4, x.bytes()));
+    const Push p{bx.elem, bw.elem, bo.elem, u32(x.rows), u32(x.cols), eps};
+    return run("rms_norm", {{kSpecLocalSize, kRowGroup}}, {bx.binding, bw.binding, bo.binding}, p, uint64_t(x.rows));
+  });
+}
+
+Status VulkanBackend::matmul_impl(const Tensor& w, const Tensor& x, const Tensor& out) {
+  struct Push { uint32_t w_off, x_off, out_off, n_rows, n_in, n_out, out_stride, w_row_bytes; };
+  const int64_t n = x.rows;
+  if (n == 0 || w.rows == 0) return {};
+  PAGODA_TRY(check_weight_layout(w, "weight"));
+  if (x.cols != w.cols)
+    return make_error("x has " + std::to_string(x.cols) + " columns, the weight " + std::to_string(w.cols));
+  if (out.cols < w.rows)
+    return make_error("out has " + std::to_string(out.cols) + " columns for " + std::to_string(w.rows) + " outputs");
+  PAGODA_BIND(bx, bind(x, 4));
+  PAGODA_BIND(bo, bind(out, 4, size_t(n) * size_t(out.cols) * 4));
+  // Weights larger than one descriptor's range run as several dispatches over row chunks.
+  const int64_t row_bytes = int64_t(w.row_stride());
+  const int64_t chunk = std::max<int64_t>(1, int64_t(max_binding_bytes() - 256) / row_bytes);
+  for (int64_t o0 = 0; o0 < w.rows; o0 += chunk) {
+    const int64_t cnt = std::min(chunk, w.rows - o0);
+    PAGODA_BIND(bw, bind(w.row_slice(o0, cnt), 1));
+    const Push p{bw.elem, bx.elem, bo.elem + u32(o0), u32(n), u32(w.cols), u32(cnt), u32(out.cols), u32(row_bytes)};
+    PAGODA_TRY(run("matmul", {{kSpecLocalSize, kRowGroup}, {kSpecDType, uint32_t(w.dtype)}},
+                   {bw.binding, bx.binding, bo.binding}, p, uint64_t(cnt) * ceil_div(uint64_t(n), 4)));
+  }
+  return {};
+}
+
+void VulkanBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
+  guarded("matmul", [&] { return matmul_impl(w, x, out); });
+}
+
+Status VulkanBackend::rope_impl(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
+  struct Push { uint32_t x_off, pos_off, freq_off, n_rows, row_stride, n_heads, half_dim; };
+  if (x.rows == 0 || n_heads <= 0 || head_dim <= 0) return {};
+  if (head_dim % 2 != 0) return make_error("head_dim " + std::to_string(head_dim) + " is odd");
+  if (int64_t(n_heads) * head_dim > x.cols)
+    return make_error(std::to_string(n_heads) + " heads of " + std::to_string(head_dim) + " exceed a row of " +
+                      std::to_string(x.cols));
+  auto freqs = rope_freqs(theta, head_dim);
+  if (!freqs) return freqs.take_error();
+  PAGODA_BIND(bx, bind(x, 4));
+  PAGODA_BIND(bp, bind(pos, 4, size_t(x.rows) * 4));
+  const Binding bf{*freqs, 0, (*freqs)->capacity()};
+  const uint32_t half = u32(head_dim / 2);
+  const Push p{bx.elem, bp.elem, 0, u32(x.rows), u32(x.cols), u32(n_heads), half};
+  return run("rope", {{kSpecLocalSize, kElemGroup}}, {bx.binding, bp.binding, bf}, p,
+             ceil_div(uint64_t(x.rows) * uint64_t(n_heads) * half, kElemGroup));
+}
+
+void VulkanBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
+  guarded("rope", [&] { return rope_impl(x, pos, n_heads, head_dim, theta); });
+}
+
+void VulkanBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  guarded("silu_mul", [&]() -> Status {
+    struct Push { uint32_t gate_off, up_off, out_off, n; };
+    const int64_t n = gate.rows * gate.cols;
+    if (n == 0) return {};
+    PAGODA_BIND(bg, bind(gate, 4));
+    PAGODA_BIND(bu, bind(up, 4, size_t(n) * 4));
+    PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
+    const Push p{bg.elem, bu.elem, bo.elem, u32(n)};
+    return run("silu_mul", {{kSpecLocalSize, kElemGroup}}, {bg.binding, bu.binding, bo.binding}, p,
+               ceil_div(uint64_t(n), kElemGroup));
+  });
+}
+
+void VulkanBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  guarded("add", [&]() -> Status {
+    struct Push { uint32_t a_off, b_off, out_off, n; };
+    const int64_t n = a.rows * a.cols;
+    if (n == 0) return {};
+    PAGODA_BIND(ba, bind(a, 4));
+    PAGODA_BIND(bb, bind(b, 4, size_t(n) * 4));
+    PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
+    const Push p{ba.elem, bb.elem, bo.elem, u32(n)};
+    return run("add", {{kSpecLocalSize, kElemGroup}}, {ba.binding, bb.binding, bo.binding}, p,
+               ceil_div(uint64_t(n), kElemGroup));
+  });
+}
+
+}  // namespace pagoda::vk

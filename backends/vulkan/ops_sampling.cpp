@@ -1,0 +1,68 @@
+// Sampling-side ops: softmax, argmax, sample_probs, verify. Push-constant structs mirror the
+// shaders' `Params` blocks field for field.
+#include "backends/vulkan/vulkan_backend_impl.h"
+
+namespace pagoda::vk {
+
+void VulkanBackend::softmax(const Tensor& x, const Tensor& out, float temperature) {
+  guarded("softmax", [&]() -> Status {
+    struct Push { uint32_t x_off, out_off, n_rows, cols; float temperature; };
+    if (x.rows == 0 || x.cols == 0) return {};
+    PAGODA_BIND(bx, bind(x, 4));
+    PAGODA_BIND(bo, bind(out, 4, x.bytes()));
+    const Push p{bx.elem, bo.elem, uint32_t(x.rows), uint32_t(x.cols), temperature};
+    return run("softmax", {{kSpecLocalSize, kRowGroup}}, {bx.binding, bo.binding}, p, uint64_t(x.rows));
+  });
+}
+
+void VulkanBackend::argmax(const Tensor& x, const Tensor& out) {
+  guarded("argmax", [&]() -> Status {
+    struct Push { uint32_t x_off, out_off, n_rows, cols; };
+    if (x.rows == 0 || x.cols == 0) return {};
+    PAGODA_BIND(bx, bind(x, 4));
+    PAGODA_BIND(bo, bind(out, 4, size_t(x.rows) * 4));
+    const Push p{bx.elem, bo.elem, uint32_t(x.rows), uint32_t(x.cols)};
+    return run("argmax", {{kSpecLocalSize, kRowGroup}}, {bx.binding, bo.binding}, p, uint64_t(x.rows));
+  });
+}
+
+void VulkanBackend::sample_probs(const Tensor& probs, const Tensor& u, const Tensor& out) {
+  guarded("sample_probs", [&]() -> Status {
+    struct Push { uint32_t p_off, u_off, out_off, n_rows, cols; };
+    if (probs.rows == 0 || probs.cols == 0) return {};
+    PAGODA_BIND(bp, bind(probs, 4));
+    PAGODA_BIND(bu, bind(u, 4, size_t(probs.rows) * 4));
+    PAGODA_BIND(bo, bind(out, 4, size_t(probs.rows) * 4));
+    const Push p{bp.elem, bu.elem, bo.elem, uint32_t(probs.rows), uint32_t(probs.cols)};
+    return run("sample_probs", {{kSpecLocalSize, kRowGroup}}, {bp.binding, bu.binding, bo.binding}, p,
+               uint64_t(probs.rows));
+  });
+}
+
+Status VulkanBackend::verify_impl(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens,
+                                  const Tensor& meta, const Tensor& uniforms, const Tensor& out, const VerifyParams& p) {
+  struct Push {
+    uint32_t t_off, d_off, tok_off, meta_off, u_off, out_off, n_seqs, vocab, tok_stride, u_stride, greedy;
+  };
+  if (p.n_seqs == 0) return {};
+  if (p.vocab <= 0) return make_error("vocab must be positive");
+  if (target.cols != p.vocab) return make_error("target rows are not vocab wide");
+  PAGODA_BIND(bt, bind(target, 4));
+  // Greedy verification reads neither draft probabilities nor uniforms; they may be absent.
+  PAGODA_BIND(bd, p.greedy && !draft_probs.buf ? bind(Tensor{}, 4) : bind(draft_probs, 4));
+  PAGODA_BIND(bk, bind(draft_tokens, 4));
+  PAGODA_BIND(bm, bind(meta, 4, size_t(p.n_seqs) * 12));
+  PAGODA_BIND(bu, p.greedy && !uniforms.buf ? bind(Tensor{}, 4) : bind(uniforms, 4));
+  PAGODA_BIND(bo, bind(out, 4, size_t(p.n_seqs) * 8));
+  const Push push{bt.elem, bd.elem, bk.elem, bm.elem, bu.elem, bo.elem, uint32_t(p.n_seqs), uint32_t(p.vocab),
+                  uint32_t(draft_tokens.cols), uint32_t(uniforms.cols), p.greedy ? 1u : 0u};
+  return run("verify", {{kSpecLocalSize, kRowGroup}},
+             {bt.binding, bd.binding, bk.binding, bm.binding, bu.binding, bo.binding}, push, uint64_t(p.n_seqs));
+}
+
+void VulkanBackend::verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens,
+                           const Tensor& meta, const Tensor& uniforms, const Tensor& out, const VerifyParams& p) {
+  guarded("verify", [&] { return verify_impl(target, draft_probs, draft_tokens, meta, uniforms, out, p); });
+}
+
+}  // namespace pagoda::vk

@@ -1,0 +1,56 @@
+// SpecController: picks the draft length k from measured acceptance — observe, decide, actuate,
+// verify, roll back on regression — with bounds, a cooldown between changes, an off state when
+// speculation does not pay, and a recorded reason for every change.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "core/telemetry/telemetry.h"
+
+namespace pagoda {
+
+struct SpecControllerConfig {
+  bool adaptive = false;
+  int32_t k = 4;          // fixed k, or the starting k when adaptive
+  int32_t k_min = 1, k_max = 8;
+  int32_t window = 32;    // verification steps per observation
+  int32_t cooldown = 64;  // steps after a change before the next one
+  double raise_above = 0.75, lower_below = 0.4, off_below = 0.15;
+  int32_t off_steps = 256;  // how long speculation stays off before a probe
+};
+
+class SpecController {
+ public:
+  explicit SpecController(SpecControllerConfig cfg) : cfg_(cfg), k_(cfg.k) {}
+
+  // Current draft length (0 = speculation off for now).
+  int32_t k() const { return k_; }
+  // One verification step: drafts proposed/accepted and the wall time the step took; `tokens`
+  // emitted (accepted + 1 per sequence). Returns true if k changed.
+  bool observe(uint64_t step, int32_t proposed, int32_t accepted, int32_t tokens, double seconds);
+  // A step ran without speculation (lets the off state count down).
+  void tick(uint64_t step);
+  void set_fixed_k(int32_t k);
+  void set_adaptive(bool on) { cfg_.adaptive = on; }
+  bool adaptive() const { return cfg_.adaptive; }
+  const std::vector<ControllerDecision>& decisions() const { return decisions_; }
+  double recent_acceptance() const;
+
+ private:
+  void change(uint64_t step, int32_t to, std::string why);
+
+  SpecControllerConfig cfg_;
+  int32_t k_;
+  int32_t steps_since_change_ = 0, off_left_ = 0;
+  int64_t win_proposed_ = 0, win_accepted_ = 0, win_tokens_ = 0, win_steps_ = 0;
+  double win_seconds_ = 0;
+  double rate_before_change_ = 0;  // tokens/s in the window before the last change
+  int32_t k_before_change_ = 0;
+  bool judging_change_ = false;
+  std::deque<double> recent_;  // acceptance per window
+  std::vector<ControllerDecision> decisions_;
+};
+
+}  // namespace pagoda
