@@ -12,6 +12,10 @@ int main(int argc, char** argv) {
   pagoda::cli::register_info(app);
   pagoda::cli::register_convert(app);
   pagoda::cli::register_bench(app);
+  pagoda::cli::register_serve(app);
+#ifdef PAGODA_HAVE_UI
+  pagoda::cli::register_inspect(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {

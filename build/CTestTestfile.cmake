@@ -6,5 +6,6 @@
 # testing this directory and lists subdirectories to be tested as well.
 subdirs("core")
 subdirs("backends")
+subdirs("ui")
 subdirs("apps")
 subdirs("tests")

@@ -10,6 +10,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/engine.h"
 #include "core/engine/generate.h"
+#include "core/telemetry/snapshot_json.h"
 
 using namespace pagoda;
 
@@ -357,4 +358,16 @@ TEST(Engine, ContinuationTextKeepsItsLeadingSpace) {
   auto e = make_engine({});
   auto out = run_all(*e, {greedy_req("Once upon a time, there", 3)});
   EXPECT_EQ(out[0].text.substr(0, 5), " was ") << out[0].text;
+}
+
+TEST(Telemetry, SnapshotJsonRoundTrips) {
+  REQUIRE_MODELS();
+  auto e = make_engine({});
+  run_all(*e, {greedy_req(kSystem, 8, "alice"), greedy_req(kSystem, 8, "bob")});
+  e->publish_snapshot();
+  const Snapshot& a = *e->snapshot();
+  auto b = snapshot_from_json(snapshot_to_json(a));
+  ASSERT_TRUE(b.ok()) << b.error();
+  EXPECT_EQ(snapshot_to_json(*b).dump(), snapshot_to_json(a).dump());
+  EXPECT_FALSE(snapshot_from_json(nlohmann::json{{"step", "not a number"}}).ok());
 }

@@ -438,7 +438,8 @@ cudaError_t launch_attention(cudaStream_t s, const AttentionArgs& a, const Atten
   }
   const void* fn = half ? reinterpret_cast<const void*>(attention_kernel<true>)
                         : reinterpret_cast<const void*>(attention_kernel<false>);
-  if (plan.smem_bytes > 48 * 1024) {
+  // Beyond 48 KiB (static + dynamic) a kernel must opt in; the margin covers the static `sh` array.
+  if (plan.smem_bytes + 1024 > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem_bytes));
     if (e != cudaSuccess) return e;

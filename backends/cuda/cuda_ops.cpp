@@ -200,7 +200,7 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
   a.p = p;
   const cuda::DeviceProps& props = dev_->props();
   const cuda::AttentionPlan plan = cuda::plan_attention(a, props.multiprocessors, kMaxAttentionScratch);
-  if (plan.smem_bytes > props.smem_per_block_optin)
+  if (plan.smem_bytes + 1024 > props.smem_per_block_optin)  // + the kernel's static shared memory
     return fail("cuda: paged_attention: head_dim " + std::to_string(p.head_dim) + " with " +
                 std::to_string(p.n_heads / p.n_kv_heads) + " query heads per KV head needs " +
                 std::to_string(plan.smem_bytes) + " bytes of shared memory; the device allows " +

@@ -166,7 +166,12 @@ Result<const Algorithm*> PipelineCache::get(const std::string& shader, const std
   std::string variant = shader;
   if (!subgroups_ && find_embedded_shader(shader + "_nosg")) variant += "_nosg";
   std::string key = variant;
-  for (const SpecValue& s : spec) key += ":" + std::to_string(s.id) + "=" + std::to_string(s.value);
+  for (const SpecValue& s : spec) {
+    key += ':';
+    key += std::to_string(s.id);
+    key += '=';
+    key += std::to_string(s.value);
+  }
   auto it = cache_.find(key);
   if (it != cache_.end()) return static_cast<const Algorithm*>(it->second.get());
   const EmbeddedShader* src = find_embedded_shader(variant);

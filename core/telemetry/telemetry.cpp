@@ -15,6 +15,16 @@ Histogram Histogram::exponential(double first, double factor, int n) {
   return h;
 }
 
+Histogram Histogram::from_parts(std::vector<double> bounds, std::vector<uint64_t> counts, double sum) {
+  Histogram h;
+  h.bounds_ = std::move(bounds);
+  h.counts_ = std::move(counts);
+  h.counts_.resize(h.bounds_.size() + 1);
+  for (uint64_t c : h.counts_) h.count_ += c;
+  h.sum_ = sum;
+  return h;
+}
+
 void Histogram::observe(double v) {
   const size_t i = size_t(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
   ++counts_[i];

@@ -16,6 +16,8 @@ class Histogram {
   // Exponential buckets from `first` growing by `factor`, `n` of them (+Inf bucket implied).
   static Histogram exponential(double first, double factor, int n);
   void observe(double v);
+  // Rebuilds a histogram from its serialized parts (bucket counts and sum).
+  static Histogram from_parts(std::vector<double> bounds, std::vector<uint64_t> counts, double sum);
   double quantile(double q) const;  // linear within the bucket holding the q-th observation
   const std::vector<double>& bounds() const { return bounds_; }
   const std::vector<uint64_t>& counts() const { return counts_; }  // bounds().size() + 1 buckets

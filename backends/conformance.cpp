@@ -1,0 +1,388 @@
+// Conformance harness: per-op input builders, the dual run (reference vs. backend under test),
+// poison-aware comparison, and reporting.
+#include "backends/conformance.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/util/half.h"
+
+namespace pagoda {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr int32_t kPoisonI32 = -0x5a5a5a5b;  // an index no op returns: unwritten I32 outputs differ
+constexpr double kElementwise = 1e-7, kReduction = 5e-4, kExact = 0;
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// One tensor allocated on both backends with identical contents.
+struct Twin {
+  BufferPtr dut_buf, ref_buf;
+  Tensor dut, ref;
+  const Tensor& on(bool is_dut) const { return is_dut ? dut : ref; }
+};
+
+// Owns the reference backend, the random stream, and the running comparison of one case. Setup
+// failures are recorded (first one wins) so the per-op builders stay straight-line code.
+class Harness {
+ public:
+  Harness(Backend& dut, uint64_t seed) : dut_(dut), ref_(CpuOptions{.reference = true}), rng_(seed) {}
+
+  std::mt19937_64& rng() { return rng_; }
+  std::vector<float> randn(size_t n, float scale = 1.0f) {
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng_);
+    return v;
+  }
+  int64_t uniform_int(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng_); }
+  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
+  Twin make(DType dt, int64_t rows, int64_t cols, const void* bytes) {
+    Twin t;
+    const size_t n = row_bytes(dt, cols) * size_t(rows);
+    auto a = dut_.alloc(std::max<size_t>(n, 4));
+    auto b = ref_.alloc(std::max<size_t>(n, 4));
+    if (!a || !b) {
+      fail(!a ? "backend alloc failed: " + a.error() : "reference alloc failed: " + b.error());
+      return t;
+    }
+    t.dut_buf = std::move(*a);
+    t.ref_buf = std::move(*b);
+    t.dut = Tensor{t.dut_buf.get(), 0, dt, rows, cols};
+    t.ref = Tensor{t.ref_buf.get(), 0, dt, rows, cols};
+    if (n > 0) {
+      dut_.upload(t.dut, bytes, n);
+      ref_.upload(t.ref, bytes, n);
+    }
+    return t;
+  }
+  Twin f32(int64_t rows, int64_t cols, const std::vector<float>& v) { return make(DType::F32, rows, cols, v.data()); }
+  Twin i32(int64_t rows, int64_t cols, const std::vector<int32_t>& v) { return make(DType::I32, rows, cols, v.data()); }
+  Twin nan_f32(int64_t rows, int64_t cols) { return f32(rows, cols, std::vector<float>(size_t(rows * cols), kNaN)); }
+  Twin poison_i32(int64_t rows, int64_t cols) { return i32(rows, cols, std::vector<int32_t>(size_t(rows * cols), kPoisonI32)); }
+  // Rows of floats stored as dtype `dt` (quantized by the reference's own quantizer).
+  Twin typed(DType dt, int64_t rows, int64_t cols, const std::vector<float>& v) {
+    std::vector<uint8_t> bytes(row_bytes(dt, cols) * size_t(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      quantize_row(dt, v.data() + r * cols, bytes.data() + size_t(r) * row_bytes(dt, cols), cols);
+    return make(dt, rows, cols, bytes.data());
+  }
+
+  // Runs op(backend, is_dut) on the reference, then on the backend under test (timed with sync).
+  template <typename F>
+  void run(F&& op) {
+    if (!error_.empty()) return;
+    op(static_cast<Backend&>(ref_), false);
+    const auto t0 = std::chrono::steady_clock::now();
+    op(dut_, true);
+    const Status s = dut_.sync();
+    dut_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!s) fail("backend error: " + s.error());
+  }
+
+  // Adds tensor `t` to the comparison: values (F32/F16) by NMSE, I32 exactly.
+  void compare(const Twin& t) {
+    if (!error_.empty()) return;
+    const size_t n = t.ref.bytes();
+    std::vector<uint8_t> a(n), b(n);
+    dut_.download(t.dut, a.data(), n);
+    ref_.download(t.ref, b.data(), n);
+    if (const Status s = dut_.sync(); !s) return fail("backend error on download: " + s.error());
+    if (t.ref.dtype == DType::I32) return compare_exact(a, b, t.ref.cols);
+    const int64_t count = t.ref.rows * t.ref.cols;
+    std::vector<float> got(size_t(count)), want(size_t(count));
+    for (int64_t r = 0; r < t.ref.rows; ++r) {
+      dequantize_row(t.ref.dtype, a.data() + size_t(r) * t.ref.row_stride(), got.data() + r * t.ref.cols, t.ref.cols);
+      dequantize_row(t.ref.dtype, b.data() + size_t(r) * t.ref.row_stride(), want.data() + r * t.ref.cols, t.ref.cols);
+    }
+    compare_values(got, want, t.ref.cols);
+  }
+
+  void fail(const std::string& why) {
+    if (error_.empty()) error_ = why;
+  }
+
+  // Fills the result's status, nmse and detail from the comparison.
+  void finish(ConformanceResult& r, bool exact) const {
+    r.dut_ms = dut_ms_;
+    if (!error_.empty()) {
+      r.status = ConformanceStatus::Fail;
+      r.nmse = std::numeric_limits<double>::infinity();
+      r.detail = error_;
+      return;
+    }
+    if (exact) r.nmse = compared_ ? double(mismatches_) / double(compared_) : 0.0;
+    else r.nmse = poison_ > 0 ? std::numeric_limits<double>::infinity() : num_ / std::max(den_, 1e-30);
+    r.status = r.nmse <= r.threshold && poison_ == 0 && mismatches_ == 0 ? ConformanceStatus::Pass : ConformanceStatus::Fail;
+    if (r.status == ConformanceStatus::Fail) r.detail = first_bad_.empty() ? "error above threshold" : first_bad_;
+  }
+
+ private:
+  static std::string where(size_t i, int64_t cols) {
+    return "[" + std::to_string(int64_t(i) / std::max<int64_t>(cols, 1)) + "," +
+           std::to_string(int64_t(i) % std::max<int64_t>(cols, 1)) + "]";
+  }
+  void note(const std::string& s) {
+    if (first_bad_.empty()) first_bad_ = s;
+  }
+  void compare_exact(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, int64_t cols) {
+    for (size_t i = 0; i + 4 <= a.size(); i += 4) {
+      int32_t x, y;
+      std::memcpy(&x, a.data() + i, 4);
+      std::memcpy(&y, b.data() + i, 4);
+      ++compared_;
+      if (x == y) continue;
+      ++mismatches_;
+      note("element " + where(i / 4, cols) + ": got " + std::to_string(x) + ", want " + std::to_string(y));
+    }
+  }
+  // A NaN in the reference is poison nothing was meant to overwrite; a NaN anywhere else in the
+  // result means the backend left poison in place or read it.
+  void compare_values(const std::vector<float>& got, const std::vector<float>& want, int64_t cols) {
+    char buf[96];
+    for (size_t i = 0; i < got.size(); ++i) {
+      const bool want_nan = std::isnan(want[i]);
+      if (want_nan || !std::isfinite(got[i])) {
+        if (want_nan && std::isnan(got[i])) continue;
+        ++poison_;
+        std::snprintf(buf, sizeof buf, ": got %g, want %g", double(got[i]), double(want[i]));
+        note("element " + where(i, cols) + buf);
+        continue;
+      }
+      const double d = double(got[i]) - double(want[i]);
+      num_ += d * d;
+      den_ += double(want[i]) * double(want[i]);
+    }
+  }
+
+  Backend& dut_;
+  CpuBackend ref_;
+  std::mt19937_64 rng_;
+  std::string error_, first_bad_;
+  double num_ = 0, den_ = 0, dut_ms_ = 0;
+  size_t poison_ = 0, mismatches_ = 0, compared_ = 0;
+};
+
+// ---- per-op builders: inputs, one run on both backends, outputs into the comparison ----
+
+void check_embed(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const Twin table = h.typed(c.dtype, s.extra, s.cols, h.randn(size_t(s.extra * s.cols)));
+  std::vector<int32_t> ids(size_t(s.rows));
+  for (auto& id : ids) id = int32_t(h.uniform_int(0, s.extra - 1));
+  ids.front() = int32_t(s.extra - 1);  // the table's last row: a stride or bound error shows here
+  const Twin tid = h.i32(s.rows, 1, ids), out = h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.embed(table.on(d), tid.on(d), out.on(d)); });
+  h.compare(out);
+}
+
+void check_rms_norm(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  std::vector<float> x = h.randn(size_t(s.rows * s.cols));
+  for (int64_t r = 0; r < s.rows; ++r)  // rows of very different scale
+    for (int64_t i = 0; i < s.cols; ++i) x[size_t(r * s.cols + i)] *= std::pow(4.0f, float(r % 5) - 2.0f);
+  const Twin tx = h.f32(s.rows, s.cols, x), w = h.f32(1, s.cols, h.randn(size_t(s.cols)));
+  const Twin out = s.in_place ? tx : h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.rms_norm(tx.on(d), w.on(d), out.on(d), s.param); });
+  h.compare(out);
+}
+
+void check_matmul(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const Twin w = h.typed(c.dtype, s.extra, s.cols, h.randn(size_t(s.extra * s.cols)));
+  const Twin x = h.f32(s.rows, s.cols, h.randn(size_t(s.rows * s.cols)));
+  const Twin out = h.nan_f32(s.rows, s.extra);
+  h.run([&](Backend& b, bool d) { b.matmul(w.on(d), x.on(d), out.on(d)); });
+  h.compare(out);
+}
+
+void check_rope(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const int64_t cols = int64_t(s.n_heads) * s.head_dim;
+  std::vector<int32_t> pos(size_t(s.rows));
+  for (auto& p : pos) p = int32_t(h.uniform_int(0, s.extra));
+  pos.front() = int32_t(s.extra);  // the largest angle: where sin/cos accuracy suffers first
+  const Twin x = h.f32(s.rows, cols, h.randn(size_t(s.rows * cols))), tp = h.i32(s.rows, 1, pos);
+  h.run([&](Backend& b, bool d) { b.rope(x.on(d), tp.on(d), s.n_heads, s.head_dim, s.param); });
+  h.compare(x);
+}
+
+void check_silu_mul(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const size_t n = size_t(s.rows * s.cols);
+  const Twin g = h.f32(s.rows, s.cols, h.randn(n, 3.0f)), u = h.f32(s.rows, s.cols, h.randn(n));
+  const Twin out = s.in_place ? g : h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.silu_mul(g.on(d), u.on(d), out.on(d)); });
+  h.compare(out);
+}
+
+void check_add(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const size_t n = size_t(s.rows * s.cols);
+  const Twin a = h.f32(s.rows, s.cols, h.randn(n)), bb = h.f32(s.rows, s.cols, h.randn(n));
+  const Twin out = s.in_place ? a : h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.add(a.on(d), bb.on(d), out.on(d)); });
+  h.compare(out);
+}
+
+// A cache of `slots` rows in dtype dt, every value NaN (for F16 the NaN half 0x7e00).
+std::vector<float> nan_rows(int64_t slots, int64_t cols) { return std::vector<float>(size_t(slots * cols), kNaN); }
+
+void check_kv_store(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  std::vector<int32_t> all(size_t(s.extra));
+  std::iota(all.begin(), all.end(), 0);
+  std::shuffle(all.begin(), all.end(), h.rng());
+  std::vector<int32_t> slots(all.begin(), all.begin() + s.rows);
+  for (size_t i = 1; i < slots.size(); i += 4) slots[i] = -1;  // padding rows store nothing
+  const Twin k = h.f32(s.rows, s.cols, h.randn(size_t(s.rows * s.cols)));
+  const Twin v = h.f32(s.rows, s.cols, h.randn(size_t(s.rows * s.cols)));
+  const Twin kc = h.typed(c.dtype, s.extra, s.cols, nan_rows(s.extra, s.cols));
+  const Twin vc = h.typed(c.dtype, s.extra, s.cols, nan_rows(s.extra, s.cols));
+  const Twin ts = h.i32(s.rows, 1, slots);
+  h.run([&](Backend& b, bool d) { b.kv_store(k.on(d), v.on(d), kc.on(d), vc.on(d), ts.on(d)); });
+  h.compare(kc);
+  h.compare(vc);
+}
+
+void check_paged_attention(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const int32_t bs = s.block_size, n_seqs = int32_t(s.seqs.size());
+  const int64_t kv_cols = int64_t(s.n_kv_heads) * s.head_dim, q_cols = int64_t(s.n_heads) * s.head_dim;
+  // Blocks come from a shuffled pool with spare blocks no sequence owns (they stay NaN).
+  int32_t needed = 0, max_ctx = 0;
+  for (auto [ctx, ql] : s.seqs) needed += (ctx + bs - 1) / bs, max_ctx = std::max(max_ctx, ctx);
+  const int32_t n_blocks = needed + 3;
+  std::vector<int32_t> pool(size_t(n_blocks));
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), h.rng());
+  // Query rows of the sequences in shuffled order: q_start need not follow sequence order.
+  std::vector<int32_t> order(size_t(n_seqs));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), h.rng());
+  std::vector<SeqInfo> info(size_t(n_seqs));
+  int32_t rows = 0;
+  for (int32_t i : order) info[size_t(i)].q_start = rows, rows += s.seqs[size_t(i)].second;
+  std::vector<int32_t> bt;
+  std::vector<float> kv = nan_rows(int64_t(n_blocks) * bs, kv_cols), vv = kv;
+  const std::vector<float> kr = h.randn(kv.size()), vr = h.randn(kv.size());
+  for (int32_t i = 0; i < n_seqs; ++i) {
+    SeqInfo& si = info[size_t(i)];
+    si.ctx_len = s.seqs[size_t(i)].first;
+    si.q_len = s.seqs[size_t(i)].second;
+    si.bt_offset = int32_t(bt.size());
+    for (int32_t b = 0; b < (si.ctx_len + bs - 1) / bs; ++b) bt.push_back(pool[size_t(needed--) - 1]);
+    // Only positions < ctx_len get values; the tail of the last block stays NaN.
+    for (int32_t p = 0; p < si.ctx_len; ++p) {
+      const size_t slot = size_t(bt[size_t(si.bt_offset + p / bs)]) * size_t(bs) + size_t(p % bs);
+      std::copy_n(kr.begin() + slot * kv_cols, kv_cols, kv.begin() + slot * kv_cols);
+      std::copy_n(vr.begin() + slot * kv_cols, kv_cols, vv.begin() + slot * kv_cols);
+    }
+  }
+  const int64_t n_slots = int64_t(n_blocks) * bs;
+  const Twin kc = h.typed(c.dtype, n_slots, kv_cols, kv), vc = h.typed(c.dtype, n_slots, kv_cols, vv);
+  const Twin q = h.f32(rows, q_cols, h.randn(size_t(rows * q_cols)));
+  const Twin seqs = h.make(DType::I32, n_seqs, 4, info.data());
+  const Twin tbt = h.i32(int64_t(bt.size()), 1, bt), out = h.nan_f32(rows, q_cols);
+  AttentionParams p;
+  p.n_seqs = n_seqs;
+  p.n_heads = s.n_heads;
+  p.n_kv_heads = s.n_kv_heads;
+  p.head_dim = s.head_dim;
+  p.block_size = bs;
+  p.max_ctx_len = max_ctx;
+  p.scale = 1.0f / std::sqrt(float(s.head_dim));
+  h.run([&](Backend& b, bool d) { b.paged_attention(q.on(d), kc.on(d), vc.on(d), seqs.on(d), tbt.on(d), out.on(d), p); });
+  h.compare(out);
+}
+
+void check_softmax(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const Twin x = h.f32(s.rows, s.cols, h.randn(size_t(s.rows * s.cols), 3.0f));
+  const Twin out = s.in_place ? x : h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.softmax(x.on(d), out.on(d), s.param); });
+  h.compare(out);
+}
+
+void check_argmax(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  std::vector<float> x = h.randn(size_t(s.rows * s.cols));
+  for (int64_t r = 0; s.ties && s.cols > 1 && r < s.rows; ++r) {  // the maximum twice: the first must win
+    float* row = x.data() + r * s.cols;
+    const float top = *std::max_element(row, row + s.cols) + 1.0f;
+    const int64_t a = h.uniform_int(0, s.cols - 2);
+    row[a] = row[h.uniform_int(a + 1, s.cols - 1)] = top;
+  }
+  const Twin tx = h.f32(s.rows, s.cols, x), out = h.poison_i32(s.rows, 1);
+  h.run([&](Backend& b, bool d) { b.argmax(tx.on(d), out.on(d)); });
+  h.compare(out);
+}
+
+// A uniform landing in the middle of the CDF bucket of a randomly chosen index whose weight is at
+// least the mean positive weight, so float and double prefix sums agree on the drawn index.
+float mid_bucket_uniform(Harness& h, const float* w, int64_t n) {
+  double total = 0, positive = 0;
+  int64_t n_pos = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    total += w[i];
+    if (w[i] > 0) positive += w[i], ++n_pos;
+  }
+  if (n_pos == 0) return 0.5f;
+  std::vector<int64_t> heavy;
+  for (int64_t i = 0; i < n; ++i)
+    if (w[i] > 0 && double(w[i]) >= positive / double(n_pos)) heavy.push_back(i);
+  const int64_t j = heavy[size_t(h.uniform_int(0, int64_t(heavy.size()) - 1))];
+  double before = 0;
+  for (int64_t i = 0; i < j; ++i) before += w[i] > 0 ? w[i] : 0.0f;
+  return float((before + 0.5 * w[j]) / total);
+}
+
+// Rows of unnormalized, skewed weights (log-normal) with about a quarter exact zeros.
+std::vector<float> weight_rows(Harness& h, int64_t rows, int64_t cols) {
+  std::vector<float> w = h.randn(size_t(rows * cols), 1.5f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float scale = float(std::pow(10.0, h.uniform() * 4 - 2));
+    for (int64_t i = 0; i < cols; ++i) {
+      float& x = w[size_t(r * cols + i)];
+      x = h.uniform() < 0.25 ? 0.0f : scale * std::exp(x);
+    }
+  }
+  return w;
+}
+
+void check_sample_probs(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const std::vector<float> w = weight_rows(h, s.rows, s.cols);
+  std::vector<float> u(size_t(s.rows));
+  for (int64_t r = 0; r < s.rows; ++r) u[size_t(r)] = mid_bucket_uniform(h, w.data() + r * s.cols, s.cols);
+  const Twin probs = h.f32(s.rows, s.cols, w), tu = h.f32(s.rows, 1, u), out = h.poison_i32(s.rows, 1);
+  h.run([&](Backend& b, bool d) { b.sample_probs(probs.on(d), tu.on(d), out.on(d)); });
+  h.compare(out);
+}
+
+std::vector<float> softmax_rows(Harness& h, int64_t rows, int64_t cols) {
+  std::vector<float> x = h.randn(size_t(rows * cols), 1.5f);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = x.data() + r * cols;
+    const float mx = *std::max_element(row, row + cols);
+    double sum = 0;
+    for (int64_t i = 0; i < cols; ++i) sum += (row[i] = std::exp(row[i] - mx));
+    for (int64_t i = 0; i < cols; ++i) row[i] = float(row[i] / sum);
+  }
+  return x;
+}
