@@ -32,16 +32,27 @@ struct RunOptions {
   int32_t max_running = 64;
   int32_t max_waiting = 1024;
   bool no_prefix_cache = false;
+  std::string draft;   // draft model path
+  int32_t ngram = 0;   // n-gram drafter order (0 = off)
+  std::string spec_k = "4";
 };
 
-// Many prompts at once through the engine: continuous batching, prefix reuse, per-request metrics.
-int run_many(const RunOptions& o, Backend& be, LoadedModel& model, uint64_t kv_bytes) {
-  Request defaults;
-  defaults.max_tokens = o.n;
-  defaults.sampling = o.sampling;
-  defaults.add_bos = !o.no_bos;
-  auto reqs = read_prompts_file(o.prompts_file, defaults);
-  if (!reqs) return fail(reqs.error());
+Status apply_spec(const RunOptions& o, EngineConfig& cfg) {
+  if (!o.draft.empty() && o.ngram > 0) return make_error("choose one drafter: --draft or --ngram");
+  cfg.spec.mode = !o.draft.empty() ? "draft" : o.ngram > 0 ? "ngram" : "off";
+  cfg.spec.ngram_n = o.ngram;
+  if (o.spec_k == "auto") {
+    cfg.spec.adaptive = true;
+  } else {
+    char* end = nullptr;
+    const long k = std::strtol(o.spec_k.c_str(), &end, 10);
+    if (o.spec_k.empty() || *end != '\0' || k < 1 || k > 16) return make_error("--spec-k must be 1..16 or auto");
+    cfg.spec.k = int32_t(k);
+  }
+  return {};
+}
+
+EngineConfig engine_config(const RunOptions& o, uint64_t kv_bytes) {
   EngineConfig cfg;
   cfg.block_size = o.block_size;
   cfg.kv_bytes = kv_bytes;
@@ -50,7 +61,26 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, uint64_t kv_b
   cfg.max_running = o.max_running;
   cfg.max_waiting = o.max_waiting;
   cfg.prefix_caching = !o.no_prefix_cache;
-  auto e = Engine::create(model, be, cfg);
+  return cfg;
+}
+
+// Many prompts at once through the engine: continuous batching, prefix reuse, per-request metrics.
+int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* draft, uint64_t kv_bytes) {
+  Request defaults;
+  defaults.max_tokens = o.n;
+  defaults.sampling = o.sampling;
+  defaults.add_bos = !o.no_bos;
+  Result<std::vector<Request>> reqs = std::vector<Request>{};
+  if (!o.prompts_file.empty()) {
+    reqs = read_prompts_file(o.prompts_file, defaults);
+    if (!reqs) return fail(reqs.error());
+  } else {
+    defaults.prompt = o.prompt;
+    reqs->push_back(defaults);
+  }
+  EngineConfig cfg = engine_config(o, kv_bytes);
+  if (auto st = apply_spec(o, cfg); !st) return fail(st.error());
+  auto e = Engine::create(model, be, cfg, draft);
   if (!e) return fail(e.error());
   BatchSummary sum;
   auto outs = run_requests(**e, *reqs, true, &sum);
@@ -73,11 +103,21 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, uint64_t kv_b
                       {"computed_prefill_tokens", snap->counters.computed_prefill_tokens},
                       {"generated_tokens", sum.generated_tokens}, {"generation_tok_s", sum.gen_tok_s},
                       {"ttft_p50_ms", sum.ttft_p50_s * 1e3}, {"ttft_p99_ms", sum.ttft_p99_s * 1e3},
-                      {"mean_itl_ms", sum.itl_mean_s * 1e3}, {"preemptions", snap->counters.preemptions}};
+                      {"mean_itl_ms", sum.itl_mean_s * 1e3}, {"preemptions", snap->counters.preemptions},
+                      {"spec_mode", snap->spec_mode}, {"spec_k", snap->spec_k},
+                      {"draft_tokens_proposed", snap->counters.spec_proposed},
+                      {"draft_tokens_accepted", snap->counters.spec_accepted},
+                      {"draft_accepted_by_position", snap->counters.spec_accepted_by_pos},
+                      {"mean_acceptance_length", snap->counters.spec_steps ? 1.0 + double(snap->counters.spec_accepted) / double(snap->counters.spec_steps) : 0.0}};
+    for (const auto& d : snap->decisions) j["aggregate"]["controller_decisions"].push_back({{"step", d.step}, {"from_k", d.from_k}, {"to_k", d.to_k}, {"reason", d.reason}});
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  for (size_t i = 0; i < outs.size(); ++i) {
+  if (o.prompts_file.empty()) {  // one prompt (speculative): print it like a plain run
+    fmt::print("{}{}\n", o.prompt, outs[0].text);
+    if (!outs[0].error.empty()) return fail(outs[0].error);
+  }
+  for (size_t i = 0; i < outs.size() && !o.prompts_file.empty(); ++i) {
     const auto& r = outs[i];
     fmt::print("--- request {} [{}{}] ---\n{}{}\n", i, finish_reason_name(r.reason), r.error.empty() ? "" : ": " + r.error,
                (*reqs)[i].prompt, r.text);
@@ -86,11 +126,20 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, uint64_t kv_b
              "generated: {} at {:.1f} tok/s | TTFT p50 {:.2f} ms p99 {:.2f} ms | preemptions: {}\n",
              outs.size(), sum.completed, sum.rejected, sum.prompt_tokens, snap->counters.avoided_prefill_tokens,
              sum.generated_tokens, sum.gen_tok_s, sum.ttft_p50_s * 1e3, sum.ttft_p99_s * 1e3, snap->counters.preemptions);
+  if (snap->counters.spec_steps > 0)
+    fmt::print(stderr, "speculation ({}): proposed {} accepted {} ({:.1f}%), mean acceptance length {:.2f}, k now {}\n",
+               snap->spec_mode, snap->counters.spec_proposed, snap->counters.spec_accepted,
+               100.0 * double(snap->counters.spec_accepted) / double(std::max<uint64_t>(1, snap->counters.spec_proposed)),
+               1.0 + double(snap->counters.spec_accepted) / double(snap->counters.spec_steps), snap->spec_k);
   return 0;
 }
 
 int run(RunOptions& o) {
-  if (!o.prompts_file.empty()) {
+  if (!o.prompt_set && o.prompts_file.empty() && !isatty(STDIN_FILENO))
+    o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  // Many prompts, or speculation, go through the engine; a single plain prompt streams directly.
+  if (!o.prompts_file.empty() || !o.draft.empty() || o.ngram > 0) {
+    if (o.prompts_file.empty() && o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
     if (!o.seed_set) o.sampling.seed = std::random_device{}();
     auto kv_bytes = parse_size(o.kv_memory);
     if (!kv_bytes) return fail(kv_bytes.error());
@@ -98,10 +147,14 @@ int run(RunOptions& o) {
     if (!be) return fail(be.error());
     auto m = load_model(o.model, **be, o.json);
     if (!m) return fail(m.error());
-    return run_many(o, **be, **m, *kv_bytes);
+    std::unique_ptr<LoadedModel> draft;
+    if (!o.draft.empty()) {
+      auto d = load_model(o.draft, **be, o.json);
+      if (!d) return fail("draft model: " + d.error());
+      draft = std::move(*d);
+    }
+    return run_many(o, **be, **m, draft.get(), *kv_bytes);
   }
-  if (!o.prompt_set && !isatty(STDIN_FILENO))
-    o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   if (o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
   if (!o.seed_set) o.sampling.seed = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
   if (auto st = o.sampling.validate(); !st) return fail(st.error());
@@ -186,6 +239,9 @@ void register_run(CLI::App& app) {
   cmd->add_option("--max-running", o->max_running, "Most requests decoding at once")->capture_default_str()->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--max-waiting", o->max_waiting, "Queue bound (a full queue rejects)")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix reuse");
+  cmd->add_option("--draft", o->draft, "Speculative decoding with this draft model (same vocabulary)");
+  cmd->add_option("--ngram", o->ngram, "Speculative decoding by n-gram prompt lookup of order N")->check(CLI::Range(1, 16));
+  cmd->add_option("--spec-k", o->spec_k, "Draft tokens per step: 1..16, or auto (adaptive controller)")->capture_default_str();
   add_backend_options(cmd, o->be);
   cmd->callback([o] {
     const int rc = run(*o);

@@ -105,7 +105,7 @@ class Harness {
     if (const Status s = dut_.sync(); !s) return fail("backend error on download: " + s.error());
     if (t.ref.dtype == DType::I32) return compare_exact(a, b, t.ref.cols);
     const int64_t count = t.ref.rows * t.ref.cols;
-    std::vector<float> got(size_t(count)), want(size_t(count));
+    std::vector<float> got(static_cast<size_t>(count)), want(static_cast<size_t>(count));
     for (int64_t r = 0; r < t.ref.rows; ++r) {
       dequantize_row(t.ref.dtype, a.data() + size_t(r) * t.ref.row_stride(), got.data() + r * t.ref.cols, t.ref.cols);
       dequantize_row(t.ref.dtype, b.data() + size_t(r) * t.ref.row_stride(), want.data() + r * t.ref.cols, t.ref.cols);
@@ -268,17 +268,18 @@ void check_paged_attention(Harness& h, const ConformanceCase& c) {
   int32_t needed = 0, max_ctx = 0;
   for (auto [ctx, ql] : s.seqs) needed += (ctx + bs - 1) / bs, max_ctx = std::max(max_ctx, ctx);
   const int32_t n_blocks = needed + 3;
-  std::vector<int32_t> pool(size_t(n_blocks));
+  std::vector<int32_t> pool(static_cast<size_t>(n_blocks));
   std::iota(pool.begin(), pool.end(), 0);
   std::shuffle(pool.begin(), pool.end(), h.rng());
   // Query rows of the sequences in shuffled order: q_start need not follow sequence order.
-  std::vector<int32_t> order(size_t(n_seqs));
+  std::vector<int32_t> order(static_cast<size_t>(n_seqs));
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), h.rng());
-  std::vector<SeqInfo> info(size_t(n_seqs));
+  std::vector<SeqInfo> info(static_cast<size_t>(n_seqs));
   int32_t rows = 0;
   for (int32_t i : order) info[size_t(i)].q_start = rows, rows += s.seqs[size_t(i)].second;
   std::vector<int32_t> bt;
+  size_t next_block = 0;
   std::vector<float> kv = nan_rows(int64_t(n_blocks) * bs, kv_cols), vv = kv;
   const std::vector<float> kr = h.randn(kv.size()), vr = h.randn(kv.size());
   for (int32_t i = 0; i < n_seqs; ++i) {
@@ -286,7 +287,7 @@ void check_paged_attention(Harness& h, const ConformanceCase& c) {
     si.ctx_len = s.seqs[size_t(i)].first;
     si.q_len = s.seqs[size_t(i)].second;
     si.bt_offset = int32_t(bt.size());
-    for (int32_t b = 0; b < (si.ctx_len + bs - 1) / bs; ++b) bt.push_back(pool[size_t(needed--) - 1]);
+    for (int32_t b = 0; b < (si.ctx_len + bs - 1) / bs; ++b) bt.push_back(pool[next_block++]);
     // Only positions < ctx_len get values; the tail of the last block stays NaN.
     for (int32_t p = 0; p < si.ctx_len; ++p) {
       const size_t slot = size_t(bt[size_t(si.bt_offset + p / bs)]) * size_t(bs) + size_t(p % bs);
@@ -386,3 +387,296 @@ std::vector<float> softmax_rows(Harness& h, int64_t rows, int64_t cols) {
   }
   return x;
 }
+
+// Greedy plan: the first `accept` drafts are the target's argmax, the next one is not.
+void plan_greedy(Harness& h, const float* target, int64_t vocab, int32_t k, int32_t* toks) {
+  const int32_t accept = int32_t(h.uniform_int(0, k));
+  for (int32_t i = 0; i < k; ++i) {
+    const float* row = target + i * vocab;
+    const int32_t best = int32_t(std::max_element(row, row + vocab) - row);
+    if (i < accept) toks[i] = best;
+    else if (i == accept) toks[i] = int32_t((best + 1 + h.uniform_int(0, vocab - 2)) % vocab);
+    else toks[i] = int32_t(h.uniform_int(0, vocab - 1));
+  }
+}
+
+// Sampled plan: each acceptance test is clear-cut (accept: u = min(1, p/q) / 2; reject: u halfway
+// between p/q and 1), and the final uniform lands mid-bucket of the distribution the reference
+// draws from (the residual max(0, p - q) after a rejection, else the bonus row).
+void plan_sampled(Harness& h, const float* target, const float* draft, int64_t vocab, int32_t k, int32_t* toks,
+                  float* u) {
+  int32_t i = 0;
+  for (; i < k; ++i) {
+    const float* q = draft + i * vocab;
+    std::discrete_distribution<int32_t> pick(q, q + vocab);
+    toks[i] = pick(h.rng());
+    const double r = double(target[i * vocab + toks[i]]) / double(q[toks[i]]);
+    if (h.uniform() < 0.35 && r < 0.9) {
+      u[i] = float(r + (1.0 - r) * 0.5);
+      break;
+    }
+    u[i] = float(0.5 * std::min(r, 1.0));
+  }
+  for (int32_t j = i + 1; j < k; ++j) toks[j] = int32_t(h.uniform_int(0, vocab - 1)), u[j] = 0.5f;
+  std::vector<float> w(target + std::min(i, k) * vocab, target + (std::min(i, k) + 1) * vocab);
+  if (i < k) {
+    double mass = 0;
+    for (int64_t x = 0; x < vocab; ++x) mass += (w[size_t(x)] = std::max(0.0f, w[size_t(x)] - draft[i * vocab + x]));
+    if (mass == 0) w.assign(target + i * vocab, target + (i + 1) * vocab);
+  }
+  u[k] = mid_bucket_uniform(h, w.data(), vocab);
+}
+
+void check_verify(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const int64_t vocab = s.cols;
+  const int32_t n = int32_t(s.seqs.size());
+  int32_t max_k = 1;
+  for (auto [k, unused] : s.seqs) max_k = std::max(max_k, k);
+  // Target and draft rows in two independent shuffled orders, target rows with a gap row between
+  // sequences, so row_start and draft_row_start are both exercised.
+  std::vector<int32_t> meta(size_t(n) * 3), order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  int32_t trows = 0, drows = 0;
+  std::shuffle(order.begin(), order.end(), h.rng());
+  for (int32_t i : order) meta[size_t(i) * 3] = trows, trows += s.seqs[size_t(i)].first + 2;
+  std::shuffle(order.begin(), order.end(), h.rng());
+  for (int32_t i : order) {
+    meta[size_t(i) * 3 + 1] = drows;
+    meta[size_t(i) * 3 + 2] = s.seqs[size_t(i)].first;
+    drows += s.seqs[size_t(i)].first;
+  }
+  drows = std::max(drows, 1);
+  const std::vector<float> target = s.greedy ? h.randn(size_t(trows * vocab), 2.0f) : softmax_rows(h, trows, vocab);
+  // Greedy verification must not read draft probabilities or uniforms: they are NaN there.
+  const std::vector<float> draft = s.greedy ? std::vector<float>(size_t(drows * vocab), kNaN) : softmax_rows(h, drows, vocab);
+  std::vector<int32_t> toks(size_t(n * max_k), 0);
+  std::vector<float> u(size_t(n * (max_k + 1)), s.greedy ? kNaN : 0.5f);
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t row0 = meta[size_t(i) * 3], drow0 = meta[size_t(i) * 3 + 1], k = meta[size_t(i) * 3 + 2];
+    if (s.greedy) plan_greedy(h, target.data() + row0 * vocab, vocab, k, toks.data() + i * max_k);
+    else plan_sampled(h, target.data() + row0 * vocab, draft.data() + drow0 * vocab, vocab, k, toks.data() + i * max_k,
+                      u.data() + i * (max_k + 1));
+  }
+  const Twin tt = h.f32(trows, vocab, target), td = h.f32(drows, vocab, draft);
+  const Twin tk = h.i32(n, max_k, toks), tm = h.i32(n, 3, meta), tu = h.f32(n, max_k + 1, u);
+  const Twin out = h.poison_i32(n, 2);
+  VerifyParams p;
+  p.n_seqs = n;
+  p.vocab = int32_t(vocab);
+  p.max_k = max_k;
+  p.greedy = s.greedy;
+  h.run([&](Backend& b, bool d) { b.verify(tt.on(d), td.on(d), tk.on(d), tm.on(d), tu.on(d), out.on(d), p); });
+  h.compare(out);
+}
+
+using Builder = void (*)(Harness&, const ConformanceCase&);
+
+Builder builder_for(Op op) {
+  switch (op) {
+    case Op::Embed: return check_embed;
+    case Op::RmsNorm: return check_rms_norm;
+    case Op::Matmul: return check_matmul;
+    case Op::Rope: return check_rope;
+    case Op::SiluMul: return check_silu_mul;
+    case Op::Add: return check_add;
+    case Op::KvStore: return check_kv_store;
+    case Op::PagedAttention: return check_paged_attention;
+    case Op::Softmax: return check_softmax;
+    case Op::Argmax: return check_argmax;
+    case Op::SampleProbs: return check_sample_probs;
+    case Op::Verify: return check_verify;
+    case Op::kCount: break;
+  }
+  return nullptr;
+}
+
+ConformanceShape rows_cols(int64_t rows, int64_t cols, float param = 0, bool in_place = false) {
+  ConformanceShape s;
+  s.rows = rows;
+  s.cols = cols;
+  s.param = param;
+  s.in_place = in_place;
+  return s;
+}
+
+ConformanceShape attention(int32_t heads, int32_t kv_heads, int32_t head_dim, int32_t block,
+                           std::vector<std::pair<int32_t, int32_t>> seqs) {
+  ConformanceShape s;
+  s.n_heads = heads;
+  s.n_kv_heads = kv_heads;
+  s.head_dim = head_dim;
+  s.block_size = block;
+  s.seqs = std::move(seqs);
+  return s;
+}
+
+}  // namespace
+
+const char* conformance_status_name(ConformanceStatus s) {
+  switch (s) {
+    case ConformanceStatus::Pass: return "pass";
+    case ConformanceStatus::Fail: return "fail";
+    case ConformanceStatus::Skip: return "skip";
+  }
+  return "?";
+}
+
+std::vector<ConformanceCase> conformance_cases() {
+  std::vector<ConformanceCase> v;
+  auto add = [&](Op op, DType dt, std::string name, ConformanceShape s, double thr) {
+    v.push_back({op, dt, std::move(name), std::move(s), thr});
+  };
+  auto with_extra = [](ConformanceShape s, int64_t extra) { s.extra = extra; return s; };
+  for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    add(Op::Embed, dt, "rows7_dim96", with_extra(rows_cols(7, 96), 50), kElementwise);
+    add(Op::Embed, dt, "rows3_dim4096", with_extra(rows_cols(3, 4096), 20), kElementwise);
+    add(Op::Matmul, dt, "decode_256x67", with_extra(rows_cols(1, 256), 67), kReduction);
+    add(Op::Matmul, dt, "batch7_96x130", with_extra(rows_cols(7, 96), 130), kReduction);
+    add(Op::Matmul, dt, "prefill33_512x64", with_extra(rows_cols(33, 512), 64), kReduction);
+  }
+  for (DType dt : {DType::F32, DType::F16}) {  // widths a quantized block layout cannot hold
+    add(Op::Embed, dt, "rows5_dim67", with_extra(rows_cols(5, 67), 11), kElementwise);
+    add(Op::Matmul, dt, "batch5_67x33", with_extra(rows_cols(5, 67), 33), kReduction);
+  }
+  add(Op::RmsNorm, DType::F32, "row1_64", rows_cols(1, 64, 1e-5f), kElementwise);
+  add(Op::RmsNorm, DType::F32, "rows7_67", rows_cols(7, 67, 1e-5f), kElementwise);
+  add(Op::RmsNorm, DType::F32, "rows5_4096", rows_cols(5, 4096, 1e-6f), kElementwise);
+  add(Op::RmsNorm, DType::F32, "in_place_3x333", rows_cols(3, 333, 1e-5f, true), kElementwise);
+  auto rope = [&](std::string name, int64_t rows, int32_t heads, int32_t hd, float theta, int64_t max_pos) {
+    ConformanceShape s = with_extra(rows_cols(rows, 0, theta), max_pos);
+    s.n_heads = heads;
+    s.head_dim = hd;
+    add(Op::Rope, DType::F32, std::move(name), s, kElementwise);
+  };
+  rope("hd64_heads4_pos4096", 5, 4, 64, 10000.0f, 4096);
+  rope("hd128_heads2_pos32768", 3, 2, 128, 500000.0f, 32768);
+  rope("hd8_heads3_pos100", 9, 3, 8, 10000.0f, 100);
+  for (Op op : {Op::SiluMul, Op::Add}) {
+    add(op, DType::F32, "1x1", rows_cols(1, 1), kElementwise);
+    add(op, DType::F32, "7x1000", rows_cols(7, 1000), kElementwise);
+    add(op, DType::F32, "3x4097", rows_cols(3, 4097), kElementwise);
+    add(op, DType::F32, "in_place_4x333", rows_cols(4, 333, 0, true), kElementwise);
+  }
+  for (DType dt : {DType::F32, DType::F16}) {
+    add(Op::KvStore, dt, "kv2_hd64", with_extra(rows_cols(9, 128), 64), kElementwise);
+    add(Op::KvStore, dt, "kv1_hd8", with_extra(rows_cols(5, 8), 16), kElementwise);
+    add(Op::KvStore, dt, "kv4_hd128", with_extra(rows_cols(17, 512), 96), kElementwise);
+    add(Op::PagedAttention, dt, "decode_mha_hd64", attention(4, 4, 64, 16, {{1, 1}, {17, 1}, {40, 1}}), kReduction);
+    add(Op::PagedAttention, dt, "mix_gqa4_hd128", attention(8, 2, 128, 16, {{33, 33}, {50, 1}, {20, 5}}), kReduction);
+    add(Op::PagedAttention, dt, "mix_gqa2_hd8_bs4", attention(4, 2, 8, 4, {{13, 13}, {9, 2}, {30, 1}, {4, 4}}), kReduction);
+    add(Op::PagedAttention, dt, "long_gqa2_hd64", attention(2, 1, 64, 16, {{300, 1}, {200, 70}}), kReduction);
+  }
+  add(Op::Softmax, DType::F32, "1x10", rows_cols(1, 10, 1.0f), kElementwise);
+  add(Op::Softmax, DType::F32, "4x32000_t0.7", rows_cols(4, 32000, 0.7f), kElementwise);
+  add(Op::Softmax, DType::F32, "3x67_t1.3", rows_cols(3, 67, 1.3f), kElementwise);
+  add(Op::Softmax, DType::F32, "in_place_2x333", rows_cols(2, 333, 1.0f, true), kElementwise);
+  add(Op::Argmax, DType::F32, "5x32000", rows_cols(5, 32000), kExact);
+  add(Op::Argmax, DType::F32, "3x67", rows_cols(3, 67), kExact);
+  add(Op::Argmax, DType::F32, "1x1", rows_cols(1, 1), kExact);
+  ConformanceShape ties = rows_cols(6, 100);
+  ties.ties = true;
+  add(Op::Argmax, DType::F32, "ties_6x100", ties, kExact);
+  add(Op::SampleProbs, DType::F32, "4x1000", rows_cols(4, 1000), kExact);
+  add(Op::SampleProbs, DType::F32, "2x32000", rows_cols(2, 32000), kExact);
+  add(Op::SampleProbs, DType::F32, "3x67", rows_cols(3, 67), kExact);
+  auto verify = [&](std::string name, int64_t vocab, bool greedy, std::vector<int32_t> ks) {
+    ConformanceShape s = rows_cols(0, vocab);
+    s.greedy = greedy;
+    for (int32_t k : ks) s.seqs.emplace_back(k, 0);
+    add(Op::Verify, DType::F32, std::move(name), s, kExact);
+  };
+  verify("greedy_v100_k0244", 100, true, {0, 2, 4, 4});
+  verify("greedy_v32000_k31", 32000, true, {3, 1});
+  verify("sampled_v100_k01344", 100, false, {0, 1, 3, 4, 4});
+  verify("sampled_v1000_k244", 1000, false, {2, 4, 4});
+  return v;
+}
+
+ConformanceResult run_conformance_case(Backend& dut, const ConformanceCase& c, uint64_t seed) {
+  ConformanceResult r;
+  r.op = op_name(c.op);
+  r.dtype = dtype_name(c.dtype);
+  r.name = c.name;
+  r.threshold = c.threshold;
+  r.seed = seed;
+  if (!dut.supports(c.op, c.dtype)) {
+    r.status = ConformanceStatus::Skip;
+    r.detail = dut.info().name + " does not support " + r.op + " on " + r.dtype;
+    return r;
+  }
+  Harness h(dut, seed);
+  builder_for(c.op)(h, c);
+  h.finish(r, c.threshold == kExact);
+  return r;
+}
+
+std::vector<ConformanceResult> run_conformance(Backend& dut, uint64_t seed, const std::string& filter) {
+  if (seed == 0) {
+    std::random_device rd;
+    seed = (uint64_t(rd()) << 32) ^ rd();
+  }
+  std::vector<ConformanceResult> out;
+  const auto cases = conformance_cases();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& c = cases[i];
+    const std::string id = std::string(op_name(c.op)) + "/" + dtype_name(c.dtype) + "/" + c.name;
+    if (!filter.empty() && id.find(filter) == std::string::npos) continue;
+    out.push_back(run_conformance_case(dut, c, splitmix64(seed + i)));
+  }
+  return out;
+}
+
+std::string format_conformance_table(const std::vector<ConformanceResult>& results) {
+  std::string s;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-16s %-5s %-24s %-5s %10s %9s %9s  %-20s %s\n", "op", "dtype", "case", "status",
+                "nmse", "threshold", "ms", "seed", "detail");
+  s += line;
+  int pass = 0, fail = 0, skip = 0;
+  for (const auto& r : results) {
+    (r.status == ConformanceStatus::Pass ? pass : r.status == ConformanceStatus::Fail ? fail : skip)++;
+    std::snprintf(line, sizeof line, "%-16s %-5s %-24s %-5s %10.3g %9.3g %9.3f  %-20" PRIu64 " %s\n", r.op.c_str(),
+                  r.dtype.c_str(), r.name.c_str(), conformance_status_name(r.status), r.nmse, r.threshold, r.dut_ms,
+                  r.seed, r.detail.c_str());
+    s += line;
+  }
+  std::snprintf(line, sizeof line, "%d passed, %d failed, %d skipped\n", pass, fail, skip);
+  return s + line;
+}
+
+namespace {
+std::string json_string(const std::string& in) {
+  std::string o = "\"";
+  for (unsigned char ch : in) {
+    if (ch == '"' || ch == '\\') o += '\\', o += char(ch);
+    else if (ch < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+      o += buf;
+    } else o += char(ch);
+  }
+  return o + "\"";
+}
+std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";  // JSON has no infinity: an unbounded error reads as null
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", x);
+  return buf;
+}
+}  // namespace
+
+std::string conformance_json(const std::vector<ConformanceResult>& results) {
+  std::string s = "[";
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    s += (i ? ",\n " : "\n ");
+    s += "{\"op\": " + json_string(r.op) + ", \"dtype\": " + json_string(r.dtype) + ", \"case\": " + json_string(r.name) +
+         ", \"status\": " + json_string(conformance_status_name(r.status)) + ", \"nmse\": " + json_number(r.nmse) +
+         ", \"threshold\": " + json_number(r.threshold) + ", \"seed\": " + std::to_string(r.seed) +
+         ", \"dut_ms\": " + json_number(r.dut_ms) + ", \"detail\": " + json_string(r.detail) + "}";
+  }
+  return s + "\n]\n";
+}
+
+}  // namespace pagoda

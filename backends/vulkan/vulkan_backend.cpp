@@ -200,6 +200,11 @@ void vulkan_set_profiling(Backend& backend, bool on) {
   if (auto* vb = dynamic_cast<vk::VulkanBackend*>(&backend)) vb->set_profiling(on);
 }
 
+bool vulkan_validation_active(const Backend& backend) {
+  const auto* vb = dynamic_cast<const vk::VulkanBackend*>(&backend);
+  return vb && vb->validation_active();
+}
+
 std::vector<std::pair<std::string, double>> vulkan_op_timings(const Backend& backend) {
   if (const auto* vb = dynamic_cast<const vk::VulkanBackend*>(&backend)) return vb->timings();
   return {};

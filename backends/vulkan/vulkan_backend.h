@@ -31,6 +31,8 @@ Result<std::vector<VulkanDeviceDesc>> list_vulkan_devices();
 
 // Validation-layer errors reported since the process started (all Vulkan backends together).
 uint64_t vulkan_validation_error_count();
+// Whether `backend` is a Vulkan backend running under VK_LAYER_KHRONOS_validation.
+bool vulkan_validation_active(const Backend& backend);
 
 // Per-op GPU timestamps (best effort: off on devices without compute timestamps). Timings are
 // accumulated at each sync() while on; vulkan_op_timings returns (op, total ms) sorted by time,

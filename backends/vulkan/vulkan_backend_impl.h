@@ -51,6 +51,7 @@ class VulkanBackend final : public Backend {
               const Tensor& uniforms, const Tensor& out, const VerifyParams& p) override;
 
   void set_profiling(bool on) { seq_->set_profiling(on); }
+  bool validation_active() const { return dev_->validation_enabled(); }
   std::vector<std::pair<std::string, double>> timings() const;
 
  private:
