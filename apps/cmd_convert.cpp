@@ -4,6 +4,7 @@
 #include "apps/cli_common.h"
 #include "core/model/llama2c_import.h"
 #include "core/model/synth.h"
+#include "core/model/widen.h"
 
 namespace pagoda::cli {
 
@@ -29,7 +30,18 @@ void register_convert(CLI::App& app) {
   syn->add_option("--vocab-from", s->vocab_from, "GGUF whose tokenizer metadata is copied")->capture_default_str();
   syn->add_option("--seed", s->seed, "Weight seed")->capture_default_str();
   syn->add_option("-o,--output", s->output, "GGUF file to write")->required();
-  syn->callback([s, preset, dtype] {
+  auto widen = std::make_shared<WidenOptions>();
+  syn->add_option("--widen", widen->input, "Instead of random weights: widen this real F32 model, keeping its function");
+  syn->add_option("--heads", widen->heads, "With --widen: total query heads")->capture_default_str();
+  syn->add_option("--ffn", widen->ffn_dim, "With --widen: FFN width")->capture_default_str();
+  syn->add_option("--layers", widen->layers, "With --widen: total layers")->capture_default_str();
+  syn->callback([s, preset, dtype, widen] {
+    if (!widen->input.empty()) {
+      widen->output = s->output;
+      if (auto st = widen_model(*widen); !st) throw CLI::RuntimeError(fail(st.error()));
+      fmt::print(stderr, "wrote {} (function-preserving widening of {})\n", s->output, widen->input);
+      return;
+    }
     auto shape = synth_preset(*preset);
     if (!shape) throw CLI::RuntimeError(fail(shape.error()));
     s->shape = *shape;

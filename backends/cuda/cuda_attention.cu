@@ -239,78 +239,55 @@ __device__ void tile_pv(const Layout& L, const float* ps, const float* vs, const
   }
 }
 
-template <bool kHalf>
-__global__ void __launch_bounds__(kThreads) attention_kernel(Args a) {
-  extern __shared__ __align__(16) float smem[];
-  __shared__ int sh[kWarps + 2];
-  int seq, j0;
-  if (!find_tile(a, int(blockIdx.x), seq, j0, sh)) return;
-  const int kvh = blockIdx.y, split = blockIdx.z;
-  const int G = a.group, D = a.head_dim;
-  const int32_t* si = a.seqs + 4 * seq;
-  const int q_start = si[0], q_len = si[1], ctx_len = si[2], bt_off = si[3];
-  const int rows = min(a.q_tile, q_len - j0);
-  const int pos0 = ctx_len - q_len + j0;  // position of the tile's first query row
-  const Layout L = make_layout(D, a.q_tile * G);
-  float* qs = smem + L.q;
-  float* os = smem + L.o;
-  float* ks = smem + L.k;
-  float* vs = smem + L.v;
-  float* ps = smem + L.p;
-  float* ms = smem + L.m;
-  float* ls = smem + L.l;
-  float* alpha = smem + L.alpha;
-  int* vpos = reinterpret_cast<int*>(smem + L.pos);
-  int* slots = reinterpret_cast<int*>(smem + L.slot);
+// Which query rows a CTA owns: rows [j0, j0 + rows) of sequence `seq`, at positions pos0...
+struct Tile {
+  int q_start, rows, pos0, bt_off;
+};
 
-  // Virtual row vr = (query row jj, head g within the group): vr = jj * G + g.
+// Q (pre-scaled), zeroed O, running max/sum, and each virtual row's causal limit. Virtual row
+// vr = jj * G + g is query row jj of the tile with head g of the KV group.
+__device__ void init_tile(const Args& a, const Layout& L, const Tile& t, int j0, int kvh, float* qs, float* os,
+                          float* ms, float* ls, int* vpos) {
+  const int G = a.group, D = a.head_dim;
   for (int idx = threadIdx.x; idx < L.nq * L.dp; idx += kThreads) {
     const int vr = idx / L.dp, d = idx % L.dp, jj = vr / G, g = vr % G;
     float v = 0.0f;
-    if (jj < rows && d < D) v = a.q[int64_t(q_start + j0 + jj) * a.q_stride + int64_t(kvh * G + g) * D + d] * a.scale;
+    if (jj < t.rows && d < D)
+      v = a.q[int64_t(t.q_start + j0 + jj) * a.q_stride + int64_t(kvh * G + g) * D + d] * a.scale;
     qs[idx] = v;
     os[idx] = 0.0f;
   }
   for (int vr = threadIdx.x; vr < L.nq; vr += kThreads) {
     ms[vr] = -INFINITY;
     ls[vr] = 0.0f;
-    vpos[vr] = vr / G < rows ? pos0 + vr / G : -1;
+    vpos[vr] = vr / G < t.rows ? t.pos0 + vr / G : -1;
   }
-  // This split's slice of the context; the last split runs to the end even if max_ctx_len undercounts.
-  const int t_begin = split * a.split_len;
-  int t_end = pos0 + rows;  // one past the last query row's position
-  if (split + 1 < a.n_splits) t_end = min(t_end, t_begin + a.split_len);
-  __syncthreads();
+}
 
-  for (int t0 = t_begin; t0 < t_end; t0 += kKvTile) {
-    const int n_t = min(kKvTile, t_end - t0);
-    if (threadIdx.x < kKvTile) {
-      int slot = -1;
-      if (int(threadIdx.x) < n_t) {
-        const int t = t0 + threadIdx.x;
-        const int64_t bi = int64_t(bt_off) + t / a.block_size;
-        if (bi < a.bt_len) {
-          const int64_t sl = int64_t(a.bt[bi]) * a.block_size + t % a.block_size;
-          if (sl >= 0 && sl < a.kv_slots) slot = int(sl);
-        }
-      }
-      slots[threadIdx.x] = slot;
+// Slot of each token of the KV tile through the block table; -1 past the tile or for an entry
+// outside the block table or the cache.
+__device__ void tile_slots(const Args& a, const Tile& t, int t0, int n_t, int* slots) {
+  if (threadIdx.x >= kKvTile) return;
+  int slot = -1;
+  if (int(threadIdx.x) < n_t) {
+    const int pos = t0 + threadIdx.x;
+    const int64_t bi = int64_t(t.bt_off) + pos / a.block_size;
+    if (bi < a.bt_len) {
+      const int64_t s = int64_t(a.bt[bi]) * a.block_size + pos % a.block_size;
+      if (s >= 0 && s < a.kv_slots) slot = int(s);
     }
-    __syncthreads();
-    load_kv_tile<kHalf>(a, L, slots, ks, vs, kvh);
-    __syncthreads();
-    tile_scores(L, qs, ks, ps, slots, vpos, t0, n_t);
-    __syncthreads();
-    tile_softmax(L, ps, ms, ls, alpha);
-    __syncthreads();
-    tile_pv(L, ps, vs, alpha, os, n_t);
-    __syncthreads();
   }
+  slots[threadIdx.x] = slot;
+}
 
+// Normalized rows to out (one split), or the unnormalized partial plus (max, sum) (several).
+__device__ void write_tile(const Args& a, const Layout& L, const Tile& t, int j0, int kvh, int split,
+                           const float* os, const float* ms, const float* ls) {
+  const int G = a.group, D = a.head_dim;
   for (int idx = threadIdx.x; idx < L.nq * D; idx += kThreads) {
     const int vr = idx / D, d = idx % D, jj = vr / G, g = vr % G;
-    if (jj >= rows) continue;
-    const int64_t r = q_start + j0 + jj;
+    if (jj >= t.rows) continue;
+    const int64_t r = t.q_start + j0 + jj;
     const int h = kvh * G + g;
     const float o = os[vr * L.dp + d];
     if (a.n_splits == 1) {
@@ -322,6 +299,51 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Args a) {
       if (d == 0) a.part_ml[pi] = make_float2(ms[vr], ls[vr]);
     }
   }
+}
+
+template <bool kHalf>
+__global__ void __launch_bounds__(kThreads) attention_kernel(Args a) {
+  extern __shared__ __align__(16) float smem[];
+  __shared__ int sh[kWarps + 2];
+  int seq, j0;
+  if (!find_tile(a, int(blockIdx.x), seq, j0, sh)) return;
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int32_t* si = a.seqs + 4 * seq;  // q_start, q_len, ctx_len, bt_offset
+  const int rows = min(a.q_tile, si[1] - j0);
+  const Tile t{si[0], rows, si[2] - si[1] + j0, si[3]};
+  const Layout L = make_layout(a.head_dim, a.q_tile * a.group);
+  float* qs = smem + L.q;
+  float* os = smem + L.o;
+  float* ks = smem + L.k;
+  float* vs = smem + L.v;
+  float* ps = smem + L.p;
+  float* ms = smem + L.m;
+  float* ls = smem + L.l;
+  float* alpha = smem + L.alpha;
+  int* vpos = reinterpret_cast<int*>(smem + L.pos);
+  int* slots = reinterpret_cast<int*>(smem + L.slot);
+  init_tile(a, L, t, j0, kvh, qs, os, ms, ls, vpos);
+
+  // This split's slice of the context; the last split runs to the end even if max_ctx_len undercounts.
+  const int t_begin = split * a.split_len;
+  int t_end = t.pos0 + t.rows;  // one past the last query row's position
+  if (split + 1 < a.n_splits) t_end = min(t_end, t_begin + a.split_len);
+  __syncthreads();
+
+  for (int t0 = t_begin; t0 < t_end; t0 += kKvTile) {
+    const int n_t = min(kKvTile, t_end - t0);
+    tile_slots(a, t, t0, n_t, slots);
+    __syncthreads();
+    load_kv_tile<kHalf>(a, L, slots, ks, vs, kvh);
+    __syncthreads();
+    tile_scores(L, qs, ks, ps, slots, vpos, t0, n_t);
+    __syncthreads();
+    tile_softmax(L, ps, ms, ls, alpha);
+    __syncthreads();
+    tile_pv(L, ps, vs, alpha, os, n_t);
+    __syncthreads();
+  }
+  write_tile(a, L, t, j0, kvh, split, os, ms, ls);
 }
 
 // Merges the splits of each (query row, head): out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M).

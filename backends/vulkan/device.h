@@ -55,6 +55,10 @@ class Device {
     return info_.type == VK_PHYSICAL_DEVICE_TYPE_CPU || info_.type == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
   }
   uint32_t timestamp_valid_bits() const { return timestamp_bits_; }
+  // Whether storage buffers in host-visible memory are mapped (off: every transfer goes through
+  // staging, as on a discrete GPU; tests use it to cover that path on unified-memory devices).
+  bool map_device_memory() const { return map_device_memory_; }
+  void set_map_device_memory(bool on) { map_device_memory_ = on; }
   bool validation_enabled() const { return validation_; }
 
   // Destroys a buffer and its memory now, or after the pending command buffer completes if one
@@ -81,6 +85,7 @@ class Device {
   uint64_t max_buffer_ = 0;
   uint32_t timestamp_bits_ = 0;
   bool validation_ = false;
+  bool map_device_memory_ = true;
 
   std::mutex retire_mu_;
   bool pending_ = false;

@@ -80,7 +80,7 @@ Result<std::shared_ptr<VulkanBuffer>> create_buffer(const std::shared_ptr<Device
   PAGODA_VK_TRY(vkBindBufferMemory, (d, buffer.get(), memory.get(), 0));
 
   uint8_t* mapped = nullptr;
-  if ((mt.propertyFlags & kHostVisible) == kHostVisible) {
+  if ((mt.propertyFlags & kHostVisible) == kHostVisible && (kind == MemoryKind::Staging || dev->map_device_memory())) {
     void* p = nullptr;
     PAGODA_VK_TRY(vkMapMemory, (d, memory.get(), 0, VK_WHOLE_SIZE, 0, &p));
     mapped = static_cast<uint8_t*>(p);

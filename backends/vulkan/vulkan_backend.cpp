@@ -26,6 +26,7 @@ Result<std::unique_ptr<VulkanBackend>> VulkanBackend::create(int device) {
   if (!dev) return make_error("vulkan: " + dev.error());
   std::unique_ptr<VulkanBackend> be(new VulkanBackend());
   be->dev_ = std::move(*dev);
+  be->dev_->set_map_device_memory(!env_on("PAGODA_VK_NO_HOST_MAPPING"));
   const bool subgroups = be->dev_->info().subgroup_arithmetic && !env_on("PAGODA_VK_NO_SUBGROUP");
   be->pipes_ = std::make_unique<PipelineCache>(be->dev_, subgroups);
   auto seq = Sequence::create(be->dev_);

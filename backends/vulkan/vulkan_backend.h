@@ -13,7 +13,8 @@ namespace pagoda {
 // `device` indexes list_vulkan_devices(); -1 picks the best (discrete > integrated > virtual > cpu).
 // Environment: PAGODA_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation when installed;
 // PAGODA_VK_NO_SUBGROUP=1 forces the shared-memory reductions; PAGODA_VK_PROFILE=1 starts with
-// per-op timestamps on.
+// per-op timestamps on; PAGODA_VK_NO_HOST_MAPPING=1 sends every transfer through staging buffers
+// even where device memory is host-visible (the discrete-GPU path, testable on any device).
 Result<BackendPtr> create_vulkan_backend(int device = -1);
 
 struct VulkanDeviceDesc {

@@ -1,0 +1,57 @@
+// OpenAI-style request bodies -> what the engine needs. A pure function of its input (no engine,
+// no tokenizer, no I/O), so it can be fuzzed with arbitrary bytes: every input gives either a
+// ParsedRequest whose fields are all in range, or an error message naming the offending field.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/sample/sampler.h"
+#include "core/util/result.h"
+
+namespace pagoda::server {
+
+enum class Endpoint : uint8_t { Completions, Chat };
+
+struct ChatMessage {
+  std::string role;  // system, user, assistant (developer is folded into system)
+  std::string content;
+};
+
+struct ParseLimits {
+  int32_t ctx_len = 2048;            // max_tokens above the context is an error, not a silent clamp
+  int32_t vocab = 0;                 // token-id prompts must lie inside it (0: unchecked)
+  int32_t default_max_tokens = 256;  // when the body names none (clamped to the context later)
+  size_t max_stop = 4;               // OpenAI's limit on stop sequences
+  size_t max_stop_bytes = 256;
+  size_t max_messages = 4096;
+  int max_depth = 32;                // JSON nesting; deeper bodies are refused before parsing
+};
+
+struct ParsedRequest {
+  Endpoint endpoint = Endpoint::Completions;
+  std::string model;                  // as sent ("" when absent); the server serves one model
+  std::string prompt;                 // completions: text ...
+  std::vector<int32_t> prompt_tokens; // ... or token ids (used when non-empty)
+  std::vector<ChatMessage> messages;  // chat
+  int32_t max_tokens = 0;
+  bool max_tokens_set = false;
+  SamplingParams sampling;            // OpenAI defaults: temperature 1, no top-k/top-p/min-p filtering
+  bool seed_set = false;
+  bool stream = false;
+  bool include_usage = false;         // stream_options.include_usage: a final usage chunk
+  std::vector<std::string> stop;
+  int32_t priority = 0;               // extension: higher runs first, is preempted last
+  double timeout_s = 0;               // extension: deadline in seconds (0 = none)
+};
+
+Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, const ParseLimits& limits);
+
+// The X-Request-Timeout header: seconds as a positive decimal number.
+Result<double> parse_timeout_header(std::string_view value);
+
+// Deepest nesting of [ and { outside strings; used to refuse pathological bodies cheaply.
+int json_nesting_depth(std::string_view text);
+
+}  // namespace pagoda::server

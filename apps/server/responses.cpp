@@ -1,0 +1,106 @@
+#include "apps/server/responses.h"
+
+#include <fmt/core.h>
+
+namespace pagoda::server {
+
+using nlohmann::json;
+
+json error_json(const HttpError& e) {
+  return {{"error", {{"message", e.message}, {"type", e.type}, {"param", nullptr},
+                     {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}};
+}
+
+json usage_json(const RequestMetrics& m) {
+  return {{"prompt_tokens", m.prompt_tokens},
+          {"completion_tokens", m.generated_tokens},
+          {"total_tokens", m.prompt_tokens + m.generated_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", m.cached_tokens}}}};
+}
+
+namespace {
+
+const char* object_name(Endpoint e, bool chunk) {
+  if (e == Endpoint::Chat) return chunk ? "chat.completion.chunk" : "chat.completion";
+  return "text_completion";
+}
+
+json envelope(const ResponseMeta& meta, bool chunk) {
+  return {{"id", meta.id}, {"object", object_name(meta.endpoint, chunk)}, {"created", meta.created}, {"model", meta.model}};
+}
+
+json finish_json(const char* r) { return r ? json(r) : json(nullptr); }
+
+}  // namespace
+
+json completion_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason, const RequestMetrics& m,
+                     uint64_t engine_id) {
+  json j = envelope(meta, false);
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
+  if (meta.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
+  else choice["text"] = text;
+  j["choices"] = json::array({choice});
+  j["usage"] = usage_json(m);
+  // Extension: where the time went, as the engine measured it (queue time apart from compute).
+  j["pagoda"] = {{"request_id", engine_id}, {"queue_ms", m.queue_s * 1e3}, {"ttft_ms", m.ttft_s * 1e3},
+                 {"mean_itl_ms", m.mean_itl_s * 1e3}, {"e2e_ms", m.e2e_s * 1e3}, {"preemptions", m.preemptions}};
+  return j;
+}
+
+json chunk_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason, bool role_only) {
+  json j = envelope(meta, true);
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
+  if (meta.endpoint == Endpoint::Chat) {
+    if (role_only) choice["delta"] = {{"role", "assistant"}, {"content", ""}};
+    else if (finish_reason && text.empty()) choice["delta"] = json::object();
+    else choice["delta"] = {{"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  j["choices"] = json::array({choice});
+  return j;
+}
+
+json usage_chunk_json(const ResponseMeta& meta, const RequestMetrics& m) {
+  json j = envelope(meta, true);
+  j["choices"] = json::array();
+  j["usage"] = usage_json(m);
+  return j;
+}
+
+HttpError rejection_error(const std::string& reason, const std::string& message) {
+  const std::string msg = message.empty() ? "request rejected: " + reason : message;
+  if (reason == "queue_full") return {429, msg, "rate_limit_error", reason};
+  if (reason == "kv_capacity") return {413, msg, "invalid_request_error", reason};
+  if (reason == "prompt_too_long") return {400, msg, "invalid_request_error", "context_length_exceeded"};
+  if (reason == "invalid_request") return {400, msg, "invalid_request_error", ""};
+  return {400, msg, "invalid_request_error", reason};
+}
+
+Outcome outcome_of(const TokenEvent& ev, bool stopped_by_sequence, double timeout_s) {
+  Outcome o;
+  if (stopped_by_sequence) {
+    o.finish_reason = "stop";
+    return o;
+  }
+  switch (ev.reason) {
+    case FinishReason::Eos: o.finish_reason = "stop"; break;
+    case FinishReason::Length: o.finish_reason = "length"; break;
+    case FinishReason::DeadlineExceeded:
+      o.error = HttpError{504, fmt::format("the request did not finish within its deadline of {:g} s", timeout_s),
+                          "timeout_error", "deadline_exceeded"};
+      break;
+    case FinishReason::Cancelled:
+      o.error = HttpError{503, "the request was cancelled (the server is shutting down)", "server_error", "cancelled"};
+      break;
+    case FinishReason::Rejected: o.error = rejection_error(ev.error, ev.error.empty() ? "" : "request rejected: " + ev.error); break;
+    case FinishReason::Error:
+    case FinishReason::None:
+      o.error = HttpError{500, "generation failed: " + (ev.error.empty() ? std::string("unknown error") : ev.error), "server_error",
+                          "engine_error"};
+      break;
+  }
+  return o;
+}
+
+}  // namespace pagoda::server

@@ -1,0 +1,54 @@
+// The JSON shapes of OpenAI-compatible responses: completions, chat completions, their stream
+// chunks, usage and errors. Built in one place so streaming and non-streaming cannot drift apart.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "apps/server/request_parse.h"
+#include "core/sched/sequence.h"
+
+namespace pagoda::server {
+
+// What an HTTP client is told about a request that did not (or could not) complete normally.
+struct HttpError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";  // OpenAI's error.type
+  std::string code;                            // machine-readable reason ("" = null)
+};
+
+nlohmann::json error_json(const HttpError& e);
+
+// Identity shared by every chunk and the final response of one request.
+struct ResponseMeta {
+  Endpoint endpoint = Endpoint::Completions;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+};
+
+nlohmann::json usage_json(const RequestMetrics& m);
+// The non-streaming response body.
+nlohmann::json completion_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason,
+                               const RequestMetrics& m, uint64_t engine_id);
+// One stream chunk. `text` goes into choices[0].text (completions) or .delta.content (chat);
+// `role_only` emits the opening chat chunk {"role":"assistant"}; a non-null finish reason makes
+// the closing chunk.
+nlohmann::json chunk_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason, bool role_only = false);
+// The extra chunk stream_options.include_usage asks for: no choices, just usage.
+nlohmann::json usage_chunk_json(const ResponseMeta& meta, const RequestMetrics& m);
+
+// How a finished request is reported: a finish reason for the client (stop, length), or an error.
+struct Outcome {
+  const char* finish_reason = nullptr;  // set when the request produced a normal response
+  std::optional<HttpError> error;
+};
+// `stopped_by_sequence`: the server ended it at a stop sequence (its engine reason is then
+// "cancelled", which the client must see as "stop").
+Outcome outcome_of(const TokenEvent& final_event, bool stopped_by_sequence, double timeout_s);
+// A rejection reason from the engine (SubmitResult::rejected or a Rejected finish) as HTTP.
+HttpError rejection_error(const std::string& reason, const std::string& message);
+
+}  // namespace pagoda::server

@@ -1,0 +1,179 @@
+#include "core/engine/bench_workloads.h"
+
+#include <algorithm>
+
+#include "core/engine/batch_run.h"
+#include "core/engine/bench.h"
+
+namespace pagoda {
+namespace {
+
+const char* kStoryStarts[] = {"Once upon a time", "Lily and Ben", "The little dog", "Tom had a red ball",
+                              "One day, a girl named Sue", "The sun was hot", "Max the cat", "A big bird"};
+
+Request greedy(const std::string& prompt, int32_t n) {
+  Request r;
+  r.prompt = prompt;
+  r.max_tokens = n;
+  r.sampling.temperature = 0;
+  r.stop_at_eos = false;  // fixed-length work, so runs are comparable
+  return r;
+}
+
+std::vector<Request> distinct_prompts(int32_t n, int32_t gen) {
+  std::vector<Request> v;
+  for (int32_t i = 0; i < n; ++i)
+    v.push_back(greedy(std::string(kStoryStarts[i % 8]) + " " + std::to_string(i), gen));
+  return v;
+}
+
+}  // namespace
+
+Result<std::vector<BatchPoint>> bench_batch(LoadedModel& m, Backend& be, const std::vector<int32_t>& streams,
+                                            int32_t gen_tokens, int repeats) {
+  std::vector<BatchPoint> out;
+  for (int32_t n : streams) {
+    EngineConfig cfg;
+    cfg.max_running = std::max(n, 1);
+    cfg.max_waiting = std::max(n, 1);
+    cfg.max_batch_tokens = std::max(512, n);
+    cfg.prefix_caching = false;
+    auto e = Engine::create(m, be, cfg);
+    if (!e) return e.take_error();
+    std::vector<double> rates;
+    for (int r = 0; r <= repeats; ++r) {
+      BatchSummary s;
+      run_requests(**e, distinct_prompts(n, gen_tokens), true, &s);
+      if (s.completed != n) return make_error("batch bench: only " + std::to_string(s.completed) + " of " + std::to_string(n) + " completed");
+      if (r > 0) rates.push_back(s.gen_tok_s);  // first run warms up
+    }
+    out.push_back({n, median(rates), 0});
+  }
+  for (auto& p : out) p.speedup_vs_1 = out.front().gen_tok_s > 0 ? p.gen_tok_s / out.front().gen_tok_s : 0;
+  return out;
+}
+
+Result<PrefixResult> bench_prefix(LoadedModel& m, Backend& be, int32_t prompt_tokens, double cached_fraction, int repeats) {
+  if (prompt_tokens + 2 >= m.config.ctx_len) return make_error("prompt does not fit the context");
+  PrefixResult res;
+  res.prompt_tokens = prompt_tokens;
+  const int32_t shared = int32_t(double(prompt_tokens) * cached_fraction);
+  std::vector<double> cold, warm;
+  uint64_t avoided = 0;
+  for (int r = 0; r <= repeats; ++r) {
+    // Fresh engine per repeat so "cold" is really cold; token ids are ordinary vocabulary entries.
+    EngineConfig cfg;
+    auto e = Engine::create(m, be, cfg);
+    if (!e) return e.take_error();
+    std::vector<int32_t> base(static_cast<size_t>(prompt_tokens));
+    for (int32_t i = 0; i < prompt_tokens; ++i) base[size_t(i)] = 3 + (i * 31 + r * 7) % (m.config.vocab - 3);
+    Request a = greedy("", 1), b = greedy("", 1);
+    a.prompt_tokens = base;
+    b.prompt_tokens = base;
+    for (int32_t i = shared; i < prompt_tokens; ++i) b.prompt_tokens[size_t(i)] = 3 + (i * 17 + 5) % (m.config.vocab - 3);
+    auto first = run_requests(**e, {a}, true);
+    auto second = run_requests(**e, {b}, true);
+    if (r == 0) continue;
+    cold.push_back(first[0].metrics.ttft_s * 1e3);
+    warm.push_back(second[0].metrics.ttft_s * 1e3);
+    res.cached_tokens = second[0].metrics.cached_tokens;
+    (*e)->publish_snapshot();
+    avoided = (*e)->snapshot()->counters.avoided_prefill_tokens;
+  }
+  res.cold_ttft_ms = median(cold);
+  res.warm_ttft_ms = median(warm);
+  res.ratio = res.cold_ttft_ms > 0 ? res.warm_ttft_ms / res.cold_ttft_ms : 0;
+  res.avoided_prefill_tokens = avoided;
+  return res;
+}
+
+Result<CapacityResult> bench_capacity(LoadedModel& m, Backend& be, uint64_t kv_bytes, int32_t n_requests) {
+  CapacityResult res;
+  res.kv_budget_bytes = kv_bytes;
+  const uint64_t per_token = m.config.kv_bytes_per_token(4);
+  res.contiguous_slots = int32_t(kv_bytes / (per_token * uint64_t(m.config.ctx_len)));
+  EngineConfig cfg;
+  cfg.kv_bytes = kv_bytes;
+  cfg.max_running = 1024;
+  cfg.max_waiting = n_requests;
+  cfg.prefix_caching = false;
+  auto e = Engine::create(m, be, cfg);
+  if (!e) return e.take_error();
+  // Short prompts, 128..511 generated tokens of varied length (chat-sized replies).
+  std::vector<Request> reqs;
+  for (int32_t i = 0; i < n_requests; ++i) reqs.push_back(greedy(std::string(kStoryStarts[i % 8]) + " " + std::to_string(i), 128 + (i * 37) % 384));
+  for (size_t i = 0; i < reqs.size(); ++i) (*e)->submit(reqs[i], {});
+  // Waste is internal fragmentation (allocated slots not holding a token), averaged over the
+  // steps of the run, weighted by allocation.
+  int64_t alloc_sum = 0, used_sum = 0;
+  while (!(*e)->idle()) {
+    PAGODA_TRY((*e)->step());
+    (*e)->publish_snapshot();
+    const auto s = (*e)->snapshot();
+    res.peak_concurrent = std::max(res.peak_concurrent, s->running);
+    for (const auto& r : s->requests) if (r.state != "waiting") used_sum += r.computed_tokens;
+    alloc_sum += int64_t(s->blocks_in_use) * s->block_size;
+  }
+  res.waste = alloc_sum > 0 ? double(alloc_sum - used_sum) / double(alloc_sum) : 0;
+  res.ratio = res.contiguous_slots > 0 ? double(res.peak_concurrent) / res.contiguous_slots : 0;
+  return res;
+}
+
+Result<std::vector<SpecPoint>> bench_spec(LoadedModel& target, LoadedModel* draft, Backend& be, const std::string& mode,
+                                          const std::vector<int32_t>& ks, bool with_auto, int32_t gen_tokens, int repeats) {
+  auto reqs = std::vector<Request>{greedy("Once upon a time", gen_tokens), greedy("Lily and Ben went to the park", gen_tokens)};
+  auto measure = [&](const EngineConfig& cfg, SpecPoint& p, std::vector<std::vector<int32_t>>& toks) -> Status {
+    std::vector<double> rates;
+    for (int r = 0; r <= repeats; ++r) {
+      auto e = Engine::create(target, be, cfg, draft);
+      if (!e) return e.take_error();
+      toks.clear();
+      // One request at a time: speculation's benefit is per-stream latency.
+      double secs = 0;
+      uint64_t gen = 0;
+      for (const auto& q : reqs) {
+        BatchSummary s;
+        auto o = run_requests(**e, {q}, true, &s);
+        toks.push_back(o[0].tokens);
+        secs += s.wall_s;
+        gen += s.generated_tokens;
+      }
+      (*e)->publish_snapshot();
+      const auto& c = (*e)->snapshot()->counters;
+      p.acceptance = c.spec_proposed ? double(c.spec_accepted) / double(c.spec_proposed) : 0;
+      p.mean_accept_len = c.spec_steps ? 1.0 + double(c.spec_accepted) / double(c.spec_steps) : 1.0;
+      if (r > 0) rates.push_back(double(gen) / secs);
+    }
+    p.gen_tok_s = median(rates);
+    return {};
+  };
+  std::vector<SpecPoint> out;
+  std::vector<std::vector<int32_t>> base_toks, toks;
+  SpecPoint off{"off"};
+  PAGODA_TRY(measure(EngineConfig{}, off, base_toks));
+  off.speedup = 1;
+  out.push_back(off);
+  std::vector<std::pair<std::string, EngineConfig>> cfgs;
+  for (int32_t k : ks) {
+    EngineConfig c;
+    c.spec.mode = mode;
+    c.spec.k = k;
+    cfgs.push_back({"k=" + std::to_string(k), c});
+  }
+  if (with_auto) {
+    EngineConfig c;
+    c.spec.mode = mode;
+    c.spec.adaptive = true;
+    cfgs.push_back({"auto", c});
+  }
+  for (auto& [label, c] : cfgs) {
+    SpecPoint p{label};
+    PAGODA_TRY(measure(c, p, toks));
+    p.speedup = off.gen_tok_s > 0 ? p.gen_tok_s / off.gen_tok_s : 0;
+    p.identical = toks == base_toks;
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace pagoda
