@@ -9,6 +9,7 @@
 #include "core/engine/generate.h"
 #include "core/model/llama2c_import.h"
 #include "core/model/loaded_model.h"
+#include "core/model/widen.h"
 
 using namespace pagoda;
 
@@ -187,4 +188,33 @@ TEST(Model, WeightsDigestIsStableAndDistinguishesModels) {
   auto c = load(out_path);
   EXPECT_NE(a.m->weights.digest, c.m->weights.digest);
   std::filesystem::remove(out_path);
+}
+
+TEST(Model, WideningPreservesGreedyOutput) {
+  REQUIRE_MODELS();
+  const std::string out_path = tmp("wide.gguf");
+  WidenOptions o;
+  o.input = kStories;
+  o.output = out_path;
+  o.heads = 24;
+  o.ffn_dim = 512;
+  o.layers = 8;
+  ASSERT_TRUE(widen_model(o).ok());
+  auto a = load(kStories), b = load(out_path);
+  ASSERT_TRUE(b.m);
+  EXPECT_EQ(b.m->config.dim, 24 * 8);
+  EXPECT_EQ(b.m->config.n_layers, 8);
+  EXPECT_EQ(greedy(a, "Once upon a time", 64), greedy(b, "Once upon a time", 64));
+  std::filesystem::remove(out_path);
+}
+
+TEST(Model, WideningRejectsShapesThatDropTheOriginal) {
+  REQUIRE_MODELS();
+  WidenOptions o;
+  o.input = kStories;
+  o.output = tmp("bad_wide.gguf");
+  o.heads = 4;  // fewer than the original 8
+  auto st = widen_model(o);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().find("must contain the original"), std::string::npos);
 }
