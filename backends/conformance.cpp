@@ -21,6 +21,10 @@ namespace {
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr int32_t kPoisonI32 = -0x5a5a5a5b;  // an index no op returns: unwritten I32 outputs differ
 constexpr double kElementwise = 1e-7, kReduction = 5e-4, kExact = 0;
+// Every tensor starts kGuard bytes into its buffer and is followed by kGuard more bytes, all 0xff
+// (NaN as F32 and F16): a read outside the tensor turns results into NaN, a write outside it is
+// caught by compare(), and every descriptor offset is unaligned (36 is no power of two).
+constexpr size_t kGuard = 36;
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -54,21 +58,21 @@ class Harness {
 
   Twin make(DType dt, int64_t rows, int64_t cols, const void* bytes) {
     Twin t;
-    const size_t n = row_bytes(dt, cols) * size_t(rows);
-    auto a = dut_.alloc(std::max<size_t>(n, 4));
-    auto b = ref_.alloc(std::max<size_t>(n, 4));
+    const size_t n = row_bytes(dt, cols) * size_t(rows), total = n + 2 * kGuard;
+    auto a = dut_.alloc(total);
+    auto b = ref_.alloc(total);
     if (!a || !b) {
       fail(!a ? "backend alloc failed: " + a.error() : "reference alloc failed: " + b.error());
       return t;
     }
     t.dut_buf = std::move(*a);
     t.ref_buf = std::move(*b);
-    t.dut = Tensor{t.dut_buf.get(), 0, dt, rows, cols};
-    t.ref = Tensor{t.ref_buf.get(), 0, dt, rows, cols};
-    if (n > 0) {
-      dut_.upload(t.dut, bytes, n);
-      ref_.upload(t.ref, bytes, n);
-    }
+    std::vector<uint8_t> image(total, 0xff);
+    if (n > 0) std::memcpy(image.data() + kGuard, bytes, n);
+    dut_.upload(whole(t.dut_buf.get()), image.data(), total);
+    ref_.upload(whole(t.ref_buf.get()), image.data(), total);
+    t.dut = Tensor{t.dut_buf.get(), kGuard, dt, rows, cols};
+    t.ref = Tensor{t.ref_buf.get(), kGuard, dt, rows, cols};
     return t;
   }
   Twin f32(int64_t rows, int64_t cols, const std::vector<float>& v) { return make(DType::F32, rows, cols, v.data()); }
@@ -95,14 +99,22 @@ class Harness {
     if (!s) fail("backend error: " + s.error());
   }
 
-  // Adds tensor `t` to the comparison: values (F32/F16) by NMSE, I32 exactly.
+  // Adds tensor `t` to the comparison: values (F32/F16) by NMSE, I32 exactly, guard bytes exactly.
   void compare(const Twin& t) {
     if (!error_.empty()) return;
-    const size_t n = t.ref.bytes();
-    std::vector<uint8_t> a(n), b(n);
-    dut_.download(t.dut, a.data(), n);
-    ref_.download(t.ref, b.data(), n);
+    const size_t n = t.ref.bytes(), total = n + 2 * kGuard;
+    std::vector<uint8_t> a(total), b(total);
+    dut_.download(whole(t.dut_buf.get()), a.data(), total);
+    ref_.download(whole(t.ref_buf.get()), b.data(), total);
     if (const Status s = dut_.sync(); !s) return fail("backend error on download: " + s.error());
+    for (size_t i = 0; i < total; i = (i + 1 == kGuard ? kGuard + n : i + 1)) {
+      if (a[i] == b[i]) continue;
+      ++outside_;
+      note("wrote byte " + std::to_string(i) + " of a buffer outside its " + std::to_string(n) + "-byte tensor at " +
+           std::to_string(kGuard));
+    }
+    a.erase(a.begin(), a.begin() + kGuard);
+    b.erase(b.begin(), b.begin() + kGuard);
     if (t.ref.dtype == DType::I32) return compare_exact(a, b, t.ref.cols);
     const int64_t count = t.ref.rows * t.ref.cols;
     std::vector<float> got(static_cast<size_t>(count)), want(static_cast<size_t>(count));
@@ -128,11 +140,14 @@ class Harness {
     }
     if (exact) r.nmse = compared_ ? double(mismatches_) / double(compared_) : 0.0;
     else r.nmse = poison_ > 0 ? std::numeric_limits<double>::infinity() : num_ / std::max(den_, 1e-30);
-    r.status = r.nmse <= r.threshold && poison_ == 0 && mismatches_ == 0 ? ConformanceStatus::Pass : ConformanceStatus::Fail;
+    const bool clean = poison_ == 0 && mismatches_ == 0 && outside_ == 0;
+    r.status = clean && r.nmse <= r.threshold ? ConformanceStatus::Pass : ConformanceStatus::Fail;
     if (r.status == ConformanceStatus::Fail) r.detail = first_bad_.empty() ? "error above threshold" : first_bad_;
   }
 
  private:
+  // A byte view of a whole buffer, guards included.
+  static Tensor whole(DeviceBuffer* buf) { return Tensor{buf, 0, DType::I32, 0, 0}; }
   static std::string where(size_t i, int64_t cols) {
     return "[" + std::to_string(int64_t(i) / std::max<int64_t>(cols, 1)) + "," +
            std::to_string(int64_t(i) % std::max<int64_t>(cols, 1)) + "]";
@@ -175,7 +190,7 @@ class Harness {
   std::mt19937_64 rng_;
   std::string error_, first_bad_;
   double num_ = 0, den_ = 0, dut_ms_ = 0;
-  size_t poison_ = 0, mismatches_ = 0, compared_ = 0;
+  size_t poison_ = 0, mismatches_ = 0, compared_ = 0, outside_ = 0;
 };
 
 // ---- per-op builders: inputs, one run on both backends, outputs into the comparison ----

@@ -49,7 +49,9 @@ struct ConformanceResult {
   double threshold = 0;
   uint64_t seed = 0;   // reruns this case alone: run_conformance_case(dut, case, seed)
   std::string detail;  // why it was skipped or failed (first bad element, backend error)
-  double dut_ms = 0;   // wall time of the op on the backend under test, sync included
+  // Wall time of the op on the backend under test, sync included; the first case of an op on a
+  // GPU backend also pays for building its pipeline.
+  double dut_ms = 0;
 };
 
 // Every case: all ops, all dtypes each supports, odd sizes, head_dim 8/64/128, GQA groups 1/2/4,
@@ -58,7 +60,8 @@ std::vector<ConformanceCase> conformance_cases();
 
 // Runs one case with inputs drawn from `seed`. Output buffers start as NaN (I32 outputs as a
 // sentinel) and KV slots outside every sequence's context as NaN, so unwritten outputs and reads
-// past ctx_len fail.
+// past ctx_len fail; every tensor sits between NaN guard bytes, so reads and writes outside it
+// fail too (and descriptor offsets are never nicely aligned).
 ConformanceResult run_conformance_case(Backend& dut, const ConformanceCase& c, uint64_t seed);
 
 // Runs every case whose "op/dtype/name" contains `filter`. seed 0 draws a fresh suite seed from

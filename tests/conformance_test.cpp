@@ -58,7 +58,7 @@ INSTANTIATE_TEST_SUITE_P(Available, BackendConformance, ::testing::ValuesIn(back
 
 namespace {
 
-enum class Fault { CorruptOneElement, SkipLastRow, ReadPastContext };
+enum class Fault { CorruptOneElement, SkipLastRow, ReadPastContext, WriteAfterOutput };
 
 // The reference with one deliberate bug, to prove the harness notices it.
 class FaultyBackend final : public Backend {
@@ -101,6 +101,7 @@ class FaultyBackend final : public Backend {
   }
   void kv_store(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots) override {
     inner_.kv_store(fewer(k), v, kc, vc, slots);
+    if (fault_ == Fault::WriteAfterOutput) CpuBackend::host(vc).data[vc.bytes()] = 0;
     if (fault_ != Fault::CorruptOneElement) return;
     for (int64_t i = 0; i < slots.rows; ++i) {  // the first stored row: bump its first value
       const int32_t s = CpuBackend::host(slots).i32()[i];
@@ -153,10 +154,12 @@ class FaultyBackend final : public Backend {
     if (fault_ == Fault::SkipLastRow) r.rows -= 1;
     return r;
   }
-  // Moves element 0 by the norm of the whole output (so NMSE ~ 1), or an index by one.
+  // Moves element 0 by the norm of the whole output (so NMSE ~ 1), or an index by one; or
+  // clobbers the byte just past the output.
   void corrupt(const Tensor& out) const {
-    if (fault_ != Fault::CorruptOneElement) return;
     const HostTensor h = CpuBackend::host(out);
+    if (fault_ == Fault::WriteAfterOutput) h.data[out.bytes()] = 0;
+    if (fault_ != Fault::CorruptOneElement) return;
     if (out.dtype == DType::I32) {
       h.i32()[0] += 1;
       return;
@@ -194,6 +197,14 @@ TEST(ConformanceHarness, CatchesAnUnwrittenLastRowThroughPoison) {
   FaultyBackend be(Fault::SkipLastRow);
   for (const auto& r : run_conformance(be))
     EXPECT_EQ(r.status, ConformanceStatus::Fail) << label(r) << " missed an unwritten last row, nmse " << r.nmse;
+}
+
+TEST(ConformanceHarness, CatchesWritesPastTheOutputThroughGuardBytes) {
+  FaultyBackend be(Fault::WriteAfterOutput);
+  for (const auto& r : run_conformance(be)) {
+    EXPECT_EQ(r.status, ConformanceStatus::Fail) << label(r) << " missed a write past its output";
+    EXPECT_NE(r.detail.find("outside"), std::string::npos) << label(r) << ": " << r.detail;
+  }
 }
 
 TEST(ConformanceHarness, CatchesAttentionReadingPastContextAndNothingElse) {

@@ -209,7 +209,10 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
         ++i;
       }
       std::vector<double> want(outs[0].begin(), outs[0].end());
-      EXPECT_LT(nmse(outs[1], want), 1e-9) << dtype_name(dt) << " rows " << n;
+      // The Q8_0 fast path also quantizes activations (integer dot), so it gets the matmul
+      // conformance bound; the others only reorder float sums.
+      const double tol = dt == DType::Q8_0 ? 5e-4 : 1e-9;
+      EXPECT_LT(nmse(outs[1], want), tol) << dtype_name(dt) << " rows " << n;
     }
   }
 }

@@ -4,10 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "backends/conformance.h"
+#include "backends/cpu/cpu_backend.h"
+#include "core/engine/generate.h"
+#include "core/model/loaded_model.h"
 #include "backends/vulkan/device.h"
 #include "backends/vulkan/vulkan_backend.h"
 
@@ -272,4 +276,41 @@ TEST(Vulkan, ConformanceWithoutSubgroupOps) {
   VULKAN_OR_SKIP(be);
   EXPECT_NE(be->info().device.find("no subgroup ops"), std::string::npos) << be->info().device;
   expect_conformance_passes(*be);
+}
+
+namespace {
+
+// Greedy tokens of stories260K on `be`, with the KV cache in `kv_dtype`.
+std::vector<int32_t> greedy_stories(Backend& be, DType kv_dtype, int32_t n) {
+  auto m = LoadedModel::load(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf", be);
+  EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error());
+  if (!m) return {};
+  KvCacheConfig kc;
+  kc.dtype = kv_dtype;
+  kc.num_blocks = ((*m)->config.ctx_len + kc.block_size - 1) / kc.block_size + 1;
+  auto kv = KvCache::create(be, (*m)->config, kc);
+  EXPECT_TRUE(kv.ok());
+  ModelRunner runner(be, (*m)->config, (*m)->weights);
+  GenerateOptions g;
+  g.max_new_tokens = n;
+  g.sampling.temperature = 0;
+  g.prefill_chunk = 5;  // several prefill chunks, then decode
+  std::vector<int32_t> out;
+  auto st = generate(runner, *kv, (*m)->tokenizer->encode("Once upon a time, a little girl", true), g, out);
+  EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error());
+  return out;
+}
+
+}  // namespace
+
+TEST(Vulkan, Stories260KGreedyMatchesTheCpu) {
+  if (!std::filesystem::exists(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf")) GTEST_SKIP() << "model missing";
+  VULKAN_OR_SKIP(be);
+  CpuBackend cpu(CpuOptions{.reference = true});
+  for (DType kv : {DType::F32, DType::F16}) {
+    const auto want = greedy_stories(cpu, kv, 40);
+    ASSERT_EQ(want.size(), 40u);
+    EXPECT_EQ(greedy_stories(*be, kv, 40), want) << "kv " << dtype_name(kv);
+  }
+  EXPECT_TRUE(be->sync().ok());
 }

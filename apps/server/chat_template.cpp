@@ -48,7 +48,11 @@ std::vector<ChatPiece> render_llama2(const std::vector<ChatMessage>& msgs) {
     } else if (m.role == "user") {
       std::string sys = system.empty() ? "" : "<<SYS>>\n" + system + "\n<</SYS>>\n\n";
       system.clear();
-      pending += (open ? " " : "") + std::string("[INST] ") + sys + m.content + " [/INST]";
+      if (open) pending += ' ';
+      pending += "[INST] ";
+      pending += sys;
+      pending += m.content;
+      pending += " [/INST]";
       open = true;
     } else {  // assistant
       text(out, pending + " " + m.content + " ");

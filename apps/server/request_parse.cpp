@@ -130,6 +130,7 @@ Status read_stop(const json& obj, const ParseLimits& lim, ParsedRequest& r) {
 
 Status read_stream(const json& obj, ParsedRequest& r) {
   PAGODA_TRY(read_bool(obj, "stream", r.stream));
+  PAGODA_TRY(read_bool(obj, "ignore_eos", r.ignore_eos));
   const json* so = field(obj, "stream_options");
   if (!so) return {};
   if (!so->is_object()) return bad("stream_options", "must be an object");

@@ -41,6 +41,7 @@ struct ParsedRequest {
   bool seed_set = false;
   bool stream = false;
   bool include_usage = false;         // stream_options.include_usage: a final usage chunk
+  bool ignore_eos = false;            // extension: generate through EOS up to max_tokens (benchmarks)
   std::vector<std::string> stop;
   int32_t priority = 0;               // extension: higher runs first, is preempted last
   double timeout_s = 0;               // extension: deadline in seconds (0 = none)

@@ -41,6 +41,8 @@ class Server {
   void stop(double grace_s = 0);
   // First half of stop(): refuse new work, leave in-flight requests running.
   void begin_shutdown();
+  // Cancels every in-flight generation now (a second Ctrl-C during a graceful stop).
+  void cancel_all();
   int port() const;
   size_t in_flight() const;  // generation requests between submit and their response's end
 

@@ -35,8 +35,8 @@ Status VulkanBackend::kv_store_impl(const Tensor& k, const Tensor& v, const Tens
   PAGODA_BIND(bs, bind(slots, 4, size_t(n) * 4));
   const Push p{bk.elem, bv.elem, bkc.elem, bvc.elem, bs.elem, uint32_t(n), uint32_t(cols)};
   const uint64_t per_row = kc.dtype == DType::F16 ? uint64_t(cols) / 2 : uint64_t(cols);
-  return run("kv_store", {{kSpecLocalSize, kElemGroup}, {kSpecDType, uint32_t(kc.dtype)}},
-             {bk.binding, bv.binding, bkc.binding, bvc.binding, bs.binding}, p, ceil_div(uint64_t(n) * per_row, kElemGroup));
+  return run("kv_store", {{kSpecLocalSize, elem_group_}, {kSpecDType, uint32_t(kc.dtype)}},
+             {bk.binding, bv.binding, bkc.binding, bvc.binding, bs.binding}, p, ceil_div(uint64_t(n) * per_row, elem_group_));
 }
 
 void VulkanBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,

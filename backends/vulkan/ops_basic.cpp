@@ -13,7 +13,9 @@ Status check_weight_layout(const Tensor& w, const char* what) {
   if (w.dtype == DType::I32) return make_error(std::string(what) + " of dtype i32 is not supported");
   if ((w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) && w.cols % 32 != 0)
     return make_error(std::string(what) + " has " + std::to_string(w.cols) + " columns, not a multiple of 32");
-  if (w.dtype != DType::F32 && w.offset % 2 != 0) return make_error(std::string(what) + " starts at an odd byte offset");
+  // Shaders address F32 tables by word and the other layouts by 16-bit halves.
+  if (w.offset % (w.dtype == DType::F32 ? 4 : 2) != 0)
+    return make_error(std::string(what) + " starts at a misaligned byte offset " + std::to_string(w.offset));
   return {};
 }
 
@@ -35,8 +37,8 @@ Status VulkanBackend::embed_impl(const Tensor& table, const Tensor& ids, const T
     const int64_t cnt = std::min(chunk, table.rows - r0);
     PAGODA_BIND(bt, bind(table.row_slice(r0, cnt), 1));
     const Push p{bt.elem, bi.elem, bo.elem, u32(n), u32(dim), u32(row_bytes), int32_t(r0), int32_t(r0 + cnt)};
-    PAGODA_TRY(run("embed", {{kSpecLocalSize, kElemGroup}, {kSpecDType, uint32_t(table.dtype)}},
-                   {bt.binding, bi.binding, bo.binding}, p, ceil_div(uint64_t(n * dim), kElemGroup)));
+    PAGODA_TRY(run("embed", {{kSpecLocalSize, elem_group_}, {kSpecDType, uint32_t(table.dtype)}},
+                   {bt.binding, bi.binding, bo.binding}, p, ceil_div(uint64_t(n * dim), elem_group_)));
   }
   return {};
 }
@@ -53,7 +55,7 @@ void VulkanBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out
     PAGODA_BIND(bw, bind(w, 4, size_t(x.cols) * 4));
     PAGODA_BIND(bo, bind(out, 4, x.bytes()));
     const Push p{bx.elem, bw.elem, bo.elem, u32(x.rows), u32(x.cols), eps};
-    return run("rms_norm", {{kSpecLocalSize, kRowGroup}}, {bx.binding, bw.binding, bo.binding}, p, uint64_t(x.rows));
+    return run("rms_norm", {{kSpecLocalSize, row_group_}}, {bx.binding, bw.binding, bo.binding}, p, uint64_t(x.rows));
   });
 }
 
@@ -68,6 +70,9 @@ Status VulkanBackend::matmul_impl(const Tensor& w, const Tensor& x, const Tensor
     return make_error("out has " + std::to_string(out.cols) + " columns for " + std::to_string(w.rows) + " outputs");
   PAGODA_BIND(bx, bind(x, 4));
   PAGODA_BIND(bo, bind(out, 4, size_t(n) * size_t(out.cols) * 4));
+  // Decode (one row) has its own variant: the 4-row one would do 4x the arithmetic for nothing.
+  const char* shader = n == 1 ? "matmul_r1" : "matmul";
+  const uint64_t row_blocks = n == 1 ? 1 : ceil_div(uint64_t(n), 4);
   // Weights larger than one descriptor's range run as several dispatches over row chunks.
   const int64_t row_bytes = int64_t(w.row_stride());
   const int64_t chunk = std::max<int64_t>(1, int64_t(max_binding_bytes() - 256) / row_bytes);
@@ -75,8 +80,8 @@ Status VulkanBackend::matmul_impl(const Tensor& w, const Tensor& x, const Tensor
     const int64_t cnt = std::min(chunk, w.rows - o0);
     PAGODA_BIND(bw, bind(w.row_slice(o0, cnt), 1));
     const Push p{bw.elem, bx.elem, bo.elem + u32(o0), u32(n), u32(w.cols), u32(cnt), u32(out.cols), u32(row_bytes)};
-    PAGODA_TRY(run("matmul", {{kSpecLocalSize, kRowGroup}, {kSpecDType, uint32_t(w.dtype)}},
-                   {bw.binding, bx.binding, bo.binding}, p, uint64_t(cnt) * ceil_div(uint64_t(n), 4)));
+    PAGODA_TRY(run(shader, {{kSpecLocalSize, matmul_group_}, {kSpecDType, uint32_t(w.dtype)}},
+                   {bw.binding, bx.binding, bo.binding}, p, uint64_t(cnt) * row_blocks));
   }
   return {};
 }
@@ -99,8 +104,8 @@ Status VulkanBackend::rope_impl(const Tensor& x, const Tensor& pos, int32_t n_he
   const Binding bf{*freqs, 0, (*freqs)->capacity()};
   const uint32_t half = u32(head_dim / 2);
   const Push p{bx.elem, bp.elem, 0, u32(x.rows), u32(x.cols), u32(n_heads), half};
-  return run("rope", {{kSpecLocalSize, kElemGroup}}, {bx.binding, bp.binding, bf}, p,
-             ceil_div(uint64_t(x.rows) * uint64_t(n_heads) * half, kElemGroup));
+  return run("rope", {{kSpecLocalSize, elem_group_}}, {bx.binding, bp.binding, bf}, p,
+             ceil_div(uint64_t(x.rows) * uint64_t(n_heads) * half, elem_group_));
 }
 
 void VulkanBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
@@ -116,8 +121,8 @@ void VulkanBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor&
     PAGODA_BIND(bu, bind(up, 4, size_t(n) * 4));
     PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
     const Push p{bg.elem, bu.elem, bo.elem, u32(n)};
-    return run("silu_mul", {{kSpecLocalSize, kElemGroup}}, {bg.binding, bu.binding, bo.binding}, p,
-               ceil_div(uint64_t(n), kElemGroup));
+    return run("silu_mul", {{kSpecLocalSize, elem_group_}}, {bg.binding, bu.binding, bo.binding}, p,
+               ceil_div(uint64_t(n), elem_group_));
   });
 }
 
@@ -130,8 +135,8 @@ void VulkanBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
     PAGODA_BIND(bb, bind(b, 4, size_t(n) * 4));
     PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
     const Push p{ba.elem, bb.elem, bo.elem, u32(n)};
-    return run("add", {{kSpecLocalSize, kElemGroup}}, {ba.binding, bb.binding, bo.binding}, p,
-               ceil_div(uint64_t(n), kElemGroup));
+    return run("add", {{kSpecLocalSize, elem_group_}}, {ba.binding, bb.binding, bo.binding}, p,
+               ceil_div(uint64_t(n), elem_group_));
   });
 }
 

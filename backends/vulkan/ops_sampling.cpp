@@ -11,7 +11,7 @@ void VulkanBackend::softmax(const Tensor& x, const Tensor& out, float temperatur
     PAGODA_BIND(bx, bind(x, 4));
     PAGODA_BIND(bo, bind(out, 4, x.bytes()));
     const Push p{bx.elem, bo.elem, uint32_t(x.rows), uint32_t(x.cols), temperature};
-    return run("softmax", {{kSpecLocalSize, kRowGroup}}, {bx.binding, bo.binding}, p, uint64_t(x.rows));
+    return run("softmax", {{kSpecLocalSize, row_group_}}, {bx.binding, bo.binding}, p, uint64_t(x.rows));
   });
 }
 
@@ -22,7 +22,7 @@ void VulkanBackend::argmax(const Tensor& x, const Tensor& out) {
     PAGODA_BIND(bx, bind(x, 4));
     PAGODA_BIND(bo, bind(out, 4, size_t(x.rows) * 4));
     const Push p{bx.elem, bo.elem, uint32_t(x.rows), uint32_t(x.cols)};
-    return run("argmax", {{kSpecLocalSize, kRowGroup}}, {bx.binding, bo.binding}, p, uint64_t(x.rows));
+    return run("argmax", {{kSpecLocalSize, row_group_}}, {bx.binding, bo.binding}, p, uint64_t(x.rows));
   });
 }
 
@@ -34,7 +34,7 @@ void VulkanBackend::sample_probs(const Tensor& probs, const Tensor& u, const Ten
     PAGODA_BIND(bu, bind(u, 4, size_t(probs.rows) * 4));
     PAGODA_BIND(bo, bind(out, 4, size_t(probs.rows) * 4));
     const Push p{bp.elem, bu.elem, bo.elem, uint32_t(probs.rows), uint32_t(probs.cols)};
-    return run("sample_probs", {{kSpecLocalSize, kRowGroup}}, {bp.binding, bu.binding, bo.binding}, p,
+    return run("sample_probs", {{kSpecLocalSize, row_group_}}, {bp.binding, bu.binding, bo.binding}, p,
                uint64_t(probs.rows));
   });
 }
@@ -56,7 +56,7 @@ Status VulkanBackend::verify_impl(const Tensor& target, const Tensor& draft_prob
   PAGODA_BIND(bo, bind(out, 4, size_t(p.n_seqs) * 8));
   const Push push{bt.elem, bd.elem, bk.elem, bm.elem, bu.elem, bo.elem, uint32_t(p.n_seqs), uint32_t(p.vocab),
                   uint32_t(draft_tokens.cols), uint32_t(uniforms.cols), p.greedy ? 1u : 0u};
-  return run("verify", {{kSpecLocalSize, kRowGroup}},
+  return run("verify", {{kSpecLocalSize, row_group_}},
              {bt.binding, bd.binding, bk.binding, bm.binding, bu.binding, bo.binding}, push, uint64_t(p.n_seqs));
 }
 

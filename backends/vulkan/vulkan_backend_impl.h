@@ -103,11 +103,11 @@ class VulkanBackend final : public Backend {
   std::shared_ptr<VulkanBuffer> dummy_;  // bound where an op's optional tensor is absent
   std::map<std::pair<uint32_t, int32_t>, std::shared_ptr<VulkanBuffer>> rope_freqs_;
   std::optional<Error> error_;
+  // Workgroup sizes (powers of two), chosen per device in create().
+  uint32_t row_group_ = 128;     // row-wise reductions: rms_norm, softmax, argmax, sampling
+  uint32_t matmul_group_ = 128;  // one weight row's dot products
+  uint32_t elem_group_ = 256;    // elementwise ops
 };
-
-// Workgroup sizes: row-wise reductions use a power of two; elementwise ops a larger group.
-constexpr uint32_t kRowGroup = 128;
-constexpr uint32_t kElemGroup = 256;
 
 inline uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 

@@ -1,0 +1,177 @@
+#include "apps/server/config.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <fstream>
+#include <sstream>
+
+namespace pagoda::server {
+namespace {
+
+using nlohmann::json;
+using Setter = std::function<Status(const json&, ServeSettings&)>;
+
+Error wrong_type(const std::string& key, const char* want, const json& v) {
+  return make_error(fmt::format("config: '{}' must be {}, got {}", key, want, v.type_name()));
+}
+
+Setter text(std::string ServeSettings::*field, std::string key, bool numbers_too = false) {
+  return [field, key, numbers_too](const json& v, ServeSettings& s) -> Status {
+    if (v.is_string()) s.*field = v.get<std::string>();
+    else if (numbers_too && v.is_number_integer()) s.*field = std::to_string(v.get<int64_t>());
+    else return wrong_type(key, numbers_too ? "a string or an integer" : "a string", v);
+    return {};
+  };
+}
+
+template <typename Int>
+Setter integer(Int ServeSettings::*field, std::string key) {
+  return [field, key](const json& v, ServeSettings& s) -> Status {
+    if (!v.is_number_integer()) return wrong_type(key, "an integer", v);
+    const int64_t x = v.get<int64_t>();
+    if (x < int64_t(std::numeric_limits<Int>::min()) || x > int64_t(std::numeric_limits<Int>::max()))
+      return make_error(fmt::format("config: '{}' is out of range", key));
+    s.*field = Int(x);
+    return {};
+  };
+}
+
+Setter number(double ServeSettings::*field, std::string key) {
+  return [field, key](const json& v, ServeSettings& s) -> Status {
+    if (!v.is_number()) return wrong_type(key, "a number", v);
+    s.*field = v.get<double>();
+    return {};
+  };
+}
+
+Setter flag(bool ServeSettings::*field, std::string key) {
+  return [field, key](const json& v, ServeSettings& s) -> Status {
+    if (!v.is_boolean()) return wrong_type(key, "a boolean", v);
+    s.*field = v.get<bool>();
+    return {};
+  };
+}
+
+const std::vector<std::pair<std::string, Setter>>& setters() {
+  static const std::vector<std::pair<std::string, Setter>> t = {
+      {"model", text(&ServeSettings::model, "model")},
+      {"draft", text(&ServeSettings::draft, "draft")},
+      {"backend", text(&ServeSettings::backend, "backend")},
+      {"device", integer(&ServeSettings::device, "device")},
+      {"threads", integer(&ServeSettings::threads, "threads")},
+      {"kv-memory", text(&ServeSettings::kv_memory, "kv-memory", true)},
+      {"kv-dtype", text(&ServeSettings::kv_dtype, "kv-dtype")},
+      {"block-size", integer(&ServeSettings::block_size, "block-size")},
+      {"max-batch-tokens", integer(&ServeSettings::max_batch_tokens, "max-batch-tokens")},
+      {"max-running", integer(&ServeSettings::max_running, "max-running")},
+      {"max-waiting", integer(&ServeSettings::max_waiting, "max-waiting")},
+      {"no-prefix-cache", flag(&ServeSettings::no_prefix_cache, "no-prefix-cache")},
+      {"host", text(&ServeSettings::host, "host")},
+      {"port", integer(&ServeSettings::port, "port")},
+      {"api-keys", text(&ServeSettings::api_keys, "api-keys")},
+      {"ngram", integer(&ServeSettings::ngram, "ngram")},
+      {"spec-k", text(&ServeSettings::spec_k, "spec-k", true)},
+      {"grace", number(&ServeSettings::grace, "grace")},
+      {"http-threads", integer(&ServeSettings::http_threads, "http-threads")},
+      {"default-max-tokens", integer(&ServeSettings::default_max_tokens, "default-max-tokens")},
+      {"max-body", text(&ServeSettings::max_body, "max-body", true)},
+  };
+  return t;
+}
+
+Status check_range(const char* key, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) return make_error(fmt::format("{} must be in {}..{} (got {})", key, lo, hi, v));
+  return {};
+}
+
+}  // namespace
+
+const std::vector<std::string>& serve_config_keys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> k;
+    for (const auto& [name, set] : setters()) k.push_back(name);
+    return k;
+  }();
+  return keys;
+}
+
+Status apply_config_json(const json& j, ServeSettings& s, const std::function<bool(const std::string&)>& given_on_cli) {
+  if (!j.is_object()) return make_error("config: the file must hold a JSON object");
+  for (const auto& [key, value] : j.items()) {
+    const auto& t = setters();
+    auto it = std::find_if(t.begin(), t.end(), [&](const auto& p) { return p.first == key; });
+    if (it == t.end()) return make_error(fmt::format("config: unknown key '{}' (keys are the flag names without dashes)", key));
+    if (given_on_cli && given_on_cli(key)) continue;  // the command line wins
+    PAGODA_TRY(it->second(value, s));
+  }
+  return {};
+}
+
+Result<json> read_config_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return make_error("config: cannot open '" + path + "'");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::exception& e) {
+    return make_error("config: '" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+Status validate_settings(const ServeSettings& s) {
+  PAGODA_TRY(check_range("block-size", s.block_size, 1, 1024));
+  PAGODA_TRY(check_range("max-batch-tokens", s.max_batch_tokens, 1, 1 << 20));
+  PAGODA_TRY(check_range("max-running", s.max_running, 1, 1 << 16));
+  PAGODA_TRY(check_range("max-waiting", s.max_waiting, 1, 1 << 20));
+  PAGODA_TRY(check_range("port", s.port, 0, 65535));
+  PAGODA_TRY(check_range("ngram", s.ngram, 0, 16));
+  PAGODA_TRY(check_range("http-threads", s.http_threads, 0, 4096));
+  PAGODA_TRY(check_range("default-max-tokens", s.default_max_tokens, 1, 1 << 24));
+  if (!(s.grace >= 0) || !std::isfinite(s.grace)) return make_error("grace must be a non-negative number of seconds");
+  if (s.kv_dtype != "f32" && s.kv_dtype != "f16") return make_error("kv-dtype must be f32 or f16");
+  if (s.model.empty()) return make_error("no model: pass -m FILE.gguf or set \"model\" in the config");
+  auto spec = spec_config(s);
+  if (!spec) return spec.take_error();
+  return {};
+}
+
+Result<SpecConfig> spec_config(const ServeSettings& s) {
+  if (!s.draft.empty() && s.ngram > 0) return make_error("choose one drafter: draft or ngram");
+  SpecConfig c;
+  c.mode = !s.draft.empty() ? "draft" : s.ngram > 0 ? "ngram" : "off";
+  c.ngram_n = s.ngram > 0 ? s.ngram : c.ngram_n;
+  if (s.spec_k == "auto") {
+    c.adaptive = true;
+    return c;
+  }
+  char* end = nullptr;
+  const long k = std::strtol(s.spec_k.c_str(), &end, 10);
+  if (s.spec_k.empty() || *end != '\0' || k < 1 || k > 16) return make_error("spec-k must be 1..16 or auto");
+  c.k = int32_t(k);
+  return c;
+}
+
+EngineConfig engine_config(const ServeSettings& s, uint64_t kv_bytes) {
+  EngineConfig c;
+  c.block_size = s.block_size;
+  c.kv_bytes = kv_bytes;
+  c.kv_dtype = s.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  c.max_batch_tokens = s.max_batch_tokens;
+  c.max_running = s.max_running;
+  c.max_waiting = s.max_waiting;
+  c.prefix_caching = !s.no_prefix_cache;
+  if (auto spec = spec_config(s)) c.spec = *spec;
+  return c;
+}
+
+int http_threads_for(const ServeSettings& s) {
+  if (s.http_threads > 0) return s.http_threads;
+  // A worker per request the engine can hold, plus room for health checks and inspectors.
+  return int(std::min<int64_t>(int64_t(s.max_running) + s.max_waiting + 16, 1024));
+}
+
+}  // namespace pagoda::server

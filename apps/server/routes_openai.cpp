@@ -1,0 +1,221 @@
+// POST /v1/completions and /v1/chat/completions: parse, authenticate, tokenize, submit, then
+// either wait for the whole completion or stream it as server-sent events.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <random>
+
+#include "apps/server/server_internal.h"
+#include "apps/server/sse.h"
+
+namespace pagoda::server {
+
+namespace {
+
+// Requests that name no seed still get a distinct one each; thread-local so no lock is shared.
+uint64_t random_seed() {
+  thread_local std::mt19937_64 rng{(uint64_t(std::random_device{}()) << 32) ^ std::random_device{}()};
+  return rng();
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+HttpError shutting_down() { return {503, "the server is shutting down", "server_error", "shutting_down"}; }
+
+std::optional<HttpError> apply_timeout_header(const httplib::Request& req, ParsedRequest& p) {
+  if (!req.has_header("X-Request-Timeout")) return std::nullopt;
+  auto t = parse_timeout_header(req.get_header_value("X-Request-Timeout"));
+  if (!t) return HttpError{400, t.error(), "invalid_request_error", ""};
+  p.timeout_s = p.timeout_s > 0 ? std::min(p.timeout_s, *t) : *t;  // the stricter deadline wins
+  return std::nullopt;
+}
+
+}  // namespace
+
+void Server::Impl::route_openai() {
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_generate(req, res, Endpoint::Completions);
+  });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_generate(req, res, Endpoint::Chat);
+  });
+}
+
+// Tokenizes here rather than in the engine so the prompt is checked against the context and the
+// KV pool before it is queued, and a request that can never run gets a clear 400/413 at once.
+std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, const std::string& tenant, Request& r) {
+  const int32_t ctx = engine.config().ctx_len;
+  if (p.endpoint == Endpoint::Chat) r.prompt_tokens = chat.tokenize(p.messages);
+  else if (!p.prompt_tokens.empty()) r.prompt_tokens = p.prompt_tokens;
+  else r.prompt_tokens = engine.tokenizer().encode(p.prompt, true);
+  const int32_t n = int32_t(r.prompt_tokens.size());
+  if (n == 0) return HttpError{400, "the prompt is empty", "invalid_request_error", ""};
+  if (n >= ctx)
+    return HttpError{400, fmt::format("the prompt has {} tokens; the model's context of {} must leave room for at least one "
+                                      "generated token", n, ctx), "invalid_request_error", "context_length_exceeded"};
+  const auto snap = engine.snapshot();
+  const int32_t bs = std::max(1, snap->block_size);
+  if (snap->num_blocks > 0 && (n + bs) / bs > snap->num_blocks)
+    return HttpError{413, fmt::format("the prompt needs {} KV blocks of {} tokens but the cache holds {}", (n + bs) / bs, bs,
+                                      snap->num_blocks), "invalid_request_error", "kv_capacity"};
+  // An explicit max_tokens is honoured up to the context (the engine ends at the context with
+  // "length"); the default never asks for more than fits.
+  r.max_tokens = p.max_tokens_set ? p.max_tokens : std::min(p.max_tokens, ctx - n);
+  r.sampling = p.sampling;
+  if (!p.seed_set) r.sampling.seed = random_seed();
+  r.tenant = tenant;  // only ever from the authenticated key
+  r.priority = p.priority;
+  r.timeout_s = p.timeout_s;
+  r.stop_at_eos = !p.ignore_eos;
+  return std::nullopt;
+}
+
+void Server::Impl::handle_generate(const httplib::Request& req, httplib::Response& res, Endpoint ep) {
+  if (stopping) return send_error(res, shutting_down());
+  const auto tenant = authenticate(req, res);
+  if (!tenant) return;
+  auto parsed = parse_request(req.body, ep, limits);
+  if (!parsed) return send_error(res, {400, parsed.error(), "invalid_request_error", ""});
+  if (auto e = apply_timeout_header(req, *parsed)) return send_error(res, *e);
+  Request er;
+  if (auto e = build_request(*parsed, *tenant, er)) return send_error(res, *e);
+
+  auto g = std::make_shared<Generation>();
+  g->stop = StopMatcher(parsed->stop);
+  g->include_usage = parsed->include_usage;
+  g->timeout_s = er.timeout_s;
+  const SubmitResult sr = engine.submit(std::move(er), RequestChannel::callback_for(g->channel));
+  if (!sr.rejected.empty()) {
+    const HttpError e = rejection_error(sr.rejected, sr.message);
+    if (e.status == 429) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
+    return send_error(res, e);
+  }
+  g->engine_id = sr.id;
+  g->meta = {ep, fmt::format("{}-{:08x}{:06x}", ep == Endpoint::Chat ? "chatcmpl" : "cmpl", nonce, sr.id), unix_now(),
+             cfg.model_name};
+  track(*g);
+  if (parsed->stream) respond_stream(res, g);
+  else respond_blocking(res, *g);
+}
+
+void Server::Impl::cancel(Generation& g) {
+  if (g.cancelled) return;
+  g.cancelled = true;
+  engine.cancel(g.engine_id);
+}
+
+// Applies one engine event: its text goes through the stop matcher (a completed stop sequence
+// cancels the engine request, so its blocks free up without generating further), the final
+// event is kept. Returns the text the client may see now.
+std::string Server::Impl::consume(Generation& g, TokenEvent& ev) {
+  if (g.done) return "";
+  std::string piece = g.stop.push(ev.text);
+  if (g.stop.stopped() && !g.stopped) {
+    g.stopped = true;
+    cancel(g);
+  }
+  if (ev.finished) {
+    piece += g.stop.flush();
+    g.done = true;
+    g.final_event = std::move(ev);
+  }
+  return piece;
+}
+
+void Server::Impl::respond_blocking(httplib::Response& res, Generation& g) {
+  std::vector<TokenEvent> evs;
+  while (!g.done) {
+    evs.clear();
+    if (!g.channel->take(evs, std::chrono::milliseconds(250))) {
+      if (g.channel->aborted()) break;
+      continue;
+    }
+    for (auto& ev : evs) g.text += consume(g, ev);
+  }
+  untrack(g.engine_id);
+  if (!g.done) return send_error(res, shutting_down());
+  const Outcome o = outcome_of(g.final_event, g.stopped, g.timeout_s);
+  if (o.error) return send_error(res, *o.error);
+  send_json(res, completion_json(g.meta, g.text, o.finish_reason, g.final_event.metrics, g.engine_id));
+}
+
+void Server::Impl::respond_stream(httplib::Response& res, const std::shared_ptr<Generation>& g) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");  // reverse proxies must not buffer the stream
+  // Exactly "text/event-stream": httplib never compresses that type, and compression would hold
+  // tokens back in the deflate buffer until the end.
+  res.set_chunked_content_provider(
+      "text/event-stream", [this, g](size_t, httplib::DataSink& sink) { return pump_stream(*g, sink); },
+      [this, g](bool) {
+        // Runs however the response ended: a client that vanished before or during the stream
+        // must not leave its request generating into the void and holding KV blocks.
+        if (!g->done) cancel(*g);
+        untrack(g->engine_id);
+      });
+}
+
+// One turn of the stream: whatever events arrived (or a keep-alive comment after a quiet
+// interval, whose failed write is how a silent disconnect is noticed).
+bool Server::Impl::pump_stream(Generation& g, httplib::DataSink& sink) {
+  std::vector<TokenEvent> evs;
+  std::string out;
+  const auto wait = std::chrono::milliseconds(std::max<int64_t>(10, int64_t(cfg.sse_keepalive_s * 1e3)));
+  if (g.channel->take(evs, wait)) {
+    out = stream_events(g, evs);
+  } else if (g.channel->aborted()) {
+    g.done = true;
+    out = sse_data(error_json(shutting_down())) + std::string(kSseDone);
+  } else {
+    out = kSseKeepAlive;
+  }
+  // An empty write would end the chunked body early, so only non-empty output is written.
+  if (!out.empty() && !sink.write(out.data(), out.size())) {
+    if (!g.done) {
+      cancel(g);
+      std::lock_guard<std::mutex> lk(stats_mu);
+      ++disconnects;
+    }
+    return false;
+  }
+  if (g.done) sink.done();
+  return true;
+}
+
+std::string Server::Impl::stream_events(Generation& g, std::vector<TokenEvent>& evs) {
+  std::string out;
+  for (auto& ev : evs) {
+    if (g.done) break;
+    const std::string piece = consume(g, ev);
+    if (!piece.empty()) {
+      if (g.meta.endpoint == Endpoint::Chat && !g.role_sent) {
+        out += sse_data(chunk_json(g.meta, "", nullptr, true));
+        g.role_sent = true;
+      }
+      out += sse_data(chunk_json(g.meta, piece, nullptr));
+    }
+    if (g.done) out += closing_events(g);
+  }
+  return out;
+}
+
+// The end of a stream: a finish chunk (plus usage when asked) or an error event, then [DONE].
+std::string Server::Impl::closing_events(Generation& g) {
+  const Outcome o = outcome_of(g.final_event, g.stopped, g.timeout_s);
+  std::string out;
+  if (o.error) {
+    out += sse_data(error_json(*o.error));
+  } else {
+    if (g.meta.endpoint == Endpoint::Chat && !g.role_sent) {
+      out += sse_data(chunk_json(g.meta, "", nullptr, true));
+      g.role_sent = true;
+    }
+    out += sse_data(chunk_json(g.meta, "", o.finish_reason));
+    if (g.include_usage) out += sse_data(usage_chunk_json(g.meta, g.final_event.metrics));
+  }
+  out += kSseDone;
+  return out;
+}
+
+}  // namespace pagoda::server

@@ -1,0 +1,91 @@
+// Server internals shared by server.cpp (lifecycle, plumbing, monitoring routes) and
+// routes_openai.cpp (completions and chat). Not part of the library's interface.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "apps/server/chat_template.h"
+#include "apps/server/generation.h"
+#include "apps/server/http.h"
+#include "apps/server/responses.h"
+#include "apps/server/server.h"
+
+namespace pagoda::server {
+
+// One generation as its HTTP worker tracks it. Only that worker touches it (handler, then the
+// stream's content provider and releaser, all on the same thread), so it needs no lock.
+struct Generation {
+  uint64_t engine_id = 0;
+  std::shared_ptr<RequestChannel> channel = std::make_shared<RequestChannel>();
+  ResponseMeta meta;
+  StopMatcher stop;
+  bool include_usage = false;
+  double timeout_s = 0;
+  std::string text;        // non-streaming: the whole completion
+  bool role_sent = false;  // chat streams open with a {"role":"assistant"} chunk
+  bool stopped = false;    // ended by a stop sequence
+  bool cancelled = false;  // engine.cancel() already sent
+  bool done = false;       // final event handled (or given up on)
+  TokenEvent final_event;
+};
+
+struct Server::Impl {
+  Impl(Engine& e, ServerConfig c);
+
+  Engine& engine;
+  ServerConfig cfg;
+  ChatRenderer chat;
+  ParseLimits limits;
+  httplib::Server http;
+  std::thread listener;
+  int port = 0;
+  int listen_fd = -1;  // the listening socket, captured to widen httplib's fixed backlog
+  bool started = false, stopped = false;
+  uint32_t nonce = 0;  // makes response ids unique across server restarts
+
+  mutable std::mutex mu;  // guards `active` and `stopping` transitions
+  std::condition_variable cv;  // `active` shrank, or shutdown began
+  std::atomic<bool> stopping{false};
+  std::unordered_map<uint64_t, std::shared_ptr<RequestChannel>> active;
+
+  std::mutex stats_mu;
+  std::map<int, uint64_t> responses;  // HTTP status -> count
+  uint64_t disconnects = 0;           // streams cancelled because the client went away
+
+  // server.cpp
+  void setup();
+  void route_monitoring();
+  std::optional<std::string> authenticate(const httplib::Request& req, httplib::Response& res);
+  void send_json(httplib::Response& res, const nlohmann::json& j, int status = 200);
+  void send_error(httplib::Response& res, const HttpError& e);
+  void track(const Generation& g);
+  void untrack(uint64_t engine_id);
+  bool wait_idle(double seconds);
+  void cancel_all();
+  void abort_all();
+  std::string metrics_text();
+  void serve_inspect_stream(const httplib::Request& req, httplib::Response& res);
+
+  // routes_openai.cpp
+  void route_openai();
+  void handle_generate(const httplib::Request& req, httplib::Response& res, Endpoint ep);
+  std::optional<HttpError> build_request(const ParsedRequest& p, const std::string& tenant, Request& out);
+  std::string consume(Generation& g, TokenEvent& ev);
+  void respond_blocking(httplib::Response& res, Generation& g);
+  void respond_stream(httplib::Response& res, const std::shared_ptr<Generation>& g);
+  bool pump_stream(Generation& g, httplib::DataSink& sink);
+  std::string stream_events(Generation& g, std::vector<TokenEvent>& evs);
+  std::string closing_events(Generation& g);
+  void cancel(Generation& g);
+};
+
+}  // namespace pagoda::server
