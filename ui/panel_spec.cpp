@@ -113,8 +113,9 @@ void per_request(const Snapshot& s, float height) {
     char text[96];
     std::snprintf(text, sizeof text, "%.0f%%  ~%.1f tok/verify  k=%d", 100 * rate,
                   verifies > 0 ? 1 + double(r.spec_accepted) / verifies : 1.0, r.spec_k);
-    const std::string label = "#" + std::to_string(r.id);
-    meter(label.c_str(), ImGui::CalcTextSize("#00000").x, float(rate), text, id_rgb(r.id), row - 2);
+    char label[32];
+    std::snprintf(label, sizeof label, "#%llu", (unsigned long long)r.id);
+    meter(label, ImGui::CalcTextSize("#00000").x, float(rate), text, id_rgb(r.id), row - 2);
   }
   if (shown == 0) ImGui::TextColored(kDim, "(no request has drafts yet)");
 }
