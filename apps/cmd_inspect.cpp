@@ -1,6 +1,278 @@
-// `pagoda inspect`: placeholder until the inspector lands.
+// `pagoda inspect`: the live desktop inspector. In-process (an engine on a model plus a synthetic
+// workload) or remote (--connect to a server's SSE feed); --screenshot renders one frame to PNG,
+// --bench-steps measures engine steps/s with and without the inspector attached.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <sstream>
+#include <thread>
+
 #include "apps/cli_common.h"
+#include "core/engine/batch_run.h"
+#include "ui/inprocess_source.h"
+#include "ui/inspector_app.h"
+#include "ui/remote_source.h"
 
 namespace pagoda::cli {
-void register_inspect(CLI::App& app) {}
+namespace {
+
+constexpr int kExitNoDisplay = 3;  // no X display or no OpenGL: tests skip on this
+
+struct InspectOptions {
+  std::string model = default_model_path();
+  std::string prompts_file, tenants;
+  double rate = 4;
+  int32_t n = 64;
+  uint64_t seed = 1;
+  std::string draft, spec_k = "4";
+  int32_t ngram = 0;
+  int32_t kv_blocks = 384, block_size = 16, max_running = 16;
+  BackendOptions be;
+  std::string connect, api_key;
+  std::string screenshot;
+  uint64_t steps = 0;
+  double step_dt = 0.01;
+  int width = 1600, height = 1000;
+  std::string color_by = "state";
+  int32_t pin_block = -1;
+  uint64_t bench_steps = 0;
+  int bench_repeats = 2;
+};
+
+// A built-in workload: two story openings that many requests share (prefix reuse), each with
+// different continuations, so the block map shows shared, cached and private blocks at once.
+std::vector<std::string> default_prompts() {
+  const std::string a = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park "
+                        "with her friends. One day, ";
+  const std::string b = "Tom and his dog Max went to the beach. The sun was hot and the sea was blue. ";
+  return {a + "she found a shiny red ball.", a + "she saw a big bird in a tree.", b + "Max ran into the water.",
+          a + "her mom gave her a cake.", b + "Tom built a big sand castle.", a + "it started to rain.",
+          b + "They saw a little crab.", a + "she met a friendly cat."};
+}
+
+Result<ui::Workload> build_workload(const InspectOptions& o) {
+  Request defaults;
+  defaults.max_tokens = o.n;
+  ui::Workload w;
+  if (o.prompts_file.empty()) {
+    for (const auto& p : default_prompts()) {
+      Request r = defaults;
+      r.prompt = p;
+      w.prompts.push_back(std::move(r));
+    }
+  } else {
+    auto reqs = read_prompts_file(o.prompts_file, defaults);
+    if (!reqs) return reqs.take_error();
+    w.prompts = std::move(*reqs);
+  }
+  std::stringstream ss(o.tenants);
+  for (std::string t; std::getline(ss, t, ',');)
+    if (!t.empty()) w.tenants.push_back(t);
+  w.rate = o.rate;
+  w.seed = o.seed;
+  return w;
+}
+
+Status apply_spec(const InspectOptions& o, EngineConfig& cfg) {
+  if (!o.draft.empty() && o.ngram > 0) return make_error("choose one drafter: --draft or --ngram");
+  cfg.spec.mode = !o.draft.empty() ? "draft" : o.ngram > 0 ? "ngram" : "off";
+  cfg.spec.ngram_n = o.ngram;
+  if (o.spec_k == "auto") {
+    cfg.spec.adaptive = true;
+    return {};
+  }
+  char* end = nullptr;
+  const long k = std::strtol(o.spec_k.c_str(), &end, 10);
+  if (o.spec_k.empty() || *end != '\0' || k < 1 || k > 16) return make_error("--spec-k must be 1..16 or auto");
+  cfg.spec.k = int32_t(k);
+  return {};
+}
+
+// Models and backend outlive every engine built on them (the benchmark builds several).
+struct Loaded {
+  BackendPtr be;
+  std::unique_ptr<LoadedModel> model, draft;
+};
+
+Result<Loaded> load_all(const InspectOptions& o) {
+  Loaded l;
+  auto be = open_backend(o.be, false);
+  if (!be) return be.take_error();
+  l.be = std::move(*be);
+  auto m = load_model(o.model, *l.be, false);
+  if (!m) return m.take_error();
+  l.model = std::move(*m);
+  if (!o.draft.empty()) {
+    auto d = load_model(o.draft, *l.be, false);
+    if (!d) return make_error("draft model: " + d.error());
+    l.draft = std::move(*d);
+  }
+  return l;
+}
+
+// `stop_after`: pause once that many steps ran; `virtual_clock`: arrivals by step, not wall time.
+Result<std::unique_ptr<ui::InProcessSource>> make_source(const InspectOptions& o, Loaded& l, uint64_t stop_after,
+                                                         bool virtual_clock) {
+  EngineConfig cfg;
+  cfg.block_size = o.block_size;
+  cfg.num_blocks = o.kv_blocks;
+  cfg.max_running = o.max_running;
+  PAGODA_TRY(apply_spec(o, cfg));
+  auto work = build_workload(o);
+  if (!work) return work.take_error();
+  auto e = Engine::create(*l.model, *l.be, cfg, l.draft.get());
+  if (!e) return e.take_error();
+  ui::InProcessOptions io;
+  io.virtual_step_s = virtual_clock ? o.step_dt : 0;
+  io.stop_after_steps = stop_after;
+  io.spec_adaptive = cfg.spec.adaptive;
+  io.label = o.model + (o.draft.empty() ? "" : "  +  draft " + o.draft) +
+             (o.ngram > 0 ? "  +  " + std::to_string(o.ngram) + "-gram drafter" : "");
+  return std::make_unique<ui::InProcessSource>(std::move(*e), std::move(*work), io);
+}
+
+ui::AppOptions app_options(const InspectOptions& o) {
+  ui::AppOptions a;
+  a.width = o.width;
+  a.height = o.height;
+  a.screenshot = o.screenshot;
+  a.initial.color_by = o.color_by == "request" ? ui::ColorBy::Request
+                       : o.color_by == "tenant" ? ui::ColorBy::Tenant : ui::ColorBy::State;
+  a.initial.pinned_block = o.pin_block;
+  return a;
+}
+
+int finish(const Result<ui::AppStats>& r, const InspectOptions& o) {
+  if (!r) {
+    fmt::print(stderr, "error: {}\n", r.error());
+    return r.error().rfind(ui::kNoDisplay, 0) == 0 ? kExitNoDisplay : 1;
+  }
+  if (!o.screenshot.empty()) fmt::print(stderr, "wrote {} and {}.json\n", o.screenshot, o.screenshot);
+  return 0;
+}
+
+int run_remote(const InspectOptions& o) {
+  ui::RemoteOptions ro;
+  ro.url = o.connect;
+  ro.api_key = o.api_key;
+  ui::RemoteSource src(ro);
+  src.start();
+  auto r = ui::run_inspector(src, app_options(o));
+  src.stop();
+  return finish(r, o);
+}
+
+int run_local(const InspectOptions& o) {
+  auto l = load_all(o);
+  if (!l) return fail(l.error());
+  // A screenshot after N steps uses the virtual clock, so step N looks the same on any machine.
+  const bool shot = !o.screenshot.empty();
+  auto src = make_source(o, *l, o.steps, shot && o.steps > 0);
+  if (!src) return fail(src.error());
+  (*src)->start();
+  auto r = ui::run_inspector(**src, app_options(o));
+  (*src)->stop();
+  return finish(r, o);
+}
+
+// Steps/s of one run: the source pauses itself at `steps`; the clock starts at its first step.
+Result<double> bench_once(const InspectOptions& o, Loaded& l, bool with_ui, ui::AppStats* stats) {
+  auto src = make_source(o, l, o.bench_steps, true);
+  if (!src) return src.take_error();
+  ui::InProcessSource& s = **src;
+  auto t0 = std::chrono::steady_clock::now();
+  if (with_ui) {
+    ui::AppOptions a = app_options(o);
+    a.screenshot.clear();
+    bool started = false;
+    // Started from the first frame, so window and font set-up are not counted against the engine.
+    a.until = [&] {
+      if (!started) {
+        started = true;
+        t0 = std::chrono::steady_clock::now();
+        s.start();
+      }
+      return s.capture_ready();
+    };
+    auto r = ui::run_inspector(s, a);
+    if (!r) return r.take_error();
+    *stats = *r;
+  } else {
+    s.start();
+    while (!s.capture_ready()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  const double secs = std::chrono::duration<double>(s.target_reached_at() - t0).count();
+  s.stop();
+  return double(o.bench_steps) / secs;
+}
+
+int run_bench(const InspectOptions& o) {
+  auto l = load_all(o);
+  if (!l) return fail(l.error());
+  fmt::print("inspector attach benchmark: {} engine steps per run, same workload (arrivals on a virtual clock of "
+             "{} s/step, rate {}/s), backend {}\n", o.bench_steps, o.step_dt, o.rate, l->be->info().name);
+  double best_without = 0, best_with = 0;
+  for (int i = 0; i < o.bench_repeats; ++i) {
+    auto a = bench_once(o, *l, false, nullptr);
+    if (!a) return fail(a.error());
+    fmt::print("  run {} without inspector: {:8.1f} steps/s\n", i + 1, *a);
+    ui::AppStats st;
+    auto b = bench_once(o, *l, true, &st);
+    if (!b) {
+      fmt::print(stderr, "error: {}\n", b.error());
+      return b.error().rfind(ui::kNoDisplay, 0) == 0 ? kExitNoDisplay : 1;
+    }
+    fmt::print("  run {} with inspector:    {:8.1f} steps/s ({} UI frames, {:.0f} fps)\n", i + 1, *b, st.frames,
+               st.seconds > 0 ? st.frames / st.seconds : 0.0);
+    best_without = std::max(best_without, *a);
+    best_with = std::max(best_with, *b);
+  }
+  fmt::print("best without: {:.1f} steps/s | best with: {:.1f} steps/s | ratio with/without: {:.3f}\n", best_without,
+             best_with, best_with / best_without);
+  return 0;
+}
+
+void add_options(CLI::App* cmd, InspectOptions& o) {
+  cmd->add_option("-m,--model", o.model, "GGUF model for the in-process engine")->capture_default_str();
+  cmd->add_option("--prompts", o.prompts_file, "Workload prompts: one per line, or JSONL {\"prompt\", \"tenant\", ...} "
+                  "(default: built-in prefix-sharing stories)");
+  cmd->add_option("--rate", o.rate, "Mean request arrivals per second (Poisson); 0 = every prompt once")->capture_default_str()->check(CLI::Range(0.0, 10000.0));
+  cmd->add_option("--tenants", o.tenants, "Comma-separated tenants assigned round-robin to prompts without one");
+  cmd->add_option("-n,--n-predict", o.n, "Max tokens per request")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--seed", o.seed, "Workload seed (arrivals and sampling)")->capture_default_str();
+  cmd->add_option("--draft", o.draft, "Speculative decoding with this draft model");
+  cmd->add_option("--ngram", o.ngram, "Speculative decoding by n-gram prompt lookup of order N")->check(CLI::Range(1, 16));
+  cmd->add_option("--spec-k", o.spec_k, "Draft tokens per step: 1..16, or auto")->capture_default_str();
+  cmd->add_option("--kv-blocks", o.kv_blocks, "KV cache size in blocks")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->capture_default_str()->check(CLI::Range(1, 1024));
+  cmd->add_option("--max-running", o.max_running, "Most requests decoding at once")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  add_backend_options(cmd, o.be);
+  cmd->add_option("--connect", o.connect, "Inspect a running server instead (http://host:port)");
+  cmd->add_option("--api-key", o.api_key, "Bearer token for --connect");
+  cmd->add_option("--screenshot", o.screenshot, "Render one frame to this PNG (plus PNG.json with panel rectangles) and exit");
+  cmd->add_option("--steps", o.steps, "Engine steps to run before the screenshot (live: pause after them)");
+  cmd->add_option("--step-dt", o.step_dt, "Virtual seconds per step for --steps/--bench-steps arrivals")->capture_default_str()->check(CLI::Range(1e-6, 10.0));
+  cmd->add_option("--width", o.width, "Window width")->capture_default_str()->check(CLI::Range(320, 8192));
+  cmd->add_option("--height", o.height, "Window height")->capture_default_str()->check(CLI::Range(240, 8192));
+  cmd->add_option("--color-by", o.color_by, "Block map colouring")->capture_default_str()->check(CLI::IsMember({"state", "request", "tenant"}));
+  cmd->add_option("--pin-block", o.pin_block, "Show this block's tooltip without a mouse (screenshots)");
+  cmd->add_option("--bench-steps", o.bench_steps, "Benchmark: engine steps/s with vs without the inspector");
+  cmd->add_option("--bench-repeats", o.bench_repeats, "Benchmark runs of each kind")->capture_default_str()->check(CLI::Range(1, 100));
+}
+
+}  // namespace
+
+void register_inspect(CLI::App& app) {
+  auto o = std::make_shared<InspectOptions>();
+  auto* cmd = app.add_subcommand("inspect", "Live inspector: KV block map, speculation, requests and latency");
+  add_options(cmd, *o);
+  cmd->callback([o] {
+    int rc = 0;
+    if (!o->connect.empty()) rc = run_remote(*o);
+    else if (o->bench_steps > 0) rc = run_bench(*o);
+    else rc = run_local(*o);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+}
+
 }  // namespace pagoda::cli

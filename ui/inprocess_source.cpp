@@ -155,6 +155,7 @@ Status InProcessSource::step_once() {
     if (step_credit_ > 0) --step_credit_;
   }
   if (opts_.stop_after_steps > 0 && steps_.load() == opts_.stop_after_steps) {
+    target_ns_ = Clock::now().time_since_epoch().count();
     paused_ = true;
     engine_->set_paused(true);
     engine_->publish_snapshot();

@@ -2,6 +2,7 @@
 // spread over tenants) on its own thread. The UI reads published snapshots and posts Commands.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -68,6 +69,10 @@ class InProcessSource final : public DataSource {
   bool capture_ready() const override;
 
   uint64_t steps() const { return steps_.load(); }
+  // When stop_after_steps was reached (benchmarks time runs by it); epoch if not yet.
+  std::chrono::steady_clock::time_point target_reached_at() const {
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(target_ns_.load()));
+  }
   Engine& engine() { return *engine_; }
 
  private:
@@ -95,6 +100,7 @@ class InProcessSource final : public DataSource {
   std::string status_;
   SourceControls controls_;
   std::atomic<uint64_t> steps_{0};
+  std::atomic<std::chrono::steady_clock::rep> target_ns_{0};
   std::atomic<bool> quit_{false};
   std::thread thread_;
 };
