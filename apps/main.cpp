@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   pagoda::cli::register_convert(app);
   pagoda::cli::register_bench(app);
   pagoda::cli::register_serve(app);
+  pagoda::cli::register_conformance(app);
 #ifdef PAGODA_HAVE_UI
   pagoda::cli::register_inspect(app);
 #endif

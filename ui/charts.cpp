@@ -117,6 +117,10 @@ void bar_chart(const char* id, std::span<const float> values, std::span<const st
   }
   const float slot = bx.w() / float(values.size());
   const float gap = std::min(6.0f, slot * 0.2f);
+  // Label every stride-th bar, the stride chosen so the widest label never overlaps its neighbour.
+  float label_w = 0;
+  for (const auto& l : labels) label_w = std::max(label_w, ImGui::CalcTextSize(l.c_str()).x);
+  const size_t stride = size_t(std::max(1.0f, std::ceil((label_w + 8) / slot)));
   int hovered = -1;
   const ImVec2 m = ImGui::GetIO().MousePos;
   for (size_t i = 0; i < values.size(); ++i) {
@@ -126,7 +130,7 @@ void bar_chart(const char* id, std::span<const float> values, std::span<const st
     const bool hov = ImGui::IsItemHovered() && m.x >= x0 && m.x < x1 + gap;
     if (hov) hovered = int(i);
     dl->AddRectFilled(ImVec2(x0, y0), ImVec2(x1, bx.b.y), packed(color, hov ? 255 : 215), 2.0f);
-    if (i < labels.size() && (slot > ImGui::CalcTextSize(labels[i].c_str()).x + 2 || i % 2 == 0)) {
+    if (i < labels.size() && i % stride == 0) {
       const float tw = ImGui::CalcTextSize(labels[i].c_str()).x;
       text_at(dl, ImVec2((x0 + x1 - tw) / 2, bx.b.y + 2), kAxisText, labels[i]);
     }

@@ -108,8 +108,8 @@ void stages(const Snapshot& s) {
     const Histogram& h = s.hist.stage[i];
     const double share = total > 0 ? h.sum() / total : 0;
     char text[96];
-    if (h.count()) std::snprintf(text, sizeof text, "%.1f%%  mean %s  p99 %s", 100 * share, format_duration(h.mean()).c_str(),
-                                 format_duration(h.quantile(0.99)).c_str());
+    if (h.count()) std::snprintf(text, sizeof text, share < 0.1 ? "%.1f%%  avg %s  p99 %s" : "%.0f%%  avg %s  p99 %s",
+                                 100 * share, format_duration(h.mean()).c_str(), format_duration(h.quantile(0.99)).c_str());
     else std::snprintf(text, sizeof text, "not run yet");
     meter(stage_name(Stage(i)), label_w, float(share), text, i == size_t(Stage::Decode) ? kBlockInUse :
           i == size_t(Stage::Verify) ? kAccent : kNeutral);
@@ -122,9 +122,12 @@ void draw_requests(const Snapshot& s, UiState& ui) {
   summary(s, ui);
   const ImVec2 avail = ImGui::GetContentRegionAvail();
   const float gap = ImGui::GetStyle().ItemSpacing.x;
-  const float table_w = std::floor(avail.x * 0.46f);
+  const float table_w = std::floor(avail.x * 0.42f);
   const float col_w = std::floor((avail.x - table_w - 2 * gap) / 2);
+  // Grouped so SameLine() puts the next column level with the table's title, not its first row.
+  ImGui::BeginGroup();
   request_table(s, ImVec2(table_w, avail.y));
+  ImGui::EndGroup();
   ImGui::SameLine();
   ImGui::BeginGroup();
   const float line = ImGui::GetTextLineHeightWithSpacing();

@@ -81,7 +81,7 @@ Status VulkanBackend::matmul_impl(const Tensor& w, const Tensor& x, const Tensor
     PAGODA_BIND(bw, bind(w.row_slice(o0, cnt), 1));
     const Push p{bw.elem, bx.elem, bo.elem + u32(o0), u32(n), u32(w.cols), u32(cnt), u32(out.cols), u32(row_bytes)};
     PAGODA_TRY(run(shader, {{kSpecLocalSize, matmul_group_}, {kSpecDType, uint32_t(w.dtype)}},
-                   {bw.binding, bx.binding, bo.binding}, p, uint64_t(cnt) * row_blocks));
+                   {bw.binding, bx.binding, bo.binding}, p, uint64_t(cnt) * row_blocks, "matmul"));
   }
   return {};
 }

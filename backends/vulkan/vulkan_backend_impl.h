@@ -69,12 +69,13 @@ class VulkanBackend final : public Backend {
   size_t max_binding_bytes() const;
   Result<const VulkanBuffer*> buffer_of(const Tensor& t) const;
 
+  // Dispatches `shader`; timestamps are labelled `label` (the op name) or else the shader's name.
   template <typename Push>
   Status run(const char* shader, const std::vector<SpecValue>& spec, const std::vector<Binding>& bindings,
-             const Push& push, uint64_t groups) {
+             const Push& push, uint64_t groups, const char* label = nullptr) {
     auto alg = pipes_->get(shader, spec);
     if (!alg) return alg.take_error();
-    return seq_->dispatch(**alg, bindings, &push, uint32_t(sizeof(Push)), groups, shader);
+    return seq_->dispatch(**alg, bindings, &push, uint32_t(sizeof(Push)), groups, label ? label : shader);
   }
   // Runs an op body unless an earlier failure is pending; keeps the first failure.
   template <typename F>
