@@ -42,8 +42,9 @@ Result<BackendPtr> create_backend(const std::string& name, int device, std::stri
     std::string why;
     for (const char* gpu : {"cuda", "vulkan"}) {
       auto b = create_backend(gpu, device, nullptr);
-      if (b) return b;
-      why += std::string(gpu) + ": " + b.error() + "; ";
+      // A software device (lavapipe) is slower than the native CPU path: auto only takes real GPUs.
+      if (b && (*b)->info().is_gpu) return b;
+      why += std::string(gpu) + ": " + (b ? "only a software device (" + (*b)->info().device + ")" : b.error()) + "; ";
     }
     if (note) *note = "no GPU backend available (" + why + "), falling back to cpu";
     return create_backend("cpu", device, nullptr);

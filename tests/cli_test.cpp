@@ -108,3 +108,28 @@ TEST(Cli, InfoOnNonGgufFails) {
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("bad magic"), std::string::npos) << r.out;
 }
+
+TEST(Cli, AutoBackendSaysWhatItChose) {
+  REQUIRE_MODELS();
+  auto r = sh("run -m " + kStories + " -p hi -n 2 --temp 0 --backend auto");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("backend: "), std::string::npos) << r.out;
+  // Without a real GPU it must say it fell back; with one it names the GPU backend.
+  const bool fell_back = r.out.find("falling back to cpu") != std::string::npos;
+  const bool gpu = r.out.find("backend: cuda") != std::string::npos || r.out.find("backend: vulkan") != std::string::npos;
+  EXPECT_TRUE(fell_back || gpu) << r.out;
+}
+
+TEST(Cli, ConformanceRunsOnEveryBackendAndPasses) {
+  REQUIRE_MODELS();
+  auto r = sh("conformance -n 16 --json 2>/dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_FALSE(j.empty());
+  for (const auto& b : j) {
+    if (b.value("status", "") == "skip") continue;
+    for (const auto& op : b["ops"]) EXPECT_NE(op["status"], "fail") << b["backend"] << " " << op.dump();
+    for (const auto& m : b["model"])
+      if (m["kv"] == "f32") EXPECT_TRUE(m["greedy_identical"].get<bool>()) << b["backend"];
+  }
+}
