@@ -1,1 +1,0 @@
-set(  conformance_test_TESTS)

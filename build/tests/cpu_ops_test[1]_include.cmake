@@ -1,5 +1,0 @@
-if(EXISTS "/work/main/build/tests/cpu_ops_test[1]_tests.cmake")
-  include("/work/main/build/tests/cpu_ops_test[1]_tests.cmake")
-else()
-  add_test(cpu_ops_test_NOT_BUILT cpu_ops_test_NOT_BUILT)
-endif()

@@ -1,5 +1,0 @@
-if(EXISTS "/work/main/build/tests/gguf_test[1]_tests.cmake")
-  include("/work/main/build/tests/gguf_test[1]_tests.cmake")
-else()
-  add_test(gguf_test_NOT_BUILT gguf_test_NOT_BUILT)
-endif()

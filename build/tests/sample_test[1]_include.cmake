@@ -1,5 +1,0 @@
-if(EXISTS "/work/main/build/tests/sample_test[1]_tests.cmake")
-  include("/work/main/build/tests/sample_test[1]_tests.cmake")
-else()
-  add_test(sample_test_NOT_BUILT sample_test_NOT_BUILT)
-endif()

@@ -1,5 +1,0 @@
-if(EXISTS "/work/main/build/tests/tokenizer_test[1]_tests.cmake")
-  include("/work/main/build/tests/tokenizer_test[1]_tests.cmake")
-else()
-  add_test(tokenizer_test_NOT_BUILT tokenizer_test_NOT_BUILT)
-endif()
