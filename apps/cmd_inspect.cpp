@@ -32,7 +32,7 @@ struct InspectOptions {
   std::string screenshot;
   uint64_t steps = 0;
   double step_dt = 0.01;
-  int width = 1600, height = 1000;
+  int width = 1600, height = 1000, fps = 60;
   std::string color_by = "state";
   int32_t pin_block = -1;
   uint64_t bench_steps = 0;
@@ -135,6 +135,7 @@ ui::AppOptions app_options(const InspectOptions& o) {
   ui::AppOptions a;
   a.width = o.width;
   a.height = o.height;
+  a.max_fps = o.fps;
   a.screenshot = o.screenshot;
   a.initial.color_by = o.color_by == "request" ? ui::ColorBy::Request
                        : o.color_by == "tenant" ? ui::ColorBy::Tenant : ui::ColorBy::State;
@@ -210,7 +211,8 @@ int run_bench(const InspectOptions& o) {
   auto l = load_all(o);
   if (!l) return fail(l.error());
   fmt::print("inspector attach benchmark: {} engine steps per run, same workload (arrivals on a virtual clock of "
-             "{} s/step, rate {}/s), backend {}\n", o.bench_steps, o.step_dt, o.rate, l->be->info().name);
+             "{} s/step, rate {}/s), backend {}, UI capped at {} fps\n", o.bench_steps, o.step_dt, o.rate,
+             l->be->info().name, o.fps);
   double best_without = 0, best_with = 0;
   for (int i = 0; i < o.bench_repeats; ++i) {
     auto a = bench_once(o, *l, false, nullptr);
@@ -254,6 +256,7 @@ void add_options(CLI::App* cmd, InspectOptions& o) {
   cmd->add_option("--step-dt", o.step_dt, "Virtual seconds per step for --steps/--bench-steps arrivals")->capture_default_str()->check(CLI::Range(1e-6, 10.0));
   cmd->add_option("--width", o.width, "Window width")->capture_default_str()->check(CLI::Range(320, 8192));
   cmd->add_option("--height", o.height, "Window height")->capture_default_str()->check(CLI::Range(240, 8192));
+  cmd->add_option("--fps", o.fps, "UI frame cap (software OpenGL draws on the CPU the engine uses)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--color-by", o.color_by, "Block map colouring")->capture_default_str()->check(CLI::IsMember({"state", "request", "tenant"}));
   cmd->add_option("--pin-block", o.pin_block, "Show this block's tooltip without a mouse (screenshots)");
   cmd->add_option("--bench-steps", o.bench_steps, "Benchmark: engine steps/s with vs without the inspector");

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <thread>
 
@@ -98,7 +99,10 @@ int serve(ServeCommand& c) {
     sc.api_keys = std::move(*keys);
   }
   // Block the shutdown signals before any thread exists, so every thread inherits the mask and
-  // sigwait() in this thread is the only place they are delivered.
+  // sigwait() in this thread is the only place they are delivered. A shell starts background jobs
+  // with SIGINT ignored, and an ignored signal never becomes pending; restore the default first.
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);

@@ -35,13 +35,13 @@ const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
 const std::string kModels = std::string(PAGODA_MODELS_DIR);
 const std::string kStories = kModels + "/stories260K.gguf";
 
-struct Run {
+struct ShellResult {
   int code;
   std::string out;
 };
 
-Run sh(const std::string& cmd) {
-  Run r{0, {}};
+ShellResult sh(const std::string& cmd) {
+  ShellResult r{0, {}};
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   std::array<char, 4096> buf;
   size_t n;
@@ -245,7 +245,7 @@ class CannedServer {
     });
     port_ = svr_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { svr_.listen_after_bind(); });
-    svr_.wait_until_ready();
+    wait_for([this] { return svr_.is_running(); }, 10);
   }
   ~CannedServer() {
     svr_.stop();
@@ -277,7 +277,7 @@ TEST(RemoteSource, ParsesCannedSnapshotStream) {
   const auto s = src.latest();
   EXPECT_EQ(s->step, 3u);
   EXPECT_EQ(s->blocks.size(), 96u);
-  EXPECT_EQ(s->blocks[4].refcount, 2);
+  EXPECT_EQ(s->blocks[1].refcount, 2);
   EXPECT_EQ(s->requests.size(), 5u);
   EXPECT_EQ(s->requests[1].tenant, "bob");
   EXPECT_EQ(s->counters.spec_accepted_by_pos, (std::vector<uint64_t>{80, 60, 40, 20}));
@@ -322,7 +322,8 @@ class InProcess : public ::testing::Test {
     model_ = std::move(*m);
   }
 
-  std::unique_ptr<InProcessSource> make(double rate, uint64_t stop_after) {
+  // `virtual_clock`: arrivals by step count (deterministic); otherwise by wall time, as when live.
+  std::unique_ptr<InProcessSource> make(double rate, uint64_t stop_after, bool virtual_clock = true) {
     EngineConfig cfg;
     cfg.num_blocks = 64;
     cfg.spec.mode = "ngram";
@@ -338,7 +339,7 @@ class InProcess : public ::testing::Test {
     w.tenants = {"alice", "bob"};
     w.rate = rate;
     InProcessOptions o;
-    o.virtual_step_s = 0.01;
+    o.virtual_step_s = virtual_clock ? 0.01 : 0;
     o.stop_after_steps = stop_after;
     return std::make_unique<InProcessSource>(std::move(*e), w, o);
   }
@@ -365,7 +366,7 @@ TEST_F(InProcess, StepsOnItsOwnThreadAndPausesAtTheTarget) {
 }
 
 TEST_F(InProcess, CommandsPauseStepSubmitAndChangePolicy) {
-  auto src = make(0, 0);  // every prompt once, then only what we submit
+  auto src = make(0, 0, false);  // every prompt once, then only what we submit; wall clock as when live
   src->start();
   Command pause;
   pause.kind = Command::Kind::Pause;
@@ -393,6 +394,12 @@ TEST_F(InProcess, CommandsPauseStepSubmitAndChangePolicy) {
   ASSERT_TRUE(wait_for([&] { return src->controls().submitted == 3 && src->latest()->spec_k == 2; }, 30)) << src->status();
   ASSERT_TRUE(wait_for([&] { return src->engine().idle() && src->latest()->counters.requests_finished == 3; }, 60));
   EXPECT_FALSE(src->controls().adaptive);
+  Command rate;
+  rate.kind = Command::Kind::SetRate;
+  rate.rate = 200;
+  src->send(rate);
+  EXPECT_TRUE(wait_for([&] { return src->controls().submitted >= 10; }, 30)) << "Poisson arrivals at 200/s on the wall clock";
+  EXPECT_DOUBLE_EQ(src->controls().rate, 200);
   // The UI side never waits on the engine: latest() is a pointer copy.
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 1000; ++i) (void)src->latest();
@@ -489,7 +496,7 @@ TEST(InspectorScreenshot, EveryPanelHasContentAndTheBlockMapShowsInUseAndCached)
   REQUIRE_XVFB();
   const fs::path dir = temp_dir("shot");
   const std::string png = (dir / "inspect.png").string();
-  const Run r = sh(kXvfb + kBin + " inspect --screenshot " + png + " --steps 150 " + speculative_workload_args(dir));
+  const ShellResult r = sh(kXvfb + kBin + " inspect --screenshot " + png + " --steps 150 " + speculative_workload_args(dir));
   if (r.code == 3) GTEST_SKIP() << "no usable OpenGL under Xvfb: " << r.out;
   ASSERT_EQ(r.code, 0) << r.out;
   const Png img = load_png(png);
@@ -517,7 +524,7 @@ TEST(InspectorScreenshot, EveryPanelHasContentAndTheBlockMapShowsInUseAndCached)
 
 TEST(InspectorScreenshot, MissingModelIsAClearError) {
   REQUIRE_XVFB();
-  const Run r = sh(std::string(kXvfb) + kBin + " inspect -m /nonexistent.gguf --screenshot /tmp/never.png --steps 1");
+  const ShellResult r = sh(std::string(kXvfb) + kBin + " inspect -m /nonexistent.gguf --screenshot /tmp/never.png --steps 1");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("nonexistent"), std::string::npos) << r.out;
 }
@@ -526,7 +533,8 @@ TEST(InspectorScreenshot, MissingModelIsAClearError) {
 TEST(InspectorBench, EngineStepsPerSecondWithAndWithoutInspector) {
   REQUIRE_XVFB();
   const fs::path dir = temp_dir("bench");
-  const Run r = sh(kXvfb + kBin + " inspect --bench-steps 1500 " + speculative_workload_args(dir));
+  // Short so the suite stays quick; docs/inspector.md has a longer run of the same command.
+  const ShellResult r = sh(kXvfb + kBin + " inspect --bench-steps 300 --bench-repeats 1 " + speculative_workload_args(dir));
   if (r.code == 3) GTEST_SKIP() << "no usable OpenGL under Xvfb: " << r.out;
   std::printf("%s", r.out.c_str());
   ASSERT_EQ(r.code, 0) << r.out;

@@ -84,10 +84,14 @@ void line_chart(const char* id, std::span<const float> v, ImVec2 size, const Lin
     return ImVec2(bx.a.x + bx.w() * float(i) / float(v.size() - 1), bx.b.y - 1 - (bx.h() - 2) * t);
   };
   // Area under the curve as thin quads, then the line over it: reads well even when dense.
+  // Anti-aliased fill would leave a faint seam between neighbouring quads.
+  const ImDrawListFlags saved = dl->Flags;
+  dl->Flags &= ~ImDrawListFlags_AntiAliasedFill;
   for (size_t i = 1; i < v.size(); ++i) {
     const ImVec2 p0 = point(i - 1), p1 = point(i);
     dl->AddQuadFilled(p0, p1, ImVec2(p1.x, bx.b.y), ImVec2(p0.x, bx.b.y), packed(spec.color, 48));
   }
+  dl->Flags = saved;
   std::vector<ImVec2> pts(v.size());
   for (size_t i = 0; i < v.size(); ++i) pts[i] = point(i);
   dl->AddPolyline(pts.data(), int(pts.size()), packed(spec.color), 0, 1.5f);
@@ -122,6 +126,7 @@ void bar_chart(const char* id, std::span<const float> values, std::span<const st
   for (const auto& l : labels) label_w = std::max(label_w, ImGui::CalcTextSize(l.c_str()).x);
   const size_t stride = size_t(std::max(1.0f, std::ceil((label_w + 8) / slot)));
   int hovered = -1;
+  float label_right = -1e9f;  // right edge of the last label drawn; a label that would overlap it is skipped
   const ImVec2 m = ImGui::GetIO().MousePos;
   for (size_t i = 0; i < values.size(); ++i) {
     const float x0 = bx.a.x + slot * float(i) + gap / 2, x1 = x0 + slot - gap;
@@ -132,7 +137,11 @@ void bar_chart(const char* id, std::span<const float> values, std::span<const st
     dl->AddRectFilled(ImVec2(x0, y0), ImVec2(x1, bx.b.y), packed(color, hov ? 255 : 215), 2.0f);
     if (i < labels.size() && i % stride == 0) {
       const float tw = ImGui::CalcTextSize(labels[i].c_str()).x;
-      text_at(dl, ImVec2((x0 + x1 - tw) / 2, bx.b.y + 2), kAxisText, labels[i]);
+      const float lx = std::clamp((x0 + x1 - tw) / 2, bx.a.x, bx.b.x - tw);  // edge labels stay inside the chart
+      if (lx >= label_right + 6) {
+        text_at(dl, ImVec2(lx, bx.b.y + 2), kAxisText, labels[i]);
+        label_right = lx + tw;
+      }
     }
   }
   if (hovered >= 0 && tip) ImGui::SetTooltip("%s", tip(size_t(hovered)).c_str());

@@ -29,7 +29,8 @@ void source_header(const Snapshot& s, const SourceView& src, const UiState& ui) 
   ImGui::TextColored(kDim, "Status");
   ImGui::SameLine();
   ImGui::TextColored(s.paused ? ImVec4(1.0f, 0.72f, 0.3f, 1) : ImVec4(0.55f, 0.85f, 0.6f, 1), "%s", src.status.c_str());
-  ImGui::TextColored(kDim, "Step %llu  |  uptime %.1fs  |  UI %.0f fps", (unsigned long long)s.step, s.uptime_s, ui.fps);
+  if (ui.fps > 0) ImGui::TextColored(kDim, "Step %llu  |  uptime %.1fs  |  UI %.0f fps", (unsigned long long)s.step, s.uptime_s, ui.fps);
+  else ImGui::TextColored(kDim, "Step %llu  |  uptime %.1fs", (unsigned long long)s.step, s.uptime_s);
 }
 
 void engine_buttons(const Snapshot& s, const SourceControls& c, UiState& ui, std::vector<Command>& out) {
@@ -55,7 +56,7 @@ void engine_buttons(const Snapshot& s, const SourceControls& c, UiState& ui, std
 }
 
 void spec_policy(const SourceControls& c, UiState& ui, std::vector<Command>& out) {
-  ImGui::TextColored(kDim, "Draft length policy");
+  ImGui::TextColored(kDim, c.caps.spec_policy ? "Draft length policy" : "Draft length policy (in-process only)");
   ImGui::BeginDisabled(!c.caps.spec_policy || !c.spec_enabled);
   bool changed = false;
   int mode = ui.adaptive ? 1 : 0;
@@ -79,7 +80,8 @@ void spec_policy(const SourceControls& c, UiState& ui, std::vector<Command>& out
 }
 
 void rate_slider(const SourceControls& c, UiState& ui, std::vector<Command>& out) {
-  ImGui::TextColored(kDim, "Request rate (Poisson arrivals; %s submitted)", format_count(c.submitted).c_str());
+  if (c.caps.rate) ImGui::TextColored(kDim, "Request rate (Poisson arrivals; %s submitted)", format_count(c.submitted).c_str());
+  else ImGui::TextColored(kDim, "Request rate (in-process workloads only)");
   ImGui::BeginDisabled(!c.caps.rate);
   ImGui::SetNextItemWidth(-1);
   ImGui::SliderFloat("##rate", &ui.rate, 0.0f, 100.0f, "%.1f requests/s", ImGuiSliderFlags_Logarithmic);
@@ -96,7 +98,7 @@ void rate_slider(const SourceControls& c, UiState& ui, std::vector<Command>& out
 }
 
 void prompt_box(const SourceControls& c, UiState& ui, std::vector<Command>& out) {
-  ImGui::TextColored(kDim, "Submit a prompt");
+  ImGui::TextColored(kDim, c.caps.submit ? "Submit a prompt" : "Submit a prompt (in-process only)");
   ImGui::BeginDisabled(!c.caps.submit);
   const float button_h = ImGui::GetFrameHeightWithSpacing() + ImGui::GetTextLineHeightWithSpacing();
   const float h = std::max(ImGui::GetTextLineHeight() * 2.5f, ImGui::GetContentRegionAvail().y - button_h);
@@ -125,6 +127,8 @@ void draw_controls(const Snapshot& s, const SourceView& src, UiState& ui, std::v
     ui.fixed_k = c.fixed_k > 0 ? c.fixed_k : std::max(1, s.spec_k);
     ui.controls_synced = true;
   }
+  // While the controller picks k, the slider follows it, so switching to fixed starts from there.
+  if (c.adaptive && ui.adaptive && s.spec_k > 0) ui.fixed_k = s.spec_k;
   source_header(s, src, ui);
   ImGui::Separator();
   engine_buttons(s, c, ui, out);

@@ -186,11 +186,13 @@ void cache_counters(const Snapshot& s, const UiState& ui) {
   stat_card("Prefix hit rate", total, recent, kAccent);
   ImGui::TableNextColumn();
   stat_card("Prefix hits (tokens)", format_count(c.prefix_hit_tokens), per_s(r.per_s(r.hit_tokens), "tok"), kAccent);
-  ImGui::TableNextColumn();
-  stat_card("Prefill avoided", format_count(c.avoided_prefill_tokens),
-            "of " + format_count(c.prompt_tokens) + " prompt tok", kNeutral);
+  if (ImGui::IsItemHovered())
+    ImGui::SetTooltip("%s of %s prompt tokens were served from the prefix cache instead of prefill",
+                      format_count(c.avoided_prefill_tokens).c_str(), format_count(c.prompt_tokens).c_str());
   ImGui::TableNextColumn();
   stat_card("Evictions", format_count(c.evictions), per_s(r.per_s(r.evictions), "blk"), r.evictions ? kWarn : kNeutral);
+  ImGui::TableNextColumn();
+  stat_card("Preemptions", format_count(c.preemptions), per_s(r.per_s(r.preemptions), "req"), r.preemptions ? kWarn : kNeutral);
   ImGui::EndTable();
 }
 

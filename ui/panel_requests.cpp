@@ -54,9 +54,11 @@ void request_row(const RequestInfo& r) {
   ImGui::TableNextColumn();
   ImGui::TextColored(state_color(r.state), "%s", r.state.c_str());
   ImGui::TableNextColumn();
-  ImGui::Text("%d (%d cached)", r.prompt_tokens, r.cached_tokens);
+  ImGui::Text("%d", r.prompt_tokens);
   ImGui::TableNextColumn();
-  ImGui::Text("%d / %d", r.generated, r.max_tokens);
+  ImGui::Text("%d", r.cached_tokens);
+  ImGui::TableNextColumn();
+  ImGui::Text("%d/%d", r.generated, r.max_tokens);
   ImGui::TableNextColumn();
   if (r.ttft_ms >= 0) ImGui::TextUnformatted(format_duration(r.ttft_ms / 1e3).c_str());
   else ImGui::TextColored(kDim, "-");
@@ -72,12 +74,12 @@ void request_row(const RequestInfo& r) {
 
 void request_table(const Snapshot& s, ImVec2 size) {
   ImGui::TextColored(kDim, "Live requests (%zu)", s.requests.size());
-  const ImGuiTableFlags f = ImGuiTableFlags_RowBg | ImGuiTableFlags_ScrollY | ImGuiTableFlags_BordersOuterH |
-                            ImGuiTableFlags_SizingStretchProp;
+  const ImGuiTableFlags f = ImGuiTableFlags_RowBg | ImGuiTableFlags_ScrollY | ImGuiTableFlags_ScrollX |
+                            ImGuiTableFlags_BordersOuterH | ImGuiTableFlags_SizingFixedFit;
   size.y -= ImGui::GetTextLineHeightWithSpacing();
-  if (!ImGui::BeginTable("##requests", 9, f, size)) return;
-  ImGui::TableSetupScrollFreeze(0, 1);
-  for (const char* h : {"id", "tenant", "state", "prompt", "tokens", "TTFT", "tok/s", "deadline", "blocks"})
+  if (!ImGui::BeginTable("##requests", 10, f, size)) return;
+  ImGui::TableSetupScrollFreeze(1, 1);
+  for (const char* h : {"id", "tenant", "state", "prompt", "cached", "tokens", "TTFT", "tok/s", "deadline", "blocks"})
     ImGui::TableSetupColumn(h);
   ImGui::TableHeadersRow();
   if (s.requests.empty()) {
@@ -122,8 +124,9 @@ void draw_requests(const Snapshot& s, UiState& ui) {
   summary(s, ui);
   const ImVec2 avail = ImGui::GetContentRegionAvail();
   const float gap = ImGui::GetStyle().ItemSpacing.x;
-  const float table_w = std::floor(avail.x * 0.42f);
-  const float col_w = std::floor((avail.x - table_w - 2 * gap) / 2);
+  const float table_w = std::floor(avail.x * 0.49f);
+  const float rest = avail.x - table_w - 2 * gap;
+  const float col_w = std::floor(rest * 0.45f), stage_w = rest - col_w;  // stage meters carry the longer text
   // Grouped so SameLine() puts the next column level with the table's title, not its first row.
   ImGui::BeginGroup();
   request_table(s, ImVec2(table_w, avail.y));
@@ -137,8 +140,7 @@ void draw_requests(const Snapshot& s, UiState& ui) {
   ImGui::EndGroup();
   ImGui::SameLine();
   ImGui::BeginGroup();
-  ImGui::PushItemWidth(col_w);
-  ImGui::BeginChild("##stages", ImVec2(col_w, avail.y), false, ImGuiWindowFlags_NoScrollbar);
+  ImGui::BeginChild("##stages", ImVec2(stage_w, avail.y), false, ImGuiWindowFlags_NoScrollbar);
   stages(s);
   ImGui::Spacing();
   ImGui::TextColored(kDim, "Queue length (waiting requests)");
@@ -149,9 +151,8 @@ void draw_requests(const Snapshot& s, UiState& ui) {
   spec.y_suffix = "";
   spec.color = kWarn;
   spec.x_label = "snapshot";
-  line_chart("queue", ui.queue_history, ImVec2(col_w, std::max(40.0f, ImGui::GetContentRegionAvail().y - 4)), spec);
+  line_chart("queue", ui.queue_history, ImVec2(stage_w, std::max(40.0f, ImGui::GetContentRegionAvail().y - 4)), spec);
   ImGui::EndChild();
-  ImGui::PopItemWidth();
   ImGui::EndGroup();
 }
 

@@ -31,7 +31,12 @@ size_t pool_size(const ServerConfig& c) { return c.http_threads > 0 ? size_t(c.h
 std::string default_error_message(const httplib::Request& req, int status, size_t max_body) {
   switch (status) {
     case 404: return fmt::format("no route for {} {}", req.method, req.path);
-    case 413: return fmt::format("request body exceeds the limit of {} bytes", max_body);
+    case 413:
+      // httplib caps form-encoded bodies at 8 KiB; `curl -d` sends that type unless told otherwise.
+      if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0)
+        return "request body too large for Content-Type application/x-www-form-urlencoded (limit 8 KiB); "
+               "send it with Content-Type: application/json";
+      return fmt::format("request body exceeds the limit of {} bytes", max_body);
     case 400: return "malformed HTTP request";
     default: return fmt::format("HTTP error {}", status);
   }

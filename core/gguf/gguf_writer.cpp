@@ -7,15 +7,22 @@
 namespace pagoda {
 namespace {
 
+// resize + memcpy rather than insert(): GCC 12 reports a false -Wstringop-overflow for the latter.
+void append_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
+  if (n == 0) return;
+  const size_t at = out.size();
+  out.resize(at + n);
+  std::memcpy(out.data() + at, p, n);
+}
+
 template <typename T>
 void append(std::vector<uint8_t>& out, T v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&v);
-  out.insert(out.end(), p, p + sizeof(T));
+  append_bytes(out, &v, sizeof(T));
 }
 
 void append_string(std::vector<uint8_t>& out, const std::string& s) {
   append<uint64_t>(out, s.size());
-  out.insert(out.end(), s.begin(), s.end());
+  append_bytes(out, s.data(), s.size());
 }
 
 std::vector<uint8_t> typed(GgufValueType t) {
@@ -101,14 +108,14 @@ void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<
 
 Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
   std::vector<uint8_t> head;
-  head.insert(head.end(), {'G', 'G', 'U', 'F'});
+  append_bytes(head, "GGUF", 4);
   append<uint32_t>(head, 3);
   append<uint64_t>(head, tensors_.size());
   const bool has_align = alignment != 32;
   append<uint64_t>(head, kvs_.size() + (has_align ? 1 : 0));
   for (const auto& kv : kvs_) {
     append_string(head, kv.key);
-    head.insert(head.end(), kv.encoded.begin(), kv.encoded.end());
+    append_bytes(head, kv.encoded.data(), kv.encoded.size());
   }
   if (has_align) {
     append_string(head, "general.alignment");
