@@ -38,17 +38,9 @@ struct RunOptions {
 };
 
 Status apply_spec(const RunOptions& o, EngineConfig& cfg) {
-  if (!o.draft.empty() && o.ngram > 0) return make_error("choose one drafter: --draft or --ngram");
-  cfg.spec.mode = !o.draft.empty() ? "draft" : o.ngram > 0 ? "ngram" : "off";
-  cfg.spec.ngram_n = o.ngram;
-  if (o.spec_k == "auto") {
-    cfg.spec.adaptive = true;
-  } else {
-    char* end = nullptr;
-    const long k = std::strtol(o.spec_k.c_str(), &end, 10);
-    if (o.spec_k.empty() || *end != '\0' || k < 1 || k > 16) return make_error("--spec-k must be 1..16 or auto");
-    cfg.spec.k = int32_t(k);
-  }
+  auto spec = make_spec_config(!o.draft.empty(), o.ngram, o.spec_k);
+  if (!spec) return spec.take_error();
+  cfg.spec = *spec;
   return {};
 }
 

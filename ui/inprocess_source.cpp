@@ -3,11 +3,31 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 namespace pagoda::ui {
 
 using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The calling thread's clocks, cumulative.
+ThreadUsage thread_clock() {
+  ThreadUsage u;
+  u.wall_s = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  if (FILE* f = std::fopen("/proc/thread-self/schedstat", "r")) {
+    unsigned long long cpu = 0, wait = 0;
+    if (std::fscanf(f, "%llu %llu", &cpu, &wait) == 2) {
+      u.cpu_s = double(cpu) * 1e-9;
+      u.runqueue_s = double(wait) * 1e-9;
+    }
+    std::fclose(f);
+  }
+  return u;
+}
+
+}  // namespace
 
 double PoissonArrivals::draw() {
   // Exponential inter-arrival gaps make the arrival count in any interval Poisson-distributed.
@@ -156,6 +176,9 @@ Status InProcessSource::step_once() {
   }
   if (opts_.stop_after_steps > 0 && steps_.load() == opts_.stop_after_steps) {
     target_ns_ = Clock::now().time_since_epoch().count();
+    const ThreadUsage u = thread_clock();
+    std::lock_guard<std::mutex> lk(mu_);
+    usage_target_ = u;
     paused_ = true;
     engine_->set_paused(true);
     engine_->publish_snapshot();
@@ -173,6 +196,11 @@ Status InProcessSource::advance(uint64_t steps) {
 }
 
 void InProcessSource::loop() {
+  {
+    const ThreadUsage u = thread_clock();
+    std::lock_guard<std::mutex> lk(mu_);
+    usage_start_ = u;
+  }
   auto last_publish = Clock::now();
   while (!quit_) {
     std::deque<Command> cmds;
@@ -202,6 +230,15 @@ void InProcessSource::loop() {
       status_ = "engine step failed: " + st.error();
     }
   }
+}
+
+ThreadUsage InProcessSource::driver_usage() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  ThreadUsage d;
+  d.wall_s = usage_target_.wall_s - usage_start_.wall_s;
+  d.cpu_s = usage_target_.cpu_s - usage_start_.cpu_s;
+  d.runqueue_s = usage_target_.runqueue_s - usage_start_.runqueue_s;
+  return d;
 }
 
 bool InProcessSource::capture_ready() const {

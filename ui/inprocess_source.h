@@ -50,6 +50,13 @@ class PoissonArrivals {
   bool primed_ = false;
 };
 
+// Where the driver thread's wall time went: on a CPU, runnable but waiting for one (contention),
+// or neither (sleeping or blocked on a lock). Linux schedstat; zeros elsewhere.
+struct ThreadUsage {
+  double wall_s = 0, cpu_s = 0, runqueue_s = 0;
+  double blocked_s() const { return wall_s > cpu_s + runqueue_s ? wall_s - cpu_s - runqueue_s : 0; }
+};
+
 class InProcessSource final : public DataSource {
  public:
   // `engine` must outlive nothing it references beyond this source (caller keeps model/backend).
@@ -69,6 +76,8 @@ class InProcessSource final : public DataSource {
   bool capture_ready() const override;
 
   uint64_t steps() const { return steps_.load(); }
+  // The driver thread from start() until stop_after_steps was reached (benchmarks).
+  ThreadUsage driver_usage() const;
   // When stop_after_steps was reached (benchmarks time runs by it); epoch if not yet.
   std::chrono::steady_clock::time_point target_reached_at() const {
     return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(target_ns_.load()));
@@ -99,6 +108,7 @@ class InProcessSource final : public DataSource {
   std::deque<Command> inbox_;
   std::string status_;
   SourceControls controls_;
+  ThreadUsage usage_start_, usage_target_;
   std::atomic<uint64_t> steps_{0};
   std::atomic<std::chrono::steady_clock::rep> target_ns_{0};
   std::atomic<bool> quit_{false};

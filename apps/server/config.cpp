@@ -140,19 +140,7 @@ Status validate_settings(const ServeSettings& s) {
 }
 
 Result<SpecConfig> spec_config(const ServeSettings& s) {
-  if (!s.draft.empty() && s.ngram > 0) return make_error("choose one drafter: draft or ngram");
-  SpecConfig c;
-  c.mode = !s.draft.empty() ? "draft" : s.ngram > 0 ? "ngram" : "off";
-  c.ngram_n = s.ngram > 0 ? s.ngram : c.ngram_n;
-  if (s.spec_k == "auto") {
-    c.adaptive = true;
-    return c;
-  }
-  char* end = nullptr;
-  const long k = std::strtol(s.spec_k.c_str(), &end, 10);
-  if (s.spec_k.empty() || *end != '\0' || k < 1 || k > 16) return make_error("spec-k must be 1..16 or auto");
-  c.k = int32_t(k);
-  return c;
+  return make_spec_config(!s.draft.empty(), s.ngram, s.spec_k);
 }
 
 EngineConfig engine_config(const ServeSettings& s, uint64_t kv_bytes) {

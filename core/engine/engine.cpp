@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "core/sample/philox.h"
 #include "core/spec/verify.h"
@@ -13,6 +14,22 @@ using Clock = std::chrono::steady_clock;
 double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 }  // namespace
+
+Result<SpecConfig> make_spec_config(bool has_draft, int32_t ngram, const std::string& spec_k) {
+  if (has_draft && ngram > 0) return make_error("choose one drafter: a draft model or n-gram lookup, not both");
+  SpecConfig c;
+  c.mode = has_draft ? "draft" : ngram > 0 ? "ngram" : "off";
+  if (ngram > 0) c.ngram_n = ngram;
+  if (spec_k == "auto") {
+    c.adaptive = true;
+    return c;
+  }
+  char* end = nullptr;
+  const long k = std::strtol(spec_k.c_str(), &end, 10);
+  if (spec_k.empty() || *end != '\0' || k < 1 || k > 16) return make_error("spec-k must be 1..16 or auto");
+  c.k = int32_t(k);
+  return c;
+}
 
 Engine::Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg) : model_(model), be_(be), cfg_(cfg) {}
 

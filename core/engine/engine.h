@@ -30,6 +30,10 @@ struct SpecConfig {
   uint64_t draft_kv_bytes = 64ull << 20;
 };
 
+// Speculation settings from user-facing options (CLI, server config, inspector): one drafter at
+// most, k as 1..16 or "auto".
+Result<SpecConfig> make_spec_config(bool has_draft, int32_t ngram, const std::string& spec_k);
+
 struct EngineConfig {
   int32_t block_size = 16;
   uint64_t kv_bytes = 256ull << 20;

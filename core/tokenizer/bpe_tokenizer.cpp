@@ -67,9 +67,9 @@ struct PairOrder {
 
 uint64_t pair_key(int32_t l, int32_t r) { return (uint64_t(uint32_t(l)) << 32) | uint32_t(r); }
 
-class BpeTokenizer final : public Tokenizer {
+class BpeTokenizer final : public VocabTokenizer {
  public:
-  BpeTokenizer(Vocab v, PreTokenizer pre) : v_(std::move(v)), pre_(pre), user_ids_(user_defined_ids(v_)) {
+  BpeTokenizer(Vocab v, PreTokenizer pre) : VocabTokenizer(std::move(v)), pre_(pre), user_ids_(user_defined_ids(v_)) {
     for (unsigned b = 0; b < 256; ++b) {
       std::string ch;
       utf8_append(ch, byte_to_codepoint(b));
@@ -113,17 +113,6 @@ class BpeTokenizer final : public Tokenizer {
     return out;
   }
 
-  const std::string& piece(int32_t id) const override {
-    static const std::string kEmpty;
-    return id >= 0 && id < v_.size() ? v_.pieces[size_t(id)] : kEmpty;
-  }
-  int32_t vocab_size() const override { return v_.size(); }
-  int32_t bos() const override { return v_.bos; }
-  int32_t eos() const override { return v_.eos; }
-  bool is_special(int32_t id) const override {
-    return id >= 0 && id < v_.size() && v_.types[size_t(id)] == kTypeControl;
-  }
-  const std::string& digest() const override { return v_.digest; }
 
  private:
   // A merge line is "left right"; the split is at the first space after the first character, so a
@@ -172,7 +161,6 @@ class BpeTokenizer final : public Tokenizer {
     }
   }
 
-  Vocab v_;
   PreTokenizer pre_;
   std::vector<int32_t> user_ids_;
   int32_t byte_ids_[256];

@@ -35,9 +35,9 @@ struct BigramOrder {
   }
 };
 
-class SpmTokenizer final : public Tokenizer {
+class SpmTokenizer final : public VocabTokenizer {
  public:
-  explicit SpmTokenizer(Vocab v) : v_(std::move(v)), user_ids_(user_defined_ids(v_)) {
+  explicit SpmTokenizer(Vocab v) : VocabTokenizer(std::move(v)), user_ids_(user_defined_ids(v_)) {
     std::fill(std::begin(byte_ids_), std::end(byte_ids_), -1);
     for (int32_t i = 0; i < v_.size(); ++i) {
       if (v_.types[size_t(i)] != kTypeByte) continue;
@@ -93,17 +93,6 @@ class SpmTokenizer final : public Tokenizer {
     return out;
   }
 
-  const std::string& piece(int32_t id) const override {
-    static const std::string kEmpty;
-    return id >= 0 && id < v_.size() ? v_.pieces[size_t(id)] : kEmpty;
-  }
-  int32_t vocab_size() const override { return v_.size(); }
-  int32_t bos() const override { return v_.bos; }
-  int32_t eos() const override { return v_.eos; }
-  bool is_special(int32_t id) const override {
-    return id >= 0 && id < v_.size() && v_.types[size_t(id)] == kTypeControl;
-  }
-  const std::string& digest() const override { return v_.digest; }
 
  private:
   // Id of a piece that merging may produce. Like SentencePiece, control, unknown and byte pieces
@@ -183,7 +172,6 @@ class SpmTokenizer final : public Tokenizer {
     }
   }
 
-  Vocab v_;
   std::vector<int32_t> user_ids_;
   int32_t byte_ids_[256];
 };

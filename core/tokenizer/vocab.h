@@ -80,6 +80,26 @@ std::vector<Fragment> split_user_defined(const Vocab& v, const std::vector<int32
 // Ids of user-defined tokens, longest piece first (the order split_user_defined expects).
 std::vector<int32_t> user_defined_ids(const Vocab& v);
 
+// The accessors both tokenizer kinds answer straight from their Vocab.
+class VocabTokenizer : public Tokenizer {
+ public:
+  explicit VocabTokenizer(Vocab v) : v_(std::move(v)) {}
+  const std::string& piece(int32_t id) const override {
+    static const std::string kEmpty;
+    return id >= 0 && id < v_.size() ? v_.pieces[size_t(id)] : kEmpty;
+  }
+  int32_t vocab_size() const override { return v_.size(); }
+  int32_t bos() const override { return v_.bos; }
+  int32_t eos() const override { return v_.eos; }
+  bool is_special(int32_t id) const override {
+    return id >= 0 && id < v_.size() && v_.types[size_t(id)] == kTypeControl;
+  }
+  const std::string& digest() const override { return v_.digest; }
+
+ protected:
+  Vocab v_;
+};
+
 std::unique_ptr<Tokenizer> make_spm_tokenizer(Vocab v);
 Result<std::unique_ptr<Tokenizer>> make_bpe_tokenizer(Vocab v);
 
