@@ -176,11 +176,18 @@ int run_local(const InspectOptions& o) {
   return finish(r, o);
 }
 
-// Steps/s of one run: the source pauses itself at `steps`; the clock starts at its first step.
-Result<double> bench_once(const InspectOptions& o, Loaded& l, bool with_ui, ui::AppStats* stats) {
+struct BenchRun {
+  double steps_per_s = 0;
+  ui::ThreadUsage engine;  // where the engine thread's time went
+  ui::AppStats ui;
+};
+
+// One run: the source pauses itself at `bench_steps`; the clock starts with its thread.
+Result<BenchRun> bench_once(const InspectOptions& o, Loaded& l, bool with_ui) {
   auto src = make_source(o, l, o.bench_steps, true);
   if (!src) return src.take_error();
   ui::InProcessSource& s = **src;
+  BenchRun run;
   auto t0 = std::chrono::steady_clock::now();
   if (with_ui) {
     ui::AppOptions a = app_options(o);
@@ -197,14 +204,25 @@ Result<double> bench_once(const InspectOptions& o, Loaded& l, bool with_ui, ui::
     };
     auto r = ui::run_inspector(s, a);
     if (!r) return r.take_error();
-    *stats = *r;
+    run.ui = *r;
   } else {
     s.start();
     while (!s.capture_ready()) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   const double secs = std::chrono::duration<double>(s.target_reached_at() - t0).count();
+  run.engine = s.driver_usage();
   s.stop();
-  return double(o.bench_steps) / secs;
+  run.steps_per_s = double(o.bench_steps) / secs;
+  return run;
+}
+
+void print_run(int i, const char* what, const BenchRun& r) {
+  const ui::ThreadUsage& u = r.engine;
+  const double w = std::max(1e-9, u.wall_s);
+  fmt::print("  run {} {:<18} {:8.1f} steps/s | engine thread: {:4.1f}% on a CPU, {:4.1f}% waiting for a CPU, "
+             "{:4.1f}% blocked", i, what, r.steps_per_s, 100 * u.cpu_s / w, 100 * u.runqueue_s / w, 100 * u.blocked_s() / w);
+  if (r.ui.frames) fmt::print(" | UI {} frames, {:.0f} fps", r.ui.frames, r.ui.seconds > 0 ? r.ui.frames / r.ui.seconds : 0.0);
+  fmt::print("\n");
 }
 
 int run_bench(const InspectOptions& o) {
@@ -215,19 +233,17 @@ int run_bench(const InspectOptions& o) {
              l->be->info().name, o.fps);
   double best_without = 0, best_with = 0;
   for (int i = 0; i < o.bench_repeats; ++i) {
-    auto a = bench_once(o, *l, false, nullptr);
+    auto a = bench_once(o, *l, false);
     if (!a) return fail(a.error());
-    fmt::print("  run {} without inspector: {:8.1f} steps/s\n", i + 1, *a);
-    ui::AppStats st;
-    auto b = bench_once(o, *l, true, &st);
+    print_run(i + 1, "without inspector:", *a);
+    auto b = bench_once(o, *l, true);
     if (!b) {
       fmt::print(stderr, "error: {}\n", b.error());
       return b.error().rfind(ui::kNoDisplay, 0) == 0 ? kExitNoDisplay : 1;
     }
-    fmt::print("  run {} with inspector:    {:8.1f} steps/s ({} UI frames, {:.0f} fps)\n", i + 1, *b, st.frames,
-               st.seconds > 0 ? st.frames / st.seconds : 0.0);
-    best_without = std::max(best_without, *a);
-    best_with = std::max(best_with, *b);
+    print_run(i + 1, "with inspector:", *b);
+    best_without = std::max(best_without, a->steps_per_s);
+    best_with = std::max(best_with, b->steps_per_s);
   }
   fmt::print("best without: {:.1f} steps/s | best with: {:.1f} steps/s | ratio with/without: {:.3f}\n", best_without,
              best_with, best_with / best_without);

@@ -177,8 +177,10 @@ Status InProcessSource::step_once() {
   if (opts_.stop_after_steps > 0 && steps_.load() == opts_.stop_after_steps) {
     target_ns_ = Clock::now().time_since_epoch().count();
     const ThreadUsage u = thread_clock();
-    std::lock_guard<std::mutex> lk(mu_);
-    usage_target_ = u;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      usage_target_ = u;
+    }
     paused_ = true;
     engine_->set_paused(true);
     engine_->publish_snapshot();
