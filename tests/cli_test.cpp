@@ -129,7 +129,10 @@ TEST(Cli, ConformanceRunsOnEveryBackendAndPasses) {
   for (const auto& b : j) {
     if (b.value("status", "") == "skip") continue;
     for (const auto& op : b["ops"]) EXPECT_NE(op["status"], "fail") << b["backend"] << " " << op.dump();
-    for (const auto& m : b["model"])
-      if (m["kv"] == "f32") EXPECT_TRUE(m["greedy_identical"].get<bool>()) << b["backend"];
+    for (const auto& m : b["model"]) {
+      if (m["kv"] == "f32") {
+        EXPECT_TRUE(m["greedy_identical"].get<bool>()) << b["backend"];
+      }
+    }
   }
 }

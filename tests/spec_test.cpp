@@ -118,7 +118,9 @@ std::vector<std::vector<int32_t>> run(const EngineConfig& cfg, const std::vector
   }
   (*e)->publish_snapshot();
   EXPECT_EQ((*e)->snapshot()->blocks_in_use, 0) << "target KV leaked";
-  if (auto* d = dynamic_cast<const DraftModel*>((*e)->drafter())) EXPECT_EQ(d->blocks_in_use(), 0) << "draft KV leaked";
+  if (auto* d = dynamic_cast<const DraftModel*>((*e)->drafter())) {
+    EXPECT_EQ(d->blocks_in_use(), 0) << "draft KV leaked";
+  }
   if (snap) *snap = *(*e)->snapshot();
   return toks;
 }

@@ -78,7 +78,10 @@ std::vector<Vector> read_vectors(const std::string& gguf_rel) {
 
 std::string join_ids(const std::vector<int32_t>& ids) {
   std::string s;
-  for (int32_t id : ids) s += " " + std::to_string(id);
+  for (int32_t id : ids) {  // two appends: GCC 12 flags `" " + to_string()` with a false -Wrestrict
+    s += ' ';
+    s += std::to_string(id);
+  }
   return s;
 }
 
