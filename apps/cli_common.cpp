@@ -63,9 +63,18 @@ Result<uint64_t> parse_size(const std::string& s) {
 }
 
 std::string default_model_path() {
-  for (const char* p : {"../shared/models/stories260K.gguf", "../../shared/models/stories260K.gguf"})
-    if (std::filesystem::exists(p)) return p;
-  return "../shared/models/stories260K.gguf";
+  // The default model sits in ../shared beside the checkout. Look for it from the working
+  // directory first (README commands run from the repo root), then beside the executable
+  // (build/pagoda -> ../../shared), so `pagoda` run from anywhere finds the same file.
+  const std::string rel = "shared/models/stories260K.gguf";
+  for (const char* up : {"../", "../../"})
+    if (std::filesystem::exists(up + rel)) return up + rel;
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec)
+    for (auto dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path())
+      if (std::filesystem::exists(dir / ".." / rel)) return (dir / ".." / rel).lexically_normal().string();
+  return "../" + rel;
 }
 
 int fail(const std::string& msg) {

@@ -73,21 +73,6 @@ Result<ui::Workload> build_workload(const InspectOptions& o) {
   return w;
 }
 
-Status apply_spec(const InspectOptions& o, EngineConfig& cfg) {
-  if (!o.draft.empty() && o.ngram > 0) return make_error("choose one drafter: --draft or --ngram");
-  cfg.spec.mode = !o.draft.empty() ? "draft" : o.ngram > 0 ? "ngram" : "off";
-  cfg.spec.ngram_n = o.ngram;
-  if (o.spec_k == "auto") {
-    cfg.spec.adaptive = true;
-    return {};
-  }
-  char* end = nullptr;
-  const long k = std::strtol(o.spec_k.c_str(), &end, 10);
-  if (o.spec_k.empty() || *end != '\0' || k < 1 || k > 16) return make_error("--spec-k must be 1..16 or auto");
-  cfg.spec.k = int32_t(k);
-  return {};
-}
-
 // Models and backend outlive every engine built on them (the benchmark builds several).
 struct Loaded {
   BackendPtr be;
@@ -117,7 +102,9 @@ Result<std::unique_ptr<ui::InProcessSource>> make_source(const InspectOptions& o
   cfg.block_size = o.block_size;
   cfg.num_blocks = o.kv_blocks;
   cfg.max_running = o.max_running;
-  PAGODA_TRY(apply_spec(o, cfg));
+  auto spec = make_spec_config(!o.draft.empty(), o.ngram, o.spec_k);
+  if (!spec) return spec.take_error();
+  cfg.spec = *spec;
   auto work = build_workload(o);
   if (!work) return work.take_error();
   auto e = Engine::create(*l.model, *l.be, cfg, l.draft.get());

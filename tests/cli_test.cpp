@@ -120,15 +120,33 @@ TEST(Cli, AutoBackendSaysWhatItChose) {
   EXPECT_TRUE(fell_back || gpu) << r.out;
 }
 
+// Without -m, the default model is found beside the checkout from any working directory (CTest
+// runs commands from build/tests, users from the repo root or elsewhere).
+TEST(Cli, DefaultModelIsFoundFromAnyWorkingDirectory) {
+  bool beside = false;
+  for (auto d = std::filesystem::path(PAGODA_BINARY_DIR); !d.empty() && d != d.root_path(); d = d.parent_path())
+    beside = beside || std::filesystem::exists(d / "../shared/models/stories260K.gguf");
+  if (!beside) GTEST_SKIP() << "no ../shared/models/stories260K.gguf above " << PAGODA_BINARY_DIR;
+  FILE* p = popen(("cd / && " + kBin + " run -p 'Once upon a time' -n 4 --temp 0 2>&1").c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+  const int st = pclose(p);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  EXPECT_NE(out.find("Once upon a time"), std::string::npos) << out;
+}
+
 TEST(Cli, ConformanceRunsOnEveryBackendAndPasses) {
   REQUIRE_MODELS();
-  auto r = sh("conformance -n 16 --json 2>/dev/null");
+  auto r = sh("conformance -m " + kStories + " -n 16 --json 2>/dev/null");
   ASSERT_EQ(r.code, 0) << r.out;
   auto j = nlohmann::json::parse(r.out);
   ASSERT_FALSE(j.empty());
   for (const auto& b : j) {
     if (b.value("status", "") == "skip") continue;
+    ASSERT_TRUE(b.contains("ops") && b.contains("model")) << b.dump();
     for (const auto& op : b["ops"]) EXPECT_NE(op["status"], "fail") << b["backend"] << " " << op.dump();
+    ASSERT_EQ(b["model"].size(), 2u) << "one F32 and one F16 KV model check per backend";
     for (const auto& m : b["model"]) {
       if (m["kv"] == "f32") {
         EXPECT_TRUE(m["greedy_identical"].get<bool>()) << b["backend"];

@@ -480,7 +480,7 @@ std::string speculative_workload_args(const fs::path& dir) {
     if (sh(kBin + " convert " + bin + " --tokenizer " + tok + " -o " + draft.string()).code == 0)
       spec = "--draft " + draft.string() + " --spec-k auto";
   }
-  return "--prompts " + (dir / "prompts.jsonl").string() + " " + spec + " --rate 60 --kv-blocks 192 -n 48 -t 1";
+  return "-m " + kStories + " --prompts " + (dir / "prompts.jsonl").string() + " " + spec + " --rate 60 --kv-blocks 192 -n 48 -t 1";
 }
 
 #define REQUIRE_XVFB()                                                                           \
