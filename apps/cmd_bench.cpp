@@ -1,10 +1,18 @@
 // `pagoda bench WORKLOAD`: reproducible measurements with their experiment envelope.
 #include <fmt/core.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
+#include "apps/bench_ops.h"
+#include "apps/bench_plot.h"
 #include "apps/cli_common.h"
 #include "core/engine/bench.h"
+#include "core/engine/bench_mixed.h"
 #include "core/engine/bench_workloads.h"
 
 #ifndef PAGODA_GIT_COMMIT
@@ -176,11 +184,189 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
   return 0;
 }
 
+
+struct MixedOptions {
+  std::string rates = "4";
+  int32_t requests = 32;
+  int32_t warmup = 2;
+  std::string prompt_len = "32:256", gen_len = "16:128", len_dist = "uniform";
+  uint64_t seed = 1;
+  double slo_ttft_ms = 1000, slo_itl_ms = 100;
+  int32_t max_running = 64;
+};
+
+Result<std::vector<double>> parse_rates(const std::string& s) {
+  std::vector<double> v;
+  size_t p = 0;
+  while (p <= s.size()) {
+    const size_t q = std::min(s.find(',', p), s.size());
+    const std::string item = s.substr(p, q - p);
+    double x = 0;
+    size_t used = 0;
+    try { x = std::stod(item, &used); } catch (...) { used = 0; }
+    if (used == 0 || used != item.size()) return make_error("--rate must be a number or comma-separated numbers (got '" + s + "')");
+    if (!(x > 0) || !std::isfinite(x)) return make_error("--rate must be > 0 requests per second (got '" + item + "')");
+    v.push_back(x);
+    p = q + 1;
+  }
+  return v;
+}
+
+int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
+  auto rates = parse_rates(mo.rates);
+  if (!rates) return fail(rates.error());
+  MixedTraceConfig tc;
+  auto pl = parse_len_range(mo.prompt_len, "--prompt-len");
+  if (!pl) return fail(pl.error());
+  auto gl = parse_len_range(mo.gen_len, "--gen-len");
+  if (!gl) return fail(gl.error());
+  tc.prompt_len = *pl;
+  tc.gen_len = *gl;
+  tc.requests = mo.requests;
+  tc.warmup = mo.warmup;
+  tc.len_dist = mo.len_dist;
+  tc.seed = mo.seed;
+  tc.slo_ttft_ms = mo.slo_ttft_ms;
+  tc.slo_itl_ms = mo.slo_itl_ms;
+  tc.rate = rates->front();
+  if (auto t = make_trace(tc); !t) return fail(t.error());  // option errors before loading anything
+  auto L = open_all(o);
+  if (!L) return fail(L.error());
+  EngineConfig ec;
+  ec.max_running = mo.max_running;
+  auto r = bench_mixed(*L->m, *L->be, tc, *rates, ec);
+  if (!r) return fail(r.error());
+  nlohmann::json j = envelope(o, *L->be, *L->m);
+  j["workload"] = "mixed";
+  j["repeats"] = 1;
+  j["warmup_runs"] = 0;
+  j["warmup_requests"] = mo.warmup;
+  j["clock"] = "wall";
+  j["trace"] = {{"arrivals", "poisson"}, {"requests", mo.requests}, {"seed", mo.seed}, {"prompt_len", {pl->lo, pl->hi}},
+                {"gen_len", {gl->lo, gl->hi}}, {"len_dist", mo.len_dist}};
+  j["slo"] = {{"ttft_ms", mo.slo_ttft_ms}, {"itl_ms", mo.slo_itl_ms}, {"itl_is", "mean inter-token gap per request"}};
+  j["engine"] = {{"max_running", ec.max_running}, {"max_batch_tokens", ec.max_batch_tokens}};
+  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n",
+                                 L->be->info().name, L->be->info().device, o.model, double(L->m->weights.bytes) / (1 << 20),
+                                 PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  text += fmt::format("mixed: {} Poisson arrivals (seed {}), prompt {}:{} gen {}:{} tokens ({}), {} warm-up requests excluded\n"
+                      "SLO: TTFT <= {} ms and mean ITL <= {} ms\n",
+                      mo.requests, mo.seed, pl->lo, pl->hi, gl->lo, gl->hi, mo.len_dist, mo.warmup, mo.slo_ttft_ms, mo.slo_itl_ms);
+  text += fmt::format("  {:>7} {:>6} {:>8} {:>9} {:>8} {:>17} {:>17} {:>9}\n", "rate/s", "done", "req/s", "tok/s",
+                      "goodput", "TTFT p50/p99 ms", "ITL p50/p99 ms", "queue p50");
+  for (const auto& p : *r) {
+    text += fmt::format("  {:>7.2f} {:>3}/{:<2} {:>8.2f} {:>9.1f} {:>8.2f} {:>8.1f}/{:<8.1f} {:>8.2f}/{:<8.2f} {:>9.2f}\n", p.rate,
+                        p.completed, p.requests, p.req_s, p.gen_tok_s, p.goodput_req_s, p.ttft_p50_ms, p.ttft_p99_ms,
+                        p.itl_p50_ms, p.itl_p99_ms, p.queue_p50_ms);
+    j["points"].push_back({{"rate", p.rate}, {"requests", p.requests}, {"completed", p.completed}, {"met_slo", p.met_slo},
+                           {"duration_s", p.duration_s}, {"prompt_tokens", p.prompt_tokens},
+                           {"generated_tokens", p.generated_tokens}, {"throughput_req_s", p.req_s},
+                           {"gen_tok_s", p.gen_tok_s}, {"goodput_req_s", p.goodput_req_s}, {"ttft_p50_ms", p.ttft_p50_ms},
+                           {"ttft_p99_ms", p.ttft_p99_ms}, {"itl_p50_ms", p.itl_p50_ms}, {"itl_p99_ms", p.itl_p99_ms},
+                           {"queue_p50_ms", p.queue_p50_ms}, {"e2e_p50_ms", p.e2e_p50_ms}});
+  }
+  emit(o, j, text);
+  return 0;
+}
+
+struct OpsOptions {
+  std::string backends = "all";
+  std::string filter;
+  int repeats = 10;
+  int threads = 0;
+  bool json = false;
+};
+
+int bench_ops_cmd(const OpsOptions& oo) {
+  std::vector<std::string> names;
+  if (oo.backends == "all") {
+    for (const auto& n : available_backends())
+      if (n != "cpu-ref") names.push_back(n);  // the reference is what every timing is checked against
+  } else {
+    size_t p = 0;
+    while (p <= oo.backends.size()) {
+      const size_t q = std::min(oo.backends.find(',', p), oo.backends.size());
+      names.push_back(oo.backends.substr(p, q - p));
+      p = q + 1;
+    }
+  }
+  const auto cases = bench_op_cases(oo.filter);
+  if (cases.empty()) return fail("--filter '" + oo.filter + "' matches no op case");
+  nlohmann::json j = {{"workload", "ops"}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
+                      {"repeats", oo.repeats}, {"warmup_runs", 1}, {"timing", "wall ms per call incl. submit + sync"}};
+  j["backends"] = nlohmann::json::array();
+  std::string text;
+  for (const auto& name : names) {
+    BackendOptions bo;
+    bo.backend = name;
+    bo.threads = oo.threads;
+    auto be = open_backend(bo, oo.json);
+    if (!be) {
+      if (oo.backends == "all") continue;  // listed as built but not usable here (no device)
+      return fail(name + ": " + be.error());
+    }
+    const auto info = (*be)->info();
+    const auto rows = bench_ops(**be, cases, oo.repeats);
+    text += format_op_table(info.name, info.device, rows) + "\n";
+    j["backends"].push_back({{"backend", info.name}, {"device", info.device}, {"driver", info.driver},
+                             {"threads", oo.threads}, {"ops", op_timings_json(rows)}});
+  }
+  if (j["backends"].empty()) return fail("no backend could be opened");
+  if (oo.json) fmt::print("{}\n", j.dump(2));
+  else fmt::print("per-op wall time, median and p99 of {} runs after 1 warm-up (build {}, commit {})\n\n{}", oo.repeats,
+                  PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT, text);
+  return 0;
+}
+
+struct PlotOptions {
+  std::string input, output, dir, out_dir;
+};
+
+Result<nlohmann::json> read_json(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return make_error("cannot open '" + path + "'");
+  auto j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded()) return make_error(path + ": not valid JSON");
+  return j;
+}
+
+int bench_plot_cmd(const PlotOptions& po) {
+  namespace fs = std::filesystem;
+  if (po.input.empty() == po.dir.empty()) return fail("plot needs either RESULTS.json or --dir DIR");
+  if (!po.input.empty()) {
+    auto j = read_json(po.input);
+    if (!j) return fail(j.error());
+    const std::string out = po.output.empty() ? fs::path(po.input).replace_extension(".png").string() : po.output;
+    if (auto st = plot_result(*j, out); !st) return fail(po.input + ": " + st.error());
+    fmt::print("wrote {}\n", out);
+    return 0;
+  }
+  const std::string out_dir = po.out_dir.empty() ? po.dir : po.out_dir;
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(po.dir, ec))
+    if (e.path().extension() == ".json") files.push_back(e.path());
+  if (ec) return fail("cannot read directory '" + po.dir + "': " + ec.message());
+  std::sort(files.begin(), files.end());
+  int written = 0;
+  for (const auto& f : files) {
+    auto j = read_json(f.string());
+    if (!j) return fail(j.error());
+    if (!j->is_object() || !plottable_workload(j->value("workload", std::string()))) continue;  // decode, prefix, capacity: single numbers
+    const std::string out = (fs::path(out_dir) / f.stem()).string() + ".png";
+    if (auto st = plot_result(*j, out); !st) return fail(f.string() + ": " + st.error());
+    fmt::print("wrote {}\n", out);
+    ++written;
+  }
+  if (written == 0) return fail("no plottable results (batch, spec, mixed, ops) in '" + po.dir + "'");
+  return 0;
+}
 }  // namespace
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode (more workloads follow)");
+  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, ops; plot renders their --json");
   cmd->require_subcommand(1);
   auto* dec = cmd->add_subcommand("decode", "Single-stream decode tok/s against the memory roofline");
   dec->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
@@ -227,6 +413,60 @@ void register_bench(CLI::App& app) {
       if (rc != 0) throw CLI::RuntimeError(rc);
     });
   }
+
+  auto mo = std::make_shared<MixedOptions>();
+  auto* mixed = cmd->add_subcommand("mixed",
+      "Poisson arrivals through the engine (continuous batching): throughput, TTFT/ITL percentiles, goodput under an SLO");
+  mixed->footer(
+      "Arrivals follow the wall clock: request i is submitted when its exponential-gap arrival time (mean 1/rate)\n"
+      "has passed, and TTFT and queue time count from that scheduled time. Prompts are random token ids (no prefix\n"
+      "sharing), decoding is greedy with EOS ignored so each request generates exactly its drawn length. Lengths are\n"
+      "uniform integers in A:B, or with --len-dist lognormal: median sqrt(A*B), A..B = +-2 sigma, clamped to A..B.\n"
+      "--warmup requests run first on the same engine and are excluded. Goodput = requests per second (over first\n"
+      "arrival .. last completion) whose TTFT <= --slo-ttft-ms and mean inter-token gap <= --slo-itl-ms.\n"
+      "--rate 1,2,4 runs one trace per rate (same seed) on a fresh engine each.");
+  mixed->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
+  mixed->add_option("--rate", mo->rates, "Mean arrival rate(s) in requests/s, > 0; comma-separated for a sweep")->capture_default_str();
+  mixed->add_option("--requests", mo->requests, "Requests in the trace")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  mixed->add_option("--warmup", mo->warmup, "Warm-up requests before the trace (excluded)")->capture_default_str()->check(CLI::Range(0, 1000));
+  mixed->add_option("--prompt-len", mo->prompt_len, "Prompt tokens A:B")->capture_default_str();
+  mixed->add_option("--gen-len", mo->gen_len, "Generated tokens A:B")->capture_default_str();
+  mixed->add_option("--len-dist", mo->len_dist, "uniform or lognormal")->capture_default_str();
+  mixed->add_option("--seed", mo->seed, "Trace seed (arrivals, lengths, prompt tokens)")->capture_default_str();
+  mixed->add_option("--slo-ttft-ms", mo->slo_ttft_ms, "SLO: time to first token")->capture_default_str()->check(CLI::NonNegativeNumber);
+  mixed->add_option("--slo-itl-ms", mo->slo_itl_ms, "SLO: mean inter-token latency")->capture_default_str()->check(CLI::NonNegativeNumber);
+  mixed->add_option("--max-running", mo->max_running, "Engine: concurrent sequences")->capture_default_str()->check(CLI::Range(1, 4096));
+  mixed->add_flag("--json", o->json, "Machine-readable output");
+  add_backend_options(mixed, o->be);
+  mixed->callback([o, mo] {
+    const int rc = bench_mixed_cmd(*o, *mo);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+
+  auto oo = std::make_shared<OpsOptions>();
+  auto* ops = cmd->add_subcommand("ops", "Per-op wall time on each backend (median, p99), shapes of a dim-1024 layer");
+  ops->footer("Every op the Backend interface exposes, via the conformance harness: each timed call is also checked\n"
+              "against the CPU reference. Time is wall clock around the call plus sync (GPU: includes submit).");
+  ops->add_option("--backend", oo->backends, "Comma-separated backends, or all (every one built, except cpu-ref)")->capture_default_str();
+  ops->add_option("-r,--repeats", oo->repeats, "Timed runs per op (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 10000));
+  ops->add_option("--filter", oo->filter, "Only cases whose op/dtype/shape contains this");
+  ops->add_option("-t,--threads", oo->threads, "CPU backend threads (0 = all cores)")->capture_default_str();
+  ops->add_flag("--json", oo->json, "Machine-readable output");
+  ops->callback([oo] {
+    const int rc = bench_ops_cmd(*oo);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+
+  auto po = std::make_shared<PlotOptions>();
+  auto* plot = cmd->add_subcommand("plot", "PNG charts from --json results (batch, spec, mixed, ops)");
+  plot->add_option("results", po->input, "One result JSON");
+  plot->add_option("-o,--output", po->output, "PNG for the single result (default: RESULTS.png)");
+  plot->add_option("--dir", po->dir, "Plot every plottable *.json in this directory");
+  plot->add_option("--out", po->out_dir, "Where --dir writes NAME.png (default: the same directory)");
+  plot->callback([po] {
+    const int rc = bench_plot_cmd(*po);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
 }
 
 }  // namespace pagoda::cli

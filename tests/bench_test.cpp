@@ -1,0 +1,220 @@
+// `pagoda bench mixed | ops | plot` as a user runs them: results, JSON fields, PNG output and
+// errors. Nothing here asserts on how fast anything ran.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sys/wait.h>
+
+namespace {
+
+const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
+const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+
+struct Run {
+  int code;
+  std::string out;
+};
+
+// `merge_stderr` false keeps stdout alone so JSON parses.
+Run sh(const std::string& args, bool merge_stderr = true) {
+  Run r{0, {}};
+  FILE* p = popen((kBin + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::filesystem::path temp_dir() {
+  auto d = std::filesystem::temp_directory_path() / ("pagoda_bench_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+// Width and height from a PNG's IHDR, after checking the signature and the chunk type.
+bool png_size(const std::filesystem::path& f, uint32_t& w, uint32_t& h) {
+  std::ifstream in(f, std::ios::binary);
+  std::array<unsigned char, 24> b{};
+  if (!in.read(reinterpret_cast<char*>(b.data()), b.size())) return false;
+  const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (!std::equal(sig, sig + 8, b.begin())) return false;
+  if (std::string(b.begin() + 12, b.begin() + 16) != "IHDR") return false;
+  auto be32 = [&](int o) { return uint32_t(b[o]) << 24 | uint32_t(b[o + 1]) << 16 | uint32_t(b[o + 2]) << 8 | uint32_t(b[o + 3]); };
+  w = be32(16);
+  h = be32(20);
+  return true;
+}
+
+#define REQUIRE_MODELS() \
+  if (!std::filesystem::exists(kStories)) GTEST_SKIP() << "missing " << kStories
+
+const std::string kSmallTrace = " --requests 10 --warmup 1 --prompt-len 4:24 --gen-len 4:12 --seed 7";
+
+}  // namespace
+
+TEST(Bench, MixedFinishesEveryRequestWithOrderedPercentiles) {
+  REQUIRE_MODELS();
+  auto r = sh("bench mixed -m " + kStories + " --rate 40,200" + kSmallTrace + " --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["workload"], "mixed");
+  for (const char* k : {"backend", "device", "weights_digest", "git_commit", "build_type", "trace", "slo", "clock"}) {
+    EXPECT_TRUE(j.contains(k)) << k;
+  }
+  ASSERT_EQ(j["points"].size(), 2u);
+  for (const auto& p : j["points"]) {
+    for (const char* k : {"rate", "requests", "completed", "met_slo", "throughput_req_s", "gen_tok_s", "goodput_req_s",
+                          "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "queue_p50_ms", "duration_s"}) {
+      ASSERT_TRUE(p.contains(k)) << k;
+    }
+    EXPECT_EQ(p["requests"].get<int>(), 10);
+    EXPECT_EQ(p["completed"].get<int>(), 10);
+    EXPECT_LE(p["met_slo"].get<int>(), p["completed"].get<int>());
+    EXPECT_GT(p["throughput_req_s"].get<double>(), 0);
+    EXPECT_GT(p["gen_tok_s"].get<double>(), 0);
+    EXPECT_LE(p["goodput_req_s"].get<double>(), p["throughput_req_s"].get<double>());
+    EXPECT_GT(p["ttft_p50_ms"].get<double>(), 0);
+    EXPECT_LE(p["ttft_p50_ms"].get<double>(), p["ttft_p99_ms"].get<double>());
+    EXPECT_LE(p["itl_p50_ms"].get<double>(), p["itl_p99_ms"].get<double>());
+    EXPECT_GE(p["queue_p50_ms"].get<double>(), 0);
+    // Every request generates exactly its drawn length (EOS ignored): within the 4:12 range.
+    EXPECT_GE(p["generated_tokens"].get<int>(), 10 * 4);
+    EXPECT_LE(p["generated_tokens"].get<int>(), 10 * 12);
+  }
+  // Same seed at both rates: the same lengths, so the same token totals.
+  EXPECT_EQ(j["points"][0]["generated_tokens"], j["points"][1]["generated_tokens"]);
+}
+
+TEST(Bench, MixedTinySloGivesZeroGoodput) {
+  REQUIRE_MODELS();
+  auto r = sh("bench mixed -m " + kStories + " --rate 100" + kSmallTrace + " --slo-ttft-ms 0.000001 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto p = nlohmann::json::parse(r.out)["points"][0];
+  EXPECT_EQ(p["completed"].get<int>(), 10);
+  EXPECT_EQ(p["met_slo"].get<int>(), 0);
+  EXPECT_EQ(p["goodput_req_s"].get<double>(), 0.0);
+  EXPECT_GT(p["throughput_req_s"].get<double>(), 0);
+}
+
+TEST(Bench, MixedTextTableAndHelp) {
+  REQUIRE_MODELS();
+  auto r = sh("bench mixed -m " + kStories + " --rate 100" + kSmallTrace + " --len-dist lognormal");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* k : {"envelope:", "Poisson", "goodput", "TTFT p50/p99"}) EXPECT_NE(r.out.find(k), std::string::npos) << k;
+  auto h = sh("bench mixed --help");
+  EXPECT_EQ(h.code, 0);
+  for (const char* k : {"--rate", "--prompt-len", "--gen-len", "--slo-ttft-ms", "--slo-itl-ms", "lognormal", "wall clock"}) {
+    EXPECT_NE(h.out.find(k), std::string::npos) << k;
+  }
+}
+
+TEST(Bench, MixedRejectsBadInput) {
+  struct Bad {
+    std::string args, says;
+  };
+  const Bad cases[] = {{"--prompt-len 5:2", "--prompt-len"}, {"--gen-len 0:4", "--gen-len"}, {"--prompt-len x", "--prompt-len"},
+                       {"--rate 0", "--rate"},             {"--rate -3", "--rate"},     {"--rate 2,abc", "--rate"},
+                       {"--len-dist zipf", "--len-dist"}};
+  for (const auto& c : cases) {
+    auto r = sh("bench mixed -m " + kStories + " --requests 2 " + c.args);
+    EXPECT_NE(r.code, 0) << c.args;
+    EXPECT_NE(r.out.find("error"), std::string::npos) << c.args << ": " << r.out;
+    EXPECT_NE(r.out.find(c.says), std::string::npos) << c.args << ": " << r.out;
+  }
+}
+
+TEST(Bench, OpsReportsEveryOpWithPositiveTime) {
+  auto r = sh("bench ops --backend cpu -r 2 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["workload"], "ops");
+  ASSERT_EQ(j["backends"].size(), 1u);
+  EXPECT_EQ(j["backends"][0]["backend"], "cpu");
+  std::set<std::string> ops;
+  for (const auto& row : j["backends"][0]["ops"]) {
+    ops.insert(row["op"].get<std::string>());
+    ASSERT_EQ(row["status"], "ok") << row.dump();
+    EXPECT_GT(row["median_ms"].get<double>(), 0) << row.dump();
+    EXPECT_GE(row["p99_ms"].get<double>(), row["median_ms"].get<double>()) << row.dump();
+    EXPECT_EQ(row["repeats"].get<int>(), 2);
+  }
+  for (const char* op : {"embed", "rms_norm", "matmul", "rope", "silu_mul", "add", "kv_store", "paged_attention", "softmax",
+                         "argmax", "sample_probs", "verify"}) {
+    EXPECT_TRUE(ops.count(op)) << op;
+  }
+  auto t = sh("bench ops --backend cpu -r 1 --filter rms_norm");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_NE(t.out.find("median ms"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("rms_norm"), std::string::npos) << t.out;
+  EXPECT_EQ(t.out.find("matmul"), std::string::npos) << t.out;
+  EXPECT_NE(sh("bench ops --backend nosuch -r 1").code, 0);
+  EXPECT_NE(sh("bench ops --backend cpu --filter nothing-matches").code, 0);
+}
+
+TEST(Bench, PlotWritesValidPngs) {
+  const auto dir = temp_dir();
+  nlohmann::json mixed = {{"workload", "mixed"}, {"backend", "cpu"}, {"points", nlohmann::json::array()}};
+  for (double rate : {1.0, 2.0, 4.0}) {
+    mixed["points"].push_back({{"rate", rate}, {"ttft_p50_ms", 10 * rate}, {"ttft_p99_ms", 30 * rate}, {"itl_p99_ms", 4.0},
+                               {"throughput_req_s", rate * 0.9}, {"goodput_req_s", rate * 0.5}});
+  }
+  nlohmann::json batch = {{"workload", "batch"}, {"points", nlohmann::json::array()}};
+  for (int s : {1, 2, 4, 8}) batch["points"].push_back({{"streams", s}, {"gen_tok_s", 100.0 * s}, {"speedup_vs_1", double(s)}});
+  nlohmann::json spec = {{"workload", "spec"}, {"points", nlohmann::json::array()}};
+  for (const char* k : {"off", "k=1", "k=2", "auto"}) spec["points"].push_back({{"k", k}, {"speedup", 1.5}});
+  nlohmann::json ops = {{"workload", "ops"}, {"backends", nlohmann::json::array()}};
+  for (const char* b : {"cpu", "vulkan"}) {
+    ops["backends"].push_back({{"backend", b}, {"ops", {{{"op", "matmul"}, {"dtype", "f32"}, {"shape", "x"}, {"status", "ok"}, {"median_ms", 0.5}},
+                                                        {{"op", "add"}, {"dtype", "f32"}, {"shape", "y"}, {"status", "ok"}, {"median_ms", 0.01}}}}});
+  }
+  nlohmann::json decode = {{"workload", "decode"}};  // no chart: skipped by --dir
+  for (auto& [name, j] : std::vector<std::pair<std::string, nlohmann::json>>{{"mixed", mixed}, {"batch", batch}, {"spec", spec}, {"ops", ops}, {"decode", decode}}) {
+    std::ofstream(dir / (name + ".json")) << j.dump();
+  }
+  auto r = sh("bench plot " + (dir / "mixed.json").string() + " -o " + (dir / "one.png").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  uint32_t w = 0, h = 0;
+  ASSERT_TRUE(png_size(dir / "one.png", w, h));
+  EXPECT_EQ(w, 900u);
+  EXPECT_EQ(h, 880u);  // two panels: latency, then throughput and goodput
+  const auto out = dir / "plots";
+  r = sh("bench plot --dir " + dir.string() + " --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* name : {"mixed", "batch", "spec", "ops"}) {
+    ASSERT_TRUE(png_size(out / (std::string(name) + ".png"), w, h)) << name;
+    EXPECT_EQ(w, 900u) << name;
+    EXPECT_GT(h, 100u) << name;
+    EXPECT_GT(std::filesystem::file_size(out / (std::string(name) + ".png")), 1000u) << name;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out / "decode.png"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Bench, PlotRejectsUnknownOrBrokenInput) {
+  const auto dir = temp_dir();
+  std::ofstream(dir / "weird.json") << R"({"workload": "teleport", "points": []})";
+  std::ofstream(dir / "broken.json") << "{not json";
+  std::ofstream(dir / "nopoints.json") << R"({"workload": "batch"})";
+  auto r = sh("bench plot " + (dir / "weird.json").string() + " -o " + (dir / "w.png").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("no chart for workload 'teleport'"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "w.png"));
+  r = sh("bench plot " + (dir / "broken.json").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("not valid JSON"), std::string::npos) << r.out;
+  r = sh("bench plot " + (dir / "nopoints.json").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("points"), std::string::npos) << r.out;
+  r = sh("bench plot " + (dir / "missing.json").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("cannot open"), std::string::npos) << r.out;
+  EXPECT_NE(sh("bench plot").code, 0);
+  std::filesystem::remove_all(dir);
+}
