@@ -1,11 +1,15 @@
 // BlockPool: O(1) free list + LRU of cached blocks; random operation sequences keep every invariant.
+// KvCache: fork with copy-on-write keeps every table reading exactly what it wrote.
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 
+#include "backends/cpu/cpu_backend.h"
 #include "core/kv/block_pool.h"
+#include "core/kv/kv_cache.h"
 
 using namespace pagoda;
 
@@ -104,4 +108,179 @@ TEST(BlockPool, RandomOperationsKeepInvariants) {
   EXPECT_EQ(p.num_in_use(), 0);
   EXPECT_EQ(p.num_free() + p.num_cached(), n);
   EXPECT_EQ(p.check_invariants(), "");
+}
+
+// ---- KvCache fork with copy-on-write, on the CPU backend ----
+
+namespace {
+
+struct CowFixture {
+  ModelConfig cfg;
+  CpuBackend be{CpuOptions{.reference = true}};
+  std::unique_ptr<KvCache> kv;
+  int64_t cols = 0;
+
+  explicit CowFixture(int32_t blocks, int32_t bs = 4) {
+    cfg.n_layers = 2;
+    cfg.n_kv_heads = 2;
+    cfg.head_dim = 3;
+    cols = int64_t(cfg.n_kv_heads) * cfg.head_dim;
+    auto k = KvCache::create(be, cfg, KvCacheConfig{.block_size = bs, .num_blocks = blocks, .dtype = DType::F32});
+    EXPECT_TRUE(k.ok()) << k.error();
+    kv = std::make_unique<KvCache>(std::move(*k));
+  }
+  // Writes a value naming (table tag, position, layer, side, column) at every slot of [p0, p1).
+  void write(const BlockTable& t, float tag, int32_t p0, int32_t p1) {
+    for (int32_t p = p0; p < p1; ++p)
+      for (int32_t l = 0; l < cfg.n_layers; ++l)
+        for (int side = 0; side < 2; ++side) {
+          std::vector<float> row(static_cast<size_t>(cols));
+          for (int64_t c = 0; c < cols; ++c) row[size_t(c)] = value(tag, p, l, side, c);
+          const Tensor& dst = side ? kv->v(l) : kv->k(l);
+          be.upload(dst.row_slice(t.slot(p, kv->block_size()), 1), row.data(), row.size() * sizeof(float));
+        }
+  }
+  // True when every slot of [p0, p1) in `t` holds what write(tag) put there.
+  bool holds(const BlockTable& t, float tag, int32_t p0, int32_t p1) {
+    for (int32_t p = p0; p < p1; ++p)
+      for (int32_t l = 0; l < cfg.n_layers; ++l)
+        for (int side = 0; side < 2; ++side) {
+          std::vector<float> row(static_cast<size_t>(cols));
+          const Tensor& src = side ? kv->v(l) : kv->k(l);
+          be.download(src.row_slice(t.slot(p, kv->block_size()), 1), row.data(), row.size() * sizeof(float));
+          for (int64_t c = 0; c < cols; ++c)
+            if (row[size_t(c)] != value(tag, p, l, side, c)) return false;
+        }
+    return true;
+  }
+  static float value(float tag, int32_t p, int32_t l, int side, int64_t c) {
+    return tag * 1000 + float(p) * 10 + float(l) * 3 + float(side) * 0.5f + float(c) * 0.01f;
+  }
+  BlockTable grow(int32_t n_tokens) {
+    BlockTable t;
+    while (t.capacity(kv->block_size()) < n_tokens) t.blocks.push_back(*kv->pool().allocate());
+    return t;
+  }
+};
+
+}  // namespace
+
+TEST(KvFork, PartialBlockIsCopiedOnWriteAndFullBlocksStayShared) {
+  CowFixture f(8);
+  BlockTable a = f.grow(10);  // blocks of 4: two full, one holding 2 tokens
+  f.write(a, 1, 0, 10);
+  BlockTable b = f.kv->fork(a);
+  for (int32_t blk : a.blocks) EXPECT_EQ(f.kv->pool().refcount(blk), 2);
+
+  // b continues at position 10: the partial block is copied (its 2 rows) before b writes.
+  ASSERT_TRUE(f.kv->make_writable(b, 10).ok());
+  EXPECT_EQ(b.blocks[0], a.blocks[0]);
+  EXPECT_EQ(b.blocks[1], a.blocks[1]);
+  EXPECT_NE(b.blocks[2], a.blocks[2]);
+  EXPECT_EQ(f.kv->pool().refcount(a.blocks[2]), 1);
+  EXPECT_EQ(f.kv->pool().refcount(b.blocks[2]), 1);
+  EXPECT_TRUE(f.holds(b, 1, 0, 10)) << "the fork sees the parent's tokens, including the copied rows";
+  f.write(b, 2, 10, 12);
+  f.write(a, 3, 10, 12);
+  EXPECT_TRUE(f.holds(a, 1, 0, 10));
+  EXPECT_TRUE(f.holds(a, 3, 10, 12)) << "the parent's continuation is its own";
+  EXPECT_TRUE(f.holds(b, 2, 10, 12)) << "the fork's continuation is its own";
+
+  // a's block is private now: making it writable again copies nothing.
+  const int32_t free_before = f.kv->pool().num_free();
+  ASSERT_TRUE(f.kv->make_writable(a, 12).ok());
+  EXPECT_EQ(f.kv->pool().num_free(), free_before);
+
+  for (int32_t blk : a.blocks) f.kv->pool().release(blk);
+  for (int32_t blk : b.blocks) f.kv->pool().release(blk);
+  EXPECT_EQ(f.kv->pool().num_free(), 8) << "nothing leaks";
+  EXPECT_EQ(f.kv->pool().check_invariants(), "");
+}
+
+TEST(KvFork, CopyOnWriteWithoutAFreeBlockIsAnErrorAndLeavesTablesValid) {
+  CowFixture f(3);
+  BlockTable a = f.grow(10);  // all three blocks
+  f.write(a, 1, 0, 10);
+  BlockTable b = f.kv->fork(a);
+  const auto st = f.kv->make_writable(b, 10);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().find("KV cache full"), std::string::npos) << st.error();
+  EXPECT_EQ(b.blocks, a.blocks);
+  EXPECT_TRUE(f.holds(b, 1, 0, 10));
+  for (int32_t blk : a.blocks) f.kv->pool().release(blk);
+  for (int32_t blk : b.blocks) f.kv->pool().release(blk);
+  EXPECT_EQ(f.kv->pool().num_free(), 3);
+}
+
+// Random grow / fork / write / truncate / free over tables that share blocks: refcounts always equal
+// the references the tables hold, and every table keeps reading exactly what it wrote.
+TEST(KvFork, RandomForksAndWritesKeepContentsAndRefcounts) {
+  const uint64_t seed = std::random_device{}();
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int32_t bs = 4, n_blocks = 24;
+  CowFixture f(n_blocks, bs);
+  struct Seq {
+    BlockTable t;
+    std::vector<float> tag;  // tag written at each position
+  };
+  std::vector<Seq> seqs(6);
+  float next_tag = 1;
+  for (int step = 0; step < 3000; ++step) {
+    Seq& s = seqs[rng() % seqs.size()];
+    switch (rng() % 5) {
+      case 0: case 1: {  // append 1..5 tokens
+        const int32_t n = 1 + int32_t(rng() % 5), p0 = int32_t(s.tag.size());
+        if (!f.kv->make_writable(s.t, p0).ok()) break;
+        bool ok = true;
+        while (ok && s.t.capacity(bs) < p0 + n) {
+          auto b = f.kv->pool().allocate();
+          if (b) s.t.blocks.push_back(*b);
+          else ok = false;
+        }
+        if (!ok) break;
+        const float tag = next_tag++;
+        f.write(s.t, tag, p0, p0 + n);
+        s.tag.resize(size_t(p0 + n), tag);
+        break;
+      }
+      case 2: {  // fork another sequence into this one
+        Seq& o = seqs[rng() % seqs.size()];
+        if (&o == &s) break;
+        for (int32_t b : s.t.blocks) f.kv->pool().release(b);
+        s.t = f.kv->fork(o.t);
+        s.tag = o.tag;
+        break;
+      }
+      case 3: {  // truncate (rejected drafts), then the next append rewrites from there
+        if (s.tag.empty()) break;
+        const size_t keep = rng() % (s.tag.size() + 1);
+        s.tag.resize(keep);
+        while (s.t.blocks.size() > (keep + bs - 1) / bs) {
+          f.kv->pool().release(s.t.blocks.back());
+          s.t.blocks.pop_back();
+        }
+        break;
+      }
+      case 4: {  // finish
+        for (int32_t b : s.t.blocks) f.kv->pool().release(b);
+        s = Seq{};
+        break;
+      }
+    }
+    ASSERT_EQ(f.kv->pool().check_invariants(), "") << "step " << step;
+    std::map<int32_t, int32_t> refs;
+    for (const auto& q : seqs) for (int32_t b : q.t.blocks) ++refs[b];
+    for (int32_t b = 0; b < n_blocks; ++b) {
+      ASSERT_EQ(f.kv->pool().refcount(b), refs.count(b) ? refs[b] : 0) << "block " << b << " step " << step;
+    }
+    if (step % 50 != 0) continue;
+    for (const auto& q : seqs) {
+      for (size_t p = 0; p < q.tag.size(); ++p) {
+        ASSERT_TRUE(f.holds(q.t, q.tag[p], int32_t(p), int32_t(p) + 1)) << "position " << p << " step " << step;
+      }
+    }
+  }
+  for (auto& s : seqs) for (int32_t b : s.t.blocks) f.kv->pool().release(b);
+  EXPECT_EQ(f.kv->pool().num_free(), n_blocks);
 }

@@ -1,6 +1,7 @@
 #include "core/kv/kv_cache.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace pagoda {
 
@@ -33,7 +34,40 @@ Result<KvCache> KvCache::create(Backend& be, const ModelConfig& c, const KvCache
     }
   }
   kv.pool_ = std::make_unique<BlockPool>(cfg.num_blocks);
+  kv.be_ = &be;
   return kv;
+}
+
+BlockTable KvCache::fork(const BlockTable& src) {
+  for (int32_t b : src.blocks) pool_->retain(b);
+  return src;
+}
+
+Status KvCache::make_writable(BlockTable& t, int32_t pos) {
+  const int32_t bs = cfg_.block_size;
+  if (pos < 0) return make_error("make_writable: negative position");
+  // Every shared block from the one holding `pos` to the end of the table is swapped for a
+  // private one; only the first keeps content (its rows before `pos`), the rest are rewritten.
+  for (size_t i = size_t(pos / bs); i < t.blocks.size(); ++i) {
+    const int32_t old = t.blocks[i];
+    if (pool_->refcount(old) <= 1) continue;
+    auto fresh = pool_->allocate();
+    if (!fresh) return make_error("KV cache full: no block for a copy-on-write of a shared block");
+    const int32_t rows = i == size_t(pos / bs) ? pos % bs : 0;
+    if (rows > 0) {
+      std::vector<uint8_t> host;
+      for (const auto* side : {&k_, &v_})
+        for (const Tensor& layer : *side) {
+          const Tensor from = layer.row_slice(int64_t(old) * bs, rows), to = layer.row_slice(int64_t(*fresh) * bs, rows);
+          host.resize(from.bytes());
+          be_->download(from, host.data(), host.size());
+          be_->upload(to, host.data(), host.size());
+        }
+    }
+    pool_->release(old);
+    t.blocks[i] = *fresh;
+  }
+  return {};
 }
 
 }  // namespace pagoda

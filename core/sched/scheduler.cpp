@@ -61,8 +61,9 @@ void Scheduler::ensure_keys(Sequence& s) {
 bool Scheduler::reserve(Sequence& s, int32_t n_tokens) {
   const auto t0 = std::chrono::steady_clock::now();
   const uint64_t before = kv_.pool().evictions();
-  bool ok = true;
-  while (s.table.capacity(kv_.block_size()) < n_tokens) {
+  // Blocks shared with a fork are copied before this sequence writes into them.
+  bool ok = kv_.make_writable(s.table, s.n_computed).ok();
+  while (ok && s.table.capacity(kv_.block_size()) < n_tokens) {
     auto b = kv_.pool().allocate();
     if (!b) { ok = false; break; }
     s.table.blocks.push_back(*b);
