@@ -129,7 +129,7 @@ void draw_panel(Canvas& c, const Panel& p, double ox, double oy, double w, doubl
   double label_w = 0;
   for (const auto& cat : p.categories) label_w = std::max(label_w, Canvas::text_width(cat, 1.5));
   const double left = ox + (p.kind == Panel::HBars ? std::min(w / 2, label_w + 20) : 100);
-  const double right = ox + w - (p.kind == Panel::HBars ? 45 : 30), top = oy + 50, bottom = oy + h - 70;
+  const double right = ox + w - (p.kind == Panel::HBars ? 45 : 30), top = oy + 62, bottom = oy + h - 70;
   // Value range over every series.
   double vmin = 1e300, vmax = -1e300, xmin = 1e300, xmax = -1e300;
   for (const auto& s : p.series) {
@@ -191,7 +191,7 @@ void draw_panel(Canvas& c, const Panel& p, double ox, double oy, double w, doubl
   }
   c.line(left, top, left, bottom, kBlack, 2);
   c.line(left, bottom, right, bottom, kBlack, 2);
-  c.text(ox + 8, top - 22, p.ylabel, kScale);
+  c.text(ox + 8, top - 20, p.ylabel, kScale);
   const double xw = Canvas::text_width(p.xlabel, kScale);
   c.text(left + (right - left - xw) / 2, bottom + 40, p.xlabel, kScale);
   if (p.kind == Panel::Bars) {
