@@ -1,28 +1,51 @@
 #!/usr/bin/env bash
 # Reproduces every number in docs/perf.md: generates the benchmark models, then runs each
-# workload with --json into bench-results/ (and prints the tables). Usage: bash docs/bench.sh
+# workload with --json into bench-results/ (and prints the tables), then renders the charts into
+# docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode batch prefix capacity spec
+# mixed ops plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=./build/pagoda
+B=${PAGODA_BIN:-./build/pagoda}
+SECTIONS=${*:-decode batch prefix capacity spec mixed ops plot}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 M=bench-models
 OUT=bench-results
 mkdir -p "$M" "$OUT"
 [[ -x $B ]] || ./setup.sh
-[[ -f $M/synth-110M-f32.gguf ]]  || $B synth --preset 110M --dtype f32  -o $M/synth-110M-f32.gguf
-[[ -f $M/synth-110M-q8_0.gguf ]] || $B synth --preset 110M --dtype q8_0 -o $M/synth-110M-q8_0.gguf
-[[ -f $M/synth-15M-f32.gguf ]]   || $B synth --preset 15M  --dtype f32  -o $M/synth-15M-f32.gguf
-[[ -f $M/wide.gguf ]] || $B synth --widen ../shared/models/stories260K.gguf -o $M/wide.gguf
-[[ -f $M/xs.gguf ]]   || $B convert ../shared/models/llama2xs-260K.bin --tokenizer ../shared/models/tok512.bin -o $M/xs.gguf
-run() { local name=$1; shift; echo "== $name: pagoda $*"; $B "$@"; $B "$@" --json 2>/dev/null > "$OUT/$name.json"; }
-run decode-110M-f32  bench decode -m $M/synth-110M-f32.gguf  -n 64 -r 5
-run decode-110M-q8_0 bench decode -m $M/synth-110M-q8_0.gguf -n 64 -r 5
-run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5
-if $B bench decode -m ../shared/models/stories260K.gguf -n 2 -r 1 --backend vulkan >/dev/null 2>&1; then
-  run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5 --backend vulkan
+VULKAN=0
+$B bench decode -m ../shared/models/stories260K.gguf -n 2 -r 1 --backend vulkan >/dev/null 2>&1 && VULKAN=1
+if want decode; then
+  [[ -f $M/synth-110M-f32.gguf ]]  || $B synth --preset 110M --dtype f32  -o $M/synth-110M-f32.gguf
+  [[ -f $M/synth-110M-q8_0.gguf ]] || $B synth --preset 110M --dtype q8_0 -o $M/synth-110M-q8_0.gguf
 fi
-run batch    bench batch  -m $M/synth-15M-f32.gguf --streams 1,2,4,8,16,32,64 -n 32 -r 3
-run prefix   bench prefix -m $M/wide.gguf --prompt-tokens 512 --cached 0.9 -r 3
-run capacity bench capacity -r 1
-run spec-draft bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 48 -r 1 --k-max 8
-run spec-ngram bench spec -m $M/wide.gguf --ngram 3 -n 48 -r 1 --k-max 4
+[[ -f $M/synth-15M-f32.gguf ]] || $B synth --preset 15M  --dtype f32  -o $M/synth-15M-f32.gguf
+if want prefix || want spec; then
+  [[ -f $M/wide.gguf ]] || $B synth --widen ../shared/models/stories260K.gguf -o $M/wide.gguf
+  [[ -f $M/xs.gguf ]]   || $B convert ../shared/models/llama2xs-260K.bin --tokenizer ../shared/models/tok512.bin -o $M/xs.gguf
+fi
+run() { local name=$1; shift; echo "== $name: pagoda $*"; $B "$@"; $B "$@" --json 2>/dev/null > "$OUT/$name.json"; }
+if want decode; then
+  run decode-110M-f32  bench decode -m $M/synth-110M-f32.gguf  -n 64 -r 5
+  run decode-110M-q8_0 bench decode -m $M/synth-110M-q8_0.gguf -n 64 -r 5
+  run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5
+  if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5 --backend vulkan; fi
+fi
+if want batch; then run batch bench batch -m $M/synth-15M-f32.gguf --streams 1,2,4,8,16,32,64 -n 32 -r 3; fi
+if want prefix; then run prefix bench prefix -m $M/wide.gguf --prompt-tokens 512 --cached 0.9 -r 3; fi
+if want capacity; then run capacity bench capacity -r 1; fi
+if want spec; then
+  run spec-draft bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 48 -r 1 --k-max 8
+  run spec-ngram bench spec -m $M/wide.gguf --ngram 3 -n 48 -r 1 --k-max 4
+fi
+# Poisson arrivals (same seed and lengths everywhere), goodput under TTFT <= 500 ms and mean ITL <= 50 ms.
+TRACE="--requests 32 --prompt-len 16:128 --gen-len 16:96 --seed 1 --slo-ttft-ms 500 --slo-itl-ms 50"
+if want mixed; then
+  run mixed-15M-cpu   bench mixed -m $M/synth-15M-f32.gguf --rate 2,4,8,16 $TRACE
+  run mixed-260K-cpu  bench mixed -m ../shared/models/stories260K.gguf --rate 4,8,16,32 $TRACE
+  if ((VULKAN)); then run mixed-260K-vulkan bench mixed -m ../shared/models/stories260K.gguf --rate 4,8,16,32 $TRACE --backend vulkan; fi
+fi
+if want ops; then
+  if ((VULKAN)); then run ops bench ops --backend cpu,vulkan -r 10; else run ops bench ops --backend cpu -r 10; fi
+fi
+if want plot; then mkdir -p docs/plots && $B bench plot --dir "$OUT" --out docs/plots; fi
 echo "results in $OUT/"
