@@ -110,16 +110,16 @@ std::vector<double> nice_ticks(double lo, double& hi, int n = 5) {
 constexpr double kScale = 2.0;                    // tick and legend text
 constexpr double kCharH = 7 * kScale;             // cap height of easy_font at that scale
 
-void draw_legend(Canvas& c, const Panel& p, double x, double y) {
+// One row of swatches and names above the plot area, ending at x = `right`, so it never hides data.
+void draw_legend(Canvas& c, const Panel& p, double right, double y) {
   if (p.series.size() < 2 && p.series.front().name.empty()) return;
-  double wmax = 0;
-  for (const auto& s : p.series) wmax = std::max(wmax, Canvas::text_width(s.name, kScale));
-  c.fill(x - 4, y - 2, x + 26 + wmax, y + 20 * double(p.series.size()) + 2, kWhite);
+  double total = 0;
+  for (const auto& s : p.series) total += 20 + Canvas::text_width(s.name, kScale) + 18;
+  double x = right - total;
   for (size_t i = 0; i < p.series.size(); ++i) {
-    const Rgb col = kPalette[i % 6];
-    c.fill(x, y + 2, x + 14, y + 14, col);
-    c.text(x + 20, y + 1, p.series[i].name, kScale);
-    y += 20;
+    c.fill(x, y, x + 14, y + 14, kPalette[i % 6]);
+    c.text(x + 20, y, p.series[i].name, kScale);
+    x += 20 + Canvas::text_width(p.series[i].name, kScale) + 18;
   }
 }
 
@@ -129,7 +129,7 @@ void draw_panel(Canvas& c, const Panel& p, double ox, double oy, double w, doubl
   double label_w = 0;
   for (const auto& cat : p.categories) label_w = std::max(label_w, Canvas::text_width(cat, 1.5));
   const double left = ox + (p.kind == Panel::HBars ? std::min(w / 2, label_w + 20) : 100);
-  const double right = ox + w - (p.kind == Panel::HBars ? 45 : 30), top = oy + 62, bottom = oy + h - 70;
+  const double right = ox + w - (p.kind == Panel::HBars ? 45 : 30), top = oy + 78, bottom = oy + h - 70;
   // Value range over every series.
   double vmin = 1e300, vmax = -1e300, xmin = 1e300, xmax = -1e300;
   for (const auto& s : p.series) {
@@ -175,7 +175,7 @@ void draw_panel(Canvas& c, const Panel& p, double ox, double oy, double w, doubl
     }
     const double xw = Canvas::text_width(p.xlabel, kScale);
     c.text(left + (right - left - xw) / 2, bottom + 40, p.xlabel, kScale);
-    draw_legend(c, p, right - 150, top + 6);
+    draw_legend(c, p, right, top - 30);
     return;
   }
   // Vertical value axis: linear from 0 with round ticks.
@@ -183,15 +183,20 @@ void draw_panel(Canvas& c, const Panel& p, double ox, double oy, double w, doubl
   const auto ticks = nice_ticks(std::min(0.0, vmin), hi);
   const double lo = ticks.front();
   auto Y = [&](double v) { return bottom - (v - lo) / (hi - lo) * (bottom - top); };
+  // Every tick label with the decimals its step needs (0.5 -> 1, 0.25 -> 2), so they line up.
+  const double step = ticks.size() > 1 ? ticks[1] - ticks[0] : 1;
+  const int decimals = step >= 1 ? 0 : std::min(6, int(std::ceil(-std::log10(step) - 1e-9)) + (step * std::pow(10, std::ceil(-std::log10(step) - 1e-9)) < 0.99 ? 1 : 0));
   for (double t : ticks) {
     c.line(left, Y(t), right, Y(t), kGrid);
     c.line(left - 6, Y(t), left, Y(t), kBlack, 2);
-    const std::string s = num(t);
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, t);
+    const std::string s = std::abs(t) >= 1e6 ? num(t) : buf;
     c.text(left - 10 - Canvas::text_width(s, kScale), Y(t) - kCharH / 2, s, kScale);
   }
   c.line(left, top, left, bottom, kBlack, 2);
   c.line(left, bottom, right, bottom, kBlack, 2);
-  c.text(ox + 8, top - 20, p.ylabel, kScale);
+  c.text(ox + 8, top - 30, p.ylabel, kScale);
   const double xw = Canvas::text_width(p.xlabel, kScale);
   c.text(left + (right - left - xw) / 2, bottom + 40, p.xlabel, kScale);
   if (p.kind == Panel::Bars) {
@@ -235,7 +240,7 @@ void draw_panel(Canvas& c, const Panel& p, double ox, double oy, double w, doubl
       }
     }
   }
-  draw_legend(c, p, left + 14, top + 6);
+  draw_legend(c, p, right, top - 30);
 }
 
 double num_at(const nlohmann::json& o, const char* key) {
