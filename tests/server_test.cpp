@@ -761,9 +761,10 @@ bool tally(LoadTally& t, const StreamOut& s, bool hang_up, int client, int i) {
   return true;
 }
 
-// Sequential streaming requests; a 429 is counted and retried after a short jittered pause (the
-// test does not wait out the full Retry-After, to stay quick). Every fifth client hangs up
-// after the first token of its first request.
+// Sequential streaming requests; a 429 is counted and retried after a jittered, doubling pause
+// capped at 100 ms (the test does not wait out the full Retry-After, to stay quick), for up to
+// three minutes so a slow sanitizer build still gets every request served. Every fifth client
+// hangs up after the first token of its first request.
 void load_client(int port, int client, int requests, LoadTally& t, std::atomic<int>& gate) {
   static const char* prompts[] = {"Once upon a time", "The little dog", "One day, a girl named Sue", "Tom had a red ball"};
   std::mt19937 rng{uint32_t(client)};
@@ -772,9 +773,10 @@ void load_client(int port, int client, int requests, LoadTally& t, std::atomic<i
     const json b = {{"prompt", prompts[(client + i) % 4]}, {"max_tokens", 32}, {"temperature", 0.7},
                     {"seed", client * 100 + i}, {"stream", true}};
     const bool hang_up = client % 5 == 0 && i == 0;
-    for (int attempt = 0; attempt < 400; ++attempt) {
+    const auto give_up = Clock::now() + std::chrono::minutes(3);
+    for (int pause_ms = 5; Clock::now() < give_up; pause_ms = std::min(2 * pause_ms, 100)) {
       if (tally(t, stream_post(port, "/v1/completions", b, {}, hang_up), hang_up, client, i)) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 20));
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms / 2 + int(rng() % uint32_t(pause_ms))));
     }
   }
 }
