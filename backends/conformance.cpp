@@ -549,6 +549,7 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::Matmul, dt, "decode_256x67", with_extra(rows_cols(1, 256), 67), kReduction);
     add(Op::Matmul, dt, "batch7_96x130", with_extra(rows_cols(7, 96), 130), kReduction);
     add(Op::Matmul, dt, "prefill33_512x64", with_extra(rows_cols(33, 512), 64), kReduction);
+    add(Op::Matmul, dt, "prefill40_288x67", with_extra(rows_cols(40, 288), 67), kReduction);
   }
   for (DType dt : {DType::F32, DType::F16}) {  // widths a quantized block layout cannot hold
     add(Op::Embed, dt, "rows5_dim67", with_extra(rows_cols(5, 67), 11), kElementwise);

@@ -4,10 +4,15 @@
 
 #include <cmath>
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <numeric>
 #include <random>
+#include <utility>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/thread_pool.h"
 #include "core/util/half.h"
 
 using namespace pagoda;
@@ -192,8 +197,11 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 3});
   for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
-    for (int64_t n : {1, 5}) {
-      const int64_t n_in = 128, n_out = 67;
+    // Rows: decode, a small batch, and prefill-sized batches with row and column tails for the
+    // packed 6x16 kernel (67 outputs = 4 panels + 3); 288 inputs = one full K block + a partial one.
+    const std::pair<int64_t, int64_t> shapes[] = {{1, 128}, {5, 128}, {23, 128}, {40, 288}, {17, 32}};
+    for (const auto& [n, n_in] : shapes) {
+      const int64_t n_out = 67;
       auto w = randn(rng, size_t(n_in * n_out)), x = randn(rng, size_t(n * n_in));
       std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
       for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, w.data() + o * n_in, wq.data() + size_t(o) * row_bytes(dt, n_in), n_in);
@@ -212,7 +220,28 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
       // The Q8_0 fast path also quantizes activations (integer dot), so it gets the matmul
       // conformance bound; the others only reorder float sums.
       const double tol = dt == DType::Q8_0 ? 5e-4 : 1e-9;
-      EXPECT_LT(nmse(outs[1], want), tol) << dtype_name(dt) << " rows " << n;
+      EXPECT_LT(nmse(outs[1], want), tol) << dtype_name(dt) << " rows " << n << " inputs " << n_in;
     }
   }
+}
+
+// The pool hands jobs to spinning workers, and to sleeping ones after its spin window: every index
+// runs exactly once per job either way, and destruction never hangs on a sleeping worker.
+TEST(ThreadPool, EveryIndexOnceWhetherWorkersSpinOrSleep) {
+  for (int threads : {1, 2, 3, 5}) {
+    ThreadPool pool(threads);
+    std::vector<std::atomic<int>> hits(1000);
+    for (int job = 0; job < 300; ++job) {
+      const int64_t n = 1 + job * 7 % 1000;
+      pool.parallel_for(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
+      });
+      for (int64_t i = 0; i < 1000; ++i) {
+        ASSERT_EQ(hits[size_t(i)].exchange(0), i < n ? 1 : 0) << "threads " << threads << " job " << job << " index " << i;
+      }
+      if (job % 100 == 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // workers go to sleep
+    }
+  }
+  ThreadPool idle(4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }

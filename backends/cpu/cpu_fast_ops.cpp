@@ -41,6 +41,56 @@ inline float hsum(v8f v) {
   return s;
 }
 
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// e^x for 8 lanes (Cephes-style: 2^n * polynomial on the reduced argument, relative error ~1e-7).
+// Inputs are clamped to [-87.3, 88.7], so very negative scores give ~1e-38 rather than 0.
+inline v8f exp8(v8f x) {
+  const v8f lo = v8f{} - 87.3f, hi = v8f{} + 88.7f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v8f fx = x * 1.44269504088896341f;
+  const v8i n = __builtin_convertvector(fx + (fx >= 0 ? v8f{} + 0.5f : v8f{} - 0.5f), v8i);
+  const v8f nf = __builtin_convertvector(n, v8f);
+  const v8f r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  v8f y = v8f{} + 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const v8i bits = (n + 127) << 23;
+  v8f scale;
+  std::memcpy(&scale, &bits, 32);
+  return y * scale;
+}
+
+// In place: row[0..len) = softmax(row * scale); row[len..pad) = 0 where pad = len rounded up to 8.
+void softmax_row(float* row, int32_t len, float scale) {
+  const int32_t pad = (len + 7) / 8 * 8;
+  for (int32_t t = len; t < pad; ++t) row[t] = -INFINITY;
+  v8f mx = v8f{} - INFINITY;
+  for (int32_t t = 0; t < pad; t += 8) {
+    const v8f x = load8(row + t) * scale;
+    mx = x > mx ? x : mx;
+  }
+  float m = mx[0];
+  for (int i = 1; i < 8; ++i) m = std::max(m, mx[i]);
+  v8f sum = {};
+  for (int32_t t = 0; t < pad; t += 8) {
+    v8f e = exp8(load8(row + t) * scale - m);
+    std::memcpy(row + t, &e, 32);
+  }
+  for (int32_t t = len; t < pad; ++t) row[t] = 0.0f;
+  for (int32_t t = 0; t < pad; t += 8) sum += load8(row + t);
+  const float inv = 1.0f / hsum(sum);
+  for (int32_t t = 0; t < pad; t += 8) {
+    const v8f e = load8(row + t) * inv;
+    std::memcpy(row + t, &e, 32);
+  }
+}
+
 float dot_f32(const float* a, const float* b, int64_t n) {
   v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
   int64_t i = 0;
@@ -194,6 +244,96 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
     for (int64_t r = 0; r < x.rows; ++r) out.f32()[r * out.cols + o] = dot_f32(wrow[o - o0], x.f32() + r * n, n);
 }
 
+// ---- Batched matmul for prefill: packed weight panels and a 6x16 register-blocked kernel ----
+//
+// out[M, N] = x[M, K] . W[N, K]^T. Weights are packed per (16 outputs x kKc inputs) panel in
+// k-major order, so the kernel does an outer product per k: two 8-wide weight loads and six
+// broadcasts of x feed twelve FMAs into twelve accumulators (15 of the 16 AVX registers). The
+// panel (16 KiB) stays in L1 across every 6-row group of x; the K blocks keep x's rows in L1 too.
+// Each output element is summed in the same order (k ascending, one FMA chain) whatever M is and
+// whichever rows share its group, so a token's result does not depend on the batch around it.
+constexpr int64_t kNr = 16, kMr = 6, kKc = 256;
+// Below this many rows packing the weights costs more than their reuse saves (decode batches).
+constexpr int64_t kGemmMinRows = 16;
+
+// Packs W[n0 .. n0+16) x [k0 .. k0+kc) as panel[k][j] (j < 16), zero rows past `n_valid`.
+void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, float* panel, float* tmp) {
+  const size_t stride = w.row_stride();
+  for (int64_t j = 0; j < kNr; ++j) {
+    const float* src;
+    if (j >= n_valid) {
+      std::fill(tmp, tmp + kc, 0.0f);
+      src = tmp;
+    } else if (w.dtype == DType::F32) {
+      src = reinterpret_cast<const float*>(w.data + size_t(n0 + j) * stride) + k0;
+    } else {
+      dequantize_row(w.dtype, w.data + size_t(n0 + j) * stride + row_bytes(w.dtype, k0), tmp, kc);
+      src = tmp;
+    }
+    for (int64_t k = 0; k < kc; ++k) panel[k * kNr + j] = src[k];
+  }
+}
+
+// c[r][0..16) (+)= sum_k x[r][k] * panel[k][0..16) for r < MR; stores the first n_valid columns.
+template <int MR>
+void kernel_6x16(const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo,
+                 int64_t n_valid, bool accumulate) {
+  v8f c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = v8f{};
+  for (int64_t k = 0; k < kc; ++k) {
+    const v8f b0 = load8(panel + k * kNr), b1 = load8(panel + k * kNr + 8);
+    for (int r = 0; r < MR; ++r) {
+      const float a = x[r * ldx + k];
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* o = out + r * ldo;
+    float tmp[kNr];
+    std::memcpy(tmp, &c0[r], 32);
+    std::memcpy(tmp + 8, &c1[r], 32);
+    if (accumulate) {
+      for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
+    } else {
+      std::memcpy(o, tmp, size_t(n_valid) * 4);
+    }
+  }
+}
+
+void kernel_rows(int64_t mr, const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo,
+                 int64_t n_valid, bool accumulate) {
+  switch (mr) {
+    case 6: return kernel_6x16<6>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
+    case 5: return kernel_6x16<5>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
+    case 4: return kernel_6x16<4>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
+    case 3: return kernel_6x16<3>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
+    case 2: return kernel_6x16<2>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
+    default: return kernel_6x16<1>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
+  }
+}
+
+// Output columns [p0 * 16, p1 * 16) of out (clipped to N), every row of x.
+void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out, int64_t p0, int64_t p1) {
+  const int64_t M = x.rows, K = x.cols, N = w.rows;
+  constexpr int64_t kPanelsPerBlock = 4;  // 64 outputs: 64 KiB of packed weights per K block, in L2
+  std::vector<float> packed(static_cast<size_t>(kPanelsPerBlock * kNr * kKc)), tmp(static_cast<size_t>(kKc));
+  for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
+    const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
+    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+      const int64_t kc = std::min(kKc, K - k0);
+      for (int64_t p = pb; p < pe; ++p)
+        pack_panel(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, packed.data() + (p - pb) * kNr * kKc, tmp.data());
+      for (int64_t r0 = 0; r0 < M; r0 += kMr) {
+        const int64_t mr = std::min(kMr, M - r0);
+        for (int64_t p = pb; p < pe; ++p)
+          kernel_rows(mr, x.f32() + r0 * K + k0, K, packed.data() + (p - pb) * kNr * kKc, kc,
+                      out.f32() + r0 * out.cols + p * kNr, out.cols, std::min(kNr, N - p * kNr), k0 > 0);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 namespace fast {
@@ -213,8 +353,14 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     return;
   }
 #endif
+  // Prefill-sized batches: packed panels and the 6x16 kernel (compute-bound, weights reused M times).
+  if (x.rows >= kGemmMinRows) {
+    const int64_t panels = (w.rows + kNr - 1) / kNr;
+    pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels(w, x, out, p0, p1); });
+    return;
+  }
   // Decode (one row of x): fused kernels straight from the weight bytes, the bandwidth-bound case.
-  // Batches: dequantize each weight row once and reuse it across every row of x.
+  // Small batches: dequantize each weight row once and reuse it across every row of x.
   if (x.rows >= 3) {
     // Batches: weight rows as floats (F32 in place, others dequantized per chunk), then tiles.
     pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
@@ -264,74 +410,114 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   });
 }
 
+// Work: (sequence, kv head, chunk of query rows). Each item gathers its context's K (transposed,
+// [head_dim][ctx], zero-padded to a multiple of 8) and V ([ctx][head_dim]) as floats once, so an F16
+// cache is converted once per item rather than once per query row, and the group's query heads of
+// every row in the chunk share the gathered K/V. Scores are then a vector loop over positions
+// (no per-position horizontal sums), four query vectors at a time; softmax is exact (full row).
 void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
                      const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
                      const AttentionParams& p) {
   const auto* info = reinterpret_cast<const SeqInfo*>(seqs.data);
-  // Map each query row to its sequence so work can be split over (row, kv head) pairs.
-  std::vector<int32_t> row_seq(size_t(q.rows), -1);
+  const int32_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim;
+  constexpr int32_t kRowChunk = 32;
+  struct Item {
+    int32_t s, kvh, r0, r1;
+  };
+  std::vector<Item> items;
   for (int32_t s = 0; s < p.n_seqs; ++s)
-    for (int32_t j = 0; j < info[s].q_len; ++j) row_seq[size_t(info[s].q_start + j)] = s;
-  const int32_t group = p.n_heads / p.n_kv_heads;
-  const bool f32_kv = kc.dtype == DType::F32;
+    for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh)
+      for (int32_t r0 = 0; r0 < info[s].q_len; r0 += kRowChunk)
+        items.push_back({s, kvh, r0, std::min(info[s].q_len, r0 + kRowChunk)});
 
-  pool.parallel_for(q.rows * p.n_kv_heads, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores;
-    std::vector<float> kbuf(static_cast<size_t>(p.head_dim)), vbuf(static_cast<size_t>(p.head_dim));
-    std::vector<float> acc(static_cast<size_t>(group * p.head_dim));
-    for (int64_t item = i0; item < i1; ++item) {
-      const int64_t row = item / p.n_kv_heads;
-      const int32_t kvh = int32_t(item % p.n_kv_heads);
-      const int32_t s = row_seq[size_t(row)];
-      if (s < 0) continue;
-      const SeqInfo& si = info[s];
-      const int32_t pos = si.ctx_len - si.q_len + int32_t(row - si.q_start);
-      const int32_t n_ctx = pos + 1;
-      scores.resize(size_t(group) * size_t(n_ctx));
-      auto slot_of = [&](int32_t t) {
-        return int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
-      };
+  pool.parallel_for(int64_t(items.size()), [&](int64_t i0, int64_t i1) {
+    std::vector<float> kt, v, tmp(static_cast<size_t>(hd)), sc;
+    for (int64_t it = i0; it < i1; ++it) {
+      const Item& item = items[size_t(it)];
+      const SeqInfo& si = info[item.s];
+      const int32_t first_pos = si.ctx_len - si.q_len;
+      const int32_t n_ctx = first_pos + item.r1;  // positions the chunk's last row attends to
+      const int64_t ld = (n_ctx + 7) / 8 * 8;
+      kt.assign(size_t(hd) * size_t(ld), 0.0f);
+      v.resize(size_t(n_ctx) * size_t(hd));
+      const size_t head_off_k = row_bytes(kc.dtype, int64_t(item.kvh) * hd);
+      const size_t head_off_v = row_bytes(vc.dtype, int64_t(item.kvh) * hd);
       for (int32_t t = 0; t < n_ctx; ++t) {
-        const uint8_t* kr = kc.data + size_t(slot_of(t)) * kc.row_stride();
-        const float* kh;
-        if (f32_kv) {
-          kh = reinterpret_cast<const float*>(kr) + kvh * p.head_dim;
-        } else {
-          dequantize_row(kc.dtype, kr + row_bytes(kc.dtype, kvh * p.head_dim), kbuf.data(), p.head_dim);
-          kh = kbuf.data();
+        const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
+        const uint8_t* kr = kc.data + size_t(slot) * kc.row_stride() + head_off_k;
+        const float* kh = reinterpret_cast<const float*>(kr);
+        if (kc.dtype != DType::F32) {
+          dequantize_row(kc.dtype, kr, tmp.data(), hd);
+          kh = tmp.data();
         }
-        for (int32_t g = 0; g < group; ++g) {
-          const float* qh = q.f32() + row * q.cols + (kvh * group + g) * p.head_dim;
-          scores[size_t(g) * size_t(n_ctx) + size_t(t)] = dot_f32(qh, kh, p.head_dim) * p.scale;
+        for (int32_t d = 0; d < hd; ++d) kt[size_t(d) * size_t(ld) + size_t(t)] = kh[d];
+        const uint8_t* vr = vc.data + size_t(slot) * vc.row_stride() + head_off_v;
+        if (vc.dtype == DType::F32) std::memcpy(v.data() + size_t(t) * size_t(hd), vr, size_t(hd) * 4);
+        else dequantize_row(vc.dtype, vr, v.data() + size_t(t) * size_t(hd), hd);
+      }
+      // The chunk's query vectors: every row, every head of the group.
+      const int32_t n_q = (item.r1 - item.r0) * group;
+      sc.resize(size_t(4) * size_t(ld));
+      for (int32_t q0 = 0; q0 < n_q; q0 += 4) {
+        const int32_t nt = std::min(4, n_q - q0);
+        const float* qv[4];
+        float* ov[4];
+        int32_t len[4];
+        int32_t max_len = 0;
+        for (int32_t i = 0; i < 4; ++i) {
+          const int32_t qi = q0 + std::min(i, nt - 1);
+          const int32_t r = item.r0 + qi / group, h = item.kvh * group + qi % group;
+          const int64_t row = si.q_start + r;
+          qv[i] = q.f32() + row * q.cols + int64_t(h) * hd;
+          ov[i] = out.f32() + row * out.cols + int64_t(h) * hd;
+          len[i] = first_pos + r + 1;
+          max_len = std::max(max_len, len[i]);
+        }
+        const int64_t lv = (max_len + 7) / 8 * 8;
+        // Scores: eight positions at a time, the four queries' sums kept in registers over head_dim.
+        for (int64_t t = 0; t < lv; t += 8) {
+          v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
+          for (int32_t d = 0; d < hd; ++d) {
+            const v8f kk = load8(kt.data() + size_t(d) * size_t(ld) + size_t(t));
+            s0 += qv[0][d] * kk;
+            s1 += qv[1][d] * kk;
+            s2 += qv[2][d] * kk;
+            s3 += qv[3][d] * kk;
+          }
+          std::memcpy(&sc[size_t(t)], &s0, 32);
+          std::memcpy(&sc[size_t(ld + t)], &s1, 32);
+          std::memcpy(&sc[size_t(2 * ld + t)], &s2, 32);
+          std::memcpy(&sc[size_t(3 * ld + t)], &s3, 32);
+        }
+        for (int32_t i = 0; i < nt; ++i) {
+          float* si_ = sc.data() + size_t(i) * size_t(ld);
+          softmax_row(si_, len[i], p.scale);
+          for (int32_t t = (len[i] + 7) / 8 * 8; t < max_len; ++t) si_[t] = 0.0f;
+        }
+        // Output: eight dims at a time, the four queries' sums kept in registers over positions.
+        int32_t d0 = 0;
+        for (; d0 + 8 <= hd; d0 += 8) {
+          v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
+          const float *w0 = &sc[0], *w1 = &sc[size_t(ld)], *w2 = &sc[size_t(2 * ld)], *w3 = &sc[size_t(3 * ld)];
+          for (int32_t t = 0; t < max_len; ++t) {
+            const v8f vv = load8(v.data() + size_t(t) * size_t(hd) + size_t(d0));
+            a0 += w0[t] * vv;
+            a1 += w1[t] * vv;
+            a2 += w2[t] * vv;
+            a3 += w3[t] * vv;
+          }
+          const v8f* res[4] = {&a0, &a1, &a2, &a3};
+          for (int32_t i = 0; i < nt; ++i) std::memcpy(ov[i] + d0, res[i], 32);
+        }
+        for (; d0 < hd; ++d0) {  // head_dim not a multiple of 8
+          for (int32_t i = 0; i < nt; ++i) {
+            const float* w = &sc[size_t(i) * size_t(ld)];
+            float a = 0;
+            for (int32_t t = 0; t < max_len; ++t) a += w[t] * v[size_t(t) * size_t(hd) + size_t(d0)];
+            ov[i][d0] = a;
+          }
         }
       }
-      for (int32_t g = 0; g < group; ++g) {
-        float* sc = scores.data() + size_t(g) * size_t(n_ctx);
-        const float mx = *std::max_element(sc, sc + n_ctx);
-        float sum = 0;
-        for (int32_t t = 0; t < n_ctx; ++t) { sc[t] = std::exp(sc[t] - mx); sum += sc[t]; }
-        const float inv = 1.0f / sum;
-        for (int32_t t = 0; t < n_ctx; ++t) sc[t] *= inv;
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int32_t t = 0; t < n_ctx; ++t) {
-        const uint8_t* vr = vc.data + size_t(slot_of(t)) * vc.row_stride();
-        const float* vh;
-        if (f32_kv) {
-          vh = reinterpret_cast<const float*>(vr) + kvh * p.head_dim;
-        } else {
-          dequantize_row(vc.dtype, vr + row_bytes(vc.dtype, kvh * p.head_dim), vbuf.data(), p.head_dim);
-          vh = vbuf.data();
-        }
-        for (int32_t g = 0; g < group; ++g) {
-          const float w = scores[size_t(g) * size_t(n_ctx) + size_t(t)];
-          float* a = acc.data() + g * p.head_dim;
-          for (int32_t d = 0; d < p.head_dim; ++d) a[d] += w * vh[d];
-        }
-      }
-      for (int32_t g = 0; g < group; ++g)
-        std::memcpy(out.f32() + row * out.cols + (kvh * group + g) * p.head_dim, acc.data() + g * p.head_dim,
-                    size_t(p.head_dim) * 4);
     }
   });
 }
