@@ -40,8 +40,8 @@ fi
 # Poisson arrivals (same seed and lengths everywhere), goodput under TTFT <= 500 ms and mean ITL <= 50 ms.
 TRACE="--requests 32 --prompt-len 16:128 --gen-len 16:96 --seed 1 --slo-ttft-ms 500 --slo-itl-ms 50"
 if want mixed; then
-  run mixed-15M-cpu   bench mixed -m $M/synth-15M-f32.gguf --rate 2,4,8,16 $TRACE
-  run mixed-260K-cpu  bench mixed -m ../shared/models/stories260K.gguf --rate 4,8,16,32 $TRACE
+  run mixed-15M-cpu   bench mixed -m $M/synth-15M-f32.gguf --rate 4,8,16,32 $TRACE
+  run mixed-260K-cpu  bench mixed -m ../shared/models/stories260K.gguf --rate 16,64,256,1024 $TRACE
   if ((VULKAN)); then run mixed-260K-vulkan bench mixed -m ../shared/models/stories260K.gguf --rate 4,8,16,32 $TRACE --backend vulkan; fi
 fi
 if want ops; then
