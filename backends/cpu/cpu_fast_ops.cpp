@@ -200,6 +200,25 @@ float dot_f16(const uint8_t* w, const float* x, int64_t n) {
 }
 #endif
 
+// One KV row segment as floats: F16 through the F16C converts when the build has them.
+void kv_row_to_f32(DType t, const uint8_t* src, float* dst, int32_t n) {
+#if defined(__F16C__)
+  if (t == DType::F16) {
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      v8h h;
+      std::memcpy(&h, src + 2 * i, 16);
+      const v8f f = __builtin_convertvector(h, v8f);
+      std::memcpy(dst + i, &f, 32);
+    }
+    const auto* hp = reinterpret_cast<const uint16_t*>(src);
+    for (; i < n; ++i) dst[i] = half_to_float(hp[i]);
+    return;
+  }
+#endif
+  dequantize_row(t, src, dst, n);
+}
+
 // out[r, o] for a tile of 4 weight rows x 3 activation rows: 12 accumulators, 7 loads per 12 FMAs,
 // so batched matmul is bound by FMA throughput instead of loads (a plain dot is 2 loads per FMA).
 void tile_4x3(const float* const w[4], const float* const x[3], int64_t n, float out[3][4]) {
@@ -246,13 +265,13 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
 
 // ---- Batched matmul for prefill: packed weight panels and a 6x16 register-blocked kernel ----
 //
-// out[M, N] = x[M, K] . W[N, K]^T. Weights are packed per (16 outputs x kKc inputs) panel in
+// out[M, N] = x[M, K] . W[N, K]^T. Weights are packed per (16 outputs x kc inputs) panel in
 // k-major order, so the kernel does an outer product per k: two 8-wide weight loads and six
 // broadcasts of x feed twelve FMAs into twelve accumulators (15 of the 16 AVX registers). The
-// panel (16 KiB) stays in L1 across every 6-row group of x; the K blocks keep x's rows in L1 too.
+// panel (at most 20 KiB) stays in L1 across every row group of x; K blocks keep x's rows in L1 too.
 // Each output element is summed in the same order (k ascending, one FMA chain) whatever M is and
 // whichever rows share its group, so a token's result does not depend on the batch around it.
-constexpr int64_t kNr = 16, kMr = 6, kKc = 256;
+constexpr int64_t kNr = 16, kMr = 6, kKcMax = 320;
 // Below this many rows packing the weights costs more than their reuse saves (decode batches).
 constexpr int64_t kGemmMinRows = 16;
 
@@ -316,18 +335,24 @@ void kernel_rows(int64_t mr, const float* x, int64_t ldx, const float* panel, in
 // Output columns [p0 * 16, p1 * 16) of out (clipped to N), every row of x.
 void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out, int64_t p0, int64_t p1) {
   const int64_t M = x.rows, K = x.cols, N = w.rows;
-  constexpr int64_t kPanelsPerBlock = 4;  // 64 outputs: 64 KiB of packed weights per K block, in L2
-  std::vector<float> packed(static_cast<size_t>(kPanelsPerBlock * kNr * kKc)), tmp(static_cast<size_t>(kKc));
+  // Equal K blocks of at most kKcMax (a multiple of 32 so quantized rows split on block
+  // boundaries): a panel (16 x kc floats) plus six rows of x stay within a 32 KiB L1.
+  const int64_t n_kb = (K + kKcMax - 1) / kKcMax;
+  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + 31) / 32 * 32);
+  // Rows in equal groups of at most six (32 rows: 6,6,5,5,5,5 rather than 6 x 5 + 2).
+  const int64_t n_groups = (M + kMr - 1) / kMr;
+  constexpr int64_t kPanelsPerBlock = 4;  // 64 outputs: 80 KiB of packed weights per K block, in L2
+  std::vector<float> packed(static_cast<size_t>(kPanelsPerBlock * kNr * kc_max)), tmp(static_cast<size_t>(kc_max));
   for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
     const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
-    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-      const int64_t kc = std::min(kKc, K - k0);
+    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+      const int64_t kc = std::min(kc_max, K - k0);
       for (int64_t p = pb; p < pe; ++p)
-        pack_panel(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, packed.data() + (p - pb) * kNr * kKc, tmp.data());
-      for (int64_t r0 = 0; r0 < M; r0 += kMr) {
-        const int64_t mr = std::min(kMr, M - r0);
+        pack_panel(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, packed.data() + (p - pb) * kNr * kc_max, tmp.data());
+      for (int64_t g = 0; g < n_groups; ++g) {
+        const int64_t r0 = M * g / n_groups, mr = M * (g + 1) / n_groups - r0;
         for (int64_t p = pb; p < pe; ++p)
-          kernel_rows(mr, x.f32() + r0 * K + k0, K, packed.data() + (p - pb) * kNr * kKc, kc,
+          kernel_rows(mr, x.f32() + r0 * K + k0, K, packed.data() + (p - pb) * kNr * kc_max, kc,
                       out.f32() + r0 * out.cols + p * kNr, out.cols, std::min(kNr, N - p * kNr), k0 > 0);
       }
     }
@@ -430,12 +455,54 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       for (int32_t r0 = 0; r0 < info[s].q_len; r0 += kRowChunk)
         items.push_back({s, kvh, r0, std::min(info[s].q_len, r0 + kRowChunk)});
 
+  // One query row (decode): nothing to share a gather with, so K and V rows are read in place
+  // (converted one row at a time for F16) and the group's heads share each row read.
+  auto single_row = [&](const SeqInfo& si, int32_t kvh, int32_t r, std::vector<float>& tmp, std::vector<float>& sc) {
+    const int32_t len = si.ctx_len - si.q_len + r + 1;
+    const int64_t ld = (len + 7) / 8 * 8, row = si.q_start + r;
+    sc.resize(size_t(group) * size_t(ld));
+    const size_t off_k = row_bytes(kc.dtype, int64_t(kvh) * hd), off_v = row_bytes(vc.dtype, int64_t(kvh) * hd);
+    auto slot_of = [&](int32_t t) {
+      return int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
+    };
+    const float* qh = q.f32() + row * q.cols + int64_t(kvh) * group * hd;
+    for (int32_t t = 0; t < len; ++t) {
+      const uint8_t* kr = kc.data + size_t(slot_of(t)) * kc.row_stride() + off_k;
+      const float* kh = reinterpret_cast<const float*>(kr);
+      if (kc.dtype != DType::F32) {
+        kv_row_to_f32(kc.dtype, kr, tmp.data(), hd);
+        kh = tmp.data();
+      }
+      for (int32_t g = 0; g < group; ++g) sc[size_t(g) * size_t(ld) + size_t(t)] = dot_f32(qh + g * hd, kh, hd);
+    }
+    for (int32_t g = 0; g < group; ++g) softmax_row(sc.data() + size_t(g) * size_t(ld), len, p.scale);
+    float* oh = out.f32() + row * out.cols + int64_t(kvh) * group * hd;
+    std::fill(oh, oh + int64_t(group) * hd, 0.0f);
+    for (int32_t t = 0; t < len; ++t) {
+      const uint8_t* vr = vc.data + size_t(slot_of(t)) * vc.row_stride() + off_v;
+      const float* vh = reinterpret_cast<const float*>(vr);
+      if (vc.dtype != DType::F32) {
+        kv_row_to_f32(vc.dtype, vr, tmp.data(), hd);
+        vh = tmp.data();
+      }
+      for (int32_t g = 0; g < group; ++g) {
+        const float w = sc[size_t(g) * size_t(ld) + size_t(t)];
+        float* a = oh + g * hd;
+        for (int32_t d = 0; d < hd; ++d) a[d] += w * vh[d];
+      }
+    }
+  };
+
   pool.parallel_for(int64_t(items.size()), [&](int64_t i0, int64_t i1) {
     std::vector<float> kt, v, tmp(static_cast<size_t>(hd)), sc;
     for (int64_t it = i0; it < i1; ++it) {
       const Item& item = items[size_t(it)];
       const SeqInfo& si = info[item.s];
       const int32_t first_pos = si.ctx_len - si.q_len;
+      if (item.r1 - item.r0 == 1) {
+        single_row(si, item.kvh, item.r0, tmp, sc);
+        continue;
+      }
       const int32_t n_ctx = first_pos + item.r1;  // positions the chunk's last row attends to
       const int64_t ld = (n_ctx + 7) / 8 * 8;
       kt.assign(size_t(hd) * size_t(ld), 0.0f);
@@ -447,13 +514,13 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         const uint8_t* kr = kc.data + size_t(slot) * kc.row_stride() + head_off_k;
         const float* kh = reinterpret_cast<const float*>(kr);
         if (kc.dtype != DType::F32) {
-          dequantize_row(kc.dtype, kr, tmp.data(), hd);
+          kv_row_to_f32(kc.dtype, kr, tmp.data(), hd);
           kh = tmp.data();
         }
         for (int32_t d = 0; d < hd; ++d) kt[size_t(d) * size_t(ld) + size_t(t)] = kh[d];
         const uint8_t* vr = vc.data + size_t(slot) * vc.row_stride() + head_off_v;
         if (vc.dtype == DType::F32) std::memcpy(v.data() + size_t(t) * size_t(hd), vr, size_t(hd) * 4);
-        else dequantize_row(vc.dtype, vr, v.data() + size_t(t) * size_t(hd), hd);
+        else kv_row_to_f32(vc.dtype, vr, v.data() + size_t(t) * size_t(hd), hd);
       }
       // The chunk's query vectors: every row, every head of the group.
       const int32_t n_q = (item.r1 - item.r0) * group;

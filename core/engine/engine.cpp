@@ -350,7 +350,7 @@ Status Engine::step() {
                        c.wants_logits ? 1 : 0);
       }
     }
-    std::vector<float> logits;
+    std::vector<float>& logits = logits_;  // kept across steps: a batch's logits are megabytes
     const auto t0 = Clock::now();
     auto st = runner_->forward(b, *kv_, &logits);
     hist_.stage[size_t(Stage::Decode)].observe(secs(Clock::now() - t0));

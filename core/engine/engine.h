@@ -135,6 +135,7 @@ class Engine {
   uint64_t step_ = 0;
   SteadyTime start_time_, last_publish_{};
   std::vector<float> accept_history_, kv_history_;
+  std::vector<float> logits_;  // the last step's logits rows (reused: no per-step allocation)
   std::unordered_map<uint64_t, std::unique_ptr<StreamDecoder>> detok_;
 };
 
