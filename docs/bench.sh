@@ -34,7 +34,7 @@ if want batch; then run batch bench batch -m $M/synth-15M-f32.gguf --streams 1,2
 if want prefix; then run prefix bench prefix -m $M/wide.gguf --prompt-tokens 512 --cached 0.9 -r 3; fi
 if want capacity; then run capacity bench capacity -r 1; fi
 if want spec; then
-  run spec-draft bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 48 -r 1 --k-max 8
+  run spec-draft bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 48 -r 3 --k-max 8
   run spec-ngram bench spec -m $M/wide.gguf --ngram 3 -n 48 -r 1 --k-max 4
 fi
 # Poisson arrivals (same seed and lengths everywhere), goodput under TTFT <= 500 ms and mean ITL <= 50 ms.

@@ -266,16 +266,26 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
 // ---- Batched matmul for prefill: packed weight panels and a 6x16 register-blocked kernel ----
 //
 // out[M, N] = x[M, K] . W[N, K]^T. Weights are packed per (16 outputs x kc inputs) panel in
-// k-major order, so the kernel does an outer product per k: two 8-wide weight loads and six
+// k-major order (8 outputs per panel without AVX), so the kernel does an outer product per k: two
+// vector weight loads and six
 // broadcasts of x feed twelve FMAs into twelve accumulators (15 of the 16 AVX registers). The
 // panel (at most 20 KiB) stays in L1 across every row group of x; K blocks keep x's rows in L1 too.
 // Each output element is summed in the same order (k ascending, one FMA chain) whatever M is and
 // whichever rows share its group, so a token's result does not depend on the batch around it.
-constexpr int64_t kNr = 16, kMr = 6, kKcMax = 320;
+// The panel is two native vectors wide: 2 x 8 floats with AVX, 2 x 4 with baseline SSE (a
+// portable build), so the kernel never asks the compiler to emulate vectors wider than the ISA.
+#if defined(__AVX__)
+typedef float vnf __attribute__((vector_size(32)));
+#else
+typedef float vnf __attribute__((vector_size(16)));
+#endif
+constexpr int64_t kLanes = int64_t(sizeof(vnf) / sizeof(float));
+inline vnf loadn(const float* p) { vnf v; std::memcpy(&v, p, sizeof(vnf)); return v; }
+constexpr int64_t kNr = 2 * kLanes, kMr = 6, kKcMax = 320;
 // Below this many rows packing the weights costs more than their reuse saves (decode batches).
 constexpr int64_t kGemmMinRows = 16;
 
-// Packs W[n0 .. n0+16) x [k0 .. k0+kc) as panel[k][j] (j < 16), zero rows past `n_valid`.
+// Packs W[n0 .. n0+kNr) x [k0 .. k0+kc) as panel[k][j] (j < kNr), zero rows past `n_valid`.
 void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, float* panel, float* tmp) {
   const size_t stride = w.row_stride();
   for (int64_t j = 0; j < kNr; ++j) {
@@ -293,14 +303,14 @@ void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, in
   }
 }
 
-// c[r][0..16) (+)= sum_k x[r][k] * panel[k][0..16) for r < MR; stores the first n_valid columns.
+// c[r][0..kNr) (+)= sum_k x[r][k] * panel[k][0..kNr) for r < MR; stores the first n_valid columns.
 template <int MR>
 void kernel_6x16(const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo,
                  int64_t n_valid, bool accumulate) {
-  v8f c0[MR], c1[MR];
-  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = v8f{};
+  vnf c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vnf{};
   for (int64_t k = 0; k < kc; ++k) {
-    const v8f b0 = load8(panel + k * kNr), b1 = load8(panel + k * kNr + 8);
+    const vnf b0 = loadn(panel + k * kNr), b1 = loadn(panel + k * kNr + kLanes);
     for (int r = 0; r < MR; ++r) {
       const float a = x[r * ldx + k];
       c0[r] += a * b0;
@@ -310,8 +320,8 @@ void kernel_6x16(const float* x, int64_t ldx, const float* panel, int64_t kc, fl
   for (int r = 0; r < MR; ++r) {
     float* o = out + r * ldo;
     float tmp[kNr];
-    std::memcpy(tmp, &c0[r], 32);
-    std::memcpy(tmp + 8, &c1[r], 32);
+    std::memcpy(tmp, &c0[r], sizeof(vnf));
+    std::memcpy(tmp + kLanes, &c1[r], sizeof(vnf));
     if (accumulate) {
       for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
     } else {
