@@ -395,7 +395,9 @@ Status Engine::step() {
   ++step_;
   kv_history_.push_back(float(kv_->pool().num_in_use()) / float(kv_->pool().num_blocks()));
   if (kv_history_.size() > 600) kv_history_.erase(kv_history_.begin(), kv_history_.begin() + 100);
-  if (secs(Clock::now() - last_publish_) >= cfg_.snapshot_interval_s) publish_snapshot();
+  // Also when the last request just ended, so a reader never sees a stale view of an idle engine
+  // (a fast workload can finish inside one publish interval).
+  if (sched_->idle() || secs(Clock::now() - last_publish_) >= cfg_.snapshot_interval_s) publish_snapshot();
   return {};
 }
 
