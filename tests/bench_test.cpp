@@ -10,27 +10,17 @@
 #include <set>
 #include <sys/wait.h>
 
+#include "tests/shell.h"
+
 namespace {
 
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
 const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 
-struct Run {
-  int code;
-  std::string out;
-};
+using Run = pagoda::testing::ShellResult;
 
 // `merge_stderr` false keeps stdout alone so JSON parses.
-Run sh(const std::string& args, bool merge_stderr = true) {
-  Run r{0, {}};
-  FILE* p = popen((kBin + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+Run sh(const std::string& args, bool merge_stderr = true) { return pagoda::testing::run_shell(kBin + " " + args, merge_stderr); }
 
 std::filesystem::path temp_dir() {
   auto d = std::filesystem::temp_directory_path() / ("pagoda_bench_test_" + std::to_string(::getpid()));

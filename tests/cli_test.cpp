@@ -5,28 +5,19 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+
 #include <sys/wait.h>
+
+#include "tests/shell.h"
 
 namespace {
 
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
 const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 
-struct Run {
-  int code;
-  std::string out;  // stdout and stderr together
-};
+using Run = pagoda::testing::ShellResult;
 
-Run sh(const std::string& args) {
-  Run r{0, {}};
-  FILE* p = popen((kBin + " " + args + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+Run sh(const std::string& args) { return pagoda::testing::run_shell(kBin + " " + args); }
 
 #define REQUIRE_MODELS() \
   if (!std::filesystem::exists(kStories)) GTEST_SKIP() << "missing " << kStories
@@ -127,12 +118,9 @@ TEST(Cli, DefaultModelIsFoundFromAnyWorkingDirectory) {
   for (auto d = std::filesystem::path(PAGODA_BINARY_DIR); !d.empty() && d != d.root_path(); d = d.parent_path())
     beside = beside || std::filesystem::exists(d / "../shared/models/stories260K.gguf");
   if (!beside) GTEST_SKIP() << "no ../shared/models/stories260K.gguf above " << PAGODA_BINARY_DIR;
-  FILE* p = popen(("cd / && " + kBin + " run -p 'Once upon a time' -n 4 --temp 0 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
-  const int st = pclose(p);
-  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  const auto r = pagoda::testing::run_shell("cd / && " + kBin + " run -p 'Once upon a time' -n 4 --temp 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string& out = r.out;
   EXPECT_NE(out.find("Once upon a time"), std::string::npos) << out;
 }
 

@@ -1,6 +1,7 @@
 // The inspector: its data sources (in-process engine driver, remote SSE client), its panels as
 // pure functions of a snapshot, and `pagoda inspect --screenshot` as a person would see it.
 #include <gtest/gtest.h>
+
 #include <httplib.h>
 #include <imgui.h>
 #include <stb_image.h>
@@ -23,6 +24,7 @@
 #include "ui/palette.h"
 #include "ui/panels.h"
 #include "ui/remote_source.h"
+#include "tests/shell.h"
 #include "ui/sse_decoder.h"
 
 namespace {
@@ -35,21 +37,9 @@ const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
 const std::string kModels = std::string(PAGODA_MODELS_DIR);
 const std::string kStories = kModels + "/stories260K.gguf";
 
-struct ShellResult {
-  int code;
-  std::string out;
-};
+using pagoda::testing::ShellResult;
 
-ShellResult sh(const std::string& cmd) {
-  ShellResult r{0, {}};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+ShellResult sh(const std::string& cmd) { return pagoda::testing::run_shell(cmd); }
 
 bool have_program(const char* name) { return sh(std::string("command -v ") + name + " >/dev/null").code == 0; }
 
