@@ -223,46 +223,44 @@ void kv_row_to_f32(DType t, const uint8_t* src, float* dst, int32_t n) {
 // with every row of x. Two weight rows x up to three x rows per pass, two steps deep: 12
 // accumulators, 10 loads per 12 FMAs, the weight pair staying in L1 across the passes.
 // Each (weight row, x row) sum runs in the same order whatever the batch, as in the GEMM.
-typedef float vsf __attribute__((vector_size(
+// Native vector: 8 floats with AVX, 4 with baseline SSE (a portable build), so the matmul kernels
+// never ask the compiler to emulate vectors wider than the ISA.
 #if defined(__AVX__)
-    32
+typedef float vnf __attribute__((vector_size(32)));
 #else
-    16
+typedef float vnf __attribute__((vector_size(16)));
 #endif
-    )));
-constexpr int64_t kSmallLanes = int64_t(sizeof(vsf) / sizeof(float));
+constexpr int64_t kLanes = int64_t(sizeof(vnf) / sizeof(float));
+inline vnf loadn(const float* p) { vnf v; std::memcpy(&v, p, sizeof(vnf)); return v; }
 
 template <int MR>
 void dot_2xm(const float* w0, const float* w1, const float* x, int64_t n, float* out0, float* out1) {
   // Two steps per iteration into separate accumulators: 4 * MR independent FMA chains, enough to
   // cover FMA latency even for MR = 1.
-  vsf a0[2][MR], a1[2][MR];
+  vnf a0[2][MR], a1[2][MR];
   for (int h = 0; h < 2; ++h)
-    for (int r = 0; r < MR; ++r) a0[h][r] = a1[h][r] = vsf{};
+    for (int r = 0; r < MR; ++r) a0[h][r] = a1[h][r] = vnf{};
   int64_t i = 0;
-  for (; i + 2 * kSmallLanes <= n; i += 2 * kSmallLanes) {
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
     // The weights stream from memory exactly once: ask for them well ahead (the hardware
     // prefetcher alone kept this loop at half the bandwidth a plain dot reaches).
     __builtin_prefetch(w0 + i + 256);
     __builtin_prefetch(w1 + i + 256);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
-      vsf u, v;
-      std::memcpy(&u, w0 + i + h * kSmallLanes, sizeof(vsf));
-      std::memcpy(&v, w1 + i + h * kSmallLanes, sizeof(vsf));
+      const vnf u = loadn(w0 + i + h * kLanes), v = loadn(w1 + i + h * kLanes);
 #pragma GCC unroll 4
       for (int r = 0; r < MR; ++r) {
-        vsf xv;
-        std::memcpy(&xv, x + r * n + i + h * kSmallLanes, sizeof(vsf));
+        const vnf xv = loadn(x + r * n + i + h * kLanes);
         a0[h][r] += u * xv;
         a1[h][r] += v * xv;
       }
     }
   }
   for (int r = 0; r < MR; ++r) {
-    const vsf b0 = a0[0][r] + a0[1][r], b1 = a1[0][r] + a1[1][r];
+    const vnf b0 = a0[0][r] + a0[1][r], b1 = a1[0][r] + a1[1][r];
     float s0 = 0, s1 = 0;
-    for (int l = 0; l < kSmallLanes; ++l) {
+    for (int l = 0; l < kLanes; ++l) {
       s0 += b0[l];
       s1 += b1[l];
     }
@@ -313,15 +311,7 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
 // panel (at most 20 KiB) stays in L1 across every row group of x; K blocks keep x's rows in L1 too.
 // Each output element is summed in the same order (k ascending, one FMA chain) whatever M is and
 // whichever rows share its group, so a token's result does not depend on the batch around it.
-// The panel is two native vectors wide: 2 x 8 floats with AVX, 2 x 4 with baseline SSE (a
-// portable build), so the kernel never asks the compiler to emulate vectors wider than the ISA.
-#if defined(__AVX__)
-typedef float vnf __attribute__((vector_size(32)));
-#else
-typedef float vnf __attribute__((vector_size(16)));
-#endif
-constexpr int64_t kLanes = int64_t(sizeof(vnf) / sizeof(float));
-inline vnf loadn(const float* p) { vnf v; std::memcpy(&v, p, sizeof(vnf)); return v; }
+// The panel is two native vectors wide.
 constexpr int64_t kNr = 2 * kLanes, kMr = 6, kKcMax = 320;
 // Below this many rows packing the weights costs more than their reuse saves (decode batches).
 constexpr int64_t kGemmMinRows = 16;
@@ -507,36 +497,32 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       for (int32_t r0 = 0; r0 < info[s].q_len; r0 += kRowChunk)
         items.push_back({s, kvh, r0, std::min(info[s].q_len, r0 + kRowChunk)});
 
+  // Position t of sequence si, kv head kvh, of cache c as floats: in place for F32, else converted
+  // into tmp (head_dim floats).
+  auto kv_head = [&](const HostTensor& c, const SeqInfo& si, int32_t t, int32_t kvh, float* tmp) -> const float* {
+    const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
+    const uint8_t* r = c.data + size_t(slot) * c.row_stride() + row_bytes(c.dtype, int64_t(kvh) * hd);
+    if (c.dtype == DType::F32) return reinterpret_cast<const float*>(r);
+    kv_row_to_f32(c.dtype, r, tmp, hd);
+    return tmp;
+  };
+
   // One query row (decode): nothing to share a gather with, so K and V rows are read in place
   // (converted one row at a time for F16) and the group's heads share each row read.
   auto single_row = [&](const SeqInfo& si, int32_t kvh, int32_t r, std::vector<float>& tmp, std::vector<float>& sc) {
     const int32_t len = si.ctx_len - si.q_len + r + 1;
     const int64_t ld = (len + 7) / 8 * 8, row = si.q_start + r;
     sc.resize(size_t(group) * size_t(ld));
-    const size_t off_k = row_bytes(kc.dtype, int64_t(kvh) * hd), off_v = row_bytes(vc.dtype, int64_t(kvh) * hd);
-    auto slot_of = [&](int32_t t) {
-      return int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
-    };
     const float* qh = q.f32() + row * q.cols + int64_t(kvh) * group * hd;
     for (int32_t t = 0; t < len; ++t) {
-      const uint8_t* kr = kc.data + size_t(slot_of(t)) * kc.row_stride() + off_k;
-      const float* kh = reinterpret_cast<const float*>(kr);
-      if (kc.dtype != DType::F32) {
-        kv_row_to_f32(kc.dtype, kr, tmp.data(), hd);
-        kh = tmp.data();
-      }
+      const float* kh = kv_head(kc, si, t, kvh, tmp.data());
       for (int32_t g = 0; g < group; ++g) sc[size_t(g) * size_t(ld) + size_t(t)] = dot_f32(qh + g * hd, kh, hd);
     }
     for (int32_t g = 0; g < group; ++g) softmax_row(sc.data() + size_t(g) * size_t(ld), len, p.scale);
     float* oh = out.f32() + row * out.cols + int64_t(kvh) * group * hd;
     std::fill(oh, oh + int64_t(group) * hd, 0.0f);
     for (int32_t t = 0; t < len; ++t) {
-      const uint8_t* vr = vc.data + size_t(slot_of(t)) * vc.row_stride() + off_v;
-      const float* vh = reinterpret_cast<const float*>(vr);
-      if (vc.dtype != DType::F32) {
-        kv_row_to_f32(vc.dtype, vr, tmp.data(), hd);
-        vh = tmp.data();
-      }
+      const float* vh = kv_head(vc, si, t, kvh, tmp.data());
       for (int32_t g = 0; g < group; ++g) {
         const float w = sc[size_t(g) * size_t(ld) + size_t(t)];
         float* a = oh + g * hd;
@@ -559,20 +545,12 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       const int64_t ld = (n_ctx + 7) / 8 * 8;
       kt.assign(size_t(hd) * size_t(ld), 0.0f);
       v.resize(size_t(n_ctx) * size_t(hd));
-      const size_t head_off_k = row_bytes(kc.dtype, int64_t(item.kvh) * hd);
-      const size_t head_off_v = row_bytes(vc.dtype, int64_t(item.kvh) * hd);
       for (int32_t t = 0; t < n_ctx; ++t) {
-        const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
-        const uint8_t* kr = kc.data + size_t(slot) * kc.row_stride() + head_off_k;
-        const float* kh = reinterpret_cast<const float*>(kr);
-        if (kc.dtype != DType::F32) {
-          kv_row_to_f32(kc.dtype, kr, tmp.data(), hd);
-          kh = tmp.data();
-        }
+        const float* kh = kv_head(kc, si, t, item.kvh, tmp.data());
         for (int32_t d = 0; d < hd; ++d) kt[size_t(d) * size_t(ld) + size_t(t)] = kh[d];
-        const uint8_t* vr = vc.data + size_t(slot) * vc.row_stride() + head_off_v;
-        if (vc.dtype == DType::F32) std::memcpy(v.data() + size_t(t) * size_t(hd), vr, size_t(hd) * 4);
-        else kv_row_to_f32(vc.dtype, vr, v.data() + size_t(t) * size_t(hd), hd);
+        float* vt = v.data() + size_t(t) * size_t(hd);
+        const float* vh = kv_head(vc, si, t, item.kvh, vt);
+        if (vh != vt) std::memcpy(vt, vh, size_t(hd) * 4);
       }
       // The chunk's query vectors: every row, every head of the group.
       const int32_t n_q = (item.r1 - item.r0) * group;

@@ -61,5 +61,4 @@ class KvCache {
   uint64_t bytes_ = 0;
 };
 
-
 }  // namespace pagoda
