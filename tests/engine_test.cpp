@@ -255,6 +255,38 @@ TEST(Engine, OverloadCompletesOrRejectsAndLeaksNothing) {
   expect_no_leaks(*e);
 }
 
+// Admission is decided once, in submit(): a request it accepted is never rejected later by the
+// engine thread (a server has already answered 200 to a stream by then). Many threads submit
+// while the engine thread drains and schedules, so the queue bound is checked against a moving queue.
+TEST(Engine, AcceptedRequestsAreNeverRejectedLater) {
+  REQUIRE_MODELS();
+  EngineConfig cfg;
+  cfg.max_waiting = 4;
+  cfg.max_running = 2;
+  auto e = make_engine(cfg);
+  e->start();
+  std::atomic<int> accepted{0}, rejected_at_submit{0}, finished{0}, rejected_later{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 150; ++i) {
+        auto r = e->submit(greedy_req("Story " + std::to_string(t * 1000 + i), 2), [&](const TokenEvent& ev) {
+          if (!ev.finished) return;
+          ++finished;
+          if (ev.reason == FinishReason::Rejected) ++rejected_later;
+        });
+        if (r.rejected.empty()) ++accepted;
+        else { EXPECT_EQ(r.rejected, "queue_full"); ++rejected_at_submit; }
+      }
+    });
+  for (auto& th : ts) th.join();
+  e->stop(true);
+  EXPECT_GT(rejected_at_submit.load(), 0) << "a bound of 4 under 4 busy submitters should turn some away";
+  EXPECT_EQ(rejected_later.load(), 0);
+  EXPECT_EQ(finished.load(), accepted.load());
+  expect_no_leaks(*e);
+}
+
 TEST(Engine, PreemptedRequestResumesWithIdenticalOutput) {
   REQUIRE_MODELS();
   std::vector<Request> reqs;

@@ -55,10 +55,9 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   SchedulerConfig sc;
   sc.max_batch_tokens = cfg.max_batch_tokens;
   sc.max_running = cfg.max_running;
-  sc.max_waiting = cfg.max_waiting;
   sc.prefix_caching = cfg.prefix_caching;
   sc.ctx_len = model.config.ctx_len;
-  if (sc.max_batch_tokens < 1 || sc.max_running < 1 || sc.max_waiting < 1)
+  if (sc.max_batch_tokens < 1 || sc.max_running < 1 || cfg.max_waiting < 1)
     return make_error("batch token budget, max running and queue bound must be positive");
   e->sched_ = std::make_unique<Scheduler>(sc, *e->kv_, *e->index_, e->identity_, e->counters_, e->hist_);
   if (cfg.spec.mode == "ngram") {
@@ -112,6 +111,10 @@ SubmitResult Engine::submit(Request req, TokenCallback cb) {
   if (int32_t(s->tokens.size()) >= model_.config.ctx_len)
     return reject("prompt_too_long", "prompt of " + std::to_string(s->tokens.size()) + " tokens does not fit the context of " +
                                          std::to_string(model_.config.ctx_len));
+  const int32_t bs = kv_->block_size(), need = (int32_t(s->tokens.size()) + bs) / bs;
+  if (need > kv_->pool().num_blocks())
+    return reject("kv_capacity", "the prompt needs " + std::to_string(need) + " KV blocks but the cache holds " +
+                                     std::to_string(kv_->pool().num_blocks()));
   s->id = next_id_++;
   s->prompt_len = int32_t(s->tokens.size());
   s->public_len = public_len_of(s->tokens);
@@ -128,8 +131,10 @@ SubmitResult Engine::submit(Request req, TokenCallback cb) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     hist_.stage[size_t(Stage::Normalize)].observe(secs(Clock::now() - t0));
-    // Admission control: the bound covers requests not yet seen by the engine thread too.
-    if (int64_t(sched_->waiting().size()) + int64_t(inbox_.size()) >= cfg_.max_waiting) {
+    // Admission control, decided here once: the bound covers requests not yet seen by the engine
+    // thread too. The scheduler's queue is the engine thread's, so this reads the count that
+    // thread publishes under mu_ rather than the queue itself.
+    if (waiting_published_ + int64_t(inbox_.size()) >= cfg_.max_waiting) {
       ++counters_.rejections["queue_full"];
       r.rejected = "queue_full";
       r.message = "the request queue is full (" + std::to_string(cfg_.max_waiting) + " waiting); retry later";
@@ -159,6 +164,7 @@ void Engine::drain_inbox() {
     std::lock_guard<std::mutex> lk(mu_);
     in.swap(inbox_);
     cancels.swap(cancels_);
+    waiting_published_ += int64_t(in.size());  // still queued, now on their way to the scheduler
   }
   for (auto& s : in) {
     for (uint64_t c : cancels) if (c == s->id) s->cancelled = true;
@@ -174,6 +180,12 @@ void Engine::drain_inbox() {
   }
   for (uint64_t c : cancels)
     if (Sequence* s = sched_->find(c)) s->cancelled = true;
+  publish_waiting();
+}
+
+void Engine::publish_waiting() {
+  std::lock_guard<std::mutex> lk(mu_);
+  waiting_published_ = int64_t(sched_->waiting().size());
 }
 
 bool Engine::should_stop(const Sequence& s, int32_t tok) const {
@@ -323,6 +335,7 @@ Status Engine::step() {
   const auto now = Clock::now();
   std::vector<std::unique_ptr<Sequence>> ended;
   auto plan = sched_->schedule(now, ended);
+  publish_waiting();
   for (auto& s : ended) {
     const FinishReason r = s->finish_reason;
     end(std::move(s), r);

@@ -98,6 +98,7 @@ class Engine {
  private:
   Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg);
   void drain_inbox();
+  void publish_waiting();  // engine thread: the scheduler's waiting count, for submit()'s queue bound
   void emit_token(Sequence& s, int32_t tok, SteadyTime now);
   void end(std::unique_ptr<Sequence> s, FinishReason r, const std::string& error = "");
   bool should_stop(const Sequence& s, int32_t tok) const;
@@ -123,7 +124,8 @@ class Engine {
   Histograms hist_;
   SnapshotBox box_;
 
-  mutable std::mutex mu_;  // guards inbox_, cancels_, paused_
+  mutable std::mutex mu_;  // guards inbox_, cancels_, paused_, waiting_published_
+  int64_t waiting_published_ = 0;  // the scheduler's waiting count as the engine thread last saw it
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Sequence>> inbox_;
   std::vector<uint64_t> cancels_;

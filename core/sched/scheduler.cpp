@@ -40,7 +40,6 @@ std::string Scheduler::add(std::unique_ptr<Sequence>& s) {
   const int32_t bs = kv_.block_size();
   if (int32_t(s->tokens.size()) >= cfg_.ctx_len) return "prompt_too_long";
   if ((int32_t(s->tokens.size()) + bs) / bs > kv_.pool().num_blocks()) return "kv_capacity";
-  if (int32_t(waiting_.size()) >= cfg_.max_waiting) return "queue_full";
   s->state = SeqState::Waiting;
   waiting_.push_back(std::move(s));
   return "";

@@ -19,7 +19,6 @@ namespace pagoda {
 struct SchedulerConfig {
   int32_t max_batch_tokens = 512;  // token budget per step
   int32_t max_running = 64;
-  int32_t max_waiting = 256;       // bounded queue: a full queue rejects
   bool prefix_caching = true;
   int32_t ctx_len = 0;
 };
@@ -37,6 +36,8 @@ class Scheduler {
             Counters& counters, Histograms& hist);
 
   // Queues a sequence (taking ownership) or returns a rejection reason and leaves `seq` alone.
+  // The queue bound is not checked here: the engine applies it when a request is submitted, the
+  // only point where the caller can still be told synchronously (an HTTP 429, not a stream error).
   std::string add(std::unique_ptr<Sequence>& seq);
   // Plans one step. Sequences that must end (cancelled, past deadline) are moved to `finished`.
   std::vector<ScheduledChunk> schedule(SteadyTime now, std::vector<std::unique_ptr<Sequence>>& finished);
