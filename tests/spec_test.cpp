@@ -31,7 +31,10 @@ double chi2(const std::vector<uint64_t>& counts, const std::vector<double>& p, u
   }
   return x;
 }
-constexpr double kChi2Crit5Df = 15.086;  // P(chi2_5 > 15.086) = 0.01
+// P(chi2_5 > 20.515) = 0.001. The seeds below are fixed, so the test is deterministic: with a
+// fresh seed per run and a 1% threshold it failed ~1 run in 50 on a correct verifier (over 1000
+// random seeds the mean chi2 was 5.03 and 5.02, as it should be for 5 degrees of freedom).
+constexpr double kChi2Crit5Df = 20.515;
 
 using VerifyFn = VerifyOutcome (*)(std::span<const std::vector<float>>, std::span<const std::vector<float>>,
                                    std::span<const int32_t>, std::span<const float>);
@@ -128,17 +131,18 @@ std::vector<std::vector<int32_t>> run(const EngineConfig& cfg, const std::vector
 }  // namespace
 
 TEST(Verifier, OutputDistributionEqualsTarget) {
-  const uint64_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  const auto [x0, x1] = chi2_of(&verify_drafts, seed, 1000000);
-  EXPECT_LT(x0, kChi2Crit5Df) << "position 0 distribution differs from p (chi2 " << x0 << ")";
-  EXPECT_LT(x1, kChi2Crit5Df) << "position 1 distribution differs from p (chi2 " << x1 << ")";
+  for (const uint64_t seed : {11u, 22u, 33u}) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    const auto [x0, x1] = chi2_of(&verify_drafts, seed, 1000000);
+    EXPECT_LT(x0, kChi2Crit5Df) << "position 0 distribution differs from p (chi2 " << x0 << ")";
+    EXPECT_LT(x1, kChi2Crit5Df) << "position 1 distribution differs from p (chi2 " << x1 << ")";
+  }
 }
 
 TEST(Verifier, AcceptAlwaysVerifierFailsTheSameTest) {
   const auto [x0, x1] = chi2_of(&accept_always, 99, 1000000);
-  EXPECT_GT(x0, kChi2Crit5Df * 100);
-  EXPECT_GT(x1, kChi2Crit5Df * 100);
+  EXPECT_GT(x0, kChi2Crit5Df * 50);
+  EXPECT_GT(x1, kChi2Crit5Df * 50);
 }
 
 TEST(Verifier, SeededRunsReproduce) {
