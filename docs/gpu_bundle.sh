@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Packs what docs/gpu_check.sh needs onto a GPU machine that has the NVIDIA driver but none of the
+# project's Debian libraries: the CUDA + Vulkan build's binaries (stripped), every shared library
+# they load except glibc's own, and the models. Usage: bash docs/gpu_bundle.sh [BUILD_DIR]
+# (default build-gpu, configured with -DPAGODA_CUDA=ON -DPAGODA_VULKAN=ON -DPAGODA_UI=OFF
+# -DPAGODA_NATIVE=OFF) -> .dev/ (ignored by git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${1:-build-gpu}
+D=.dev
+rm -rf "$D"
+mkdir -p "$D/bin" "$D/lib" "$D/models/vocab"
+for f in pagoda tests/cuda_test; do strip -o "$D/bin/$(basename "$f")" "$B/$f"; done
+ldd "$D"/bin/* | awk '/=> \//{print $3}' | sort -u |
+  grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux-x86-64)\.so' | xargs -I{} cp -L {} "$D/lib/"
+S=../shared/models
+cp "$S/stories260K.gguf" "$S/llama2xs-260K.bin" "$S/tok512.bin" "$D/models/"
+cp "$S/vocab/ggml-vocab-llama-spm.gguf" "$D/models/vocab/"
+du -sh "$D"

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Correctness checks and benchmarks on an NVIDIA GPU, from the bundle docs/gpu_bundle.sh packs:
+# CUDA unit tests, conformance of every op on CUDA and Vulkan against the CPU reference, greedy
+# stories260K text on cpu/cuda/vulkan compared token by token, then decode, batch, attention and
+# per-op benchmarks on a generated 1B-shaped model. Everything is logged to $OUT/gpu_check.log
+# (or /tmp) and the --json results land next to it.
+# Usage: bash docs/gpu_check.sh [SECTION...]  sections: env tests conformance greedy decode batch
+# attention ops (default: all).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+D=$PWD/.dev
+R=${OUT:-/tmp/gpu_check}
+mkdir -p "$R"
+exec > >(tee -a "$R/gpu_check.log") 2>&1
+SECTIONS=${*:-env tests conformance greedy decode batch attention ops}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+export LD_LIBRARY_PATH=$D/lib
+ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[[ -f $ICD ]] && export VK_DRIVER_FILES=$ICD
+P=$D/bin/pagoda
+M=$D/models
+W=/tmp/pagoda-gpu-models
+mkdir -p "$W"
+# The test binaries look for the shared models where the build machine had them.
+mkdir -p /work/shared 2>/dev/null && ln -sfn "$M" /work/shared/models 2>/dev/null
+step() { local t=$1; shift; echo "=== $(date +%T) [limit ${t}s] $*"; timeout "$t" "$@"; local rc=$?; echo "=== rc $rc"; return $rc; }
+json() { local name=$1 t=$2; shift 2; echo "=== $(date +%T) [limit ${t}s] $* --json > $name.json"; timeout "$t" "$@" --json > "$R/$name.json"; local rc=$?; cat "$R/$name.json"; echo "=== rc $rc"; }
+if want env; then
+  step 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+fi
+if want tests; then step 90 "$D/bin/cuda_test"; fi
+if want conformance; then json conformance 120 "$P" conformance --backend cuda vulkan -m "$M/stories260K.gguf" -n 200 --seed 7; fi
+if want greedy; then
+  for b in cpu cuda vulkan; do
+    timeout 60 "$P" run -m "$M/stories260K.gguf" -p "Once upon a time" -n 200 --temp 0 --json --backend $b > "$R/greedy-$b.json"
+    echo "greedy $b rc $? tokens $(tr -d ' \n' < "$R/greedy-$b.json" | grep -o '"tokens":\[[0-9,]*\]' | md5sum)"
+  done
+  for b in cuda vulkan; do
+    if [[ "$(tr -d ' \n' < "$R/greedy-$b.json" | grep -o '"tokens":\[[0-9,]*\]')" == "$(tr -d ' \n' < "$R/greedy-cpu.json" | grep -o '"tokens":\[[0-9,]*\]')" ]]; then
+      echo "GREEDY $b == cpu (200 tokens)"; else echo "GREEDY $b DIFFERS from cpu"; fi
+  done
+fi
+if want decode || want batch || want attention; then
+  for dt in f16 q8_0; do
+    [[ -f $W/1B-$dt.gguf ]] || step 120 "$P" synth --preset 1B --dtype $dt --vocab-from "$M/vocab/ggml-vocab-llama-spm.gguf" -o "$W/1B-$dt.gguf"
+  done
+fi
+if want decode; then
+  for dt in f16 q8_0; do for b in cuda vulkan; do
+    json decode-1B-$dt-$b 60 "$P" bench decode -m "$W/1B-$dt.gguf" --prompt-tokens 16 -n 128 -r 2 --backend $b
+  done; done
+fi
+if want batch; then json batch-1B-f16-cuda 90 "$P" bench batch -m "$W/1B-f16.gguf" --streams 1,16,64 -n 32 -r 1 --backend cuda; fi
+if want attention; then
+  for b in cuda vulkan; do json attention-$b 120 "$P" bench attention --backend $b --ctx 1024,8192,32768; done
+fi
+if want ops; then json ops 90 "$P" bench ops --backend cuda,vulkan -r 10; fi
+echo "=== done $(date +%T)"
