@@ -16,14 +16,6 @@ std::vector<ConformanceCase> bench_op_cases(const std::string& filter) {
     const std::string id = std::string(op_name(op)) + "/" + dtype_name(dt) + "/" + name;
     if (filter.empty() || id.find(filter) != std::string::npos) v.push_back({op, dt, std::move(name), std::move(s), 1.0});
   };
-  auto rc = [](int64_t rows, int64_t cols, int64_t extra = 0, float param = 0) {
-    ConformanceShape s;
-    s.rows = rows;
-    s.cols = cols;
-    s.extra = extra;
-    s.param = param;
-    return s;
-  };
   auto attn = [&](std::vector<std::pair<int32_t, int32_t>> seqs) {
     ConformanceShape s;
     s.n_heads = kHeads;
@@ -34,26 +26,27 @@ std::vector<ConformanceCase> bench_op_cases(const std::string& filter) {
     return s;
   };
   for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
-    add(Op::Matmul, dt, "matvec_1x1024x1024", rc(1, kDim, kDim));
-    add(Op::Matmul, dt, "matmul_16x1024x1024", rc(16, kDim, kDim));
+    add(Op::Matmul, dt, "matvec_1x1024x1024", rows_cols(1, kDim, kDim));
+    add(Op::Matmul, dt, "matmul_16x1024x1024", rows_cols(16, kDim, kDim));
   }
-  add(Op::Embed, DType::F32, "16rows_dim1024", rc(16, kDim, kVocab / 8));
-  add(Op::RmsNorm, DType::F32, "16x1024", rc(16, kDim, 0, 1e-5f));
-  ConformanceShape rope = rc(16, 0, 2048, 10000.0f);
+  add(Op::Embed, DType::F32, "16rows_dim1024", rows_cols(16, kDim, kVocab / 8));
+  add(Op::RmsNorm, DType::F32, "16x1024", rows_cols(16, kDim, 0, 1e-5f));
+  ConformanceShape rope = rows_cols(16, 0, 2048, 10000.0f);
   rope.n_heads = kHeads;
   rope.head_dim = kHd;
   add(Op::Rope, DType::F32, "16x16heads_hd64", rope);
-  add(Op::SiluMul, DType::F32, "16x2816", rc(16, kFfn));
-  add(Op::Add, DType::F32, "16x1024", rc(16, kDim));
+  add(Op::SiluMul, DType::F32, "16x2816", rows_cols(16, kFfn));
+  add(Op::Add, DType::F32, "16x1024", rows_cols(16, kDim));
   for (DType dt : {DType::F32, DType::F16}) {
-    add(Op::KvStore, dt, "16tok_1024", rc(16, kDim, 1024));
+    add(Op::KvStore, dt, "16tok_1024", rows_cols(16, kDim, 1024));
     add(Op::PagedAttention, dt, "decode_4seq_ctx512", attn({{512, 1}, {512, 1}, {512, 1}, {512, 1}}));
     add(Op::PagedAttention, dt, "prefill_128_ctx128", attn({{128, 128}}));
   }
-  add(Op::Softmax, DType::F32, "4x32000", rc(4, kVocab, 0, 1.0f));
-  add(Op::Argmax, DType::F32, "4x32000", rc(4, kVocab));
-  add(Op::SampleProbs, DType::F32, "4x32000", rc(4, kVocab));
-  ConformanceShape ver = rc(0, kVocab);
+  add(Op::Copy, DType::F16, "kv_block_16x1024", rows_cols(16, kDim));
+  add(Op::Softmax, DType::F32, "4x32000", rows_cols(4, kVocab, 0, 1.0f));
+  add(Op::Argmax, DType::F32, "4x32000", rows_cols(4, kVocab));
+  add(Op::SampleProbs, DType::F32, "4x32000", rows_cols(4, kVocab));
+  ConformanceShape ver = rows_cols(0, kVocab);
   ver.greedy = true;
   ver.seqs = {{4, 0}, {4, 0}};
   add(Op::Verify, DType::F32, "greedy_2seq_k4_v32000", ver);

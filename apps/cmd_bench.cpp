@@ -14,6 +14,7 @@
 #include "apps/bench_plot.h"
 #include "apps/cli_common.h"
 #include "core/engine/bench.h"
+#include "core/engine/bench_attention.h"
 #include "core/engine/bench_mixed.h"
 #include "core/engine/bench_workloads.h"
 
@@ -58,8 +59,17 @@ int bench_decode_cmd(const BenchOptions& o) {
   auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, o.kv_dtype == "f16" ? DType::F16 : DType::F32);
   if (!r) return fail(r.error());
   // Each decoded token streams every weight byte once: read bandwidth over weight bytes is the
-  // memory roofline (a single-threaded memcpy understates what several threads can read).
-  const double roof = read_bw / double((*m)->weights.bytes);
+  // memory roofline (a single-threaded memcpy understates what several threads can read). On a GPU
+  // the weights live in device memory, so its own copy bandwidth (read + write) is the roof.
+  const bool gpu = (*be)->info().is_gpu;
+  double dev_bw = 0;
+  if (gpu) {
+    auto d = measure_backend_copy_bandwidth(**be, 512ull << 20, 5);
+    if (!d) return fail("measuring device copy bandwidth: " + d.error());
+    dev_bw = *d;
+  }
+  const double roof_bw = gpu ? dev_bw : read_bw;
+  const double roof = roof_bw / double((*m)->weights.bytes);
   nlohmann::json j = envelope(o, **be, **m);
   j["workload"] = "decode";
   j["prompt_tokens"] = r->prompt_tokens;
@@ -70,6 +80,8 @@ int bench_decode_cmd(const BenchOptions& o) {
   j["copy_bandwidth_gb_s"] = bw / 1e9;
   j["read_bandwidth_gb_s"] = read_bw / 1e9;
   j["read_bandwidth_threads"] = threads;
+  if (gpu) j["device_copy_bandwidth_gb_s"] = dev_bw / 1e9;
+  j["roofline_bandwidth"] = gpu ? "device copy (read + write)" : "host read";
   j["roofline_tok_s"] = roof;
   j["fraction_of_roofline"] = r->median_decode_tok_s / roof;
   if (o.json) {
@@ -84,9 +96,14 @@ int bench_decode_cmd(const BenchOptions& o) {
   fmt::print("decode (1 stream, {} prompt + {} generated, {} repeats after 1 warm-up):\n", o.prompt, r->generated_tokens, o.repeats);
   fmt::print("  decode   median {:.1f} tok/s  (slowest run {:.1f})\n", r->median_decode_tok_s, r->p99_decode_tok_s);
   fmt::print("  prefill  median {:.1f} tok/s, TTFT median {:.2f} ms\n", r->median_prefill_tok_s, r->median_ttft_ms);
-  fmt::print("  roofline read bandwidth {:.2f} GB/s ({} threads; 1-thread memcpy {:.2f} GB/s) / {:.1f} MiB weights = "
-             "{:.1f} tok/s  ->  {:.2f} of roofline\n", read_bw / 1e9, threads, bw / 1e9,
-             double((*m)->weights.bytes) / (1 << 20), roof, r->median_decode_tok_s / roof);
+  if (gpu)
+    fmt::print("  roofline device copy bandwidth {:.1f} GB/s (read + write, Backend::copy) / {:.1f} MiB weights = "
+               "{:.1f} tok/s  ->  {:.2f} of roofline\n", dev_bw / 1e9, double((*m)->weights.bytes) / (1 << 20), roof,
+               r->median_decode_tok_s / roof);
+  else
+    fmt::print("  roofline read bandwidth {:.2f} GB/s ({} threads; 1-thread memcpy {:.2f} GB/s) / {:.1f} MiB weights = "
+               "{:.1f} tok/s  ->  {:.2f} of roofline\n", read_bw / 1e9, threads, bw / 1e9,
+               double((*m)->weights.bytes) / (1 << 20), roof, r->median_decode_tok_s / roof);
   return 0;
 }
 
@@ -327,6 +344,62 @@ int bench_ops_cmd(const OpsOptions& oo) {
   return 0;
 }
 
+struct AttentionOptions {
+  std::string contexts = "1024,8192,32768";
+  int32_t seqs = 0;
+  double kv_mib = 0;
+  int32_t heads = 32, kv_heads = 8, head_dim = 128, block_size = 16;
+  std::string kv_dtype = "f16";
+  int repeats = 10;
+  bool json = false;
+  BackendOptions be;
+};
+
+int bench_attention_cmd(const AttentionOptions& ao) {
+  AttentionBenchOptions o;
+  try { o.contexts = parse_list(ao.contexts); } catch (...) { return fail("--ctx must be a comma-separated list of integers"); }
+  o.n_seqs = ao.seqs;
+  o.kv_target_bytes = uint64_t(ao.kv_mib * double(1 << 20));
+  o.n_heads = ao.heads;
+  o.n_kv_heads = ao.kv_heads;
+  o.head_dim = ao.head_dim;
+  o.block_size = ao.block_size;
+  o.kv_dtype = ao.kv_dtype == "f32" ? DType::F32 : DType::F16;
+  o.repeats = ao.repeats;
+  auto be = open_backend(ao.be, ao.json);
+  if (!be) return fail(be.error());
+  auto r = bench_attention(**be, o);
+  if (!r) return fail(r.error());
+  const auto info = (*be)->info();
+  nlohmann::json j = {{"workload", "attention"}, {"backend", info.name}, {"device", info.device}, {"driver", info.driver},
+                      {"threads", ao.be.threads}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
+                      {"n_heads", o.n_heads}, {"n_kv_heads", o.n_kv_heads}, {"head_dim", o.head_dim},
+                      {"block_size", o.block_size}, {"kv_dtype", ao.kv_dtype}, {"repeats", o.repeats},
+                      {"calls_per_sample", o.calls_per_sample}, {"copy_bandwidth_gb_s", r->copy_gbps},
+                      {"copy_bytes", r->copy_bytes}};
+  j["contexts"] = nlohmann::json::array();
+  std::string text = fmt::format("{:>7} {:>6} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9}\n", "ctx", "seqs", "KV MiB", "median ms",
+                                 "min ms", "GB/s", "of copy", "NMSE");
+  for (const auto& row : r->rows) {
+    j["contexts"].push_back({{"ctx", row.ctx}, {"n_seqs", row.n_seqs}, {"kv_bytes", row.kv_bytes},
+                             {"median_ms", row.median_ms}, {"min_ms", row.min_ms}, {"gb_s", row.gbps},
+                             {"fraction_of_copy", row.fraction_of_copy}, {"nmse", row.nmse}});
+    text += fmt::format("{:>7} {:>6} {:>9.1f} {:>10.3f} {:>10.3f} {:>9.1f} {:>9.2f} {:>9.1e}\n", row.ctx, row.n_seqs,
+                        row.kv_bytes / double(1 << 20), row.median_ms, row.min_ms, row.gbps, row.fraction_of_copy, row.nmse);
+  }
+  if (ao.json) {
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  fmt::print("envelope: backend={} device=\"{}\" build={} commit={}\n", info.name, info.device, PAGODA_BUILD_TYPE,
+             PAGODA_GIT_COMMIT);
+  fmt::print("paged decode attention: 1 query token per sequence, {} heads / {} KV heads x {}, block {}, {} K/V, "
+             "shuffled block tables; median of {} samples of {} calls after 1 warm-up\n",
+             o.n_heads, o.n_kv_heads, o.head_dim, o.block_size, ao.kv_dtype, o.repeats, o.calls_per_sample);
+  fmt::print("copy bandwidth (Backend::copy of {} MiB, read + write): {:.1f} GB/s\n\n{}", r->copy_bytes >> 20, r->copy_gbps, text);
+  return 0;
+}
+
 struct PlotOptions {
   std::string input, output, dir, out_dir;
 };
@@ -375,7 +448,7 @@ int bench_plot_cmd(const PlotOptions& po) {
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, ops; plot renders their --json");
+  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, ops, attention; plot renders their --json");
   cmd->require_subcommand(1);
   auto* dec = cmd->add_subcommand("decode", "Single-stream decode tok/s against the memory roofline");
   dec->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
@@ -463,6 +536,27 @@ void register_bench(CLI::App& app) {
   ops->add_flag("--json", oo->json, "Machine-readable output");
   ops->callback([oo] {
     const int rc = bench_ops_cmd(*oo);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+
+  auto ao = std::make_shared<AttentionOptions>();
+  auto* att = cmd->add_subcommand("attention", "Paged decode attention bandwidth at long contexts, as a fraction of copy bandwidth");
+  att->footer("Each sequence has one query token and reads its whole K/V context through a shuffled block table.\n"
+              "GB/s counts the K/V bytes one call reads; the copy bandwidth counts read + write of Backend::copy.\n"
+              "The first and last sequence of every context are checked against the CPU backend.");
+  att->add_option("--ctx", ao->contexts, "Comma-separated context lengths")->capture_default_str();
+  att->add_option("--seqs", ao->seqs, "Sequences per call (0: enough for --kv-mib of K/V)")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  att->add_option("--kv-mib", ao->kv_mib, "K/V bytes one call reads, when --seqs is 0 (0: 1024 on a GPU, 128 otherwise)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  att->add_option("--heads", ao->heads, "Query heads")->capture_default_str()->check(CLI::Range(1, 1024));
+  att->add_option("--kv-heads", ao->kv_heads, "KV heads")->capture_default_str()->check(CLI::Range(1, 1024));
+  att->add_option("--head-dim", ao->head_dim, "Head dimension")->capture_default_str()->check(CLI::Range(1, 1024));
+  att->add_option("--block-size", ao->block_size, "Tokens per KV block")->capture_default_str()->check(CLI::Range(1, 1024));
+  att->add_option("--kv-dtype", ao->kv_dtype, "f16 or f32")->capture_default_str()->check(CLI::IsMember({"f16", "f32"}));
+  att->add_option("-r,--repeats", ao->repeats, "Timed samples")->capture_default_str()->check(CLI::Range(1, 10000));
+  att->add_flag("--json", ao->json, "Machine-readable output");
+  add_backend_options(att, ao->be);
+  att->callback([ao] {
+    const int rc = bench_attention_cmd(*ao);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 

@@ -85,7 +85,7 @@ struct VerifyParams {
 
 enum class Op : uint8_t {
   Embed, RmsNorm, Matmul, Rope, SiluMul, Add, KvStore, PagedAttention, Softmax, Argmax,
-  SampleProbs, Verify, kCount
+  SampleProbs, Verify, Copy, kCount
 };
 const char* op_name(Op op);
 
@@ -117,6 +117,9 @@ class Backend {
   virtual Status sync() = 0;
 
   // ---- ops (F32 activations unless stated; `out` may not alias inputs unless stated) ----
+  // dst = src byte for byte (any dtype; same dtype and shape; the two may not overlap). Used for
+  // copy-on-write of KV blocks, so the data never leaves the device.
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   // out[i,:] = table[ids[i], :]  (ids: I32 [n,1]; table any dtype; out F32 [n,dim])
   virtual void embed(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
   // out = x / sqrt(mean(x^2) + eps) * w   (row-wise; w: [1,dim]; out may alias x)

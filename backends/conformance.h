@@ -27,6 +27,9 @@ struct ConformanceShape {
   bool ties = false;      // argmax: every row holds its maximum twice
 };
 
+// A rows x cols shape (most ops'), with `extra` and `param` as above.
+ConformanceShape rows_cols(int64_t rows, int64_t cols, int64_t extra = 0, float param = 0);
+
 struct ConformanceCase {
   Op op;
   DType dtype;       // weight dtype (embed, matmul), KV dtype (kv_store, paged_attention), else F32

@@ -28,7 +28,7 @@ int64_t dtype_block_bytes(DType t) {
 
 const char* op_name(Op op) {
   static const char* kNames[] = {"embed", "rms_norm", "matmul", "rope", "silu_mul", "add", "kv_store",
-                                 "paged_attention", "softmax", "argmax", "sample_probs", "verify"};
+                                 "paged_attention", "softmax", "argmax", "sample_probs", "verify", "copy"};
   const auto i = size_t(op);
   return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "?";
 }

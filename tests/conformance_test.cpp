@@ -95,6 +95,11 @@ class FaultyBackend final : public Backend {
     inner_.silu_mul(fewer(g), u, out);
     corrupt(out);
   }
+  void copy(const Tensor& src, const Tensor& dst) override {
+    inner_.copy(fewer(src), dst);
+    if (fault_ == Fault::WriteAfterOutput) CpuBackend::host(dst).data[dst.bytes()] = 0;
+    if (fault_ == Fault::CorruptOneElement) CpuBackend::host(dst).data[1] ^= 0x40;  // a bit of element 0
+  }
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override {
     inner_.add(fewer(a), b, out);
     corrupt(out);

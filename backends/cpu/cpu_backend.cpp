@@ -1,5 +1,6 @@
 #include "backends/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -65,6 +66,7 @@ bool CpuBackend::supports(Op op, DType dtype) const {
     case Op::Embed: return dtype != DType::I32;
     case Op::KvStore:
     case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
+    case Op::Copy: return true;
     default: return dtype == DType::F32;
   }
 }
@@ -98,6 +100,21 @@ void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32
 }
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   ref::silu_mul(host(gate), host(up), host(out));
+}
+void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
+  const uint8_t* s = host(src).data;
+  uint8_t* d = host(dst).data;
+  const int64_t n = int64_t(std::min(src.bytes(), dst.bytes()));
+  // One core does not saturate memory bandwidth; split big copies (64 KiB pieces at least).
+  constexpr int64_t kPiece = 64 << 10;
+  if (opt_.reference || n < 2 * kPiece) {
+    if (n > 0) std::memcpy(d, s, size_t(n));
+    return;
+  }
+  pool_->parallel_for((n + kPiece - 1) / kPiece, [&](int64_t b, int64_t e) {
+    const int64_t lo = b * kPiece, hi = std::min(n, e * kPiece);
+    std::memcpy(d + lo, s + lo, size_t(hi - lo));
+  });
 }
 void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) { ref::add(host(a), host(b), host(out)); }
 void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots) {

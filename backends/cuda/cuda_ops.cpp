@@ -139,6 +139,18 @@ void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& o
   end_op(Op::SiluMul, cuda::launch_silu_mul(dev_->stream(), f32p(gate), f32p(up), f32p(out), elems(gate)));
 }
 
+void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
+  ArgCheck c(Op::Copy);
+  c.tensor("src", src).tensor("dst", dst);
+  c.that(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols, "src and dst differ in dtype or shape");
+  if (c.ok() && src.buf == dst.buf)
+    c.that(src.offset + src.bytes() <= dst.offset || dst.offset + dst.bytes() <= src.offset, "src and dst overlap");
+  if (!c.ok()) return fail(c.error());
+  if (src.bytes() == 0 || !begin_op(Op::Copy)) return;
+  end_op(Op::Copy, cudaMemcpyAsync(cuda::device_ptr(dst), cuda::device_ptr(src), src.bytes(), cudaMemcpyDeviceToDevice,
+                                   dev_->stream()));
+}
+
 void CudaBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   ArgCheck c(Op::Add);
   c.f32("a", a).f32("b", b).f32("out", out);

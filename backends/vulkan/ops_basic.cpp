@@ -126,6 +126,23 @@ void VulkanBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor&
   });
 }
 
+void VulkanBackend::copy(const Tensor& src, const Tensor& dst) {
+  guarded("copy", [&]() -> Status {
+    if (src.dtype != dst.dtype || src.rows != dst.rows || src.cols != dst.cols)
+      return make_error("src and dst differ in dtype or shape");
+    auto s = buffer_of(src);
+    if (!s) return s.take_error();
+    auto d = buffer_of(dst);
+    if (!d) return d.take_error();
+    const size_t n = src.bytes();
+    if (src.offset + n > (*s)->size() || dst.offset + n > (*d)->size())
+      return make_error(std::to_string(n) + " bytes overrun the source or destination buffer");
+    if (*s == *d && src.offset < dst.offset + n && dst.offset < src.offset + n)
+      return make_error("src and dst overlap");
+    return seq_->copy(**s, src.offset, **d, dst.offset, n);
+  });
+}
+
 void VulkanBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   guarded("add", [&]() -> Status {
     struct Push { uint32_t a_off, b_off, out_off, n; };

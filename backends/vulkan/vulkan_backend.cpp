@@ -69,6 +69,7 @@ bool VulkanBackend::supports(Op op, DType dtype) const {
     case Op::Matmul: return dtype != DType::I32;
     case Op::KvStore:
     case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
+    case Op::Copy: return true;
     default: return dtype == DType::F32;
   }
 }

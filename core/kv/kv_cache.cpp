@@ -54,15 +54,10 @@ Status KvCache::make_writable(BlockTable& t, int32_t pos) {
     auto fresh = pool_->allocate();
     if (!fresh) return make_error("KV cache full: no block for a copy-on-write of a shared block");
     const int32_t rows = i == size_t(pos / bs) ? pos % bs : 0;
-    if (rows > 0) {
-      std::vector<uint8_t> host;
+    if (rows > 0) {  // on the device, in stream order: no host round trip, no sync
       for (const auto* side : {&k_, &v_})
-        for (const Tensor& layer : *side) {
-          const Tensor from = layer.row_slice(int64_t(old) * bs, rows), to = layer.row_slice(int64_t(*fresh) * bs, rows);
-          host.resize(from.bytes());
-          be_->download(from, host.data(), host.size());
-          be_->upload(to, host.data(), host.size());
-        }
+        for (const Tensor& layer : *side)
+          be_->copy(layer.row_slice(int64_t(old) * bs, rows), layer.row_slice(int64_t(*fresh) * bs, rows));
     }
     pool_->release(old);
     t.blocks[i] = *fresh;
