@@ -604,6 +604,9 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::PagedAttention, dt, "mix_gqa4_hd128", attention(8, 2, 128, 16, {{33, 33}, {50, 1}, {20, 5}}), kReduction);
     add(Op::PagedAttention, dt, "mix_gqa2_hd8_bs4", attention(4, 2, 8, 4, {{13, 13}, {9, 2}, {30, 1}, {4, 4}}), kReduction);
     add(Op::PagedAttention, dt, "long_gqa2_hd64", attention(2, 1, 64, 16, {{300, 1}, {200, 70}}), kReduction);
+    // Decode rows past 512 positions (CPU splits them into spans, CUDA into split-K partitions).
+    add(Op::PagedAttention, dt, "decode_split_gqa4_hd128",
+        attention(8, 2, 128, 16, {{1500, 1}, {513, 1}, {40, 33}, {2100, 1}}), kReduction);
   }
   add(Op::Softmax, DType::F32, "1x10", rows_cols(1, 10, 0, 1.0f), kElementwise);
   add(Op::Softmax, DType::F32, "4x32000_t0.7", rows_cols(4, 32000, 0, 0.7f), kElementwise);

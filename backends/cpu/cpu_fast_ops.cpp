@@ -66,8 +66,13 @@ inline v8f exp8(v8f x) {
   return y * scale;
 }
 
+struct SoftmaxStats {
+  float max;  // of row * scale
+  float sum;  // of exp(row * scale - max), what the row was divided by
+};
+
 // In place: row[0..len) = softmax(row * scale); row[len..pad) = 0 where pad = len rounded up to 8.
-void softmax_row(float* row, int32_t len, float scale) {
+SoftmaxStats softmax_row(float* row, int32_t len, float scale) {
   const int32_t pad = (len + 7) / 8 * 8;
   for (int32_t t = len; t < pad; ++t) row[t] = -INFINITY;
   v8f mx = v8f{} - INFINITY;
@@ -84,11 +89,12 @@ void softmax_row(float* row, int32_t len, float scale) {
   }
   for (int32_t t = len; t < pad; ++t) row[t] = 0.0f;
   for (int32_t t = 0; t < pad; t += 8) sum += load8(row + t);
-  const float inv = 1.0f / hsum(sum);
+  const float total = hsum(sum), inv = 1.0f / total;
   for (int32_t t = 0; t < pad; t += 8) {
     const v8f e = load8(row + t) * inv;
     std::memcpy(row + t, &e, 32);
   }
+  return {m, total};
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {
@@ -182,16 +188,22 @@ float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb)
 #endif
 
 #if defined(__F16C__)
-typedef _Float16 v8h __attribute__((vector_size(16)));
+// 8 halves -> 8 floats with one vcvtph2ps. (__builtin_convertvector on a _Float16 vector is
+// scalarized by GCC 12 without AVX512-FP16: four instructions per element, which made F16 K/V
+// attention and F16 matvecs compute-bound.)
+inline v8f half8_to_f32(const uint8_t* p) {
+  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  v8f v;
+  std::memcpy(&v, &f, 32);
+  return v;
+}
+
 float dot_f16(const uint8_t* w, const float* x, int64_t n) {
   v8f s0 = {}, s1 = {};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    v8h h0, h1;
-    std::memcpy(&h0, w + 2 * i, 16);
-    std::memcpy(&h1, w + 2 * i + 16, 16);
-    s0 += __builtin_convertvector(h0, v8f) * load8(x + i);
-    s1 += __builtin_convertvector(h1, v8f) * load8(x + i + 8);
+    s0 += half8_to_f32(w + 2 * i) * load8(x + i);
+    s1 += half8_to_f32(w + 2 * i + 16) * load8(x + i + 8);
   }
   float s = hsum(s0 + s1);
   const auto* h = reinterpret_cast<const uint16_t*>(w);
@@ -200,15 +212,13 @@ float dot_f16(const uint8_t* w, const float* x, int64_t n) {
 }
 #endif
 
-// One KV row segment as floats: F16 through the F16C converts when the build has them.
-void kv_row_to_f32(DType t, const uint8_t* src, float* dst, int32_t n) {
+// A row segment of any dtype as floats: F16 through the F16C converts when the build has them.
+void row_to_f32(DType t, const uint8_t* src, float* dst, int32_t n) {
 #if defined(__F16C__)
   if (t == DType::F16) {
     int32_t i = 0;
     for (; i + 8 <= n; i += 8) {
-      v8h h;
-      std::memcpy(&h, src + 2 * i, 16);
-      const v8f f = __builtin_convertvector(h, v8f);
+      const v8f f = half8_to_f32(src + 2 * i);
       std::memcpy(dst + i, &f, 32);
     }
     const auto* hp = reinterpret_cast<const uint16_t*>(src);
@@ -327,7 +337,7 @@ void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, in
     } else if (w.dtype == DType::F32) {
       src = reinterpret_cast<const float*>(w.data + size_t(n0 + j) * stride) + k0;
     } else {
-      dequantize_row(w.dtype, w.data + size_t(n0 + j) * stride + row_bytes(w.dtype, k0), tmp, kc);
+      row_to_f32(w.dtype, w.data + size_t(n0 + j) * stride + row_bytes(w.dtype, k0), tmp, kc);
       src = tmp;
     }
     for (int64_t k = 0; k < kc; ++k) panel[k * kNr + j] = src[k];
@@ -441,7 +451,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
         } else {
           buf.resize(size_t((c1 - c0) * n_in));
           for (int64_t o = c0; o < c1; ++o) {
-            dequantize_row(w.dtype, w.data + size_t(o) * stride, buf.data() + (o - c0) * n_in, n_in);
+            row_to_f32(w.dtype, w.data + size_t(o) * stride, buf.data() + (o - c0) * n_in, n_in);
             rows[size_t(o - c0)] = buf.data() + (o - c0) * n_in;
           }
         }
@@ -470,66 +480,154 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
       }
 #endif
       buf.resize(size_t(n_in));
-      dequantize_row(w.dtype, wr, buf.data(), n_in);
+      row_to_f32(w.dtype, wr, buf.data(), n_in);
       for (int64_t r = 0; r < x.rows; ++r)
         out.f32()[r * out.cols + o] = dot_f32(buf.data(), x.f32() + r * x.cols, n_in);
     }
   });
 }
 
-// Work: (sequence, kv head, chunk of query rows). Each item gathers its context's K (transposed,
-// [head_dim][ctx], zero-padded to a multiple of 8) and V ([ctx][head_dim]) as floats once, so an F16
-// cache is converted once per item rather than once per query row, and the group's query heads of
-// every row in the chunk share the gathered K/V. Scores are then a vector loop over positions
-// (no per-position horizontal sums), four query vectors at a time; softmax is exact (full row).
+// Multi-row work (prefill chunks, verify rows): (sequence, kv head, chunk of query rows). Each item
+// gathers its context's K (transposed, [head_dim][ctx], zero-padded to a multiple of 8) and V
+// ([ctx][head_dim]) as floats once, so an F16 cache is converted once per item rather than once
+// per query row, and the group's query heads of every row in the chunk share the gathered K/V.
+// Scores are then a vector loop over positions (no per-position horizontal sums), four query
+// vectors at a time; softmax is exact (full row).
+//
+// A lone query row (decode) has nothing to share a gather with. Its work is split by position
+// instead: (row, span of kDecodeSpan positions), every head at once, so each K/V cache row is read
+// whole and in order (a per-head item would read a 1/n_kv_heads slice of every row, which the
+// hardware prefetchers turn into wasted traffic), and a long context spreads over every thread.
+// Each span keeps its softmax max and sum; spans are merged afterwards (flash-decoding). A context
+// that fits one span is written directly, with the same arithmetic as a whole-row softmax. Spans
+// depend only on the row's own context length, so results do not depend on the batch.
 void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
                      const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
                      const AttentionParams& p) {
   const auto* info = reinterpret_cast<const SeqInfo*>(seqs.data);
-  const int32_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim;
-  constexpr int32_t kRowChunk = 32;
+  const int32_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim, n_heads = p.n_heads;
+  constexpr int32_t kRowChunk = 32, kDecodeSpan = 512;
   struct Item {
     int32_t s, kvh, r0, r1;
   };
+  struct Span {
+    int32_t s, r, t0, t1;
+    int32_t part;  // index of its partial result, or -1 when the span is the whole context
+  };
+  struct Merge {
+    int32_t s, r, first_part, n_parts;
+  };
   std::vector<Item> items;
+  std::vector<Span> spans;
+  std::vector<Merge> merges;
+  int32_t n_parts = 0;
   for (int32_t s = 0; s < p.n_seqs; ++s)
-    for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh)
-      for (int32_t r0 = 0; r0 < info[s].q_len; r0 += kRowChunk)
-        items.push_back({s, kvh, r0, std::min(info[s].q_len, r0 + kRowChunk)});
+    for (int32_t r0 = 0; r0 < info[s].q_len; r0 += kRowChunk) {
+      const int32_t r1 = std::min(info[s].q_len, r0 + kRowChunk);
+      if (r1 - r0 > 1) {
+        for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh) items.push_back({s, kvh, r0, r1});
+        continue;
+      }
+      const int32_t len = info[s].ctx_len - info[s].q_len + r0 + 1;
+      if (len <= kDecodeSpan) {
+        spans.push_back({s, r0, 0, len, -1});
+        continue;
+      }
+      merges.push_back({s, r0, n_parts, (len + kDecodeSpan - 1) / kDecodeSpan});
+      for (int32_t t0 = 0; t0 < len; t0 += kDecodeSpan) spans.push_back({s, r0, t0, std::min(len, t0 + kDecodeSpan), n_parts++});
+    }
+  // Per partial, per head: (max, sum) then head_dim accumulators (already divided by sum).
+  const size_t part_floats = size_t(n_heads) * size_t(hd + 2);
+  std::vector<float> parts(size_t(n_parts) * part_floats);
 
-  // Position t of sequence si, kv head kvh, of cache c as floats: in place for F32, else converted
-  // into tmp (head_dim floats).
-  auto kv_head = [&](const HostTensor& c, const SeqInfo& si, int32_t t, int32_t kvh, float* tmp) -> const float* {
-    const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
+  // Row `slot` of cache c, kv head kvh, as floats: in place for F32, else converted into tmp.
+  auto kv_head_at = [&](const HostTensor& c, int64_t slot, int32_t kvh, float* tmp) -> const float* {
     const uint8_t* r = c.data + size_t(slot) * c.row_stride() + row_bytes(c.dtype, int64_t(kvh) * hd);
     if (c.dtype == DType::F32) return reinterpret_cast<const float*>(r);
-    kv_row_to_f32(c.dtype, r, tmp, hd);
+    row_to_f32(c.dtype, r, tmp, hd);
     return tmp;
   };
-
-  // One query row (decode): nothing to share a gather with, so K and V rows are read in place
-  // (converted one row at a time for F16) and the group's heads share each row read.
-  auto single_row = [&](const SeqInfo& si, int32_t kvh, int32_t r, std::vector<float>& tmp, std::vector<float>& sc) {
-    const int32_t len = si.ctx_len - si.q_len + r + 1;
-    const int64_t ld = (len + 7) / 8 * 8, row = si.q_start + r;
-    sc.resize(size_t(group) * size_t(ld));
-    const float* qh = q.f32() + row * q.cols + int64_t(kvh) * group * hd;
-    for (int32_t t = 0; t < len; ++t) {
-      const float* kh = kv_head(kc, si, t, kvh, tmp.data());
-      for (int32_t g = 0; g < group; ++g) sc[size_t(g) * size_t(ld) + size_t(t)] = dot_f32(qh + g * hd, kh, hd);
-    }
-    for (int32_t g = 0; g < group; ++g) softmax_row(sc.data() + size_t(g) * size_t(ld), len, p.scale);
-    float* oh = out.f32() + row * out.cols + int64_t(kvh) * group * hd;
-    std::fill(oh, oh + int64_t(group) * hd, 0.0f);
-    for (int32_t t = 0; t < len; ++t) {
-      const float* vh = kv_head(vc, si, t, kvh, tmp.data());
-      for (int32_t g = 0; g < group; ++g) {
-        const float w = sc[size_t(g) * size_t(ld) + size_t(t)];
-        float* a = oh + g * hd;
-        for (int32_t d = 0; d < hd; ++d) a[d] += w * vh[d];
-      }
-    }
+  auto slot_of = [&](const SeqInfo& si, int32_t t) {
+    return int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
   };
+  auto kv_head = [&](const HostTensor& c, const SeqInfo& si, int32_t t, int32_t kvh, float* tmp) {
+    return kv_head_at(c, slot_of(si, t), kvh, tmp);
+  };
+
+  if (!spans.empty()) {
+    pool.parallel_for(int64_t(spans.size()), [&](int64_t i0, int64_t i1) {
+      std::vector<float> tmp(static_cast<size_t>(hd)), sc, acc(static_cast<size_t>(n_heads) * size_t(hd));
+      for (int64_t i = i0; i < i1; ++i) {
+        const Span& sp = spans[size_t(i)];
+        const SeqInfo& si = info[sp.s];
+        const int32_t n = sp.t1 - sp.t0;
+        // Heads' score rows a cache line apart beyond a multiple of 8: a power-of-two stride would put
+        // every head's score for one position in the same L1 set.
+        const int64_t ld = (n + 7) / 8 * 8 + 16, row = si.q_start + sp.r;
+        sc.resize(size_t(n_heads) * size_t(ld));
+        const float* qr = q.f32() + row * q.cols;
+        for (int32_t t = sp.t0; t < sp.t1; ++t) {
+          const int64_t slot = slot_of(si, t);
+          for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh) {
+            const float* kh = kv_head_at(kc, slot, kvh, tmp.data());
+            for (int32_t g = 0; g < group; ++g) {
+              const int32_t h = kvh * group + g;
+              sc[size_t(h) * size_t(ld) + size_t(t - sp.t0)] = dot_f32(qr + int64_t(h) * hd, kh, hd);
+            }
+          }
+        }
+        float* part = sp.part < 0 ? nullptr : parts.data() + size_t(sp.part) * part_floats;
+        for (int32_t h = 0; h < n_heads; ++h) {
+          const SoftmaxStats st = softmax_row(sc.data() + size_t(h) * size_t(ld), n, p.scale);
+          if (part) {
+            part[2 * h] = st.max;
+            part[2 * h + 1] = st.sum;
+          }
+        }
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int32_t t = sp.t0; t < sp.t1; ++t) {
+          const int64_t slot = slot_of(si, t);
+          for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh) {
+            const float* vh = kv_head_at(vc, slot, kvh, tmp.data());
+            for (int32_t g = 0; g < group; ++g) {
+              const int32_t h = kvh * group + g;
+              const float w = sc[size_t(h) * size_t(ld) + size_t(t - sp.t0)];
+              float* a = acc.data() + size_t(h) * size_t(hd);
+              for (int32_t d = 0; d < hd; ++d) a[d] += w * vh[d];
+            }
+          }
+        }
+        float* dst = part ? part + 2 * n_heads : out.f32() + row * out.cols;
+        std::copy(acc.begin(), acc.end(), dst);
+      }
+    });
+    // Merge spans: each was normalized by its own sum, so weight it by sum * exp(max - overall max).
+    if (!merges.empty()) pool.parallel_for(int64_t(merges.size()), [&](int64_t i0, int64_t i1) {
+      std::vector<float> w;
+      for (int64_t i = i0; i < i1; ++i) {
+        const Merge& mg = merges[size_t(i)];
+        float* o = out.f32() + (info[mg.s].q_start + mg.r) * out.cols;
+        w.resize(size_t(mg.n_parts));
+        for (int32_t h = 0; h < n_heads; ++h) {
+          float m = -INFINITY, total = 0;
+          for (int32_t c = 0; c < mg.n_parts; ++c) m = std::max(m, parts[size_t(mg.first_part + c) * part_floats + size_t(2 * h)]);
+          for (int32_t c = 0; c < mg.n_parts; ++c) {
+            const float* part = parts.data() + size_t(mg.first_part + c) * part_floats;
+            w[size_t(c)] = part[2 * h + 1] * std::exp(part[2 * h] - m);
+            total += w[size_t(c)];
+          }
+          float* oh = o + int64_t(h) * hd;
+          std::fill(oh, oh + hd, 0.0f);
+          for (int32_t c = 0; c < mg.n_parts; ++c) {
+            const float wc = w[size_t(c)] / total;
+            const float* a = parts.data() + size_t(mg.first_part + c) * part_floats + size_t(2 * n_heads + h * hd);
+            for (int32_t d = 0; d < hd; ++d) oh[d] += wc * a[d];
+          }
+        }
+      }
+    });
+  }
+  if (items.empty()) return;
 
   pool.parallel_for(int64_t(items.size()), [&](int64_t i0, int64_t i1) {
     std::vector<float> kt, v, tmp(static_cast<size_t>(hd)), sc;
@@ -537,10 +635,6 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       const Item& item = items[size_t(it)];
       const SeqInfo& si = info[item.s];
       const int32_t first_pos = si.ctx_len - si.q_len;
-      if (item.r1 - item.r0 == 1) {
-        single_row(si, item.kvh, item.r0, tmp, sc);
-        continue;
-      }
       const int32_t n_ctx = first_pos + item.r1;  // positions the chunk's last row attends to
       const int64_t ld = (n_ctx + 7) / 8 * 8;
       kt.assign(size_t(hd) * size_t(ld), 0.0f);
