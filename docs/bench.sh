@@ -2,11 +2,11 @@
 # Reproduces every number in docs/perf.md: generates the benchmark models, then runs each
 # workload with --json into bench-results/ (and prints the tables), then renders the charts into
 # docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode batch prefix capacity spec
-# mixed ops plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
+# mixed ops attention plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${PAGODA_BIN:-./build/pagoda}
-SECTIONS=${*:-decode batch prefix capacity spec mixed ops plot}
+SECTIONS=${*:-decode batch prefix capacity spec mixed ops attention plot}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 M=bench-models
 OUT=bench-results
@@ -16,6 +16,7 @@ VULKAN=0
 $B bench decode -m ../shared/models/stories260K.gguf -n 2 -r 1 --backend vulkan >/dev/null 2>&1 && VULKAN=1
 if want decode; then
   [[ -f $M/synth-110M-f32.gguf ]]  || $B synth --preset 110M --dtype f32  -o $M/synth-110M-f32.gguf
+  [[ -f $M/synth-110M-f16.gguf ]]  || $B synth --preset 110M --dtype f16  -o $M/synth-110M-f16.gguf
   [[ -f $M/synth-110M-q8_0.gguf ]] || $B synth --preset 110M --dtype q8_0 -o $M/synth-110M-q8_0.gguf
 fi
 [[ -f $M/synth-15M-f32.gguf ]] || $B synth --preset 15M  --dtype f32  -o $M/synth-15M-f32.gguf
@@ -26,6 +27,7 @@ fi
 run() { local name=$1; shift; echo "== $name: pagoda $*"; $B "$@"; $B "$@" --json 2>/dev/null > "$OUT/$name.json"; }
 if want decode; then
   run decode-110M-f32  bench decode -m $M/synth-110M-f32.gguf  -n 64 -r 5
+  run decode-110M-f16  bench decode -m $M/synth-110M-f16.gguf  -n 64 -r 5
   run decode-110M-q8_0 bench decode -m $M/synth-110M-q8_0.gguf -n 64 -r 5
   run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5
   if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5 --backend vulkan; fi
@@ -46,6 +48,11 @@ if want mixed; then
 fi
 if want ops; then
   if ((VULKAN)); then run ops bench ops --backend cpu,vulkan -r 10; else run ops bench ops --backend cpu -r 10; fi
+fi
+# Paged decode attention (Llama-3-8B layer shape, F16 K/V) against the backend's own copy bandwidth.
+if want attention; then
+  run attention-cpu bench attention --ctx 1024,8192,32768 -r 5
+  if ((VULKAN)); then run attention-vulkan bench attention --ctx 1024,8192 --kv-mib 32 -r 3 --backend vulkan; fi
 fi
 if want plot; then mkdir -p docs/plots && $B bench plot --dir "$OUT" --out docs/plots; fi
 echo "results in $OUT/"

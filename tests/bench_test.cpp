@@ -1,4 +1,4 @@
-// `pagoda bench mixed | ops | plot` as a user runs them: results, JSON fields, PNG output and
+// `pagoda bench mixed | ops | attention | plot` as a user runs them: results, JSON fields, PNG output and
 // errors. Nothing here asserts on how fast anything ran.
 #include <gtest/gtest.h>
 
@@ -136,7 +136,7 @@ TEST(Bench, OpsReportsEveryOpWithPositiveTime) {
     EXPECT_EQ(row["repeats"].get<int>(), 2);
   }
   for (const char* op : {"embed", "rms_norm", "matmul", "rope", "silu_mul", "add", "kv_store", "paged_attention", "softmax",
-                         "argmax", "sample_probs", "verify"}) {
+                         "argmax", "sample_probs", "verify", "copy"}) {
     EXPECT_TRUE(ops.count(op)) << op;
   }
   auto t = sh("bench ops --backend cpu -r 1 --filter rms_norm");
@@ -146,6 +146,38 @@ TEST(Bench, OpsReportsEveryOpWithPositiveTime) {
   EXPECT_EQ(t.out.find("matmul"), std::string::npos) << t.out;
   EXPECT_NE(sh("bench ops --backend nosuch -r 1").code, 0);
   EXPECT_NE(sh("bench ops --backend cpu --filter nothing-matches").code, 0);
+}
+
+TEST(Bench, AttentionReportsBandwidthPerContext) {
+  // Small: two contexts, one inside a CPU decode span and one past it, reference backend as well.
+  for (const char* be : {"cpu", "cpu-ref"}) {
+    auto r = sh(std::string("bench attention --backend ") + be + " --ctx 100,700 --seqs 3 --heads 8 --kv-heads 2 --head-dim 64 -r 2 --json",
+                false);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["workload"], "attention");
+    EXPECT_EQ(j["backend"], be);
+    EXPECT_GT(j["copy_bandwidth_gb_s"].get<double>(), 0);
+    ASSERT_EQ(j["contexts"].size(), 2u);
+    for (const auto& c : j["contexts"]) {
+      EXPECT_EQ(c["n_seqs"], 3);
+      // 3 sequences x ctx x 2 KV heads x 64 dims x 2 bytes (F16) x 2 (K and V).
+      EXPECT_DOUBLE_EQ(c["kv_bytes"].get<double>(), 3.0 * c["ctx"].get<double>() * 2 * 64 * 2 * 2);
+      EXPECT_GT(c["gb_s"].get<double>(), 0);
+      EXPECT_LE(c["nmse"].get<double>(), 1e-4);
+    }
+  }
+  auto t = sh("bench attention --ctx 64 --seqs 1 --kv-dtype f32 -r 1");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_NE(t.out.find("of copy"), std::string::npos) << t.out;
+  const std::pair<std::string, std::string> bad[] = {{"--ctx 0", "context"},           {"--ctx 12,x", "--ctx"},
+                                                      {"--heads 6 --kv-heads 4", "n_kv_heads"}, {"--kv-dtype q8_0", "--kv-dtype"},
+                                                      {"--backend nosuch", "nosuch"}};
+  for (const auto& [args, says] : bad) {
+    auto b = sh("bench attention -r 1 --seqs 1 " + args);
+    EXPECT_NE(b.code, 0) << args;
+    EXPECT_NE(b.out.find(says), std::string::npos) << args << ": " << b.out;
+  }
 }
 
 TEST(Bench, PlotWritesValidPngs) {

@@ -3,6 +3,9 @@
 // a fuzzed request parser, graceful shutdown, and a bounded load test that reports latencies.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <set>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -278,7 +281,10 @@ TEST(ServerParse, MalformedBodiesNameTheProblem) {
       {R"({"prompt":"x","stream":"yes"})", "'stream'"},
       {R"({"prompt":"x","stop":[1]})", "'stop'"},
       {R"({"prompt":"x","stop":["a","b","c","d","e"]})", "'stop'"},
-      {R"({"prompt":"x","n":2})", "'n'"},
+      {R"({"prompt":"x","n":0})", "'n'"},
+      {R"({"prompt":"x","n":17})", "'n'"},
+      {R"({"prompt":"x","n":1.5})", "'n'"},
+      {R"({"prompt":"x","n":2,"best_of":3})", "'best_of'"},
       {R"({"prompt":"x","presence_penalty":0.5})", "'presence_penalty'"},
       {R"({"prompt":[600]})", "token ids"},
       {R"({"prompt":["a","b"]})", "one prompt"},
@@ -363,6 +369,7 @@ TEST(ServerParse, FuzzedBodiesNeverCrashAndStayInRange) {
       continue;
     }
     ++ok;
+    EXPECT_TRUE(r->n >= 1 && r->n <= lim.max_n) << body;
     EXPECT_TRUE(r->max_tokens >= 1 && r->max_tokens <= lim.ctx_len) << body;
     EXPECT_TRUE(r->sampling.validate().ok()) << body;
     EXPECT_LE(r->stop.size(), lim.max_stop) << body;
@@ -532,6 +539,62 @@ TEST(ServerE2E, CompletionsChatStreamingAndMonitoring) {
   auto full = h.get("/v1/inspect");
   ASSERT_TRUE(full && full->status == 200);
   EXPECT_TRUE(body_of(full).contains("blocks"));
+}
+
+// n choices: one engine request each, seeds seed, seed+1, ...; choice 0 is the n = 1 answer.
+TEST(ServerE2E, MultipleChoicesStreamedAndNot) {
+  Harness h;
+  json one = completion_body("Once upon a time", 16);
+  one["temperature"] = 1.0;
+  one["seed"] = 5;
+  auto r1 = h.post("/v1/completions", one.dump());
+  ASSERT_TRUE(r1 && r1->status == 200) << (r1 ? r1->body : "");
+  json three = one;
+  three["n"] = 3;
+  three["best_of"] = 3;
+  auto r3 = h.post("/v1/completions", three.dump());
+  ASSERT_TRUE(r3 && r3->status == 200) << (r3 ? r3->body : "");
+  const json c1 = body_of(r1), c3 = body_of(r3);
+  ASSERT_EQ(c3["choices"].size(), 3u);
+  std::set<std::string> texts;
+  int completion_tokens = 0;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(c3["choices"][i]["index"], i);
+    EXPECT_EQ(c3["choices"][i]["finish_reason"], "length");
+    texts.insert(c3["choices"][i]["text"].get<std::string>());
+  }
+  EXPECT_EQ(c3["choices"][0]["text"], c1["choices"][0]["text"]) << "choice 0 must be what n = 1 returns";
+  EXPECT_EQ(texts.size(), 3u) << "different seeds should give different samples";
+  completion_tokens = c3["usage"]["completion_tokens"];
+  EXPECT_EQ(completion_tokens, 48);
+  EXPECT_EQ(c3["usage"]["prompt_tokens"], c1["usage"]["prompt_tokens"]) << "the prompt counts once";
+  EXPECT_EQ(c3["pagoda"]["request_ids"].size(), 3u);
+
+  // Streaming chat: each choice opens with its role chunk and ends with its own finish chunk;
+  // [DONE] comes once, after both.
+  json sb = chat_body(12, true);
+  sb["n"] = 2;
+  sb["stream_options"] = {{"include_usage", true}};
+  const StreamOut s = stream_post(h.port, "/v1/chat/completions", sb);
+  EXPECT_EQ(s.status, 200);
+  EXPECT_TRUE(s.done);
+  EXPECT_FALSE(s.bad_event);
+  std::map<int, std::string> text;
+  std::map<int, int> roles, finishes;
+  for (const json& c : s.chunks) {
+    if (c["choices"].empty()) continue;  // the usage chunk
+    const json& ch = c["choices"][0];
+    const int i = ch["index"];
+    if (ch["delta"].value("role", "") == "assistant") ++roles[i];
+    if (ch["delta"].contains("content") && ch["delta"]["content"].is_string()) text[i] += ch["delta"]["content"].get<std::string>();
+    if (!ch["finish_reason"].is_null()) ++finishes[i];
+  }
+  EXPECT_EQ(roles, (std::map<int, int>{{0, 1}, {1, 1}}));
+  EXPECT_EQ(finishes, (std::map<int, int>{{0, 1}, {1, 1}}));
+  EXPECT_EQ(text[0], text[1]) << "greedy choices are identical";
+  EXPECT_FALSE(text[0].empty());
+  EXPECT_EQ(s.usage["completion_tokens"], 24);
+  EXPECT_EQ(h.settled(5)["blocks_in_use"], 0);
 }
 
 TEST(ServerE2E, StopSequencesGzipClientsAndInspectorStream) {

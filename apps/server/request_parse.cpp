@@ -96,11 +96,19 @@ Status read_sampling(const json& obj, ParsedRequest& r) {
   return read_seed(obj, r);
 }
 
+// n choices; best_of (server-side ranking by log-probability) only where it asks for no ranking.
+Status read_choices(const json& obj, const ParseLimits& lim, ParsedRequest& r) {
+  int64_t n = 1, best_of = 0;
+  bool best_of_set = false;
+  PAGODA_TRY(read_int(obj, "n", 1, lim.max_n, n));
+  PAGODA_TRY(read_int(obj, "best_of", 1, 1 << 20, best_of, &best_of_set));
+  if (best_of_set && best_of != n) return bad("best_of", "other than n is not supported (choices are not ranked)");
+  r.n = int32_t(n);
+  return {};
+}
+
 // Features whose only supported value is the default: accept the default, refuse anything else.
 Status read_unsupported(const json& obj) {
-  int64_t n = 1;
-  PAGODA_TRY(read_int(obj, "n", 1, 1, n));
-  PAGODA_TRY(read_int(obj, "best_of", 1, 1, n));
   bool echo = false;
   PAGODA_TRY(read_bool(obj, "echo", echo));
   if (echo) return bad("echo", "is not supported");
@@ -277,6 +285,7 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
   PAGODA_TRY(read_stream(j, r));
   PAGODA_TRY(read_stop(j, lim, r));
   PAGODA_TRY(read_unsupported(j));
+  PAGODA_TRY(read_choices(j, lim, r));
   // "tenant" (and "user") in the body are deliberately never read: the cache scope comes only
   // from the authenticated API key, so a caller cannot name another tenant's scope.
   if (auto st = r.sampling.validate(); !st) return st.take_error();

@@ -24,6 +24,7 @@ struct ParseLimits {
   int32_t vocab = 0;                 // token-id prompts must lie inside it (0: unchecked)
   int32_t default_max_tokens = 256;  // when the body names none (clamped to the context later)
   size_t max_stop = 4;               // OpenAI's limit on stop sequences
+  int32_t max_n = 16;                // choices per request
   size_t max_stop_bytes = 256;
   size_t max_messages = 4096;
   int max_depth = 32;                // JSON nesting; deeper bodies are refused before parsing
@@ -37,6 +38,7 @@ struct ParsedRequest {
   std::vector<ChatMessage> messages;  // chat
   int32_t max_tokens = 0;
   bool max_tokens_set = false;
+  int32_t n = 1;                      // choices: n engine requests on one prompt, seeds seed, seed+1, ...
   SamplingParams sampling;            // OpenAI defaults: temperature 1, no top-k/top-p/min-p filtering
   bool seed_set = false;
   bool stream = false;

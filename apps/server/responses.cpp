@@ -33,23 +33,37 @@ json finish_json(const char* r) { return r ? json(r) : json(nullptr); }
 
 }  // namespace
 
-json completion_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason, const RequestMetrics& m,
-                     uint64_t engine_id) {
+json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& choices) {
   json j = envelope(meta, false);
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
-  if (meta.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else choice["text"] = text;
-  j["choices"] = json::array({choice});
-  j["usage"] = usage_json(m);
-  // Extension: where the time went, as the engine measured it (queue time apart from compute).
-  j["pagoda"] = {{"request_id", engine_id}, {"queue_ms", m.queue_s * 1e3}, {"ttft_ms", m.ttft_s * 1e3},
-                 {"mean_itl_ms", m.mean_itl_s * 1e3}, {"e2e_ms", m.e2e_s * 1e3}, {"preemptions", m.preemptions}};
+  j["choices"] = json::array();
+  RequestMetrics total = choices.empty() ? RequestMetrics{} : choices.front().metrics;
+  total.generated_tokens = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceResult& c = choices[i];
+    json choice = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", finish_json(c.finish_reason)}};
+    if (meta.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else choice["text"] = c.text;
+    j["choices"].push_back(std::move(choice));
+    total.generated_tokens += c.metrics.generated_tokens;
+  }
+  j["usage"] = usage_json(total);
+  // Extension: where the time went, as the engine measured it (queue time apart from compute),
+  // for the first choice; every choice's engine request id.
+  if (!choices.empty()) {
+    const RequestMetrics& m = choices.front().metrics;
+    j["pagoda"] = {{"request_id", choices.front().engine_id}, {"queue_ms", m.queue_s * 1e3}, {"ttft_ms", m.ttft_s * 1e3},
+                   {"mean_itl_ms", m.mean_itl_s * 1e3}, {"e2e_ms", m.e2e_s * 1e3}, {"preemptions", m.preemptions}};
+    if (choices.size() > 1) {
+      j["pagoda"]["request_ids"] = json::array();
+      for (const auto& c : choices) j["pagoda"]["request_ids"].push_back(c.engine_id);
+    }
+  }
   return j;
 }
 
-json chunk_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason, bool role_only) {
+json chunk_json(const ResponseMeta& meta, int32_t index, const std::string& text, const char* finish_reason, bool role_only) {
   json j = envelope(meta, true);
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
   if (meta.endpoint == Endpoint::Chat) {
     if (role_only) choice["delta"] = {{"role", "assistant"}, {"content", ""}};
     else if (finish_reason && text.empty()) choice["delta"] = json::object();

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "apps/server/request_parse.h"
 #include "core/sched/sequence.h"
@@ -30,13 +31,22 @@ struct ResponseMeta {
 };
 
 nlohmann::json usage_json(const RequestMetrics& m);
-// The non-streaming response body.
-nlohmann::json completion_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason,
-                               const RequestMetrics& m, uint64_t engine_id);
-// One stream chunk. `text` goes into choices[0].text (completions) or .delta.content (chat);
-// `role_only` emits the opening chat chunk {"role":"assistant"}; a non-null finish reason makes
-// the closing chunk.
-nlohmann::json chunk_json(const ResponseMeta& meta, const std::string& text, const char* finish_reason, bool role_only = false);
+
+// One finished choice of a non-streaming response.
+struct ChoiceResult {
+  std::string text;
+  const char* finish_reason = nullptr;
+  RequestMetrics metrics;
+  uint64_t engine_id = 0;
+};
+// The non-streaming response body: choices in index order; usage counts the prompt once and the
+// completion tokens of every choice.
+nlohmann::json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& choices);
+// One stream chunk of choice `index`. `text` goes into its .text (completions) or .delta.content
+// (chat); `role_only` emits the opening chat chunk {"role":"assistant"}; a non-null finish reason
+// makes the closing chunk.
+nlohmann::json chunk_json(const ResponseMeta& meta, int32_t index, const std::string& text, const char* finish_reason,
+                          bool role_only = false);
 // The extra chunk stream_options.include_usage asks for: no choices, just usage.
 nlohmann::json usage_chunk_json(const ResponseMeta& meta, const RequestMetrics& m);
 

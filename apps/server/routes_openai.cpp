@@ -83,62 +83,86 @@ void Server::Impl::handle_generate(const httplib::Request& req, httplib::Respons
   if (auto e = build_request(*parsed, *tenant, er)) return send_error(res, *e);
 
   auto g = std::make_shared<Generation>();
-  g->stop = StopMatcher(parsed->stop);
   g->include_usage = parsed->include_usage;
   g->timeout_s = er.timeout_s;
-  const SubmitResult sr = engine.submit(std::move(er), RequestChannel::callback_for(g->channel));
-  if (!sr.rejected.empty()) {
-    const HttpError e = rejection_error(sr.rejected, sr.message);
-    if (e.status == 429) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
-    return send_error(res, e);
+  // n choices are n engine requests on one prompt; choice i samples with seed + i, so choice 0
+  // is what the same request with n = 1 returns. Admission is all or nothing.
+  for (int32_t i = 0; i < parsed->n; ++i) {
+    Request ri = er;
+    ri.sampling.seed = er.sampling.seed + uint64_t(i);
+    if (i > 0 && !parsed->seed_set) ri.sampling.seed = random_seed();
+    const SubmitResult sr = engine.submit(std::move(ri), RequestChannel::callback_for(g->channel));
+    if (!sr.rejected.empty()) {
+      for (const Choice& c : g->choices) engine.cancel(c.engine_id);
+      const HttpError e = rejection_error(sr.rejected, sr.message);
+      if (e.status == 429) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
+      return send_error(res, e);
+    }
+    Choice c;
+    c.index = i;
+    c.engine_id = sr.id;
+    c.stop = StopMatcher(parsed->stop);
+    g->choices.push_back(std::move(c));
   }
-  g->engine_id = sr.id;
-  g->meta = {ep, fmt::format("{}-{:08x}{:06x}", ep == Endpoint::Chat ? "chatcmpl" : "cmpl", nonce, sr.id), unix_now(),
-             cfg.model_name};
+  g->meta = {ep, fmt::format("{}-{:08x}{:06x}", ep == Endpoint::Chat ? "chatcmpl" : "cmpl", nonce, g->choices.front().engine_id),
+             unix_now(), cfg.model_name};
   track(*g);
   if (parsed->stream) respond_stream(res, g);
   else respond_blocking(res, *g);
 }
 
-void Server::Impl::cancel(Generation& g) {
-  if (g.cancelled) return;
-  g.cancelled = true;
-  engine.cancel(g.engine_id);
+void Server::Impl::cancel(Choice& c) {
+  if (c.cancelled) return;
+  c.cancelled = true;
+  engine.cancel(c.engine_id);
 }
 
-// Applies one engine event: its text goes through the stop matcher (a completed stop sequence
-// cancels the engine request, so its blocks free up without generating further), the final
-// event is kept. Returns the text the client may see now.
-std::string Server::Impl::consume(Generation& g, TokenEvent& ev) {
-  if (g.done) return "";
-  std::string piece = g.stop.push(ev.text);
-  if (g.stop.stopped() && !g.stopped) {
-    g.stopped = true;
-    cancel(g);
+void Server::Impl::cancel_all(Generation& g) {
+  for (Choice& c : g.choices)
+    if (!c.done) cancel(c);
+}
+
+// Applies one engine event to its choice: the text goes through the stop matcher (a completed
+// stop sequence cancels the engine request, so its blocks free up without generating further),
+// the final event is kept. Returns the text the client may see now.
+std::string Server::Impl::consume(Choice& c, TokenEvent& ev) {
+  if (c.done) return "";
+  std::string piece = c.stop.push(ev.text);
+  if (c.stop.stopped() && !c.stopped) {
+    c.stopped = true;
+    cancel(c);
   }
   if (ev.finished) {
-    piece += g.stop.flush();
-    g.done = true;
-    g.final_event = std::move(ev);
+    piece += c.stop.flush();
+    c.done = true;
+    c.final_event = std::move(ev);
   }
   return piece;
 }
 
 void Server::Impl::respond_blocking(httplib::Response& res, Generation& g) {
   std::vector<TokenEvent> evs;
-  while (!g.done) {
+  while (!g.all_done()) {
     evs.clear();
     if (!g.channel->take(evs, std::chrono::milliseconds(250))) {
       if (g.channel->aborted()) break;
       continue;
     }
-    for (auto& ev : evs) g.text += consume(g, ev);
+    for (auto& ev : evs)
+      if (Choice* c = g.find(ev.request_id)) c->text += consume(*c, ev);
   }
-  untrack(g.engine_id);
-  if (!g.done) return send_error(res, shutting_down());
-  const Outcome o = outcome_of(g.final_event, g.stopped, g.timeout_s);
-  if (o.error) return send_error(res, *o.error);
-  send_json(res, completion_json(g.meta, g.text, o.finish_reason, g.final_event.metrics, g.engine_id));
+  untrack(g);
+  if (!g.all_done()) {
+    cancel_all(g);
+    return send_error(res, shutting_down());
+  }
+  std::vector<ChoiceResult> out;
+  for (const Choice& c : g.choices) {
+    const Outcome o = outcome_of(c.final_event, c.stopped, g.timeout_s);
+    if (o.error) return send_error(res, *o.error);  // one failed choice fails the response
+    out.push_back({c.text, o.finish_reason, c.final_event.metrics, c.engine_id});
+  }
+  send_json(res, completion_json(g.meta, out));
 }
 
 void Server::Impl::respond_stream(httplib::Response& res, const std::shared_ptr<Generation>& g) {
@@ -150,9 +174,9 @@ void Server::Impl::respond_stream(httplib::Response& res, const std::shared_ptr<
       "text/event-stream", [this, g](size_t, httplib::DataSink& sink) { return pump_stream(*g, sink); },
       [this, g](bool) {
         // Runs however the response ended: a client that vanished before or during the stream
-        // must not leave its request generating into the void and holding KV blocks.
-        if (!g->done) cancel(*g);
-        untrack(g->engine_id);
+        // must not leave its requests generating into the void and holding KV blocks.
+        cancel_all(*g);
+        untrack(*g);
       });
 }
 
@@ -173,7 +197,7 @@ bool Server::Impl::pump_stream(Generation& g, httplib::DataSink& sink) {
   // An empty write would end the chunked body early, so only non-empty output is written.
   if (!out.empty() && !sink.write(out.data(), out.size())) {
     if (!g.done) {
-      cancel(g);
+      cancel_all(g);
       std::lock_guard<std::mutex> lk(stats_mu);
       ++disconnects;
     }
@@ -187,32 +211,45 @@ std::string Server::Impl::stream_events(Generation& g, std::vector<TokenEvent>& 
   std::string out;
   for (auto& ev : evs) {
     if (g.done) break;
-    const std::string piece = consume(g, ev);
+    Choice* c = g.find(ev.request_id);
+    if (!c || c->done) continue;
+    const std::string piece = consume(*c, ev);
     if (!piece.empty()) {
-      if (g.meta.endpoint == Endpoint::Chat && !g.role_sent) {
-        out += sse_data(chunk_json(g.meta, "", nullptr, true));
-        g.role_sent = true;
+      if (g.meta.endpoint == Endpoint::Chat && !c->role_sent) {
+        out += sse_data(chunk_json(g.meta, c->index, "", nullptr, true));
+        c->role_sent = true;
       }
-      out += sse_data(chunk_json(g.meta, piece, nullptr));
+      out += sse_data(chunk_json(g.meta, c->index, piece, nullptr));
     }
-    if (g.done) out += closing_events(g);
+    if (c->done) out += closing_events(g, *c);
   }
   return out;
 }
 
-// The end of a stream: a finish chunk (plus usage when asked) or an error event, then [DONE].
-std::string Server::Impl::closing_events(Generation& g) {
-  const Outcome o = outcome_of(g.final_event, g.stopped, g.timeout_s);
+// The end of one choice: its finish chunk, or an error event that ends the whole stream (the
+// other choices are cancelled). After the last choice: usage when asked, then [DONE].
+std::string Server::Impl::closing_events(Generation& g, Choice& c) {
+  const Outcome o = outcome_of(c.final_event, c.stopped, g.timeout_s);
   std::string out;
   if (o.error) {
     out += sse_data(error_json(*o.error));
-  } else {
-    if (g.meta.endpoint == Endpoint::Chat && !g.role_sent) {
-      out += sse_data(chunk_json(g.meta, "", nullptr, true));
-      g.role_sent = true;
-    }
-    out += sse_data(chunk_json(g.meta, "", o.finish_reason));
-    if (g.include_usage) out += sse_data(usage_chunk_json(g.meta, g.final_event.metrics));
+    cancel_all(g);
+    g.done = true;
+    out += kSseDone;
+    return out;
+  }
+  if (g.meta.endpoint == Endpoint::Chat && !c.role_sent) {
+    out += sse_data(chunk_json(g.meta, c.index, "", nullptr, true));
+    c.role_sent = true;
+  }
+  out += sse_data(chunk_json(g.meta, c.index, "", o.finish_reason));
+  if (!g.all_done()) return out;
+  g.done = true;
+  if (g.include_usage) {
+    RequestMetrics total = g.choices.front().final_event.metrics;
+    total.generated_tokens = 0;
+    for (const Choice& x : g.choices) total.generated_tokens += x.final_event.metrics.generated_tokens;
+    out += sse_data(usage_chunk_json(g.meta, total));
   }
   out += kSseDone;
   return out;

@@ -147,17 +147,18 @@ void Server::Impl::track(const Generation& g) {
   bool late = false;
   {
     std::lock_guard<std::mutex> lk(mu);
-    active[g.engine_id] = g.channel;
+    for (const Choice& c : g.choices) active[c.engine_id] = g.channel;
     late = stopping;
   }
   // Admitted in the instant shutdown began, after stop() looked at `active`: end it right away.
-  if (late) engine.cancel(g.engine_id);
+  if (late)
+    for (const Choice& c : g.choices) engine.cancel(c.engine_id);
 }
 
-void Server::Impl::untrack(uint64_t engine_id) {
+void Server::Impl::untrack(const Generation& g) {
   {
     std::lock_guard<std::mutex> lk(mu);
-    active.erase(engine_id);
+    for (const Choice& c : g.choices) active.erase(c.engine_id);
   }
   cv.notify_all();
 }

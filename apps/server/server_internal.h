@@ -21,21 +21,40 @@
 
 namespace pagoda::server {
 
-// One generation as its HTTP worker tracks it. Only that worker touches it (handler, then the
-// stream's content provider and releaser, all on the same thread), so it needs no lock.
-struct Generation {
+// One choice of a response: one engine request.
+struct Choice {
+  int32_t index = 0;
   uint64_t engine_id = 0;
-  std::shared_ptr<RequestChannel> channel = std::make_shared<RequestChannel>();
-  ResponseMeta meta;
   StopMatcher stop;
-  bool include_usage = false;
-  double timeout_s = 0;
   std::string text;        // non-streaming: the whole completion
-  bool role_sent = false;  // chat streams open with a {"role":"assistant"} chunk
+  bool role_sent = false;  // chat streams open each choice with a {"role":"assistant"} chunk
   bool stopped = false;    // ended by a stop sequence
   bool cancelled = false;  // engine.cancel() already sent
   bool done = false;       // final event handled (or given up on)
   TokenEvent final_event;
+};
+
+// One HTTP request's generation as its worker tracks it: `n` choices whose engine events share
+// one channel. Only that worker touches it (handler, then the stream's content provider and
+// releaser, all on the same thread), so it needs no lock.
+struct Generation {
+  std::shared_ptr<RequestChannel> channel = std::make_shared<RequestChannel>();
+  ResponseMeta meta;
+  bool include_usage = false;
+  double timeout_s = 0;
+  std::vector<Choice> choices;
+  bool done = false;  // every choice finished, or the response ended on an error
+
+  Choice* find(uint64_t engine_id) {
+    for (Choice& c : choices)
+      if (c.engine_id == engine_id) return &c;
+    return nullptr;
+  }
+  bool all_done() const {
+    for (const Choice& c : choices)
+      if (!c.done) return false;
+    return true;
+  }
 };
 
 struct Server::Impl {
@@ -68,7 +87,7 @@ struct Server::Impl {
   void send_json(httplib::Response& res, const nlohmann::json& j, int status = 200);
   void send_error(httplib::Response& res, const HttpError& e);
   void track(const Generation& g);
-  void untrack(uint64_t engine_id);
+  void untrack(const Generation& g);
   bool wait_idle(double seconds);
   void cancel_all();
   void abort_all();
@@ -79,13 +98,14 @@ struct Server::Impl {
   void route_openai();
   void handle_generate(const httplib::Request& req, httplib::Response& res, Endpoint ep);
   std::optional<HttpError> build_request(const ParsedRequest& p, const std::string& tenant, Request& out);
-  std::string consume(Generation& g, TokenEvent& ev);
+  std::string consume(Choice& c, TokenEvent& ev);
   void respond_blocking(httplib::Response& res, Generation& g);
   void respond_stream(httplib::Response& res, const std::shared_ptr<Generation>& g);
   bool pump_stream(Generation& g, httplib::DataSink& sink);
   std::string stream_events(Generation& g, std::vector<TokenEvent>& evs);
-  std::string closing_events(Generation& g);
-  void cancel(Generation& g);
+  std::string closing_events(Generation& g, Choice& c);
+  void cancel(Choice& c);
+  void cancel_all(Generation& g);
 };
 
 }  // namespace pagoda::server

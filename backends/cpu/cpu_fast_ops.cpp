@@ -512,7 +512,8 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   };
   struct Span {
     int32_t s, r, t0, t1;
-    int32_t part;  // index of its partial result, or -1 when the span is the whole context
+    int32_t part;      // index of its partial result, or -1 when the span is the whole context
+    int32_t kv0, kv1;  // the kv heads (and their query heads) this item computes
   };
   struct Merge {
     int32_t s, r, first_part, n_parts;
@@ -530,12 +531,27 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       }
       const int32_t len = info[s].ctx_len - info[s].q_len + r0 + 1;
       if (len <= kDecodeSpan) {
-        spans.push_back({s, r0, 0, len, -1});
+        spans.push_back({s, r0, 0, len, -1, 0, p.n_kv_heads});
         continue;
       }
       merges.push_back({s, r0, n_parts, (len + kDecodeSpan - 1) / kDecodeSpan});
-      for (int32_t t0 = 0; t0 < len; t0 += kDecodeSpan) spans.push_back({s, r0, t0, std::min(len, t0 + kDecodeSpan), n_parts++});
+      for (int32_t t0 = 0; t0 < len; t0 += kDecodeSpan)
+        spans.push_back({s, r0, t0, std::min(len, t0 + kDecodeSpan), n_parts++, 0, p.n_kv_heads});
     }
+  // Fewer spans than threads (one short decode row): split them by kv head too. A head's
+  // arithmetic is the same whichever item computes it, so this keeps results batch-independent.
+  if (!spans.empty() && spans.size() < size_t(pool.size()) * 2) {
+    const int32_t split = std::min<int32_t>(p.n_kv_heads, int32_t((size_t(pool.size()) * 2 + spans.size() - 1) / spans.size()));
+    std::vector<Span> split_spans;
+    for (const Span& sp : spans)
+      for (int32_t i = 0; i < split; ++i) {
+        Span part = sp;
+        part.kv0 = p.n_kv_heads * i / split;
+        part.kv1 = p.n_kv_heads * (i + 1) / split;
+        split_spans.push_back(part);
+      }
+    spans.swap(split_spans);
+  }
   // Per partial, per head: (max, sum) then head_dim accumulators (already divided by sum).
   const size_t part_floats = size_t(n_heads) * size_t(hd + 2);
   std::vector<float> parts(size_t(n_parts) * part_floats);
@@ -568,7 +584,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         const float* qr = q.f32() + row * q.cols;
         for (int32_t t = sp.t0; t < sp.t1; ++t) {
           const int64_t slot = slot_of(si, t);
-          for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh) {
+          for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
             const float* kh = kv_head_at(kc, slot, kvh, tmp.data());
             for (int32_t g = 0; g < group; ++g) {
               const int32_t h = kvh * group + g;
@@ -577,17 +593,18 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           }
         }
         float* part = sp.part < 0 ? nullptr : parts.data() + size_t(sp.part) * part_floats;
-        for (int32_t h = 0; h < n_heads; ++h) {
+        for (int32_t h = sp.kv0 * group; h < sp.kv1 * group; ++h) {
           const SoftmaxStats st = softmax_row(sc.data() + size_t(h) * size_t(ld), n, p.scale);
           if (part) {
             part[2 * h] = st.max;
             part[2 * h + 1] = st.sum;
           }
         }
-        std::fill(acc.begin(), acc.end(), 0.0f);
+        const size_t a0 = size_t(sp.kv0) * size_t(group) * size_t(hd), a1 = size_t(sp.kv1) * size_t(group) * size_t(hd);
+        std::fill(acc.begin() + ptrdiff_t(a0), acc.begin() + ptrdiff_t(a1), 0.0f);
         for (int32_t t = sp.t0; t < sp.t1; ++t) {
           const int64_t slot = slot_of(si, t);
-          for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh) {
+          for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
             const float* vh = kv_head_at(vc, slot, kvh, tmp.data());
             for (int32_t g = 0; g < group; ++g) {
               const int32_t h = kvh * group + g;
@@ -598,7 +615,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           }
         }
         float* dst = part ? part + 2 * n_heads : out.f32() + row * out.cols;
-        std::copy(acc.begin(), acc.end(), dst);
+        std::copy(acc.begin() + ptrdiff_t(a0), acc.begin() + ptrdiff_t(a1), dst + a0);
       }
     });
     // Merge spans: each was normalized by its own sum, so weight it by sum * exp(max - overall max).
