@@ -18,9 +18,7 @@
 #include "core/engine/bench_mixed.h"
 #include "core/engine/bench_workloads.h"
 
-#ifndef PAGODA_GIT_COMMIT
-#define PAGODA_GIT_COMMIT "unknown"
-#endif
+#include "pagoda_version.h"  // PAGODA_GIT_COMMIT, generated at build time
 #ifndef PAGODA_BUILD_TYPE
 #define PAGODA_BUILD_TYPE "unknown"
 #endif

@@ -32,7 +32,7 @@ struct InspectOptions {
   std::string screenshot;
   uint64_t steps = 0;
   double step_dt = 0.01;
-  int width = 1600, height = 1000, fps = 60;
+  int width = 1600, height = 1000, fps = 0;  // 0: from the renderer (ui::kSoftwareFps / kHardwareFps)
   std::string color_by = "state";
   int32_t pin_block = -1;
   uint64_t bench_steps = 0;
@@ -139,13 +139,20 @@ int finish(const Result<ui::AppStats>& r, const InspectOptions& o) {
   return 0;
 }
 
+// Says which cap the window runs with when the user left it to the renderer.
+void announce(const ui::AppStats& s, const InspectOptions& o) {
+  if (o.fps > 0 || !o.screenshot.empty()) return;
+  fmt::print(stderr, "inspector: OpenGL renderer \"{}\"{}; frames capped at {} fps (--fps to change)\n", s.renderer,
+             s.software ? " draws on the CPU" : "", s.fps_cap);
+}
+
 int run_remote(const InspectOptions& o) {
   ui::RemoteOptions ro;
   ro.url = o.connect;
   ro.api_key = o.api_key;
   ui::RemoteSource src(ro);
   src.start();
-  auto r = ui::run_inspector(src, app_options(o));
+  auto r = ui::run_inspector(src, app_options(o), [&](const ui::AppStats& s) { announce(s, o); });
   src.stop();
   return finish(r, o);
 }
@@ -158,7 +165,7 @@ int run_local(const InspectOptions& o) {
   auto src = make_source(o, *l, o.steps, shot && o.steps > 0);
   if (!src) return fail(src.error());
   (*src)->start();
-  auto r = ui::run_inspector(**src, app_options(o));
+  auto r = ui::run_inspector(**src, app_options(o), [&](const ui::AppStats& s) { announce(s, o); });
   (*src)->stop();
   return finish(r, o);
 }
@@ -208,7 +215,9 @@ void print_run(int i, const char* what, const BenchRun& r) {
   const double w = std::max(1e-9, u.wall_s);
   fmt::print("  run {} {:<18} {:8.1f} steps/s | engine thread: {:4.1f}% on a CPU, {:4.1f}% waiting for a CPU, "
              "{:4.1f}% blocked", i, what, r.steps_per_s, 100 * u.cpu_s / w, 100 * u.runqueue_s / w, 100 * u.blocked_s() / w);
-  if (r.ui.frames) fmt::print(" | UI {} frames, {:.0f} fps", r.ui.frames, r.ui.seconds > 0 ? r.ui.frames / r.ui.seconds : 0.0);
+  if (r.ui.frames)
+    fmt::print(" | UI {} frames, {:.0f} fps (cap {}{})", r.ui.frames, r.ui.seconds > 0 ? r.ui.frames / r.ui.seconds : 0.0,
+               r.ui.fps_cap, r.ui.software ? ", software GL" : "");
   fmt::print("\n");
 }
 
@@ -216,8 +225,8 @@ int run_bench(const InspectOptions& o) {
   auto l = load_all(o);
   if (!l) return fail(l.error());
   fmt::print("inspector attach benchmark: {} engine steps per run, same workload (arrivals on a virtual clock of "
-             "{} s/step, rate {}/s), backend {}, UI capped at {} fps\n", o.bench_steps, o.step_dt, o.rate,
-             l->be->info().name, o.fps);
+             "{} s/step, rate {}/s), backend {}, UI frame cap {}\n", o.bench_steps, o.step_dt, o.rate,
+             l->be->info().name, o.fps > 0 ? std::to_string(o.fps) + " fps" : "auto (10 fps on software GL, 60 otherwise)");
   double best_without = 0, best_with = 0;
   for (int i = 0; i < o.bench_repeats; ++i) {
     auto a = bench_once(o, *l, false);
@@ -259,7 +268,7 @@ void add_options(CLI::App* cmd, InspectOptions& o) {
   cmd->add_option("--step-dt", o.step_dt, "Virtual seconds per step for --steps/--bench-steps arrivals")->capture_default_str()->check(CLI::Range(1e-6, 10.0));
   cmd->add_option("--width", o.width, "Window width")->capture_default_str()->check(CLI::Range(320, 8192));
   cmd->add_option("--height", o.height, "Window height")->capture_default_str()->check(CLI::Range(240, 8192));
-  cmd->add_option("--fps", o.fps, "UI frame cap (software OpenGL draws on the CPU the engine uses)")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("--fps", o.fps, "UI frame cap; 0 = automatic: 10 when OpenGL is a software renderer (it draws on the engine's cores), 60 on a GPU")->capture_default_str()->check(CLI::Range(0, 1000));
   cmd->add_option("--color-by", o.color_by, "Block map colouring")->capture_default_str()->check(CLI::IsMember({"state", "request", "tenant"}));
   cmd->add_option("--pin-block", o.pin_block, "Show this block's tooltip without a mouse (screenshots)");
   cmd->add_option("--bench-steps", o.bench_steps, "Benchmark: engine steps/s with vs without the inspector");

@@ -20,6 +20,7 @@
 #include "backends/backend.h"
 #include "core/telemetry/snapshot_json.h"
 #include "ui/inprocess_source.h"
+#include "ui/inspector_app.h"
 #include "ui/layout.h"
 #include "ui/palette.h"
 #include "ui/panels.h"
@@ -189,6 +190,14 @@ TEST_F(PanelsHeadless, ObserveTurnsCountersIntoRecentRates) {
   EXPECT_EQ(ui.recent.evictions, 4u);
   EXPECT_DOUBLE_EQ(ui.recent.window_s, 1.0);
   EXPECT_EQ(ui.queue_history.size(), 2u);
+}
+
+TEST(InspectorApp, SoftwareRenderersAreRecognized) {
+  for (const char* r : {"llvmpipe (LLVM 15.0.6, 256 bits)", "softpipe", "Google SwiftShader", "Software Rasterizer"})
+    EXPECT_TRUE(ui::is_software_renderer(r)) << r;
+  for (const char* r : {"NVIDIA GeForce RTX 4090/PCIe/SSE2", "AMD Radeon RX 7900 XTX (radeonsi, navi31, LLVM 15.0.7)",
+                        "Mesa Intel(R) UHD Graphics 630 (CFL GT2)", "unknown"})
+    EXPECT_FALSE(ui::is_software_renderer(r)) << r;
 }
 
 TEST(Layout, PanelsTileTheWindowWithoutOverlap) {
@@ -529,5 +538,7 @@ TEST(InspectorBench, EngineStepsPerSecondWithAndWithoutInspector) {
   std::printf("%s", r.out.c_str());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("ratio with/without"), std::string::npos);
+  // Xvfb's OpenGL is Mesa's llvmpipe: the automatic cap must have picked the software rate.
+  EXPECT_NE(r.out.find("(cap 10, software GL)"), std::string::npos) << r.out;
   fs::remove_all(dir);
 }

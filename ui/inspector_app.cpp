@@ -147,11 +147,24 @@ Status capture(GLFWwindow* win, DataSource& src, UiState& ui, const AppOptions& 
 
 }  // namespace
 
-Result<AppStats> run_inspector(DataSource& src, const AppOptions& o) {
+bool is_software_renderer(const std::string& renderer) {
+  for (const char* name : {"llvmpipe", "softpipe", "SwiftShader", "Software Rasterizer", "swrast"})
+    if (renderer.find(name) != std::string::npos) return true;
+  return false;
+}
+
+Result<AppStats> run_inspector(DataSource& src, const AppOptions& opts, const std::function<void(const AppStats&)>& on_open) {
   Window w;
-  if (auto st = w.open(o); !st) return st.take_error();
-  UiState ui = o.initial;
+  if (auto st = w.open(opts); !st) return st.take_error();
+  UiState ui = opts.initial;
   AppStats stats;
+  const auto* r = reinterpret_cast<const char*>(glGetString(GL_RENDERER));
+  stats.renderer = r ? r : "unknown";
+  stats.software = is_software_renderer(stats.renderer);
+  AppOptions o = opts;
+  if (o.max_fps <= 0) o.max_fps = stats.software ? kSoftwareFps : kHardwareFps;
+  stats.fps_cap = o.max_fps;
+  if (on_open) on_open(stats);
   const auto t0 = Clock::now();
   if (!o.screenshot.empty()) {
     if (auto st = capture(w.get(), src, ui, o, stats); !st) return st.take_error();

@@ -167,16 +167,42 @@ QuantX quantize_x(const float* x, int64_t rows, int64_t n) {
   return out;
 }
 
+// One block's 32 int8 weights (any sign) times 32 int8 activations, as 8 int32 partial sums.
+inline __m256i block_dot_i8(__m256i qw, __m256i qv) {
+  // maddubs multiplies unsigned by signed: move w's sign onto x and use |w|.
+  const __m256i prod16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qv, qw));
+  return _mm256_madd_epi16(prod16, _mm256_set1_epi16(1));
+}
+
 float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb) {
   const float* ht = half_table();
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b, w += 34) {
     const __m256i qw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2));
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * 32));
-    // maddubs multiplies unsigned by signed: move w's sign onto x and use |w|.
-    const __m256i prod16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qv, qw));
-    const __m256 prod = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod16, ones));
+    const __m256 prod = _mm256_cvtepi32_ps(block_dot_i8(qw, qv));
+    uint16_t d16;
+    std::memcpy(&d16, w, 2);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(ht[d16] * dx[b]), prod, acc);
+  }
+  v8f v;
+  std::memcpy(&v, &acc, 32);
+  return hsum(v);
+}
+
+// Q4_0 (18-byte blocks: f16 scale, 16 bytes whose low nibbles are elements 0..15 and high
+// nibbles 16..31, each minus 8) against int8 activations: the nibbles widen to int8 in registers,
+// so the row is read at half a byte per weight and dotted like Q8_0.
+float dot_q4_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb) {
+  const float* ht = half_table();
+  const __m256i low4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, w += 18) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
+    const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
+    const __m256i qw = _mm256_sub_epi8(nib, eight);
+    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * 32));
+    const __m256 prod = _mm256_cvtepi32_ps(block_dot_i8(qw, qv));
     uint16_t d16;
     std::memcpy(&d16, w, 2);
     acc = _mm256_fmadd_ps(_mm256_set1_ps(ht[d16] * dx[b]), prod, acc);
@@ -418,13 +444,18 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
-  if (w.dtype == DType::Q8_0) {
+  // Quantized weights: integer dots against int8-quantized activations, each row read once at its
+  // packed size. Q8_0 takes this path at every batch size, so a token's result never depends on
+  // the batch (or on how a prompt was chunked). Q4_0 takes it below GEMM sizes only: at prefill
+  // sizes the packed GEMM, reusing each dequantized panel across rows, measured 2.3x faster.
+  if (w.dtype == DType::Q8_0 || (w.dtype == DType::Q4_0 && x.rows < kGemmMinRows)) {
     const QuantX qx = quantize_x(x.f32(), x.rows, n_in);
+    const auto dot = w.dtype == DType::Q8_0 ? dot_q8_q8 : dot_q4_q8;
     pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; ++o)
         for (int64_t r = 0; r < x.rows; ++r)
-          out.f32()[r * out.cols + o] = dot_q8_q8(w.data + size_t(o) * stride, qx.q.data() + r * n_in,
-                                                  qx.d.data() + r * (n_in / 32), n_in / 32);
+          out.f32()[r * out.cols + o] = dot(w.data + size_t(o) * stride, qx.q.data() + r * n_in,
+                                            qx.d.data() + r * (n_in / 32), n_in / 32);
     });
     return;
   }
