@@ -8,10 +8,15 @@
 // Keys are visited in tiles of the workgroup size: each invocation scores one key, the tile's
 // softmax is merged into a running (max, sum, acc) (online softmax), then each invocation
 // accumulates the weighted V for its own output dimensions d = lid + WG * j (head_dim <= 4 * WG).
+// Split-K (n_splits > 1, when rows x heads alone cannot fill the device): workgroup
+// (row, head, split) covers positions [split * split_len, +split_len) (the last split runs to pos)
+// and writes its unnormalized (max, sum, acc[head_dim]) to `parts`; attention_combine.comp merges
+// the splits. An empty split writes (-inf, 0).
 // Bindings: 0 q (float; q_off + row * q_stride + h * head_dim), 1 k_cache, 2 v_cache (uint
 // words from kc_off / vc_off; slot rows of n_kv_heads * head_dim elements, F32 or F16),
 // 3 seqs (int; seq_off + 4 * s = q_start, q_len, ctx_len, bt_offset), 4 block_tables (int; bt_off),
-// 5 out (float; out_off + row * out_stride + h * head_dim).
+// 5 out (float; out_off + row * out_stride + h * head_dim), 6 parts (float; ((row * n_heads + h) *
+// n_splits + split) * (head_dim + 2); bound to a dummy when n_splits == 1).
 // Specialization: 1 = KV DType (F32 or F16). Workgroup size fixed at 64.
 //! variant nosg NO_SUBGROUP
 #version 450
@@ -31,6 +36,7 @@ layout(binding = 2) readonly buffer VC { uint vc[]; };
 layout(binding = 3) readonly buffer Seqs { int seqs[]; };
 layout(binding = 4) readonly buffer BT { int bt[]; };
 layout(binding = 5) writeonly buffer Out { float os[]; };
+layout(binding = 6) writeonly buffer Parts { float parts[]; };
 
 layout(push_constant) uniform Params {
   uint q_off;
@@ -48,6 +54,8 @@ layout(push_constant) uniform Params {
   uint q_stride;
   uint out_stride;
   float scale;
+  uint n_splits;
+  uint split_len;
 } p;
 
 shared float red[WG];
@@ -82,43 +90,64 @@ float score(uint slot, uint kvh) {
   return dot_ * p.scale;
 }
 
+// An empty partial: contributes nothing to the merge.
+void empty_part(uint pb) {
+  if (gl_LocalInvocationID.x == 0u) {
+    parts[pb] = NEG_INF;
+    parts[pb + 1u] = 0.0;
+  }
+}
+
 void main() {
   const uint g = group_index();
-  const uint h = g % p.n_heads;
-  const uint row = g / p.n_heads;
+  const uint split = g % p.n_splits;
+  const uint h = (g / p.n_splits) % p.n_heads;
+  const uint row = g / p.n_splits / p.n_heads;
   if (row >= p.n_tokens) return;
+  const bool partial = p.n_splits > 1u;
+  const uint pb = ((row * p.n_heads + h) * p.n_splits + split) * (p.head_dim + 2u);
   int s = -1;
   for (uint i = 0u; i < p.n_seqs; ++i) {
     const int q0 = seqs[p.seq_off + 4u * i], ql = seqs[p.seq_off + 4u * i + 1u];
     if (int(row) >= q0 && int(row) < q0 + ql) s = int(i);
   }
-  if (s < 0) return;  // a row of no sequence: nothing to attend
+  if (s < 0) {  // a row of no sequence: nothing to attend
+    if (partial) empty_part(pb);
+    return;
+  }
   const uint sb = p.seq_off + 4u * uint(s);
   const uint pos = uint(seqs[sb + 2u] - seqs[sb + 1u]) + (row - uint(seqs[sb]));
   const uint bt0 = p.bt_off + uint(seqs[sb + 3u]);
   const uint kvh = h / (p.n_heads / p.n_kv_heads);
   const uint lid = gl_LocalInvocationID.x;
+  // Positions [t_begin, t_end) of this workgroup; the last split runs to pos whatever split_len.
+  const uint t_begin = partial ? split * p.split_len : 0u;
+  const uint t_end = (partial && split + 1u < p.n_splits) ? min(t_begin + p.split_len, pos + 1u) : pos + 1u;
+  if (t_begin >= t_end) {
+    empty_part(pb);
+    return;
+  }
 
   for (uint d = lid; d < p.head_dim; d += WG) q_sh[d] = qs[p.q_off + row * p.q_stride + h * p.head_dim + d];
   barrier();
 
   float m = NEG_INF, l = 0.0;
   float acc[MAX_PER_THREAD] = float[](0.0, 0.0, 0.0, 0.0);
-  for (uint t0 = 0u; t0 <= pos; t0 += WG) {
+  for (uint t0 = t_begin; t0 < t_end; t0 += WG) {
     const uint t = t0 + lid;
     float sc = NEG_INF;
-    if (t <= pos) {
+    if (t < t_end) {
       const uint slot = uint(bt[bt0 + t / p.block_size]) * p.block_size + t % p.block_size;
       slot_sh[lid] = slot;
       sc = score(slot, kvh);
     }
     const float m_new = max(m, wg_max(sc));
     // exp(-inf) is not required to be exactly 0 on every device, so the first tile is explicit.
-    const float alpha = t0 == 0u ? 0.0 : exp(m - m_new);
-    const float pr = t <= pos ? exp(sc - m_new) : 0.0;
+    const float alpha = t0 == t_begin ? 0.0 : exp(m - m_new);
+    const float pr = t < t_end ? exp(sc - m_new) : 0.0;
     prob_sh[lid] = pr;
     l = l * alpha + wg_sum(pr);  // wg_sum's barriers also publish prob_sh / slot_sh
-    const uint n_valid = min(WG, pos + 1u - t0);
+    const uint n_valid = min(WG, t_end - t0);
     for (uint j = 0u; j < MAX_PER_THREAD; ++j) {
       const uint d = lid + WG * j;
       if (d >= p.head_dim) break;
@@ -128,6 +157,17 @@ void main() {
     }
     m = m_new;
     barrier();  // the next tile overwrites prob_sh / slot_sh
+  }
+  if (partial) {
+    if (lid == 0u) {
+      parts[pb] = m;
+      parts[pb + 1u] = l;
+    }
+    for (uint j = 0u; j < MAX_PER_THREAD; ++j) {
+      const uint d = lid + WG * j;
+      if (d < p.head_dim) parts[pb + 2u + d] = acc[j];
+    }
+    return;
   }
   const uint ob = p.out_off + row * p.out_stride + h * p.head_dim;
   for (uint j = 0u; j < MAX_PER_THREAD; ++j) {

@@ -50,6 +50,10 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
     uint32_t q_off, kc_off, vc_off, seq_off, bt_off, out_off, n_tokens, n_seqs, n_heads, n_kv_heads, head_dim,
         block_size, q_stride, out_stride;
     float scale;
+    uint32_t n_splits, split_len;
+  };
+  struct CombinePush {
+    uint32_t out_off, n_tokens, n_heads, head_dim, n_splits, out_stride;
   };
   if (q.rows == 0 || p.n_seqs == 0 || p.n_heads == 0) return {};
   // The shader keeps 4 output dimensions per invocation of its 64-wide workgroup.
@@ -69,6 +73,31 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
   PAGODA_BIND(bs, bind(seqs, 4, size_t(p.n_seqs) * sizeof(SeqInfo)));
   PAGODA_BIND(bb, bind(bt, 4));
   PAGODA_BIND(bo, bind(out, 4, size_t(q.rows) * size_t(out.cols) * 4));
+  // Split-K over the context when rows x heads alone are too few workgroups to fill a GPU (decode
+  // at long context with a small batch). Depends only on the shapes, so every device (lavapipe in
+  // the tests too) runs the same plan.
+  constexpr uint64_t kTargetGroups = 1024;
+  constexpr int32_t kMinSplit = 256, kMaxSplits = 64, kWg = 64;
+  const uint64_t groups = uint64_t(q.rows) * uint64_t(p.n_heads);
+  uint32_t n_splits = 1, split_len = 0;
+  if (groups < kTargetGroups && p.max_ctx_len > 2 * kMinSplit) {
+    const int64_t want = std::min<int64_t>({int64_t((kTargetGroups + groups - 1) / groups),
+                                            (p.max_ctx_len + kMinSplit - 1) / kMinSplit, kMaxSplits});
+    split_len = uint32_t((p.max_ctx_len + want - 1) / want + kWg - 1) / kWg * kWg;
+    n_splits = uint32_t((p.max_ctx_len + int64_t(split_len) - 1) / split_len);
+  }
+  Bound parts{Binding{dummy_.get(), 0, dummy_->capacity()}, 0};
+  if (n_splits > 1) {
+    const size_t bytes = size_t(groups) * n_splits * size_t(p.head_dim + 2) * 4;
+    if (!attn_parts_ || attn_parts_->size() < bytes) {
+      attn_parts_.reset();  // retired by the device until pending work that used it completes
+      auto b = alloc(bytes);
+      if (!b) return make_error("attention split-K scratch: " + b.error());
+      attn_parts_ = std::move(*b);
+    }
+    PAGODA_BIND(bp, bind(Tensor{attn_parts_.get(), 0, DType::F32, int64_t(bytes / 4), 1}, 4));
+    parts = bp;
+  }
   const Push push{bq.elem,         bkc.elem,
                   bvc.elem,        bs.elem,
                   bb.elem,         bo.elem,
@@ -76,10 +105,14 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
                   uint32_t(p.n_heads), uint32_t(p.n_kv_heads),
                   uint32_t(p.head_dim), uint32_t(p.block_size),
                   uint32_t(q.cols), uint32_t(out.cols),
-                  p.scale};
-  return run("paged_attention", {{kSpecDType, uint32_t(kc.dtype)}},
-             {bq.binding, bkc.binding, bvc.binding, bs.binding, bb.binding, bo.binding}, push,
-             uint64_t(q.rows) * uint64_t(p.n_heads));
+                  p.scale,         n_splits,
+                  n_splits > 1 ? split_len : 0u};
+  PAGODA_TRY(run("paged_attention", {{kSpecDType, uint32_t(kc.dtype)}},
+                 {bq.binding, bkc.binding, bvc.binding, bs.binding, bb.binding, bo.binding, parts.binding}, push,
+                 groups * n_splits));
+  if (n_splits == 1) return {};
+  const CombinePush cp{bo.elem, uint32_t(q.rows), uint32_t(p.n_heads), uint32_t(p.head_dim), n_splits, uint32_t(out.cols)};
+  return run("attention_combine", {}, {parts.binding, bo.binding}, cp, groups, "paged_attention");
 }
 
 void VulkanBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& seqs,

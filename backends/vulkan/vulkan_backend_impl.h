@@ -104,6 +104,7 @@ class VulkanBackend final : public Backend {
   std::unique_ptr<Sequence> seq_;
   std::shared_ptr<VulkanBuffer> dummy_;  // bound where an op's optional tensor is absent
   std::map<std::pair<uint32_t, int32_t>, std::shared_ptr<VulkanBuffer>> rope_freqs_;
+  BufferPtr attn_parts_;  // paged_attention's split-K partials, grown on demand
   std::optional<Error> error_;
   // Workgroup sizes (powers of two), chosen per device in create().
   uint32_t row_group_ = 128;     // row-wise reductions: rms_norm, softmax, argmax, sampling
