@@ -97,6 +97,22 @@ SoftmaxStats softmax_row(float* row, int32_t len, float scale) {
   return {m, total};
 }
 
+// out[i] = dot(q + i * q_stride, k) for i < 4, n a multiple of 8: each load of k feeds four FMAs.
+void dot4_f32(const float* q, int64_t q_stride, const float* k, int64_t n, float* out) {
+  v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  for (int64_t d = 0; d < n; d += 8) {
+    const v8f kk = load8(k + d);
+    s0 += load8(q + d) * kk;
+    s1 += load8(q + q_stride + d) * kk;
+    s2 += load8(q + 2 * q_stride + d) * kk;
+    s3 += load8(q + 3 * q_stride + d) * kk;
+  }
+  out[0] = hsum(s0);
+  out[1] = hsum(s1);
+  out[2] = hsum(s2);
+  out[3] = hsum(s3);
+}
+
 float dot_f32(const float* a, const float* b, int64_t n) {
   v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
   int64_t i = 0;
@@ -617,7 +633,15 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           const int64_t slot = slot_of(si, t);
           for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
             const float* kh = kv_head_at(kc, slot, kvh, tmp.data());
-            for (int32_t g = 0; g < group; ++g) {
+            int32_t g = 0;
+            if (hd % 8 == 0)  // four query heads of the group per pass over the K row
+              for (; g + 4 <= group; g += 4) {
+                const int32_t h = kvh * group + g;
+                float d4[4];
+                dot4_f32(qr + int64_t(h) * hd, hd, kh, hd, d4);
+                for (int32_t i = 0; i < 4; ++i) sc[size_t(h + i) * size_t(ld) + size_t(t - sp.t0)] = d4[i];
+              }
+            for (; g < group; ++g) {
               const int32_t h = kvh * group + g;
               sc[size_t(h) * size_t(ld) + size_t(t - sp.t0)] = dot_f32(qr + int64_t(h) * hd, kh, hd);
             }
