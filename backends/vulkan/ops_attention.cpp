@@ -78,7 +78,10 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
   // the tests too) runs the same plan.
   constexpr uint64_t kTargetGroups = 1024;
   constexpr int32_t kMinSplit = 256, kMaxSplits = 64, kWg = 64;
-  const uint64_t groups = uint64_t(q.rows) * uint64_t(p.n_heads);
+  // One workgroup per (row, KV head, chunk of up to 4 of its query heads): the shader's HGN.
+  const int64_t group = p.n_heads / p.n_kv_heads, hgn = std::min<int64_t>(group, 4), chunks = (group + hgn - 1) / hgn;
+  const uint64_t groups = uint64_t(q.rows) * uint64_t(p.n_kv_heads) * uint64_t(chunks);
+  const uint64_t head_rows = uint64_t(q.rows) * uint64_t(p.n_heads);
   uint32_t n_splits = 1, split_len = 0;
   if (groups < kTargetGroups && p.max_ctx_len > 2 * kMinSplit) {
     const int64_t want = std::min<int64_t>({int64_t((kTargetGroups + groups - 1) / groups),
@@ -88,7 +91,7 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
   }
   Bound parts{Binding{dummy_.get(), 0, dummy_->capacity()}, 0};
   if (n_splits > 1) {
-    const size_t bytes = size_t(groups) * n_splits * size_t(p.head_dim + 2) * 4;
+    const size_t bytes = size_t(head_rows) * n_splits * size_t(p.head_dim + 2) * 4;
     if (!attn_parts_ || attn_parts_->size() < bytes) {
       attn_parts_.reset();  // retired by the device until pending work that used it completes
       auto b = alloc(bytes);
@@ -107,12 +110,12 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
                   uint32_t(q.cols), uint32_t(out.cols),
                   p.scale,         n_splits,
                   n_splits > 1 ? split_len : 0u};
-  PAGODA_TRY(run("paged_attention", {{kSpecDType, uint32_t(kc.dtype)}},
+  PAGODA_TRY(run("paged_attention", {{kSpecDType, uint32_t(kc.dtype)}, {kSpecHeadsPerGroup, uint32_t(hgn)}},
                  {bq.binding, bkc.binding, bvc.binding, bs.binding, bb.binding, bo.binding, parts.binding}, push,
                  groups * n_splits));
   if (n_splits == 1) return {};
   const CombinePush cp{bo.elem, uint32_t(q.rows), uint32_t(p.n_heads), uint32_t(p.head_dim), n_splits, uint32_t(out.cols)};
-  return run("attention_combine", {}, {parts.binding, bo.binding}, cp, groups, "paged_attention");
+  return run("attention_combine", {}, {parts.binding, bo.binding}, cp, head_rows, "paged_attention");
 }
 
 void VulkanBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& seqs,

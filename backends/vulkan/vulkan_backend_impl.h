@@ -20,6 +20,7 @@ namespace pagoda::vk {
 // Specialization constant ids shared by the shaders.
 constexpr uint32_t kSpecLocalSize = 0;
 constexpr uint32_t kSpecDType = 1;
+constexpr uint32_t kSpecHeadsPerGroup = 2;  // paged_attention: query heads per workgroup
 
 class VulkanBackend final : public Backend {
  public:
