@@ -190,13 +190,15 @@ inline __m256i block_dot_i8(__m256i qw, __m256i qv) {
   return _mm256_madd_epi16(prod16, _mm256_set1_epi16(1));
 }
 
-float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb) {
+// Sum over nb blocks of kBlockBytes (f16 scale first) of scale * dx[b] * (the block's 32 int8
+// weights, as `unpack` widens them, . the block's 32 int8 activations).
+template <int kBlockBytes, typename Unpack>
+float dot_blocks_i8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb, Unpack unpack) {
   const float* ht = half_table();
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, w += 34) {
-    const __m256i qw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2));
+  for (int64_t b = 0; b < nb; ++b, w += kBlockBytes) {
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * 32));
-    const __m256 prod = _mm256_cvtepi32_ps(block_dot_i8(qw, qv));
+    const __m256 prod = _mm256_cvtepi32_ps(block_dot_i8(unpack(w + 2), qv));
     uint16_t d16;
     std::memcpy(&d16, w, 2);
     acc = _mm256_fmadd_ps(_mm256_set1_ps(ht[d16] * dx[b]), prod, acc);
@@ -206,26 +208,20 @@ float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb)
   return hsum(v);
 }
 
+float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb) {
+  return dot_blocks_i8<34>(w, qx, dx, nb,
+                           [](const uint8_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); });
+}
+
 // Q4_0 (18-byte blocks: f16 scale, 16 bytes whose low nibbles are elements 0..15 and high
 // nibbles 16..31, each minus 8) against int8 activations: the nibbles widen to int8 in registers,
 // so the row is read at half a byte per weight and dotted like Q8_0.
 float dot_q4_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb) {
-  const float* ht = half_table();
   const __m256i low4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, w += 18) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
-    const __m256i qw = _mm256_sub_epi8(nib, eight);
-    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * 32));
-    const __m256 prod = _mm256_cvtepi32_ps(block_dot_i8(qw, qv));
-    uint16_t d16;
-    std::memcpy(&d16, w, 2);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(ht[d16] * dx[b]), prod, acc);
-  }
-  v8f v;
-  std::memcpy(&v, &acc, 32);
-  return hsum(v);
+  return dot_blocks_i8<18>(w, qx, dx, nb, [&](const uint8_t* q) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    return _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4), eight);
+  });
 }
 #endif
 
