@@ -352,15 +352,48 @@ std::vector<Panel> panels_for(const nlohmann::json& j) {
     }
     for (auto& s : a.series) s.y.resize(a.categories.size(), 0);
     out = {a};
+  } else if (w == "prefix" && j.contains("turns")) {
+    Panel a;
+    a.title = "Multi-turn chat: TTFT per turn" + subtitle(j);
+    a.xlabel = "turn";
+    a.ylabel = "TTFT ms";
+    a.ticks_at_data = true;
+    Series on{"prefix cache on", {}, {}}, off{"prefix cache off", {}, {}};
+    if (!j["turns"].is_array() || j["turns"].empty()) throw std::runtime_error("no \"turns\" array");
+    for (const auto& t : j["turns"]) {
+      on.x.push_back(num_at(t, "turn"));
+      on.y.push_back(num_at(t, "ttft_on_ms"));
+      off.x.push_back(on.x.back());
+      off.y.push_back(num_at(t, "ttft_off_ms"));
+    }
+    a.series = {on, off};
+    out = {a};
+  } else if (w == "prefix") {
+    Panel a;
+    a.title = "TTFT vs cached fraction of the prompt" + subtitle(j);
+    a.xlabel = "fraction of the prompt shared with an earlier request";
+    a.ylabel = "TTFT ms";
+    a.ticks_at_data = true;
+    Series cold{"cold (nothing cached)", {}, {}}, warm{"warm (shared prefix cached)", {}, {}};
+    for (const auto& p : points_of(j)) {
+      cold.x.push_back(num_at(p, "cached_fraction"));
+      cold.y.push_back(num_at(p, "cold_ttft_ms"));
+      warm.x.push_back(cold.x.back());
+      warm.y.push_back(num_at(p, "warm_ttft_ms"));
+    }
+    a.series = {cold, warm};
+    out = {a};
   } else {
-    throw std::runtime_error("no chart for workload '" + w + "' (plottable: batch, spec, mixed, ops)");
+    throw std::runtime_error("no chart for workload '" + w + "' (plottable: batch, spec, mixed, ops, prefix)");
   }
   return out;
 }
 
 }  // namespace
 
-bool plottable_workload(const std::string& w) { return w == "batch" || w == "spec" || w == "mixed" || w == "ops"; }
+bool plottable_workload(const std::string& w) {
+  return w == "batch" || w == "spec" || w == "mixed" || w == "ops" || w == "prefix";
+}
 
 Status plot_result(const nlohmann::json& j, const std::string& png_path, int width) {
   std::vector<Panel> panels;

@@ -126,7 +126,9 @@ void emit(const BenchOptions& o, nlohmann::json j, const std::string& text) {
 struct WorkloadOptions {
   std::string streams = "1,2,4,8,16,32,64";
   int32_t prompt = 512;
-  double cached = 0.9;
+  std::string cached = "0.9";  // one fraction, or a comma-separated sweep
+  ChatTurnsOptions chat;       // prefix --turns: multi-turn chat growth instead
+  bool turns_set = false;
   std::string kv_memory = "32MiB";
   int32_t requests = 256;
   std::string draft;
@@ -164,14 +166,50 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
       text += fmt::format("  {:>8} {:>12.1f} {:>9.2f}x\n", p.streams, p.gen_tok_s, p.speedup_vs_1);
       j["points"].push_back({{"streams", p.streams}, {"gen_tok_s", p.gen_tok_s}, {"speedup_vs_1", p.speedup_vs_1}});
     }
-  } else if (w == "prefix") {
-    auto r = bench_prefix(*L->m, *L->be, wo.prompt, wo.cached, o.repeats);
+  } else if (w == "prefix" && wo.turns_set) {
+    auto r = bench_chat_turns(*L->m, *L->be, wo.chat, o.repeats);
     if (!r) return fail(r.error());
-    text += fmt::format("prefix cache: {} prompt tokens, {} served from cache\n  TTFT cold {:.2f} ms, warm {:.2f} ms -> {:.3f}x\n"
-                        "  avoided prefill tokens (engine counter): {}\n", r->prompt_tokens, r->cached_tokens,
-                        r->cold_ttft_ms, r->warm_ttft_ms, r->ratio, r->avoided_prefill_tokens);
-    j.update({{"prompt_tokens", r->prompt_tokens}, {"cached_tokens", r->cached_tokens}, {"cold_ttft_ms", r->cold_ttft_ms},
-              {"warm_ttft_ms", r->warm_ttft_ms}, {"ratio", r->ratio}, {"avoided_prefill_tokens", r->avoided_prefill_tokens}});
+    text += fmt::format("multi-turn chat: {}-token system prompt, {} user + {} reply tokens per turn, TTFT median of {}\n"
+                        "  {:>5} {:>8} {:>8} {:>14} {:>14} {:>8}\n", wo.chat.system_tokens, wo.chat.user_tokens,
+                        wo.chat.reply_tokens, o.repeats, "turn", "prompt", "cached", "TTFT cache on", "TTFT off", "on/off");
+    j["turns"] = nlohmann::json::array();
+    for (const auto& t : *r) {
+      text += fmt::format("  {:>5} {:>8} {:>8} {:>11.2f} ms {:>11.2f} ms {:>7.3f}x\n", t.turn, t.prompt_tokens, t.cached_tokens,
+                          t.ttft_on_ms, t.ttft_off_ms, t.ttft_off_ms > 0 ? t.ttft_on_ms / t.ttft_off_ms : 0.0);
+      j["turns"].push_back({{"turn", t.turn}, {"prompt_tokens", t.prompt_tokens}, {"cached_tokens", t.cached_tokens},
+                            {"ttft_on_ms", t.ttft_on_ms}, {"ttft_off_ms", t.ttft_off_ms}});
+    }
+    j.update({{"system_tokens", wo.chat.system_tokens}, {"user_tokens", wo.chat.user_tokens},
+              {"reply_tokens", wo.chat.reply_tokens}});
+  } else if (w == "prefix") {
+    std::vector<double> fractions;
+    try {
+      size_t p = 0;
+      while (p <= wo.cached.size()) {
+        const size_t q = std::min(wo.cached.find(',', p), wo.cached.size());
+        size_t used = 0;
+        const std::string item = wo.cached.substr(p, q - p);
+        fractions.push_back(std::stod(item, &used));
+        if (used != item.size() || !(fractions.back() >= 0 && fractions.back() <= 1)) throw std::invalid_argument(item);
+        p = q + 1;
+      }
+    } catch (...) {
+      return fail("--cached must be fractions in [0, 1], comma-separated");
+    }
+    j["points"] = nlohmann::json::array();
+    for (double f : fractions) {
+      auto r = bench_prefix(*L->m, *L->be, wo.prompt, f, o.repeats);
+      if (!r) return fail(r.error());
+      text += fmt::format("prefix cache: {} prompt tokens, {} served from cache ({:.0f}% asked)\n  TTFT cold {:.2f} ms, warm "
+                          "{:.2f} ms -> {:.3f}x\n  avoided prefill tokens (engine counter): {}\n", r->prompt_tokens,
+                          r->cached_tokens, f * 100, r->cold_ttft_ms, r->warm_ttft_ms, r->ratio, r->avoided_prefill_tokens);
+      const nlohmann::json pt = {{"cached_fraction", f}, {"prompt_tokens", r->prompt_tokens},
+                                 {"cached_tokens", r->cached_tokens}, {"cold_ttft_ms", r->cold_ttft_ms},
+                                 {"warm_ttft_ms", r->warm_ttft_ms}, {"ratio", r->ratio},
+                                 {"avoided_prefill_tokens", r->avoided_prefill_tokens}};
+      j["points"].push_back(pt);
+      if (fractions.size() == 1) j.update(pt);  // the single-fraction fields stay at the top level
+    }
   } else if (w == "capacity") {
     auto bytes = parse_size(wo.kv_memory);
     if (!bytes) return fail(bytes.error());
@@ -433,7 +471,7 @@ int bench_plot_cmd(const PlotOptions& po) {
   for (const auto& f : files) {
     auto j = read_json(f.string());
     if (!j) return fail(j.error());
-    if (!j->is_object() || !plottable_workload(j->value("workload", std::string()))) continue;  // decode, prefix, capacity: single numbers
+    if (!j->is_object() || !plottable_workload(j->value("workload", std::string()))) continue;  // decode, capacity, attention: tables, not charts
     const std::string out = (fs::path(out_dir) / f.stem()).string() + ".png";
     if (auto st = plot_result(*j, out); !st) return fail(f.string() + ": " + st.error());
     fmt::print("wrote {}\n", out);
@@ -463,7 +501,7 @@ void register_bench(CLI::App& app) {
   auto wo = std::make_shared<WorkloadOptions>();
   const std::pair<const char*, const char*> workloads[] = {
       {"batch", "Decode throughput at 1..64 concurrent streams"},
-      {"prefix", "TTFT with a mostly cached prompt vs cold"},
+      {"prefix", "TTFT with a mostly cached prompt vs cold (a sweep over --cached), or multi-turn chat growth (--turns)"},
       {"capacity", "Sequences that fit a KV budget: paged vs contiguous max-context slots"},
       {"spec", "Speculative decoding: tok/s and acceptance for k = 1..8 and auto"}};
   for (const auto& [name, help] : workloads) {
@@ -477,7 +515,12 @@ void register_bench(CLI::App& app) {
     if (w == "batch") sub->add_option("--streams", wo->streams, "Comma-separated stream counts")->capture_default_str();
     if (w == "prefix") {
       sub->add_option("--prompt-tokens", wo->prompt, "Prompt length")->capture_default_str();
-      sub->add_option("--cached", wo->cached, "Fraction of the prompt shared with the earlier request")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+      sub->add_option("--cached", wo->cached, "Fraction of the prompt shared with the earlier request (comma-separated: a sweep)")->capture_default_str();
+      sub->add_option("--turns", wo->chat.turns, "Instead: multi-turn chat growth over this many turns, cache on vs off")
+          ->check(CLI::Range(1, 1000))->each([wo](const std::string&) { wo->turns_set = true; });
+      sub->add_option("--system-tokens", wo->chat.system_tokens, "With --turns: system prompt tokens")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      sub->add_option("--user-tokens", wo->chat.user_tokens, "With --turns: tokens per user message")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      sub->add_option("--reply-tokens", wo->chat.reply_tokens, "With --turns: tokens per reply")->capture_default_str()->check(CLI::Range(1, 1 << 20));
     }
     if (w == "capacity") {
       sub->add_option("--kv-memory", wo->kv_memory, "KV budget")->capture_default_str();

@@ -33,7 +33,10 @@ if want decode; then
   if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5 --backend vulkan; fi
 fi
 if want batch; then run batch bench batch -m $M/synth-15M-f32.gguf --streams 1,2,4,8,16,32,64 -n 32 -r 3; fi
-if want prefix; then run prefix bench prefix -m $M/wide.gguf --prompt-tokens 512 --cached 0.9 -r 3; fi
+if want prefix; then
+  run prefix bench prefix -m $M/wide.gguf --prompt-tokens 512 --cached 0,0.25,0.5,0.75,0.9 -r 3
+  run prefix-chat bench prefix -m $M/wide.gguf --turns 6 --system-tokens 64 --user-tokens 32 --reply-tokens 32 -r 3
+fi
 if want capacity; then run capacity bench capacity -r 1; fi
 if want spec; then
   run spec-draft bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 48 -r 3 --k-max 8

@@ -18,6 +18,7 @@ const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
 const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 
 using Run = pagoda::testing::ShellResult;
+namespace fs = std::filesystem;
 
 // `merge_stderr` false keeps stdout alone so JSON parses.
 Run sh(const std::string& args, bool merge_stderr = true) { return pagoda::testing::run_shell(kBin + " " + args, merge_stderr); }
@@ -146,6 +147,50 @@ TEST(Bench, OpsReportsEveryOpWithPositiveTime) {
   EXPECT_EQ(t.out.find("matmul"), std::string::npos) << t.out;
   EXPECT_NE(sh("bench ops --backend nosuch -r 1").code, 0);
   EXPECT_NE(sh("bench ops --backend cpu --filter nothing-matches").code, 0);
+}
+
+TEST(Bench, PrefixSweepAndMultiTurnChat) {
+  REQUIRE_MODELS();
+  const fs::path dir = temp_dir() / "prefix";
+  fs::create_directories(dir);
+  auto r = sh("bench prefix -m " + kStories + " --prompt-tokens 96 --cached 0,0.5,0.9 -r 1 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["points"].size(), 3u);
+  EXPECT_EQ(j["points"][0]["cached_tokens"], 0);
+  // Reuse is whole 16-token blocks: 48 of 96 and 80 of 86.4.
+  EXPECT_EQ(j["points"][1]["cached_tokens"], 48);
+  EXPECT_EQ(j["points"][2]["cached_tokens"], 80);
+  EXPECT_EQ(j["points"][2]["avoided_prefill_tokens"], 80);
+  std::ofstream(dir / "prefix.json") << r.out;
+
+  auto t = sh("bench prefix -m " + kStories + " --turns 4 --system-tokens 16 --user-tokens 8 --reply-tokens 8 -r 1 --json", false);
+  ASSERT_EQ(t.code, 0) << t.out;
+  const auto c = nlohmann::json::parse(t.out);
+  ASSERT_EQ(c["turns"].size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    const auto& turn = c["turns"][i];
+    EXPECT_EQ(turn["turn"], i + 1);
+    EXPECT_EQ(turn["prompt_tokens"], 16 + 8 * (i + 1) + 8 * i) << "the history grows by a message and a reply";
+    EXPECT_GT(turn["ttft_on_ms"].get<double>(), 0);
+    EXPECT_GT(turn["ttft_off_ms"].get<double>(), 0);
+    // With the cache on every turn after the first reuses the full blocks of the earlier turn's prompt.
+    if (i > 0) EXPECT_GE(turn["cached_tokens"].get<int>(), 16 * ((16 + 16 * i - 8) / 16)) << turn.dump();
+    else EXPECT_EQ(turn["cached_tokens"], 0);
+  }
+  std::ofstream(dir / "chat.json") << t.out;
+  auto p = sh("bench plot --dir " + dir.string() + " --out " + dir.string());
+  ASSERT_EQ(p.code, 0) << p.out;
+  uint32_t w = 0, h = 0;
+  EXPECT_TRUE(png_size(dir / "prefix.png", w, h) && w > 0 && h > 0);
+  EXPECT_TRUE(png_size(dir / "chat.png", w, h) && w > 0 && h > 0);
+
+  for (const std::string bad : {"--cached 1.5", "--cached 0.2,x", "--turns 100 --system-tokens 400"}) {
+    auto b = sh("bench prefix -m " + kStories + " -r 1 " + bad);
+    EXPECT_NE(b.code, 0) << bad;
+    EXPECT_NE(b.out.find("error"), std::string::npos) << bad << ": " << b.out;
+  }
+  fs::remove_all(dir);
 }
 
 TEST(Bench, AttentionReportsBandwidthPerContext) {

@@ -87,6 +87,47 @@ Result<PrefixResult> bench_prefix(LoadedModel& m, Backend& be, int32_t prompt_to
   return res;
 }
 
+Result<std::vector<ChatTurn>> bench_chat_turns(LoadedModel& m, Backend& be, const ChatTurnsOptions& o, int repeats) {
+  if (o.turns < 1 || o.system_tokens < 1 || o.user_tokens < 1 || o.reply_tokens < 1)
+    return make_error("turns, system, user and reply tokens must be positive");
+  const int64_t total = int64_t(o.system_tokens) + int64_t(o.turns) * (o.user_tokens + o.reply_tokens);
+  if (total >= m.config.ctx_len)
+    return make_error("the conversation (" + std::to_string(total) + " tokens) does not fit the context of " +
+                      std::to_string(m.config.ctx_len));
+  auto token = [&](int64_t salt) { return int32_t(3 + salt % (m.config.vocab - 3)); };
+  std::vector<std::vector<double>> on(size_t(o.turns)), off(size_t(o.turns));
+  std::vector<ChatTurn> out(static_cast<size_t>(o.turns));
+  for (int r = 0; r <= repeats; ++r) {
+    for (bool cache : {true, false}) {
+      EngineConfig cfg;
+      cfg.prefix_caching = cache;
+      auto e = Engine::create(m, be, cfg);
+      if (!e) return e.take_error();
+      std::vector<int32_t> conv;
+      for (int32_t i = 0; i < o.system_tokens; ++i) conv.push_back(token(i * 31 + r * 7));
+      for (int32_t t = 0; t < o.turns; ++t) {
+        for (int32_t i = 0; i < o.user_tokens; ++i) conv.push_back(token((t + 1) * 1009 + i * 17 + r));
+        Request q = greedy("", o.reply_tokens);
+        q.prompt_tokens = conv;
+        const auto res = run_requests(**e, {q}, true);
+        if (res[0].reason != FinishReason::Length) return make_error("turn " + std::to_string(t + 1) + ": " + res[0].error);
+        conv.insert(conv.end(), res[0].tokens.begin(), res[0].tokens.end());  // the reply joins the history
+        if (r == 0) continue;  // warm-up
+        ChatTurn& ct = out[size_t(t)];
+        ct.turn = t + 1;
+        ct.prompt_tokens = int32_t(q.prompt_tokens.size());
+        (cache ? on : off)[size_t(t)].push_back(res[0].metrics.ttft_s * 1e3);
+        if (cache) ct.cached_tokens = res[0].metrics.cached_tokens;
+      }
+    }
+  }
+  for (size_t t = 0; t < out.size(); ++t) {
+    out[t].ttft_on_ms = median(on[t]);
+    out[t].ttft_off_ms = median(off[t]);
+  }
+  return out;
+}
+
 Result<CapacityResult> bench_capacity(LoadedModel& m, Backend& be, uint64_t kv_bytes, int32_t n_requests) {
   CapacityResult res;
   res.kv_budget_bytes = kv_bytes;

@@ -25,6 +25,18 @@ struct PrefixResult {
 };
 Result<PrefixResult> bench_prefix(LoadedModel& m, Backend& be, int32_t prompt_tokens, double cached_fraction, int repeats);
 
+// Multi-turn chat growth: a conversation of `turns` turns, each sending the whole history (system
+// prompt, earlier user messages and the model's own greedy replies) plus a new user message, with
+// the prefix cache on and off. TTFT per turn, medians over repeats (a fresh engine per repeat).
+struct ChatTurn {
+  int32_t turn = 0, prompt_tokens = 0, cached_tokens = 0;  // cached: with the cache on
+  double ttft_on_ms = 0, ttft_off_ms = 0;
+};
+struct ChatTurnsOptions {
+  int32_t turns = 6, system_tokens = 64, user_tokens = 32, reply_tokens = 32;
+};
+Result<std::vector<ChatTurn>> bench_chat_turns(LoadedModel& m, Backend& be, const ChatTurnsOptions& o, int repeats);
+
 struct CapacityResult {
   uint64_t kv_budget_bytes = 0;
   int32_t contiguous_slots = 0;   // budget / (context x bytes per token)
