@@ -68,6 +68,10 @@ int bench_decode_cmd(const BenchOptions& o) {
   }
   const double roof_bw = gpu ? dev_bw : read_bw;
   const double roof = roof_bw / double((*m)->weights.bytes);
+  // Prefill is GEMM-bound: its roof is the device's matmul rate over a token's matmul FLOP.
+  auto mm = measure_matmul_rate(**be);
+  if (!mm) return fail(mm.error());
+  const double prefill_roof = *mm / matmul_flops_per_token((*m)->config, false);
   nlohmann::json j = envelope(o, **be, **m);
   j["workload"] = "decode";
   j["prompt_tokens"] = r->prompt_tokens;
@@ -82,6 +86,10 @@ int bench_decode_cmd(const BenchOptions& o) {
   j["roofline_bandwidth"] = gpu ? "device copy (read + write)" : "host read";
   j["roofline_tok_s"] = roof;
   j["fraction_of_roofline"] = r->median_decode_tok_s / roof;
+  j["matmul_gflop_s"] = *mm / 1e9;
+  j["matmul_shape"] = "f32 256x2048 . 2048x2048";
+  j["prefill_compute_roofline_tok_s"] = prefill_roof;
+  j["prefill_fraction_of_compute_roofline"] = r->median_prefill_tok_s / prefill_roof;
   if (o.json) {
     fmt::print("{}\n", j.dump(2));
     return 0;
@@ -102,6 +110,10 @@ int bench_decode_cmd(const BenchOptions& o) {
     fmt::print("  roofline read bandwidth {:.2f} GB/s ({} threads; 1-thread memcpy {:.2f} GB/s) / {:.1f} MiB weights = "
                "{:.1f} tok/s  ->  {:.2f} of roofline\n", read_bw / 1e9, threads, bw / 1e9,
                double((*m)->weights.bytes) / (1 << 20), roof, r->median_decode_tok_s / roof);
+  fmt::print("  compute  F32 matmul 256x2048x2048 at {:.1f} GFLOP/s / {:.1f} MFLOP per prompt token = prefill roof "
+             "{:.0f} tok/s  ->  prefill of {} tokens at {:.2f} of it\n", *mm / 1e9,
+             matmul_flops_per_token((*m)->config, false) / 1e6, prefill_roof, o.prompt,
+             r->median_prefill_tok_s / prefill_roof);
   return 0;
 }
 

@@ -149,6 +149,26 @@ TEST(Bench, OpsReportsEveryOpWithPositiveTime) {
   EXPECT_NE(sh("bench ops --backend cpu --filter nothing-matches").code, 0);
 }
 
+TEST(Bench, DecodeReportsMemoryAndComputeRooflinesWithItsEnvelope) {
+  REQUIRE_MODELS();
+  auto r = sh("bench decode -m " + kStories + " --prompt-tokens 32 -n 8 -r 1 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["workload"], "decode");
+  for (const char* k : {"backend", "device", "weights_digest", "git_commit", "build_type", "kv_dtype"})
+    EXPECT_TRUE(j.contains(k) && j[k].is_string() && !j[k].get<std::string>().empty()) << k;
+  EXPECT_GT(j["decode_tok_s"]["median"].get<double>(), 0);
+  for (const char* k : {"read_bandwidth_gb_s", "roofline_tok_s", "fraction_of_roofline", "matmul_gflop_s",
+                        "prefill_compute_roofline_tok_s", "prefill_fraction_of_compute_roofline"})
+    EXPECT_GT(j[k].get<double>(), 0) << k;
+  EXPECT_EQ(j["roofline_bandwidth"], "host read");
+  auto t = sh("bench decode -m " + kStories + " -n 4 -r 1");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_NE(t.out.find("of roofline"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("prefill roof"), std::string::npos) << t.out;
+  EXPECT_NE(sh("bench decode -m /nonexistent.gguf -r 1").code, 0);
+}
+
 TEST(Bench, PrefixSweepAndMultiTurnChat) {
   REQUIRE_MODELS();
   const fs::path dir = temp_dir() / "prefix";

@@ -18,6 +18,38 @@ double percentile(std::vector<double> v, double p) {
   return v[lo] + (v[hi] - v[lo]) * (idx - double(lo));
 }
 
+Result<double> measure_matmul_rate(Backend& be, int64_t m, int64_t k, int64_t n, int repeats) {
+  std::vector<BufferPtr> keep;
+  Tensor t[3];
+  const int64_t shapes[3][2] = {{n, k}, {m, k}, {m, n}};  // w, x, out
+  for (int i = 0; i < 3; ++i) {
+    auto b = be.alloc(size_t(shapes[i][0] * shapes[i][1]) * 4);
+    if (!b) return make_error("matmul rate: " + b.error());
+    t[i] = Tensor{b->get(), 0, DType::F32, shapes[i][0], shapes[i][1]};
+    keep.push_back(std::move(*b));
+  }
+  for (int i = 0; i < 2; ++i) {  // small values, so nothing denormal or infinite slows the math
+    std::vector<float> v(static_cast<size_t>(shapes[i][0] * shapes[i][1]));
+    for (size_t j = 0; j < v.size(); ++j) v[j] = float(int(j * 2654435761u % 2001) - 1000) * 1e-3f;
+    be.upload(t[i], v.data(), v.size() * 4);
+  }
+  std::vector<double> rates;
+  for (int r = 0; r <= repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    be.matmul(t[0], t[1], t[2]);
+    if (Status s = be.sync(); !s) return make_error("matmul rate: " + s.error());
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) rates.push_back(2.0 * double(m) * double(k) * double(n) / sec);  // first: warm-up
+  }
+  return median(rates);
+}
+
+double matmul_flops_per_token(const ModelConfig& c, bool with_output) {
+  const double q = double(c.n_heads) * c.head_dim, kv = double(c.n_kv_heads) * c.head_dim;
+  const double per_layer = c.dim * q + 2 * c.dim * kv + q * c.dim + 3.0 * c.dim * c.ffn_dim;
+  return 2.0 * (c.n_layers * per_layer + (with_output ? double(c.vocab) * c.dim : 0.0));
+}
+
 double measure_copy_bandwidth(uint64_t bytes, int repeats) {
   std::unique_ptr<char[]> a(new char[bytes]), b(new char[bytes]);
   std::memset(a.get(), 1, bytes);

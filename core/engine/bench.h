@@ -16,6 +16,13 @@ double measure_copy_bandwidth(uint64_t bytes = 256ull << 20, int repeats = 5);
 // caches), median of `repeats`. Decode streams weights read-only, so this is its memory roofline.
 double measure_read_bandwidth(int threads, uint64_t bytes = 512ull << 20, int repeats = 5);
 
+// FLOP per second of the backend's F32 matmul at [m x k] x [k x n] (median of `repeats` after a
+// warm-up): the device's compute roof for prefill, which is GEMM-bound.
+Result<double> measure_matmul_rate(Backend& be, int64_t m = 256, int64_t k = 2048, int64_t n = 2048, int repeats = 5);
+// Multiply-add FLOP of one token's matmuls through the model (attention scores excluded);
+// `with_output` adds the vocabulary projection, which prefill computes for the last token only.
+double matmul_flops_per_token(const ModelConfig& c, bool with_output);
+
 struct DecodeBenchResult {
   std::vector<double> decode_tok_s;  // one per repeat
   std::vector<double> prefill_tok_s;
