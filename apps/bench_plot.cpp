@@ -253,6 +253,21 @@ const nlohmann::json& points_of(const nlohmann::json& j) {
   return j["points"];
 }
 
+// One line series per (name, y key) over the objects of `arr`, x from `xkey`.
+std::vector<Series> series_of(const nlohmann::json& arr, const char* xkey,
+                              std::initializer_list<std::pair<const char*, const char*>> ys) {
+  std::vector<Series> out;
+  for (const auto& [name, key] : ys) {
+    Series s{name, {}, {}};
+    for (const auto& p : arr) {
+      s.x.push_back(num_at(p, xkey));
+      s.y.push_back(num_at(p, key));
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 std::string subtitle(const nlohmann::json& j) {
   std::string s;
   if (j.contains("backend") && j["backend"].is_string()) s = j["backend"].get<std::string>();
@@ -273,20 +288,12 @@ std::vector<Panel> panels_for(const nlohmann::json& j) {
     a.xlabel = "concurrent streams";
     a.ylabel = "generated tok/s";
     a.log_value = true;
-    Series s{"tok/s", {}, {}}, sp{"speedup vs 1", {}, {}};
-    for (const auto& p : points_of(j)) {
-      s.x.push_back(num_at(p, "streams"));
-      s.y.push_back(num_at(p, "gen_tok_s"));
-      sp.x.push_back(s.x.back());
-      sp.y.push_back(num_at(p, "speedup_vs_1"));
-    }
-    s.name.clear();
-    a.series = {s};
+    auto both = series_of(points_of(j), "streams", {{"", "gen_tok_s"}, {"", "speedup_vs_1"}});
+    a.series = {both[0]};
     b = a;
     b.title = "Speedup vs 1 stream";
     b.ylabel = "x";
-    sp.name.clear();
-    b.series = {sp};
+    b.series = {both[1]};
     out = {a, b};
   } else if (w == "spec") {
     Panel a;
@@ -358,15 +365,8 @@ std::vector<Panel> panels_for(const nlohmann::json& j) {
     a.xlabel = "turn";
     a.ylabel = "TTFT ms";
     a.ticks_at_data = true;
-    Series on{"prefix cache on", {}, {}}, off{"prefix cache off", {}, {}};
     if (!j["turns"].is_array() || j["turns"].empty()) throw std::runtime_error("no \"turns\" array");
-    for (const auto& t : j["turns"]) {
-      on.x.push_back(num_at(t, "turn"));
-      on.y.push_back(num_at(t, "ttft_on_ms"));
-      off.x.push_back(on.x.back());
-      off.y.push_back(num_at(t, "ttft_off_ms"));
-    }
-    a.series = {on, off};
+    a.series = series_of(j["turns"], "turn", {{"prefix cache on", "ttft_on_ms"}, {"prefix cache off", "ttft_off_ms"}});
     out = {a};
   } else if (w == "prefix") {
     Panel a;
@@ -374,14 +374,8 @@ std::vector<Panel> panels_for(const nlohmann::json& j) {
     a.xlabel = "fraction of the prompt shared with an earlier request";
     a.ylabel = "TTFT ms";
     a.ticks_at_data = true;
-    Series cold{"cold (nothing cached)", {}, {}}, warm{"warm (shared prefix cached)", {}, {}};
-    for (const auto& p : points_of(j)) {
-      cold.x.push_back(num_at(p, "cached_fraction"));
-      cold.y.push_back(num_at(p, "cold_ttft_ms"));
-      warm.x.push_back(cold.x.back());
-      warm.y.push_back(num_at(p, "warm_ttft_ms"));
-    }
-    a.series = {cold, warm};
+    a.series = series_of(points_of(j), "cached_fraction",
+                         {{"cold (nothing cached)", "cold_ttft_ms"}, {"warm (shared prefix cached)", "warm_ttft_ms"}});
     out = {a};
   } else {
     throw std::runtime_error("no chart for workload '" + w + "' (plottable: batch, spec, mixed, ops, prefix)");
