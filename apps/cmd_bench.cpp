@@ -148,6 +148,31 @@ struct WorkloadOptions {
   int32_t k_max = 8;
 };
 
+// "a,b,,c" -> {"a", "b", "", "c"}; "" -> {""}.
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> v;
+  size_t p = 0;
+  while (p <= s.size()) {
+    const size_t q = std::min(s.find(',', p), s.size());
+    v.push_back(s.substr(p, q - p));
+    p = q + 1;
+  }
+  return v;
+}
+
+// A number or comma-separated numbers, each item consumed whole ("0.5x" and "" are errors).
+Result<std::vector<double>> parse_numbers(const std::string& s, const std::string& flag) {
+  std::vector<double> v;
+  for (const std::string& item : split_commas(s)) {
+    size_t used = 0;
+    double x = 0;
+    try { x = std::stod(item, &used); } catch (...) { used = 0; }
+    if (used == 0 || used != item.size()) return make_error(flag + " must be a number or comma-separated numbers (got '" + s + "')");
+    v.push_back(x);
+  }
+  return v;
+}
+
 std::vector<int32_t> parse_list(const std::string& s) {
   std::vector<int32_t> v;
   size_t p = 0;
@@ -194,22 +219,12 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
     j.update({{"system_tokens", wo.chat.system_tokens}, {"user_tokens", wo.chat.user_tokens},
               {"reply_tokens", wo.chat.reply_tokens}});
   } else if (w == "prefix") {
-    std::vector<double> fractions;
-    try {
-      size_t p = 0;
-      while (p <= wo.cached.size()) {
-        const size_t q = std::min(wo.cached.find(',', p), wo.cached.size());
-        size_t used = 0;
-        const std::string item = wo.cached.substr(p, q - p);
-        fractions.push_back(std::stod(item, &used));
-        if (used != item.size() || !(fractions.back() >= 0 && fractions.back() <= 1)) throw std::invalid_argument(item);
-        p = q + 1;
-      }
-    } catch (...) {
-      return fail("--cached must be fractions in [0, 1], comma-separated");
-    }
+    auto fractions = parse_numbers(wo.cached, "--cached");
+    if (!fractions) return fail(fractions.error());
+    for (double f : *fractions)
+      if (!(f >= 0 && f <= 1)) return fail("--cached must be fractions in [0, 1], comma-separated");
     j["points"] = nlohmann::json::array();
-    for (double f : fractions) {
+    for (double f : *fractions) {
       auto r = bench_prefix(*L->m, *L->be, wo.prompt, f, o.repeats);
       if (!r) return fail(r.error());
       text += fmt::format("prefix cache: {} prompt tokens, {} served from cache ({:.0f}% asked)\n  TTFT cold {:.2f} ms, warm "
@@ -220,7 +235,7 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
                                  {"warm_ttft_ms", r->warm_ttft_ms}, {"ratio", r->ratio},
                                  {"avoided_prefill_tokens", r->avoided_prefill_tokens}};
       j["points"].push_back(pt);
-      if (fractions.size() == 1) j.update(pt);  // the single-fraction fields stay at the top level
+      if (fractions->size() == 1) j.update(pt);  // the single-fraction fields stay at the top level
     }
   } else if (w == "capacity") {
     auto bytes = parse_size(wo.kv_memory);
@@ -270,19 +285,10 @@ struct MixedOptions {
 };
 
 Result<std::vector<double>> parse_rates(const std::string& s) {
-  std::vector<double> v;
-  size_t p = 0;
-  while (p <= s.size()) {
-    const size_t q = std::min(s.find(',', p), s.size());
-    const std::string item = s.substr(p, q - p);
-    double x = 0;
-    size_t used = 0;
-    try { x = std::stod(item, &used); } catch (...) { used = 0; }
-    if (used == 0 || used != item.size()) return make_error("--rate must be a number or comma-separated numbers (got '" + s + "')");
-    if (!(x > 0) || !std::isfinite(x)) return make_error("--rate must be > 0 requests per second (got '" + item + "')");
-    v.push_back(x);
-    p = q + 1;
-  }
+  auto v = parse_numbers(s, "--rate");
+  if (!v) return v.take_error();
+  for (double x : *v)
+    if (!(x > 0) || !std::isfinite(x)) return make_error("--rate must be > 0 requests per second (got '" + fmt::format("{:g}", x) + "')");
   return v;
 }
 
@@ -357,12 +363,7 @@ int bench_ops_cmd(const OpsOptions& oo) {
     for (const auto& n : available_backends())
       if (n != "cpu-ref") names.push_back(n);  // the reference is what every timing is checked against
   } else {
-    size_t p = 0;
-    while (p <= oo.backends.size()) {
-      const size_t q = std::min(oo.backends.find(',', p), oo.backends.size());
-      names.push_back(oo.backends.substr(p, q - p));
-      p = q + 1;
-    }
+    names = split_commas(oo.backends);
   }
   const auto cases = bench_op_cases(oo.filter);
   if (cases.empty()) return fail("--filter '" + oo.filter + "' matches no op case");
@@ -614,7 +615,7 @@ void register_bench(CLI::App& app) {
   });
 
   auto po = std::make_shared<PlotOptions>();
-  auto* plot = cmd->add_subcommand("plot", "PNG charts from --json results (batch, spec, mixed, ops)");
+  auto* plot = cmd->add_subcommand("plot", "PNG charts from --json results (batch, spec, mixed, ops, prefix)");
   plot->add_option("results", po->input, "One result JSON");
   plot->add_option("-o,--output", po->output, "PNG for the single result (default: RESULTS.png)");
   plot->add_option("--dir", po->dir, "Plot every plottable *.json in this directory");

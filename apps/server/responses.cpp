@@ -33,20 +33,26 @@ json finish_json(const char* r) { return r ? json(r) : json(nullptr); }
 
 }  // namespace
 
+RequestMetrics usage_total(const std::vector<RequestMetrics>& choices) {
+  RequestMetrics total = choices.empty() ? RequestMetrics{} : choices.front();
+  total.generated_tokens = 0;
+  for (const RequestMetrics& m : choices) total.generated_tokens += m.generated_tokens;
+  return total;
+}
+
 json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& choices) {
   json j = envelope(meta, false);
   j["choices"] = json::array();
-  RequestMetrics total = choices.empty() ? RequestMetrics{} : choices.front().metrics;
-  total.generated_tokens = 0;
+  std::vector<RequestMetrics> per_choice;
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
     json choice = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", finish_json(c.finish_reason)}};
     if (meta.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     else choice["text"] = c.text;
     j["choices"].push_back(std::move(choice));
-    total.generated_tokens += c.metrics.generated_tokens;
+    per_choice.push_back(c.metrics);
   }
-  j["usage"] = usage_json(total);
+  j["usage"] = usage_json(usage_total(per_choice));
   // Extension: where the time went, as the engine measured it (queue time apart from compute),
   // for the first choice; every choice's engine request id.
   if (!choices.empty()) {

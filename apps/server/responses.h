@@ -39,8 +39,10 @@ struct ChoiceResult {
   RequestMetrics metrics;
   uint64_t engine_id = 0;
 };
-// The non-streaming response body: choices in index order; usage counts the prompt once and the
-// completion tokens of every choice.
+// Usage of a response with several choices: the first choice's prompt counts (every choice has
+// the same prompt, counted once) and the completion tokens of all of them.
+RequestMetrics usage_total(const std::vector<RequestMetrics>& choices);
+// The non-streaming response body: choices in index order; usage as usage_total.
 nlohmann::json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& choices);
 // One stream chunk of choice `index`. `text` goes into its .text (completions) or .delta.content
 // (chat); `role_only` emits the opening chat chunk {"role":"assistant"}; a non-null finish reason

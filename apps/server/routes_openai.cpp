@@ -246,10 +246,9 @@ std::string Server::Impl::closing_events(Generation& g, Choice& c) {
   if (!g.all_done()) return out;
   g.done = true;
   if (g.include_usage) {
-    RequestMetrics total = g.choices.front().final_event.metrics;
-    total.generated_tokens = 0;
-    for (const Choice& x : g.choices) total.generated_tokens += x.final_event.metrics.generated_tokens;
-    out += sse_data(usage_chunk_json(g.meta, total));
+    std::vector<RequestMetrics> per_choice;
+    for (const Choice& x : g.choices) per_choice.push_back(x.final_event.metrics);
+    out += sse_data(usage_chunk_json(g.meta, usage_total(per_choice)));
   }
   out += kSseDone;
   return out;

@@ -89,7 +89,7 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
     split_len = uint32_t((p.max_ctx_len + want - 1) / want + kWg - 1) / kWg * kWg;
     n_splits = uint32_t((p.max_ctx_len + int64_t(split_len) - 1) / split_len);
   }
-  Bound parts{Binding{dummy_.get(), 0, dummy_->capacity()}, 0};
+  Tensor parts_t;  // no buffer: bind() gives the dummy, as the shader reads no partials then
   if (n_splits > 1) {
     const size_t bytes = size_t(head_rows) * n_splits * size_t(p.head_dim + 2) * 4;
     if (!attn_parts_ || attn_parts_->size() < bytes) {
@@ -98,9 +98,9 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
       if (!b) return make_error("attention split-K scratch: " + b.error());
       attn_parts_ = std::move(*b);
     }
-    PAGODA_BIND(bp, bind(Tensor{attn_parts_.get(), 0, DType::F32, int64_t(bytes / 4), 1}, 4));
-    parts = bp;
+    parts_t = Tensor{attn_parts_.get(), 0, DType::F32, int64_t(bytes / 4), 1};
   }
+  PAGODA_BIND(parts, bind(parts_t, 4));
   const Push push{bq.elem,         bkc.elem,
                   bvc.elem,        bs.elem,
                   bb.elem,         bo.elem,
