@@ -63,18 +63,17 @@ Result<uint64_t> parse_size(const std::string& s) {
 }
 
 std::string default_model_path() {
-  // The default model sits in ../shared beside the checkout. Look for it from the working
-  // directory first (README commands run from the repo root), then beside the executable
-  // (build/pagoda -> ../../shared), so `pagoda` run from anywhere finds the same file.
-  const std::string rel = "shared/models/stories260K.gguf";
-  for (const char* up : {"../", "../../"})
-    if (std::filesystem::exists(up + rel)) return up + rel;
+  // The default model ships in the repository (models/). Look for it from the working directory
+  // first (README commands run from the repo root), then in the ancestors of the executable
+  // (build/pagoda -> models/), so `pagoda` run from anywhere finds the same file.
+  const std::string rel = "models/stories260K.gguf";
+  if (std::filesystem::exists(rel)) return rel;
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec)
     for (auto dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path())
-      if (std::filesystem::exists(dir / ".." / rel)) return (dir / ".." / rel).lexically_normal().string();
-  return "../" + rel;
+      if (std::filesystem::exists(dir / rel)) return (dir / rel).lexically_normal().string();
+  return rel;
 }
 
 int fail(const std::string& msg) {
