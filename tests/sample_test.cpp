@@ -1,7 +1,10 @@
 // Sampling: each filter does what its name says, and the seeded generator is reproducible.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 
 #include "core/sample/philox.h"
 #include "core/sample/sampler.h"
@@ -126,4 +129,94 @@ TEST(Sampler, InvalidParamsAreRejected) {
   p = {};
   p.repeat_penalty = -1;
   EXPECT_FALSE(p.validate().ok());
+}
+
+// The filtered distribution written the obvious way (sort the whole vocabulary, cut prefixes,
+// double-precision weights): the fast sampler must keep exactly the same tokens with the same
+// probabilities.
+static std::vector<double> reference_distribution(const std::vector<float>& l, const SamplingParams& p) {
+  std::vector<int32_t> idx(l.size());
+  for (size_t i = 0; i < l.size(); ++i) idx[i] = int32_t(i);
+  std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
+    return l[size_t(a)] > l[size_t(b)] || (l[size_t(a)] == l[size_t(b)] && a < b);
+  });
+  size_t keep = idx.size();
+  if (p.top_k > 0 && size_t(p.top_k) < keep) keep = size_t(p.top_k);
+  std::vector<double> w(keep);
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += w[i] = std::exp(double(l[size_t(idx[i])] - l[size_t(idx[0])]) / p.temperature);
+  size_t cut = keep;
+  if (p.top_p < 1) {
+    double acc = 0;
+    for (size_t i = 0; i < keep; ++i)
+      if ((acc += w[i] / sum) >= p.top_p) { cut = i + 1; break; }
+  }
+  size_t m = 1;
+  if (p.min_p > 0) {
+    while (m < cut && w[m] >= p.min_p * w[0]) ++m;
+    cut = m;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < cut; ++i) kept += w[i];
+  std::vector<double> d(l.size(), 0.0);
+  for (size_t i = 0; i < cut; ++i) d[size_t(idx[i])] = w[i] / kept;
+  return d;
+}
+
+TEST(Sampler, FastFiltersKeepExactlyWhatTheSortedReferenceKeeps) {
+  const uint64_t seed = 20261201;
+  std::printf("seed %llu\n", (unsigned long long)seed);
+  struct Setting { float t; int32_t k; float top_p, min_p; };
+  const Setting settings[] = {{0.8f, 0, 1, 0},    {1.0f, 40, 1, 0},   {0.7f, 0, 0.95f, 0}, {0.8f, 0, 1, 0.05f},
+                              {0.8f, 40, 0.95f, 0.05f}, {1.3f, 1000, 0.5f, 0}, {0.5f, 0, 0.9f, 0.01f}, {2.0f, 3, 1, 0}};
+  for (int trial = 0; trial < 24; ++trial) {
+    // Vocabularies of several sizes; logits flat, peaked, or heavy with ties (quantized values).
+    const size_t n = size_t(1 + philox_uniform(seed, 1, uint64_t(trial)) * 5000);
+    std::vector<float> l(n);
+    for (size_t i = 0; i < n; ++i) {
+      const float u = philox_uniform(seed, 2, uint64_t(trial) * 100000 + i);
+      l[i] = trial % 3 == 0 ? u * 4 : trial % 3 == 1 ? std::round(u * 8) : 20 * u * u * u;
+    }
+    for (const auto& s : settings) {
+      SamplingParams p;
+      p.temperature = s.t; p.top_k = s.k; p.top_p = s.top_p; p.min_p = s.min_p;
+      const auto want = reference_distribution(l, p);
+      const auto got = sampling_distribution(l, {}, p);
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(want[i] > 0, got[i] > 0) << "trial " << trial << " token " << i << " t=" << s.t << " k=" << s.k
+                                           << " top_p=" << s.top_p << " min_p=" << s.min_p;
+        ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * want[i]) << "trial " << trial << " token " << i;
+      }
+    }
+  }
+}
+
+TEST(Sampler, DrawEqualsInverseCdfOfTheDistribution) {
+  std::vector<float> l(32000);
+  for (size_t i = 0; i < l.size(); ++i) l[i] = 3 * philox_uniform(7, 3, i);
+  SamplingParams p;
+  p.temperature = 0.8f; p.top_k = 0; p.top_p = 0.9f; p.min_p = 0; p.seed = 11;
+  const auto d = sampling_distribution(l, {}, p);
+  int differ = 0;
+  for (uint64_t i = 0; i < 2000; ++i)
+    differ += sample_token(l, {}, p, i) != draw_from(d, philox_uniform(p.seed, 0, i));
+  EXPECT_LE(differ, 2) << "only draws landing within rounding of a token boundary may differ";
+}
+
+TEST(Sampler, BannedAndNanLogitsAreNeverDrawn) {
+  std::vector<float> l(1000, -std::numeric_limits<float>::infinity());
+  l[10] = 0.0f;
+  l[500] = 0.5f;
+  l[20] = std::nanf("");
+  SamplingParams p;
+  p.temperature = 1.5f; p.top_k = 0; p.top_p = 1; p.min_p = 0;
+  for (uint64_t i = 0; i < 500; ++i) {
+    const int32_t t = sample_token(l, {}, p, i);
+    ASSERT_TRUE(t == 10 || t == 500) << t;
+  }
+  const auto d = sampling_distribution(l, {}, p);
+  EXPECT_EQ(d[20], 0.0f);
+  EXPECT_NEAR(d[10] + d[500], 1.0, 1e-6);
+  std::vector<float> none(8, -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(sample_token(none, {}, p, 0), 0) << "no finite logit: falls back to argmax, never crashes";
 }

@@ -1,8 +1,10 @@
 #include "core/sample/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
-#include <numeric>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <unordered_set>
 
@@ -19,10 +21,6 @@ Status SamplingParams::validate() const {
   return {};
 }
 
-int32_t argmax(std::span<const float> logits) {
-  return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
 void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> history, const SamplingParams& p) {
   if (p.repeat_penalty == 1.0f || p.repeat_last_n == 0) return;
   const size_t n = std::min(history.size(), size_t(p.repeat_last_n));
@@ -34,46 +32,317 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
   }
 }
 
-std::vector<float> sampling_distribution(std::span<const float> logits_in, std::span<const int32_t> history,
-                                         const SamplingParams& p) {
-  std::vector<float> logits(logits_in.begin(), logits_in.end());
-  apply_repetition_penalty(logits, history, p);
-  std::vector<float> probs(logits.size(), 0.0f);
-  if (p.greedy()) {
-    probs[size_t(argmax(logits))] = 1.0f;
-    return probs;
+namespace {
+
+// exp(x) for x <= 0 without a library call, so the weight loop vectorizes: x = n ln2 + r with
+// |r| <= ln2/2, a degree-6 Taylor polynomial for e^r (relative error < 2e-7), 2^n from the
+// exponent bits. x is clamped at -87 so 2^n stays a normal float.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  const float poly =
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+  const float scale = std::bit_cast<float>(int32_t(int32_t(n) + 127) << 23);
+  return poly * scale;
+}
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// The sampler's candidate order: higher logit first, lower index first among equal logits. Every
+// filter (top-k, top-p, min-p) keeps a prefix of this order, so what survives all of them is the
+// prefix ending at one boundary element, and a token is kept iff it does not come after it.
+struct Rank {
+  float logit;
+  int32_t index;
+};
+inline bool before(const Rank& a, const Rank& b) {
+  return a.logit > b.logit || (a.logit == b.logit && a.index < b.index);
+}
+inline bool kept(float logit, int32_t index, const Rank& last) {
+  return logit > last.logit || (logit == last.logit && index <= last.index);
+}
+
+// Scratch buffers reused across calls on one thread: a call costs a few passes over the
+// vocabulary, never an allocation once warm.
+struct Scratch {
+  std::vector<float> logits, w;
+  std::vector<uint16_t> bucket;
+  std::vector<double> block_mass, cand_w;
+  std::vector<Rank> ranks;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+typedef float Vec8 __attribute__((vector_size(32)));
+
+// The largest logit, ignoring NaN (-inf when there is none): eight lanes at a time.
+float max_logit(std::span<const float> l) {
+  Vec8 m;
+  for (int j = 0; j < 8; ++j) m[j] = kNegInf;
+  size_t i = 0;
+  for (; i + 8 <= l.size(); i += 8) {
+    Vec8 x;
+    std::memcpy(&x, l.data() + i, sizeof x);
+    m = x > m ? x : m;
   }
-  // Candidates in descending logit order (ties by index), cut to top-k first so the sort is small.
-  std::vector<int32_t> idx(logits.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  auto by_logit = [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b); };
-  size_t keep = idx.size();
-  if (p.top_k > 0 && size_t(p.top_k) < keep) {
-    keep = size_t(p.top_k);
-    std::nth_element(idx.begin(), idx.begin() + long(keep) - 1, idx.end(), by_logit);
+  float r = kNegInf;
+  for (int j = 0; j < 8; ++j) r = m[j] > r ? m[j] : r;
+  for (; i < l.size(); ++i) r = l[i] > r ? l[i] : r;
+  return r;
+}
+
+// Sum of w[lo, hi) in eight float lanes (a double accumulator would be one long dependency
+// chain); blocks are short enough that float lanes lose nothing a draw can see.
+double sum_lanes(const float* w, size_t lo, size_t hi) {
+  Vec8 acc = {};
+  size_t i = lo;
+  for (; i + 8 <= hi; i += 8) {
+    Vec8 x;
+    std::memcpy(&x, w + i, sizeof x);
+    acc += x;
   }
-  std::sort(idx.begin(), idx.begin() + long(keep), by_logit);
-  const float mx = logits[size_t(idx[0])];
-  std::vector<double> w(keep);
+  double r = 0;
+  for (int j = 0; j < 8; ++j) r += acc[j];
+  for (; i < hi; ++i) r += w[i];
+  return r;
+}
+
+// The top-k boundary: the k-th token in candidate order, by one scan with a k-sized heap whose
+// top is the worst kept token. Most tokens fail the first comparison and cost nothing more.
+void top_k_candidates(std::span<const float> l, size_t k, std::vector<Rank>& heap) {
+  auto worse_on_top = [](const Rank& a, const Rank& b) { return before(a, b); };
+  heap.clear();
+  for (size_t i = 0; i < l.size(); ++i) {
+    if (heap.size() < k) {
+      heap.push_back({l[i], int32_t(i)});
+      std::push_heap(heap.begin(), heap.end(), worse_on_top);
+    } else if (l[i] > heap.front().logit) {  // equal logits arrive later, so they rank after
+      std::pop_heap(heap.begin(), heap.end(), worse_on_top);
+      heap.back() = {l[i], int32_t(i)};
+      std::push_heap(heap.begin(), heap.end(), worse_on_top);
+    }
+  }
+}
+
+// The distribution a setting defines over a row, unnormalized, in one of two forms: sparse (the
+// kept tokens in index order with their weights; used when top-k leaves few candidates) or dense
+// (a weight per token, 0 where filtered, with per-block sums so a draw scans one block).
+constexpr size_t kBlock = 256;
+struct Weights {
+  bool sparse = false;
+  std::span<const Rank> tokens;      // sparse, index order
+  std::span<const double> token_w;   // sparse
+  std::span<const float> w;          // dense
+  std::span<const double> block_mass;  // dense
+  double total = 0;
+};
+
+// Few candidates: weights in double over the top-k tokens in candidate order, the top-p and
+// min-p prefixes cut from that order directly, then the survivors put back in index order.
+bool sparse_weights(std::span<const float> l, const SamplingParams& p, Scratch& s, Weights& out) {
+  top_k_candidates(l, size_t(p.top_k), s.ranks);
+  std::sort(s.ranks.begin(), s.ranks.end(), before);
+  if (!std::isfinite(s.ranks.front().logit)) return false;
+  const double top = s.ranks.front().logit;
+  s.cand_w.resize(s.ranks.size());
   double sum = 0;
-  for (size_t i = 0; i < keep; ++i) sum += w[i] = std::exp(double(logits[size_t(idx[i])] - mx) / p.temperature);
-  // top-p: the smallest prefix whose mass reaches top_p; min-p: drop tokens below min_p * max.
-  size_t cut = keep;
+  for (size_t i = 0; i < s.ranks.size(); ++i) {
+    const float x = s.ranks[i].logit;
+    sum += s.cand_w[i] = x > kNegInf ? std::exp((double(x) - top) / p.temperature) : 0.0;
+  }
+  size_t cut = s.ranks.size();
   if (p.top_p < 1.0f) {
     double acc = 0;
-    for (size_t i = 0; i < keep; ++i) {
-      acc += w[i] / sum;
-      if (acc >= p.top_p) { cut = i + 1; break; }
-    }
+    for (size_t i = 0; i < cut; ++i)
+      if ((acc += s.cand_w[i] / sum) >= p.top_p) { cut = i + 1; break; }
   }
   if (p.min_p > 0.0f) {
     size_t m = 1;
-    while (m < cut && w[m] >= p.min_p * w[0]) ++m;
+    while (m < cut && s.cand_w[m] >= p.min_p) ++m;  // the top token's weight is exactly 1
     cut = m;
   }
-  double kept = 0;
-  for (size_t i = 0; i < cut; ++i) kept += w[i];
-  for (size_t i = 0; i < cut; ++i) probs[size_t(idx[i])] = float(w[i] / kept);
+  // Index order for the draw: sort (rank, weight) pairs together through a permutation of ranks.
+  for (size_t i = 0; i < cut; ++i) s.ranks[i].logit = float(i);  // logit no longer needed: slot
+  s.ranks.resize(cut);
+  std::sort(s.ranks.begin(), s.ranks.end(), [](const Rank& a, const Rank& b) { return a.index < b.index; });
+  s.block_mass.resize(cut);
+  double total = 0;
+  for (size_t i = 0; i < cut; ++i) total += s.block_mass[i] = s.cand_w[size_t(s.ranks[i].logit)];
+  out = {};
+  out.sparse = true;
+  out.tokens = s.ranks;
+  out.token_w = std::span<const double>(s.block_mass.data(), cut);
+  out.total = total;
+  return total > 0;
+}
+
+// The top-p boundary among the kept tokens: the last token of the shortest candidate-order prefix
+// whose weight reaches `target`. Tokens were bucketed by (max - l) / T, which orders buckets like
+// the candidate order, so only the bucket where the mass crosses `target` is sorted.
+constexpr size_t kBuckets = 1024;
+constexpr float kBucketsPerUnit = 32.0f;  // width 1/32 in log-weight; past 32 units, the last bucket
+
+Rank top_p_boundary(std::span<const float> l, const Scratch& s, const Rank& last, bool all, double target,
+                    std::vector<Rank>& ranks) {
+  double mass[kBuckets] = {};
+  const float* w = s.w.data();
+  const uint16_t* bk = s.bucket.data();
+  if (all)
+    for (size_t i = 0; i < l.size(); ++i) mass[bk[i]] += w[i];
+  else
+    for (size_t i = 0; i < l.size(); ++i)
+      if (kept(l[i], int32_t(i), last)) mass[bk[i]] += w[i];
+  double acc = 0;
+  size_t b = 0;
+  for (; b < kBuckets; ++b) {
+    if (acc + mass[b] >= target) break;
+    acc += mass[b];
+  }
+  if (b == kBuckets) return last;  // rounding left the target just out of reach: keep everything
+  ranks.clear();
+  for (size_t i = 0; i < l.size(); ++i)
+    if (bk[i] == b && (all || kept(l[i], int32_t(i), last))) ranks.push_back({l[i], int32_t(i)});
+  std::sort(ranks.begin(), ranks.end(), before);
+  for (const Rank& r : ranks) {
+    acc += w[size_t(r.index)];
+    if (acc >= target) return r;
+  }
+  return ranks.back();
+}
+
+// Many candidates: a weight per token from one vectorized pass, then the boundary of whichever
+// filters are on, then one pass zeroing what they drop and summing blocks.
+bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s, Weights& out) {
+  const size_t n = l.size();
+  const float mx = max_logit(l);
+  if (!std::isfinite(mx)) return false;
+  const float inv_t = 1.0f / p.temperature;
+  s.w.resize(n);
+  float* w = s.w.data();
+  const bool top_p = p.top_p < 1.0f;
+  // Banned tokens (-inf) and NaN get weight 0 exactly, never a tiny positive one.
+  if (!top_p) {
+    for (size_t i = 0; i < n; ++i) w[i] = l[i] > kNegInf ? exp_nonpositive((l[i] - mx) * inv_t) : 0.0f;
+  } else {
+    s.bucket.resize(n);
+    uint16_t* bk = s.bucket.data();
+    for (size_t i = 0; i < n; ++i) {
+      const float x = (l[i] - mx) * inv_t;
+      w[i] = l[i] > kNegInf ? exp_nonpositive(x) : 0.0f;
+      const float d = -x * kBucketsPerUnit;  // NaN and -inf logits fail the test and go last
+      bk[i] = d < float(kBuckets - 1) ? uint16_t(d) : uint16_t(kBuckets - 1);
+    }
+  }
+
+  // Per-block sums of the unfiltered weights: the top-p mass when nothing else filters, and the
+  // draw's index when nothing filters at all.
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  s.block_mass.resize(blocks);
+  double total = 0;
+  for (size_t b = 0; b < blocks; ++b) total += s.block_mass[b] = sum_lanes(w, b * kBlock, std::min(n, (b + 1) * kBlock));
+
+  Rank last{kNegInf, int32_t(n)};  // keeps every token
+  bool all = true;
+  if (p.top_k > 0 && size_t(p.top_k) < n) {
+    top_k_candidates(l, size_t(p.top_k), s.ranks);
+    last = s.ranks.front();
+    all = false;
+  }
+  if (top_p) {
+    double mass = total;
+    if (!all) {
+      mass = 0;
+      for (size_t i = 0; i < n; ++i) mass += kept(l[i], int32_t(i), last) ? w[i] : 0.0f;
+    }
+    last = top_p_boundary(l, s, last, all, double(p.top_p) * mass, s.ranks);
+    all = false;
+  }
+  // min-p keeps tokens whose weight is at least min_p times the top token's, which is exactly 1.
+  if (!all || p.min_p > 0.0f) {
+    const float min_w = p.min_p > 0.0f ? p.min_p : 0.0f;
+    total = 0;
+    for (size_t b = 0; b < blocks; ++b) {
+      const size_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+      for (size_t i = lo; i < hi; ++i)
+        if (w[i] < min_w || !(all || kept(l[i], int32_t(i), last))) w[i] = 0.0f;
+      total += s.block_mass[b] = sum_lanes(w, lo, hi);
+    }
+  }
+  out = {};
+  out.w = s.w;
+  out.block_mass = s.block_mass;
+  out.total = total;
+  return total > 0;
+}
+
+constexpr size_t kSparseTopK = 4096;  // top-k at or below this takes the sparse path
+
+bool build_weights(std::span<const float> l, const SamplingParams& p, Scratch& s, Weights& out) {
+  if (p.top_k > 0 && size_t(p.top_k) < l.size() && size_t(p.top_k) <= kSparseTopK) return sparse_weights(l, p, s, out);
+  return dense_weights(l, p, s, out);
+}
+
+// Inverse-CDF draw in index order (the same order draw_from uses on a dense vector).
+int32_t draw_weighted(const Weights& wt, float u) {
+  const double target = double(u) * wt.total;
+  double acc = 0;
+  if (wt.sparse) {
+    for (size_t i = 0; i < wt.tokens.size(); ++i)
+      if ((acc += wt.token_w[i]) > target && wt.token_w[i] > 0) return wt.tokens[i].index;
+    for (size_t i = wt.tokens.size(); i-- > 0;)
+      if (wt.token_w[i] > 0) return wt.tokens[i].index;
+    return wt.tokens.front().index;
+  }
+  size_t b = 0;
+  for (; b + 1 < wt.block_mass.size(); ++b) {
+    if (acc + wt.block_mass[b] > target) break;
+    acc += wt.block_mass[b];
+  }
+  const size_t lo = b * kBlock, hi = std::min(wt.w.size(), lo + kBlock);
+  for (size_t i = lo; i < hi; ++i)
+    if (wt.w[i] > 0.0f && (acc += wt.w[i]) > target) return int32_t(i);
+  for (size_t i = wt.w.size(); i-- > 0;)  // rounding put the target past the last block's mass
+    if (wt.w[i] > 0.0f) return int32_t(i);
+  return 0;
+}
+
+// Logits with the repetition penalty applied: the input itself when there is none to apply.
+std::span<const float> penalized(std::span<const float> logits, std::span<const int32_t> history,
+                                 const SamplingParams& p, Scratch& s) {
+  if (p.repeat_penalty == 1.0f || p.repeat_last_n == 0 || history.empty()) return logits;
+  s.logits.assign(logits.begin(), logits.end());
+  apply_repetition_penalty(s.logits, history, p);
+  return s.logits;
+}
+
+}  // namespace
+
+// The first maximum, NaN ignored (all-NaN rows give 0).
+int32_t argmax(std::span<const float> logits) {
+  const float m = max_logit(logits);
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (logits[i] == m) return int32_t(i);
+  return 0;
+}
+
+std::vector<float> sampling_distribution(std::span<const float> logits_in, std::span<const int32_t> history,
+                                         const SamplingParams& p) {
+  Scratch& s = scratch();
+  const auto logits = penalized(logits_in, history, p, s);
+  std::vector<float> probs(logits.size(), 0.0f);
+  if (logits.empty()) return probs;
+  Weights wt;
+  if (p.greedy() || !build_weights(logits, p, s, wt)) {
+    probs[size_t(argmax(logits))] = 1.0f;
+    return probs;
+  }
+  if (wt.sparse)
+    for (size_t i = 0; i < wt.tokens.size(); ++i) probs[size_t(wt.tokens[i].index)] = float(wt.token_w[i] / wt.total);
+  else
+    for (size_t i = 0; i < probs.size(); ++i) probs[i] = float(double(wt.w[i]) / wt.total);
   return probs;
 }
 
@@ -92,12 +361,15 @@ int32_t draw_from(std::span<const float> probs, float u) {
   return last;
 }
 
-int32_t sample_token(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& p,
+int32_t sample_token(std::span<const float> logits_in, std::span<const int32_t> history, const SamplingParams& p,
                      uint64_t index) {
-  if (p.greedy() && p.repeat_penalty == 1.0f) return argmax(logits);
-  const auto probs = sampling_distribution(logits, history, p);
-  if (p.greedy()) return argmax(probs);
-  return draw_from(probs, philox_uniform(p.seed, 0, index));
+  if (logits_in.empty()) return 0;
+  Scratch& s = scratch();
+  const auto logits = penalized(logits_in, history, p, s);
+  if (p.greedy()) return argmax(logits);
+  Weights wt;
+  if (!build_weights(logits, p, s, wt)) return argmax(logits);
+  return draw_weighted(wt, philox_uniform(p.seed, 0, index));
 }
 
 }  // namespace pagoda
