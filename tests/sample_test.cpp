@@ -220,3 +220,49 @@ TEST(Sampler, BannedAndNanLogitsAreNeverDrawn) {
   std::vector<float> none(8, -std::numeric_limits<float>::infinity());
   EXPECT_EQ(sample_token(none, {}, p, 0), 0) << "no finite logit: falls back to argmax, never crashes";
 }
+
+TEST(Sampler, PresenceAndFrequencyPenaltiesCountOnlyGeneratedTokens) {
+  std::vector<float> l(6, 1.0f);
+  SamplingParams p;
+  p.presence_penalty = 0.5f; p.frequency_penalty = 0.25f;
+  // History: prompt {1, 1, 2}, then generated {2, 3, 3, 3}.
+  const std::vector<int32_t> hist = {1, 1, 2, 2, 3, 3, 3};
+  apply_penalties(l, hist, 4, p);
+  EXPECT_FLOAT_EQ(l[0], 1.0f);
+  EXPECT_FLOAT_EQ(l[1], 1.0f) << "prompt-only tokens are not penalized";
+  EXPECT_FLOAT_EQ(l[2], 1.0f - 0.25f - 0.5f);
+  EXPECT_FLOAT_EQ(l[3], 1.0f - 3 * 0.25f - 0.5f);
+  EXPECT_FLOAT_EQ(l[4], 1.0f);
+}
+
+TEST(Sampler, LogitBiasBansAndForcesTokensUnderGreedyAndSampling) {
+  std::vector<float> l = {0.0f, 3.0f, 2.9f, 0.5f};
+  SamplingParams p;
+  p.temperature = 0;
+  p.logit_bias = {{1, -100.0f}};
+  EXPECT_EQ(sample_token(l, {}, p, 0), 2) << "the argmax is banned";
+  p.logit_bias = {{0, 100.0f}};
+  EXPECT_EQ(sample_token(l, {}, p, 0), 0);
+  p.temperature = 1.0f; p.top_k = 0; p.top_p = 1; p.min_p = 0;
+  p.logit_bias = {{1, -100.0f}, {2, -100.0f}, {9999, 5.0f}};  // an id past the vocabulary is ignored
+  for (uint64_t i = 0; i < 200; ++i) {
+    const int32_t t = sample_token(l, {}, p, i);
+    ASSERT_TRUE(t == 0 || t == 3) << t;
+  }
+}
+
+TEST(Sampler, PenaltyRangesAreValidated) {
+  SamplingParams p;
+  p.presence_penalty = 2.5f;
+  EXPECT_FALSE(p.validate().ok());
+  p = {};
+  p.frequency_penalty = -3.0f;
+  EXPECT_FALSE(p.validate().ok());
+  p = {};
+  p.logit_bias = {{5, 101.0f}};
+  EXPECT_FALSE(p.validate().ok());
+  p.logit_bias = {{-1, 1.0f}};
+  EXPECT_FALSE(p.validate().ok());
+  p.logit_bias = {{5, -100.0f}};
+  EXPECT_TRUE(p.validate().ok());
+}

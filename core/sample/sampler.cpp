@@ -18,6 +18,14 @@ Status SamplingParams::validate() const {
   if (min_p < 0.0f || min_p > 1.0f) return make_error("min_p must be in [0, 1]");
   if (!(repeat_penalty > 0.0f)) return make_error("repeat_penalty must be positive");
   if (repeat_last_n < 0) return make_error("repeat_last_n must be >= 0");
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f)) return make_error("presence_penalty must be in [-2, 2]");
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+    return make_error("frequency_penalty must be in [-2, 2]");
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0) return make_error("logit_bias: token id " + std::to_string(id) + " is negative");
+    if (!(bias >= -100.0f && bias <= 100.0f))
+      return make_error("logit_bias: bias for token " + std::to_string(id) + " must be in [-100, 100]");
+  }
   return {};
 }
 
@@ -29,6 +37,29 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
     if (t < 0 || size_t(t) >= logits.size()) continue;
     float& l = logits[size_t(t)];
     l = l > 0 ? l / p.repeat_penalty : l * p.repeat_penalty;
+  }
+}
+
+bool has_penalties(const SamplingParams& p) {
+  return (p.repeat_penalty != 1.0f && p.repeat_last_n != 0) || p.presence_penalty != 0.0f ||
+         p.frequency_penalty != 0.0f || !p.logit_bias.empty();
+}
+
+void apply_penalties(std::span<float> logits, std::span<const int32_t> history, size_t generated,
+                     const SamplingParams& p) {
+  for (const auto& [id, bias] : p.logit_bias)
+    if (id >= 0 && size_t(id) < logits.size()) logits[size_t(id)] += bias;
+  apply_repetition_penalty(logits, history, p);
+  if (p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f) return;
+  generated = std::min(generated, history.size());
+  std::vector<int32_t> out(history.end() - long(generated), history.end());
+  std::sort(out.begin(), out.end());
+  for (size_t i = 0; i < out.size();) {
+    size_t j = i;
+    while (j < out.size() && out[j] == out[i]) ++j;
+    if (out[i] >= 0 && size_t(out[i]) < logits.size())
+      logits[size_t(out[i])] -= float(j - i) * p.frequency_penalty + p.presence_penalty;
+    i = j;
   }
 }
 
@@ -309,12 +340,12 @@ int32_t draw_weighted(const Weights& wt, float u) {
   return 0;
 }
 
-// Logits with the repetition penalty applied: the input itself when there is none to apply.
+// Logits with the penalties applied: the input itself when there is none to apply.
 std::span<const float> penalized(std::span<const float> logits, std::span<const int32_t> history,
-                                 const SamplingParams& p, Scratch& s) {
-  if (p.repeat_penalty == 1.0f || p.repeat_last_n == 0 || history.empty()) return logits;
+                                 size_t generated, const SamplingParams& p, Scratch& s) {
+  if (!has_penalties(p)) return logits;
   s.logits.assign(logits.begin(), logits.end());
-  apply_repetition_penalty(s.logits, history, p);
+  apply_penalties(s.logits, history, generated, p);
   return s.logits;
 }
 
@@ -329,9 +360,9 @@ int32_t argmax(std::span<const float> logits) {
 }
 
 std::vector<float> sampling_distribution(std::span<const float> logits_in, std::span<const int32_t> history,
-                                         const SamplingParams& p) {
+                                         const SamplingParams& p, size_t generated) {
   Scratch& s = scratch();
-  const auto logits = penalized(logits_in, history, p, s);
+  const auto logits = penalized(logits_in, history, generated, p, s);
   std::vector<float> probs(logits.size(), 0.0f);
   if (logits.empty()) return probs;
   Weights wt;
@@ -362,10 +393,10 @@ int32_t draw_from(std::span<const float> probs, float u) {
 }
 
 int32_t sample_token(std::span<const float> logits_in, std::span<const int32_t> history, const SamplingParams& p,
-                     uint64_t index) {
+                     uint64_t index, size_t generated) {
   if (logits_in.empty()) return 0;
   Scratch& s = scratch();
-  const auto logits = penalized(logits_in, history, p, s);
+  const auto logits = penalized(logits_in, history, generated, p, s);
   if (p.greedy()) return argmax(logits);
   Weights wt;
   if (!build_weights(logits, p, s, wt)) return argmax(logits);

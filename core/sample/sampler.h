@@ -2,7 +2,9 @@
 // distribution is materialized so speculative verification can compare target and draft exactly.
 #pragma once
 #include <cstdint>
+#include <cstddef>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/util/result.h"
@@ -16,6 +18,12 @@ struct SamplingParams {
   float min_p = 0.05f;       // <= 0 disables
   float repeat_penalty = 1.0f;
   int32_t repeat_last_n = 64;
+  // OpenAI's penalties over the tokens generated so far (never the prompt): a token's logit drops
+  // by frequency_penalty per occurrence plus presence_penalty once if it occurred at all.
+  float presence_penalty = 0.0f;   // [-2, 2]
+  float frequency_penalty = 0.0f;  // [-2, 2]
+  // Added to a token's logit before everything else; -100 in practice bans it. Sorted by id.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
 
   bool greedy() const { return temperature <= 0.0f; }
@@ -25,10 +33,19 @@ struct SamplingParams {
 // Logits after the repetition penalty over the last repeat_last_n tokens of `history`.
 void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> history, const SamplingParams& p);
 
+// Every logit adjustment in order: logit_bias, the repetition penalty (over the last
+// repeat_last_n tokens of `history`), then the presence and frequency penalties over the last
+// `generated` tokens of `history` (the ones the model produced; the rest is prompt).
+void apply_penalties(std::span<float> logits, std::span<const int32_t> history, size_t generated,
+                     const SamplingParams& p);
+bool has_penalties(const SamplingParams& p);
+
 // The distribution the sampler draws from: a dense probability vector (zeros where filtered),
 // normalized. Under greedy it is one-hot at the argmax (first index on ties).
+// `generated`: how many of the last history tokens the model produced (the presence/frequency
+// penalties count only those); by default all of them.
 std::vector<float> sampling_distribution(std::span<const float> logits, std::span<const int32_t> history,
-                                         const SamplingParams& p);
+                                         const SamplingParams& p, size_t generated = SIZE_MAX);
 
 // Inverse-CDF draw from a normalized (or unnormalized) non-negative vector with uniform u in [0,1).
 int32_t draw_from(std::span<const float> probs, float u);
@@ -37,6 +54,6 @@ int32_t argmax(std::span<const float> logits);
 
 // Draws token number `index` of a request: uniform from Philox(seed, index).
 int32_t sample_token(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& p,
-                     uint64_t index);
+                     uint64_t index, size_t generated = SIZE_MAX);
 
 }  // namespace pagoda
