@@ -2,6 +2,7 @@
 // Jinja2 returns one, Undefined handling, argument names) so outputs match byte for byte.
 #include <algorithm>
 #include <cctype>
+#include <climits>
 #include <cmath>
 
 #include "core/chat/builtins_util.h"
@@ -32,7 +33,8 @@ Value f_tojson(Interpreter&, const Value& v, CallArgs& a) {
   const Value indent = arg(a, 0, "indent", Value::none());
   const Value seps = arg(a, 1, "separators", Value::none());
   const bool sort_keys = arg(a, 2, "sort_keys", Value::boolean(false)).truthy();
-  if (!indent.is_none() && indent.kind() != Value::Kind::Int) fail("tojson: indent must be an integer");
+  if (!indent.is_none() && (indent.kind() != Value::Kind::Int || indent.as_int() > 64))
+    fail("tojson: indent must be an integer up to 64");
   std::string item_sep = indent.is_none() ? ", " : ",", key_sep = ": ";
   if (!seps.is_none()) {
     if (!seps.is_list() || seps.items().size() != 2) fail("tojson: separators must be a pair of strings");
@@ -229,7 +231,7 @@ Value f_reverse(Interpreter&, const Value& v, CallArgs&) {
 Value f_int(Interpreter&, const Value& v, CallArgs& a) {
   const Value def = arg(a, 0, "default", Value::integer(0));
   if (v.kind() == Value::Kind::Int || v.kind() == Value::Kind::Bool) return Value::integer(v.as_int());
-  if (v.kind() == Value::Kind::Float) return std::isfinite(v.as_double()) ? Value::integer(int64_t(v.as_double())) : def;
+  if (v.kind() == Value::Kind::Float) return std::isfinite(v.as_double()) ? Value::integer(v.as_int()) : def;
   if (!v.is_string()) return def;
   const std::string s = py_strip(v.str_ref(), Value(), StripSide::Both);
   try {
@@ -237,7 +239,7 @@ Value f_int(Interpreter&, const Value& v, CallArgs& a) {
     const long long i = std::stoll(s, &used, int(arg(a, 1, "base", Value::integer(10)).as_int()));
     if (used == s.size()) return Value::integer(i);
     const double d = std::stod(s, &used);
-    if (used == s.size() && std::isfinite(d)) return Value::integer(int64_t(d));
+    if (used == s.size() && std::isfinite(d)) return Value::integer(Value::number(d).as_int());
   } catch (...) {
   }
   return def;
@@ -269,7 +271,10 @@ Value f_round(Interpreter&, const Value& v, CallArgs& a) {
 
 Value f_abs(Interpreter&, const Value& v, CallArgs&) {
   if (v.kind() == Value::Kind::Float) return Value::number(std::fabs(v.as_double()));
-  if (v.is_number()) return Value::integer(v.as_int() < 0 ? -v.as_int() : v.as_int());
+  if (v.is_number()) {
+    if (v.as_int() == INT64_MIN) fail("integer overflow");
+    return Value::integer(v.as_int() < 0 ? -v.as_int() : v.as_int());
+  }
   fail("bad operand type for abs(): '" + v.type_name() + "'");
 }
 
@@ -279,6 +284,7 @@ Value f_indent(Interpreter&, const Value& v, CallArgs& a) {
   const Value width = arg(a, 0, "width", Value::integer(4));
   const bool first = arg(a, 1, "first", Value::boolean(false)).truthy();
   const bool blank = arg(a, 2, "blank", Value::boolean(false)).truthy();
+  if (!width.is_string() && width.as_int() > 1024) fail("indent: width over 1024");
   const std::string pad = width.is_string() ? width.str_ref() : std::string(size_t(std::max<int64_t>(width.as_int(), 0)), ' ');
   std::vector<std::string> lines = py_split(v.to_str() + "\n", Value::string("\n"), -1);
   lines.pop_back();  // the text ended with the "\n" appended above
@@ -302,6 +308,12 @@ Value f_wordcount(Interpreter&, const Value& v, CallArgs&) {
   return Value::integer(n);
 }
 
+int64_t checked_add(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) fail("integer overflow");
+  return r;
+}
+
 Value f_sum(Interpreter& in, const Value& v, CallArgs& a) {
   const Value attr = arg(a, 0, "attribute");
   Value total = arg(a, 1, "start", Value::integer(0));
@@ -310,7 +322,7 @@ Value f_sum(Interpreter& in, const Value& v, CallArgs& a) {
     if (!y.is_number() || !total.is_number()) fail("sum: unsupported operand type '" + y.type_name() + "'");
     total = total.kind() == Value::Kind::Float || y.kind() == Value::Kind::Float
                 ? Value::number(total.as_double() + y.as_double())
-                : Value::integer(total.as_int() + y.as_int());
+                : Value::integer(checked_add(total.as_int(), y.as_int()));
   }
   return total;
 }
@@ -342,6 +354,7 @@ Value f_center(Interpreter&, const Value& v, CallArgs& a) {
   const int64_t width = arg(a, 0, "width", Value::integer(80)).as_int();
   const int64_t len = int64_t(utf8_length(s));
   if (width <= len) return Value::string(s);
+  if (width > 1'000'000) fail("center: width over 1000000");
   const int64_t total = width - len, left = total / 2 + (total & width & 1);
   return Value::string(std::string(size_t(left), ' ') + s + std::string(size_t(total - left), ' '));
 }

@@ -503,7 +503,7 @@ Value Interpreter::eval_binary(const std::string& op, const Value& a, const Valu
     if (!is_int_like(count) || !(seq.is_string() || seq.is_list())) return unsupported();
     const int64_t n = std::max<int64_t>(count.as_int(), 0);
     const size_t unit = seq.is_string() ? seq.str_ref().size() : seq.items().size();
-    if (unit * size_t(n) > limits_.max_output) fail("repetition result too large");
+    if (unit > 0 && size_t(n) > limits_.max_output / unit) fail("repetition result too large");
     if (seq.is_string()) {
       std::string s;
       for (int64_t i = 0; i < n; ++i) s += seq.str_ref();

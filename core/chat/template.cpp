@@ -13,6 +13,8 @@ Result<ChatTemplate> ChatTemplate::parse(const std::string& source) {
     return t;
   } catch (const jinja::TemplateError& e) {
     return make_error("template " + e.message);
+  } catch (const std::exception& e) {
+    return make_error(std::string("template: ") + e.what());
   }
 }
 
@@ -31,6 +33,8 @@ Result<std::string> ChatTemplate::render(const nlohmann::ordered_json& vars, con
     return in.render(*body_, v.entries());
   } catch (const jinja::TemplateError& e) {
     return make_error("template line " + std::to_string(in.line()) + ": " + e.message);
+  } catch (const std::exception& e) {  // e.g. out of memory: still an error, never a crash
+    return make_error("template line " + std::to_string(in.line()) + ": " + e.what());
   }
 }
 

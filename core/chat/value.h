@@ -1,6 +1,7 @@
 // The Jinja interpreter's value: Python's data model as chat templates see it (None, bool, int,
 // float, str, list/tuple, dict, callables, namespace) plus Jinja2's default Undefined.
 #pragma once
+#include <climits>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -77,7 +78,11 @@ class Value {
   bool is_callable() const { return kind_ == Kind::Function; }
 
   bool as_bool() const { return i_ != 0; }
-  int64_t as_int() const { return kind_ == Kind::Float ? int64_t(f_) : i_; }
+  int64_t as_int() const {  // floats truncate, saturating instead of overflowing
+    if (kind_ != Kind::Float) return i_;
+    if (!(f_ > -9.2e18)) return f_ != f_ ? 0 : INT64_MIN;
+    return f_ < 9.2e18 ? int64_t(f_) : INT64_MAX;
+  }
   double as_double() const { return kind_ == Kind::Float ? f_ : double(i_); }
   const std::string& str_ref() const { return s_; }  // the string; for Undefined, the hint
   const ValueList& items() const { return *list_; }
