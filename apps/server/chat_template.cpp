@@ -1,5 +1,7 @@
 #include "apps/server/chat_template.h"
 
+#include <algorithm>
+
 namespace pagoda::server {
 namespace {
 
@@ -8,7 +10,8 @@ std::vector<std::string> markers_of(ChatFormat f) {
     case ChatFormat::ChatML: return {"<|im_start|>", "<|im_end|>"};
     case ChatFormat::Llama2: return {"<s>", "</s>"};
     case ChatFormat::Llama3: return {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
-    case ChatFormat::Plain: break;
+    case ChatFormat::Plain:
+    case ChatFormat::Jinja: break;
   }
   return {};
 }
@@ -83,6 +86,19 @@ std::vector<ChatPiece> render_llama3(const std::vector<ChatMessage>& msgs) {
   return out;
 }
 
+// The hand-written formats read role and text content only.
+std::vector<ChatMessage> typed_messages(const nlohmann::ordered_json& messages) {
+  std::vector<ChatMessage> out;
+  for (const auto& m : messages) {
+    if (!m.is_object()) continue;
+    const auto role = m.find("role");
+    const auto content = m.find("content");
+    out.push_back({role != m.end() && role->is_string() ? role->get<std::string>() : "",
+                   content != m.end() && content->is_string() ? content->get<std::string>() : ""});
+  }
+  return out;
+}
+
 }  // namespace
 
 const char* chat_format_name(ChatFormat f) {
@@ -91,6 +107,7 @@ const char* chat_format_name(ChatFormat f) {
     case ChatFormat::ChatML: return "chatml";
     case ChatFormat::Llama2: return "llama2";
     case ChatFormat::Llama3: return "llama3";
+    case ChatFormat::Jinja: return "jinja";
   }
   return "plain";
 }
@@ -108,7 +125,8 @@ std::vector<ChatPiece> render_chat(ChatFormat f, const std::vector<ChatMessage>&
     case ChatFormat::ChatML: return render_chatml(msgs);
     case ChatFormat::Llama2: return render_llama2(msgs);
     case ChatFormat::Llama3: return render_llama3(msgs);
-    case ChatFormat::Plain: break;
+    case ChatFormat::Plain:
+    case ChatFormat::Jinja: break;
   }
   return render_plain(msgs);
 }
@@ -120,6 +138,20 @@ std::string chat_text(const std::vector<ChatPiece>& pieces) {
 }
 
 ChatRenderer::ChatRenderer(const Tokenizer& tok, const std::string& tmpl) : tok_(tok), format_(detect_chat_format(tmpl)) {
+  specials_by_byte_.resize(256);
+  for (int32_t id = 0; id < tok.vocab_size(); ++id) {
+    const std::string& p = tok.piece(id);
+    if (tok.is_special(id) && !p.empty()) specials_by_byte_[static_cast<unsigned char>(p[0])].emplace_back(p, id);
+  }
+  for (auto& v : specials_by_byte_)
+    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  if (!tmpl.empty()) {
+    auto t = ChatTemplate::parse(tmpl);
+    if (t) template_ = std::move(*t);
+    else template_error_ = "the model's chat template does not parse: " + t.error();
+    format_ = ChatFormat::Jinja;
+    return;
+  }
   const auto wanted = markers_of(format_);
   if (wanted.empty()) return;
   for (int32_t id = 0; id < tok.vocab_size(); ++id)
@@ -129,6 +161,59 @@ ChatRenderer::ChatRenderer(const Tokenizer& tok, const std::string& tmpl) : tok_
     if (tok.bos() >= 0) special_["<s>"] = tok.bos();
     if (tok.eos() >= 0) special_["</s>"] = tok.eos();
   }
+}
+
+std::vector<int32_t> ChatRenderer::encode_with_specials(const std::string& text) const {
+  std::vector<int32_t> ids;
+  size_t run = 0;  // start of the ordinary text not yet encoded
+  auto flush = [&](size_t end) {
+    if (end > run) {
+      const auto t = tok_.encode(std::string_view(text).substr(run, end - run), false);
+      ids.insert(ids.end(), t.begin(), t.end());
+    }
+  };
+  for (size_t i = 0; i < text.size();) {
+    const auto& cands = specials_by_byte_[static_cast<unsigned char>(text[i])];
+    const auto hit = std::find_if(cands.begin(), cands.end(), [&](const auto& c) { return text.compare(i, c.first.size(), c.first) == 0; });
+    if (hit == cands.end()) {
+      ++i;
+      continue;
+    }
+    flush(i);
+    ids.push_back(hit->second);
+    i += hit->first.size();
+    run = i;
+  }
+  flush(text.size());
+  return ids;
+}
+
+Result<std::string> ChatRenderer::render_text(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const {
+  if (!template_error_.empty()) return make_error(template_error_);
+  if (!template_) {
+    const std::vector<ChatMessage> msgs = typed_messages(messages);
+    return chat_text(render_chat(format_, msgs));
+  }
+  nlohmann::ordered_json vars = nlohmann::ordered_json::object();
+  vars["messages"] = messages;
+  if (!tools.is_null()) vars["tools"] = tools;
+  vars["add_generation_prompt"] = true;
+  vars["bos_token"] = tok_.bos() >= 0 ? tok_.piece(tok_.bos()) : "";
+  vars["eos_token"] = tok_.eos() >= 0 ? tok_.piece(tok_.eos()) : "";
+  return template_->render(vars);
+}
+
+Result<std::vector<int32_t>> ChatRenderer::apply(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const {
+  if (!template_ && template_error_.empty()) {
+    const std::vector<ChatMessage> msgs = typed_messages(messages);
+    return tokenize(msgs);
+  }
+  auto text = render_text(messages, tools);
+  if (!text) return make_error("chat template: " + text.error());
+  std::vector<int32_t> ids = encode_with_specials(*text);
+  // Templates that write {{ bos_token }} themselves get no second one.
+  if (tok_.bos() >= 0 && tok_.add_bos() && (ids.empty() || ids[0] != tok_.bos())) ids.insert(ids.begin(), tok_.bos());
+  return ids;
 }
 
 std::vector<int32_t> ChatRenderer::tokenize(const std::vector<ChatMessage>& msgs) const {

@@ -215,11 +215,29 @@ Status read_messages(const json& obj, const ParseLimits& lim, ParsedRequest& r) 
     if (!role || !role->is_string()) return bad("messages", "entries need a 'role' string");
     std::string rs = role->get<std::string>();
     if (rs == "developer") rs = "system";  // OpenAI's newer name for the system turn
-    if (rs != "system" && rs != "user" && rs != "assistant")
-      return bad("messages", "role must be system, developer, user or assistant, got '" + rs + "'");
+    if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool")
+      return bad("messages", "role must be system, developer, user, assistant or tool, got '" + rs + "'");
     ChatMessage cm{rs, {}};
     PAGODA_TRY(read_content(m, rs, cm.content));
     r.messages.push_back(std::move(cm));
+  }
+  return {};
+}
+
+// The chat template sees the request's own JSON (in its key order, which tojson output keeps),
+// normalized the way the typed messages are.
+Status read_template_vars(std::string_view body, ParsedRequest& r) {
+  const auto j = nlohmann::ordered_json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return make_error("malformed JSON");
+  r.chat_messages = j["messages"];
+  for (size_t i = 0; i < r.chat_messages.size() && i < r.messages.size(); ++i) {
+    r.chat_messages[i]["role"] = r.messages[i].role;
+    if (r.chat_messages[i].contains("content") && r.chat_messages[i]["content"].is_array())
+      r.chat_messages[i]["content"] = r.messages[i].content;
+  }
+  if (j.contains("tools") && !j["tools"].is_null()) {
+    if (!j["tools"].is_array()) return bad("tools", "must be an array of tool definitions");
+    r.chat_tools = j["tools"];
   }
   return {};
 }
@@ -280,6 +298,7 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
     r.model = m->get<std::string>();
   }
   PAGODA_TRY(endpoint == Endpoint::Chat ? read_messages(j, lim, r) : read_prompt(j, lim, r));
+  if (endpoint == Endpoint::Chat) PAGODA_TRY(read_template_vars(body, r));
   PAGODA_TRY(read_limits(j, lim, r));
   PAGODA_TRY(read_sampling(j, r));
   PAGODA_TRY(read_stream(j, r));

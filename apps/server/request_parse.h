@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/sample/sampler.h"
 #include "core/util/result.h"
 
@@ -15,7 +17,7 @@ namespace pagoda::server {
 enum class Endpoint : uint8_t { Completions, Chat };
 
 struct ChatMessage {
-  std::string role;  // system, user, assistant (developer is folded into system)
+  std::string role;  // system, user, assistant, tool (developer is folded into system)
   std::string content;
 };
 
@@ -36,6 +38,10 @@ struct ParsedRequest {
   std::string prompt;                 // completions: text ...
   std::vector<int32_t> prompt_tokens; // ... or token ids (used when non-empty)
   std::vector<ChatMessage> messages;  // chat
+  // Chat, for the model's template: the messages as sent, key order kept (tool_calls and all;
+  // text parts joined into one content string, developer -> system), and `tools` (null if absent).
+  nlohmann::ordered_json chat_messages;
+  nlohmann::ordered_json chat_tools;
   int32_t max_tokens = 0;
   bool max_tokens_set = false;
   int32_t n = 1;                      // choices: n engine requests on one prompt, seeds seed, seed+1, ...

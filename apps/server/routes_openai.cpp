@@ -47,8 +47,11 @@ void Server::Impl::route_openai() {
 // KV pool before it is queued, and a request that can never run gets a clear 400/413 at once.
 std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, const std::string& tenant, Request& r) {
   const int32_t ctx = engine.config().ctx_len;
-  if (p.endpoint == Endpoint::Chat) r.prompt_tokens = chat.tokenize(p.messages);
-  else if (!p.prompt_tokens.empty()) r.prompt_tokens = p.prompt_tokens;
+  if (p.endpoint == Endpoint::Chat) {
+    auto ids = chat.apply(p.chat_messages, p.chat_tools);  // a template error names its line
+    if (!ids) return HttpError{400, ids.error(), "invalid_request_error", ""};
+    r.prompt_tokens = std::move(*ids);
+  } else if (!p.prompt_tokens.empty()) r.prompt_tokens = p.prompt_tokens;
   else r.prompt_tokens = engine.tokenizer().encode(p.prompt, true);
   const int32_t n = int32_t(r.prompt_tokens.size());
   if (n == 0) return HttpError{400, "the prompt is empty", "invalid_request_error", ""};

@@ -189,7 +189,7 @@ void Engine::publish_waiting() {
 }
 
 bool Engine::should_stop(const Sequence& s, int32_t tok) const {
-  return (s.stop_at_eos && tok == model_.tokenizer->eos()) || s.generated() >= s.max_tokens ||
+  return (s.stop_at_eos && model_.tokenizer->is_eog(tok)) || s.generated() >= s.max_tokens ||
          int32_t(s.tokens.size()) >= model_.config.ctx_len;
 }
 
@@ -210,7 +210,7 @@ void Engine::emit_token(Sequence& s, int32_t tok, SteadyTime now) {
   TokenEvent ev;
   ev.request_id = s.id;
   ev.token = tok;
-  const bool is_eos = s.stop_at_eos && tok == model_.tokenizer->eos();
+  const bool is_eos = s.stop_at_eos && model_.tokenizer->is_eog(tok);
   if (!is_eos) ev.text = detok_[s.id]->push(tok);
   if (s.callback) s.callback(ev);
 }
@@ -313,7 +313,7 @@ void Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* log
     emit_token(s, tok, now);
     ++emitted;
     if (should_stop(s, tok)) {
-      const bool eos = s.stop_at_eos && tok == model_.tokenizer->eos();
+      const bool eos = s.stop_at_eos && model_.tokenizer->is_eog(tok);
       end(sched_->finish(&s), eos ? FinishReason::Eos : FinishReason::Length);
       return;
     }
@@ -389,7 +389,7 @@ Status Engine::step() {
       const int32_t tok = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()));
       emit_token(s, tok, t_emit);
       if (should_stop(s, tok)) {
-        const bool eos = s.stop_at_eos && tok == model_.tokenizer->eos();
+        const bool eos = s.stop_at_eos && model_.tokenizer->is_eog(tok);
         end(sched_->finish(&s), eos ? FinishReason::Eos : FinishReason::Length);
       }
     }

@@ -80,6 +80,30 @@ int32_t default_id(const Vocab& v, std::string_view piece, int32_t type) {
   return id >= 0 && v.types[size_t(id)] == type ? id : -1;
 }
 
+// Chat models end a turn with a token of their own that is not EOS (Llama 3's EOS is
+// <|end_of_text|> but a reply ends with <|eot_id|>). The file may name them; many files only
+// carry them in the vocabulary, so control tokens with these spellings count too.
+Status load_eog_ids(const GgufFile& f, Vocab& v) {
+  static constexpr const char* kKeys[] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
+  static constexpr const char* kPieces[] = {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+                                            "<|endoftext|>", "<|end_of_text|>", "<EOT>", "<|return|>"};
+  std::vector<int32_t> ids;
+  if (v.eos >= 0) ids.push_back(v.eos);
+  for (const char* key : kKeys) {
+    auto id = read_special_id(f, key, v.size(), -1);
+    if (!id) return id.take_error();
+    if (*id >= 0) ids.push_back(*id);
+  }
+  for (const char* piece : kPieces) {
+    const int32_t id = v.find(piece);
+    if (id >= 0 && (v.types[size_t(id)] == kTypeControl || v.types[size_t(id)] == kTypeUserDefined)) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  v.eog = std::move(ids);
+  return {};
+}
+
 Status load_special_ids(const GgufFile& f, Vocab& v) {
   const bool spm = v.model == "llama";
   auto bos = read_special_id(f, "tokenizer.ggml.bos_token_id", v.size(), spm ? default_id(v, "<s>", kTypeControl) : -1);
@@ -91,7 +115,7 @@ Status load_special_ids(const GgufFile& f, Vocab& v) {
   v.bos = *bos;
   v.eos = *eos;
   v.unk = *unk;
-  return {};
+  return load_eog_ids(f, v);
 }
 
 // Length-prefixed fields make the serialization unambiguous: no two vocabularies share bytes.
@@ -180,6 +204,12 @@ Result<Vocab> load_vocab(const GgufFile& f) {
     v.add_space_prefix = *b != 0;
   } else {
     v.add_space_prefix = v.model == "llama";  // SentencePiece's default; byte-level BPE has none
+  }
+  v.add_bos = v.model == "llama";
+  if (const GgufValue* ab = f.find("tokenizer.ggml.add_bos_token")) {
+    auto b = ab->as_int();
+    if (!b) return make_error("metadata key 'tokenizer.ggml.add_bos_token' is not a boolean");
+    v.add_bos = *b != 0;
   }
   v.digest = compute_digest(v);
   return v;

@@ -30,8 +30,15 @@ class Tokenizer {
 
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos() const = 0;  // -1 if none
+  // tokenizer.ggml.add_bos_token (default: true for "llama", false for "gpt2"): whether a prompt
+  // the caller assembles itself (a rendered chat) should start with BOS.
+  virtual bool add_bos() const = 0;
   virtual int32_t eos() const = 0;  // -1 if none
   virtual bool is_special(int32_t id) const = 0;  // control tokens are never printed
+  // End of generation: EOS, the file's EOT/EOM ids (tokenizer.ggml.eot_token_id, ...) and the
+  // control tokens that end a chat turn (<|eot_id|>, <|im_end|>, <end_of_turn>, <|end|>, ...).
+  virtual bool is_eog(int32_t id) const = 0;
+  virtual const std::vector<int32_t>& eog_ids() const = 0;  // sorted
   // SHA-256 (hex) over the model type, every piece, score, type and merge: the tokenizer digest
   // that the prefix cache identity binds to.
   virtual const std::string& digest() const = 0;

@@ -1,5 +1,6 @@
 // Vocabulary shared by the tokenizer implementations: what from_gguf reads, validated once.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -41,7 +42,9 @@ struct Vocab {
   int32_t bos = -1;
   int32_t eos = -1;
   int32_t unk = -1;
+  std::vector<int32_t> eog;  // end-of-generation ids, sorted (see Tokenizer::is_eog)
   bool add_space_prefix = true;
+  bool add_bos = true;
   PieceMap ids;        // piece -> first id holding it
   std::string digest;  // SHA-256 hex, see compute_digest
 
@@ -90,10 +93,15 @@ class VocabTokenizer : public Tokenizer {
   }
   int32_t vocab_size() const override { return v_.size(); }
   int32_t bos() const override { return v_.bos; }
+  bool add_bos() const override { return v_.add_bos; }
   int32_t eos() const override { return v_.eos; }
   bool is_special(int32_t id) const override {
     return id >= 0 && id < v_.size() && v_.types[size_t(id)] == kTypeControl;
   }
+  bool is_eog(int32_t id) const override {
+    return id >= 0 && (id == v_.eos || std::binary_search(v_.eog.begin(), v_.eog.end(), id));
+  }
+  const std::vector<int32_t>& eog_ids() const override { return v_.eog; }
   const std::string& digest() const override { return v_.digest; }
 
  protected:
