@@ -25,8 +25,8 @@ const std::map<std::string, std::string>& base_rules() {
       {"char", "[^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" hex{4} )"},
       {"hex", "[0-9a-fA-F]"},
       // Digit runs are bounded (16 significant digits is all a double holds) so a model cannot
-      // emit an endless number.
-      {"number", "\"-\"? ( \"0\" | [1-9] [0-9]{0,15} ) ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )?"},
+      // emit an endless number; two exponent digits keep every number a finite double.
+      {"number", "\"-\"? ( \"0\" | [1-9] [0-9]{0,15} ) ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,2} )?"},
       {"integer", "\"-\"? ( \"0\" | [1-9] [0-9]{0,15} )"},
       {"boolean", "\"true\" | \"false\""},
       {"null", "\"null\""},
