@@ -42,7 +42,7 @@ class InstanceGen {
     switch (pick(4)) {
       case 0: case 1: return "";
       case 2: return " ";
-      default: return "\n" + std::string(pick(21), pick(2) ? ' ' : '\t');
+      default: return std::string("\n") + std::string(pick(21), pick(2) ? ' ' : '\t');
     }
   }
 
@@ -60,23 +60,23 @@ class InstanceGen {
   std::string object(const Json& s, int depth) {
     std::vector<std::string> required;
     if (s.contains("required")) required = s["required"].get<std::vector<std::string>>();
-    std::string out = "{" + ws();
+    std::string out = std::string("{") + ws();
     bool first = true;
     for (const auto& [k, sub] : s["properties"].items()) {
       const bool req = std::find(required.begin(), required.end(), k) != required.end();
       if (!req && (depth > 3 || coin())) continue;
-      if (!first) out += "," + ws();
+      if (!first) out += std::string(",") + ws();
       first = false;
-      out += Json(k).dump(-1, ' ', false) + ws() + ":" + ws() + gen(sub, depth + 1) + ws();
+      out += Json(k).dump(-1, ' ', false) + ws() + std::string(":") + ws() + gen(sub, depth + 1) + ws();
     }
     return out + "}";
   }
 
   std::string map(const Json& s, int depth) {
-    std::string out = "{" + ws();
+    std::string out = std::string("{") + ws();
     const size_t n = depth > 3 ? 0 : pick(4);
     for (size_t i = 0; i < n; ++i)
-      out += (i ? "," + ws() : "") + string(Json::object()) + ws() + ":" + ws() + gen(s["additionalProperties"], depth + 1) + ws();
+      out += (i ? std::string(",") + ws() : "") + string(Json::object()) + ws() + std::string(":") + ws() + gen(s["additionalProperties"], depth + 1) + ws();
     return out + "}";
   }
 
@@ -84,13 +84,13 @@ class InstanceGen {
     const size_t lo = s.value("minItems", 0), hi = s.value("maxItems", lo + 4);
     const size_t n = depth > 3 ? lo : lo + pick(std::min(hi, lo + 4) - lo + 1);
     const Json item = s.contains("items") ? s["items"] : Json(true);
-    std::string out = "[" + ws();
-    for (size_t i = 0; i < n; ++i) out += (i ? "," + ws() : "") + gen(item, depth + 1) + ws();
+    std::string out = std::string("[") + ws();
+    for (size_t i = 0; i < n; ++i) out += (i ? std::string(",") + ws() : "") + gen(item, depth + 1) + ws();
     return out + "]";
   }
 
   std::string string(const Json& s) {
-    if (s.contains("format")) return "\"" + format(s["format"].get<std::string>()) + "\"";
+    if (s.contains("format")) return std::string("\"") + format(s["format"].get<std::string>()) + "\"";
     const size_t lo = s.value("minLength", 0), hi = s.value("maxLength", lo + 12);
     const size_t n = lo + pick(std::min(hi, lo + 12) - lo + 1);
     static const char* chars[] = {"a", "Z", "0", " ", "\\\"", "\\\\", "\\n", "\\u00e9", "\xC3\xA9", "\xE4\xB8\xAD",
@@ -112,7 +112,7 @@ class InstanceGen {
   }
   std::string number() {
     std::string out = integer();
-    if (coin()) out += "." + digits(1 + pick(6));
+    if (coin()) out += std::string(".") + digits(1 + pick(6));
     if (pick(3) == 0) out += std::string(coin() ? "e" : "E") + (coin() ? "-" : coin() ? "+" : "") + digits(1 + pick(2));
     return out;
   }
@@ -121,13 +121,13 @@ class InstanceGen {
     return std::string(1, char('0' + v / 10)) + char('0' + v % 10);
   }
   std::string format(const std::string& f) {
-    if (f == "date") return digits(4) + "-" + two(1, 12) + "-" + two(1, 31);
+    if (f == "date") return digits(4) + std::string("-") + two(1, 12) + std::string("-") + two(1, 31);
     if (f == "time") {
-      std::string t = two(0, 23) + ":" + two(0, 59) + ":" + two(0, 59);
-      if (coin()) t += "." + digits(1 + pick(6));
-      return t + (coin() ? "Z" : std::string(coin() ? "+" : "-") + two(0, 23) + ":" + two(0, 59));
+      std::string t = two(0, 23) + std::string(":") + two(0, 59) + std::string(":") + two(0, 59);
+      if (coin()) t += std::string(".") + digits(1 + pick(6));
+      return t + (coin() ? "Z" : std::string(coin() ? "+" : "-") + two(0, 23) + std::string(":") + two(0, 59));
     }
-    if (f == "date-time") return format("date") + "T" + format("time");
+    if (f == "date-time") return format("date") + std::string("T") + format("time");
     if (f == "uuid") {
       auto hex = [&](size_t n) {
         std::string h;
@@ -140,10 +140,10 @@ class InstanceGen {
   }
 
   std::string any_object(int depth) {
-    std::string out = "{" + ws();
+    std::string out = std::string("{") + ws();
     const size_t n = depth > 2 ? 0 : pick(4);
     for (size_t i = 0; i < n; ++i)
-      out += (i ? "," + ws() : "") + string(Json::object()) + ws() + ":" + ws() + any_value(depth + 1) + ws();
+      out += (i ? std::string(",") + ws() : "") + string(Json::object()) + ws() + std::string(":") + ws() + any_value(depth + 1) + ws();
     return out + "}";
   }
   std::string any_value(int depth) {

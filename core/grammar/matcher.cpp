@@ -105,15 +105,21 @@ void GrammarAutomaton::drop_transitions() {
   with_transitions_ = 0;
 }
 
-const ByteSet& GrammarAutomaton::self_loops(int32_t state) {
-  if (!states_[size_t(state)].loops_done) {
-    ByteSet loops;
-    for (int b = 0; b < 256; ++b)
-      if (advance(state, uint8_t(b)) == state) loops.set(uint8_t(b));
-    states_[size_t(state)].loops = loops;
-    states_[size_t(state)].loops_done = true;
+bool GrammarAutomaton::loops_on(int32_t state, const ByteSet& bytes) {
+  for (int w = 0; w < 4; ++w)
+    if (bytes.bits[size_t(w)] & states_[size_t(state)].exits.bits[size_t(w)]) return false;
+  for (int w = 0; w < 4; ++w) {
+    uint64_t unknown = bytes.bits[size_t(w)] & ~states_[size_t(state)].loops.bits[size_t(w)];
+    while (unknown) {
+      const uint8_t b = uint8_t(w * 64 + __builtin_ctzll(unknown));
+      unknown &= unknown - 1;
+      const bool loops = advance(state, b) == state;
+      State& s = states_[size_t(state)];
+      (loops ? s.loops : s.exits).set(b);
+      if (!loops) return false;
+    }
   }
-  return states_[size_t(state)].loops;
+  return true;
 }
 
 const std::vector<uint32_t>* GrammarAutomaton::cached_mask(int32_t state, const TokenVocab& v) const {
@@ -192,7 +198,7 @@ void GrammarMatcher::walk(const TokenVocab& v, int32_t node, int32_t state, std:
     const auto& child = trie[size_t(c)];
     const int32_t next = automaton_->advance(state, child.byte);
     if (next == GrammarAutomaton::kDead) continue;
-    if (child.tok_end - child.own_end >= kBulkMinTokens && child.below.subset_of(automaton_->self_loops(next))) {
+    if (child.tok_end - child.own_end >= kBulkMinTokens && automaton_->loops_on(next, child.below)) {
       allow(child.tok_begin, child.tok_end);
       continue;
     }

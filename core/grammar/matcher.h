@@ -25,8 +25,9 @@ class GrammarAutomaton {
   int32_t start() const { return start_; }
   int32_t advance(int32_t state, uint8_t byte);
   bool complete(int32_t state) const { return states_[size_t(state)].complete; }
-  // The bytes that lead from `state` back to itself (a string body, a digit run).
-  const ByteSet& self_loops(int32_t state);
+  // Whether every byte in `bytes` leads from `state` back to itself (a string body, a digit run).
+  // Bytes are classified lazily and remembered, so a failing test is usually one word compare.
+  bool loops_on(int32_t state, const ByteSet& bytes);
   size_t state_count() const { return states_.size(); }
   size_t node_count() const { return nodes_.size(); }
 
@@ -42,8 +43,7 @@ class GrammarAutomaton {
     std::vector<int32_t> stacks;  // node ids whose pos is a kBytes element, sorted
     bool complete = false;
     std::unique_ptr<int32_t[]> next;  // 256 cached transitions (kUnknown until computed)
-    bool loops_done = false;
-    ByteSet loops;
+    ByteSet loops, exits;  // bytes known to return to this state / known not to
   };
   struct VecHash {
     size_t operator()(const std::vector<int32_t>& v) const;
