@@ -37,6 +37,8 @@ const char* kSchemas[] = {
     R"({"$defs":{"node":{"type":"object","properties":{"value":{"type":"integer"},
         "children":{"type":"array","items":{"$ref":"#/$defs/node"},"maxItems":2}},"required":["value"]}},"$ref":"#/$defs/node"})",
     R"({"type":"object"})",
+    R"({"type":"object","properties":{"s":{"type":"string","minLength":3,"maxLength":60},
+        "n":{"type":"array","items":{"type":"integer"},"maxItems":40}},"required":["s"]})",
     R"({"type":"object","properties":{"u":{"type":["string","integer","null"]},
         "m":{"type":"object","additionalProperties":{"type":"number"}}},"additionalProperties":false})",
 };

@@ -128,6 +128,36 @@ TEST(GrammarMatcher, EndOfSequenceOnlyWhenComplete) {
   EXPECT_FALSE(m.accept_token(v, 2));
 }
 
+// Masks share work between large repetition counts (they stand in for x* there); at every count
+// the mask must still be exactly the tokens that fit in what is left.
+TEST(GrammarMatcher, BoundedRepetitionMasksAreExactAtEveryCount) {
+  auto g = parse_or_die("root ::= (\"a\" | \"é\"){0,30} \"b\"");
+  ASSERT_TRUE(g);
+  std::vector<std::string> bytes;
+  for (int n = 1; n <= 12; ++n) {
+    bytes.push_back(std::string(size_t(n), 'a'));
+    bytes.push_back(std::string(size_t(n - 1), 'a') + "b");
+    bytes.push_back(std::string(size_t(n - 1), 'a') + "é");
+  }
+  bytes.push_back("");
+  const TokenVocab v = TokenVocab::from_bytes(bytes, {int32_t(bytes.size() - 1)});
+  GrammarMatcher m(g);
+  std::vector<uint32_t> mask(v.mask_words());
+  for (int count = 0; count <= 30; ++count) {
+    m.fill_mask(v, mask);
+    for (int32_t id = 0; id < v.size(); ++id) {
+      GrammarMatcher brute(g);
+      const bool ok = brute.accept_bytes(std::string(size_t(count), 'a')) && brute.accept_token(v, id);
+      ASSERT_EQ(mask_allows(mask, id), ok) << "count " << count << " token '" << v.bytes(id) << "'";
+    }
+    if (count < 30) {
+      ASSERT_TRUE(m.accept_bytes("a"));
+    }
+  }
+  EXPECT_FALSE(m.accept_bytes("a"));
+  EXPECT_TRUE(m.accept_bytes("b"));
+}
+
 TEST(GrammarMatcher, RejectedBytesLeaveTheStateUnchanged) {
   auto g = parse_or_die("root ::= \"abc\"");
   ASSERT_TRUE(g);

@@ -140,8 +140,9 @@ bool GrammarAutomaton::loops_on(int32_t state, const ByteSet& bytes) {
   return true;
 }
 
-int32_t GrammarAutomaton::truncate(int32_t state) {
-  if (states_[size_t(state)].truncated != kUnknown) return states_[size_t(state)].truncated;
+int32_t GrammarAutomaton::truncate(int32_t state, int32_t cap) {
+  if (states_[size_t(state)].truncated != kUnknown && states_[size_t(state)].truncated_cap == cap)
+    return states_[size_t(state)].truncated;
   std::vector<int32_t> cut;
   for (int32_t n : states_[size_t(state)].stacks) {
     int32_t chain[1 + kContextFrames];
@@ -152,7 +153,7 @@ int32_t GrammarAutomaton::truncate(int32_t state) {
       cur = nodes_[size_t(cur)].parent;
     }
     int32_t parent = cur >= 0 ? kAnyFrame : cur;
-    for (int i = len - 1; i >= 0; --i) parent = node(nodes_[size_t(chain[i])].pos, parent);
+    for (int i = len - 1; i >= 0; --i) parent = node(g_->clamp_repeat(nodes_[size_t(chain[i])].pos, cap), parent);
     cut.push_back(parent);
   }
   std::sort(cut.begin(), cut.end());
@@ -160,7 +161,7 @@ int32_t GrammarAutomaton::truncate(int32_t state) {
   found_ = std::move(cut);
   const int32_t t = intern(states_[size_t(state)].complete, false);
   states_[size_t(state)].truncated = t;
-  if (t >= 0) states_[size_t(t)].truncated = t;  // cutting again changes nothing
+  states_[size_t(state)].truncated_cap = cap;
   return t;
 }
 

@@ -63,10 +63,12 @@ class GrammarAutomaton {
   // Whether every byte in `bytes` leads from `state` back to itself (a string body, a digit run).
   // Bytes are classified lazily and remembered, so a failing test is usually one word compare.
   bool loops_on(int32_t state, const ByteSet& bytes);
-  // `state` with each stack cut `frames` return frames below its top (deeper frames become
-  // kAnyFrame). States differing only deep in their stacks (a string in one field or another)
-  // share their truncation, and with it a cached context mask.
-  int32_t truncate(int32_t state);
+  // `state` with each stack cut kContextFrames return frames below its top (deeper frames become
+  // kAnyFrame) and repetition counts above `cap` clamped to cap (Grammar::clamp_repeat). States
+  // differing only deep in their stacks (a string in one field or another) or in a large count
+  // share their truncation, and with it a cached context mask. Tokens of fewer than `cap` bytes
+  // behave the same from both until they escape into the cut frames.
+  int32_t truncate(int32_t state, int32_t cap);
   static constexpr int kContextFrames = 2;
 
   size_t state_count() const { return states_.size(); }
@@ -79,7 +81,7 @@ class GrammarAutomaton {
   struct State {
     std::vector<int32_t> stacks;  // node ids whose pos is a kBytes element, sorted
     bool complete = false, escaped = false;
-    int32_t truncated = kUnknown;
+    int32_t truncated = kUnknown, truncated_cap = 0;
     std::unique_ptr<int32_t[]> next;  // 256 cached transitions (kUnknown until computed)
     ByteSet loops, exits;             // bytes known to return to this state / known not to
   };

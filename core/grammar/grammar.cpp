@@ -29,7 +29,9 @@ class GrammarBuilder {
     if (it == ids_.end()) return make_error("grammar: no '" + std::string(root) + "' rule (the start rule)");
     g_.root_ = it->second;
     flatten();
-    PAGODA_TRY(check_left_recursion());
+    const auto nullable = nullable_rules();
+    PAGODA_TRY(check_left_recursion(nullable));
+    record_chains(nullable);
     return std::move(g_);
   }
 
@@ -150,8 +152,10 @@ class GrammarBuilder {
       return {};
     }
     int32_t inner = -1;
+    std::vector<int32_t> chain;
     for (int32_t i = e.min; i < e.max; ++i) {
       const int32_t opt = gen_rule(rule);
+      chain.push_back(opt);
       Seq s{x};
       if (inner >= 0) s.push_back(Elem{ElemKind::kRef, inner});
       bodies_[size_t(opt)].push_back(std::move(s));
@@ -159,6 +163,12 @@ class GrammarBuilder {
       inner = opt;
     }
     if (inner >= 0) out.push_back(Elem{ElemKind::kRef, inner});
+    if (chain.size() > 1) {
+      const int32_t twin = gen_rule(rule);
+      bodies_[size_t(twin)].push_back(Seq{x, Elem{ElemKind::kRef, twin}});
+      bodies_[size_t(twin)].push_back(Seq{});
+      pending_chains_.push_back({x, Grammar::Chain{std::move(chain), twin}});
+    }
     return {};
   }
 
@@ -168,14 +178,12 @@ class GrammarBuilder {
         g_.rules_[r].alts.push_back(int32_t(g_.elems_.size()));
         g_.elems_.insert(g_.elems_.end(), alt.begin(), alt.end());
         g_.elems_.push_back(Elem{ElemKind::kEnd, 0});
+        g_.rule_of_.resize(g_.elems_.size(), int32_t(r));
       }
     }
   }
 
-  // The matcher expands rule references eagerly before each byte, so a rule that reaches itself
-  // without consuming a byte would expand forever. Tail references are exempt: the matcher
-  // reuses the caller's frame for them, so such a cycle revisits a state it has already seen.
-  Status check_left_recursion() const {
+  std::vector<bool> nullable_rules() const {
     const auto& rules = g_.rules_;
     const auto& elems = g_.elems_;
     std::vector<bool> nullable(rules.size(), false);
@@ -193,6 +201,26 @@ class GrammarBuilder {
         }
       }
     }
+    return nullable;
+  }
+
+  // lower_repeat builds each chain innermost first, so chain[k - 1] is O_k.
+  void record_chains(const std::vector<bool>& nullable) {
+    g_.chain_of_.assign(g_.rules_.size(), Grammar::ChainLink{});
+    for (const auto& [x, chain] : pending_chains_) {
+      if (x.kind == ElemKind::kRef && nullable[size_t(x.arg)]) continue;  // an item may consume nothing
+      const int32_t id = int32_t(g_.chains_.size());
+      for (size_t k = 0; k < chain.rules.size(); ++k) g_.chain_of_[size_t(chain.rules[k])] = {id, int32_t(k + 1)};
+      g_.chains_.push_back(chain);
+    }
+  }
+
+  // The matcher expands rule references eagerly before each byte, so a rule that reaches itself
+  // without consuming a byte would expand forever. Tail references are exempt: the matcher
+  // reuses the caller's frame for them, so such a cycle revisits a state it has already seen.
+  Status check_left_recursion(const std::vector<bool>& nullable) const {
+    const auto& rules = g_.rules_;
+    const auto& elems = g_.elems_;
     // Left-edge edges r -> s, marked whether the reference is in tail position.
     std::vector<std::vector<std::pair<int32_t, bool>>> edges(rules.size());
     for (size_t r = 0; r < rules.size(); ++r)
@@ -231,8 +259,19 @@ class GrammarBuilder {
   std::unordered_map<std::string, int32_t> ids_;
   std::map<std::array<uint64_t, 4>, int32_t> set_ids_;
   std::vector<std::vector<Seq>> bodies_;
+  std::vector<std::pair<Elem, Grammar::Chain>> pending_chains_;  // item, its optionals O_1..O_n
   int generated_ = 0;
 };
+
+int32_t Grammar::clamp_repeat(int32_t pos, int32_t cap) const {
+  const int32_t r = rule_of_[size_t(pos)];
+  const ChainLink& link = chain_of_[size_t(r)];
+  // O_1 ::= x | "" is laid out differently from the twin, and never needs mapping (cap >= 1).
+  if (link.chain < 0 || link.k < cap || link.k < 2) return pos;
+  const auto& alts = rules_[size_t(r)].alts;
+  if (pos >= alts[1]) return pos;  // the empty alternative is a single kEnd, the same everywhere
+  return rules_[size_t(chains_[size_t(link.chain)].twin)].alts[0] + (pos - alts[0]);
+}
 
 Result<Grammar> Grammar::build(const std::vector<RuleDef>& rules, std::string_view root) {
   return GrammarBuilder().run(rules, root);

@@ -70,12 +70,30 @@ class Grammar {
   const std::vector<ByteSet>& sets() const { return sets_; }
   const std::vector<Rule>& rules() const { return rules_; }
   int32_t root() const { return root_; }
+  int32_t rule_of(int32_t pos) const { return rule_of_[size_t(pos)]; }
+
+  // x{m,n} unrolls into a chain of optionals O_k ::= x O_(k-1) | "" (k = 1..n-m). When x always
+  // consumes a byte, a token of fewer than `cap` bytes cannot tell O_k for k >= cap from the
+  // unbounded x* (the chain's "star twin", a rule only the matcher uses): both still allow every
+  // count it can reach. Returns the twin's position for `pos` when pos lies in such an O_k's first
+  // alternative, else pos. The matcher masks through the twin, whose loops make masks cheap.
+  int32_t clamp_repeat(int32_t pos, int32_t cap) const;
 
  private:
   friend class GrammarBuilder;
   std::vector<Elem> elems_;
   std::vector<ByteSet> sets_;
   std::vector<Rule> rules_;
+  std::vector<int32_t> rule_of_;  // element index -> rule
+  struct ChainLink {
+    int32_t chain = -1, k = 0;  // rule is O_k of chains_[chain]
+  };
+  std::vector<ChainLink> chain_of_;          // per rule
+  struct Chain {
+    std::vector<int32_t> rules;  // rules[k - 1] = O_k
+    int32_t twin = -1;           // x*, laid out like O_k's first alternative
+  };
+  std::vector<Chain> chains_;
   int32_t root_ = -1;
 };
 

@@ -71,7 +71,7 @@ void GrammarMatcher::fill_mask(const TokenVocab& v, std::span<uint32_t> out) {
 // tokens that reach below the cut are walked again with the full stacks.
 void GrammarMatcher::compute_mask(const TokenVocab& v, std::span<uint32_t> out) {
   GrammarAutomaton& a = shared_->automaton;
-  const ContextMask& ctx = context_mask(v, a.truncate(state_));
+  const ContextMask& ctx = context_mask(v, a.truncate(state_, v.max_token_bytes() + 1));
   std::copy(ctx.allowed.begin(), ctx.allowed.end(), out.begin());
   std::string path;
   for (const auto& [node, bytes] : ctx.open) {

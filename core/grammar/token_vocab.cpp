@@ -33,8 +33,11 @@ TokenVocab TokenVocab::from_bytes(std::vector<std::string> bytes, std::vector<in
 bool TokenVocab::is_eos(int32_t id) const { return std::find(eos_.begin(), eos_.end(), id) != eos_.end(); }
 
 void TokenVocab::build_trie() {
-  for (int32_t id = 0; id < size(); ++id)
-    if (!bytes_[size_t(id)].empty()) sorted_.push_back(id);
+  for (int32_t id = 0; id < size(); ++id) {
+    if (bytes_[size_t(id)].empty()) continue;
+    sorted_.push_back(id);
+    max_bytes_ = std::max(max_bytes_, int32_t(bytes_[size_t(id)].size()));
+  }
   std::stable_sort(sorted_.begin(), sorted_.end(),
                    [&](int32_t a, int32_t b) { return bytes_[size_t(a)] < bytes_[size_t(b)]; });
   trie_.emplace_back();

@@ -34,6 +34,7 @@ class TokenVocab {
   size_t mask_words() const { return (bytes_.size() + 31) / 32; }
   const std::string& bytes(int32_t id) const { return bytes_[size_t(id)]; }
   const std::vector<int32_t>& eos() const { return eos_; }
+  int32_t max_token_bytes() const { return max_bytes_; }
   bool is_eos(int32_t id) const;
   const std::vector<TrieNode>& trie() const { return trie_; }  // [0] is the root (no byte)
   const std::vector<int32_t>& sorted_ids() const { return sorted_; }
@@ -46,6 +47,7 @@ class TokenVocab {
   std::vector<int32_t> eos_;
   std::vector<int32_t> sorted_;  // non-empty tokens, by their bytes
   std::vector<TrieNode> trie_;
+  int32_t max_bytes_ = 0;
 };
 
 }  // namespace pagoda::grammar
