@@ -33,6 +33,8 @@ void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_conformance(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_perplexity(CLI::App& app);
 void register_inspect(CLI::App& app);  // only in builds with the UI
 
 }  // namespace pagoda::cli
