@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   pagoda::cli::register_serve(app);
   pagoda::cli::register_conformance(app);
   pagoda::cli::register_template(app);
+  pagoda::cli::register_eval(app);
+  pagoda::cli::register_perplexity(app);
 #ifdef PAGODA_HAVE_UI
   pagoda::cli::register_inspect(app);
 #endif

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,13 +12,35 @@
 
 namespace pagoda {
 
-// Element types a tensor may hold. Q8_0/Q4_0 use ggml's block layouts (32 elements per block:
-// Q8_0 = f16 scale + 32 int8; Q4_0 = f16 scale + 16 bytes of nibbles, low nibbles first).
-enum class DType : uint8_t { F32, F16, Q8_0, Q4_0, I32 };
+// Element types a tensor may hold. The quantized ones use ggml's block layouts byte for byte, so a
+// GGUF tensor is used as it lies in the file:
+//   Q8_0   32 elems, 34 B: f16 d, int8 q[32]                          x = d*q
+//   Q4_0   32 elems, 18 B: f16 d, nibbles[16] (low = elems 0..15)      x = d*(q-8)
+//   Q4_1   32 elems, 20 B: f16 d, f16 m, nibbles[16]                   x = d*q + m
+//   Q5_0   32 elems, 22 B: f16 d, u32 high bits, nibbles[16]           x = d*(q-16)
+//   Q5_1   32 elems, 24 B: f16 d, f16 m, u32 high bits, nibbles[16]    x = d*q + m
+//   IQ4_NL 32 elems, 18 B: f16 d, nibbles[16] indexing a fixed 16-entry non-linear table
+//   Q2_K..Q6_K 256 elems ("super-blocks" of 16- or 32-element sub-blocks with their own scales;
+//   byte layouts in cpu_ref_quants.cpp), BF16 the top half of an F32.
+// Values are stable: the Vulkan shaders receive them as a specialization constant.
+enum class DType : uint8_t {
+  F32, F16, Q8_0, Q4_0, I32,
+  BF16, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+  kCount
+};
 
+struct DTypeInfo {
+  const char* name;     // lower case, as the CLI spells it ("q4_k")
+  int64_t block_elems;  // elements per block (1 for plain types)
+  int64_t block_bytes;  // bytes per block
+  bool quantized;       // block-quantized (needs the dequantizer)
+};
+const DTypeInfo& dtype_info(DType t);
 const char* dtype_name(DType t);
 int64_t dtype_block_elems(DType t);
 int64_t dtype_block_bytes(DType t);
+// Parses a dtype name as dtype_name() writes it (case-insensitive); nullopt if unknown.
+std::optional<DType> dtype_from_name(const std::string& name);
 inline size_t row_bytes(DType t, int64_t cols) {
   return size_t(cols / dtype_block_elems(t) * dtype_block_bytes(t));
 }
@@ -85,7 +108,7 @@ struct VerifyParams {
 
 enum class Op : uint8_t {
   Embed, RmsNorm, Matmul, Rope, SiluMul, Add, KvStore, PagedAttention, Softmax, Argmax,
-  SampleProbs, Verify, Copy, kCount
+  SampleProbs, Verify, Copy, RopeFreqs, kCount
 };
 const char* op_name(Op op);
 
@@ -130,6 +153,12 @@ class Backend {
   // are rotated by pos[n] * theta^(-2i/head_dim). pos: I32 [n,1].
   virtual void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim,
                     float theta) = 0;
+  // rope() with per-pair frequency divisors (Llama 3's `rope_freqs.weight`): pair i rotates by
+  // pos[n] * theta^(-2i/head_dim) / freq_factors[i]; freq_factors F32 [1, head_dim/2]. Optional:
+  // a backend whose supports(Op::RopeFreqs, F32) is false never gets the call (the model loader
+  // refuses such a file on it), and the default body aborts.
+  virtual void rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads,
+                          int32_t head_dim, float theta);
   // out = silu(gate) * up   (out may alias gate)
   virtual void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
   // out = a + b   (out may alias a)

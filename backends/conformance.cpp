@@ -245,6 +245,21 @@ void check_rope(Harness& h, const ConformanceCase& c) {
   h.compare(x);
 }
 
+// Rope with Llama 3 frequency divisors: factors between 1 and 8 as Llama 3 files hold them.
+void check_rope_freqs(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const int64_t cols = int64_t(s.n_heads) * s.head_dim;
+  std::vector<int32_t> pos(size_t(s.rows));
+  for (auto& p : pos) p = int32_t(h.uniform_int(1, s.extra));
+  pos.front() = int32_t(s.extra);
+  std::vector<float> factors(size_t(s.head_dim / 2));
+  for (auto& f : factors) f = float(1.0 + 7.0 * h.uniform());
+  const Twin x = h.f32(s.rows, cols, h.randn(size_t(s.rows * cols))), tp = h.i32(s.rows, 1, pos);
+  const Twin tf = h.f32(1, s.head_dim / 2, factors);
+  h.run([&](Backend& b, bool d) { b.rope_freqs(x.on(d), tp.on(d), tf.on(d), s.n_heads, s.head_dim, s.param); });
+  h.compare(x);
+}
+
 void check_silu_mul(Harness& h, const ConformanceCase& c) {
   const auto& s = c.shape;
   const size_t n = size_t(s.rows * s.cols);
@@ -523,6 +538,7 @@ Builder builder_for(Op op) {
     case Op::SampleProbs: return check_sample_probs;
     case Op::Verify: return check_verify;
     case Op::Copy: return check_copy;
+    case Op::RopeFreqs: return check_rope_freqs;
     case Op::kCount: break;
   }
   return nullptr;
@@ -577,6 +593,22 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::Matmul, dt, "prefill33_512x64", rows_cols(33, 512, 64), kReduction);
     add(Op::Matmul, dt, "prefill40_288x67", rows_cols(40, 288, 67), kReduction);
   }
+  // The layouts added with the K-quants: 32-element blocks (and BF16) on the shapes above...
+  for (DType dt : {DType::BF16, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL}) {
+    add(Op::Embed, dt, "rows7_dim96", rows_cols(7, 96, 50), kElementwise);
+    add(Op::Matmul, dt, "decode_256x67", rows_cols(1, 256, 67), kReduction);
+    add(Op::Matmul, dt, "batch7_96x130", rows_cols(7, 96, 130), kReduction);
+    add(Op::Matmul, dt, "prefill33_512x64", rows_cols(33, 512, 64), kReduction);
+  }
+  // ...and 256-element super-blocks on widths that are multiples of 256.
+  for (DType dt : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    add(Op::Embed, dt, "rows7_dim256", rows_cols(7, 256, 50), kElementwise);
+    add(Op::Embed, dt, "rows3_dim4096", rows_cols(3, 4096, 20), kElementwise);
+    add(Op::Matmul, dt, "decode_256x67", rows_cols(1, 256, 67), kReduction);
+    add(Op::Matmul, dt, "batch7_512x130", rows_cols(7, 512, 130), kReduction);
+    add(Op::Matmul, dt, "prefill33_512x64", rows_cols(33, 512, 64), kReduction);
+    add(Op::Matmul, dt, "prefill40_768x67", rows_cols(40, 768, 67), kReduction);
+  }
   for (DType dt : {DType::F32, DType::F16}) {  // widths a quantized block layout cannot hold
     add(Op::Embed, dt, "rows5_dim67", rows_cols(5, 67, 11), kElementwise);
     add(Op::Matmul, dt, "batch5_67x33", rows_cols(5, 67, 33), kReduction);
@@ -594,6 +626,14 @@ std::vector<ConformanceCase> conformance_cases() {
   rope("hd64_heads4_pos4096", 5, 4, 64, 10000.0f, 4096);
   rope("hd128_heads2_pos32768", 3, 2, 128, 500000.0f, 32768);
   rope("hd8_heads3_pos100", 9, 3, 8, 10000.0f, 100);
+  auto rope_freqs = [&](std::string name, int64_t rows, int32_t heads, int32_t hd, float theta, int64_t max_pos) {
+    ConformanceShape s = rows_cols(rows, 0, max_pos, theta);
+    s.n_heads = heads;
+    s.head_dim = hd;
+    add(Op::RopeFreqs, DType::F32, std::move(name), s, kElementwise);
+  };
+  rope_freqs("llama3_hd64_heads4_pos512", 6, 4, 64, 500000.0f, 512);
+  rope_freqs("llama3_hd128_heads2_pos8192", 3, 2, 128, 500000.0f, 8192);
   for (Op op : {Op::SiluMul, Op::Add}) {
     add(op, DType::F32, "1x1", rows_cols(1, 1), kElementwise);
     add(op, DType::F32, "7x1000", rows_cols(7, 1000), kElementwise);

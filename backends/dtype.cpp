@@ -1,34 +1,52 @@
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+
 #include "backends/backend.h"
 
 namespace pagoda {
+namespace {
 
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "f32";
-    case DType::F16: return "f16";
-    case DType::Q8_0: return "q8_0";
-    case DType::Q4_0: return "q4_0";
-    case DType::I32: return "i32";
-  }
-  return "?";
+// Indexed by DType. Block sizes are ggml's (ggml-common.h's block_* structs).
+constexpr DTypeInfo kTypes[] = {
+    {"f32", 1, 4, false},       {"f16", 1, 2, false},       {"q8_0", 32, 34, true},   {"q4_0", 32, 18, true},
+    {"i32", 1, 4, false},       {"bf16", 1, 2, false},      {"q4_1", 32, 20, true},   {"q5_0", 32, 22, true},
+    {"q5_1", 32, 24, true},     {"iq4_nl", 32, 18, true},   {"q2_k", 256, 84, true},  {"q3_k", 256, 110, true},
+    {"q4_k", 256, 144, true},   {"q5_k", 256, 176, true},   {"q6_k", 256, 210, true},
+};
+static_assert(sizeof(kTypes) / sizeof(kTypes[0]) == size_t(DType::kCount), "one row per DType");
+
+}  // namespace
+
+const DTypeInfo& dtype_info(DType t) {
+  static const DTypeInfo kUnknown{"?", 1, 0, false};
+  return size_t(t) < size_t(DType::kCount) ? kTypes[size_t(t)] : kUnknown;
 }
 
-int64_t dtype_block_elems(DType t) { return (t == DType::Q8_0 || t == DType::Q4_0) ? 32 : 1; }
+const char* dtype_name(DType t) { return dtype_info(t).name; }
+int64_t dtype_block_elems(DType t) { return dtype_info(t).block_elems; }
+int64_t dtype_block_bytes(DType t) { return dtype_info(t).block_bytes; }
 
-int64_t dtype_block_bytes(DType t) {
-  switch (t) {
-    case DType::F32: return 4;
-    case DType::F16: return 2;
-    case DType::Q8_0: return 34;
-    case DType::Q4_0: return 18;
-    case DType::I32: return 4;
-  }
-  return 0;
+std::optional<DType> dtype_from_name(const std::string& name) {
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  for (size_t i = 0; i < size_t(DType::kCount); ++i)
+    if (lower == kTypes[i].name) return DType(i);
+  return std::nullopt;
+}
+
+void Backend::rope_freqs(const Tensor&, const Tensor&, const Tensor&, int32_t, int32_t, float) {
+  // Callers check supports(Op::RopeFreqs, F32) first; reaching this is a programming error.
+  std::fprintf(stderr, "internal error: backend %s has no rope_freqs op\n", info().name.c_str());
+  std::abort();
 }
 
 const char* op_name(Op op) {
   static const char* kNames[] = {"embed", "rms_norm", "matmul", "rope", "silu_mul", "add", "kv_store",
-                                 "paged_attention", "softmax", "argmax", "sample_probs", "verify", "copy"};
+                                 "paged_attention", "softmax", "argmax", "sample_probs", "verify", "copy",
+                                 "rope_freqs"};
+  static_assert(sizeof(kNames) / sizeof(kNames[0]) == size_t(Op::kCount), "one name per Op");
   const auto i = size_t(op);
   return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "?";
 }

@@ -67,6 +67,7 @@ bool CpuBackend::supports(Op op, DType dtype) const {
     case Op::KvStore:
     case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
     case Op::Copy: return true;
+    case Op::RopeFreqs: return dtype == DType::F32;
     default: return dtype == DType::F32;
   }
 }
@@ -97,6 +98,10 @@ void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
 }
 void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
   ref::rope(host(x), host(pos), n_heads, head_dim, theta);
+}
+void CpuBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads,
+                            int32_t head_dim, float theta) {
+  ref::rope_freqs(host(x), host(pos), host(freq_factors).f32(), n_heads, head_dim, theta);
 }
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   ref::silu_mul(host(gate), host(up), host(out));

@@ -29,6 +29,8 @@ class CpuBackend final : public Backend {
   void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) override;
   void matmul(const Tensor& w, const Tensor& x, const Tensor& out) override;
   void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) override;
+  void rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads, int32_t head_dim,
+                  float theta) override;
   void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void copy(const Tensor& src, const Tensor& dst) override;
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;

@@ -424,10 +424,11 @@ void kernel_rows(int64_t mr, const float* x, int64_t ldx, const float* panel, in
 // Output columns [p0 * 16, p1 * 16) of out (clipped to N), every row of x.
 void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out, int64_t p0, int64_t p1) {
   const int64_t M = x.rows, K = x.cols, N = w.rows;
-  // Equal K blocks of at most kKcMax (a multiple of 32 so quantized rows split on block
+  // Equal K blocks of about kKcMax (a multiple of the block size so quantized rows split on block
   // boundaries): a panel (16 x kc floats) plus six rows of x stay within a 32 KiB L1.
   const int64_t n_kb = (K + kKcMax - 1) / kKcMax;
-  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + 31) / 32 * 32);
+  const int64_t kb = std::max<int64_t>(32, dtype_block_elems(w.dtype));  // K-quants: 256
+  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + kb - 1) / kb * kb);
   // Rows in equal groups of at most six (32 rows: 6,6,5,5,5,5 rather than 6 x 5 + 2).
   const int64_t n_groups = (M + kMr - 1) / kMr;
   constexpr int64_t kPanelsPerBlock = 4;  // 64 outputs: 80 KiB of packed weights per K block, in L2

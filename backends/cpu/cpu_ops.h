@@ -11,7 +11,8 @@ class ThreadPool;
 
 // Dequantize one row of `cols` elements of type t into out.
 void dequantize_row(DType t, const void* src, float* out, int64_t cols);
-// Quantize one row of floats (cols multiple of 32 for Q8_0/Q4_0) into dst.
+// Quantize one row of floats (cols a multiple of the type's block) into dst. Plain
+// round-to-nearest per block; quality close to, not equal to, llama.cpp's searched quantizers.
 void quantize_row(DType t, const float* src, void* dst, int64_t cols);
 
 // Host view of a Tensor: pointers resolved by the backend.
@@ -30,6 +31,9 @@ void embed(const HostTensor& table, const HostTensor& ids, const HostTensor& out
 void rms_norm(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps);
 void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out);
 void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta);
+// rope with pair i's frequency divided by factors[i] (factors null: plain rope).
+void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
+                float theta);
 void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out);
 void add(const HostTensor& a, const HostTensor& b, const HostTensor& out);
 void kv_store(const HostTensor& k, const HostTensor& v, const HostTensor& kc, const HostTensor& vc,

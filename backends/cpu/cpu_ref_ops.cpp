@@ -10,90 +10,6 @@
 
 namespace pagoda {
 
-void dequantize_row(DType t, const void* src, float* out, int64_t cols) {
-  const auto* b = static_cast<const uint8_t*>(src);
-  switch (t) {
-    case DType::F32: std::memcpy(out, b, size_t(cols) * 4); return;
-    case DType::F16: {
-      const auto* h = reinterpret_cast<const uint16_t*>(b);
-      for (int64_t i = 0; i < cols; ++i) out[i] = half_to_float(h[i]);
-      return;
-    }
-    case DType::Q8_0:
-      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 34) {
-        uint16_t d16;
-        std::memcpy(&d16, b, 2);
-        const float d = half_to_float(d16);
-        const auto* q = reinterpret_cast<const int8_t*>(b + 2);
-        for (int j = 0; j < 32; ++j) out[blk * 32 + j] = d * float(q[j]);
-      }
-      return;
-    case DType::Q4_0:
-      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 18) {
-        uint16_t d16;
-        std::memcpy(&d16, b, 2);
-        const float d = half_to_float(d16);
-        for (int j = 0; j < 16; ++j) {
-          out[blk * 32 + j] = d * float(int(b[2 + j] & 0xF) - 8);
-          out[blk * 32 + j + 16] = d * float(int(b[2 + j] >> 4) - 8);
-        }
-      }
-      return;
-    case DType::I32: {
-      const auto* s = reinterpret_cast<const int32_t*>(b);
-      for (int64_t i = 0; i < cols; ++i) out[i] = float(s[i]);
-      return;
-    }
-  }
-}
-
-void quantize_row(DType t, const float* src, void* dst, int64_t cols) {
-  auto* b = static_cast<uint8_t*>(dst);
-  switch (t) {
-    case DType::F32: std::memcpy(b, src, size_t(cols) * 4); return;
-    case DType::F16: {
-      auto* h = reinterpret_cast<uint16_t*>(b);
-      for (int64_t i = 0; i < cols; ++i) h[i] = float_to_half(src[i]);
-      return;
-    }
-    case DType::Q8_0:
-      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 34) {
-        const float* x = src + blk * 32;
-        float amax = 0;
-        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        const uint16_t d16 = float_to_half(d);
-        std::memcpy(b, &d16, 2);
-        auto* q = reinterpret_cast<int8_t*>(b + 2);
-        for (int j = 0; j < 32; ++j) q[j] = int8_t(std::lround(x[j] * id));
-      }
-      return;
-    case DType::Q4_0:
-      for (int64_t blk = 0; blk < cols / 32; ++blk, b += 18) {
-        const float* x = src + blk * 32;
-        float amax = 0, maxv = 0;
-        for (int j = 0; j < 32; ++j)
-          if (std::fabs(x[j]) > amax) { amax = std::fabs(x[j]); maxv = x[j]; }
-        const float d = maxv / -8.0f;
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        const uint16_t d16 = float_to_half(d);
-        std::memcpy(b, &d16, 2);
-        for (int j = 0; j < 16; ++j) {
-          const int lo = std::min(15, int(x[j] * id + 8.5f));
-          const int hi = std::min(15, int(x[j + 16] * id + 8.5f));
-          b[2 + j] = uint8_t(lo | (hi << 4));
-        }
-      }
-      return;
-    case DType::I32: {
-      auto* d = reinterpret_cast<int32_t*>(b);
-      for (int64_t i = 0; i < cols; ++i) d[i] = int32_t(src[i]);
-      return;
-    }
-  }
-}
-
 namespace ref {
 
 void embed(const HostTensor& table, const HostTensor& ids, const HostTensor& out) {
@@ -128,12 +44,18 @@ void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out) {
 }
 
 void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
+  rope_freqs(x, pos, nullptr, n_heads, head_dim, theta);
+}
+
+void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
+                float theta) {
   for (int64_t r = 0; r < x.rows; ++r) {
     const float p = float(pos.i32()[r]);
     for (int32_t h = 0; h < n_heads; ++h) {
       float* v = x.f32() + r * x.cols + h * head_dim;
       for (int32_t i = 0; i < head_dim; i += 2) {
-        const float freq = std::pow(theta, -float(i) / float(head_dim));
+        float freq = std::pow(theta, -float(i) / float(head_dim));
+        if (factors) freq /= factors[i / 2];
         const float a = p * freq, c = std::cos(a), s = std::sin(a);
         const float v0 = v[i], v1 = v[i + 1];
         v[i] = v0 * c - v1 * s;

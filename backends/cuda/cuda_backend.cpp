@@ -74,7 +74,9 @@ BackendInfo CudaBackend::info() const {
 bool CudaBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::Matmul:
-    case Op::Embed: return dtype != DType::I32;
+    case Op::Embed:  // The block types added with the K-quants have no kernels here yet.
+      return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::Q8_0 || dtype == DType::Q4_0;
+    case Op::RopeFreqs: return false;
     case Op::KvStore:
     case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
     case Op::Copy: return true;

@@ -20,6 +20,8 @@ namespace {
 constexpr size_t kMaxAttentionScratch = size_t(256) << 20;
 
 bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+// Weight layouts the kernels decode (the later block types are refused, see supports()).
+bool has_kernels(DType t) { return t == DType::F32 || t == DType::F16 || is_quant(t); }
 
 size_t dtype_align(DType t) { return (t == DType::F32 || t == DType::I32) ? 4 : 2; }
 
@@ -78,7 +80,7 @@ int64_t elems(const Tensor& t) { return t.rows * t.cols; }
 
 void CudaBackend::embed(const Tensor& table, const Tensor& ids, const Tensor& out) {
   ArgCheck c(Op::Embed);
-  c.tensor("table", table).that(table.dtype != DType::I32, "table must be f32, f16, q8_0 or q4_0");
+  c.tensor("table", table).that(has_kernels(table.dtype), "table must be f32, f16, q8_0 or q4_0");
   c.i32("ids", ids).f32("out", out).that(out.rows >= ids.rows && out.cols >= table.cols,
                                          "out must have ids.rows rows of at least table.cols");
   if (!c.ok()) return fail(c.error());
@@ -99,7 +101,7 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, 
 
 void CudaBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
   ArgCheck c(Op::Matmul);
-  c.tensor("w", w).that(w.dtype != DType::I32, "w must be f32, f16, q8_0 or q4_0");
+  c.tensor("w", w).that(has_kernels(w.dtype), "w must be f32, f16, q8_0 or q4_0");
   c.f32("x", x).f32("out", out);
   c.that(x.cols == w.cols, "x.cols must equal w.cols (n_in)")
       .that(out.cols == w.rows && out.rows >= x.rows, "out must be [x.rows, w.rows]");

@@ -10,7 +10,8 @@ namespace pagoda::vk {
 namespace {
 
 Status check_weight_layout(const Tensor& w, const char* what) {
-  if (w.dtype == DType::I32) return make_error(std::string(what) + " of dtype i32 is not supported");
+  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0)
+    return make_error(std::string(what) + " of dtype " + dtype_name(w.dtype) + " is not supported on vulkan");
   if ((w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) && w.cols % 32 != 0)
     return make_error(std::string(what) + " has " + std::to_string(w.cols) + " columns, not a multiple of 32");
   // Shaders address F32 tables by word and the other layouts by 16-bit halves.

@@ -66,7 +66,9 @@ BackendInfo VulkanBackend::info() const {
 bool VulkanBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::Embed:
-    case Op::Matmul: return dtype != DType::I32;
+    case Op::Matmul:  // The block types added with the K-quants have no kernels here yet.
+      return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::Q8_0 || dtype == DType::Q4_0;
+    case Op::RopeFreqs: return false;
     case Op::KvStore:
     case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
     case Op::Copy: return true;

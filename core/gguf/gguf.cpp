@@ -131,28 +131,48 @@ Result<GgufValue> read_value(Cursor& c, GgufValueType type, const std::string& k
 
 }  // namespace
 
+namespace {
+struct GgmlTypeRow {
+  GgmlType type;
+  const char* name;
+  int64_t block_elems, block_bytes;
+};
+// Block sizes as ggml-common.h's block_* structs define them.
+constexpr GgmlTypeRow kGgmlTypes[] = {
+    {GgmlType::F32, "F32", 1, 4},          {GgmlType::F16, "F16", 1, 2},          {GgmlType::Q4_0, "Q4_0", 32, 18},
+    {GgmlType::Q4_1, "Q4_1", 32, 20},      {GgmlType::Q5_0, "Q5_0", 32, 22},      {GgmlType::Q5_1, "Q5_1", 32, 24},
+    {GgmlType::Q8_0, "Q8_0", 32, 34},      {GgmlType::Q8_1, "Q8_1", 32, 36},      {GgmlType::Q2_K, "Q2_K", 256, 84},
+    {GgmlType::Q3_K, "Q3_K", 256, 110},    {GgmlType::Q4_K, "Q4_K", 256, 144},    {GgmlType::Q5_K, "Q5_K", 256, 176},
+    {GgmlType::Q6_K, "Q6_K", 256, 210},    {GgmlType::Q8_K, "Q8_K", 256, 292},    {GgmlType::IQ2_XXS, "IQ2_XXS", 256, 66},
+    {GgmlType::IQ2_XS, "IQ2_XS", 256, 74}, {GgmlType::IQ3_XXS, "IQ3_XXS", 256, 98}, {GgmlType::IQ1_S, "IQ1_S", 256, 50},
+    {GgmlType::IQ4_NL, "IQ4_NL", 32, 18},  {GgmlType::IQ3_S, "IQ3_S", 256, 110},  {GgmlType::IQ2_S, "IQ2_S", 256, 82},
+    {GgmlType::IQ4_XS, "IQ4_XS", 256, 136}, {GgmlType::I8, "I8", 1, 1},           {GgmlType::I16, "I16", 1, 2},
+    {GgmlType::I32, "I32", 1, 4},          {GgmlType::I64, "I64", 1, 8},          {GgmlType::F64, "F64", 1, 8},
+    {GgmlType::IQ1_M, "IQ1_M", 256, 56},   {GgmlType::BF16, "BF16", 1, 2},        {GgmlType::TQ1_0, "TQ1_0", 256, 54},
+    {GgmlType::TQ2_0, "TQ2_0", 256, 66},   {GgmlType::MXFP4, "MXFP4", 32, 17},
+};
+const GgmlTypeRow* ggml_type_row(uint32_t code) {
+  for (const auto& r : kGgmlTypes)
+    if (uint32_t(r.type) == code) return &r;
+  return nullptr;
+}
+}  // namespace
+
 const char* ggml_type_name(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return "F32";
-    case GgmlType::F16: return "F16";
-    case GgmlType::Q4_0: return "Q4_0";
-    case GgmlType::Q8_0: return "Q8_0";
-  }
-  return "?";
+  const auto* r = ggml_type_row(uint32_t(t));
+  return r ? r->name : "?";
 }
 
-bool ggml_type_known(uint32_t code) { return code == 0 || code == 1 || code == 2 || code == 8; }
+bool ggml_type_known(uint32_t code) { return ggml_type_row(code) != nullptr; }
 
-int64_t ggml_block_elems(GgmlType t) { return (t == GgmlType::Q8_0 || t == GgmlType::Q4_0) ? 32 : 1; }
+int64_t ggml_block_elems(GgmlType t) {
+  const auto* r = ggml_type_row(uint32_t(t));
+  return r ? r->block_elems : 1;
+}
 
 int64_t ggml_block_bytes(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return 4;
-    case GgmlType::F16: return 2;
-    case GgmlType::Q4_0: return 18;
-    case GgmlType::Q8_0: return 34;
-  }
-  return 0;
+  const auto* r = ggml_type_row(uint32_t(t));
+  return r ? r->block_bytes : 0;
 }
 
 std::optional<uint64_t> ggml_row_bytes(GgmlType t, uint64_t n) {
@@ -160,7 +180,7 @@ std::optional<uint64_t> ggml_row_bytes(GgmlType t, uint64_t n) {
   if (n % be != 0) return std::nullopt;
   const uint64_t blocks = n / be;
   const uint64_t bb = uint64_t(ggml_block_bytes(t));
-  if (blocks > UINT64_MAX / bb) return std::nullopt;
+  if (bb == 0 || blocks > UINT64_MAX / bb) return std::nullopt;
   return blocks * bb;
 }
 

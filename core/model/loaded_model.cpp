@@ -8,6 +8,8 @@ Result<std::unique_ptr<LoadedModel>> LoadedModel::load(const std::string& path, 
   auto f = GgufFile::open(path);
   if (!f) return f.take_error();
   m->file = std::move(*f);
+  // Unsupported types first, without the path prefix: the message names the tensor and its type.
+  PAGODA_TRY(check_tensor_types(*m->file));
   auto cfg = ModelConfig::from_gguf(*m->file);
   if (!cfg) return make_error(path + ": " + cfg.error());
   m->config = *cfg;

@@ -78,8 +78,13 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
   be_.matmul(L.wq, xb, q);
   be_.matmul(L.wk, xb, k);
   be_.matmul(L.wv, xb, v);
-  be_.rope(q, pos, cfg_.n_heads, cfg_.head_dim, cfg_.rope_theta);
-  be_.rope(k, pos, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rope_theta);
+  if (w_.rope_freqs.buf) {  // Llama 3 scaling: per-pair frequency divisors from the file
+    be_.rope_freqs(q, pos, w_.rope_freqs, cfg_.n_heads, cfg_.head_dim, cfg_.rope_theta);
+    be_.rope_freqs(k, pos, w_.rope_freqs, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rope_theta);
+  } else {
+    be_.rope(q, pos, cfg_.n_heads, cfg_.head_dim, cfg_.rope_theta);
+    be_.rope(k, pos, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rope_theta);
+  }
   be_.kv_store(k, v, kv.k(l), kv.v(l), slots);
   be_.paged_attention(q, kv.k(l), kv.v(l), seqs, bt, att, ap);
   be_.matmul(L.wo, att, xb);

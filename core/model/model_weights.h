@@ -17,6 +17,7 @@ struct LayerWeights {
 
 struct ModelWeights {
   Tensor tok_embd, output_norm, output;
+  Tensor rope_freqs;               // Llama 3 frequency divisors [1, head_dim/2]; buf null when absent
   std::vector<LayerWeights> layers;
   std::vector<BufferPtr> buffers;  // owners of the tensors above
   std::string digest;              // hex SHA-256 over tensor names, types, shapes and bytes
@@ -27,6 +28,10 @@ struct ModelWeights {
                                    const std::function<void(uint64_t, uint64_t)>& progress = {});
 };
 
+// The backend dtype of a GGUF tensor type; the error reads "type X, which Pagoda does not support".
 Result<DType> dtype_from_ggml(GgmlType t);
+GgmlType ggml_from_dtype(DType t);
+// Every tensor of the file has a type Pagoda can run (checked before anything is uploaded).
+Status check_tensor_types(const GgufFile& f);
 
 }  // namespace pagoda
