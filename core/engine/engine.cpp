@@ -62,10 +62,6 @@ Status validate_engine_config(const EngineConfig& c) {
   return {};
 }
 
-namespace {
-
-// Blocks the configured budget buys. A budget under one block is an error naming both sizes, so
-// `--kv-memory 0` is refused before anything is built.
 Result<int32_t> kv_block_count(const LoadedModel& model, const Backend& be, const EngineConfig& cfg) {
   if (cfg.num_blocks > 0) return cfg.num_blocks;
   const uint64_t per_block = model.config.kv_bytes_per_token(uint32_t(dtype_block_bytes(cfg.kv_dtype))) * uint64_t(cfg.block_size);
@@ -85,8 +81,6 @@ Result<int32_t> kv_block_count(const LoadedModel& model, const Backend& be, cons
                       " bytes for this model; raise --kv-memory");
   return n;
 }
-
-}  // namespace
 
 Engine::Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg) : model_(model), be_(be), cfg_(cfg) {}
 
@@ -426,7 +420,7 @@ Status Engine::step() {
   hist_.stage[size_t(Stage::Hash)].observe(sched_->hash_s);
   hist_.stage[size_t(Stage::Match)].observe(sched_->match_s);
   hist_.stage[size_t(Stage::Allocate)].observe(sched_->allocate_s);
-  int32_t proposed = 0, accepted = 0, emitted = 0, speculating = 0;
+  int32_t proposed = 0, accepted = 0, emitted = 0;
   bool any_spec = false;
   if (!plan.empty()) {
     ForwardBatch b;
@@ -462,7 +456,6 @@ Status Engine::step() {
       Sequence& s = *c.seq;
       const bool spec = c.n_tokens > 1 && !s.draft.empty() && !s.prefilling();
       if (spec) {
-        ++speculating;
         verify_chunk(s, c, logits.data() + size_t(first_row[ci]) * size_t(V), t_emit, proposed, accepted, emitted);
         continue;
       }
@@ -485,7 +478,7 @@ Status Engine::step() {
     ++counters_.spec_steps;
     accept_history_.push_back(proposed ? float(accepted) / float(proposed) : 0.0f);
     if (accept_history_.size() > 600) accept_history_.erase(accept_history_.begin(), accept_history_.begin() + 100);
-    ctrl_->observe(step_, proposed, accepted, emitted, secs(Clock::now() - t_step), std::max(1, speculating));
+    ctrl_->observe(step_, proposed, accepted, emitted, secs(Clock::now() - t_step));
   } else if (drafter_) {
     ctrl_->tick(step_);
   }

@@ -37,7 +37,7 @@ struct SpecConfig {
   bool adaptive = false;     // --spec-k auto
   int32_t ngram_n = 3;
   uint64_t draft_kv_bytes = 64ull << 20;
-  double latency_slo_s = 0;  // adaptive k: also judge changes by per-token latency (0 = tokens/s only)
+  double latency_slo_s = 0;  // adaptive k: most mean step time (s) a change may leave (0 = tokens/s only)
 };
 
 // Speculation settings from user-facing options (CLI, server config, inspector): one drafter at
@@ -73,6 +73,9 @@ struct EngineConfig {
 
 // Checks every field (ranges, combinations) before anything is allocated.
 Status validate_engine_config(const EngineConfig& cfg);
+// KV blocks the configured budget buys on `be` (num_blocks, kv_fraction or kv_bytes). A budget
+// under one block is an error naming both sizes, so `--kv-memory 0` is refused before anything is built.
+Result<int32_t> kv_block_count(const LoadedModel& model, const Backend& be, const EngineConfig& cfg);
 
 // The engine's health as a server's /health reports it. Thread-safe copy.
 struct EngineHealth {

@@ -26,7 +26,7 @@ void SpecController::tick(uint64_t step) {
   if (--off_left_ <= 0) change(step, cfg_.k_min, "probe: re-trying speculation after the off period", "probe");
 }
 
-// Undoes the last change when it cost more than 10% of throughput, or when it pushed per-token
+// Undoes the last change when it cost more than 10% of throughput, or when it pushed step
 // latency over the SLO (or further over it). A raise undone this way is remembered.
 bool SpecController::judge_last_change(uint64_t step, double acc, double rate, double latency) {
   judging_change_ = false;
@@ -40,7 +40,7 @@ bool SpecController::judge_last_change(uint64_t step, double acc, double rate, d
   const std::string why =
       slower ? fmt::format("rollback: {:.0f} tok/s at k={} is below {:.0f} tok/s at k={}", rate, k_, rate_before_change_,
                            k_before_change_)
-             : fmt::format("rollback: {:.2f} ms per token at k={} exceeds the {:.2f} ms SLO (was {:.2f} ms at k={})",
+             : fmt::format("rollback: {:.2f} ms per step at k={} exceeds the {:.2f} ms SLO (was {:.2f} ms at k={})",
                            latency * 1e3, k_, cfg_.latency_slo_s * 1e3, latency_before_change_ * 1e3, k_before_change_);
   change(step, k_before_change_, why, "rollback");
   return true;
@@ -57,7 +57,7 @@ int32_t SpecController::decide(double acc, double latency, std::string& why, con
     return 0;
   }
   if (over_slo && k_ > cfg_.k_min) {
-    why = fmt::format("lower: {:.2f} ms per token exceeds the {:.2f} ms SLO", latency * 1e3, cfg_.latency_slo_s * 1e3);
+    why = fmt::format("lower: {:.2f} ms per step exceeds the {:.2f} ms SLO", latency * 1e3, cfg_.latency_slo_s * 1e3);
     kind = "latency";
     return k_ - 1;
   }
@@ -74,24 +74,21 @@ int32_t SpecController::decide(double acc, double latency, std::string& why, con
   return k_;
 }
 
-bool SpecController::observe(uint64_t step, int32_t proposed, int32_t accepted, int32_t tokens, double seconds,
-                             int32_t sequences) {
+bool SpecController::observe(uint64_t step, int32_t proposed, int32_t accepted, int32_t tokens, double seconds) {
   win_proposed_ += proposed;
   win_accepted_ += accepted;
   win_tokens_ += tokens;
   win_seconds_ += seconds;
-  win_seq_tokens_ += double(tokens) / double(std::max(1, sequences));
   ++win_steps_;
   ++steps_since_change_;
   if (win_steps_ < cfg_.window) return false;
   const double acc = win_proposed_ ? double(win_accepted_) / double(win_proposed_) : 0;
   const double rate = win_seconds_ > 0 ? double(win_tokens_) / win_seconds_ : 0;
-  // Each sequence waits one step for its tokens of that step: seconds per token it sees.
-  const double latency = win_seq_tokens_ > 0 ? win_seconds_ / win_seq_tokens_ : 0;
+  const double latency = win_seconds_ / double(win_steps_);
   recent_.push_back(acc);
   if (recent_.size() > 32) recent_.pop_front();
   win_proposed_ = win_accepted_ = win_tokens_ = win_steps_ = 0;
-  win_seconds_ = win_seq_tokens_ = 0;
+  win_seconds_ = 0;
   if (!cfg_.adaptive) return false;
   if (judging_change_ && judge_last_change(step, acc, rate, latency)) return true;
   if (steps_since_change_ < cfg_.cooldown) return false;

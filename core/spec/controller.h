@@ -1,7 +1,9 @@
 // SpecController: picks the draft length k from measured acceptance — observe, decide, actuate,
 // verify, roll back on regression — with bounds, a cooldown between changes, an off state when
 // speculation does not pay, and a recorded reason (and kind) for every change.
-// A change is judged by tokens/s, and also by per-token latency against an SLO when one is set.
+// A change is judged by tokens/s, and also by latency against an SLO when one is set: the mean
+// verify-step time, which is the gap a streaming client waits between bursts of tokens (a longer
+// draft can raise tokens/s while stretching that gap past what the service promised).
 // A raise that had to be rolled back is remembered: the controller does not try that k again
 // until acceptance has moved clearly above what it was when the raise failed, so steady traffic
 // never cycles raise -> rollback -> raise.
@@ -24,7 +26,7 @@ struct SpecControllerConfig {
   int32_t cooldown = 64;  // steps after a change before the next one
   double raise_above = 0.75, lower_below = 0.4, off_below = 0.15;
   int32_t off_steps = 256;  // how long speculation stays off before a probe
-  double latency_slo_s = 0;  // per-token latency target of a speculating request (0 = tokens/s only)
+  double latency_slo_s = 0;  // most mean step time (seconds) a change may leave (0 = tokens/s only)
   double retry_margin = 0.05;  // acceptance gain that makes a rolled-back raise worth another try
 };
 
@@ -35,9 +37,8 @@ class SpecController {
   // Current draft length (0 = speculation off for now).
   int32_t k() const { return k_; }
   // One verification step: drafts proposed/accepted and the wall time the step took; `tokens`
-  // emitted (accepted + 1 per sequence) by `sequences` speculating sequences. Returns true if k changed.
-  bool observe(uint64_t step, int32_t proposed, int32_t accepted, int32_t tokens, double seconds,
-               int32_t sequences = 1);
+  // emitted (accepted + 1 per sequence). Returns true if k changed.
+  bool observe(uint64_t step, int32_t proposed, int32_t accepted, int32_t tokens, double seconds);
   // A step ran without speculation (lets the off state count down).
   void tick(uint64_t step);
   void set_fixed_k(int32_t k);
@@ -58,9 +59,9 @@ class SpecController {
   int32_t k_;
   int32_t steps_since_change_ = 0, off_left_ = 0;
   int64_t win_proposed_ = 0, win_accepted_ = 0, win_tokens_ = 0, win_steps_ = 0;
-  double win_seconds_ = 0, win_seq_tokens_ = 0;
+  double win_seconds_ = 0;
   double rate_before_change_ = 0;     // tokens/s in the window before the last change
-  double latency_before_change_ = 0;  // seconds per token per sequence, same window
+  double latency_before_change_ = 0;  // mean step time, same window
   int32_t k_before_change_ = 0;
   bool judging_change_ = false;
   int32_t blocked_k_ = 0;          // a raise to this k (or above) was rolled back ...
