@@ -153,10 +153,8 @@ TEST(Engine, PrefixReuseOnIsTokenIdenticalToOff) {
   const auto s_on = e_on->snapshot(), s_off = e_off->snapshot();
   EXPECT_GT(s_on->counters.avoided_prefill_tokens, 0u);
   EXPECT_EQ(s_off->counters.avoided_prefill_tokens, 0u);
-  // Avoided tokens are reported exactly: prompt tokens = computed-for-prompts + avoided.
-  uint64_t cached = 0;
-  for (auto* v : {&a1, &a2}) for (const auto& o : *v) cached += uint64_t(o.metrics.cached_tokens);
-  EXPECT_EQ(cached, s_on->counters.avoided_prefill_tokens);
+  // The exact count of avoided tokens is Engine.AvoidedTokensAreReportedExactly (predicted from
+  // the resident blocks; summing the per-request metric here compared one value with itself).
   expect_no_leaks(*e_on);
   expect_no_leaks(*e_off);
 }
