@@ -765,3 +765,14 @@ TEST(Engine, BackgroundEngineRecoversFromAFaultOnItsOwn) {
   e.stop(true);
   EXPECT_TRUE(ok);
 }
+
+// A tenant name is caller-influenced text: in a label it must stay one escaped value, never end
+// the label early or forge a second series.
+TEST(Telemetry, TenantNamesAreEscapedInPrometheusLabels) {
+  Snapshot s;
+  s.counters.per_tenant["evil\"} 1\npagoda:forged 9\\"]["generated"] = 3;
+  const std::string text = render_prometheus(s);
+  EXPECT_NE(text.find("pagoda:tenant_tokens_total{tenant=\"evil\\\"} 1\\npagoda:forged 9\\\\\",kind=\"generated\"} 3\n"),
+            std::string::npos) << text;
+  EXPECT_EQ(text.find("\npagoda:forged"), std::string::npos);
+}
