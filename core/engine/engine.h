@@ -8,6 +8,8 @@
 // submit() answers SubmitResult::rejected == "engine_unavailable" until a probe (one tiny forward,
 // every EngineConfig::probe_interval_s) succeeds. A server maps that rejection to HTTP 503 and
 // health() to its health endpoint.
+// Bounded preemption: a request preempted more than EngineConfig::max_preemptions times ends with
+// FinishReason::Error and an error starting "preemption_limit: " (overload, worth a retry later).
 #pragma once
 #include <atomic>
 #include <condition_variable>
