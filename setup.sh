@@ -2,7 +2,8 @@
 # Installs Pagoda's Debian dependencies (when root), configures and builds it.
 #   ./setup.sh          install + build (build/pagoda)
 #   ./setup.sh --test   install + build + run the whole test suite (unit, conformance on every
-#                       available backend, end-to-end) and the core tests under ASan/UBSan
+#                       available backend, end-to-end), the core tests under ASan/UBSan, and the
+#                       engine and server tests (the threaded parts) under ThreadSanitizer
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -55,3 +56,13 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPAGODA_SANITIZE=ON 
 cmake --build build-asan -j "$JOBS"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+
+# The engine and server tests under ThreadSanitizer: submitters, the engine thread, snapshot
+# readers and HTTP workers share state there. Only those two test targets are built (core only,
+# optimized so the instrumented model runs stay short).
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGODA_NATIVE=OFF \
+  -DCMAKE_CXX_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+  -DPAGODA_VULKAN=OFF -DPAGODA_CUDA=OFF -DPAGODA_UI=OFF >/dev/null
+cmake --build build-tsan -j "$JOBS" --target engine_test server_test
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --test-dir build-tsan --output-on-failure -j "$JOBS" -R '^(Engine|Telemetry|CacheIdentity|Server)'

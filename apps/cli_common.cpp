@@ -18,6 +18,7 @@ void add_backend_options(CLI::App* app, BackendOptions& o) {
 }
 
 Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet) {
+  if (auto st = check_cpu_threads(o.threads); !st) return make_error("-t/--threads: " + st.error());
   if (o.backend == "cpu" && o.threads > 0) return BackendPtr(std::make_unique<CpuBackend>(CpuOptions{.threads = o.threads}));
   std::string note;
   auto be = create_backend(o.backend, o.device, &note);

@@ -35,29 +35,50 @@ struct RunOptions {
   std::string draft;   // draft model path
   int32_t ngram = 0;   // n-gram drafter order (0 = off)
   std::string spec_k = "4";
+  int32_t max_preemptions = 8;
+  int32_t tenant_cached_blocks = 0;
+  double spec_latency_slo_ms = 0;
 };
 
-Status apply_spec(const RunOptions& o, EngineConfig& cfg) {
-  auto spec = make_spec_config(!o.draft.empty(), o.ngram, o.spec_k);
-  if (!spec) return spec.take_error();
-  cfg.spec = *spec;
-  return {};
+// `--kv-memory`: a size (512MiB) or a share of the backend's free device memory (90%).
+struct KvBudget {
+  uint64_t bytes = 0;
+  double fraction = 0;
+};
+
+Result<KvBudget> parse_kv_budget(const std::string& spec) {
+  auto frac = parse_kv_fraction(spec);
+  if (!frac) return frac.take_error();
+  if (*frac) return KvBudget{0, **frac};
+  auto bytes = parse_size(spec);
+  if (!bytes) return bytes.take_error();
+  return KvBudget{*bytes, 0};
 }
 
-EngineConfig engine_config(const RunOptions& o, uint64_t kv_bytes) {
+Result<EngineConfig> engine_config(const RunOptions& o, const KvBudget& kv) {
   EngineConfig cfg;
+  auto dtype = parse_kv_dtype(o.kv_dtype);
+  if (!dtype) return dtype.take_error();
   cfg.block_size = o.block_size;
-  cfg.kv_bytes = kv_bytes;
-  cfg.kv_dtype = o.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  cfg.kv_bytes = kv.bytes;
+  cfg.kv_fraction = kv.fraction;
+  cfg.kv_dtype = *dtype;
   cfg.max_batch_tokens = o.max_batch_tokens;
   cfg.max_running = o.max_running;
   cfg.max_waiting = o.max_waiting;
   cfg.prefix_caching = !o.no_prefix_cache;
+  cfg.max_preemptions = o.max_preemptions;
+  cfg.tenant_cached_blocks = o.tenant_cached_blocks;
+  auto spec = make_spec_config(!o.draft.empty(), o.ngram, o.spec_k);
+  if (!spec) return spec.take_error();
+  cfg.spec = *spec;
+  cfg.spec.latency_slo_s = o.spec_latency_slo_ms / 1e3;
+  PAGODA_TRY(validate_engine_config(cfg));
   return cfg;
 }
 
 // Many prompts at once through the engine: continuous batching, prefix reuse, per-request metrics.
-int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* draft, uint64_t kv_bytes) {
+int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* draft, const EngineConfig& cfg) {
   Request defaults;
   defaults.max_tokens = o.n;
   defaults.sampling = o.sampling;
@@ -70,8 +91,6 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
     defaults.prompt = o.prompt;
     reqs->push_back(defaults);
   }
-  EngineConfig cfg = engine_config(o, kv_bytes);
-  if (auto st = apply_spec(o, cfg); !st) return fail(st.error());
   auto e = Engine::create(model, be, cfg, draft);
   if (!e) return fail(e.error());
   BatchSummary sum;
@@ -87,7 +106,10 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
                                {"prompt_tokens", r.metrics.prompt_tokens}, {"cached_tokens", r.metrics.cached_tokens},
                                {"generated_tokens", r.metrics.generated_tokens}, {"queue_ms", r.metrics.queue_s * 1e3},
                                {"ttft_ms", r.metrics.ttft_s * 1e3}, {"mean_itl_ms", r.metrics.mean_itl_s * 1e3},
-                               {"e2e_ms", r.metrics.e2e_s * 1e3}, {"preemptions", r.metrics.preemptions}});
+                               {"e2e_ms", r.metrics.e2e_s * 1e3}, {"preemptions", r.metrics.preemptions},
+                               {"spec_verify_steps", r.metrics.spec_steps},
+                               {"mean_acceptance_length", r.metrics.spec_steps ? 1.0 + double(r.metrics.spec_accepted) /
+                                                                                    double(r.metrics.spec_steps) : 0.0}});
     }
     j["aggregate"] = {{"requests", outs.size()}, {"completed", sum.completed}, {"rejected", sum.rejected},
                       {"wall_s", sum.wall_s}, {"prompt_tokens", sum.prompt_tokens},
@@ -100,8 +122,12 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
                       {"draft_tokens_proposed", snap->counters.spec_proposed},
                       {"draft_tokens_accepted", snap->counters.spec_accepted},
                       {"draft_accepted_by_position", snap->counters.spec_accepted_by_pos},
-                      {"mean_acceptance_length", snap->counters.spec_steps ? 1.0 + double(snap->counters.spec_accepted) / double(snap->counters.spec_steps) : 0.0}};
-    for (const auto& d : snap->decisions) j["aggregate"]["controller_decisions"].push_back({{"step", d.step}, {"from_k", d.from_k}, {"to_k", d.to_k}, {"reason", d.reason}});
+                      {"mean_acceptance_length", mean_acceptance_length(snap->counters)},
+                      {"spec_verify_steps", snap->counters.spec_verify_steps},
+                      {"preemption_failures", snap->counters.preemption_failures}};
+    for (const auto& d : snap->decisions)
+      j["aggregate"]["controller_decisions"].push_back(
+          {{"step", d.step}, {"from_k", d.from_k}, {"to_k", d.to_k}, {"reason", d.reason}, {"kind", d.kind}});
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
@@ -122,7 +148,7 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
     fmt::print(stderr, "speculation ({}): proposed {} accepted {} ({:.1f}%), mean acceptance length {:.2f}, k now {}\n",
                snap->spec_mode, snap->counters.spec_proposed, snap->counters.spec_accepted,
                100.0 * double(snap->counters.spec_accepted) / double(std::max<uint64_t>(1, snap->counters.spec_proposed)),
-               1.0 + double(snap->counters.spec_accepted) / double(snap->counters.spec_steps), snap->spec_k);
+               mean_acceptance_length(snap->counters), snap->spec_k);
   return 0;
 }
 
@@ -133,8 +159,10 @@ int run(RunOptions& o) {
   if (!o.prompts_file.empty() || !o.draft.empty() || o.ngram > 0) {
     if (o.prompts_file.empty() && o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
     if (!o.seed_set) o.sampling.seed = std::random_device{}();
-    auto kv_bytes = parse_size(o.kv_memory);
-    if (!kv_bytes) return fail(kv_bytes.error());
+    auto kv = parse_kv_budget(o.kv_memory);
+    if (!kv) return fail(kv.error());
+    auto cfg = engine_config(o, *kv);  // every engine setting checked before a model loads
+    if (!cfg) return fail(cfg.error());
     auto be = open_backend(o.be, o.json);
     if (!be) return fail(be.error());
     auto m = load_model(o.model, **be, o.json);
@@ -145,14 +173,15 @@ int run(RunOptions& o) {
       if (!d) return fail("draft model: " + d.error());
       draft = std::move(*d);
     }
-    return run_many(o, **be, **m, draft.get(), *kv_bytes);
+    return run_many(o, **be, **m, draft.get(), *cfg);
   }
   if (o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
   if (!o.seed_set) o.sampling.seed = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
   if (auto st = o.sampling.validate(); !st) return fail(st.error());
-  auto kv_bytes = parse_size(o.kv_memory);
-  if (!kv_bytes) return fail(kv_bytes.error());
-  if (o.kv_dtype != "f32" && o.kv_dtype != "f16") return fail("--kv-dtype must be f32 or f16");
+  auto kv_budget = parse_kv_budget(o.kv_memory);
+  if (!kv_budget) return fail(kv_budget.error());
+  auto dtype = parse_kv_dtype(o.kv_dtype);
+  if (!dtype) return fail(dtype.error());
 
   auto be = open_backend(o.be, o.json);
   if (!be) return fail(be.error());
@@ -163,8 +192,15 @@ int run(RunOptions& o) {
   auto ids = model.tokenizer->encode(o.prompt, !o.no_bos);
   KvCacheConfig kcfg;
   kcfg.block_size = o.block_size;
-  kcfg.dtype = o.kv_dtype == "f16" ? DType::F16 : DType::F32;
-  kcfg.num_blocks = kv_blocks_for_budget(model.config, *kv_bytes, o.block_size, kcfg.dtype);
+  kcfg.dtype = *dtype;
+  EngineConfig budget;
+  budget.block_size = o.block_size;
+  budget.kv_dtype = *dtype;
+  budget.kv_bytes = kv_budget->bytes;
+  budget.kv_fraction = kv_budget->fraction;
+  auto blocks = kv_block_count(model, **be, budget);
+  if (!blocks) return fail(blocks.error());
+  kcfg.num_blocks = *blocks;
   auto kv = KvCache::create(**be, model.config, kcfg);
   if (!kv) return fail(kv.error());
   ModelRunner runner(**be, model.config, model.weights);
@@ -222,7 +258,8 @@ void register_run(CLI::App& app) {
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed (default: random)")->each([o](const std::string&) { o->seed_set = true; });
   cmd->add_flag("--json", o->json, "Print a machine-readable result instead of streaming text");
   cmd->add_flag("--no-bos", o->no_bos, "Do not prepend the BOS token");
-  cmd->add_option("--kv-memory", o->kv_memory, "KV cache budget (e.g. 512MiB)")->capture_default_str();
+  cmd->add_option("--kv-memory", o->kv_memory, "KV cache budget: a size (512MiB) or a share of free device memory (90%)")
+      ->capture_default_str();
   cmd->add_option("--block-size", o->block_size, "Tokens per KV block")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--kv-dtype", o->kv_dtype, "KV cache element type: f32 or f16")->capture_default_str();
   cmd->add_option("--prompts", o->prompts_file, "Run many prompts concurrently: a file with one prompt per line, "
@@ -233,6 +270,12 @@ void register_run(CLI::App& app) {
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix reuse");
   cmd->add_option("--draft", o->draft, "Speculative decoding with this draft model (same vocabulary)");
   cmd->add_option("--ngram", o->ngram, "Speculative decoding by n-gram prompt lookup of order N")->check(CLI::Range(1, 16));
+  cmd->add_option("--max-preemptions", o->max_preemptions, "A request preempted more often than this fails")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--tenant-cache-blocks", o->tenant_cached_blocks, "Most cached KV blocks one tenant keeps (0 = no cap)")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--spec-latency-slo", o->spec_latency_slo_ms, "Adaptive k: most mean step time in ms a change may leave (0 = off)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e6));
   cmd->add_option("--spec-k", o->spec_k, "Draft tokens per step: 1..16, or auto (adaptive controller)")->capture_default_str();
   add_backend_options(cmd, o->be);
   cmd->callback([o] {

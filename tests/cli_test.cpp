@@ -139,3 +139,27 @@ TEST(Cli, ConformanceRunsOnEveryBackendAndPasses) {
     }
   }
 }
+
+// Settings that used to crash (SIGSEGV in ~Engine after a failed create, abort on a huge thread
+// count) or were silently ignored (--kv-dtype with --prompts) are clear errors with exit code 1.
+TEST(Cli, BadEngineSettingsAreClearErrorsNotCrashes) {
+  REQUIRE_MODELS();
+  const std::string prompts = std::filesystem::temp_directory_path() / "pagoda_cli_bad_settings.txt";
+  { FILE* f = std::fopen(prompts.c_str(), "w"); std::fputs("Once upon a time\n", f); std::fclose(f); }
+  const std::string m = "-m " + kStories + " ";
+  struct Case { std::string args, says; };
+  const std::vector<Case> cases = {
+      {"run " + m + "--prompts " + prompts + " -n 2 --kv-memory 0", "holds no KV block"},
+      {"run " + m + "-p hi -n 2 --kv-memory 0", "holds no KV block"},
+      {"serve " + m + "--kv-memory 0 --port 0", "holds no KV block"},
+      {"run " + m + "--prompts " + prompts + " -n 2 --kv-dtype q8", "f32 or f16"},
+      {"run " + m + "-p hi -n 2 -t 100000", "threads"},
+      {"run " + m + "-p hi -n 2 --kv-memory 90%", "does not report"},
+  };
+  for (const auto& c : cases) {
+    auto r = pagoda::testing::run_shell("timeout 60 " + kBin + " " + c.args + " </dev/null");
+    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.says), std::string::npos) << c.args << "\n" << r.out;
+  }
+  std::filesystem::remove(prompts);
+}

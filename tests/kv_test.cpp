@@ -284,3 +284,75 @@ TEST(KvFork, RandomForksAndWritesKeepContentsAndRefcounts) {
   for (auto& s : seqs) for (int32_t b : s.t.blocks) f.kv->pool().release(b);
   EXPECT_EQ(f.kv->pool().num_free(), n_blocks);
 }
+
+// ---- Tenant-fair caching: owner groups and per-group caps ----
+
+// Group 1 caches two blocks; group 2 then floods the pool. Every eviction comes out of the flood's
+// own cached blocks (the largest group), so group 1's blocks survive. Global LRU evicted them first.
+TEST(BlockPool, FloodFromOneGroupEvictsItsOwnCachedBlocksFirst) {
+  BlockPool p(8);
+  std::vector<int32_t> evicted;
+  p.set_evict_callback([&](int32_t b) { evicted.push_back(b); });
+  auto cache_one = [&](int32_t group) {
+    const int32_t b = *p.allocate();
+    p.set_keyed(b, true);
+    p.set_owner(b, group);
+    p.release(b);
+    return b;
+  };
+  const int32_t a0 = cache_one(1), a1 = cache_one(1);
+  for (int i = 0; i < 40; ++i) cache_one(2);  // the flood: far more than the pool holds
+  EXPECT_EQ(p.state(a0), BlockState::Cached);
+  EXPECT_EQ(p.state(a1), BlockState::Cached);
+  EXPECT_EQ(p.num_cached_of(1), 2);
+  for (int32_t b : evicted) EXPECT_EQ(p.owner(b), 2) << "block " << b;
+  EXPECT_EQ(p.check_invariants(), "");
+}
+
+// A cap bounds what one group keeps: its own least recently used block goes first.
+TEST(BlockPool, GroupCapEvictsTheGroupsOwnLeastRecentlyUsedBlock) {
+  BlockPool p(8);
+  p.set_group_cache_limit(2);
+  std::vector<int32_t> mine;
+  for (int i = 0; i < 3; ++i) mine.push_back(*p.allocate());
+  for (int32_t b : mine) { p.set_keyed(b, true); p.set_owner(b, 3); }
+  for (int32_t b : mine) p.release(b);
+  EXPECT_EQ(p.num_cached_of(3), 2);
+  EXPECT_EQ(p.state(mine[0]), BlockState::Free) << "the oldest of the group goes when it passes its cap";
+  EXPECT_EQ(p.state(mine[2]), BlockState::Cached);
+  EXPECT_EQ(p.evictions(), 1u);
+  EXPECT_EQ(p.check_invariants(), "");
+}
+
+TEST(BlockPool, RandomOperationsWithGroupsAndCapKeepInvariants) {
+  const uint64_t seed = std::random_device{}();
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  BlockPool p(48);
+  p.set_group_cache_limit(10);
+  std::vector<std::vector<int32_t>> seqs(6);
+  for (int step = 0; step < 20000; ++step) {
+    auto& s = seqs[rng() % seqs.size()];
+    switch (rng() % 5) {
+      case 0: case 1:
+        if (auto b = p.allocate()) s.push_back(*b);
+        break;
+      case 2:
+        if (!s.empty()) {
+          const int32_t b = s[rng() % s.size()];
+          p.set_keyed(b, true);
+          p.set_owner(b, int32_t(rng() % 4));
+        }
+        break;
+      case 3:
+        for (auto it = s.rbegin(); it != s.rend(); ++it) p.release(*it);
+        s.clear();
+        break;
+      case 4:
+        for (int32_t b = 0; b < p.num_blocks(); ++b)
+          if (p.state(b) == BlockState::Cached) { p.retain(b); s.push_back(b); break; }
+        break;
+    }
+    ASSERT_EQ(p.check_invariants(), "") << "step " << step;
+  }
+}

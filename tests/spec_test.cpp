@@ -315,3 +315,105 @@ TEST(Controller, FixedModeNeverChanges) {
   for (int i = 0; i < 500; ++i) ctl.observe(uint64_t(i), 5, 0, 1, 0.01);
   EXPECT_EQ(ctl.k(), 5);
 }
+
+// ---- Controller: memory of failed raises, latency SLO, exported decisions ----
+
+// Steady, perfect acceptance, but k=3 is slower than k=2: one raise, one rollback, then no more
+// tries. The controller used to raise again after every cooldown and cycle forever.
+TEST(Controller, RemembersARolledBackRaiseUnderSteadyAcceptance) {
+  SpecControllerConfig c;
+  c.adaptive = true;
+  c.k = 2;
+  c.window = 4;
+  c.cooldown = 4;
+  SpecController ctl(c);
+  for (uint64_t step = 0; step < 400; ++step) {
+    const int32_t k = ctl.k();
+    ctl.observe(step, k, k, k + 1, k <= 2 ? 0.01 : 0.1);
+  }
+  EXPECT_EQ(ctl.k(), 2);
+  ASSERT_EQ(ctl.decisions().size(), 2u) << "raise, rollback, and nothing after";
+  EXPECT_EQ(ctl.decisions()[0].kind, "raise");
+  EXPECT_EQ(ctl.decisions()[1].kind, "rollback");
+  EXPECT_EQ(ctl.blocked_k(), 3);
+}
+
+// The memory is not forever: once acceptance is clearly better than when the raise failed, the
+// controller may try again.
+TEST(Controller, RetriesARolledBackRaiseWhenAcceptanceClearlyImproves) {
+  SpecControllerConfig c;
+  c.adaptive = true;
+  c.k = 2;
+  c.window = 4;
+  c.cooldown = 4;
+  SpecController ctl(c);
+  uint64_t step = 0;
+  for (; step < 200; ++step) ctl.observe(step, 10, 8, 3, ctl.k() <= 2 ? 0.01 : 0.1);  // acceptance 0.8
+  ASSERT_EQ(ctl.k(), 2);
+  ASSERT_EQ(ctl.blocked_k(), 3);
+  for (; step < 260 && ctl.k() == 2; ++step) ctl.observe(step, 10, 10, 3, 0.01);  // acceptance 1.0
+  EXPECT_EQ(ctl.k(), 3);
+  EXPECT_EQ(ctl.decisions().back().kind, "raise");
+}
+
+// k=3 raises tokens/s over k=2 but stretches each step past the SLO: judged by latency, the raise
+// is rolled back (judged by tokens/s alone it would stay).
+TEST(Controller, LatencySloRollsBackARaiseThatBreaksIt) {
+  SpecControllerConfig c;
+  c.adaptive = true;
+  c.k = 2;
+  c.window = 4;
+  c.cooldown = 4;
+  c.latency_slo_s = 0.011;
+  SpecController ctl(c);
+  auto run = [](SpecController& x) {
+    for (uint64_t step = 0; step < 200; ++step) {
+      const int32_t k = x.k();
+      x.observe(step, k, k, k + 1, k <= 2 ? 0.010 : 0.012);  // 300 tok/s at k=2, 333 at k=3
+    }
+  };
+  run(ctl);
+  EXPECT_EQ(ctl.k(), 2);
+  ASSERT_GE(ctl.decisions().size(), 2u);
+  EXPECT_EQ(ctl.decisions()[1].kind, "rollback");
+  EXPECT_NE(ctl.decisions()[1].reason.find("SLO"), std::string::npos) << ctl.decisions()[1].reason;
+  c.latency_slo_s = 0;
+  SpecController by_rate(c);
+  run(by_rate);
+  EXPECT_GT(by_rate.k(), 2) << "without an SLO the faster k stays";
+}
+
+TEST(Controller, LowersKWhenStepsExceedTheLatencySlo) {
+  SpecControllerConfig c;
+  c.adaptive = true;
+  c.k = 4;
+  c.window = 4;
+  c.cooldown = 4;
+  c.latency_slo_s = 0.005;
+  SpecController ctl(c);
+  for (uint64_t step = 0; step < 12; ++step) ctl.observe(step, 4, 2, 3, 0.02);
+  ASSERT_FALSE(ctl.decisions().empty());
+  EXPECT_EQ(ctl.decisions()[0].kind, "latency");
+  EXPECT_LT(ctl.k(), 4);
+}
+
+// Every decision is counted by kind, and the current k and the counts reach Prometheus.
+TEST(Controller, CurrentKAndDecisionKindsAreExportedAsMetrics) {
+  SpecControllerConfig c;
+  c.adaptive = true;
+  c.k = 2;
+  c.window = 4;
+  c.cooldown = 4;
+  SpecController ctl(c);
+  for (uint64_t step = 0; step < 100; ++step) ctl.observe(step, ctl.k(), ctl.k(), ctl.k() + 1, ctl.k() <= 2 ? 0.01 : 0.1);
+  uint64_t total = 0;
+  for (const auto& [kind, n] : ctl.decision_counts()) total += n;
+  EXPECT_EQ(total, ctl.decisions().size());
+  Snapshot s;
+  s.spec_k = ctl.k();
+  s.counters.spec_decisions = ctl.decision_counts();
+  const std::string text = render_prometheus(s);
+  EXPECT_NE(text.find("pagoda:spec_draft_length 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("pagoda:spec_controller_decisions_total{kind=\"raise\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("pagoda:spec_controller_decisions_total{kind=\"rollback\"} 1\n"), std::string::npos);
+}

@@ -46,9 +46,17 @@ HostTensor CpuBackend::host(const Tensor& t) {
   return HostTensor{hb ? hb->data() + t.offset : nullptr, t.dtype, t.rows, t.cols};
 }
 
+Status check_cpu_threads(int threads) {
+  if (threads < 0 || threads > kMaxCpuThreads)
+    return make_error("CPU threads must be 1.." + std::to_string(kMaxCpuThreads) + " (or 0 for all cores); got " +
+                      std::to_string(threads));
+  return {};
+}
+
 CpuBackend::CpuBackend(CpuOptions opt) : opt_(opt) {
   int n = opt_.threads > 0 ? opt_.threads : int(std::thread::hardware_concurrency());
   if (opt_.reference || n < 1) n = 1;
+  n = std::min(n, kMaxCpuThreads);  // callers check first (check_cpu_threads); this only keeps the pool bounded
   pool_ = std::make_unique<ThreadPool>(n);
 }
 

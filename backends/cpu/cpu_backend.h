@@ -11,8 +11,13 @@ namespace pagoda {
 
 struct CpuOptions {
   bool reference = false;
-  int threads = 0;  // 0 = hardware concurrency
+  int threads = 0;  // 0 = hardware concurrency; at most kMaxCpuThreads
 };
+
+// More threads than this never helps a decode step and can exhaust the process's thread limit
+// (std::thread then throws and the process aborts), so a larger request is an error up front.
+inline constexpr int kMaxCpuThreads = 1024;
+Status check_cpu_threads(int threads);
 
 class CpuBackend final : public Backend {
  public:

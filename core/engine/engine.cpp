@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 
 #include "core/sample/philox.h"
 #include "core/spec/verify.h"
@@ -31,15 +32,68 @@ Result<SpecConfig> make_spec_config(bool has_draft, int32_t ngram, const std::st
   return c;
 }
 
+Result<DType> parse_kv_dtype(const std::string& name) {
+  if (name == "f32") return DType::F32;
+  if (name == "f16") return DType::F16;
+  return make_error("kv-dtype must be f32 or f16 (got '" + name + "')");
+}
+
+Result<std::optional<double>> parse_kv_fraction(const std::string& spec) {
+  if (spec.empty() || spec.back() != '%') return std::optional<double>();
+  const std::string num = spec.substr(0, spec.size() - 1);
+  char* end = nullptr;
+  const double pct = std::strtod(num.c_str(), &end);
+  if (num.empty() || *end != '\0' || !(pct > 0 && pct <= 100))
+    return make_error("kv-memory '" + spec + "': a percentage of free device memory must be in (0, 100]%");
+  return std::optional<double>(pct / 100.0);
+}
+
+Status validate_engine_config(const EngineConfig& c) {
+  if (c.block_size < 1 || c.block_size > 1024) return make_error("block size must be in 1..1024 (got " + std::to_string(c.block_size) + ")");
+  if (c.max_batch_tokens < 1 || c.max_running < 1 || c.max_waiting < 1)
+    return make_error("batch token budget, max running and queue bound must be positive");
+  if (c.num_blocks < 0) return make_error("num_blocks must be >= 0");
+  if (c.kv_fraction < 0 || c.kv_fraction > 1) return make_error("the KV share of free device memory must be in (0, 1]");
+  if (c.max_preemptions < 0) return make_error("max preemptions must be >= 0");
+  if (c.tenant_cached_blocks < 0) return make_error("per-tenant cached block cap must be >= 0");
+  if (!(c.probe_interval_s > 0)) return make_error("probe interval must be > 0 seconds");
+  if (c.spec.k < 0 || c.spec.k > 16) return make_error("draft length k must be in 0..16");
+  if (c.spec.latency_slo_s < 0) return make_error("speculation latency SLO must be >= 0");
+  return {};
+}
+
+Result<int32_t> kv_block_count(const LoadedModel& model, const Backend& be, const EngineConfig& cfg) {
+  if (cfg.num_blocks > 0) return cfg.num_blocks;
+  const uint64_t per_block = model.config.kv_bytes_per_token(uint32_t(dtype_block_bytes(cfg.kv_dtype))) * uint64_t(cfg.block_size);
+  uint64_t budget = cfg.kv_bytes;
+  if (cfg.kv_fraction > 0) {
+    const uint64_t total = be.info().memory_bytes, weights = model.weights.bytes;
+    if (total == 0)
+      return make_error("--kv-memory as a percentage needs the backend's free memory, and the " + be.info().name +
+                        " backend does not report it; give a size instead (e.g. 512MiB)");
+    const uint64_t free_bytes = total > weights ? total - weights : 0;
+    budget = uint64_t(double(free_bytes) * cfg.kv_fraction);
+  }
+  const int32_t n = kv_blocks_for_budget(model.config, budget, cfg.block_size, cfg.kv_dtype);
+  if (n < 1)
+    return make_error("the KV budget of " + std::to_string(budget) + " bytes holds no KV block: one block of " +
+                      std::to_string(cfg.block_size) + " tokens needs " + std::to_string(per_block) +
+                      " bytes for this model; raise --kv-memory");
+  return n;
+}
+
 Engine::Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg) : model_(model), be_(be), cfg_(cfg) {}
 
 Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, const EngineConfig& cfg,
                                                LoadedModel* draft_model) {
+  PAGODA_TRY(validate_engine_config(cfg));
+  auto n_blocks = kv_block_count(model, be, cfg);
+  if (!n_blocks) return n_blocks.take_error();
   std::unique_ptr<Engine> e(new Engine(model, be, cfg));
   KvCacheConfig kc;
   kc.block_size = cfg.block_size;
   kc.dtype = cfg.kv_dtype;
-  kc.num_blocks = cfg.num_blocks > 0 ? cfg.num_blocks : kv_blocks_for_budget(model.config, cfg.kv_bytes, cfg.block_size, cfg.kv_dtype);
+  kc.num_blocks = *n_blocks;
   auto kv = KvCache::create(be, model.config, kc);
   if (!kv) return kv.take_error();
   e->kv_ = std::make_unique<KvCache>(std::move(*kv));
@@ -57,8 +111,8 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   sc.max_running = cfg.max_running;
   sc.prefix_caching = cfg.prefix_caching;
   sc.ctx_len = model.config.ctx_len;
-  if (sc.max_batch_tokens < 1 || sc.max_running < 1 || cfg.max_waiting < 1)
-    return make_error("batch token budget, max running and queue bound must be positive");
+  sc.max_preemptions = cfg.max_preemptions;
+  sc.tenant_cached_blocks = cfg.tenant_cached_blocks;
   e->sched_ = std::make_unique<Scheduler>(sc, *e->kv_, *e->index_, e->identity_, e->counters_, e->hist_);
   if (cfg.spec.mode == "ngram") {
     e->drafter_ = std::make_unique<NgramDrafter>(std::max(1, cfg.spec.ngram_n), model.config.vocab);
@@ -70,17 +124,20 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   } else if (cfg.spec.mode != "off") {
     return make_error("unknown speculation mode '" + cfg.spec.mode + "' (off, ngram, draft)");
   }
-  if (cfg.spec.k < 0 || cfg.spec.k > 16) return make_error("draft length k must be in 0..16");
   SpecControllerConfig cc;
   cc.adaptive = cfg.spec.adaptive;
   cc.k = cfg.spec.k;
+  cc.latency_slo_s = cfg.spec.latency_slo_s;
   e->ctrl_ = std::make_unique<SpecController>(cc);
   e->start_time_ = Clock::now();
   e->publish_snapshot();
   return e;
 }
 
-Engine::~Engine() { stop(false); }
+// Also runs for an engine whose create() failed half way (no scheduler yet): nothing to stop then.
+Engine::~Engine() {
+  if (sched_) stop(false);
+}
 
 int32_t Engine::public_len_of(const std::vector<int32_t>& toks) const {
   int32_t best = 0;
@@ -97,9 +154,12 @@ SubmitResult Engine::submit(Request req, TokenCallback cb) {
     r.rejected = reason;
     r.message = msg;
     std::lock_guard<std::mutex> lk(mu_);
-    ++counters_.rejections[reason];
+    ++submit_stats_.rejections[reason];
     return r;
   };
+  if (const EngineHealth h = health(); h.degraded)
+    return reject("engine_unavailable", "the engine is degraded after a backend failure (" + h.reason +
+                                            "); it recovers by itself when a probe succeeds, retry later");
   if (auto st = req.sampling.validate(); !st) return reject("invalid_request", st.error());
   if (req.max_tokens < 0) return reject("invalid_request", "max_tokens must be >= 0");
   if (req.timeout_s < 0) return reject("invalid_request", "timeout must be >= 0");
@@ -130,18 +190,18 @@ SubmitResult Engine::submit(Request req, TokenCallback cb) {
   r.id = s->id;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    hist_.stage[size_t(Stage::Normalize)].observe(secs(Clock::now() - t0));
+    submit_stats_.normalize.observe(secs(Clock::now() - t0));
     // Admission control, decided here once: the bound covers requests not yet seen by the engine
     // thread too. The scheduler's queue is the engine thread's, so this reads the count that
     // thread publishes under mu_ rather than the queue itself.
     if (waiting_published_ + int64_t(inbox_.size()) >= cfg_.max_waiting) {
-      ++counters_.rejections["queue_full"];
+      ++submit_stats_.rejections["queue_full"];
       r.rejected = "queue_full";
       r.message = "the request queue is full (" + std::to_string(cfg_.max_waiting) + " waiting); retry later";
       r.id = 0;
       return r;
     }
-    ++counters_.requests_submitted;
+    ++submit_stats_.submitted;
     inbox_.push_back(std::move(s));
     ++pending_;
   }
@@ -225,6 +285,8 @@ void Engine::end(std::unique_ptr<Sequence> s, FinishReason r, const std::string&
     ++counters_.requests_finished;
     hist_.e2e.observe(s->metrics.e2e_s);
   }
+  if (s->metrics.spec_steps > 0)
+    hist_.request_accept_len.observe(1.0 + double(s->metrics.spec_accepted) / double(s->metrics.spec_steps));
   ++counters_.finished[finish_reason_name(r)];
   TokenEvent ev;
   ev.request_id = s->id;
@@ -299,6 +361,7 @@ void Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* log
   s.metrics.spec_proposed += uint64_t(k);
   s.metrics.spec_accepted += uint64_t(v.accepted);
   ++s.metrics.spec_steps;
+  ++counters_.spec_verify_steps;
   counters_.spec_proposed_by_pos.resize(std::max(counters_.spec_proposed_by_pos.size(), size_t(k)));
   counters_.spec_accepted_by_pos.resize(counters_.spec_proposed_by_pos.size());
   for (int32_t i = 0; i < k; ++i) ++counters_.spec_proposed_by_pos[size_t(i)];
@@ -330,15 +393,29 @@ Status Engine::step() {
     std::lock_guard<std::mutex> lk(mu_);
     if (paused_) return {};
   }
+  if (degraded()) {
+    probe();
+    return {};
+  }
   const auto t_step = Clock::now();
-  if (auto st = propose_drafts(); !st) return st;
+  Status drafted;
+  try {
+    drafted = propose_drafts();
+  } catch (const std::exception& ex) {
+    drafted = make_error(std::string("exception: ") + ex.what());
+  }
+  if (!drafted) {
+    trip("drafting failed: " + drafted.error());
+    return drafted;
+  }
   const auto now = Clock::now();
   std::vector<std::unique_ptr<Sequence>> ended;
   auto plan = sched_->schedule(now, ended);
   publish_waiting();
   for (auto& s : ended) {
     const FinishReason r = s->finish_reason;
-    end(std::move(s), r);
+    const std::string error = s->error;
+    end(std::move(s), r, error);
   }
   hist_.stage[size_t(Stage::Hash)].observe(sched_->hash_s);
   hist_.stage[size_t(Stage::Match)].observe(sched_->match_s);
@@ -365,11 +442,11 @@ Status Engine::step() {
     }
     std::vector<float>& logits = logits_;  // kept across steps: a batch's logits are megabytes
     const auto t0 = Clock::now();
-    auto st = runner_->forward(b, *kv_, &logits);
+    auto st = run_forward(b, logits);
     hist_.stage[size_t(Stage::Decode)].observe(secs(Clock::now() - t0));
     if (!st) {
-      // A device failure ends every request in the batch with the error instead of hanging them.
-      for (const auto& c : plan) end(sched_->finish(c.seq), FinishReason::Error, st.error());
+      // A device failure ends every request instead of hanging them, and stops new work until a probe passes.
+      trip("forward pass failed: " + st.error());
       return st;
     }
     const auto t_emit = Clock::now();
@@ -468,9 +545,10 @@ void Engine::stop(bool drain) {
       std::vector<std::unique_ptr<Sequence>> ended;
       sched_->schedule(SteadyTime::min(), ended);
       for (auto& s : ended) {
-    const FinishReason r = s->finish_reason;
-    end(std::move(s), r);
-  }
+        const FinishReason r = s->finish_reason;
+        const std::string error = s->error;
+        end(std::move(s), r, error);
+      }
     }
   }
 }

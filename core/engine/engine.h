@@ -1,11 +1,22 @@
 // Engine: the request pipeline normalize -> hash -> match -> allocate -> decode/verify, run as a
 // step loop (on its own thread, or stepped by the caller). Public C++ API: submit a request with
-// a token callback, cancel it, read telemetry snapshots. Callbacks run on the engine thread.
+// a token callback, cancel it, read telemetry snapshots and health. Callbacks run on the engine thread.
+//
+// Fault containment: when a backend op fails (an error result or an exception), the engine ends
+// every request it holds with FinishReason::Error and an error starting "engine_unavailable: ",
+// enters the degraded state (health().degraded, with the reason; also Snapshot::degraded), and
+// submit() answers SubmitResult::rejected == "engine_unavailable" until a probe (one tiny forward,
+// every EngineConfig::probe_interval_s) succeeds. A server maps that rejection to HTTP 503 and
+// health() to its health endpoint.
+// Bounded preemption: a request preempted more than EngineConfig::max_preemptions times ends with
+// FinishReason::Error and an error starting "preemption_limit: " (overload, worth a retry later).
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -28,16 +39,26 @@ struct SpecConfig {
   bool adaptive = false;     // --spec-k auto
   int32_t ngram_n = 3;
   uint64_t draft_kv_bytes = 64ull << 20;
+  double latency_slo_s = 0;  // adaptive k: most mean step time (s) a change may leave (0 = tokens/s only)
 };
 
 // Speculation settings from user-facing options (CLI, server config, inspector): one drafter at
 // most, k as 1..16 or "auto".
 Result<SpecConfig> make_spec_config(bool has_draft, int32_t ngram, const std::string& spec_k);
 
+// KV element type by its user-facing name ("f32", "f16"); an error names the accepted values.
+Result<DType> parse_kv_dtype(const std::string& name);
+// A KV budget given as a share of free device memory ("90%" -> 0.9); nullopt when `spec` is not a
+// percentage (then it is a size for the caller's size parser); an error for a bad percentage.
+Result<std::optional<double>> parse_kv_fraction(const std::string& spec);
+
 struct EngineConfig {
   int32_t block_size = 16;
   uint64_t kv_bytes = 256ull << 20;
   int32_t num_blocks = 0;  // overrides kv_bytes when > 0
+  // When > 0: the KV budget is this fraction (0..1] of the backend's free device memory, taken as
+  // its reported memory less the model's weights. A backend that reports no memory is an error.
+  double kv_fraction = 0;
   DType kv_dtype = DType::F32;
   int32_t max_batch_tokens = 512;
   int32_t max_running = 64;
@@ -46,7 +67,25 @@ struct EngineConfig {
   std::string adapter_id;
   std::vector<std::vector<int32_t>> public_prefixes;  // token prefixes keyed in the public scope
   double snapshot_interval_s = 0.02;
+  int32_t max_preemptions = 8;       // a request preempted more often fails ("preemption_limit: ...")
+  int32_t tenant_cached_blocks = 0;  // most cached (refcount 0) blocks one tenant keeps (0 = no cap)
+  double probe_interval_s = 0.5;     // degraded: seconds between recovery probes
   SpecConfig spec;
+};
+
+// Checks every field (ranges, combinations) before anything is allocated.
+Status validate_engine_config(const EngineConfig& cfg);
+// KV blocks the configured budget buys on `be` (num_blocks, kv_fraction or kv_bytes). A budget
+// under one block is an error naming both sizes, so `--kv-memory 0` is refused before anything is built.
+Result<int32_t> kv_block_count(const LoadedModel& model, const Backend& be, const EngineConfig& cfg);
+
+// The engine's health as a server's /health reports it. Thread-safe copy.
+struct EngineHealth {
+  bool degraded = false;
+  std::string reason;     // what failed, with the backend's message
+  uint64_t faults = 0;    // backend failures since start
+  uint64_t probes = 0;    // recovery probes run (failed and passed)
+  uint64_t recoveries = 0;
 };
 
 struct Request {
@@ -63,7 +102,9 @@ struct Request {
 
 struct SubmitResult {
   uint64_t id = 0;
-  std::string rejected;  // reason when not admitted to the queue: queue_full, prompt_too_long, ...
+  // reason when not admitted to the queue: queue_full, prompt_too_long, kv_capacity,
+  // invalid_request, engine_unavailable (degraded: a backend fault; retry after recovery)
+  std::string rejected;
   std::string message;
 };
 
@@ -85,9 +126,12 @@ class Engine {
   void stop(bool drain = true);
   void set_paused(bool p);
   bool idle() const;  // no queued, running or pending-submit requests
+  EngineHealth health() const;  // thread-safe
 
   std::shared_ptr<const Snapshot> snapshot() const { return box_.latest(); }
-  void publish_snapshot();  // forces a snapshot now (tests, step-by-step inspector)
+  // Forces a snapshot now (tests, step-by-step inspector): from the engine thread, or while the
+  // engine is stepped by the caller or stopped (it reads engine-thread state).
+  void publish_snapshot();
   const ModelConfig& config() const { return model_.config; }
   const Tokenizer& tokenizer() const { return *model_.tokenizer; }
   const CacheIdentity& identity() const { return identity_; }
@@ -106,6 +150,11 @@ class Engine {
   Snapshot build_snapshot() const;
   int32_t public_len_of(const std::vector<int32_t>& toks) const;
   Status propose_drafts();
+  Status run_forward(const ForwardBatch& b, std::vector<float>& logits);
+  void trip(const std::string& what);  // a backend fault: fail everything, refuse new work
+  void probe();                        // degraded: try one tiny forward, recover if it works
+  void fail_all(const std::string& error);  // ends every queued and running request
+  bool degraded() const;
   void verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now, int32_t& proposed,
                     int32_t& accepted, int32_t& emitted);
 
@@ -120,11 +169,21 @@ class Engine {
   std::unique_ptr<Drafter> drafter_;
   std::unique_ptr<SpecController> ctrl_;
   std::unordered_map<uint64_t, DraftProposal> proposals_;
-  Counters counters_;
-  Histograms hist_;
+  Counters counters_;  // engine thread only
+  Histograms hist_;    // engine thread only
   SnapshotBox box_;
 
-  mutable std::mutex mu_;  // guards inbox_, cancels_, paused_, waiting_published_
+  // What submit() records on callers' threads; merged into snapshots under mu_.
+  struct SubmitStats {
+    uint64_t submitted = 0;
+    std::map<std::string, uint64_t> rejections;
+    Histogram normalize = Histograms().stage[0];
+  };
+
+  mutable std::mutex mu_;  // guards inbox_, cancels_, paused_, waiting_published_, submit_stats_, health_
+  SubmitStats submit_stats_;
+  EngineHealth health_;
+  SteadyTime last_probe_{};
   int64_t waiting_published_ = 0;  // the scheduler's waiting count as the engine thread last saw it
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Sequence>> inbox_;

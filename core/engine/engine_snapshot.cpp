@@ -19,11 +19,20 @@ Snapshot Engine::build_snapshot() const {
   s.kv_usage = double(s.blocks_in_use) / double(std::max(1, s.num_blocks));
   s.waiting = int32_t(sched_->waiting().size());
   s.running = int32_t(sched_->running().size());
+  s.counters = counters_;
+  s.hist = hist_;
   {
+    // submit() records these on callers' threads: copied under the lock that guards them.
     std::lock_guard<std::mutex> lk(mu_);
     s.paused = paused_;
     s.waiting += int32_t(inbox_.size());
+    s.counters.requests_submitted = submit_stats_.submitted;
+    for (const auto& [reason, n] : submit_stats_.rejections) s.counters.rejections[reason] += n;
+    s.hist.stage[size_t(Stage::Normalize)] = submit_stats_.normalize;
+    s.degraded = health_.degraded;
+    s.degraded_reason = health_.reason;
   }
+  s.counters.spec_decisions = ctrl_->decision_counts();
   s.blocks.resize(size_t(s.num_blocks));
   for (int32_t b = 0; b < s.num_blocks; ++b) {
     BlockInfo& bi = s.blocks[size_t(b)];
@@ -65,8 +74,6 @@ Snapshot Engine::build_snapshot() const {
   };
   for (const auto& q : sched_->running()) describe(*q, q->prefilling() ? "prefill" : "decode");
   for (const auto& q : sched_->waiting()) describe(*q, "waiting");
-  s.counters = counters_;
-  s.hist = hist_;
   s.accept_rate_history = accept_history_;
   s.kv_usage_history = kv_history_;
   s.decisions = ctrl_->decisions();

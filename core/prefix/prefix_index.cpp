@@ -33,6 +33,15 @@ bool PrefixIndex::insert(const BlockKey& key, int32_t block) {
   return true;
 }
 
+void PrefixIndex::clear() {
+  for (const auto& [key, block] : by_key_) {
+    by_block_[size_t(block)].reset();
+    if (pool_.state(block) == BlockState::Cached) pool_.evict_cached(block);
+    else pool_.set_keyed(block, false);
+  }
+  by_key_.clear();
+}
+
 std::optional<BlockKey> PrefixIndex::key_of(int32_t block) const { return by_block_[size_t(block)]; }
 
 }  // namespace pagoda

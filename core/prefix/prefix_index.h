@@ -33,6 +33,9 @@ class PrefixIndex {
   bool insert(const BlockKey& key, int32_t block);
 
   std::optional<BlockKey> key_of(int32_t block) const;
+  // Forgets every entry (their K/V is no longer trusted): cached blocks become free at once,
+  // blocks in use become free when released.
+  void clear();
   size_t size() const { return by_key_.size(); }
 
   uint64_t queries_tokens() const { return query_tokens_; }

@@ -34,14 +34,30 @@ const char* finish_reason_name(FinishReason r) {
 
 Scheduler::Scheduler(SchedulerConfig cfg, KvCache& kv, PrefixIndex& index, const CacheIdentity& identity,
                      Counters& counters, Histograms& hist)
-    : cfg_(cfg), kv_(kv), index_(index), identity_(identity), counters_(counters), hist_(hist) {}
+    : cfg_(cfg), kv_(kv), index_(index), identity_(identity), counters_(counters), hist_(hist) {
+  kv_.pool().set_group_cache_limit(cfg_.tenant_cached_blocks);
+}
+
+int32_t Scheduler::group_of(const std::string& scope) {
+  auto [it, added] = groups_.emplace(scope, int32_t(groups_.size()));
+  return it->second;
+}
+
+// Strict priority, FIFO within a priority. A preempted request was admitted before anything still
+// waiting at its priority, so it goes first among them.
+void Scheduler::enqueue(std::unique_ptr<Sequence> s, bool preempted) {
+  const int32_t p = s->priority;
+  auto it = preempted ? std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& q) { return q->priority <= p; })
+                      : std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& q) { return q->priority < p; });
+  waiting_.insert(it, std::move(s));
+}
 
 std::string Scheduler::add(std::unique_ptr<Sequence>& s) {
   const int32_t bs = kv_.block_size();
   if (int32_t(s->tokens.size()) >= cfg_.ctx_len) return "prompt_too_long";
   if ((int32_t(s->tokens.size()) + bs) / bs > kv_.pool().num_blocks()) return "kv_capacity";
   s->state = SeqState::Waiting;
-  waiting_.push_back(std::move(s));
+  enqueue(std::move(s), false);
   return "";
 }
 
@@ -73,7 +89,9 @@ bool Scheduler::reserve(Sequence& s, int32_t n_tokens) {
 }
 
 void Scheduler::release_blocks(Sequence& s) {
-  for (int32_t b : s.table.blocks) kv_.pool().release(b);
+  // Leaf first: the LRU then evicts a chain from its end, so a surviving root keeps its
+  // descendants reachable (a root evicted first would strand every block below it).
+  for (auto it = s.table.blocks.rbegin(); it != s.table.blocks.rend(); ++it) kv_.pool().release(*it);
   s.table.blocks.clear();
   s.n_computed = 0;
   s.n_keyed = 0;
@@ -85,7 +103,12 @@ void Scheduler::commit(Sequence& s, int32_t n_computed) {
   const int32_t full = n_computed / kv_.block_size();
   if (full <= s.n_keyed) return;
   ensure_keys(s);
-  for (int32_t b = s.n_keyed; b < full; ++b) index_.insert(s.keys[size_t(b)], s.table.blocks[size_t(b)]);
+  const int32_t bs = kv_.block_size(), tenant_group = group_of(s.tenant);
+  for (int32_t b = s.n_keyed; b < full; ++b) {
+    const int32_t blk = s.table.blocks[size_t(b)];
+    // Charged to the scope its key lives in: blocks wholly inside a public prefix are everyone's.
+    if (index_.insert(s.keys[size_t(b)], blk)) kv_.pool().set_owner(blk, (b + 1) * bs <= s.public_len ? 0 : tenant_group);
+  }
   s.n_keyed = full;
 }
 
@@ -144,13 +167,24 @@ Sequence* Scheduler::pick_victim(const Sequence* except) {
 void Scheduler::preempt(Sequence& s) {
   release_blocks(s);
   s.draft.clear();
-  s.state = SeqState::Waiting;
   ++counters_.preemptions;
   ++s.metrics.preemptions;
   auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &s; });
-  // Preempted work goes to the front: it was admitted before anything still waiting.
-  waiting_.push_front(std::move(*it));
+  auto owned = std::move(*it);
   running_.erase(it);
+  if (s.metrics.preemptions > cfg_.max_preemptions) {
+    // Recomputing forever under memory pressure is worse than a clear failure the caller can retry.
+    s.state = SeqState::Finished;
+    s.finish_reason = FinishReason::Error;
+    s.error = "preemption_limit: the request was preempted " + std::to_string(s.metrics.preemptions) +
+              " times (limit " + std::to_string(cfg_.max_preemptions) +
+              ") because the KV cache could not hold it beside higher-priority work; retry later or raise the KV budget";
+    ++counters_.preemption_failures;
+    failed_.push_back(std::move(owned));
+    return;
+  }
+  s.state = SeqState::Waiting;
+  enqueue(std::move(owned), true);
 }
 
 std::unique_ptr<Sequence> Scheduler::finish(Sequence* s) {
@@ -237,6 +271,8 @@ std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, std::vector<std:
     counters_.computed_prefill_tokens += uint64_t(n);
     budget -= n;
   }
+  for (auto& f : failed_) finished.push_back(std::move(f));
+  failed_.clear();
   return plan;
 }
 

@@ -1,12 +1,18 @@
 // Scheduler: decides who runs each step. Continuous batching under a per-step token budget:
 // every running decode gets its token first (so decodes never starve behind a long prompt), then
 // prefill chunks fill the rest. Admission matches the prefix cache and allocates blocks; when
-// blocks run out, the lowest-priority, newest running request is preempted (recomputed later).
+// blocks run out, the lowest-priority, newest running request is preempted (recomputed later),
+// at most max_preemptions times per request before it fails.
+// The waiting queue is strict priority: higher `priority` first, FIFO within a priority, and a
+// preempted request goes back ahead of everything waiting at its priority. Strict means a steady
+// stream of higher-priority work can hold lower priorities back indefinitely (no ageing): request
+// deadlines bound that wait, and the server caps the priority a caller may ask for.
 #pragma once
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/kv/kv_cache.h"
@@ -21,6 +27,8 @@ struct SchedulerConfig {
   int32_t max_running = 64;
   bool prefix_caching = true;
   int32_t ctx_len = 0;
+  int32_t max_preemptions = 8;       // a request preempted once more than this fails instead
+  int32_t tenant_cached_blocks = 0;  // cap on cached blocks charged to one tenant (0 = none)
 };
 
 struct ScheduledChunk {
@@ -39,7 +47,8 @@ class Scheduler {
   // The queue bound is not checked here: the engine applies it when a request is submitted, the
   // only point where the caller can still be told synchronously (an HTTP 429, not a stream error).
   std::string add(std::unique_ptr<Sequence>& seq);
-  // Plans one step. Sequences that must end (cancelled, past deadline) are moved to `finished`.
+  // Plans one step. Sequences that must end (cancelled, past deadline, over the preemption
+  // bound) are moved to `finished` with their finish_reason (and error) set.
   std::vector<ScheduledChunk> schedule(SteadyTime now, std::vector<std::unique_ptr<Sequence>>& finished);
   // After the forward pass: records computed tokens and keys newly full blocks.
   void commit(Sequence& s, int32_t n_computed);
@@ -63,6 +72,8 @@ class Scheduler {
  private:
   bool admit(Sequence& s);
   void preempt(Sequence& s);
+  void enqueue(std::unique_ptr<Sequence> s, bool preempted);
+  int32_t group_of(const std::string& scope);
   void release_blocks(Sequence& s);
   Sequence* pick_victim(const Sequence* except);
   void ensure_keys(Sequence& s);
@@ -75,6 +86,8 @@ class Scheduler {
   Histograms& hist_;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<std::unique_ptr<Sequence>> failed_;  // over the preemption bound, reported by schedule()
+  std::unordered_map<std::string, int32_t> groups_{{"", 0}};  // cache scope -> BlockPool owner group
 };
 
 }  // namespace pagoda

@@ -25,17 +25,22 @@ json snapshot_to_json(const Snapshot& s, bool include_blocks) {
   json j = {{"step", s.step}, {"uptime_s", s.uptime_s}, {"block_size", s.block_size}, {"num_blocks", s.num_blocks},
             {"blocks_free", s.blocks_free}, {"blocks_in_use", s.blocks_in_use}, {"blocks_cached", s.blocks_cached},
             {"kv_usage", s.kv_usage}, {"waiting", s.waiting}, {"running", s.running}, {"paused", s.paused},
-            {"spec_k", s.spec_k}, {"spec_mode", s.spec_mode}};
+            {"spec_k", s.spec_k}, {"spec_mode", s.spec_mode}, {"degraded", s.degraded},
+            {"degraded_reason", s.degraded_reason}};
   j["counters"] = {{"requests_submitted", c.requests_submitted}, {"requests_finished", c.requests_finished},
                    {"prompt_tokens", c.prompt_tokens}, {"avoided_prefill_tokens", c.avoided_prefill_tokens},
                    {"computed_prefill_tokens", c.computed_prefill_tokens}, {"generated_tokens", c.generated_tokens},
                    {"prefix_query_tokens", c.prefix_query_tokens}, {"prefix_hit_tokens", c.prefix_hit_tokens},
                    {"preemptions", c.preemptions}, {"evictions", c.evictions}, {"spec_steps", c.spec_steps},
+                   {"preemption_failures", c.preemption_failures}, {"backend_faults", c.backend_faults},
+                   {"spec_verify_steps", c.spec_verify_steps}, {"spec_decisions", c.spec_decisions},
+                   {"mean_acceptance_length", mean_acceptance_length(c)},
                    {"spec_proposed", c.spec_proposed}, {"spec_accepted", c.spec_accepted},
                    {"spec_accepted_by_pos", c.spec_accepted_by_pos}, {"spec_proposed_by_pos", c.spec_proposed_by_pos},
                    {"rejections", c.rejections}, {"finished", c.finished}, {"per_tenant", c.per_tenant}};
   j["histograms"] = {{"ttft", hist_json(s.hist.ttft)}, {"itl", hist_json(s.hist.itl)}, {"e2e", hist_json(s.hist.e2e)},
-                     {"queue", hist_json(s.hist.queue)}, {"accept_len", hist_json(s.hist.accept_len)}};
+                     {"queue", hist_json(s.hist.queue)}, {"accept_len", hist_json(s.hist.accept_len)},
+                     {"request_accept_len", hist_json(s.hist.request_accept_len)}};
   for (size_t i = 0; i < s.hist.stage.size(); ++i) j["histograms"]["stage"][stage_name(Stage(i))] = hist_json(s.hist.stage[i]);
   j["requests"] = json::array();
   for (const auto& r : s.requests)
@@ -48,7 +53,7 @@ json snapshot_to_json(const Snapshot& s, bool include_blocks) {
   j["accept_rate_history"] = s.accept_rate_history;
   j["kv_usage_history"] = s.kv_usage_history;
   j["decisions"] = json::array();
-  for (const auto& d : s.decisions) j["decisions"].push_back({{"step", d.step}, {"from_k", d.from_k}, {"to_k", d.to_k}, {"reason", d.reason}});
+  for (const auto& d : s.decisions) j["decisions"].push_back({{"step", d.step}, {"from_k", d.from_k}, {"to_k", d.to_k}, {"reason", d.reason}, {"kind", d.kind}});
   if (include_blocks) {
     // Blocks as parallel arrays: compact for the SSE stream at thousands of blocks.
     json st = json::array(), ref = json::array(), own = json::array(), ten = json::array(), key = json::array(),
@@ -70,7 +75,8 @@ Result<Snapshot> snapshot_from_json(const json& j) {
     get("step", s.step); get("uptime_s", s.uptime_s); get("block_size", s.block_size); get("num_blocks", s.num_blocks);
     get("blocks_free", s.blocks_free); get("blocks_in_use", s.blocks_in_use); get("blocks_cached", s.blocks_cached);
     get("kv_usage", s.kv_usage); get("waiting", s.waiting); get("running", s.running); get("paused", s.paused);
-    get("spec_k", s.spec_k); get("spec_mode", s.spec_mode);
+    get("spec_k", s.spec_k); get("spec_mode", s.spec_mode); get("degraded", s.degraded);
+    get("degraded_reason", s.degraded_reason);
     get("accept_rate_history", s.accept_rate_history); get("kv_usage_history", s.kv_usage_history);
     if (j.contains("counters")) {
       const auto& c = j["counters"];
@@ -82,6 +88,8 @@ Result<Snapshot> snapshot_from_json(const json& j) {
       cg("prefix_query_tokens", o.prefix_query_tokens); cg("prefix_hit_tokens", o.prefix_hit_tokens);
       cg("preemptions", o.preemptions); cg("evictions", o.evictions); cg("spec_steps", o.spec_steps);
       cg("spec_proposed", o.spec_proposed); cg("spec_accepted", o.spec_accepted);
+      cg("preemption_failures", o.preemption_failures); cg("backend_faults", o.backend_faults);
+      cg("spec_verify_steps", o.spec_verify_steps); cg("spec_decisions", o.spec_decisions);
       cg("spec_accepted_by_pos", o.spec_accepted_by_pos); cg("spec_proposed_by_pos", o.spec_proposed_by_pos);
       cg("rejections", o.rejections); cg("finished", o.finished); cg("per_tenant", o.per_tenant);
     }
@@ -92,6 +100,7 @@ Result<Snapshot> snapshot_from_json(const json& j) {
       if (h.contains("e2e")) s.hist.e2e = hist_from(h["e2e"], s.hist.e2e);
       if (h.contains("queue")) s.hist.queue = hist_from(h["queue"], s.hist.queue);
       if (h.contains("accept_len")) s.hist.accept_len = hist_from(h["accept_len"], s.hist.accept_len);
+      if (h.contains("request_accept_len")) s.hist.request_accept_len = hist_from(h["request_accept_len"], s.hist.request_accept_len);
       if (h.contains("stage"))
         for (size_t i = 0; i < s.hist.stage.size(); ++i)
           if (h["stage"].contains(stage_name(Stage(i)))) s.hist.stage[i] = hist_from(h["stage"][stage_name(Stage(i))], s.hist.stage[i]);
@@ -109,7 +118,7 @@ Result<Snapshot> snapshot_from_json(const json& j) {
       }
     if (j.contains("decisions"))
       for (const auto& d : j["decisions"])
-        s.decisions.push_back({d.value("step", uint64_t(0)), d.value("from_k", 0), d.value("to_k", 0), d.value("reason", std::string())});
+        s.decisions.push_back({d.value("step", uint64_t(0)), d.value("from_k", 0), d.value("to_k", 0), d.value("reason", std::string()), d.value("kind", std::string())});
     if (j.contains("blocks")) {
       const auto& b = j["blocks"];
       const size_t n = b["state"].size();

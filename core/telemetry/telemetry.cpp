@@ -52,6 +52,10 @@ const char* stage_name(Stage s) {
   return kNames[size_t(s)];
 }
 
+double mean_acceptance_length(const Counters& c) {
+  return c.spec_verify_steps ? 1.0 + double(c.spec_accepted) / double(c.spec_verify_steps) : 0.0;
+}
+
 uint32_t tenant_hash(const std::string& t) {
   if (t.empty()) return 0;
   uint32_t h = 2166136261u;  // FNV-1a: only for colouring and grouping, never for isolation
@@ -60,6 +64,20 @@ uint32_t tenant_hash(const std::string& t) {
 }
 
 namespace {
+
+// A label value in the text exposition format: backslash, double quote and newline escaped, so a
+// tenant name can neither end its label early nor forge another series.
+std::string label_value(const std::string& v) {
+  std::string o;
+  o.reserve(v.size());
+  for (char ch : v) {
+    if (ch == '\\') o += "\\\\";
+    else if (ch == '"') o += "\\\"";
+    else if (ch == '\n') o += "\\n";
+    else o += ch;
+  }
+  return o;
+}
 
 void counter(std::string& out, const std::string& name, const std::string& help, double v) {
   out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
@@ -93,6 +111,8 @@ std::string render_prometheus(const Snapshot& s) {
   gauge(o, "pagoda:kv_blocks_cached", "KV blocks kept only for prefix reuse (evictable).", s.blocks_cached);
   gauge(o, "pagoda:num_requests_waiting", "Requests waiting to be scheduled.", s.waiting);
   gauge(o, "pagoda:num_requests_running", "Requests being processed.", s.running);
+  gauge(o, "pagoda:engine_degraded", "1 while a backend fault keeps the engine refusing requests.", s.degraded ? 1 : 0);
+  gauge(o, "pagoda:spec_draft_length", "Current speculative draft length k (0 = off).", s.spec_k);
   counter(o, "pagoda:request_success_total", "Requests that finished.", double(c.requests_finished));
   counter(o, "pagoda:prompt_tokens_total", "Prompt tokens admitted.", double(c.prompt_tokens));
   counter(o, "pagoda:generation_tokens_total", "Tokens generated.", double(c.generated_tokens));
@@ -102,24 +122,34 @@ std::string render_prometheus(const Snapshot& s) {
   counter(o, "pagoda:prefix_cache_hits_tokens_total", "Tokens found in the prefix cache.", double(c.prefix_hit_tokens));
   counter(o, "pagoda:num_preemptions_total", "Requests preempted (recomputed later).", double(c.preemptions));
   counter(o, "pagoda:kv_evictions_total", "Cached KV blocks evicted.", double(c.evictions));
+  counter(o, "pagoda:preemption_limit_failures_total", "Requests failed for exceeding the preemption bound.",
+          double(c.preemption_failures));
+  counter(o, "pagoda:backend_faults_total", "Backend operations that failed.", double(c.backend_faults));
   counter(o, "pagoda:spec_proposed_tokens_total", "Draft tokens proposed.", double(c.spec_proposed));
   counter(o, "pagoda:spec_accepted_tokens_total", "Draft tokens accepted.", double(c.spec_accepted));
   o += "# HELP pagoda:spec_accepted_tokens_by_position_total Draft tokens accepted, by draft position.\n"
        "# TYPE pagoda:spec_accepted_tokens_by_position_total counter\n";
   for (size_t i = 0; i < c.spec_accepted_by_pos.size(); ++i)
     o += fmt::format("pagoda:spec_accepted_tokens_by_position_total{{position=\"{}\"}} {}\n", i, c.spec_accepted_by_pos[i]);
+  o += "# HELP pagoda:spec_controller_decisions_total Draft-length controller decisions, by kind.\n"
+       "# TYPE pagoda:spec_controller_decisions_total counter\n";
+  for (const auto& [k, n] : c.spec_decisions)
+    o += fmt::format("pagoda:spec_controller_decisions_total{{kind=\"{}\"}} {}\n", k, n);
   o += "# HELP pagoda:request_rejected_total Requests rejected, by reason.\n# TYPE pagoda:request_rejected_total counter\n";
-  for (const auto& [r, n] : c.rejections) o += fmt::format("pagoda:request_rejected_total{{reason=\"{}\"}} {}\n", r, n);
+  for (const auto& [r, n] : c.rejections) o += fmt::format("pagoda:request_rejected_total{{reason=\"{}\"}} {}\n", label_value(r), n);
   o += "# HELP pagoda:request_finished_total Requests finished, by reason.\n# TYPE pagoda:request_finished_total counter\n";
   for (const auto& [r, n] : c.finished) o += fmt::format("pagoda:request_finished_total{{reason=\"{}\"}} {}\n", r, n);
   o += "# HELP pagoda:tenant_tokens_total Per-tenant token counters.\n# TYPE pagoda:tenant_tokens_total counter\n";
   for (const auto& [t, m] : c.per_tenant)
-    for (const auto& [k, v] : m) o += fmt::format("pagoda:tenant_tokens_total{{tenant=\"{}\",kind=\"{}\"}} {}\n", t, k, v);
+    for (const auto& [k, v] : m)
+      o += fmt::format("pagoda:tenant_tokens_total{{tenant=\"{}\",kind=\"{}\"}} {}\n", label_value(t), label_value(k), v);
   histogram(o, "pagoda:time_to_first_token_seconds", "Time to first token.", s.hist.ttft);
   histogram(o, "pagoda:inter_token_latency_seconds", "Time between tokens of a request.", s.hist.itl);
   histogram(o, "pagoda:e2e_request_latency_seconds", "Request latency end to end.", s.hist.e2e);
   histogram(o, "pagoda:request_queue_time_seconds", "Time waiting before first scheduled.", s.hist.queue);
-  histogram(o, "pagoda:spec_acceptance_length", "Tokens emitted per verification step.", s.hist.accept_len);
+  histogram(o, "pagoda:spec_acceptance_length", "Tokens emitted per sequence verification step.", s.hist.accept_len);
+  histogram(o, "pagoda:spec_request_acceptance_length", "Per finished speculating request: its mean tokens per verification step.",
+            s.hist.request_accept_len);
   o += "# HELP pagoda:stage_seconds Time spent per pipeline stage.\n# TYPE pagoda:stage_seconds histogram\n";
   for (size_t i = 0; i < s.hist.stage.size(); ++i)
     histogram(o, "pagoda:stage_seconds", "", s.hist.stage[i], fmt::format("stage=\"{}\"", stage_name(Stage(i))));

@@ -40,12 +40,22 @@ struct Counters {
   uint64_t generated_tokens = 0;
   uint64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
   uint64_t preemptions = 0, evictions = 0;
-  uint64_t spec_steps = 0, spec_proposed = 0, spec_accepted = 0;
+  uint64_t preemption_failures = 0;      // requests failed for exceeding the preemption bound
+  uint64_t backend_faults = 0;           // backend ops that failed (each trips the degraded state)
+  uint64_t spec_steps = 0;               // engine steps that verified drafts
+  uint64_t spec_verify_steps = 0;        // per-sequence verifications (one sequence, one step)
+  uint64_t spec_proposed = 0, spec_accepted = 0;
   std::vector<uint64_t> spec_accepted_by_pos, spec_proposed_by_pos;
   std::map<std::string, uint64_t> rejections;  // reason -> count
   std::map<std::string, uint64_t> finished;    // finish reason -> count
   std::map<std::string, std::map<std::string, uint64_t>> per_tenant;  // tenant -> counter -> value
+  std::map<std::string, uint64_t> spec_decisions;  // controller decision kind -> count
 };
+
+// Tokens emitted per sequence verify step (accepted drafts + 1), over every speculating sequence;
+// 0 before any verification. Per sequence, not per engine step: requests that speculate together
+// each count their own step.
+double mean_acceptance_length(const Counters& c);
 
 enum class Stage : uint8_t { Normalize, Hash, Match, Allocate, Decode, Verify, kCount };
 const char* stage_name(Stage s);
@@ -55,7 +65,8 @@ struct Histograms {
   Histogram itl = Histogram::exponential(1e-5, 2, 22);
   Histogram e2e = Histogram::exponential(1e-3, 2, 22);
   Histogram queue = Histogram::exponential(1e-5, 2, 24);
-  Histogram accept_len = Histogram::exponential(1, 1.25, 12);
+  Histogram accept_len = Histogram::exponential(1, 1.25, 12);          // per sequence verify step
+  Histogram request_accept_len = Histogram::exponential(1, 1.25, 12);  // per request: its mean
   std::vector<Histogram> stage = std::vector<Histogram>(size_t(Stage::kCount), Histogram::exponential(1e-6, 2, 26));
 };
 
@@ -85,6 +96,7 @@ struct ControllerDecision {
   uint64_t step = 0;
   int32_t from_k = 0, to_k = 0;
   std::string reason;
+  std::string kind;  // raise, lower, off, probe, rollback, latency, user
 };
 
 struct Snapshot {
@@ -103,6 +115,8 @@ struct Snapshot {
   std::vector<ControllerDecision> decisions;  // recent
   int32_t spec_k = 0;
   std::string spec_mode;  // "off", "ngram", "draft"
+  bool degraded = false;        // a backend op failed; new requests are refused until a probe passes
+  std::string degraded_reason;
 };
 
 // Holds the latest snapshot; publish() swaps it in, latest() hands out a reference.
