@@ -66,14 +66,18 @@ std::vector<OpTiming> bench_ops(Backend& be, const std::vector<ConformanceCase>&
     for (int r = 0; r <= repeats; ++r) {
       const ConformanceResult res = run_conformance_case(be, c, seed);
       st = res.status;
-      if (res.status == ConformanceStatus::Skip || (res.status == ConformanceStatus::Fail && !std::isfinite(res.nmse))) {
-        t.detail = res.detail;
+      // A wrong result is reported as such, never timed as if it were fine (skip: unsupported).
+      if (res.status == ConformanceStatus::Fail)
+        t.detail = fmt::format("reference check failed: nmse {:.3g} > {:.3g}: {}", res.nmse, res.threshold, res.detail);
+      if (res.status != ConformanceStatus::Pass) {
+        if (t.detail.empty()) t.detail = res.detail;
         break;
       }
       if (r > 0) ms.push_back(res.dut_ms);  // run 0 warms up
     }
     ++seed;
-    t.status = st == ConformanceStatus::Skip ? "skip" : (ms.empty() ? "error" : "ok");
+    t.status = st == ConformanceStatus::Skip ? "skip" : st == ConformanceStatus::Fail ? "fail" : "ok";
+    if (st != ConformanceStatus::Pass) ms.clear();
     t.repeats = int(ms.size());
     if (!ms.empty()) {
       t.median_ms = median(ms);
