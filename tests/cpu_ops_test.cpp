@@ -235,6 +235,14 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
     if (r.status == ConformanceStatus::Pass) passed.insert(c.op);
   }
   for (int op = 0; op < int(Op::kCount); ++op) EXPECT_TRUE(passed.count(Op(op))) << op_name(Op(op)) << " never passed";
+  // Copy splits across threads only from 128 KiB, past every conformance case: 3 pieces + a tail.
+  const auto src = randn(rng, 3 * 16384 + 77);
+  Buf a = make(fast, DType::F32, 1, int64_t(src.size())), b = make(fast, DType::F32, 1, int64_t(src.size()));
+  fast.upload(a.t, src.data(), src.size() * 4);
+  fast.copy(a.t, b.t);
+  std::vector<float> got(src.size());
+  fast.download(b.t, got.data(), got.size() * 4);
+  EXPECT_EQ(got, src) << "threaded copy";
 }
 
 // The pool hands jobs to spinning workers, and to sleeping ones after its spin window: every index
