@@ -34,6 +34,19 @@ constexpr double kFloatMatmul = 1e-6;
 double matmul_bound(DType weights, double named) {
   return weights == DType::F32 || weights == DType::F16 ? kFloatMatmul : named;
 }
+
+}  // namespace
+
+double conformance_bound(Op op, DType dtype) {
+  switch (op) {
+    case Op::Matmul: return matmul_bound(dtype, kReduction);
+    case Op::PagedAttention: return kAttention;
+    case Op::Argmax: case Op::SampleProbs: case Op::Verify: case Op::Copy: return kExact;
+    default: return kElementwise;
+  }
+}
+
+namespace {
 // Every tensor starts kGuard bytes into its buffer and is followed by kGuard more bytes, all 0xff
 // (NaN as F32 and F16): a read outside the tensor turns results into NaN, a write outside it is
 // caught by compare(), and every descriptor offset is unaligned (36 is no power of two).
