@@ -14,7 +14,9 @@ std::vector<ConformanceCase> bench_op_cases(const std::string& filter) {
   std::vector<ConformanceCase> v;
   auto add = [&](Op op, DType dt, std::string name, ConformanceShape s) {
     const std::string id = std::string(op_name(op)) + "/" + dtype_name(dt) + "/" + name;
-    if (filter.empty() || id.find(filter) != std::string::npos) v.push_back({op, dt, std::move(name), std::move(s), 1.0});
+    // The conformance suite's own bound: a timing of a wrong result must show up as "fail".
+    if (filter.empty() || id.find(filter) != std::string::npos)
+      v.push_back({op, dt, std::move(name), std::move(s), conformance_bound(op, dt)});
   };
   auto attn = [&](std::vector<std::pair<int32_t, int32_t>> seqs) {
     ConformanceShape s;
@@ -66,14 +68,18 @@ std::vector<OpTiming> bench_ops(Backend& be, const std::vector<ConformanceCase>&
     for (int r = 0; r <= repeats; ++r) {
       const ConformanceResult res = run_conformance_case(be, c, seed);
       st = res.status;
-      if (res.status == ConformanceStatus::Skip || (res.status == ConformanceStatus::Fail && !std::isfinite(res.nmse))) {
-        t.detail = res.detail;
+      // A wrong result is reported as such, never timed as if it were fine (skip: unsupported).
+      if (res.status == ConformanceStatus::Fail)
+        t.detail = fmt::format("reference check failed: nmse {:.3g} > {:.3g}: {}", res.nmse, res.threshold, res.detail);
+      if (res.status != ConformanceStatus::Pass) {
+        if (t.detail.empty()) t.detail = res.detail;
         break;
       }
       if (r > 0) ms.push_back(res.dut_ms);  // run 0 warms up
     }
     ++seed;
-    t.status = st == ConformanceStatus::Skip ? "skip" : (ms.empty() ? "error" : "ok");
+    t.status = st == ConformanceStatus::Skip ? "skip" : st == ConformanceStatus::Fail ? "fail" : "ok";
+    if (st != ConformanceStatus::Pass) ms.clear();
     t.repeats = int(ms.size());
     if (!ms.empty()) {
       t.median_ms = median(ms);

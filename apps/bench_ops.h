@@ -21,7 +21,8 @@ struct OpTiming {
 std::vector<ConformanceCase> bench_op_cases(const std::string& filter = "");
 
 // One warm-up run of each case (pipeline builds, first-touch), then `repeats` timed runs with the
-// same inputs. A case the backend does not support is reported with status "skip".
+// same inputs. A case the backend does not support is reported with status "skip"; one whose
+// result differs from the CPU reference beyond the case's bound with status "fail" (and no time).
 std::vector<OpTiming> bench_ops(Backend& be, const std::vector<ConformanceCase>& cases, int repeats);
 
 std::string format_op_table(const std::string& backend, const std::string& device, const std::vector<OpTiming>& rows);

@@ -3,7 +3,10 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
+#include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
@@ -48,9 +51,15 @@ Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend
 }
 
 Result<uint64_t> parse_size(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  if (i == 0) return make_error("invalid size '" + s + "' (examples: 512MiB, 2GiB, 1048576)");
+  const std::string examples = " (examples: 512MiB, 2GiB, 1.5GiB, 1048576)";
+  // Digits with at most one decimal point, then a unit: "1.2.3MiB" and ".MiB" are not sizes.
+  size_t i = 0, digits = 0, dots = 0;
+  for (; i < s.size(); ++i) {
+    if (std::isdigit(static_cast<unsigned char>(s[i]))) ++digits;
+    else if (s[i] == '.') ++dots;
+    else break;
+  }
+  if (digits == 0 || dots > 1) return make_error("invalid size '" + s + "'" + examples);
   const double v = std::strtod(s.substr(0, i).c_str(), nullptr);
   std::string unit = s.substr(i);
   for (auto& c : unit) c = char(std::tolower(static_cast<unsigned char>(c)));
@@ -60,7 +69,45 @@ Result<uint64_t> parse_size(const std::string& s) {
   else if (unit == "m" || unit == "mib" || unit == "mb") mul = 1024.0 * 1024;
   else if (unit == "g" || unit == "gib" || unit == "gb") mul = 1024.0 * 1024 * 1024;
   else return make_error("invalid size unit in '" + s + "' (use KiB, MiB or GiB)");
+  // 2^64 is exactly representable; anything at or past it would wrap in the conversion.
+  if (!(v * mul < 18446744073709551616.0)) return make_error("size '" + s + "' is too large (over 2^64 bytes)");
   return uint64_t(v * mul);
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> v;
+  size_t p = 0;
+  while (p <= s.size()) {
+    const size_t q = std::min(s.find(',', p), s.size());
+    v.push_back(s.substr(p, q - p));
+    p = q + 1;
+  }
+  return v;
+}
+
+Result<std::vector<double>> parse_numbers(const std::string& s, const std::string& flag) {
+  std::vector<double> v;
+  for (const std::string& item : split_commas(s)) {
+    size_t used = 0;
+    double x = 0;
+    try { x = std::stod(item, &used); } catch (...) { used = 0; }
+    if (used == 0 || used != item.size() || !std::isfinite(x))
+      return make_error(flag + " must be a number or comma-separated numbers (got '" + s + "')");
+    v.push_back(x);
+  }
+  return v;
+}
+
+Result<std::vector<int32_t>> parse_ints(const std::string& s, const std::string& flag, int32_t min) {
+  auto nums = parse_numbers(s, flag);
+  const std::string want = flag + " must be comma-separated integers >= " + std::to_string(min) + " (got '" + s + "')";
+  if (!nums) return make_error(want);
+  std::vector<int32_t> v;
+  for (double x : *nums) {
+    if (x != std::floor(x) || x < double(min) || x > double(INT32_MAX)) return make_error(want);
+    v.push_back(int32_t(x));
+  }
+  return v;
 }
 
 std::string default_model_path() {

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backends/backend.h"
 #include "core/model/loaded_model.h"
@@ -21,8 +22,16 @@ Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet);
 // Loads a model, drawing a progress bar on stderr for files over 64 MiB when stderr is a terminal.
 Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet);
 
-// "512MiB", "2GiB", "1000000" -> bytes.
+// "512MiB", "2GiB", "1.5GiB", "1000000" -> bytes; "1.2.3MiB" and sizes past 2^64 are errors.
 Result<uint64_t> parse_size(const std::string& s);
+
+// "a,b,,c" -> {"a", "b", "", "c"}; "" -> {""}.
+std::vector<std::string> split_commas(const std::string& s);
+// A number or comma-separated numbers, each item consumed whole ("0.5x", "" and "inf" are errors
+// naming `flag`).
+Result<std::vector<double>> parse_numbers(const std::string& s, const std::string& flag);
+// The same, each an integer >= `min` that fits int32 ("4x", "2.5" and "1,,2" are errors).
+Result<std::vector<int32_t>> parse_ints(const std::string& s, const std::string& flag, int32_t min);
 
 std::string default_model_path();
 int fail(const std::string& msg);  // prints "error: msg" to stderr, returns 1

@@ -36,13 +36,36 @@ struct BenchOptions {
   BackendOptions be;
 };
 
-nlohmann::json envelope(const BenchOptions& o, Backend& be, const LoadedModel& m) {
+// The CPU threads the backend computes with: a CPU backend's pool (every core unless -t names a
+// count), one for the single-threaded reference; a GPU backend is driven by one host thread.
+int backend_threads(const BackendOptions& o, const Backend& be) {
+  const auto info = be.info();
+  if (info.name == "cpu-ref" || info.is_gpu) return 1;
+  return o.backend == "cpu" && o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// `block_size`: tokens per KV block of the cache the workload runs on.
+nlohmann::json envelope(const BenchOptions& o, Backend& be, const LoadedModel& m, int32_t block_size) {
   const auto info = be.info();
   return {{"backend", info.name}, {"device", info.device}, {"driver", info.driver}, {"model", o.model},
           {"model_name", m.config.name}, {"weights_digest", m.weights.digest.substr(0, 16)},
-          {"weight_bytes", m.weights.bytes}, {"kv_dtype", o.kv_dtype}, {"block_size", 16},
-          {"threads", o.be.threads}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
+          {"weight_bytes", m.weights.bytes}, {"weight_dtype", dtype_name(m.weights.layers.empty() ? m.weights.output.dtype : m.weights.layers[0].wq.dtype)},
+          {"kv_dtype", o.kv_dtype}, {"block_size", block_size},
+          {"threads", backend_threads(o.be, be)}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
           {"repeats", o.repeats}, {"warmup_runs", 1}};
+}
+
+double mib(uint64_t bytes) { return double(bytes) / (1 << 20); }
+
+nlohmann::json budget_json(const DecodeByteBudget& b) {
+  return {{"matmul_weights", b.matmul_weights}, {"embedding_row", b.embedding_row}, {"norms", b.norms},
+          {"kv_read", b.kv_read}, {"kv_write", b.kv_write}, {"kv_context_mean", b.context}, {"total", b.total()}};
+}
+
+std::string budget_text(const DecodeByteBudget& b) {
+  return fmt::format("  bytes per decoded token {:.2f} MiB = matrices {:.2f} + embedding row {:.4f} + norms {:.4f} + K/V read "
+                     "{:.3f} (mean context {:.0f}) + K/V write {:.4f}\n", mib(b.total()), mib(b.matmul_weights),
+                     mib(b.embedding_row), mib(b.norms), mib(b.kv_read), b.context, mib(b.kv_write));
 }
 
 int bench_decode_cmd(const BenchOptions& o) {
@@ -51,14 +74,14 @@ int bench_decode_cmd(const BenchOptions& o) {
   auto m = load_model(o.model, **be, o.json);
   if (!m) return fail(m.error());
   const double bw = measure_copy_bandwidth();
-  // The backend's threads read the weights; a CPU backend uses every core unless told otherwise.
-  const int threads = o.be.threads > 0 ? o.be.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = backend_threads(o.be, **be);
   const double read_bw = measure_read_bandwidth(threads);
-  auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, o.kv_dtype == "f16" ? DType::F16 : DType::F32);
+  const DType kv_dtype = o.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, kv_dtype);
   if (!r) return fail(r.error());
-  // Each decoded token streams every weight byte once: read bandwidth over weight bytes is the
-  // memory roofline (a single-threaded memcpy understates what several threads can read). On a GPU
-  // the weights live in device memory, so its own copy bandwidth (read + write) is the roof.
+  // The memory roof: bandwidth over the bytes one step streams (a single-threaded memcpy
+  // understates what several threads read). On a GPU the weights live in device memory, so its
+  // own copy bandwidth (read + write) is the roof.
   const bool gpu = (*be)->info().is_gpu;
   double dev_bw = 0;
   if (gpu) {
@@ -67,12 +90,18 @@ int bench_decode_cmd(const BenchOptions& o) {
     dev_bw = *d;
   }
   const double roof_bw = gpu ? dev_bw : read_bw;
-  const double roof = roof_bw / double((*m)->weights.bytes);
-  // Prefill is GEMM-bound: its roof is the device's matmul rate over a token's matmul FLOP.
+  const DecodeByteBudget budget = decode_byte_budget((*m)->config, (*m)->weights, kv_dtype, o.prompt + r->generated_tokens / 2.0);
+  const double roof = roof_bw / double(budget.total());
+  // Prefill is GEMM-bound. On the CPU its roof is the cores' FMA peak (measured once with a fixed
+  // microkernel, so it does not move with the matmul code under test); a GPU has no such kernel
+  // here, so its roof stays the backend's own F32 matmul rate.
   auto mm = measure_matmul_rate(**be);
   if (!mm) return fail(mm.error());
-  const double prefill_roof = *mm / matmul_flops_per_token((*m)->config, false);
-  nlohmann::json j = envelope(o, **be, **m);
+  const FmaPeak peak = gpu ? FmaPeak{} : measure_fma_peak(threads);
+  const double flop_tok = matmul_flops_per_token((*m)->config, false);
+  const double compute_roof = gpu ? *mm : peak.flop_s;
+  const double prefill_roof = compute_roof / flop_tok;
+  nlohmann::json j = envelope(o, **be, **m, KvCacheConfig{}.block_size);
   j["workload"] = "decode";
   j["prompt_tokens"] = r->prompt_tokens;
   j["generated_tokens"] = r->generated_tokens;
@@ -84,36 +113,45 @@ int bench_decode_cmd(const BenchOptions& o) {
   j["read_bandwidth_threads"] = threads;
   if (gpu) j["device_copy_bandwidth_gb_s"] = dev_bw / 1e9;
   j["roofline_bandwidth"] = gpu ? "device copy (read + write)" : "host read";
+  j["byte_budget"] = budget_json(budget);
   j["roofline_tok_s"] = roof;
   j["fraction_of_roofline"] = r->median_decode_tok_s / roof;
   j["matmul_gflop_s"] = *mm / 1e9;
   j["matmul_shape"] = "f32 256x2048 . 2048x2048";
+  if (!gpu) j["fma_peak"] = {{"gflop_s", peak.flop_s / 1e9}, {"isa", peak.isa}, {"threads", peak.threads}};
+  j["prefill_compute_roof"] = gpu ? "backend f32 matmul" : "fma peak";
+  j["prefill_flop_per_token"] = flop_tok;
   j["prefill_compute_roofline_tok_s"] = prefill_roof;
   j["prefill_fraction_of_compute_roofline"] = r->median_prefill_tok_s / prefill_roof;
   if (o.json) {
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  const auto& e = j;
-  fmt::print("envelope: backend={} device=\"{}\" model={} ({}…) weights={:.1f} MiB kv={} build={} commit={}\n",
-             e["backend"].get<std::string>(), e["device"].get<std::string>(), o.model,
-             e["weights_digest"].get<std::string>(), double((*m)->weights.bytes) / (1 << 20), o.kv_dtype,
-             PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  fmt::print("envelope: backend={} device=\"{}\" model={} ({}…) weights={:.1f} MiB {} kv={} threads={} build={} commit={}\n",
+             j["backend"].get<std::string>(), j["device"].get<std::string>(), o.model,
+             j["weights_digest"].get<std::string>(), mib((*m)->weights.bytes), j["weight_dtype"].get<std::string>(),
+             o.kv_dtype, threads, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
   fmt::print("decode (1 stream, {} prompt + {} generated, {} repeats after 1 warm-up):\n", o.prompt, r->generated_tokens, o.repeats);
   fmt::print("  decode   median {:.1f} tok/s  (slowest run {:.1f})\n", r->median_decode_tok_s, r->p99_decode_tok_s);
   fmt::print("  prefill  median {:.1f} tok/s, TTFT median {:.2f} ms\n", r->median_prefill_tok_s, r->median_ttft_ms);
+  fmt::print("{}", budget_text(budget));
   if (gpu)
-    fmt::print("  roofline device copy bandwidth {:.1f} GB/s (read + write, Backend::copy) / {:.1f} MiB weights = "
-               "{:.1f} tok/s  ->  {:.2f} of roofline\n", dev_bw / 1e9, double((*m)->weights.bytes) / (1 << 20), roof,
-               r->median_decode_tok_s / roof);
+    fmt::print("  roofline device copy bandwidth {:.1f} GB/s (read + write, Backend::copy) / {:.2f} MiB = {:.1f} tok/s  ->  "
+               "{:.2f} of roofline\n", dev_bw / 1e9, mib(budget.total()), roof, r->median_decode_tok_s / roof);
   else
-    fmt::print("  roofline read bandwidth {:.2f} GB/s ({} threads; 1-thread memcpy {:.2f} GB/s) / {:.1f} MiB weights = "
-               "{:.1f} tok/s  ->  {:.2f} of roofline\n", read_bw / 1e9, threads, bw / 1e9,
-               double((*m)->weights.bytes) / (1 << 20), roof, r->median_decode_tok_s / roof);
-  fmt::print("  compute  F32 matmul 256x2048x2048 at {:.1f} GFLOP/s / {:.1f} MFLOP per prompt token = prefill roof "
-             "{:.0f} tok/s  ->  prefill of {} tokens at {:.2f} of it\n", *mm / 1e9,
-             matmul_flops_per_token((*m)->config, false) / 1e6, prefill_roof, o.prompt,
-             r->median_prefill_tok_s / prefill_roof);
+    fmt::print("  roofline read bandwidth {:.2f} GB/s ({} threads; 1-thread memcpy {:.2f} GB/s) / {:.2f} MiB = {:.1f} tok/s  "
+               "->  {:.2f} of roofline\n", read_bw / 1e9, threads, bw / 1e9, mib(budget.total()), roof,
+               r->median_decode_tok_s / roof);
+  if (gpu)
+    fmt::print("  compute  F32 matmul 256x2048x2048 at {:.1f} GFLOP/s / {:.1f} MFLOP per prompt token = prefill roof "
+               "{:.0f} tok/s  ->  prefill of {} tokens at {:.2f} of it\n", *mm / 1e9, flop_tok / 1e6, prefill_roof, o.prompt,
+               r->median_prefill_tok_s / prefill_roof);
+  else
+    fmt::print("  compute  FMA peak {:.1f} GFLOP/s ({}, {} threads) / {:.1f} MFLOP per prompt token = prefill roof {:.0f} "
+               "tok/s  ->  prefill of {} tokens at {:.2f} of it ({} weights; the backend's F32 matmul 256x2048x2048 "
+               "runs at {:.1f} GFLOP/s, {:.2f} of the peak)\n", peak.flop_s / 1e9, peak.isa, peak.threads, flop_tok / 1e6,
+               prefill_roof, o.prompt, r->median_prefill_tok_s / prefill_roof, j["weight_dtype"].get<std::string>(),
+               *mm / 1e9, *mm / peak.flop_s);
   return 0;
 }
 
@@ -148,55 +186,51 @@ struct WorkloadOptions {
   int32_t k_max = 8;
 };
 
-// "a,b,,c" -> {"a", "b", "", "c"}; "" -> {""}.
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> v;
-  size_t p = 0;
-  while (p <= s.size()) {
-    const size_t q = std::min(s.find(',', p), s.size());
-    v.push_back(s.substr(p, q - p));
-    p = q + 1;
-  }
-  return v;
+nlohmann::json capacity_side_json(const CapacitySide& s) {
+  return {{"slots", s.slots}, {"slot_tokens", s.slot_tokens}, {"mean_concurrent", s.mean_concurrent},
+          {"peak_concurrent", s.peak_concurrent}, {"preemptions", s.preemptions}, {"recomputed_tokens", s.recomputed_tokens},
+          {"completed", s.completed}, {"generated_tokens", s.generated_tokens}, {"wall_s", s.wall_s}, {"gen_tok_s", s.gen_tok_s}};
 }
 
-// A number or comma-separated numbers, each item consumed whole ("0.5x" and "" are errors).
-Result<std::vector<double>> parse_numbers(const std::string& s, const std::string& flag) {
-  std::vector<double> v;
-  for (const std::string& item : split_commas(s)) {
-    size_t used = 0;
-    double x = 0;
-    try { x = std::stod(item, &used); } catch (...) { used = 0; }
-    if (used == 0 || used != item.size()) return make_error(flag + " must be a number or comma-separated numbers (got '" + s + "')");
-    v.push_back(x);
-  }
-  return v;
+nlohmann::json capacity_json(const CapacityResult& r) {
+  return {{"kv_budget_bytes", r.kv_budget_bytes}, {"bytes_per_token", r.bytes_per_token}, {"requests", r.requests},
+          {"trace", "closed: all queued at start; prompts 8..64 tokens, 128..511 generated, EOS ignored"},
+          {"longest_request_tokens", r.longest_request_tokens}, {"context", r.context},
+          {"paged", capacity_side_json(r.paged)}, {"contiguous_longest_request", capacity_side_json(r.fair)},
+          {"contiguous_context", capacity_side_json(r.context_slots)},
+          {"ratio_vs_longest_request", r.ratio_fair()}, {"ratio_vs_context", r.ratio_context()}, {"waste", r.waste}};
 }
 
-std::vector<int32_t> parse_list(const std::string& s) {
-  std::vector<int32_t> v;
-  size_t p = 0;
-  while (p < s.size()) {
-    const size_t q = s.find(',', p);
-    v.push_back(std::stoi(s.substr(p, q == std::string::npos ? std::string::npos : q - p)));
-    if (q == std::string::npos) break;
-    p = q + 1;
-  }
-  return v;
+std::string capacity_text(const CapacityResult& r) {
+  std::string t = fmt::format("KV capacity in {:.2f} MiB ({} bytes/token): {} requests queued at once, served to completion "
+                              "(longest {} tokens, context {})\n  {:<30} {:>6} {:>9} {:>6} {:>8} {:>10} {:>8} {:>9}\n",
+                              mib(r.kv_budget_bytes), r.bytes_per_token, r.requests, r.longest_request_tokens, r.context,
+                              "", "slots", "mean conc", "peak", "preempt", "recomputed", "wall s", "tok/s");
+  auto row = [&](const std::string& name, const CapacitySide& s) {
+    t += fmt::format("  {:<30} {:>6} {:>9.1f} {:>6} {:>8} {:>10} {:>8.2f} {:>9.0f}\n", name,
+                     s.slots ? std::to_string(s.slots) : "-", s.mean_concurrent, s.peak_concurrent, s.preemptions,
+                     s.recomputed_tokens, s.wall_s, s.gen_tok_s);
+  };
+  row(fmt::format("paged (blocks of {})", r.block_size), r.paged);
+  row(fmt::format("contiguous, {}-token slots", r.fair.slot_tokens), r.fair);
+  row(fmt::format("contiguous, {}-token slots", r.context_slots.slot_tokens), r.context_slots);
+  t += fmt::format("  time-averaged concurrency, paged over contiguous: {:.2f}x vs longest-request slots (fair), {:.2f}x vs "
+                   "context slots; paged waste {:.2f}%\n", r.ratio_fair(), r.ratio_context(), r.waste * 100);
+  return t;
 }
 
 int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOptions& wo) {
   auto L = open_all(o);
   if (!L) return fail(L.error());
-  nlohmann::json j = envelope(o, *L->be, *L->m);
+  nlohmann::json j = envelope(o, *L->be, *L->m, EngineConfig{}.block_size);
   j["workload"] = w;
   std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n",
                                  L->be->info().name, L->be->info().device, o.model, double(L->m->weights.bytes) / (1 << 20),
                                  PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
   if (w == "batch") {
-    std::vector<int32_t> streams;
-    try { streams = parse_list(wo.streams); } catch (...) { return fail("--streams must be a comma-separated list of integers"); }
-    auto r = bench_batch(*L->m, *L->be, streams, o.gen, o.repeats);
+    auto streams = parse_ints(wo.streams, "--streams", 1);
+    if (!streams) return fail(streams.error());
+    auto r = bench_batch(*L->m, *L->be, *streams, o.gen, o.repeats);
     if (!r) return fail(r.error());
     text += fmt::format("batched decode ({} tokens per stream, median of {}):\n  {:>8} {:>12} {:>10}\n", o.gen, o.repeats, "streams", "tok/s", "vs 1");
     for (const auto& p : *r) {
@@ -242,11 +276,8 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
     if (!bytes) return fail(bytes.error());
     auto r = bench_capacity(*L->m, *L->be, *bytes, wo.requests);
     if (!r) return fail(r.error());
-    text += fmt::format("KV capacity in {:.2f} MiB: contiguous max-context slots {}, paged peak concurrent {} -> {:.1f}x, "
-                        "mean waste {:.2f}%\n", double(*bytes) / (1 << 20), r->contiguous_slots, r->peak_concurrent,
-                        r->ratio, r->waste * 100);
-    j.update({{"kv_budget_bytes", r->kv_budget_bytes}, {"contiguous_slots", r->contiguous_slots},
-              {"peak_concurrent", r->peak_concurrent}, {"ratio", r->ratio}, {"waste", r->waste}});
+    text += capacity_text(*r);
+    j.update(capacity_json(*r));
   } else if (w == "spec") {
     std::unique_ptr<LoadedModel> draft;
     if (!wo.draft.empty()) {
@@ -316,7 +347,7 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
   ec.max_running = mo.max_running;
   auto r = bench_mixed(*L->m, *L->be, tc, *rates, ec);
   if (!r) return fail(r.error());
-  nlohmann::json j = envelope(o, *L->be, *L->m);
+  nlohmann::json j = envelope(o, *L->be, *L->m, EngineConfig{}.block_size);
   j["workload"] = "mixed";
   j["repeats"] = 1;
   j["warmup_runs"] = 0;
@@ -371,6 +402,7 @@ int bench_ops_cmd(const OpsOptions& oo) {
                       {"repeats", oo.repeats}, {"warmup_runs", 1}, {"timing", "wall ms per call incl. submit + sync"}};
   j["backends"] = nlohmann::json::array();
   std::string text;
+  int failed = 0;
   for (const auto& name : names) {
     BackendOptions bo;
     bo.backend = name;
@@ -382,14 +414,16 @@ int bench_ops_cmd(const OpsOptions& oo) {
     }
     const auto info = (*be)->info();
     const auto rows = bench_ops(**be, cases, oo.repeats);
+    for (const auto& row : rows) failed += row.status == "fail";
     text += format_op_table(info.name, info.device, rows) + "\n";
     j["backends"].push_back({{"backend", info.name}, {"device", info.device}, {"driver", info.driver},
-                             {"threads", oo.threads}, {"ops", op_timings_json(rows)}});
+                             {"threads", backend_threads(bo, **be)}, {"ops", op_timings_json(rows)}});
   }
   if (j["backends"].empty()) return fail("no backend could be opened");
   if (oo.json) fmt::print("{}\n", j.dump(2));
   else fmt::print("per-op wall time, median and p99 of {} runs after 1 warm-up (build {}, commit {})\n\n{}", oo.repeats,
                   PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT, text);
+  if (failed > 0) return fail(std::to_string(failed) + " op case(s) failed their check against the CPU reference (status fail)");
   return 0;
 }
 
@@ -406,7 +440,9 @@ struct AttentionOptions {
 
 int bench_attention_cmd(const AttentionOptions& ao) {
   AttentionBenchOptions o;
-  try { o.contexts = parse_list(ao.contexts); } catch (...) { return fail("--ctx must be a comma-separated list of integers"); }
+  auto contexts = parse_ints(ao.contexts, "--ctx", 0);  // 0 reaches the bench, which says why a context must be positive
+  if (!contexts) return fail(contexts.error());
+  o.contexts = *contexts;
   o.n_seqs = ao.seqs;
   o.kv_target_bytes = uint64_t(ao.kv_mib * double(1 << 20));
   o.n_heads = ao.heads;
@@ -421,7 +457,7 @@ int bench_attention_cmd(const AttentionOptions& ao) {
   if (!r) return fail(r.error());
   const auto info = (*be)->info();
   nlohmann::json j = {{"workload", "attention"}, {"backend", info.name}, {"device", info.device}, {"driver", info.driver},
-                      {"threads", ao.be.threads}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
+                      {"threads", backend_threads(ao.be, **be)}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
                       {"n_heads", o.n_heads}, {"n_kv_heads", o.n_kv_heads}, {"head_dim", o.head_dim},
                       {"block_size", o.block_size}, {"kv_dtype", ao.kv_dtype}, {"repeats", o.repeats},
                       {"calls_per_sample", o.calls_per_sample}, {"copy_bandwidth_gb_s", r->copy_gbps},
@@ -504,7 +540,7 @@ void register_bench(CLI::App& app) {
   dec->add_option("--prompt-tokens", o->prompt, "Prompt length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   dec->add_option("-n,--gen-tokens", o->gen, "Tokens to decode per run")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   dec->add_option("-r,--repeats", o->repeats, "Measured runs (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
-  dec->add_option("--kv-dtype", o->kv_dtype, "f32 or f16")->capture_default_str();
+  dec->add_option("--kv-dtype", o->kv_dtype, "f32 or f16")->capture_default_str()->check(CLI::IsMember({"f32", "f16"}));
   dec->add_flag("--json", o->json, "Machine-readable output");
   add_backend_options(dec, o->be);
   dec->callback([o] {
@@ -515,7 +551,7 @@ void register_bench(CLI::App& app) {
   const std::pair<const char*, const char*> workloads[] = {
       {"batch", "Decode throughput at 1..64 concurrent streams"},
       {"prefix", "TTFT with a mostly cached prompt vs cold (a sweep over --cached), or multi-turn chat growth (--turns)"},
-      {"capacity", "Sequences that fit a KV budget: paged vs contiguous max-context slots"},
+      {"capacity", "One request trace served to completion in a KV budget: paged vs contiguous slots (longest request, context)"},
       {"spec", "Speculative decoding: tok/s and acceptance for k = 1..8 and auto"}};
   for (const auto& [name, help] : workloads) {
     auto* sub = cmd->add_subcommand(name, help);

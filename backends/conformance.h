@@ -38,6 +38,11 @@ struct ConformanceCase {
   double threshold;  // largest NMSE that passes; 0 = results must match exactly
 };
 
+// The bound the conformance cases use for `op` on `dtype` (matmul by weight type: F32/F16 near
+// float rounding, quantized types allowing quantized activations), for harnesses that build
+// their own cases.
+double conformance_bound(Op op, DType dtype);
+
 enum class ConformanceStatus { Pass, Fail, Skip };
 const char* conformance_status_name(ConformanceStatus s);
 

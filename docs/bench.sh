@@ -18,6 +18,7 @@ if want decode; then
   [[ -f $M/synth-110M-f32.gguf ]]  || $B synth --preset 110M --dtype f32  -o $M/synth-110M-f32.gguf
   [[ -f $M/synth-110M-f16.gguf ]]  || $B synth --preset 110M --dtype f16  -o $M/synth-110M-f16.gguf
   [[ -f $M/synth-110M-q8_0.gguf ]] || $B synth --preset 110M --dtype q8_0 -o $M/synth-110M-q8_0.gguf
+  [[ -f $M/synth-110M-q4_0.gguf ]] || $B synth --preset 110M --dtype q4_0 -o $M/synth-110M-q4_0.gguf
 fi
 [[ -f $M/synth-15M-f32.gguf ]] || $B synth --preset 15M  --dtype f32  -o $M/synth-15M-f32.gguf
 if want prefix || want spec; then
@@ -26,18 +27,20 @@ if want prefix || want spec; then
 fi
 run() { local name=$1; shift; echo "== $name: pagoda $*"; $B "$@"; $B "$@" --json 2>/dev/null > "$OUT/$name.json"; }
 if want decode; then
-  run decode-110M-f32  bench decode -m $M/synth-110M-f32.gguf  -n 64 -r 5
-  run decode-110M-f16  bench decode -m $M/synth-110M-f16.gguf  -n 64 -r 5
-  run decode-110M-q8_0 bench decode -m $M/synth-110M-q8_0.gguf -n 64 -r 5
-  run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5
-  if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf -n 128 -r 5 --backend vulkan; fi
+  # Memory roofline (bytes a step streams) and prefill vs the FMA peak, per weight type.
+  for dt in f32 f16 q8_0 q4_0; do
+    run decode-110M-$dt bench decode -m $M/synth-110M-$dt.gguf --prompt-tokens 64 -n 16 -r 2
+  done
+  run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3
+  if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3 --backend vulkan; fi
 fi
 if want batch; then run batch bench batch -m $M/synth-15M-f32.gguf --streams 1,2,4,8,16,32,64 -n 32 -r 3; fi
 if want prefix; then
   run prefix bench prefix -m $M/wide.gguf --prompt-tokens 512 --cached 0,0.25,0.5,0.75,0.9 -r 3
   run prefix-chat bench prefix -m $M/wide.gguf --turns 6 --system-tokens 64 --user-tokens 32 --reply-tokens 32 -r 3
 fi
-if want capacity; then run capacity bench capacity -r 1; fi
+# One closed trace served to completion: paged vs slots sized to the longest request and to the context.
+if want capacity; then run capacity bench capacity --requests 64 --kv-memory 8MiB -r 1 -t 1; fi
 if want spec; then
   run spec-draft bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 48 -r 3 --k-max 8
   run spec-ngram bench spec -m $M/wide.gguf --ngram 3 -n 48 -r 1 --k-max 4

@@ -3,7 +3,9 @@
 # CUDA unit tests, conformance of every op on CUDA and Vulkan against the CPU reference, greedy
 # stories260K text on cpu/cuda/vulkan compared token by token, then decode, batch, attention and
 # per-op benchmarks on a generated 1B-shaped model. Everything is logged to $OUT/gpu_check.log
-# (or /tmp) and the --json results land next to it.
+# (or /tmp) and the --json results land next to it. Exits non-zero when a check failed, including
+# a test run in which every test skipped or a conformance run that passed no case: on the GPU
+# machine that means the GPU was never exercised, which is a failure, not a pass.
 # Usage: bash docs/gpu_check.sh [SECTION...]  sections: env tests conformance greedy decode batch
 # attention ops (default: all).
 set -uo pipefail
@@ -28,8 +30,20 @@ json() { local name=$1 t=$2; shift 2; echo "=== $(date +%T) [limit ${t}s] $* --j
 if want env; then
   step 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
 fi
-if want tests; then step 90 "$D/bin/cuda_test"; fi
-if want conformance; then json conformance 120 "$P" conformance --backend cuda vulkan -m "$M/stories260K.gguf" -n 200 --seed 7; fi
+FAILED=()
+failed() { echo "CHECK FAILED: $*"; FAILED+=("$*"); }
+if want tests; then
+  step 90 "$D/bin/cuda_test" | tee "$R/cuda_test.log"
+  rc=${PIPESTATUS[0]}
+  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$R/cuda_test.log" | grep -o '[0-9]*$')
+  ((rc == 0)) || failed "cuda_test exited $rc"
+  ((${passed:-0} > 0)) || failed "cuda_test passed no test (all skipped or none ran)"
+fi
+if want conformance; then
+  json conformance 120 "$P" conformance --backend cuda vulkan -m "$M/stories260K.gguf" -n 200 --seed 7
+  grep -q '"status": *"pass"' "$R/conformance.json" || failed "conformance passed no case (all skipped or none ran)"
+  grep -q '"status": *"fail"' "$R/conformance.json" && failed "conformance has failing cases"
+fi
 if want greedy; then
   for b in cpu cuda vulkan; do
     timeout 60 "$P" run -m "$M/stories260K.gguf" -p "Once upon a time" -n 200 --temp 0 --json --backend $b > "$R/greedy-$b.json"
@@ -37,7 +51,7 @@ if want greedy; then
   done
   for b in cuda vulkan; do
     if [[ "$(tr -d ' \n' < "$R/greedy-$b.json" | grep -o '"tokens":\[[0-9,]*\]')" == "$(tr -d ' \n' < "$R/greedy-cpu.json" | grep -o '"tokens":\[[0-9,]*\]')" ]]; then
-      echo "GREEDY $b == cpu (200 tokens)"; else echo "GREEDY $b DIFFERS from cpu"; fi
+      echo "GREEDY $b == cpu (200 tokens)"; else failed "greedy $b differs from cpu"; fi
   done
 fi
 if want decode || want batch || want attention; then
@@ -56,3 +70,5 @@ if want attention; then
 fi
 if want ops; then json ops 90 "$P" bench ops --backend cuda,vulkan -r 10; fi
 echo "=== done $(date +%T)"
+if ((${#FAILED[@]})); then printf 'FAILED: %s\n' "${FAILED[@]}"; exit 1; fi
+echo "all checks passed"

@@ -162,11 +162,101 @@ TEST(Bench, DecodeReportsMemoryAndComputeRooflinesWithItsEnvelope) {
                         "prefill_compute_roofline_tok_s", "prefill_fraction_of_compute_roofline"})
     EXPECT_GT(j[k].get<double>(), 0) << k;
   EXPECT_EQ(j["roofline_bandwidth"], "host read");
+  // The roofline counts the bytes a step streams, by part, not every weight byte: the embedding
+  // table contributes one row, the K/V term is the mean context's, and the parts add up.
+  const auto& b = j["byte_budget"];
+  uint64_t parts = 0;
+  for (const char* k : {"matmul_weights", "embedding_row", "norms", "kv_read", "kv_write"}) {
+    EXPECT_GT(b[k].get<uint64_t>(), 0u) << k;
+    parts += b[k].get<uint64_t>();
+  }
+  EXPECT_EQ(b["total"].get<uint64_t>(), parts);
+  EXPECT_LT(b["embedding_row"].get<uint64_t>(), 4096u);  // one row of a 64-wide F32 table: 256 bytes
+  EXPECT_DOUBLE_EQ(b["kv_context_mean"].get<double>(), 32 + 8 / 2.0);
+  EXPECT_NEAR(j["roofline_tok_s"].get<double>(), j["read_bandwidth_gb_s"].get<double>() * 1e9 / double(parts),
+              1e-6 * j["roofline_tok_s"].get<double>());
+  EXPECT_GT(j["fma_peak"]["gflop_s"].get<double>(), 0);
+  EXPECT_EQ(j["prefill_compute_roof"], "fma peak");
+  EXPECT_NEAR(j["prefill_compute_roofline_tok_s"].get<double>(),
+              j["fma_peak"]["gflop_s"].get<double>() * 1e9 / j["prefill_flop_per_token"].get<double>(), 1e-6 * j["prefill_compute_roofline_tok_s"].get<double>());
+  // The envelope records the threads that ran and the cache's real block size.
+  EXPECT_GT(j["threads"].get<int>(), 0);
+  EXPECT_EQ(j["threads"], j["read_bandwidth_threads"]);
+  EXPECT_EQ(j["block_size"].get<int>(), 16);
+  EXPECT_EQ(j["weight_dtype"], "f32");
+  auto t2 = sh("bench decode -m " + kStories + " -n 4 -r 1 -t 1 --backend cpu --json", false);
+  ASSERT_EQ(t2.code, 0) << t2.out;
+  EXPECT_EQ(nlohmann::json::parse(t2.out)["threads"].get<int>(), 1);
   auto t = sh("bench decode -m " + kStories + " -n 4 -r 1");
   ASSERT_EQ(t.code, 0) << t.out;
   EXPECT_NE(t.out.find("of roofline"), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("prefill roof"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("bytes per decoded token"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("FMA peak"), std::string::npos) << t.out;
   EXPECT_NE(sh("bench decode -m /nonexistent.gguf -r 1").code, 0);
+  auto kv = sh("bench decode -m " + kStories + " -n 4 -r 1 --kv-dtype q4");
+  EXPECT_NE(kv.code, 0);
+  EXPECT_NE(kv.out.find("--kv-dtype"), std::string::npos) << kv.out;
+}
+
+// Number lists are parsed strictly (every item whole), sizes too; valid forms still work.
+TEST(Bench, NumberListsAndSizesAreStrict) {
+  REQUIRE_MODELS();
+  struct Bad {
+    std::string args, says;
+  };
+  const Bad cases[] = {{"batch --streams 4x", "--streams"},       {"batch --streams 1,,2", "--streams"},
+                       {"batch --streams 2.5", "--streams"},      {"batch --streams 0", "--streams"},
+                       {"attention --ctx 1024k", "--ctx"},        {"capacity --kv-memory 1.2.3MiB", "invalid size"},
+                       {"capacity --kv-memory .MiB", "invalid size"},
+                       {"capacity --kv-memory 99999999999GiB", "too large"}};
+  for (const auto& c : cases) {
+    const bool attention = c.args.rfind("attention", 0) == 0;  // no model, no -n
+    auto r = sh("bench " + c.args + (attention ? "" : " -m " + kStories + " -n 2") + " -r 1");
+    EXPECT_NE(r.code, 0) << c.args;
+    EXPECT_NE(r.out.find(c.says), std::string::npos) << c.args << ": " << r.out;
+  }
+  auto ok = sh("bench batch -m " + kStories + " --streams 1,2 -n 2 -r 1 --json", false);
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  EXPECT_EQ(nlohmann::json::parse(ok.out)["points"].size(), 2u);
+}
+
+// The same trace served to completion three ways; a budget too small for the trace's peak makes
+// the paged pool preempt, and that work is reported, not hidden.
+TEST(Bench, CapacityServesOneTraceAndReportsPreemptions) {
+  REQUIRE_MODELS();
+  auto r = sh("bench capacity -m " + kStories + " --requests 16 --kv-memory 3MiB -r 1 -t 1 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["workload"], "capacity");
+  EXPECT_EQ(j["requests"], 16);
+  const auto& p = j["paged"];
+  const auto& fair = j["contiguous_longest_request"];
+  const auto& ctx = j["contiguous_context"];
+  for (const auto* side : {&p, &fair, &ctx}) {
+    EXPECT_EQ((*side)["completed"], 16) << side->dump();
+    EXPECT_GT((*side)["mean_concurrent"].get<double>(), 0) << side->dump();
+    EXPECT_LE((*side)["mean_concurrent"].get<double>(), (*side)["peak_concurrent"].get<double>() + 1e-9) << side->dump();
+  }
+  EXPECT_EQ(p["generated_tokens"], fair["generated_tokens"]);  // the same work on every side
+  EXPECT_EQ(p["generated_tokens"], ctx["generated_tokens"]);
+  EXPECT_GT(p["preemptions"].get<int>(), 0);
+  EXPECT_GT(p["recomputed_tokens"].get<int>(), 0);
+  EXPECT_EQ(fair["preemptions"], 0);
+  EXPECT_EQ(ctx["preemptions"], 0);
+  const int longest = j["longest_request_tokens"].get<int>();
+  EXPECT_EQ(fair["slot_tokens"], longest);
+  EXPECT_EQ(fair["slots"].get<int64_t>(), int64_t((3 << 20) / (j["bytes_per_token"].get<int64_t>() * longest)));
+  EXPECT_EQ(ctx["slot_tokens"], j["context"]);
+  EXPECT_LE(fair["peak_concurrent"].get<int>(), fair["slots"].get<int>());
+  EXPECT_LE(ctx["peak_concurrent"].get<int>(), ctx["slots"].get<int>());
+  EXPECT_NEAR(j["ratio_vs_longest_request"].get<double>(),
+              p["mean_concurrent"].get<double>() / fair["mean_concurrent"].get<double>(), 1e-9);
+  EXPECT_NEAR(j["ratio_vs_context"].get<double>(), p["mean_concurrent"].get<double>() / ctx["mean_concurrent"].get<double>(), 1e-9);
+  auto t = sh("bench capacity -m " + kStories + " --requests 4 --kv-memory 3MiB -r 1 -t 1");
+  ASSERT_EQ(t.code, 0) << t.out;
+  for (const char* k : {"mean conc", "preempt", "recomputed", "vs longest-request slots", "vs context slots"})
+    EXPECT_NE(t.out.find(k), std::string::npos) << k << "\n" << t.out;
 }
 
 TEST(Bench, PrefixSweepAndMultiTurnChat) {

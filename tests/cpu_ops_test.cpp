@@ -9,8 +9,10 @@
 #include <thread>
 #include <numeric>
 #include <random>
+#include <set>
 #include <utility>
 
+#include "backends/conformance.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/thread_pool.h"
 #include "core/util/half.h"
@@ -223,6 +225,24 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
       EXPECT_LT(nmse(outs[1], want), tol) << dtype_name(dt) << " rows " << n << " inputs " << n_in;
     }
   }
+  // Every other op too, on the same 3-thread backend: each conformance case (poisoned outputs,
+  // guard bytes, the op's own bound) against the reference, and no op may go uncovered.
+  std::set<Op> passed;
+  for (const ConformanceCase& c : conformance_cases()) {
+    const ConformanceResult r = run_conformance_case(fast, c, rng());
+    EXPECT_EQ(r.status, ConformanceStatus::Pass) << r.op << "/" << r.dtype << "/" << r.name << " seed " << r.seed
+                                                 << " nmse " << r.nmse << ": " << r.detail;
+    if (r.status == ConformanceStatus::Pass) passed.insert(c.op);
+  }
+  for (int op = 0; op < int(Op::kCount); ++op) EXPECT_TRUE(passed.count(Op(op))) << op_name(Op(op)) << " never passed";
+  // Copy splits across threads only from 128 KiB, past every conformance case: 3 pieces + a tail.
+  const auto src = randn(rng, 3 * 16384 + 77);
+  Buf a = make(fast, DType::F32, 1, int64_t(src.size())), b = make(fast, DType::F32, 1, int64_t(src.size()));
+  fast.upload(a.t, src.data(), src.size() * 4);
+  fast.copy(a.t, b.t);
+  std::vector<float> got(src.size());
+  fast.download(b.t, got.data(), got.size() * 4);
+  EXPECT_EQ(got, src) << "threaded copy";
 }
 
 // The pool hands jobs to spinning workers, and to sleeping ones after its spin window: every index

@@ -199,3 +199,27 @@ TEST(Gguf, RandomCorruptionNeverCrashes) {
   }
   SUCCEED() << "seed " << seed << ", accepted " << accepted;
 }
+
+// A U8 array the file really holds (one byte per element) still becomes one parsed value per
+// element, dozens of bytes each: its length is capped by the memory it would take, with an error
+// naming the key, instead of reserve() throwing bad_alloc.
+TEST(Gguf, ArrayTooLargeForMemoryIsRejected) {
+  const uint64_t n = (256ull << 20) / sizeof(GgufValue) + 1;
+  const std::string key = "big.array";
+  std::vector<uint8_t> b;
+  auto put = [&](const void* p, size_t len) { b.insert(b.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + len); };
+  const uint32_t version = 3, array_type = uint32_t(GgufValueType::ARRAY), u8_type = uint32_t(GgufValueType::U8);
+  const uint64_t n_tensors = 0, n_kv = 1, key_len = key.size();
+  put("GGUF", 4);
+  put(&version, 4);
+  put(&n_tensors, 8);
+  put(&n_kv, 8);
+  put(&key_len, 8);
+  put(key.data(), key.size());
+  put(&array_type, 4);
+  put(&u8_type, 4);
+  put(&n, 8);
+  b.resize(b.size() + n, 1);  // every element present: the file-size check passes
+  expect_error(b, "would take");
+  expect_error(b, "big.array");
+}

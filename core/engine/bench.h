@@ -16,6 +16,33 @@ double measure_copy_bandwidth(uint64_t bytes = 256ull << 20, int repeats = 5);
 // caches), median of `repeats`. Decode streams weights read-only, so this is its memory roofline.
 double measure_read_bandwidth(int threads, uint64_t bytes = 512ull << 20, int repeats = 5);
 
+// The bytes one decode step streams from memory, by part. Decode reads every matrix it multiplies
+// (the output projection included, even when it is the tied embedding table), one embedding row,
+// the norm vectors, and the K and V of every earlier position in every layer; it writes one
+// position's K and V. Bandwidth over total() is the memory roofline of one decoded token.
+struct DecodeByteBudget {
+  uint64_t matmul_weights = 0;
+  uint64_t embedding_row = 0;
+  uint64_t norms = 0;
+  uint64_t kv_read = 0;   // at `context` positions
+  uint64_t kv_write = 0;  // the new position
+  double context = 0;
+  uint64_t total() const { return matmul_weights + embedding_row + norms + kv_read + kv_write; }
+};
+// `context` is the mean attended length over the measured steps (decode time is an average over
+// them and the KV term is linear in the context, so the mean gives the exact average bytes).
+DecodeByteBudget decode_byte_budget(const ModelConfig& c, const ModelWeights& w, DType kv_dtype, double context);
+
+// The machine's fused multiply-add peak: `threads` threads each run independent FMA chains (enough
+// to cover the FMA latency on two ports) for a fixed count, best of `repeats`. The AVX2+FMA kernel
+// runs where the CPU has it, else a portable multiply-add kernel; `isa` says which.
+struct FmaPeak {
+  double flop_s = 0;
+  std::string isa;
+  int threads = 0;
+};
+FmaPeak measure_fma_peak(int threads, int repeats = 3);
+
 // FLOP per second of the backend's F32 matmul at [m x k] x [k x n] (median of `repeats` after a
 // warm-up): the device's compute roof for prefill, which is GEMM-bound.
 Result<double> measure_matmul_rate(Backend& be, int64_t m = 256, int64_t k = 2048, int64_t n = 2048, int repeats = 5);

@@ -1,6 +1,7 @@
 #include "core/engine/bench_workloads.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "core/engine/batch_run.h"
 #include "core/engine/bench.h"
@@ -128,35 +129,107 @@ Result<std::vector<ChatTurn>> bench_chat_turns(LoadedModel& m, Backend& be, cons
   return out;
 }
 
+namespace {
+
+std::vector<Request> capacity_trace(const ModelConfig& c, int32_t n) {
+  std::vector<Request> v;
+  for (int32_t i = 0; i < n; ++i) {
+    Request r = greedy("", 128 + (i * 37) % 384);
+    for (int32_t t = 0, len = 8 + (i * 13) % 57; t < len; ++t) r.prompt_tokens.push_back(3 + (i * 101 + t * 7) % (c.vocab - 3));
+    v.push_back(std::move(r));
+  }
+  return v;
+}
+
+// Runs `trace` to completion on one engine, sampling the running count around every step. With
+// `waste`, also the paged pool's internal fragmentation averaged over the steps.
+Result<CapacitySide> serve_trace(LoadedModel& m, Backend& be, const EngineConfig& cfg, const std::vector<Request>& trace,
+                                 double* waste) {
+  auto e = Engine::create(m, be, cfg);
+  if (!e) return e.take_error();
+  for (const Request& r : trace) (*e)->submit(r, {});
+  CapacitySide side;
+  double weighted = 0, total_s = 0;
+  int64_t alloc_sum = 0, used_sum = 0;
+  while (!(*e)->idle()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    PAGODA_TRY((*e)->step());
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    (*e)->publish_snapshot();
+    const auto s = (*e)->snapshot();
+    weighted += double(s->running) * dt;  // the sequences this step ran, for as long as it took
+    total_s += dt;
+    side.peak_concurrent = std::max(side.peak_concurrent, s->running);
+    for (const auto& r : s->requests)
+      if (r.state != "waiting") used_sum += r.computed_tokens;
+    alloc_sum += int64_t(s->blocks_in_use) * s->block_size;
+  }
+  (*e)->publish_snapshot();
+  const auto& c = (*e)->snapshot()->counters;
+  side.mean_concurrent = total_s > 0 ? weighted / total_s : 0;
+  side.preemptions = c.preemptions;
+  // Prefill run beyond each prompt once (prefix caching is off, so nothing was avoided).
+  side.recomputed_tokens = c.computed_prefill_tokens - std::min(c.computed_prefill_tokens, c.prompt_tokens);
+  side.completed = int32_t(c.requests_finished);
+  side.generated_tokens = c.generated_tokens;
+  side.wall_s = total_s;
+  side.gen_tok_s = total_s > 0 ? double(c.generated_tokens) / total_s : 0;
+  if (side.completed != int32_t(trace.size()))
+    return make_error("capacity bench: " + std::to_string(side.completed) + " of " + std::to_string(trace.size()) + " requests finished");
+  if (waste) *waste = alloc_sum > 0 ? double(alloc_sum - used_sum) / double(alloc_sum) : 0;
+  return side;
+}
+
+// Contiguous slots of `slot_tokens` each in `kv_bytes`: the engine runs at most that many
+// sequences at once, on a pool large enough that none is ever preempted (a reserved slot never
+// runs out), which is exactly how a slot allocator serves the trace.
+Result<CapacitySide> serve_contiguous(LoadedModel& m, Backend& be, uint64_t kv_bytes, uint64_t per_token, int32_t slot_tokens,
+                                      const std::vector<Request>& trace) {
+  const int32_t slots = int32_t(kv_bytes / (per_token * uint64_t(slot_tokens)));
+  if (slots < 1) return make_error("capacity bench: the KV budget holds no slot of " + std::to_string(slot_tokens) + " tokens");
+  EngineConfig cfg;
+  cfg.prefix_caching = false;
+  cfg.max_running = slots;
+  cfg.max_waiting = int32_t(trace.size());
+  cfg.kv_bytes = uint64_t(slots) * uint64_t(slot_tokens + 2 * cfg.block_size) * per_token;
+  auto side = serve_trace(m, be, cfg, trace, nullptr);
+  if (!side) return side.take_error();
+  if (side->preemptions > 0) return make_error("capacity bench: the contiguous baseline preempted (slot pool too small)");
+  side->slots = slots;
+  side->slot_tokens = slot_tokens;
+  return side;
+}
+
+}  // namespace
+
 Result<CapacityResult> bench_capacity(LoadedModel& m, Backend& be, uint64_t kv_bytes, int32_t n_requests) {
+  if (n_requests < 1) return make_error("capacity bench needs at least one request");
   CapacityResult res;
   res.kv_budget_bytes = kv_bytes;
-  const uint64_t per_token = m.config.kv_bytes_per_token(4);
-  res.contiguous_slots = int32_t(kv_bytes / (per_token * uint64_t(m.config.ctx_len)));
+  res.requests = n_requests;
+  res.context = m.config.ctx_len;
+  res.bytes_per_token = m.config.kv_bytes_per_token(uint32_t(row_bytes(EngineConfig{}.kv_dtype, 1)));
+  const auto trace = capacity_trace(m.config, n_requests);
+  for (const Request& r : trace)
+    res.longest_request_tokens = std::max(res.longest_request_tokens, int32_t(r.prompt_tokens.size()) + r.max_tokens);
+  if (res.longest_request_tokens > m.config.ctx_len)
+    return make_error("capacity bench: requests of " + std::to_string(res.longest_request_tokens) +
+                      " tokens exceed the model context of " + std::to_string(m.config.ctx_len));
   EngineConfig cfg;
   cfg.kv_bytes = kv_bytes;
   cfg.max_running = 1024;
   cfg.max_waiting = n_requests;
   cfg.prefix_caching = false;
-  auto e = Engine::create(m, be, cfg);
-  if (!e) return e.take_error();
-  // Short prompts, 128..511 generated tokens of varied length (chat-sized replies).
-  std::vector<Request> reqs;
-  for (int32_t i = 0; i < n_requests; ++i) reqs.push_back(greedy(std::string(kStoryStarts[i % 8]) + " " + std::to_string(i), 128 + (i * 37) % 384));
-  for (size_t i = 0; i < reqs.size(); ++i) (*e)->submit(reqs[i], {});
-  // Waste is internal fragmentation (allocated slots not holding a token), averaged over the
-  // steps of the run, weighted by allocation.
-  int64_t alloc_sum = 0, used_sum = 0;
-  while (!(*e)->idle()) {
-    PAGODA_TRY((*e)->step());
-    (*e)->publish_snapshot();
-    const auto s = (*e)->snapshot();
-    res.peak_concurrent = std::max(res.peak_concurrent, s->running);
-    for (const auto& r : s->requests) if (r.state != "waiting") used_sum += r.computed_tokens;
-    alloc_sum += int64_t(s->blocks_in_use) * s->block_size;
-  }
-  res.waste = alloc_sum > 0 ? double(alloc_sum - used_sum) / double(alloc_sum) : 0;
-  res.ratio = res.contiguous_slots > 0 ? double(res.peak_concurrent) / res.contiguous_slots : 0;
+  res.block_size = cfg.block_size;
+  auto paged = serve_trace(m, be, cfg, trace, &res.waste);
+  if (!paged) return paged.take_error();
+  res.paged = *paged;
+  auto fair = serve_contiguous(m, be, kv_bytes, res.bytes_per_token, res.longest_request_tokens, trace);
+  if (!fair) return fair.take_error();
+  res.fair = *fair;
+  auto ctx = serve_contiguous(m, be, kv_bytes, res.bytes_per_token, m.config.ctx_len, trace);
+  if (!ctx) return ctx.take_error();
+  res.context_slots = *ctx;
   return res;
 }
 

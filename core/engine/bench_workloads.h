@@ -37,13 +37,33 @@ struct ChatTurnsOptions {
 };
 Result<std::vector<ChatTurn>> bench_chat_turns(LoadedModel& m, Backend& be, const ChatTurnsOptions& o, int repeats);
 
-struct CapacityResult {
-  uint64_t kv_budget_bytes = 0;
-  int32_t contiguous_slots = 0;   // budget / (context x bytes per token)
-  int32_t peak_concurrent = 0;    // sequences running at once in the paged pool
-  double ratio = 0;
-  double waste = 0;               // allocated-but-unused slots / allocated, averaged over the run
+// KV capacity as served work, not as admissions: the same closed trace (every request queued at
+// the start, fixed prompt and generated lengths, EOS ignored) runs to completion on a paged pool
+// of `kv_bytes`, and on contiguous slots carved from the same bytes, once with slots sized to the
+// longest request of the trace (the fair baseline) and once to the model context.
+struct CapacitySide {
+  int32_t slots = 0;         // contiguous: sequences the budget holds; paged: 0 (blocks instead)
+  int32_t slot_tokens = 0;   // contiguous: tokens reserved per sequence
+  double mean_concurrent = 0;  // running sequences, averaged over the wall time of the run
+  int32_t peak_concurrent = 0;
+  uint64_t preemptions = 0;
+  uint64_t recomputed_tokens = 0;  // prefill work redone after preemption
+  int32_t completed = 0;
+  uint64_t generated_tokens = 0;
+  double wall_s = 0, gen_tok_s = 0;
 };
+struct CapacityResult {
+  uint64_t kv_budget_bytes = 0, bytes_per_token = 0;
+  int32_t requests = 0, block_size = 0, longest_request_tokens = 0, context = 0;
+  CapacitySide paged, fair, context_slots;
+  double waste = 0;  // paged: allocated-but-unused slots / allocated, averaged over the steps
+  // Time-averaged concurrency of the paged pool over that of each contiguous baseline.
+  double ratio_fair() const { return fair.mean_concurrent > 0 ? paged.mean_concurrent / fair.mean_concurrent : 0; }
+  double ratio_context() const {
+    return context_slots.mean_concurrent > 0 ? paged.mean_concurrent / context_slots.mean_concurrent : 0;
+  }
+};
+// The trace: prompts of 8..64 token ids and 128..511 generated tokens, varied per request.
 Result<CapacityResult> bench_capacity(LoadedModel& m, Backend& be, uint64_t kv_bytes, int32_t n_requests);
 
 struct SpecPoint {

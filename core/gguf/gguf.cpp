@@ -12,6 +12,10 @@ namespace {
 
 constexpr uint64_t kMaxStringLen = 1ull << 30;   // no metadata string is a gigabyte
 constexpr uint64_t kMaxArrayLen = 1ull << 32;
+// Parsed elements take sizeof(GgufValue) each, far more than their bytes in the file, so a length
+// the file can hold may still ask reserve() for more memory than exists. The largest real array
+// (a 256k-token vocabulary) needs ~12 MiB; 256 MiB is far past any real model.
+constexpr uint64_t kMaxArrayMemory = 256ull << 20;
 constexpr uint32_t kMaxDims = 4;
 constexpr int kMaxArrayDepth = 4;
 
@@ -112,6 +116,10 @@ Result<GgufValue> read_value(Cursor& c, GgufValueType type, const std::string& k
     const uint64_t min_elem = elem == GgufValueType::STRING || elem == GgufValueType::ARRAY ? 8 : scalar_size(elem);
     if (*n > kMaxArrayLen || *n > c.remaining() / (min_elem ? min_elem : 1))
       return make_error("array length " + std::to_string(*n) + " of '" + key + "' exceeds the file" + at(start));
+    if (*n > kMaxArrayMemory / sizeof(GgufValue))
+      return make_error("array '" + key + "' of " + std::to_string(*n) + " elements would take " +
+                        std::to_string(*n * sizeof(GgufValue) >> 20) + " MiB in memory (limit " +
+                        std::to_string(kMaxArrayMemory >> 20) + " MiB)" + at(start));
     auto arr = std::make_shared<GgufArray>();
     arr->elem_type = elem;
     arr->items.reserve(*n);

@@ -1,6 +1,7 @@
-// SentencePiece-style BPE ("llama" model), with llama.cpp's semantics: optional space prefix,
-// spaces become U+2581, then the adjacent pair whose concatenation is the highest-scoring piece is
-// merged until none is left; characters that are not pieces fall back to <0xAB> byte tokens.
+// SentencePiece-style BPE ("llama" model): optional space prefix, spaces become U+2581, then the
+// adjacent pair whose concatenation is the highest-scoring piece is merged (leftmost on ties)
+// until none is left; characters that are not pieces fall back to <0xAB> byte tokens. The
+// tokens match SentencePiece's and llama.cpp's on the vocab test vectors.
 #include <algorithm>
 #include <iterator>
 #include <queue>
@@ -13,25 +14,29 @@ namespace {
 
 constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
 
-// One symbol of the merge list: a byte range of the normalized text, doubly linked to neighbours.
-struct Symbol {
-  uint32_t start;
-  uint32_t len;  // 0 once merged into its left neighbour
-  int32_t prev;
-  int32_t next;
+// The merge state of one fragment: the normalized text cut into pieces, first one per UTF-8
+// character, as a doubly linked list over slots (a merge absorbs the right piece into the left,
+// so slot order stays text order). Every change to a slot bumps its version, which is how a
+// queued candidate learns that one of its two pieces is no longer what it saw.
+struct Piece {
+  uint32_t begin, end;  // byte range in the normalized text
+  int32_t left, right;  // neighbouring slots, -1 at the ends
+  uint32_t version;
 };
 
-struct Bigram {
-  int32_t left;
-  int32_t right;
+// A pair of adjacent pieces whose joined text is a vocabulary piece.
+struct MergeCandidate {
   float score;
-  uint32_t len;  // combined length when queued; stale if either side has changed since
+  uint32_t at;  // byte offset of the pair: equal scores merge leftmost first
+  int32_t left, right;
+  uint32_t left_version, right_version;
 };
 
-// Highest score first; among equal scores the leftmost pair, as SentencePiece does.
-struct BigramOrder {
-  bool operator()(const Bigram& a, const Bigram& b) const {
-    return a.score < b.score || (a.score == b.score && a.left > b.left);
+// Priority queue order: higher score first, then lower position.
+struct RanksBelow {
+  bool operator()(const MergeCandidate& a, const MergeCandidate& b) const {
+    if (a.score != b.score) return a.score < b.score;
+    return a.at > b.at;
   }
 };
 
@@ -112,50 +117,57 @@ class SpmTokenizer final : public VocabTokenizer {
       if (c == ' ') norm += kSpaceMark;
       else norm += c;
     }
-    std::vector<Symbol> syms = split_chars(norm);
-    merge(norm, syms);
-    for (int32_t i = syms.empty() ? -1 : 0; i != -1; i = syms[size_t(i)].next)
-      emit(std::string_view(norm).substr(syms[size_t(i)].start, syms[size_t(i)].len), out);
+    if (norm.empty()) return;
+    const std::vector<Piece> pieces = merge_pieces(norm);
+    for (int32_t i = 0; i >= 0; i = pieces[size_t(i)].right)  // slot 0 is never absorbed
+      emit(std::string_view(norm).substr(pieces[size_t(i)].begin, pieces[size_t(i)].end - pieces[size_t(i)].begin), out);
   }
 
-  static std::vector<Symbol> split_chars(std::string_view s) {
-    std::vector<Symbol> syms;
-    syms.reserve(s.size());
-    for (size_t i = 0; i < s.size();) {
-      // A malformed sequence is split into single bytes (which then fall back to byte tokens), so
-      // that it cannot swallow a following space mark and every input byte round-trips.
-      uint32_t cp;
-      const size_t n = utf8_decode(s.data() + i, s.size() - i, &cp);
-      const int32_t k = int32_t(syms.size());
-      syms.push_back({uint32_t(i), uint32_t(n), k - 1, -1});
-      if (k > 0) syms[size_t(k - 1)].next = k;
-      i += n;
+  // One piece per character. A malformed sequence becomes single bytes (which then fall back to
+  // byte tokens), so it cannot swallow a following space mark and every input byte round-trips.
+  static std::vector<Piece> cut_characters(std::string_view s) {
+    std::vector<Piece> pieces;
+    pieces.reserve(s.size());
+    uint32_t cp = 0;
+    for (size_t at = 0; at < s.size();) {
+      const size_t n = utf8_decode(s.data() + at, s.size() - at, &cp);
+      const int32_t slot = int32_t(pieces.size());
+      pieces.push_back({uint32_t(at), uint32_t(at + n), slot - 1, -1, 0});
+      if (slot > 0) pieces[size_t(slot - 1)].right = slot;
+      at += n;
     }
-    return syms;
+    return pieces;
   }
 
-  void merge(std::string_view norm, std::vector<Symbol>& syms) const {
-    std::priority_queue<Bigram, std::vector<Bigram>, BigramOrder> queue;
-    auto try_add = [&](int32_t l, int32_t r) {
-      if (l < 0 || r < 0) return;
-      const uint32_t len = syms[size_t(l)].len + syms[size_t(r)].len;
-      const int32_t id = mergeable(norm.substr(syms[size_t(l)].start, len));
-      if (id >= 0) queue.push({l, r, v_.scores[size_t(id)], len});
+  // Repeatedly joins the adjacent pair that forms the best-scoring vocabulary piece (leftmost on
+  // ties) until no pair forms one. Candidates are queued when a pair comes into being and
+  // dropped on pop when either side has changed since.
+  std::vector<Piece> merge_pieces(std::string_view norm) const {
+    std::vector<Piece> pieces = cut_characters(norm);
+    std::priority_queue<MergeCandidate, std::vector<MergeCandidate>, RanksBelow> queue;
+    auto propose = [&](int32_t l) {
+      if (l < 0 || pieces[size_t(l)].right < 0) return;
+      const Piece& a = pieces[size_t(l)];
+      const Piece& b = pieces[size_t(a.right)];
+      const int32_t id = mergeable(norm.substr(a.begin, b.end - a.begin));
+      if (id >= 0) queue.push({v_.scores[size_t(id)], a.begin, l, a.right, a.version, b.version});
     };
-    for (size_t i = 1; i < syms.size(); ++i) try_add(int32_t(i - 1), int32_t(i));
+    for (int32_t i = 0; i < int32_t(pieces.size()); ++i) propose(i);
     while (!queue.empty()) {
-      const Bigram b = queue.top();
+      const MergeCandidate c = queue.top();
       queue.pop();
-      Symbol& l = syms[size_t(b.left)];
-      Symbol& r = syms[size_t(b.right)];
-      if (l.len == 0 || r.len == 0 || l.len + r.len != b.len) continue;  // stale entry
-      l.len += r.len;
-      r.len = 0;
-      l.next = r.next;
-      if (r.next >= 0) syms[size_t(r.next)].prev = b.left;
-      try_add(l.prev, b.left);
-      try_add(b.left, l.next);
+      Piece& a = pieces[size_t(c.left)];
+      Piece& b = pieces[size_t(c.right)];
+      if (a.version != c.left_version || b.version != c.right_version) continue;  // stale
+      a.end = b.end;
+      a.right = b.right;
+      if (b.right >= 0) pieces[size_t(b.right)].left = c.left;
+      ++a.version;
+      ++b.version;  // absorbed: no candidate naming it survives
+      propose(a.left);
+      propose(c.left);
     }
+    return pieces;
   }
 
   void emit(std::string_view s, std::vector<int32_t>& out) const {
