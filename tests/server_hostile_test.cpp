@@ -322,7 +322,9 @@ TEST(ServerHostile, NulInBearerTokenIsRejected) {
   Harness h(keyed(kKeys));
   const std::string nul_header = std::string("Authorization: Bearer key-a") + '\0' + "garbage\r\n";
   const Raw::Resp r = roundtrip(h.port, request("POST", "/v1/completions", completion("Once upon a time", 2), nul_header));
-  EXPECT_TRUE(r.status == 400 || r.status == 401) << r.status << " " << r.body;
+  // Beast refuses a control character in a header value (400) before authentication looks at it;
+  // bearer_token() refuses it too, for any path that reached it.
+  EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_EQ(bearer_token(std::string("Bearer key-a\0garbage", 21)), "");
   EXPECT_EQ(bearer_token("Bearer key-a\x01"), "");
   EXPECT_EQ(roundtrip(h.port, request("POST", "/v1/completions", completion("Once upon a time", 2), auth("key-a"))).status, 200);
