@@ -350,6 +350,34 @@ TEST(ServerHostile, KeysFileWithByteOrderMark) {
   std::remove(path.c_str());
 }
 
+// The keys file's roles and priority ceilings, in all three forms; old files mean what they meant.
+TEST(ServerHostile, KeysFileRolesAndPriorityCeilings) {
+  auto t = ApiKeys::parse("k1 alice\nk2 ops role=admin\nk3 bob max_priority=7 role=tenant\nk4 root role=admin max_priority=3\n");
+  ASSERT_TRUE(t.ok()) << t.error();
+  EXPECT_EQ(t->find("k1")->role, Role::Tenant);
+  EXPECT_EQ(t->find("k1")->max_priority, 0);
+  EXPECT_EQ(t->find("k2")->role, Role::Admin);
+  EXPECT_EQ(t->find("k2")->max_priority, kMaxPriority);
+  EXPECT_EQ(t->find("k3")->max_priority, 7);
+  EXPECT_EQ(t->find("k4")->max_priority, 3);
+  auto o = ApiKeys::parse(R"({"k1":"alice","k2":{"tenant":"ops","role":"admin"},"k3":{"tenant":"bob","max_priority":2}})");
+  ASSERT_TRUE(o.ok()) << o.error();
+  EXPECT_EQ(o->find("k2")->role, Role::Admin);
+  EXPECT_EQ(o->find("k3")->max_priority, 2);
+  auto a = ApiKeys::parse(R"([{"key":"k1","tenant":"alice","role":"admin","max_priority":9}])");
+  ASSERT_TRUE(a.ok()) << a.error();
+  EXPECT_EQ(a->find("k1")->max_priority, 9);
+  for (const char* bad : {"k1 alice role=root\n", "k1 alice max_priority=-1\n", "k1 alice max_priority=x\n", "k1 alice colour=red\n",
+                          "k1 alice extra\n", R"({"k1":{"tenant":"a","rol":"admin"}})", R"({"k1":{"role":"admin"}})",
+                          R"([{"key":"k1","tenant":"a","max_priority":2000000}])", "k\x01y alice\n"}) {
+    auto r = ApiKeys::parse(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.error().find("api keys"), std::string::npos) << r.error();
+    }
+  }
+}
+
 // A JSON object naming a member twice is refused, in request bodies and in keys files.
 TEST(ServerHostile, DuplicateJsonMembersAreRefused) {
   Harness h;
