@@ -44,11 +44,16 @@ void add_options(CLI::App* cmd, ServeCommand& c) {
   cmd->add_flag("--no-prefix-cache", s.no_prefix_cache, "Disable prefix reuse");
   cmd->add_option("--host", s.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", s.port, "Port to listen on (0 = any free port)")->capture_default_str();
-  cmd->add_option("--api-keys", s.api_keys, "File of API keys -> tenants (JSON, or 'KEY TENANT' lines)");
+  cmd->add_option("--api-keys", s.api_keys,
+                  "File of API keys -> tenants (JSON, or 'KEY TENANT [role=admin] [max_priority=N]' lines; docs/server.md)");
+  cmd->add_option("--metrics-key", s.metrics_key, "Require 'Authorization: Bearer KEY' (or an admin API key) on /metrics");
   cmd->add_option("--grace", s.grace, "Seconds in-flight requests get to finish on shutdown")->capture_default_str();
-  cmd->add_option("--http-threads", s.http_threads, "HTTP worker threads (0 = max-running + max-waiting + 16)");
+  cmd->add_option("--http-threads", s.http_threads,
+                  "Open HTTP connections, a thread each; more get 503 (0 = max-running + max-waiting + 16)");
+  cmd->add_option("--header-timeout", s.header_timeout, "Seconds a request's whole head may take to arrive")->capture_default_str();
+  cmd->add_option("--body-timeout", s.body_timeout, "Seconds a request's whole body may take to arrive")->capture_default_str();
   cmd->add_option("--default-max-tokens", s.default_max_tokens, "max_tokens for requests that name none")->capture_default_str();
-  cmd->add_option("--max-body", s.max_body, "Largest request body (larger: 413)")->capture_default_str();
+  cmd->add_option("--max-body", s.max_body, "Largest request body, decoded (larger: 413)")->capture_default_str();
 }
 
 Status merge_config(ServeCommand& c) {
@@ -128,6 +133,9 @@ int serve(ServeCommand& c) {
   sc.http_threads = server::http_threads_for(s);
   sc.default_max_tokens = s.default_max_tokens;
   sc.max_body_bytes = size_t(*max_body);
+  sc.metrics_key = s.metrics_key;
+  sc.header_timeout_s = s.header_timeout;
+  sc.body_timeout_s = s.body_timeout;
   const size_t tenants = sc.api_keys.size();
   server::Server srv(**e, std::move(sc));
   auto port = srv.start(s.host, s.port);

@@ -78,6 +78,9 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
       {"http-threads", integer(&ServeSettings::http_threads, "http-threads")},
       {"default-max-tokens", integer(&ServeSettings::default_max_tokens, "default-max-tokens")},
       {"max-body", text(&ServeSettings::max_body, "max-body", true)},
+      {"metrics-key", text(&ServeSettings::metrics_key, "metrics-key")},
+      {"header-timeout", number(&ServeSettings::header_timeout, "header-timeout")},
+      {"body-timeout", number(&ServeSettings::body_timeout, "body-timeout")},
   };
   return t;
 }
@@ -132,6 +135,10 @@ Status validate_settings(const ServeSettings& s) {
   PAGODA_TRY(check_range("http-threads", s.http_threads, 0, 4096));
   PAGODA_TRY(check_range("default-max-tokens", s.default_max_tokens, 1, 1 << 24));
   if (!(s.grace >= 0) || !std::isfinite(s.grace)) return make_error("grace must be a non-negative number of seconds");
+  if (!(s.header_timeout > 0 && s.header_timeout <= 3600)) return make_error("header-timeout must be in (0, 3600] seconds");
+  if (!(s.body_timeout > 0 && s.body_timeout <= 3600)) return make_error("body-timeout must be in (0, 3600] seconds");
+  for (char c : s.metrics_key)
+    if (uint8_t(c) <= 0x20 || uint8_t(c) == 0x7f) return make_error("metrics-key must not contain spaces or control characters");
   if (s.kv_dtype != "f32" && s.kv_dtype != "f16") return make_error("kv-dtype must be f32 or f16");
   if (s.model.empty()) return make_error("no model: pass -m FILE.gguf or set \"model\" in the config");
   auto spec = spec_config(s);
@@ -158,7 +165,7 @@ EngineConfig engine_config(const ServeSettings& s, uint64_t kv_bytes) {
 
 int http_threads_for(const ServeSettings& s) {
   if (s.http_threads > 0) return s.http_threads;
-  // A worker per request the engine can hold, plus room for health checks and inspectors.
+  // A connection per request the engine can hold, plus room for health checks and inspectors.
   return int(std::min<int64_t>(int64_t(s.max_running) + s.max_waiting + 16, 1024));
 }
 

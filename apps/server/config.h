@@ -35,6 +35,9 @@ struct ServeSettings {
   int http_threads = 0;          // 0 = max-running + max-waiting + 16
   int32_t default_max_tokens = 256;
   std::string max_body = "1MiB";
+  std::string metrics_key;       // non-empty: /metrics needs it (or an admin API key) as a bearer token
+  double header_timeout = 10;    // seconds a request's whole head may take to arrive
+  double body_timeout = 30;      // seconds its whole body may take
 };
 
 // The keys a config file may hold, in the order --help lists the flags.

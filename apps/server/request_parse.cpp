@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 
 namespace pagoda::server {
@@ -258,17 +259,37 @@ Result<nlohmann::json> parse_json_object(std::string_view body, const ParseLimit
   if (body.empty()) return make_error("request body is empty; expected a JSON object");
   if (json_nesting_depth(body) > lim.max_depth)
     return make_error(fmt::format("request body nests deeper than {} levels", lim.max_depth));
-  json j;
-  try {
-    j = json::parse(body.begin(), body.end());
-  } catch (const json::exception& e) {
-    return make_error(std::string("malformed JSON: ") + e.what());
-  }
+  auto parsed = parse_json_strict(body);
+  if (!parsed) return make_error("malformed JSON: " + parsed.error());
+  json j = std::move(*parsed);
   if (!j.is_object()) return make_error(std::string("request body must be a JSON object, got ") + j.type_name());
   return j;
 }
 
 }  // namespace
+
+Result<nlohmann::json> parse_json_strict(std::string_view text) {
+  // Which member names each open object has used so far. JSON parsers disagree on duplicates
+  // (first wins, last wins, error), so a body that means one thing here and another to a proxy
+  // or a log reader in front of us is refused instead.
+  std::vector<std::set<std::string>> open;
+  std::string duplicate;
+  const json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) {
+    if (ev == json::parse_event_t::object_start) open.emplace_back();
+    else if (ev == json::parse_event_t::object_end && !open.empty()) open.pop_back();
+    else if (ev == json::parse_event_t::key && !open.empty() && !open.back().insert(parsed.get<std::string>()).second &&
+             duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  try {
+    json j = json::parse(text.begin(), text.end(), cb);
+    if (!duplicate.empty()) return make_error(fmt::format("duplicate member \"{}\" in a JSON object", duplicate));
+    return j;
+  } catch (const json::exception& e) {
+    return make_error(e.what());
+  }
+}
 
 int json_nesting_depth(std::string_view text) {
   int depth = 0, deepest = 0;

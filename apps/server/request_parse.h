@@ -3,6 +3,7 @@
 // ParsedRequest whose fields are all in range, or an error message naming the offending field.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -59,6 +60,9 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
 
 // The X-Request-Timeout header: seconds as a positive decimal number.
 Result<double> parse_timeout_header(std::string_view value);
+
+// JSON text -> value, refusing an object that names a member twice (the error names it).
+Result<nlohmann::json> parse_json_strict(std::string_view text);
 
 // Deepest nesting of [ and { outside strings; used to refuse pathological bodies cheaply.
 int json_nesting_depth(std::string_view text);

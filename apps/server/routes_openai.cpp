@@ -24,7 +24,7 @@ int64_t unix_now() {
 
 HttpError shutting_down() { return {503, "the server is shutting down", "server_error", "shutting_down"}; }
 
-std::optional<HttpError> apply_timeout_header(const httplib::Request& req, ParsedRequest& p) {
+std::optional<HttpError> apply_timeout_header(const http::Request& req, ParsedRequest& p) {
   if (!req.has_header("X-Request-Timeout")) return std::nullopt;
   auto t = parse_timeout_header(req.get_header_value("X-Request-Timeout"));
   if (!t) return HttpError{400, t.error(), "invalid_request_error", ""};
@@ -35,17 +35,17 @@ std::optional<HttpError> apply_timeout_header(const httplib::Request& req, Parse
 }  // namespace
 
 void Server::Impl::route_openai() {
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+  transport.route("POST", "/v1/completions", [this](const http::Request& req, http::Response& res) {
     handle_generate(req, res, Endpoint::Completions);
   });
-  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+  transport.route("POST", "/v1/chat/completions", [this](const http::Request& req, http::Response& res) {
     handle_generate(req, res, Endpoint::Chat);
   });
 }
 
 // Tokenizes here rather than in the engine so the prompt is checked against the context and the
 // KV pool before it is queued, and a request that can never run gets a clear 400/413 at once.
-std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, const std::string& tenant, Request& r) {
+std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, const Principal& who, Request& r) {
   const int32_t ctx = engine.config().ctx_len;
   if (p.endpoint == Endpoint::Chat) {
     auto ids = chat.apply(p.chat_messages, p.chat_tools);  // a template error names its line
@@ -68,22 +68,23 @@ std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, con
   r.max_tokens = p.max_tokens_set ? p.max_tokens : std::min(p.max_tokens, ctx - n);
   r.sampling = p.sampling;
   if (!p.seed_set) r.sampling.seed = random_seed();
-  r.tenant = tenant;  // only ever from the authenticated key
-  r.priority = p.priority;
+  r.tenant = who.tenant;  // only ever from the authenticated key
+  // The key grants a ceiling; a body may ask for less (a background job), never for more.
+  r.priority = std::min(p.priority, who.max_priority);
   r.timeout_s = p.timeout_s;
   r.stop_at_eos = !p.ignore_eos;
   return std::nullopt;
 }
 
-void Server::Impl::handle_generate(const httplib::Request& req, httplib::Response& res, Endpoint ep) {
+void Server::Impl::handle_generate(const http::Request& req, http::Response& res, Endpoint ep) {
   if (stopping) return send_error(res, shutting_down());
-  const auto tenant = authenticate(req, res);
-  if (!tenant) return;
+  const auto who = authenticate(req, res);
+  if (!who) return;
   auto parsed = parse_request(req.body, ep, limits);
   if (!parsed) return send_error(res, {400, parsed.error(), "invalid_request_error", ""});
   if (auto e = apply_timeout_header(req, *parsed)) return send_error(res, *e);
   Request er;
-  if (auto e = build_request(*parsed, *tenant, er)) return send_error(res, *e);
+  if (auto e = build_request(*parsed, *who, er)) return send_error(res, *e);
 
   auto g = std::make_shared<Generation>();
   g->include_usage = parsed->include_usage;
@@ -111,7 +112,7 @@ void Server::Impl::handle_generate(const httplib::Request& req, httplib::Respons
              unix_now(), cfg.model_name};
   track(*g);
   if (parsed->stream) respond_stream(res, g);
-  else respond_blocking(res, *g);
+  else respond_blocking(req, res, *g);
 }
 
 void Server::Impl::cancel(Choice& c) {
@@ -143,11 +144,19 @@ std::string Server::Impl::consume(Choice& c, TokenEvent& ev) {
   return piece;
 }
 
-void Server::Impl::respond_blocking(httplib::Response& res, Generation& g) {
+// Waits for every choice, checking between events whether the client is still connected: one
+// that hung up gets its requests cancelled (their KV blocks freed) instead of run to the end.
+void Server::Impl::respond_blocking(const http::Request& req, http::Response& res, Generation& g) {
   std::vector<TokenEvent> evs;
+  bool gone = false;
   while (!g.all_done()) {
     evs.clear();
-    if (!g.channel->take(evs, std::chrono::milliseconds(250))) {
+    if (!gone && req.client_gone && req.client_gone()) {
+      gone = true;
+      cancel_all(g);  // the final events still arrive (cancelled) and end this loop
+      count_disconnect();
+    }
+    if (!g.channel->take(evs, std::chrono::milliseconds(100))) {
       if (g.channel->aborted()) break;
       continue;
     }
@@ -168,13 +177,12 @@ void Server::Impl::respond_blocking(httplib::Response& res, Generation& g) {
   send_json(res, completion_json(g.meta, out));
 }
 
-void Server::Impl::respond_stream(httplib::Response& res, const std::shared_ptr<Generation>& g) {
+void Server::Impl::respond_stream(http::Response& res, const std::shared_ptr<Generation>& g) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");  // reverse proxies must not buffer the stream
-  // Exactly "text/event-stream": httplib never compresses that type, and compression would hold
-  // tokens back in the deflate buffer until the end.
+  // Never compressed: compression would hold tokens back in the deflate buffer until the end.
   res.set_chunked_content_provider(
-      "text/event-stream", [this, g](size_t, httplib::DataSink& sink) { return pump_stream(*g, sink); },
+      "text/event-stream", [this, g](size_t, http::DataSink& sink) { return pump_stream(*g, sink); },
       [this, g](bool) {
         // Runs however the response ended: a client that vanished before or during the stream
         // must not leave its requests generating into the void and holding KV blocks.
@@ -185,7 +193,7 @@ void Server::Impl::respond_stream(httplib::Response& res, const std::shared_ptr<
 
 // One turn of the stream: whatever events arrived (or a keep-alive comment after a quiet
 // interval, whose failed write is how a silent disconnect is noticed).
-bool Server::Impl::pump_stream(Generation& g, httplib::DataSink& sink) {
+bool Server::Impl::pump_stream(Generation& g, http::DataSink& sink) {
   std::vector<TokenEvent> evs;
   std::string out;
   const auto wait = std::chrono::milliseconds(std::max<int64_t>(10, int64_t(cfg.sse_keepalive_s * 1e3)));
@@ -201,8 +209,7 @@ bool Server::Impl::pump_stream(Generation& g, httplib::DataSink& sink) {
   if (!out.empty() && !sink.write(out.data(), out.size())) {
     if (!g.done) {
       cancel_all(g);
-      std::lock_guard<std::mutex> lk(stats_mu);
-      ++disconnects;
+      count_disconnect();
     }
     return false;
   }

@@ -18,6 +18,7 @@
 #include "apps/server/http.h"
 #include "apps/server/responses.h"
 #include "apps/server/server.h"
+#include "apps/server/views.h"
 
 namespace pagoda::server {
 
@@ -64,44 +65,47 @@ struct Server::Impl {
   ServerConfig cfg;
   ChatRenderer chat;
   ParseLimits limits;
-  httplib::Server http;
-  std::thread listener;
+  http::Transport transport;
   int port = 0;
-  int listen_fd = -1;  // the listening socket, captured to widen httplib's fixed backlog
   bool started = false, stopped = false;
   uint32_t nonce = 0;  // makes response ids unique across server restarts
+  ViewSecret view_secret = random_view_secret();  // keys the block-key HMAC in /v1/inspect
 
   mutable std::mutex mu;  // guards `active` and `stopping` transitions
   std::condition_variable cv;  // `active` shrank, or shutdown began
   std::atomic<bool> stopping{false};
   std::unordered_map<uint64_t, std::shared_ptr<RequestChannel>> active;
+  std::atomic<int> inspect_streams{0};
 
   std::mutex stats_mu;
   std::map<int, uint64_t> responses;  // HTTP status -> count
-  uint64_t disconnects = 0;           // streams cancelled because the client went away
+  uint64_t disconnects = 0;           // requests cancelled because the client went away
 
   // server.cpp
   void setup();
   void route_monitoring();
-  std::optional<std::string> authenticate(const httplib::Request& req, httplib::Response& res);
-  void send_json(httplib::Response& res, const nlohmann::json& j, int status = 200);
-  void send_error(httplib::Response& res, const HttpError& e);
+  std::optional<http::Response> check_headers(const http::Request& req);
+  std::optional<Principal> principal_of(const http::Request& req, HttpError& why) const;
+  std::optional<Principal> authenticate(const http::Request& req, http::Response& res);
+  void send_json(http::Response& res, const nlohmann::json& j, int status = 200);
+  void send_error(http::Response& res, const HttpError& e);
+  void count_disconnect();
   void track(const Generation& g);
   void untrack(const Generation& g);
   bool wait_idle(double seconds);
   void cancel_all();
   void abort_all();
   std::string metrics_text();
-  void serve_inspect_stream(const httplib::Request& req, httplib::Response& res);
+  void serve_inspect_stream(const http::Request& req, http::Response& res, const Principal& who);
 
   // routes_openai.cpp
   void route_openai();
-  void handle_generate(const httplib::Request& req, httplib::Response& res, Endpoint ep);
-  std::optional<HttpError> build_request(const ParsedRequest& p, const std::string& tenant, Request& out);
+  void handle_generate(const http::Request& req, http::Response& res, Endpoint ep);
+  std::optional<HttpError> build_request(const ParsedRequest& p, const Principal& who, Request& out);
   std::string consume(Choice& c, TokenEvent& ev);
-  void respond_blocking(httplib::Response& res, Generation& g);
-  void respond_stream(httplib::Response& res, const std::shared_ptr<Generation>& g);
-  bool pump_stream(Generation& g, httplib::DataSink& sink);
+  void respond_blocking(const http::Request& req, http::Response& res, Generation& g);
+  void respond_stream(http::Response& res, const std::shared_ptr<Generation>& g);
+  bool pump_stream(Generation& g, http::DataSink& sink);
   std::string stream_events(Generation& g, std::vector<TokenEvent>& evs);
   std::string closing_events(Generation& g, Choice& c);
   void cancel(Choice& c);
