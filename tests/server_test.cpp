@@ -24,6 +24,7 @@
 #include "apps/server/sse.h"
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/engine.h"
+#include "fault_backend.h"
 
 using namespace pagoda;
 using namespace pagoda::server;
@@ -252,6 +253,12 @@ TEST(ServerParse, ValidCompletionAndChat) {
   EXPECT_EQ(r->stop, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(r->priority, 2);
   EXPECT_DOUBLE_EQ(r->timeout_s, 1.5);
+  auto pen = parse_request(R"({"prompt":"hi","presence_penalty":0.5,"frequency_penalty":-1,
+      "logit_bias":{"7":-100,"3":2.5}})", Endpoint::Completions, test_limits());
+  ASSERT_TRUE(pen.ok()) << pen.error();
+  EXPECT_FLOAT_EQ(pen->sampling.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(pen->sampling.frequency_penalty, -1.0f);
+  EXPECT_EQ(pen->sampling.logit_bias, (std::vector<std::pair<int32_t, float>>{{3, 2.5f}, {7, -100.0f}}));
   auto d = parse_request(R"({"prompt":[1,2,3]})", Endpoint::Completions, test_limits());
   ASSERT_TRUE(d.ok()) << d.error();
   EXPECT_EQ(d->prompt_tokens, (std::vector<int32_t>{1, 2, 3}));
@@ -285,7 +292,14 @@ TEST(ServerParse, MalformedBodiesNameTheProblem) {
       {R"({"prompt":"x","n":17})", "'n'"},
       {R"({"prompt":"x","n":1.5})", "'n'"},
       {R"({"prompt":"x","n":2,"best_of":3})", "'best_of'"},
-      {R"({"prompt":"x","presence_penalty":0.5})", "'presence_penalty'"},
+      {R"({"prompt":"x","presence_penalty":2.5})", "'presence_penalty'"},
+      {R"({"prompt":"x","frequency_penalty":-3})", "'frequency_penalty'"},
+      {R"({"prompt":"x","logit_bias":[1]})", "'logit_bias'"},
+      {R"({"prompt":"x","logit_bias":{"abc":1}})", "'logit_bias'"},
+      {R"({"prompt":"x","logit_bias":{"5x":1}})", "'logit_bias'"},
+      {R"({"prompt":"x","logit_bias":{"5":101}})", "'logit_bias'"},
+      {R"({"prompt":"x","logit_bias":{"5":"ban"}})", "'logit_bias'"},
+      {R"({"prompt":"x","logit_bias":{"600":1}})", "outside the vocabulary"},
       {R"({"prompt":[600]})", "token ids"},
       {R"({"prompt":["a","b"]})", "one prompt"},
       {R"({"prompt":"x","timeout":-1})", "'timeout'"},
@@ -542,6 +556,81 @@ TEST(ServerE2E, CompletionsChatStreamingAndMonitoring) {
 }
 
 // n choices: one engine request each, seeds seed, seed+1, ...; choice 0 is the n = 1 answer.
+// logit_bias reaches the sampler: forcing EOS (id 2) ends a greedy completion at once, and the
+// penalties change a greedy story that repeats tokens.
+TEST(ServerE2E, LogitBiasAndPenaltiesReachTheSampler) {
+  Harness h;
+  json forced = completion_body("Once upon a time", 24);
+  forced["logit_bias"] = {{"2", 100}};
+  auto r = h.post("/v1/completions", forced.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(body_of(r)["choices"][0]["finish_reason"], "stop") << r->body;
+  EXPECT_EQ(body_of(r)["choices"][0]["text"], "") << r->body;
+
+  auto plain = h.post("/v1/completions", completion_body("Once upon a time", 48).dump());
+  json pen = completion_body("Once upon a time", 48);
+  pen["frequency_penalty"] = 2.0;
+  pen["presence_penalty"] = 2.0;
+  auto p = h.post("/v1/completions", pen.dump());
+  ASSERT_TRUE(plain && p);
+  ASSERT_EQ(p->status, 200) << p->body;
+  EXPECT_NE(body_of(plain)["choices"][0]["text"], body_of(p)["choices"][0]["text"]);
+}
+
+// A backend fault opens the breaker: the request in flight fails, new requests get 503
+// engine_unavailable with Retry-After, /health says degraded with the reason; once the backend
+// works again a probe closes it and the same request succeeds.
+TEST(ServerE2E, BackendFaultAnswers503AndHealthDegradedUntilRecovery) {
+  pagoda::testing::FaultBackend fb(model().be);
+  EngineConfig ec = small_engine();
+  ec.probe_interval_s = 0.05;
+  auto e = Engine::create(*model().m, fb, ec);
+  ASSERT_TRUE(e.ok()) << e.error();
+  (*e)->start();
+  ServerConfig sc;
+  sc.model_name = "stories260K";
+  Server srv(**e, sc);
+  auto port = srv.start("127.0.0.1", 0);
+  ASSERT_TRUE(port.ok()) << port.error();
+  httplib::Client c("127.0.0.1", *port);
+  c.set_read_timeout(60, 0);
+  const std::string body = completion_body("Once upon a time", 8).dump();
+  auto ok = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+
+  fb.inject(pagoda::testing::FaultBackend::Fault::Throw);
+  auto failed = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(failed);
+  EXPECT_GE(failed->status, 500) << failed->body;
+  auto refused = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503) << refused->body;
+  EXPECT_EQ(json::parse(refused->body)["error"]["code"], "engine_unavailable") << refused->body;
+  EXPECT_TRUE(refused->has_header("Retry-After"));
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_EQ(json::parse(health->body)["status"], "degraded") << health->body;
+  EXPECT_NE(json::parse(health->body)["reason"].get<std::string>().find("injected"), std::string::npos) << health->body;
+
+  fb.inject(pagoda::testing::FaultBackend::Fault::None);
+  bool recovered = false;
+  for (int i = 0; i < 100 && !recovered; ++i) {  // probes run every 50 ms: bounded wait
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto h = c.Get("/health");
+    recovered = h && h->status == 200;
+  }
+  ASSERT_TRUE(recovered);
+  auto again = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200) << again->body;
+  EXPECT_EQ(json::parse(again->body)["choices"][0]["text"], json::parse(ok->body)["choices"][0]["text"]);
+  srv.stop(1.0);
+  (*e)->stop(false);
+}
+
 TEST(ServerE2E, MultipleChoicesStreamedAndNot) {
   Harness h;
   json one = completion_body("Once upon a time", 16);

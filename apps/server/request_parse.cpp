@@ -1,5 +1,8 @@
 #include "apps/server/request_parse.h"
 
+#include <climits>
+#include <algorithm>
+#include <charconv>
 #include <fmt/core.h>
 
 #include <cmath>
@@ -74,7 +77,28 @@ Status read_seed(const json& obj, ParsedRequest& r) {
   return {};
 }
 
-Status read_sampling(const json& obj, ParsedRequest& r) {
+// logit_bias: {"token id": bias in [-100, 100]} as OpenAI defines it; ids checked against the vocabulary.
+Status read_logit_bias(const json& obj, const ParseLimits& lim, ParsedRequest& r) {
+  const auto it = obj.find("logit_bias");
+  if (it == obj.end() || it->is_null()) return {};
+  if (!it->is_object()) return bad("logit_bias", "must be an object mapping token ids to biases");
+  if (it->size() > 1024) return bad("logit_bias", "has more than 1024 entries");
+  for (const auto& [key, value] : it->items()) {
+    int64_t id = -1;
+    const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+    if (ec != std::errc() || end != key.data() + key.size() || key.empty() || id < 0 || id > INT32_MAX)
+      return bad("logit_bias", "key '" + key + "' is not a token id");
+    if (lim.vocab > 0 && id >= lim.vocab)
+      return bad("logit_bias", "token id " + key + " is outside the vocabulary of " + std::to_string(lim.vocab));
+    if (!value.is_number() || !(value.get<double>() >= -100.0 && value.get<double>() <= 100.0))
+      return bad("logit_bias", "bias for token " + key + " must be a number in [-100, 100]");
+    r.sampling.logit_bias.emplace_back(int32_t(id), value.get<float>());
+  }
+  std::sort(r.sampling.logit_bias.begin(), r.sampling.logit_bias.end());
+  return {};
+}
+
+Status read_sampling(const json& obj, const ParseLimits& lim, ParsedRequest& r) {
   double temp = 1.0, top_p = 1.0, min_p = 0.0, rep = 1.0, presence = 0, frequency = 0;
   int64_t top_k = 0, rep_n = 64;
   PAGODA_TRY(read_number(obj, "temperature", 0.0, 100.0, false, temp));
@@ -83,11 +107,12 @@ Status read_sampling(const json& obj, ParsedRequest& r) {
   PAGODA_TRY(read_number(obj, "min_p", 0.0, 1.0, false, min_p));
   PAGODA_TRY(read_number(obj, "repeat_penalty", 0.0, 10.0, true, rep));
   PAGODA_TRY(read_int(obj, "repeat_last_n", 0, 1 << 20, rep_n));
-  // Additive penalties are not implemented; refusing a non-zero value beats silently ignoring it.
+  // OpenAI's additive penalties, over the generated tokens (see core/sample/sampler.h).
   PAGODA_TRY(read_number(obj, "presence_penalty", -2.0, 2.0, false, presence));
   PAGODA_TRY(read_number(obj, "frequency_penalty", -2.0, 2.0, false, frequency));
-  if (presence != 0) return bad("presence_penalty", "is not supported (use repeat_penalty)");
-  if (frequency != 0) return bad("frequency_penalty", "is not supported (use repeat_penalty)");
+  PAGODA_TRY(read_logit_bias(obj, lim, r));
+  r.sampling.presence_penalty = float(presence);
+  r.sampling.frequency_penalty = float(frequency);
   r.sampling.temperature = float(temp);
   r.sampling.top_p = float(top_p);
   r.sampling.top_k = int32_t(top_k);
@@ -321,7 +346,7 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
   PAGODA_TRY(endpoint == Endpoint::Chat ? read_messages(j, lim, r) : read_prompt(j, lim, r));
   if (endpoint == Endpoint::Chat) PAGODA_TRY(read_template_vars(body, r));
   PAGODA_TRY(read_limits(j, lim, r));
-  PAGODA_TRY(read_sampling(j, r));
+  PAGODA_TRY(read_sampling(j, lim, r));
   PAGODA_TRY(read_stream(j, r));
   PAGODA_TRY(read_stop(j, lim, r));
   PAGODA_TRY(read_unsupported(j));

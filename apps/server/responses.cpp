@@ -94,6 +94,7 @@ HttpError rejection_error(const std::string& reason, const std::string& message)
   if (reason == "kv_capacity") return {413, msg, "invalid_request_error", reason};
   if (reason == "prompt_too_long") return {400, msg, "invalid_request_error", "context_length_exceeded"};
   if (reason == "invalid_request") return {400, msg, "invalid_request_error", ""};
+  if (reason == "engine_unavailable") return {503, msg, "server_error", reason};
   return {400, msg, "invalid_request_error", reason};
 }
 

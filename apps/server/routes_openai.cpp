@@ -99,7 +99,7 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
     if (!sr.rejected.empty()) {
       for (const Choice& c : g->choices) engine.cancel(c.engine_id);
       const HttpError e = rejection_error(sr.rejected, sr.message);
-      if (e.status == 429) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
+      if (e.status == 429 || e.status == 503) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
       return send_error(res, e);
     }
     Choice c;

@@ -276,9 +276,14 @@ void Server::Impl::route_monitoring() {
   transport.route("GET", "/health", [this](const http::Request&, http::Response& res) {
     const auto s = engine.snapshot();
     const bool down = stopping;
-    send_json(res, {{"status", down ? "shutting_down" : "ok"}, {"model", cfg.model_name}, {"uptime_s", s->uptime_s},
-                    {"running", s->running}, {"waiting", s->waiting}, {"kv_usage", s->kv_usage}},
-              down ? 503 : 200);
+    // A backend fault puts the engine in a degraded state (it fails what it held, refuses new work
+    // with engine_unavailable, and probes until the backend works again): /health says so, with why.
+    const EngineHealth eh = engine.health();
+    json body = {{"status", down ? "shutting_down" : eh.degraded ? "degraded" : "ok"}, {"model", cfg.model_name},
+                 {"uptime_s", s->uptime_s}, {"running", s->running}, {"waiting", s->waiting},
+                 {"kv_usage", s->kv_usage}, {"faults", eh.faults}, {"recoveries", eh.recoveries}};
+    if (eh.degraded) body["reason"] = eh.reason;
+    send_json(res, body, down || eh.degraded ? 503 : 200);
   });
   // Access to /metrics is decided in check_headers (open, or --metrics-key).
   transport.route("GET", "/metrics", [this](const http::Request&, http::Response& res) {

@@ -347,7 +347,8 @@ void Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* log
   std::vector<int32_t> hist = s.tokens;
   std::vector<std::vector<float>> p;
   for (int32_t i = 0; i <= k; ++i) {
-    p.push_back(sampling_distribution(std::span<const float>(logits + size_t(i) * size_t(V), size_t(V)), hist, s.sampling));
+    p.push_back(sampling_distribution(std::span<const float>(logits + size_t(i) * size_t(V), size_t(V)), hist, s.sampling,
+                                      size_t(s.generated() + i)));
     if (i < k) hist.push_back(s.draft[size_t(i)]);
   }
   std::vector<float> u(size_t(k) + 1);
@@ -463,7 +464,7 @@ Status Engine::step() {
       if (!c.wants_logits) continue;
       if (s.max_tokens == 0) { end(sched_->finish(&s), FinishReason::Length); continue; }
       const std::span<const float> row(logits.data() + size_t(first_row[ci]) * size_t(V), size_t(V));
-      const int32_t tok = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()));
+      const int32_t tok = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
       emit_token(s, tok, t_emit);
       if (should_stop(s, tok)) {
         const bool eos = s.stop_at_eos && model_.tokenizer->is_eog(tok);

@@ -62,7 +62,7 @@ Result<GenerateStats> generate(ModelRunner& runner, KvCache& kv, const std::vect
   out.clear();
   const auto t_dec = Clock::now();
   for (int32_t i = 0; i < limit; ++i) {
-    const int32_t tok = sample_token(logits, history, opt.sampling, uint64_t(i));
+    const int32_t tok = sample_token(logits, history, opt.sampling, uint64_t(i), size_t(i));
     if (i == 0) st.ttft_seconds = seconds_since(t0);
     if (tok == opt.eos) { st.stopped_by_eos = true; break; }
     out.push_back(tok);

@@ -104,7 +104,8 @@ Status DraftModel::propose(std::span<Sequence* const> seqs, std::span<const int3
       Sequence& s = *seqs[i];
       hist.assign(s.tokens.begin(), s.tokens.end());
       hist.insert(hist.end(), out[i].tokens.begin(), out[i].tokens.end());
-      auto q = sampling_distribution(std::span<const float>(logits.data() + a * size_t(V), size_t(V)), hist, s.sampling);
+      auto q = sampling_distribution(std::span<const float>(logits.data() + a * size_t(V), size_t(V)), hist, s.sampling,
+                                      size_t(s.generated()) + out[i].tokens.size());
       const int32_t tok = s.sampling.greedy() ? argmax(q)
                                               : draw_from(q, philox_uniform(s.sampling.seed, 1, uint64_t(s.generated() + j)));
       out[i].tokens.push_back(tok);
