@@ -68,6 +68,32 @@ std::string budget_text(const DecodeByteBudget& b) {
                      mib(b.embedding_row), mib(b.norms), mib(b.kv_read), b.context, mib(b.kv_write));
 }
 
+// The memory and compute roof lines of `bench decode`'s text output, from its --json fields.
+std::string roofs_text(const nlohmann::json& j) {
+  const double roof = j["roofline_tok_s"], frac = j["fraction_of_roofline"], mb = mib(j["byte_budget"]["total"].get<uint64_t>());
+  std::string t;
+  if (j.contains("device_copy_bandwidth_gb_s"))
+    t += fmt::format("  roofline device copy bandwidth {:.1f} GB/s (read + write, Backend::copy) / {:.2f} MiB = {:.1f} tok/s  "
+                     "->  {:.2f} of roofline\n", j["device_copy_bandwidth_gb_s"].get<double>(), mb, roof, frac);
+  else
+    t += fmt::format("  roofline read bandwidth {:.2f} GB/s ({} threads; 1-thread memcpy {:.2f} GB/s) / {:.2f} MiB = {:.1f} tok/s  "
+                     "->  {:.2f} of roofline\n", j["read_bandwidth_gb_s"].get<double>(), j["read_bandwidth_threads"].get<int>(),
+                     j["copy_bandwidth_gb_s"].get<double>(), mb, roof, frac);
+  const double mm = j["matmul_gflop_s"], mflop = j["prefill_flop_per_token"].get<double>() / 1e6;
+  const double pre_roof = j["prefill_compute_roofline_tok_s"], pre_frac = j["prefill_fraction_of_compute_roofline"];
+  const int prompt = j["prompt_tokens"];
+  if (!j.contains("fma_peak"))
+    return t + fmt::format("  compute  F32 matmul 256x2048x2048 at {:.1f} GFLOP/s / {:.1f} MFLOP per prompt token = prefill "
+                           "roof {:.0f} tok/s  ->  prefill of {} tokens at {:.2f} of it\n", mm, mflop, pre_roof, prompt, pre_frac);
+  const auto& p = j["fma_peak"];
+  const double peak = p["gflop_s"];
+  return t + fmt::format("  compute  FMA peak {:.1f} GFLOP/s ({}, {} threads) / {:.1f} MFLOP per prompt token = prefill roof "
+                         "{:.0f} tok/s  ->  prefill of {} tokens at {:.2f} of it ({} weights; the backend's F32 matmul "
+                         "256x2048x2048 runs at {:.1f} GFLOP/s, {:.2f} of the peak)\n", peak, p["isa"].get<std::string>(),
+                         p["threads"].get<int>(), mflop, pre_roof, prompt, pre_frac, j["weight_dtype"].get<std::string>(), mm,
+                         mm / peak);
+}
+
 int bench_decode_cmd(const BenchOptions& o) {
   auto be = open_backend(o.be, o.json);
   if (!be) return fail(be.error());
@@ -135,23 +161,7 @@ int bench_decode_cmd(const BenchOptions& o) {
   fmt::print("  decode   median {:.1f} tok/s  (slowest run {:.1f})\n", r->median_decode_tok_s, r->p99_decode_tok_s);
   fmt::print("  prefill  median {:.1f} tok/s, TTFT median {:.2f} ms\n", r->median_prefill_tok_s, r->median_ttft_ms);
   fmt::print("{}", budget_text(budget));
-  if (gpu)
-    fmt::print("  roofline device copy bandwidth {:.1f} GB/s (read + write, Backend::copy) / {:.2f} MiB = {:.1f} tok/s  ->  "
-               "{:.2f} of roofline\n", dev_bw / 1e9, mib(budget.total()), roof, r->median_decode_tok_s / roof);
-  else
-    fmt::print("  roofline read bandwidth {:.2f} GB/s ({} threads; 1-thread memcpy {:.2f} GB/s) / {:.2f} MiB = {:.1f} tok/s  "
-               "->  {:.2f} of roofline\n", read_bw / 1e9, threads, bw / 1e9, mib(budget.total()), roof,
-               r->median_decode_tok_s / roof);
-  if (gpu)
-    fmt::print("  compute  F32 matmul 256x2048x2048 at {:.1f} GFLOP/s / {:.1f} MFLOP per prompt token = prefill roof "
-               "{:.0f} tok/s  ->  prefill of {} tokens at {:.2f} of it\n", *mm / 1e9, flop_tok / 1e6, prefill_roof, o.prompt,
-               r->median_prefill_tok_s / prefill_roof);
-  else
-    fmt::print("  compute  FMA peak {:.1f} GFLOP/s ({}, {} threads) / {:.1f} MFLOP per prompt token = prefill roof {:.0f} "
-               "tok/s  ->  prefill of {} tokens at {:.2f} of it ({} weights; the backend's F32 matmul 256x2048x2048 "
-               "runs at {:.1f} GFLOP/s, {:.2f} of the peak)\n", peak.flop_s / 1e9, peak.isa, peak.threads, flop_tok / 1e6,
-               prefill_roof, o.prompt, r->median_prefill_tok_s / prefill_roof, j["weight_dtype"].get<std::string>(),
-               *mm / 1e9, *mm / peak.flop_s);
+  fmt::print("{}", roofs_text(j));
   return 0;
 }
 
