@@ -396,15 +396,18 @@ TEST(ServerHostile, DuplicateJsonMembersAreRefused) {
 TEST(ServerHostile, InspectShowsATenantOnlyItsOwnState) {
   Harness h(keyed(kKeys));
   const std::string prompt = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.";
-  // Alice runs long requests; bob, alice and the admin sample /v1/inspect while they run.
+  // Alice caches a prompt, then runs long requests; bob, alice and the admin sample /v1/inspect
+  // while they run, and the long requests are cancelled once every view has been seen.
+  ASSERT_EQ(roundtrip(h.port, request("POST", "/v1/completions", completion(prompt, 2), auth("key-a"))).status, 200);
   std::vector<std::thread> alice_runs;
   for (int i = 0; i < 3; ++i)
     alice_runs.emplace_back([&] {
       roundtrip(h.port, request("POST", "/v1/completions", completion(prompt, 400, R"(,"ignore_eos":true)"), auth("key-a")));
     });
   bool root_saw_alice = false, alice_saw_own = false;
+  int bob_samples_while_alice_seen = 0;
   const auto t0 = Clock::now();
-  for (int i = 0; i < 400 && since(t0) < 20 && h.srv->in_flight() + (root_saw_alice ? 0 : 1) > 0; ++i) {
+  for (int i = 0; i < 400 && since(t0) < 20 && bob_samples_while_alice_seen < 3; ++i) {
     const json bob = body_json(roundtrip(h.port, request("GET", "/v1/inspect", "", auth("key-b"))));
     ASSERT_TRUE(bob.contains("requests")) << bob.dump();
     EXPECT_TRUE(bob["requests"].empty()) << bob["requests"].dump();
@@ -417,8 +420,10 @@ TEST(ServerHostile, InspectShowsATenantOnlyItsOwnState) {
     alice_saw_own = alice_saw_own || !alice["requests"].empty();
     const json root = body_json(roundtrip(h.port, request("GET", "/v1/inspect?blocks=0", "", auth("key-root"))));
     root_saw_alice = root_saw_alice || !root["requests"].empty();
+    if (root_saw_alice && alice_saw_own) ++bob_samples_while_alice_seen;
     sleep_ms(2);
   }
+  h.srv->cancel_all();
   for (auto& t : alice_runs) t.join();
   EXPECT_TRUE(root_saw_alice) << "the admin never saw alice's requests: the sampling proved nothing";
   EXPECT_TRUE(alice_saw_own);
@@ -428,7 +433,7 @@ TEST(ServerHostile, InspectShowsATenantOnlyItsOwnState) {
   std::set<uint32_t> raw_keys, shown;
   for (int i = 0; i < 100; ++i) {  // wait for the snapshot after the last request
     root = body_json(roundtrip(h.port, request("GET", "/v1/inspect", "", auth("key-root"))));
-    if (root.value("blocks_in_use", -1) == 0 && root["counters"]["requests_finished"] == 3) break;
+    if (root.value("blocks_in_use", -1) == 0 && root["counters"]["requests_finished"] == 4) break;
     sleep_ms(20);
   }
   for (const BlockInfo& b : h.engine->snapshot()->blocks)
@@ -468,6 +473,7 @@ TEST(ServerHostile, PriorityIsCappedByTheKey) {
     for (const auto& r : root["requests"]) seen[r["id"].get<uint64_t>()] = {r["tenant"], r["priority"].get<int>()};
     sleep_ms(2);
   }
+  h.srv->cancel_all();  // seen enough; no need to generate the rest
   for (auto& t : ts) t.join();
   std::multiset<std::pair<std::string, int>> got;
   for (const auto& [id, tp] : seen) got.insert(tp);

@@ -20,7 +20,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include <fmt/core.h>
@@ -111,15 +113,16 @@ bool peer_closed(int fd) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-// After an answer that leaves a body unread: stop sending, then read and drop what is already
-// on its way for a moment, so the client sees our response rather than a reset. Bounded in bytes
-// and time; a client that keeps sending is then cut off.
+// After an answer that leaves a body unread: stop sending, then read and drop what the client
+// is still sending, so a client that writes its whole body before reading sees our response
+// rather than a reset. Bounded in bytes (4 MiB) and time (1 s), never buffered (RSS stays flat);
+// a client that keeps sending past that is cut off.
 void linger_close(int fd) {
   ::shutdown(fd, SHUT_WR);
-  const auto deadline = after(0.5);
+  const auto deadline = after(1.0);
   size_t drained = 0;
   std::string sink;
-  while (drained < (256u << 10)) {
+  while (drained < (4u << 20)) {
     sink.clear();
     if (read_some(fd, sink, deadline) != Io::Ok) break;
     drained += sink.size();
@@ -322,15 +325,18 @@ void Transport::Impl::accept_loop() {
       continue;
     }
     const uint64_t id = ++next_id;
-    Conn& c = conns[id];
-    c.fd = fd;
-    c.thread = std::thread([this, id, fd, accepted] {
-      serve(fd, accepted);
-      std::lock_guard<std::mutex> lk2(mu);
-      ::close(fd);
-      conns[id].fd = -1;
-      finished.push_back(id);
-    });
+    try {
+      std::thread t([this, id, fd, accepted] {
+        serve(fd, accepted);
+        std::lock_guard<std::mutex> lk2(mu);
+        ::close(fd);
+        conns[id].fd = -1;
+        finished.push_back(id);
+      });
+      conns[id] = Conn{fd, std::move(t)};  // the thread waits on `mu` before it can finish
+    } catch (const std::system_error&) {
+      refuse_full(fd);  // no thread to be had (process limits): same answer as a full server
+    }
   }
 }
 
@@ -415,8 +421,6 @@ bool Transport::Impl::read_head(int fd, std::string& buf, Parser& p, Clock::time
       if (!ec) continue;
       if (ec == bhttp::error::header_limit)
         return send_error_and_close(fd, 431, fmt::format("request headers exceed {} bytes", cfg.max_header));
-      if (ec == bhttp::error::body_limit)
-        return send_error_and_close(fd, 413, fmt::format("request body exceeds the limit of {} bytes", cfg.max_body));
       if (ec != bhttp::error::need_more) return send_error_and_close(fd, 400, "malformed HTTP request: " + ec.message());
     }
     const Io io = read_some(fd, buf, deadline);
@@ -490,7 +494,10 @@ std::optional<Response> Transport::Impl::refuse_before_body(const Request& req, 
 bool Transport::Impl::one_request(int fd, std::string& buf, Clock::time_point head_deadline) {
   Parser p;
   p.header_limit(uint32_t(std::min<size_t>(cfg.max_header, UINT32_MAX)));
-  p.body_limit(uint64_t(cfg.max_body));
+  // No body limit while the head is parsed: Beast would fail a large Content-Length right there,
+  // before refuse_before_body() answers 413 and lets the client finish writing (linger_close).
+  // (Not boost::none: Beast 1.74 compares a length against an empty optional as "over".)
+  p.body_limit(std::numeric_limits<uint64_t>::max());
   if (!read_head(fd, buf, p, head_deadline)) return false;
   Request req = request_of(p, fd, buf);
   const bool has_body = p.chunked() || (p.content_length() && *p.content_length() > 0);
@@ -505,6 +512,7 @@ bool Transport::Impl::one_request(int fd, std::string& buf, Clock::time_point he
   if (has_body && iequals(trim(req.get_header_value("Expect")), "100-continue") &&
       !send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", cfg.write_timeout_s))
     return false;
+  p.body_limit(uint64_t(cfg.max_body));  // decoded bytes, counted as they arrive
   if (!read_body(fd, buf, p)) return false;
   req.body = std::move(p.get().body());
   Response res;
@@ -526,7 +534,11 @@ bool Transport::Impl::send(int fd, const Request& req, Response& res, bool keep_
   const bool chunked = req.version >= 11;
   SocketSink sink(fd, chunked, cfg.write_timeout_s);
   bool ok = send_all(fd, head_of(res, keep_alive && chunked, chunked ? "Transfer-Encoding: chunked\r\n" : ""), cfg.write_timeout_s);
-  while (ok && !sink.finished() && !stopping) ok = res.provider(sink.written(), sink);
+  try {
+    while (ok && !sink.finished() && !stopping) ok = res.provider(sink.written(), sink);
+  } catch (const std::exception&) {
+    ok = false;  // the head is out; all we can still do is end the connection
+  }
   ok = ok && sink.ok();
   if (res.releaser) res.releaser(ok);
   return ok && chunked;
