@@ -64,5 +64,5 @@ cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGODA_NAT
   -DCMAKE_CXX_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
   -DPAGODA_VULKAN=OFF -DPAGODA_CUDA=OFF -DPAGODA_UI=OFF >/dev/null
 cmake --build build-tsan -j "$JOBS" --target engine_test server_test
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j "$JOBS" -R '^(Engine|Telemetry|CacheIdentity|Server)'
