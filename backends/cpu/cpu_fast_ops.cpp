@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backends/cpu/cpu_fast_quant.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "core/util/half.h"
@@ -461,9 +462,11 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // packed size. Q8_0 takes this path at every batch size, so a token's result never depends on
   // the batch (or on how a prompt was chunked). Q4_0 takes it below GEMM sizes only: at prefill
   // sizes the packed GEMM, reusing each dequantized panel across rows, measured 2.3x faster.
-  if (w.dtype == DType::Q8_0 || (w.dtype == DType::Q4_0 && x.rows < kGemmMinRows)) {
+  // K-quants likewise below GEMM sizes (fastq::int_dot_for, cpu_fast_kquants.cpp).
+  const fastq::IntDot kdot = x.rows < kGemmMinRows ? fastq::int_dot_for(w.dtype) : nullptr;
+  if (w.dtype == DType::Q8_0 || (w.dtype == DType::Q4_0 && x.rows < kGemmMinRows) || kdot) {
     const QuantX qx = quantize_x(x.f32(), x.rows, n_in);
-    const auto dot = w.dtype == DType::Q8_0 ? dot_q8_q8 : dot_q4_q8;
+    const auto dot = kdot ? kdot : w.dtype == DType::Q8_0 ? dot_q8_q8 : dot_q4_q8;
     pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; ++o)
         for (int64_t r = 0; r < x.rows; ++r)
