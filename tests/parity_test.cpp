@@ -339,3 +339,43 @@ TEST(ParityCli, PerplexityScoresSecondHalfOfEachWindow) {
 }
 
 }  // namespace
+
+namespace {
+
+// Quantizing the F32 fixture with Pagoda gives llama.cpp's tensor type mix, and logits whose
+// NMSE against F32 is within 1.5x of what llama.cpp's own quantizer gets on the same file.
+TEST(ParityCli, QuantizeMatchesLlamaCppMixAndError) {
+  REQUIRE_PARITY();
+  const auto m = manifest();
+  const std::string prompt = "1 403 407 261 378 432 383 286 261 376 298 315 421 395 317 426";
+  const auto f32 = read_f32(kParity + "/llama-f32.gguf.logits.f32");
+  auto nmse = [&](const std::vector<float>& a) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < f32.size(); ++i) num += (double(a[i]) - f32[i]) * (double(a[i]) - f32[i]), den += double(f32[i]) * f32[i];
+    return num / den;
+  };
+  for (const std::string t : {"q8_0", "q6_k", "q4_k_m"}) {
+    const std::string q = tmp(t + ".gguf"), l = tmp(t + ".f32");
+    const auto r = pagoda::testing::run_shell(kPagoda + " quantize " + kParity + "/llama-f32.gguf " + q + " " + t);
+    ASSERT_EQ(r.code, 0) << r.out;
+    int code = 0;
+    const auto info = run_json("info --json " + q, &code);
+    for (const auto& f : m["files"]) {
+      if (f["file"] != "llama-" + t + ".gguf") continue;
+      for (const auto& [type, count] : f["tensor_types"].items())
+        EXPECT_EQ(info["tensor_types"][type]["count"], count) << t << " " << type;
+    }
+    const auto e = pagoda::testing::run_shell(kPagoda + " eval -m " + q + " --tokens \"" + prompt + "\" --logits-out " + l);
+    ASSERT_EQ(e.code, 0) << e.out;
+    const double ours = nmse(read_f32(l)), theirs = nmse(read_f32(kParity + "/llama-" + t + ".gguf.logits.f32"));
+    EXPECT_LE(ours, 1.5 * theirs) << t << ": ours " << ours << " vs llama.cpp " << theirs;
+    EXPECT_GT(ours, 0.0);
+    std::filesystem::remove(q);
+    std::filesystem::remove(l);
+  }
+  const auto bad = pagoda::testing::run_shell(kPagoda + " quantize " + kParity + "/llama-f32.gguf " + tmp("x.gguf") + " q7_x");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("unknown quantization type 'q7_x'"), std::string::npos) << bad.out;
+}
+
+}  // namespace
