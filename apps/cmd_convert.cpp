@@ -2,6 +2,7 @@
 #include <fmt/core.h>
 
 #include "apps/cli_common.h"
+#include "core/model/model_weights.h"
 #include "core/model/llama2c_import.h"
 #include "core/model/synth.h"
 #include "core/model/widen.h"
@@ -26,7 +27,7 @@ void register_convert(CLI::App& app) {
   s->vocab_from = "../shared/models/vocab/ggml-vocab-llama-spm.gguf";
   auto* syn = app.add_subcommand("synth", "Write a llama-shaped GGUF with random weights (for speed tests only)");
   syn->add_option("--preset", *preset, "Shape: tiny, 15M, 110M, 1B")->capture_default_str();
-  syn->add_option("--dtype", *dtype, "Weight type: f32, f16, q8_0, q4_0")->capture_default_str();
+  syn->add_option("--dtype", *dtype, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k..q6_k, q4_k_m, q5_k_m")->capture_default_str();
   syn->add_option("--vocab-from", s->vocab_from, "GGUF whose tokenizer metadata is copied")->capture_default_str();
   syn->add_option("--seed", s->seed, "Weight seed")->capture_default_str();
   syn->add_option("-o,--output", s->output, "GGUF file to write")->required();
@@ -45,11 +46,14 @@ void register_convert(CLI::App& app) {
     auto shape = synth_preset(*preset);
     if (!shape) throw CLI::RuntimeError(fail(shape.error()));
     s->shape = *shape;
-    if (*dtype == "f32") s->dtype = GgmlType::F32;
-    else if (*dtype == "f16") s->dtype = GgmlType::F16;
-    else if (*dtype == "q8_0") s->dtype = GgmlType::Q8_0;
-    else if (*dtype == "q4_0") s->dtype = GgmlType::Q4_0;
-    else throw CLI::RuntimeError(fail("--dtype must be f32, f16, q8_0 or q4_0"));
+    // Any weight type by name; "q4_k_m"/"q5_k_m" as llama.cpp's mixes keep the output in Q6_K.
+    const bool mix = *dtype == "q4_k_m" || *dtype == "q5_k_m";
+    const auto dt = dtype_from_name(mix ? dtype->substr(0, 4) : *dtype);
+    if (!dt || *dt == DType::I32)
+      throw CLI::RuntimeError(fail("--dtype must be f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, "
+                                   "q4_k, q5_k, q6_k, q4_k_m or q5_k_m"));
+    s->dtype = ggml_from_dtype(*dt);
+    if (mix) s->output_dtype = GgmlType::Q6_K;
     if (auto st = synth_model(*s); !st) throw CLI::RuntimeError(fail(st.error()));
     fmt::print(stderr, "wrote {} (preset {}, {} weights, RANDOM — for speed measurement only)\n", s->output, *preset, *dtype);
   });

@@ -1,10 +1,12 @@
 // `pagoda info MODEL`: metadata, tensor table, and the KV capacity equation for the model.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "apps/cli_common.h"
 #include "core/model/model_config.h"
+#include "core/model/model_weights.h"
 
 namespace pagoda::cli {
 namespace {
@@ -16,6 +18,23 @@ std::string value_summary(const GgufValue& v) {
   if (v.type == GgufValueType::BOOL) return *v.as_int() ? "true" : "false";
   if (auto i = v.as_int()) return std::to_string(*i);
   return "?";
+}
+
+struct TypeTotal {
+  uint64_t count = 0, bytes = 0;
+  bool runs = false;  // Pagoda has a kernel for it
+};
+// Count and bytes per tensor type, in the order the types first appear (a "Q4_K_M" file is a mix).
+std::vector<std::pair<std::string, TypeTotal>> type_totals(const GgufFile& f) {
+  std::vector<std::pair<std::string, TypeTotal>> v;
+  for (const auto& t : f.tensors()) {
+    const std::string name = ggml_type_name(t.type);
+    auto it = std::find_if(v.begin(), v.end(), [&](const auto& p) { return p.first == name; });
+    if (it == v.end()) it = v.insert(v.end(), {name, TypeTotal{0, 0, dtype_from_ggml(t.type).ok()}});
+    it->second.count++;
+    it->second.bytes += t.n_bytes;
+  }
+  return v;
 }
 
 int info(const std::string& path, bool json) {
@@ -31,6 +50,8 @@ int info(const std::string& path, bool json) {
     for (const auto& [k, v] : (*f)->metadata()) j["metadata"][k] = value_summary(v);
     for (const auto& t : (*f)->tensors())
       j["tensors"].push_back({{"name", t.name}, {"type", ggml_type_name(t.type)}, {"dims", t.dims}, {"bytes", t.n_bytes}});
+    for (const auto& [name, tt] : type_totals(**f))
+      j["tensor_types"][name] = {{"count", tt.count}, {"bytes", tt.bytes}, {"supported", tt.runs}};
     j["parameters"] = params;
     j["weight_bytes"] = weight_bytes;
     if (cfg) {
@@ -46,12 +67,15 @@ int info(const std::string& path, bool json) {
              (*f)->tensors().size(), (*f)->metadata().size(), double((*f)->file_size()) / (1 << 20));
   fmt::print("\nmetadata:\n");
   for (const auto& [k, v] : (*f)->metadata()) fmt::print("  {:<44} {}\n", k, value_summary(v));
-  fmt::print("\ntensors:\n  {:<32} {:<6} {:<22} {:>12}\n", "name", "type", "shape", "bytes");
+  fmt::print("\ntensors:\n  {:<32} {:<7} {:<22} {:>12}\n", "name", "type", "shape", "bytes");
   for (const auto& t : (*f)->tensors()) {
     std::string shape;
     for (size_t i = 0; i < t.dims.size(); ++i) shape += (i ? " x " : "") + std::to_string(t.dims[i]);
-    fmt::print("  {:<32} {:<6} {:<22} {:>12}\n", t.name, ggml_type_name(t.type), shape, t.n_bytes);
+    fmt::print("  {:<32} {:<7} {:<22} {:>12}\n", t.name, ggml_type_name(t.type), shape, t.n_bytes);
   }
+  fmt::print("\ntensor types:\n");
+  for (const auto& [name, tt] : type_totals(**f))
+    fmt::print("  {:<8} {:>5} tensors {:>14} bytes{}\n", name, tt.count, tt.bytes, tt.runs ? "" : "  (not supported by Pagoda)");
   fmt::print("\nparameters: {} ({:.2f} M), weight bytes: {}\n", params, double(params) / 1e6, weight_bytes);
   if (!cfg) return fail(cfg.error());
   const auto& c = *cfg;

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   pagoda::cli::register_template(app);
   pagoda::cli::register_eval(app);
   pagoda::cli::register_perplexity(app);
+  pagoda::cli::register_quantize(app);
 #ifdef PAGODA_HAVE_UI
   pagoda::cli::register_inspect(app);
 #endif

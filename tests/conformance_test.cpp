@@ -94,6 +94,10 @@ class FaultyBackend final : public Backend {
     inner_.rope(fewer(x), pos, heads, hd, theta);
     corrupt(x);
   }
+  void rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& f, int32_t heads, int32_t hd, float theta) override {
+    inner_.rope_freqs(fewer(x), pos, f, heads, hd, theta);
+    corrupt(x);
+  }
   void silu_mul(const Tensor& g, const Tensor& u, const Tensor& out) override {
     inner_.silu_mul(fewer(g), u, out);
     corrupt(out);

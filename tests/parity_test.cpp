@@ -93,6 +93,8 @@ TEST_P(Parity, LogitsAndGreedyMatchLlamaCpp) {
     EXPECT_NE(model.error().find("architecture '" + arch + "' not supported"), std::string::npos) << model.error();
     return;
   }
+  // A GPU backend without kernels for a type (or for rope_freqs) refuses at load: a skip with
+  // the reason, never a wrong answer.
   if (!model && model.error().find("backend does not support") != std::string::npos)
     GTEST_SKIP() << model.error();
   ASSERT_TRUE(model.ok()) << model.error();
@@ -259,6 +261,121 @@ TEST(ParityErrors, RopeFreqsAreAppliedNotIgnored) {
   }
   EXPECT_LE(num_a / den, 1e-5);
   EXPECT_GT(num_b / den, 1e-3);
+}
+
+}  // namespace
+
+namespace {
+
+nlohmann::json run_json(const std::string& args, int* code) {
+  const auto r = pagoda::testing::run_shell(kPagoda + " " + args, false);
+  *code = r.code;
+  return nlohmann::json::parse(r.out, nullptr, false);
+}
+
+TEST(ParityCli, InfoCountsTensorTypesAsTheManifestDoes) {
+  REQUIRE_PARITY();
+  const auto m = manifest();
+  for (const auto& f : m["files"]) {
+    int code = 0;
+    const auto j = run_json("info --json " + kParity + "/" + f["file"].get<std::string>(), &code);
+    ASSERT_FALSE(j.is_discarded()) << f["file"];
+    uint64_t bytes = 0;
+    for (const auto& [type, count] : f["tensor_types"].items()) {
+      EXPECT_EQ(j["tensor_types"][type]["count"], count) << f["file"] << " " << type;
+      EXPECT_TRUE(j["tensor_types"][type]["supported"].get<bool>()) << type;
+      bytes += j["tensor_types"][type]["bytes"].get<uint64_t>();
+    }
+    EXPECT_EQ(bytes, j["weight_bytes"].get<uint64_t>()) << f["file"];
+  }
+}
+
+TEST(ParityCli, EvalWritesLogitsAndGreedyIds) {
+  REQUIRE_PARITY();
+  const std::string out = tmp("logits.f32");
+  int code = 0;
+  const auto j = run_json("eval -m " + kParity + "/llama-q8_0.gguf --tokens \"1 403 407 261\" --greedy 3 --json --logits-out " + out, &code);
+  ASSERT_EQ(code, 0);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["n_tokens"], 4);
+  EXPECT_EQ(j["greedy"].size(), 3u);
+  EXPECT_EQ(j["envelope"]["backend"], "cpu");
+  EXPECT_EQ(std::filesystem::file_size(out), 4u * 512u * 4u);
+  // The last row's argmax is the first greedy id.
+  const auto logits = read_f32(out);
+  const auto best = std::max_element(logits.end() - 512, logits.end()) - (logits.end() - 512);
+  EXPECT_EQ(j["greedy"][0].get<int64_t>(), best);
+  std::filesystem::remove(out);
+
+  const auto bad = pagoda::testing::run_shell(kPagoda + " eval -m " + kParity + "/llama-q8_0.gguf --tokens \"1 x 3\"");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("'x' is not a token id"), std::string::npos) << bad.out;
+  const auto oob = pagoda::testing::run_shell(kPagoda + " eval -m " + kParity + "/llama-q8_0.gguf --tokens \"1 512\"");
+  EXPECT_EQ(oob.code, 1) << oob.out;
+  EXPECT_NE(oob.out.find("outside the vocabulary"), std::string::npos) << oob.out;
+}
+
+TEST(ParityCli, PerplexityScoresSecondHalfOfEachWindow) {
+  REQUIRE_PARITY();
+  const std::string text = tmp("story.txt");
+  {
+    std::ofstream o(text);
+    for (int i = 0; i < 12; ++i) o << "Once upon a time, there was a little girl named Lily. She loved to play outside. ";
+  }
+  int code = 0;
+  const auto j = run_json("perplexity -m " + std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf -f " + text + " --ctx 64 --json", &code);
+  ASSERT_EQ(code, 0);
+  ASSERT_FALSE(j.is_discarded());
+  const int64_t windows = j["windows"];
+  EXPECT_EQ(windows, j["text_tokens"].get<int64_t>() / 64);
+  EXPECT_EQ(j["scored_tokens"].get<int64_t>(), windows * (64 - 32 - 1));
+  // A repeated simple sentence is easy for the real model: well under its 512-token vocabulary.
+  EXPECT_GT(j["perplexity"].get<double>(), 1.0);
+  EXPECT_LT(j["perplexity"].get<double>(), 20.0);
+  EXPECT_FALSE(j["envelope"]["git_commit"].get<std::string>().empty());
+  const auto too_short = pagoda::testing::run_shell(kPagoda + " perplexity -f " + text + " --ctx 4096");
+  EXPECT_EQ(too_short.code, 1) << too_short.out;
+  std::filesystem::remove(text);
+}
+
+}  // namespace
+
+namespace {
+
+// Quantizing the F32 fixture with Pagoda gives llama.cpp's tensor type mix, and logits whose
+// NMSE against F32 is within 1.5x of what llama.cpp's own quantizer gets on the same file.
+TEST(ParityCli, QuantizeMatchesLlamaCppMixAndError) {
+  REQUIRE_PARITY();
+  const auto m = manifest();
+  const std::string prompt = "1 403 407 261 378 432 383 286 261 376 298 315 421 395 317 426";
+  const auto f32 = read_f32(kParity + "/llama-f32.gguf.logits.f32");
+  auto nmse = [&](const std::vector<float>& a) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < f32.size(); ++i) num += (double(a[i]) - f32[i]) * (double(a[i]) - f32[i]), den += double(f32[i]) * f32[i];
+    return num / den;
+  };
+  for (const std::string t : {"q8_0", "q6_k", "q4_k_m"}) {
+    const std::string q = tmp(t + ".gguf"), l = tmp(t + ".f32");
+    const auto r = pagoda::testing::run_shell(kPagoda + " quantize " + kParity + "/llama-f32.gguf " + q + " " + t);
+    ASSERT_EQ(r.code, 0) << r.out;
+    int code = 0;
+    const auto info = run_json("info --json " + q, &code);
+    for (const auto& f : m["files"]) {
+      if (f["file"] != "llama-" + t + ".gguf") continue;
+      for (const auto& [type, count] : f["tensor_types"].items())
+        EXPECT_EQ(info["tensor_types"][type]["count"], count) << t << " " << type;
+    }
+    const auto e = pagoda::testing::run_shell(kPagoda + " eval -m " + q + " --tokens \"" + prompt + "\" --logits-out " + l);
+    ASSERT_EQ(e.code, 0) << e.out;
+    const double ours = nmse(read_f32(l)), theirs = nmse(read_f32(kParity + "/llama-" + t + ".gguf.logits.f32"));
+    EXPECT_LE(ours, 1.5 * theirs) << t << ": ours " << ours << " vs llama.cpp " << theirs;
+    EXPECT_GT(ours, 0.0);
+    std::filesystem::remove(q);
+    std::filesystem::remove(l);
+  }
+  const auto bad = pagoda::testing::run_shell(kPagoda + " quantize " + kParity + "/llama-f32.gguf " + tmp("x.gguf") + " q7_x");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("unknown quantization type 'q7_x'"), std::string::npos) << bad.out;
 }
 
 }  // namespace

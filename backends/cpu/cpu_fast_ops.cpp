@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backends/cpu/cpu_fast_quant.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "core/util/half.h"
@@ -166,19 +167,26 @@ float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
 struct QuantX {
   std::vector<int8_t> q;
   std::vector<float> d;
+  std::vector<int32_t> sum;  // per block: sum of its int8 values (the min term of affine formats)
 };
 
 QuantX quantize_x(const float* x, int64_t rows, int64_t n) {
   QuantX out;
   out.q.resize(size_t(rows * n));
   out.d.resize(size_t(rows * n / 32));
+  out.sum.resize(size_t(rows * n / 32));
   for (int64_t b = 0; b < rows * n / 32; ++b) {
     const float* xb = x + b * 32;
     float amax = 0;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
     const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
     out.d[size_t(b)] = d;
-    for (int j = 0; j < 32; ++j) out.q[size_t(b * 32 + j)] = int8_t(std::lrintf(xb[j] * id));
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      out.q[size_t(b * 32 + j)] = int8_t(std::lrintf(xb[j] * id));
+      sum += out.q[size_t(b * 32 + j)];
+    }
+    out.sum[size_t(b)] = sum;
   }
   return out;
 }
@@ -208,7 +216,7 @@ float dot_blocks_i8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t
   return hsum(v);
 }
 
-float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb) {
+float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t*, int64_t nb) {
   return dot_blocks_i8<34>(w, qx, dx, nb,
                            [](const uint8_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); });
 }
@@ -216,7 +224,7 @@ float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb)
 // Q4_0 (18-byte blocks: f16 scale, 16 bytes whose low nibbles are elements 0..15 and high
 // nibbles 16..31, each minus 8) against int8 activations: the nibbles widen to int8 in registers,
 // so the row is read at half a byte per weight and dotted like Q8_0.
-float dot_q4_q8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb) {
+float dot_q4_q8(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t*, int64_t nb) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
   return dot_blocks_i8<18>(w, qx, dx, nb, [&](const uint8_t* q) {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
@@ -461,14 +469,16 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // packed size. Q8_0 takes this path at every batch size, so a token's result never depends on
   // the batch (or on how a prompt was chunked). Q4_0 takes it below GEMM sizes only: at prefill
   // sizes the packed GEMM, reusing each dequantized panel across rows, measured 2.3x faster.
-  if (w.dtype == DType::Q8_0 || (w.dtype == DType::Q4_0 && x.rows < kGemmMinRows)) {
+  // K-quants likewise below GEMM sizes (fastq::int_dot_for, cpu_fast_kquants.cpp).
+  const fastq::IntDot kdot = x.rows < kGemmMinRows ? fastq::int_dot_for(w.dtype) : nullptr;
+  if (w.dtype == DType::Q8_0 || (w.dtype == DType::Q4_0 && x.rows < kGemmMinRows) || kdot) {
     const QuantX qx = quantize_x(x.f32(), x.rows, n_in);
-    const auto dot = w.dtype == DType::Q8_0 ? dot_q8_q8 : dot_q4_q8;
+    const auto dot = kdot ? kdot : w.dtype == DType::Q8_0 ? dot_q8_q8 : dot_q4_q8;
     pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; ++o)
         for (int64_t r = 0; r < x.rows; ++r)
           out.f32()[r * out.cols + o] = dot(w.data + size_t(o) * stride, qx.q.data() + r * n_in,
-                                            qx.d.data() + r * (n_in / 32), n_in / 32);
+                                            qx.d.data() + r * (n_in / 32), qx.sum.data() + r * (n_in / 32), n_in / 32);
     });
     return;
   }

@@ -138,8 +138,8 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
     PAGODA_TRY(assign(w.rope_freqs, ld.get("rope_freqs.weight", 1, c.head_dim / 2)));
     if (w.rope_freqs.dtype != DType::F32) return make_error("rope_freqs.weight must be F32");
     if (!be.supports(Op::RopeFreqs, DType::F32))
-      return make_error("the file's rope_freqs.weight (Llama 3 RoPE frequency factors) is not implemented on the " +
-                        be.info().name + " backend (the cpu backend applies it)");
+      return make_error("rope_freqs.weight (Llama 3 RoPE frequency factors): the " + be.info().name +
+                        " backend does not support it yet (the cpu backend applies it)");
   }
   // A tensor the layer loop would not read means the file computes something else: refuse it.
   for (const auto& t : f.tensors())

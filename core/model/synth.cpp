@@ -54,8 +54,11 @@ Status synth_model(const SynthOptions& opt) {
   const SynthShape& s = opt.shape;
   auto dt = dtype_from_ggml(opt.dtype);
   if (!dt) return dt.take_error();
-  if (*dt != DType::F32 && *dt != DType::F16 && (s.dim % 32 || s.ffn_dim % 32))
-    return make_error("quantized synth needs dimensions that are multiples of 32");
+  const int64_t blk = dtype_block_elems(*dt);
+  if (s.dim % blk || s.ffn_dim % blk)
+    return make_error(std::string("synth in ") + dtype_name(*dt) + " needs dimensions that are multiples of " + std::to_string(blk));
+  auto out_dt = dtype_from_ggml(opt.output_dtype.value_or(opt.dtype));
+  if (!out_dt) return out_dt.take_error();
   auto vf = GgufFile::open(opt.vocab_from);
   if (!vf) return make_error("vocabulary source: " + vf.error());
   const auto* toks = (*vf)->find("tokenizer.ggml.tokens");
@@ -80,8 +83,9 @@ Status synth_model(const SynthOptions& opt) {
 
   Noise rng{opt.seed * 0x9E3779B97F4A7C15ull + 1};
   const int64_t kv_dim = int64_t(s.dim / s.n_heads) * s.n_kv_heads;
-  auto mat = [&](const std::string& n, int64_t rows, int64_t cols) {
-    w.add_tensor(n, opt.dtype, {uint64_t(cols), uint64_t(rows)}, random_tensor(rng, *dt, rows, cols));
+  auto mat = [&](const std::string& n, int64_t rows, int64_t cols, bool output = false) {
+    const DType t = output ? *out_dt : *dt;
+    w.add_tensor(n, ggml_from_dtype(t), {uint64_t(cols), uint64_t(rows)}, random_tensor(rng, t, rows, cols));
   };
   mat("token_embd.weight", vocab, s.dim);
   for (int32_t l = 0; l < s.n_layers; ++l) {
@@ -97,7 +101,7 @@ Status synth_model(const SynthOptions& opt) {
     mat(p + "ffn_down.weight", s.dim, s.ffn_dim);
   }
   w.add_tensor("output_norm.weight", GgmlType::F32, {uint64_t(s.dim)}, ones(s.dim));
-  mat("output.weight", vocab, s.dim);
+  mat("output.weight", vocab, s.dim, true);
   return w.write(opt.output);
 }
 

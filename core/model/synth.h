@@ -2,6 +2,7 @@
 // realistic sizes, for speed measurements. Their text is noise; never use them for quality claims.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ std::vector<std::string> synth_presets();
 struct SynthOptions {
   SynthShape shape;
   GgmlType dtype = GgmlType::F32;  // matmul weights; norms stay F32
+  std::optional<GgmlType> output_dtype;  // output.weight when it differs (Q6_K in a "Q4_K_M" mix)
   std::string vocab_from;          // a GGUF whose tokenizer.* metadata is copied
   std::string output;
   uint64_t seed = 1;
