@@ -140,6 +140,40 @@ bool GrammarAutomaton::loops_on(int32_t state, const ByteSet& bytes) {
   return true;
 }
 
+bool GrammarAutomaton::utf8_loops(int32_t state) {
+  if (states_[size_t(state)].utf8 >= 0) return states_[size_t(state)].utf8 == 1;
+  // Well-formed sequences as byte ranges (Unicode table 3-7).
+  static const std::vector<std::vector<std::pair<uint8_t, uint8_t>>> kSequences = {
+      {{0xC2, 0xDF}, {0x80, 0xBF}},
+      {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+      {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+      {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}},
+  };
+  bool ok = true;
+  // Level by level, the set of states the sequences can reach; interning keeps the sets small.
+  for (size_t q = 0; q < kSequences.size() && ok; ++q) {
+    std::vector<int32_t> level{state};
+    for (const auto& [lo, hi] : kSequences[q]) {
+      std::vector<int32_t> next;
+      for (int32_t s : level)
+        for (int b = lo; b <= hi && ok; ++b) {
+          const int32_t t = advance(s, uint8_t(b));
+          if (t == kDead) ok = false;
+          else if (std::find(next.begin(), next.end(), t) == next.end()) next.push_back(t);
+        }
+      level = std::move(next);
+      if (level.size() > 8) ok = false;  // not a simple loop; walking is cheaper than proving
+    }
+    ok = ok && level.size() == 1 && level[0] == state;
+  }
+  states_[size_t(state)].utf8 = ok ? 1 : 0;
+  return ok;
+}
+
 int32_t GrammarAutomaton::truncate(int32_t state, int32_t cap) {
   if (states_[size_t(state)].truncated != kUnknown && states_[size_t(state)].truncated_cap == cap)
     return states_[size_t(state)].truncated;

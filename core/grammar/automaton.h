@@ -63,6 +63,9 @@ class GrammarAutomaton {
   // Whether every byte in `bytes` leads from `state` back to itself (a string body, a digit run).
   // Bytes are classified lazily and remembered, so a failing test is usually one word compare.
   bool loops_on(int32_t state, const ByteSet& bytes);
+  // Whether every well-formed multi-byte UTF-8 character leads from `state` back to itself (the
+  // body of a string). Checked once per state over the UTF-8 byte ranges, then remembered.
+  bool utf8_loops(int32_t state);
   // `state` with each stack cut kContextFrames return frames below its top (deeper frames become
   // kAnyFrame) and repetition counts above `cap` clamped to cap (Grammar::clamp_repeat). States
   // differing only deep in their stacks (a string in one field or another) or in a large count
@@ -84,6 +87,7 @@ class GrammarAutomaton {
     int32_t truncated = kUnknown, truncated_cap = 0;
     std::unique_ptr<int32_t[]> next;  // 256 cached transitions (kUnknown until computed)
     ByteSet loops, exits;             // bytes known to return to this state / known not to
+    int8_t utf8 = -1;                 // utf8_loops(): -1 not yet known, else 0 / 1
   };
 
   int32_t node(int32_t pos, int32_t parent);

@@ -10,6 +10,13 @@ namespace {
 constexpr size_t kMaxCachedMasks = 1024;
 // Below this many tokens a subtree is walked rather than tested for a self-loop.
 constexpr int32_t kBulkMinTokens = 4;
+
+// Every token below `node` is allowed from `state` when each of its bytes (or, past ASCII, each
+// whole character) leads back to `state`: a string body, a digit run.
+bool bulk_allowed(GrammarAutomaton& a, const TokenVocab::TrieNode& node, int32_t state) {
+  if (node.below == node.below_ascii) return a.loops_on(state, node.below);
+  return node.utf8_below && a.loops_on(state, node.below_ascii) && a.utf8_loops(state);
+}
 }  // namespace
 
 GrammarMatcher::GrammarMatcher(std::shared_ptr<const Grammar> g) : shared_(std::make_shared<Shared>(std::move(g))) {
@@ -117,7 +124,7 @@ void GrammarMatcher::walk(const TokenVocab& v, int32_t node, int32_t state, std:
     if (next == GrammarAutomaton::kDead) continue;
     path.push_back(char(child.byte));
     if (ctx && child.n_children > 0 && a.escaped(next)) ctx->open.push_back({c, path});
-    if (child.tok_end - child.own_end >= kBulkMinTokens && a.loops_on(next, child.below)) {
+    if (child.tok_end - child.own_end >= kBulkMinTokens && bulk_allowed(a, child, next)) {
       allow(child.tok_begin, child.tok_end);
     } else {
       allow(child.tok_begin, child.own_end);
