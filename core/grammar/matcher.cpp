@@ -122,6 +122,7 @@ void GrammarMatcher::walk(const TokenVocab& v, int32_t node, int32_t state, std:
     int32_t next = transitions[child.byte];
     if (next == GrammarAutomaton::kUnknown) next = a.compute_advance(state, child.byte);
     if (next == GrammarAutomaton::kDead) continue;
+    if (child.max_below > 0 && a.repeat_count(next) > child.max_below) next = a.clamp(next, child.max_below + 1);
     path.push_back(char(child.byte));
     if (ctx && child.n_children > 0 && a.escaped(next)) ctx->open.push_back({c, path});
     if (child.tok_end - child.own_end >= kBulkMinTokens && bulk_allowed(a, child, next)) {

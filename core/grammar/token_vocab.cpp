@@ -87,6 +87,8 @@ int32_t TokenVocab::build_node(int32_t lo, int32_t hi, size_t depth, int32_t sel
   trie_[size_t(self)].tok_begin = lo;
   trie_[size_t(self)].own_end = own;
   trie_[size_t(self)].tok_end = hi;
+  for (int32_t i = own; i < hi; ++i)
+    trie_[size_t(self)].max_below = std::max(trie_[size_t(self)].max_below, int32_t(bytes_[size_t(sorted_[size_t(i)])].size() - depth));
   for (int32_t i = own; i < hi && depth < 64; ++i)
     if (!((utf8_from_[size_t(i)] >> depth) & 1)) trie_[size_t(self)].utf8_below = false;
   if (depth >= 64) trie_[size_t(self)].utf8_below = false;

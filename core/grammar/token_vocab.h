@@ -20,6 +20,7 @@ class TokenVocab {
     // Tokens under this node are sorted_ids()[tok_begin, tok_end); those ending exactly here
     // come first, [tok_begin, own_end).
     int32_t tok_begin = 0, own_end = 0, tok_end = 0;
+    int32_t max_below = 0;  // the most bytes any token adds below this node
     uint8_t byte = 0;
     // Every token below continues this node's bytes with whole, well-formed UTF-8 characters.
     bool utf8_below = true;
