@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <regex>
 #include <string>
 
 #include "core/grammar/grammar.h"
@@ -214,7 +215,9 @@ TEST(JsonSchema, CompilesTheSupportedSubset) {
 
 TEST(JsonSchema, UnsupportedKeywordsAreNamedWithTheirPath) {
   const std::pair<const char*, const char*> cases[] = {
-      {R"({"type":"string","pattern":"^a+$"})", "unsupported keyword 'pattern' at #"},
+      {R"({"type":"string","pattern":"^(?=a)b$"})", "unsupported keyword 'pattern' at #: lookaround"},
+      {R"({"type":"string","pattern":"(a)\\1"})", "unsupported keyword 'pattern' at #: escape '\\1'"},
+      {R"({"type":"string","pattern":"a","maxLength":3})", "'maxLength' at #: together with pattern"},
       {R"({"type":"object","patternProperties":{"^x":{}}})", "'patternProperties' at #"},
       {R"({"if":{},"then":{},"else":{}})", "'if' at #"},
       {R"({"not":{"type":"null"}})", "'not' at #"},
@@ -233,6 +236,29 @@ TEST(JsonSchema, UnsupportedKeywordsAreNamedWithTheirPath) {
   EXPECT_NE(schema_error("{\"type\":\"array\",\"minItems\":3,\"maxItems\":1}").find("maxItems < minItems"), std::string::npos);
   EXPECT_NE(schema_error("{not json").find("not valid JSON"), std::string::npos);
   EXPECT_NE(schema_error("false").find("no value matches"), std::string::npos);
+}
+
+// Patterns compile to the grammar; acceptance must agree with std::regex on the decoded string.
+TEST(JsonSchema, PatternSubsetAgreesWithStdRegex) {
+  const std::pair<const char*, std::vector<std::string>> cases[] = {
+      {"^[A-Z]{3}-\\d{2,4}$", {"ABC-12", "XYZ-1234", "AB-12", "ABC-12345", "abc-12", "ABC-1a"}},
+      {"^(red|green)+$", {"red", "redgreen", "", "blue", "redgree"}},
+      {"ab", {"ab", "xxabyy", "a b", "", "ba"}},
+      {"^[^a-z]*$", {"A\"B", "A\\B", "ABC 1", "aB", ""}},
+      {"^\\w+@\\w+\\.(com|org)$", {"a_b@c.com", "x@y.org", "x@y.net", "@y.com", "a@b.c.com"}},
+      {"^.{2}x?$", {"ab", "abx", "a", "a\"x", "abcx"}},
+      {"^\\S+\\s\\D$", {"ab c", "ab 1", "a\tb", "a  b"}},
+  };
+  for (const auto& [pattern, inputs] : cases) {
+    auto g = compile_json_schema(nlohmann::ordered_json{{"type", "string"}, {"pattern", pattern}});
+    ASSERT_TRUE(g.ok()) << pattern << ": " << g.error();
+    auto sg = std::make_shared<const Grammar>(std::move(*g));
+    const std::regex re(pattern, std::regex::ECMAScript);
+    for (const std::string& s : inputs) {
+      const std::string json = nlohmann::json(s).dump();
+      EXPECT_EQ(matches(sg, json), std::regex_search(s, re)) << pattern << " on " << json;
+    }
+  }
 }
 
 TEST(JsonSchema, ObjectsFollowSchemaOrderAndRequired) {
