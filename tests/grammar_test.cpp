@@ -246,7 +246,7 @@ TEST(JsonSchema, PatternSubsetAgreesWithStdRegex) {
       {"ab", {"ab", "xxabyy", "a b", "", "ba"}},
       {"^[^a-z]*$", {"A\"B", "A\\B", "ABC 1", "aB", ""}},
       {"^\\w+@\\w+\\.(com|org)$", {"a_b@c.com", "x@y.org", "x@y.net", "@y.com", "a@b.c.com"}},
-      {"^.{2}x?$", {"ab", "abx", "a", "a\"x", "abcx"}},
+      {"^.{2}x?$", {"ab", "abx", "a", "a\"x", "abcx", "a\nx", "\r\t"}},
       {"^\\S+\\s\\D$", {"ab c", "ab 1", "a\tb", "a  b"}},
   };
   for (const auto& [pattern, inputs] : cases) {

@@ -123,9 +123,9 @@ class RegexCompiler {
       return inner;
     }
     if (c == '[') return char_class();
-    if (c == '.') {
+    if (c == '.') {  // any character but a line break
       ++pos_;
-      return any_;
+      return ranges_to_grammar({{'\n', '\n'}, {'\r', '\r'}}, true);
     }
     if (c == '^' || c == '$') return fail("anchors are supported only at the start and end");
     if (c == '*' || c == '+' || c == '?' || c == '{' || c == ')') return fail(fmt::format("nothing to repeat before '{}'", c));

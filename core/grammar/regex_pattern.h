@@ -10,7 +10,7 @@
 namespace pagoda::grammar {
 
 // Grammar expression for the characters between the quotes. `any_char` names the grammar rule
-// for one JSON string character (used for `.` and for unanchored patterns' free ends).
+// for one JSON string character (used for an unanchored pattern's free ends).
 Result<std::string> regex_to_grammar(std::string_view pattern, const std::string& any_char);
 
 }  // namespace pagoda::grammar
