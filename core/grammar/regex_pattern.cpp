@@ -37,7 +37,10 @@ class RegexCompiler {
 
   Result<std::string> run() {
     const bool anchored_start = !re_.empty() && re_.front() == '^';
-    if (anchored_start) re_.remove_prefix(1);
+    if (anchored_start) {
+      re_.remove_prefix(1);
+      base_ = 1;
+    }
     bool anchored_end = false;
     if (!re_.empty() && re_.back() == '$' && (re_.size() < 2 || re_[re_.size() - 2] != '\\')) {
       anchored_end = true;
@@ -54,7 +57,7 @@ class RegexCompiler {
   }
 
  private:
-  Error fail(const std::string& why) const { return make_error(fmt::format("{} at offset {}", why, pos_)); }
+  Error fail(const std::string& why) const { return make_error(fmt::format("{} at offset {}", why, pos_ + base_)); }
   bool at(char c) const { return pos_ < re_.size() && re_[pos_] == c; }
 
   Result<std::string> alternatives(int depth) {
@@ -230,7 +233,7 @@ class RegexCompiler {
 
   std::string_view re_;
   std::string any_;
-  size_t pos_ = 0;
+  size_t pos_ = 0, base_ = 0;  // base_: the '^' cut from the front, for error offsets
 };
 
 }  // namespace
