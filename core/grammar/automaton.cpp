@@ -63,8 +63,12 @@ int32_t GrammarAutomaton::intern(bool complete, bool escaped) {
   s.escaped = escaped;
   for (int32_t n : found_) {
     int32_t cur = n;
-    for (int depth = 0; cur >= 0 && depth <= kContextFrames; ++depth, cur = nodes_[size_t(cur)].parent)
-      s.repeat_k = std::max(s.repeat_k, g_->repeat_count(nodes_[size_t(cur)].pos));
+    for (int depth = 0; cur >= 0 && depth <= kContextFrames; ++depth, cur = nodes_[size_t(cur)].parent) {
+      const int32_t k = g_->repeat_count(nodes_[size_t(cur)].pos);
+      if (k == 0) continue;
+      s.repeat_k = std::max(s.repeat_k, k);
+      s.repeat_min = s.repeat_min == 0 ? k : std::min(s.repeat_min, k);
+    }
   }
   states_.push_back(std::move(s));
   state_index_.insert(h, int32_t(states_.size() - 1));

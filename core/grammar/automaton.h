@@ -65,6 +65,8 @@ class GrammarAutomaton {
   bool loops_on(int32_t state, const ByteSet& bytes);
   // The largest repetition count (Grammar::clamp_repeat's k) near the top of the state's stacks.
   int32_t repeat_count(int32_t state) const { return states_[size_t(state)].repeat_k; }
+  // The smallest such count: a token adding fewer bytes cannot exhaust any of them.
+  int32_t repeat_min(int32_t state) const { return states_[size_t(state)].repeat_min; }
   // `state` with counts k >= cap near its stack tops replaced by their unbounded twins; tokens of
   // fewer than `cap` bytes are allowed from both alike, and the twin's loops make bulk masking
   // possible inside bounded repetitions (a string with maxLength).
@@ -94,7 +96,7 @@ class GrammarAutomaton {
     std::unique_ptr<int32_t[]> next;  // 256 cached transitions (kUnknown until computed)
     ByteSet loops, exits;             // bytes known to return to this state / known not to
     int8_t utf8 = -1;                 // utf8_loops(): -1 not yet known, else 0 / 1
-    int32_t repeat_k = 0;             // repeat_count()
+    int32_t repeat_k = 0, repeat_min = 0;  // repeat_count(), repeat_min()
   };
 
   int32_t node(int32_t pos, int32_t parent);
