@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <random>
-#include <regex>
+#include <cctype>
 #include <string>
 
 namespace pagoda::grammar::testing {
@@ -238,17 +238,52 @@ class Validator {
     if (s.contains("minLength") && code_points(v) < s["minLength"].get<size_t>()) return false;
     if (s.contains("maxLength") && code_points(v) > s["maxLength"].get<size_t>()) return false;
     if (!s.contains("format")) return true;
-    static const std::string date = R"(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))";
-    static const std::string time = R"(([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d))";
     const std::string f = s["format"].get<std::string>();
-    std::string re;
-    if (f == "date") re = date;
-    else if (f == "time") re = time;
-    else if (f == "date-time") re = date + "T" + time;
-    else if (f == "uuid") re = R"([0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})";
-    else if (f == "email") re = R"([^@\s]+@[^@\s]+\.[^@\s]+)";
-    else return false;
-    return std::regex_match(v, std::regex(re));
+    if (f == "date") return is_date(v);
+    if (f == "time") return is_time(v);
+    if (f == "date-time") return v.size() > 11 && v[10] == 'T' && is_date(v.substr(0, 10)) && is_time(v.substr(11));
+    if (f == "uuid") return is_uuid(v);
+    if (f == "email") {
+      const size_t at = v.find('@');
+      return at != std::string::npos && at > 0 && v.find('@', at + 1) == std::string::npos &&
+             v.find('.', at + 2) != std::string::npos && v.back() != '.';
+    }
+    return false;
+  }
+
+  // Hand-written format checks (std::regex trips GCC 12's -Wmaybe-uninitialized under ASan).
+  static bool digits_at(const std::string& v, size_t at, size_t n) {
+    if (at + n > v.size()) return false;
+    for (size_t i = at; i < at + n; ++i)
+      if (!std::isdigit(uint8_t(v[i]))) return false;
+    return true;
+  }
+  static int num(const std::string& v, size_t at, size_t n) { return std::stoi(v.substr(at, n)); }
+  static bool is_date(const std::string& v) {
+    return v.size() == 10 && digits_at(v, 0, 4) && v[4] == '-' && digits_at(v, 5, 2) && v[7] == '-' &&
+           digits_at(v, 8, 2) && num(v, 5, 2) >= 1 && num(v, 5, 2) <= 12 && num(v, 8, 2) >= 1 && num(v, 8, 2) <= 31;
+  }
+  static bool is_hh_mm(const std::string& v, size_t at) {
+    return digits_at(v, at, 2) && v[at + 2] == ':' && digits_at(v, at + 3, 2) && num(v, at, 2) <= 23 && num(v, at + 3, 2) <= 59;
+  }
+  static bool is_time(const std::string& v) {
+    if (v.size() < 9 || !is_hh_mm(v, 0) || v[5] != ':' || !digits_at(v, 6, 2) || num(v, 6, 2) > 59) return false;
+    size_t i = 8;
+    if (i < v.size() && v[i] == '.') {
+      const size_t start = ++i;
+      while (i < v.size() && std::isdigit(uint8_t(v[i]))) ++i;
+      if (i == start) return false;
+    }
+    if (i < v.size() && v[i] == 'Z') return i + 1 == v.size();
+    return i + 6 == v.size() && (v[i] == '+' || v[i] == '-') && is_hh_mm(v, i + 1);
+  }
+  static bool is_uuid(const std::string& v) {
+    if (v.size() != 36) return false;
+    for (size_t i = 0; i < v.size(); ++i) {
+      const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+      if (dash ? v[i] != '-' : !std::isxdigit(uint8_t(v[i]))) return false;
+    }
+    return true;
   }
 
   const Json& root_;

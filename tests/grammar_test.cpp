@@ -137,8 +137,9 @@ TEST(GrammarMatcher, BoundedRepetitionMasksAreExactAtEveryCount) {
   for (int n = 1; n <= 12; ++n) {
     bytes.push_back(std::string(size_t(n), 'a'));
     bytes.push_back(std::string(size_t(n - 1), 'a') + "b");
-    bytes.push_back(std::string(size_t(n - 1), 'a') + "é");
   }
+  bytes.push_back("é");
+  bytes.push_back("éa");
   bytes.push_back("");
   const TokenVocab v = TokenVocab::from_bytes(bytes, {int32_t(bytes.size() - 1)});
   GrammarMatcher m(g);
@@ -213,7 +214,9 @@ TEST(JsonSchema, CompilesTheSupportedSubset) {
 
 TEST(JsonSchema, UnsupportedKeywordsAreNamedWithTheirPath) {
   const std::pair<const char*, const char*> cases[] = {
-      {R"({"type":"string","pattern":"^a+$"})", "unsupported keyword 'pattern' at #"},
+      {R"({"type":"string","pattern":"^(?=a)b$"})", "unsupported keyword 'pattern' at #: lookaround and named groups are not supported at offset 2"},
+      {R"({"type":"string","pattern":"(a)\\1"})", "unsupported keyword 'pattern' at #: escape '\\1'"},
+      {R"({"type":"string","pattern":"a","maxLength":3})", "'maxLength' at #: together with pattern"},
       {R"({"type":"object","patternProperties":{"^x":{}}})", "'patternProperties' at #"},
       {R"({"if":{},"then":{},"else":{}})", "'if' at #"},
       {R"({"not":{"type":"null"}})", "'not' at #"},
@@ -232,6 +235,35 @@ TEST(JsonSchema, UnsupportedKeywordsAreNamedWithTheirPath) {
   EXPECT_NE(schema_error("{\"type\":\"array\",\"minItems\":3,\"maxItems\":1}").find("maxItems < minItems"), std::string::npos);
   EXPECT_NE(schema_error("{not json").find("not valid JSON"), std::string::npos);
   EXPECT_NE(schema_error("false").find("no value matches"), std::string::npos);
+}
+
+// Patterns compile to the grammar; each input is listed with whether the regex matches it
+// (ECMAScript semantics on the decoded string; unanchored patterns match anywhere).
+TEST(JsonSchema, PatternSubsetMatchesLikeARegex) {
+  struct Case {
+    const char* pattern;
+    std::vector<std::pair<std::string, bool>> inputs;
+  };
+  const Case cases[] = {
+      {"^[A-Z]{3}-\\d{2,4}$",
+       {{"ABC-12", true}, {"XYZ-1234", true}, {"AB-12", false}, {"ABC-12345", false}, {"abc-12", false}, {"ABC-1a", false}}},
+      {"^(red|green)+$", {{"red", true}, {"redgreen", true}, {"", false}, {"blue", false}, {"redgree", false}}},
+      {"ab", {{"ab", true}, {"xxabyy", true}, {"a b", false}, {"", false}, {"ba", false}}},
+      {"^[^a-z]*$", {{"A\"B", true}, {"A\\B", true}, {"ABC 1", true}, {"aB", false}, {"", true}}},
+      {"^\\w+@\\w+\\.(com|org)$",
+       {{"a_b@c.com", true}, {"x@y.org", true}, {"x@y.net", false}, {"@y.com", false}, {"a@b.c.com", false}}},
+      {"^.{2}x?$", {{"ab", true}, {"abx", true}, {"a", false}, {"a\"x", true}, {"abcx", false}, {"a\nx", false}, {"\r\t", false}}},
+      {"^\\S+\\s\\D$", {{"ab c", true}, {"ab 1", false}, {"a\tb", true}, {"a  b", false}}},
+  };
+  for (const auto& c : cases) {
+    auto g = compile_json_schema(nlohmann::ordered_json{{"type", "string"}, {"pattern", c.pattern}});
+    ASSERT_TRUE(g.ok()) << c.pattern << ": " << g.error();
+    auto sg = std::make_shared<const Grammar>(std::move(*g));
+    for (const auto& [s, want] : c.inputs) {
+      const std::string json = nlohmann::json(s).dump();
+      EXPECT_EQ(matches(sg, json), want) << c.pattern << " on " << json;
+    }
+  }
 }
 
 TEST(JsonSchema, ObjectsFollowSchemaOrderAndRequired) {

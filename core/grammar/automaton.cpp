@@ -61,6 +61,15 @@ int32_t GrammarAutomaton::intern(bool complete, bool escaped) {
   s.stacks = found_;
   s.complete = complete;
   s.escaped = escaped;
+  for (int32_t n : found_) {
+    int32_t cur = n;
+    for (int depth = 0; cur >= 0 && depth <= kContextFrames; ++depth, cur = nodes_[size_t(cur)].parent) {
+      const int32_t k = g_->repeat_count(nodes_[size_t(cur)].pos);
+      if (k == 0) continue;
+      s.repeat_k = std::max(s.repeat_k, k);
+      s.repeat_min = s.repeat_min == 0 ? k : std::min(s.repeat_min, k);
+    }
+  }
   states_.push_back(std::move(s));
   state_index_.insert(h, int32_t(states_.size() - 1));
   return int32_t(states_.size() - 1);
@@ -140,22 +149,76 @@ bool GrammarAutomaton::loops_on(int32_t state, const ByteSet& bytes) {
   return true;
 }
 
+bool GrammarAutomaton::utf8_loops(int32_t state) {
+  if (states_[size_t(state)].utf8 >= 0) return states_[size_t(state)].utf8 == 1;
+  // Well-formed sequences as byte ranges (Unicode table 3-7).
+  static const std::vector<std::vector<std::pair<uint8_t, uint8_t>>> kSequences = {
+      {{0xC2, 0xDF}, {0x80, 0xBF}},
+      {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+      {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+      {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+      {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}},
+  };
+  bool ok = true;
+  // Level by level, the set of states the sequences can reach; interning keeps the sets small.
+  for (size_t q = 0; q < kSequences.size() && ok; ++q) {
+    std::vector<int32_t> level{state};
+    for (const auto& [lo, hi] : kSequences[q]) {
+      std::vector<int32_t> next;
+      for (int32_t s : level)
+        for (int b = lo; b <= hi && ok; ++b) {
+          const int32_t t = advance(s, uint8_t(b));
+          if (t == kDead) ok = false;
+          else if (std::find(next.begin(), next.end(), t) == next.end()) next.push_back(t);
+        }
+      level = std::move(next);
+      if (level.size() > 8) ok = false;  // not a simple loop; walking is cheaper than proving
+    }
+    ok = ok && level.size() == 1 && level[0] == state;
+  }
+  states_[size_t(state)].utf8 = ok ? 1 : 0;
+  return ok;
+}
+
+int32_t GrammarAutomaton::rebuild_stack(int32_t n, int32_t cap, bool cut) {
+  int32_t chain[1 + kContextFrames];
+  int len = 0;
+  int32_t cur = n;
+  while (cur >= 0 && len < 1 + kContextFrames) {
+    chain[len++] = cur;
+    cur = nodes_[size_t(cur)].parent;
+  }
+  int32_t parent = cut && cur >= 0 ? kAnyFrame : cur;
+  for (int i = len - 1; i >= 0; --i) {
+    const int32_t pos = nodes_[size_t(chain[i])].pos;
+    parent = node(cap > 0 ? g_->clamp_repeat(pos, cap) : pos, parent);
+  }
+  return parent;
+}
+
+int32_t GrammarAutomaton::clamp(int32_t state, int32_t cap) {
+  if (states_[size_t(state)].repeat_k < cap) return state;
+  const uint64_t key = (uint64_t(uint32_t(state)) << 32) | uint32_t(cap);
+  auto it = clamped_.find(key);
+  if (it != clamped_.end()) return it->second;
+  std::vector<int32_t> stacks;
+  for (int32_t n : states_[size_t(state)].stacks) stacks.push_back(rebuild_stack(n, cap, false));
+  std::sort(stacks.begin(), stacks.end());
+  stacks.erase(std::unique(stacks.begin(), stacks.end()), stacks.end());
+  found_ = std::move(stacks);
+  const int32_t t = intern(states_[size_t(state)].complete, states_[size_t(state)].escaped);
+  clamped_[key] = t;
+  return t;
+}
+
 int32_t GrammarAutomaton::truncate(int32_t state, int32_t cap) {
   if (states_[size_t(state)].truncated != kUnknown && states_[size_t(state)].truncated_cap == cap)
     return states_[size_t(state)].truncated;
   std::vector<int32_t> cut;
-  for (int32_t n : states_[size_t(state)].stacks) {
-    int32_t chain[1 + kContextFrames];
-    int len = 0;
-    int32_t cur = n;
-    while (cur >= 0 && len < 1 + kContextFrames) {
-      chain[len++] = cur;
-      cur = nodes_[size_t(cur)].parent;
-    }
-    int32_t parent = cur >= 0 ? kAnyFrame : cur;
-    for (int i = len - 1; i >= 0; --i) parent = node(g_->clamp_repeat(nodes_[size_t(chain[i])].pos, cap), parent);
-    cut.push_back(parent);
-  }
+  for (int32_t n : states_[size_t(state)].stacks) cut.push_back(rebuild_stack(n, cap, true));
   std::sort(cut.begin(), cut.end());
   cut.erase(std::unique(cut.begin(), cut.end()), cut.end());
   found_ = std::move(cut);

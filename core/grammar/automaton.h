@@ -63,6 +63,17 @@ class GrammarAutomaton {
   // Whether every byte in `bytes` leads from `state` back to itself (a string body, a digit run).
   // Bytes are classified lazily and remembered, so a failing test is usually one word compare.
   bool loops_on(int32_t state, const ByteSet& bytes);
+  // The largest repetition count (Grammar::clamp_repeat's k) near the top of the state's stacks.
+  int32_t repeat_count(int32_t state) const { return states_[size_t(state)].repeat_k; }
+  // The smallest such count: a token adding fewer bytes cannot exhaust any of them.
+  int32_t repeat_min(int32_t state) const { return states_[size_t(state)].repeat_min; }
+  // `state` with counts k >= cap near its stack tops replaced by their unbounded twins; tokens of
+  // fewer than `cap` bytes are allowed from both alike, and the twin's loops make bulk masking
+  // possible inside bounded repetitions (a string with maxLength).
+  int32_t clamp(int32_t state, int32_t cap);
+  // Whether every well-formed multi-byte UTF-8 character leads from `state` back to itself (the
+  // body of a string). Checked once per state over the UTF-8 byte ranges, then remembered.
+  bool utf8_loops(int32_t state);
   // `state` with each stack cut kContextFrames return frames below its top (deeper frames become
   // kAnyFrame) and repetition counts above `cap` clamped to cap (Grammar::clamp_repeat). States
   // differing only deep in their stacks (a string in one field or another) or in a large count
@@ -84,10 +95,15 @@ class GrammarAutomaton {
     int32_t truncated = kUnknown, truncated_cap = 0;
     std::unique_ptr<int32_t[]> next;  // 256 cached transitions (kUnknown until computed)
     ByteSet loops, exits;             // bytes known to return to this state / known not to
+    int8_t utf8 = -1;                 // utf8_loops(): -1 not yet known, else 0 / 1
+    int32_t repeat_k = 0, repeat_min = 0;  // repeat_count(), repeat_min()
   };
 
   int32_t node(int32_t pos, int32_t parent);
   int32_t intern(bool complete, bool escaped);  // the state made of found_
+  // Rebuilds the top and kContextFrames frames of stack `n` with positions mapped by
+  // clamp_repeat(pos, cap) (cap 0: unchanged) and, when `cut`, deeper frames as kAnyFrame.
+  int32_t rebuild_stack(int32_t n, int32_t cap, bool cut);
   // Expands the pending (pos, parent) items in todo_ to byte-set positions; references in tail
   // position reuse the caller's frame, so loops and right recursion do not grow stacks.
   int32_t close();
@@ -103,6 +119,7 @@ class GrammarAutomaton {
   std::vector<std::pair<int32_t, int32_t>> todo_;
   std::vector<uint64_t> seen_;
   std::vector<int32_t> found_;
+  std::unordered_map<uint64_t, int32_t> clamped_;  // (state, cap) -> clamp()
 };
 
 }  // namespace pagoda::grammar

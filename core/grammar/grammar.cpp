@@ -273,6 +273,13 @@ int32_t Grammar::clamp_repeat(int32_t pos, int32_t cap) const {
   return rules_[size_t(chains_[size_t(link.chain)].twin)].alts[0] + (pos - alts[0]);
 }
 
+int32_t Grammar::repeat_count(int32_t pos) const {
+  const int32_t r = rule_of_[size_t(pos)];
+  const ChainLink& link = chain_of_[size_t(r)];
+  if (link.chain < 0 || link.k < 2 || pos >= rules_[size_t(r)].alts[1]) return 0;
+  return link.k;
+}
+
 Result<Grammar> Grammar::build(const std::vector<RuleDef>& rules, std::string_view root) {
   return GrammarBuilder().run(rules, root);
 }

@@ -78,6 +78,8 @@ class Grammar {
   // count it can reach. Returns the twin's position for `pos` when pos lies in such an O_k's first
   // alternative, else pos. The matcher masks through the twin, whose loops make masks cheap.
   int32_t clamp_repeat(int32_t pos, int32_t cap) const;
+  // k when `pos` lies in the first alternative of a chain's O_k (k >= 2), else 0.
+  int32_t repeat_count(int32_t pos) const;
 
  private:
   friend class GrammarBuilder;

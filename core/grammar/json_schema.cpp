@@ -1,5 +1,7 @@
 #include "core/grammar/json_schema.h"
 
+#include "core/grammar/regex_pattern.h"
+
 #include <fmt/format.h>
 
 #include <cassert>
@@ -44,7 +46,7 @@ const std::map<std::string, std::string>& base_rules() {
 const std::set<std::string> kSupported = {"type",    "properties", "required", "additionalProperties", "items",
                                           "minItems", "maxItems",  "enum",     "const",   "anyOf",
                                           "oneOf",   "allOf",      "$ref",     "$defs",   "definitions",
-                                          "format",  "minLength",  "maxLength"};
+                                          "format",  "minLength",  "maxLength", "pattern"};
 // Annotations: they describe, they do not constrain, so they are accepted and ignored.
 const std::set<std::string> kAnnotations = {"title",      "description", "default",  "examples",
                                             "$schema",    "$id",         "$comment", "deprecated",
@@ -219,6 +221,7 @@ class SchemaCompiler {
   Result<std::string> visit_map(const Json& s, const std::string& path);
   Result<std::string> visit_array(const Json& s, const std::string& path);
   Result<std::string> visit_string(const Json& s, const std::string& path);
+  Result<std::string> visit_pattern(const Json& s, const std::string& path);
 
   static Result<int64_t> count(const Json& s, const char* key, int64_t fallback, const std::string& path) {
     if (!s.contains(key)) return fallback;
@@ -314,6 +317,7 @@ Result<std::string> SchemaCompiler::visit_string(const Json& s, const std::strin
   auto hi = count(s, "maxLength", -1, path);
   if (!hi) return hi.take_error();
   if (*hi >= 0 && *hi < *lo) return make_error("json_schema: maxLength < minLength at " + path);
+  if (s.contains("pattern")) return visit_pattern(s, path);
   if (s.contains("format")) {
     const Json& f = s["format"];
     if (!f.is_string() || !kFormats.count(f.get<std::string>()))
@@ -325,6 +329,15 @@ Result<std::string> SchemaCompiler::visit_string(const Json& s, const std::strin
   if (*lo == 0 && *hi < 0) return use("string");
   const std::string max = *hi < 0 ? "" : std::to_string(*hi);
   return add_rule("string", fmt::format(R"("\"" {}{{{},{}}} "\"")", use("char"), *lo, max));
+}
+
+Result<std::string> SchemaCompiler::visit_pattern(const Json& s, const std::string& path) {
+  if (!s["pattern"].is_string()) return make_error("json_schema: 'pattern' at " + path + " must be a string");
+  for (const char* other : {"format", "minLength", "maxLength"})
+    if (s.contains(other)) return unsupported(other, path, "together with pattern");
+  auto body = regex_to_grammar(s["pattern"].get<std::string>(), use("char"));
+  if (!body) return unsupported("pattern", path, body.error());
+  return add_rule("pattern", fmt::format(R"("\"" {} "\"")", *body));
 }
 
 }  // namespace

@@ -10,6 +10,13 @@ namespace {
 constexpr size_t kMaxCachedMasks = 1024;
 // Below this many tokens a subtree is walked rather than tested for a self-loop.
 constexpr int32_t kBulkMinTokens = 4;
+
+// Every token below `node` is allowed from `state` when each of its bytes (or, past ASCII, each
+// whole character) leads back to `state`: a string body, a digit run.
+bool bulk_allowed(GrammarAutomaton& a, const TokenVocab::TrieNode& node, int32_t state) {
+  if (node.below == node.below_ascii) return a.loops_on(state, node.below);
+  return node.utf8_below && a.loops_on(state, node.below_ascii) && a.utf8_loops(state);
+}
 }  // namespace
 
 GrammarMatcher::GrammarMatcher(std::shared_ptr<const Grammar> g) : shared_(std::make_shared<Shared>(std::move(g))) {
@@ -82,6 +89,12 @@ void GrammarMatcher::compute_mask(const TokenVocab& v, std::span<uint32_t> out) 
     }
     if (s != GrammarAutomaton::kDead) walk(v, node, s, out, nullptr, path);
   }
+  for (int32_t id : ctx.open_tokens) {
+    int32_t s = state_;
+    for (char c : v.bytes(id))
+      if (s != GrammarAutomaton::kDead) s = a.advance(s, uint8_t(c));
+    if (s != GrammarAutomaton::kDead) out[size_t(id) >> 5] |= 1u << (id & 31);
+  }
 }
 
 const GrammarMatcher::ContextMask& GrammarMatcher::context_mask(const TokenVocab& v, int32_t truncated) {
@@ -115,16 +128,47 @@ void GrammarMatcher::walk(const TokenVocab& v, int32_t node, int32_t state, std:
     int32_t next = transitions[child.byte];
     if (next == GrammarAutomaton::kUnknown) next = a.compute_advance(state, child.byte);
     if (next == GrammarAutomaton::kDead) continue;
+    if (child.max_below > 0 && a.repeat_count(next) > child.max_below) next = a.clamp(next, child.max_below + 1);
     path.push_back(char(child.byte));
     if (ctx && child.n_children > 0 && a.escaped(next)) ctx->open.push_back({c, path});
-    if (child.tok_end - child.own_end >= kBulkMinTokens && a.loops_on(next, child.below)) {
+    if (child.tok_end - child.own_end >= kBulkMinTokens && bulk_allowed(a, child, next)) {
       allow(child.tok_begin, child.tok_end);
     } else {
       allow(child.tok_begin, child.own_end);
-      if (child.n_children > 0) walk(v, c, next, out, ctx, path);
+      if (child.n_children > 0 && !walk_counted(v, c, next, out, ctx, path.size()))
+        walk(v, c, next, out, ctx, path);
     }
     path.pop_back();
   }
+}
+
+// Inside a bounded repetition with fewer counts left than some token below has bytes: if the
+// subtree loops on the unbounded twin, tokens shorter than the smallest count are allowed and
+// only the longer ones are checked one by one (under a truncated state, a check that escapes
+// into the cut frames is left to the full state). Returns false to fall back to the walk.
+bool GrammarMatcher::walk_counted(const TokenVocab& v, int32_t node, int32_t state, std::span<uint32_t> out,
+                                  ContextMask* ctx, size_t depth) {
+  GrammarAutomaton& a = shared_->automaton;
+  const auto& child = v.trie()[size_t(node)];
+  if (a.repeat_min(state) < 2 || child.tok_end - child.own_end < kBulkMinTokens) return false;
+  if (!bulk_allowed(a, child, a.clamp(state, 2))) return false;
+  const size_t safe = size_t(a.repeat_min(state));
+  for (int32_t i = child.own_end; i < child.tok_end; ++i) {
+    const int32_t id = v.sorted_ids()[size_t(i)];
+    const std::string& b = v.bytes(id);
+    bool ok = b.size() - depth < safe, escaped = false;
+    if (!ok) {
+      int32_t s = state;
+      for (size_t k = depth; k < b.size() && s != GrammarAutomaton::kDead; ++k) {
+        s = a.advance(s, uint8_t(b[k]));
+        escaped = escaped || (s != GrammarAutomaton::kDead && k + 1 < b.size() && a.escaped(s));
+      }
+      ok = s != GrammarAutomaton::kDead;
+      if (!ok && escaped && ctx) ctx->open_tokens.push_back(id);
+    }
+    if (ok) out[size_t(id) >> 5] |= 1u << (id & 31);
+  }
+  return true;
 }
 
 void apply_token_mask(std::span<float> logits, std::span<const uint32_t> mask) {

@@ -56,6 +56,7 @@ class GrammarMatcher {
   struct ContextMask {
     std::vector<uint32_t> allowed;
     std::vector<std::pair<int32_t, std::string>> open;
+    std::vector<int32_t> open_tokens;  // single tokens to check against the full state
   };
   struct Shared {
     explicit Shared(std::shared_ptr<const Grammar> g) : automaton(std::move(g)) {}
@@ -69,6 +70,8 @@ class GrammarMatcher {
   const ContextMask& context_mask(const TokenVocab& v, int32_t truncated);
   void walk(const TokenVocab& v, int32_t node, int32_t state, std::span<uint32_t> out, ContextMask* ctx,
             std::string& path);
+  bool walk_counted(const TokenVocab& v, int32_t node, int32_t state, std::span<uint32_t> out, ContextMask* ctx,
+                    size_t depth);
 
   std::shared_ptr<Shared> shared_;
   int32_t state_ = GrammarAutomaton::kDead;

@@ -30,6 +30,37 @@ TokenVocab TokenVocab::from_bytes(std::vector<std::string> bytes, std::vector<in
   return v;
 }
 
+namespace {
+// Length of the well-formed UTF-8 character starting at s[i], or 0 (Unicode table 3-7).
+size_t utf8_char_len(const std::string& s, size_t i) {
+  const uint8_t c = uint8_t(s[i]);
+  if (c < 0x80) return 1;
+  size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  const uint8_t c1 = uint8_t(s[i + 1]);
+  const uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+  const uint8_t hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+  if (c1 < lo || c1 > hi) return 0;
+  for (size_t k = 2; k < n; ++k)
+    if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return 0;
+  return n;
+}
+
+// Bit d: bytes[d:] is a sequence of whole characters (positions past 63 count as not).
+uint64_t utf8_suffixes(const std::string& s) {
+  std::vector<bool> ok(s.size() + 1, false);
+  ok[s.size()] = true;
+  for (size_t d = s.size(); d-- > 0;) {
+    const size_t n = utf8_char_len(s, d);
+    ok[d] = n > 0 && ok[d + n];
+  }
+  uint64_t bits = 0;
+  for (size_t d = 0; d < ok.size() && d < 64; ++d)
+    if (ok[d]) bits |= uint64_t(1) << d;
+  return bits;
+}
+}  // namespace
+
 bool TokenVocab::is_eos(int32_t id) const { return std::find(eos_.begin(), eos_.end(), id) != eos_.end(); }
 
 void TokenVocab::build_trie() {
@@ -40,8 +71,11 @@ void TokenVocab::build_trie() {
   }
   std::stable_sort(sorted_.begin(), sorted_.end(),
                    [&](int32_t a, int32_t b) { return bytes_[size_t(a)] < bytes_[size_t(b)]; });
+  for (int32_t id : sorted_) utf8_from_.push_back(utf8_suffixes(bytes_[size_t(id)]));
   trie_.emplace_back();
   build_node(0, int32_t(sorted_.size()), 0, 0);
+  utf8_from_.clear();
+  utf8_from_.shrink_to_fit();
 }
 
 // Fills node `self` for the sorted tokens [lo, hi) that share their first `depth` bytes. Children
@@ -53,6 +87,11 @@ int32_t TokenVocab::build_node(int32_t lo, int32_t hi, size_t depth, int32_t sel
   trie_[size_t(self)].tok_begin = lo;
   trie_[size_t(self)].own_end = own;
   trie_[size_t(self)].tok_end = hi;
+  for (int32_t i = own; i < hi; ++i)
+    trie_[size_t(self)].max_below = std::max(trie_[size_t(self)].max_below, int32_t(bytes_[size_t(sorted_[size_t(i)])].size() - depth));
+  for (int32_t i = own; i < hi && depth < 64; ++i)
+    if (!((utf8_from_[size_t(i)] >> depth) & 1)) trie_[size_t(self)].utf8_below = false;
+  if (depth >= 64) trie_[size_t(self)].utf8_below = false;
   std::vector<std::pair<int32_t, int32_t>> groups;  // [begin, end) of each child's tokens
   for (int32_t i = own; i < hi;) {
     int32_t j = i + 1;
@@ -74,6 +113,8 @@ int32_t TokenVocab::build_node(int32_t lo, int32_t hi, size_t depth, int32_t sel
     for (int w = 0; w < 4; ++w) below.bits[size_t(w)] |= cb.bits[size_t(w)];
   }
   trie_[size_t(self)].below = below;
+  trie_[size_t(self)].below_ascii = below;
+  trie_[size_t(self)].below_ascii.bits[2] = trie_[size_t(self)].below_ascii.bits[3] = 0;
   return self;
 }
 

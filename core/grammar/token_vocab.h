@@ -20,8 +20,12 @@ class TokenVocab {
     // Tokens under this node are sorted_ids()[tok_begin, tok_end); those ending exactly here
     // come first, [tok_begin, own_end).
     int32_t tok_begin = 0, own_end = 0, tok_end = 0;
+    int32_t max_below = 0;  // the most bytes any token adds below this node
     uint8_t byte = 0;
-    ByteSet below;  // every byte that occurs strictly below this node
+    // Every token below continues this node's bytes with whole, well-formed UTF-8 characters.
+    bool utf8_below = true;
+    ByteSet below;        // every byte that occurs strictly below this node
+    ByteSet below_ascii;  // the ASCII part of `below`
   };
 
   // Token bytes as they appear mid-text (a leading "▁" is a space). Control tokens get no bytes,
@@ -42,6 +46,7 @@ class TokenVocab {
  private:
   void build_trie();
   int32_t build_node(int32_t lo, int32_t hi, size_t depth, int32_t self);
+  std::vector<uint64_t> utf8_from_;  // per sorted token: bit d set iff bytes[d:] is well-formed UTF-8
 
   std::vector<std::string> bytes_;
   std::vector<int32_t> eos_;
