@@ -266,6 +266,24 @@ TEST(EndOfGeneration, TokenizerKnowsEosEotAndTurnMarkers) {
   fs::remove(path);
 }
 
+// A real vocabulary: Phi-3 ends a reply with <|end|>, while its EOS is <|endoftext|>.
+TEST(EndOfGeneration, Phi3VocabStopsAtEndOfTurn) {
+  const std::string path = std::string(PAGODA_MODELS_DIR) + "/vocab/ggml-vocab-phi-3.gguf";
+  if (!fs::exists(path)) GTEST_SKIP() << "no " << path;
+  auto f = GgufFile::open(path);
+  ASSERT_TRUE(f.ok());
+  auto tok = Tokenizer::from_gguf(**f);
+  ASSERT_TRUE(tok.ok()) << tok.error();
+  int32_t end = -1;
+  for (int32_t id = 0; id < (*tok)->vocab_size(); ++id)
+    if ((*tok)->piece(id) == "<|end|>") end = id;
+  ASSERT_GE(end, 0);
+  EXPECT_NE(end, (*tok)->eos());
+  EXPECT_TRUE((*tok)->is_eog(end));
+  EXPECT_TRUE((*tok)->is_eog((*tok)->eos()));
+  EXPECT_FALSE((*tok)->is_eog((*tok)->bos()));
+}
+
 // Greedy "Once upon a time" continues with a known token; a file that declares that token its EOT
 // must end the completion right there with finish_reason "stop" (before: only EOS stopped it).
 TEST(EndOfGeneration, ServerStopsAtTheFilesEotToken) {

@@ -255,15 +255,15 @@ Status read_messages(const json& obj, const ParseLimits& lim, ParsedRequest& r) 
 Status read_template_vars(std::string_view body, ParsedRequest& r) {
   const auto j = nlohmann::ordered_json::parse(body.begin(), body.end(), nullptr, false);
   if (j.is_discarded() || !j.is_object()) return make_error("malformed JSON");
-  r.chat_messages = j["messages"];
+  r.chat_messages = j.at("messages");
   for (size_t i = 0; i < r.chat_messages.size() && i < r.messages.size(); ++i) {
     r.chat_messages[i]["role"] = r.messages[i].role;
     if (r.chat_messages[i].contains("content") && r.chat_messages[i]["content"].is_array())
       r.chat_messages[i]["content"] = r.messages[i].content;
   }
-  if (j.contains("tools") && !j["tools"].is_null()) {
-    if (!j["tools"].is_array()) return bad("tools", "must be an array of tool definitions");
-    r.chat_tools = j["tools"];
+  if (j.contains("tools") && !j.at("tools").is_null()) {
+    if (!j.at("tools").is_array()) return bad("tools", "must be an array of tool definitions");
+    r.chat_tools = j.at("tools");
   }
   return {};
 }

@@ -207,15 +207,14 @@ void Interpreter::exec_set(const Stmt& s) {
 
 Value Interpreter::make_macro(const Stmt& s) {
   const Stmt* def = &s;
-  Stack closure = stack_;
-  return Value::function(s.name, [def, closure](Interpreter& in, CallArgs& args) {
-    return in.invoke_macro(*def, closure, args, false);
+  return Value::function(s.name, [def, scope = closure()](Interpreter& in, CallArgs& args) {
+    return in.invoke_macro(*def, scope, args, false);
   });
 }
 
 // Binds parameters (positional, then keywords, then defaults) in a fresh frame over the
 // definition's scope and renders the body; the result is the rendered text.
-Value Interpreter::invoke_macro(const Stmt& s, const Stack& closure, CallArgs& args, bool is_caller) {
+Value Interpreter::invoke_macro(const Stmt& s, const Closure& closure, CallArgs& args, bool is_caller) {
   DepthGuard g(call_depth_, limits_.max_call_depth);
   step();
   const std::string what = is_caller ? "caller" : "macro '" + s.name + "'";
@@ -223,7 +222,9 @@ Value Interpreter::invoke_macro(const Stmt& s, const Stack& closure, CallArgs& a
     fail(what + " takes not more than " + std::to_string(s.targets.size()) + " argument(s)");
   Stack saved = std::move(stack_);
   const int saved_line = line_;
-  stack_ = closure;
+  stack_.clear();
+  for (const auto& w : closure)
+    if (auto f = w.lock()) stack_.push_back(std::move(f));  // a scope that has ended is gone
   stack_.push_back(std::make_shared<Frame>());
   for (auto& [k, v] : args.kw) {
     const bool known = std::find(s.targets.begin(), s.targets.end(), k) != s.targets.end();
@@ -235,8 +236,7 @@ Value Interpreter::invoke_macro(const Stmt& s, const Stack& closure, CallArgs& a
     else if (!stack_.back()->count(s.targets[i]))
       bind(s.targets[i], s.defaults[i] ? eval(*s.defaults[i]) : Value::undefined("'" + s.targets[i] + "' is undefined"));
   }
-  const Body& body = is_caller ? s.bodies[0] : s.bodies[0];
-  std::string text = capture(body);
+  std::string text = capture(s.bodies[0]);
   stack_ = std::move(saved);
   line_ = saved_line;
   return Value::string(std::move(text));
@@ -244,9 +244,8 @@ Value Interpreter::invoke_macro(const Stmt& s, const Stack& closure, CallArgs& a
 
 void Interpreter::exec_call_block(const Stmt& s) {
   const Stmt* def = &s;
-  Stack closure = stack_;
-  const Value caller = Value::function("caller", [def, closure](Interpreter& in, CallArgs& args) {
-    return in.invoke_macro(*def, closure, args, true);
+  const Value caller = Value::function("caller", [def, scope = closure()](Interpreter& in, CallArgs& args) {
+    return in.invoke_macro(*def, scope, args, true);
   });
   emit(eval_call(*s.exprs[0], &caller).to_str());
 }

@@ -35,6 +35,9 @@ class Interpreter {
  private:
   using Frame = std::unordered_map<std::string, Value>;
   using Stack = std::vector<std::shared_ptr<Frame>>;
+  // Macros and caller() see their defining scopes through weak references: a macro lives in one
+  // of those frames, so owning them would be a reference cycle (and a leak).
+  using Closure = std::vector<std::weak_ptr<Frame>>;
   enum class Flow : uint8_t { Normal, Break, Continue };
 
   Flow exec_body(const Body& body);
@@ -46,7 +49,8 @@ class Interpreter {
   std::string capture(const Body& body);
   void emit(const std::string& text);
   Value make_macro(const Stmt& s);
-  Value invoke_macro(const Stmt& s, const Stack& closure, CallArgs& args, bool is_caller);
+  Value invoke_macro(const Stmt& s, const Closure& closure, CallArgs& args, bool is_caller);
+  Closure closure() const { return Closure(stack_.begin(), stack_.end()); }
 
   Value eval(const Expr& e);
   Value eval_call(const Expr& e, const Value* caller);
