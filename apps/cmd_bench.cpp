@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "apps/bench_grammar.h"
 #include "apps/bench_ops.h"
 #include "apps/bench_plot.h"
 #include "apps/cli_common.h"
@@ -543,7 +544,7 @@ int bench_plot_cmd(const PlotOptions& po) {
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, ops, attention; plot renders their --json");
+  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, ops, attention, grammar; plot renders their --json");
   cmd->require_subcommand(1);
   auto* dec = cmd->add_subcommand("decode", "Single-stream decode tok/s against the memory roofline");
   dec->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
@@ -657,6 +658,16 @@ void register_bench(CLI::App& app) {
   add_backend_options(att, ao->be);
   att->callback([ao] {
     const int rc = bench_attention_cmd(*ao);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+
+  auto go = std::make_shared<GrammarBenchOptions>();
+  auto* gram = cmd->add_subcommand("grammar", "Structured-output token mask time over a whole vocabulary (median, p99 us per mask)");
+  gram->add_option("--vocab", go->vocab, "GGUF whose tokenizer gives the vocabulary (default: the Llama 2 vocab in ../shared/models)");
+  gram->add_option("-r,--repeats", go->repeats, "Cold measurements per token position")->capture_default_str()->check(CLI::Range(1, 1000));
+  gram->add_flag("--json", go->json, "Machine-readable output");
+  gram->callback([go] {
+    const int rc = run_grammar_bench(*go);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 

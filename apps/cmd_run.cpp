@@ -255,6 +255,10 @@ void register_run(CLI::App& app) {
   cmd->add_option("--min-p", o->sampling.min_p, "Min-p (0 = off)")->capture_default_str();
   cmd->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Repetition penalty (1 = off)")->capture_default_str();
   cmd->add_option("--repeat-last-n", o->sampling.repeat_last_n, "Tokens the penalty looks back over")->capture_default_str();
+  cmd->add_option("--presence-penalty", o->sampling.presence_penalty, "Subtracted once from every token already generated (-2..2)")
+      ->capture_default_str()->check(CLI::Range(-2.0f, 2.0f));
+  cmd->add_option("--frequency-penalty", o->sampling.frequency_penalty, "Subtracted per occurrence in the generated tokens (-2..2)")
+      ->capture_default_str()->check(CLI::Range(-2.0f, 2.0f));
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed (default: random)")->each([o](const std::string&) { o->seed_set = true; });
   cmd->add_flag("--json", o->json, "Print a machine-readable result instead of streaming text");
   cmd->add_flag("--no-bos", o->no_bos, "Do not prepend the BOS token");

@@ -255,7 +255,7 @@ Result<std::vector<SpecPoint>> bench_spec(LoadedModel& target, LoadedModel* draf
       (*e)->publish_snapshot();
       const auto& c = (*e)->snapshot()->counters;
       p.acceptance = c.spec_proposed ? double(c.spec_accepted) / double(c.spec_proposed) : 0;
-      p.mean_accept_len = c.spec_steps ? 1.0 + double(c.spec_accepted) / double(c.spec_steps) : 1.0;
+      p.mean_accept_len = c.spec_verify_steps ? mean_acceptance_length(c) : 1.0;  // per sequence verify step
       if (r > 0) rates.push_back(double(gen) / secs);
     }
     p.gen_tok_s = median(rates);
