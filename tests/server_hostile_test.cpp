@@ -494,7 +494,7 @@ TEST(ServerHostile, MetricsKeyIsRequiredWhenSet) {
 
 // Tenant names are label values: a quote or newline in one cannot forge a metric line.
 TEST(ServerHostile, TenantLabelsAreEscaped) {
-  EXPECT_EQ(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+  EXPECT_EQ(prometheus_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
   ServerConfig sc = keyed(R"({"k-evil": "x\"} 1\nfake_metric{a=\"b"})");
   Harness h(sc);
   ASSERT_EQ(roundtrip(h.port, request("POST", "/v1/completions", completion("Once", 2), auth("k-evil"))).status, 200);

@@ -220,7 +220,7 @@ std::optional<http::Response> Server::Impl::check_headers(const http::Request& r
 
 // The engine's Prometheus text plus what only the HTTP layer sees.
 std::string Server::Impl::metrics_text() {
-  std::string o = prometheus_text(*engine.snapshot());
+  std::string o = render_prometheus(*engine.snapshot());
   std::lock_guard<std::mutex> lk(stats_mu);
   o += "# HELP pagoda:http_responses_total HTTP responses, by status code.\n# TYPE pagoda:http_responses_total counter\n";
   for (const auto& [code, n] : responses) o += fmt::format("pagoda:http_responses_total{{code=\"{}\"}} {}\n", code, n);

@@ -57,33 +57,4 @@ Snapshot view_for(const Snapshot& s, const Principal& who, const ViewSecret& sec
   return v;
 }
 
-std::string escape_label(std::string_view v) {
-  std::string o;
-  o.reserve(v.size());
-  for (char c : v) {
-    if (c == '\\') o += "\\\\";
-    else if (c == '"') o += "\\\"";
-    else if (c == '\n') o += "\\n";
-    else o += c;
-  }
-  return o;
-}
-
-std::string prometheus_text(const Snapshot& s) {
-  // The engine's renderer writes tenant names verbatim; render without them and splice escaped
-  // lines in under the same HELP/TYPE header, so the family is declared once.
-  Snapshot plain = s;
-  plain.counters.per_tenant.clear();
-  std::string o = render_prometheus(plain);
-  std::string lines;
-  for (const auto& [t, m] : s.counters.per_tenant)
-    for (const auto& [k, n] : m)
-      lines += fmt::format("pagoda:tenant_tokens_total{{tenant=\"{}\",kind=\"{}\"}} {}\n", escape_label(t), escape_label(k), n);
-  const std::string type = "# TYPE pagoda:tenant_tokens_total counter\n";
-  const size_t at = o.find(type);
-  if (at == std::string::npos) return o + lines;
-  o.insert(at + type.size(), lines);
-  return o;
-}
-
 }  // namespace pagoda::server

@@ -21,9 +21,5 @@ ViewSecret random_view_secret();  // per process, never shown
 // state: free, in use or cached).
 Snapshot view_for(const Snapshot& s, const Principal& who, const ViewSecret& secret);
 
-// A Prometheus label value: backslash, double quote and newline escaped (text format 0.0.4).
-std::string escape_label(std::string_view v);
-// render_prometheus() with every tenant label escaped (tenant names come from the keys file).
-std::string prometheus_text(const Snapshot& s);
 
 }  // namespace pagoda::server

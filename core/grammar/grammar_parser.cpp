@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "core/grammar/grammar.h"
+#include "core/tokenizer/unicode.h"
 
 namespace pagoda::grammar {
 namespace {
@@ -240,7 +241,7 @@ class Parser {
       if (s_[pos_] == '"') break;
       auto cp = read_char();
       if (!cp) return cp.take_error();
-      append_utf8(e.text, *cp);
+      tok::utf8_append(e.text, *cp);
     }
     ++pos_;
     return e;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cassert>
 
+#include "core/tokenizer/unicode.h"
+
 namespace pagoda::grammar {
 namespace {
 
@@ -19,7 +21,7 @@ int encoded_length(uint32_t cp) {
 
 std::vector<uint8_t> encode(uint32_t cp) {
   std::string s;
-  append_utf8(s, cp);
+  tok::utf8_append(s, cp);
   return {s.begin(), s.end()};
 }
 
@@ -50,24 +52,6 @@ void split_same_length(uint32_t lo, uint32_t hi, std::vector<ByteRangeSeq>& out)
 }
 
 }  // namespace
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
 
 std::vector<CodeRange> normalize_ranges(std::vector<CodeRange> ranges, bool negate) {
   std::sort(ranges.begin(), ranges.end(), [](const CodeRange& a, const CodeRange& b) { return a.lo < b.lo; });

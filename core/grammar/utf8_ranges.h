@@ -26,7 +26,5 @@ std::vector<CodeRange> normalize_ranges(std::vector<CodeRange> ranges, bool nega
 // The UTF-8 encodings of the (normalized) ranges as byte-range sequences, shortest first.
 std::vector<ByteRangeSeq> utf8_sequences(const std::vector<CodeRange>& ranges);
 
-// Appends the UTF-8 encoding of `cp` to `out` (cp must be a scalar value).
-void append_utf8(std::string& out, uint32_t cp);
 
 }  // namespace pagoda::grammar

@@ -65,20 +65,6 @@ uint32_t tenant_hash(const std::string& t) {
 
 namespace {
 
-// A label value in the text exposition format: backslash, double quote and newline escaped, so a
-// tenant name can neither end its label early nor forge another series.
-std::string label_value(const std::string& v) {
-  std::string o;
-  o.reserve(v.size());
-  for (char ch : v) {
-    if (ch == '\\') o += "\\\\";
-    else if (ch == '"') o += "\\\"";
-    else if (ch == '\n') o += "\\n";
-    else o += ch;
-  }
-  return o;
-}
-
 void counter(std::string& out, const std::string& name, const std::string& help, double v) {
   out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
 }
@@ -102,6 +88,20 @@ void histogram(std::string& out, const std::string& name, const std::string& hel
 }
 
 }  // namespace
+
+// A label value in the text exposition format: backslash, double quote and newline escaped, so a
+// tenant name can neither end its label early nor forge another series.
+std::string prometheus_label_value(std::string_view v) {
+  std::string o;
+  o.reserve(v.size());
+  for (char ch : v) {
+    if (ch == '\\') o += "\\\\";
+    else if (ch == '"') o += "\\\"";
+    else if (ch == '\n') o += "\\n";
+    else o += ch;
+  }
+  return o;
+}
 
 std::string render_prometheus(const Snapshot& s) {
   std::string o;
@@ -136,13 +136,13 @@ std::string render_prometheus(const Snapshot& s) {
   for (const auto& [k, n] : c.spec_decisions)
     o += fmt::format("pagoda:spec_controller_decisions_total{{kind=\"{}\"}} {}\n", k, n);
   o += "# HELP pagoda:request_rejected_total Requests rejected, by reason.\n# TYPE pagoda:request_rejected_total counter\n";
-  for (const auto& [r, n] : c.rejections) o += fmt::format("pagoda:request_rejected_total{{reason=\"{}\"}} {}\n", label_value(r), n);
+  for (const auto& [r, n] : c.rejections) o += fmt::format("pagoda:request_rejected_total{{reason=\"{}\"}} {}\n", prometheus_label_value(r), n);
   o += "# HELP pagoda:request_finished_total Requests finished, by reason.\n# TYPE pagoda:request_finished_total counter\n";
   for (const auto& [r, n] : c.finished) o += fmt::format("pagoda:request_finished_total{{reason=\"{}\"}} {}\n", r, n);
   o += "# HELP pagoda:tenant_tokens_total Per-tenant token counters.\n# TYPE pagoda:tenant_tokens_total counter\n";
   for (const auto& [t, m] : c.per_tenant)
     for (const auto& [k, v] : m)
-      o += fmt::format("pagoda:tenant_tokens_total{{tenant=\"{}\",kind=\"{}\"}} {}\n", label_value(t), label_value(k), v);
+      o += fmt::format("pagoda:tenant_tokens_total{{tenant=\"{}\",kind=\"{}\"}} {}\n", prometheus_label_value(t), prometheus_label_value(k), v);
   histogram(o, "pagoda:time_to_first_token_seconds", "Time to first token.", s.hist.ttft);
   histogram(o, "pagoda:inter_token_latency_seconds", "Time between tokens of a request.", s.hist.itl);
   histogram(o, "pagoda:e2e_request_latency_seconds", "Request latency end to end.", s.hist.e2e);

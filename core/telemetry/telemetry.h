@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pagoda {
@@ -138,6 +139,9 @@ class SnapshotBox {
 
 // Prometheus text exposition (names in the style pagoda:kv_usage_ratio).
 std::string render_prometheus(const Snapshot& s);
+// A Prometheus label value (text format 0.0.4): backslash, double quote and newline escaped, so a
+// tenant name can neither end its label early nor forge another series.
+std::string prometheus_label_value(std::string_view v);
 
 uint32_t tenant_hash(const std::string& tenant);
 
