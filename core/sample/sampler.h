@@ -23,7 +23,7 @@ struct SamplingParams {
   float presence_penalty = 0.0f;   // [-2, 2]
   float frequency_penalty = 0.0f;  // [-2, 2]
   // Added to a token's logit before everything else; -100 in practice bans it. Sorted by id.
-  std::vector<std::pair<int32_t, float>> logit_bias;
+  std::vector<std::pair<int32_t, float>> logit_bias = {};
   uint64_t seed = 0;
 
   bool greedy() const { return temperature <= 0.0f; }
