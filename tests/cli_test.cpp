@@ -114,7 +114,7 @@ TEST(Cli, AutoBackendSaysWhatItChose) {
 // Without -m, the default model that ships in models/ is found from any working directory (CTest
 // runs commands from build/tests, users from the repo root or elsewhere), with no ../shared needed.
 TEST(Cli, DefaultModelShipsWithTheRepoAndIsFoundFromAnyWorkingDirectory) {
-  for (const std::string dir : {std::string("/"), std::string(PAGODA_BINARY_DIR), std::string(PAGODA_BINARY_DIR) + "/.."}) {
+  for (const std::string& dir : {std::string("/"), std::string(PAGODA_BINARY_DIR), std::string(PAGODA_BINARY_DIR) + "/.."}) {
     const auto r = pagoda::testing::run_shell("cd '" + dir + "' && " + kBin + " run -p 'Once upon a time' -n 24 --temp 0 2>&1");
     ASSERT_EQ(r.code, 0) << dir << ": " << r.out;
     EXPECT_NE(r.out.find("Once upon a time, there was a little girl named Lily"), std::string::npos) << dir << ": " << r.out;
