@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backends/cpu/cpu_ops.h"
 #include "core/util/half.h"
 
 namespace pagoda::fastq {
@@ -36,16 +37,6 @@ inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-void scale_min(int j, const uint8_t* q, int& sc, int& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 // Q4_K / Q5_K: sub-block s (32 elems) = d*sc_s*q - dmin*m_s, q unsigned (4 or 5 bits).
 template <bool kFive>
 float dot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb) {
@@ -69,7 +60,7 @@ float dot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int32_
                                                   _mm256_set1_epi8(16)));
         }
         int sc, m;
-        scale_min(s, scales, sc, m);
+        scale_min_k4(s, scales, sc, m);
         const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(q, load32(reinterpret_cast<const uint8_t*>(qx + xb * 32))));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * float(sc) * dx[xb]), p, acc);
         min_acc += dmin * float(m) * dx[xb] * float(xs[xb]);

@@ -15,6 +15,18 @@ void dequantize_row(DType t, const void* src, float* out, int64_t cols);
 // round-to-nearest per block; quality close to, not equal to, llama.cpp's searched quantizers.
 void quantize_row(DType t, const float* src, void* dst, int64_t cols);
 
+// Six-bit scale/min pair j (0..7) of a Q4_K/Q5_K block's 12 scale bytes: shared by the
+// reference dequantizer, the quantizer and the fast integer dots.
+inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
 // Host view of a Tensor: pointers resolved by the backend.
 struct HostTensor {
   uint8_t* data = nullptr;

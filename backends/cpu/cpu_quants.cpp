@@ -54,16 +54,6 @@ uint16_t float_to_bf16(float f) {
   return uint16_t((x + 0x7fffu + ((x >> 16) & 1)) >> 16);                  // round to nearest even
 }
 
-// Six-bit scale/min pair j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
-void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
 void put_scale_min_k4(int j, uint8_t* q, int sc, int m) {
   if (j < 4) {
     q[j] = uint8_t((q[j] & 0xC0) | sc);
