@@ -94,6 +94,12 @@ inline bool kept(float logit, int32_t index, const Rank& last) {
   return logit > last.logit || (logit == last.logit && index <= last.index);
 }
 
+// A token the sparse path keeps, with its unnormalized weight.
+struct KeptToken {
+  int32_t index;
+  double w;
+};
+
 // Scratch buffers reused across calls on one thread: a call costs a few passes over the
 // vocabulary, never an allocation once warm.
 struct Scratch {
@@ -101,6 +107,7 @@ struct Scratch {
   std::vector<uint16_t> bucket;
   std::vector<double> block_mass, cand_w;
   std::vector<Rank> ranks;
+  std::vector<KeptToken> kept_tokens;
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -164,8 +171,7 @@ void top_k_candidates(std::span<const float> l, size_t k, std::vector<Rank>& hea
 constexpr size_t kBlock = 256;
 struct Weights {
   bool sparse = false;
-  std::span<const Rank> tokens;      // sparse, index order
-  std::span<const double> token_w;   // sparse
+  std::span<const KeptToken> tokens;  // sparse, index order
   std::span<const float> w;          // dense
   std::span<const double> block_mass;  // dense
   double total = 0;
@@ -195,17 +201,18 @@ bool sparse_weights(std::span<const float> l, const SamplingParams& p, Scratch& 
     while (m < cut && s.cand_w[m] >= p.min_p) ++m;  // the top token's weight is exactly 1
     cut = m;
   }
-  // Index order for the draw: sort (rank, weight) pairs together through a permutation of ranks.
-  for (size_t i = 0; i < cut; ++i) s.ranks[i].logit = float(i);  // logit no longer needed: slot
-  s.ranks.resize(cut);
-  std::sort(s.ranks.begin(), s.ranks.end(), [](const Rank& a, const Rank& b) { return a.index < b.index; });
-  s.block_mass.resize(cut);
+  // The survivors in index order, the order the draw walks.
+  s.kept_tokens.resize(cut);
   double total = 0;
-  for (size_t i = 0; i < cut; ++i) total += s.block_mass[i] = s.cand_w[size_t(s.ranks[i].logit)];
+  for (size_t i = 0; i < cut; ++i) {
+    s.kept_tokens[i] = {s.ranks[i].index, s.cand_w[i]};
+    total += s.cand_w[i];
+  }
+  std::sort(s.kept_tokens.begin(), s.kept_tokens.end(),
+            [](const KeptToken& a, const KeptToken& b) { return a.index < b.index; });
   out = {};
   out.sparse = true;
-  out.tokens = s.ranks;
-  out.token_w = std::span<const double>(s.block_mass.data(), cut);
+  out.tokens = s.kept_tokens;
   out.total = total;
   return total > 0;
 }
@@ -322,9 +329,9 @@ int32_t draw_weighted(const Weights& wt, float u) {
   double acc = 0;
   if (wt.sparse) {
     for (size_t i = 0; i < wt.tokens.size(); ++i)
-      if ((acc += wt.token_w[i]) > target && wt.token_w[i] > 0) return wt.tokens[i].index;
+      if ((acc += wt.tokens[i].w) > target && wt.tokens[i].w > 0) return wt.tokens[i].index;
     for (size_t i = wt.tokens.size(); i-- > 0;)
-      if (wt.token_w[i] > 0) return wt.tokens[i].index;
+      if (wt.tokens[i].w > 0) return wt.tokens[i].index;
     return wt.tokens.front().index;
   }
   size_t b = 0;
@@ -371,7 +378,7 @@ std::vector<float> sampling_distribution(std::span<const float> logits_in, std::
     return probs;
   }
   if (wt.sparse)
-    for (size_t i = 0; i < wt.tokens.size(); ++i) probs[size_t(wt.tokens[i].index)] = float(wt.token_w[i] / wt.total);
+    for (size_t i = 0; i < wt.tokens.size(); ++i) probs[size_t(wt.tokens[i].index)] = float(wt.tokens[i].w / wt.total);
   else
     for (size_t i = 0; i < probs.size(); ++i) probs[i] = float(double(wt.w[i]) / wt.total);
   return probs;
