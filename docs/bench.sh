@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Reproduces every number in docs/perf.md: generates the benchmark models, then runs each
 # workload with --json into bench-results/ (and prints the tables), then renders the charts into
-# docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode batch prefix capacity spec
-# mixed ops attention plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
+# docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode quant batch prefix capacity
+# spec mixed ops attention sample server inspector plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${PAGODA_BIN:-./build/pagoda}
-SECTIONS=${*:-decode batch prefix capacity spec mixed ops attention plot}
+SECTIONS=${*:-decode quant batch prefix capacity spec mixed ops attention sample server inspector plot}
+echo "bench.sh: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty'), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 M=bench-models
 OUT=bench-results
@@ -34,6 +35,18 @@ if want decode; then
   run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3
   if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3 --backend vulkan; fi
 fi
+# Every weight type that decodes fast on the CPU, same 110M shape, and perplexity on a real text.
+if want quant; then
+  for dt in q6_k q5_0 q4_k_m; do
+    [[ -f $M/synth-110M-$dt.gguf ]] || $B synth --preset 110M --dtype $dt -o $M/synth-110M-$dt.gguf
+    run decode-110M-$dt bench decode -m $M/synth-110M-$dt.gguf --prompt-tokens 64 -n 16 -r 2
+  done
+  P=../shared/models/parity
+  [[ -f $M/wide-ppl-f32.gguf ]] || $B synth --widen ../shared/models/stories260K.gguf --heads 96 --ffn 1024 --layers 6 -o $M/wide-ppl-f32.gguf
+  for f in $M/wide-ppl-f32.gguf $P/wide-q8_0.gguf $P/wide-q4_k_m.gguf; do
+    [[ -f $f ]] && { echo "== perplexity $f"; $B perplexity -m "$f" -f ../shared/text/gpl-3.0.txt --ctx 512 --json > "$OUT/ppl-$(basename "$f" .gguf).json"; cat "$OUT/ppl-$(basename "$f" .gguf).json"; echo; }
+  done
+fi
 if want batch; then run batch bench batch -m $M/synth-15M-f32.gguf --streams 1,2,4,8,16,32,64 -n 32 -r 3; fi
 if want prefix; then
   run prefix bench prefix -m $M/wide.gguf --prompt-tokens 512 --cached 0,0.25,0.5,0.75,0.9 -r 3
@@ -59,6 +72,25 @@ fi
 if want attention; then
   run attention-cpu bench attention --ctx 1024,8192,32768 -r 5
   if ((VULKAN)); then run attention-vulkan bench attention --ctx 1024,8192 --kv-mib 32 -r 3 --backend vulkan; fi
+fi
+# Sampler cost per call at a 32,000-token vocabulary, old (sort) vs new, Google Benchmark.
+if want sample && [[ -x $(dirname "$B")/pagoda_sample_bench ]]; then
+  echo "== sample: pagoda_sample_bench"
+  "$(dirname "$B")"/pagoda_sample_bench --benchmark_min_time=0.3 --benchmark_out="$OUT/sample.json" --benchmark_out_format=json
+fi
+# HTTP server under load on loopback (8, 40, 96 streaming clients); the test prints the table.
+if want server && [[ -x $(dirname "$B")/tests/server_test ]]; then
+  echo "== server: server_test --gtest_filter='*ServerLoad*'"
+  "$(dirname "$B")"/tests/server_test --gtest_filter='*ServerLoad*' | tee "$OUT/server-load.txt"
+fi
+# Inspector attached vs not (needs xvfb-run and a UI build).
+if want inspector && command -v xvfb-run >/dev/null && $B inspect --help >/dev/null 2>&1; then
+  [[ -f $M/xs.gguf ]] || $B convert ../shared/models/llama2xs-260K.bin --tokenizer ../shared/models/tok512.bin -o $M/xs.gguf
+  for fps in 10 60; do
+    echo "== inspector --fps $fps"
+    xvfb-run -a -s '-screen 0 1920x1200x24' $B inspect --bench-steps 3000 --bench-repeats 3 \
+      --draft $M/xs.gguf --spec-k auto --rate 60 --kv-blocks 192 -n 48 -t 1 --fps $fps | tee "$OUT/inspector-$fps.txt"
+  done
 fi
 if want plot; then mkdir -p docs/plots && $B bench plot --dir "$OUT" --out docs/plots; fi
 echo "results in $OUT/"
