@@ -168,19 +168,24 @@ Status InProcessSource::step_once() {
   const bool single = paused_;
   if (single) engine_->set_paused(false);
   Status st = engine_->step();
-  ++steps_;
+  const uint64_t done = steps_.load() + 1;
+  const bool at_target = opts_.stop_after_steps > 0 && done == opts_.stop_after_steps;
+  if (at_target) {
+    // The target's clocks are written before the step count that announces them: a reader polling
+    // capture_ready() from another thread read them unset (negative usage shares in the inspector
+    // benchmark) when the count was bumped first.
+    target_ns_ = Clock::now().time_since_epoch().count();
+    const ThreadUsage u = thread_clock();
+    std::lock_guard<std::mutex> lk(mu_);
+    usage_target_ = u;
+  }
+  steps_.store(done);
   if (single) {
     engine_->set_paused(true);
     engine_->publish_snapshot();  // a single step is always visible, whatever the publish interval
     if (step_credit_ > 0) --step_credit_;
   }
-  if (opts_.stop_after_steps > 0 && steps_.load() == opts_.stop_after_steps) {
-    target_ns_ = Clock::now().time_since_epoch().count();
-    const ThreadUsage u = thread_clock();
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      usage_target_ = u;
-    }
+  if (at_target) {
     paused_ = true;
     engine_->set_paused(true);
     engine_->publish_snapshot();
