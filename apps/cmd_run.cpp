@@ -208,6 +208,7 @@ int run(RunOptions& o) {
   GenerateOptions g;
   g.max_new_tokens = o.n;
   g.eos = model.tokenizer->eos();
+  g.stop_ids = model.tokenizer->eog_ids();
   g.sampling = o.sampling;
   StreamDecoder dec(*model.tokenizer, ids.empty() ? -1 : ids.back());
   std::string text;

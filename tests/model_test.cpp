@@ -2,6 +2,7 @@
 // invariance, backend agreement, and clear errors for bad requests.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <unistd.h>
 
@@ -81,6 +82,33 @@ TEST(Model, Stories260KGreedyMatchesLlama2cReference) {
       "the park.\" Lily was sad and didn't know what to do. She said, \"I want to play with your ball, but I can't "
       "find it.\"\nLily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn";
   EXPECT_EQ(text.substr(0, want.size()), want) << "got: " << text;
+}
+
+// Generation stops at any end-of-generation id it is given, not only at EOS (a chat model ends its
+// turn with EOT / <|im_end|>): the greedy continuation's third token is declared a stop id.
+TEST(Model, GenerationStopsAtEveryEndOfGenerationId) {
+  REQUIRE_MODELS();
+  Fixture f = load(kStories);
+  const std::vector<int32_t> full = greedy(f, "Once upon a time", 12);
+  ASSERT_GE(full.size(), 4u);
+  KvCacheConfig kc;
+  kc.num_blocks = (f.m->config.ctx_len + kc.block_size - 1) / kc.block_size + 1;
+  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  ASSERT_TRUE(kv.ok());
+  ModelRunner runner(*f.be, f.m->config, f.m->weights);
+  GenerateOptions g;
+  g.max_new_tokens = 12;
+  g.sampling.temperature = 0;
+  g.eos = f.m->tokenizer->eos();
+  g.stop_ids = {full[2]};
+  std::vector<int32_t> out;
+  auto st = generate(runner, *kv, f.m->tokenizer->encode("Once upon a time", true), g, out);
+  ASSERT_TRUE(st.ok()) << st.error();
+  EXPECT_TRUE(st->stopped_by_eos);
+  // Stops at the first occurrence of the stop id, which is not emitted.
+  const auto first = std::find(full.begin(), full.end(), full[2]);
+  EXPECT_EQ(out, std::vector<int32_t>(full.begin(), first));
+  EXPECT_EQ(kv->pool().num_in_use(), 0);
 }
 
 TEST(Model, ConvertedBinGivesIdenticalTokensToGguf) {

@@ -1,5 +1,6 @@
 #include "core/engine/generate.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace pagoda {
@@ -64,7 +65,10 @@ Result<GenerateStats> generate(ModelRunner& runner, KvCache& kv, const std::vect
   for (int32_t i = 0; i < limit; ++i) {
     const int32_t tok = sample_token(logits, history, opt.sampling, uint64_t(i), size_t(i));
     if (i == 0) st.ttft_seconds = seconds_since(t0);
-    if (tok == opt.eos) { st.stopped_by_eos = true; break; }
+    if (tok == opt.eos || std::find(opt.stop_ids.begin(), opt.stop_ids.end(), tok) != opt.stop_ids.end()) {
+      st.stopped_by_eos = true;
+      break;
+    }
     out.push_back(tok);
     history.push_back(tok);
     if (on_token && !on_token(tok)) break;

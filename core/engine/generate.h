@@ -15,6 +15,10 @@ struct GenerateOptions {
   int32_t max_new_tokens = 128;
   int32_t prefill_chunk = 512;
   int32_t eos = -1;          // stop token (-1: none)
+  // Further end-of-generation ids (EOT, <|eot_id|>, <|im_end|>, <end_of_turn>: the tokenizer's
+  // eog_ids()); sampling any of them stops generation like eos. A chat model ends its turn with
+  // one of these rather than with EOS, so stopping at EOS alone ran past the answer.
+  std::vector<int32_t> stop_ids = {};
   SamplingParams sampling;
 };
 
