@@ -2,8 +2,11 @@
 // the arithmetic is checked exactly), and one short real run against the queue bound.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/bench_overload.h"
+#include "shell.h"
 
 using namespace pagoda;
 
@@ -105,6 +108,33 @@ TEST(BenchOverload, ShortRunKeepsTheQueueBound) {
       EXPECT_EQ(s.generated, 16);
     }
   }
+}
+
+// The command: its --json has the phase rows, a raw sample per arrival, and the envelope names the
+// tokenizer digest, the non-default engine settings and the build flags.
+TEST(BenchOverload, CommandJsonHasSamplesAndFullEnvelope) {
+  const std::string model = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+  const auto r = pagoda::testing::run_shell(std::string(PAGODA_BINARY_DIR) + "/pagoda bench overload -m " + model +
+                                                " -t 1 --burst-rate 200 --burst-s 0.2 --after-rate 5 --after-s 0.6 --warmup 1"
+                                                " --max-waiting 4 --max-running 2 --prompt-len 8 --gen-len 8 --json",
+                                            false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j["workload"], "overload");
+  EXPECT_EQ(j["tokenizer_digest"].get<std::string>().size(), 16u);
+  EXPECT_FALSE(j["build_flags"].get<std::string>().empty());
+  EXPECT_EQ(j["engine_non_default"]["max_waiting"], 4);  // what the run changed, and only that
+  EXPECT_EQ(j["engine_non_default"]["max_running"], 2);
+  EXPECT_EQ(j["engine_non_default"].size(), 2u);
+  ASSERT_EQ(j["phases"].size(), 3u);
+  int arrivals = 0;
+  for (const auto& p : j["phases"]) arrivals += p["arrivals"].get<int>();
+  EXPECT_EQ(size_t(arrivals), j["samples"].size());
+  EXPECT_EQ(j["phases"][0]["phase"], "warmup");
+  EXPECT_EQ(j["phases"][0]["arrivals"], 1);
+  EXPECT_FALSE(j["windows"].empty());
+  EXPECT_NE(pagoda::testing::run_shell(std::string(PAGODA_BINARY_DIR) + "/pagoda bench overload --burst-rate 0").code, 0);
 }
 
 }  // namespace
