@@ -17,6 +17,7 @@
 #include "core/engine/bench.h"
 #include "core/engine/bench_attention.h"
 #include "core/engine/bench_mixed.h"
+#include "core/engine/bench_overload.h"
 #include "core/engine/bench_workloads.h"
 
 #include "pagoda_version.h"  // PAGODA_GIT_COMMIT, generated at build time
@@ -45,11 +46,47 @@ int backend_threads(const BackendOptions& o, const Backend& be) {
   return o.backend == "cpu" && o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-// `block_size`: tokens per KV block of the cache the workload runs on.
-nlohmann::json envelope(const BenchOptions& o, Backend& be, const LoadedModel& m, int32_t block_size) {
+// Every EngineConfig field that differs from its default, so an envelope names exactly what was
+// changed for the run (an empty object: all defaults).
+nlohmann::json non_default_engine_settings(const EngineConfig& c) {
+  const EngineConfig d;
+  nlohmann::json j = nlohmann::json::object();
+  auto put = [&j](const char* k, const auto& v, const auto& def) {
+    if (!(v == def)) j[k] = v;
+  };
+  put("block_size", c.block_size, d.block_size);
+  put("kv_bytes", c.kv_bytes, d.kv_bytes);
+  put("num_blocks", c.num_blocks, d.num_blocks);
+  put("kv_fraction", c.kv_fraction, d.kv_fraction);
+  if (c.kv_dtype != d.kv_dtype) j["kv_dtype"] = dtype_name(c.kv_dtype);
+  put("max_batch_tokens", c.max_batch_tokens, d.max_batch_tokens);
+  put("max_running", c.max_running, d.max_running);
+  put("max_waiting", c.max_waiting, d.max_waiting);
+  put("prefix_caching", c.prefix_caching, d.prefix_caching);
+  put("adapter_id", c.adapter_id, d.adapter_id);
+  put("public_prefixes", c.public_prefixes.size(), d.public_prefixes.size());
+  put("snapshot_interval_s", c.snapshot_interval_s, d.snapshot_interval_s);
+  put("max_preemptions", c.max_preemptions, d.max_preemptions);
+  put("tenant_cached_blocks", c.tenant_cached_blocks, d.tenant_cached_blocks);
+  put("probe_interval_s", c.probe_interval_s, d.probe_interval_s);
+  put("spec_mode", c.spec.mode, d.spec.mode);
+  put("spec_k", c.spec.k, d.spec.k);
+  put("spec_adaptive", c.spec.adaptive, d.spec.adaptive);
+  put("spec_ngram_n", c.spec.ngram_n, d.spec.ngram_n);
+  put("spec_draft_kv_bytes", c.spec.draft_kv_bytes, d.spec.draft_kv_bytes);
+  put("spec_latency_slo_s", c.spec.latency_slo_s, d.spec.latency_slo_s);
+  return j;
+}
+
+// `block_size`: tokens per KV block of the cache the workload runs on; `ec`: the engine settings
+// it ran with (their non-default fields are recorded).
+nlohmann::json envelope(const BenchOptions& o, Backend& be, const LoadedModel& m, int32_t block_size,
+                        const EngineConfig& ec = EngineConfig{}) {
   const auto info = be.info();
   return {{"backend", info.name}, {"device", info.device}, {"driver", info.driver}, {"model", o.model},
           {"model_name", m.config.name}, {"weights_digest", m.weights.digest.substr(0, 16)},
+          {"tokenizer_digest", m.tokenizer->digest().substr(0, 16)}, {"engine_non_default", non_default_engine_settings(ec)},
+          {"build_flags", PAGODA_BUILD_FLAGS},
           {"weight_bytes", m.weights.bytes}, {"weight_dtype", dtype_name(m.weights.layers.empty() ? m.weights.output.dtype : m.weights.layers[0].wq.dtype)},
           {"kv_dtype", o.kv_dtype}, {"block_size", block_size},
           {"threads", backend_threads(o.be, be)}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
@@ -364,7 +401,7 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
   ec.max_running = mo.max_running;
   auto r = bench_mixed(*L->m, *L->be, tc, *rates, ec);
   if (!r) return fail(r.error());
-  nlohmann::json j = envelope(o, *L->be, *L->m, EngineConfig{}.block_size);
+  nlohmann::json j = envelope(o, *L->be, *L->m, ec.block_size, ec);
   j["workload"] = "mixed";
   j["repeats"] = 1;
   j["warmup_runs"] = 0;
@@ -393,6 +430,82 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
                            {"ttft_p99_ms", p.ttft_p99_ms}, {"itl_p50_ms", p.itl_p50_ms}, {"itl_p99_ms", p.itl_p99_ms},
                            {"queue_p50_ms", p.queue_p50_ms}, {"e2e_p50_ms", p.e2e_p50_ms}});
   }
+  emit(o, j, text);
+  return 0;
+}
+
+struct OverloadOptions {
+  OverloadConfig c;
+  std::string prompt_len = "16:64", gen_len = "16:32";
+  int32_t max_running = 8, max_waiting = 32;
+};
+
+nlohmann::json overload_phase_json(const OverloadPhase& p) {
+  return {{"phase", p.name}, {"duration_s", p.duration_s}, {"arrivals", p.arrivals}, {"completed", p.completed},
+          {"met_slo", p.met_slo}, {"refused", p.refused}, {"goodput_req_s", p.goodput_req_s},
+          {"throughput_req_s", p.throughput_req_s}, {"ttft_p50_ms", p.ttft_p50_ms}, {"ttft_p99_ms", p.ttft_p99_ms},
+          {"e2e_p50_ms", p.e2e_p50_ms}};
+}
+
+std::string refused_text(const std::map<std::string, int32_t>& m) {
+  if (m.empty()) return "-";
+  std::string t;
+  for (const auto& [reason, n] : m) t += fmt::format("{}{} {}", t.empty() ? "" : ", ", reason, n);
+  return t;
+}
+
+int bench_overload_cmd(const BenchOptions& o, OverloadOptions oo) {
+  auto pl = parse_len_range(oo.prompt_len, "--prompt-len");
+  if (!pl) return fail(pl.error());
+  auto gl = parse_len_range(oo.gen_len, "--gen-len");
+  if (!gl) return fail(gl.error());
+  oo.c.prompt_len = *pl;
+  oo.c.gen_len = *gl;
+  if (auto st = check_overload_config(oo.c, 1 << 30); !st) return fail(st.error());  // before loading anything
+  auto L = open_all(o);
+  if (!L) return fail(L.error());
+  EngineConfig ec;
+  ec.max_running = oo.max_running;
+  ec.max_waiting = oo.max_waiting;  // the real queue bound: a full queue rejects, as a server's would
+  auto r = bench_overload(*L->m, *L->be, oo.c, ec);
+  if (!r) return fail(r.error());
+  const OverloadConfig& c = oo.c;
+  nlohmann::json j = envelope(o, *L->be, *L->m, ec.block_size, ec);
+  j["workload"] = "overload";
+  j["repeats"] = 1;
+  j["warmup_runs"] = 0;
+  j["warmup_requests"] = c.warmup;
+  j["clock"] = "wall";
+  j["trace"] = {{"arrivals", "poisson"}, {"burst_rate", c.burst_rate}, {"burst_s", c.burst_s}, {"after_rate", c.after_rate},
+                {"after_s", c.after_s}, {"seed", c.seed}, {"prompt_len", {pl->lo, pl->hi}}, {"gen_len", {gl->lo, gl->hi}}};
+  j["slo"] = {{"ttft_ms", c.slo_ttft_ms}, {"itl_ms", c.slo_itl_ms}, {"window_s", c.window_s}};
+  j["engine"] = {{"max_running", ec.max_running}, {"max_waiting", ec.max_waiting}, {"max_batch_tokens", ec.max_batch_tokens}};
+  j["recovery_s"] = r->recovery_s < 0 ? nlohmann::json(nullptr) : nlohmann::json(r->recovery_s);
+  for (const auto& p : r->phases) j["phases"].push_back(overload_phase_json(p));
+  for (const auto& w : r->windows)
+    j["windows"].push_back({{"start_s", w.start_s}, {"arrivals", w.arrivals}, {"completed", w.completed}, {"refused", w.refused},
+                            {"ttft_p99_ms", w.ttft_p99_ms}, {"ok", w.ok}});
+  j["samples"] = nlohmann::json::array();
+  for (const auto& s : r->samples)
+    j["samples"].push_back({{"phase", s.phase}, {"arrival_s", s.arrival_s}, {"prompt_len", s.prompt_len}, {"gen_len", s.gen_len},
+                            {"outcome", s.outcome}, {"ttft_ms", s.ttft_ms}, {"e2e_ms", s.e2e_ms}, {"queue_ms", s.queue_ms},
+                            {"mean_itl_ms", s.mean_itl_ms}, {"generated", s.generated}, {"preemptions", s.preemptions},
+                            {"met_slo", s.met_slo}});
+  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} build={} commit={}\n", L->be->info().name,
+                                 L->be->info().device, o.model, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  text += fmt::format("overload: burst {:g} req/s for {:g} s, then {:g} req/s for {:g} s (Poisson, seed {}); prompt {}:{} gen {}:{}\n"
+                      "engine: queue bound {} waiting, {} running; SLO: TTFT <= {:g} ms and mean ITL <= {:g} ms\n",
+                      c.burst_rate, c.burst_s, c.after_rate, c.after_s, c.seed, pl->lo, pl->hi, gl->lo, gl->hi, ec.max_waiting,
+                      ec.max_running, c.slo_ttft_ms, c.slo_itl_ms);
+  text += fmt::format("  {:<7} {:>8} {:>9} {:>7} {:>9} {:>17} {:>8}  {}\n", "phase", "arrivals", "completed", "met SLO",
+                      "goodput/s", "TTFT p50/p99 ms", "e2e p50", "refused by reason");
+  for (const auto& p : r->phases)
+    text += fmt::format("  {:<7} {:>8} {:>9} {:>7} {:>9.2f} {:>8.1f}/{:<8.1f} {:>8.1f}  {}\n", p.name, p.arrivals, p.completed,
+                        p.met_slo, p.goodput_req_s, p.ttft_p50_ms, p.ttft_p99_ms, p.e2e_p50_ms, refused_text(p.refused));
+  text += fmt::format("  after the burst, per {:g} s window of arrivals (TTFT p99 ms, refused):", c.window_s);
+  for (const auto& w : r->windows) text += fmt::format(" {:.0f}{}{}", w.ttft_p99_ms, w.refused ? fmt::format("/{}r", w.refused) : "", w.ok ? "" : "!");
+  text += r->recovery_s < 0 ? std::string("\n  recovery: TTFT p99 never came back under the SLO for good\n")
+                            : fmt::format("\n  recovery time: {:.2f} s after the burst ended\n", r->recovery_s);
   emit(o, j, text);
   return 0;
 }
@@ -550,7 +663,7 @@ int bench_plot_cmd(const PlotOptions& po) {
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, ops, attention, grammar; plot renders their --json");
+  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, overload, ops, attention, grammar; plot renders their --json");
   cmd->require_subcommand(1);
   auto* dec = cmd->add_subcommand("decode", "Single-stream decode tok/s against the memory roofline");
   dec->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
@@ -629,6 +742,38 @@ void register_bench(CLI::App& app) {
   add_backend_options(mixed, o->be);
   mixed->callback([o, mo] {
     const int rc = bench_mixed_cmd(*o, *mo);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+
+  auto ov = std::make_shared<OverloadOptions>();
+  auto* over = cmd->add_subcommand("overload",
+      "Overload and recovery: a burst of arrivals past saturation against the real queue bound, then a sustainable rate");
+  over->footer(
+      "The engine keeps its queue bound (--max-waiting): arrivals beyond it are rejected (queue_full), as a server's\n"
+      "would be answered 429. Poisson arrivals at --burst-rate for --burst-s seconds, then at --after-rate for\n"
+      "--after-s seconds; TTFT counts from each scheduled arrival. Rows: warm-up (run first, all at once), burst, after;\n"
+      "goodput = requests meeting the SLO per second of the phase. Recovery time: from the end of the burst to the\n"
+      "first --window-s window of arrivals after which every window has TTFT p99 within --slo-ttft-ms and nothing\n"
+      "refused. --json keeps every request's raw sample.");
+  over->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
+  over->add_option("--burst-rate", ov->c.burst_rate, "Arrivals per second during the burst")->capture_default_str();
+  over->add_option("--burst-s", ov->c.burst_s, "Burst length in seconds")->capture_default_str();
+  over->add_option("--after-rate", ov->c.after_rate, "Arrivals per second after the burst (a sustainable rate)")->capture_default_str();
+  over->add_option("--after-s", ov->c.after_s, "Seconds watched after the burst")->capture_default_str();
+  over->add_option("--warmup", ov->c.warmup, "Warm-up requests, reported as their own row")->capture_default_str()->check(CLI::Range(0, 1000));
+  over->add_option("--prompt-len", ov->prompt_len, "Prompt tokens A:B")->capture_default_str();
+  over->add_option("--gen-len", ov->gen_len, "Generated tokens A:B")->capture_default_str();
+  over->add_option("--seed", ov->c.seed, "Trace seed (arrivals, lengths, prompt tokens)")->capture_default_str();
+  over->add_option("--slo-ttft-ms", ov->c.slo_ttft_ms, "SLO: time to first token")->capture_default_str()->check(CLI::NonNegativeNumber);
+  over->add_option("--slo-itl-ms", ov->c.slo_itl_ms, "SLO: mean inter-token latency")->capture_default_str()->check(CLI::NonNegativeNumber);
+  over->add_option("--window-s", ov->c.window_s, "Window of arrival time for judging recovery")->capture_default_str();
+  over->add_option("--max-running", ov->max_running, "Engine: concurrent sequences")->capture_default_str()->check(CLI::Range(1, 4096));
+  over->add_option("--max-waiting", ov->max_waiting, "Engine: queue bound (kept; beyond it arrivals are rejected)")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  over->add_flag("--json", o->json, "Machine-readable output, with every raw sample");
+  add_backend_options(over, o->be);
+  over->callback([o, ov] {
+    const int rc = bench_overload_cmd(*o, *ov);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 

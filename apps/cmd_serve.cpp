@@ -12,7 +12,9 @@
 
 #include "apps/cli_common.h"
 #include "apps/server/config.h"
+#include "apps/server/public_prefix.h"
 #include "apps/server/server.h"
+#include "pagoda_version.h"  // PAGODA_GIT_COMMIT: the build_info gauge's version
 
 namespace pagoda::cli {
 namespace {
@@ -35,13 +37,24 @@ void add_options(CLI::App* cmd, ServeCommand& c) {
   cmd->add_option("--backend", s.backend, "Backend: cpu, cpu-ref, vulkan, cuda, auto")->capture_default_str();
   cmd->add_option("--device", s.device, "GPU device index (default: best available)");
   cmd->add_option("-t,--threads", s.threads, "CPU threads (default: all cores)");
-  cmd->add_option("--kv-memory", s.kv_memory, "KV cache budget (e.g. 512MiB)")->capture_default_str();
+  cmd->add_option("--kv-memory", s.kv_memory, "KV cache budget: a size (512MiB) or a share of free device memory (90%)")
+      ->capture_default_str();
   cmd->add_option("--kv-dtype", s.kv_dtype, "KV cache element type: f32 or f16")->capture_default_str();
   cmd->add_option("--block-size", s.block_size, "Tokens per KV block")->capture_default_str();
   cmd->add_option("--max-batch-tokens", s.max_batch_tokens, "Token budget per engine step")->capture_default_str();
   cmd->add_option("--max-running", s.max_running, "Most requests decoding at once")->capture_default_str();
   cmd->add_option("--max-waiting", s.max_waiting, "Queue bound; a full queue answers 429")->capture_default_str();
   cmd->add_flag("--no-prefix-cache", s.no_prefix_cache, "Disable prefix reuse");
+  cmd->add_option("--max-preemptions", s.max_preemptions, "A request preempted more often than this fails (preemption_limit)")
+      ->capture_default_str();
+  cmd->add_option("--tenant-cache-blocks", s.tenant_cache_blocks,
+                  "Most cached KV blocks one tenant keeps, so one tenant cannot evict the others' prefixes (0 = no cap)")
+      ->capture_default_str();
+  cmd->add_option("--spec-latency-slo", s.spec_latency_slo, "Adaptive k (--spec-k auto): most mean step time in ms a change may leave (0 = off)")
+      ->capture_default_str();
+  cmd->add_option("--public-prefix", s.public_prefix,
+                  "File holding a system prompt every tenant may share (its KV blocks are cached across tenants); repeatable");
+  cmd->add_option("--probe-interval", s.probe_interval, "After a backend fault: seconds between recovery probes")->capture_default_str();
   cmd->add_option("--host", s.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", s.port, "Port to listen on (0 = any free port)")->capture_default_str();
   cmd->add_option("--api-keys", s.api_keys,
@@ -54,6 +67,10 @@ void add_options(CLI::App* cmd, ServeCommand& c) {
   cmd->add_option("--body-timeout", s.body_timeout, "Seconds a request's whole body may take to arrive")->capture_default_str();
   cmd->add_option("--default-max-tokens", s.default_max_tokens, "max_tokens for requests that name none")->capture_default_str();
   cmd->add_option("--max-body", s.max_body, "Largest request body, decoded (larger: 413)")->capture_default_str();
+  cmd->add_option("--retry-after-max", s.retry_after_max,
+                  "Most seconds a 429's Retry-After may ask for (it is computed from the measured drain rate)")->capture_default_str();
+  cmd->add_option("--access-log", s.access_log, "A JSON line per request (trace id, tenant, tokens, stage times, outcome) "
+                  "appended to FILE, or - for standard output");
 }
 
 Status merge_config(ServeCommand& c) {
@@ -93,8 +110,15 @@ int serve(ServeCommand& c) {
   ServeSettings& s = c.s;
   if (auto st = merge_config(c); !st) return fail(st.error());
   if (auto st = server::validate_settings(s); !st) return fail(st.error());
-  auto kv_bytes = parse_size(s.kv_memory);
-  if (!kv_bytes) return fail(kv_bytes.error());
+  // --kv-memory: a size, or a share of the backend's free device memory ("90%").
+  auto kv_fraction = parse_kv_fraction(s.kv_memory);
+  if (!kv_fraction) return fail(kv_fraction.error());
+  uint64_t kv_bytes = 0;
+  if (!*kv_fraction) {
+    auto b = parse_size(s.kv_memory);
+    if (!b) return fail(b.error());
+    kv_bytes = *b;
+  }
   auto max_body = parse_size(s.max_body);
   if (!max_body) return fail(max_body.error());
   server::ServerConfig sc;
@@ -124,7 +148,11 @@ int serve(ServeCommand& c) {
     if (!d) return fail("draft model: " + d.error());
     draft = std::move(*d);
   }
-  auto e = Engine::create(**m, **be, server::engine_config(s, *kv_bytes), draft.get());
+  EngineConfig ec = server::engine_config(s, kv_bytes);
+  ec.kv_fraction = kv_fraction->value_or(0.0);
+  if (auto st = server::add_public_prefixes(s.public_prefix, *(*m)->tokenizer, chat_template_of(**m), ec); !st)
+    return fail(st.error());
+  auto e = Engine::create(**m, **be, ec, draft.get());
   if (!e) return fail(e.error());
   (*e)->start();
 
@@ -136,6 +164,11 @@ int serve(ServeCommand& c) {
   sc.metrics_key = s.metrics_key;
   sc.header_timeout_s = s.header_timeout;
   sc.body_timeout_s = s.body_timeout;
+  sc.retry_after_max_s = s.retry_after_max;
+  sc.access_log = s.access_log;
+  sc.backend = (*be)->info().name;
+  sc.device = (*be)->info().device;
+  sc.version = PAGODA_GIT_COMMIT;
   const size_t tenants = sc.api_keys.size();
   server::Server srv(**e, std::move(sc));
   auto port = srv.start(s.host, s.port);

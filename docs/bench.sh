@@ -2,11 +2,11 @@
 # Reproduces every number in docs/perf.md: generates the benchmark models, then runs each
 # workload with --json into bench-results/ (and prints the tables), then renders the charts into
 # docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode quant batch prefix capacity
-# spec mixed ops attention sample server inspector plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
+# spec mixed overload ops attention sample server inspector plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${PAGODA_BIN:-./build/pagoda}
-SECTIONS=${*:-decode quant batch prefix capacity spec mixed ops attention sample server inspector plot}
+SECTIONS=${*:-decode quant batch prefix capacity spec mixed overload ops attention sample server inspector plot}
 echo "bench.sh: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty'), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 M=bench-models
@@ -64,6 +64,11 @@ if want mixed; then
   run mixed-15M-cpu   bench mixed -m $M/synth-15M-f32.gguf --rate 4,8,16,32 $TRACE
   run mixed-260K-cpu  bench mixed -m ../shared/models/stories260K.gguf --rate 16,64,256,1024 $TRACE
   if ((VULKAN)); then run mixed-260K-vulkan bench mixed -m ../shared/models/stories260K.gguf --rate 4,8,16,32 $TRACE --backend vulkan; fi
+fi
+# Overload and recovery: a burst past saturation against the real queue bound, then a sustainable rate.
+if want overload; then
+  run overload-260K-cpu bench overload -m ../shared/models/stories260K.gguf --burst-rate 200 --burst-s 2 --after-rate 20 \
+    --after-s 6 --max-running 8 --max-waiting 32 --prompt-len 16:64 --gen-len 16:32 --slo-ttft-ms 200 --slo-itl-ms 100 --seed 1
 fi
 if want ops; then
   if ((VULKAN)); then run ops bench ops --backend cpu,vulkan -r 10; else run ops bench ops --backend cpu -r 10; fi

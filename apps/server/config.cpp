@@ -55,6 +55,24 @@ Setter flag(bool ServeSettings::*field, std::string key) {
   };
 }
 
+// A list of strings; a single string is a list of one.
+Setter texts(std::vector<std::string> ServeSettings::*field, std::string key) {
+  return [field, key](const json& v, ServeSettings& s) -> Status {
+    if (v.is_string()) {
+      s.*field = {v.get<std::string>()};
+      return {};
+    }
+    if (!v.is_array()) return wrong_type(key, "a string or an array of strings", v);
+    std::vector<std::string> out;
+    for (const auto& x : v) {
+      if (!x.is_string()) return wrong_type(key, "a string or an array of strings", x);
+      out.push_back(x.get<std::string>());
+    }
+    s.*field = std::move(out);
+    return {};
+  };
+}
+
 const std::vector<std::pair<std::string, Setter>>& setters() {
   static const std::vector<std::pair<std::string, Setter>> t = {
       {"model", text(&ServeSettings::model, "model")},
@@ -81,6 +99,13 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
       {"metrics-key", text(&ServeSettings::metrics_key, "metrics-key")},
       {"header-timeout", number(&ServeSettings::header_timeout, "header-timeout")},
       {"body-timeout", number(&ServeSettings::body_timeout, "body-timeout")},
+      {"max-preemptions", integer(&ServeSettings::max_preemptions, "max-preemptions")},
+      {"tenant-cache-blocks", integer(&ServeSettings::tenant_cache_blocks, "tenant-cache-blocks")},
+      {"spec-latency-slo", number(&ServeSettings::spec_latency_slo, "spec-latency-slo")},
+      {"probe-interval", number(&ServeSettings::probe_interval, "probe-interval")},
+      {"public-prefix", texts(&ServeSettings::public_prefix, "public-prefix")},
+      {"retry-after-max", integer(&ServeSettings::retry_after_max, "retry-after-max")},
+      {"access-log", text(&ServeSettings::access_log, "access-log")},
   };
   return t;
 }
@@ -134,6 +159,14 @@ Status validate_settings(const ServeSettings& s) {
   PAGODA_TRY(check_range("ngram", s.ngram, 0, 16));
   PAGODA_TRY(check_range("http-threads", s.http_threads, 0, 4096));
   PAGODA_TRY(check_range("default-max-tokens", s.default_max_tokens, 1, 1 << 24));
+  PAGODA_TRY(check_range("max-preemptions", s.max_preemptions, 0, 1 << 20));
+  PAGODA_TRY(check_range("tenant-cache-blocks", s.tenant_cache_blocks, 0, 1 << 30));
+  PAGODA_TRY(check_range("retry-after-max", s.retry_after_max, 1, 3600));
+  if (!(s.spec_latency_slo >= 0 && s.spec_latency_slo <= 1e6))
+    return make_error("spec-latency-slo must be in 0..1000000 milliseconds (0 = off)");
+  if (!(s.probe_interval > 0 && s.probe_interval <= 3600)) return make_error("probe-interval must be in (0, 3600] seconds");
+  for (const auto& f : s.public_prefix)
+    if (f.empty()) return make_error("public-prefix: an empty file name");
   if (!(s.grace >= 0) || !std::isfinite(s.grace)) return make_error("grace must be a non-negative number of seconds");
   if (!(s.header_timeout > 0 && s.header_timeout <= 3600)) return make_error("header-timeout must be in (0, 3600] seconds");
   if (!(s.body_timeout > 0 && s.body_timeout <= 3600)) return make_error("body-timeout must be in (0, 3600] seconds");
@@ -159,7 +192,11 @@ EngineConfig engine_config(const ServeSettings& s, uint64_t kv_bytes) {
   c.max_running = s.max_running;
   c.max_waiting = s.max_waiting;
   c.prefix_caching = !s.no_prefix_cache;
+  c.max_preemptions = s.max_preemptions;
+  c.tenant_cached_blocks = s.tenant_cache_blocks;
+  c.probe_interval_s = s.probe_interval;
   if (auto spec = spec_config(s)) c.spec = *spec;
+  c.spec.latency_slo_s = s.spec_latency_slo / 1e3;
   return c;
 }
 

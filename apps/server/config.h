@@ -38,6 +38,14 @@ struct ServeSettings {
   std::string metrics_key;       // non-empty: /metrics needs it (or an admin API key) as a bearer token
   double header_timeout = 10;    // seconds a request's whole head may take to arrive
   double body_timeout = 30;      // seconds its whole body may take
+  // Engine options (EngineConfig / SpecConfig), as `pagoda run` names them.
+  int32_t max_preemptions = 8;       // a request preempted more often fails (preemption_limit)
+  int32_t tenant_cache_blocks = 0;   // most cached (refcount 0) KV blocks one tenant keeps (0 = no cap)
+  double spec_latency_slo = 0;       // adaptive k: most mean step time in ms a change may leave (0 = off)
+  double probe_interval = 0.5;       // degraded engine: seconds between recovery probes
+  std::vector<std::string> public_prefix;  // files, each one system prompt every tenant may share
+  int32_t retry_after_max = 30;      // bound on the Retry-After a 429 computes from the drain rate
+  std::string access_log;            // JSON line per request to this file ("-" = stdout, "" = off)
 };
 
 // The keys a config file may hold, in the order --help lists the flags.

@@ -77,16 +77,33 @@ std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, con
 }
 
 void Server::Impl::handle_generate(const http::Request& req, http::Response& res, Endpoint ep) {
-  if (stopping) return send_error(res, shutting_down());
-  const auto who = authenticate(req, res);
-  if (!who) return;
-  auto parsed = parse_request(req.body, ep, limits);
-  if (!parsed) return send_error(res, {400, parsed.error(), "invalid_request_error", ""});
-  if (auto e = apply_timeout_header(req, *parsed)) return send_error(res, *e);
-  Request er;
-  if (auto e = build_request(*parsed, *who, er)) return send_error(res, *e);
-
   auto g = std::make_shared<Generation>();
+  // One trace identity for the whole request: the caller's traceparent (or a new trace), with a
+  // span of ours, returned on every answer, refusals included.
+  g->trace = trace_for(req.get_header_value("traceparent"));
+  g->meta.endpoint = ep;
+  res.set_header("traceparent", g->trace.header());
+  auto refuse = [&](const HttpError& e) {
+    log_access(*g, e.status, e.code.empty() ? e.type : e.code);
+    send_error(res, e);
+  };
+  if (stopping) return refuse(shutting_down());
+  const auto who = authenticate(req, res);
+  if (!who) return log_access(*g, 401, "invalid_api_key");
+  g->tenant = who->tenant;
+  auto parsed = parse_request(req.body, ep, limits);
+  if (!parsed) return refuse({400, parsed.error(), "invalid_request_error", ""});
+  if (auto e = apply_timeout_header(req, *parsed)) return refuse(*e);
+  // OpenAI and vLLM answer a model they do not serve with 404 model_not_found; a request that
+  // names no model gets the one this server serves.
+  if (!parsed->model.empty() && parsed->model != cfg.model_name)
+    return refuse({404, fmt::format("The model `{}` does not exist (this server serves `{}`; see /v1/models).",
+                                    parsed->model, cfg.model_name), "invalid_request_error", "model_not_found"});
+  Request er;
+  if (auto e = build_request(*parsed, *who, er)) return refuse(*e);
+  er.trace_id = g->trace.trace_id;
+
+  g->stream = parsed->stream;
   g->include_usage = parsed->include_usage;
   g->timeout_s = er.timeout_s;
   // n choices are n engine requests on one prompt; choice i samples with seed + i, so choice 0
@@ -99,8 +116,9 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
     if (!sr.rejected.empty()) {
       for (const Choice& c : g->choices) engine.cancel(c.engine_id);
       const HttpError e = rejection_error(sr.rejected, sr.message);
-      if (e.status == 429 || e.status == 503) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
-      return send_error(res, e);
+      if (e.status == 429) res.set_header("Retry-After", std::to_string(retry_after_queue_full()));
+      else if (e.status == 503) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
+      return refuse(e);
     }
     Choice c;
     c.index = i;
@@ -166,14 +184,19 @@ void Server::Impl::respond_blocking(const http::Request& req, http::Response& re
   untrack(g);
   if (!g.all_done()) {
     cancel_all(g);
+    log_access(g, 503, "shutting_down");
     return send_error(res, shutting_down());
   }
   std::vector<ChoiceResult> out;
   for (const Choice& c : g.choices) {
     const Outcome o = outcome_of(c.final_event, c.stopped, g.timeout_s);
-    if (o.error) return send_error(res, *o.error);  // one failed choice fails the response
+    if (o.error) {  // one failed choice fails the response
+      log_access(g, o.error->status, "");
+      return send_error(res, *o.error);
+    }
     out.push_back({c.text, o.finish_reason, c.final_event.metrics, c.engine_id});
   }
+  log_access(g, 200, "");
   send_json(res, completion_json(g.meta, out));
 }
 
@@ -188,6 +211,7 @@ void Server::Impl::respond_stream(http::Response& res, const std::shared_ptr<Gen
         // must not leave its requests generating into the void and holding KV blocks.
         cancel_all(*g);
         untrack(*g);
+        log_access(*g, 200, g->all_done() ? "" : g->channel->aborted() ? "shutting_down" : "client_gone");
       });
 }
 

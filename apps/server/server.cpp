@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <ctime>
 #include <random>
 
 #include "apps/server/server_internal.h"
@@ -84,6 +85,11 @@ Result<int> Server::start(const std::string& host, int port) {
   if (d.started) return make_error("the server is already started");
   // A client that hangs up mid-write must surface as a failed write, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
+  if (!d.cfg.access_log.empty()) {
+    auto log = AccessLog::open(d.cfg.access_log);
+    if (!log) return log.take_error();
+    d.access_log = std::move(*log);
+  }
   d.setup();
   auto bound = d.transport.bind(host, port);
   if (!bound) return bound.take_error();
@@ -142,7 +148,62 @@ void Server::Impl::untrack(const Generation& g) {
     std::lock_guard<std::mutex> lk(mu);
     for (const Choice& c : g.choices) active.erase(c.engine_id);
   }
+  drain.completed(SteadyClock::now(), g.choices.size());
   cv.notify_all();
+}
+
+// One JSON line per generation request: who (tenant, trace), what it cost (tokens), where the
+// time went (the engine's stage times of the first choice), and how it ended.
+void Server::Impl::log_access(const Generation& g, int status, const std::string& error_code) {
+  if (!access_log) return;
+  const auto now = std::chrono::system_clock::now();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  const std::time_t secs = std::time_t(ms / 1000);
+  std::tm utc{};
+  gmtime_r(&secs, &utc);
+  json line = {{"time", fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
+                                    utc.tm_hour, utc.tm_min, utc.tm_sec, ms % 1000)},
+               {"trace_id", g.trace.trace_id}, {"span_id", g.trace.span_id},
+               {"endpoint", g.meta.endpoint == Endpoint::Chat ? "/v1/chat/completions" : "/v1/completions"},
+               {"tenant", g.tenant}, {"status", status}, {"stream", g.stream},
+               {"duration_ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - g.start).count()}};
+  std::string outcome = error_code;
+  json reasons = json::array(), ids = json::array();
+  int64_t completion = 0;
+  for (const Choice& c : g.choices) {
+    ids.push_back(c.engine_id);
+    if (!c.done) {
+      reasons.push_back(nullptr);
+      continue;
+    }
+    const Outcome o = outcome_of(c.final_event, c.stopped, g.timeout_s);
+    reasons.push_back(o.error ? o.error->code : std::string(o.finish_reason ? o.finish_reason : ""));
+    if (outcome.empty() && o.error) outcome = o.error->code.empty() ? o.error->type : o.error->code;
+    completion += c.final_event.metrics.generated_tokens;
+  }
+  if (outcome.empty()) outcome = reasons.empty() || reasons[0].is_null() ? "unknown" : reasons[0].get<std::string>();
+  line["outcome"] = outcome;
+  line["request_ids"] = ids;
+  line["finish_reasons"] = reasons;
+  if (!g.choices.empty() && g.choices.front().done) {
+    const RequestMetrics& m = g.choices.front().final_event.metrics;
+    line["prompt_tokens"] = m.prompt_tokens;
+    line["cached_tokens"] = m.cached_tokens;
+    line["completion_tokens"] = completion;
+    line["preemptions"] = m.preemptions;
+    // Stages as the engine measured them: queued, prefill until the first token, then decode.
+    const bool first = m.generated_tokens > 0;
+    line["stages_ms"] = {{"queue", m.queue_s * 1e3}, {"prefill", first ? (m.ttft_s - m.queue_s) * 1e3 : 0.0},
+                         {"decode", first ? (m.e2e_s - m.ttft_s) * 1e3 : 0.0}, {"e2e", m.e2e_s * 1e3},
+                         {"ttft", first ? m.ttft_s * 1e3 : -1.0}};
+  }
+  access_log->write(line);
+}
+
+int Server::Impl::retry_after_queue_full() {
+  thread_local std::mt19937 rng{std::random_device{}()};
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  return retry_after_seconds(engine.snapshot()->waiting, drain.rate(SteadyClock::now()), u, 1, cfg.retry_after_max_s);
 }
 
 bool Server::Impl::wait_idle(double seconds) {
@@ -234,6 +295,11 @@ std::string Server::Impl::metrics_text() {
   }
   o += "# HELP pagoda:http_requests_in_flight Generation requests being served.\n# TYPE pagoda:http_requests_in_flight gauge\n";
   o += fmt::format("pagoda:http_requests_in_flight {}\n", n);
+  o += "# HELP pagoda:build_info What is serving: model, backend, device and version (always 1).\n"
+       "# TYPE pagoda:build_info gauge\n";
+  o += fmt::format("pagoda:build_info{{model=\"{}\",backend=\"{}\",device=\"{}\",version=\"{}\"}} 1\n",
+                   prometheus_label_value(cfg.model_name), prometheus_label_value(cfg.backend),
+                   prometheus_label_value(cfg.device), prometheus_label_value(cfg.version));
   return o;
 }
 

@@ -21,7 +21,11 @@ struct ServerConfig {
   int32_t default_max_tokens = 256;   // when a request names none
   double sse_keepalive_s = 1.0;       // idle streams send a comment this often (finds gone clients)
   double inspect_interval_s = 0.1;    // /v1/inspect/stream period (~10 Hz)
-  int retry_after_s = 1;              // Retry-After on 429
+  int retry_after_s = 1;              // Retry-After on 503 and a full inspector-stream pool
+  // A full queue's 429 computes Retry-After from the drain rate measured over drain_window_s
+  // (retry_after.h), with jitter, in [1, retry_after_max_s].
+  int retry_after_max_s = 30;
+  double drain_window_s = 10;
   int keep_alive_timeout_s = 2;       // idle keep-alive connections
   // Limits on what a client without a valid key can hold (see docs/server.md, "Threat model").
   double header_timeout_s = 10;       // a request's whole head, however slowly it trickles in
@@ -30,6 +34,11 @@ struct ServerConfig {
   std::string metrics_key;            // non-empty: /metrics needs "Bearer KEY" or an admin API key
   int max_inspect_streams = 4;        // concurrent /v1/inspect/stream connections (more: 429)
   double inspect_min_interval_s = 0.05;  // fastest snapshot rate a stream may ask for
+  // A JSON line per generation request (trace id, tenant, tokens, stage times, outcome): a file
+  // to append to, "-" for standard output, "" for none. start() fails if it cannot be opened.
+  std::string access_log;
+  // Labels of the pagoda:build_info gauge (the model's is model_name).
+  std::string backend = "unknown", device = "unknown", version = "unknown";
 };
 
 class Server {

@@ -17,6 +17,8 @@
 #include "apps/server/generation.h"
 #include "apps/server/http.h"
 #include "apps/server/responses.h"
+#include "apps/server/retry_after.h"
+#include "apps/server/trace.h"
 #include "apps/server/server.h"
 #include "apps/server/views.h"
 
@@ -41,6 +43,10 @@ struct Choice {
 struct Generation {
   std::shared_ptr<RequestChannel> channel = std::make_shared<RequestChannel>();
   ResponseMeta meta;
+  TraceContext trace;
+  std::string tenant;
+  bool stream = false;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   bool include_usage = false;
   double timeout_s = 0;
   std::vector<Choice> choices;
@@ -80,6 +86,8 @@ struct Server::Impl {
   std::mutex stats_mu;
   std::map<int, uint64_t> responses;  // HTTP status -> count
   uint64_t disconnects = 0;           // requests cancelled because the client went away
+  DrainMeter drain{cfg.drain_window_s};  // engine requests leaving the server, for Retry-After
+  std::unique_ptr<AccessLog> access_log;  // null: --access-log not given
 
   // server.cpp
   void setup();
@@ -92,6 +100,8 @@ struct Server::Impl {
   void count_disconnect();
   void track(const Generation& g);
   void untrack(const Generation& g);
+  int retry_after_queue_full();
+  void log_access(const Generation& g, int status, const std::string& error_code);
   bool wait_idle(double seconds);
   void cancel_all();
   void abort_all();

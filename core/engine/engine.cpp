@@ -179,6 +179,8 @@ SubmitResult Engine::submit(Request req, TokenCallback cb) {
   s->prompt_len = int32_t(s->tokens.size());
   s->public_len = public_len_of(s->tokens);
   s->tenant = req.tenant;
+  s->trace_id = req.trace_id;
+  s->metrics.trace_id = req.trace_id;
   s->priority = req.priority;
   s->max_tokens = std::min<int32_t>(req.max_tokens, model_.config.ctx_len - s->prompt_len);
   s->stop_at_eos = req.stop_at_eos;
@@ -390,9 +392,15 @@ void Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* log
 
 Status Engine::step() {
   drain_inbox();
+  bool paused = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (paused_) return {};
+    paused = paused_;
+  }
+  if (paused) {
+    // Still observable while paused: the queue grows and ages, and /v1/inspect and /metrics say so.
+    if (secs(Clock::now() - last_publish_) >= cfg_.snapshot_interval_s) publish_snapshot();
+    return {};
   }
   if (degraded()) {
     probe();

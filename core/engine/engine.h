@@ -98,6 +98,7 @@ struct Request {
   double timeout_s = 0;                // 0 = no deadline
   bool add_bos = true;
   bool stop_at_eos = true;
+  std::string trace_id = {};           // W3C trace id (32 hex digits) the server carries: snapshots, final metrics
 };
 
 struct SubmitResult {

@@ -46,6 +46,7 @@ Snapshot Engine::build_snapshot() const {
     RequestInfo r;
     r.id = q.id;
     r.tenant = q.tenant;
+    r.trace_id = q.trace_id;
     r.state = state;
     r.priority = q.priority;
     r.prompt_tokens = q.prompt_len;

@@ -24,6 +24,7 @@ struct RequestMetrics {
   int32_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, preemptions = 0;
   double queue_s = 0, ttft_s = 0, e2e_s = 0, mean_itl_s = 0;
   uint64_t spec_proposed = 0, spec_accepted = 0, spec_steps = 0;
+  std::string trace_id = {};  // the request's W3C trace id (Request::trace_id), so its stage times correlate
 };
 
 struct TokenEvent {
@@ -40,6 +41,7 @@ using TokenCallback = std::function<void(const TokenEvent&)>;
 struct Sequence {
   uint64_t id = 0;
   std::string tenant;
+  std::string trace_id = {};  // Request::trace_id
   int32_t priority = 0;
   int32_t max_tokens = 0;
   bool stop_at_eos = true;

@@ -49,7 +49,7 @@ json snapshot_to_json(const Snapshot& s, bool include_blocks) {
                              {"computed_tokens", r.computed_tokens}, {"generated", r.generated}, {"max_tokens", r.max_tokens},
                              {"blocks", r.blocks}, {"ttft_ms", r.ttft_ms}, {"tok_s", r.tok_s}, {"age_ms", r.age_ms},
                              {"deadline_left_ms", r.deadline_left_ms}, {"spec_proposed", r.spec_proposed},
-                             {"spec_accepted", r.spec_accepted}, {"spec_k", r.spec_k}});
+                             {"spec_accepted", r.spec_accepted}, {"spec_k", r.spec_k}, {"trace_id", r.trace_id}});
   j["accept_rate_history"] = s.accept_rate_history;
   j["kv_usage_history"] = s.kv_usage_history;
   j["decisions"] = json::array();
@@ -114,6 +114,7 @@ Result<Snapshot> snapshot_from_json(const json& j) {
         rg("generated", x.generated); rg("max_tokens", x.max_tokens); rg("blocks", x.blocks); rg("ttft_ms", x.ttft_ms);
         rg("tok_s", x.tok_s); rg("age_ms", x.age_ms); rg("deadline_left_ms", x.deadline_left_ms);
         rg("spec_proposed", x.spec_proposed); rg("spec_accepted", x.spec_accepted); rg("spec_k", x.spec_k);
+        rg("trace_id", x.trace_id);
         s.requests.push_back(std::move(x));
       }
     if (j.contains("decisions"))

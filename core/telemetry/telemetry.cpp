@@ -107,10 +107,15 @@ std::string render_prometheus(const Snapshot& s) {
   std::string o;
   const Counters& c = s.counters;
   gauge(o, "pagoda:kv_usage_ratio", "Fraction of KV blocks in use by running requests.", s.kv_usage);
-  gauge(o, "pagoda:kv_blocks_total", "KV blocks in the pool.", s.num_blocks);
+  gauge(o, "pagoda:kv_blocks_capacity", "KV blocks in the pool (a gauge, so not named _total).", s.num_blocks);
   gauge(o, "pagoda:kv_blocks_cached", "KV blocks kept only for prefix reuse (evictable).", s.blocks_cached);
   gauge(o, "pagoda:num_requests_waiting", "Requests waiting to be scheduled.", s.waiting);
   gauge(o, "pagoda:num_requests_running", "Requests being processed.", s.running);
+  double oldest_ms = 0;  // a queue whose head is not moving shows here long before TTFT histograms do
+  for (const RequestInfo& r : s.requests)
+    if (r.state == "waiting") oldest_ms = std::max(oldest_ms, r.age_ms);
+  gauge(o, "pagoda:oldest_waiting_request_age_seconds", "Age of the oldest request waiting to be scheduled (0 = none).",
+        oldest_ms / 1e3);
   gauge(o, "pagoda:engine_degraded", "1 while a backend fault keeps the engine refusing requests.", s.degraded ? 1 : 0);
   gauge(o, "pagoda:spec_draft_length", "Current speculative draft length k (0 = off).", s.spec_k);
   counter(o, "pagoda:request_success_total", "Requests that finished.", double(c.requests_finished));

@@ -91,6 +91,7 @@ struct RequestInfo {
   double ttft_ms = -1, tok_s = 0, age_ms = 0, deadline_left_ms = -1;
   uint64_t spec_proposed = 0, spec_accepted = 0;
   int32_t spec_k = 0;
+  std::string trace_id = {};  // W3C trace id the request arrived with (or the server made)
 };
 
 struct ControllerDecision {
