@@ -13,7 +13,7 @@ JOBS="${PAGODA_JOBS:-2}"
 
 PACKAGES=(build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-  libcpp-httplib-dev libboost-dev libstb-dev
+  libcpp-httplib-dev libboost-dev libstb-dev python3 python3-jsonschema
   libvulkan-dev glslc glslang-tools mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libspirv-cross-c-shared-dev
   libimgui-dev libglfw3-dev libgl-dev xvfb xauth)

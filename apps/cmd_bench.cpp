@@ -19,6 +19,7 @@
 #include "core/engine/bench_mixed.h"
 #include "core/engine/bench_overload.h"
 #include "core/engine/bench_workloads.h"
+#include "core/grammar/json_schema.h"
 
 #include "pagoda_version.h"  // PAGODA_GIT_COMMIT, generated at build time
 #ifndef PAGODA_BUILD_TYPE
@@ -238,6 +239,7 @@ struct WorkloadOptions {
   std::string draft;
   int32_t ngram = 0;
   int32_t k_max = 8;
+  std::string schema;  // spec: a JSON Schema file every request is generated under
 };
 
 nlohmann::json capacity_side_json(const CapacitySide& s) {
@@ -343,10 +345,20 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
     }
     std::vector<int32_t> ks;
     for (int32_t k = 1; k <= wo.k_max; ++k) ks.push_back(k);
-    auto r = bench_spec(*L->m, draft.get(), *L->be, draft ? "draft" : "ngram", ks, true, o.gen, o.repeats);
+    std::shared_ptr<const grammar::Grammar> schema;
+    if (!wo.schema.empty()) {
+      std::ifstream f(wo.schema);
+      if (!f) return fail("cannot open schema file '" + wo.schema + "'");
+      const auto js = nlohmann::ordered_json::parse(f, nullptr, false);
+      if (js.is_discarded()) return fail(wo.schema + ": not valid JSON");
+      auto g = grammar::compile_json_schema(js);
+      if (!g) return fail(wo.schema + ": " + g.error());
+      schema = std::make_shared<const grammar::Grammar>(std::move(*g));
+    }
+    auto r = bench_spec(*L->m, draft.get(), *L->be, draft ? "draft" : "ngram", ks, true, o.gen, o.repeats, schema);
     if (!r) return fail(r.error());
-    text += fmt::format("speculation ({}), greedy, {} tokens x 2 prompts, median of {}:\n  {:>6} {:>10} {:>8} {:>10} {:>11} {:>9}\n",
-                        draft ? "draft model" : "n-gram", o.gen, o.repeats, "k", "tok/s", "speedup", "accept", "accept len", "identical");
+    text += fmt::format("speculation ({}), greedy{}, {} tokens x 2 prompts, median of {}:\n  {:>6} {:>10} {:>8} {:>10} {:>11} {:>9}\n",
+                        draft ? "draft model" : "n-gram", schema ? " under " + wo.schema : std::string(), o.gen, o.repeats, "k", "tok/s", "speedup", "accept", "accept len", "identical");
     for (const auto& p : *r) {
       text += fmt::format("  {:>6} {:>10.1f} {:>7.2f}x {:>9.1f}% {:>11.2f} {:>9}\n", p.label, p.gen_tok_s, p.speedup,
                           p.acceptance * 100, p.mean_accept_len, p.identical ? "yes" : "NO");
@@ -709,6 +721,7 @@ void register_bench(CLI::App& app) {
       sub->add_option("--draft", wo->draft, "Draft model");
       sub->add_option("--ngram", wo->ngram, "n-gram drafter order instead of a draft model");
       sub->add_option("--k-max", wo->k_max, "Largest k in the sweep")->capture_default_str()->check(CLI::Range(1, 16));
+      sub->add_option("--schema", wo->schema, "Generate under this JSON Schema file (structured output)");
     }
     sub->callback([o, wo, w] {
       const int rc = bench_workload(w, *o, *wo);

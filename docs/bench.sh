@@ -57,6 +57,7 @@ if want capacity; then run capacity bench capacity --requests 64 --kv-memory 8Mi
 if want spec; then
   run spec-draft bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 48 -r 3 --k-max 8
   run spec-ngram bench spec -m $M/wide.gguf --ngram 3 -n 48 -r 1 --k-max 4
+  run spec-schema bench spec -m $M/wide.gguf --draft $M/xs.gguf -n 96 -r 3 --k-max 3 --schema docs/schemas/records.json
 fi
 # Poisson arrivals (same seed and lengths everywhere), goodput under TTFT <= 500 ms and mean ITL <= 50 ms.
 TRACE="--requests 32 --prompt-len 16:128 --gen-len 16:96 --seed 1 --slo-ttft-ms 500 --slo-itl-ms 50"

@@ -369,6 +369,8 @@ TEST(ServerParse, FuzzedBodiesNeverCrashAndStayInRange) {
       {Endpoint::Completions, R"({"prompt":[1,2,3],"max_tokens":8,"stop":["x"],"seed":7,"top_k":5,"timeout":2})"},
       {Endpoint::Chat, chat_body(16, true).dump()},
       {Endpoint::Chat, R"({"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream_options":{"include_usage":true}})"},
+      {Endpoint::Chat, R"({"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":3,"response_format":{"type":"json_schema","json_schema":{"name":"p","schema":{"type":"object","properties":{"a":{"type":"string","maxLength":5},"b":{"enum":[1,"x",null]},"c":{"type":"array","items":{"type":"integer"},"maxItems":2}},"required":["a"]}}}})"},
+      {Endpoint::Completions, R"({"prompt":"x","logprobs":2,"grammar":"root ::= [a-z]+ (\",\" [0-9]{1,3})*"})"},
   };
   std::mt19937 rng(1234);
   int ok = 0, rejected = 0;
@@ -390,6 +392,8 @@ TEST(ServerParse, FuzzedBodiesNeverCrashAndStayInRange) {
     EXPECT_TRUE(r->timeout_s >= 0 && r->timeout_s <= 86400) << body;
     for (int32_t t : r->prompt_tokens) EXPECT_TRUE(t >= 0 && t < lim.vocab) << body;
     EXPECT_TRUE(ep == Endpoint::Completions || !r->messages.empty()) << body;
+    EXPECT_TRUE(r->logprobs >= -1 && r->logprobs <= 20) << body;
+    EXPECT_EQ(bool(r->grammar), !r->grammar_text.empty()) << body;
   }
   EXPECT_GT(ok, 100);  // the mutations must exercise the accepting paths too
   EXPECT_GT(rejected, 1000);

@@ -10,6 +10,8 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "core/grammar/json_schema.h"
+
 namespace pagoda::server {
 namespace {
 
@@ -138,10 +140,75 @@ Status read_unsupported(const json& obj) {
   bool echo = false;
   PAGODA_TRY(read_bool(obj, "echo", echo));
   if (echo) return bad("echo", "is not supported");
-  if (const json* v = field(obj, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number() && v->get<double>() == 0))
-    return bad("logprobs", "is not supported");
   if (const json* v = field(obj, "suffix"); v && !(v->is_string() && v->get_ref<const std::string&>().empty()))
     return bad("suffix", "is not supported");
+  return {};
+}
+
+// Chat: `logprobs` (boolean) and `top_logprobs` (0..20, only with logprobs). Completions: the
+// legacy `logprobs` (an integer 0..20: the sampled token's log-probability plus that many top ones).
+Status read_logprobs(const json& obj, ParsedRequest& r) {
+  const json* v = field(obj, "logprobs");
+  if (r.endpoint == Endpoint::Completions) {
+    if (field(obj, "top_logprobs")) return bad("top_logprobs", "is a chat parameter; completions take 'logprobs': N");
+    if (v && v->is_boolean()) return bad("logprobs", "must be an integer in 0..20 on completions");
+    int64_t n = -1;
+    PAGODA_TRY(read_int(obj, "logprobs", 0, 20, n));
+    r.logprobs = int32_t(n);
+    return {};
+  }
+  bool on = false;
+  PAGODA_TRY(read_bool(obj, "logprobs", on));
+  int64_t top = 0;
+  bool top_set = false;
+  PAGODA_TRY(read_int(obj, "top_logprobs", 0, 20, top, &top_set));
+  if (top_set && !on) return bad("top_logprobs", "requires 'logprobs': true");
+  r.logprobs = on ? int32_t(top) : -1;
+  return {};
+}
+
+// Structured output. `response_format` as OpenAI defines it ({"type": "text" | "json_object" |
+// "json_schema", "json_schema": {"name", "schema", "strict"}}) or `grammar` (the text form of
+// docs/structured_output.md), not both. Schemas are read from an order-keeping parse of the body,
+// since properties are generated in the order the schema lists them.
+Status read_structured(const json& obj, std::string_view body, ParsedRequest& r) {
+  const json* rf = field(obj, "response_format");
+  const json* gr = field(obj, "grammar");
+  if (rf && gr) return bad("grammar", "cannot be combined with 'response_format'");
+  if (gr) {
+    if (!gr->is_string()) return bad("grammar", "must be a string in the grammar text form");
+    auto g = grammar::Grammar::parse(gr->get_ref<const std::string&>());
+    if (!g) return bad("grammar", g.error());
+    r.grammar_text = gr->get<std::string>();
+    r.grammar = std::make_shared<const grammar::Grammar>(std::move(*g));
+    return {};
+  }
+  if (!rf) return {};
+  if (!rf->is_object()) return bad("response_format", "must be an object with a 'type'");
+  const json* type = field(*rf, "type");
+  if (!type || !type->is_string()) return bad("response_format", "needs a 'type' string (text, json_object or json_schema)");
+  const std::string& t = type->get_ref<const std::string&>();
+  if (t == "text") return {};
+  std::string text;
+  if (t == "json_object") {
+    text = grammar::json_object_grammar();
+  } else if (t == "json_schema") {
+    const json* js = field(*rf, "json_schema");
+    if (!js || !js->is_object()) return bad("response_format", "of type json_schema needs a 'json_schema' object");
+    const json* schema = field(*js, "schema");
+    if (!schema || !schema->is_object()) return bad("response_format", "json_schema needs a 'schema' object");
+    const auto ordered = nlohmann::ordered_json::parse(body.begin(), body.end(), nullptr, false);
+    if (ordered.is_discarded()) return make_error("malformed JSON");
+    auto g = grammar::json_schema_grammar(ordered.at("response_format").at("json_schema").at("schema"));
+    if (!g) return bad("response_format", g.error());
+    text = std::move(*g);
+  } else {
+    return bad("response_format", "type must be text, json_object or json_schema, got '" + t + "'");
+  }
+  auto g = grammar::Grammar::parse(text);
+  if (!g) return bad("response_format", g.error());
+  r.grammar_text = std::move(text);
+  r.grammar = std::make_shared<const grammar::Grammar>(std::move(*g));
   return {};
 }
 
@@ -350,6 +417,8 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
   PAGODA_TRY(read_stream(j, r));
   PAGODA_TRY(read_stop(j, lim, r));
   PAGODA_TRY(read_unsupported(j));
+  PAGODA_TRY(read_logprobs(j, r));
+  PAGODA_TRY(read_structured(j, body, r));
   PAGODA_TRY(read_choices(j, lim, r));
   // "tenant" (and "user") in the body are deliberately never read: the cache scope comes only
   // from the authenticated API key, so a caller cannot name another tenant's scope.

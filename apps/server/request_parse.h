@@ -4,12 +4,14 @@
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/grammar/grammar.h"
 #include "core/sample/sampler.h"
 #include "core/util/result.h"
 
@@ -54,6 +56,13 @@ struct ParsedRequest {
   std::vector<std::string> stop;
   int32_t priority = 0;               // extension: higher runs first, is preempted last
   double timeout_s = 0;               // extension: deadline in seconds (0 = none)
+  // Log-probabilities: -1 none; else how many top alternatives per token (chat: `logprobs: true`
+  // with `top_logprobs`; completions: `logprobs: N`).
+  int32_t logprobs = -1;
+  // Structured output: `response_format` (json_object / json_schema) or the `grammar` extension,
+  // compiled; null when unconstrained. `grammar_text` is the grammar's source (a cache key).
+  std::shared_ptr<const grammar::Grammar> grammar;
+  std::string grammar_text;
 };
 
 Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, const ParseLimits& limits);

@@ -33,6 +33,84 @@ json finish_json(const char* r) { return r ? json(r) : json(nullptr); }
 
 }  // namespace
 
+size_t utf8_chars(std::string_view s) {
+  size_t n = 0;
+  for (char c : s) n += (uint8_t(c) & 0xC0) != 0x80;
+  return n;
+}
+
+namespace {
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const uint8_t c = uint8_t(s[i]);
+    const size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return false;
+    if ((c == 0xE0 && uint8_t(s[i + 1]) < 0xA0) || (c == 0xED && uint8_t(s[i + 1]) > 0x9F) ||
+        (c == 0xF0 && uint8_t(s[i + 1]) < 0x90) || (c == 0xF4 && uint8_t(s[i + 1]) > 0x8F))
+      return false;
+    i += n;
+  }
+  return true;
+}
+
+json bytes_json(std::string_view s) {
+  json a = json::array();
+  for (char c : s) a.push_back(int(uint8_t(c)));
+  return a;
+}
+}  // namespace
+
+std::string LogprobsBuilder::token_text(int32_t id, int32_t prev) const {
+  std::string b = tok_ ? tok_->token_bytes(prev, id) : std::string();
+  if (tok_ && b.empty() && tok_->is_special(id)) b = tok_->piece(id);  // a control token shows its name
+  return b;
+}
+
+void LogprobsBuilder::add(const TokenEvent& ev, size_t text_offset) {
+  auto shown = [](const std::string& b) {
+    if (valid_utf8(b)) return b;
+    std::string out = "bytes:";
+    for (char c : b) out += fmt::format("\\x{:02x}", uint8_t(c));
+    return out;
+  };
+  const std::string b = token_text(ev.token, prev_);
+  ++n_;
+  if (ep_ == Endpoint::Chat) {
+    json top = json::array();
+    for (const auto& [id, lp] : ev.top_logprobs) {
+      const std::string tb = token_text(id, prev_);
+      top.push_back({{"token", shown(tb)}, {"logprob", lp}, {"bytes", bytes_json(tb)}});
+    }
+    content_.push_back({{"token", shown(b)}, {"logprob", ev.logprob}, {"bytes", bytes_json(b)}, {"top_logprobs", std::move(top)}});
+  } else {
+    tokens_.push_back(shown(b));
+    token_logprobs_.push_back(ev.logprob);
+    json top = json::object();
+    for (const auto& [id, lp] : ev.top_logprobs) top[shown(token_text(id, prev_))] = lp;
+    top[shown(b)] = ev.logprob;
+    top_.push_back(std::move(top));
+    offsets_.push_back(text_offset);
+  }
+  prev_ = ev.token;
+}
+
+json LogprobsBuilder::take() {
+  if (n_ == 0) return nullptr;
+  json j;
+  if (ep_ == Endpoint::Chat) {
+    j = {{"content", std::move(content_)}, {"refusal", nullptr}};
+    content_ = json::array();
+  } else {
+    j = {{"tokens", std::move(tokens_)}, {"token_logprobs", std::move(token_logprobs_)}, {"top_logprobs", std::move(top_)},
+         {"text_offset", std::move(offsets_)}};
+    tokens_ = json::array(), token_logprobs_ = json::array(), top_ = json::array(), offsets_ = json::array();
+  }
+  n_ = 0;
+  return j;
+}
+
 RequestMetrics usage_total(const std::vector<RequestMetrics>& choices) {
   RequestMetrics total = choices.empty() ? RequestMetrics{} : choices.front();
   total.generated_tokens = 0;
@@ -46,7 +124,7 @@ json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& 
   std::vector<RequestMetrics> per_choice;
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
-    json choice = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", finish_json(c.finish_reason)}};
+    json choice = {{"index", i}, {"logprobs", c.logprobs}, {"finish_reason", finish_json(c.finish_reason)}};
     if (meta.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     else choice["text"] = c.text;
     j["choices"].push_back(std::move(choice));
@@ -67,9 +145,10 @@ json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& 
   return j;
 }
 
-json chunk_json(const ResponseMeta& meta, int32_t index, const std::string& text, const char* finish_reason, bool role_only) {
+json chunk_json(const ResponseMeta& meta, int32_t index, const std::string& text, const char* finish_reason, bool role_only,
+                const json& logprobs) {
   json j = envelope(meta, true);
-  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
+  json choice = {{"index", index}, {"logprobs", logprobs}, {"finish_reason", finish_json(finish_reason)}};
   if (meta.endpoint == Endpoint::Chat) {
     if (role_only) choice["delta"] = {{"role", "assistant"}, {"content", ""}};
     else if (finish_reason && text.empty()) choice["delta"] = json::object();

@@ -9,6 +9,7 @@
 
 #include "apps/server/request_parse.h"
 #include "core/sched/sequence.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace pagoda::server {
 
@@ -32,9 +33,41 @@ struct ResponseMeta {
 
 nlohmann::json usage_json(const RequestMetrics& m);
 
+// One choice's token log-probabilities in OpenAI's shape for its endpoint. Chat:
+// {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}],
+// "refusal": null}. Completions: {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}]
+// (the top N plus the sampled token, as OpenAI's legacy API), "text_offset"}. A token string is
+// its bytes when they are valid UTF-8, else "bytes:\xNN..." (a token holding part of a character).
+class LogprobsBuilder {
+ public:
+  LogprobsBuilder() = default;
+  // `prev`: the token before the first one added (the prompt's last), so a word-initial space shows.
+  LogprobsBuilder(Endpoint ep, const Tokenizer* tok, int32_t prev) : ep_(ep), tok_(tok), prev_(prev) {}
+  // One generated token; `text_offset`: characters (code points) of the choice's text before it.
+  void add(const TokenEvent& ev, size_t text_offset);
+  bool empty() const { return n_ == 0; }
+  // Everything added since the last take(), in the endpoint's shape (a stream chunk carries the
+  // tokens of its own text); null when nothing was added.
+  nlohmann::json take();
+
+ private:
+  std::string token_text(int32_t id, int32_t prev) const;
+  Endpoint ep_ = Endpoint::Completions;
+  const Tokenizer* tok_ = nullptr;
+  int32_t prev_ = -1;
+  size_t n_ = 0;
+  nlohmann::json content_ = nlohmann::json::array();  // chat
+  nlohmann::json tokens_ = nlohmann::json::array(), token_logprobs_ = nlohmann::json::array(),
+                 top_ = nlohmann::json::array(), offsets_ = nlohmann::json::array();  // completions
+};
+
+// Characters (Unicode code points) in UTF-8 text: OpenAI's text_offset unit.
+size_t utf8_chars(std::string_view s);
+
 // One finished choice of a non-streaming response.
 struct ChoiceResult {
   std::string text;
+  nlohmann::json logprobs = nullptr;  // LogprobsBuilder::take(), or null
   const char* finish_reason = nullptr;
   RequestMetrics metrics;
   uint64_t engine_id = 0;
@@ -48,7 +81,7 @@ nlohmann::json completion_json(const ResponseMeta& meta, const std::vector<Choic
 // (chat); `role_only` emits the opening chat chunk {"role":"assistant"}; a non-null finish reason
 // makes the closing chunk.
 nlohmann::json chunk_json(const ResponseMeta& meta, int32_t index, const std::string& text, const char* finish_reason,
-                          bool role_only = false);
+                          bool role_only = false, const nlohmann::json& logprobs = nullptr);
 // The extra chunk stream_options.include_usage asks for: no choices, just usage.
 nlohmann::json usage_chunk_json(const ResponseMeta& meta, const RequestMetrics& m);
 

@@ -73,7 +73,22 @@ std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, con
   r.priority = std::min(p.priority, who.max_priority);
   r.timeout_s = p.timeout_s;
   r.stop_at_eos = !p.ignore_eos;
+  r.logprobs = p.logprobs;
+  r.grammar = shared_grammar(p);
   return std::nullopt;
+}
+
+std::shared_ptr<const grammar::Grammar> Server::Impl::shared_grammar(const ParsedRequest& p) {
+  if (!p.grammar) return nullptr;
+  constexpr size_t kKept = 8;
+  std::lock_guard<std::mutex> lk(grammar_mu);
+  auto it = std::find_if(grammars.begin(), grammars.end(), [&](const auto& e) { return e.first == p.grammar_text; });
+  std::pair<std::string, std::shared_ptr<const grammar::Grammar>> entry =
+      it != grammars.end() ? std::move(*it) : std::make_pair(p.grammar_text, p.grammar);
+  if (it != grammars.end()) grammars.erase(it);
+  grammars.insert(grammars.begin(), std::move(entry));
+  if (grammars.size() > kKept) grammars.pop_back();
+  return grammars.front().second;
 }
 
 void Server::Impl::handle_generate(const http::Request& req, http::Response& res, Endpoint ep) {
@@ -124,6 +139,7 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
     c.index = i;
     c.engine_id = sr.id;
     c.stop = StopMatcher(parsed->stop);
+    c.logprobs = LogprobsBuilder(ep, &engine.tokenizer(), er.prompt_tokens.back());
     g->choices.push_back(std::move(c));
   }
   g->meta = {ep, fmt::format("{}-{:08x}{:06x}", ep == Endpoint::Chat ? "chatcmpl" : "cmpl", nonce, g->choices.front().engine_id),
@@ -149,6 +165,8 @@ void Server::Impl::cancel_all(Generation& g) {
 // the final event is kept. Returns the text the client may see now.
 std::string Server::Impl::consume(Choice& c, TokenEvent& ev) {
   if (c.done) return "";
+  if (ev.has_logprobs && !c.stopped) c.logprobs.add(ev, c.chars);
+  c.chars += utf8_chars(ev.text);
   std::string piece = c.stop.push(ev.text);
   if (c.stop.stopped() && !c.stopped) {
     c.stopped = true;
@@ -188,13 +206,13 @@ void Server::Impl::respond_blocking(const http::Request& req, http::Response& re
     return send_error(res, shutting_down());
   }
   std::vector<ChoiceResult> out;
-  for (const Choice& c : g.choices) {
+  for (Choice& c : g.choices) {
     const Outcome o = outcome_of(c.final_event, c.stopped, g.timeout_s);
     if (o.error) {  // one failed choice fails the response
       log_access(g, o.error->status, "");
       return send_error(res, *o.error);
     }
-    out.push_back({c.text, o.finish_reason, c.final_event.metrics, c.engine_id});
+    out.push_back({c.text, c.logprobs.take(), o.finish_reason, c.final_event.metrics, c.engine_id});
   }
   log_access(g, 200, "");
   send_json(res, completion_json(g.meta, out));
@@ -248,12 +266,15 @@ std::string Server::Impl::stream_events(Generation& g, std::vector<TokenEvent>& 
     Choice* c = g.find(ev.request_id);
     if (!c || c->done) continue;
     const std::string piece = consume(*c, ev);
-    if (!piece.empty()) {
+    // Log-probabilities ride with the text of their tokens; a token whose text the stop matcher
+    // holds back still sends its entry (with empty text), so every token is reported once.
+    const nlohmann::json lp = c->logprobs.take();
+    if (!piece.empty() || !lp.is_null()) {
       if (g.meta.endpoint == Endpoint::Chat && !c->role_sent) {
         out += sse_data(chunk_json(g.meta, c->index, "", nullptr, true));
         c->role_sent = true;
       }
-      out += sse_data(chunk_json(g.meta, c->index, piece, nullptr));
+      out += sse_data(chunk_json(g.meta, c->index, piece, nullptr, false, lp));
     }
     if (c->done) out += closing_events(g, *c);
   }

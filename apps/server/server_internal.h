@@ -35,6 +35,8 @@ struct Choice {
   bool cancelled = false;  // engine.cancel() already sent
   bool done = false;       // final event handled (or given up on)
   TokenEvent final_event;
+  LogprobsBuilder logprobs;  // tokens up to (and including) the one that completed a stop sequence
+  size_t chars = 0;          // code points the engine has emitted for this choice (text_offset)
 };
 
 // One HTTP request's generation as its worker tracks it: `n` choices whose engine events share
@@ -82,6 +84,12 @@ struct Server::Impl {
   std::atomic<bool> stopping{false};
   std::unordered_map<uint64_t, std::shared_ptr<RequestChannel>> active;
   std::atomic<int> inspect_streams{0};
+
+  // Compiled grammars by source text, most recent first (a few: each keeps its mask caches alive in
+  // the engine), so requests repeating a schema share warm masks.
+  std::mutex grammar_mu;
+  std::vector<std::pair<std::string, std::shared_ptr<const grammar::Grammar>>> grammars;
+  std::shared_ptr<const grammar::Grammar> shared_grammar(const ParsedRequest& p);
 
   std::mutex stats_mu;
   std::map<int, uint64_t> responses;  // HTTP status -> count

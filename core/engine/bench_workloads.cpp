@@ -234,8 +234,10 @@ Result<CapacityResult> bench_capacity(LoadedModel& m, Backend& be, uint64_t kv_b
 }
 
 Result<std::vector<SpecPoint>> bench_spec(LoadedModel& target, LoadedModel* draft, Backend& be, const std::string& mode,
-                                          const std::vector<int32_t>& ks, bool with_auto, int32_t gen_tokens, int repeats) {
+                                          const std::vector<int32_t>& ks, bool with_auto, int32_t gen_tokens, int repeats,
+                                          std::shared_ptr<const grammar::Grammar> grammar) {
   auto reqs = std::vector<Request>{greedy("Once upon a time", gen_tokens), greedy("Lily and Ben went to the park", gen_tokens)};
+  for (Request& r : reqs) r.grammar = grammar;
   auto measure = [&](const EngineConfig& cfg, SpecPoint& p, std::vector<std::vector<int32_t>>& toks) -> Status {
     std::vector<double> rates;
     for (int r = 0; r <= repeats; ++r) {

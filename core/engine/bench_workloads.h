@@ -71,7 +71,10 @@ struct SpecPoint {
   double gen_tok_s = 0, speedup = 0, mean_accept_len = 0, acceptance = 0;
   bool identical = true;  // greedy tokens equal the no-speculation run
 };
+// `grammar`: every request is generated under it (structured output; greedy requests then end when
+// the document is complete, so fewer than gen_tokens may be generated).
 Result<std::vector<SpecPoint>> bench_spec(LoadedModel& target, LoadedModel* draft, Backend& be, const std::string& mode,
-                                          const std::vector<int32_t>& ks, bool with_auto, int32_t gen_tokens, int repeats);
+                                          const std::vector<int32_t>& ks, bool with_auto, int32_t gen_tokens, int repeats,
+                                          std::shared_ptr<const grammar::Grammar> grammar = nullptr);
 
 }  // namespace pagoda

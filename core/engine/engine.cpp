@@ -163,6 +163,7 @@ SubmitResult Engine::submit(Request req, TokenCallback cb) {
   if (auto st = req.sampling.validate(); !st) return reject("invalid_request", st.error());
   if (req.max_tokens < 0) return reject("invalid_request", "max_tokens must be >= 0");
   if (req.timeout_s < 0) return reject("invalid_request", "timeout must be >= 0");
+  if (req.logprobs < -1 || req.logprobs > 20) return reject("invalid_request", "logprobs must be in 0..20 (or -1 for none)");
   auto s = std::make_unique<Sequence>();
   s->tokens = req.prompt_tokens.empty() ? model_.tokenizer->encode(req.prompt, req.add_bos) : req.prompt_tokens;
   if (s->tokens.empty()) return reject("invalid_request", "empty prompt");
@@ -185,6 +186,14 @@ SubmitResult Engine::submit(Request req, TokenCallback cb) {
   s->max_tokens = std::min<int32_t>(req.max_tokens, model_.config.ctx_len - s->prompt_len);
   s->stop_at_eos = req.stop_at_eos;
   s->sampling = req.sampling;
+  s->logprobs = req.logprobs;
+  if (req.grammar) {
+    std::call_once(vocab_once_, [&] {
+      vocab_ = std::make_unique<grammar::TokenVocab>(grammar::TokenVocab::from_tokenizer(*model_.tokenizer));
+    });
+    s->grammar_src = std::move(req.grammar);
+    s->vocab = vocab_.get();
+  }
   s->callback = std::move(cb);
   s->arrival = t0;
   s->metrics.prompt_tokens = s->prompt_len;
@@ -230,6 +239,7 @@ void Engine::drain_inbox() {
   }
   for (auto& s : in) {
     for (uint64_t c : cancels) if (c == s->id) s->cancelled = true;
+    if (s->grammar_src) attach_grammar(*s);
     const uint64_t id = s->id;
     const std::string why = sched_->add(s);
     if (!why.empty()) {
@@ -245,18 +255,60 @@ void Engine::drain_inbox() {
   publish_waiting();
 }
 
+// Clones the unadvanced matcher kept for this Grammar object, so the n choices of a request (and
+// any later request reusing the compiled grammar) share mask caches. Entries whose grammar every
+// request has dropped are pruned here.
+void Engine::attach_grammar(Sequence& s) {
+  const grammar::Grammar* key = s.grammar_src.get();
+  auto it = grammar_protos_.find(key);
+  if (it != grammar_protos_.end() && it->second.first.expired()) {
+    grammar_protos_.erase(it);
+    it = grammar_protos_.end();
+  }
+  if (it == grammar_protos_.end()) {
+    for (auto p = grammar_protos_.begin(); p != grammar_protos_.end();)
+      p = p->second.first.expired() ? grammar_protos_.erase(p) : std::next(p);
+    it = grammar_protos_.emplace(key, std::make_pair(std::weak_ptr<const grammar::Grammar>(s.grammar_src),
+                                                     grammar::GrammarMatcher(s.grammar_src))).first;
+  }
+  s.grammar = std::make_unique<grammar::GrammarMatcher>(it->second.second.clone());
+}
+
+std::span<const float> Engine::constrained_row(Sequence& s, const float* row, std::vector<float>& buf) {
+  const size_t V = size_t(model_.config.vocab);
+  if (!s.grammar) return {row, V};
+  const grammar::TokenVocab& voc = *s.vocab;
+  mask_.assign(std::max(voc.mask_words(), (V + 31) / 32), 0u);
+  s.grammar->fill_mask(voc, std::span<uint32_t>(mask_.data(), voc.mask_words()));
+  bool any = false;
+  for (uint32_t w : mask_) any = any || w != 0;
+  if (!any) return {};
+  buf.assign(row, row + V);
+  grammar::apply_token_mask(buf, mask_);
+  return buf;
+}
+
+// The grammar allows no token at all (a grammar that can end without an end-of-sequence token in
+// the vocabulary, or one that cannot be completed): the request ends here.
+void Engine::end_without_continuation(Sequence& s) {
+  const bool complete = s.grammar && s.grammar->is_complete();
+  end(sched_->finish(&s), complete ? FinishReason::Eos : FinishReason::Error,
+      complete ? "" : "grammar: no token can continue the output");
+}
+
 void Engine::publish_waiting() {
   std::lock_guard<std::mutex> lk(mu_);
   waiting_published_ = int64_t(sched_->waiting().size());
 }
 
 bool Engine::should_stop(const Sequence& s, int32_t tok) const {
-  return (s.stop_at_eos && model_.tokenizer->is_eog(tok)) || s.generated() >= s.max_tokens ||
+  return ((s.stop_at_eos || s.grammar) && model_.tokenizer->is_eog(tok)) || (s.grammar && s.grammar->is_finished()) || s.generated() >= s.max_tokens ||
          int32_t(s.tokens.size()) >= model_.config.ctx_len;
 }
 
-void Engine::emit_token(Sequence& s, int32_t tok, SteadyTime now) {
+void Engine::emit_token(Sequence& s, int32_t tok, SteadyTime now, const float* row) {
   s.tokens.push_back(tok);
+  if (s.grammar) s.grammar->accept_token(*s.vocab, tok);
   ++counters_.generated_tokens;
   ++counters_.per_tenant[s.tenant.empty() ? "default" : s.tenant]["generated"];
   if (s.generated() == 1) {
@@ -272,8 +324,15 @@ void Engine::emit_token(Sequence& s, int32_t tok, SteadyTime now) {
   TokenEvent ev;
   ev.request_id = s.id;
   ev.token = tok;
-  const bool is_eos = s.stop_at_eos && model_.tokenizer->is_eog(tok);
+  const bool is_eos = (s.stop_at_eos || s.grammar) && model_.tokenizer->is_eog(tok);
   if (!is_eos) ev.text = detok_[s.id]->push(tok);
+  // The end-of-sequence token is not part of the output, so it reports no log-probability.
+  if (s.logprobs >= 0 && row && !is_eos) {
+    auto lp = token_logprobs(std::span<const float>(row, size_t(model_.config.vocab)), s.sampling.temperature, tok, s.logprobs);
+    ev.has_logprobs = true;
+    ev.logprob = lp.chosen;
+    ev.top_logprobs = std::move(lp.top);
+  }
   if (s.callback) s.callback(ev);
 }
 
@@ -344,15 +403,44 @@ Status Engine::propose_drafts() {
 void Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now,
                           int32_t& proposed, int32_t& accepted, int32_t& emitted) {
   const int32_t V = model_.config.vocab;
-  const int32_t k = c.n_tokens - 1;
+  int32_t k = c.n_tokens - 1;
   const DraftProposal& prop = proposals_[s.id];
   std::vector<int32_t> hist = s.tokens;
   std::vector<std::vector<float>> p;
+  // Under a grammar each target row is masked at the position it verifies: the matcher walks the
+  // drafts (and is put back afterwards; emission advances it over what is kept). A draft the
+  // grammar refuses, or anything after an end-of-sequence draft, is cut off here.
+  const grammar::MatcherSnapshot at_start = s.grammar ? s.grammar->snapshot() : grammar::MatcherSnapshot{};
   for (int32_t i = 0; i <= k; ++i) {
-    p.push_back(sampling_distribution(std::span<const float>(logits + size_t(i) * size_t(V), size_t(V)), hist, s.sampling,
-                                      size_t(s.generated() + i)));
-    if (i < k) hist.push_back(s.draft[size_t(i)]);
+    const std::span<const float> row = constrained_row(s, logits + size_t(i) * size_t(V), masked_row_);
+    if (row.empty() && i == 0) {
+      s.grammar->restore(at_start);
+      s.draft.clear();
+      end_without_continuation(s);
+      return;
+    }
+    if (row.empty()) {  // draft i-1 led where nothing can follow: verify the drafts before it
+      k = i - 1;
+      break;
+    }
+    p.push_back(sampling_distribution(row, hist, s.sampling, size_t(s.generated() + i)));
+    if (i == k) break;
+    const int32_t d = s.draft[size_t(i)];
+    if (s.grammar && !s.grammar->accept_token(*s.vocab, d)) {
+      k = i;  // refused: p has rows 0..i, the first i drafts are verified
+      break;
+    }
+    if (s.grammar && s.grammar->is_finished()) {
+      // An end-of-sequence draft: nothing follows it. If it is accepted the request ends there,
+      // so the bonus row is never drawn from.
+      k = i + 1;
+      p.emplace_back(size_t(V), 0.0f);
+      break;
+    }
+    hist.push_back(d);
   }
+  if (s.grammar) s.grammar->restore(at_start);
+  p.resize(size_t(k) + 1);
   std::vector<float> u(size_t(k) + 1);
   const uint64_t g = uint64_t(s.generated());
   for (int32_t i = 0; i < k; ++i) u[size_t(i)] = philox_uniform(s.sampling.seed, 2, g + uint64_t(i));
@@ -375,11 +463,12 @@ void Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* log
   std::vector<int32_t> toks(s.draft.begin(), s.draft.begin() + v.accepted);
   toks.push_back(v.next_token);
   s.draft.clear();
-  for (int32_t tok : toks) {
-    emit_token(s, tok, now);
+  for (size_t j = 0; j < toks.size(); ++j) {
+    const int32_t tok = toks[j];
+    emit_token(s, tok, now, logits + j * size_t(V));
     ++emitted;
     if (should_stop(s, tok)) {
-      const bool eos = s.stop_at_eos && model_.tokenizer->is_eog(tok);
+      const bool eos = (s.stop_at_eos || s.grammar) && model_.tokenizer->is_eog(tok);
       end(sched_->finish(&s), eos ? FinishReason::Eos : FinishReason::Length);
       return;
     }
@@ -471,11 +560,13 @@ Status Engine::step() {
       sched_->commit(s, c.start + c.n_tokens);
       if (!c.wants_logits) continue;
       if (s.max_tokens == 0) { end(sched_->finish(&s), FinishReason::Length); continue; }
-      const std::span<const float> row(logits.data() + size_t(first_row[ci]) * size_t(V), size_t(V));
+      const float* raw = logits.data() + size_t(first_row[ci]) * size_t(V);
+      const std::span<const float> row = constrained_row(s, raw, masked_row_);
+      if (row.empty()) { end_without_continuation(s); continue; }
       const int32_t tok = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
-      emit_token(s, tok, t_emit);
+      emit_token(s, tok, t_emit, raw);
       if (should_stop(s, tok)) {
-        const bool eos = s.stop_at_eos && model_.tokenizer->is_eog(tok);
+        const bool eos = (s.stop_at_eos || s.grammar) && model_.tokenizer->is_eog(tok);
         end(sched_->finish(&s), eos ? FinishReason::Eos : FinishReason::Length);
       }
     }

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -99,6 +100,13 @@ struct Request {
   bool add_bos = true;
   bool stop_at_eos = true;
   std::string trace_id = {};           // W3C trace id (32 hex digits) the server carries: snapshots, final metrics
+  // Structured output: every token is sampled under this grammar's mask (drafts and verification
+  // too), and end-of-sequence is allowed only once the text is complete; reaching it ends the
+  // request whatever stop_at_eos says. Requests sharing one Grammar object share its mask caches.
+  std::shared_ptr<const grammar::Grammar> grammar;
+  // -1: none; 0..20: each TokenEvent carries the token's log-probability and this many of the most
+  // likely alternatives (see token_logprobs in core/sample/sampler.h for what the values are).
+  int32_t logprobs = -1;
 };
 
 struct SubmitResult {
@@ -144,7 +152,7 @@ class Engine {
   Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg);
   void drain_inbox();
   void publish_waiting();  // engine thread: the scheduler's waiting count, for submit()'s queue bound
-  void emit_token(Sequence& s, int32_t tok, SteadyTime now);
+  void emit_token(Sequence& s, int32_t tok, SteadyTime now, const float* row = nullptr);
   void end(std::unique_ptr<Sequence> s, FinishReason r, const std::string& error = "");
   bool should_stop(const Sequence& s, int32_t tok) const;
   void loop();
@@ -158,6 +166,11 @@ class Engine {
   bool degraded() const;
   void verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now, int32_t& proposed,
                     int32_t& accepted, int32_t& emitted);
+  // The logits row a token is sampled from: `row` itself, or a copy with the grammar mask applied
+  // (empty span: the grammar allows no token at all).
+  std::span<const float> constrained_row(Sequence& s, const float* row, std::vector<float>& buf);
+  void attach_grammar(Sequence& s);  // engine thread: the matcher for a newly queued request
+  void end_without_continuation(Sequence& s);
 
   LoadedModel& model_;
   Backend& be_;
@@ -199,6 +212,15 @@ class Engine {
   std::vector<float> accept_history_, kv_history_;
   std::vector<float> logits_;  // the last step's logits rows (reused: no per-step allocation)
   std::unordered_map<uint64_t, std::unique_ptr<StreamDecoder>> detok_;
+  // Structured output: the vocabulary's byte trie, built on the first grammar request (submit may
+  // run on any thread, so once), and one unadvanced matcher per live Grammar object whose clones
+  // share its mask caches (engine thread only).
+  std::once_flag vocab_once_;
+  std::unique_ptr<grammar::TokenVocab> vocab_;
+  std::unordered_map<const grammar::Grammar*, std::pair<std::weak_ptr<const grammar::Grammar>, grammar::GrammarMatcher>>
+      grammar_protos_;
+  std::vector<uint32_t> mask_;
+  std::vector<float> masked_row_;
 };
 
 }  // namespace pagoda

@@ -12,8 +12,9 @@ TokenVocab TokenVocab::from_tokenizer(const Tokenizer& tok) {
   const int32_t prev = tok.bos() == 0 ? 1 : 0;
   for (int32_t id = 0; id < tok.vocab_size(); ++id)
     if (!tok.is_special(id)) bytes[size_t(id)] = tok.token_bytes(prev, id);
-  std::vector<int32_t> eos;
-  if (tok.eos() >= 0) eos.push_back(tok.eos());
+  // Every end-of-generation token ends the sentence (a chat model ends its turn with EOT/<|im_end|>).
+  std::vector<int32_t> eos = tok.eog_ids();
+  if (tok.eos() >= 0 && !tok.is_eog(tok.eos())) eos.push_back(tok.eos());
   return from_bytes(std::move(bytes), std::move(eos));
 }
 

@@ -414,6 +414,31 @@ std::vector<float> sampling_distribution(std::span<const float> logits_in, std::
   return probs;
 }
 
+TokenLogprobs token_logprobs(std::span<const float> logits, float temperature, int32_t chosen, int32_t top_n) {
+  TokenLogprobs out;
+  if (logits.empty()) return out;
+  const double inv_t = temperature > 0.0f ? 1.0 / double(temperature) : 1.0;
+  const float mx = max_logit(logits);
+  double sum = 0;
+  for (float x : logits)
+    if (x > kNegInf) sum += std::exp((double(x) - double(mx)) * inv_t);
+  const double log_z = double(mx) * inv_t + std::log(sum);
+  auto lp = [&](int32_t id) {
+    const float x = logits[size_t(id)];
+    // A -inf logit (or NaN) has probability 0; report the most negative finite float rather than
+    // -inf, which JSON cannot carry.
+    return x > kNegInf ? float(double(x) * inv_t - log_z) : std::numeric_limits<float>::lowest();
+  };
+  if (chosen >= 0 && size_t(chosen) < logits.size()) out.chosen = lp(chosen);
+  if (top_n > 0) {
+    std::vector<Rank> heap;
+    top_k_candidates(logits, std::min(size_t(top_n), logits.size()), heap);
+    std::sort(heap.begin(), heap.end(), before);
+    for (const Rank& r : heap) out.top.emplace_back(r.index, lp(r.index));
+  }
+  return out;
+}
+
 int32_t draw_from(std::span<const float> probs, float u) {
   double total = 0;
   for (float x : probs) total += x;

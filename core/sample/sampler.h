@@ -52,6 +52,17 @@ int32_t draw_from(std::span<const float> probs, float u);
 
 int32_t argmax(std::span<const float> logits);
 
+// Log-probabilities a client asks for (OpenAI `logprobs`): the log-softmax of the raw logits
+// divided by the temperature (1 under greedy), before penalties, logit_bias, top-k/top-p/min-p and
+// any grammar mask, so they describe the model rather than the request's filters (a grammar-forced
+// token still shows how much the model wanted it). `chosen` gets its own value and `top` the
+// `top_n` most likely tokens, most likely first (lower id first on ties).
+struct TokenLogprobs {
+  float chosen = 0;
+  std::vector<std::pair<int32_t, float>> top = {};
+};
+TokenLogprobs token_logprobs(std::span<const float> logits, float temperature, int32_t chosen, int32_t top_n);
+
 // Draws token number `index` of a request: uniform from Philox(seed, index).
 int32_t sample_token(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& p,
                      uint64_t index, size_t generated = SIZE_MAX);

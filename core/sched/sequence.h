@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/grammar/matcher.h"
 #include "core/kv/kv_cache.h"
 #include "core/prefix/cache_identity.h"
 #include "core/sample/sampler.h"
@@ -31,6 +33,11 @@ struct TokenEvent {
   uint64_t request_id = 0;
   int32_t token = -1;        // -1 on the final event when no token comes with it
   std::string text;          // detokenized piece, UTF-8 safe
+  // Requested with Request::logprobs >= 0 (see token_logprobs in core/sample/sampler.h): the
+  // token's log-probability and the Request::logprobs most likely (token, log-probability) pairs.
+  bool has_logprobs = false;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top_logprobs;
   bool finished = false;
   FinishReason reason = FinishReason::None;
   std::string error;
@@ -46,6 +53,12 @@ struct Sequence {
   int32_t max_tokens = 0;
   bool stop_at_eos = true;
   SamplingParams sampling;
+  int32_t logprobs = -1;  // -1: none; else the number of top alternatives each token reports
+  // Structured output: the request's grammar position (advanced as tokens are emitted) and the
+  // engine's vocabulary view; null when unconstrained. Drafters and the verifier mask with it.
+  std::unique_ptr<grammar::GrammarMatcher> grammar;
+  const grammar::TokenVocab* vocab = nullptr;
+  std::shared_ptr<const grammar::Grammar> grammar_src;  // set at submit; the matcher is made on the engine thread
   SteadyTime arrival, deadline = SteadyTime::max();
   TokenCallback callback;
 

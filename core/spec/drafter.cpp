@@ -27,6 +27,14 @@ Status NgramDrafter::propose(std::span<Sequence* const> seqs, std::span<const in
   out.assign(seqs.size(), {});
   for (size_t i = 0; i < seqs.size(); ++i) {
     out[i].tokens = lookup(seqs[i]->tokens, n_, k[i]);
+    if (Sequence& s = *seqs[i]; s.grammar) {
+      // Under a grammar only the prefix it accepts is worth verifying (nothing after an end).
+      const auto at = s.grammar->snapshot();
+      size_t n = 0;
+      while (n < out[i].tokens.size() && !s.grammar->is_finished() && s.grammar->accept_token(*s.vocab, out[i].tokens[n])) ++n;
+      s.grammar->restore(at);
+      out[i].tokens.resize(n);
+    }
     for (int32_t t : out[i].tokens) {
       // A deterministic proposal: q is one-hot, so acceptance is min(1, p(x)).
       std::vector<float> q(size_t(vocab_), 0.0f);
@@ -96,6 +104,20 @@ Status DraftModel::propose(std::span<Sequence* const> seqs, std::span<const int3
   int32_t kmax = 0;
   for (size_t i : active) kmax = std::max(kmax, k[i]);
   std::vector<int32_t> hist;
+  // Grammar-constrained sequences draft under the mask (q is then the masked distribution, as the
+  // verifier expects); their matchers walk the drafts and are put back at the end.
+  struct Restore {
+    std::span<Sequence* const> seqs;
+    std::vector<grammar::MatcherSnapshot> at;
+    ~Restore() {
+      for (size_t i = 0; i < seqs.size(); ++i)
+        if (seqs[i]->grammar) seqs[i]->grammar->restore(at[i]);
+    }
+  } restore{seqs, std::vector<grammar::MatcherSnapshot>(seqs.size())};
+  for (size_t i = 0; i < seqs.size(); ++i)
+    if (seqs[i]->grammar) restore.at[i] = seqs[i]->grammar->snapshot();
+  std::vector<uint32_t> mask;
+  std::vector<float> masked;
   for (int32_t j = 0; j < kmax; ++j) {
     ForwardBatch nb;
     std::vector<size_t> next_active;
@@ -104,14 +126,23 @@ Status DraftModel::propose(std::span<Sequence* const> seqs, std::span<const int3
       Sequence& s = *seqs[i];
       hist.assign(s.tokens.begin(), s.tokens.end());
       hist.insert(hist.end(), out[i].tokens.begin(), out[i].tokens.end());
-      auto q = sampling_distribution(std::span<const float>(logits.data() + a * size_t(V), size_t(V)), hist, s.sampling,
-                                      size_t(s.generated()) + out[i].tokens.size());
+      std::span<const float> row(logits.data() + a * size_t(V), size_t(V));
+      if (s.grammar) {
+        mask.assign(std::max(s.vocab->mask_words(), (size_t(V) + 31) / 32), 0u);
+        s.grammar->fill_mask(*s.vocab, std::span<uint32_t>(mask.data(), s.vocab->mask_words()));
+        if (std::all_of(mask.begin(), mask.end(), [](uint32_t w) { return w == 0; })) continue;  // nothing can follow
+        masked.assign(row.begin(), row.end());
+        grammar::apply_token_mask(masked, mask);
+        row = masked;
+      }
+      auto q = sampling_distribution(row, hist, s.sampling, size_t(s.generated()) + out[i].tokens.size());
       const int32_t tok = s.sampling.greedy() ? argmax(q)
                                               : draw_from(q, philox_uniform(s.sampling.seed, 1, uint64_t(s.generated() + j)));
       out[i].tokens.push_back(tok);
       out[i].q.push_back(std::move(q));
       State& st = states_[s.id];
       st.n_computed = int32_t(s.tokens.size()) + j;  // KV holds everything before this draft token
+      if (s.grammar && (!s.grammar->accept_token(*s.vocab, tok) || s.grammar->is_finished())) continue;
       if (j + 1 < k[i]) {
         nb.add_sequence(&out[i].tokens.back(), 1, st.n_computed, st.table, bs, 1);
         next_active.push_back(i);
