@@ -17,6 +17,7 @@
 #include "apps/server/generation.h"
 #include "apps/server/http.h"
 #include "apps/server/responses.h"
+#include "apps/server/tool_calls.h"
 #include "apps/server/server.h"
 #include "apps/server/views.h"
 
@@ -33,6 +34,7 @@ struct Choice {
   bool cancelled = false;  // engine.cancel() already sent
   bool done = false;       // final event handled (or given up on)
   TokenEvent final_event;
+  ToolCallStream tools;    // chat with tools: content passes, a call is held until the end
 };
 
 // One HTTP request's generation as its worker tracks it: `n` choices whose engine events share
@@ -45,6 +47,9 @@ struct Generation {
   double timeout_s = 0;
   std::vector<Choice> choices;
   bool done = false;  // every choice finished, or the response ended on an error
+  std::string echo;        // completions with echo: the prompt text, sent before each choice's text
+  bool echo_sent = false;  // streams send it once, at the start
+  ToolSpec tools;          // chat: output is parsed for tool calls unless the choice is None
 
   Choice* find(uint64_t engine_id) {
     for (Choice& c : choices)
@@ -110,6 +115,11 @@ struct Server::Impl {
   std::string closing_events(Generation& g, Choice& c);
   void cancel(Choice& c);
   void cancel_all(Generation& g);
+  std::optional<HttpError> prepare_tools(ParsedRequest& p);
+
+  // routes_tokenize.cpp
+  void route_tokenize();
+  std::string detokenize(const std::vector<int32_t>& ids) const;
 };
 
 }  // namespace pagoda::server
