@@ -113,7 +113,9 @@ TEST(ToolParse, StreamedMatchesWholeAtEverySplit) {
         const size_t n = trial == 0 ? 1 : 1 + rng() % 7;
         sent += s.push(std::string_view(c.text).substr(i, n));
         i += n;
-        if (!c.calls.empty()) EXPECT_EQ(c.content.rfind(sent, 0), 0u) << c.name << ": sent " << sent;
+        if (!c.calls.empty()) {
+          EXPECT_EQ(c.content.rfind(sent, 0), 0u) << c.name << ": sent " << sent;
+        }
       }
       const ToolParse end = s.finish();
       EXPECT_EQ(sent + end.content, c.content) << c.name << " trial " << trial;
@@ -362,7 +364,8 @@ TEST(ServerTokenize, TokenizeAndDetokenizeRoundTrip) {
   auto pieces = h.post("/tokenize", json{{"content", text}, {"with_pieces", true}}.dump());
   ASSERT_TRUE(pieces && pieces->status == 200);
   std::string joined;
-  for (const auto& p : body_of(pieces)["tokens"]) {
+  const json pj = body_of(pieces);
+  for (const auto& p : pj["tokens"]) {
     ASSERT_TRUE(p["id"].is_number_integer() && p["piece"].is_string()) << p;
     joined += p["piece"].get<std::string>();
   }
