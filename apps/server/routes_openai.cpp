@@ -285,13 +285,17 @@ std::string Server::Impl::closing_events(Generation& g, Choice& c) {
     out += kSseDone;
     return out;
   }
+  ToolParse tp;
+  if (g.tools.choice != ToolChoice::None) tp = c.tools.finish();
   if (g.meta.endpoint == Endpoint::Chat && !c.role_sent) {
-    out += sse_data(chunk_json(g.meta, c.index, "", nullptr, true));
+    nlohmann::json role = chunk_json(g.meta, c.index, "", nullptr, true);
+    // As OpenAI's: a reply that is only tool calls opens with content null, not "".
+    if (!tp.calls.empty() && tp.content.empty()) role["choices"][0]["delta"]["content"] = nullptr;
+    out += sse_data(role);
     c.role_sent = true;
   }
   const char* finish = o.finish_reason;
   if (g.tools.choice != ToolChoice::None) {
-    ToolParse tp = c.tools.finish();
     if (!tp.content.empty()) out += sse_data(chunk_json(g.meta, c.index, tp.content, nullptr));
     if (!tp.calls.empty()) {
       if (!g.tools.parallel) tp.calls.resize(1);

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# CTest driver for the OpenAI SDK test: installs npm `openai` into the build tree (once), starts
-# `pagoda serve` on a free port, and runs sdk_test.mjs against it. Exits 77 (CTest's SKIP) with the
-# reason when node/npm or the network are missing; never fails for those.
-# Usage: run.sh PAGODA_BINARY MODEL.gguf WORK_DIR [sdk_test.mjs options, e.g. --require tools]
+# CTest driver for the OpenAI SDK test: installs npm `openai` into the build tree (once), writes the
+# tool-calling model, starts `pagoda serve` twice on free ports (the story model, the tool model)
+# and runs sdk_test.mjs against both. Exits 77 (CTest's SKIP) with the reason when node/npm or the
+# network are missing; never fails for those.
+# Usage: run.sh PAGODA MODEL.gguf WORK_DIR TOOL_MODEL_WRITER TEMPLATE.jinja [sdk_test.mjs options]
 set -u
-pagoda=$1 model=$2 work=$3
-shift 3
+pagoda=$1 model=$2 work=$3 tool_writer=$4 template=$5
+shift 5
 here=$(cd "$(dirname "$0")" && pwd)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "SKIP: node and npm are not installed (setup.sh installs them)"
@@ -20,24 +21,27 @@ if [ ! -f "$work/node_modules/openai/package.json" ]; then
   fi
 fi
 cp "$here/sdk_test.mjs" "$work/"  # node resolves 'openai' from the script's own directory
-log="$work/serve.log"
-"$pagoda" serve -m "$model" --host 127.0.0.1 --port 0 -t 1 >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' EXIT
-port=""
-for _ in $(seq 1 600); do
-  port=$(sed -n 's|.* on http://127\.0\.0\.1:\([0-9][0-9]*\) .*|\1|p' "$log")
-  [ -n "$port" ] && break
-  if ! kill -0 "$pid" 2>/dev/null; then
-    echo "pagoda serve exited before listening:"
-    cat "$log"
-    exit 1
-  fi
-  sleep 0.1
-done
-if [ -z "$port" ]; then
-  echo "pagoda serve did not start within 60 s:"
+"$tool_writer" "$work/tool.gguf" "$template" || exit 1
+
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done' EXIT
+# Starts `pagoda serve -m $1` on a free port and sets $port (no subshell: the trap needs the pid).
+serve() {
+  local log="$work/serve_$2.log"
+  port=""
+  "$pagoda" serve -m "$1" --host 127.0.0.1 --port 0 -t 1 >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 600); do
+    port=$(sed -n 's|.* on http://127\.0\.0\.1:\([0-9][0-9]*\) .*|\1|p' "$log")
+    [ -n "$port" ] && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "pagoda serve -m $1 did not start:"
   cat "$log"
-  exit 1
-fi
-node "$work/sdk_test.mjs" "http://127.0.0.1:$port/v1" "$@"
+  return 1
+}
+serve "$model" story || exit 1
+story_port=$port
+serve "$work/tool.gguf" tool || exit 1
+node "$work/sdk_test.mjs" "http://127.0.0.1:$story_port/v1" --tools-url "http://127.0.0.1:$port/v1" "$@"

@@ -1,6 +1,8 @@
 // The official OpenAI SDK (npm `openai`) against `pagoda serve`: chat, streaming (plain and through
 // the SDK's own stream accumulator), completions with echo, tool calls, logprobs and json_schema.
-// Usage: node sdk_test.mjs BASE_URL [--require tools,logprobs,json_schema]
+// Usage: node sdk_test.mjs BASE_URL [--tools-url URL] [--require tools,logprobs,json_schema]
+// BASE_URL serves stories260K; --tools-url a server of the constructed model that always calls
+// get_weather (tool_model.cpp), for deterministic tool calls.
 // A feature the server does not support yet (400 for its field, or output that ignores it) is
 // reported as "SKIP <feature>: <why>" unless --require names it; then it fails the run.
 import OpenAI from "openai";
@@ -10,6 +12,8 @@ const baseURL = process.argv[2];
 const reqIdx = process.argv.indexOf("--require");
 const required = new Set(reqIdx > 0 ? process.argv[reqIdx + 1].split(",") : []);
 const client = new OpenAI({ baseURL, apiKey: "sk-test", maxRetries: 0, timeout: 60_000 });
+const toolsIdx = process.argv.indexOf("--tools-url");
+const tools_client = toolsIdx > 0 ? new OpenAI({ baseURL: process.argv[toolsIdx + 1], apiKey: "sk-test", maxRetries: 0, timeout: 60_000 }) : null;
 let failures = 0;
 
 async function check(name, fn) {
@@ -137,38 +141,56 @@ await check("tools auto: plain answer stays content", async () => {
   assert.ok(typeof m.content === "string" && m.content.length > 0);
 });
 
-// tool_choice naming a function: the server constrains the output to that call, so even a story
-// model returns it, and the SDK reads message.tool_calls (plain) and delta.tool_calls (stream).
-const forced = { type: "function", function: { name: "get_weather" } };
-await check("tool_choice named: message.tool_calls", async () => {
-  const r = await orSkip("tools", client.chat.completions.create({
-    model: "stories260K", messages: [{ role: "user", content: "Weather in Paris?" }], tools, tool_choice: forced, max_tokens: 64, temperature: 0,
-  }));
-  const m = r.choices[0].message;
-  if (!m.tool_calls) throw new Skip("tools", `no tool_calls (the output was not constrained to the call): ${JSON.stringify(m.content)}`);
-  assert.equal(r.choices[0].finish_reason, "tool_calls");
+// The constructed model (tool_model.cpp) always writes <tool_call>{get_weather Paris celsius}</tool_call>
+// through the Qwen 2.5 template: the SDK must read our message.tool_calls and delta.tool_calls.
+const weatherArgs = { city: "Paris", unit: "celsius" };
+function checkCall(m, finish) {
+  assert.equal(finish, "tool_calls");
+  assert.equal(m.content, null);
   assert.equal(m.tool_calls.length, 1);
   const call = m.tool_calls[0];
   assert.equal(call.type, "function");
   assert.match(call.id, /^call_[A-Za-z0-9]{24}$/);
   assert.equal(call.function.name, "get_weather");
-  const args = JSON.parse(call.function.arguments);
-  assert.ok(["Paris", "Oslo"].includes(args.city) && ["celsius", "fahrenheit"].includes(args.unit), call.function.arguments);
+  assert.deepEqual(JSON.parse(call.function.arguments), weatherArgs);
+}
+const ask = [{ role: "user", content: "What is the weather in Paris?" }];
+
+for (const [label, tool_choice] of [["auto", undefined], ["named", { type: "function", function: { name: "get_weather" } }], ["required", "required"]]) {
+  await check(`tool_choice ${label}: message.tool_calls`, async () => {
+    if (!tools_client) throw new Skip("tools", "no --tools-url given");
+    const r = await orSkip("tools", tools_client.chat.completions.create({ model: "tool", messages: ask, tools, tool_choice, max_tokens: 64, temperature: 0.7 }));
+    checkCall(r.choices[0].message, r.choices[0].finish_reason);
+  });
+}
+
+await check("tool calls streamed: delta.tool_calls, raw and through the SDK accumulator", async () => {
+  if (!tools_client) throw new Skip("tools", "no --tools-url given");
+  const stream = await tools_client.chat.completions.create({ model: "tool", messages: ask, tools, max_tokens: 64, stream: true });
+  let deltas = 0, finish = null;
+  for await (const chunk of stream) {
+    const c = chunk.choices[0];
+    if (!c) continue;
+    if (c.delta?.tool_calls) deltas += c.delta.tool_calls.length;
+    assert.ok(!c.delta?.content, `no content expected, got ${JSON.stringify(c.delta?.content)}`);
+    finish = c.finish_reason ?? finish;
+  }
+  assert.equal(deltas, 1);
+  assert.equal(finish, "tool_calls");
+  const final = await tools_client.chat.completions.stream({ model: "tool", messages: ask, tools, max_tokens: 64 }).finalChatCompletion();
+  checkCall(final.choices[0].message, final.choices[0].finish_reason);
 });
 
-await check("tool_choice required: delta.tool_calls through the SDK accumulator", async () => {
-  const stream = client.chat.completions.stream({
-    model: "stories260K", messages: [{ role: "user", content: "Weather in Oslo?" }], tools, tool_choice: "required", max_tokens: 96, temperature: 0,
+await check("tool call round trip: the SDK's assistant message and a tool result go back in", async () => {
+  if (!tools_client) throw new Skip("tools", "no --tools-url given");
+  const r = await tools_client.chat.completions.create({ model: "tool", messages: ask, tools, max_tokens: 64 });
+  const m = r.choices[0].message;
+  const next = await tools_client.chat.completions.create({
+    model: "tool", tools, max_tokens: 64,
+    messages: [...ask, m, { role: "tool", tool_call_id: m.tool_calls[0].id, content: JSON.stringify({ temp_c: 21 }) }],
   });
-  const final = await orSkip("tools", stream.finalChatCompletion());
-  const m = final.choices[0].message;
-  if (!m.tool_calls || m.tool_calls.length === 0)
-    throw new Skip("tools", `no tool_calls (the output was not constrained to a call): ${JSON.stringify(m.content)}`);
-  assert.equal(final.choices[0].finish_reason, "tool_calls");
-  for (const call of m.tool_calls) {
-    assert.equal(call.function.name, "get_weather");
-    JSON.parse(call.function.arguments);
-  }
+  checkCall(next.choices[0].message, next.choices[0].finish_reason);  // this model always calls
+  assert.ok(next.usage.prompt_tokens > r.usage.prompt_tokens);
 });
 
 await check("logprobs", async () => {
