@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <filesystem>
 #include <fstream>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -19,6 +21,7 @@
 #include "core/engine/engine.h"
 #include "core/grammar/json_schema.h"
 #include "core/grammar/matcher.h"
+#include "tests/openai_sdk/tool_model.h"
 
 using namespace pagoda;
 using namespace pagoda::server;
@@ -299,15 +302,34 @@ Model& model() {
   return m;
 }
 
+// The constructed model that always calls get_weather (tests/openai_sdk/tool_model.h).
+struct ToolModel {
+  std::unique_ptr<LoadedModel> m;
+  std::string path = (std::filesystem::temp_directory_path() / ("pagoda_tool_model_" + std::to_string(::getpid()) + ".gguf")).string();
+  ToolModel() {
+    auto st = pagoda::testing::write_tool_call_model(path, "");
+    EXPECT_TRUE(st.ok()) << (st ? "" : st.error());
+    auto r = LoadedModel::load(path, model().be);
+    EXPECT_TRUE(r.ok()) << (r ? "" : r.error());
+    if (r) m = std::move(*r);
+  }
+  ~ToolModel() { std::filesystem::remove(path); }
+};
+
+LoadedModel& tool_model() {
+  static ToolModel t;
+  return *t.m;
+}
+
 struct Harness {
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Server> srv;
   int port = 0;
-  explicit Harness(ServerConfig sc = {}) {
+  explicit Harness(ServerConfig sc = {}, LoadedModel* served = nullptr) {
     EngineConfig ec;
     ec.num_blocks = 256;
     ec.max_running = 16;
-    auto e = Engine::create(*model().m, model().be, ec);
+    auto e = Engine::create(served ? *served : *model().m, model().be, ec);
     EXPECT_TRUE(e.ok()) << (e ? "" : e.error());
     engine = std::move(*e);
     engine->start();
@@ -470,6 +492,75 @@ TEST(ServerTools, AutoWithoutCallsIsContentAndErrorsAre400) {
   unknown["stream"] = false;
   unknown["tool_choice"] = {{"type", "function"}, {"function", {{"name", "nope"}}}};
   expect_400(h.post("/v1/chat/completions", unknown.dump()), "not in 'tools'");
+}
+
+// A model that does call a tool, through Qwen 2.5's template: calls come back in OpenAI's shapes,
+// plain and streamed, for auto / named / required; `none` leaves the text alone; n = 2 gives each
+// choice its own call ids; the call sent back as history renders and runs.
+TEST(ServerTools, CallsFromAModelComeBackPlainAndStreamed) {
+  ServerConfig sc;
+  sc.chat_template = slurp(kTemplates + "/templates/Qwen-Qwen2.5-7B-Instruct.jinja");
+  Harness h(sc, &tool_model());
+  const json ask = {{"messages", {{{"role", "user"}, {"content", "Weather in Paris?"}}}}, {"tools", json::parse(kTools)},
+                    {"max_tokens", 32}, {"temperature", 0.7}};
+  const std::string args = R"({"city":"Paris","unit":"celsius"})";
+  for (const json& choice : {json(nullptr), json("auto"), json("required"),
+                             json{{"type", "function"}, {"function", {{"name", "get_weather"}}}}}) {
+    json body = ask;
+    if (!choice.is_null()) body["tool_choice"] = choice;
+    const json r = body_of(h.post("/v1/chat/completions", body.dump()));
+    ASSERT_TRUE(r.contains("choices")) << r;
+    const json& msg = r["choices"][0]["message"];
+    EXPECT_EQ(r["choices"][0]["finish_reason"], "tool_calls") << choice;
+    EXPECT_TRUE(msg["content"].is_null()) << msg;
+    ASSERT_EQ(msg["tool_calls"].size(), 1u) << msg;
+    EXPECT_EQ(msg["tool_calls"][0]["function"]["name"], "get_weather");
+    EXPECT_EQ(msg["tool_calls"][0]["function"]["arguments"], args);
+    EXPECT_EQ(msg["tool_calls"][0]["type"], "function");
+  }
+
+  json none = ask;
+  none["tool_choice"] = "none";
+  const json rn = body_of(h.post("/v1/chat/completions", none.dump()));
+  EXPECT_FALSE(rn["choices"][0]["message"].contains("tool_calls"));
+  EXPECT_EQ(rn["choices"][0]["message"]["content"],
+            R"(<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}</tool_call>)");
+  EXPECT_EQ(rn["choices"][0]["finish_reason"], "stop");
+
+  json two = ask;
+  two["n"] = 2;
+  const json r2 = body_of(h.post("/v1/chat/completions", two.dump()));
+  ASSERT_EQ(r2["choices"].size(), 2u);
+  EXPECT_NE(r2["choices"][0]["message"]["tool_calls"][0]["id"], r2["choices"][1]["message"]["tool_calls"][0]["id"]);
+
+  json streamed = ask;
+  streamed["stream"] = true;
+  std::vector<json> calls;
+  std::string finish, content;
+  for (const auto& ev : h.stream("/v1/chat/completions", streamed)) {
+    const json& c = ev["choices"][0];
+    if (c["delta"].contains("role")) EXPECT_TRUE(c["delta"]["content"].is_null()) << ev;  // only calls: content null
+    else if (c["delta"].contains("content")) content += c["delta"]["content"].get<std::string>();
+    if (c["delta"].contains("tool_calls"))
+      for (const auto& t : c["delta"]["tool_calls"]) calls.push_back(t);
+    if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+  }
+  EXPECT_EQ(content, "");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_EQ(calls[0]["function"]["arguments"], args);
+  EXPECT_EQ(calls[0]["id"].get<std::string>().rfind("call_", 0), 0u);
+  EXPECT_EQ(finish, "tool_calls");
+
+  // The reply goes back as history (arguments as JSON text) with the tool's result.
+  const json first = body_of(h.post("/v1/chat/completions", ask.dump()));
+  json next = ask;
+  next["messages"].push_back(first["choices"][0]["message"]);
+  next["messages"].push_back({{"role", "tool"}, {"tool_call_id", first["choices"][0]["message"]["tool_calls"][0]["id"]},
+                              {"content", R"({"temp_c": 21})"}});
+  const json rr = body_of(h.post("/v1/chat/completions", next.dump()));
+  ASSERT_TRUE(rr.contains("usage")) << rr;
+  EXPECT_GT(rr["usage"]["prompt_tokens"].get<int>(), first["usage"]["prompt_tokens"].get<int>());
 }
 
 }  // namespace
