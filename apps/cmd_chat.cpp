@@ -4,6 +4,8 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -18,6 +20,18 @@ namespace pagoda::cli {
 namespace {
 
 using ojson = nlohmann::ordered_json;
+
+// Ctrl-C while an answer streams stops that answer (the chat goes on); at the prompt it quits.
+std::atomic<bool> g_generating{false}, g_interrupted{false};
+
+void on_sigint(int) {
+  if (g_generating.load()) {
+    g_interrupted.store(true);
+    return;
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::raise(SIGINT);
+}
 
 struct ChatOptions {
   std::string model = default_model_path();
@@ -88,9 +102,15 @@ class ChatSession {
     std::string text;
     TokenEvent last;
     bool cancelled = false;
+    g_interrupted = false;
+    g_generating = true;
     for (bool done = false; !done;) {
       std::vector<TokenEvent> evs;
-      ch->take(evs, std::chrono::milliseconds(200));
+      ch->take(evs, std::chrono::milliseconds(50));
+      if (g_interrupted && !cancelled) {
+        engine_.cancel(sr.id);
+        cancelled = true;
+      }
       for (auto& ev : evs) {
         std::string piece = stop.push(ev.text);
         if (ev.finished) piece += stop.flush();
@@ -110,9 +130,11 @@ class ChatSession {
         }
       }
     }
-    fmt::print("\n");
+    g_generating = false;
+    fmt::print("{}\n", g_interrupted ? " [interrupted]" : "");
     std::fflush(stdout);
-    const bool cancelled_by_stop = stop.stopped() && last.reason == FinishReason::Cancelled;
+    // Stopped by a stop string or by Ctrl-C: the text so far is the answer.
+    const bool cancelled_by_stop = (stop.stopped() || g_interrupted) && last.reason == FinishReason::Cancelled;
     if (!cancelled_by_stop && last.reason != FinishReason::Eos && last.reason != FinishReason::Length)
       return make_error("generation failed: " + (last.error.empty() ? std::string(finish_reason_name(last.reason)) : last.error));
     const RequestMetrics& m = last.metrics;
@@ -177,6 +199,7 @@ int chat(ChatOptions& o) {
   if (!renderer.template_error().empty()) return fail(renderer.template_error());
   (*engine)->start();
   const bool tty = isatty(STDIN_FILENO);
+  std::signal(SIGINT, on_sigint);
   if (tty)
     fmt::print(stderr, "chat with {} (format: {}); /help for commands\n", o.model, server::chat_format_name(renderer.format()));
   ChatSession session(**engine, renderer, o);
