@@ -214,8 +214,9 @@ int chat(ChatOptions& o) {
       session.reset();
       fmt::print(stderr, "(conversation reset)\n");
     } else if (in.rfind("/save", 0) == 0 && (in.size() == 5 || in[5] == ' ')) {
-      const std::string path = in.size() > 6 ? in.substr(in.find_first_not_of(' ', 5)) : "";
-      if (path.empty() || path.find_first_not_of(' ') == std::string::npos) {
+      const size_t from = in.find_first_not_of(' ', 5), to = in.find_last_not_of(' ');
+      const std::string path = from == std::string::npos ? "" : in.substr(from, to + 1 - from);
+      if (path.empty()) {
         fmt::print(stderr, "error: /save needs a file name\n");
         rc = 1;
       } else if (auto st = session.save(path); !st) {

@@ -102,7 +102,7 @@ TEST(ChatCli, GreedyAnswersRepeatAndMultiLineInputJoins) {
 TEST(ChatCli, MistakesAreReportedAndFailAPipedRun) {
   REQUIRE_MODELS();
   Scratch s;
-  auto r = chat("", s.write("in.txt", "/frobnicate\n/save\nHello\n"));
+  auto r = chat("", s.write("in.txt", "/frobnicate\n/save\n/save   \nHello\n"));
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("unknown command /frobnicate"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("/save needs a file name"), std::string::npos) << r.out;
