@@ -16,7 +16,11 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git
   libcpp-httplib-dev libboost-dev libstb-dev python3 python3-jsonschema
   libvulkan-dev glslc glslang-tools mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libspirv-cross-c-shared-dev
-  libimgui-dev libglfw3-dev libgl-dev xvfb xauth)
+  libimgui-dev libglfw3-dev libgl-dev xvfb xauth
+  nodejs)
+# node + npm run the OpenAI SDK test (tests/openai_sdk). A NodeSource nodejs bundles npm and
+# conflicts with Debian's npm package, so that is only asked for when no npm is on the PATH.
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -46,6 +46,7 @@ void register_template(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_chat(CLI::App& app);
 void register_inspect(CLI::App& app);  // only in builds with the UI
 
 }  // namespace pagoda::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   pagoda::cli::register_eval(app);
   pagoda::cli::register_perplexity(app);
   pagoda::cli::register_quantize(app);
+  pagoda::cli::register_chat(app);
 #ifdef PAGODA_HAVE_UI
   pagoda::cli::register_inspect(app);
 #endif

@@ -136,10 +136,9 @@ Status read_choices(const json& obj, const ParseLimits& lim, ParsedRequest& r) {
 }
 
 // Features whose only supported value is the default: accept the default, refuse anything else.
-Status read_unsupported(const json& obj) {
-  bool echo = false;
-  PAGODA_TRY(read_bool(obj, "echo", echo));
-  if (echo) return bad("echo", "is not supported");
+Status read_unsupported(const json& obj, ParsedRequest& r) {
+  PAGODA_TRY(read_bool(obj, "echo", r.echo));
+  if (r.echo && r.endpoint == Endpoint::Chat) return bad("echo", "is a completions field (chat has no prompt text to echo)");
   if (const json* v = field(obj, "suffix"); v && !(v->is_string() && v->get_ref<const std::string&>().empty()))
     return bad("suffix", "is not supported");
   return {};
@@ -328,10 +327,22 @@ Status read_template_vars(std::string_view body, ParsedRequest& r) {
     if (r.chat_messages[i].contains("content") && r.chat_messages[i]["content"].is_array())
       r.chat_messages[i]["content"] = r.messages[i].content;
   }
-  if (j.contains("tools") && !j.at("tools").is_null()) {
-    if (!j.at("tools").is_array()) return bad("tools", "must be an array of tool definitions");
-    r.chat_tools = j.at("tools");
+  // Clients send a call's arguments as JSON text; templates expect the object (`| tojson` of a
+  // string would quote it twice).
+  for (auto& m : r.chat_messages) {
+    if (!m.is_object() || !m.contains("tool_calls") || !m["tool_calls"].is_array()) continue;
+    for (auto& call : m["tool_calls"]) {
+      if (!call.is_object() || !call.contains("function") || !call["function"].is_object()) continue;
+      auto& fn = call["function"];
+      if (!fn.contains("arguments") || !fn["arguments"].is_string()) continue;
+      auto args = nlohmann::ordered_json::parse(fn["arguments"].get<std::string>(), nullptr, false);
+      if (!args.is_discarded()) fn["arguments"] = std::move(args);
+    }
   }
+  auto spec = read_tool_spec(j);
+  if (!spec) return spec.take_error();
+  r.tools = std::move(*spec);
+  r.chat_tools = r.tools.tools;
   return {};
 }
 
@@ -416,7 +427,7 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
   PAGODA_TRY(read_sampling(j, lim, r));
   PAGODA_TRY(read_stream(j, r));
   PAGODA_TRY(read_stop(j, lim, r));
-  PAGODA_TRY(read_unsupported(j));
+  PAGODA_TRY(read_unsupported(j, r));
   PAGODA_TRY(read_logprobs(j, r));
   PAGODA_TRY(read_structured(j, body, r));
   PAGODA_TRY(read_choices(j, lim, r));

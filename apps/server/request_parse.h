@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/grammar/grammar.h"
+#include "apps/server/tool_calls.h"
 #include "core/sample/sampler.h"
 #include "core/util/result.h"
 
@@ -45,6 +46,12 @@ struct ParsedRequest {
   // text parts joined into one content string, developer -> system), and `tools` (null if absent).
   nlohmann::ordered_json chat_messages;
   nlohmann::ordered_json chat_tools;
+  ToolSpec tools;                     // chat: tools, tool_choice, parallel_tool_calls
+  bool echo = false;                  // completions: the prompt text comes back before the completion
+  // Chat with tool_choice `required` or a named function: the JSON Schema the output must match
+  // (forced_call_schema; null otherwise). Set by the server after parsing; sampling under it is
+  // the structured-output path's job.
+  nlohmann::ordered_json tool_schema;
   int32_t max_tokens = 0;
   bool max_tokens_set = false;
   int32_t n = 1;                      // choices: n engine requests on one prompt, seeds seed, seed+1, ...

@@ -125,7 +125,12 @@ json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& 
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
     json choice = {{"index", i}, {"logprobs", c.logprobs}, {"finish_reason", finish_json(c.finish_reason)}};
-    if (meta.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    if (meta.endpoint == Endpoint::Chat && !c.tool_calls.empty()) {
+      std::vector<std::string> ids;
+      for (size_t k = 0; k < c.tool_calls.size(); ++k) ids.push_back(new_tool_call_id());
+      choice["message"] = {{"role", "assistant"}, {"content", c.text.empty() ? json(nullptr) : json(c.text)},
+                           {"tool_calls", tool_calls_json(c.tool_calls, ids, false)}};
+    } else if (meta.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     else choice["text"] = c.text;
     j["choices"].push_back(std::move(choice));
     per_choice.push_back(c.metrics);
@@ -156,6 +161,16 @@ json chunk_json(const ResponseMeta& meta, int32_t index, const std::string& text
   } else {
     choice["text"] = text;
   }
+  j["choices"] = json::array({choice});
+  return j;
+}
+
+json tool_calls_chunk_json(const ResponseMeta& meta, int32_t index, const std::vector<ToolCall>& calls) {
+  std::vector<std::string> ids;
+  for (size_t k = 0; k < calls.size(); ++k) ids.push_back(new_tool_call_id());
+  json j = envelope(meta, true);
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullptr},
+                 {"delta", {{"tool_calls", tool_calls_json(calls, ids, true)}}}};
   j["choices"] = json::array({choice});
   return j;
 }

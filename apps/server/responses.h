@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "apps/server/request_parse.h"
+#include "apps/server/tool_calls.h"
 #include "core/sched/sequence.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -71,6 +72,7 @@ struct ChoiceResult {
   const char* finish_reason = nullptr;
   RequestMetrics metrics;
   uint64_t engine_id = 0;
+  std::vector<ToolCall> tool_calls;  // chat: message.tool_calls (content null when `text` is empty)
 };
 // Usage of a response with several choices: the first choice's prompt counts (every choice has
 // the same prompt, counted once) and the completion tokens of all of them.
@@ -82,6 +84,9 @@ nlohmann::json completion_json(const ResponseMeta& meta, const std::vector<Choic
 // makes the closing chunk.
 nlohmann::json chunk_json(const ResponseMeta& meta, int32_t index, const std::string& text, const char* finish_reason,
                           bool role_only = false, const nlohmann::json& logprobs = nullptr);
+// A chat stream chunk whose delta carries tool calls (each with its index, id, type and the whole
+// function name and arguments).
+nlohmann::json tool_calls_chunk_json(const ResponseMeta& meta, int32_t index, const std::vector<ToolCall>& calls);
 // The extra chunk stream_options.include_usage asks for: no choices, just usage.
 nlohmann::json usage_chunk_json(const ResponseMeta& meta, const RequestMetrics& m);
 

@@ -7,6 +7,7 @@
 
 #include "apps/server/server_internal.h"
 #include "apps/server/sse.h"
+#include "core/grammar/json_schema.h"
 
 namespace pagoda::server {
 
@@ -30,6 +31,17 @@ std::optional<HttpError> apply_timeout_header(const http::Request& req, ParsedRe
   if (!t) return HttpError{400, t.error(), "invalid_request_error", ""};
   p.timeout_s = p.timeout_s > 0 ? std::min(p.timeout_s, *t) : *t;  // the stricter deadline wins
   return std::nullopt;
+}
+
+// A finished chat choice with tools: the calls found in its text, and the text left as content.
+void apply_tool_calls(const ToolSpec& spec, ChoiceResult& r) {
+  if (spec.choice == ToolChoice::None) return;
+  ToolParse tp = parse_tool_calls(r.text, spec.names);
+  if (tp.calls.empty()) return;
+  if (!spec.parallel) tp.calls.resize(1);
+  r.text = std::move(tp.content);
+  r.tool_calls = std::move(tp.calls);
+  r.finish_reason = "tool_calls";
 }
 
 }  // namespace
@@ -114,6 +126,7 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
   if (!parsed->model.empty() && parsed->model != cfg.model_name)
     return refuse({404, fmt::format("The model `{}` does not exist (this server serves `{}`; see /v1/models).",
                                     parsed->model, cfg.model_name), "invalid_request_error", "model_not_found"});
+  if (auto e = prepare_tools(*parsed)) return refuse(*e);
   Request er;
   if (auto e = build_request(*parsed, *who, er)) return refuse(*e);
   er.trace_id = g->trace.trace_id;
@@ -121,6 +134,9 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
   g->stream = parsed->stream;
   g->include_usage = parsed->include_usage;
   g->timeout_s = er.timeout_s;
+  g->tools = std::move(parsed->tools);
+  // OpenAI's echo gives back the prompt as text, also when it was sent as token ids.
+  if (parsed->echo) g->echo = parsed->prompt_tokens.empty() ? parsed->prompt : detokenize(parsed->prompt_tokens);
   // n choices are n engine requests on one prompt; choice i samples with seed + i, so choice 0
   // is what the same request with n = 1 returns. Admission is all or nothing.
   for (int32_t i = 0; i < parsed->n; ++i) {
@@ -140,6 +156,9 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
     c.engine_id = sr.id;
     c.stop = StopMatcher(parsed->stop);
     c.logprobs = LogprobsBuilder(ep, &engine.tokenizer(), er.prompt_tokens.back());
+    c.text = g->echo;
+    c.chars = utf8_chars(g->echo);  // text_offset counts from the start of the returned text
+    c.tools = ToolCallStream(g->tools.names);
     g->choices.push_back(std::move(c));
   }
   g->meta = {ep, fmt::format("{}-{:08x}{:06x}", ep == Endpoint::Chat ? "chatcmpl" : "cmpl", nonce, g->choices.front().engine_id),
@@ -147,6 +166,25 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
   track(*g);
   if (parsed->stream) respond_stream(res, g);
   else respond_blocking(req, res, *g);
+}
+
+// tool_choice `required` or named: the schema the output must match, compiled here so that a
+// tool whose parameters use an unsupported keyword is a 400 naming it.
+std::optional<HttpError> Server::Impl::prepare_tools(ParsedRequest& p) {
+  auto schema = forced_call_schema(p.tools);
+  if (!schema) return HttpError{400, schema.error(), "invalid_request_error", ""};
+  if (schema->is_null()) return std::nullopt;
+  auto g = grammar::compile_json_schema(*schema);
+  if (!g) return HttpError{400, "'tools' parameters: " + g.error(), "invalid_request_error", ""};
+  // The call must parse: sampling, drafts and verification run under this grammar, as for
+  // response_format (the two together would ask for two different documents).
+  if (p.grammar)
+    return HttpError{400, "'tool_choice' required or a named function cannot be combined with response_format or grammar",
+                     "invalid_request_error", ""};
+  p.grammar_text = "tool_choice:" + schema->dump();
+  p.grammar = std::make_shared<const grammar::Grammar>(std::move(*g));
+  p.tool_schema = std::move(*schema);
+  return std::nullopt;
 }
 
 void Server::Impl::cancel(Choice& c) {
@@ -212,7 +250,8 @@ void Server::Impl::respond_blocking(const http::Request& req, http::Response& re
       log_access(g, o.error->status, "");
       return send_error(res, *o.error);
     }
-    out.push_back({c.text, c.logprobs.take(), o.finish_reason, c.final_event.metrics, c.engine_id});
+    out.push_back({c.text, c.logprobs.take(), o.finish_reason, c.final_event.metrics, c.engine_id, {}});
+    apply_tool_calls(g.tools, out.back());
   }
   log_access(g, 200, "");
   send_json(res, completion_json(g.meta, out));
@@ -238,9 +277,14 @@ void Server::Impl::respond_stream(http::Response& res, const std::shared_ptr<Gen
 bool Server::Impl::pump_stream(Generation& g, http::DataSink& sink) {
   std::vector<TokenEvent> evs;
   std::string out;
+  if (!g.echo_sent) {
+    g.echo_sent = true;
+    if (!g.echo.empty())
+      for (const Choice& c : g.choices) out += sse_data(chunk_json(g.meta, c.index, g.echo, nullptr));
+  }
   const auto wait = std::chrono::milliseconds(std::max<int64_t>(10, int64_t(cfg.sse_keepalive_s * 1e3)));
   if (g.channel->take(evs, wait)) {
-    out = stream_events(g, evs);
+    out += stream_events(g, evs);
   } else if (g.channel->aborted()) {
     g.done = true;
     out = sse_data(error_json(shutting_down())) + std::string(kSseDone);
@@ -265,9 +309,11 @@ std::string Server::Impl::stream_events(Generation& g, std::vector<TokenEvent>& 
     if (g.done) break;
     Choice* c = g.find(ev.request_id);
     if (!c || c->done) continue;
-    const std::string piece = consume(*c, ev);
+    std::string piece = consume(*c, ev);
+    if (g.tools.choice != ToolChoice::None) piece = c->tools.push(piece);
     // Log-probabilities ride with the text of their tokens; a token whose text the stop matcher
-    // holds back still sends its entry (with empty text), so every token is reported once.
+    // (or the tool-call holder) keeps back still sends its entry (with empty text), so every token
+    // is reported once.
     const nlohmann::json lp = c->logprobs.take();
     if (!piece.empty() || !lp.is_null()) {
       if (g.meta.endpoint == Endpoint::Chat && !c->role_sent) {
@@ -293,11 +339,25 @@ std::string Server::Impl::closing_events(Generation& g, Choice& c) {
     out += kSseDone;
     return out;
   }
+  ToolParse tp;
+  if (g.tools.choice != ToolChoice::None) tp = c.tools.finish();
   if (g.meta.endpoint == Endpoint::Chat && !c.role_sent) {
-    out += sse_data(chunk_json(g.meta, c.index, "", nullptr, true));
+    nlohmann::json role = chunk_json(g.meta, c.index, "", nullptr, true);
+    // As OpenAI's: a reply that is only tool calls opens with content null, not "".
+    if (!tp.calls.empty() && tp.content.empty()) role["choices"][0]["delta"]["content"] = nullptr;
+    out += sse_data(role);
     c.role_sent = true;
   }
-  out += sse_data(chunk_json(g.meta, c.index, "", o.finish_reason));
+  const char* finish = o.finish_reason;
+  if (g.tools.choice != ToolChoice::None) {
+    if (!tp.content.empty()) out += sse_data(chunk_json(g.meta, c.index, tp.content, nullptr));
+    if (!tp.calls.empty()) {
+      if (!g.tools.parallel) tp.calls.resize(1);
+      out += sse_data(tool_calls_chunk_json(g.meta, c.index, tp.calls));
+      finish = "tool_calls";
+    }
+  }
+  out += sse_data(chunk_json(g.meta, c.index, "", finish));
   if (!g.all_done()) return out;
   g.done = true;
   if (g.include_usage) {

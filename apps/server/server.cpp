@@ -78,6 +78,7 @@ void Server::Impl::setup() {
   transport.set_header_check([this](const http::Request& req) { return check_headers(req); });
   route_monitoring();
   route_openai();
+  route_tokenize();
 }
 
 Result<int> Server::start(const std::string& host, int port) {

@@ -19,6 +19,7 @@
 #include "apps/server/responses.h"
 #include "apps/server/retry_after.h"
 #include "apps/server/trace.h"
+#include "apps/server/tool_calls.h"
 #include "apps/server/server.h"
 #include "apps/server/views.h"
 
@@ -37,6 +38,7 @@ struct Choice {
   TokenEvent final_event;
   LogprobsBuilder logprobs;  // tokens up to (and including) the one that completed a stop sequence
   size_t chars = 0;          // code points the engine has emitted for this choice (text_offset)
+  ToolCallStream tools;    // chat with tools: content passes, a call is held until the end
 };
 
 // One HTTP request's generation as its worker tracks it: `n` choices whose engine events share
@@ -53,6 +55,9 @@ struct Generation {
   double timeout_s = 0;
   std::vector<Choice> choices;
   bool done = false;  // every choice finished, or the response ended on an error
+  std::string echo;        // completions with echo: the prompt text, sent before each choice's text
+  bool echo_sent = false;  // streams send it once, at the start
+  ToolSpec tools;          // chat: output is parsed for tool calls unless the choice is None
 
   Choice* find(uint64_t engine_id) {
     for (Choice& c : choices)
@@ -128,6 +133,11 @@ struct Server::Impl {
   std::string closing_events(Generation& g, Choice& c);
   void cancel(Choice& c);
   void cancel_all(Generation& g);
+  std::optional<HttpError> prepare_tools(ParsedRequest& p);
+
+  // routes_tokenize.cpp
+  void route_tokenize();
+  std::string detokenize(const std::vector<int32_t>& ids) const;
 };
 
 }  // namespace pagoda::server
