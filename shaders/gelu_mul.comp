@@ -24,8 +24,7 @@ void main() {
   const uint i = group_index() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
   if (i >= p.n) return;
   const float g = gs[p.gate_off + i];
-  // tanh(u) = 1 - 2 / (exp(2u) + 1): finite for every u (GLSL's tanh may overflow in exp for large u).
+  // 0.5 g (1 + tanh(u)) = g * sigmoid(2u): no cancellation for very negative g (as the reference).
   const float u = 0.7978845608028654 * (g + 0.044715 * g * g * g);
-  const float t = 1.0 - 2.0 / (exp(2.0 * clamp(u, -30.0, 30.0)) + 1.0);
-  os[p.out_off + i] = 0.5 * g * (1.0 + t) * us[p.up_off + i];
+  os[p.out_off + i] = g / (1.0 + exp(-2.0 * u)) * us[p.up_off + i];
 }

@@ -73,13 +73,16 @@ void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& ou
   }
 }
 
-// GELU, tanh form (what Gemma's hidden_activation "gelu_pytorch_tanh" computes).
+// GELU, tanh form (what Gemma's hidden_activation "gelu_pytorch_tanh" computes), evaluated as
+// x * sigmoid(2u) = 0.5 x (1 + tanh(u)): the same function without 1 + tanh(u) cancelling to 0 in
+// float for very negative x, where the product is tiny but not zero.
 void gelu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out) {
   const int64_t n = gate.rows * gate.cols;
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate.f32()[i];
-    out.f32()[i] = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * (g + 0.044715f * g * g * g))) * up.f32()[i];
+    const float u = kSqrt2OverPi * (g + 0.044715f * g * g * g);
+    out.f32()[i] = g / (1.0f + std::exp(-2.0f * u)) * up.f32()[i];
   }
 }
 

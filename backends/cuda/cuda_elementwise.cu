@@ -77,7 +77,8 @@ __global__ void silu_mul_kernel(const float* gate, const float* __restrict__ up,
 __global__ void gelu_mul_kernel(const float* gate, const float* __restrict__ up, float* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float g = gate[i];
-    out[i] = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * up[i];
+    const float u = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+    out[i] = g / (1.0f + expf(-2.0f * u)) * up[i];  // = 0.5 g (1 + tanh(u)), without cancellation
   }
 }
 
