@@ -92,6 +92,11 @@ struct AttentionParams {
   int32_t block_size = 16;
   int32_t max_ctx_len = 0;  // max over sequences of ctx_len (lets kernels size their work)
   float scale = 1.0f;       // usually 1/sqrt(head_dim)
+  // Gemma-style extras (a backend runs them only if supports(Op::AttentionWindow, kv dtype)):
+  // window > 0: key position j is visible to the query at position i iff i - j < window.
+  // softcap > 0: each scaled score s becomes softcap * tanh(s / softcap) before the softmax.
+  int32_t window = 0;
+  float softcap = 0.0f;
 };
 
 // Inputs of one speculative verification. Per sequence s: k_s = draft_len[s] draft tokens,
@@ -108,7 +113,10 @@ struct VerifyParams {
 
 enum class Op : uint8_t {
   Embed, RmsNorm, Matmul, Rope, SiluMul, Add, KvStore, PagedAttention, Softmax, Argmax,
-  SampleProbs, Verify, Copy, RopeFreqs, kCount
+  SampleProbs, Verify, Copy, RopeFreqs,
+  // Added with the architecture descriptions (issue 14); optional like RopeFreqs: a model that
+  // needs one is refused at load on a backend that does not report it.
+  GeluMul, Scale, Softcap, AttentionWindow, kCount
 };
 const char* op_name(Op op);
 
@@ -161,6 +169,14 @@ class Backend {
                           int32_t head_dim, float theta);
   // out = silu(gate) * up   (out may alias gate)
   virtual void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+  // The optional ops below abort by default; callers check supports(op, F32) first.
+  // out = gelu(gate) * up with GELU's tanh approximation,
+  // gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (out may alias gate)
+  virtual void gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out);
+  // out = x * s   (out may alias x)
+  virtual void scale(const Tensor& x, const Tensor& out, float s);
+  // out = cap * tanh(x / cap)   (out may alias x; cap > 0)
+  virtual void softcap(const Tensor& x, const Tensor& out, float cap);
   // out = a + b   (out may alias a)
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
   // Scatter rows: k_cache[slots[i], :] = k[i, :], same for v. Caches are [n_slots, n_kv_heads*head_dim]
@@ -170,6 +186,7 @@ class Backend {
   // Causal attention of q [n_tokens, n_heads*head_dim] over each sequence's paged K/V, written to
   // out [n_tokens, n_heads*head_dim]. seqs: I32 [n_seqs, 4] of SeqInfo; block_tables: I32 [*,1].
   // GQA: head h reads kv head h / (n_heads / n_kv_heads). Never reads a slot past ctx_len.
+  // p.window / p.softcap nonzero only where supports(Op::AttentionWindow, kv dtype).
   virtual void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                const Tensor& seqs, const Tensor& block_tables, const Tensor& out,
                                const AttentionParams& p) = 0;

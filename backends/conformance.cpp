@@ -41,7 +41,7 @@ double matmul_bound(DType weights, double named) {
 double conformance_bound(Op op, DType dtype) {
   switch (op) {
     case Op::Matmul: return matmul_bound(dtype, kReduction);
-    case Op::PagedAttention: return kAttention;
+    case Op::PagedAttention: case Op::AttentionWindow: return kAttention;
     case Op::Argmax: case Op::SampleProbs: case Op::Verify: case Op::Copy: return kExact;
     default: return kElementwise;
   }
@@ -292,6 +292,33 @@ void check_silu_mul(Harness& h, const ConformanceCase& c) {
   h.compare(out);
 }
 
+// GELU(tanh)-gated product; gate values spread wide enough to reach tanh's flat tails.
+void check_gelu_mul(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const size_t n = size_t(s.rows * s.cols);
+  const Twin g = h.f32(s.rows, s.cols, h.randn(n, 3.0f)), u = h.f32(s.rows, s.cols, h.randn(n));
+  const Twin out = s.in_place ? g : h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.gelu_mul(g.on(d), u.on(d), out.on(d)); });
+  h.compare(out);
+}
+
+void check_scale(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const Twin x = h.f32(s.rows, s.cols, h.randn(size_t(s.rows * s.cols)));
+  const Twin out = s.in_place ? x : h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.scale(x.on(d), out.on(d), s.param); });
+  h.compare(out);
+}
+
+// Inputs around the cap (std 2 cap), so both the linear middle and the saturated ends are hit.
+void check_softcap(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const Twin x = h.f32(s.rows, s.cols, h.randn(size_t(s.rows * s.cols), 2.0f * s.param));
+  const Twin out = s.in_place ? x : h.nan_f32(s.rows, s.cols);
+  h.run([&](Backend& b, bool d) { b.softcap(x.on(d), out.on(d), s.param); });
+  h.compare(out);
+}
+
 void check_add(Harness& h, const ConformanceCase& c) {
   const auto& s = c.shape;
   const size_t n = size_t(s.rows * s.cols);
@@ -382,6 +409,8 @@ void check_paged_attention(Harness& h, const ConformanceCase& c) {
   p.block_size = bs;
   p.max_ctx_len = max_ctx;
   p.scale = 1.0f / std::sqrt(float(s.head_dim));
+  p.window = s.window;
+  p.softcap = s.softcap;
   h.run([&](Backend& b, bool d) { b.paged_attention(q.on(d), kc.on(d), vc.on(d), seqs.on(d), tbt.on(d), out.on(d), p); });
   h.compare(out);
 }
@@ -562,6 +591,10 @@ Builder builder_for(Op op) {
     case Op::Verify: return check_verify;
     case Op::Copy: return check_copy;
     case Op::RopeFreqs: return check_rope_freqs;
+    case Op::GeluMul: return check_gelu_mul;
+    case Op::Scale: return check_scale;
+    case Op::Softcap: return check_softcap;
+    case Op::AttentionWindow: return check_paged_attention;
     case Op::kCount: break;
   }
   return nullptr;
@@ -675,6 +708,28 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::PagedAttention, dt, "decode_split_gqa4_hd128",
         attention(8, 2, 128, 16, {{1500, 1}, {513, 1}, {40, 33}, {2100, 1}}), kAttention);
   }
+  for (DType dt : {DType::F32, DType::F16}) {
+    // Sliding windows shorter than, equal to and longer than a block, crossing block edges, with
+    // prefill chunks, decode rows and a decode split into spans; with and without a logit cap.
+    auto windowed = [&](std::string name, ConformanceShape s, int32_t window, float cap) {
+      s.window = window;
+      s.softcap = cap;
+      add(Op::AttentionWindow, dt, std::move(name), std::move(s), kAttention);
+    };
+    windowed("win5_gqa2_hd8_bs4", attention(4, 2, 8, 4, {{13, 13}, {9, 2}, {30, 1}, {4, 4}}), 5, 0.0f);
+    windowed("win16_cap2_gqa2_hd64", attention(4, 2, 64, 16, {{40, 40}, {50, 1}, {20, 5}}), 16, 2.0f);
+    windowed("cap1.5_mha_hd64", attention(4, 4, 64, 16, {{33, 33}, {17, 1}}), 0, 1.5f);
+    windowed("win600_split_gqa4_hd128", attention(8, 2, 128, 16, {{1500, 1}, {700, 3}, {40, 33}}), 600, 0.0f);
+  }
+  for (auto [r, cols] : {std::pair<int64_t, int64_t>{1, 1}, {7, 1000}, {3, 4097}}) {
+    const std::string name = std::to_string(r) + "x" + std::to_string(cols);
+    add(Op::GeluMul, DType::F32, name, rows_cols(r, cols), kElementwise);
+    add(Op::Scale, DType::F32, name + "_s16", rows_cols(r, cols, 0, 16.0f), kElementwise);
+    add(Op::Softcap, DType::F32, name + "_cap30", rows_cols(r, cols, 0, 30.0f), kElementwise);
+  }
+  add(Op::GeluMul, DType::F32, "in_place_4x333", in_place(rows_cols(4, 333)), kElementwise);
+  add(Op::Scale, DType::F32, "in_place_4x333", in_place(rows_cols(4, 333, 0, 0.125f)), kElementwise);
+  add(Op::Softcap, DType::F32, "in_place_4x333", in_place(rows_cols(4, 333, 0, 15.0f)), kElementwise);
   add(Op::Softmax, DType::F32, "1x10", rows_cols(1, 10, 0, 1.0f), kElementwise);
   add(Op::Softmax, DType::F32, "4x32000_t0.7", rows_cols(4, 32000, 0, 0.7f), kElementwise);
   add(Op::Softmax, DType::F32, "3x67_t1.3", rows_cols(3, 67, 0, 1.3f), kElementwise);

@@ -25,6 +25,8 @@ struct ConformanceShape {
   bool in_place = false;  // out aliases the input, for ops whose contract allows it
   bool greedy = false;    // verify
   bool ties = false;      // argmax: every row holds its maximum twice
+  int32_t window = 0;     // attention_window: sliding window (0 = none)
+  float softcap = 0;      // attention_window: attention logit soft cap (0 = none)
 };
 
 // A rows x cols shape (most ops'), with `extra` and `param` as above.

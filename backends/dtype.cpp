@@ -42,10 +42,21 @@ void Backend::rope_freqs(const Tensor&, const Tensor&, const Tensor&, int32_t, i
   std::abort();
 }
 
+namespace {
+[[noreturn]] void missing_op(const Backend& b, const char* op) {
+  std::fprintf(stderr, "internal error: backend %s has no %s op\n", b.info().name.c_str(), op);
+  std::abort();
+}
+}  // namespace
+
+void Backend::gelu_mul(const Tensor&, const Tensor&, const Tensor&) { missing_op(*this, "gelu_mul"); }
+void Backend::scale(const Tensor&, const Tensor&, float) { missing_op(*this, "scale"); }
+void Backend::softcap(const Tensor&, const Tensor&, float) { missing_op(*this, "softcap"); }
+
 const char* op_name(Op op) {
   static const char* kNames[] = {"embed", "rms_norm", "matmul", "rope", "silu_mul", "add", "kv_store",
                                  "paged_attention", "softmax", "argmax", "sample_probs", "verify", "copy",
-                                 "rope_freqs"};
+                                 "rope_freqs", "gelu_mul", "scale", "softcap", "attention_window"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == size_t(Op::kCount), "one name per Op");
   const auto i = size_t(op);
   return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "?";

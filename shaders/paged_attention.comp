@@ -4,7 +4,8 @@
 // and attends to positions 0..pos, whose slots are
 // block_tables[bt_offset + t / block_size] * block_size + t % block_size. Nothing at or past
 // position pos + 1 (so nothing past ctx_len) is ever read. GQA: head h reads kv head
-// h / (n_heads / n_kv_heads).
+// h / (n_heads / n_kv_heads). window > 0 (sliding window): only positions pos - window + 1..pos
+// are visited. softcap > 0: each scaled score s becomes softcap * tanh(s / softcap).
 // One workgroup serves up to HGN (specialization constant, 1..4) query heads of one KV head (a
 // chunk of its group), so each K and V element it reads feeds all of them: GQA models read their
 // cache once per chunk instead of once per query head. Per-head values travel as vec4 components;
@@ -62,6 +63,8 @@ layout(push_constant) uniform Params {
   float scale;
   uint n_splits;
   uint split_len;
+  uint window;
+  float softcap;
 } p;
 
 shared vec4 red4[WG];
@@ -143,7 +146,11 @@ vec4 score4(uint slot, uint kvh) {
       else for (uint i = 0u; i < HGN; ++i) dot_[i] += q4[d][i] * k;
     }
   }
-  return dot_ * p.scale;
+  const vec4 sc = dot_ * p.scale;
+  if (p.softcap <= 0.0) return sc;
+  // cap * tanh(s / cap), with tanh(u) = 1 - 2 / (exp(2u) + 1), finite for every u.
+  const vec4 u = clamp(sc / p.softcap, -30.0, 30.0);
+  return p.softcap * (1.0 - 2.0 / (exp(2.0 * u) + 1.0));
 }
 
 // Marks head h's partial of this split empty: it contributes nothing to the merge.
@@ -180,8 +187,11 @@ void main() {
   const uint pos = uint(seqs[sb + 2u] - seqs[sb + 1u]) + (row - uint(seqs[sb]));
   const uint bt0 = p.bt_off + uint(seqs[sb + 3u]);
   // Positions [t_begin, t_end) of this workgroup; the last split runs to pos whatever split_len.
-  const uint t_begin = partial ? split * p.split_len : 0u;
-  const uint t_end = (partial && split + 1u < p.n_splits) ? min(t_begin + p.split_len, pos + 1u) : pos + 1u;
+  const uint split_begin = partial ? split * p.split_len : 0u;
+  const uint t_end = (partial && split + 1u < p.n_splits) ? min(split_begin + p.split_len, pos + 1u) : pos + 1u;
+  // A sliding window starts the visit at pos - window + 1 (splits before it come out empty).
+  const uint lo = (p.window > 0u && pos + 1u > p.window) ? pos + 1u - p.window : 0u;
+  const uint t_begin = max(split_begin, lo);
   if (t_begin >= t_end) {
     if (lid < nh) empty_part(row, h0 + lid, split);
     return;

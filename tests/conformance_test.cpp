@@ -102,6 +102,18 @@ class FaultyBackend final : public Backend {
     inner_.silu_mul(fewer(g), u, out);
     corrupt(out);
   }
+  void gelu_mul(const Tensor& g, const Tensor& u, const Tensor& out) override {
+    inner_.gelu_mul(fewer(g), u, out);
+    corrupt(out);
+  }
+  void scale(const Tensor& x, const Tensor& out, float s) override {
+    inner_.scale(fewer(x), out, s);
+    corrupt(out);
+  }
+  void softcap(const Tensor& x, const Tensor& out, float cap) override {
+    inner_.softcap(fewer(x), out, cap);
+    corrupt(out);
+  }
   void copy(const Tensor& src, const Tensor& dst) override {
     inner_.copy(fewer(src), dst);
     if (fault_ == Fault::WriteAfterOutput) CpuBackend::host(dst).data[dst.bytes()] = 0;
@@ -223,7 +235,7 @@ TEST(ConformanceHarness, CatchesAttentionReadingPastContextAndNothingElse) {
   FaultyBackend be(Fault::ReadPastContext);
   int attention_cases = 0;
   for (const auto& r : run_conformance(be)) {
-    if (r.op == "paged_attention") {
+    if (r.op == "paged_attention" || r.op == "attention_window") {
       ++attention_cases;
       EXPECT_EQ(r.status, ConformanceStatus::Fail) << label(r) << " missed a read of a poisoned slot";
       EXPECT_NE(r.detail.find("nan"), std::string::npos) << "failure should come from the NaN poison: " << r.detail;

@@ -212,6 +212,7 @@ TEST(CacheIdentity, ChangingAnyFieldGivesZeroHits) {
   vary([](CacheIdentity& c) { c.adapter_id = "lora"; }, "adapter");
   vary([](CacheIdentity& c) { c.kv_dtype = "f16"; }, "kv dtype");
   vary([](CacheIdentity& c) { c.rope_scaling = 2.0f; }, "rope scaling");
+  vary([](CacheIdentity& c) { c.model_compute = "gemma2 window=4096"; }, "model compute (window, softcap)");
   vary([](CacheIdentity& c) { c.kernel_precision = "cuda"; }, "precision");
   vary([](CacheIdentity& c) { c.scope = "other"; }, "scope");
   EXPECT_EQ(block_keys(base, toks), ref);

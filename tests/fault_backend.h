@@ -37,7 +37,13 @@ class FaultBackend : public Backend {
     inner_.matmul(w, x, out);
   }
   void rope(const Tensor& x, const Tensor& pos, int32_t nh, int32_t hd, float theta) override { inner_.rope(x, pos, nh, hd, theta); }
+  void rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& f, int32_t nh, int32_t hd, float theta) override {
+    inner_.rope_freqs(x, pos, f, nh, hd, theta);
+  }
   void silu_mul(const Tensor& g, const Tensor& u, const Tensor& out) override { inner_.silu_mul(g, u, out); }
+  void gelu_mul(const Tensor& g, const Tensor& u, const Tensor& out) override { inner_.gelu_mul(g, u, out); }
+  void scale(const Tensor& x, const Tensor& out, float s) override { inner_.scale(x, out, s); }
+  void softcap(const Tensor& x, const Tensor& out, float cap) override { inner_.softcap(x, out, cap); }
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override { inner_.add(a, b, out); }
   void kv_store(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots) override {
     inner_.kv_store(k, v, kc, vc, slots);

@@ -1,10 +1,12 @@
-// Parity with llama.cpp on the fixtures in ../shared/models/parity (see its README): every llama
-// file's logits over the fixed prompt within the per-type NMSE bound, greedy ids equal for the
-// exact types, on every backend present that runs the file's types; files of architectures
-// Pagoda does not implement are refused by name. Plus the refusals a user meets with files
-// Pagoda cannot run (unknown type, damaged K-quant file).
+// Parity with llama.cpp on the fixtures in ../shared/models/parity (see its README): every file's
+// logits (llama, qwen2, qwen3, gemma2, phi3) over the fixed prompt within the per-type NMSE bound,
+// greedy ids equal for the exact types, on every backend present that runs the file's types and
+// ops (the CPU backends run all). Plus the refusals a user meets with files Pagoda cannot run
+// (unknown type or architecture, unapplied metadata, damaged K-quant file), and proof that the
+// architecture features the fixtures exercise are applied rather than ignored.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -50,12 +52,16 @@ std::vector<float> read_f32(const std::string& path) {
   return v;
 }
 
-// Number of leading greedy steps the reference is confident about (margin >= 0.05).
-size_t confident_prefix(const nlohmann::json& margins) {
+// Number of leading greedy steps the reference is confident about (margin >= min_margin).
+size_t confident_prefix(const nlohmann::json& margins, double min_margin = 0.05) {
   size_t n = 0;
-  while (n < margins.size() && margins[n].get<double>() >= 0.05) ++n;
+  while (n < margins.size() && margins[n].get<double>() >= min_margin) ++n;
   return n;
 }
+// The README's rule: F32/F16 greedy ids match up to the first step with a margin under 0.05;
+// quantized and BF16 files up to the first under 0.3 (llama.cpp's own reruns diverge below that:
+// gemma2-q8_0, which matches float64 math to 1e-6 of NMSE, parts from it at a 0.082 step).
+double greedy_margin(const std::string& type) { return type == "F32" || type == "F16" ? 0.05 : 0.3; }
 
 struct Case {
   std::string file, backend;
@@ -88,13 +94,16 @@ TEST_P(Parity, LogitsAndGreedyMatchLlamaCpp) {
   auto be = create_backend(GetParam().backend);
   if (!be) GTEST_SKIP() << GetParam().backend << ": " << be.error();
   auto model = LoadedModel::load(kParity + "/" + GetParam().file, **be);
-  if (arch != "llama") {  // issue 14: refused by name, never run as if it were llama
-    ASSERT_FALSE(model.ok());
-    EXPECT_NE(model.error().find("architecture '" + arch + "' not supported"), std::string::npos) << model.error();
-    return;
+  // A GPU backend without kernels for a type (or for rope_freqs, or for an op an architecture
+  // needs) refuses at load: a skip with the reason, never a wrong answer. The CPU runs everything.
+  if (GetParam().backend == "cpu" || GetParam().backend == "cpu-ref") {
+    ASSERT_TRUE(model.ok()) << model.error();
   }
-  // A GPU backend without kernels for a type (or for rope_freqs) refuses at load: a skip with
-  // the reason, never a wrong answer.
+  // Vulkan has every op the non-llama descriptions use, and the F32/F16/Q8_0 types: those must run.
+  const bool vulkan_types = type == "F32" || type == "F16" || type == "Q8_0";
+  if (GetParam().backend == "vulkan" && arch != "llama" && vulkan_types) {
+    ASSERT_TRUE(model.ok()) << model.error();
+  }
   if (!model && model.error().find("backend does not support") != std::string::npos)
     GTEST_SKIP() << model.error();
   ASSERT_TRUE(model.ok()) << model.error();
@@ -120,7 +129,7 @@ TEST_P(Parity, LogitsAndGreedyMatchLlamaCpp) {
   EXPECT_LE(nmse, nmse_bound(type)) << GetParam().file << " on " << GetParam().backend;
   RecordProperty("nmse", std::to_string(nmse));
   if (greedy_exact(type)) {
-    const size_t n = confident_prefix(f["greedy_margins"]);
+    const size_t n = confident_prefix(f["greedy_margins"], greedy_margin(type));
     ASSERT_GE(r->greedy.size(), n);
     EXPECT_EQ(std::vector<int32_t>(r->greedy.begin(), r->greedy.begin() + ptrdiff_t(n)),
               std::vector<int32_t>(want_greedy.begin(), want_greedy.begin() + ptrdiff_t(n)))
@@ -261,6 +270,121 @@ TEST(ParityErrors, RopeFreqsAreAppliedNotIgnored) {
   }
   EXPECT_LE(num_a / den, 1e-5);
   EXPECT_GT(num_b / den, 1e-3);
+}
+
+// A copy of `src` with metadata changed: keys added or replaced (strings; numbers as u32 when
+// integral, else f32), `drop` keys removed.
+Status rewrite_metadata(const std::string& src, const std::string& dst,
+                        const std::vector<std::pair<std::string, std::string>>& set_strings,
+                        const std::vector<std::pair<std::string, float>>& set_floats, const std::vector<std::string>& drop = {}) {
+  auto f = GgufFile::open(src);
+  if (!f) return f.take_error();
+  GgufWriter w;
+  auto replaced = [&](const std::string& k) {
+    for (const auto& [key, v] : set_strings) if (key == k) return true;
+    for (const auto& [key, v] : set_floats) if (key == k) return true;
+    return std::find(drop.begin(), drop.end(), k) != drop.end();
+  };
+  for (const auto& [k, v] : (*f)->metadata())
+    if (!replaced(k)) w.set_value(k, v);
+  for (const auto& [k, v] : set_strings) w.set_string(k, v);
+  for (const auto& [k, v] : set_floats) {
+    if (v == float(uint32_t(v))) w.set_u32(k, uint32_t(v));
+    else w.set_f32(k, v);
+  }
+  for (const auto& t : (*f)->tensors())
+    w.add_tensor(t.name, t.type, t.dims, std::vector<uint8_t>((*f)->tensor_data(t), (*f)->tensor_data(t) + t.n_bytes));
+  return w.write(dst);
+}
+
+TEST(ParityErrors, UnknownArchitectureIsNamed) {
+  REQUIRE_PARITY();
+  const std::string p = tmp("mamba.gguf");
+  ASSERT_TRUE(rewrite_metadata(kParity + "/llama-f32.gguf", p, {{"general.architecture", "mamba"}}, {}).ok());
+  const auto r = pagoda::testing::run_shell(kPagoda + " eval -m " + p + " --tokens \"1 403 407\"");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("architecture 'mamba' not supported (general.architecture): Pagoda runs llama, qwen2, qwen3, "
+                       "gemma2, phi3"),
+            std::string::npos)
+      << r.out;
+  std::filesystem::remove(p);
+}
+
+// A hyperparameter the runner would not apply is refused by name: YaRN scaling on Qwen, a sliding
+// window on an architecture without one, expert counts. Never run as if the key were absent.
+TEST(ParityErrors, UnappliedMetadataIsRefusedByName) {
+  REQUIRE_PARITY();
+  auto be = create_backend("cpu");
+  ASSERT_TRUE(be.ok());
+  const std::string p = tmp("meta.gguf");
+  struct Bad {
+    std::string file;
+    std::vector<std::pair<std::string, std::string>> strings;
+    std::vector<std::pair<std::string, float>> floats;
+    std::string want;
+  };
+  const Bad bad[] = {
+      {"qwen2-f32.gguf", {{"qwen2.rope.scaling.type", "yarn"}}, {}, "'qwen2.rope.scaling.type' = 'yarn' is not implemented"},
+      {"llama-f32.gguf", {}, {{"llama.attention.sliding_window", 8.0f}},
+       "metadata 'llama.attention.sliding_window' is not applied by Pagoda's llama runner"},
+      {"qwen3-f32.gguf", {}, {{"qwen3.expert_count", 8.0f}}, "metadata 'qwen3.expert_count' is not applied by Pagoda's qwen3 runner"},
+      {"gemma2-f32.gguf", {}, {{"gemma2.attention.value_length", 32.0f}}, "different key and value head sizes are not implemented"},
+      {"phi3-f32.gguf", {}, {{"phi3.rope.scaling.attn_factor", 1.19f}},
+       "metadata 'phi3.rope.scaling.attn_factor' is not applied by Pagoda's phi3 runner"},
+  };
+  for (const auto& b : bad) {
+    ASSERT_TRUE(rewrite_metadata(kParity + "/" + b.file, p, b.strings, b.floats).ok());
+    auto m = LoadedModel::load(p, **be);
+    ASSERT_FALSE(m.ok()) << b.file;
+    EXPECT_NE(m.error().find(b.want), std::string::npos) << m.error();
+  }
+  std::filesystem::remove(p);
+}
+
+// NMSE of a model's logits over the fixture prompt against a fixture's reference logits.
+double fixture_nmse(Backend& be, LoadedModel& lm, const std::string& reference) {
+  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
+  KvCacheConfig kc;
+  kc.num_blocks = 4;
+  auto kv = KvCache::create(be, lm.config, kc);
+  ModelRunner runner(be, lm.config, lm.weights);
+  const auto got = evaluate_tokens(runner, *kv, prompt, 0)->logits;
+  const auto ref = read_f32(kParity + "/" + reference);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) num += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]), den += double(ref[i]) * ref[i];
+  return num / den;
+}
+
+// Each feature of the descriptions that the fixtures exercise, switched off one at a time, moves
+// the logits far past the F32 bound: the parity above depends on every one of them.
+TEST(ParityErrors, ArchitectureFeaturesAreAppliedNotIgnored) {
+  REQUIRE_PARITY();
+  for (const std::string backend : {"cpu", "cpu-ref"}) {
+    auto be = create_backend(backend);
+    ASSERT_TRUE(be.ok());
+    struct Off {
+      std::string file;
+      void (*mutate)(ArchDesc&);
+      const char* what;
+    };
+    const Off offs[] = {
+        {"gemma2-f32.gguf", [](ArchDesc& d) { d.window = 0; }, "sliding window"},
+        {"gemma2-f32.gguf", [](ArchDesc& d) { d.attn_softcap = 0; }, "attention soft cap"},
+        {"gemma2-f32.gguf", [](ArchDesc& d) { d.final_softcap = 0; }, "final soft cap"},
+        {"gemma2-f32.gguf", [](ArchDesc& d) { d.embed_scale_sqrt_dim = false; }, "embedding scale"},
+        {"gemma2-f32.gguf", [](ArchDesc& d) { d.activation = FfnActivation::Silu; }, "GELU"},
+        {"gemma2-f32.gguf", [](ArchDesc& d) { d.post_norms = false; }, "post norms"},
+        {"qwen2-f32.gguf", [](ArchDesc& d) { d.qkv_bias = false; }, "q/k/v biases"},
+        {"qwen3-f32.gguf", [](ArchDesc& d) { d.qk_norm = false; }, "q/k norms"},
+    };
+    for (const auto& o : offs) {
+      auto m = LoadedModel::load(kParity + "/" + o.file, **be);
+      ASSERT_TRUE(m.ok()) << m.error();
+      EXPECT_LE(fixture_nmse(**be, **m, o.file + ".logits.f32"), 1e-5) << o.file << " on " << backend;
+      o.mutate((*m)->config.desc);
+      EXPECT_GT(fixture_nmse(**be, **m, o.file + ".logits.f32"), 1e-3) << o.what << " on " << backend;
+    }
+  }
 }
 
 }  // namespace

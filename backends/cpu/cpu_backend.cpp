@@ -73,7 +73,8 @@ bool CpuBackend::supports(Op op, DType dtype) const {
     case Op::Matmul:
     case Op::Embed: return dtype != DType::I32;
     case Op::KvStore:
-    case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
+    case Op::PagedAttention:
+    case Op::AttentionWindow: return dtype == DType::F32 || dtype == DType::F16;
     case Op::Copy: return true;
     case Op::RopeFreqs: return dtype == DType::F32;
     default: return dtype == DType::F32;
@@ -114,6 +115,11 @@ void CpuBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& fr
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   ref::silu_mul(host(gate), host(up), host(out));
 }
+void CpuBackend::gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  ref::gelu_mul(host(gate), host(up), host(out));
+}
+void CpuBackend::scale(const Tensor& x, const Tensor& out, float s) { ref::scale(host(x), host(out), s); }
+void CpuBackend::softcap(const Tensor& x, const Tensor& out, float cap) { ref::softcap(host(x), host(out), cap); }
 void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
   const uint8_t* s = host(src).data;
   uint8_t* d = host(dst).data;

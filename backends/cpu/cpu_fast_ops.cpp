@@ -584,12 +584,13 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         continue;
       }
       const int32_t len = info[s].ctx_len - info[s].q_len + r0 + 1;
-      if (len <= kDecodeSpan) {
-        spans.push_back({s, r0, 0, len, -1, 0, p.n_kv_heads});
+      const int32_t lo = p.window > 0 ? std::max(0, len - p.window) : 0;  // sliding window: skip older keys
+      if (len - lo <= kDecodeSpan) {
+        spans.push_back({s, r0, lo, len, -1, 0, p.n_kv_heads});
         continue;
       }
-      merges.push_back({s, r0, n_parts, (len + kDecodeSpan - 1) / kDecodeSpan});
-      for (int32_t t0 = 0; t0 < len; t0 += kDecodeSpan)
+      merges.push_back({s, r0, n_parts, (len - lo + kDecodeSpan - 1) / kDecodeSpan});
+      for (int32_t t0 = lo; t0 < len; t0 += kDecodeSpan)
         spans.push_back({s, r0, t0, std::min(len, t0 + kDecodeSpan), n_parts++, 0, p.n_kv_heads});
     }
   // Fewer spans than threads (one short decode row): split them by kv head too. A head's
@@ -606,6 +607,13 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       }
     spans.swap(split_spans);
   }
+  // Softmax of a row of raw dot products, with the soft cap cap * tanh(s / cap) on the scaled
+  // scores first when the model asks for one.
+  auto probs = [&](float* row, int32_t n) {
+    if (p.softcap <= 0) return softmax_row(row, n, p.scale);
+    for (int32_t t = 0; t < n; ++t) row[t] = p.softcap * std::tanh(row[t] * p.scale / p.softcap);
+    return softmax_row(row, n, 1.0f);
+  };
   // Per partial, per head: (max, sum) then head_dim accumulators (already divided by sum).
   const size_t part_floats = size_t(n_heads) * size_t(hd + 2);
   std::vector<float> parts(size_t(n_parts) * part_floats);
@@ -656,7 +664,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         }
         float* part = sp.part < 0 ? nullptr : parts.data() + size_t(sp.part) * part_floats;
         for (int32_t h = sp.kv0 * group; h < sp.kv1 * group; ++h) {
-          const SoftmaxStats st = softmax_row(sc.data() + size_t(h) * size_t(ld), n, p.scale);
+          const SoftmaxStats st = probs(sc.data() + size_t(h) * size_t(ld), n);
           if (part) {
             part[2 * h] = st.max;
             part[2 * h + 1] = st.sum;
@@ -761,7 +769,13 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         }
         for (int32_t i = 0; i < nt; ++i) {
           float* si_ = sc.data() + size_t(i) * size_t(ld);
-          softmax_row(si_, len[i], p.scale);
+          // Keys that left the sliding window: excluded from the softmax, weight exactly 0.
+          const int32_t lo = p.window > 0 ? std::max(0, len[i] - p.window) : 0;
+          if (p.softcap > 0)
+            for (int32_t t = lo; t < len[i]; ++t) si_[t] = p.softcap * std::tanh(si_[t] * p.scale / p.softcap);
+          for (int32_t t = 0; t < lo; ++t) si_[t] = -INFINITY;
+          softmax_row(si_, len[i], p.softcap > 0 ? 1.0f : p.scale);
+          for (int32_t t = 0; t < lo; ++t) si_[t] = 0.0f;
           for (int32_t t = (len[i] + 7) / 8 * 8; t < max_len; ++t) si_[t] = 0.0f;
         }
         // Output: eight dims at a time, the four queries' sums kept in registers over positions.

@@ -47,6 +47,9 @@ void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t h
 void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
                 float theta);
 void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out);
+void gelu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out);
+void scale(const HostTensor& x, const HostTensor& out, float s);
+void softcap(const HostTensor& x, const HostTensor& out, float cap);
 void add(const HostTensor& a, const HostTensor& b, const HostTensor& out);
 void kv_store(const HostTensor& k, const HostTensor& v, const HostTensor& kc, const HostTensor& vc,
               const HostTensor& slots);

@@ -73,6 +73,29 @@ void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& ou
   }
 }
 
+// GELU, tanh form (what Gemma's hidden_activation "gelu_pytorch_tanh" computes), evaluated as
+// x * sigmoid(2u) = 0.5 x (1 + tanh(u)): the same function without 1 + tanh(u) cancelling to 0 in
+// float for very negative x, where the product is tiny but not zero.
+void gelu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out) {
+  const int64_t n = gate.rows * gate.cols;
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate.f32()[i];
+    const float u = kSqrt2OverPi * (g + 0.044715f * g * g * g);
+    out.f32()[i] = g / (1.0f + std::exp(-2.0f * u)) * up.f32()[i];
+  }
+}
+
+void scale(const HostTensor& x, const HostTensor& out, float s) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = 0; i < n; ++i) out.f32()[i] = x.f32()[i] * s;
+}
+
+void softcap(const HostTensor& x, const HostTensor& out, float cap) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = 0; i < n; ++i) out.f32()[i] = cap * std::tanh(x.f32()[i] / cap);
+}
+
 void add(const HostTensor& a, const HostTensor& b, const HostTensor& out) {
   const int64_t n = a.rows * a.cols;
   for (int64_t i = 0; i < n; ++i) out.f32()[i] = a.f32()[i] + b.f32()[i];
@@ -102,7 +125,9 @@ void paged_attention(const HostTensor& q, const HostTensor& kc, const HostTensor
       const int32_t pos = si.ctx_len - si.q_len + j;
       const int64_t row = si.q_start + j;
       scores.assign(size_t(pos + 1) * size_t(p.n_heads), 0.0f);
-      for (int32_t t = 0; t <= pos; ++t) {
+      // Positions before `lo` are outside the sliding window: weight 0, never read.
+      const int32_t lo = p.window > 0 ? std::max(0, pos - p.window + 1) : 0;
+      for (int32_t t = lo; t <= pos; ++t) {
         const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
         dequantize_row(kc.dtype, kc.data + size_t(slot) * kc.row_stride(), krow.data(), kv_cols);
         for (int32_t h = 0; h < p.n_heads; ++h) {
@@ -110,19 +135,21 @@ void paged_attention(const HostTensor& q, const HostTensor& kc, const HostTensor
           const float* kh = krow.data() + (h / group) * p.head_dim;
           float dot = 0;
           for (int32_t d = 0; d < p.head_dim; ++d) dot += qh[d] * kh[d];
-          scores[size_t(h) * size_t(pos + 1) + size_t(t)] = dot * p.scale;
+          float sc = dot * p.scale;
+          if (p.softcap > 0) sc = p.softcap * std::tanh(sc / p.softcap);
+          scores[size_t(h) * size_t(pos + 1) + size_t(t)] = sc;
         }
       }
       for (int32_t h = 0; h < p.n_heads; ++h) {
         float* sc = scores.data() + size_t(h) * size_t(pos + 1);
-        const float mx = *std::max_element(sc, sc + pos + 1);
+        const float mx = *std::max_element(sc + lo, sc + pos + 1);
         float sum = 0;
-        for (int32_t t = 0; t <= pos; ++t) { sc[t] = std::exp(sc[t] - mx); sum += sc[t]; }
-        for (int32_t t = 0; t <= pos; ++t) sc[t] /= sum;
+        for (int32_t t = lo; t <= pos; ++t) { sc[t] = std::exp(sc[t] - mx); sum += sc[t]; }
+        for (int32_t t = lo; t <= pos; ++t) sc[t] /= sum;
         float* oh = out.f32() + row * out.cols + h * p.head_dim;
         std::fill(oh, oh + p.head_dim, 0.0f);
       }
-      for (int32_t t = 0; t <= pos; ++t) {
+      for (int32_t t = lo; t <= pos; ++t) {
         const int64_t slot = int64_t(bt.i32()[si.bt_offset + t / p.block_size]) * p.block_size + t % p.block_size;
         dequantize_row(vc.dtype, vc.data + size_t(slot) * vc.row_stride(), vrow.data(), kv_cols);
         for (int32_t h = 0; h < p.n_heads; ++h) {

@@ -35,6 +35,8 @@ struct Args {
   int64_t bt_len;
   int n_seqs, n_tokens, n_heads, group, head_dim, block_size, q_tile, n_splits, split_len;
   float scale;
+  int window;     // sliding window (0 = none): key t visible to the row at pos iff pos - t < window
+  float softcap;  // > 0: scaled scores become softcap * tanh(s / softcap)
   bool kv_vec;  // K/V rows loadable as 16-byte vectors
   float* part_o;
   float2* part_ml;
@@ -169,9 +171,10 @@ __device__ void load_kv_tile(const Args& a, const Layout& L, const int* slots, f
   }
 }
 
-// Scores of every (query row, tile token); masked entries (past the row's position, or no slot) = -inf.
-__device__ void tile_scores(const Layout& L, const float* qs, const float* ks, float* ps, const int* slots,
-                            const int* vpos, int t0, int n_t) {
+// Scores of every (query row, tile token); masked entries (past the row's position, outside its
+// sliding window, or no slot) = -inf.
+__device__ void tile_scores(const Args& a, const Layout& L, const float* qs, const float* ks, float* ps,
+                            const int* slots, const int* vpos, int t0, int n_t) {
   const int chunks = (L.nq + kRowChunk - 1) / kRowChunk;
   for (int idx = threadIdx.x; idx < kKvTile * chunks; idx += kThreads) {
     const int t = idx % kKvTile, c = idx / kKvTile;
@@ -192,7 +195,10 @@ __device__ void tile_scores(const Layout& L, const float* qs, const float* ks, f
 #pragma unroll
     for (int j = 0; j < kRowChunk; ++j) {
       const int vr = c * kRowChunk + j;
-      if (vr < L.nq) ps[vr * kKvTile + t] = token_ok && t0 + t <= vpos[vr] ? acc[j] : -INFINITY;
+      if (vr >= L.nq) continue;
+      const bool visible = token_ok && t0 + t <= vpos[vr] && (a.window <= 0 || vpos[vr] - (t0 + t) < a.window);
+      const float sc = a.softcap > 0.0f ? a.softcap * tanhf(acc[j] / a.softcap) : acc[j];
+      ps[vr * kKvTile + t] = visible ? sc : -INFINITY;
     }
   }
 }
@@ -325,9 +331,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Args a) {
   init_tile(a, L, t, j0, kvh, qs, os, ms, ls, vpos);
 
   // This split's slice of the context; the last split runs to the end even if max_ctx_len undercounts.
-  const int t_begin = split * a.split_len;
+  int t_begin = split * a.split_len;
   int t_end = t.pos0 + t.rows;  // one past the last query row's position
   if (split + 1 < a.n_splits) t_end = min(t_end, t_begin + a.split_len);
+  // Keys before the first row's window are invisible to every row of the tile.
+  if (a.window > 0) t_begin = max(t_begin, t.pos0 - a.window + 1);
   __syncthreads();
 
   for (int t0 = t_begin; t0 < t_end; t0 += kKvTile) {
@@ -336,7 +344,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Args a) {
     __syncthreads();
     load_kv_tile<kHalf>(a, L, slots, ks, vs, kvh);
     __syncthreads();
-    tile_scores(L, qs, ks, ps, slots, vpos, t0, n_t);
+    tile_scores(a, L, qs, ks, ps, slots, vpos, t0, n_t);
     __syncthreads();
     tile_softmax(L, ps, ms, ls, alpha);
     __syncthreads();
@@ -449,6 +457,8 @@ cudaError_t launch_attention(cudaStream_t s, const AttentionArgs& a, const Atten
   k.n_splits = plan.n_splits;
   k.split_len = plan.split_len;
   k.scale = p.scale;
+  k.window = p.window;
+  k.softcap = p.softcap;
   const bool half = a.kv_type == DType::F16;
   const int vec_elems = half ? 8 : 4;
   const auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; };

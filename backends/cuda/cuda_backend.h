@@ -45,6 +45,9 @@ class CudaBackend final : public Backend {
   void matmul(const Tensor& w, const Tensor& x, const Tensor& out) override;
   void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) override;
   void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void scale(const Tensor& x, const Tensor& out, float s) override;
+  void softcap(const Tensor& x, const Tensor& out, float cap) override;
   void copy(const Tensor& src, const Tensor& dst) override;
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,

@@ -1,4 +1,5 @@
-// Row-wise and elementwise kernels: embed, rms_norm, rope, silu_mul, add, kv_store, softmax.
+// Row-wise and elementwise kernels: embed, rms_norm, rope, silu_mul, gelu_mul, scale, softcap, add,
+// kv_store, softmax.
 // Each mirrors the CPU reference (backends/cpu/cpu_ref_ops.cpp) formula for formula, with accurate
 // libm calls (no fast-math) so results match to float rounding of the reduction order.
 #include "backends/cuda/cuda_common.cuh"
@@ -70,6 +71,21 @@ __global__ void silu_mul_kernel(const float* gate, const float* __restrict__ up,
     const float g = gate[i];
     out[i] = g / (1.0f + expf(-g)) * up[i];
   }
+}
+
+// GELU in its tanh form (Gemma's gated FFN).
+__global__ void gelu_mul_kernel(const float* gate, const float* __restrict__ up, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    const float u = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+    out[i] = g / (1.0f + expf(-2.0f * u)) * up[i];  // = 0.5 g (1 + tanh(u)), without cancellation
+  }
+}
+
+// out = x * s, or cap * tanh(x / cap) when cap > 0.
+__global__ void scale_kernel(const float* x, float* out, int64_t n, float s, float cap) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = cap > 0.0f ? cap * tanhf(x[i] / cap) : x[i] * s;
 }
 
 __global__ void add_kernel(const float* a, const float* __restrict__ b, float* out, int64_t n) {
@@ -148,6 +164,16 @@ cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_
 
 cudaError_t launch_silu_mul(cudaStream_t s, const float* gate, const float* up, float* out, int64_t n) {
   silu_mul_kernel<<<elem_grid(n), kElemThreads, 0, s>>>(gate, up, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gelu_mul(cudaStream_t s, const float* gate, const float* up, float* out, int64_t n) {
+  gelu_mul_kernel<<<elem_grid(n), kElemThreads, 0, s>>>(gate, up, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_scale(cudaStream_t s, const float* x, float* out, int64_t n, float scale, float cap) {
+  scale_kernel<<<elem_grid(n), kElemThreads, 0, s>>>(x, out, n, scale, cap);
   return cudaGetLastError();
 }
 

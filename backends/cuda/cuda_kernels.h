@@ -20,6 +20,9 @@ cudaError_t launch_rms_norm(cudaStream_t s, const float* x, const float* w, floa
 cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, int64_t rows,
                         int32_t n_heads, int32_t head_dim, float theta);
 cudaError_t launch_silu_mul(cudaStream_t s, const float* gate, const float* up, float* out, int64_t n);
+cudaError_t launch_gelu_mul(cudaStream_t s, const float* gate, const float* up, float* out, int64_t n);
+// out = x * scale, or cap * tanh(x / cap) when cap > 0.
+cudaError_t launch_scale(cudaStream_t s, const float* x, float* out, int64_t n, float scale, float cap);
 cudaError_t launch_add(cudaStream_t s, const float* a, const float* b, float* out, int64_t n);
 // Scatter rows of k/v ([rows, cols] F32) into caches of `cache_type` (F32 or F16) with `cache_rows` slots.
 cudaError_t launch_kv_store(cudaStream_t s, const float* k, const float* v, int64_t rows, int64_t cols,

@@ -141,6 +141,34 @@ void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& o
   end_op(Op::SiluMul, cuda::launch_silu_mul(dev_->stream(), f32p(gate), f32p(up), f32p(out), elems(gate)));
 }
 
+void CudaBackend::gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  ArgCheck c(Op::GeluMul);
+  c.f32("gate", gate).f32("up", up).f32("out", out);
+  c.that(elems(up) >= elems(gate) && elems(out) >= elems(gate), "up and out must be as large as gate");
+  if (!c.ok()) return fail(c.error());
+  if (elems(gate) == 0 || !begin_op(Op::GeluMul)) return;
+  end_op(Op::GeluMul, cuda::launch_gelu_mul(dev_->stream(), f32p(gate), f32p(up), f32p(out), elems(gate)));
+}
+
+void CudaBackend::scale(const Tensor& x, const Tensor& out, float s) {
+  ArgCheck c(Op::Scale);
+  c.f32("x", x).f32("out", out);
+  c.that(elems(out) >= elems(x), "out must be as large as x");
+  if (!c.ok()) return fail(c.error());
+  if (elems(x) == 0 || !begin_op(Op::Scale)) return;
+  end_op(Op::Scale, cuda::launch_scale(dev_->stream(), f32p(x), f32p(out), elems(x), s, 0.0f));
+}
+
+void CudaBackend::softcap(const Tensor& x, const Tensor& out, float cap) {
+  ArgCheck c(Op::Softcap);
+  c.f32("x", x).f32("out", out);
+  c.that(elems(out) >= elems(x), "out must be as large as x");
+  c.that(cap > 0, "softcap needs a cap > 0");
+  if (!c.ok()) return fail(c.error());
+  if (elems(x) == 0 || !begin_op(Op::Softcap)) return;
+  end_op(Op::Softcap, cuda::launch_scale(dev_->stream(), f32p(x), f32p(out), elems(x), 1.0f, cap));
+}
+
 void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
   ArgCheck c(Op::Copy);
   c.tensor("src", src).tensor("dst", dst);

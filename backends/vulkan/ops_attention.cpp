@@ -50,7 +50,8 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
     uint32_t q_off, kc_off, vc_off, seq_off, bt_off, out_off, n_tokens, n_seqs, n_heads, n_kv_heads, head_dim,
         block_size, q_stride, out_stride;
     float scale;
-    uint32_t n_splits, split_len;
+    uint32_t n_splits, split_len, window;
+    float softcap;
   };
   struct CombinePush {
     uint32_t out_off, n_tokens, n_heads, head_dim, n_splits, out_stride;
@@ -109,7 +110,8 @@ Status VulkanBackend::attention_impl(const Tensor& q, const Tensor& kc, const Te
                   uint32_t(p.head_dim), uint32_t(p.block_size),
                   uint32_t(q.cols), uint32_t(out.cols),
                   p.scale,         n_splits,
-                  n_splits > 1 ? split_len : 0u};
+                  n_splits > 1 ? split_len : 0u,
+                  uint32_t(std::max(p.window, 0)), p.softcap};
   PAGODA_TRY(run("paged_attention", {{kSpecDType, uint32_t(kc.dtype)}, {kSpecHeadsPerGroup, uint32_t(hgn)}},
                  {bq.binding, bkc.binding, bvc.binding, bs.binding, bb.binding, bo.binding, parts.binding}, push,
                  groups * n_splits));

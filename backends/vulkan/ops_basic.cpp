@@ -1,4 +1,4 @@
-// Dense ops: embed, rms_norm, matmul, rope, silu_mul, add. Push-constant structs mirror the
+// Dense ops: embed, rms_norm, matmul, rope, silu_mul, gelu_mul, scale, softcap, add. Push-constant structs mirror the
 // `Params` blocks of the shaders of the same name field for field (sizes are checked against
 // SPIR-V reflection at dispatch).
 #include <algorithm>
@@ -124,6 +124,42 @@ void VulkanBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor&
     const Push p{bg.elem, bu.elem, bo.elem, u32(n)};
     return run("silu_mul", {{kSpecLocalSize, elem_group_}}, {bg.binding, bu.binding, bo.binding}, p,
                ceil_div(uint64_t(n), elem_group_));
+  });
+}
+
+void VulkanBackend::gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  guarded("gelu_mul", [&]() -> Status {
+    struct Push { uint32_t gate_off, up_off, out_off, n; };
+    const int64_t n = gate.rows * gate.cols;
+    if (n == 0) return {};
+    PAGODA_BIND(bg, bind(gate, 4));
+    PAGODA_BIND(bu, bind(up, 4, size_t(n) * 4));
+    PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
+    const Push p{bg.elem, bu.elem, bo.elem, u32(n)};
+    return run("gelu_mul", {{kSpecLocalSize, elem_group_}}, {bg.binding, bu.binding, bo.binding}, p,
+               ceil_div(uint64_t(n), elem_group_));
+  });
+}
+
+// scale and softcap share one shader (scale.comp): cap > 0 selects the soft cap.
+Status VulkanBackend::scale_or_cap(const Tensor& x, const Tensor& out, float s, float cap) {
+  struct Push { uint32_t x_off, out_off, n; float s, cap; };
+  const int64_t n = x.rows * x.cols;
+  if (n == 0) return {};
+  PAGODA_BIND(bx, bind(x, 4));
+  PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
+  const Push p{bx.elem, bo.elem, u32(n), s, cap};
+  return run("scale", {{kSpecLocalSize, elem_group_}}, {bx.binding, bo.binding}, p, ceil_div(uint64_t(n), elem_group_));
+}
+
+void VulkanBackend::scale(const Tensor& x, const Tensor& out, float s) {
+  guarded("scale", [&]() -> Status { return scale_or_cap(x, out, s, 0.0f); });
+}
+
+void VulkanBackend::softcap(const Tensor& x, const Tensor& out, float cap) {
+  guarded("softcap", [&]() -> Status {
+    if (!(cap > 0)) return make_error("softcap needs a cap > 0");
+    return scale_or_cap(x, out, 1.0f, cap);
   });
 }
 

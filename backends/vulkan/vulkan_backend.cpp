@@ -70,7 +70,8 @@ bool VulkanBackend::supports(Op op, DType dtype) const {
       return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::Q8_0 || dtype == DType::Q4_0;
     case Op::RopeFreqs: return false;
     case Op::KvStore:
-    case Op::PagedAttention: return dtype == DType::F32 || dtype == DType::F16;
+    case Op::PagedAttention:
+    case Op::AttentionWindow: return dtype == DType::F32 || dtype == DType::F16;
     case Op::Copy: return true;
     default: return dtype == DType::F32;
   }

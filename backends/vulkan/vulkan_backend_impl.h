@@ -40,6 +40,9 @@ class VulkanBackend final : public Backend {
   void matmul(const Tensor& w, const Tensor& x, const Tensor& out) override;
   void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) override;
   void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void scale(const Tensor& x, const Tensor& out, float s) override;
+  void softcap(const Tensor& x, const Tensor& out, float cap) override;
   void copy(const Tensor& src, const Tensor& dst) override;
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
@@ -58,6 +61,7 @@ class VulkanBackend final : public Backend {
 
  private:
   VulkanBackend() = default;
+  Status scale_or_cap(const Tensor& x, const Tensor& out, float s, float cap);
 
   // A tensor as a descriptor: the offset aligned down for the device, `elem` the rest of it in
   // units of `unit` bytes, which the shader adds to its indices.

@@ -102,6 +102,7 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   // Everything that decides the bytes of a cached block goes into its identity.
   e->identity_.weights_digest = model.weights.digest;
   e->identity_.tokenizer_digest = model.tokenizer->digest();
+  e->identity_.model_compute = model.config.compute_signature();
   e->identity_.adapter_id = cfg.adapter_id;
   e->identity_.kv_dtype = dtype_name(cfg.kv_dtype);
   e->identity_.block_size = cfg.block_size;

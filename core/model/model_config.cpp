@@ -1,5 +1,10 @@
 #include "core/model/model_config.h"
 
+#include <algorithm>
+#include <cmath>
+#include <iterator>
+#include <cstdio>
+
 namespace pagoda {
 
 namespace {
@@ -22,10 +27,29 @@ Status refuse_unapplied(const GgufFile& f, const std::string& p, int32_t head_di
   if (const auto* v = f.find(p + "rope.dimension_count"); v && v->as_int() != head_dim)
     return make_error("metadata '" + p + "rope.dimension_count' differs from the head dimension " +
                       std::to_string(head_dim) + ": partial rotary embeddings are not implemented");
-  for (const char* key : {"attention.key_length", "attention.value_length"})
-    if (const auto* v = f.find(p + key); v && v->as_int() != head_dim)
-      return make_error("metadata '" + p + key + "' differs from embedding_length / head_count = " +
-                        std::to_string(head_dim) + ": a separate head size is not implemented");
+  return {};
+}
+
+// Keys under "<arch>." that every description reads (or checks against what it computes).
+const char* const kCommonKeys[] = {
+    "context_length", "embedding_length", "feed_forward_length", "block_count", "attention.head_count",
+    "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.dimension_count",
+    "attention.key_length", "attention.value_length", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
+    "rope.scale_linear"};
+
+// Any other key under the architecture's prefix is a hyperparameter the runner would ignore
+// (YaRN/LongRoPE scaling, experts, partial rotary, a window on an architecture without one):
+// refused by name rather than run as if absent.
+Status refuse_unknown_keys(const GgufFile& f, const std::string& p, const ArchDesc& d) {
+  for (const auto& [key, value] : f.metadata()) {
+    if (key.compare(0, p.size(), p) != 0) continue;
+    const std::string k = key.substr(p.size());
+    const bool known = std::find(std::begin(kCommonKeys), std::end(kCommonKeys), k) != std::end(kCommonKeys) ||
+                       std::find(d.keys.begin(), d.keys.end(), k) != d.keys.end();
+    if (!known)
+      return make_error("metadata '" + key + "' is not applied by Pagoda's " + d.name +
+                        " runner; refusing the file rather than computing something else");
+  }
   return {};
 }
 
@@ -35,11 +59,13 @@ Result<ModelConfig> ModelConfig::from_gguf(const GgufFile& f) {
   ModelConfig c;
   auto arch = f.get_string("general.architecture");
   if (!arch) return arch.take_error();
-  if (*arch != "llama")
-    return make_error("architecture '" + *arch + "' not supported (general.architecture): Pagoda runs llama only");
+  auto desc = arch_desc(*arch);
+  if (!desc) return desc.take_error();
+  c.desc = std::move(*desc);
   c.arch = *arch;
   if (auto n = f.get_string("general.name")) c.name = *n;
   const std::string p = c.arch + ".";
+  PAGODA_TRY(refuse_unknown_keys(f, p, c.desc));
   auto need = [&](const std::string& key, int32_t& out, int64_t lo, int64_t hi) -> Status {
     auto v = f.get_int(p + key);
     if (!v) return v.take_error();
@@ -56,9 +82,21 @@ Result<ModelConfig> ModelConfig::from_gguf(const GgufFile& f) {
   PAGODA_TRY(need("context_length", c.ctx_len, 1, 1 << 24));
   c.n_kv_heads = c.n_heads;
   if (f.find(p + "attention.head_count_kv")) PAGODA_TRY(need("attention.head_count_kv", c.n_kv_heads, 1, c.n_heads));
-  if (c.dim % c.n_heads != 0) return make_error("embedding_length is not a multiple of attention.head_count");
   if (c.n_heads % c.n_kv_heads != 0) return make_error("attention.head_count is not a multiple of head_count_kv");
-  c.head_dim = c.dim / c.n_heads;
+  // The head size: attention.key_length when the file gives it (Qwen 3, Gemma), else dim / heads.
+  if (f.find(p + "attention.key_length")) {
+    PAGODA_TRY(need("attention.key_length", c.head_dim, 2, 1 << 12));
+    int32_t v_len = c.head_dim;
+    if (f.find(p + "attention.value_length")) PAGODA_TRY(need("attention.value_length", v_len, 1, 1 << 12));
+    if (v_len != c.head_dim)
+      return make_error("metadata '" + p + "attention.value_length' differs from attention.key_length: "
+                        "different key and value head sizes are not implemented");
+  } else {
+    if (f.find(p + "attention.value_length"))
+      return make_error("metadata '" + p + "attention.value_length' without attention.key_length");
+    if (c.dim % c.n_heads != 0) return make_error("embedding_length is not a multiple of attention.head_count");
+    c.head_dim = c.dim / c.n_heads;
+  }
   if (c.head_dim % 2 != 0) return make_error("head dimension must be even for rotary embeddings");
   c.rope_theta = float(f.get_float_or(p + "rope.freq_base", 10000.0));
   c.rms_eps = float(f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5));
@@ -66,13 +104,37 @@ Result<ModelConfig> ModelConfig::from_gguf(const GgufFile& f) {
 
   PAGODA_TRY(refuse_unapplied(f, p, c.head_dim));
 
+  // The description's scalars.
+  ArchDesc& d = c.desc;
+  if (d.embed_scale_sqrt_dim) d.embed_scale = std::sqrt(float(c.dim));
+  auto positive = [&](const std::string& key, float& out) -> Status {
+    const auto* v = f.find(p + key);
+    if (!v) return {};
+    const auto x = v->as_float();
+    if (!x || !(*x >= 0) || !std::isfinite(*x)) return make_error("metadata '" + p + key + "' must be a number >= 0");
+    out = float(*x);
+    return {};
+  };
+  PAGODA_TRY(positive("attn_logit_softcapping", d.attn_softcap));
+  PAGODA_TRY(positive("final_logit_softcapping", d.final_softcap));
+  if (f.find(p + "attention.sliding_window")) PAGODA_TRY(need("attention.sliding_window", d.window, 0, 1 << 24));
+
   const auto* emb = f.find_tensor("token_embd.weight");
   if (!emb) return make_error("missing tensor 'token_embd.weight'");
   if (emb->dims.size() != 2 || emb->dims[0] != uint64_t(c.dim))
     return make_error("tensor 'token_embd.weight' must be [embedding_length, vocab]");
   c.vocab = int32_t(emb->dims[1]);
+  if (const auto* v = f.find(p + "vocab_size"); v && v->as_int() != c.vocab)
+    return make_error("metadata '" + p + "vocab_size' differs from the rows of token_embd.weight (" +
+                      std::to_string(c.vocab) + ")");
   c.tied_output = f.find_tensor("output.weight") == nullptr;
   return c;
+}
+
+std::string ModelConfig::compute_signature() const {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, " theta=%.9g eps=%.9g head_dim=%d", double(rope_theta), double(rms_eps), int(head_dim));
+  return desc.signature() + buf;
 }
 
 }  // namespace pagoda

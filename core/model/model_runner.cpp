@@ -42,12 +42,15 @@ Status ModelRunner::ensure_scratch(const ForwardBatch& b) {
   cap_logits_ = std::max(nl, cap_logits_ * 2);
   cap_seqs_ = std::max(ns, cap_seqs_ * 2);
   cap_bt_ = std::max(nbt, cap_bt_ * 2);
-  const int64_t kv_dim = int64_t(cfg_.n_kv_heads) * cfg_.head_dim;
+  const int64_t kv_dim = cfg_.kv_dim(), q_dim = cfg_.q_dim();
+  const bool bias = cfg_.desc.qkv_bias;
   struct Want { BufferPtr* owner; Tensor* t; DType dt; int64_t rows, cols; };
   const Want wants[] = {
       {&b_x_, &x_, DType::F32, cap_tokens_, cfg_.dim},       {&b_xb_, &xb_, DType::F32, cap_tokens_, cfg_.dim},
-      {&b_q_, &q_, DType::F32, cap_tokens_, cfg_.dim},       {&b_k_, &k_, DType::F32, cap_tokens_, kv_dim},
-      {&b_v_, &v_, DType::F32, cap_tokens_, kv_dim},         {&b_att_, &att_, DType::F32, cap_tokens_, cfg_.dim},
+      {&b_q_, &q_, DType::F32, cap_tokens_, q_dim},          {&b_k_, &k_, DType::F32, cap_tokens_, kv_dim},
+      {&b_v_, &v_, DType::F32, cap_tokens_, kv_dim},         {&b_att_, &att_, DType::F32, cap_tokens_, q_dim},
+      {&b_bias_, &bias_, DType::F32, bias ? cap_tokens_ : 1, bias ? q_dim : 1},
+      {&b_zeros_, &zeros_, DType::I32, cap_tokens_, 1},
       {&b_hb_, &hb_, DType::F32, cap_tokens_, cfg_.ffn_dim}, {&b_hb2_, &hb2_, DType::F32, cap_tokens_, cfg_.ffn_dim},
       {&b_xl_, &xl_, DType::F32, cap_logits_, cfg_.dim},     {&b_logits_, &logits_, DType::F32, cap_logits_, cfg_.vocab},
       {&b_ids_, &ids_, DType::I32, cap_tokens_, 1},          {&b_pos_, &pos_, DType::I32, cap_tokens_, 1},
@@ -59,12 +62,22 @@ Status ModelRunner::ensure_scratch(const ForwardBatch& b) {
     if (!t) return t.take_error();
     *w.t = *t;
   }
+  const std::vector<int32_t> zeros(size_t(cap_tokens_), 0);
+  be_.upload(zeros_, zeros.data(), zeros.size() * 4);
   return {};
 }
 
-// One transformer block, each step one backend op named as in the paper.
+void ModelRunner::add_bias(const Tensor& x, const Tensor& bias) {
+  const Tensor tmp{bias_.buf, 0, DType::F32, x.rows, x.cols};
+  be_.embed(bias, zeros_.row_slice(0, x.rows), tmp);
+  be_.add(x, tmp, x);
+}
+
+// One transformer block, each step one backend op named as in the paper; the description says
+// which optional steps the block has.
 void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const AttentionParams& ap) {
   const LayerWeights& L = w_.layers[size_t(l)];
+  const ArchDesc& d = cfg_.desc;
   const int64_t n = b.n_tokens();
   const Tensor x = x_.row_slice(0, n), xb = xb_.row_slice(0, n), q = q_.row_slice(0, n);
   const Tensor k = k_.row_slice(0, n), v = v_.row_slice(0, n), att = att_.row_slice(0, n);
@@ -73,11 +86,23 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
   const Tensor seqs = seqs_.row_slice(0, int64_t(b.seqs.size()));
   const Tensor bt = bt_.row_slice(0, int64_t(b.block_tables.size()));
 
-  // Attention: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+  // Attention: x += [post_norm] Wo · attention(rope(Wq·norm(x) [+bq]), rope(Wk·norm(x) [+bk]), Wv·norm(x) [+bv])
   be_.rms_norm(x, L.attn_norm, xb, cfg_.rms_eps);
   be_.matmul(L.wq, xb, q);
   be_.matmul(L.wk, xb, k);
   be_.matmul(L.wv, xb, v);
+  if (d.qkv_bias) {
+    add_bias(q, L.bq);
+    add_bias(k, L.bk);
+    add_bias(v, L.bv);
+  }
+  if (d.qk_norm) {  // RMSNorm of every head on its own: the rows viewed as [n * heads, head_dim]
+    const Tensor qh{q.buf, q.offset, DType::F32, n * cfg_.n_heads, cfg_.head_dim};
+    const Tensor kh{k.buf, k.offset, DType::F32, n * cfg_.n_kv_heads, cfg_.head_dim};
+    be_.rms_norm(qh, L.q_norm, qh, cfg_.rms_eps);
+    be_.rms_norm(kh, L.k_norm, kh, cfg_.rms_eps);
+  }
+  // NEOX pairing needs no op of its own: the loader permuted Wq/Wk rows into NORM order.
   if (w_.rope_freqs.buf) {  // Llama 3 scaling: per-pair frequency divisors from the file
     be_.rope_freqs(q, pos, w_.rope_freqs, cfg_.n_heads, cfg_.head_dim, cfg_.rope_theta);
     be_.rope_freqs(k, pos, w_.rope_freqs, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rope_theta);
@@ -86,16 +111,22 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
     be_.rope(k, pos, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rope_theta);
   }
   be_.kv_store(k, v, kv.k(l), kv.v(l), slots);
-  be_.paged_attention(q, kv.k(l), kv.v(l), seqs, bt, att, ap);
+  AttentionParams lp = ap;
+  lp.window = d.layer_windowed(l) ? d.window : 0;
+  lp.softcap = d.attn_softcap;
+  be_.paged_attention(q, kv.k(l), kv.v(l), seqs, bt, att, lp);
   be_.matmul(L.wo, att, xb);
+  if (d.post_norms) be_.rms_norm(xb, L.post_attn_norm, xb, cfg_.rms_eps);
   be_.add(x, xb, x);
 
-  // Feed-forward (SwiGLU): x += W2 · (silu(W1·norm(x)) * W3·norm(x))
+  // Gated feed-forward: x += [post_norm] W2 · (act(W1·norm(x)) * W3·norm(x)), act = SiLU or GELU(tanh)
   be_.rms_norm(x, L.ffn_norm, xb, cfg_.rms_eps);
   be_.matmul(L.w_gate, xb, hb);
   be_.matmul(L.w_up, xb, hb2);
-  be_.silu_mul(hb, hb2, hb);
+  if (d.activation == FfnActivation::GeluTanh) be_.gelu_mul(hb, hb2, hb);
+  else be_.silu_mul(hb, hb2, hb);
   be_.matmul(L.w_down, hb, xb);
+  if (d.post_norms) be_.rms_norm(xb, L.post_ffn_norm, xb, cfg_.rms_eps);
   be_.add(x, xb, x);
 }
 
@@ -121,6 +152,7 @@ Result<Tensor> ModelRunner::forward_device(const ForwardBatch& b, KvCache& kv) {
 
   const Tensor x = x_.row_slice(0, n);
   be_.embed(w_.tok_embd, ids_.row_slice(0, n), x);
+  if (cfg_.desc.embed_scale_sqrt_dim) be_.scale(x, x, cfg_.desc.embed_scale);
   for (int32_t l = 0; l < cfg_.n_layers; ++l) layer(l, b, kv, ap);
   if (nl == 0) return Tensor{};
   // Only the rows that want logits go through the (vocab-sized) output projection; the gather is
@@ -129,6 +161,7 @@ Result<Tensor> ModelRunner::forward_device(const ForwardBatch& b, KvCache& kv) {
   be_.embed(x, lrows_.row_slice(0, nl), xl);
   be_.rms_norm(xl, w_.output_norm, xl, cfg_.rms_eps);
   be_.matmul(w_.output, xl, logits);
+  if (cfg_.desc.final_softcap > 0) be_.softcap(logits, logits, cfg_.desc.final_softcap);
   return logits;
 }
 

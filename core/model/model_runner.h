@@ -1,4 +1,5 @@
-// ModelRunner: the llama forward pass, written once against the Backend interface. It takes a
+// ModelRunner: the decoder forward pass, written once against the Backend interface and driven by
+// the model's ArchDesc (core/model/arch.h): the description decides which steps a block has. It takes a
 // ForwardBatch (tokens, positions, KV slots, per-sequence block tables, rows that want logits),
 // so prefill chunks, decodes and speculative verification all run through the same loop.
 #pragma once
@@ -44,6 +45,8 @@ class ModelRunner {
   Status ensure_scratch(const ForwardBatch& b);
   Result<Tensor> buffer(BufferPtr& owner, DType t, int64_t rows, int64_t cols);
   void layer(int32_t l, const ForwardBatch& b, KvCache& kv, const AttentionParams& ap);
+  // x[i, :] += bias[0, :] for every row: the bias broadcast by an embedding lookup of its one row.
+  void add_bias(const Tensor& x, const Tensor& bias);
 
   Backend& be_;
   const ModelConfig& cfg_;
@@ -51,8 +54,8 @@ class ModelRunner {
   int64_t cap_tokens_ = 0, cap_logits_ = 0, cap_seqs_ = 0, cap_bt_ = 0;
   // Scratch activations, [tokens, width] each, grown on demand.
   BufferPtr b_x_, b_xb_, b_q_, b_k_, b_v_, b_att_, b_hb_, b_hb2_, b_xl_, b_logits_;
-  BufferPtr b_ids_, b_pos_, b_slots_, b_seqs_, b_bt_, b_lrows_;
-  Tensor x_, xb_, q_, k_, v_, att_, hb_, hb2_, xl_, logits_, ids_, pos_, slots_, seqs_, bt_, lrows_;
+  BufferPtr b_ids_, b_pos_, b_slots_, b_seqs_, b_bt_, b_lrows_, b_bias_, b_zeros_;
+  Tensor x_, xb_, q_, k_, v_, att_, hb_, hb2_, xl_, logits_, ids_, pos_, slots_, seqs_, bt_, lrows_, bias_, zeros_;
 };
 
 }  // namespace pagoda

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <cstring>
 #include <memory>
 #include <set>
 
@@ -56,6 +57,14 @@ Status check_tensor_types(const GgufFile& f) {
 
 namespace {
 
+// How a tensor goes to the device: rows [row0, row0 + rows) of it (a part of a fused tensor;
+// rows 0 = all), and for neox_hd > 0 the NEOX-to-NORM permutation within each head of neox_hd
+// (over the rows of a matrix, over the columns of a vector).
+struct Part {
+  int64_t row0 = 0, rows = 0;
+  int32_t neox_hd = 0;
+};
+
 struct Loader {
   const GgufFile& f;
   Backend& be;
@@ -65,7 +74,7 @@ struct Loader {
   const std::function<void(uint64_t, uint64_t)>& progress;
   std::set<std::string> used;  // tensors the runner consumes; anything else in the file is refused
 
-  Result<Tensor> get(const std::string& name, int64_t rows, int64_t cols) {
+  Result<Tensor> get(const std::string& name, int64_t rows, int64_t cols, Part part = Part{}) {
     const auto* t = f.find_tensor(name);
     if (!t) return make_error("missing tensor '" + name + "'");
     const int64_t got_cols = int64_t(t->dims[0]);
@@ -79,18 +88,44 @@ struct Loader {
       return make_error("tensor '" + name + "' has type " + ggml_type_name(t->type) + ", which the " + be.info().name +
                         " backend does not support (the cpu backend runs every type)");
     used.insert(name);
-    auto buf = be.alloc(t->n_bytes);
+    const bool whole = part.rows == 0;
+    const int64_t n_rows = whole ? rows : part.rows;
+    const size_t stride = row_bytes(*dt, cols), n_bytes = whole ? t->n_bytes : stride * size_t(n_rows);
+    const uint8_t* src = f.tensor_data(*t) + (whole ? 0 : stride * size_t(part.row0));
+    std::vector<uint8_t> permuted;
+    if (part.neox_hd > 0) {
+      const int64_t hd = part.neox_hd, half = hd / 2;
+      // Element (or row) i of a head goes to 2i for i < half, to 2(i - half) + 1 after.
+      auto dst_of = [&](int64_t i) { const int64_t h = i / hd * hd, j = i % hd; return h + (j < half ? 2 * j : 2 * (j - half) + 1); };
+      permuted.resize(n_bytes);
+      if (n_rows == 1) {
+        if (*dt != DType::F32 || cols % hd != 0) return make_error("tensor '" + name + "' must be F32 with whole heads");
+        const auto* in = reinterpret_cast<const float*>(src);
+        auto* out = reinterpret_cast<float*>(permuted.data());
+        for (int64_t i = 0; i < cols; ++i) out[dst_of(i)] = in[i];
+      } else {
+        if (n_rows % hd != 0) return make_error("tensor '" + name + "' rows are not whole heads of " + std::to_string(hd));
+        for (int64_t r = 0; r < n_rows; ++r)
+          std::memcpy(permuted.data() + size_t(dst_of(r)) * stride, src + size_t(r) * stride, stride);
+      }
+    }
+    auto buf = be.alloc(n_bytes);
     if (!buf) return make_error("allocating '" + name + "': " + buf.error());
-    Tensor out{buf->get(), 0, *dt, rows, cols};
-    be.upload(out, f.tensor_data(*t), t->n_bytes);
-    // The digest covers names, types and shapes as well as bytes, so a re-shaped file differs.
+    Tensor out{buf->get(), 0, *dt, n_rows, cols};
+    be.upload(out, permuted.empty() ? src : permuted.data(), n_bytes);
+    // The digest covers names, types and shapes as well as the file's bytes, so a re-shaped file
+    // differs; a part also hashes where it starts.
     EVP_DigestUpdate(sha, name.data(), name.size());
     const uint32_t meta[3] = {uint32_t(t->type), uint32_t(cols), uint32_t(rows)};
     EVP_DigestUpdate(sha, meta, sizeof(meta));
-    EVP_DigestUpdate(sha, f.tensor_data(*t), t->n_bytes);
+    if (!whole) {
+      const uint64_t span[2] = {uint64_t(part.row0), uint64_t(part.rows)};
+      EVP_DigestUpdate(sha, span, sizeof(span));
+    }
+    EVP_DigestUpdate(sha, src, n_bytes);
     w.buffers.push_back(std::move(*buf));
-    w.bytes += t->n_bytes;
-    done += t->n_bytes;
+    w.bytes += n_bytes;
+    done += n_bytes;
     if (progress) progress(done, total);
     return out;
   }
@@ -106,45 +141,88 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
   Loader ld{f, be, w, sha.get(), 0, 0, progress, {}};
   for (const auto& t : f.tensors()) ld.total += t.n_bytes;
 
-  const int64_t kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
+  const ArchDesc& d = c.desc;
+  const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
+  const int32_t neox = d.rope == RopeStyle::Neox ? c.head_dim : 0;  // see LayerWeights
   auto assign = [](Tensor& dst, Result<Tensor> r) -> Status {
     if (!r) return r.take_error();
     dst = *r;
+    return {};
+  };
+  auto f32_gain = [&](Tensor& dst, const std::string& name, int64_t cols, int32_t neox_hd = 0) -> Status {
+    PAGODA_TRY(assign(dst, ld.get(name, 1, cols, {0, 0, neox_hd})));
+    if (dst.dtype != DType::F32) return make_error("tensor '" + name + "' must be F32");
     return {};
   };
   PAGODA_TRY(assign(w.tok_embd, ld.get("token_embd.weight", c.vocab, c.dim)));
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     LayerWeights L;
-    PAGODA_TRY(assign(L.attn_norm, ld.get(p + "attn_norm.weight", 1, c.dim)));
-    PAGODA_TRY(assign(L.wq, ld.get(p + "attn_q.weight", c.dim, c.dim)));
-    PAGODA_TRY(assign(L.wk, ld.get(p + "attn_k.weight", kv_dim, c.dim)));
-    PAGODA_TRY(assign(L.wv, ld.get(p + "attn_v.weight", kv_dim, c.dim)));
-    PAGODA_TRY(assign(L.wo, ld.get(p + "attn_output.weight", c.dim, c.dim)));
-    PAGODA_TRY(assign(L.ffn_norm, ld.get(p + "ffn_norm.weight", 1, c.dim)));
-    PAGODA_TRY(assign(L.w_gate, ld.get(p + "ffn_gate.weight", c.ffn_dim, c.dim)));
-    PAGODA_TRY(assign(L.w_up, ld.get(p + "ffn_up.weight", c.ffn_dim, c.dim)));
+    PAGODA_TRY(f32_gain(L.attn_norm, p + "attn_norm.weight", c.dim));
+    if (d.fused_qkv) {
+      const std::string n = p + "attn_qkv.weight";
+      const int64_t rows = q_dim + 2 * kv_dim;
+      PAGODA_TRY(assign(L.wq, ld.get(n, rows, c.dim, {0, q_dim, neox})));
+      PAGODA_TRY(assign(L.wk, ld.get(n, rows, c.dim, {q_dim, kv_dim, neox})));
+      PAGODA_TRY(assign(L.wv, ld.get(n, rows, c.dim, {q_dim + kv_dim, kv_dim, 0})));
+    } else {
+      PAGODA_TRY(assign(L.wq, ld.get(p + "attn_q.weight", q_dim, c.dim, {0, 0, neox})));
+      PAGODA_TRY(assign(L.wk, ld.get(p + "attn_k.weight", kv_dim, c.dim, {0, 0, neox})));
+      PAGODA_TRY(assign(L.wv, ld.get(p + "attn_v.weight", kv_dim, c.dim)));
+    }
+    if (d.qkv_bias) {
+      PAGODA_TRY(f32_gain(L.bq, p + "attn_q.bias", q_dim, neox));
+      PAGODA_TRY(f32_gain(L.bk, p + "attn_k.bias", kv_dim, neox));
+      PAGODA_TRY(f32_gain(L.bv, p + "attn_v.bias", kv_dim));
+    }
+    if (d.qk_norm) {
+      PAGODA_TRY(f32_gain(L.q_norm, p + "attn_q_norm.weight", c.head_dim, neox));
+      PAGODA_TRY(f32_gain(L.k_norm, p + "attn_k_norm.weight", c.head_dim, neox));
+    }
+    PAGODA_TRY(assign(L.wo, ld.get(p + "attn_output.weight", c.dim, q_dim)));
+    if (d.post_norms) PAGODA_TRY(f32_gain(L.post_attn_norm, p + "post_attention_norm.weight", c.dim));
+    PAGODA_TRY(f32_gain(L.ffn_norm, p + "ffn_norm.weight", c.dim));
+    if (d.fused_gate_up) {
+      const std::string n = p + "ffn_up.weight";
+      PAGODA_TRY(assign(L.w_gate, ld.get(n, 2 * int64_t(c.ffn_dim), c.dim, {0, c.ffn_dim, 0})));
+      PAGODA_TRY(assign(L.w_up, ld.get(n, 2 * int64_t(c.ffn_dim), c.dim, {c.ffn_dim, c.ffn_dim, 0})));
+    } else {
+      PAGODA_TRY(assign(L.w_gate, ld.get(p + "ffn_gate.weight", c.ffn_dim, c.dim)));
+      PAGODA_TRY(assign(L.w_up, ld.get(p + "ffn_up.weight", c.ffn_dim, c.dim)));
+    }
     PAGODA_TRY(assign(L.w_down, ld.get(p + "ffn_down.weight", c.dim, c.ffn_dim)));
-    if (L.attn_norm.dtype != DType::F32 || L.ffn_norm.dtype != DType::F32)
-      return make_error("norm weights of layer " + std::to_string(l) + " must be F32");
+    if (d.post_norms) PAGODA_TRY(f32_gain(L.post_ffn_norm, p + "post_ffw_norm.weight", c.dim));
     w.layers.push_back(L);
   }
-  PAGODA_TRY(assign(w.output_norm, ld.get("output_norm.weight", 1, c.dim)));
-  if (w.output_norm.dtype != DType::F32) return make_error("output_norm.weight must be F32");
+  PAGODA_TRY(f32_gain(w.output_norm, "output_norm.weight", c.dim));
   if (c.tied_output) w.output = w.tok_embd;
   else PAGODA_TRY(assign(w.output, ld.get("output.weight", c.vocab, c.dim)));
   // Llama 3's RoPE scaling lives entirely in this tensor: per-pair frequency divisors.
-  if (f.find_tensor("rope_freqs.weight")) {
+  if (d.rope_freqs && f.find_tensor("rope_freqs.weight")) {
     PAGODA_TRY(assign(w.rope_freqs, ld.get("rope_freqs.weight", 1, c.head_dim / 2)));
     if (w.rope_freqs.dtype != DType::F32) return make_error("rope_freqs.weight must be F32");
     if (!be.supports(Op::RopeFreqs, DType::F32))
       return make_error("rope_freqs.weight (Llama 3 RoPE frequency factors): the " + be.info().name +
                         " backend does not support it yet (the cpu backend applies it)");
   }
+  // Ops beyond the llama set that this description needs: a backend without them refuses here.
+  struct Need { bool needed; Op op; DType dt; const char* what; };
+  const Need needs[] = {
+      {d.activation == FfnActivation::GeluTanh, Op::GeluMul, DType::F32, "the GELU-gated FFN (gelu_mul)"},
+      {d.embed_scale_sqrt_dim, Op::Scale, DType::F32, "the embedding scale (scale)"},
+      {d.final_softcap > 0, Op::Softcap, DType::F32, "final logit soft-capping (softcap)"},
+      {d.window > 0 || d.attn_softcap > 0, Op::AttentionWindow, DType::F32,
+       "attention with a sliding window or logit soft cap (attention_window)"},
+  };
+  for (const auto& n : needs)
+    if (n.needed && !be.supports(n.op, n.dt))
+      return make_error(std::string(n.what) + ", which " + d.name + " needs: the " + be.info().name +
+                        " backend does not support it yet (the cpu backend does)");
   // A tensor the layer loop would not read means the file computes something else: refuse it.
   for (const auto& t : f.tensors())
     if (!ld.used.count(t.name))
-      return make_error("tensor '" + t.name + "' is not used by Pagoda's llama runner; the file needs an architecture it does not implement");
+      return make_error("tensor '" + t.name + "' is not used by Pagoda's " + c.arch +
+                        " runner; the file needs something the architecture description does not have");
 
   unsigned char md[32];
   unsigned int len = 0;

@@ -1,4 +1,4 @@
-// ModelWeights: every tensor of a llama-family GGUF uploaded to a backend, shape-checked against the
+// ModelWeights: every tensor of a GGUF uploaded to a backend, shape-checked against the
 // config, plus the SHA-256 digest of the weight bytes that the prefix cache identity binds to.
 #pragma once
 #include <functional>
@@ -11,8 +11,16 @@
 
 namespace pagoda {
 
+// One block. Tensors an architecture does not have keep buf == nullptr. Fused GGUF tensors
+// (Phi-3's attn_qkv, ffn_up with gate and up) are uploaded as their parts. For RoPE in NEOX
+// pairing (ArchDesc::rope) the rows of Wq and Wk (and their biases and q/k norm gains) are
+// permuted within each head at load, so that pairs (i, i + head_dim/2) land on (2i, 2i+1) and
+// the one rope kernel serves both styles; q·k, and so attention, is unchanged by the permutation.
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+  Tensor bq, bk, bv;                    // [1, width] F32 biases (qkv_bias)
+  Tensor q_norm, k_norm;                // [1, head_dim] F32 gains (qk_norm)
+  Tensor post_attn_norm, post_ffn_norm; // [1, dim] F32 gains (post_norms)
 };
 
 struct ModelWeights {

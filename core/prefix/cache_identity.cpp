@@ -50,6 +50,7 @@ BlockKey CacheIdentity::root() const {
   h.field(kv_dtype);
   h.update(&block_size, 4);
   h.update(&rope_scaling, 4);
+  h.field(model_compute);
   h.field(kernel_precision);
   h.field(scope);
   return h.final();
