@@ -68,7 +68,7 @@ if want mixed; then
 fi
 # Overload and recovery: a burst past saturation against the real queue bound, then a sustainable rate.
 if want overload; then
-  run overload-260K-cpu bench overload -m ../shared/models/stories260K.gguf --burst-rate 200 --burst-s 2 --after-rate 20 \
+  run overload-260K-cpu bench overload -m ../shared/models/stories260K.gguf --burst-rate 1500 --burst-s 2 --after-rate 100 \
     --after-s 6 --max-running 8 --max-waiting 32 --prompt-len 16:64 --gen-len 16:32 --slo-ttft-ms 200 --slo-itl-ms 100 --seed 1
 fi
 if want ops; then
