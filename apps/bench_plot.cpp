@@ -334,6 +334,30 @@ std::vector<Panel> panels_for(const nlohmann::json& j) {
     b.ticks_at_data = true;
     b.series = {thr, good};
     out = {a, b};
+  } else if (w == "overload") {
+    // The recovery chart: per window of arrivals after the burst, TTFT p99 against the SLO, and
+    // what was refused.
+    if (!j.contains("windows") || !j["windows"].is_array() || j["windows"].empty()) throw std::runtime_error("no \"windows\" array");
+    Panel a, b;
+    a.title = "Recovery after the burst: TTFT p99 per window of arrivals" + subtitle(j);
+    a.xlabel = "seconds after the burst ended (window start)";
+    a.ylabel = "ms";
+    Series p99{"TTFT p99", {}, {}}, slo{"SLO", {}, {}}, refused{"refused (queue full)", {}, {}}, done{"completed", {}, {}};
+    const double limit = j.contains("slo") ? num_at(j["slo"], "ttft_ms") : 0;
+    for (const auto& win : j["windows"]) {
+      const double t = num_at(win, "start_s");
+      p99.x.push_back(t), slo.x.push_back(t), refused.x.push_back(t), done.x.push_back(t);
+      p99.y.push_back(num_at(win, "ttft_p99_ms"));
+      slo.y.push_back(limit);
+      refused.y.push_back(num_at(win, "refused"));
+      done.y.push_back(num_at(win, "completed"));
+    }
+    a.series = {p99, slo};
+    b.title = "Requests per window after the burst";
+    b.xlabel = a.xlabel;
+    b.ylabel = "requests";
+    b.series = {done, refused};
+    out = {a, b};
   } else if (w == "ops") {
     if (!j.contains("backends") || !j["backends"].is_array() || j["backends"].empty()) throw std::runtime_error("no \"backends\" array");
     Panel a;
@@ -378,7 +402,7 @@ std::vector<Panel> panels_for(const nlohmann::json& j) {
                          {{"cold (nothing cached)", "cold_ttft_ms"}, {"warm (shared prefix cached)", "warm_ttft_ms"}});
     out = {a};
   } else {
-    throw std::runtime_error("no chart for workload '" + w + "' (plottable: batch, spec, mixed, ops, prefix)");
+    throw std::runtime_error("no chart for workload '" + w + "' (plottable: batch, spec, mixed, overload, ops, prefix)");
   }
   return out;
 }
@@ -386,7 +410,7 @@ std::vector<Panel> panels_for(const nlohmann::json& j) {
 }  // namespace
 
 bool plottable_workload(const std::string& w) {
-  return w == "batch" || w == "spec" || w == "mixed" || w == "ops" || w == "prefix";
+  return w == "batch" || w == "spec" || w == "mixed" || w == "overload" || w == "ops" || w == "prefix";
 }
 
 Status plot_result(const nlohmann::json& j, const std::string& png_path, int width) {

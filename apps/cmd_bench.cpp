@@ -668,7 +668,7 @@ int bench_plot_cmd(const PlotOptions& po) {
     fmt::print("wrote {}\n", out);
     ++written;
   }
-  if (written == 0) return fail("no plottable results (batch, spec, mixed, ops) in '" + po.dir + "'");
+  if (written == 0) return fail("no plottable results (batch, spec, mixed, overload, ops, prefix) in '" + po.dir + "'");
   return 0;
 }
 }  // namespace
@@ -836,7 +836,7 @@ void register_bench(CLI::App& app) {
   });
 
   auto po = std::make_shared<PlotOptions>();
-  auto* plot = cmd->add_subcommand("plot", "PNG charts from --json results (batch, spec, mixed, ops, prefix)");
+  auto* plot = cmd->add_subcommand("plot", "PNG charts from --json results (batch, spec, mixed, overload, ops, prefix)");
   plot->add_option("results", po->input, "One result JSON");
   plot->add_option("-o,--output", po->output, "PNG for the single result (default: RESULTS.png)");
   plot->add_option("--dir", po->dir, "Plot every plottable *.json in this directory");

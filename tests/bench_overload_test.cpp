@@ -2,6 +2,7 @@
 // the arithmetic is checked exactly), and one short real run against the queue bound.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/cpu_backend.h"
@@ -135,6 +136,25 @@ TEST(BenchOverload, CommandJsonHasSamplesAndFullEnvelope) {
   EXPECT_EQ(j["phases"][0]["arrivals"], 1);
   EXPECT_FALSE(j["windows"].empty());
   EXPECT_NE(pagoda::testing::run_shell(std::string(PAGODA_BINARY_DIR) + "/pagoda bench overload --burst-rate 0").code, 0);
+  // The recovery chart renders from the same JSON.
+  const std::string json_path = ::testing::TempDir() + "overload.json", png = ::testing::TempDir() + "overload.png";
+  {
+    std::FILE* f = std::fopen(json_path.c_str(), "w");
+    ASSERT_TRUE(f);
+    std::fwrite(r.out.data(), 1, r.out.size(), f);
+    std::fclose(f);
+  }
+  std::remove(png.c_str());
+  const auto plot = pagoda::testing::run_shell(std::string(PAGODA_BINARY_DIR) + "/pagoda bench plot " + json_path + " -o " + png);
+  EXPECT_EQ(plot.code, 0) << plot.out;
+  std::FILE* img = std::fopen(png.c_str(), "rb");
+  ASSERT_TRUE(img) << "no chart written";
+  char sig[8] = {};
+  EXPECT_EQ(std::fread(sig, 1, 8, img), 8u);
+  std::fclose(img);
+  EXPECT_EQ(std::string(sig + 1, 3), "PNG");
+  std::remove(png.c_str());
+  std::remove(json_path.c_str());
 }
 
 }  // namespace
