@@ -160,7 +160,20 @@ for (const [label, tool_choice] of [["auto", undefined], ["named", { type: "func
   await check(`tool_choice ${label}: message.tool_calls`, async () => {
     if (!tools_client) throw new Skip("tools", "no --tools-url given");
     const r = await orSkip("tools", tools_client.chat.completions.create({ model: "tool", messages: ask, tools, tool_choice, max_tokens: 64, temperature: 0.7 }));
-    checkCall(r.choices[0].message, r.choices[0].finish_reason);
+    if (label !== "required") return checkCall(r.choices[0].message, r.choices[0].finish_reason);
+    // `required` (parallel calls allowed) samples an array of one or more calls under the grammar,
+    // not the model's own <tool_call> text, so the count and the argument values are the sampler's;
+    // what must hold is that every call is well formed and validates against the tool's parameters.
+    const m = r.choices[0].message;
+    assert.equal(r.choices[0].finish_reason, "tool_calls");
+    assert.ok(m.tool_calls.length >= 1);
+    for (const call of m.tool_calls) {
+      assert.equal(call.type, "function");
+      assert.equal(call.function.name, "get_weather");
+      const a = JSON.parse(call.function.arguments);
+      assert.ok(["Paris", "Oslo"].includes(a.city));
+      assert.ok(["celsius", "fahrenheit"].includes(a.unit));
+    }
   });
 }
 
@@ -220,9 +233,12 @@ await check("response_format json_schema", async () => {
     additionalProperties: false,
   };
   const r = await orSkip("json_schema", client.chat.completions.create({
-    model: "stories260K", messages, max_tokens: 96, temperature: 1, seed: 7,
+    model: "stories260K", messages, max_tokens: 1000, temperature: 1, seed: 7,
     response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } },
   }));
+  // A random-weight-like tiny model rambles in the whitespace JSON allows; the budget is generous
+  // so the document completes (the grammar then ends it with finish_reason "stop").
+  assert.equal(r.choices[0].finish_reason, "stop");
   let v;
   try {
     v = JSON.parse(r.choices[0].message.content);
