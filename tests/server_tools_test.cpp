@@ -508,6 +508,9 @@ TEST(ServerTools, CallsFromAModelComeBackPlainAndStreamed) {
                              json{{"type", "function"}, {"function", {{"name", "get_weather"}}}}}) {
     json body = ask;
     if (!choice.is_null()) body["tool_choice"] = choice;
+    // `required` with parallel calls allowed samples an array of calls under the grammar (checked
+    // below); one call makes it the same single-object document as a named choice.
+    if (choice == "required") body["parallel_tool_calls"] = false;
     const json r = body_of(h.post("/v1/chat/completions", body.dump()));
     ASSERT_TRUE(r.contains("choices")) << r;
     const json& msg = r["choices"][0]["message"];
@@ -517,6 +520,21 @@ TEST(ServerTools, CallsFromAModelComeBackPlainAndStreamed) {
     EXPECT_EQ(msg["tool_calls"][0]["function"]["name"], "get_weather");
     EXPECT_EQ(msg["tool_calls"][0]["function"]["arguments"], args);
     EXPECT_EQ(msg["tool_calls"][0]["type"], "function");
+  }
+
+  // `required`, parallel calls allowed: one or more calls, each a declared function whose arguments
+  // validate (their number and values are the sampler's, not the model's own <tool_call> text).
+  json many = ask;
+  many["tool_choice"] = "required";
+  const json rm = body_of(h.post("/v1/chat/completions", many.dump()));
+  ASSERT_TRUE(rm.contains("choices")) << rm;
+  EXPECT_EQ(rm["choices"][0]["finish_reason"], "tool_calls") << rm;
+  ASSERT_GE(rm["choices"][0]["message"]["tool_calls"].size(), 1u) << rm;
+  for (const json& call : rm["choices"][0]["message"]["tool_calls"]) {
+    const json a = json::parse(call["function"]["arguments"].get<std::string>());
+    if (call["function"]["name"] == "get_weather") EXPECT_TRUE(a.contains("city") && a["city"].is_string()) << a;
+    else if (call["function"]["name"] == "get_time") EXPECT_TRUE(a.contains("zone") && a["zone"].is_string()) << a;
+    else ADD_FAILURE() << "undeclared function in " << call;
   }
 
   json none = ask;
