@@ -27,6 +27,7 @@
 #include "apps/server/views.h"
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/engine.h"
+#include "server_harness.h"
 
 using namespace pagoda;
 using namespace pagoda::server;
@@ -35,49 +36,22 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
-struct Model {
-  CpuBackend be{CpuOptions{.threads = 1}};
-  std::unique_ptr<LoadedModel> m;
-  Model() {
-    auto r = LoadedModel::load(kStories, be);
-    EXPECT_TRUE(r.ok()) << (r ? "" : r.error());
-    if (r) m = std::move(*r);
-  }
-};
+pagoda::testing::StoriesModel& model() { return pagoda::testing::stories_model(); }
 
-Model& model() {
-  static Model m;
-  return m;
+EngineConfig hostile_engine() {
+  EngineConfig ec;
+  ec.num_blocks = 256;
+  ec.max_running = 8;
+  ec.max_waiting = 32;
+  return ec;
 }
 
-struct Harness {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<Server> srv;
-  int port = 0;
-  explicit Harness(ServerConfig sc = {}) {
-    EngineConfig ec;
-    ec.num_blocks = 256;
-    ec.max_running = 8;
-    ec.max_waiting = 32;
-    auto e = Engine::create(*model().m, model().be, ec);
-    EXPECT_TRUE(e.ok()) << (e ? "" : e.error());
-    engine = std::move(*e);
-    engine->start();
-    sc.model_name = "stories260K";
-    srv = std::make_unique<Server>(*engine, sc);
-    auto p = srv->start("127.0.0.1", 0);
-    EXPECT_TRUE(p.ok()) << (p ? "" : p.error());
-    port = p ? *p : 0;
-  }
-  ~Harness() {
-    srv->stop(1.0);
-    engine->stop(false);
-  }
+struct Harness : pagoda::testing::ServerUnderTest {
+  explicit Harness(ServerConfig sc = {}) : ServerUnderTest(*model().m, model().be, hostile_engine(), std::move(sc)) {}
 };
 
 // A blocking TCP client with bounded waits; no HTTP library, so nothing is smoothed over.
@@ -332,7 +306,7 @@ TEST(ServerHostile, NulInBearerTokenIsRejected) {
 
 // A keys file saved with a UTF-8 byte-order mark keeps its first key.
 TEST(ServerHostile, KeysFileWithByteOrderMark) {
-  const std::string path = testing::TempDir() + "/pagoda_bom_keys.txt";
+  const std::string path = ::testing::TempDir() + "/pagoda_bom_keys.txt";
   {
     std::ofstream f(path, std::ios::binary);
     f << "\xEF\xBB\xBFkey-a alice\nkey-b bob\n";

@@ -22,6 +22,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/engine.h"
 #include "shell.h"
+#include "server_harness.h"
 
 using namespace pagoda;
 using namespace pagoda::server;
@@ -30,22 +31,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 
-struct Model {
-  CpuBackend be{CpuOptions{.threads = 1}};
-  std::unique_ptr<LoadedModel> m;
-  Model() {
-    auto r = LoadedModel::load(kStories, be);
-    EXPECT_TRUE(r.ok()) << (r ? "" : r.error());
-    if (r) m = std::move(*r);
-  }
-};
-
-Model& model() {
-  static Model m;
-  return m;
-}
+pagoda::testing::StoriesModel& model() { return pagoda::testing::stories_model(); }
 
 EngineConfig small_engine(int32_t max_running = 8, int32_t max_waiting = 32, int32_t num_blocks = 256) {
   EngineConfig c;
@@ -55,25 +42,9 @@ EngineConfig small_engine(int32_t max_running = 8, int32_t max_waiting = 32, int
   return c;
 }
 
-struct Harness {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<Server> srv;
-  int port = 0;
-  explicit Harness(EngineConfig ec = small_engine(), ServerConfig sc = {}) {
-    auto e = Engine::create(*model().m, model().be, ec);
-    EXPECT_TRUE(e.ok()) << (e ? "" : e.error());
-    engine = std::move(*e);
-    engine->start();
-    sc.model_name = "stories260K";
-    srv = std::make_unique<Server>(*engine, sc);
-    auto p = srv->start("127.0.0.1", 0);
-    EXPECT_TRUE(p.ok()) << (p ? "" : p.error());
-    port = p ? *p : 0;
-  }
-  ~Harness() {
-    srv->stop(1.0);
-    engine->stop(false);
-  }
+struct Harness : pagoda::testing::ServerUnderTest {
+  explicit Harness(EngineConfig ec = small_engine(), ServerConfig sc = {})
+      : ServerUnderTest(*model().m, model().be, ec, std::move(sc)) {}
   httplib::Client client() const {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);

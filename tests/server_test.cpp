@@ -25,6 +25,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/engine.h"
 #include "fault_backend.h"
+#include "server_harness.h"
 
 using namespace pagoda;
 using namespace pagoda::server;
@@ -33,7 +34,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 // Long enough to fill several 16-token blocks, so the prefix cache has something to reuse.
 const std::string kLongPrompt =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her friends. "
@@ -41,20 +41,7 @@ const std::string kLongPrompt =
 
 double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-struct Model {
-  CpuBackend be{CpuOptions{.threads = 1}};  // the machine's cores are shared; one thread is plenty here
-  std::unique_ptr<LoadedModel> m;
-  Model() {
-    auto r = LoadedModel::load(kStories, be);
-    EXPECT_TRUE(r.ok()) << (r ? "" : r.error());
-    if (r) m = std::move(*r);
-  }
-};
-
-Model& model() {
-  static Model m;
-  return m;
-}
+pagoda::testing::StoriesModel& model() { return pagoda::testing::stories_model(); }
 
 EngineConfig small_engine(int32_t max_running = 16, int32_t max_waiting = 64, int32_t num_blocks = 256) {
   EngineConfig c;
@@ -65,27 +52,10 @@ EngineConfig small_engine(int32_t max_running = 16, int32_t max_waiting = 64, in
 }
 
 // An engine plus a server on an ephemeral loopback port, torn down in order.
-struct Harness {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<Server> srv;
-  int port = 0;
+struct Harness : pagoda::testing::ServerUnderTest {
   httplib::Headers admin;  // credentials for the monitoring calls when keys are configured
   explicit Harness(EngineConfig ec = small_engine(), ServerConfig sc = {}, httplib::Headers monitor_auth = {})
-      : admin(std::move(monitor_auth)) {
-    auto e = Engine::create(*model().m, model().be, ec);
-    EXPECT_TRUE(e.ok()) << (e ? "" : e.error());
-    engine = std::move(*e);
-    engine->start();
-    sc.model_name = "stories260K";
-    srv = std::make_unique<Server>(*engine, sc);
-    auto p = srv->start("127.0.0.1", 0);
-    EXPECT_TRUE(p.ok()) << (p ? "" : p.error());
-    port = p ? *p : 0;
-  }
-  ~Harness() {
-    srv->stop(1.0);
-    engine->stop(false);
-  }
+      : ServerUnderTest(*model().m, model().be, ec, std::move(sc)), admin(std::move(monitor_auth)) {}
   httplib::Client client() const {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);

@@ -22,6 +22,7 @@
 #include "core/grammar/json_schema.h"
 #include "core/grammar/matcher.h"
 #include "tests/openai_sdk/tool_model.h"
+#include "server_harness.h"
 
 using namespace pagoda;
 using namespace pagoda::server;
@@ -30,7 +31,6 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 const std::string kTemplates = PAGODA_CHAT_TEMPLATES_DIR;
 const std::vector<std::string> kNames = {"get_weather", "get_time"};
 
@@ -287,20 +287,7 @@ TEST(ToolSpecParse, ToolCallHistoryRendersLikeJinja2) {
 // ---------------------------------------------------------------------------------------------
 // End to end: /tokenize, /detokenize, echo, tools with a model that writes stories.
 
-struct Model {
-  CpuBackend be{CpuOptions{.threads = 1}};
-  std::unique_ptr<LoadedModel> m;
-  Model() {
-    auto r = LoadedModel::load(kStories, be);
-    EXPECT_TRUE(r.ok()) << (r ? "" : r.error());
-    if (r) m = std::move(*r);
-  }
-};
-
-Model& model() {
-  static Model m;
-  return m;
-}
+pagoda::testing::StoriesModel& model() { return pagoda::testing::stories_model(); }
 
 // The constructed model that always calls get_weather (tests/openai_sdk/tool_model.h).
 struct ToolModel {
@@ -321,28 +308,16 @@ LoadedModel& tool_model() {
   return *t.m;
 }
 
-struct Harness {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<Server> srv;
-  int port = 0;
-  explicit Harness(ServerConfig sc = {}, LoadedModel* served = nullptr) {
-    EngineConfig ec;
-    ec.num_blocks = 256;
-    ec.max_running = 16;
-    auto e = Engine::create(served ? *served : *model().m, model().be, ec);
-    EXPECT_TRUE(e.ok()) << (e ? "" : e.error());
-    engine = std::move(*e);
-    engine->start();
-    sc.model_name = "stories260K";
-    srv = std::make_unique<Server>(*engine, sc);
-    auto p = srv->start("127.0.0.1", 0);
-    EXPECT_TRUE(p.ok()) << (p ? "" : p.error());
-    port = p ? *p : 0;
-  }
-  ~Harness() {
-    srv->stop(1.0);
-    engine->stop(false);
-  }
+EngineConfig tools_engine() {
+  EngineConfig ec;
+  ec.num_blocks = 256;
+  ec.max_running = 16;
+  return ec;
+}
+
+struct Harness : pagoda::testing::ServerUnderTest {
+  explicit Harness(ServerConfig sc = {}, LoadedModel* served = nullptr)
+      : ServerUnderTest(served ? *served : *model().m, model().be, tools_engine(), std::move(sc)) {}
   httplib::Result post(const std::string& path, const std::string& body, const httplib::Headers& h = {}) const {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);

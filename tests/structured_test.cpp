@@ -23,6 +23,7 @@
 #include "core/grammar/matcher.h"
 #include "core/model/llama2c_import.h"
 #include "core/sample/sampler.h"
+#include "server_harness.h"
 
 using namespace pagoda;
 using nlohmann::json;
@@ -356,27 +357,14 @@ server::ParseLimits limits() {
   return l;
 }
 
-struct Harness {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<server::Server> srv;
-  int port = 0;
-  explicit Harness(EngineConfig ec = {}, LoadedModel* draft = nullptr) {
-    ec.num_blocks = 512;
-    auto e = Engine::create(*env().target, env().be, ec, draft);
-    EXPECT_TRUE(e.ok()) << (e ? "" : e.error());
-    engine = std::move(*e);
-    engine->start();
-    server::ServerConfig sc;
-    sc.model_name = "stories260K";
-    srv = std::make_unique<server::Server>(*engine, sc);
-    auto p = srv->start("127.0.0.1", 0);
-    EXPECT_TRUE(p.ok()) << (p ? "" : p.error());
-    port = p ? *p : 0;
-  }
-  ~Harness() {
-    srv->stop(1.0);
-    engine->stop(false);
-  }
+EngineConfig with_blocks(EngineConfig ec) {
+  ec.num_blocks = 512;
+  return ec;
+}
+
+struct Harness : pagoda::testing::ServerUnderTest {
+  explicit Harness(EngineConfig ec = {}, LoadedModel* draft = nullptr)
+      : ServerUnderTest(*env().target, env().be, with_blocks(ec), server::ServerConfig{}, draft) {}
   json post(const std::string& path, const json& body, int* status = nullptr) const {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(120, 0);
