@@ -14,6 +14,7 @@
 #include "core/spec/controller.h"
 #include "core/spec/drafter.h"
 #include "core/spec/verify.h"
+#include "spec_models.h"
 
 using namespace pagoda;
 
@@ -66,46 +67,13 @@ std::pair<double, double> chi2_of(VerifyFn fn, uint64_t seed, uint64_t n) {
   return {chi2(c0, {p0.begin(), p0.end()}, n), chi2(c1, {p1.begin(), p1.end()}, n1)};
 }
 
-// The shared models. Missing files skip the tests that need them; files that exist but do not
-// load (or convert) are a failure, recorded in `error`, never a skip.
-struct Env {
-  CpuBackend be;
-  std::unique_ptr<LoadedModel> target, draft;
-  std::string draft_path, missing, error;
-  Env() {
-    for (const std::string& f : {kStories, kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin"})
-      if (!std::filesystem::exists(f)) missing += " " + f;
-    if (!missing.empty()) return;
-    auto t = LoadedModel::load(kStories, be);
-    if (!t) {
-      error = kStories + ": " + t.error();
-      return;
-    }
-    target = std::move(*t);
-    draft_path = (std::filesystem::temp_directory_path() / ("pagoda_spec_xs_" + std::to_string(getpid()) + ".gguf")).string();
-    if (auto st = import_llama2c({kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin", draft_path, ""}); !st) {
-      error = "converting llama2xs-260K.bin: " + st.error();
-      return;
-    }
-    auto d = LoadedModel::load(draft_path, be);
-    if (!d) {
-      error = draft_path + ": " + d.error();
-      return;
-    }
-    draft = std::move(*d);
-  }
-  ~Env() {
-    if (!draft_path.empty()) std::filesystem::remove(draft_path);
-  }
-};
+using Env = pagoda::testing::SpecModels;
 Env& env() {
-  static Env e;
+  static Env e(CpuOptions{}, "spec");
   return e;
 }
 
-#define REQUIRE_MODELS()                                                  \
-  if (!env().missing.empty()) GTEST_SKIP() << "missing" << env().missing; \
-  ASSERT_TRUE(env().error.empty()) << "models exist but do not load: " << env().error
+#define REQUIRE_MODELS() REQUIRE_SPEC_MODELS(env())
 
 std::vector<Request> workload(int32_t n_tokens, float temp = 0) {
   std::vector<Request> v;

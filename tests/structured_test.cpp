@@ -24,6 +24,7 @@
 #include "core/model/llama2c_import.h"
 #include "core/sample/sampler.h"
 #include "server_harness.h"
+#include "spec_models.h"
 
 using namespace pagoda;
 using nlohmann::json;
@@ -57,44 +58,13 @@ std::shared_ptr<const grammar::Grammar> schema_grammar(const char* schema) {
 }
 
 // stories260K and, as its draft, llama2xs-260K (same vocabulary) converted from llama2.c.
-struct Env {
-  CpuBackend be{CpuOptions{.threads = 1}};
-  std::unique_ptr<LoadedModel> target, draft;
-  std::string draft_path, missing, error;
-  Env() {
-    for (const std::string& f : {kStories, kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin"})
-      if (!std::filesystem::exists(f)) missing += " " + f;
-    if (!missing.empty()) return;
-    auto t = LoadedModel::load(kStories, be);
-    if (!t) {
-      error = kStories + ": " + t.error();
-      return;
-    }
-    target = std::move(*t);
-    draft_path = (std::filesystem::temp_directory_path() / ("pagoda_structured_xs_" + std::to_string(getpid()) + ".gguf")).string();
-    if (auto st = import_llama2c({kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin", draft_path, ""}); !st) {
-      error = "converting llama2xs-260K.bin: " + st.error();
-      return;
-    }
-    auto d = LoadedModel::load(draft_path, be);
-    if (!d) {
-      error = draft_path + ": " + d.error();
-      return;
-    }
-    draft = std::move(*d);
-  }
-  ~Env() {
-    if (!draft_path.empty()) std::filesystem::remove(draft_path);
-  }
-};
+using Env = pagoda::testing::SpecModels;
 Env& env() {
-  static Env e;
+  static Env e(CpuOptions{.threads = 1}, "structured");
   return e;
 }
 
-#define REQUIRE_MODELS()                                                  \
-  if (!env().missing.empty()) GTEST_SKIP() << "missing" << env().missing; \
-  ASSERT_TRUE(env().error.empty()) << "models exist but do not load: " << env().error
+#define REQUIRE_MODELS() REQUIRE_SPEC_MODELS(env())
 
 // Everything a request produced, log-probabilities included.
 struct Run {
