@@ -113,32 +113,24 @@ void VulkanBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, in
   guarded("rope", [&] { return rope_impl(x, pos, n_heads, head_dim, theta); });
 }
 
+Status VulkanBackend::gated_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out) {
+  struct Push { uint32_t gate_off, up_off, out_off, n; };
+  const int64_t n = gate.rows * gate.cols;
+  if (n == 0) return {};
+  PAGODA_BIND(bg, bind(gate, 4));
+  PAGODA_BIND(bu, bind(up, 4, size_t(n) * 4));
+  PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
+  const Push p{bg.elem, bu.elem, bo.elem, u32(n)};
+  return run(name, {{kSpecLocalSize, elem_group_}}, {bg.binding, bu.binding, bo.binding}, p,
+             ceil_div(uint64_t(n), elem_group_));
+}
+
 void VulkanBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  guarded("silu_mul", [&]() -> Status {
-    struct Push { uint32_t gate_off, up_off, out_off, n; };
-    const int64_t n = gate.rows * gate.cols;
-    if (n == 0) return {};
-    PAGODA_BIND(bg, bind(gate, 4));
-    PAGODA_BIND(bu, bind(up, 4, size_t(n) * 4));
-    PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
-    const Push p{bg.elem, bu.elem, bo.elem, u32(n)};
-    return run("silu_mul", {{kSpecLocalSize, elem_group_}}, {bg.binding, bu.binding, bo.binding}, p,
-               ceil_div(uint64_t(n), elem_group_));
-  });
+  guarded("silu_mul", [&] { return gated_impl("silu_mul", gate, up, out); });
 }
 
 void VulkanBackend::gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  guarded("gelu_mul", [&]() -> Status {
-    struct Push { uint32_t gate_off, up_off, out_off, n; };
-    const int64_t n = gate.rows * gate.cols;
-    if (n == 0) return {};
-    PAGODA_BIND(bg, bind(gate, 4));
-    PAGODA_BIND(bu, bind(up, 4, size_t(n) * 4));
-    PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
-    const Push p{bg.elem, bu.elem, bo.elem, u32(n)};
-    return run("gelu_mul", {{kSpecLocalSize, elem_group_}}, {bg.binding, bu.binding, bo.binding}, p,
-               ceil_div(uint64_t(n), elem_group_));
-  });
+  guarded("gelu_mul", [&] { return gated_impl("gelu_mul", gate, up, out); });
 }
 
 // scale and softcap share one shader (scale.comp): cap > 0 selects the soft cap.

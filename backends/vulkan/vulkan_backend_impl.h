@@ -97,6 +97,8 @@ class VulkanBackend final : public Backend {
   Status embed_impl(const Tensor& table, const Tensor& ids, const Tensor& out);
   Status matmul_impl(const Tensor& w, const Tensor& x, const Tensor& out);
   Status rope_impl(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta);
+  // out = act(gate) * up elementwise with the shader `name` (silu_mul, gelu_mul: same bindings).
+  Status gated_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out);
   Status kv_store_impl(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots);
   Status attention_impl(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& seqs, const Tensor& bt,
                         const Tensor& out, const AttentionParams& p);

@@ -13,7 +13,7 @@ namespace pagoda {
 // Bytes per second of a large memcpy (read + write counted once each), median of `repeats`.
 double measure_copy_bandwidth(uint64_t bytes = 256ull << 20, int repeats = 5);
 // Bytes per second `threads` threads read (summing disjoint slices of a buffer far larger than the
-// caches), median of `repeats`. Decode streams weights read-only, so this is its memory roofline.
+// caches), best of `repeats`. Decode streams weights read-only, so this is its memory roofline.
 double measure_read_bandwidth(int threads, uint64_t bytes = 512ull << 20, int repeats = 5);
 
 // The bytes one decode step streams from memory, by part. Decode reads every matrix it multiplies

@@ -58,11 +58,7 @@ Result<std::vector<TraceRequest>> make_trace(const MixedTraceConfig& cfg) {
   return v;
 }
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-Request fixed_request(std::mt19937_64& rng, int32_t vocab, int32_t prompt_len, int32_t gen_len) {
+Request synthetic_request(std::mt19937_64& rng, int32_t vocab, int32_t prompt_len, int32_t gen_len) {
   Request q;
   q.prompt_tokens.resize(size_t(prompt_len));
   // Random ordinary token ids: prompts share nothing, so the prefix cache does not flatter TTFT.
@@ -72,6 +68,11 @@ Request fixed_request(std::mt19937_64& rng, int32_t vocab, int32_t prompt_len, i
   q.stop_at_eos = false;  // exactly gen_len tokens
   return q;
 }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
 
 struct Track {
   Clock::time_point scheduled;
@@ -104,11 +105,11 @@ Result<std::vector<MixedPoint>> bench_mixed(LoadedModel& m, Backend& be, const M
     std::mt19937_64 rng(cfg.seed ^ 0x5eedull);
     if (cfg.warmup > 0) {  // builds pipelines, touches weights and KV pages; not measured
       std::vector<Request> w;
-      for (int32_t i = 0; i < cfg.warmup; ++i) w.push_back(fixed_request(rng, m.config.vocab, cfg.prompt_len.lo, cfg.gen_len.lo));
+      for (int32_t i = 0; i < cfg.warmup; ++i) w.push_back(synthetic_request(rng, m.config.vocab, cfg.prompt_len.lo, cfg.gen_len.lo));
       run_requests(eng, w, true);
     }
     std::vector<Request> reqs;
-    for (const auto& t : *trace) reqs.push_back(fixed_request(rng, m.config.vocab, t.prompt_len, t.gen_len));
+    for (const auto& t : *trace) reqs.push_back(synthetic_request(rng, m.config.vocab, t.prompt_len, t.gen_len));
     const size_t n = reqs.size();
     std::vector<Track> tracks(n);
     size_t next = 0, finished = 0;

@@ -2,6 +2,7 @@
 // (continuous batching) on the wall clock, with latency percentiles and goodput under an SLO.
 #pragma once
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,10 @@ struct LenRange {
 };
 // "A:B" with 1 <= A <= B (or a single "N" meaning N:N); anything else is an error naming `what`.
 Result<LenRange> parse_len_range(const std::string& s, const std::string& what);
+
+// A benchmark request: `prompt_len` random ordinary token ids (prompts share nothing, so the prefix
+// cache does not flatter TTFT), greedy, exactly `gen_len` tokens (EOS ignored).
+Request synthetic_request(std::mt19937_64& rng, int32_t vocab, int32_t prompt_len, int32_t gen_len);
 
 struct MixedTraceConfig {
   double rate = 4;          // mean arrivals per second (Poisson: exponential gaps)

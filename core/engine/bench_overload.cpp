@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/engine/bench.h"
+#include "core/engine/bench_mixed.h"
 
 namespace pagoda {
 namespace {
@@ -25,17 +26,6 @@ struct Pending {
 
 int32_t draw_len(std::mt19937_64& rng, LenRange r) {
   return r.lo == r.hi ? r.lo : std::uniform_int_distribution<int32_t>(r.lo, r.hi)(rng);
-}
-
-Request random_request(std::mt19937_64& rng, int32_t vocab, int32_t prompt_len, int32_t gen_len) {
-  Request q;
-  q.prompt_tokens.resize(size_t(prompt_len));
-  // Random ordinary token ids: prompts share nothing, so the prefix cache does not soften the burst.
-  for (auto& t : q.prompt_tokens) t = std::uniform_int_distribution<int32_t>(3, std::max(3, vocab - 1))(rng);
-  q.max_tokens = gen_len;
-  q.sampling.temperature = 0;
-  q.stop_at_eos = false;
-  return q;
 }
 
 // Final event -> the sample's outcome and latencies (from the scheduled arrival).
@@ -177,7 +167,7 @@ Result<OverloadResult> bench_overload(LoadedModel& m, Backend& be, const Overloa
     p.s.arrival_s = arrival_s;
     p.s.prompt_len = draw_len(rng, cfg.prompt_len);
     p.s.gen_len = draw_len(rng, cfg.gen_len);
-    p.req = random_request(rng, m.config.vocab, p.s.prompt_len, p.s.gen_len);
+    p.req = synthetic_request(rng, m.config.vocab, p.s.prompt_len, p.s.gen_len);
     return p;
   };
   // Warm-up: all at once on the cold engine (pipelines, weights and KV pages are touched here).
