@@ -1,0 +1,286 @@
+// Decoding of every block-quantized weight layout, shared by the CUDA kernels and a host test.
+// A block is read in groups of 8 consecutive elements (the unit one lane handles): decode8() gives
+// the group's raw quant values q[8] and one affine pair, element = a * q + b, where b is zero for the
+// symmetric types (Traits<T>::kHasMin false; the kernels then scale a whole dot product by a).
+// Within a group all elements share one scale (and min): ggml's (sub-)blocks are 16 or 32 elements.
+//
+// Compiled by nvcc the functions are __host__ __device__; compiled as plain C++ (no CUDA headers)
+// they are ordinary inline functions, so tests/cuda_dequant_test.cpp checks them element for
+// element against the CPU reference dequantizer (backends/cpu/cpu_quants.cpp) on a machine
+// without a GPU. Byte layouts: backends/cpu/cpu_quants.cpp. Blocks need only 2-byte alignment
+// (Q3_K and Q6_K are 110 and 210 bytes), so multi-byte fields are read as 16-bit words.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "backends/backend.h"
+#include "core/util/half.h"
+
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#define PAGODA_QB __host__ __device__ __forceinline__
+#else
+#define PAGODA_QB inline
+#endif
+
+namespace pagoda::qblocks {
+
+template <DType T>
+struct Traits {
+  static constexpr bool kQuant = false;
+  static constexpr int kElems = 1;
+  static constexpr int kBytes = 0;
+  static constexpr bool kHasMin = false;
+};
+#define PAGODA_QB_TRAITS(T, elems, bytes, has_min) \
+  template <>                                      \
+  struct Traits<DType::T> {                        \
+    static constexpr bool kQuant = true;           \
+    static constexpr int kElems = elems;           \
+    static constexpr int kBytes = bytes;           \
+    static constexpr bool kHasMin = has_min;       \
+  };
+PAGODA_QB_TRAITS(Q8_0, 32, 34, false)
+PAGODA_QB_TRAITS(Q4_0, 32, 18, false)
+PAGODA_QB_TRAITS(Q4_1, 32, 20, true)
+PAGODA_QB_TRAITS(Q5_0, 32, 22, false)
+PAGODA_QB_TRAITS(Q5_1, 32, 24, true)
+PAGODA_QB_TRAITS(IQ4_NL, 32, 18, false)
+PAGODA_QB_TRAITS(Q2_K, 256, 84, true)
+PAGODA_QB_TRAITS(Q3_K, 256, 110, false)
+PAGODA_QB_TRAITS(Q4_K, 256, 144, true)
+PAGODA_QB_TRAITS(Q5_K, 256, 176, true)
+PAGODA_QB_TRAITS(Q6_K, 256, 210, false)
+#undef PAGODA_QB_TRAITS
+
+struct Affine {
+  float a;
+  float b;
+};
+
+// Little-endian 16-bit word at p (2-byte aligned).
+PAGODA_QB uint32_t u16_at(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const uint16_t*>(p);
+#else
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+#endif
+}
+// Little-endian 32-bit word at p (only 2-byte aligned).
+PAGODA_QB uint32_t u32_at(const uint8_t* p) { return u16_at(p) | (u16_at(p + 2) << 16); }
+
+PAGODA_QB float f16_at(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(u16_at(p))));
+#else
+  return half_to_float(uint16_t(u16_at(p)));
+#endif
+}
+
+PAGODA_QB float bits_float(uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+PAGODA_QB float bf16_float(uint32_t bits16) { return bits_float(bits16 << 16); }
+
+// Byte k (0..3) of w as an exact float: the byte becomes the low mantissa bits of 2^23, and
+// subtracting 2^23 leaves its value. A byte permute and an add instead of an int->float
+// conversion, which runs at a quarter of the FP32 rate and would bound the decode rate.
+PAGODA_QB float byte_float(uint32_t w, int k) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | unsigned(k))) - 8388608.0f;
+#else
+  return bits_float(0x4B000000u | ((w >> (8 * k)) & 0xFFu)) - 8388608.0f;
+#endif
+}
+// Exact float of a small non-negative integer (< 2^23), the same way.
+PAGODA_QB float small_float(uint32_t v) { return bits_float(0x4B000000u | v) - 8388608.0f; }
+
+// IQ4_NL's 16 code values (int8), four to a little-endian word.
+constexpr uint32_t pack4(int a, int b, int c, int d) {
+  return uint32_t(uint8_t(a)) | uint32_t(uint8_t(b)) << 8 | uint32_t(uint8_t(c)) << 16 | uint32_t(uint8_t(d)) << 24;
+}
+// Scalars, not an array: device code may use a namespace-scope constexpr scalar, not an array.
+constexpr uint32_t kIq4W0 = pack4(-127, -104, -83, -65), kIq4W1 = pack4(-49, -35, -22, -10);
+constexpr uint32_t kIq4W2 = pack4(1, 13, 25, 38), kIq4W3 = pack4(53, 69, 89, 113);
+
+// The IQ4_NL value of code `nib` (0..15), as its byte offset by 128 (0..255).
+PAGODA_QB uint32_t iq4nl_biased(uint32_t nib) {
+#if defined(__CUDA_ARCH__)
+  // Two byte permutes over the table held in registers: no memory lookup.
+  const uint32_t lo = __byte_perm(kIq4W0, kIq4W1, nib & 7), hi = __byte_perm(kIq4W2, kIq4W3, nib & 7);
+  return ((nib & 8 ? hi : lo) & 0xFFu) ^ 0x80u;
+#else
+  const uint32_t w = nib < 8 ? (nib < 4 ? kIq4W0 : kIq4W1) : (nib < 12 ? kIq4W2 : kIq4W3);
+  return ((w >> (8 * (nib & 3))) & 0xFFu) ^ 0x80u;
+#endif
+}
+
+// Six-bit scale i (0..15, stored offset by 32) of a Q3_K block's 12 scale bytes, as 0..63.
+PAGODA_QB uint32_t q3k_scale_biased(const uint8_t* s, int i) {
+  const uint32_t lo = i < 8 ? (s[i] & 0xFu) : (uint32_t(s[i - 8]) >> 4);
+  const uint32_t hi = (uint32_t(s[8 + (i & 3)]) >> (2 * (i >> 2))) & 3u;
+  return lo | (hi << 4);
+}
+// Six-bit scale and min j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
+PAGODA_QB void k4_scale_min(const uint8_t* q, int j, uint32_t& sc, uint32_t& m) {
+  if (j < 4) {
+    sc = q[j] & 63u;
+    m = q[j + 4] & 63u;
+  } else {
+    sc = (q[j + 4] & 0xFu) | ((uint32_t(q[j - 4]) >> 6) << 4);
+    m = (uint32_t(q[j + 4]) >> 4) | ((uint32_t(q[j]) >> 6) << 4);
+  }
+}
+
+// The 8 bytes at p (2-byte aligned) as two little-endian words.
+PAGODA_QB void words8(const uint8_t* p, uint32_t& w0, uint32_t& w1) {
+  w0 = u32_at(p);
+  w1 = u32_at(p + 4);
+}
+// q[0..7] = bytes of (w0, w1) as floats, minus `bias`.
+PAGODA_QB void bytes_to_floats(uint32_t w0, uint32_t w1, float bias, float q[8]) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int k = 0; k < 4; ++k) {
+    q[k] = byte_float(w0, k) - bias;
+    q[4 + k] = byte_float(w1, k) - bias;
+  }
+}
+
+// Group of 8 elements [sub, sub + 8) of one block of type T (sub a multiple of 8 below the block
+// size): raw values into q, the group's (a, b) returned.
+template <DType T>
+PAGODA_QB Affine decode8(const uint8_t* blk, int sub, float q[8]) {
+  uint32_t w0, w1;
+  if constexpr (T == DType::Q8_0) {
+    words8(blk + 2 + sub, w0, w1);
+    bytes_to_floats(w0 ^ 0x80808080u, w1 ^ 0x80808080u, 128.0f, q);  // int8 -> offset binary
+    return {f16_at(blk), 0.0f};
+  } else if constexpr (T == DType::Q4_0 || T == DType::Q4_1 || T == DType::IQ4_NL) {
+    // Elements 0..15 are the low nibbles of qs[0..15], 16..31 the high nibbles.
+    const int qs = T == DType::Q4_1 ? 4 : 2;
+    const int shift = sub < 16 ? 0 : 4;
+    words8(blk + qs + (sub & 15), w0, w1);
+    w0 = (w0 >> shift) & 0x0F0F0F0Fu;
+    w1 = (w1 >> shift) & 0x0F0F0F0Fu;
+    if constexpr (T == DType::IQ4_NL) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int k = 0; k < 4; ++k) {
+        q[k] = small_float(iq4nl_biased((w0 >> (8 * k)) & 0xFu)) - 128.0f;
+        q[4 + k] = small_float(iq4nl_biased((w1 >> (8 * k)) & 0xFu)) - 128.0f;
+      }
+      return {f16_at(blk), 0.0f};
+    } else if constexpr (T == DType::Q4_0) {
+      bytes_to_floats(w0, w1, 8.0f, q);
+      return {f16_at(blk), 0.0f};
+    } else {
+      bytes_to_floats(w0, w1, 0.0f, q);
+      return {f16_at(blk), f16_at(blk + 2)};
+    }
+  } else if constexpr (T == DType::Q5_0 || T == DType::Q5_1) {
+    // As Q4_0/Q4_1, plus bit e of the 32-bit qh as the fifth bit of element e.
+    const int hb = T == DType::Q5_1 ? 4 : 2;
+    const int shift = sub < 16 ? 0 : 4;
+    const uint32_t qh = u32_at(blk + hb) >> sub;
+    words8(blk + hb + 4 + (sub & 15), w0, w1);
+    // Spread the group's 8 high bits to bit 4 of each byte.
+    uint32_t h0 = 0, h1 = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int k = 0; k < 4; ++k) {
+      h0 |= ((qh >> k) & 1u) << (8 * k + 4);
+      h1 |= ((qh >> (k + 4)) & 1u) << (8 * k + 4);
+    }
+    w0 = ((w0 >> shift) & 0x0F0F0F0Fu) | h0;
+    w1 = ((w1 >> shift) & 0x0F0F0F0Fu) | h1;
+    if constexpr (T == DType::Q5_0) {
+      bytes_to_floats(w0, w1, 16.0f, q);
+      return {f16_at(blk), 0.0f};
+    } else {
+      bytes_to_floats(w0, w1, 0.0f, q);
+      return {f16_at(blk), f16_at(blk + 2)};
+    }
+  } else if constexpr (T == DType::Q2_K || T == DType::Q3_K) {
+    // Element 128n + 32j + l: bits 2j..2j+1 of qs[32n + l]; sub-block 8n + 2j + l/16.
+    const int n = sub >> 7, j = (sub >> 5) & 3, l0 = sub & 31, is = 8 * n + 2 * j + (l0 >> 4);
+    const int qs = T == DType::Q2_K ? 16 : 32;
+    words8(blk + qs + 32 * n + l0, w0, w1);
+    w0 = (w0 >> (2 * j)) & 0x03030303u;
+    w1 = (w1 >> (2 * j)) & 0x03030303u;
+    if constexpr (T == DType::Q2_K) {
+      bytes_to_floats(w0, w1, 0.0f, q);
+      const uint32_t s = blk[is];
+      return {f16_at(blk + 80) * small_float(s & 0xFu), -(f16_at(blk + 82) * small_float(s >> 4))};
+    } else {
+      // hmask[l] bit 4n + j set: +0, clear: -4. Stored as bit 2 of each byte, the value minus 4.
+      uint32_t m0, m1;
+      words8(blk + l0, m0, m1);
+      w0 |= ((m0 >> (4 * n + j)) & 0x01010101u) << 2;
+      w1 |= ((m1 >> (4 * n + j)) & 0x01010101u) << 2;
+      bytes_to_floats(w0, w1, 4.0f, q);
+      return {f16_at(blk + 108) * (small_float(q3k_scale_biased(blk + 96, is)) - 32.0f), 0.0f};
+    }
+  } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
+    // Element 64c + 32h + l: nibble h of qs[32c + l] (Q5_K: bit 2c + h of qh[l] above it),
+    // scale and min 2c + h.
+    const int c = sub >> 6, h = (sub >> 5) & 1, l0 = sub & 31;
+    words8(blk + (T == DType::Q5_K ? 48 : 16) + 32 * c + l0, w0, w1);
+    w0 = (w0 >> (4 * h)) & 0x0F0F0F0Fu;
+    w1 = (w1 >> (4 * h)) & 0x0F0F0F0Fu;
+    if constexpr (T == DType::Q5_K) {
+      uint32_t m0, m1;
+      words8(blk + 16 + l0, m0, m1);
+      w0 |= ((m0 >> (2 * c + h)) & 0x01010101u) << 4;
+      w1 |= ((m1 >> (2 * c + h)) & 0x01010101u) << 4;
+    }
+    bytes_to_floats(w0, w1, 0.0f, q);
+    uint32_t sc, m;
+    k4_scale_min(blk + 4, 2 * c + h, sc, m);
+    return {f16_at(blk) * small_float(sc), -(f16_at(blk + 2) * small_float(m))};
+  } else {
+    static_assert(T == DType::Q6_K, "decode8 covers every block-quantized type");
+    // Element 128n + 32k + l: nibble (k >= 2) of ql[64n + 32(k & 1) + l], bits 2k..2k+1 of
+    // qh[32n + l] above it, minus 32; int8 scale 8n + 2k + l/16.
+    const int n = sub >> 7, k = (sub >> 5) & 3, l0 = sub & 31;
+    words8(blk + 64 * n + 32 * (k & 1) + l0, w0, w1);
+    const int shift = k >= 2 ? 4 : 0;
+    w0 = (w0 >> shift) & 0x0F0F0F0Fu;
+    w1 = (w1 >> shift) & 0x0F0F0F0Fu;
+    uint32_t h0, h1;
+    words8(blk + 128 + 32 * n + l0, h0, h1);
+    w0 |= ((h0 >> (2 * k)) & 0x03030303u) << 4;
+    w1 |= ((h1 >> (2 * k)) & 0x03030303u) << 4;
+    bytes_to_floats(w0, w1, 32.0f, q);
+    const uint32_t s = blk[192 + 8 * n + 2 * k + (l0 >> 4)];
+    return {f16_at(blk + 208) * (small_float(s ^ 0x80u) - 128.0f), 0.0f};
+  }
+}
+
+// The 8 dequantized elements [sub, sub + 8) of one block: y = a * q (+ b).
+template <DType T>
+PAGODA_QB void dequant8(const uint8_t* blk, int sub, float y[8]) {
+  float q[8];
+  const Affine g = decode8<T>(blk, sub, q);
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 8; ++i) {
+    if constexpr (Traits<T>::kHasMin) y[i] = g.a * q[i] + g.b;
+    else y[i] = g.a * q[i];
+  }
+}
+
+}  // namespace pagoda::qblocks
