@@ -1,5 +1,6 @@
-// CUDA backend against the CPU reference: every op on random inputs (seed printed), matmul per
-// weight type and row count (matvec and tensor-core paths, NMSE < 5e-4), paged attention for
+// CUDA backend against the CPU reference: every op on random inputs (seed printed), matmul and
+// embed for every weight type (F32, F16, BF16 and all ggml blocks) and row count (matvec and
+// tensor-core paths, NMSE < 5e-4), rope with Llama 3 frequency factors, paged attention for
 // decode at a long context (split-K) and mixed prefill, exact argmax/sampling/verify, and error
 // reporting (out-of-memory alloc, bad shapes). Every test skips, saying why, on a machine with no
 // NVIDIA GPU or driver; where one is present but the backend cannot open it (a driver older than
@@ -196,8 +197,13 @@ TEST_F(CudaTest, MatmulMatchesReferenceForEveryWeightType) {
     int64_t n, n_in, n_out;
   };
   const Shape shapes[] = {{1, 4096, 256}, {2, 320, 130}, {3, 1088, 67}, {8, 256, 33}, {9, 320, 130}, {70, 1024, 200}};
-  for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
-    for (const Shape& s : shapes) {
+  // 256-element super-blocks: widths cover one and several staging chunks (1024 or 2048 elements)
+  // and partial ones.
+  const Shape k_shapes[] = {{1, 4096, 256}, {2, 512, 130}, {3, 2304, 67}, {8, 256, 33}, {9, 768, 130}, {70, 1024, 200}};
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                   DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const bool super = dtype_block_elems(dt) == 256;
+    for (const Shape& s : super ? k_shapes : shapes) {
       const auto w = randn(size_t(s.n_out * s.n_in)), x = randn(size_t(s.n * s.n_in));
       const auto wq = quantize(dt, w, s.n_out, s.n_in);
       Twin tw = twin(dt, s.n_out, s.n_in, wq.data()), tx = twin_f32(s.n, s.n_in, x);
@@ -208,7 +214,7 @@ TEST_F(CudaTest, MatmulMatchesReferenceForEveryWeightType) {
                                   " n_in=" + std::to_string(s.n_in) + " n_out=" + std::to_string(s.n_out));
     }
   }
-  for (DType dt : {DType::F32, DType::F16}) {  // n_in not a multiple of 8: scalar tails
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {  // n_in not a multiple of 8: scalar tails
     for (int64_t n : {1, 12}) {
       const int64_t n_in = 100, n_out = 45;
       const auto w = randn(size_t(n_out * n_in)), x = randn(size_t(n * n_in));
@@ -237,7 +243,9 @@ TEST_F(CudaTest, PagedAttentionMatchesReference) {
 TEST_F(CudaTest, ElementwiseOpsMatchReference) {
   const int64_t n = 5, dim = 256, heads = 4, hd = 64, vocab = 40;
   // embed, every table type
-  for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                   DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    EXPECT_TRUE(gpu_->supports(Op::Embed, dt) && gpu_->supports(Op::Matmul, dt)) << dtype_name(dt);
     const auto table = quantize(dt, randn(size_t(vocab * dim)), vocab, dim);
     Twin tt = twin(dt, vocab, dim, table.data()), ti = twin_i32(n, 1, {3, 0, 39, 3, 17});
     Twin to = twin_out(DType::F32, n, dim);
@@ -257,6 +265,16 @@ TEST_F(CudaTest, ElementwiseOpsMatchReference) {
     gpu_->rope(tx.g.t, tp.g.t, int32_t(heads), int32_t(hd), 10000.0f);
     cpu_.rope(tx.c.t, tp.c.t, int32_t(heads), int32_t(hd), 10000.0f);
     expect_close(tx, 1e-6, "rope");  // a 1-ulp powf difference moves large angles
+  }
+  {  // Llama 3 frequency divisors (1..8, as its files hold them)
+    ASSERT_TRUE(gpu_->supports(Op::RopeFreqs, DType::F32));
+    std::vector<float> factors(size_t(hd / 2));
+    std::uniform_real_distribution<float> ud(1.0f, 8.0f);
+    for (auto& f : factors) f = ud(rng_);
+    Twin tx = twin_f32(n, heads * hd, x), tp = twin_i32(n, 1, {0, 1, 7, 1000, 8191}), tf = twin_f32(1, hd / 2, factors);
+    gpu_->rope_freqs(tx.g.t, tp.g.t, tf.g.t, int32_t(heads), int32_t(hd), 500000.0f);
+    cpu_.rope_freqs(tx.c.t, tp.c.t, tf.c.t, int32_t(heads), int32_t(hd), 500000.0f);
+    expect_close(tx, 1e-6, "rope_freqs");
   }
   {
     Twin ta = twin_f32(n, dim, x), tb = twin_f32(n, dim, y);
@@ -386,6 +404,13 @@ TEST_F(CudaTest, BadShapeIsReportedBySyncAndCleared) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().find("matmul"), std::string::npos) << s.error();
   expect_synced();  // reported once; the device is still usable
+  // A K-quant row that is not a whole number of 256-element super-blocks.
+  Buf wk = make(*gpu_, DType::Q4_K, 4, 288), xk = make(*gpu_, DType::F32, 1, 288), ok = make(*gpu_, DType::F32, 1, 4);
+  gpu_->matmul(wk.t, xk.t, ok.t);
+  s = gpu_->sync();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().find("256-element blocks"), std::string::npos) << s.error();
+  expect_synced();
 }
 
 TEST_F(CudaTest, OpTimingCountsOps) {

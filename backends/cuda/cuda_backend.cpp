@@ -74,9 +74,8 @@ BackendInfo CudaBackend::info() const {
 bool CudaBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::Matmul:
-    case Op::Embed:  // The block types added with the K-quants have no kernels here yet.
-      return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::Q8_0 || dtype == DType::Q4_0;
-    case Op::RopeFreqs: return false;
+    case Op::Embed:  // every weight type: the dense floats and all ggml blocks (cuda_quant_blocks.h)
+      return dtype != DType::I32 && size_t(dtype) < size_t(DType::kCount);
     case Op::KvStore:
     case Op::PagedAttention:
     case Op::AttentionWindow: return dtype == DType::F32 || dtype == DType::F16;

@@ -44,6 +44,8 @@ class CudaBackend final : public Backend {
   void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) override;
   void matmul(const Tensor& w, const Tensor& x, const Tensor& out) override;
   void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) override;
+  void rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads, int32_t head_dim,
+                  float theta) override;
   void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void scale(const Tensor& x, const Tensor& out, float s) override;

@@ -1,9 +1,11 @@
-// Row-wise and elementwise kernels: embed, rms_norm, rope, silu_mul, gelu_mul, scale, softcap, add,
+// Row-wise and elementwise kernels: embed (every weight type), rms_norm, rope (with Llama 3 frequency
+// factors or without), silu_mul, gelu_mul, scale, softcap, add,
 // kv_store, softmax.
 // Each mirrors the CPU reference (backends/cpu/cpu_ref_ops.cpp) formula for formula, with accurate
 // libm calls (no fast-math) so results match to float rounding of the reduction order.
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/cuda_quant_blocks.h"
 
 namespace pagoda::cuda {
 namespace {
@@ -33,6 +35,29 @@ __global__ void embed_kernel(DType t, const uint8_t* __restrict__ table, size_t 
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = load_element(t, row, i);
 }
 
+// Block-quantized tables: each thread decodes 8-element groups of the row (dim is a whole number
+// of blocks, so a multiple of 32).
+template <DType T>
+__global__ void embed_quant_kernel(const uint8_t* __restrict__ table, size_t table_stride, int64_t table_rows,
+                                   int64_t dim, const int32_t* __restrict__ ids, float* __restrict__ out,
+                                   int64_t out_stride) {
+  using B = qblocks::Traits<T>;
+  const int64_t r = blockIdx.x;
+  const int32_t id = ids[r];
+  float* o = out + r * out_stride;
+  if (id < 0 || id >= table_rows) {  // as embed_kernel: zeros, never a foreign read
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = 0.0f;
+    return;
+  }
+  const uint8_t* row = table + size_t(id) * table_stride;
+  for (int64_t e = int64_t(threadIdx.x) * 8; e < dim; e += int64_t(blockDim.x) * 8) {
+    float y[8];
+    qblocks::dequant8<T>(row + (e / B::kElems) * B::kBytes, int(e % B::kElems), y);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[e + i] = y[i];
+  }
+}
+
 __global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, float* out, int64_t cols, float eps) {
   __shared__ float scratch[32];
   const float* xr = x + blockIdx.x * cols;
@@ -44,8 +69,10 @@ __global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, flo
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * scale * w[i];
 }
 
-__global__ void rope_kernel(float* x, int64_t x_stride, const int32_t* __restrict__ pos, int64_t rows,
-                            int32_t n_heads, int32_t head_dim, float theta) {
+// factors (nullable): Llama 3's per-pair frequency divisors, as the CPU reference divides them.
+__global__ void rope_kernel(float* x, int64_t x_stride, const int32_t* __restrict__ pos,
+                            const float* __restrict__ factors, int64_t rows, int32_t n_heads, int32_t head_dim,
+                            float theta) {
   const int32_t half_dim = head_dim / 2;
   const int64_t total = rows * n_heads * half_dim;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
@@ -55,7 +82,8 @@ __global__ void rope_kernel(float* x, int64_t x_stride, const int32_t* __restric
     const int32_t h = int32_t(rh % n_heads);
     const int64_t r = rh / n_heads;
     const int32_t i = 2 * pair;
-    const float freq = powf(theta, -float(i) / float(head_dim));
+    float freq = powf(theta, -float(i) / float(head_dim));
+    if (factors) freq /= factors[pair];
     const float a = float(pos[r]) * freq;
     float s, c;
     sincosf(a, &s, &c);
@@ -144,8 +172,32 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
 cudaError_t launch_embed(cudaStream_t s, DType table_type, const uint8_t* table, size_t table_stride,
                          int64_t table_rows, int64_t dim, const int32_t* ids, int64_t n, float* out,
                          int64_t out_stride) {
-  embed_kernel<<<unsigned(n), kRowThreads, 0, s>>>(table_type, table, table_stride, table_rows, dim, ids, out,
-                                                   out_stride);
+  const unsigned grid = unsigned(n);
+#define PAGODA_EMBED_QUANT(T)                                                                                       \
+  case DType::T:                                                                                                    \
+    embed_quant_kernel<DType::T><<<grid, kRowThreads, 0, s>>>(table, table_stride, table_rows, dim, ids, out, \
+                                                              out_stride);                                          \
+    break;
+  switch (table_type) {
+    PAGODA_EMBED_QUANT(Q8_0)
+    PAGODA_EMBED_QUANT(Q4_0)
+    PAGODA_EMBED_QUANT(Q4_1)
+    PAGODA_EMBED_QUANT(Q5_0)
+    PAGODA_EMBED_QUANT(Q5_1)
+    PAGODA_EMBED_QUANT(IQ4_NL)
+    PAGODA_EMBED_QUANT(Q2_K)
+    PAGODA_EMBED_QUANT(Q3_K)
+    PAGODA_EMBED_QUANT(Q4_K)
+    PAGODA_EMBED_QUANT(Q5_K)
+    PAGODA_EMBED_QUANT(Q6_K)
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+      embed_kernel<<<grid, kRowThreads, 0, s>>>(table_type, table, table_stride, table_rows, dim, ids, out, out_stride);
+      break;
+    default: return cudaErrorInvalidValue;
+  }
+#undef PAGODA_EMBED_QUANT
   return cudaGetLastError();
 }
 
@@ -155,10 +207,10 @@ cudaError_t launch_rms_norm(cudaStream_t s, const float* x, const float* w, floa
   return cudaGetLastError();
 }
 
-cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, int64_t rows,
-                        int32_t n_heads, int32_t head_dim, float theta) {
+cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, const float* factors,
+                        int64_t rows, int32_t n_heads, int32_t head_dim, float theta) {
   const int64_t total = rows * n_heads * (head_dim / 2);
-  rope_kernel<<<elem_grid(total), kElemThreads, 0, s>>>(x, x_stride, pos, rows, n_heads, head_dim, theta);
+  rope_kernel<<<elem_grid(total), kElemThreads, 0, s>>>(x, x_stride, pos, factors, rows, n_heads, head_dim, theta);
   return cudaGetLastError();
 }
 

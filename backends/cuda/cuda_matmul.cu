@@ -1,12 +1,15 @@
-// out[n, o] = sum_i x[n, i] * w[o, i] for F32/F16/Q8_0/Q4_0 weights.
+// out[n, o] = sum_i x[n, i] * w[o, i] for every weight type: F32, F16, BF16 and the ggml blocks
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K).
 // Decode (n <= 8): one warp per weight row, every x row reusing that row's weights from registers;
-// quantized rows are staged through shared memory with 16-byte coalesced loads because their
-// 34/18-byte blocks are only 2-byte aligned. Prefill (n > 8): 64x64 output tiles on tensor cores
-// (TF32 in, F32 accumulate), weights dequantized into shared memory once per tile.
+// quantized rows are staged through shared memory with coalesced 16-byte loads because their blocks
+// (18 to 210 bytes) are only 2-byte aligned, then each lane decodes 8 consecutive elements in
+// registers (cuda_quant_blocks.h) and the warp reduces with shuffles. Prefill (n > 8): 64x64 output
+// tiles on tensor cores (TF32 in, F32 accumulate), weights dequantized into shared memory per tile.
 #include <mma.h>
 
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/cuda_quant_blocks.h"
 
 namespace pagoda::cuda {
 namespace {
@@ -48,6 +51,13 @@ template <DType T>
 __device__ __forceinline__ void load_dense8(const uint8_t* row, int64_t e, bool vec, float w[8]) {
   if constexpr (T == DType::F32) {
     load_x8(reinterpret_cast<const float*>(row) + e, vec, w);
+  } else if constexpr (T == DType::BF16) {
+    if (vec) {
+      bf16s8(__ldg(reinterpret_cast<const uint4*>(row + 2 * e)), w);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) w[i] = __uint_as_float(uint32_t(ld_u16(row + 2 * (e + i))) << 16);
+    }
   } else {
     if (vec) {
       halves8(__ldg(reinterpret_cast<const uint4*>(row + 2 * e)), w);
@@ -94,17 +104,24 @@ __device__ void matvec_dense_row(const MmArgs& a, int64_t row, int lane) {
   reduce_and_store<NX>(acc, a, row, lane);
 }
 
-// Copies `bytes` (even) from global to shared memory with the whole warp: 16-byte vectors when the
-// source allows it, then 2-byte words for the remainder (or single bytes for an odd source).
+// Copies n whole vectors of type V with the warp; returns the bytes copied.
+template <typename V>
+__device__ __forceinline__ int warp_copy_vec(uint8_t* dst, const uint8_t* src, int bytes, int lane) {
+  const int n = bytes / int(sizeof(V));
+  for (int i = lane; i < n; i += 32) reinterpret_cast<V*>(dst)[i] = __ldg(reinterpret_cast<const V*>(src) + i);
+  return n * int(sizeof(V));
+}
+
+// Copies `bytes` (even) from global to shared memory (dst 16-byte aligned) with the whole warp: the
+// widest vectors (16, 8 or 4 bytes) the source alignment allows, then 2-byte words for the
+// remainder (or single bytes for an odd source).
 __device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, int bytes, int lane) {
+  const auto addr = reinterpret_cast<uintptr_t>(src);
   int done = 0;
-  if (aligned16(src)) {
-    const int n16 = bytes >> 4;
-    for (int i = lane; i < n16; i += 32)
-      reinterpret_cast<uint4*>(dst)[i] = __ldg(reinterpret_cast<const uint4*>(src) + i);
-    done = n16 << 4;
-  }
-  if ((reinterpret_cast<uintptr_t>(src) & 1) == 0) {
+  if ((addr & 15) == 0) done = warp_copy_vec<uint4>(dst, src, bytes, lane);
+  else if ((addr & 7) == 0) done = warp_copy_vec<uint2>(dst, src, bytes, lane);
+  else if ((addr & 3) == 0) done = warp_copy_vec<unsigned>(dst, src, bytes, lane);
+  if ((addr & 1) == 0) {
     for (int i = (done >> 1) + lane; i < (bytes >> 1); i += 32)
       reinterpret_cast<uint16_t*>(dst)[i] = ld_u16(src + 2 * i);
     if ((bytes & 1) && lane == 0) dst[bytes - 1] = __ldg(src + bytes - 1);
@@ -115,38 +132,67 @@ __device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, int 
 
 constexpr int kMvWarps = 8;
 constexpr int kMvThreads = kMvWarps * 32;
-constexpr int kStageBlocks = 32;  // quant blocks staged per warp per step (1024 elements)
+
+// Per weight type: dense (no blocks), and the elements of one row staged per warp per step: 1024
+// (32 lanes x 8 elements x 4), or 2048 where four super-blocks are not a multiple of 16 bytes (Q3_K
+// 110 B, Q6_K 210 B): eight are, so every chunk of a 16-byte aligned row keeps the 16-byte loads.
+// (Members, not constexpr functions: nvcc does not let device code call those.)
+template <DType T>
+struct Dense {
+  static constexpr bool value = T == DType::F32 || T == DType::F16 || T == DType::BF16;
+};
+template <DType T>
+struct Stage {
+  using B = qblocks::Traits<T>;
+  static constexpr int kElems = B::kElems == 32 || (4 * B::kBytes) % 16 == 0 ? 1024 : 2048;
+  static constexpr int kBytes = kElems / B::kElems * B::kBytes;
+};
 
 template <DType T, int NX>
 __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t* stage) {
-  constexpr int kBB = T == DType::Q8_0 ? kQ8Bytes : kQ4Bytes;
+  using B = qblocks::Traits<T>;
+  constexpr int kBB = B::kBytes, kBE = B::kElems;
+  constexpr int kStageBlocks = Stage<T>::kElems / kBE, kSteps = Stage<T>::kElems / 256;
   const uint8_t* wrow = a.w + row * a.w_stride;
   // 32-bit indices within the row keep register pressure down (n_in < 2^31 is checked on the host).
-  const int nb = int(a.n_in / 32);
+  const int nb = int(a.n_in / kBE);
   const int x_stride = int(a.x_stride);
   float acc[NX] = {};
   for (int b0 = 0; b0 < nb; b0 += kStageBlocks) {
     const int nblk = min(kStageBlocks, nb - b0);
-    warp_copy(stage, wrow + b0 * kBB, nblk * kBB, lane);
+    warp_copy(stage, wrow + size_t(b0) * kBB, nblk * kBB, lane);
     __syncwarp();
-    // Four lanes per block, eight consecutive elements each; eight blocks per step.
+    // Each lane decodes 8 consecutive elements per step; a step covers 256 elements (8 blocks of
+    // 32 with four lanes each, or one super-block of 256), so x loads stay coalesced.
 #pragma unroll
-    for (int step = 0; step < kStageBlocks / 8; ++step) {
-      const int bl = step * 8 + (lane >> 2);
+    for (int step = 0; step < kSteps; ++step) {
+      const int e = step * 256 + lane * 8;
+      const int bl = e / kBE;
       if (bl < nblk) {
-        const int sub = (lane & 3) * 8;
-        const uint8_t* blk = stage + bl * kBB;
-        float w[8];
-        if constexpr (T == DType::Q8_0) q8_0_values8(blk, sub, w);
-        else q4_0_values8(blk, sub, w);
-        const float d = block_scale(blk);
-        const float* xe = a.x + (b0 + bl) * 32 + sub;
+        float q[8];
+        const qblocks::Affine g = qblocks::decode8<T>(stage + bl * kBB, e % kBE, q);
+        const float* xe = a.x + b0 * kBE + e;
+        if constexpr (B::kHasMin) {
+          // y = a*q + b: dequantize once, then one dot per x row.
+          float w[8];
 #pragma unroll
-        for (int j = 0; j < NX; ++j) {
-          if (j < a.n) {
-            float xv[8];
-            load_x8(xe + j * x_stride, a.x_vec, xv);
-            acc[j] = fmaf(d, dot8(w, xv), acc[j]);
+          for (int i = 0; i < 8; ++i) w[i] = fmaf(g.a, q[i], g.b);
+#pragma unroll
+          for (int j = 0; j < NX; ++j) {
+            if (j < a.n) {
+              float xv[8];
+              load_x8(xe + j * x_stride, a.x_vec, xv);
+              acc[j] += dot8(w, xv);
+            }
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < NX; ++j) {
+            if (j < a.n) {
+              float xv[8];
+              load_x8(xe + j * x_stride, a.x_vec, xv);
+              acc[j] = fmaf(g.a, dot8(q, xv), acc[j]);
+            }
           }
         }
       }
@@ -162,10 +208,10 @@ __global__ void matvec_kernel(MmArgs a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kMvWarps + warp;
   if (row >= a.n_out) return;  // whole warps exit; only __syncwarp is used below
-  if constexpr (T == DType::F32 || T == DType::F16) {
+  if constexpr (Dense<T>::value) {
     matvec_dense_row<T, NX>(a, row, lane);
   } else {
-    __shared__ __align__(16) uint8_t stage[kMvWarps][kStageBlocks * kQ8Bytes];
+    __shared__ __align__(16) uint8_t stage[kMvWarps][Stage<T>::kBytes];
     matvec_quant_row<T, NX>(a, row, lane, stage[warp]);
   }
 }
@@ -205,7 +251,8 @@ __device__ void load_x_tile(const MmArgs& a, float* xs, int64_t tok0, int64_t k0
 }
 
 // W tile [kTileO][kTileK], dequantized to float; zeros outside w. Thread t fills 32 elements of
-// row t/2 (one quant block).
+// row t/2 (a 32-element block, or a quarter of a 256-element super-block's slice: k0 is a
+// multiple of 64 and n_in a multiple of the block, so the 32 elements lie in one block).
 template <DType T>
 __device__ void load_w_tile(const MmArgs& a, float* ws, int64_t out0, int64_t k0) {
   const int r = threadIdx.x >> 1, part = threadIdx.x & 1;
@@ -220,16 +267,13 @@ __device__ void load_w_tile(const MmArgs& a, float* ws, int64_t out0, int64_t k0
     return;
   }
   const uint8_t* row = a.w + o * a.w_stride;
-  if constexpr (T == DType::Q8_0 || T == DType::Q4_0) {
-    constexpr int kBB = T == DType::Q8_0 ? kQ8Bytes : kQ4Bytes;
-    const uint8_t* blk = row + (k / 32) * kBB;
-    const float d = half_bits_to_float(ld_u16(blk));
+  if constexpr (!Dense<T>::value) {
+    using B = qblocks::Traits<T>;
+    const uint8_t* blk = row + (k / B::kElems) * B::kBytes;
+    const int sub = int(k % B::kElems);
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
-      if constexpr (T == DType::Q8_0) q8_0_values8(blk, 8 * g, w);
-      else q4_0_values8(blk, 8 * g, w);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) w[i] *= d;
+      qblocks::dequant8<T>(blk, sub + 8 * g, w);
       store8(dst + 8 * g, w);
     }
   } else {
@@ -331,8 +375,18 @@ cudaError_t launch_matmul(cudaStream_t s, const MatmulArgs& m) {
   switch (m.wtype) {
     case DType::F32: return launch_typed<DType::F32>(s, a);
     case DType::F16: return launch_typed<DType::F16>(s, a);
+    case DType::BF16: return launch_typed<DType::BF16>(s, a);
     case DType::Q8_0: return launch_typed<DType::Q8_0>(s, a);
     case DType::Q4_0: return launch_typed<DType::Q4_0>(s, a);
+    case DType::Q4_1: return launch_typed<DType::Q4_1>(s, a);
+    case DType::Q5_0: return launch_typed<DType::Q5_0>(s, a);
+    case DType::Q5_1: return launch_typed<DType::Q5_1>(s, a);
+    case DType::IQ4_NL: return launch_typed<DType::IQ4_NL>(s, a);
+    case DType::Q2_K: return launch_typed<DType::Q2_K>(s, a);
+    case DType::Q3_K: return launch_typed<DType::Q3_K>(s, a);
+    case DType::Q4_K: return launch_typed<DType::Q4_K>(s, a);
+    case DType::Q5_K: return launch_typed<DType::Q5_K>(s, a);
+    case DType::Q6_K: return launch_typed<DType::Q6_K>(s, a);
     default: return cudaErrorInvalidValue;
   }
 }

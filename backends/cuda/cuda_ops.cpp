@@ -19,9 +19,9 @@ namespace {
 // Attention partials (split-K) are capped so a huge batch degrades to fewer splits, not to OOM.
 constexpr size_t kMaxAttentionScratch = size_t(256) << 20;
 
-bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
-// Weight layouts the kernels decode (the later block types are refused, see supports()).
-bool has_kernels(DType t) { return t == DType::F32 || t == DType::F16 || is_quant(t); }
+bool is_quant(DType t) { return dtype_info(t).quantized; }
+// Weight layouts the matmul and embed kernels decode: the dense float types and every ggml block.
+bool has_kernels(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_quant(t); }
 
 size_t dtype_align(DType t) { return (t == DType::F32 || t == DType::I32) ? 4 : 2; }
 
@@ -45,8 +45,9 @@ class ArgCheck {
     if (t.offset % dtype_align(t.dtype) != 0)
       return set(std::string(name) + " offset " + std::to_string(t.offset) + " is misaligned for " +
                  dtype_name(t.dtype));
-    if (is_quant(t.dtype) && t.cols % 32 != 0)
-      return set(std::string(name) + " " + shape(t) + ": quantized rows must be a multiple of 32");
+    if (is_quant(t.dtype) && t.cols % dtype_block_elems(t.dtype) != 0)
+      return set(std::string(name) + " " + shape(t) + ": rows must be a whole number of " +
+                 std::to_string(dtype_block_elems(t.dtype)) + "-element blocks");
     if (want && t.dtype != *want)
       return set(std::string(name) + " must be " + dtype_name(*want) + ", got " + shape(t));
     return *this;
@@ -80,7 +81,7 @@ int64_t elems(const Tensor& t) { return t.rows * t.cols; }
 
 void CudaBackend::embed(const Tensor& table, const Tensor& ids, const Tensor& out) {
   ArgCheck c(Op::Embed);
-  c.tensor("table", table).that(has_kernels(table.dtype), "table must be f32, f16, q8_0 or q4_0");
+  c.tensor("table", table).that(has_kernels(table.dtype), "table must be a weight type (f32, f16, bf16 or quantized)");
   c.i32("ids", ids).f32("out", out).that(out.rows >= ids.rows && out.cols >= table.cols,
                                          "out must have ids.rows rows of at least table.cols");
   if (!c.ok()) return fail(c.error());
@@ -101,7 +102,7 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, 
 
 void CudaBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
   ArgCheck c(Op::Matmul);
-  c.tensor("w", w).that(has_kernels(w.dtype), "w must be f32, f16, q8_0 or q4_0");
+  c.tensor("w", w).that(has_kernels(w.dtype), "w must be a weight type (f32, f16, bf16 or quantized)");
   c.f32("x", x).f32("out", out);
   c.that(x.cols == w.cols, "x.cols must equal w.cols (n_in)")
       .that(out.cols == w.rows && out.rows >= x.rows, "out must be [x.rows, w.rows]");
@@ -129,7 +130,22 @@ void CudaBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int3
       .that(int64_t(n_heads) * head_dim <= x.cols, "n_heads * head_dim exceeds x.cols");
   if (!c.ok()) return fail(c.error());
   if (x.rows == 0 || !begin_op(Op::Rope)) return;
-  end_op(Op::Rope, cuda::launch_rope(dev_->stream(), f32p(x), x.cols, i32p(pos), x.rows, n_heads, head_dim, theta));
+  end_op(Op::Rope,
+         cuda::launch_rope(dev_->stream(), f32p(x), x.cols, i32p(pos), nullptr, x.rows, n_heads, head_dim, theta));
+}
+
+void CudaBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads,
+                             int32_t head_dim, float theta) {
+  ArgCheck c(Op::RopeFreqs);
+  c.f32("x", x).i32("pos", pos).f32("freq_factors", freq_factors);
+  c.that(elems(pos) >= x.rows, "pos must hold one position per row of x")
+      .that(n_heads > 0 && head_dim > 0 && head_dim % 2 == 0, "n_heads and an even head_dim must be positive")
+      .that(int64_t(n_heads) * head_dim <= x.cols, "n_heads * head_dim exceeds x.cols")
+      .that(elems(freq_factors) >= head_dim / 2, "freq_factors must hold head_dim / 2 values");
+  if (!c.ok()) return fail(c.error());
+  if (x.rows == 0 || !begin_op(Op::RopeFreqs)) return;
+  end_op(Op::RopeFreqs, cuda::launch_rope(dev_->stream(), f32p(x), x.cols, i32p(pos), f32p(freq_factors), x.rows,
+                                          n_heads, head_dim, theta));
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
