@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what docs/gpu_check.sh needs onto a GPU machine that has the NVIDIA driver but none of the
 # project's Debian libraries: the CUDA + Vulkan build's binaries (stripped), every shared library
-# they load except glibc's own, and the models. Usage: bash docs/gpu_bundle.sh [BUILD_DIR]
+# they load except glibc's own, the models, and the llama parity fixtures (one file per weight
+# type, with llama.cpp's logits). Usage: bash docs/gpu_bundle.sh [BUILD_DIR]
 # (default build-gpu, configured with -DPAGODA_CUDA=ON -DPAGODA_VULKAN=ON -DPAGODA_UI=OFF
 # -DPAGODA_NATIVE=OFF) -> .dev/ (ignored by git).
 set -euo pipefail
@@ -10,10 +11,19 @@ B=${1:-build-gpu}
 D=.dev
 rm -rf "$D"
 mkdir -p "$D/bin" "$D/lib" "$D/models/vocab"
-for f in pagoda tests/cuda_test; do strip -o "$D/bin/$(basename "$f")" "$B/$f"; done
+for f in pagoda tests/cuda_test tests/parity_test; do strip -o "$D/bin/$(basename "$f")" "$B/$f"; done
+# The test binaries read the fixtures where the build machine had them; gpu_check.sh links that path.
+grep -m1 '^PAGODA_MODELS_DIR:' "$B/CMakeCache.txt" | cut -d= -f2- > "$D/models_dir.txt"
 ldd "$D"/bin/* | awk '/=> \//{print $3}' | sort -u |
   grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux-x86-64)\.so' | xargs -I{} cp -L {} "$D/lib/"
 S=../shared/models
 cp "$S/stories260K.gguf" "$S/llama2xs-260K.bin" "$S/tok512.bin" "$D/models/"
 cp "$S/vocab/ggml-vocab-llama-spm.gguf" "$D/models/vocab/"
+# Parity: the llama-* fixtures cover every weight type (16 MB without F32, which stories260K's
+# greedy run and conformance cover; the bundle must stay under 64 MiB); gpu_check.sh runs only those.
+mkdir -p "$D/models/parity"
+cp "$S/parity/MANIFEST.json" "$D/models/parity/"
+for f in "$S/parity"/llama-*.gguf; do
+  [[ $f == */llama-f32.gguf ]] || cp "$f" "$f.logits.f32" "$D/models/parity/"
+done
 du -sh "$D"

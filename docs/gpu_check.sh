@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Correctness checks and benchmarks on an NVIDIA GPU, from the bundle docs/gpu_bundle.sh packs:
-# CUDA unit tests, conformance of every op on CUDA and Vulkan against the CPU reference, greedy
-# stories260K text on cpu/cuda/vulkan compared token by token, then decode, batch, attention and
-# per-op benchmarks on a generated 1B-shaped model. Everything is logged to $OUT/gpu_check.log
-# (or /tmp) and the --json results land next to it. Exits non-zero when a check failed, including
-# a test run in which every test skipped or a conformance run that passed no case: on the GPU
-# machine that means the GPU was never exercised, which is a failure, not a pass.
-# Usage: bash docs/gpu_check.sh [SECTION...]  sections: env tests conformance greedy decode batch
-# attention ops (default: all).
+# CUDA unit tests, conformance of every op and weight type on CUDA and Vulkan against the CPU
+# reference, the llama.cpp parity fixtures (one per weight type) on CUDA, greedy stories260K text
+# on cpu/cuda/vulkan compared token by token, then decode (F16, Q8_0, Q4_K_M, Q6_K), batch,
+# attention and per-op benchmarks on a generated 1B-shaped model. Everything is logged to
+# $OUT/gpu_check.log (or /tmp) and the --json results land next to it. Exits non-zero when a check
+# failed, including a test run in which every test skipped or a conformance run that passed no
+# case: on the GPU machine that means the GPU was never exercised, which is a failure, not a pass.
+# Usage: bash docs/gpu_check.sh [SECTION...]  sections: env tests conformance parity greedy decode
+# batch attention ops (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=$PWD/.dev
 R=${OUT:-/tmp/gpu_check}
 mkdir -p "$R"
 exec > >(tee -a "$R/gpu_check.log") 2>&1
-SECTIONS=${*:-env tests conformance greedy decode batch attention ops}
+SECTIONS=${*:-env tests conformance parity greedy decode batch attention ops}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=$D/lib
 ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -25,6 +26,10 @@ W=/tmp/pagoda-gpu-models
 mkdir -p "$W"
 # The test binaries look for the shared models where the build machine had them.
 mkdir -p /work/shared 2>/dev/null && ln -sfn "$M" /work/shared/models 2>/dev/null
+if [[ -f $D/models_dir.txt ]]; then  # the exact path compiled into the tests (PAGODA_MODELS_DIR)
+  MD=$(cat "$D/models_dir.txt")
+  mkdir -p "$(dirname "$MD")" 2>/dev/null && ln -sfn "$M" "$MD" 2>/dev/null
+fi
 step() { local t=$1; shift; echo "=== $(date +%T) [limit ${t}s] $*"; timeout "$t" "$@"; local rc=$?; echo "=== rc $rc"; return $rc; }
 json() { local name=$1 t=$2; shift 2; echo "=== $(date +%T) [limit ${t}s] $* --json > $name.json"; timeout "$t" "$@" --json > "$R/$name.json"; local rc=$?; cat "$R/$name.json"; echo "=== rc $rc"; }
 if want env; then
@@ -44,6 +49,19 @@ if want conformance; then
   grep -q '"status": *"pass"' "$R/conformance.json" || failed "conformance passed no case (all skipped or none ran)"
   grep -q '"status": *"fail"' "$R/conformance.json" && failed "conformance has failing cases"
 fi
+if want parity; then
+  # The llama fixtures the bundle carries (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_1, Q5_0, Q4_K_M, Q4_1,
+  # Q4_0, IQ4_NL, Q3_K_M, Q2_K; rope_freqs in all) on CUDA against llama.cpp's logits and greedy
+  # ids. None may skip: CUDA has kernels for every type, so a skip is a refusal it should not make.
+  step 180 "$D/bin/parity_test" --gtest_filter='*Parity.LogitsAndGreedyMatchLlamaCpp/llama_*_cuda-*llama_f32_*' |
+    tee "$R/parity_test.log"
+  rc=${PIPESTATUS[0]}
+  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$R/parity_test.log" | grep -o '[0-9]*$')
+  skipped=$(grep -o '\[  SKIPPED \] [0-9]*' "$R/parity_test.log" | grep -o '[0-9]*$')
+  ((rc == 0)) || failed "parity_test on cuda exited $rc"
+  ((${passed:-0} >= 13)) || failed "parity_test on cuda passed ${passed:-0} of the 13 llama fixtures"
+  ((${skipped:-0} == 0)) || failed "parity_test on cuda skipped ${skipped} fixtures"
+fi
 if want greedy; then
   for b in cpu cuda vulkan; do
     timeout 60 "$P" run -m "$M/stories260K.gguf" -p "Once upon a time" -n 200 --temp 0 --json --backend $b > "$R/greedy-$b.json"
@@ -55,12 +73,12 @@ if want greedy; then
   done
 fi
 if want decode || want batch || want attention; then
-  for dt in f16 q8_0; do
+  for dt in f16 q8_0 q4_k_m q6_k; do
     [[ -f $W/1B-$dt.gguf ]] || step 120 "$P" synth --preset 1B --dtype $dt --vocab-from "$M/vocab/ggml-vocab-llama-spm.gguf" -o "$W/1B-$dt.gguf"
   done
 fi
 if want decode; then
-  for dt in f16 q8_0; do for b in cuda vulkan; do
+  for dt in f16 q8_0 q4_k_m q6_k; do for b in cuda vulkan; do
     json decode-1B-$dt-$b 60 "$P" bench decode -m "$W/1B-$dt.gguf" --prompt-tokens 16 -n 128 -r 2 --backend $b
   done; done
 fi

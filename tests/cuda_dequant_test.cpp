@@ -1,5 +1,6 @@
 // The CUDA kernels' block decoding (backends/cuda/cuda_quant_blocks.h), compiled here as plain host
-// C++, against the CPU reference dequantizer: every block-quantized type, every 8-element group of
+// C++ (with __byte_perm emulated, so the same byte selectors run), against the CPU reference
+// dequantizer: every block-quantized type, every 8-element group of
 // thousands of blocks, compared exactly (float ==, or NaN on both sides). The blocks are random
 // bytes, so every bit of every field is exercised (including f16 scales that are NaN, infinite or
 // subnormal), plus blocks the reference quantizer wrote from Gaussian rows. Needs no GPU: it proves
@@ -126,6 +127,16 @@ TEST(CudaDequant, Bf16MatchesTheReferenceForEveryBitPattern) {
     if (!same(qblocks::bf16_float(all[i]), want[i]) && ++bad <= 5)
       ADD_FAILURE() << "bf16 0x" << std::hex << i << std::dec << ": " << qblocks::bf16_float(all[i]) << " vs " << want[i];
   EXPECT_EQ(bad, 0);
+}
+
+// The host emulation of __byte_perm follows CUDA's definition (selector nibbles, low 3 bits used).
+TEST(CudaDequant, BytePermEmulationFollowsCudaDefinition) {
+  const uint32_t x = 0x33221100u, y = 0x77665544u;
+  EXPECT_EQ(qblocks::byte_perm(x, y, 0x3210u), 0x33221100u);
+  EXPECT_EQ(qblocks::byte_perm(x, y, 0x7654u), 0x77665544u);
+  EXPECT_EQ(qblocks::byte_perm(x, y, 0x0123u), 0x00112233u);
+  EXPECT_EQ(qblocks::byte_perm(x, y, 0xFEDCu), 0x77665544u);  // bit 3 of a selector is ignored
+  EXPECT_EQ(qblocks::byte_perm(x, y, 0x7540u | 2u), 0x77554422u);
 }
 
 // The exact small-integer conversion the decoders use instead of an int->float instruction.

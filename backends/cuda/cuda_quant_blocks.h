@@ -5,10 +5,11 @@
 // Within a group all elements share one scale (and min): ggml's (sub-)blocks are 16 or 32 elements.
 //
 // Compiled by nvcc the functions are __host__ __device__; compiled as plain C++ (no CUDA headers)
-// they are ordinary inline functions, so tests/cuda_dequant_test.cpp checks them element for
-// element against the CPU reference dequantizer (backends/cpu/cpu_quants.cpp) on a machine
-// without a GPU. Byte layouts: backends/cpu/cpu_quants.cpp. Blocks need only 2-byte alignment
-// (Q3_K and Q6_K are 110 and 210 bytes), so multi-byte fields are read as 16-bit words.
+// they are ordinary inline functions (the one intrinsic, __byte_perm, emulated exactly), so
+// tests/cuda_dequant_test.cpp checks them element for element against the CPU reference
+// dequantizer (backends/cpu/cpu_quants.cpp, which also documents the byte layouts) on a machine
+// without a GPU. Blocks need only 2-byte alignment (Q3_K and Q6_K are 110 and 210 bytes), so
+// multi-byte fields are read as 16-bit words.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -91,15 +92,25 @@ PAGODA_QB float bits_float(uint32_t bits) {
 
 PAGODA_QB float bf16_float(uint32_t bits16) { return bits_float(bits16 << 16); }
 
-// Byte k (0..3) of w as an exact float: the byte becomes the low mantissa bits of 2^23, and
-// subtracting 2^23 leaves its value. A byte permute and an add instead of an int->float
-// conversion, which runs at a quarter of the FP32 rate and would bound the decode rate.
-PAGODA_QB float byte_float(uint32_t w, int k) {
+// CUDA's __byte_perm: result byte i is byte (s >> 4i) & 7 of the pair (x = bytes 0..3, y = bytes
+// 4..7). On the host an exact emulation, so the host test runs the selectors the device runs.
+PAGODA_QB uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
 #if defined(__CUDA_ARCH__)
-  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | unsigned(k))) - 8388608.0f;
+  return __byte_perm(x, y, s);
 #else
-  return bits_float(0x4B000000u | ((w >> (8 * k)) & 0xFFu)) - 8388608.0f;
+  const uint64_t in = uint64_t(y) << 32 | x;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= uint32_t((in >> (8 * ((s >> (4 * i)) & 7u))) & 0xFFu) << (8 * i);
+  return r;
 #endif
+}
+
+// Byte k (0..3) of w as an exact float: the byte becomes the low mantissa bits of 2^23 (one byte
+// permute puts it under the exponent byte 0x4B), and subtracting 2^23 leaves its value. A permute
+// and an add instead of an int->float conversion, which runs at a quarter of the FP32 rate and
+// would bound the decode rate.
+PAGODA_QB float byte_float(uint32_t w, int k) {
+  return bits_float(byte_perm(w, 0x4B000000u, 0x7540u | unsigned(k))) - 8388608.0f;
 }
 // Exact float of a small non-negative integer (< 2^23), the same way.
 PAGODA_QB float small_float(uint32_t v) { return bits_float(0x4B000000u | v) - 8388608.0f; }
@@ -112,16 +123,11 @@ constexpr uint32_t pack4(int a, int b, int c, int d) {
 constexpr uint32_t kIq4W0 = pack4(-127, -104, -83, -65), kIq4W1 = pack4(-49, -35, -22, -10);
 constexpr uint32_t kIq4W2 = pack4(1, 13, 25, 38), kIq4W3 = pack4(53, 69, 89, 113);
 
-// The IQ4_NL value of code `nib` (0..15), as its byte offset by 128 (0..255).
+// The IQ4_NL value of code `nib` (0..15), as its byte offset by 128 (0..255): two byte permutes
+// over the table held in registers, no memory lookup.
 PAGODA_QB uint32_t iq4nl_biased(uint32_t nib) {
-#if defined(__CUDA_ARCH__)
-  // Two byte permutes over the table held in registers: no memory lookup.
-  const uint32_t lo = __byte_perm(kIq4W0, kIq4W1, nib & 7), hi = __byte_perm(kIq4W2, kIq4W3, nib & 7);
-  return ((nib & 8 ? hi : lo) & 0xFFu) ^ 0x80u;
-#else
-  const uint32_t w = nib < 8 ? (nib < 4 ? kIq4W0 : kIq4W1) : (nib < 12 ? kIq4W2 : kIq4W3);
-  return ((w >> (8 * (nib & 3))) & 0xFFu) ^ 0x80u;
-#endif
+  const uint32_t lo = byte_perm(kIq4W0, kIq4W1, nib & 7u), hi = byte_perm(kIq4W2, kIq4W3, nib & 7u);
+  return ((nib & 8u ? hi : lo) & 0xFFu) ^ 0x80u;
 }
 
 // Six-bit scale i (0..15, stored offset by 32) of a Q3_K block's 12 scale bytes, as 0..63.
