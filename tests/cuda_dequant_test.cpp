@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -46,15 +47,19 @@ void expect_reference(const std::vector<uint8_t>& blocks, const std::string& wha
   const int64_t n_blocks = int64_t(blocks.size()) / Tr::kBytes, cols = n_blocks * Tr::kElems;
   std::vector<float> want(static_cast<size_t>(cols));
   dequantize_row(T, blocks.data(), want.data(), cols);
-  int64_t bad = 0, nonzero_b = 0;
+  int64_t bad = 0, nonzero_b = 0, unshared = 0;
+  auto same_bits = [](float x, float y) { return std::memcmp(&x, &y, 4) == 0; };
   for (int64_t blk = 0; blk < n_blocks; ++blk) {
     const uint8_t* b = blocks.data() + blk * Tr::kBytes;
     for (int sub = 0; sub < Tr::kElems; sub += 8) {
-      float y[8], q[8];
+      float y[8];
       qblocks::dequant8<T>(b, sub, y);
-      // The kernels drop b for the symmetric types (they scale a whole dot product by a).
-      const qblocks::Affine g = qblocks::decode8<T>(b, sub, q);
+      // The kernels drop b for the symmetric types (they scale a whole dot product by a)...
+      const qblocks::Affine g = qblocks::scale8<T>(b, sub);
       if (!Tr::kHasMin && g.b != 0.0f) ++nonzero_b;
+      // ...and decode one (a, b) per 16-aligned run of 16 elements.
+      const qblocks::Affine run = qblocks::scale8<T>(b, sub & ~15);
+      if (!same_bits(g.a, run.a) || !same_bits(g.b, run.b)) ++unshared;
       for (int i = 0; i < 8; ++i) {
         const int64_t e = blk * Tr::kElems + sub + i;
         if (same(y[i], want[size_t(e)])) continue;
@@ -65,7 +70,8 @@ void expect_reference(const std::vector<uint8_t>& blocks, const std::string& wha
     }
   }
   EXPECT_EQ(bad, 0) << dtype_name(T) << " " << what << ": mismatching elements of " << cols;
-  EXPECT_EQ(nonzero_b, 0) << dtype_name(T) << " has no min, yet decode8 returned one";
+  EXPECT_EQ(nonzero_b, 0) << dtype_name(T) << " has no min, yet scale8 returned one";
+  EXPECT_EQ(unshared, 0) << dtype_name(T) << ": groups of a 16-element run with different scales";
 }
 
 template <DType T>

@@ -3,8 +3,9 @@
 // Decode (n <= 8): one warp per weight row, every x row reusing that row's weights from registers;
 // quantized rows are staged through shared memory with coalesced 16-byte loads because their blocks
 // (18 to 210 bytes) are only 2-byte aligned, then each lane decodes 8 consecutive elements in
-// registers (cuda_quant_blocks.h) and the warp reduces with shuffles. Prefill (n > 8): 64x64 output
-// tiles on tensor cores (TF32 in, F32 accumulate), weights dequantized into shared memory per tile.
+// registers (cuda_quant_blocks.h) 16 at a time (one scale decode per 16), and the warp reduces with
+// shuffles. Prefill (n > 8): 64x64 output tiles on tensor cores (TF32 in, F32 accumulate), weights
+// dequantized into shared memory once per tile.
 #include <mma.h>
 
 #include "backends/cuda/cuda_common.cuh"
@@ -133,8 +134,8 @@ __device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, int 
 constexpr int kMvWarps = 8;
 constexpr int kMvThreads = kMvWarps * 32;
 
-// Per weight type: dense (no blocks), and the elements of one row staged per warp per step: 1024
-// (32 lanes x 8 elements x 4), or 2048 where four super-blocks are not a multiple of 16 bytes (Q3_K
+// Per weight type: dense (no blocks), and the elements of one row staged per warp per chunk: 1024
+// (32 lanes x 16 elements x 2 steps), or 2048 where four super-blocks are not a multiple of 16 bytes (Q3_K
 // 110 B, Q6_K 210 B): eight are, so every chunk of a 16-byte aligned row keeps the 16-byte loads.
 // (Members, not constexpr functions: nvcc does not let device code call those.)
 template <DType T>
@@ -152,7 +153,8 @@ template <DType T, int NX>
 __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t* stage) {
   using B = qblocks::Traits<T>;
   constexpr int kBB = B::kBytes, kBE = B::kElems;
-  constexpr int kStageBlocks = Stage<T>::kElems / kBE, kSteps = Stage<T>::kElems / 256;
+  constexpr int kStageBlocks = Stage<T>::kElems / kBE, kSteps = Stage<T>::kElems / 512;
+  constexpr int kAlign = B::kStagedAlign;  // blocks sit at 16-byte boundary + n * kBB in the stage
   const uint8_t* wrow = a.w + row * a.w_stride;
   // 32-bit indices within the row keep register pressure down (n_in < 2^31 is checked on the host).
   const int nb = int(a.n_in / kBE);
@@ -162,36 +164,42 @@ __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t
     const int nblk = min(kStageBlocks, nb - b0);
     warp_copy(stage, wrow + size_t(b0) * kBB, nblk * kBB, lane);
     __syncwarp();
-    // Each lane decodes 8 consecutive elements per step; a step covers 256 elements (8 blocks of
-    // 32 with four lanes each, or one super-block of 256), so x loads stay coalesced.
+    // Each lane decodes a run of 16 consecutive elements per step (one scale decode for 16; two
+    // lanes per 32-element block, sixteen per super-block); a step covers 512 elements.
 #pragma unroll
     for (int step = 0; step < kSteps; ++step) {
-      const int e = step * 256 + lane * 8;
+      const int e = step * 512 + lane * 16;
       const int bl = e / kBE;
       if (bl < nblk) {
-        float q[8];
-        const qblocks::Affine g = qblocks::decode8<T>(stage + bl * kBB, e % kBE, q);
+        const uint8_t* blk = stage + bl * kBB;
+        const int sub = e % kBE;
+        const qblocks::Affine g = qblocks::scale8<T>(blk, sub);
         const float* xe = a.x + b0 * kBE + e;
-        if constexpr (B::kHasMin) {
-          // y = a*q + b: dequantize once, then one dot per x row.
-          float w[8];
 #pragma unroll
-          for (int i = 0; i < 8; ++i) w[i] = fmaf(g.a, q[i], g.b);
+        for (int h = 0; h < 2; ++h) {
+          float q[8];
+          qblocks::quants8<T, kAlign>(blk, sub + 8 * h, q);
+          if constexpr (B::kHasMin) {
+            // y = a*q + b: dequantize once, then one dot per x row.
+            float w[8];
 #pragma unroll
-          for (int j = 0; j < NX; ++j) {
-            if (j < a.n) {
-              float xv[8];
-              load_x8(xe + j * x_stride, a.x_vec, xv);
-              acc[j] += dot8(w, xv);
+            for (int i = 0; i < 8; ++i) w[i] = fmaf(g.a, q[i], g.b);
+#pragma unroll
+            for (int j = 0; j < NX; ++j) {
+              if (j < a.n) {
+                float xv[8];
+                load_x8(xe + j * x_stride + 8 * h, a.x_vec, xv);
+                acc[j] += dot8(w, xv);
+              }
             }
-          }
-        } else {
+          } else {
 #pragma unroll
-          for (int j = 0; j < NX; ++j) {
-            if (j < a.n) {
-              float xv[8];
-              load_x8(xe + j * x_stride, a.x_vec, xv);
-              acc[j] = fmaf(g.a, dot8(q, xv), acc[j]);
+            for (int j = 0; j < NX; ++j) {
+              if (j < a.n) {
+                float xv[8];
+                load_x8(xe + j * x_stride + 8 * h, a.x_vec, xv);
+                acc[j] = fmaf(g.a, dot8(q, xv), acc[j]);
+              }
             }
           }
         }
