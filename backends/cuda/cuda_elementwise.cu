@@ -173,10 +173,10 @@ cudaError_t launch_embed(cudaStream_t s, DType table_type, const uint8_t* table,
                          int64_t table_rows, int64_t dim, const int32_t* ids, int64_t n, float* out,
                          int64_t out_stride) {
   const unsigned grid = unsigned(n);
-#define PAGODA_EMBED_QUANT(T)                                                                                       \
-  case DType::T:                                                                                                    \
-    embed_quant_kernel<DType::T><<<grid, kRowThreads, 0, s>>>(table, table_stride, table_rows, dim, ids, out, \
-                                                              out_stride);                                          \
+#define PAGODA_EMBED_QUANT(T)                                                                           \
+  case DType::T:                                                                                        \
+    embed_quant_kernel<DType::T><<<grid, kRowThreads, 0, s>>>(table, table_stride, table_rows, dim, ids, \
+                                                              out, out_stride);                         \
     break;
   switch (table_type) {
     PAGODA_EMBED_QUANT(Q8_0)
