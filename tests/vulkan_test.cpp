@@ -5,7 +5,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -75,19 +74,12 @@ std::vector<float> read(Backend& be, const Tensor& t) {
   return v;
 }
 
-// Weight types and ops the Vulkan backend does not run yet (it reports them unsupported, so a
-// model using them is refused at load): only these may skip; every other case must pass, and a
-// case of these that starts passing must be taken off the list.
-bool known_unsupported(const ConformanceResult& r) {
-  static const std::set<std::string> types = {"bf16", "q4_1", "q5_0", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"};
-  return r.op == "rope_freqs" || ((r.op == "matmul" || r.op == "embed") && types.count(r.dtype) != 0);
-}
-
+// Vulkan runs every weight type and op the harness has: every case must pass, none may skip.
 void expect_conformance_passes(Backend& be) {
   const auto results = run_conformance(be);
   std::printf("%s", format_conformance_table(results).c_str());
   for (const auto& r : results)
-    EXPECT_EQ(r.status, known_unsupported(r) ? ConformanceStatus::Skip : ConformanceStatus::Pass)
+    EXPECT_EQ(r.status, ConformanceStatus::Pass)
         << r.op << "/" << r.dtype << "/" << r.name << ": nmse " << r.nmse << " (seed " << r.seed << ") " << r.detail;
 }
 
