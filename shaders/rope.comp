@@ -41,12 +41,19 @@ float reduce_angle(float a) {
   return r;
 }
 
-// a / b rounded as the reference's IEEE division: Vulkan allows 2.5 ulp for OpFDiv, so the
-// quotient gets one Newton step on its exact fma residual.
+// a / b rounded as the reference's IEEE division. Vulkan allows OpFDiv 2.5 ulp and does not
+// promise that fma() is fused, but it does round +, -, * correctly: the quotient gets one
+// correction from the exact residual a - q*b, with q*b split exactly into p + e (Dekker's product
+// on 12-bit halves; `precise` keeps every step unfused and in order).
 float div_rounded(float a, float b) {
-  precise float q = a / b;
-  precise float r = fma(-q, b, a);
-  return fma(r, 1.0 / b, q);
+  const float q = a / b;
+  precise float cq = 4097.0 * q, qh = cq - (cq - q), ql = q - qh;
+  precise float cb = 4097.0 * b, bh = cb - (cb - b), bl = b - bh;
+  precise float prod = q * b;
+  precise float err = ((qh * bh - prod) + qh * bl + ql * bh) + ql * bl;
+  precise float r = (a - prod) - err;
+  precise float res = q + r / b;
+  return res;
 }
 
 void main() {
