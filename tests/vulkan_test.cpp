@@ -227,6 +227,38 @@ TEST(Vulkan, BadShapesFailAtSyncNamingTheOp) {
   EXPECT_NE(s.error().find("matmul"), std::string::npos) << s.error();
 }
 
+// rope_freqs needs head_dim/2 F32 divisors, and a K-quant weight whole 256-element super-blocks:
+// anything else is an error naming the op, not a read past the tensor.
+TEST(Vulkan, BadRopeFactorsAndPartialSuperBlocksFailAtSync) {
+  for (int which = 0; which < 2; ++which) {
+    VULKAN_OR_SKIP(be);
+    Buf x = make_f32(*be, 2, 64, 1.0f), f = make_f32(*be, 1, 16, 2.0f), out = make_f32(*be, 1, 4, 0.0f);
+    auto pos = be->alloc(8);
+    ASSERT_TRUE(pos.ok());
+    const Tensor tp{pos->get(), 0, DType::I32, 2, 1};
+    const std::vector<int32_t> p = {3, 7};
+    be->upload(tp, p.data(), 8);
+    std::string want;
+    if (which == 0) {
+      be->rope_freqs(x.t, tp, f.t, 2, 32, 10000.0f);  // 16 divisors for head_dim 32: right
+      ASSERT_TRUE(be->sync().ok());
+      be->rope_freqs(x.t, tp, f.t, 1, 64, 10000.0f);  // head_dim 64 needs 32
+      want = "head_dim/2 = 32";
+    } else {
+      Tensor w = x.t;  // 64 bytes viewed as Q4_K: 128 columns is half a super-block
+      w.dtype = DType::Q4_K;
+      w.rows = 1;
+      w.cols = 128;
+      be->matmul(w, x.t.row_slice(0, 1), out.t);
+      want = "not a multiple of 256";
+    }
+    const Status s = be->sync();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find(which == 0 ? "rope_freqs" : "matmul"), std::string::npos) << s.error();
+    EXPECT_NE(s.error().find(want), std::string::npos) << s.error();
+  }
+}
+
 TEST(Vulkan, ProfilingReportsPerOpTimes) {
   VULKAN_OR_SKIP(be);
   vulkan_set_profiling(*be, true);
