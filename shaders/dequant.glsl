@@ -4,8 +4,9 @@
 // Float types are read element by element (w_elem). Block-quantized types are read a *unit* at a
 // time: the 16 (32-element blocks) or 32 (256-element K-quant super-blocks) elements that one run
 // of bytes holds, decoded together so that every quantized byte is read once. A unit is made of
-// runs of 8 consecutive elements: element i of the decoded v[] is block element
-// w_run_start(t, i / 8) + i % 8. Every block is an even number of bytes long and tables start at
+// runs of 8 consecutive elements: element i of the decoded q[] is block element
+// w_run_start(t, i / 8) + i % 8, of value scale[i / 8] * q[i] + offset[i / 8] (each run lies in
+// one (sub-)block, so a dot product multiplies by its scale once per run, not per element). Every block is an even number of bytes long and tables start at
 // even byte offsets, so every field below sits at an even address: 16-bit reads never straddle
 // two words and 32-bit reads go through w_u32_even.
 //
@@ -80,18 +81,18 @@ const float kIq4nl[16] = float[](-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22
                                  53.0, 69.0, 89.0, 113.0);
 
 // 32-element blocks. Q8_0: 16 int8 from byte 2 + 16t. The nibble types: 8 bytes of qs from 8t.
-void unit_block32(uint blk, uint t, out float v[32]) {
-  const float d = w_half(blk);
+void unit_block32(uint blk, uint t, out float v[32], out vec4 scale, out vec4 offset) {
+  const bool has_min = WTYPE == DT_Q4_1 || WTYPE == DT_Q5_1;
+  scale = vec4(w_half(blk));
+  offset = vec4(has_min ? w_half(blk + 2u) : 0.0);
   if (WTYPE == DT_Q8_0) {
     for (uint k = 0u; k < 4u; ++k) {
       const int q = int(w_u32_even(blk + 2u + 16u * t + 4u * k));
-      for (uint b = 0u; b < 4u; ++b) v[4u * k + b] = d * float(bitfieldExtract(q, int(8u * b), 8));
+      for (uint b = 0u; b < 4u; ++b) v[4u * k + b] = float(bitfieldExtract(q, int(8u * b), 8));
     }
     return;
   }
-  const bool has_min = WTYPE == DT_Q4_1 || WTYPE == DT_Q5_1;
   const bool has_high = WTYPE == DT_Q5_0 || WTYPE == DT_Q5_1;
-  const float m = has_min ? w_half(blk + 2u) : 0.0;
   const uint qh = has_high ? w_u32_even(blk + (has_min ? 4u : 2u)) : 0u;
   const uint qs = blk + (has_min ? 4u : 2u) + (has_high ? 4u : 0u);
   const int zero = WTYPE == DT_Q4_0 ? 8 : WTYPE == DT_Q5_0 ? 16 : 0;
@@ -101,13 +102,8 @@ void unit_block32(uint blk, uint t, out float v[32]) {
       const uint j = 8u * t + 4u * k + b;
       const uint lo = ((q >> (8u * b)) & 15u) | (((qh >> j) & 1u) << 4);
       const uint hi = ((q >> (8u * b + 4u)) & 15u) | (((qh >> (j + 16u)) & 1u) << 4);
-      if (WTYPE == DT_IQ4_NL) {
-        v[4u * k + b] = d * kIq4nl[lo];
-        v[8u + 4u * k + b] = d * kIq4nl[hi];
-      } else {
-        v[4u * k + b] = d * float(int(lo) - zero) + m;
-        v[8u + 4u * k + b] = d * float(int(hi) - zero) + m;
-      }
+      v[4u * k + b] = WTYPE == DT_IQ4_NL ? kIq4nl[lo] : float(int(lo) - zero);
+      v[8u + 4u * k + b] = WTYPE == DT_IQ4_NL ? kIq4nl[hi] : float(int(hi) - zero);
     }
   }
 }
@@ -120,7 +116,7 @@ int scale_q3k(uint s, uint i) {
 }
 
 // Q2_K, Q3_K, Q6_K: unit t covers l = l0..l0+7 of half n; run r is j (k) = r.
-void unit_k_2bit_lanes(uint blk, uint t, out float v[32]) {
+void unit_k_2bit_lanes(uint blk, uint t, out float v[32], out vec4 scale, out vec4 offset) {
   const uint n = t >> 2, l0 = 8u * (t & 3u);
   // The 8 bytes each field holds for these l: two words per field.
   uvec2 qs, hm = uvec2(0u), ql1 = uvec2(0u);
@@ -156,8 +152,10 @@ void unit_k_2bit_lanes(uint blk, uint t, out float v[32]) {
         q = int((qs[w] >> (sh + 2u * r)) & 3u);
         if (WTYPE == DT_Q3_K && ((hm[w] >> (sh + 4u * n + r)) & 1u) == 0u) q -= 4;
       }
-      v[8u * r + i] = dl * float(q) - ml;
+      v[8u * r + i] = float(q);
     }
+    scale[r] = dl;
+    offset[r] = -ml;
   }
 }
 
@@ -169,31 +167,37 @@ uvec2 scale_min_k4(uint s, uint j) {
 }
 
 // Q4_K, Q5_K: unit t is the 16 bytes qs[32c + 16h ..], c = t/2, h = t%2.
-void unit_k_nibbles(uint blk, uint t, out float v[32]) {
+void unit_k_nibbles(uint blk, uint t, out float v[32], out vec4 scale, out vec4 offset) {
   const uint c = t >> 1, h = t & 1u;
   const bool five = WTYPE == DT_Q5_K;
   const float d = w_half(blk), dmin = w_half(blk + 2u);
   const uint qs = blk + (five ? 48u : 16u) + 32u * c + 16u * h;
   for (uint half_ = 0u; half_ < 2u; ++half_) {  // low nibbles: sub-block 2c, high: 2c+1
     const uvec2 sm = scale_min_k4(blk + 4u, 2u * c + half_);
-    const float dl = d * float(sm.x), ml = dmin * float(sm.y);
+    scale[2u * half_] = scale[2u * half_ + 1u] = d * float(sm.x);
+    offset[2u * half_] = offset[2u * half_ + 1u] = -(dmin * float(sm.y));
     for (uint k = 0u; k < 4u; ++k) {
       const uint q = w_u32_even(qs + 4u * k);
       const uint qh = five ? w_u32_even(blk + 16u + 16u * h + 4u * k) : 0u;
       for (uint b = 0u; b < 4u; ++b) {
         uint x = (q >> (8u * b + 4u * half_)) & 15u;
         if (five) x |= ((qh >> (8u * b + 2u * c + half_)) & 1u) << 4;
-        v[16u * half_ + 4u * k + b] = dl * float(x) - ml;
+        v[16u * half_ + 4u * k + b] = float(x);
       }
     }
   }
 }
 
-// Decodes unit t (< w_units_per_block()) of the block at byte address blk into v[0 .. w_unit_elems()).
-void w_unit(uint blk, uint t, out float v[32]) {
-  if (WTYPE == DT_Q4_K || WTYPE == DT_Q5_K) unit_k_nibbles(blk, t, v);
-  else if (w_kquant()) unit_k_2bit_lanes(blk, t, v);
-  else unit_block32(blk, t, v);
+// Decodes unit t (< w_units_per_block()) of the block at byte address blk: v[0 .. w_unit_elems())
+// and the scale and offset of each run of 8.
+void w_unit(uint blk, uint t, out float v[32], out vec4 scale, out vec4 offset) {
+  if (WTYPE == DT_Q4_K || WTYPE == DT_Q5_K) unit_k_nibbles(blk, t, v, scale, offset);
+  else if (w_kquant()) unit_k_2bit_lanes(blk, t, v, scale, offset);
+  else unit_block32(blk, t, v, scale, offset);
+}
+// Whether any run may have a nonzero offset (the types with minimums).
+bool w_has_offset() {
+  return WTYPE == DT_Q4_1 || WTYPE == DT_Q5_1 || WTYPE == DT_Q2_K || WTYPE == DT_Q4_K || WTYPE == DT_Q5_K;
 }
 
 // Element c of a float-typed (F32, F16, BF16) row whose first byte is at address `row`.

@@ -49,9 +49,10 @@ void main() {
   const uint per_block = w_units_per_block();
   const uint b = c / per_block, t = c - b * per_block;
   float v[32];
-  w_unit(row + b * w_block_bytes(), t, v);
+  vec4 scale, offset;
+  w_unit(row + b * w_block_bytes(), t, v, scale, offset);
   for (uint r = 0u; r < unit / 8u; ++r) {
     const uint e0 = out_row + b * w_block_elems() + w_run_start(t, r);
-    for (uint k = 0u; k < 8u; ++k) O[e0 + k] = v[8u * r + k];
+    for (uint k = 0u; k < 8u; ++k) O[e0 + k] = scale[r] * v[8u * r + k] + offset[r];
   }
 }

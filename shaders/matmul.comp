@@ -104,7 +104,8 @@ acc_t dot_f16(uint wrow) {
 }
 
 // Block-quantized weights: invocations stride over the row's units (dequant.glsl), each decoded
-// once and dotted with the matching x elements of all NX rows.
+// once and dotted with the matching x elements of all NX rows; a run's scale (and minimum)
+// multiplies its partial sum (and the sum of its x) once.
 acc_t dot_quant(uint wrow) {
   acc_t acc = acc_t(0.0);
   const uint per_block = w_units_per_block(), bytes = w_block_bytes(), elems = w_block_elems();
@@ -112,10 +113,18 @@ acc_t dot_quant(uint wrow) {
   for (uint u = gl_LocalInvocationID.x; u < units; u += gl_WorkGroupSize.x) {
     const uint b = u / per_block, t = u - b * per_block;
     float v[32];
-    w_unit(wrow + b * bytes, t, v);
+    vec4 scale, offset;
+    w_unit(wrow + b * bytes, t, v, scale, offset);
     for (uint r = 0u; r < w_unit_elems() / 8u; ++r) {
       const uint e0 = b * elems + w_run_start(t, r);
-      for (uint i = 0u; i < 8u; ++i) acc += v[8u * r + i] * xv(e0 + i);
+      acc_t s = acc_t(0.0), sx = acc_t(0.0);
+      for (uint i = 0u; i < 8u; ++i) {
+        const acc_t x = xv(e0 + i);
+        s += v[8u * r + i] * x;
+        if (w_has_offset()) sx += x;
+      }
+      acc += scale[r] * s;
+      if (w_has_offset()) acc += offset[r] * sx;
     }
   }
   return acc;
