@@ -4,11 +4,12 @@
 // Float types are read element by element (w_elem). Block-quantized types are read a *unit* at a
 // time: the 16 (32-element blocks) or 32 (256-element K-quant super-blocks) elements that one run
 // of bytes holds, decoded together so that every quantized byte is read once. A unit is made of
-// runs of 8 consecutive elements: element i of the decoded q[] is block element
-// w_run_start(t, i / 8) + i % 8, of value scale[i / 8] * q[i] + offset[i / 8] (each run lies in
-// one (sub-)block, so a dot product multiplies by its scale once per run, not per element). Every block is an even number of bytes long and tables start at
-// even byte offsets, so every field below sits at an even address: 16-bit reads never straddle
-// two words and 32-bit reads go through w_u32_even.
+// runs of 8 consecutive elements: element i of the decoded v[] is block element
+// w_run_start(t, i / 8) + i % 8, of value scale[i / 8] * v[i] + offset[i / 8] (each run lies in
+// one (sub-)block, so a dot product multiplies by its scale once per run, not per element).
+// Every block is an even number of bytes long and tables start at even byte offsets, so every
+// field below sits at an even address: 16-bit reads never straddle two words and 32-bit reads go
+// through w_u32_even.
 //
 // Layouts (ggml's, byte offsets within a block; the CPU reference cpu_quants.cpp is the ground
 // truth), and the unit t of a block each type decodes:
