@@ -27,7 +27,7 @@ std::vector<ConformanceCase> bench_op_cases(const std::string& filter) {
     s.seqs = std::move(seqs);
     return s;
   };
-  for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+  for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
     add(Op::Matmul, dt, "matvec_1x1024x1024", rows_cols(1, kDim, kDim));
     add(Op::Matmul, dt, "matmul_16x1024x1024", rows_cols(16, kDim, kDim));
   }

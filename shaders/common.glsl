@@ -11,6 +11,16 @@ const uint DT_F32 = 0u;
 const uint DT_F16 = 1u;
 const uint DT_Q8_0 = 2u;
 const uint DT_Q4_0 = 3u;
+const uint DT_BF16 = 5u;
+const uint DT_Q4_1 = 6u;
+const uint DT_Q5_0 = 7u;
+const uint DT_Q5_1 = 8u;
+const uint DT_IQ4_NL = 9u;
+const uint DT_Q2_K = 10u;
+const uint DT_Q3_K = 11u;
+const uint DT_Q4_K = 12u;
+const uint DT_Q5_K = 13u;
+const uint DT_Q6_K = 14u;
 
 // float -> IEEE half bits, round-to-nearest-even. packHalf2x16 leaves the rounding mode to the
 // implementation; doing it by hand makes F16 KV caches bit-identical to the CPU reference.

@@ -2,8 +2,9 @@
 // One workgroup computes 4 consecutive x rows (1 in the ROWS1 variant, for decode) against one
 // weight row, so each weight element is dequantized once per 4 rows. Invocations stride over the
 // row in units (one element for F32,
-// two for F16, half a block = 16 elements for Q8_0/Q4_0) and the 4 partial sums are reduced
-// over the workgroup. Groups are ordered weight-row-major: g = row_block * n_out + o.
+// two for F16/BF16, and for block-quantized types dequant.glsl's units: half a 32-element block,
+// or 32 elements of a K-quant super-block, each decoded from its bytes once) and the 4 partial
+// sums are reduced over the workgroup. Groups are ordered weight-row-major: g = row_block * n_out + o.
 // Bindings: 0 w (uint words; weight row o starts at byte w_off + o * w_row_bytes),
 //           1 x (float; x_off + n * n_in + i), 2 out (float; out_off + n * out_stride + o).
 // Specialization: 0 = workgroup size (power of two), 1 = weight DType.
@@ -84,55 +85,47 @@ acc_t dot_f32(uint wrow) {
   return acc;
 }
 
+// F16 and BF16: two 16-bit elements per word read.
+vec2 w_pair(uint a) {
+  const uint u = w_u32_even(a);
+  return WTYPE == DT_BF16 ? vec2(bf16_lo(u), bf16_hi(u)) : unpackHalf2x16(u);
+}
+
 acc_t dot_f16(uint wrow) {
   acc_t acc = acc_t(0.0);
   const uint pairs = p.n_in >> 1;
   for (uint k = gl_LocalInvocationID.x; k < pairs; k += gl_WorkGroupSize.x) {
-    const vec2 h = unpackHalf2x16(w_u32_even(wrow + 4u * k));
+    const vec2 h = w_pair(wrow + 4u * k);
     acc += h.x * xv(2u * k) + h.y * xv(2u * k + 1u);
   }
   if ((p.n_in & 1u) != 0u && gl_LocalInvocationID.x == 0u)
-    acc += w_half(wrow + 2u * (p.n_in - 1u)) * xv(p.n_in - 1u);
+    acc += w_elem(wrow, p.n_in - 1u) * xv(p.n_in - 1u);
   return acc;
 }
 
-// Half block u: Q8_0 holds its 16 int8 in 4 words at byte 2 + 16 * (u & 1) of the block.
-acc_t dot_q8_0(uint wrow) {
+// Block-quantized weights: invocations stride over the row's units (dequant.glsl), each decoded
+// once and dotted with the matching x elements of all NX rows; a run's scale (and minimum)
+// multiplies its partial sum (and the sum of its x) once.
+acc_t dot_quant(uint wrow) {
   acc_t acc = acc_t(0.0);
-  const uint units = p.n_in >> 4;
+  const uint per_block = w_units_per_block(), bytes = w_block_bytes(), elems = w_block_elems();
+  const uint units = (p.n_in / elems) * per_block;
   for (uint u = gl_LocalInvocationID.x; u < units; u += gl_WorkGroupSize.x) {
-    const uint blk = wrow + (u >> 1) * 34u;
-    const uint qa = blk + 2u + 16u * (u & 1u);
-    const uint e0 = u * 16u;
-    acc_t s = acc_t(0.0);
-    for (uint k = 0u; k < 4u; ++k) {
-      const int q = int(w_u32_even(qa + 4u * k));
-      for (uint b = 0u; b < 4u; ++b) s += float(bitfieldExtract(q, int(8u * b), 8)) * xv(e0 + 4u * k + b);
-    }
-    acc += w_half(blk) * s;
-  }
-  return acc;
-}
-
-// Half block u of Q4_0: bytes 8 * (u & 1) .. +7 of the 16 nibble bytes; low nibbles are elements
-// 8 * (u & 1) + j, high nibbles elements 16 + 8 * (u & 1) + j.
-acc_t dot_q4_0(uint wrow) {
-  acc_t acc = acc_t(0.0);
-  const uint units = p.n_in >> 4;
-  for (uint u = gl_LocalInvocationID.x; u < units; u += gl_WorkGroupSize.x) {
-    const uint blk = wrow + (u >> 1) * 18u;
-    const uint h = u & 1u;
-    const uint e0 = (u >> 1) * 32u + 8u * h;
-    acc_t s = acc_t(0.0);
-    for (uint k = 0u; k < 2u; ++k) {
-      const uint q = w_u32_even(blk + 2u + 8u * h + 4u * k);
-      for (uint b = 0u; b < 4u; ++b) {
-        const uint byte_ = (q >> (8u * b)) & 0xffu;
-        const uint j = 4u * k + b;
-        s += float(int(byte_ & 15u) - 8) * xv(e0 + j) + float(int(byte_ >> 4) - 8) * xv(e0 + 16u + j);
+    const uint b = u / per_block, t = u - b * per_block;
+    float v[32];
+    vec4 scale, offset;
+    w_unit(wrow + b * bytes, t, v, scale, offset);
+    for (uint r = 0u; r < w_unit_elems() / 8u; ++r) {
+      const uint e0 = b * elems + w_run_start(t, r);
+      acc_t s = acc_t(0.0), sx = acc_t(0.0);
+      for (uint i = 0u; i < 8u; ++i) {
+        const acc_t x = xv(e0 + i);
+        s += v[8u * r + i] * x;
+        if (w_has_offset()) sx += x;
       }
+      acc += scale[r] * s;
+      if (w_has_offset()) acc += offset[r] * sx;
     }
-    acc += w_half(blk) * s;
   }
   return acc;
 }
@@ -147,9 +140,8 @@ void main() {
   const uint wrow = p.w_off + o * p.w_row_bytes;
   acc_t acc;
   if (WTYPE == DT_F32) acc = dot_f32(wrow);
-  else if (WTYPE == DT_F16) acc = dot_f16(wrow);
-  else if (WTYPE == DT_Q8_0) acc = dot_q8_0(wrow);
-  else acc = dot_q4_0(wrow);
+  else if (WTYPE == DT_F16 || WTYPE == DT_BF16) acc = dot_f16(wrow);
+  else acc = dot_quant(wrow);
   acc = wg_sum4(acc);
   if (gl_LocalInvocationID.x == 0u) {
     for (uint k = 0u; k < NX && r0 + k < p.n_rows; ++k) os[p.out_off + (r0 + k) * p.out_stride + o] = lane(acc, k);

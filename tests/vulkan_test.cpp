@@ -5,7 +5,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -75,19 +74,12 @@ std::vector<float> read(Backend& be, const Tensor& t) {
   return v;
 }
 
-// Weight types and ops the Vulkan backend does not run yet (it reports them unsupported, so a
-// model using them is refused at load): only these may skip; every other case must pass, and a
-// case of these that starts passing must be taken off the list.
-bool known_unsupported(const ConformanceResult& r) {
-  static const std::set<std::string> types = {"bf16", "q4_1", "q5_0", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"};
-  return r.op == "rope_freqs" || ((r.op == "matmul" || r.op == "embed") && types.count(r.dtype) != 0);
-}
-
+// Vulkan runs every weight type and op the harness has: every case must pass, none may skip.
 void expect_conformance_passes(Backend& be) {
   const auto results = run_conformance(be);
   std::printf("%s", format_conformance_table(results).c_str());
   for (const auto& r : results)
-    EXPECT_EQ(r.status, known_unsupported(r) ? ConformanceStatus::Skip : ConformanceStatus::Pass)
+    EXPECT_EQ(r.status, ConformanceStatus::Pass)
         << r.op << "/" << r.dtype << "/" << r.name << ": nmse " << r.nmse << " (seed " << r.seed << ") " << r.detail;
 }
 
@@ -233,6 +225,38 @@ TEST(Vulkan, BadShapesFailAtSyncNamingTheOp) {
   const Status s = be->sync();
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().find("matmul"), std::string::npos) << s.error();
+}
+
+// rope_freqs needs head_dim/2 F32 divisors, and a K-quant weight whole 256-element super-blocks:
+// anything else is an error naming the op, not a read past the tensor.
+TEST(Vulkan, BadRopeFactorsAndPartialSuperBlocksFailAtSync) {
+  for (int which = 0; which < 2; ++which) {
+    VULKAN_OR_SKIP(be);
+    Buf x = make_f32(*be, 2, 64, 1.0f), f = make_f32(*be, 1, 16, 2.0f), out = make_f32(*be, 1, 4, 0.0f);
+    auto pos = be->alloc(8);
+    ASSERT_TRUE(pos.ok());
+    const Tensor tp{pos->get(), 0, DType::I32, 2, 1};
+    const std::vector<int32_t> p = {3, 7};
+    be->upload(tp, p.data(), 8);
+    std::string want;
+    if (which == 0) {
+      be->rope_freqs(x.t, tp, f.t, 2, 32, 10000.0f);  // 16 divisors for head_dim 32: right
+      ASSERT_TRUE(be->sync().ok());
+      be->rope_freqs(x.t, tp, f.t, 1, 64, 10000.0f);  // head_dim 64 needs 32
+      want = "head_dim/2 = 32";
+    } else {
+      Tensor w = x.t;  // 64 bytes viewed as Q4_K: 128 columns is half a super-block
+      w.dtype = DType::Q4_K;
+      w.rows = 1;
+      w.cols = 128;
+      be->matmul(w, x.t.row_slice(0, 1), out.t);
+      want = "not a multiple of 256";
+    }
+    const Status s = be->sync();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find(which == 0 ? "rope_freqs" : "matmul"), std::string::npos) << s.error();
+    EXPECT_NE(s.error().find(want), std::string::npos) << s.error();
+  }
 }
 
 TEST(Vulkan, ProfilingReportsPerOpTimes) {

@@ -9,15 +9,25 @@
 namespace pagoda::vk {
 namespace {
 
+// Every weight layout has a decoder in shaders/dequant.glsl.
 Status check_weight_layout(const Tensor& w, const char* what) {
-  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0)
+  if (w.dtype == DType::I32 || size_t(w.dtype) >= size_t(DType::kCount))
     return make_error(std::string(what) + " of dtype " + dtype_name(w.dtype) + " is not supported on vulkan");
-  if ((w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) && w.cols % 32 != 0)
-    return make_error(std::string(what) + " has " + std::to_string(w.cols) + " columns, not a multiple of 32");
-  // Shaders address F32 tables by word and the other layouts by 16-bit halves.
+  const int64_t block = dtype_block_elems(w.dtype);
+  if (w.cols % block != 0)
+    return make_error(std::string(what) + " has " + std::to_string(w.cols) + " columns, not a multiple of " +
+                      std::to_string(block));
+  // Shaders address F32 tables by word and the other layouts by 16-bit halves (every block is an
+  // even number of bytes, so its fields stay at even addresses).
   if (w.offset % (w.dtype == DType::F32 ? 4 : 2) != 0)
     return make_error(std::string(what) + " starts at a misaligned byte offset " + std::to_string(w.offset));
   return {};
+}
+
+// Elements one embed invocation writes: dequant.glsl's unit (w_unit_elems) for block types.
+int64_t embed_unit(DType t) {
+  if (!dtype_info(t).quantized) return 1;
+  return dtype_block_elems(t) == 256 ? 32 : 16;
 }
 
 uint32_t u32(int64_t v) { return uint32_t(v); }
@@ -39,7 +49,8 @@ Status VulkanBackend::embed_impl(const Tensor& table, const Tensor& ids, const T
     PAGODA_BIND(bt, bind(table.row_slice(r0, cnt), 1));
     const Push p{bt.elem, bi.elem, bo.elem, u32(n), u32(dim), u32(row_bytes), int32_t(r0), int32_t(r0 + cnt)};
     PAGODA_TRY(run("embed", {{kSpecLocalSize, elem_group_}, {kSpecDType, uint32_t(table.dtype)}},
-                   {bt.binding, bi.binding, bo.binding}, p, ceil_div(uint64_t(n * dim), elem_group_)));
+                   {bt.binding, bi.binding, bo.binding}, p,
+                   ceil_div(uint64_t(n * (dim / embed_unit(table.dtype))), elem_group_)));
   }
   return {};
 }
@@ -91,26 +102,40 @@ void VulkanBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) 
   guarded("matmul", [&] { return matmul_impl(w, x, out); });
 }
 
-Status VulkanBackend::rope_impl(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
-  struct Push { uint32_t x_off, pos_off, freq_off, n_rows, row_stride, n_heads, half_dim; };
+Status VulkanBackend::rope_impl(const Tensor& x, const Tensor& pos, const Tensor* factors, int32_t n_heads,
+                                int32_t head_dim, float theta) {
+  struct Push { uint32_t x_off, pos_off, freq_off, factor_off, n_rows, row_stride, n_heads, half_dim, has_factors; };
   if (x.rows == 0 || n_heads <= 0 || head_dim <= 0) return {};
   if (head_dim % 2 != 0) return make_error("head_dim " + std::to_string(head_dim) + " is odd");
   if (int64_t(n_heads) * head_dim > x.cols)
     return make_error(std::to_string(n_heads) + " heads of " + std::to_string(head_dim) + " exceed a row of " +
                       std::to_string(x.cols));
-  auto freqs = rope_freqs(theta, head_dim);
+  const uint32_t half = u32(head_dim / 2);
+  if (factors) {
+    if (!factors->buf) return make_error("freq_factors has no buffer");
+    if (factors->dtype != DType::F32 || factors->rows * factors->cols != half)
+      return make_error("freq_factors must be F32 with head_dim/2 = " + std::to_string(half) + " values, not " +
+                        dtype_name(factors->dtype) + " [" + std::to_string(factors->rows) + ", " +
+                        std::to_string(factors->cols) + "]");
+  }
+  auto freqs = rope_freq_table(theta, head_dim);
   if (!freqs) return freqs.take_error();
   PAGODA_BIND(bx, bind(x, 4));
   PAGODA_BIND(bp, bind(pos, 4, size_t(x.rows) * 4));
+  PAGODA_BIND(bff, bind(factors ? *factors : Tensor{}, 4, size_t(half) * 4));
   const Binding bf{*freqs, 0, (*freqs)->capacity()};
-  const uint32_t half = u32(head_dim / 2);
-  const Push p{bx.elem, bp.elem, 0, u32(x.rows), u32(x.cols), u32(n_heads), half};
-  return run("rope", {{kSpecLocalSize, elem_group_}}, {bx.binding, bp.binding, bf}, p,
+  const Push p{bx.elem, bp.elem, 0, bff.elem, u32(x.rows), u32(x.cols), u32(n_heads), half, factors ? 1u : 0u};
+  return run("rope", {{kSpecLocalSize, elem_group_}}, {bx.binding, bp.binding, bf, bff.binding}, p,
              ceil_div(uint64_t(x.rows) * uint64_t(n_heads) * half, elem_group_));
 }
 
 void VulkanBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
-  guarded("rope", [&] { return rope_impl(x, pos, n_heads, head_dim, theta); });
+  guarded("rope", [&] { return rope_impl(x, pos, nullptr, n_heads, head_dim, theta); });
+}
+
+void VulkanBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads,
+                               int32_t head_dim, float theta) {
+  guarded("rope_freqs", [&] { return rope_impl(x, pos, &freq_factors, n_heads, head_dim, theta); });
 }
 
 Status VulkanBackend::gated_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out) {

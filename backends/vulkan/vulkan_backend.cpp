@@ -66,9 +66,8 @@ BackendInfo VulkanBackend::info() const {
 bool VulkanBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::Embed:
-    case Op::Matmul:  // The block types added with the K-quants have no kernels here yet.
-      return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::Q8_0 || dtype == DType::Q4_0;
-    case Op::RopeFreqs: return false;
+    case Op::Matmul:  // every weight layout: shaders/dequant.glsl decodes each
+      return dtype != DType::I32 && size_t(dtype) < size_t(DType::kCount);
     case Op::KvStore:
     case Op::PagedAttention:
     case Op::AttentionWindow: return dtype == DType::F32 || dtype == DType::F16;
@@ -179,7 +178,7 @@ Status VulkanBackend::sync() {
 
 // The reference computes theta^(-2i/head_dim) with powf; computing the table on the host with
 // the same expression keeps the rotation angles bit-identical to it.
-Result<const VulkanBuffer*> VulkanBackend::rope_freqs(float theta, int32_t head_dim) {
+Result<const VulkanBuffer*> VulkanBackend::rope_freq_table(float theta, int32_t head_dim) {
   uint32_t theta_bits;
   std::memcpy(&theta_bits, &theta, 4);
   const auto key = std::make_pair(theta_bits, head_dim);

@@ -39,6 +39,8 @@ class VulkanBackend final : public Backend {
   void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) override;
   void matmul(const Tensor& w, const Tensor& x, const Tensor& out) override;
   void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) override;
+  void rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads, int32_t head_dim,
+                  float theta) override;
   void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void scale(const Tensor& x, const Tensor& out, float s) override;
@@ -92,11 +94,13 @@ class VulkanBackend final : public Backend {
   }
   Status upload_bytes(const VulkanBuffer& dst, size_t offset, const uint8_t* src, size_t bytes);
   Status download_bytes(const VulkanBuffer& src, size_t offset, uint8_t* dst, size_t bytes);
-  Result<const VulkanBuffer*> rope_freqs(float theta, int32_t head_dim);
+  Result<const VulkanBuffer*> rope_freq_table(float theta, int32_t head_dim);
 
   Status embed_impl(const Tensor& table, const Tensor& ids, const Tensor& out);
   Status matmul_impl(const Tensor& w, const Tensor& x, const Tensor& out);
-  Status rope_impl(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta);
+  // rope and rope_freqs; factors null for plain rope.
+  Status rope_impl(const Tensor& x, const Tensor& pos, const Tensor* factors, int32_t n_heads, int32_t head_dim,
+                   float theta);
   // out = act(gate) * up elementwise with the shader `name` (silu_mul, gelu_mul: same bindings).
   Status gated_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out);
   Status kv_store_impl(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots);
