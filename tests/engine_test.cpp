@@ -864,3 +864,54 @@ TEST(Engine, AllLayersWindowedKeepsKvBoundedAndOutputUnchanged) {
   ASSERT_TRUE(generate(runner, *kv, prompt, g, want).ok());
   EXPECT_EQ(got, want);
 }
+
+// ---- Forked prompts (a server's n choices) ----
+
+// Requests naming an earlier one in prefill_from share its prompt blocks instead of computing the
+// prompt again, and sample exactly what separate requests with their seeds sample.
+TEST(Engine, ForkedPromptIsComputedOnceAndChangesNoOutput) {
+  REQUIRE_MODELS();
+  EngineConfig cfg;
+  cfg.prefix_caching = false;  // only the fork may avoid prefill
+  cfg.block_size = 8;          // the prompt ends inside a block: the forks copy it on write
+  auto make_reqs = [] {
+    std::vector<Request> v;
+    for (int i = 0; i < 4; ++i) {
+      Request r = greedy_req(kSystem + " One day", 20);
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 100 + uint64_t(i);
+      v.push_back(r);
+    }
+    return v;
+  };
+  auto separate = make_engine(cfg);
+  const auto want = run_all(*separate, make_reqs());
+  const int32_t prompt = want[0].metrics.prompt_tokens;
+  ASSERT_GT(prompt % cfg.block_size, 0) << "pick a prompt that ends mid-block";
+  separate->publish_snapshot();
+  EXPECT_EQ(separate->snapshot()->counters.computed_prefill_tokens, uint64_t(4 * prompt));
+
+  auto forked = make_engine(cfg);
+  auto reqs = make_reqs();
+  std::vector<Outcome> got(reqs.size());
+  uint64_t first = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (i > 0) reqs[i].prefill_from = first;
+    const auto r = forked->submit(reqs[i], [&got, i](const TokenEvent& ev) {
+      if (ev.token >= 0) got[i].tokens.push_back(ev.token);
+      if (ev.finished) got[i].metrics = ev.metrics;
+    });
+    ASSERT_TRUE(r.ok());
+    if (i == 0) first = r.id;
+  }
+  while (!forked->idle()) ASSERT_TRUE(forked->step().ok());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    if (i > 0) {
+      EXPECT_EQ(got[i].metrics.cached_tokens, prompt - 1);
+    }
+  }
+  forked->publish_snapshot();
+  EXPECT_EQ(forked->snapshot()->counters.computed_prefill_tokens, uint64_t(prompt + 3));
+  expect_no_leaks(*forked);
+}

@@ -132,11 +132,13 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
   // OpenAI's echo gives back the prompt as text, also when it was sent as token ids.
   if (parsed->echo) g->echo = parsed->prompt_tokens.empty() ? parsed->prompt : detokenize(parsed->prompt_tokens);
   // n choices are n engine requests on one prompt; choice i samples with seed + i, so choice 0
-  // is what the same request with n = 1 returns. Admission is all or nothing.
+  // is what the same request with n = 1 returns. The prompt is computed once: choices 1.. fork
+  // choice 0's prompt blocks (Request::prefill_from). Admission is all or nothing.
   for (int32_t i = 0; i < parsed->n; ++i) {
     Request ri = er;
     ri.sampling.seed = er.sampling.seed + uint64_t(i);
     if (i > 0 && !parsed->seed_set) ri.sampling.seed = random_seed();
+    if (i > 0) ri.prefill_from = g->choices.front().engine_id;
     const SubmitResult sr = engine.submit(std::move(ri), RequestChannel::callback_for(g->channel));
     if (!sr.ok()) {
       for (const Choice& c : g->choices) engine.cancel(c.engine_id);

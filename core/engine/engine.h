@@ -116,6 +116,11 @@ struct Request {
   // -1: none; 0..20: each TokenEvent carries the token's log-probability and this many of the most
   // likely alternatives (see token_logprobs in core/sample/sampler.h for what the values are).
   int32_t logprobs = -1;
+  // The id of a request submitted before this one with the same prompt tokens (a server's n
+  // choices): this one waits until that one's prompt is in the cache, then shares its blocks
+  // (KvCache::fork) and computes only the prompt's last token for its own logits. When that
+  // request is gone by then, this one prefills normally.
+  uint64_t prefill_from = 0;
 };
 
 // Why a request was not admitted. A server maps these to HTTP: QueueFull 429, PromptTooLong 400

@@ -70,6 +70,7 @@ Rejection Engine::normalize(Request& req, Sequence& s, std::string& message) {
   s.stop_at_eos = req.stop_at_eos;
   s.sampling = req.sampling;
   s.logprobs = req.logprobs;
+  s.prefill_from = req.prefill_from;
   if (req.grammar) {
     std::call_once(vocab_once_, [&] {
       vocab_ = std::make_unique<grammar::TokenVocab>(grammar::TokenVocab::from_tokenizer(*model_.tokenizer));

@@ -125,11 +125,35 @@ void Scheduler::postprocess(const std::vector<ScheduledChunk>& plan, const std::
   }
 }
 
-// Prefix match, then blocks for the first chunk. Undoes itself when the pool cannot serve it.
+int Scheduler::fork_prompt(Sequence& s, int32_t& matched) {
+  // Only a running source is waited for: `s` is at the head of the queue, so a source still
+  // waiting is behind it and waiting for it would block both.
+  const auto src = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p->id == s.prefill_from; });
+  if (src == running_.end()) return 0;
+  const Sequence& p = **src;
+  const int32_t shared = s.prompt_len - 1;  // the last prompt token is computed here for its logits
+  if (p.n_computed < shared) return -1;
+  if (int32_t(p.tokens.size()) < shared || !std::equal(s.tokens.begin(), s.tokens.begin() + shared, p.tokens.begin())) return 0;
+  s.table = kv_.fork(p.table);
+  kv_.trim(s.table, shared);
+  s.n_keyed = std::min<int32_t>(p.n_keyed, shared / kv_.block_size());
+  s.keys.assign(p.keys.begin(), p.keys.begin() + std::min<size_t>(p.keys.size(), size_t(s.n_keyed)));
+  matched = shared;
+  return 1;
+}
+
+// Prefix match (or a fork of the prompt's blocks), then blocks for the first chunk. Undoes itself
+// when the pool cannot serve it.
 bool Scheduler::admit(Sequence& s) {
   const int32_t bs = kv_.block_size();
   int32_t matched = 0;
-  if (cfg_.prefix_caching) {
+  int forked = 0;
+  if (s.prefill_from != 0 && !s.admitted_once) {
+    forked = fork_prompt(s, matched);
+    if (forked < 0) return false;
+    if (forked == 0) s.prefill_from = 0;
+  }
+  if (forked == 0 && cfg_.prefix_caching) {
     ensure_keys(s);
     // The last token is always computed (its logits pick the next token), so match at most len-1.
     const size_t usable = std::min(s.keys.size(), size_t((int32_t(s.tokens.size()) - 1) / bs));

@@ -93,6 +93,9 @@ class Scheduler {
 
  private:
   bool admit(Sequence& s);
+  // Request::prefill_from: 1 = s now shares its source's prompt blocks, 0 = the source is not
+  // running (prefill normally), -1 = the running source has not computed its prompt yet (wait).
+  int fork_prompt(Sequence& s, int32_t& matched);
   void preempt(Sequence& s);
   void enqueue(std::unique_ptr<Sequence> s, bool preempted);
   int32_t group_of(const std::string& scope);

@@ -86,6 +86,7 @@ struct Sequence {
   FinishReason finish_reason = FinishReason::None;
   std::string error;
   bool admitted_once = false;
+  uint64_t prefill_from = 0;    // Request::prefill_from: fork this request's prompt blocks at admission
 
   // Draft tokens planned for verification this step. Written only by the scheduler: schedule()
   // takes the drafter's proposal (cut to the step's budget and the blocks it can get) and
