@@ -171,7 +171,7 @@ int bench_decode_cmd(const BenchOptions& o) {
   const double flop_tok = matmul_flops_per_token((*m)->config, false);
   const double compute_roof = gpu ? *mm : peak.flop_s;
   const double prefill_roof = compute_roof / flop_tok;
-  nlohmann::json j = envelope(o, **be, **m, KvCacheConfig{}.block_size);
+  nlohmann::json j = envelope(o, **be, **m, KvShape{}.block_size);
   j["workload"] = "decode";
   j["prompt_tokens"] = r->prompt_tokens;
   j["generated_tokens"] = r->generated_tokens;

@@ -94,7 +94,7 @@ class ChatSession {
     r.sampling.seed = seed_++;
     auto ch = std::make_shared<server::RequestChannel>();
     const SubmitResult sr = engine_.submit(std::move(r), server::RequestChannel::callback_for(ch));
-    if (!sr.rejected.empty()) return make_error("rejected: " + (sr.message.empty() ? sr.rejected : sr.message));
+    if (!sr.ok()) return make_error("rejected: " + (sr.message.empty() ? std::string(sr.reason()) : sr.message));
     // The plain transcript has no end-of-turn token: the model's next "user:" line ends the answer.
     server::StopMatcher stop(renderer_.format() == server::ChatFormat::Plain
                                  ? std::vector<std::string>{"\nuser:", "\nsystem:", "\nassistant:"}

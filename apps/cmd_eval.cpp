@@ -76,9 +76,7 @@ int eval_cmd(const EvalOptions& o) {
   auto m = load_model(o.model, **be, o.json);
   if (!m) return fail(m.error());
   const auto& model = **m;
-  KvCacheConfig kc;
-  kc.num_blocks = int32_t((ids->size() + size_t(o.greedy) + 15) / 16 + 1);
-  auto kv = KvCache::create(**be, model.config, kc);
+  auto kv = KvCache::create(**be, kv_shape(model.config, 16, DType::F32), int32_t((ids->size() + size_t(o.greedy) + 15) / 16 + 1));
   if (!kv) return fail(kv.error());
   ModelRunner runner(**be, model.config, model.weights);
   auto r = evaluate_tokens(runner, *kv, *ids, o.greedy);

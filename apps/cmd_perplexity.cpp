@@ -35,9 +35,7 @@ int perplexity_cmd(const PerplexityOptions& o) {
   if (!m) return fail(m.error());
   const auto& model = **m;
   const auto tokens = model.tokenizer->encode(text, true);
-  KvCacheConfig kc;
-  kc.num_blocks = (o.ctx + 15) / 16 + 1;
-  auto kv = KvCache::create(**be, model.config, kc);
+  auto kv = KvCache::create(**be, kv_shape(model.config, 16, DType::F32), (o.ctx + 15) / 16 + 1);
   if (!kv) return fail(kv.error());
   ModelRunner runner(**be, model.config, model.weights);
   const bool bar = isatty(STDERR_FILENO);

@@ -9,7 +9,6 @@
 
 #include "apps/cli_common.h"
 #include "core/engine/batch_run.h"
-#include "core/engine/generate.h"
 
 namespace pagoda::cli {
 namespace {
@@ -155,7 +154,8 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
 int run(RunOptions& o) {
   if (!o.prompt_set && o.prompts_file.empty() && !isatty(STDIN_FILENO))
     o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  // Many prompts, or speculation, go through the engine; a single plain prompt streams directly.
+  // Many prompts, or speculation: batched through the engine on its thread (run_many); a single
+  // plain prompt: one request through the engine, stepped here, streaming as it goes.
   if (!o.prompts_file.empty() || !o.draft.empty() || o.ngram > 0) {
     if (o.prompts_file.empty() && o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
     if (!o.seed_set) o.sampling.seed = std::random_device{}();
@@ -180,64 +180,60 @@ int run(RunOptions& o) {
   if (auto st = o.sampling.validate(); !st) return fail(st.error());
   auto kv_budget = parse_kv_budget(o.kv_memory);
   if (!kv_budget) return fail(kv_budget.error());
-  auto dtype = parse_kv_dtype(o.kv_dtype);
-  if (!dtype) return fail(dtype.error());
+  auto cfg = engine_config(o, *kv_budget);  // --kv-dtype and every other engine setting checked here
+  if (!cfg) return fail(cfg.error());
 
   auto be = open_backend(o.be, o.json);
   if (!be) return fail(be.error());
   auto m = load_model(o.model, **be, o.json);
   if (!m) return fail(m.error());
-  const auto& model = **m;
+  auto e = Engine::create(**m, **be, *cfg);
+  if (!e) return fail(e.error());
+  const Tokenizer& tok = (*e)->tokenizer();
 
-  auto ids = model.tokenizer->encode(o.prompt, !o.no_bos);
-  KvCacheConfig kcfg;
-  kcfg.block_size = o.block_size;
-  kcfg.dtype = *dtype;
-  EngineConfig budget;
-  budget.block_size = o.block_size;
-  budget.kv_dtype = *dtype;
-  budget.kv_bytes = kv_budget->bytes;
-  budget.kv_fraction = kv_budget->fraction;
-  auto blocks = kv_block_count(model, **be, budget);
-  if (!blocks) return fail(blocks.error());
-  kcfg.num_blocks = *blocks;
-  auto kv = KvCache::create(**be, model.config, kcfg);
-  if (!kv) return fail(kv.error());
-  ModelRunner runner(**be, model.config, model.weights);
-
-  GenerateOptions g;
-  g.max_new_tokens = o.n;
-  g.eos = model.tokenizer->eos();
-  g.stop_ids = model.tokenizer->eog_ids();
-  g.sampling = o.sampling;
-  StreamDecoder dec(*model.tokenizer, ids.empty() ? -1 : ids.back());
+  // One request through the engine, stepped on this thread, streaming each piece as it comes.
+  Request req;
+  req.prompt = o.prompt;
+  req.add_bos = !o.no_bos;
+  req.max_tokens = o.n;
+  req.sampling = o.sampling;
   std::string text;
+  std::vector<int32_t> out;
+  TokenEvent last;
+  bool done = false;
   if (!o.json) {
     // Echo the prompt as the user typed it, then stream the continuation.
     fmt::print("{}", o.prompt);
     std::fflush(stdout);
   }
-  std::vector<int32_t> out;
-  auto st = generate(runner, *kv, ids, g, out, [&](int32_t tok) {
-    const std::string piece = dec.push(tok);
-    text += piece;
-    if (!o.json) { fmt::print("{}", piece); std::fflush(stdout); }
-    return true;
+  const SubmitResult sr = (*e)->submit(req, [&](const TokenEvent& ev) {
+    if (ev.token >= 0 && !ev.finished && !tok.is_eog(ev.token)) out.push_back(ev.token);
+    text += ev.text;
+    if (!o.json && !ev.finished) { fmt::print("{}", ev.text); std::fflush(stdout); }
+    if (ev.finished) { last = ev; done = true; }
   });
-  if (!st) return fail(st.error());
-  const std::string tail = dec.flush();
-  text += tail;
+  if (!sr.ok()) return fail(sr.message);
+  while (!done)
+    if (auto st = (*e)->step(); !st) return fail(st.error());
+  if (last.reason == FinishReason::Error || last.reason == FinishReason::Cancelled) return fail(last.error);
+  const RequestMetrics& rm = last.metrics;
+  const int32_t generated = int32_t(out.size());
+  // Prefill ends with the first token; decode rate excludes that token.
+  const double prefill_s = generated > 0 ? rm.ttft_s : rm.e2e_s;
+  const double decode_s = generated > 1 ? rm.e2e_s - rm.ttft_s : 0;
+  const double prefill_tok_s = prefill_s > 0 ? rm.prompt_tokens / prefill_s : 0;
+  const double decode_tok_s = decode_s > 0 ? (generated - 1) / decode_s : 0;
   if (o.json) {
     nlohmann::json j = {
         {"model", o.model}, {"backend", (*be)->info().name}, {"prompt", o.prompt}, {"text", text},
-        {"prompt_tokens", st->prompt_tokens}, {"generated_tokens", st->generated_tokens}, {"tokens", out},
-        {"prefill_tok_s", st->prefill_tok_s()}, {"decode_tok_s", st->decode_tok_s()},
-        {"ttft_ms", st->ttft_seconds * 1e3}, {"stopped_by_eos", st->stopped_by_eos}, {"seed", o.sampling.seed}};
+        {"prompt_tokens", rm.prompt_tokens}, {"generated_tokens", generated}, {"tokens", out},
+        {"prefill_tok_s", prefill_tok_s}, {"decode_tok_s", decode_tok_s},
+        {"ttft_ms", rm.ttft_s * 1e3}, {"stopped_by_eos", last.reason == FinishReason::Eos}, {"seed", o.sampling.seed}};
     fmt::print("{}\n", j.dump(2));
   } else {
-    fmt::print("{}\n", tail);
+    fmt::print("{}\n", last.text);
     fmt::print(stderr, "\nprompt tokens: {} | generated: {} | prefill: {:.1f} tok/s | decode: {:.1f} tok/s | TTFT: {:.2f} ms\n",
-               st->prompt_tokens, st->generated_tokens, st->prefill_tok_s(), st->decode_tok_s(), st->ttft_seconds * 1e3);
+               rm.prompt_tokens, generated, prefill_tok_s, decode_tok_s, rm.ttft_s * 1e3);
   }
   return 0;
 }

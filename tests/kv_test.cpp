@@ -115,7 +115,7 @@ TEST(BlockPool, RandomOperationsKeepInvariants) {
 namespace {
 
 struct CowFixture {
-  ModelConfig cfg;
+  KvShape cfg;
   CpuBackend be{CpuOptions{.reference = true}};
   std::unique_ptr<KvCache> kv;
   int64_t cols = 0;
@@ -125,7 +125,8 @@ struct CowFixture {
     cfg.n_kv_heads = 2;
     cfg.head_dim = 3;
     cols = int64_t(cfg.n_kv_heads) * cfg.head_dim;
-    auto k = KvCache::create(be, cfg, KvCacheConfig{.block_size = bs, .num_blocks = blocks, .dtype = DType::F32});
+    cfg.block_size = bs;
+    auto k = KvCache::create(be, cfg, blocks);
     EXPECT_TRUE(k.ok()) << k.error();
     kv = std::make_unique<KvCache>(std::move(*k));
   }

@@ -39,10 +39,7 @@ Fixture load(const std::string& path, CpuOptions opt = {}) {
 
 std::vector<int32_t> greedy(Fixture& f, const std::string& prompt, int32_t n, int32_t block_size = 16,
                             int32_t chunk = 512) {
-  KvCacheConfig kc;
-  kc.block_size = block_size;
-  kc.num_blocks = (f.m->config.ctx_len + block_size - 1) / block_size + 1;
-  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  auto kv = KvCache::create(*f.be, kv_shape(f.m->config, block_size, DType::F32), (f.m->config.ctx_len + block_size - 1) / block_size + 1);
   EXPECT_TRUE(kv.ok());
   ModelRunner runner(*f.be, f.m->config, f.m->weights);
   GenerateOptions g;
@@ -91,9 +88,7 @@ TEST(Model, GenerationStopsAtEveryEndOfGenerationId) {
   Fixture f = load(kStories);
   const std::vector<int32_t> full = greedy(f, "Once upon a time", 12);
   ASSERT_GE(full.size(), 4u);
-  KvCacheConfig kc;
-  kc.num_blocks = (f.m->config.ctx_len + kc.block_size - 1) / kc.block_size + 1;
-  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  auto kv = KvCache::create(*f.be, kv_shape(f.m->config, 16, DType::F32), (f.m->config.ctx_len + 16 - 1) / 16 + 1);
   ASSERT_TRUE(kv.ok());
   ModelRunner runner(*f.be, f.m->config, f.m->weights);
   GenerateOptions g;
@@ -154,9 +149,7 @@ TEST(Model, ReferenceAndFastCpuAgree) {
 TEST(Model, EmptyPromptIsClearError) {
   REQUIRE_MODELS();
   auto f = load(kStories);
-  KvCacheConfig kc;
-  kc.num_blocks = 8;
-  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  auto kv = KvCache::create(*f.be, kv_shape(f.m->config, 16, DType::F32), 8);
   ModelRunner runner(*f.be, f.m->config, f.m->weights);
   std::vector<int32_t> out;
   auto st = generate(runner, *kv, {}, GenerateOptions{}, out);
@@ -167,9 +160,7 @@ TEST(Model, EmptyPromptIsClearError) {
 TEST(Model, PromptLongerThanContextIsClearError) {
   REQUIRE_MODELS();
   auto f = load(kStories);
-  KvCacheConfig kc;
-  kc.num_blocks = 64;
-  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  auto kv = KvCache::create(*f.be, kv_shape(f.m->config, 16, DType::F32), 64);
   ModelRunner runner(*f.be, f.m->config, f.m->weights);
   std::vector<int32_t> prompt(static_cast<size_t>(f.m->config.ctx_len + 1), 5), out;
   auto st = generate(runner, *kv, prompt, GenerateOptions{}, out);
@@ -180,9 +171,7 @@ TEST(Model, PromptLongerThanContextIsClearError) {
 TEST(Model, KvExhaustionIsClearErrorAndLeaksNothing) {
   REQUIRE_MODELS();
   auto f = load(kStories);
-  KvCacheConfig kc;
-  kc.num_blocks = 2;  // 32 tokens
-  auto kv = KvCache::create(*f.be, f.m->config, kc);
+  auto kv = KvCache::create(*f.be, kv_shape(f.m->config, 16, DType::F32), 2);  // 32 tokens
   ModelRunner runner(*f.be, f.m->config, f.m->weights);
   GenerateOptions g;
   g.max_new_tokens = 100;

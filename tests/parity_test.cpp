@@ -103,9 +103,7 @@ TEST_P(Parity, LogitsAndGreedyMatchLlamaCpp) {
     GTEST_SKIP() << model.error();
   ASSERT_TRUE(model.ok()) << model.error();
   const auto& lm = **model;
-  KvCacheConfig kc;
-  kc.num_blocks = 8;
-  auto kv = KvCache::create(**be, lm.config, kc);
+  auto kv = KvCache::create(**be, kv_shape(lm.config, 16, DType::F32), 8);
   ASSERT_TRUE(kv.ok()) << kv.error();
   ModelRunner runner(**be, lm.config, lm.weights);
   const auto prompt = f["prompt_ids"].get<std::vector<int32_t>>();
@@ -152,9 +150,7 @@ TEST(ParityWide, GreedyStoryMatchesLlamaCpp) {
     ASSERT_TRUE(be.ok());
     auto model = LoadedModel::load(kParity + "/" + file, **be);
     ASSERT_TRUE(model.ok()) << model.error();
-    KvCacheConfig kc;
-    kc.num_blocks = 20;
-    auto kv = KvCache::create(**be, (*model)->config, kc);
+    auto kv = KvCache::create(**be, kv_shape((*model)->config, 16, DType::F32), 20);
     ASSERT_TRUE(kv.ok());
     ModelRunner runner(**be, (*model)->config, (*model)->weights);
     const auto want = g["ids"].get<std::vector<int32_t>>();
@@ -247,9 +243,7 @@ TEST(ParityErrors, RopeFreqsAreAppliedNotIgnored) {
   ASSERT_NE((*with)->weights.rope_freqs.buf, nullptr);
   const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
   auto run = [&](LoadedModel& lm) {
-    KvCacheConfig kc;
-    kc.num_blocks = 4;
-    auto kv = KvCache::create(**be, lm.config, kc);
+    auto kv = KvCache::create(**be, kv_shape(lm.config, 16, DType::F32), 4);
     ModelRunner runner(**be, lm.config, lm.weights);
     return evaluate_tokens(runner, *kv, prompt, 0)->logits;
   };
@@ -339,9 +333,7 @@ TEST(ParityErrors, UnappliedMetadataIsRefusedByName) {
 // NMSE of a model's logits over the fixture prompt against a fixture's reference logits.
 double fixture_nmse(Backend& be, LoadedModel& lm, const std::string& reference) {
   const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
-  KvCacheConfig kc;
-  kc.num_blocks = 4;
-  auto kv = KvCache::create(be, lm.config, kc);
+  auto kv = KvCache::create(be, kv_shape(lm.config, 16, DType::F32), 4);
   ModelRunner runner(be, lm.config, lm.weights);
   const auto got = evaluate_tokens(runner, *kv, prompt, 0)->logits;
   const auto ref = read_f32(kParity + "/" + reference);

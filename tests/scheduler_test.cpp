@@ -15,7 +15,6 @@ namespace {
 constexpr int32_t kBs = 4;
 
 struct Fixture {
-  ModelConfig mc;
   CpuBackend be{CpuOptions{.reference = true}};
   std::unique_ptr<KvCache> kv;
   std::unique_ptr<PrefixIndex> index;
@@ -25,11 +24,9 @@ struct Fixture {
   std::unique_ptr<Scheduler> sched;
   uint64_t next_id = 1;
 
-  explicit Fixture(int32_t blocks, SchedulerConfig sc = {}) {
-    mc.n_layers = 1;
-    mc.n_kv_heads = 1;
-    mc.head_dim = 2;
-    auto k = KvCache::create(be, mc, KvCacheConfig{.block_size = kBs, .num_blocks = blocks, .dtype = DType::F32});
+  explicit Fixture(int32_t blocks, SchedulerConfig sc = {}, int32_t window = 0) {
+    auto k = KvCache::create(be, KvShape{.n_layers = 1, .n_kv_heads = 1, .head_dim = 2, .block_size = kBs, .window = window},
+                             blocks);
     EXPECT_TRUE(k.ok()) << k.error();
     kv = std::make_unique<KvCache>(std::move(*k));
     index = std::make_unique<PrefixIndex>(kv->pool());
@@ -47,17 +44,23 @@ struct Fixture {
     s->max_tokens = max_tokens;
     s->arrival = std::chrono::steady_clock::now();
     Sequence* raw = s.get();
-    EXPECT_EQ(sched->add(s), "");
+    sched->add(std::move(s));
     return raw;
   }
-  // One step: plan, then pretend the forward pass ran (decodes append a token).
-  std::vector<ScheduledChunk> step(std::vector<std::unique_ptr<Sequence>>* ended = nullptr) {
+  // One step: plan, then pretend the forward pass ran and the emit stage sampled token 7 for
+  // every chunk that reaches its sequence's end; postprocess() applies that.
+  std::vector<ScheduledChunk> step(std::vector<std::unique_ptr<Sequence>>* ended = nullptr, const DraftMap& drafts = {}) {
     std::vector<std::unique_ptr<Sequence>> local;
-    auto plan = sched->schedule(std::chrono::steady_clock::now(), ended ? *ended : local);
+    auto& fin = ended ? *ended : local;
+    auto plan = sched->schedule(std::chrono::steady_clock::now(), drafts, fin);
+    std::vector<ChunkOutcome> out;
     for (const auto& c : plan) {
-      sched->commit(*c.seq, c.start + c.n_tokens);
-      if (c.wants_logits) c.seq->tokens.push_back(7);
+      ChunkOutcome o;
+      o.kv_valid = c.start + c.n_tokens;
+      if (c.wants_logits) o.tokens.push_back(7);
+      out.push_back(o);
     }
+    sched->postprocess(plan, out, fin);
     return plan;
   }
 };
@@ -157,4 +160,108 @@ TEST(Scheduler, PreemptionsPerRequestAreBounded) {
   EXPECT_EQ(f.counters.preemption_failures, 1u);
   EXPECT_EQ(f.sched->find(lo->id), nullptr);
   EXPECT_NE(f.sched->find(hi->id), nullptr);
+}
+
+// Decodes are planned before prefill chunks, and a long prompt is cut into chunks that fill what
+// the token budget leaves; only the chunk reaching the prompt's end asks for logits.
+TEST(Scheduler, ChunkedPrefillFillsTheBudgetLeftAfterDecodes) {
+  SchedulerConfig sc;
+  sc.max_batch_tokens = 8;
+  Fixture f(64, sc);
+  Sequence* a = f.add(iota_tokens(3, 1));
+  f.step();  // a's prompt, and its first token
+  Sequence* b = f.add(iota_tokens(20, 100));
+  int32_t prefilled = 0, steps = 0;
+  while (b->prefilling() || b->generated() == 0) {
+    const auto plan = f.step();
+    ASSERT_LT(++steps, 10);
+    int32_t total = 0;
+    for (const auto& c : plan) total += c.n_tokens;
+    EXPECT_LE(total, sc.max_batch_tokens);
+    ASSERT_EQ(plan.size(), 2u);
+    EXPECT_EQ(plan[0].seq, a) << "the decode goes first";
+    EXPECT_EQ(plan[0].n_tokens, 1);
+    EXPECT_EQ(plan[1].seq, b);
+    EXPECT_EQ(plan[1].start, prefilled);
+    prefilled += plan[1].n_tokens;
+    EXPECT_EQ(plan[1].wants_logits, prefilled == 20);
+  }
+  EXPECT_EQ(steps, 3);  // 7 + 7 + 6 prompt tokens beside a's decodes
+  EXPECT_EQ(b->generated(), 1);
+}
+
+// A cancelled request ends at the next plan, running or waiting, and keeps no blocks.
+TEST(Scheduler, CancelledRequestsEndAtTheNextPlanAndFreeTheirBlocks) {
+  SchedulerConfig sc;
+  sc.max_running = 1;
+  Fixture f(16, sc);
+  Sequence* run = f.add(iota_tokens(6, 1));
+  f.step();
+  Sequence* wait = f.add(iota_tokens(6, 50));
+  EXPECT_GT(f.kv->pool().num_in_use(), 0);
+  run->cancelled = true;
+  wait->cancelled = true;
+  std::vector<std::unique_ptr<Sequence>> ended;
+  const auto plan = f.step(&ended);
+  EXPECT_TRUE(plan.empty());
+  ASSERT_EQ(ended.size(), 2u);
+  for (const auto& s : ended) {
+    EXPECT_EQ(s->finish_reason, FinishReason::Cancelled);
+    EXPECT_TRUE(s->table.blocks.empty());
+  }
+  EXPECT_TRUE(f.sched->idle());
+  EXPECT_EQ(f.kv->pool().num_in_use(), 0);
+}
+
+// The scheduler is the one writer of Sequence::draft: a proposal is cut to the step's budget, and
+// postprocess() keeps K/V for the accepted part only, clearing the draft.
+TEST(Scheduler, DraftsAreCutToTheBudgetAndRejectedPositionsGiveTheirBlocksBack) {
+  SchedulerConfig sc;
+  sc.max_batch_tokens = 4;
+  sc.prefix_caching = false;
+  Fixture f(64, sc);
+  Sequence* s = f.add(iota_tokens(4, 1));
+  f.step();  // prompt; one token sampled
+  ASSERT_FALSE(s->prefilling());
+  const int32_t len0 = int32_t(s->tokens.size());
+  std::vector<std::unique_ptr<Sequence>> ended;
+  DraftMap drafts{{s->id, iota_tokens(10, 200)}};
+  auto plan = f.sched->schedule(std::chrono::steady_clock::now(), drafts, ended);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].n_draft, 3);
+  EXPECT_EQ(plan[0].n_tokens, 4);
+  EXPECT_EQ(s->draft, iota_tokens(3, 200));
+  EXPECT_GE(s->table.capacity(kBs), len0 + 3);
+  // One draft accepted, then a correction token: K/V valid for the old last token and the accepted draft.
+  ChunkOutcome o;
+  o.tokens = {200, 9};
+  o.kv_valid = len0 + 1;
+  f.sched->postprocess(plan, {o}, ended);
+  EXPECT_TRUE(s->draft.empty());
+  EXPECT_EQ(s->n_computed, len0 + 1);
+  EXPECT_EQ(int32_t(s->tokens.size()), len0 + 2);
+  EXPECT_EQ(s->table.capacity(kBs), (len0 + 1 + kBs - 1) / kBs * kBs);
+}
+
+// With a sliding window on every layer, blocks no later query can see are given back: a long
+// decode holds a bounded number of blocks, and its table marks the released ones.
+TEST(Scheduler, SlidingWindowReleasesBlocksBehindTheWindow) {
+  constexpr int32_t kWindow = 6;
+  SchedulerConfig sc;
+  sc.prefix_caching = false;
+  Fixture f(64, sc, kWindow);
+  Sequence* s = f.add(iota_tokens(5, 1), 0, 200);
+  int32_t peak = 0;
+  for (int i = 0; i < 100; ++i) {
+    f.step();
+    peak = std::max(peak, f.kv->pool().num_in_use());
+  }
+  // Live positions: the window plus the one being written, spread over at most this many blocks.
+  EXPECT_LE(peak, (kWindow + kBs - 1) / kBs + 2);
+  EXPECT_GT(s->table.blocks.size(), 20u);
+  EXPECT_EQ(s->table.blocks.front(), BlockTable::kReleased);
+  EXPECT_EQ(s->table.resident(), f.kv->pool().num_in_use());
+  f.sched->finish(s);
+  EXPECT_EQ(f.kv->pool().num_in_use(), 0);
+  EXPECT_EQ(f.kv->pool().check_invariants(), "");
 }

@@ -605,6 +605,33 @@ TEST(ServerE2E, BackendFaultAnswers503AndHealthDegradedUntilRecovery) {
   (*e)->stop(false);
 }
 
+// n choices compute their shared prompt once: choices 1.. fork choice 0's prompt blocks and
+// compute only the prompt's last token (for their own first logits), as the engine counts.
+TEST(ServerE2E, MultipleChoicesPrefillThePromptOnce) {
+  Harness h;
+  const auto computed = [&] { return h.settled()["counters"]["computed_prefill_tokens"].get<int>(); };
+  const int before = computed();
+  json three = completion_body("Once upon a time, in a quiet village by the sea, there lived an old fisherman", 8);
+  three["temperature"] = 0.8;
+  three["seed"] = 11;
+  three["n"] = 3;
+  auto r = h.post("/v1/completions", three.dump());
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "");
+  const json c = body_of(r);
+  const int prompt = c["usage"]["prompt_tokens"];
+  ASSERT_GT(prompt, 16);
+  EXPECT_EQ(computed() - before, prompt + 2) << "three separate prefills would compute " << 3 * prompt;
+  // Each choice is what the same request alone returns with that choice's seed.
+  for (int i = 0; i < 3; ++i) {
+    json one = three;
+    one["n"] = 1;
+    one["seed"] = 11 + i;
+    auto ri = h.post("/v1/completions", one.dump());
+    ASSERT_TRUE(ri && ri->status == 200);
+    EXPECT_EQ(body_of(ri)["choices"][0]["text"], c["choices"][i]["text"]) << "choice " << i;
+  }
+}
+
 TEST(ServerE2E, MultipleChoicesStreamedAndNot) {
   Harness h;
   json one = completion_body("Once upon a time", 16);

@@ -318,10 +318,7 @@ std::vector<int32_t> greedy_stories(Backend& be, DType kv_dtype, int32_t n) {
   auto m = LoadedModel::load(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf", be);
   EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error());
   if (!m) return {};
-  KvCacheConfig kc;
-  kc.dtype = kv_dtype;
-  kc.num_blocks = ((*m)->config.ctx_len + kc.block_size - 1) / kc.block_size + 1;
-  auto kv = KvCache::create(be, (*m)->config, kc);
+  auto kv = KvCache::create(be, kv_shape((*m)->config, 16, kv_dtype), ((*m)->config.ctx_len + 16 - 1) / 16 + 1);
   EXPECT_TRUE(kv.ok());
   ModelRunner runner(be, (*m)->config, (*m)->weights);
   GenerateOptions g;

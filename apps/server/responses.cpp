@@ -18,6 +18,12 @@ json usage_json(const RequestMetrics& m) {
           {"prompt_tokens_details", {{"cached_tokens", m.cached_tokens}}}};
 }
 
+json stages_json(const RequestStages& s) {
+  return {{"normalize", s.normalize * 1e3}, {"queue", s.queue * 1e3},   {"schedule", s.schedule * 1e3},
+          {"draft", s.draft * 1e3},         {"decode", s.decode * 1e3}, {"verify", s.verify * 1e3},
+          {"emit", s.emit * 1e3},           {"postprocess", s.postprocess * 1e3}};
+}
+
 namespace {
 
 const char* object_name(Endpoint e, bool chunk) {
@@ -141,7 +147,8 @@ json completion_json(const ResponseMeta& meta, const std::vector<ChoiceResult>& 
   if (!choices.empty()) {
     const RequestMetrics& m = choices.front().metrics;
     j["pagoda"] = {{"request_id", choices.front().engine_id}, {"queue_ms", m.queue_s * 1e3}, {"ttft_ms", m.ttft_s * 1e3},
-                   {"mean_itl_ms", m.mean_itl_s * 1e3}, {"e2e_ms", m.e2e_s * 1e3}, {"preemptions", m.preemptions}};
+                   {"mean_itl_ms", m.mean_itl_s * 1e3}, {"e2e_ms", m.e2e_s * 1e3}, {"preemptions", m.preemptions},
+                   {"stages_ms", stages_json(m.stages)}};
     if (choices.size() > 1) {
       j["pagoda"]["request_ids"] = json::array();
       for (const auto& c : choices) j["pagoda"]["request_ids"].push_back(c.engine_id);
@@ -182,14 +189,18 @@ json usage_chunk_json(const ResponseMeta& meta, const RequestMetrics& m) {
   return j;
 }
 
-HttpError rejection_error(const std::string& reason, const std::string& message) {
-  const std::string msg = message.empty() ? "request rejected: " + reason : message;
-  if (reason == "queue_full") return {429, msg, "rate_limit_error", reason};
-  if (reason == "kv_capacity") return {413, msg, "invalid_request_error", reason};
-  if (reason == "prompt_too_long") return {400, msg, "invalid_request_error", "context_length_exceeded"};
-  if (reason == "invalid_request") return {400, msg, "invalid_request_error", ""};
-  if (reason == "engine_unavailable") return {503, msg, "server_error", reason};
-  return {400, msg, "invalid_request_error", reason};
+HttpError rejection_error(Rejection reason, const std::string& message) {
+  const std::string name = rejection_name(reason);
+  const std::string msg = message.empty() ? "request rejected: " + name : message;
+  switch (reason) {
+    case Rejection::QueueFull: return {429, msg, "rate_limit_error", name};
+    case Rejection::KvCapacity: return {413, msg, "invalid_request_error", name};
+    case Rejection::PromptTooLong: return {400, msg, "invalid_request_error", "context_length_exceeded"};
+    case Rejection::InvalidRequest: return {400, msg, "invalid_request_error", ""};
+    case Rejection::EngineUnavailable: return {503, msg, "server_error", name};
+    case Rejection::None: break;
+  }
+  return {500, "rejection_error called for an admitted request", "server_error", ""};
 }
 
 Outcome outcome_of(const TokenEvent& ev, bool stopped_by_sequence, double timeout_s) {
@@ -208,7 +219,9 @@ Outcome outcome_of(const TokenEvent& ev, bool stopped_by_sequence, double timeou
     case FinishReason::Cancelled:
       o.error = HttpError{503, "the request was cancelled (the server is shutting down)", "server_error", "cancelled"};
       break;
-    case FinishReason::Rejected: o.error = rejection_error(ev.error, ev.error.empty() ? "" : "request rejected: " + ev.error); break;
+    case FinishReason::Rejected:  // not produced by the engine today (admission answers at submit)
+      o.error = HttpError{400, "request rejected: " + ev.error, "invalid_request_error", ev.error};
+      break;
     case FinishReason::Error:
     case FinishReason::None:
       o.error = HttpError{500, "generation failed: " + (ev.error.empty() ? std::string("unknown error") : ev.error), "server_error",

@@ -9,6 +9,7 @@
 
 #include "apps/server/request_parse.h"
 #include "apps/server/tool_calls.h"
+#include "core/engine/engine.h"
 #include "core/sched/sequence.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -33,6 +34,8 @@ struct ResponseMeta {
 };
 
 nlohmann::json usage_json(const RequestMetrics& m);
+// A request's stage times (RequestMetrics::stages) in milliseconds, for the "pagoda" extension.
+nlohmann::json stages_json(const RequestStages& s);
 
 // One choice's token log-probabilities in OpenAI's shape for its endpoint. Chat:
 // {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}],
@@ -98,7 +101,8 @@ struct Outcome {
 // `stopped_by_sequence`: the server ended it at a stop sequence (its engine reason is then
 // "cancelled", which the client must see as "stop").
 Outcome outcome_of(const TokenEvent& final_event, bool stopped_by_sequence, double timeout_s);
-// A rejection reason from the engine (SubmitResult::rejected or a Rejected finish) as HTTP.
-HttpError rejection_error(const std::string& reason, const std::string& message);
+// The engine's admission answer (SubmitResult::rejection) as HTTP: queue_full 429, kv_capacity 413,
+// prompt_too_long 400 (context_length_exceeded), invalid_request 400, engine_unavailable 503.
+HttpError rejection_error(Rejection reason, const std::string& message);
 
 }  // namespace pagoda::server

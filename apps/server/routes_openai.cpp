@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 
 #include "apps/server/server_internal.h"
@@ -55,8 +56,9 @@ void Server::Impl::route_openai() {
   });
 }
 
-// Tokenizes here rather than in the engine so the prompt is checked against the context and the
-// KV pool before it is queued, and a request that can never run gets a clear 400/413 at once.
+// Renders and tokenizes the prompt (timed as part of the engine's normalize stage: see
+// Request::received). Whether it fits the context and the KV pool is the engine's admission check
+// (Engine::submit), whose typed rejection rejection_error() maps to 400/413.
 std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, const Principal& who, Request& r) {
   const int32_t ctx = engine.config().ctx_len;
   if (p.endpoint == Endpoint::Chat) {
@@ -66,18 +68,9 @@ std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, con
   } else if (!p.prompt_tokens.empty()) r.prompt_tokens = p.prompt_tokens;
   else r.prompt_tokens = engine.tokenizer().encode(p.prompt, true);
   const int32_t n = int32_t(r.prompt_tokens.size());
-  if (n == 0) return HttpError{400, "the prompt is empty", "invalid_request_error", ""};
-  if (n >= ctx)
-    return HttpError{400, fmt::format("the prompt has {} tokens; the model's context of {} must leave room for at least one "
-                                      "generated token", n, ctx), "invalid_request_error", "context_length_exceeded"};
-  const auto snap = engine.snapshot();
-  const int32_t bs = std::max(1, snap->block_size);
-  if (snap->num_blocks > 0 && (n + bs) / bs > snap->num_blocks)
-    return HttpError{413, fmt::format("the prompt needs {} KV blocks of {} tokens but the cache holds {}", (n + bs) / bs, bs,
-                                      snap->num_blocks), "invalid_request_error", "kv_capacity"};
   // An explicit max_tokens is honoured up to the context (the engine ends at the context with
   // "length"); the default never asks for more than fits.
-  r.max_tokens = p.max_tokens_set ? p.max_tokens : std::min(p.max_tokens, ctx - n);
+  r.max_tokens = p.max_tokens_set ? p.max_tokens : std::max(0, std::min(p.max_tokens, ctx - n));
   r.sampling = p.sampling;
   if (!p.seed_set) r.sampling.seed = random_seed();
   r.tenant = who.tenant;  // only ever from the authenticated key
@@ -128,6 +121,7 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
                                     parsed->model, cfg.model_name), "invalid_request_error", "model_not_found"});
   if (auto e = prepare_tools(*parsed)) return refuse(*e);
   Request er;
+  er.received = std::chrono::steady_clock::now();  // rendering and tokenizing count as normalize
   if (auto e = build_request(*parsed, *who, er)) return refuse(*e);
   er.trace_id = g->trace.trace_id;
 
@@ -138,15 +132,17 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
   // OpenAI's echo gives back the prompt as text, also when it was sent as token ids.
   if (parsed->echo) g->echo = parsed->prompt_tokens.empty() ? parsed->prompt : detokenize(parsed->prompt_tokens);
   // n choices are n engine requests on one prompt; choice i samples with seed + i, so choice 0
-  // is what the same request with n = 1 returns. Admission is all or nothing.
+  // is what the same request with n = 1 returns. The prompt is computed once: choices 1.. fork
+  // choice 0's prompt blocks (Request::prefill_from). Admission is all or nothing.
   for (int32_t i = 0; i < parsed->n; ++i) {
     Request ri = er;
     ri.sampling.seed = er.sampling.seed + uint64_t(i);
     if (i > 0 && !parsed->seed_set) ri.sampling.seed = random_seed();
+    if (i > 0) ri.prefill_from = g->choices.front().engine_id;
     const SubmitResult sr = engine.submit(std::move(ri), RequestChannel::callback_for(g->channel));
-    if (!sr.rejected.empty()) {
+    if (!sr.ok()) {
       for (const Choice& c : g->choices) engine.cancel(c.engine_id);
-      const HttpError e = rejection_error(sr.rejected, sr.message);
+      const HttpError e = rejection_error(sr.rejection, sr.message);
       if (e.status == 429) res.set_header("Retry-After", std::to_string(retry_after_queue_full()));
       else if (e.status == 503) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
       return refuse(e);

@@ -82,10 +82,10 @@ std::vector<RequestOutcome> run_requests(Engine& e, const std::vector<Request>& 
       }
     });
     out[i].id = r.id;
-    if (!r.rejected.empty()) {
+    if (!r.ok()) {
       std::lock_guard<std::mutex> lk(mu);
       out[i].reason = FinishReason::Rejected;
-      out[i].error = r.rejected + ": " + r.message;
+      out[i].error = std::string(r.reason()) + ": " + r.message;
       --remaining;
     }
   }

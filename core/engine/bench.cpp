@@ -198,10 +198,7 @@ Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prom
                                        int repeats, DType kv_dtype) {
   const int32_t ctx = prompt_tokens + gen_tokens + 1;
   if (ctx > m.config.ctx_len) return make_error("prompt + generated tokens exceed the model context");
-  KvCacheConfig kc;
-  kc.dtype = kv_dtype;
-  kc.num_blocks = (ctx + kc.block_size - 1) / kc.block_size + 1;
-  auto kv = KvCache::create(be, m.config, kc);
+  auto kv = KvCache::create(be, kv_shape(m.config, 16, kv_dtype), (ctx + 16 - 1) / 16 + 1);
   if (!kv) return kv.take_error();
   ModelRunner runner(be, m.config, m.weights);
   // A fixed pseudo-prompt of ordinary tokens: speed does not depend on which tokens they are.

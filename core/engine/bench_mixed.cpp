@@ -132,7 +132,7 @@ Result<std::vector<MixedPoint>> bench_mixed(LoadedModel& m, Backend& be, const M
             ++finished;
           }
         });
-        if (!r.rejected.empty()) {
+        if (!r.ok()) {
           tracks[i].finished = true;
           tracks[i].end = now;
           ++finished;

@@ -63,9 +63,9 @@ Status drive(Engine& eng, std::vector<Pending>& ps, const OverloadConfig& cfg) {
           ++done;
         }
       });
-      if (!r.rejected.empty()) {
+      if (!r.ok()) {
         p.finished = true;
-        p.s.outcome = r.rejected;
+        p.s.outcome = r.reason();
         ++done;
       }
     }

@@ -1,6 +1,12 @@
-// Engine: the request pipeline normalize -> hash -> match -> allocate -> decode/verify, run as a
-// step loop (on its own thread, or stepped by the caller). Public C++ API: submit a request with
-// a token callback, cancel it, read telemetry snapshots and health. Callbacks run on the engine thread.
+// Engine: the request pipeline, run as a step loop (on its own thread, or stepped by the caller).
+// Public C++ API: submit a request with a token callback, cancel it, read telemetry snapshots and
+// health. Callbacks run on the engine thread. One request's path, stage by stage:
+//   engine_submit.cpp  normalize: validate, tokenize, admit or reject (typed Rejection)
+//   engine_step.cpp    step: draft -> plan = sched.schedule() -> build batch -> runner.forward
+//                      -> out = emit(plan, logits) -> sched.postprocess(plan, out) -> end()
+//   engine_emit.cpp    emit: sampling, verification of drafts, detokenizing, callbacks
+// The scheduler (core/sched) owns sequence state after each step; the engine is the only
+// production driver of ModelRunner.
 //
 // Fault containment: when a backend op fails (an error result or an exception), the engine ends
 // every request it holds with FinishReason::Error and an error starting "engine_unavailable: ",
@@ -90,6 +96,9 @@ struct EngineHealth {
 };
 
 struct Request {
+  // When the caller started working on this request (a server: before rendering and tokenizing
+  // it), so that work is timed as part of the normalize stage; default: when submit() is called.
+  SteadyTime received = {};
   std::string prompt;                  // text (tokenized at submit) ...
   std::vector<int32_t> prompt_tokens;  // ... or tokens directly (used when non-empty)
   int32_t max_tokens = 128;
@@ -107,14 +116,26 @@ struct Request {
   // -1: none; 0..20: each TokenEvent carries the token's log-probability and this many of the most
   // likely alternatives (see token_logprobs in core/sample/sampler.h for what the values are).
   int32_t logprobs = -1;
+  // The id of a request submitted before this one with the same prompt tokens (a server's n
+  // choices): this one waits until that one's prompt is in the cache, then shares its blocks
+  // (KvCache::fork) and computes only the prompt's last token for its own logits. When that
+  // request is gone by then, this one prefills normally.
+  uint64_t prefill_from = 0;
 };
+
+// Why a request was not admitted. A server maps these to HTTP: QueueFull 429, PromptTooLong 400
+// (context_length_exceeded), KvCapacity 413, InvalidRequest 400, EngineUnavailable 503 (degraded:
+// a backend fault; retry after recovery).
+enum class Rejection : uint8_t { None, QueueFull, PromptTooLong, KvCapacity, InvalidRequest, EngineUnavailable };
+// queue_full, prompt_too_long, kv_capacity, invalid_request, engine_unavailable ("" for None).
+const char* rejection_name(Rejection r);
 
 struct SubmitResult {
   uint64_t id = 0;
-  // reason when not admitted to the queue: queue_full, prompt_too_long, kv_capacity,
-  // invalid_request, engine_unavailable (degraded: a backend fault; retry after recovery)
-  std::string rejected;
-  std::string message;
+  Rejection rejection = Rejection::None;
+  std::string message;  // why, for a person (set when rejected)
+  bool ok() const { return rejection == Rejection::None; }
+  const char* reason() const { return rejection_name(rejection); }
 };
 
 class Engine {
@@ -123,7 +144,8 @@ class Engine {
                                                 LoadedModel* draft_model = nullptr);
   ~Engine();
 
-  // Thread-safe. Validates and tokenizes on the caller's thread (the normalize stage).
+  // Thread-safe. Validates and tokenizes on the caller's thread (the normalize stage): the one
+  // admission check. Rejected requests get no callback.
   SubmitResult submit(Request req, TokenCallback cb);
   void cancel(uint64_t id);  // thread-safe; the request ends with reason "cancelled"
 
@@ -150,27 +172,50 @@ class Engine {
 
  private:
   Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg);
+  // Per-step timings (seconds) of the stages a planned request waits for.
+  struct StepTimes {
+    double schedule = 0, draft = 0, decode = 0, verify = 0, emit = 0, postprocess = 0;
+  };
+  // Speculation totals of one step.
+  struct SpecTally {
+    int32_t proposed = 0, accepted = 0, emitted = 0;
+    bool any = false;
+    double verify_s = 0;
+  };
+
+  // normalize: validates `req` and fills `s` (tokens, limits, sampling); Rejection::None to admit.
+  Rejection normalize(Request& req, Sequence& s, std::string& message);
   void drain_inbox();
   void publish_waiting();  // engine thread: the scheduler's waiting count, for submit()'s queue bound
-  void emit_token(Sequence& s, int32_t tok, SteadyTime now, const float* row = nullptr);
+  // emit: one outcome per planned chunk (sampling, verification, detokenizing, callbacks).
+  std::vector<ChunkOutcome> emit(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row,
+                                 SteadyTime now, SpecTally& tally);
+  ChunkOutcome emit_chunk(const ScheduledChunk& c, const float* row, SteadyTime now, SpecTally& tally);
+  // Calls back with generated token number `nth` (1-based) of `s`.
+  void emit_token(Sequence& s, int32_t tok, int32_t nth, SteadyTime now, const float* row = nullptr);
   void end(std::unique_ptr<Sequence> s, FinishReason r, const std::string& error = "");
-  bool should_stop(const Sequence& s, int32_t tok) const;
+  void end_all(std::vector<std::unique_ptr<Sequence>>& finished);
+  // Whether `tok`, the nth generated token (`len` tokens in all), ends the request, and why.
+  FinishReason stop_reason(const Sequence& s, int32_t tok, int32_t nth, int32_t len) const;
+  // Charges one step's stage times to every live request (planned ones: the step's stages; the
+  // rest: queue), from its last mark to `end`.
+  void account_step(const std::vector<ScheduledChunk>& plan, const std::vector<std::unique_ptr<Sequence>>& ended,
+                    SteadyTime begin, SteadyTime end, const StepTimes& t);
   void loop();
   Snapshot build_snapshot() const;
   int32_t public_len_of(const std::vector<int32_t>& toks) const;
-  Status propose_drafts();
+  Status propose_drafts(DraftMap& drafts);
   Status run_forward(const ForwardBatch& b, std::vector<float>& logits);
   void trip(const std::string& what);  // a backend fault: fail everything, refuse new work
   void probe();                        // degraded: try one tiny forward, recover if it works
   void fail_all(const std::string& error);  // ends every queued and running request
   bool degraded() const;
-  void verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now, int32_t& proposed,
-                    int32_t& accepted, int32_t& emitted);
+  ChunkOutcome verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now, SpecTally& tally);
   // The logits row a token is sampled from: `row` itself, or a copy with the grammar mask applied
   // (empty span: the grammar allows no token at all).
   std::span<const float> constrained_row(Sequence& s, const float* row, std::vector<float>& buf);
   void attach_grammar(Sequence& s);  // engine thread: the matcher for a newly queued request
-  void end_without_continuation(Sequence& s);
+  ChunkOutcome end_without_continuation(const Sequence& s, int32_t kv_valid) const;
 
   LoadedModel& model_;
   Backend& be_;

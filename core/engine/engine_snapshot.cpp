@@ -54,7 +54,7 @@ Snapshot Engine::build_snapshot() const {
     r.computed_tokens = q.n_computed;
     r.generated = q.generated();
     r.max_tokens = q.max_tokens;
-    r.blocks = int32_t(q.table.blocks.size());
+    r.blocks = q.table.resident();
     r.age_ms = std::chrono::duration<double, std::milli>(now - q.arrival).count();
     if (q.generated() > 0) r.ttft_ms = q.metrics.ttft_s * 1e3;
     if (q.generated() > 1) r.tok_s = double(q.generated() - 1) / std::chrono::duration<double>(q.last_token - q.first_token).count();
@@ -64,6 +64,7 @@ Snapshot Engine::build_snapshot() const {
     r.spec_k = q.spec_k;
     // Each block this request holds names it as owner (the first holder wins for shared blocks).
     for (size_t i = 0; i < q.table.blocks.size(); ++i) {
+      if (q.table.blocks[i] == BlockTable::kReleased) continue;  // left the sliding window
       BlockInfo& bi = s.blocks[size_t(q.table.blocks[i])];
       if (bi.owner == 0) {
         bi.owner = q.id;

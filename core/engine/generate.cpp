@@ -13,18 +13,8 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 struct SequenceBlocks {
   KvCache& kv;
   BlockTable table;
-  ~SequenceBlocks() {
-    for (int32_t b : table.blocks) kv.pool().release(b);
-  }
-  Status reserve(int32_t n_tokens) {
-    while (table.capacity(kv.block_size()) < n_tokens) {
-      auto b = kv.pool().allocate();
-      if (!b) return make_error("KV cache exhausted: " + std::to_string(n_tokens) + " tokens need more than the " +
-                                std::to_string(kv.pool().num_blocks()) + " blocks of the pool (raise --kv-memory)");
-      table.blocks.push_back(*b);
-    }
-    return {};
-  }
+  ~SequenceBlocks() { kv.release(table); }
+  Status reserve(int32_t n_tokens) { return kv.grow(table, n_tokens); }
 };
 
 }  // namespace

@@ -21,10 +21,7 @@ Result<Side> open_side(const std::string& path, Backend& be, DType kv_dtype, int
   auto m = LoadedModel::load(path, be);
   if (!m) return m.take_error();
   s.m = std::move(*m);
-  KvCacheConfig kc;
-  kc.dtype = kv_dtype;
-  kc.num_blocks = (tokens + kc.block_size) / kc.block_size + 1;
-  auto kv = KvCache::create(be, s.m->config, kc);
+  auto kv = KvCache::create(be, kv_shape(s.m->config, 16, kv_dtype), (tokens + 16) / 16 + 1);
   if (!kv) return kv.take_error();
   s.kv = std::make_unique<KvCache>(std::move(*kv));
   s.runner = std::make_unique<ModelRunner>(be, s.m->config, s.m->weights);

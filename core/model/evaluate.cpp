@@ -11,19 +11,8 @@ namespace {
 struct ScopedBlocks {
   KvCache& kv;
   BlockTable table;
-  ~ScopedBlocks() { clear(); }
-  void clear() {
-    for (int32_t b : table.blocks) kv.pool().release(b);
-    table.blocks.clear();
-  }
-  Status reserve(int32_t n_tokens) {
-    while (table.capacity(kv.block_size()) < n_tokens) {
-      auto b = kv.pool().allocate();
-      if (!b) return make_error("KV cache exhausted at " + std::to_string(n_tokens) + " tokens (raise --kv-memory)");
-      table.blocks.push_back(*b);
-    }
-    return {};
-  }
+  ~ScopedBlocks() { kv.release(table); }
+  Status reserve(int32_t n_tokens) { return kv.grow(table, n_tokens); }
 };
 
 Status check_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, int32_t extra) {

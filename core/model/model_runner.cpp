@@ -5,6 +5,17 @@
 
 namespace pagoda {
 
+KvShape kv_shape(const ModelConfig& c, int32_t block_size, DType dtype) {
+  KvShape s;
+  s.n_layers = c.n_layers;
+  s.n_kv_heads = c.n_kv_heads;
+  s.head_dim = c.head_dim;
+  s.dtype = dtype;
+  s.block_size = block_size;
+  s.window = c.desc.all_layers_windowed() ? c.desc.window : 0;
+  return s;
+}
+
 void ForwardBatch::add_sequence(const int32_t* toks, int32_t n, int32_t start, const BlockTable& table,
                                 int32_t block_size, int logits) {
   SeqInfo si;

@@ -29,6 +29,10 @@ struct ForwardBatch {
                     int32_t block_size, int logits);
 };
 
+// The KV shape of `c`'s cache: its layers, KV heads and head size, and (when every layer attends
+// through a sliding window) that window, so the cache may release blocks that left it.
+KvShape kv_shape(const ModelConfig& c, int32_t block_size, DType dtype);
+
 class ModelRunner {
  public:
   ModelRunner(Backend& be, const ModelConfig& cfg, const ModelWeights& w) : be_(be), cfg_(cfg), w_(w) {}

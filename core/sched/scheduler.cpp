@@ -52,13 +52,9 @@ void Scheduler::enqueue(std::unique_ptr<Sequence> s, bool preempted) {
   waiting_.insert(it, std::move(s));
 }
 
-std::string Scheduler::add(std::unique_ptr<Sequence>& s) {
-  const int32_t bs = kv_.block_size();
-  if (int32_t(s->tokens.size()) >= cfg_.ctx_len) return "prompt_too_long";
-  if ((int32_t(s->tokens.size()) + bs) / bs > kv_.pool().num_blocks()) return "kv_capacity";
+void Scheduler::add(std::unique_ptr<Sequence> s) {
   s->state = SeqState::Waiting;
   enqueue(std::move(s), false);
-  return "";
 }
 
 Sequence* Scheduler::find(uint64_t id) {
@@ -76,56 +72,88 @@ void Scheduler::ensure_keys(Sequence& s) {
 bool Scheduler::reserve(Sequence& s, int32_t n_tokens) {
   const auto t0 = std::chrono::steady_clock::now();
   const uint64_t before = kv_.pool().evictions();
-  // Blocks shared with a fork are copied before this sequence writes into them.
-  bool ok = kv_.make_writable(s.table, s.n_computed).ok();
-  while (ok && s.table.capacity(kv_.block_size()) < n_tokens) {
-    auto b = kv_.pool().allocate();
-    if (!b) { ok = false; break; }
-    s.table.blocks.push_back(*b);
-  }
+  const bool ok = kv_.grow(s.table, n_tokens, s.n_computed).ok();
   counters_.evictions += kv_.pool().evictions() - before;
   allocate_s += since(t0);
   return ok;
 }
 
 void Scheduler::release_blocks(Sequence& s) {
-  // Leaf first: the LRU then evicts a chain from its end, so a surviving root keeps its
-  // descendants reachable (a root evicted first would strand every block below it).
-  for (auto it = s.table.blocks.rbegin(); it != s.table.blocks.rend(); ++it) kv_.pool().release(*it);
-  s.table.blocks.clear();
+  kv_.release(s.table);  // leaf first, so the LRU keeps a cached chain reachable from its root
   s.n_computed = 0;
   s.n_keyed = 0;
 }
 
 void Scheduler::commit(Sequence& s, int32_t n_computed) {
   s.n_computed = n_computed;
-  if (!cfg_.prefix_caching) return;
   const int32_t full = n_computed / kv_.block_size();
-  if (full <= s.n_keyed) return;
-  ensure_keys(s);
-  const int32_t bs = kv_.block_size(), tenant_group = group_of(s.tenant);
-  for (int32_t b = s.n_keyed; b < full; ++b) {
-    const int32_t blk = s.table.blocks[size_t(b)];
-    // Charged to the scope its key lives in: blocks wholly inside a public prefix are everyone's.
-    if (index_.insert(s.keys[size_t(b)], blk)) kv_.pool().set_owner(blk, (b + 1) * bs <= s.public_len ? 0 : tenant_group);
+  if (cfg_.prefix_caching && full > s.n_keyed) {
+    ensure_keys(s);
+    const int32_t bs = kv_.block_size(), tenant_group = group_of(s.tenant);
+    for (int32_t b = s.n_keyed; b < full; ++b) {
+      const int32_t blk = s.table.blocks[size_t(b)];
+      // Charged to the scope its key lives in: blocks wholly inside a public prefix are everyone's.
+      if (blk != BlockTable::kReleased && index_.insert(s.keys[size_t(b)], blk))
+        kv_.pool().set_owner(blk, (b + 1) * bs <= s.public_len ? 0 : tenant_group);
+    }
+    s.n_keyed = full;
   }
-  s.n_keyed = full;
+  // Keyed first, then released: a block that left every layer's window stays cached for reuse.
+  kv_.release_behind(s.table, n_computed);
 }
 
 void Scheduler::truncate(Sequence& s, int32_t n_computed) {
   s.n_computed = std::min(s.n_computed, n_computed);
-  const size_t keep = size_t((n_computed + kv_.block_size() - 1) / kv_.block_size());
-  while (s.table.blocks.size() > keep) {
-    kv_.pool().release(s.table.blocks.back());
-    s.table.blocks.pop_back();
+  kv_.trim(s.table, n_computed);
+}
+
+void Scheduler::postprocess(const std::vector<ScheduledChunk>& plan, const std::vector<ChunkOutcome>& out,
+                            std::vector<std::unique_ptr<Sequence>>& finished) {
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Sequence& s = *plan[i].seq;
+    const ChunkOutcome& o = out[i];
+    s.tokens.insert(s.tokens.end(), o.tokens.begin(), o.tokens.end());
+    s.draft.clear();
+    if (o.finish != FinishReason::None) {
+      s.finish_reason = o.finish;
+      s.error = o.error;
+      finished.push_back(finish(&s));
+      continue;
+    }
+    truncate(s, o.kv_valid);  // K/V of rejected draft positions is dropped
+    commit(s, o.kv_valid);
   }
 }
 
-// Prefix match, then blocks for the first chunk. Undoes itself when the pool cannot serve it.
+int Scheduler::fork_prompt(Sequence& s, int32_t& matched) {
+  // Only a running source is waited for: `s` is at the head of the queue, so a source still
+  // waiting is behind it and waiting for it would block both.
+  const auto src = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p->id == s.prefill_from; });
+  if (src == running_.end()) return 0;
+  const Sequence& p = **src;
+  const int32_t shared = s.prompt_len - 1;  // the last prompt token is computed here for its logits
+  if (p.n_computed < shared) return -1;
+  if (int32_t(p.tokens.size()) < shared || !std::equal(s.tokens.begin(), s.tokens.begin() + shared, p.tokens.begin())) return 0;
+  s.table = kv_.fork(p.table);
+  kv_.trim(s.table, shared);
+  s.n_keyed = std::min<int32_t>(p.n_keyed, shared / kv_.block_size());
+  s.keys.assign(p.keys.begin(), p.keys.begin() + std::min<size_t>(p.keys.size(), size_t(s.n_keyed)));
+  matched = shared;
+  return 1;
+}
+
+// Prefix match (or a fork of the prompt's blocks), then blocks for the first chunk. Undoes itself
+// when the pool cannot serve it.
 bool Scheduler::admit(Sequence& s) {
   const int32_t bs = kv_.block_size();
   int32_t matched = 0;
-  if (cfg_.prefix_caching) {
+  int forked = 0;
+  if (s.prefill_from != 0 && !s.admitted_once) {
+    forked = fork_prompt(s, matched);
+    if (forked < 0) return false;
+    if (forked == 0) s.prefill_from = 0;
+  }
+  if (forked == 0 && cfg_.prefix_caching) {
     ensure_keys(s);
     // The last token is always computed (its logits pick the next token), so match at most len-1.
     const size_t usable = std::min(s.keys.size(), size_t((int32_t(s.tokens.size()) - 1) / bs));
@@ -197,7 +225,8 @@ std::unique_ptr<Sequence> Scheduler::finish(Sequence* s) {
   return nullptr;
 }
 
-std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, std::vector<std::unique_ptr<Sequence>>& finished) {
+std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, const DraftMap& drafts,
+                                                std::vector<std::unique_ptr<Sequence>>& finished) {
   hash_s = match_s = allocate_s = 0;
   // Requests that must end now, wherever they are.
   std::vector<Sequence*> ending;
@@ -220,7 +249,9 @@ std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, std::vector<std:
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence& s = *running_[i];
     if (s.prefilling()) continue;
-    if (int32_t(s.draft.size()) + 1 > budget) s.draft.resize(size_t(budget - 1));
+    s.draft.clear();
+    if (auto d = drafts.find(s.id); d != drafts.end())
+      s.draft.assign(d->second.begin(), d->second.begin() + std::min<ptrdiff_t>(ptrdiff_t(d->second.size()), budget - 1));
     bool ok;
     while (!(ok = reserve(s, s.n_computed + 1 + int32_t(s.draft.size())))) {
       if (!s.draft.empty()) { s.draft.clear(); continue; }  // speculation goes before anyone's work
@@ -237,7 +268,7 @@ std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, std::vector<std:
     i = index_of(&s);
     s.planned = true;
     const int32_t m = 1 + int32_t(s.draft.size());
-    plan.push_back({&s, s.n_computed, m, true});
+    plan.push_back({&s, s.n_computed, m, true, m - 1});
     budget -= m;
   }
 

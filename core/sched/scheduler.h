@@ -36,6 +36,18 @@ struct ScheduledChunk {
   int32_t start;     // first position computed this step
   int32_t n_tokens;  // tokens computed this step (including draft tokens)
   bool wants_logits; // the chunk reaches the end of the sequence's tokens
+  int32_t n_draft = 0;  // draft tokens verified in this chunk (seq->draft); > 0: a speculative decode
+};
+
+// Draft tokens proposed for this step, by sequence id (schedule() may cut or drop them).
+using DraftMap = std::unordered_map<uint64_t, std::vector<int32_t>>;
+
+// What the emit stage decided for one planned chunk; postprocess() applies it.
+struct ChunkOutcome {
+  std::vector<int32_t> tokens;  // generated this step, in order (appended to the sequence)
+  int32_t kv_valid = 0;         // positions whose K/V is valid after the step (rejected drafts excluded)
+  FinishReason finish = FinishReason::None;  // None: the request goes on
+  std::string error = {};
 };
 
 class Scheduler {
@@ -43,14 +55,24 @@ class Scheduler {
   Scheduler(SchedulerConfig cfg, KvCache& kv, PrefixIndex& index, const CacheIdentity& identity,
             Counters& counters, Histograms& hist);
 
-  // Queues a sequence (taking ownership) or returns a rejection reason and leaves `seq` alone.
-  // The queue bound is not checked here: the engine applies it when a request is submitted, the
-  // only point where the caller can still be told synchronously (an HTTP 429, not a stream error).
-  std::string add(std::unique_ptr<Sequence>& seq);
-  // Plans one step. Sequences that must end (cancelled, past deadline, over the preemption
-  // bound) are moved to `finished` with their finish_reason (and error) set.
-  std::vector<ScheduledChunk> schedule(SteadyTime now, std::vector<std::unique_ptr<Sequence>>& finished);
-  // After the forward pass: records computed tokens and keys newly full blocks.
+  // Queues a sequence. Admission (context, KV capacity, queue bound) was decided once, when the
+  // request was normalized (Engine::submit), the only point where the caller can still be told
+  // synchronously (an HTTP status, not a stream error).
+  void add(std::unique_ptr<Sequence> seq);
+  // Plans one step. Decoding sequences with a proposal in `drafts` verify (a budget- and
+  // block-bounded prefix of) it. Sequences that must end (cancelled, past deadline, over the
+  // preemption bound) are moved to `finished` with their finish_reason (and error) set.
+  std::vector<ScheduledChunk> schedule(SteadyTime now, const DraftMap& drafts,
+                                       std::vector<std::unique_ptr<Sequence>>& finished);
+  std::vector<ScheduledChunk> schedule(SteadyTime now, std::vector<std::unique_ptr<Sequence>>& finished) {
+    return schedule(now, DraftMap{}, finished);
+  }
+  // After the step: appends each chunk's tokens, keeps K/V for its kv_valid positions (keying
+  // newly full blocks, releasing what left a sliding window), clears drafts, and moves sequences
+  // that finished to `finished`. `out` holds one outcome per chunk of `plan`.
+  void postprocess(const std::vector<ScheduledChunk>& plan, const std::vector<ChunkOutcome>& out,
+                   std::vector<std::unique_ptr<Sequence>>& finished);
+  // Records `n_computed` cached tokens and keys newly full blocks.
   void commit(Sequence& s, int32_t n_computed);
   // Shrinks a sequence to `n_computed` cached tokens, releasing blocks no longer needed (rejected drafts).
   void truncate(Sequence& s, int32_t n_computed);
@@ -71,6 +93,9 @@ class Scheduler {
 
  private:
   bool admit(Sequence& s);
+  // Request::prefill_from: 1 = s now shares its source's prompt blocks, 0 = the source is not
+  // running (prefill normally), -1 = the running source has not computed its prompt yet (wait).
+  int fork_prompt(Sequence& s, int32_t& matched);
   void preempt(Sequence& s);
   void enqueue(std::unique_ptr<Sequence> s, bool preempted);
   int32_t group_of(const std::string& scope);

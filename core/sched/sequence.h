@@ -22,11 +22,22 @@ const char* finish_reason_name(FinishReason r);
 
 enum class SeqState : uint8_t { Waiting, Running, Finished };
 
+// Where one request's wall time went, in seconds. The stages partition arrival -> final event:
+// normalize (validating and tokenizing, server-side tokenizing included when the caller passed
+// Request::received), queue (not part of a step's plan: waiting, preempted, between steps), then for
+// every step the request is planned in, that step's schedule, draft, decode (forward pass), verify,
+// emit and postprocess time (a batched request waits for the whole step). They sum to e2e_s.
+struct RequestStages {
+  double normalize = 0, queue = 0, schedule = 0, draft = 0, decode = 0, verify = 0, emit = 0, postprocess = 0;
+  double sum() const { return normalize + queue + schedule + draft + decode + verify + emit + postprocess; }
+};
+
 struct RequestMetrics {
   int32_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, preemptions = 0;
   double queue_s = 0, ttft_s = 0, e2e_s = 0, mean_itl_s = 0;
   uint64_t spec_proposed = 0, spec_accepted = 0, spec_steps = 0;
   std::string trace_id = {};  // the request's W3C trace id (Request::trace_id), so its stage times correlate
+  RequestStages stages = {};
 };
 
 struct TokenEvent {
@@ -75,10 +86,14 @@ struct Sequence {
   FinishReason finish_reason = FinishReason::None;
   std::string error;
   bool admitted_once = false;
+  uint64_t prefill_from = 0;    // Request::prefill_from: fork this request's prompt blocks at admission
 
-  // Speculation state (owned by the engine's speculation step).
+  // Draft tokens planned for verification this step. Written only by the scheduler: schedule()
+  // takes the drafter's proposal (cut to the step's budget and the blocks it can get) and
+  // postprocess() / preemption clear it.
   std::vector<int32_t> draft;
-  int32_t spec_k = 0;
+  int32_t spec_k = 0;          // the draft length asked of the drafter (telemetry)
+  SteadyTime stage_mark{};     // end of the last interval charged to metrics.stages
 
   RequestMetrics metrics;
   SteadyTime first_scheduled{}, first_token{}, last_token{};

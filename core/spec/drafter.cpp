@@ -52,24 +52,15 @@ Result<std::unique_ptr<DraftModel>> DraftModel::create(LoadedModel& draft, Backe
                       draft.tokenizer->digest().substr(0, 12) + " vs " + target_tok.digest().substr(0, 12) +
                       "); a draft must share the target's tokenizer");
   std::unique_ptr<DraftModel> d(new DraftModel(draft, be));
-  KvCacheConfig kc;
-  kc.block_size = block_size;
-  kc.num_blocks = kv_blocks_for_budget(draft.config, kv_bytes, block_size, DType::F32);
-  auto kv = KvCache::create(be, draft.config, kc);
+  const KvShape shape = kv_shape(draft.config, block_size, DType::F32);
+  auto kv = KvCache::create(be, shape, kv_blocks_for_budget(shape, kv_bytes));
   if (!kv) return make_error("draft model: " + kv.error());
   d->kv_ = std::make_unique<KvCache>(std::move(*kv));
   d->runner_ = std::make_unique<ModelRunner>(be, draft.config, draft.weights);
   return d;
 }
 
-bool DraftModel::reserve(State& st, int32_t n_tokens) {
-  while (st.table.capacity(kv_->block_size()) < n_tokens) {
-    auto b = kv_->pool().allocate();
-    if (!b) return false;
-    st.table.blocks.push_back(*b);
-  }
-  return true;
-}
+bool DraftModel::reserve(State& st, int32_t n_tokens) { return kv_->grow(st.table, n_tokens).ok(); }
 
 void DraftModel::accepted(const Sequence& s, int32_t n_valid) {
   auto it = states_.find(s.id);
@@ -79,7 +70,7 @@ void DraftModel::accepted(const Sequence& s, int32_t n_valid) {
 void DraftModel::release(uint64_t id) {
   auto it = states_.find(id);
   if (it == states_.end()) return;
-  for (int32_t b : it->second.table.blocks) kv_->pool().release(b);
+  kv_->release(it->second.table);
   states_.erase(it);
 }
 

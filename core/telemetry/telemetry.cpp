@@ -48,7 +48,7 @@ double Histogram::quantile(double q) const {
 }
 
 const char* stage_name(Stage s) {
-  static const char* kNames[] = {"normalize", "hash", "match", "allocate", "decode", "verify"};
+  static const char* kNames[] = {"normalize", "hash", "match", "allocate", "decode", "verify", "draft", "emit", "postprocess"};
   return kNames[size_t(s)];
 }
 

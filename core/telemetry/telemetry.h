@@ -58,7 +58,10 @@ struct Counters {
 // each count their own step.
 double mean_acceptance_length(const Counters& c);
 
-enum class Stage : uint8_t { Normalize, Hash, Match, Allocate, Decode, Verify, kCount };
+// Pipeline stages, aggregated over every step (Snapshot::hist.stage). Hash, match and allocate are
+// parts of scheduling; decode is the forward pass; verify is rejection sampling of drafts; emit is
+// sampling, detokenizing and callbacks; postprocess is the scheduler's bookkeeping after a step.
+enum class Stage : uint8_t { Normalize, Hash, Match, Allocate, Decode, Verify, Draft, Emit, Postprocess, kCount };
 const char* stage_name(Stage s);
 
 struct Histograms {
