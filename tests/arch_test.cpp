@@ -22,6 +22,7 @@
 #include "core/model/model_runner.h"
 #include "core/model/model_weights.h"
 #include "core/model/rope_scaling.h"
+#include "shell.h"
 
 using namespace pagoda;
 
@@ -407,9 +408,10 @@ Vec yarn_divisors_hf(int hd, float theta, float factor, int orig, float beta_fas
 }
 
 TEST(RopeScaling, YarnDivisorsMatchTheRampAtItsEnds) {
-  // head_dim 32, base 1e4, original context 256, factor 4: beta_fast = 32 turns falls below pair 0
-  // (32 ln(256 / 64 pi) / 2 ln 1e4 = 0.4196, floored to 0), beta_slow = 1 turn at 6.4403 (ceiled to 7). Pair 0 keeps its
-  // frequency, pairs >= 7 are divided by 4, pair 3 is 3/7 of the way: 1 / (4/7 + 3/7 / 4).
+  // head_dim 32, base 1e4, original context 256, factor 4: beta_fast = 32 turns at pair
+  // 32 ln(256 / 64 pi) / 2 ln 1e4 = 0.4196 (floored to 0), beta_slow = 1 turn at 6.4403 (ceiled
+  // to 7). Pair 0 keeps its frequency, pairs >= 7 are divided by 4, and pair 3, 3/7 of the way
+  // along the ramp, by 1 / (4/7 + (3/7) / 4).
   RopeScaling s;
   s.type = RopeScalingType::Yarn;
   s.factor = 4;
@@ -593,6 +595,30 @@ TEST(Gemma3, VulkanMatchesCpu) {
   ASSERT_TRUE(gpu.ok()) << gpu.error();
   EXPECT_LE(nmse(*gpu, *cpu), 1e-6);
   EXPECT_LE(nmse(*cpu, reference_logits(s, kTokens)), 1e-9);
+  std::filesystem::remove(path);
+}
+
+// `pagoda synth --arch A` writes each architecture's tensors and keys: every one loads (nothing
+// refused as unused or missing) and evaluates; an unknown architecture is a clear error.
+TEST(Synth, EveryArchitectureLoadsAndRuns) {
+  const std::string pagoda = std::string(PAGODA_BINARY_DIR) + "/pagoda";
+  const std::string vocab = std::string(PAGODA_MODELS_DIR) + "/vocab/ggml-vocab-llama-spm.gguf";
+  if (!std::filesystem::exists(vocab)) GTEST_SKIP() << "missing " << vocab;
+  const std::string path = tmp("synth.gguf");
+  for (const std::string a : {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"}) {
+    const auto w = pagoda::testing::run_shell(pagoda + " synth --preset tiny --arch " + a + " --vocab-from " + vocab +
+                                              " -o " + path);
+    ASSERT_EQ(w.code, 0) << w.out;
+    const auto info = pagoda::testing::run_shell(pagoda + " info " + path);
+    EXPECT_NE(info.out.find("architecture: " + a + " "), std::string::npos) << info.out;
+    const auto r = pagoda::testing::run_shell(pagoda + " eval -m " + path + " --tokens \"1 403 407\" --greedy 2");
+    EXPECT_EQ(r.code, 0) << a << ": " << r.out;
+  }
+  const auto bad = pagoda::testing::run_shell(pagoda + " synth --preset tiny --arch mamba -o " + path);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("synth: unknown architecture 'mamba' (choose llama, qwen2, qwen3, gemma2, gemma3 or phi3)"),
+            std::string::npos)
+      << bad.out;
   std::filesystem::remove(path);
 }
 

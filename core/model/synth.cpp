@@ -54,6 +54,10 @@ std::vector<uint8_t> ones(int64_t n) {
 
 Status synth_model(const SynthOptions& opt) {
   const SynthShape& s = opt.shape;
+  const std::string& a = opt.arch;
+  const auto archs = synth_architectures();
+  if (std::find(archs.begin(), archs.end(), a) == archs.end())
+    return make_error("synth: unknown architecture '" + a + "' (choose llama, qwen2, qwen3, gemma2, gemma3 or phi3)");
   auto dt = dtype_from_ggml(opt.dtype);
   if (!dt) return dt.take_error();
   const int64_t blk = dtype_block_elems(*dt);
@@ -67,10 +71,6 @@ Status synth_model(const SynthOptions& opt) {
   if (!toks || !toks->as_array()) return make_error("vocabulary source '" + opt.vocab_from + "' has no tokenizer.ggml.tokens");
   const int64_t vocab = int64_t(toks->as_array()->items.size());
 
-  const std::string& a = opt.arch;
-  const auto archs = synth_architectures();
-  if (std::find(archs.begin(), archs.end(), a) == archs.end())
-    return make_error("synth: unknown architecture '" + a + "' (choose llama, qwen2, qwen3, gemma2, gemma3 or phi3)");
   const bool gemma = a == "gemma2" || a == "gemma3";
   const bool bias = a == "qwen2", qk_norm = a == "qwen3" || a == "gemma3", fused = a == "phi3";
   const int64_t head_dim = s.dim / s.n_heads;
