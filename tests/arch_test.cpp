@@ -381,6 +381,21 @@ TEST(Gemma3, ConfigReadsThePatternAndThe27BQueryScale) {
   EXPECT_EQ(c->desc.window, 4);
   for (int l : {0, 4, 6, 10}) EXPECT_TRUE(c->desc.layer_local_rope(l) && c->desc.layer_windowed(l)) << l;
   for (int l : {5, 11, 59}) EXPECT_FALSE(c->desc.layer_local_rope(l) || c->desc.layer_windowed(l)) << l;
+  // A file's own period (attention.sliding_window_pattern) replaces the default 6.
+  {
+    const std::string p4 = tmp("gemma3-p4.gguf");
+    Spec t = s;
+    t.layers = 8;
+    write_gguf(t, p4, [](GgufWriter& w) { w.set_u32("gemma3.attention.sliding_window_pattern", 4); });
+    auto f4 = GgufFile::open(p4);
+    ASSERT_TRUE(f4.ok());
+    auto c4 = ModelConfig::from_gguf(**f4);
+    ASSERT_TRUE(c4.ok()) << c4.error();
+    EXPECT_FALSE(c4->desc.layer_windowed(3));
+    EXPECT_FALSE(c4->desc.layer_local_rope(7));
+    EXPECT_TRUE(c4->desc.layer_windowed(5) && c4->desc.layer_local_rope(5));
+    std::filesystem::remove(p4);
+  }
   // The reference agrees at that depth (the scale and 10 global layers).
   s.query_scale = 1.0f / std::sqrt(16.0f);
   Spec plain = s;

@@ -57,7 +57,7 @@ std::vector<ArchDesc> registry() {
     d.window_period = 6;
     d.local_rope_base = 10000.0f;
     d.wide_query_scale_layers = 62;  // 27B
-    d.keys = {"attention.sliding_window"};
+    d.keys = {"attention.sliding_window", "attention.sliding_window_pattern"};
     v.push_back(d);
   }
   {

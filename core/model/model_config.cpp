@@ -115,6 +115,15 @@ Result<ModelConfig> ModelConfig::from_gguf(const GgufFile& f) {
   if (f.find(p + "attention.sliding_window")) PAGODA_TRY(need("attention.sliding_window", d.window, 0, 1 << 24));
   else if (d.local_rope_base > 0)  // local/global layers are defined by their window (llama.cpp requires it too)
     return make_error("missing metadata '" + p + "attention.sliding_window', which " + d.name + " needs");
+  // Some converters write the local:global period (llama.cpp's swa pattern: layer l is local iff
+  // l % P < P - 1); where the description reads it, it replaces the description's default.
+  if (std::find(d.keys.begin(), d.keys.end(), "attention.sliding_window_pattern") != d.keys.end() &&
+      f.find(p + "attention.sliding_window_pattern")) {
+    if (!f.find(p + "attention.sliding_window_pattern")->as_int())
+      return make_error("metadata '" + p + "attention.sliding_window_pattern' as a per-layer array is not implemented "
+                        "(a period is)");
+    PAGODA_TRY(need("attention.sliding_window_pattern", d.window_period, 1, 1 << 16));
+  }
   if (d.wide_query_scale_layers > 0 && c.n_layers == d.wide_query_scale_layers)
     d.query_scale = 1.0f / std::sqrt(float(c.dim / c.n_heads));
 
