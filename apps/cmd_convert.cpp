@@ -30,6 +30,8 @@ void register_convert(CLI::App& app) {
   syn->add_option("--dtype", *dtype, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k..q6_k, q4_k_m, q5_k_m")->capture_default_str();
   syn->add_option("--vocab-from", s->vocab_from, "GGUF whose tokenizer metadata is copied")->capture_default_str();
   syn->add_option("--seed", s->seed, "Weight seed")->capture_default_str();
+  syn->add_option("--arch", s->arch, "Architecture: llama, qwen2, qwen3, gemma2, gemma3, phi3 (its tensors and keys)")
+      ->capture_default_str();
   syn->add_option("-o,--output", s->output, "GGUF file to write")->required();
   auto widen = std::make_shared<WidenOptions>();
   syn->add_option("--widen", widen->input, "Instead of random weights: widen this real F32 model, keeping its function");
@@ -55,7 +57,8 @@ void register_convert(CLI::App& app) {
     s->dtype = ggml_from_dtype(*dt);
     if (mix) s->output_dtype = GgmlType::Q6_K;
     if (auto st = synth_model(*s); !st) throw CLI::RuntimeError(fail(st.error()));
-    fmt::print(stderr, "wrote {} (preset {}, {} weights, RANDOM — for speed measurement only)\n", s->output, *preset, *dtype);
+    fmt::print(stderr, "wrote {} ({} preset {}, {} weights, RANDOM — for speed measurement only)\n", s->output, s->arch,
+               *preset, *dtype);
   });
 }
 

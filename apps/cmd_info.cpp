@@ -83,6 +83,7 @@ int info(const std::string& path, bool json) {
              c.dim, c.ffn_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab, c.ctx_len, c.rope_theta,
              c.tied_output ? " (tied output)" : "");
   fmt::print("architecture: {}\n", c.desc.signature());
+  fmt::print("rope scaling:{}\n", c.rope_scaling.signature());
   fmt::print("KV bytes per token = 2 x {} layers x {} kv heads x {} head dim x bytes/elem = {} (f32), {} (f16)\n",
              c.n_layers, c.n_kv_heads, c.head_dim, c.kv_bytes_per_token(4), c.kv_bytes_per_token(2));
   fmt::print("full context ({} tokens) per sequence: {:.2f} MiB (f32)\n", c.ctx_len,

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces every number in docs/perf.md: generates the benchmark models, then runs each
 # workload with --json into bench-results/ (and prints the tables), then renders the charts into
-# docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode quant batch prefix capacity
+# docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode arch quant batch prefix capacity
 # spec mixed overload ops attention sample server inspector plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${PAGODA_BIN:-./build/pagoda}
-SECTIONS=${*:-decode quant batch prefix capacity spec mixed overload ops attention sample server inspector plot}
+SECTIONS=${*:-decode arch quant batch prefix capacity spec mixed overload ops attention sample server inspector plot}
 echo "bench.sh: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty'), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 M=bench-models
@@ -34,6 +34,17 @@ if want decode; then
   done
   run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3
   if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3 --backend vulkan; fi
+fi
+# Every architecture at the 1B shape (TinyLlama-like, GQA 32/4), Q8_0 to keep each file ~1.2 GB,
+# one after another in one run: its extra steps (biases, q/k norms, post-norms, GELU, soft caps,
+# fused projections) against the same memory roofline.
+if want arch; then
+  for a in llama qwen2 qwen3 gemma2 gemma3 phi3; do
+    [[ -f $M/synth-1B-$a-q8_0.gguf ]] || $B synth --preset 1B --arch $a --dtype q8_0 -o $M/synth-1B-$a-q8_0.gguf
+  done
+  for a in llama qwen2 qwen3 gemma2 gemma3 phi3; do
+    run decode-1B-$a bench decode -m $M/synth-1B-$a-q8_0.gguf --prompt-tokens 16 -n 8 -r 2
+  done
 fi
 # Every weight type that decodes fast on the CPU, same 110M shape, and perplexity on a real text.
 if want quant; then

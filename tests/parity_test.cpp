@@ -293,13 +293,13 @@ TEST(ParityErrors, UnknownArchitectureIsNamed) {
   const auto r = pagoda::testing::run_shell(kPagoda + " eval -m " + p + " --tokens \"1 403 407\"");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("architecture 'mamba' not supported (general.architecture): Pagoda runs llama, qwen2, qwen3, "
-                       "gemma2, phi3"),
+                       "gemma2, gemma3, phi3"),
             std::string::npos)
       << r.out;
   std::filesystem::remove(p);
 }
 
-// A hyperparameter the runner would not apply is refused by name: YaRN scaling on Qwen, a sliding
+// A hyperparameter the runner would not apply is refused by name: an unknown RoPE scaling type, a sliding
 // window on an architecture without one, expert counts. Never run as if the key were absent.
 TEST(ParityErrors, UnappliedMetadataIsRefusedByName) {
   REQUIRE_PARITY();
@@ -313,13 +313,13 @@ TEST(ParityErrors, UnappliedMetadataIsRefusedByName) {
     std::string want;
   };
   const Bad bad[] = {
-      {"qwen2-f32.gguf", {{"qwen2.rope.scaling.type", "yarn"}}, {}, "'qwen2.rope.scaling.type' = 'yarn' is not implemented"},
+      {"qwen2-f32.gguf", {{"qwen2.rope.scaling.type", "dynamic"}}, {}, "'qwen2.rope.scaling.type' = 'dynamic' is not implemented"},
       {"llama-f32.gguf", {}, {{"llama.attention.sliding_window", 8.0f}},
        "metadata 'llama.attention.sliding_window' is not applied by Pagoda's llama runner"},
       {"qwen3-f32.gguf", {}, {{"qwen3.expert_count", 8.0f}}, "metadata 'qwen3.expert_count' is not applied by Pagoda's qwen3 runner"},
       {"gemma2-f32.gguf", {}, {{"gemma2.attention.value_length", 32.0f}}, "different key and value head sizes are not implemented"},
-      {"phi3-f32.gguf", {}, {{"phi3.rope.scaling.attn_factor", 1.19f}},
-       "metadata 'phi3.rope.scaling.attn_factor' is not applied by Pagoda's phi3 runner"},
+      {"phi3-f32.gguf", {}, {{"phi3.rope.scaling.yarn_log_multiplier", 0.1f}},
+       "metadata 'phi3.rope.scaling.yarn_log_multiplier' is not applied by Pagoda's phi3 runner"},
   };
   for (const auto& b : bad) {
     ASSERT_TRUE(rewrite_metadata(kParity + "/" + b.file, p, b.strings, b.floats).ok());

@@ -41,11 +41,27 @@ std::vector<ArchDesc> registry() {
     d.post_norms = true;
     d.embed_scale_sqrt_dim = true;
     d.window_period = 2;
+    d.wide_query_scale_layers = 46;  // 27B
     d.keys = {"attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping"};
     v.push_back(d);
   }
   {
-    ArchDesc d;  // Phi-3 (mini/medium, 4k context: the LongRoPE factor tensors are refused)
+    ArchDesc d;  // Gemma 3 (text): Gemma 2's block plus per-head q/k norms, no soft caps, 5 local
+                 // layers (window, RoPE base 10000) to 1 global (rope.freq_base and its scaling)
+    d.name = "gemma3";
+    d.rope = RopeStyle::Neox;
+    d.activation = FfnActivation::GeluTanh;
+    d.qk_norm = true;
+    d.post_norms = true;
+    d.embed_scale_sqrt_dim = true;
+    d.window_period = 6;
+    d.local_rope_base = 10000.0f;
+    d.wide_query_scale_layers = 62;  // 27B
+    d.keys = {"attention.sliding_window", "attention.sliding_window_pattern"};
+    v.push_back(d);
+  }
+  {
+    ArchDesc d;  // Phi-3 (mini/medium; the 128k files' LongRoPE factors are RoPE scaling, model_config)
     d.name = "phi3";
     d.rope = RopeStyle::Neox;
     d.fused_qkv = true;
@@ -76,10 +92,10 @@ std::string ArchDesc::signature() const {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s rope=%s act=%s bias=%d qknorm=%d post=%d fqkv=%d fgu=%d escale=%.9g acap=%.9g fcap=%.9g "
-                "window=%d period=%d",
+                "window=%d period=%d lbase=%.9g qscale=%.9g",
                 name.c_str(), rope_style_name(rope), ffn_activation_name(activation), int(qkv_bias), int(qk_norm),
                 int(post_norms), int(fused_qkv), int(fused_gate_up), double(embed_scale), double(attn_softcap),
-                double(final_softcap), int(window), int(window_period));
+                double(final_softcap), int(window), int(window_period), double(local_rope_base), double(query_scale));
   return buf;
 }
 

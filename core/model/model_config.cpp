@@ -10,20 +10,9 @@ namespace pagoda {
 namespace {
 
 // Metadata that changes the function the model computes but that the runner does not implement:
-// a file using it is refused rather than run wrongly. (Llama 3's RoPE scaling comes as the
-// rope_freqs.weight tensor, which is applied; HF-style scaling keys are not.)
+// a file using it is refused rather than run wrongly. (RoPE scaling is read by read_rope_scaling,
+// which refuses the types it does not implement.)
 Status refuse_unapplied(const GgufFile& f, const std::string& p, int32_t head_dim) {
-  if (const auto* v = f.find(p + "rope.scaling.type")) {
-    const std::string* s = v->as_string();
-    if (!s || *s != "none")
-      return make_error("metadata '" + p + "rope.scaling.type' = '" + (s ? *s : std::string("?")) +
-                        "' is not implemented (only Llama 3 rope_freqs.weight scaling is)");
-  }
-  for (const char* key : {"rope.scaling.factor", "rope.scale_linear"}) {
-    const double v = f.get_float_or(p + key, 1.0);
-    if (v != 1.0 && v != 0.0)
-      return make_error("metadata '" + p + key + "' = " + std::to_string(v) + " (position scaling) is not implemented");
-  }
   if (const auto* v = f.find(p + "rope.dimension_count"); v && v->as_int() != head_dim)
     return make_error("metadata '" + p + "rope.dimension_count' differs from the head dimension " +
                       std::to_string(head_dim) + ": partial rotary embeddings are not implemented");
@@ -35,10 +24,13 @@ const char* const kCommonKeys[] = {
     "context_length", "embedding_length", "feed_forward_length", "block_count", "attention.head_count",
     "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.dimension_count",
     "attention.key_length", "attention.value_length", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
-    "rope.scale_linear"};
+    "rope.scale_linear", "rope.scaling.original_context_length", "rope.scaling.attn_factor",
+    "rope.scaling.yarn_beta_fast", "rope.scaling.yarn_beta_slow",
+    // Informational only (llama.cpp reads it and computes nothing from it).
+    "rope.scaling.finetuned"};
 
 // Any other key under the architecture's prefix is a hyperparameter the runner would ignore
-// (YaRN/LongRoPE scaling, experts, partial rotary, a window on an architecture without one):
+// (YaRN's log multiplier, experts, a window on an architecture without one):
 // refused by name rather than run as if absent.
 Status refuse_unknown_keys(const GgufFile& f, const std::string& p, const ArchDesc& d) {
   for (const auto& [key, value] : f.metadata()) {
@@ -103,6 +95,9 @@ Result<ModelConfig> ModelConfig::from_gguf(const GgufFile& f) {
   if (!(c.rope_theta > 0) || !(c.rms_eps > 0)) return make_error("rope.freq_base and layer_norm_rms_epsilon must be positive");
 
   PAGODA_TRY(refuse_unapplied(f, p, c.head_dim));
+  auto scaling = read_rope_scaling(f, p, c.ctx_len);
+  if (!scaling) return scaling.take_error();
+  c.rope_scaling = *scaling;
 
   // The description's scalars.
   ArchDesc& d = c.desc;
@@ -118,6 +113,19 @@ Result<ModelConfig> ModelConfig::from_gguf(const GgufFile& f) {
   PAGODA_TRY(positive("attn_logit_softcapping", d.attn_softcap));
   PAGODA_TRY(positive("final_logit_softcapping", d.final_softcap));
   if (f.find(p + "attention.sliding_window")) PAGODA_TRY(need("attention.sliding_window", d.window, 0, 1 << 24));
+  else if (d.local_rope_base > 0)  // local/global layers are defined by their window (llama.cpp requires it too)
+    return make_error("missing metadata '" + p + "attention.sliding_window', which " + d.name + " needs");
+  // Some converters write the local:global period (llama.cpp's swa pattern: layer l is local iff
+  // l % P < P - 1); where the description reads it, it replaces the description's default.
+  if (std::find(d.keys.begin(), d.keys.end(), "attention.sliding_window_pattern") != d.keys.end() &&
+      f.find(p + "attention.sliding_window_pattern")) {
+    if (!f.find(p + "attention.sliding_window_pattern")->as_int())
+      return make_error("metadata '" + p + "attention.sliding_window_pattern' as a per-layer array is not implemented "
+                        "(a period is)");
+    PAGODA_TRY(need("attention.sliding_window_pattern", d.window_period, 1, 1 << 16));
+  }
+  if (d.wide_query_scale_layers > 0 && c.n_layers == d.wide_query_scale_layers)
+    d.query_scale = 1.0f / std::sqrt(float(c.dim / c.n_heads));
 
   const auto* emb = f.find_tensor("token_embd.weight");
   if (!emb) return make_error("missing tensor 'token_embd.weight'");
@@ -134,7 +142,7 @@ Result<ModelConfig> ModelConfig::from_gguf(const GgufFile& f) {
 std::string ModelConfig::compute_signature() const {
   char buf[160];
   std::snprintf(buf, sizeof buf, " theta=%.9g eps=%.9g head_dim=%d", double(rope_theta), double(rms_eps), int(head_dim));
-  return desc.signature() + buf;
+  return desc.signature() + buf + rope_scaling.signature();
 }
 
 }  // namespace pagoda

@@ -7,6 +7,7 @@
 
 #include "core/gguf/gguf.h"
 #include "core/model/arch.h"
+#include "core/model/rope_scaling.h"
 #include "core/util/result.h"
 
 namespace pagoda {
@@ -26,13 +27,14 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
   bool tied_output = false;
   ArchDesc desc;  // what the architecture computes, values filled from the file
+  RopeScaling rope_scaling;  // applied to the global layers (every layer but desc.layer_local_rope ones)
 
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }
 
   static Result<ModelConfig> from_gguf(const GgufFile& f);
   // Everything besides the tensors that decides the K/V bytes and logits (the description, RoPE
-  // base, eps, head size), as one line for the prefix-cache identity.
+  // base and scaling, eps, head size), as one line for the prefix-cache identity.
   std::string compute_signature() const;
   // The capacity equation: bytes of K and V one token occupies across all layers.
   uint64_t kv_bytes_per_token(uint32_t bytes_per_element) const {

@@ -113,18 +113,23 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
     be_.rms_norm(qh, L.q_norm, qh, cfg_.rms_eps);
     be_.rms_norm(kh, L.k_norm, kh, cfg_.rms_eps);
   }
-  // NEOX pairing needs no op of its own: the loader permuted Wq/Wk rows into NORM order.
-  if (w_.rope_freqs.buf) {  // Llama 3 scaling: per-pair frequency divisors from the file
-    be_.rope_freqs(q, pos, w_.rope_freqs, cfg_.n_heads, cfg_.head_dim, cfg_.rope_theta);
-    be_.rope_freqs(k, pos, w_.rope_freqs, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rope_theta);
+  // NEOX pairing needs no op of its own: the loader permuted Wq/Wk rows into NORM order. Local
+  // layers with a RoPE base of their own (Gemma 3) take neither the file's base nor its scaling.
+  const bool local_rope = d.layer_local_rope(l);
+  const float theta = local_rope ? d.local_rope_base : cfg_.rope_theta;
+  if (w_.rope_freqs.buf && !local_rope) {  // per-pair frequency divisors (rope_freqs, LongRoPE, YaRN, linear)
+    be_.rope_freqs(q, pos, w_.rope_freqs, cfg_.n_heads, cfg_.head_dim, theta);
+    be_.rope_freqs(k, pos, w_.rope_freqs, cfg_.n_kv_heads, cfg_.head_dim, theta);
   } else {
-    be_.rope(q, pos, cfg_.n_heads, cfg_.head_dim, cfg_.rope_theta);
-    be_.rope(k, pos, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rope_theta);
+    be_.rope(q, pos, cfg_.n_heads, cfg_.head_dim, theta);
+    be_.rope(k, pos, cfg_.n_kv_heads, cfg_.head_dim, theta);
   }
   be_.kv_store(k, v, kv.k(l), kv.v(l), slots);
   AttentionParams lp = ap;
   lp.window = d.layer_windowed(l) ? d.window : 0;
   lp.softcap = d.attn_softcap;
+  // The scaling's magnitude multiplies q and k (cos and sin are scaled), so scores by its square.
+  if (!local_rope) lp.scale *= cfg_.rope_scaling.magnitude * cfg_.rope_scaling.magnitude;
   be_.paged_attention(q, kv.k(l), kv.v(l), seqs, bt, att, lp);
   be_.matmul(L.wo, att, xb);
   if (d.post_norms) be_.rms_norm(xb, L.post_attn_norm, xb, cfg_.rms_eps);
@@ -159,7 +164,7 @@ Result<Tensor> ModelRunner::forward_device(const ForwardBatch& b, KvCache& kv) {
   ap.head_dim = cfg_.head_dim;
   ap.block_size = kv.block_size();
   ap.max_ctx_len = b.max_ctx_len;
-  ap.scale = 1.0f / std::sqrt(float(cfg_.head_dim));
+  ap.scale = cfg_.desc.query_scale > 0 ? cfg_.desc.query_scale : 1.0f / std::sqrt(float(cfg_.head_dim));
 
   const Tensor x = x_.row_slice(0, n);
   be_.embed(w_.tok_embd, ids_.row_slice(0, n), x);

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -129,6 +130,21 @@ struct Loader {
     if (progress) progress(done, total);
     return out;
   }
+
+  // A small F32 vector [cols] read on the host (consumed and hashed like any tensor, not uploaded).
+  Result<std::vector<float>> host_f32(const std::string& name, int64_t cols) {
+    const auto* t = f.find_tensor(name);
+    if (!t) return make_error("missing tensor '" + name + "'");
+    if (t->type != GgmlType::F32 || int64_t(t->n_elements()) != cols || int64_t(t->dims[0]) != cols)
+      return make_error("tensor '" + name + "' must be F32 [" + std::to_string(cols) + "]");
+    used.insert(name);
+    std::vector<float> v(static_cast<size_t>(cols));
+    std::memcpy(v.data(), f.tensor_data(*t), size_t(cols) * 4);
+    EVP_DigestUpdate(sha, name.data(), name.size());
+    EVP_DigestUpdate(sha, v.data(), v.size() * 4);
+    done += t->n_bytes;
+    return v;
+  }
 };
 
 }  // namespace
@@ -197,13 +213,46 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
   PAGODA_TRY(f32_gain(w.output_norm, "output_norm.weight", c.dim));
   if (c.tied_output) w.output = w.tok_embd;
   else PAGODA_TRY(assign(w.output, ld.get("output.weight", c.vocab, c.dim)));
-  // Llama 3's RoPE scaling lives entirely in this tensor: per-pair frequency divisors.
-  if (d.rope_freqs && f.find_tensor("rope_freqs.weight")) {
-    PAGODA_TRY(assign(w.rope_freqs, ld.get("rope_freqs.weight", 1, c.head_dim / 2)));
-    if (w.rope_freqs.dtype != DType::F32) return make_error("rope_freqs.weight must be F32");
+  // RoPE frequency divisors of the global layers, multiplied together: Llama 3's rope_freqs.weight,
+  // Phi-3's LongRoPE factors for the context length, and the scaling type's own (linear, YaRN).
+  const int64_t half = c.head_dim / 2;
+  std::vector<float> divisors(size_t(half), 1.0f);
+  bool scaled = false;
+  const char* scaled_by = "";
+  auto multiply = [&](const std::string& name, bool apply, const char* what) -> Status {
+    auto v = ld.host_f32(name, half);
+    if (!v) return v.take_error();
+    if (!apply) return {};  // the other LongRoPE set: read (and hashed), not this context's
+    for (int64_t i = 0; i < half; ++i) {
+      if (!((*v)[size_t(i)] > 0) || !std::isfinite((*v)[size_t(i)]))
+        return make_error("tensor '" + name + "' must hold positive factors");
+      divisors[size_t(i)] *= (*v)[size_t(i)];
+    }
+    scaled = true;
+    scaled_by = what;
+    return {};
+  };
+  if (d.rope_freqs && f.find_tensor("rope_freqs.weight"))
+    PAGODA_TRY(multiply("rope_freqs.weight", true, "rope_freqs.weight (Llama 3 RoPE frequency factors)"));
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.type == RopeScalingType::LongRope) {
+    PAGODA_TRY(multiply("rope_factors_long.weight", rs.long_factors, "LongRoPE (rope_factors_long/short)"));
+    PAGODA_TRY(multiply("rope_factors_short.weight", !rs.long_factors, "LongRoPE (rope_factors_long/short)"));
+  }
+  if (const auto own = rs.divisors(c.head_dim, c.rope_theta); !own.empty()) {
+    for (int64_t i = 0; i < half; ++i) divisors[size_t(i)] *= own[size_t(i)];
+    scaled = true;
+    scaled_by = rs.type == RopeScalingType::Yarn ? "YaRN RoPE scaling" : "linear RoPE scaling";
+  }
+  if (scaled) {
     if (!be.supports(Op::RopeFreqs, DType::F32))
-      return make_error("rope_freqs.weight (Llama 3 RoPE frequency factors): the " + be.info().name +
-                        " backend does not support it yet (the cpu backend applies it)");
+      return make_error(std::string(scaled_by) + ": the " + be.info().name +
+                        " backend does not support RoPE frequency factors yet (the cpu backend applies them)");
+    auto buf = be.alloc(size_t(half) * 4);
+    if (!buf) return make_error("allocating the RoPE divisors: " + buf.error());
+    w.rope_freqs = Tensor{buf->get(), 0, DType::F32, 1, half};
+    be.upload(w.rope_freqs, divisors.data(), size_t(half) * 4);
+    w.buffers.push_back(std::move(*buf));
   }
   // Ops beyond the llama set that this description needs: a backend without them refuses here.
   struct Need { bool needed; Op op; DType dt; const char* what; };

@@ -25,7 +25,9 @@ struct LayerWeights {
 
 struct ModelWeights {
   Tensor tok_embd, output_norm, output;
-  Tensor rope_freqs;               // Llama 3 frequency divisors [1, head_dim/2]; buf null when absent
+  // RoPE frequency divisors of the global layers [1, head_dim/2] F32: Llama 3's rope_freqs.weight,
+  // LongRoPE's factors and the scaling type's (linear, YaRN) multiplied; buf null when all are 1.
+  Tensor rope_freqs;
   std::vector<LayerWeights> layers;
   std::vector<BufferPtr> buffers;  // owners of the tensors above
   std::string digest;              // hex SHA-256 over tensor names, types, shapes and bytes

@@ -27,7 +27,12 @@ struct SynthOptions {
   std::string vocab_from;          // a GGUF whose tokenizer.* metadata is copied
   std::string output;
   uint64_t seed = 1;
+  // general.architecture: llama, qwen2, qwen3, gemma2, gemma3 or phi3, each with its own tensors
+  // (biases, q/k norms, post-norms, fused projections) and keys at the preset's shape.
+  std::string arch = "llama";
 };
+
+std::vector<std::string> synth_architectures();
 
 Status synth_model(const SynthOptions& opt);
 

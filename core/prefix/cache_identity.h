@@ -23,8 +23,9 @@ struct CacheIdentity {
   int32_t block_size = 16;
   float rope_scaling = 1.0f;
   // What the model computes beyond its tensors (ModelConfig::compute_signature(): architecture,
-  // RoPE base and style, sliding window, soft caps): two files with the same weights but another
-  // window or RoPE base write other K/V bytes.
+  // RoPE base and style, local RoPE base, RoPE scaling type and values, sliding window, soft caps,
+  // query scale): two files with the same weights but another window, RoPE base or scaling write
+  // other K/V bytes.
   std::string model_compute;
   std::string kernel_precision;  // precision class of the kernels that wrote the KV (e.g. "cpu-f32")
   std::string scope;             // tenant; "" is the public scope
