@@ -447,12 +447,15 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
   // Quantized weights with an integer kernel (fastq::int_dot_for: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-  // IQ4_NL, Q4_K, Q5_K, Q6_K): dots against int8-quantized activations at every batch size, so a
-  // token's result never depends on the batch or on how a prompt was chunked. Decode reads each
+  // IQ4_NL, Q6_K; Q4_K and Q5_K below GEMM sizes): dots against int8-quantized activations at
+  // every batch size, so a token's result never depends on the batch or the prompt chunking. Decode reads each
   // weight row once at its packed size; prefill unpacks each weight row once per four tokens and
   // keeps a block of rows in L1/L2 while every token passes (int8 products, a quarter of the F32
   // GEMM's bytes; it measured faster than dequantizing panels into the F32 GEMM, docs/perf.md).
-  const fastq::IntDot kdot = fastq::int_dot_for(w.dtype);
+  // Q4_K and Q5_K prompts stay on the F32 GEMM over dequantized panels: their per-32 sub-block
+  // scales cost the int8 path a reduction per sub-block, and it measured 0.64x of the GEMM there.
+  const bool k45 = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
+  const fastq::IntDot kdot = k45 && x.rows >= kGemmMinRows ? nullptr : fastq::int_dot_for(w.dtype);
   if (kdot) {
     const fastq::IntDot4 kdot4 = fastq::int_dot4_for(w.dtype);
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in);
