@@ -1,6 +1,7 @@
 // `pagoda bench WORKLOAD`: reproducible measurements with their experiment envelope.
 #include <fmt/core.h>
 
+#include <chrono>
 #include <thread>
 
 #include <cmath>
@@ -133,11 +134,29 @@ std::string roofs_text(const nlohmann::json& j) {
                          mm / peak);
 }
 
+// This process's peak resident set (VmHWM of /proc/self/status) in bytes; 0 where unavailable.
+uint64_t peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // "VmHWM:  123 kB"
+  return 0;
+}
+
+// Restarts VmHWM from the current resident set (Linux >= 4.0); false where that is not allowed.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  return bool(f << "5" << std::flush);
+}
+
 int bench_decode_cmd(const BenchOptions& o) {
   auto be = open_backend(o.be, o.json);
   if (!be) return fail(be.error());
+  const auto load_start = std::chrono::steady_clock::now();
   auto m = load_model(o.model, **be, o.json);
   if (!m) return fail(m.error());
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const uint64_t rss_load = peak_rss_bytes();
   const double bw = measure_copy_bandwidth();
   const int threads = backend_threads(o.be, **be);
   // The read roof is sampled before and after the decode runs and the best sample kept: on a
@@ -145,8 +164,12 @@ int bench_decode_cmd(const BenchOptions& o) {
   // at a slow moment made decode read as faster than its own roof.
   const double read_bw_before = measure_read_bandwidth(threads);
   const DType kv_dtype = o.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  // Peak memory of the model at work: the bandwidth probes' buffers (freed by now) are left out
+  // by restarting the high-water mark; where it cannot restart, the peak after loading stands.
+  const bool rss_reset = reset_peak_rss();
   auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, kv_dtype);
   if (!r) return fail(r.error());
+  const uint64_t peak_rss = std::max(rss_load, rss_reset ? peak_rss_bytes() : 0);
   const double read_bw_after = measure_read_bandwidth(threads);
   const double read_bw = std::max(read_bw_before, read_bw_after);
   // The memory roof: bandwidth over the bytes one step streams (a single-threaded memcpy
@@ -194,6 +217,11 @@ int bench_decode_cmd(const BenchOptions& o) {
   j["prefill_flop_per_token"] = flop_tok;
   j["prefill_compute_roofline_tok_s"] = prefill_roof;
   j["prefill_fraction_of_compute_roofline"] = r->median_prefill_tok_s / prefill_roof;
+  j["load_s"] = load_s;
+  j["cold_first_token_s"] = load_s + r->first_ttft_ms / 1e3;
+  j["peak_rss_bytes"] = peak_rss;
+  j["file_bytes"] = (*m)->file->file_size();
+  j["weights_in_place_bytes"] = (*m)->weights.mapped_bytes;
   if (o.json) {
     fmt::print("{}\n", j.dump(2));
     return 0;
@@ -207,6 +235,10 @@ int bench_decode_cmd(const BenchOptions& o) {
   fmt::print("  prefill  median {:.1f} tok/s, TTFT median {:.2f} ms\n", r->median_prefill_tok_s, r->median_ttft_ms);
   fmt::print("{}", budget_text(budget));
   fmt::print("{}", roofs_text(j));
+  fmt::print("  memory   load {:.3f} s, cold start to first token {:.3f} s; peak RSS {:.1f} MiB = {:.2f} x the file ({:.1f} MiB; "
+             "{:.1f} MiB of weights used in place)\n", load_s, j["cold_first_token_s"].get<double>(), mib(peak_rss),
+             double(peak_rss) / double(std::max<uint64_t>(1, (*m)->file->file_size())), mib((*m)->file->file_size()),
+             mib((*m)->weights.mapped_bytes));
   return 0;
 }
 

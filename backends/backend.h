@@ -142,6 +142,11 @@ class Backend {
   virtual Result<BufferPtr> alloc(size_t bytes) = 0;
   // Ordered with the ops enqueued before it; `src` may be reused as soon as upload returns.
   virtual void upload(const Tensor& dst, const void* src, size_t bytes) = 0;
+  // A buffer holding `bytes` of host memory at `src` that stay valid and unchanged while `owner`
+  // lives (weights inside a mapped model file). A backend that computes from host memory uses
+  // them in place, keeps `owner` and sets *in_place; the default allocates a buffer and uploads a
+  // copy (*in_place false: the caller may then drop its own pages). Ops never write to it.
+  virtual Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place);
   // Waits for every enqueued op, then copies `bytes` from the tensor's start into dst.
   virtual void download(const Tensor& src, void* dst, size_t bytes) = 0;
   // Waits until every enqueued op has finished. Returns an error if the device was lost.

@@ -36,6 +36,14 @@ std::optional<DType> dtype_from_name(const std::string& name) {
   return std::nullopt;
 }
 
+Result<BufferPtr> Backend::adopt_host(const void* src, size_t bytes, std::shared_ptr<const void>, bool* in_place) {
+  *in_place = false;
+  auto buf = alloc(bytes);
+  if (!buf) return buf.take_error();
+  upload(Tensor{buf->get(), 0, DType::I32, 1, int64_t(bytes / 4)}, src, bytes);
+  return buf;
+}
+
 void Backend::rope_freqs(const Tensor&, const Tensor&, const Tensor&, int32_t, int32_t, float) {
   // Callers check supports(Op::RopeFreqs, F32) first; reaching this is a programming error.
   std::fprintf(stderr, "internal error: backend %s has no rope_freqs op\n", info().name.c_str());

@@ -52,6 +52,11 @@ if want quant; then
     [[ -f $M/synth-110M-$dt.gguf ]] || $B synth --preset 110M --dtype $dt -o $M/synth-110M-$dt.gguf
     run decode-110M-$dt bench decode -m $M/synth-110M-$dt.gguf --prompt-tokens 64 -n 16 -r 2
   done
+  # The 1B shape (TinyLlama-like, GQA 32/4): the K-quants people download, weights far past the caches.
+  for dt in q4_k_m q6_k; do
+    [[ -f $M/synth-1B-$dt.gguf ]] || $B synth --preset 1B --dtype $dt -o $M/synth-1B-$dt.gguf
+    run decode-1B-$dt bench decode -m $M/synth-1B-$dt.gguf --prompt-tokens 64 -n 16 -r 2
+  done
   P=../shared/models/parity
   [[ -f $M/wide-ppl-f32.gguf ]] || $B synth --widen ../shared/models/stories260K.gguf --heads 96 --ffn 1024 --layers 6 -o $M/wide-ppl-f32.gguf
   for f in $M/wide-ppl-f32.gguf $P/wide-q8_0.gguf $P/wide-q4_k_m.gguf; do

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <new>
 #include <string>
 #include <thread>
@@ -17,7 +18,13 @@ class HostBuffer final : public DeviceBuffer {
     // 64-byte alignment keeps vector loads within cache lines.
     data_ = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
   }
-  ~HostBuffer() override { std::free(data_); }
+  // Memory someone else owns (a mapped model file), kept alive by `owner`; never freed here and
+  // never written (the mapping is read-only: ops only read weights).
+  HostBuffer(const void* p, size_t n, std::shared_ptr<const void> owner)
+      : data_(static_cast<uint8_t*>(const_cast<void*>(p))), size_(n), borrowed_(true), owner_(std::move(owner)) {}
+  ~HostBuffer() override {
+    if (!borrowed_) std::free(data_);
+  }
   size_t size() const override { return size_; }
   uint8_t* data() const { return data_; }
   bool ok() const { return data_ != nullptr || size_ == 0; }
@@ -25,6 +32,8 @@ class HostBuffer final : public DeviceBuffer {
  private:
   uint8_t* data_ = nullptr;
   size_t size_;
+  bool borrowed_ = false;
+  std::shared_ptr<const void> owner_;
 };
 
 std::string cpu_model_name() {
@@ -85,6 +94,11 @@ Result<BufferPtr> CpuBackend::alloc(size_t bytes) {
   auto b = std::make_shared<HostBuffer>(bytes);
   if (!b->ok()) return make_error("out of host memory allocating " + std::to_string(bytes) + " bytes");
   return BufferPtr(b);
+}
+
+Result<BufferPtr> CpuBackend::adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place) {
+  *in_place = true;
+  return BufferPtr(std::make_shared<HostBuffer>(src, bytes, std::move(owner)));
 }
 
 void CpuBackend::upload(const Tensor& dst, const void* src, size_t bytes) {

@@ -27,6 +27,8 @@ class CpuBackend final : public Backend {
 
   Result<BufferPtr> alloc(size_t bytes) override;
   void upload(const Tensor& dst, const void* src, size_t bytes) override;
+  // Uses the memory in place: weights are computed on where the model file is mapped.
+  Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place) override;
   void download(const Tensor& src, void* dst, size_t bytes) override;
   Status sync() override { return {}; }
 

@@ -170,67 +170,48 @@ struct QuantX {
   std::vector<int32_t> sum;  // per block: sum of its int8 values (the min term of affine formats)
 };
 
-QuantX quantize_x(const float* x, int64_t rows, int64_t n) {
+// Blocks [b0, b1) of x, 32 floats each: int8 values, scale amax / 127 and the values' sum. Vector
+// code with the scalar definition's results (round to nearest even, as lrintf in the default mode).
+void quantize_x_blocks(const float* x, int64_t b0, int64_t b1, QuantX& out) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* xb = x + b * 32;
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float d = _mm_cvtss_f32(h) / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    out.d[size_t(b)] = d;
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], idv));
+    // packs interleave the 128-bit halves: dword j of the packed bytes holds q[j % 4] half j / 4.
+    const __m256i packed = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q.data() + b * 32), packed);
+    const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
+    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    out.sum[size_t(b)] = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+  }
+}
+
+QuantX quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
   QuantX out;
   out.q.resize(size_t(rows * n));
   out.d.resize(size_t(rows * n / 32));
   out.sum.resize(size_t(rows * n / 32));
-  for (int64_t b = 0; b < rows * n / 32; ++b) {
-    const float* xb = x + b * 32;
-    float amax = 0;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
-    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-    out.d[size_t(b)] = d;
-    int32_t sum = 0;
-    for (int j = 0; j < 32; ++j) {
-      out.q[size_t(b * 32 + j)] = int8_t(std::lrintf(xb[j] * id));
-      sum += out.q[size_t(b * 32 + j)];
-    }
-    out.sum[size_t(b)] = sum;
-  }
+  const int64_t blocks = rows * n / 32;
+  if (blocks < 1024) quantize_x_blocks(x, 0, blocks, out);  // a decode row: not worth a pool handoff
+  else pool.parallel_for(blocks, [&](int64_t b0, int64_t b1) { quantize_x_blocks(x, b0, b1, out); });
   return out;
 }
 
-// One block's 32 int8 weights (any sign) times 32 int8 activations, as 8 int32 partial sums.
-inline __m256i block_dot_i8(__m256i qw, __m256i qv) {
-  // maddubs multiplies unsigned by signed: move w's sign onto x and use |w|.
-  const __m256i prod16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qv, qw));
-  return _mm256_madd_epi16(prod16, _mm256_set1_epi16(1));
-}
-
-// Sum over nb blocks of kBlockBytes (f16 scale first) of scale * dx[b] * (the block's 32 int8
-// weights, as `unpack` widens them, . the block's 32 int8 activations).
-template <int kBlockBytes, typename Unpack>
-float dot_blocks_i8(const uint8_t* w, const int8_t* qx, const float* dx, int64_t nb, Unpack unpack) {
-  const float* ht = half_table();
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, w += kBlockBytes) {
-    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * 32));
-    const __m256 prod = _mm256_cvtepi32_ps(block_dot_i8(unpack(w + 2), qv));
-    uint16_t d16;
-    std::memcpy(&d16, w, 2);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(ht[d16] * dx[b]), prod, acc);
-  }
-  v8f v;
-  std::memcpy(&v, &acc, 32);
-  return hsum(v);
-}
-
-float dot_q8_q8(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t*, int64_t nb) {
-  return dot_blocks_i8<34>(w, qx, dx, nb,
-                           [](const uint8_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); });
-}
-
-// Q4_0 (18-byte blocks: f16 scale, 16 bytes whose low nibbles are elements 0..15 and high
-// nibbles 16..31, each minus 8) against int8 activations: the nibbles widen to int8 in registers,
-// so the row is read at half a byte per weight and dotted like Q8_0.
-float dot_q4_q8(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t*, int64_t nb) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
-  return dot_blocks_i8<18>(w, qx, dx, nb, [&](const uint8_t* q) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-    return _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4), eight);
-  });
-}
 #endif
 
 #if defined(__F16C__)
@@ -465,20 +446,38 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
-  // Quantized weights: integer dots against int8-quantized activations, each row read once at its
-  // packed size. Q8_0 takes this path at every batch size, so a token's result never depends on
-  // the batch (or on how a prompt was chunked). Q4_0 takes it below GEMM sizes only: at prefill
-  // sizes the packed GEMM, reusing each dequantized panel across rows, measured 2.3x faster.
-  // K-quants likewise below GEMM sizes (fastq::int_dot_for, cpu_fast_kquants.cpp).
-  const fastq::IntDot kdot = x.rows < kGemmMinRows ? fastq::int_dot_for(w.dtype) : nullptr;
-  if (w.dtype == DType::Q8_0 || (w.dtype == DType::Q4_0 && x.rows < kGemmMinRows) || kdot) {
-    const QuantX qx = quantize_x(x.f32(), x.rows, n_in);
-    const auto dot = kdot ? kdot : w.dtype == DType::Q8_0 ? dot_q8_q8 : dot_q4_q8;
+  // Quantized weights with an integer kernel (fastq::int_dot_for: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+  // IQ4_NL, Q6_K; Q4_K and Q5_K below GEMM sizes): dots against int8-quantized activations at
+  // every batch size, so a token's result never depends on the batch or the prompt chunking. Decode reads each
+  // weight row once at its packed size; prefill unpacks each weight row once per four tokens and
+  // keeps a block of rows in L1/L2 while every token passes (int8 products, a quarter of the F32
+  // GEMM's bytes; it measured faster than dequantizing panels into the F32 GEMM, docs/perf.md).
+  // Q4_K and Q5_K prompts stay on the F32 GEMM over dequantized panels: their per-32 sub-block
+  // scales cost the int8 path a reduction per sub-block, and it measured 0.64x of the GEMM there.
+  const bool k45 = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
+  const fastq::IntDot kdot = k45 && x.rows >= kGemmMinRows ? nullptr : fastq::int_dot_for(w.dtype);
+  if (kdot) {
+    const fastq::IntDot4 kdot4 = fastq::int_dot4_for(w.dtype);
+    const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in);
+    const int64_t nb = n_in / 32;
     pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o)
-        for (int64_t r = 0; r < x.rows; ++r)
-          out.f32()[r * out.cols + o] = dot(w.data + size_t(o) * stride, qx.q.data() + r * n_in,
-                                            qx.d.data() + r * (n_in / 32), qx.sum.data() + r * (n_in / 32), n_in / 32);
+      // Blocks of weight rows (a few KiB, in L1/L2) against every activation row in turn: each
+      // weight row is read from memory once, each activation row from L1 once per block.
+      constexpr int64_t kRowBlock = 16;
+      for (int64_t ob = o0; ob < o1; ob += kRowBlock) {
+        const int64_t oe = std::min(o1, ob + kRowBlock);
+        int64_t r = 0;
+        for (; r + 4 <= x.rows; r += 4)  // four activation rows per pass over a weight row
+          for (int64_t o = ob; o < oe; ++o) {
+            float res[4];
+            kdot4(w.data + size_t(o) * stride, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
+            for (int64_t t = 0; t < 4; ++t) out.f32()[(r + t) * out.cols + o] = res[t];
+          }
+        for (; r < x.rows; ++r)
+          for (int64_t o = ob; o < oe; ++o)
+            out.f32()[r * out.cols + o] = kdot(w.data + size_t(o) * stride, qx.q.data() + r * n_in, qx.d.data() + r * nb,
+                                               qx.sum.data() + r * nb, nb);
+      }
     });
     return;
   }

@@ -15,4 +15,10 @@ using IntDot = float (*)(const uint8_t* w, const int8_t* qx, const float* dx, co
 // without an integer kernel yet): callers then dequantize and dot in float.
 IntDot int_dot_for(DType t);
 
+// The same dots for four activation rows at once (row t at qx + t * 32 * nb, dx and xs + t * nb),
+// written to out[0..4): the weights are unpacked once for all four, and each row's arithmetic is
+// exactly int_dot_for's, so a result does not depend on how rows were grouped.
+using IntDot4 = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);
+IntDot4 int_dot4_for(DType t);
+
 }  // namespace pagoda::fastq

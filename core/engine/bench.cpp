@@ -214,7 +214,10 @@ Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prom
   for (int i = 0; i <= repeats; ++i) {
     auto st = generate(runner, *kv, prompt, g, out);
     if (!st) return st.take_error();
-    if (i == 0) continue;  // warm-up
+    if (i == 0) {  // warm-up
+      r.first_ttft_ms = st->ttft_seconds * 1e3;
+      continue;
+    }
     r.decode_tok_s.push_back(st->decode_tok_s());
     r.prefill_tok_s.push_back(st->prefill_tok_s());
     r.ttft_ms.push_back(st->ttft_seconds * 1e3);

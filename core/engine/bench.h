@@ -56,6 +56,7 @@ struct DecodeBenchResult {
   std::vector<double> ttft_ms;
   double median_decode_tok_s = 0, p99_decode_tok_s = 0;
   double median_prefill_tok_s = 0, median_ttft_ms = 0;
+  double first_ttft_ms = 0;  // the warm-up run's: the first token after the model loaded (cold)
   int32_t prompt_tokens = 0, generated_tokens = 0;
 };
 

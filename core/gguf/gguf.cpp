@@ -235,28 +235,42 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
       ::close(fd);
       return make_error("cannot mmap '" + path + "': " + std::strerror(errno));
     }
-    f->map_ = m;
+    const size_t n = size_t(f->size_);
+    f->bytes_ = std::shared_ptr<const void>(m, [n](const void* p) { munmap(const_cast<void*>(p), n); });
+    f->mapped_ = true;
     f->data_ = static_cast<const uint8_t*>(m);
   }
   ::close(fd);
   auto st2 = f->parse_all();
   if (!st2) return make_error(path + ": " + st2.error());
+  // The tensors are read next (uploaded, or used in place and hashed): start reading them ahead.
+  if (f->mapped_ && f->data_offset_ < f->size_) {
+    const uint64_t page = uint64_t(sysconf(_SC_PAGESIZE)), start = f->data_offset_ / page * page;
+    madvise(const_cast<uint8_t*>(f->data_) + start, size_t(f->size_ - start), MADV_WILLNEED);
+  }
   return f;
 }
 
 Result<std::unique_ptr<GgufFile>> GgufFile::parse(const uint8_t* data, size_t size) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = "<memory>";
-  f->owned_.assign(data, data + size);
-  f->data_ = f->owned_.data();
+  auto owned = std::make_shared<std::vector<uint8_t>>(data, data + size);
+  f->data_ = owned->data();
+  f->bytes_ = std::shared_ptr<const void>(owned, owned->data());
   f->size_ = size;
   auto st = f->parse_all();
   if (!st) return st.take_error();
   return f;
 }
 
-GgufFile::~GgufFile() {
-  if (map_) munmap(map_, size_);
+GgufFile::~GgufFile() = default;
+
+void GgufFile::release_tensor_pages() const {
+  if (!mapped_ || data_offset_ >= size_) return;
+  // Whole pages only: the page holding the end of the metadata stays (its parse results were
+  // copied, but a partial page cannot be dropped alone anyway).
+  const uint64_t page = uint64_t(sysconf(_SC_PAGESIZE)), start = (data_offset_ + page - 1) / page * page;
+  if (start < size_) madvise(const_cast<uint8_t*>(data_) + start, size_t(size_ - start), MADV_DONTNEED);
 }
 
 Status GgufFile::parse_all() {

@@ -85,6 +85,13 @@ class GgufFile {
   const GgufTensorInfo* find_tensor(const std::string& name) const;
   // Pointer to a tensor's bytes inside the mapping.
   const uint8_t* tensor_data(const GgufTensorInfo& t) const { return data_ + data_offset_ + t.offset; }
+  // Owner of the file's bytes: tensor_data() pointers stay valid while a copy of it lives, even
+  // after the GgufFile is gone (a backend that uses weights in place holds one).
+  std::shared_ptr<const void> bytes_owner() const { return bytes_; }
+  // Drops this process's resident pages of the tensor data section (the file stays mapped and a
+  // later read faults pages back in from the page cache): for when every tensor was copied to a
+  // device. No-op for an in-memory image.
+  void release_tensor_pages() const;
 
   // Typed metadata access with a clear error when missing or of the wrong type.
   Result<int64_t> get_int(const std::string& key) const;
@@ -100,8 +107,8 @@ class GgufFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
-  void* map_ = nullptr;          // mmap base (when opened from a file)
-  std::vector<uint8_t> owned_;   // copy (when parsed from memory)
+  bool mapped_ = false;                 // bytes_ is an mmap of the file (else a copy in memory)
+  std::shared_ptr<const void> bytes_;   // unmaps (or frees the copy) when the last owner drops it
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

@@ -2,8 +2,13 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
 #include <memory>
 #include <set>
 
@@ -66,11 +71,56 @@ struct Part {
   int32_t neox_hd = 0;
 };
 
+// One tensor's share of the digest: its name, type and shape (and part), then its bytes.
+struct Hashed {
+  std::string header;
+  const uint8_t* src = nullptr;
+  size_t n_bytes = 0;
+  unsigned char md[32] = {};  // SHA-256 of the bytes
+};
+
+// SHA-256 over every tensor's header and the SHA-256 of its bytes, in load order. The byte
+// digests are computed on several threads: hashing the file is most of loading it when the
+// weights are used in place (one pass over a 512 MiB file is ~0.3 s on one core).
+std::string weights_digest(std::vector<Hashed>& hashed) {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    for (size_t i = next++; i < hashed.size(); i = next++) {
+      EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+      EVP_DigestUpdate(ctx.get(), hashed[i].src, hashed[i].n_bytes);
+      unsigned int len = 0;
+      EVP_DigestFinal_ex(ctx.get(), hashed[i].md, &len);
+    }
+  };
+  const unsigned n_threads = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < n_threads; ++i) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
+  for (const Hashed& h : hashed) {
+    EVP_DigestUpdate(sha.get(), h.header.data(), h.header.size());
+    EVP_DigestUpdate(sha.get(), h.md, sizeof(h.md));
+  }
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(sha.get(), md, &len);
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned i = 0; i < len; ++i) {
+    hex += kHex[md[i] >> 4];
+    hex += kHex[md[i] & 15];
+  }
+  return hex;
+}
+
 struct Loader {
   const GgufFile& f;
   Backend& be;
   ModelWeights& w;
-  EVP_MD_CTX* sha;
+  std::vector<Hashed>& hashed;
   uint64_t total = 0, done = 0;
   const std::function<void(uint64_t, uint64_t)>& progress;
   std::set<std::string> used;  // tensors the runner consumes; anything else in the file is refused
@@ -110,20 +160,31 @@ struct Loader {
           std::memcpy(permuted.data() + size_t(dst_of(r)) * stride, src + size_t(r) * stride, stride);
       }
     }
-    auto buf = be.alloc(n_bytes);
+    // As it lies in the file: the backend may use the mapped bytes in place (CPU) or copy them.
+    Result<BufferPtr> buf = make_error("");
+    if (permuted.empty()) {
+      bool in_place = false;
+      buf = be.adopt_host(src, n_bytes, f.bytes_owner(), &in_place);
+      if (buf && in_place) w.mapped_bytes += n_bytes;
+    } else {
+      buf = be.alloc(n_bytes);
+      if (buf) be.upload(Tensor{buf->get(), 0, *dt, n_rows, cols}, permuted.data(), n_bytes);
+    }
     if (!buf) return make_error("allocating '" + name + "': " + buf.error());
     Tensor out{buf->get(), 0, *dt, n_rows, cols};
-    be.upload(out, permuted.empty() ? src : permuted.data(), n_bytes);
     // The digest covers names, types and shapes as well as the file's bytes, so a re-shaped file
     // differs; a part also hashes where it starts.
-    EVP_DigestUpdate(sha, name.data(), name.size());
+    Hashed h;
+    h.header = name;
     const uint32_t meta[3] = {uint32_t(t->type), uint32_t(cols), uint32_t(rows)};
-    EVP_DigestUpdate(sha, meta, sizeof(meta));
+    h.header.append(reinterpret_cast<const char*>(meta), sizeof(meta));
     if (!whole) {
       const uint64_t span[2] = {uint64_t(part.row0), uint64_t(part.rows)};
-      EVP_DigestUpdate(sha, span, sizeof(span));
+      h.header.append(reinterpret_cast<const char*>(span), sizeof(span));
     }
-    EVP_DigestUpdate(sha, src, n_bytes);
+    h.src = src;
+    h.n_bytes = n_bytes;
+    hashed.push_back(std::move(h));
     w.buffers.push_back(std::move(*buf));
     w.bytes += n_bytes;
     done += n_bytes;
@@ -152,9 +213,8 @@ struct Loader {
 Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c, Backend& be,
                                         const std::function<void(uint64_t, uint64_t)>& progress) {
   ModelWeights w;
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
-  Loader ld{f, be, w, sha.get(), 0, 0, progress, {}};
+  std::vector<Hashed> hashed;
+  Loader ld{f, be, w, hashed, 0, 0, progress, {}};
   for (const auto& t : f.tensors()) ld.total += t.n_bytes;
 
   const ArchDesc& d = c.desc;
@@ -273,15 +333,10 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
       return make_error("tensor '" + t.name + "' is not used by Pagoda's " + c.arch +
                         " runner; the file needs something the architecture description does not have");
 
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(sha.get(), md, &len);
-  static const char* kHex = "0123456789abcdef";
-  for (unsigned i = 0; i < len; ++i) {
-    w.digest += kHex[md[i] >> 4];
-    w.digest += kHex[md[i] & 15];
-  }
+  w.digest = weights_digest(hashed);
   PAGODA_TRY(be.sync());
+  // Every tensor was copied to the device: the mapping's pages are no longer needed resident.
+  if (w.mapped_bytes == 0) f.release_tensor_pages();
   return w;
 }
 

@@ -30,8 +30,11 @@ struct ModelWeights {
   Tensor rope_freqs;
   std::vector<LayerWeights> layers;
   std::vector<BufferPtr> buffers;  // owners of the tensors above
-  std::string digest;              // hex SHA-256 over tensor names, types, shapes and bytes
+  std::string digest;              // hex SHA-256 over tensor names, types, shapes and each one's bytes' SHA-256
   uint64_t bytes = 0;              // total weight bytes on the device
+  // Of `bytes`, those used in place where the file is mapped (Backend::adopt_host; the CPU
+  // backend): no copy in memory. The rest were copied (a GPU, or rows permuted at load).
+  uint64_t mapped_bytes = 0;
 
   // progress(done_bytes, total_bytes) is called while tensors upload (for a progress bar).
   static Result<ModelWeights> load(const GgufFile& f, const ModelConfig& c, Backend& be,

@@ -1,0 +1,115 @@
+// Weights in place (issue 13 part 7): on the CPU backend the model's tensors are the bytes of the
+// mapped file, with no second copy in memory, and they stay valid after the GgufFile is gone.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/engine/generate.h"
+#include "core/model/loaded_model.h"
+#include "core/model/synth.h"
+
+namespace pagoda {
+namespace {
+
+const std::string kModels = PAGODA_MODELS_DIR;
+
+// A resident-set field of /proc/self/status ("VmRSS", "RssFile"...) in bytes.
+uint64_t status_bytes(const std::string& field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
+  return 0;
+}
+
+// A random-weight model of ~40 MB at F32 (big enough that a copy shows in the resident set).
+std::string synth_file(GgmlType dtype, const std::string& tag) {
+  const std::string vocab = kModels + "/stories260K.gguf";
+  if (!std::filesystem::exists(vocab)) return {};
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("pagoda_weights_" + tag + "_" + std::to_string(getpid()) + ".gguf")).string();
+  SynthOptions o;
+  o.shape = SynthShape{"test", 512, 1536, 3, 8, 4, 256};
+  o.dtype = dtype;
+  o.vocab_from = vocab;
+  o.output = path;
+  EXPECT_TRUE(synth_model(o).ok());
+  return path;
+}
+
+std::vector<int32_t> greedy(LoadedModel& m, Backend& be, int32_t n) {
+  KvCacheConfig kc;
+  kc.num_blocks = 8;
+  auto kv = KvCache::create(be, m.config, kc);
+  EXPECT_TRUE(kv.ok());
+  ModelRunner runner(be, m.config, m.weights);
+  GenerateOptions g;
+  g.max_new_tokens = n;
+  g.sampling.temperature = 0;
+  std::vector<int32_t> out;
+  auto st = generate(runner, *kv, {1, 403, 407, 12, 99}, g, out);
+  EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error());
+  return out;
+}
+
+class WeightsInPlace : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
+  const std::string path = synth_file(GetParam(), ggml_type_name(GetParam()));
+  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  CpuBackend be;
+  auto m = LoadedModel::load(path, be);
+  ASSERT_TRUE(m.ok()) << m.error();
+  const GgufFile& f = *(*m)->file;
+  const ModelWeights& w = (*m)->weights;
+  EXPECT_EQ(w.mapped_bytes, w.bytes) << "every tensor should be used where the file is mapped";
+  const std::pair<const Tensor*, const char*> named[] = {
+      {&w.tok_embd, "token_embd.weight"}, {&w.output, "output.weight"}, {&w.layers[0].wq, "blk.0.attn_q.weight"},
+      {&w.layers[2].w_down, "blk.2.ffn_down.weight"}, {&w.layers[1].attn_norm, "blk.1.attn_norm.weight"}};
+  for (const auto& [t, name] : named) {
+    const GgufTensorInfo* info = f.find_tensor(name);
+    ASSERT_NE(info, nullptr) << name;
+    EXPECT_EQ(CpuBackend::host(*t).data, f.tensor_data(*info)) << name << " is a copy, not the mapped bytes";
+  }
+  std::filesystem::remove(path);
+}
+
+TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
+  const std::string path = synth_file(GetParam(), std::string("rss_") + ggml_type_name(GetParam()));
+  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  const uint64_t file = std::filesystem::file_size(path);
+  CpuBackend be(CpuOptions{false, 1});
+  const uint64_t before = status_bytes("VmRSS");
+  if (before == 0) GTEST_SKIP() << "no /proc/self/status";
+  auto m = LoadedModel::load(path, be);
+  ASSERT_TRUE(m.ok()) << m.error();
+  greedy(**m, be, 2);  // every weight read once more, as decode does
+  const uint64_t grown = status_bytes("VmRSS") - std::min(before, status_bytes("VmRSS"));
+  // A copy of the weights next to the mapping (what loading did before) doubles this.
+  EXPECT_LT(double(grown), 1.25 * double(file) + double(4 << 20))
+      << "resident set grew " << grown << " bytes for a " << file << "-byte file";
+  std::filesystem::remove(path);
+}
+
+TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
+  const std::string path = synth_file(GetParam(), std::string("life_") + ggml_type_name(GetParam()));
+  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  CpuBackend be(CpuOptions{false, 2});
+  auto m = LoadedModel::load(path, be);
+  ASSERT_TRUE(m.ok()) << m.error();
+  const std::vector<int32_t> expected = greedy(**m, be, 6);
+  (*m)->file.reset();  // the tensors' buffers keep the mapping alive
+  std::filesystem::remove(path);
+  EXPECT_EQ(greedy(**m, be, 6), expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, WeightsInPlace, ::testing::Values(GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_K),
+                         [](const auto& i) { return std::string(ggml_type_name(i.param)); });
+
+}  // namespace
+}  // namespace pagoda
