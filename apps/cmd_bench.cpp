@@ -10,15 +10,15 @@
 #include <filesystem>
 #include <fstream>
 
-#include "apps/bench_grammar.h"
-#include "apps/bench_ops.h"
-#include "apps/bench_plot.h"
+#include "apps/bench/bench_grammar.h"
+#include "apps/bench/bench_ops.h"
+#include "apps/bench/bench_plot.h"
 #include "apps/cli_common.h"
-#include "core/engine/bench.h"
-#include "core/engine/bench_attention.h"
-#include "core/engine/bench_mixed.h"
-#include "core/engine/bench_overload.h"
-#include "core/engine/bench_workloads.h"
+#include "apps/bench/bench.h"
+#include "apps/bench/bench_attention.h"
+#include "apps/bench/bench_mixed.h"
+#include "apps/bench/bench_overload.h"
+#include "apps/bench/bench_workloads.h"
 #include "core/grammar/json_schema.h"
 
 #include "pagoda_version.h"  // PAGODA_GIT_COMMIT, generated at build time

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "apps/cli_common.h"
-#include "core/engine/batch_run.h"
+#include "apps/bench/batch_run.h"
 #include "ui/inprocess_source.h"
 #include "ui/inspector_app.h"
 #include "ui/remote_source.h"

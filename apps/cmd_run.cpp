@@ -8,7 +8,7 @@
 #include <random>
 
 #include "apps/cli_common.h"
-#include "core/engine/batch_run.h"
+#include "apps/bench/batch_run.h"
 #include "core/engine/generate.h"
 
 namespace pagoda::cli {

@@ -4,7 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "apps/bench_grammar.h"
+#include "apps/bench/bench_grammar.h"
 
 namespace pagoda::cli {
 namespace {

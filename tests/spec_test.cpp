@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/batch_run.h"
+#include "apps/bench/batch_run.h"
 #include "core/model/llama2c_import.h"
-#include "core/model/synth.h"
+#include "apps/bench/synth.h"
 #include "core/sample/philox.h"
 #include "core/spec/controller.h"
 #include "core/spec/drafter.h"
