@@ -11,9 +11,9 @@
 #include "core/model/llama2c_import.h"
 #include "apps/bench/synth.h"
 #include "core/sample/philox.h"
-#include "core/spec/controller.h"
-#include "core/spec/drafter.h"
-#include "core/spec/verify.h"
+#include "core/speculation/controller.h"
+#include "core/speculation/drafter.h"
+#include "core/speculation/verify.h"
 #include "spec_models.h"
 
 using namespace pagoda;

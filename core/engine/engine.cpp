@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "core/sample/philox.h"
-#include "core/spec/verify.h"
+#include "core/speculation/verify.h"
 
 namespace pagoda {
 namespace {
