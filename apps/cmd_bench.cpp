@@ -14,6 +14,7 @@
 #include "apps/bench/bench_ops.h"
 #include "apps/bench/bench_plot.h"
 #include "apps/cli_common.h"
+#include "apps/engine_options.h"
 #include "apps/bench/bench.h"
 #include "apps/bench/bench_attention.h"
 #include "apps/bench/bench_mixed.h"
@@ -35,8 +36,7 @@ struct BenchOptions {
   int32_t gen = 128;
   int repeats = 5;
   bool json = false;
-  std::string kv_dtype = "f32";
-  BackendOptions be;
+  EngineOptions engine;  // the backend flags; bench decode's --kv-dtype
 };
 
 // The CPU threads the backend computes with: a CPU backend's pool (every core unless -t names a
@@ -89,8 +89,8 @@ nlohmann::json envelope(const BenchOptions& o, Backend& be, const LoadedModel& m
           {"tokenizer_digest", m.tokenizer->digest().substr(0, 16)}, {"engine_non_default", non_default_engine_settings(ec)},
           {"build_flags", PAGODA_BUILD_FLAGS},
           {"weight_bytes", m.weights.bytes}, {"weight_dtype", dtype_name(m.weights.layers.empty() ? m.weights.output.dtype : m.weights.layers[0].wq.dtype)},
-          {"kv_dtype", o.kv_dtype}, {"block_size", block_size},
-          {"threads", backend_threads(o.be, be)}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
+          {"kv_dtype", o.engine.kv_dtype}, {"block_size", block_size},
+          {"threads", backend_threads(backend_options(o.engine), be)}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
           {"repeats", o.repeats}, {"warmup_runs", 1}};
 }
 
@@ -134,17 +134,18 @@ std::string roofs_text(const nlohmann::json& j) {
 }
 
 int bench_decode_cmd(const BenchOptions& o) {
-  auto be = open_backend(o.be, o.json);
+  if (auto st = validate_engine_options(o.engine); !st) return fail(st.error());
+  auto be = open_backend(backend_options(o.engine), o.json);
   if (!be) return fail(be.error());
   auto m = load_model(o.model, **be, o.json);
   if (!m) return fail(m.error());
   const double bw = measure_copy_bandwidth();
-  const int threads = backend_threads(o.be, **be);
+  const int threads = backend_threads(backend_options(o.engine), **be);
   // The read roof is sampled before and after the decode runs and the best sample kept: on a
   // shared machine the attainable bandwidth drifts by +-15% within a minute, and a roof taken once
   // at a slow moment made decode read as faster than its own roof.
   const double read_bw_before = measure_read_bandwidth(threads);
-  const DType kv_dtype = o.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  const DType kv_dtype = *parse_kv_dtype(o.engine.kv_dtype);
   auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, kv_dtype);
   if (!r) return fail(r.error());
   const double read_bw_after = measure_read_bandwidth(threads);
@@ -201,7 +202,7 @@ int bench_decode_cmd(const BenchOptions& o) {
   fmt::print("envelope: backend={} device=\"{}\" model={} ({}…) weights={:.1f} MiB {} kv={} threads={} build={} commit={}\n",
              j["backend"].get<std::string>(), j["device"].get<std::string>(), o.model,
              j["weights_digest"].get<std::string>(), mib((*m)->weights.bytes), j["weight_dtype"].get<std::string>(),
-             o.kv_dtype, threads, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+             o.engine.kv_dtype, threads, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
   fmt::print("decode (1 stream, {} prompt + {} generated, {} repeats after 1 warm-up):\n", o.prompt, r->generated_tokens, o.repeats);
   fmt::print("  decode   median {:.1f} tok/s  (slowest run {:.1f})\n", r->median_decode_tok_s, r->p99_decode_tok_s);
   fmt::print("  prefill  median {:.1f} tok/s, TTFT median {:.2f} ms\n", r->median_prefill_tok_s, r->median_ttft_ms);
@@ -216,7 +217,7 @@ struct Loaded {
 };
 
 Result<Loaded> open_all(const BenchOptions& o) {
-  auto be = open_backend(o.be, o.json);
+  auto be = open_backend(backend_options(o.engine), o.json);
   if (!be) return be.take_error();
   auto m = load_model(o.model, **be, o.json);
   if (!m) return m.take_error();
@@ -378,7 +379,7 @@ struct MixedOptions {
   std::string prompt_len = "32:256", gen_len = "16:128", len_dist = "uniform";
   uint64_t seed = 1;
   double slo_ttft_ms = 1000, slo_itl_ms = 100;
-  int32_t max_running = 64;
+  EngineOptions engine;  // --max-running
 };
 
 Result<std::vector<double>> parse_rates(const std::string& s) {
@@ -407,10 +408,11 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
   tc.slo_itl_ms = mo.slo_itl_ms;
   tc.rate = rates->front();
   if (auto t = make_trace(tc); !t) return fail(t.error());  // option errors before loading anything
+  auto ecr = engine_config(mo.engine);
+  if (!ecr) return fail(ecr.error());
+  const EngineConfig& ec = *ecr;
   auto L = open_all(o);
   if (!L) return fail(L.error());
-  EngineConfig ec;
-  ec.max_running = mo.max_running;
   auto r = bench_mixed(*L->m, *L->be, tc, *rates, ec);
   if (!r) return fail(r.error());
   nlohmann::json j = envelope(o, *L->be, *L->m, ec.block_size, ec);
@@ -449,7 +451,12 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
 struct OverloadOptions {
   OverloadConfig c;
   std::string prompt_len = "16:64", gen_len = "16:32";
-  int32_t max_running = 8, max_waiting = 32;
+  EngineOptions engine = [] {  // --max-running, --max-waiting (the real queue bound: a full queue rejects)
+    EngineOptions e;
+    e.max_running = 8;
+    e.max_waiting = 32;
+    return e;
+  }();
 };
 
 nlohmann::json overload_phase_json(const OverloadPhase& p) {
@@ -474,11 +481,11 @@ int bench_overload_cmd(const BenchOptions& o, OverloadOptions oo) {
   oo.c.prompt_len = *pl;
   oo.c.gen_len = *gl;
   if (auto st = check_overload_config(oo.c, 1 << 30); !st) return fail(st.error());  // before loading anything
+  auto ecr = engine_config(oo.engine);
+  if (!ecr) return fail(ecr.error());
+  const EngineConfig& ec = *ecr;
   auto L = open_all(o);
   if (!L) return fail(L.error());
-  EngineConfig ec;
-  ec.max_running = oo.max_running;
-  ec.max_waiting = oo.max_waiting;  // the real queue bound: a full queue rejects, as a server's would
   auto r = bench_overload(*L->m, *L->be, oo.c, ec);
   if (!r) return fail(r.error());
   const OverloadConfig& c = oo.c;
@@ -682,9 +689,9 @@ void register_bench(CLI::App& app) {
   dec->add_option("--prompt-tokens", o->prompt, "Prompt length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   dec->add_option("-n,--gen-tokens", o->gen, "Tokens to decode per run")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   dec->add_option("-r,--repeats", o->repeats, "Measured runs (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
-  dec->add_option("--kv-dtype", o->kv_dtype, "f32 or f16")->capture_default_str()->check(CLI::IsMember({"f32", "f16"}));
+  add_engine_options(dec, o->engine, kKvDtypeFlag);
   dec->add_flag("--json", o->json, "Machine-readable output");
-  add_backend_options(dec, o->be);
+  add_engine_options(dec, o->engine, kBackendFlags);
   dec->callback([o] {
     const int rc = bench_decode_cmd(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);
@@ -701,7 +708,7 @@ void register_bench(CLI::App& app) {
     sub->add_option("-n,--gen-tokens", o->gen, "Tokens generated per request")->capture_default_str()->check(CLI::Range(2, 1 << 20));
     sub->add_option("-r,--repeats", o->repeats, "Measured runs (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
     sub->add_flag("--json", o->json, "Machine-readable output");
-    add_backend_options(sub, o->be);
+    add_engine_options(sub, o->engine, kBackendFlags);
     const std::string w = name;
     if (w == "batch") sub->add_option("--streams", wo->streams, "Comma-separated stream counts")->capture_default_str();
     if (w == "prefix") {
@@ -750,9 +757,9 @@ void register_bench(CLI::App& app) {
   mixed->add_option("--seed", mo->seed, "Trace seed (arrivals, lengths, prompt tokens)")->capture_default_str();
   mixed->add_option("--slo-ttft-ms", mo->slo_ttft_ms, "SLO: time to first token")->capture_default_str()->check(CLI::NonNegativeNumber);
   mixed->add_option("--slo-itl-ms", mo->slo_itl_ms, "SLO: mean inter-token latency")->capture_default_str()->check(CLI::NonNegativeNumber);
-  mixed->add_option("--max-running", mo->max_running, "Engine: concurrent sequences")->capture_default_str()->check(CLI::Range(1, 4096));
+  add_engine_options(mixed, mo->engine, kMaxRunningFlag);
   mixed->add_flag("--json", o->json, "Machine-readable output");
-  add_backend_options(mixed, o->be);
+  add_engine_options(mixed, o->engine, kBackendFlags);
   mixed->callback([o, mo] {
     const int rc = bench_mixed_cmd(*o, *mo);
     if (rc != 0) throw CLI::RuntimeError(rc);
@@ -780,11 +787,9 @@ void register_bench(CLI::App& app) {
   over->add_option("--slo-ttft-ms", ov->c.slo_ttft_ms, "SLO: time to first token")->capture_default_str()->check(CLI::NonNegativeNumber);
   over->add_option("--slo-itl-ms", ov->c.slo_itl_ms, "SLO: mean inter-token latency")->capture_default_str()->check(CLI::NonNegativeNumber);
   over->add_option("--window-s", ov->c.window_s, "Window of arrival time for judging recovery")->capture_default_str();
-  over->add_option("--max-running", ov->max_running, "Engine: concurrent sequences")->capture_default_str()->check(CLI::Range(1, 4096));
-  over->add_option("--max-waiting", ov->max_waiting, "Engine: queue bound (kept; beyond it arrivals are rejected)")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  add_engine_options(over, ov->engine, kMaxRunningFlag | kMaxWaitingFlag);
   over->add_flag("--json", o->json, "Machine-readable output, with every raw sample");
-  add_backend_options(over, o->be);
+  add_engine_options(over, o->engine, kBackendFlags);
   over->callback([o, ov] {
     const int rc = bench_overload_cmd(*o, *ov);
     if (rc != 0) throw CLI::RuntimeError(rc);
