@@ -224,6 +224,28 @@ Result<Loaded> open_all(const BenchOptions& o) {
   return Loaded{std::move(*be), std::move(*m)};
 }
 
+// The text form of a workload's envelope: where and with what it ran.
+std::string envelope_text(const BenchOptions& o, const Loaded& L) {
+  return fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n", L.be->info().name,
+                     L.be->info().device, o.model, double(L.m->weights.bytes) / (1 << 20), PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+}
+
+// The envelope of a trace workload (mixed, overload): one wall-clock run of an arrival trace,
+// its warm-up requests excluded, and the engine limits it ran under.
+nlohmann::json trace_envelope(const BenchOptions& o, const Loaded& L, const EngineConfig& ec, const char* workload,
+                              int32_t warmup_requests, nlohmann::json trace, nlohmann::json slo) {
+  nlohmann::json j = envelope(o, *L.be, *L.m, ec.block_size, ec);
+  j["workload"] = workload;
+  j["repeats"] = 1;
+  j["warmup_runs"] = 0;
+  j["warmup_requests"] = warmup_requests;
+  j["clock"] = "wall";
+  j["trace"] = std::move(trace);
+  j["slo"] = std::move(slo);
+  j["engine"] = {{"max_running", ec.max_running}, {"max_waiting", ec.max_waiting}, {"max_batch_tokens", ec.max_batch_tokens}};
+  return j;
+}
+
 void emit(const BenchOptions& o, nlohmann::json j, const std::string& text) {
   if (o.json) fmt::print("{}\n", j.dump(2));
   else fmt::print("{}", text);
@@ -281,9 +303,7 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
   if (!L) return fail(L.error());
   nlohmann::json j = envelope(o, *L->be, *L->m, EngineConfig{}.block_size);
   j["workload"] = w;
-  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n",
-                                 L->be->info().name, L->be->info().device, o.model, double(L->m->weights.bytes) / (1 << 20),
-                                 PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  std::string text = envelope_text(o, *L);
   if (w == "batch") {
     auto streams = parse_ints(wo.streams, "--streams", 1);
     if (!streams) return fail(streams.error());
@@ -415,19 +435,12 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
   if (!L) return fail(L.error());
   auto r = bench_mixed(*L->m, *L->be, tc, *rates, ec);
   if (!r) return fail(r.error());
-  nlohmann::json j = envelope(o, *L->be, *L->m, ec.block_size, ec);
-  j["workload"] = "mixed";
-  j["repeats"] = 1;
-  j["warmup_runs"] = 0;
-  j["warmup_requests"] = mo.warmup;
-  j["clock"] = "wall";
-  j["trace"] = {{"arrivals", "poisson"}, {"requests", mo.requests}, {"seed", mo.seed}, {"prompt_len", {pl->lo, pl->hi}},
-                {"gen_len", {gl->lo, gl->hi}}, {"len_dist", mo.len_dist}};
-  j["slo"] = {{"ttft_ms", mo.slo_ttft_ms}, {"itl_ms", mo.slo_itl_ms}, {"itl_is", "mean inter-token gap per request"}};
-  j["engine"] = {{"max_running", ec.max_running}, {"max_batch_tokens", ec.max_batch_tokens}};
-  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n",
-                                 L->be->info().name, L->be->info().device, o.model, double(L->m->weights.bytes) / (1 << 20),
-                                 PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  nlohmann::json j = trace_envelope(
+      o, *L, ec, "mixed", mo.warmup,
+      {{"arrivals", "poisson"}, {"requests", mo.requests}, {"seed", mo.seed}, {"prompt_len", {pl->lo, pl->hi}},
+       {"gen_len", {gl->lo, gl->hi}}, {"len_dist", mo.len_dist}},
+      {{"ttft_ms", mo.slo_ttft_ms}, {"itl_ms", mo.slo_itl_ms}, {"itl_is", "mean inter-token gap per request"}});
+  std::string text = envelope_text(o, *L);
   text += fmt::format("mixed: {} Poisson arrivals (seed {}), prompt {}:{} gen {}:{} tokens ({}), {} warm-up requests excluded\n"
                       "SLO: TTFT <= {} ms and mean ITL <= {} ms\n",
                       mo.requests, mo.seed, pl->lo, pl->hi, gl->lo, gl->hi, mo.len_dist, mo.warmup, mo.slo_ttft_ms, mo.slo_itl_ms);
@@ -489,16 +502,11 @@ int bench_overload_cmd(const BenchOptions& o, OverloadOptions oo) {
   auto r = bench_overload(*L->m, *L->be, oo.c, ec);
   if (!r) return fail(r.error());
   const OverloadConfig& c = oo.c;
-  nlohmann::json j = envelope(o, *L->be, *L->m, ec.block_size, ec);
-  j["workload"] = "overload";
-  j["repeats"] = 1;
-  j["warmup_runs"] = 0;
-  j["warmup_requests"] = c.warmup;
-  j["clock"] = "wall";
-  j["trace"] = {{"arrivals", "poisson"}, {"burst_rate", c.burst_rate}, {"burst_s", c.burst_s}, {"after_rate", c.after_rate},
-                {"after_s", c.after_s}, {"seed", c.seed}, {"prompt_len", {pl->lo, pl->hi}}, {"gen_len", {gl->lo, gl->hi}}};
-  j["slo"] = {{"ttft_ms", c.slo_ttft_ms}, {"itl_ms", c.slo_itl_ms}, {"window_s", c.window_s}};
-  j["engine"] = {{"max_running", ec.max_running}, {"max_waiting", ec.max_waiting}, {"max_batch_tokens", ec.max_batch_tokens}};
+  nlohmann::json j = trace_envelope(
+      o, *L, ec, "overload", c.warmup,
+      {{"arrivals", "poisson"}, {"burst_rate", c.burst_rate}, {"burst_s", c.burst_s}, {"after_rate", c.after_rate},
+       {"after_s", c.after_s}, {"seed", c.seed}, {"prompt_len", {pl->lo, pl->hi}}, {"gen_len", {gl->lo, gl->hi}}},
+      {{"ttft_ms", c.slo_ttft_ms}, {"itl_ms", c.slo_itl_ms}, {"window_s", c.window_s}});
   j["recovery_s"] = r->recovery_s < 0 ? nlohmann::json(nullptr) : nlohmann::json(r->recovery_s);
   for (const auto& p : r->phases) j["phases"].push_back(overload_phase_json(p));
   for (const auto& w : r->windows)
@@ -510,8 +518,7 @@ int bench_overload_cmd(const BenchOptions& o, OverloadOptions oo) {
                             {"outcome", s.outcome}, {"ttft_ms", s.ttft_ms}, {"e2e_ms", s.e2e_ms}, {"queue_ms", s.queue_ms},
                             {"mean_itl_ms", s.mean_itl_ms}, {"generated", s.generated}, {"preemptions", s.preemptions},
                             {"met_slo", s.met_slo}});
-  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} build={} commit={}\n", L->be->info().name,
-                                 L->be->info().device, o.model, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  std::string text = envelope_text(o, *L);
   text += fmt::format("overload: burst {:g} req/s for {:g} s, then {:g} req/s for {:g} s (Poisson, seed {}); prompt {}:{} gen {}:{}\n"
                       "engine: queue bound {} waiting, {} running; SLO: TTFT <= {:g} ms and mean ITL <= {:g} ms\n",
                       c.burst_rate, c.burst_s, c.after_rate, c.after_s, c.seed, pl->lo, pl->hi, gl->lo, gl->hi, ec.max_waiting,
