@@ -13,6 +13,7 @@ TEST(GrammarBench, JsonReportHasEveryCaseWithMedianAndP99) {
   const std::string vocab = std::string(PAGODA_MODELS_DIR) + "/vocab/ggml-vocab-llama-spm.gguf";
   if (!std::ifstream(vocab).good()) GTEST_SKIP() << vocab << " not found";
   GrammarBenchOptions o;
+  o.vocab = vocab;  // the library's default is relative to the repository root, where users run `pagoda`
   o.repeats = 1;
   o.json = true;
   ::testing::internal::CaptureStdout();
