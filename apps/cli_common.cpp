@@ -14,11 +14,13 @@
 
 namespace pagoda::cli {
 
-void add_backend_options(CLI::App* app, BackendOptions& o) {
-  app->add_option("--backend", o.backend, "Backend: cpu, cpu-ref, vulkan, cuda, auto")->capture_default_str();
-  app->add_option("--device", o.device, "GPU device index (default: best available)");
-  app->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)");
+void add_backend_flags(CLI::App* app, std::string& backend, int& device, int& threads) {
+  app->add_option("--backend", backend, "Backend: cpu, cpu-ref, vulkan, cuda, auto")->capture_default_str();
+  app->add_option("--device", device, "GPU device index (default: best available)");
+  app->add_option("-t,--threads", threads, "CPU threads (default: all cores)");
 }
+
+void add_backend_options(CLI::App* app, BackendOptions& o) { add_backend_flags(app, o.backend, o.device, o.threads); }
 
 Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet) {
   if (auto st = check_cpu_threads(o.threads); !st) return make_error("-t/--threads: " + st.error());

@@ -17,6 +17,8 @@ struct BackendOptions {
   int threads = 0;
 };
 void add_backend_options(CLI::App* app, BackendOptions& o);
+// --backend, --device, -t/--threads on these fields (add_backend_options and add_engine_options).
+void add_backend_flags(CLI::App* app, std::string& backend, int& device, int& threads);
 Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet);
 
 // Loads a model, drawing a progress bar on stderr for files over 64 MiB when stderr is a terminal.

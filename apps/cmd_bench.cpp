@@ -11,15 +11,16 @@
 #include <filesystem>
 #include <fstream>
 
-#include "apps/bench_grammar.h"
-#include "apps/bench_ops.h"
-#include "apps/bench_plot.h"
+#include "apps/bench/bench_grammar.h"
+#include "apps/bench/bench_ops.h"
+#include "apps/bench/bench_plot.h"
 #include "apps/cli_common.h"
-#include "core/engine/bench.h"
-#include "core/engine/bench_attention.h"
-#include "core/engine/bench_mixed.h"
-#include "core/engine/bench_overload.h"
-#include "core/engine/bench_workloads.h"
+#include "apps/engine_options.h"
+#include "apps/bench/bench.h"
+#include "apps/bench/bench_attention.h"
+#include "apps/bench/bench_mixed.h"
+#include "apps/bench/bench_overload.h"
+#include "apps/bench/bench_workloads.h"
 #include "core/grammar/json_schema.h"
 
 #include "pagoda_version.h"  // PAGODA_GIT_COMMIT, generated at build time
@@ -36,8 +37,7 @@ struct BenchOptions {
   int32_t gen = 128;
   int repeats = 5;
   bool json = false;
-  std::string kv_dtype = "f32";
-  BackendOptions be;
+  EngineOptions engine;  // the backend flags; bench decode's --kv-dtype
 };
 
 // The CPU threads the backend computes with: a CPU backend's pool (every core unless -t names a
@@ -90,8 +90,8 @@ nlohmann::json envelope(const BenchOptions& o, Backend& be, const LoadedModel& m
           {"tokenizer_digest", m.tokenizer->digest().substr(0, 16)}, {"engine_non_default", non_default_engine_settings(ec)},
           {"build_flags", PAGODA_BUILD_FLAGS},
           {"weight_bytes", m.weights.bytes}, {"weight_dtype", dtype_name(m.weights.layers.empty() ? m.weights.output.dtype : m.weights.layers[0].wq.dtype)},
-          {"kv_dtype", o.kv_dtype}, {"block_size", block_size},
-          {"threads", backend_threads(o.be, be)}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
+          {"kv_dtype", o.engine.kv_dtype}, {"block_size", block_size},
+          {"threads", backend_threads(backend_options(o.engine), be)}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
           {"repeats", o.repeats}, {"warmup_runs", 1}};
 }
 
@@ -150,7 +150,8 @@ bool reset_peak_rss() {
 }
 
 int bench_decode_cmd(const BenchOptions& o) {
-  auto be = open_backend(o.be, o.json);
+  if (auto st = validate_engine_options(o.engine); !st) return fail(st.error());
+  auto be = open_backend(backend_options(o.engine), o.json);
   if (!be) return fail(be.error());
   const auto load_start = std::chrono::steady_clock::now();
   auto m = load_model(o.model, **be, o.json);
@@ -158,12 +159,12 @@ int bench_decode_cmd(const BenchOptions& o) {
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   const uint64_t rss_load = peak_rss_bytes();
   const double bw = measure_copy_bandwidth();
-  const int threads = backend_threads(o.be, **be);
+  const int threads = backend_threads(backend_options(o.engine), **be);
   // The read roof is sampled before and after the decode runs and the best sample kept: on a
   // shared machine the attainable bandwidth drifts by +-15% within a minute, and a roof taken once
   // at a slow moment made decode read as faster than its own roof.
   const double read_bw_before = measure_read_bandwidth(threads);
-  const DType kv_dtype = o.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  const DType kv_dtype = *parse_kv_dtype(o.engine.kv_dtype);
   // Peak memory of the model at work: the bandwidth probes' buffers (freed by now) are left out
   // by restarting the high-water mark; where it cannot restart, the peak after loading stands.
   const bool rss_reset = reset_peak_rss();
@@ -229,7 +230,7 @@ int bench_decode_cmd(const BenchOptions& o) {
   fmt::print("envelope: backend={} device=\"{}\" model={} ({}…) weights={:.1f} MiB {} kv={} threads={} build={} commit={}\n",
              j["backend"].get<std::string>(), j["device"].get<std::string>(), o.model,
              j["weights_digest"].get<std::string>(), mib((*m)->weights.bytes), j["weight_dtype"].get<std::string>(),
-             o.kv_dtype, threads, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+             o.engine.kv_dtype, threads, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
   fmt::print("decode (1 stream, {} prompt + {} generated, {} repeats after 1 warm-up):\n", o.prompt, r->generated_tokens, o.repeats);
   fmt::print("  decode   median {:.1f} tok/s  (slowest run {:.1f})\n", r->median_decode_tok_s, r->p99_decode_tok_s);
   fmt::print("  prefill  median {:.1f} tok/s, TTFT median {:.2f} ms\n", r->median_prefill_tok_s, r->median_ttft_ms);
@@ -248,11 +249,33 @@ struct Loaded {
 };
 
 Result<Loaded> open_all(const BenchOptions& o) {
-  auto be = open_backend(o.be, o.json);
+  auto be = open_backend(backend_options(o.engine), o.json);
   if (!be) return be.take_error();
   auto m = load_model(o.model, **be, o.json);
   if (!m) return m.take_error();
   return Loaded{std::move(*be), std::move(*m)};
+}
+
+// The text form of a workload's envelope: where and with what it ran.
+std::string envelope_text(const BenchOptions& o, const Loaded& L) {
+  return fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n", L.be->info().name,
+                     L.be->info().device, o.model, double(L.m->weights.bytes) / (1 << 20), PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+}
+
+// The envelope of a trace workload (mixed, overload): one wall-clock run of an arrival trace,
+// its warm-up requests excluded, and the engine limits it ran under.
+nlohmann::json trace_envelope(const BenchOptions& o, const Loaded& L, const EngineConfig& ec, const char* workload,
+                              int32_t warmup_requests, nlohmann::json trace, nlohmann::json slo) {
+  nlohmann::json j = envelope(o, *L.be, *L.m, ec.block_size, ec);
+  j["workload"] = workload;
+  j["repeats"] = 1;
+  j["warmup_runs"] = 0;
+  j["warmup_requests"] = warmup_requests;
+  j["clock"] = "wall";
+  j["trace"] = std::move(trace);
+  j["slo"] = std::move(slo);
+  j["engine"] = {{"max_running", ec.max_running}, {"max_waiting", ec.max_waiting}, {"max_batch_tokens", ec.max_batch_tokens}};
+  return j;
 }
 
 void emit(const BenchOptions& o, nlohmann::json j, const std::string& text) {
@@ -312,9 +335,7 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
   if (!L) return fail(L.error());
   nlohmann::json j = envelope(o, *L->be, *L->m, EngineConfig{}.block_size);
   j["workload"] = w;
-  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n",
-                                 L->be->info().name, L->be->info().device, o.model, double(L->m->weights.bytes) / (1 << 20),
-                                 PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  std::string text = envelope_text(o, *L);
   if (w == "batch") {
     auto streams = parse_ints(wo.streams, "--streams", 1);
     if (!streams) return fail(streams.error());
@@ -410,7 +431,7 @@ struct MixedOptions {
   std::string prompt_len = "32:256", gen_len = "16:128", len_dist = "uniform";
   uint64_t seed = 1;
   double slo_ttft_ms = 1000, slo_itl_ms = 100;
-  int32_t max_running = 64;
+  EngineOptions engine;  // --max-running
 };
 
 Result<std::vector<double>> parse_rates(const std::string& s) {
@@ -439,25 +460,19 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
   tc.slo_itl_ms = mo.slo_itl_ms;
   tc.rate = rates->front();
   if (auto t = make_trace(tc); !t) return fail(t.error());  // option errors before loading anything
+  auto ecr = engine_config(mo.engine);
+  if (!ecr) return fail(ecr.error());
+  const EngineConfig& ec = *ecr;
   auto L = open_all(o);
   if (!L) return fail(L.error());
-  EngineConfig ec;
-  ec.max_running = mo.max_running;
   auto r = bench_mixed(*L->m, *L->be, tc, *rates, ec);
   if (!r) return fail(r.error());
-  nlohmann::json j = envelope(o, *L->be, *L->m, ec.block_size, ec);
-  j["workload"] = "mixed";
-  j["repeats"] = 1;
-  j["warmup_runs"] = 0;
-  j["warmup_requests"] = mo.warmup;
-  j["clock"] = "wall";
-  j["trace"] = {{"arrivals", "poisson"}, {"requests", mo.requests}, {"seed", mo.seed}, {"prompt_len", {pl->lo, pl->hi}},
-                {"gen_len", {gl->lo, gl->hi}}, {"len_dist", mo.len_dist}};
-  j["slo"] = {{"ttft_ms", mo.slo_ttft_ms}, {"itl_ms", mo.slo_itl_ms}, {"itl_is", "mean inter-token gap per request"}};
-  j["engine"] = {{"max_running", ec.max_running}, {"max_batch_tokens", ec.max_batch_tokens}};
-  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} weights={:.1f} MiB build={} commit={}\n",
-                                 L->be->info().name, L->be->info().device, o.model, double(L->m->weights.bytes) / (1 << 20),
-                                 PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  nlohmann::json j = trace_envelope(
+      o, *L, ec, "mixed", mo.warmup,
+      {{"arrivals", "poisson"}, {"requests", mo.requests}, {"seed", mo.seed}, {"prompt_len", {pl->lo, pl->hi}},
+       {"gen_len", {gl->lo, gl->hi}}, {"len_dist", mo.len_dist}},
+      {{"ttft_ms", mo.slo_ttft_ms}, {"itl_ms", mo.slo_itl_ms}, {"itl_is", "mean inter-token gap per request"}});
+  std::string text = envelope_text(o, *L);
   text += fmt::format("mixed: {} Poisson arrivals (seed {}), prompt {}:{} gen {}:{} tokens ({}), {} warm-up requests excluded\n"
                       "SLO: TTFT <= {} ms and mean ITL <= {} ms\n",
                       mo.requests, mo.seed, pl->lo, pl->hi, gl->lo, gl->hi, mo.len_dist, mo.warmup, mo.slo_ttft_ms, mo.slo_itl_ms);
@@ -481,7 +496,12 @@ int bench_mixed_cmd(const BenchOptions& o, const MixedOptions& mo) {
 struct OverloadOptions {
   OverloadConfig c;
   std::string prompt_len = "16:64", gen_len = "16:32";
-  int32_t max_running = 8, max_waiting = 32;
+  EngineOptions engine = [] {  // --max-running, --max-waiting (the real queue bound: a full queue rejects)
+    EngineOptions e;
+    e.max_running = 8;
+    e.max_waiting = 32;
+    return e;
+  }();
 };
 
 nlohmann::json overload_phase_json(const OverloadPhase& p) {
@@ -506,24 +526,19 @@ int bench_overload_cmd(const BenchOptions& o, OverloadOptions oo) {
   oo.c.prompt_len = *pl;
   oo.c.gen_len = *gl;
   if (auto st = check_overload_config(oo.c, 1 << 30); !st) return fail(st.error());  // before loading anything
+  auto ecr = engine_config(oo.engine);
+  if (!ecr) return fail(ecr.error());
+  const EngineConfig& ec = *ecr;
   auto L = open_all(o);
   if (!L) return fail(L.error());
-  EngineConfig ec;
-  ec.max_running = oo.max_running;
-  ec.max_waiting = oo.max_waiting;  // the real queue bound: a full queue rejects, as a server's would
   auto r = bench_overload(*L->m, *L->be, oo.c, ec);
   if (!r) return fail(r.error());
   const OverloadConfig& c = oo.c;
-  nlohmann::json j = envelope(o, *L->be, *L->m, ec.block_size, ec);
-  j["workload"] = "overload";
-  j["repeats"] = 1;
-  j["warmup_runs"] = 0;
-  j["warmup_requests"] = c.warmup;
-  j["clock"] = "wall";
-  j["trace"] = {{"arrivals", "poisson"}, {"burst_rate", c.burst_rate}, {"burst_s", c.burst_s}, {"after_rate", c.after_rate},
-                {"after_s", c.after_s}, {"seed", c.seed}, {"prompt_len", {pl->lo, pl->hi}}, {"gen_len", {gl->lo, gl->hi}}};
-  j["slo"] = {{"ttft_ms", c.slo_ttft_ms}, {"itl_ms", c.slo_itl_ms}, {"window_s", c.window_s}};
-  j["engine"] = {{"max_running", ec.max_running}, {"max_waiting", ec.max_waiting}, {"max_batch_tokens", ec.max_batch_tokens}};
+  nlohmann::json j = trace_envelope(
+      o, *L, ec, "overload", c.warmup,
+      {{"arrivals", "poisson"}, {"burst_rate", c.burst_rate}, {"burst_s", c.burst_s}, {"after_rate", c.after_rate},
+       {"after_s", c.after_s}, {"seed", c.seed}, {"prompt_len", {pl->lo, pl->hi}}, {"gen_len", {gl->lo, gl->hi}}},
+      {{"ttft_ms", c.slo_ttft_ms}, {"itl_ms", c.slo_itl_ms}, {"window_s", c.window_s}});
   j["recovery_s"] = r->recovery_s < 0 ? nlohmann::json(nullptr) : nlohmann::json(r->recovery_s);
   for (const auto& p : r->phases) j["phases"].push_back(overload_phase_json(p));
   for (const auto& w : r->windows)
@@ -535,8 +550,7 @@ int bench_overload_cmd(const BenchOptions& o, OverloadOptions oo) {
                             {"outcome", s.outcome}, {"ttft_ms", s.ttft_ms}, {"e2e_ms", s.e2e_ms}, {"queue_ms", s.queue_ms},
                             {"mean_itl_ms", s.mean_itl_ms}, {"generated", s.generated}, {"preemptions", s.preemptions},
                             {"met_slo", s.met_slo}});
-  std::string text = fmt::format("envelope: backend={} device=\"{}\" model={} build={} commit={}\n", L->be->info().name,
-                                 L->be->info().device, o.model, PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+  std::string text = envelope_text(o, *L);
   text += fmt::format("overload: burst {:g} req/s for {:g} s, then {:g} req/s for {:g} s (Poisson, seed {}); prompt {}:{} gen {}:{}\n"
                       "engine: queue bound {} waiting, {} running; SLO: TTFT <= {:g} ms and mean ITL <= {:g} ms\n",
                       c.burst_rate, c.burst_s, c.after_rate, c.after_s, c.seed, pl->lo, pl->hi, gl->lo, gl->hi, ec.max_waiting,
@@ -714,9 +728,9 @@ void register_bench(CLI::App& app) {
   dec->add_option("--prompt-tokens", o->prompt, "Prompt length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   dec->add_option("-n,--gen-tokens", o->gen, "Tokens to decode per run")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   dec->add_option("-r,--repeats", o->repeats, "Measured runs (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
-  dec->add_option("--kv-dtype", o->kv_dtype, "f32 or f16")->capture_default_str()->check(CLI::IsMember({"f32", "f16"}));
+  add_engine_options(dec, o->engine, kKvDtypeFlag);
   dec->add_flag("--json", o->json, "Machine-readable output");
-  add_backend_options(dec, o->be);
+  add_engine_options(dec, o->engine, kBackendFlags);
   dec->callback([o] {
     const int rc = bench_decode_cmd(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);
@@ -733,7 +747,7 @@ void register_bench(CLI::App& app) {
     sub->add_option("-n,--gen-tokens", o->gen, "Tokens generated per request")->capture_default_str()->check(CLI::Range(2, 1 << 20));
     sub->add_option("-r,--repeats", o->repeats, "Measured runs (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
     sub->add_flag("--json", o->json, "Machine-readable output");
-    add_backend_options(sub, o->be);
+    add_engine_options(sub, o->engine, kBackendFlags);
     const std::string w = name;
     if (w == "batch") sub->add_option("--streams", wo->streams, "Comma-separated stream counts")->capture_default_str();
     if (w == "prefix") {
@@ -782,9 +796,9 @@ void register_bench(CLI::App& app) {
   mixed->add_option("--seed", mo->seed, "Trace seed (arrivals, lengths, prompt tokens)")->capture_default_str();
   mixed->add_option("--slo-ttft-ms", mo->slo_ttft_ms, "SLO: time to first token")->capture_default_str()->check(CLI::NonNegativeNumber);
   mixed->add_option("--slo-itl-ms", mo->slo_itl_ms, "SLO: mean inter-token latency")->capture_default_str()->check(CLI::NonNegativeNumber);
-  mixed->add_option("--max-running", mo->max_running, "Engine: concurrent sequences")->capture_default_str()->check(CLI::Range(1, 4096));
+  add_engine_options(mixed, mo->engine, kMaxRunningFlag);
   mixed->add_flag("--json", o->json, "Machine-readable output");
-  add_backend_options(mixed, o->be);
+  add_engine_options(mixed, o->engine, kBackendFlags);
   mixed->callback([o, mo] {
     const int rc = bench_mixed_cmd(*o, *mo);
     if (rc != 0) throw CLI::RuntimeError(rc);
@@ -812,11 +826,9 @@ void register_bench(CLI::App& app) {
   over->add_option("--slo-ttft-ms", ov->c.slo_ttft_ms, "SLO: time to first token")->capture_default_str()->check(CLI::NonNegativeNumber);
   over->add_option("--slo-itl-ms", ov->c.slo_itl_ms, "SLO: mean inter-token latency")->capture_default_str()->check(CLI::NonNegativeNumber);
   over->add_option("--window-s", ov->c.window_s, "Window of arrival time for judging recovery")->capture_default_str();
-  over->add_option("--max-running", ov->max_running, "Engine: concurrent sequences")->capture_default_str()->check(CLI::Range(1, 4096));
-  over->add_option("--max-waiting", ov->max_waiting, "Engine: queue bound (kept; beyond it arrivals are rejected)")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  add_engine_options(over, ov->engine, kMaxRunningFlag | kMaxWaitingFlag);
   over->add_flag("--json", o->json, "Machine-readable output, with every raw sample");
-  add_backend_options(over, o->be);
+  add_engine_options(over, o->engine, kBackendFlags);
   over->callback([o, ov] {
     const int rc = bench_overload_cmd(*o, *ov);
     if (rc != 0) throw CLI::RuntimeError(rc);

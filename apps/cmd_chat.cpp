@@ -12,6 +12,7 @@
 #include <random>
 
 #include "apps/cli_common.h"
+#include "apps/engine_options.h"
 #include "apps/server/chat_template.h"
 #include "apps/server/generation.h"
 #include "core/engine/engine.h"
@@ -43,8 +44,11 @@ struct ChatOptions {
     return s;
   }();
   bool seed_set = false;
-  std::string kv_memory = "256MiB";
-  BackendOptions be;
+  EngineOptions engine = [] {
+    EngineOptions e;
+    e.max_running = 1;  // one conversation
+    return e;
+  }();
 };
 
 constexpr const char* kHelp =
@@ -184,16 +188,13 @@ std::string chat_template_of(const LoadedModel& m) {
 int chat(ChatOptions& o) {
   if (auto st = o.sampling.validate(); !st) return fail(st.error());
   if (o.max_tokens < 1) return fail("--max-tokens must be at least 1");
-  auto kv = parse_size(o.kv_memory);
-  if (!kv) return fail(kv.error());
-  auto be = open_backend(o.be, true);
+  auto cfg = engine_config(o.engine);
+  if (!cfg) return fail(cfg.error());
+  auto be = open_backend(backend_options(o.engine), true);
   if (!be) return fail(be.error());
   auto m = load_model(o.model, **be, true);
   if (!m) return fail(m.error());
-  EngineConfig cfg;
-  cfg.kv_bytes = *kv;
-  cfg.max_running = 1;
-  auto engine = Engine::create(**m, **be, cfg);
+  auto engine = Engine::create(**m, **be, *cfg);
   if (!engine) return fail(engine.error());
   const server::ChatRenderer renderer((*engine)->tokenizer(), chat_template_of(**m));
   if (!renderer.template_error().empty()) return fail(renderer.template_error());
@@ -253,8 +254,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--min-p", o->sampling.min_p, "Min-p (0 = off)")->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed of the first answer (then +1 per answer; default: random)")
       ->each([o](const std::string&) { o->seed_set = true; });
-  cmd->add_option("--kv-memory", o->kv_memory, "KV cache budget (e.g. 512MiB)")->capture_default_str();
-  add_backend_options(cmd, o->be);
+  add_engine_options(cmd, o->engine, kKvMemoryFlag | kBackendFlags);
   cmd->callback([o] {
     const int rc = chat(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);

@@ -8,7 +8,7 @@
 #include "apps/cli_common.h"
 #include "backends/conformance.h"
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/model_conformance.h"
+#include "apps/bench/model_conformance.h"
 
 namespace pagoda::cli {
 namespace {

@@ -4,8 +4,8 @@
 #include "apps/cli_common.h"
 #include "core/model/model_weights.h"
 #include "core/model/llama2c_import.h"
-#include "core/model/synth.h"
-#include "core/model/widen.h"
+#include "apps/bench/synth.h"
+#include "apps/bench/widen.h"
 
 namespace pagoda::cli {
 

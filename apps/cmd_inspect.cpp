@@ -8,7 +8,8 @@
 #include <thread>
 
 #include "apps/cli_common.h"
-#include "core/engine/batch_run.h"
+#include "apps/engine_options.h"
+#include "apps/bench/batch_run.h"
 #include "ui/inprocess_source.h"
 #include "ui/inspector_app.h"
 #include "ui/remote_source.h"
@@ -24,10 +25,12 @@ struct InspectOptions {
   double rate = 4;
   int32_t n = 64;
   uint64_t seed = 1;
-  std::string draft, spec_k = "4";
-  int32_t ngram = 0;
-  int32_t kv_blocks = 384, block_size = 16, max_running = 16;
-  BackendOptions be;
+  EngineOptions engine = [] {
+    EngineOptions e;
+    e.kv_blocks = 384;
+    e.max_running = 16;
+    return e;
+  }();
   std::string connect, api_key;
   std::string screenshot;
   uint64_t steps = 0;
@@ -81,14 +84,14 @@ struct Loaded {
 
 Result<Loaded> load_all(const InspectOptions& o) {
   Loaded l;
-  auto be = open_backend(o.be, false);
+  auto be = open_backend(backend_options(o.engine), false);
   if (!be) return be.take_error();
   l.be = std::move(*be);
   auto m = load_model(o.model, *l.be, false);
   if (!m) return m.take_error();
   l.model = std::move(*m);
-  if (!o.draft.empty()) {
-    auto d = load_model(o.draft, *l.be, false);
+  if (!o.engine.draft.empty()) {
+    auto d = load_model(o.engine.draft, *l.be, false);
     if (!d) return make_error("draft model: " + d.error());
     l.draft = std::move(*d);
   }
@@ -98,23 +101,18 @@ Result<Loaded> load_all(const InspectOptions& o) {
 // `stop_after`: pause once that many steps ran; `virtual_clock`: arrivals by step, not wall time.
 Result<std::unique_ptr<ui::InProcessSource>> make_source(const InspectOptions& o, Loaded& l, uint64_t stop_after,
                                                          bool virtual_clock) {
-  EngineConfig cfg;
-  cfg.block_size = o.block_size;
-  cfg.num_blocks = o.kv_blocks;
-  cfg.max_running = o.max_running;
-  auto spec = make_spec_config(!o.draft.empty(), o.ngram, o.spec_k);
-  if (!spec) return spec.take_error();
-  cfg.spec = *spec;
+  auto cfg = engine_config(o.engine);
+  if (!cfg) return cfg.take_error();
   auto work = build_workload(o);
   if (!work) return work.take_error();
-  auto e = Engine::create(*l.model, *l.be, cfg, l.draft.get());
+  auto e = Engine::create(*l.model, *l.be, *cfg, l.draft.get());
   if (!e) return e.take_error();
   ui::InProcessOptions io;
   io.virtual_step_s = virtual_clock ? o.step_dt : 0;
   io.stop_after_steps = stop_after;
-  io.spec_adaptive = cfg.spec.adaptive;
-  io.label = o.model + (o.draft.empty() ? "" : "  +  draft " + o.draft) +
-             (o.ngram > 0 ? "  +  " + std::to_string(o.ngram) + "-gram drafter" : "");
+  io.spec_adaptive = cfg->spec.adaptive;
+  io.label = o.model + (o.engine.draft.empty() ? "" : "  +  draft " + o.engine.draft) +
+             (o.engine.ngram > 0 ? "  +  " + std::to_string(o.engine.ngram) + "-gram drafter" : "");
   return std::make_unique<ui::InProcessSource>(std::move(*e), std::move(*work), io);
 }
 
@@ -254,13 +252,7 @@ void add_options(CLI::App* cmd, InspectOptions& o) {
   cmd->add_option("--tenants", o.tenants, "Comma-separated tenants assigned round-robin to prompts without one");
   cmd->add_option("-n,--n-predict", o.n, "Max tokens per request")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--seed", o.seed, "Workload seed (arrivals and sampling)")->capture_default_str();
-  cmd->add_option("--draft", o.draft, "Speculative decoding with this draft model");
-  cmd->add_option("--ngram", o.ngram, "Speculative decoding by n-gram prompt lookup of order N")->check(CLI::Range(1, 16));
-  cmd->add_option("--spec-k", o.spec_k, "Draft tokens per step: 1..16, or auto")->capture_default_str();
-  cmd->add_option("--kv-blocks", o.kv_blocks, "KV cache size in blocks")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->capture_default_str()->check(CLI::Range(1, 1024));
-  cmd->add_option("--max-running", o.max_running, "Most requests decoding at once")->capture_default_str()->check(CLI::Range(1, 1 << 16));
-  add_backend_options(cmd, o.be);
+  add_engine_options(cmd, o.engine, kSpeculationFlags | kKvBlocksFlag | kBlockSizeFlag | kMaxRunningFlag | kBackendFlags);
   cmd->add_option("--connect", o.connect, "Inspect a running server instead (http://host:port)");
   cmd->add_option("--api-key", o.api_key, "Bearer token for --connect");
   cmd->add_option("--screenshot", o.screenshot, "Render one frame to this PNG (plus PNG.json with panel rectangles) and exit");
@@ -283,6 +275,8 @@ void register_inspect(CLI::App& app) {
   add_options(cmd, *o);
   cmd->callback([o] {
     int rc = 0;
+    if (o->connect.empty())  // every engine setting checked before a model loads
+      if (auto st = validate_engine_options(o->engine); !st) throw CLI::RuntimeError(fail(st.error()));
     if (!o->connect.empty()) rc = run_remote(*o);
     else if (o->bench_steps > 0) rc = run_bench(*o);
     else rc = run_local(*o);

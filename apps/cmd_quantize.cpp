@@ -3,7 +3,7 @@
 #include <unistd.h>
 
 #include "apps/cli_common.h"
-#include "core/model/quantize.h"
+#include "apps/quantize.h"
 
 namespace pagoda::cli {
 

@@ -8,7 +8,8 @@
 #include <random>
 
 #include "apps/cli_common.h"
-#include "core/engine/batch_run.h"
+#include "apps/engine_options.h"
+#include "apps/bench/batch_run.h"
 
 namespace pagoda::cli {
 namespace {
@@ -22,59 +23,13 @@ struct RunOptions {
   bool seed_set = false;
   bool json = false;
   bool no_bos = false;
-  std::string kv_memory = "256MiB";
-  int32_t block_size = 16;
-  std::string kv_dtype = "f32";
-  BackendOptions be;
   std::string prompts_file;
-  int32_t max_batch_tokens = 512;
-  int32_t max_running = 64;
-  int32_t max_waiting = 1024;
-  bool no_prefix_cache = false;
-  std::string draft;   // draft model path
-  int32_t ngram = 0;   // n-gram drafter order (0 = off)
-  std::string spec_k = "4";
-  int32_t max_preemptions = 8;
-  int32_t tenant_cached_blocks = 0;
-  double spec_latency_slo_ms = 0;
+  EngineOptions engine = [] {
+    EngineOptions e;
+    e.max_waiting = 1024;  // a prompts file queues whole
+    return e;
+  }();
 };
-
-// `--kv-memory`: a size (512MiB) or a share of the backend's free device memory (90%).
-struct KvBudget {
-  uint64_t bytes = 0;
-  double fraction = 0;
-};
-
-Result<KvBudget> parse_kv_budget(const std::string& spec) {
-  auto frac = parse_kv_fraction(spec);
-  if (!frac) return frac.take_error();
-  if (*frac) return KvBudget{0, **frac};
-  auto bytes = parse_size(spec);
-  if (!bytes) return bytes.take_error();
-  return KvBudget{*bytes, 0};
-}
-
-Result<EngineConfig> engine_config(const RunOptions& o, const KvBudget& kv) {
-  EngineConfig cfg;
-  auto dtype = parse_kv_dtype(o.kv_dtype);
-  if (!dtype) return dtype.take_error();
-  cfg.block_size = o.block_size;
-  cfg.kv_bytes = kv.bytes;
-  cfg.kv_fraction = kv.fraction;
-  cfg.kv_dtype = *dtype;
-  cfg.max_batch_tokens = o.max_batch_tokens;
-  cfg.max_running = o.max_running;
-  cfg.max_waiting = o.max_waiting;
-  cfg.prefix_caching = !o.no_prefix_cache;
-  cfg.max_preemptions = o.max_preemptions;
-  cfg.tenant_cached_blocks = o.tenant_cached_blocks;
-  auto spec = make_spec_config(!o.draft.empty(), o.ngram, o.spec_k);
-  if (!spec) return spec.take_error();
-  cfg.spec = *spec;
-  cfg.spec.latency_slo_s = o.spec_latency_slo_ms / 1e3;
-  PAGODA_TRY(validate_engine_config(cfg));
-  return cfg;
-}
 
 // Many prompts at once through the engine: continuous batching, prefix reuse, per-request metrics.
 int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* draft, const EngineConfig& cfg) {
@@ -156,20 +111,18 @@ int run(RunOptions& o) {
     o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   // Many prompts, or speculation: batched through the engine on its thread (run_many); a single
   // plain prompt: one request through the engine, stepped here, streaming as it goes.
-  if (!o.prompts_file.empty() || !o.draft.empty() || o.ngram > 0) {
+  auto cfg = engine_config(o.engine);  // every engine setting checked before a model loads
+  if (!cfg) return fail(cfg.error());
+  if (!o.prompts_file.empty() || !o.engine.draft.empty() || o.engine.ngram > 0) {
     if (o.prompts_file.empty() && o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
     if (!o.seed_set) o.sampling.seed = std::random_device{}();
-    auto kv = parse_kv_budget(o.kv_memory);
-    if (!kv) return fail(kv.error());
-    auto cfg = engine_config(o, *kv);  // every engine setting checked before a model loads
-    if (!cfg) return fail(cfg.error());
-    auto be = open_backend(o.be, o.json);
+    auto be = open_backend(backend_options(o.engine), o.json);
     if (!be) return fail(be.error());
     auto m = load_model(o.model, **be, o.json);
     if (!m) return fail(m.error());
     std::unique_ptr<LoadedModel> draft;
-    if (!o.draft.empty()) {
-      auto d = load_model(o.draft, **be, o.json);
+    if (!o.engine.draft.empty()) {
+      auto d = load_model(o.engine.draft, **be, o.json);
       if (!d) return fail("draft model: " + d.error());
       draft = std::move(*d);
     }
@@ -178,12 +131,8 @@ int run(RunOptions& o) {
   if (o.prompt.empty()) return fail("empty prompt: pass -p TEXT or pipe text on stdin");
   if (!o.seed_set) o.sampling.seed = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
   if (auto st = o.sampling.validate(); !st) return fail(st.error());
-  auto kv_budget = parse_kv_budget(o.kv_memory);
-  if (!kv_budget) return fail(kv_budget.error());
-  auto cfg = engine_config(o, *kv_budget);  // --kv-dtype and every other engine setting checked here
-  if (!cfg) return fail(cfg.error());
 
-  auto be = open_backend(o.be, o.json);
+  auto be = open_backend(backend_options(o.engine), o.json);
   if (!be) return fail(be.error());
   auto m = load_model(o.model, **be, o.json);
   if (!m) return fail(m.error());
@@ -259,26 +208,9 @@ void register_run(CLI::App& app) {
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed (default: random)")->each([o](const std::string&) { o->seed_set = true; });
   cmd->add_flag("--json", o->json, "Print a machine-readable result instead of streaming text");
   cmd->add_flag("--no-bos", o->no_bos, "Do not prepend the BOS token");
-  cmd->add_option("--kv-memory", o->kv_memory, "KV cache budget: a size (512MiB) or a share of free device memory (90%)")
-      ->capture_default_str();
-  cmd->add_option("--block-size", o->block_size, "Tokens per KV block")->capture_default_str()->check(CLI::Range(1, 1024));
-  cmd->add_option("--kv-dtype", o->kv_dtype, "KV cache element type: f32 or f16")->capture_default_str();
   cmd->add_option("--prompts", o->prompts_file, "Run many prompts concurrently: a file with one prompt per line, "
                   "or JSONL {\"prompt\", \"tenant\", \"priority\", \"max_tokens\", \"timeout\"}");
-  cmd->add_option("--max-batch-tokens", o->max_batch_tokens, "Token budget per engine step")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--max-running", o->max_running, "Most requests decoding at once")->capture_default_str()->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--max-waiting", o->max_waiting, "Queue bound (a full queue rejects)")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix reuse");
-  cmd->add_option("--draft", o->draft, "Speculative decoding with this draft model (same vocabulary)");
-  cmd->add_option("--ngram", o->ngram, "Speculative decoding by n-gram prompt lookup of order N")->check(CLI::Range(1, 16));
-  cmd->add_option("--max-preemptions", o->max_preemptions, "A request preempted more often than this fails")
-      ->capture_default_str()->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--tenant-cache-blocks", o->tenant_cached_blocks, "Most cached KV blocks one tenant keeps (0 = no cap)")
-      ->capture_default_str()->check(CLI::Range(0, 1 << 30));
-  cmd->add_option("--spec-latency-slo", o->spec_latency_slo_ms, "Adaptive k: most mean step time in ms a change may leave (0 = off)")
-      ->capture_default_str()->check(CLI::Range(0.0, 1e6));
-  cmd->add_option("--spec-k", o->spec_k, "Draft tokens per step: 1..16, or auto (adaptive controller)")->capture_default_str();
-  add_backend_options(cmd, o->be);
+  add_engine_options(cmd, o->engine, kServingFlags);
   cmd->callback([o] {
     const int rc = run(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);

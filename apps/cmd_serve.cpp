@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "apps/cli_common.h"
+#include "apps/engine_options.h"
 #include "apps/server/config.h"
 #include "apps/server/public_prefix.h"
 #include "apps/server/server.h"
@@ -31,30 +32,9 @@ void add_options(CLI::App* cmd, ServeCommand& c) {
   ServeSettings& s = c.s;
   cmd->add_option("--config", c.config_path, "JSON file with the same keys as these flags (flags win)");
   cmd->add_option("-m,--model", s.model, "GGUF model")->capture_default_str();
-  cmd->add_option("--draft", s.draft, "Speculative decoding with this draft model (same vocabulary)");
-  cmd->add_option("--ngram", s.ngram, "Speculative decoding by n-gram prompt lookup of order N");
-  cmd->add_option("--spec-k", s.spec_k, "Draft tokens per step: 1..16, or auto")->capture_default_str();
-  cmd->add_option("--backend", s.backend, "Backend: cpu, cpu-ref, vulkan, cuda, auto")->capture_default_str();
-  cmd->add_option("--device", s.device, "GPU device index (default: best available)");
-  cmd->add_option("-t,--threads", s.threads, "CPU threads (default: all cores)");
-  cmd->add_option("--kv-memory", s.kv_memory, "KV cache budget: a size (512MiB) or a share of free device memory (90%)")
-      ->capture_default_str();
-  cmd->add_option("--kv-dtype", s.kv_dtype, "KV cache element type: f32 or f16")->capture_default_str();
-  cmd->add_option("--block-size", s.block_size, "Tokens per KV block")->capture_default_str();
-  cmd->add_option("--max-batch-tokens", s.max_batch_tokens, "Token budget per engine step")->capture_default_str();
-  cmd->add_option("--max-running", s.max_running, "Most requests decoding at once")->capture_default_str();
-  cmd->add_option("--max-waiting", s.max_waiting, "Queue bound; a full queue answers 429")->capture_default_str();
-  cmd->add_flag("--no-prefix-cache", s.no_prefix_cache, "Disable prefix reuse");
-  cmd->add_option("--max-preemptions", s.max_preemptions, "A request preempted more often than this fails (preemption_limit)")
-      ->capture_default_str();
-  cmd->add_option("--tenant-cache-blocks", s.tenant_cache_blocks,
-                  "Most cached KV blocks one tenant keeps, so one tenant cannot evict the others' prefixes (0 = no cap)")
-      ->capture_default_str();
-  cmd->add_option("--spec-latency-slo", s.spec_latency_slo, "Adaptive k (--spec-k auto): most mean step time in ms a change may leave (0 = off)")
-      ->capture_default_str();
+  add_engine_options(cmd, s, kServingFlags | kProbeFlag);
   cmd->add_option("--public-prefix", s.public_prefix,
                   "File holding a system prompt every tenant may share (its KV blocks are cached across tenants); repeatable");
-  cmd->add_option("--probe-interval", s.probe_interval, "After a backend fault: seconds between recovery probes")->capture_default_str();
   cmd->add_option("--host", s.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", s.port, "Port to listen on (0 = any free port)")->capture_default_str();
   cmd->add_option("--api-keys", s.api_keys,
@@ -110,15 +90,8 @@ int serve(ServeCommand& c) {
   ServeSettings& s = c.s;
   if (auto st = merge_config(c); !st) return fail(st.error());
   if (auto st = server::validate_settings(s); !st) return fail(st.error());
-  // --kv-memory: a size, or a share of the backend's free device memory ("90%").
-  auto kv_fraction = parse_kv_fraction(s.kv_memory);
-  if (!kv_fraction) return fail(kv_fraction.error());
-  uint64_t kv_bytes = 0;
-  if (!*kv_fraction) {
-    auto b = parse_size(s.kv_memory);
-    if (!b) return fail(b.error());
-    kv_bytes = *b;
-  }
+  auto ec = server::engine_config(s);  // --kv-memory: a size, or a share of free device memory ("90%")
+  if (!ec) return fail(ec.error());
   auto max_body = parse_size(s.max_body);
   if (!max_body) return fail(max_body.error());
   server::ServerConfig sc;
@@ -138,7 +111,7 @@ int serve(ServeCommand& c) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  auto be = open_backend(BackendOptions{s.backend, s.device, s.threads}, false);
+  auto be = open_backend(backend_options(s), false);
   if (!be) return fail(be.error());
   auto m = load_model(s.model, **be, false);
   if (!m) return fail(m.error());
@@ -148,11 +121,9 @@ int serve(ServeCommand& c) {
     if (!d) return fail("draft model: " + d.error());
     draft = std::move(*d);
   }
-  EngineConfig ec = server::engine_config(s, kv_bytes);
-  ec.kv_fraction = kv_fraction->value_or(0.0);
-  if (auto st = server::add_public_prefixes(s.public_prefix, *(*m)->tokenizer, chat_template_of(**m), ec); !st)
+  if (auto st = server::add_public_prefixes(s.public_prefix, *(*m)->tokenizer, chat_template_of(**m), *ec); !st)
     return fail(st.error());
-  auto e = Engine::create(**m, **be, ec, draft.get());
+  auto e = Engine::create(**m, **be, *ec, draft.get());
   if (!e) return fail(e.error());
   (*e)->start();
 

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/bench_overload.h"
+#include "apps/bench/bench_overload.h"
 #include "shell.h"
 
 using namespace pagoda;

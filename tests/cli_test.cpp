@@ -163,3 +163,38 @@ TEST(Cli, BadEngineSettingsAreClearErrorsNotCrashes) {
   }
   std::filesystem::remove(prompts);
 }
+
+// Every command that builds an engine registers its flags through apps/engine_options and checks
+// them once: a bad value is the same clear error (exit 1) from each, before any model is opened
+// (the model path does not exist, so an error about it would mean the check came too late).
+TEST(Cli, EveryEngineCommandRejectsABadEngineValueWithTheSameError) {
+  const bool inspect = sh("--help").out.find("\n  inspect ") != std::string::npos;  // built with the UI only
+  const std::string m = "-m /nonexistent/model.gguf ";
+  struct Case {
+    std::string flag, says;
+    std::vector<std::string> commands;
+  };
+  std::vector<Case> cases = {
+      {"--kv-dtype q9", "error: --kv-dtype must be f32 or f16 (got 'q9')", {"run -p hi", "serve --port 0", "bench decode"}},
+      {"--block-size 0", "error: --block-size must be in 1..1024 (got 0)", {"run -p hi", "serve --port 0"}},
+      {"--max-running 0", "error: --max-running must be in 1..65536 (got 0)",
+       {"run -p hi", "serve --port 0", "bench mixed", "bench overload"}},
+      {"--max-waiting 0", "error: --max-waiting must be in 1..1048576 (got 0)", {"run -p hi", "serve --port 0", "bench overload"}},
+      {"--kv-memory 1.2.3MiB", "error: --kv-memory: invalid size '1.2.3MiB'", {"run -p hi", "serve --port 0", "chat"}},
+      {"--ngram 17", "error: --ngram must be in 0..16 (got 17)", {"run -p hi", "serve --port 0"}},
+      {"--spec-k 0", "error: --spec-k must be 1..16 or auto", {"run -p hi", "serve --port 0"}},
+      {"-t 100000", "error: -t/--threads", {"run -p hi", "serve --port 0", "chat", "bench decode"}},
+  };
+  if (inspect) {
+    cases[1].commands.push_back("inspect");
+    cases[2].commands.push_back("inspect");
+    cases[5].commands.push_back("inspect");
+  }
+  for (const auto& c : cases)
+    for (const auto& cmd : c.commands) {
+      auto r = pagoda::testing::run_shell("timeout 60 " + kBin + " " + cmd + " " + m + c.flag + " </dev/null 2>&1");
+      EXPECT_EQ(r.code, 1) << cmd << " " << c.flag << "\n" << r.out;
+      EXPECT_NE(r.out.find(c.says), std::string::npos) << cmd << " " << c.flag << "\n" << r.out;
+      EXPECT_EQ(r.out.find("nonexistent"), std::string::npos) << cmd << " " << c.flag << " opened the model first:\n" << r.out;
+    }
+}

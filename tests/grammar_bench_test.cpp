@@ -4,7 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "apps/bench_grammar.h"
+#include "apps/bench/bench_grammar.h"
 
 namespace pagoda::cli {
 namespace {
@@ -13,6 +13,7 @@ TEST(GrammarBench, JsonReportHasEveryCaseWithMedianAndP99) {
   const std::string vocab = std::string(PAGODA_MODELS_DIR) + "/vocab/ggml-vocab-llama-spm.gguf";
   if (!std::ifstream(vocab).good()) GTEST_SKIP() << vocab << " not found";
   GrammarBenchOptions o;
+  o.vocab = vocab;  // the library's default is relative to the repository root, where users run `pagoda`
   o.repeats = 1;
   o.json = true;
   ::testing::internal::CaptureStdout();

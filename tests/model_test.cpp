@@ -10,7 +10,7 @@
 #include "core/engine/generate.h"
 #include "core/model/llama2c_import.h"
 #include "core/model/loaded_model.h"
-#include "core/model/widen.h"
+#include "apps/bench/widen.h"
 
 using namespace pagoda;
 

@@ -172,7 +172,11 @@ TEST(ServerOps, EngineOptionsFromFlagsAndConfig) {
                            "public-prefix":["a.txt","b.txt"],"retry-after-max":9,"access-log":"-","ngram":3,"spec-k":"auto"})");
   ASSERT_TRUE(apply_config_json(j, s, nullptr).ok());
   ASSERT_TRUE(validate_settings(s).ok());
-  const EngineConfig ec = engine_config(s, 1 << 20);
+  s.kv_memory = "1MiB";
+  auto ecr = engine_config(s);
+  ASSERT_TRUE(ecr.ok()) << ecr.error();
+  const EngineConfig& ec = *ecr;
+  EXPECT_EQ(ec.kv_bytes, 1u << 20);
   EXPECT_EQ(ec.max_preemptions, 3);
   EXPECT_EQ(ec.tenant_cached_blocks, 12);
   EXPECT_DOUBLE_EQ(ec.spec.latency_slo_s, 0.0255);

@@ -7,13 +7,13 @@
 #include <unistd.h>
 
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/batch_run.h"
+#include "apps/bench/batch_run.h"
 #include "core/model/llama2c_import.h"
-#include "core/model/synth.h"
+#include "apps/bench/synth.h"
 #include "core/sample/philox.h"
-#include "core/spec/controller.h"
-#include "core/spec/drafter.h"
-#include "core/spec/verify.h"
+#include "core/speculation/controller.h"
+#include "core/speculation/drafter.h"
+#include "core/speculation/verify.h"
 #include "spec_models.h"
 
 using namespace pagoda;

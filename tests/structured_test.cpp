@@ -18,7 +18,7 @@
 #include "apps/server/request_parse.h"
 #include "apps/server/server.h"
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/batch_run.h"
+#include "apps/bench/batch_run.h"
 #include "core/grammar/json_schema.h"
 #include "core/grammar/matcher.h"
 #include "core/model/llama2c_import.h"

@@ -27,8 +27,8 @@ Setter text(std::string ServeSettings::*field, std::string key, bool numbers_too
   };
 }
 
-template <typename Int>
-Setter integer(Int ServeSettings::*field, std::string key) {
+template <typename Int, typename Settings>
+Setter integer(Int Settings::*field, std::string key) {
   return [field, key](const json& v, ServeSettings& s) -> Status {
     if (!v.is_number_integer()) return wrong_type(key, "an integer", v);
     const int64_t x = v.get<int64_t>();
@@ -151,20 +151,11 @@ Result<json> read_config_file(const std::string& path) {
 }
 
 Status validate_settings(const ServeSettings& s) {
-  PAGODA_TRY(check_range("block-size", s.block_size, 1, 1024));
-  PAGODA_TRY(check_range("max-batch-tokens", s.max_batch_tokens, 1, 1 << 20));
-  PAGODA_TRY(check_range("max-running", s.max_running, 1, 1 << 16));
-  PAGODA_TRY(check_range("max-waiting", s.max_waiting, 1, 1 << 20));
+  PAGODA_TRY(cli::validate_engine_options(s));
   PAGODA_TRY(check_range("port", s.port, 0, 65535));
-  PAGODA_TRY(check_range("ngram", s.ngram, 0, 16));
   PAGODA_TRY(check_range("http-threads", s.http_threads, 0, 4096));
   PAGODA_TRY(check_range("default-max-tokens", s.default_max_tokens, 1, 1 << 24));
-  PAGODA_TRY(check_range("max-preemptions", s.max_preemptions, 0, 1 << 20));
-  PAGODA_TRY(check_range("tenant-cache-blocks", s.tenant_cache_blocks, 0, 1 << 30));
   PAGODA_TRY(check_range("retry-after-max", s.retry_after_max, 1, 3600));
-  if (!(s.spec_latency_slo >= 0 && s.spec_latency_slo <= 1e6))
-    return make_error("spec-latency-slo must be in 0..1000000 milliseconds (0 = off)");
-  if (!(s.probe_interval > 0 && s.probe_interval <= 3600)) return make_error("probe-interval must be in (0, 3600] seconds");
   for (const auto& f : s.public_prefix)
     if (f.empty()) return make_error("public-prefix: an empty file name");
   if (!(s.grace >= 0) || !std::isfinite(s.grace)) return make_error("grace must be a non-negative number of seconds");
@@ -172,10 +163,7 @@ Status validate_settings(const ServeSettings& s) {
   if (!(s.body_timeout > 0 && s.body_timeout <= 3600)) return make_error("body-timeout must be in (0, 3600] seconds");
   for (char c : s.metrics_key)
     if (uint8_t(c) <= 0x20 || uint8_t(c) == 0x7f) return make_error("metrics-key must not contain spaces or control characters");
-  if (s.kv_dtype != "f32" && s.kv_dtype != "f16") return make_error("kv-dtype must be f32 or f16");
   if (s.model.empty()) return make_error("no model: pass -m FILE.gguf or set \"model\" in the config");
-  auto spec = spec_config(s);
-  if (!spec) return spec.take_error();
   return {};
 }
 
@@ -183,22 +171,7 @@ Result<SpecConfig> spec_config(const ServeSettings& s) {
   return make_spec_config(!s.draft.empty(), s.ngram, s.spec_k);
 }
 
-EngineConfig engine_config(const ServeSettings& s, uint64_t kv_bytes) {
-  EngineConfig c;
-  c.block_size = s.block_size;
-  c.kv_bytes = kv_bytes;
-  c.kv_dtype = s.kv_dtype == "f16" ? DType::F16 : DType::F32;
-  c.max_batch_tokens = s.max_batch_tokens;
-  c.max_running = s.max_running;
-  c.max_waiting = s.max_waiting;
-  c.prefix_caching = !s.no_prefix_cache;
-  c.max_preemptions = s.max_preemptions;
-  c.tenant_cached_blocks = s.tenant_cache_blocks;
-  c.probe_interval_s = s.probe_interval;
-  if (auto spec = spec_config(s)) c.spec = *spec;
-  c.spec.latency_slo_s = s.spec_latency_slo / 1e3;
-  return c;
-}
+Result<EngineConfig> engine_config(const ServeSettings& s) { return cli::engine_config(s); }
 
 int http_threads_for(const ServeSettings& s) {
   if (s.http_threads > 0) return s.http_threads;

@@ -8,29 +8,20 @@
 #include <string>
 #include <vector>
 
+#include "apps/engine_options.h"
 #include "core/engine/engine.h"
 #include "core/util/result.h"
 
 namespace pagoda::server {
 
-struct ServeSettings {
+// The engine's settings (backend, KV cache, scheduler, speculation) are the shared
+// cli::EngineOptions, with the same flags, defaults and checks as `pagoda run`; max_waiting is the
+// queue bound beyond which requests get 429.
+struct ServeSettings : cli::EngineOptions {
   std::string model;
-  std::string draft;             // draft model for speculative decoding
-  std::string backend = "cpu";
-  int device = -1;
-  int threads = 0;               // CPU backend threads (0 = all cores)
-  std::string kv_memory = "256MiB";
-  std::string kv_dtype = "f32";
-  int32_t block_size = 16;
-  int32_t max_batch_tokens = 512;
-  int32_t max_running = 64;
-  int32_t max_waiting = 256;     // queue bound: beyond it requests get 429
-  bool no_prefix_cache = false;
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string api_keys;          // file of API keys -> tenants ("" = single tenant)
-  int32_t ngram = 0;             // n-gram drafter order (0 = off)
-  std::string spec_k = "4";      // draft length 1..16, or "auto"
   double grace = 10;             // seconds in-flight requests get to finish on SIGINT/SIGTERM
   int http_threads = 0;          // 0 = max-running + max-waiting + 16
   int32_t default_max_tokens = 256;
@@ -38,11 +29,6 @@ struct ServeSettings {
   std::string metrics_key;       // non-empty: /metrics needs it (or an admin API key) as a bearer token
   double header_timeout = 10;    // seconds a request's whole head may take to arrive
   double body_timeout = 30;      // seconds its whole body may take
-  // Engine options (EngineConfig / SpecConfig), as `pagoda run` names them.
-  int32_t max_preemptions = 8;       // a request preempted more often fails (preemption_limit)
-  int32_t tenant_cache_blocks = 0;   // most cached (refcount 0) KV blocks one tenant keeps (0 = no cap)
-  double spec_latency_slo = 0;       // adaptive k: most mean step time in ms a change may leave (0 = off)
-  double probe_interval = 0.5;       // degraded engine: seconds between recovery probes
   std::vector<std::string> public_prefix;  // files, each one system prompt every tenant may share
   int32_t retry_after_max = 30;      // bound on the Retry-After a 429 computes from the drain rate
   std::string access_log;            // JSON line per request to this file ("-" = stdout, "" = off)
@@ -55,12 +41,12 @@ const std::vector<std::string>& serve_config_keys();
 Status apply_config_json(const nlohmann::json& j, ServeSettings& s, const std::function<bool(const std::string&)>& given_on_cli);
 Result<nlohmann::json> read_config_file(const std::string& path);
 
-// Range checks that hold whichever way a value arrived.
+// Range checks that hold whichever way a value arrived (the engine's are cli::validate_engine_options).
 Status validate_settings(const ServeSettings& s);
 // Speculation from --draft / --ngram / --spec-k.
 Result<SpecConfig> spec_config(const ServeSettings& s);
-// Engine settings other than the KV budget in bytes (the caller parses --kv-memory).
-EngineConfig engine_config(const ServeSettings& s, uint64_t kv_bytes);
+// The engine settings (cli::engine_config: --kv-memory parsed, every value checked).
+Result<EngineConfig> engine_config(const ServeSettings& s);
 int http_threads_for(const ServeSettings& s);
 
 }  // namespace pagoda::server

@@ -8,6 +8,10 @@
 // Engine construction, configuration and the thread that runs steps. The request path itself is
 // in engine_submit.cpp (normalize), engine_step.cpp (schedule, run, postprocess) and
 // engine_emit.cpp (emit).
+
+#include "core/sample/philox.h"
+#include "core/speculation/verify.h"
+
 namespace pagoda {
 namespace {
 

@@ -34,8 +34,8 @@
 #include "core/model/model_runner.h"
 #include "core/prefix/prefix_index.h"
 #include "core/sched/scheduler.h"
-#include "core/spec/controller.h"
-#include "core/spec/drafter.h"
+#include "core/speculation/controller.h"
+#include "core/speculation/drafter.h"
 #include "core/telemetry/telemetry.h"
 
 namespace pagoda {

@@ -7,7 +7,7 @@
 
 #include "core/engine/engine.h"
 #include "core/sample/philox.h"
-#include "core/spec/verify.h"
+#include "core/speculation/verify.h"
 
 namespace pagoda {
 namespace {

@@ -1,10 +1,10 @@
-#include "core/engine/bench_workloads.h"
+#include "apps/bench/bench_workloads.h"
 
 #include <algorithm>
 #include <chrono>
 
-#include "core/engine/batch_run.h"
-#include "core/engine/bench.h"
+#include "apps/bench/batch_run.h"
+#include "apps/bench/bench.h"
 
 namespace pagoda {
 namespace {

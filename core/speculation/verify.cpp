@@ -1,4 +1,4 @@
-#include "core/spec/verify.h"
+#include "core/speculation/verify.h"
 
 #include <algorithm>
 

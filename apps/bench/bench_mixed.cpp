@@ -1,12 +1,12 @@
-#include "core/engine/bench_mixed.h"
+#include "apps/bench/bench_mixed.h"
 
 #include <chrono>
 #include <cmath>
 #include <random>
 #include <thread>
 
-#include "core/engine/batch_run.h"
-#include "core/engine/bench.h"
+#include "apps/bench/batch_run.h"
+#include "apps/bench/bench.h"
 
 namespace pagoda {
 

@@ -1,4 +1,4 @@
-#include "core/engine/bench_attention.h"
+#include "apps/bench/bench_attention.h"
 
 #include <algorithm>
 #include <chrono>
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/bench.h"
+#include "apps/bench/bench.h"
 #include "core/util/half.h"
 
 namespace pagoda {

@@ -1,4 +1,4 @@
-#include "core/model/quantize.h"
+#include "apps/quantize.h"
 
 #include "backends/cpu/cpu_ops.h"
 #include "core/gguf/gguf_writer.h"

@@ -1,4 +1,4 @@
-#include "core/spec/drafter.h"
+#include "core/speculation/drafter.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "core/model/widen.h"
+#include "apps/bench/widen.h"
 
 #include <cmath>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "core/engine/batch_run.h"
+#include "apps/bench/batch_run.h"
 
 #include <chrono>
 #include <fstream>
@@ -7,7 +7,7 @@
 #include <sstream>
 #include <thread>
 
-#include "core/engine/bench.h"
+#include "apps/bench/bench.h"
 
 namespace pagoda {
 

@@ -1,4 +1,4 @@
-#include "apps/bench_grammar.h"
+#include "apps/bench/bench_grammar.h"
 
 #include <fmt/core.h>
 

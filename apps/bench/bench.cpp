@@ -1,4 +1,4 @@
-#include "core/engine/bench.h"
+#include "apps/bench/bench.h"
 
 #include <algorithm>
 #include <chrono>

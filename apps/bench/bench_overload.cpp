@@ -1,4 +1,4 @@
-#include "core/engine/bench_overload.h"
+#include "apps/bench/bench_overload.h"
 
 #include <algorithm>
 #include <chrono>
@@ -6,8 +6,8 @@
 #include <random>
 #include <thread>
 
-#include "core/engine/bench.h"
-#include "core/engine/bench_mixed.h"
+#include "apps/bench/bench.h"
+#include "apps/bench/bench_mixed.h"
 
 namespace pagoda {
 namespace {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/engine/bench_mixed.h"
+#include "apps/bench/bench_mixed.h"
 #include "core/engine/engine.h"
 
 namespace pagoda {

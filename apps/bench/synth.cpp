@@ -1,4 +1,4 @@
-#include "core/model/synth.h"
+#include "apps/bench/synth.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "core/engine/model_conformance.h"
+#include "apps/bench/model_conformance.h"
 
 #include <algorithm>
 #include <cmath>

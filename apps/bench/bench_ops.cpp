@@ -1,11 +1,11 @@
-#include "apps/bench_ops.h"
+#include "apps/bench/bench_ops.h"
 
 #include <fmt/core.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/engine/bench.h"
+#include "apps/bench/bench.h"
 
 namespace pagoda::cli {
 

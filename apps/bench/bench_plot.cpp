@@ -1,6 +1,6 @@
 // A small raster chart renderer: lines, bars, axes with numbered ticks, a legend and titles on an
 // RGB canvas, text from stb_easy_font's quads, written by stb_image_write.
-#include "apps/bench_plot.h"
+#include "apps/bench/bench_plot.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "core/spec/controller.h"
+#include "core/speculation/controller.h"
 
 #include <algorithm>
 #include <fmt/core.h>
