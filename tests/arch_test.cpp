@@ -312,9 +312,7 @@ Result<Vec> run(const std::string& path, const std::string& backend, const std::
   if (!be) return be.take_error();
   auto m = load(path, **be);
   if (!m) return m.take_error();
-  KvCacheConfig kc;
-  kc.num_blocks = 8;
-  auto kv = KvCache::create(**be, m->config, kc);
+  auto kv = KvCache::create(**be, kv_shape(m->config, 16, DType::F32), 8);
   if (!kv) return kv.take_error();
   ModelRunner runner(**be, m->config, m->weights);
   auto r = evaluate_tokens(runner, *kv, tokens, 0);

@@ -11,7 +11,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/generate.h"
 #include "core/model/loaded_model.h"
-#include "core/model/synth.h"
+#include "apps/bench/synth.h"
 
 namespace pagoda {
 namespace {
@@ -43,9 +43,7 @@ std::string synth_file(GgmlType dtype, const std::string& tag) {
 }
 
 std::vector<int32_t> greedy(LoadedModel& m, Backend& be, int32_t n) {
-  KvCacheConfig kc;
-  kc.num_blocks = 8;
-  auto kv = KvCache::create(be, m.config, kc);
+  auto kv = KvCache::create(be, kv_shape(m.config, 16, DType::F32), 8);
   EXPECT_TRUE(kv.ok());
   ModelRunner runner(be, m.config, m.weights);
   GenerateOptions g;

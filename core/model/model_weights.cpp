@@ -201,8 +201,11 @@ struct Loader {
     used.insert(name);
     std::vector<float> v(static_cast<size_t>(cols));
     std::memcpy(v.data(), f.tensor_data(*t), size_t(cols) * 4);
-    EVP_DigestUpdate(sha, name.data(), name.size());
-    EVP_DigestUpdate(sha, v.data(), v.size() * 4);
+    Hashed h;
+    h.header = name;
+    h.src = f.tensor_data(*t);
+    h.n_bytes = size_t(cols) * 4;
+    hashed.push_back(std::move(h));
     done += t->n_bytes;
     return v;
   }
