@@ -37,6 +37,7 @@ struct RunOptions {
   int32_t max_preemptions = 8;
   int32_t tenant_cached_blocks = 0;
   double spec_latency_slo_ms = 0;
+  std::string device_sampling = "auto";
 };
 
 // `--kv-memory`: a size (512MiB) or a share of the backend's free device memory (90%).
@@ -72,6 +73,7 @@ Result<EngineConfig> engine_config(const RunOptions& o, const KvBudget& kv) {
   if (!spec) return spec.take_error();
   cfg.spec = *spec;
   cfg.spec.latency_slo_s = o.spec_latency_slo_ms / 1e3;
+  cfg.device_sampling = o.device_sampling;
   PAGODA_TRY(validate_engine_config(cfg));
   return cfg;
 }
@@ -278,6 +280,9 @@ void register_run(CLI::App& app) {
   cmd->add_option("--spec-latency-slo", o->spec_latency_slo_ms, "Adaptive k: most mean step time in ms a change may leave (0 = off)")
       ->capture_default_str()->check(CLI::Range(0.0, 1e6));
   cmd->add_option("--spec-k", o->spec_k, "Draft tokens per step: 1..16, or auto (adaptive controller)")->capture_default_str();
+  cmd->add_option("--device-sampling", o->device_sampling,
+                  "Sample and verify on the device, downloading only token ids: auto (GPU backends), on, off")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
   add_backend_options(cmd, o->be);
   cmd->callback([o] {
     const int rc = run(*o);

@@ -34,6 +34,9 @@ void add_options(CLI::App* cmd, ServeCommand& c) {
   cmd->add_option("--draft", s.draft, "Speculative decoding with this draft model (same vocabulary)");
   cmd->add_option("--ngram", s.ngram, "Speculative decoding by n-gram prompt lookup of order N");
   cmd->add_option("--spec-k", s.spec_k, "Draft tokens per step: 1..16, or auto")->capture_default_str();
+  cmd->add_option("--device-sampling", s.device_sampling,
+                  "Sample and verify on the device, downloading only token ids: auto (GPU backends), on, off")
+      ->capture_default_str();
   cmd->add_option("--backend", s.backend, "Backend: cpu, cpu-ref, vulkan, cuda, auto")->capture_default_str();
   cmd->add_option("--device", s.device, "GPU device index (default: best available)");
   cmd->add_option("-t,--threads", s.threads, "CPU threads (default: all cores)");

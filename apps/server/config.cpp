@@ -92,6 +92,7 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
       {"api-keys", text(&ServeSettings::api_keys, "api-keys")},
       {"ngram", integer(&ServeSettings::ngram, "ngram")},
       {"spec-k", text(&ServeSettings::spec_k, "spec-k", true)},
+      {"device-sampling", text(&ServeSettings::device_sampling, "device-sampling")},
       {"grace", number(&ServeSettings::grace, "grace")},
       {"http-threads", integer(&ServeSettings::http_threads, "http-threads")},
       {"default-max-tokens", integer(&ServeSettings::default_max_tokens, "default-max-tokens")},
@@ -173,6 +174,8 @@ Status validate_settings(const ServeSettings& s) {
   for (char c : s.metrics_key)
     if (uint8_t(c) <= 0x20 || uint8_t(c) == 0x7f) return make_error("metrics-key must not contain spaces or control characters");
   if (s.kv_dtype != "f32" && s.kv_dtype != "f16") return make_error("kv-dtype must be f32 or f16");
+  if (s.device_sampling != "auto" && s.device_sampling != "on" && s.device_sampling != "off")
+    return make_error("device-sampling must be auto, on or off");
   if (s.model.empty()) return make_error("no model: pass -m FILE.gguf or set \"model\" in the config");
   auto spec = spec_config(s);
   if (!spec) return spec.take_error();
@@ -197,6 +200,7 @@ EngineConfig engine_config(const ServeSettings& s, uint64_t kv_bytes) {
   c.probe_interval_s = s.probe_interval;
   if (auto spec = spec_config(s)) c.spec = *spec;
   c.spec.latency_slo_s = s.spec_latency_slo / 1e3;
+  c.device_sampling = s.device_sampling;
   return c;
 }
 

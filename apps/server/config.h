@@ -46,6 +46,7 @@ struct ServeSettings {
   std::vector<std::string> public_prefix;  // files, each one system prompt every tenant may share
   int32_t retry_after_max = 30;      // bound on the Retry-After a 429 computes from the drain rate
   std::string access_log;            // JSON line per request to this file ("-" = stdout, "" = off)
+  std::string device_sampling = "auto";  // sampling/verify as device ops: auto (GPU backends), on, off
 };
 
 // The keys a config file may hold, in the order --help lists the flags.
