@@ -97,13 +97,25 @@ Status DeviceDecoder::run(const std::vector<ScheduledChunk>& plan, const std::ve
 
   if (!sample_c.empty()) {
     std::vector<float> u(size_t(nl), 0.0f);
+    // One softmax per run of adjacent rows at the same temperature (usually the whole batch).
+    int64_t run0 = -1, run1 = -1;
+    float run_t = 0;
+    auto flush = [&] {
+      if (run0 >= 0) be_.softmax(logits.row_slice(run0, run1 - run0), probs.row_slice(run0, run1 - run0), run_t);
+    };
     for (size_t i : sample_c) {
       const Sequence& s = *plan[i].seq;
       const int64_t r = first_row[i];
-      be_.softmax(logits.row_slice(r, 1), probs.row_slice(r, 1), s.sampling.temperature);
+      if (r != run1 || s.sampling.temperature != run_t) {
+        flush();
+        run0 = r;
+        run_t = s.sampling.temperature;
+      }
+      run1 = r + 1;
       // The uniform the host sampler draws token number generated() with (sample_token).
       u[size_t(r)] = philox_uniform(s.sampling.seed, 0, uint64_t(s.generated()));
     }
+    flush();
     auto ut = scratch(b_u_, cap_u_, DType::F32, nl, 1);
     if (!ut) return ut.take_error();
     be_.upload(*ut, u.data(), u.size() * 4);
