@@ -242,7 +242,7 @@ TEST_P(DeviceDecodeOn, SeededSamplingIsReproducibleAndMatchesTheHostSampler) {
   SamplingParams sp = req(prompt, 1, 0.8f).sampling;
   const std::vector<float> p = sampling_distribution(logits, {}, sp);
 
-  constexpr uint64_t kDraws = 1500;
+  constexpr uint64_t kDraws = 600;  // lavapipe runs 64-request steps slowly: ~1 min here
   std::vector<Request> draws;
   for (uint64_t s = 0; s < kDraws; ++s) draws.push_back(req(prompt, 1, 0.8f, 7 + s * 7919));
   const Served d = run_all(L, with_device("on"), draws);
