@@ -676,7 +676,7 @@ int bench_plot_cmd(const PlotOptions& po) {
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, overload, ops, attention, grammar; plot renders their --json");
+  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, overload, ops, attention, grammar, device; plot renders their --json");
   cmd->require_subcommand(1);
   auto* dec = cmd->add_subcommand("decode", "Single-stream decode tok/s against the memory roofline");
   dec->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
