@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "apps/bench/bench_device.h"
 #include "apps/bench/bench_grammar.h"
 #include "apps/bench/bench_ops.h"
 #include "apps/bench/bench_plot.h"
@@ -721,7 +722,7 @@ int bench_plot_cmd(const PlotOptions& po) {
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, overload, ops, attention, grammar; plot renders their --json");
+  auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, overload, ops, attention, grammar, device; plot renders their --json");
   cmd->require_subcommand(1);
   auto* dec = cmd->add_subcommand("decode", "Single-stream decode tok/s against the memory roofline");
   dec->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
@@ -876,6 +877,19 @@ void register_bench(CLI::App& app) {
   gram->add_flag("--json", go->json, "Machine-readable output");
   gram->callback([go] {
     const int rc = run_grammar_bench(*go);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+
+  auto dvo = std::make_shared<DeviceBenchOptions>();
+  auto* dvc = cmd->add_subcommand("device", "Device-resident decode vs host sampling, side by side (tok/s, device share, greedy identity)");
+  dvc->add_option("-m,--model", dvo->model, "GGUF model")->capture_default_str();
+  dvc->add_option("--streams", dvo->streams, "Concurrent requests")->capture_default_str()->check(CLI::Range(1, 1024));
+  dvc->add_option("-n,--gen-tokens", dvo->gen, "Tokens per request")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  dvc->add_option("-r,--repeats", dvo->repeats, "Measured runs per variant (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
+  dvc->add_flag("--json", dvo->json, "Machine-readable output");
+  add_backend_options(dvc, dvo->be);
+  dvc->callback([dvo] {
+    const int rc = run_device_bench(*dvo);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 

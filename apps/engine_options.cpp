@@ -56,6 +56,10 @@ void add_engine_options(CLI::App* app, EngineOptions& o, unsigned flags) {
   if (flags & kProbeFlag)
     app->add_option("--probe-interval", o.probe_interval, "After a backend fault: seconds between recovery probes")
         ->capture_default_str();
+  if (flags & kDeviceSamplingFlag)
+    app->add_option("--device-sampling", o.device_sampling,
+                    "Sample and verify on the device, downloading only token ids: auto (GPU backends), on, off")
+        ->capture_default_str();
   if (flags & kBackendFlags) add_backend_flags(app, o.backend, o.device, o.threads);
 }
 
@@ -75,6 +79,8 @@ Status validate_engine_options(const EngineOptions& o) {
     return make_error(fmt::format("--spec-latency-slo must be in 0..{:g} milliseconds (0 = off)", kMaxSpecSloMs));
   if (!(o.probe_interval > 0 && o.probe_interval <= kMaxProbeS))
     return make_error(fmt::format("--probe-interval must be in (0, {:g}] seconds", kMaxProbeS));
+  if (o.device_sampling != "auto" && o.device_sampling != "on" && o.device_sampling != "off")
+    return make_error("--device-sampling must be auto, on or off (got '" + o.device_sampling + "')");
   if (auto spec = make_spec_config(!o.draft.empty(), o.ngram, o.spec_k); !spec) return make_error("--" + spec.error());
   if (o.kv_blocks == 0) {
     auto frac = parse_kv_fraction(o.kv_memory);
@@ -104,6 +110,7 @@ Result<EngineConfig> engine_config(const EngineOptions& o) {
   c.probe_interval_s = o.probe_interval;
   c.spec = *make_spec_config(!o.draft.empty(), o.ngram, o.spec_k);
   c.spec.latency_slo_s = o.spec_latency_slo / 1e3;
+  c.device_sampling = o.device_sampling;
   PAGODA_TRY(validate_engine_config(c));
   return c;
 }

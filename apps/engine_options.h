@@ -33,6 +33,7 @@ struct EngineOptions {
   std::string spec_k = "4";          // 1..16 or "auto"
   double spec_latency_slo = 0;       // ms
   double probe_interval = 0.5;       // s
+  std::string device_sampling = "auto";  // sampling/verify as device ops: auto (GPU backends), on, off
 };
 
 // Which flags a command offers (bits; combine with |).
@@ -51,9 +52,11 @@ enum EngineFlags : unsigned {
   kSpeculationFlags = 1u << 11,  // --draft, --ngram, --spec-k
   kSpecSloFlag = 1u << 12,     // --spec-latency-slo
   kProbeFlag = 1u << 13,       // --probe-interval
+  kDeviceSamplingFlag = 1u << 14,  // --device-sampling
   // What `pagoda run` offers; `serve` adds the recovery probe.
   kServingFlags = kBackendFlags | kKvMemoryFlag | kKvDtypeFlag | kBlockSizeFlag | kBatchTokensFlag | kMaxRunningFlag |
-                  kMaxWaitingFlag | kPrefixCacheFlag | kPreemptionFlag | kTenantCacheFlag | kSpeculationFlags | kSpecSloFlag,
+                  kMaxWaitingFlag | kPrefixCacheFlag | kPreemptionFlag | kTenantCacheFlag | kSpeculationFlags | kSpecSloFlag |
+                  kDeviceSamplingFlag,
 };
 
 void add_engine_options(CLI::App* app, EngineOptions& o, unsigned flags);

@@ -92,6 +92,7 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
       {"api-keys", text(&ServeSettings::api_keys, "api-keys")},
       {"ngram", integer(&ServeSettings::ngram, "ngram")},
       {"spec-k", text(&ServeSettings::spec_k, "spec-k", true)},
+      {"device-sampling", text(&ServeSettings::device_sampling, "device-sampling")},
       {"grace", number(&ServeSettings::grace, "grace")},
       {"http-threads", integer(&ServeSettings::http_threads, "http-threads")},
       {"default-max-tokens", integer(&ServeSettings::default_max_tokens, "default-max-tokens")},

@@ -40,6 +40,10 @@
 
 namespace pagoda {
 
+class DeviceDecoder;  // core/engine/device_decode.h
+struct DeviceDecision;
+struct VerifyOutcome;
+
 struct SpecConfig {
   std::string mode = "off";  // off, ngram, draft
   int32_t k = 4;
@@ -78,6 +82,9 @@ struct EngineConfig {
   int32_t tenant_cached_blocks = 0;  // most cached (refcount 0) blocks one tenant keeps (0 = no cap)
   double probe_interval_s = 0.5;     // degraded: seconds between recovery probes
   SpecConfig spec;
+  // Sampling and verification as backend ops, downloading only token ids (device_decode.h):
+  // "auto" (on for every backend but cpu and cpu-ref), "on" or "off".
+  std::string device_sampling = "auto";
 };
 
 // Checks every field (ranges, combinations) before anything is allocated.
@@ -211,6 +218,13 @@ class Engine {
   void fail_all(const std::string& error);  // ends every queued and running request
   bool degraded() const;
   ChunkOutcome verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now, SpecTally& tally);
+  ChunkOutcome finish_verify(Sequence& s, int32_t k, const VerifyOutcome& v, const float* logits, SteadyTime now,
+                             SpecTally& tally, SteadyTime t_verify);
+  // [device decode] (device_decode.cpp): the forward pass leaving logits on the device, where the
+  // eligible chunks' tokens are chosen; the other chunks' rows land in logits_.
+  Status run_forward_device(const ForwardBatch& b, const std::vector<ScheduledChunk>& plan,
+                            const std::vector<int32_t>& first_row);
+  ChunkOutcome emit_device_chunk(const ScheduledChunk& c, const DeviceDecision& d, SteadyTime now, SpecTally& tally);
   // The logits row a token is sampled from: `row` itself, or a copy with the grammar mask applied
   // (empty span: the grammar allows no token at all).
   std::span<const float> constrained_row(Sequence& s, const float* row, std::vector<float>& buf);
@@ -227,6 +241,7 @@ class Engine {
   std::unique_ptr<Scheduler> sched_;
   std::unique_ptr<Drafter> drafter_;
   std::unique_ptr<SpecController> ctrl_;
+  std::unique_ptr<DeviceDecoder> device_;  // [device decode] null: every token is chosen on the host
   std::unordered_map<uint64_t, DraftProposal> proposals_;
   Counters counters_;  // engine thread only
   Histograms hist_;    // engine thread only

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/engine/device_decode.h"
 #include "core/engine/engine.h"
 #include "core/sample/philox.h"
 #include "core/speculation/verify.h"
@@ -84,8 +85,14 @@ std::vector<ChunkOutcome> Engine::emit(const std::vector<ScheduledChunk>& plan, 
   std::vector<ChunkOutcome> out;
   out.reserve(plan.size());
   const size_t V = size_t(model_.config.vocab);
-  for (size_t i = 0; i < plan.size(); ++i)
+  for (size_t i = 0; i < plan.size(); ++i) {
+    // [device decode] a chunk whose token the device already chose (device_decode.cpp)
+    if (device_ && device_->decisions().size() == plan.size() && device_->decisions()[i].chosen) {
+      out.push_back(emit_device_chunk(plan[i], device_->decisions()[i], now, tally));
+      continue;
+    }
     out.push_back(emit_chunk(plan[i], first_row[i] >= 0 ? logits_.data() + size_t(first_row[i]) * V : nullptr, now, tally));
+  }
   return out;
 }
 
@@ -162,6 +169,16 @@ ChunkOutcome Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const fl
   u[size_t(k)] = philox_uniform(s.sampling.seed, 3, g);
   const auto v = verify_drafts(p, std::span<const std::vector<float>>(prop.q.data(), size_t(k)),
                                std::span<const int32_t>(s.draft.data(), size_t(k)), u);
+  return finish_verify(s, k, v, logits, now, tally, t_verify);
+}
+
+// The bookkeeping and emission after k drafts of `s` were verified (on the host or the device):
+// counters, the accepted drafts and the correction/bonus token; `logits` (k+1 host rows, or null
+// when the device verified) serve log-probabilities.
+ChunkOutcome Engine::finish_verify(Sequence& s, int32_t k, const VerifyOutcome& v, const float* logits, SteadyTime now,
+                                   SpecTally& tally, SteadyTime t_verify) {
+  const size_t V = size_t(model_.config.vocab);
+  const int32_t len0 = int32_t(s.tokens.size());
   tally.proposed += k;
   tally.accepted += v.accepted;
   s.metrics.spec_proposed += uint64_t(k);
@@ -182,7 +199,7 @@ ChunkOutcome Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const fl
   o.kv_valid = len0 + v.accepted;
   for (size_t j = 0; j < o.tokens.size(); ++j) {
     const int32_t tok = o.tokens[j], nth = s.generated() + int32_t(j) + 1;
-    emit_token(s, tok, nth, now, logits + j * size_t(V));
+    emit_token(s, tok, nth, now, logits ? logits + j * V : nullptr);
     ++tally.emitted;
     o.finish = stop_reason(s, tok, nth, len0 + int32_t(j) + 1);
     if (o.finish != FinishReason::None) {

@@ -133,7 +133,7 @@ Status Engine::step() {
     // Run: the forward pass (logits_ is kept across steps: a batch's logits are megabytes).
     const auto t_fwd = Clock::now();
     times.schedule = secs(t_fwd - t_begin) - times.draft;
-    auto st = run_forward(b, logits_);
+    auto st = device_ ? run_forward_device(b, plan, first_row) : run_forward(b, logits_);  // [device decode]
     const auto t_emit = Clock::now();
     times.decode = secs(t_emit - t_fwd);
     hist_.stage[size_t(Stage::Decode)].observe(times.decode);

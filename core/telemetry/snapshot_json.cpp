@@ -34,6 +34,7 @@ json snapshot_to_json(const Snapshot& s, bool include_blocks) {
                    {"preemptions", c.preemptions}, {"evictions", c.evictions}, {"spec_steps", c.spec_steps},
                    {"preemption_failures", c.preemption_failures}, {"backend_faults", c.backend_faults},
                    {"spec_verify_steps", c.spec_verify_steps}, {"spec_decisions", c.spec_decisions},
+                   {"device_sampled_tokens", c.device_sampled_tokens},
                    {"mean_acceptance_length", mean_acceptance_length(c)},
                    {"spec_proposed", c.spec_proposed}, {"spec_accepted", c.spec_accepted},
                    {"spec_accepted_by_pos", c.spec_accepted_by_pos}, {"spec_proposed_by_pos", c.spec_proposed_by_pos},
@@ -90,6 +91,7 @@ Result<Snapshot> snapshot_from_json(const json& j) {
       cg("spec_proposed", o.spec_proposed); cg("spec_accepted", o.spec_accepted);
       cg("preemption_failures", o.preemption_failures); cg("backend_faults", o.backend_faults);
       cg("spec_verify_steps", o.spec_verify_steps); cg("spec_decisions", o.spec_decisions);
+      cg("device_sampled_tokens", o.device_sampled_tokens);
       cg("spec_accepted_by_pos", o.spec_accepted_by_pos); cg("spec_proposed_by_pos", o.spec_proposed_by_pos);
       cg("rejections", o.rejections); cg("finished", o.finished); cg("per_tenant", o.per_tenant);
     }

@@ -132,6 +132,10 @@ std::string render_prometheus(const Snapshot& s) {
   counter(o, "pagoda:backend_faults_total", "Backend operations that failed.", double(c.backend_faults));
   counter(o, "pagoda:spec_proposed_tokens_total", "Draft tokens proposed.", double(c.spec_proposed));
   counter(o, "pagoda:spec_accepted_tokens_total", "Draft tokens accepted.", double(c.spec_accepted));
+  counter(o, "pagoda:device_sampled_tokens_total", "Generated tokens chosen by device ops (sampling, argmax, verify).",
+          double(c.device_sampled_tokens));
+  counter(o, "pagoda:host_sampled_tokens_total", "Generated tokens chosen on the host from downloaded logits.",
+          double(c.generated_tokens - std::min(c.generated_tokens, c.device_sampled_tokens)));
   o += "# HELP pagoda:spec_accepted_tokens_by_position_total Draft tokens accepted, by draft position.\n"
        "# TYPE pagoda:spec_accepted_tokens_by_position_total counter\n";
   for (size_t i = 0; i < c.spec_accepted_by_pos.size(); ++i)

@@ -46,6 +46,7 @@ struct Counters {
   uint64_t spec_steps = 0;               // engine steps that verified drafts
   uint64_t spec_verify_steps = 0;        // per-sequence verifications (one sequence, one step)
   uint64_t spec_proposed = 0, spec_accepted = 0;
+  uint64_t device_sampled_tokens = 0;    // generated tokens chosen by device ops (the rest: on the host)
   std::vector<uint64_t> spec_accepted_by_pos, spec_proposed_by_pos;
   std::map<std::string, uint64_t> rejections;  // reason -> count
   std::map<std::string, uint64_t> finished;    // finish reason -> count
