@@ -115,6 +115,13 @@ void Scheduler::postprocess(const std::vector<ScheduledChunk>& plan, const std::
     s.tokens.insert(s.tokens.end(), o.tokens.begin(), o.tokens.end());
     s.draft.clear();
     if (o.finish != FinishReason::None) {
+      // A request that ends in this step still keys the blocks it completed, so the next request
+      // with the same prefix reuses them (a one-token request is the common case: a warm-up, a
+      // classification). An error leaves nothing to trust.
+      if (o.finish != FinishReason::Error && o.kv_valid > 0) {
+        truncate(s, o.kv_valid);
+        commit(s, o.kv_valid);
+      }
       s.finish_reason = o.finish;
       s.error = o.error;
       finished.push_back(finish(&s));
