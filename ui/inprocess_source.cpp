@@ -102,7 +102,7 @@ void InProcessSource::submit_prompt(Request r) {
   const SubmitResult res = engine_->submit(std::move(r), nullptr);
   std::lock_guard<std::mutex> lk(mu_);
   ++controls_.submitted;
-  if (!res.rejected.empty()) status_ = "last request rejected: " + res.rejected;
+  if (!res.ok()) status_ = "last request rejected: " + res.message;
 }
 
 void InProcessSource::submit_arrivals() {
