@@ -138,7 +138,8 @@ void VulkanBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor&
   guarded("rope_freqs", [&] { return rope_impl(x, pos, &freq_factors, n_heads, head_dim, theta); });
 }
 
-Status VulkanBackend::gated_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out) {
+// One dispatch for every f32 op out[i] = f(a[i], b[i]) (add, silu_mul, gelu_mul).
+Status VulkanBackend::binary_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out) {
   struct Push { uint32_t gate_off, up_off, out_off, n; };
   const int64_t n = gate.rows * gate.cols;
   if (n == 0) return {};
@@ -151,11 +152,11 @@ Status VulkanBackend::gated_impl(const char* name, const Tensor& gate, const Ten
 }
 
 void VulkanBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  guarded("silu_mul", [&] { return gated_impl("silu_mul", gate, up, out); });
+  guarded("silu_mul", [&] { return binary_impl("silu_mul", gate, up, out); });
 }
 
 void VulkanBackend::gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  guarded("gelu_mul", [&] { return gated_impl("gelu_mul", gate, up, out); });
+  guarded("gelu_mul", [&] { return binary_impl("gelu_mul", gate, up, out); });
 }
 
 // scale and softcap share one shader (scale.comp): cap > 0 selects the soft cap.
@@ -198,17 +199,7 @@ void VulkanBackend::copy(const Tensor& src, const Tensor& dst) {
 }
 
 void VulkanBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
-  guarded("add", [&]() -> Status {
-    struct Push { uint32_t a_off, b_off, out_off, n; };
-    const int64_t n = a.rows * a.cols;
-    if (n == 0) return {};
-    PAGODA_BIND(ba, bind(a, 4));
-    PAGODA_BIND(bb, bind(b, 4, size_t(n) * 4));
-    PAGODA_BIND(bo, bind(out, 4, size_t(n) * 4));
-    const Push p{ba.elem, bb.elem, bo.elem, u32(n)};
-    return run("add", {{kSpecLocalSize, elem_group_}}, {ba.binding, bb.binding, bo.binding}, p,
-               ceil_div(uint64_t(n), elem_group_));
-  });
+  guarded("add", [&] { return binary_impl("add", a, b, out); });
 }
 
 }  // namespace pagoda::vk

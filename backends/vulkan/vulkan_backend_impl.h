@@ -102,7 +102,7 @@ class VulkanBackend final : public Backend {
   Status rope_impl(const Tensor& x, const Tensor& pos, const Tensor* factors, int32_t n_heads, int32_t head_dim,
                    float theta);
   // out = act(gate) * up elementwise with the shader `name` (silu_mul, gelu_mul: same bindings).
-  Status gated_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out);
+  Status binary_impl(const char* name, const Tensor& gate, const Tensor& up, const Tensor& out);
   Status kv_store_impl(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots);
   Status attention_impl(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& seqs, const Tensor& bt,
                         const Tensor& out, const AttentionParams& p);
