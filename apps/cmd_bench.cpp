@@ -152,6 +152,9 @@ bool reset_peak_rss() {
 
 int bench_decode_cmd(const BenchOptions& o) {
   if (auto st = validate_engine_options(o.engine); !st) return fail(st.error());
+  auto ecr = engine_config(o.engine);
+  if (!ecr) return fail(ecr.error());
+  const EngineConfig& ec = *ecr;
   auto be = open_backend(backend_options(o.engine), o.json);
   if (!be) return fail(be.error());
   const auto load_start = std::chrono::steady_clock::now();
@@ -165,11 +168,11 @@ int bench_decode_cmd(const BenchOptions& o) {
   // shared machine the attainable bandwidth drifts by +-15% within a minute, and a roof taken once
   // at a slow moment made decode read as faster than its own roof.
   const double read_bw_before = measure_read_bandwidth(threads);
-  const DType kv_dtype = *parse_kv_dtype(o.engine.kv_dtype);
+  const DType kv_dtype = ec.kv_dtype;
   // Peak memory of the model at work: the bandwidth probes' buffers (freed by now) are left out
   // by restarting the high-water mark; where it cannot restart, the peak after loading stands.
   const bool rss_reset = reset_peak_rss();
-  auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, kv_dtype);
+  auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, ec);
   if (!r) return fail(r.error());
   const uint64_t peak_rss = std::max(rss_load, rss_reset ? peak_rss_bytes() : 0);
   const double read_bw_after = measure_read_bandwidth(threads);
@@ -196,7 +199,7 @@ int bench_decode_cmd(const BenchOptions& o) {
   const double flop_tok = matmul_flops_per_token((*m)->config, false);
   const double compute_roof = gpu ? *mm : peak.flop_s;
   const double prefill_roof = compute_roof / flop_tok;
-  nlohmann::json j = envelope(o, **be, **m, KvShape{}.block_size);
+  nlohmann::json j = envelope(o, **be, **m, ec.block_size, ec);
   j["workload"] = "decode";
   j["prompt_tokens"] = r->prompt_tokens;
   j["generated_tokens"] = r->generated_tokens;
@@ -724,12 +727,13 @@ void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   auto* cmd = app.add_subcommand("bench", "Benchmarks: decode, batch, prefix, capacity, spec, mixed, overload, ops, attention, grammar, device; plot renders their --json");
   cmd->require_subcommand(1);
-  auto* dec = cmd->add_subcommand("decode", "Single-stream decode tok/s against the memory roofline");
+  auto* dec = cmd->add_subcommand(
+      "decode", "Single-stream decode tok/s against the memory roofline (one request through the engine, as `run` serves it)");
   dec->add_option("-m,--model", o->model, "GGUF model")->capture_default_str();
   dec->add_option("--prompt-tokens", o->prompt, "Prompt length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   dec->add_option("-n,--gen-tokens", o->gen, "Tokens to decode per run")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   dec->add_option("-r,--repeats", o->repeats, "Measured runs (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
-  add_engine_options(dec, o->engine, kKvDtypeFlag);
+  add_engine_options(dec, o->engine, kKvDtypeFlag | kDeviceSamplingFlag);
   dec->add_flag("--json", o->json, "Machine-readable output");
   add_engine_options(dec, o->engine, kBackendFlags);
   dec->callback([o] {

@@ -146,26 +146,22 @@ int run(RunOptions& o) {
   req.add_bos = !o.no_bos;
   req.max_tokens = o.n;
   req.sampling = o.sampling;
-  std::string text;
-  std::vector<int32_t> out;
-  TokenEvent last;
-  bool done = false;
   if (!o.json) {
     // Echo the prompt as the user typed it, then stream the continuation.
     fmt::print("{}", o.prompt);
     std::fflush(stdout);
   }
-  const SubmitResult sr = (*e)->submit(req, [&](const TokenEvent& ev) {
-    if (ev.token >= 0 && !ev.finished && !tok.is_eog(ev.token)) out.push_back(ev.token);
-    text += ev.text;
+  auto done = complete(**e, req, [&](const TokenEvent& ev) {
     if (!o.json && !ev.finished) { fmt::print("{}", ev.text); std::fflush(stdout); }
-    if (ev.finished) { last = ev; done = true; }
+    if (!o.json && ev.finished) fmt::print("{}\n", ev.text);
   });
-  if (!sr.ok()) return fail(sr.message);
-  while (!done)
-    if (auto st = (*e)->step(); !st) return fail(st.error());
-  if (last.reason == FinishReason::Error || last.reason == FinishReason::Cancelled) return fail(last.error);
-  const RequestMetrics& rm = last.metrics;
+  if (!done) return fail(done.error());
+  if (done->reason == FinishReason::Cancelled) return fail("cancelled");
+  std::vector<int32_t> out;
+  for (int32_t t : done->tokens)
+    if (!tok.is_eog(t)) out.push_back(t);
+  const std::string& text = done->text;
+  const RequestMetrics& rm = done->metrics;
   const int32_t generated = int32_t(out.size());
   // Prefill ends with the first token; decode rate excludes that token.
   const double prefill_s = generated > 0 ? rm.ttft_s : rm.e2e_s;
@@ -177,10 +173,9 @@ int run(RunOptions& o) {
         {"model", o.model}, {"backend", (*be)->info().name}, {"prompt", o.prompt}, {"text", text},
         {"prompt_tokens", rm.prompt_tokens}, {"generated_tokens", generated}, {"tokens", out},
         {"prefill_tok_s", prefill_tok_s}, {"decode_tok_s", decode_tok_s},
-        {"ttft_ms", rm.ttft_s * 1e3}, {"stopped_by_eos", last.reason == FinishReason::Eos}, {"seed", o.sampling.seed}};
+        {"ttft_ms", rm.ttft_s * 1e3}, {"stopped_by_eos", done->reason == FinishReason::Eos}, {"seed", o.sampling.seed}};
     fmt::print("{}\n", j.dump(2));
   } else {
-    fmt::print("{}\n", last.text);
     fmt::print(stderr, "\nprompt tokens: {} | generated: {} | prefill: {:.1f} tok/s | decode: {:.1f} tok/s | TTFT: {:.2f} ms\n",
                rm.prompt_tokens, generated, prefill_tok_s, decode_tok_s, rm.ttft_s * 1e3);
   }

@@ -10,7 +10,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/engine.h"
-#include "core/engine/generate.h"
+#include "tests/generate_oracle.h"
 #include "core/telemetry/snapshot_json.h"
 #include "fault_backend.h"
 
@@ -132,6 +132,38 @@ TEST(Engine, BatchedOutputEqualsSingleSequenceGeneration) {
     EXPECT_EQ(got[i].tokens, want) << "request " << i;
     EXPECT_EQ(got[i].reason, FinishReason::Length);
   }
+  expect_no_leaks(*e);
+}
+
+// complete(): one prompt run to its end on the caller's thread (pagoda run, bench decode, model
+// conformance) gives the oracle's tokens, streams every event, and turns a rejection or a failed
+// request into an error instead of waiting forever.
+TEST(Engine, CompleteRunsOnePromptToItsEndLikeTheOracle) {
+  REQUIRE_MODELS();
+  auto e = make_engine(EngineConfig{});
+  Request req = greedy_req("Once upon a time", 40);
+  req.sampling.temperature = 0.9f;  // seeded sampling: the oracle draws the same Philox uniforms
+  req.sampling.seed = 7;
+  int events = 0;
+  auto c = complete(*e, req, [&](const TokenEvent&) { ++events; });
+  ASSERT_TRUE(c.ok()) << c.error();
+  auto kv = KvCache::create(env().be, kv_shape(env().m->config, 16, DType::F32), 64);
+  ModelRunner runner(env().be, env().m->config, env().m->weights);
+  GenerateOptions g;
+  g.max_new_tokens = 40;
+  g.sampling = req.sampling;
+  std::vector<int32_t> want;
+  ASSERT_TRUE(generate(runner, *kv, env().m->tokenizer->encode(req.prompt, true), g, want).ok());
+  EXPECT_EQ(c->tokens, want);
+  EXPECT_EQ(c->reason, FinishReason::Length);
+  EXPECT_EQ(events, 41);  // one per token, then the final event
+  EXPECT_EQ(c->metrics.generated_tokens, 40);
+  EXPECT_GT(c->metrics.ttft_s, 0);
+
+  Request bad = greedy_req("Once", -1);
+  auto r = complete(*e, bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().find("invalid_request"), std::string::npos) << r.error();
   expect_no_leaks(*e);
 }
 

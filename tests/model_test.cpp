@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/generate.h"
+#include "tests/generate_oracle.h"
 #include "core/model/llama2c_import.h"
 #include "core/model/loaded_model.h"
 #include "apps/bench/widen.h"

@@ -10,7 +10,7 @@
 
 #include "backends/conformance.h"
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/generate.h"
+#include "tests/generate_oracle.h"
 #include "core/model/loaded_model.h"
 #include "backends/vulkan/device.h"
 #include "backends/vulkan/vulkan_backend.h"

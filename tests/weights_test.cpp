@@ -9,7 +9,7 @@
 #include <string>
 
 #include "backends/cpu/cpu_backend.h"
-#include "core/engine/generate.h"
+#include "tests/generate_oracle.h"
 #include "core/model/loaded_model.h"
 #include "apps/bench/synth.h"
 

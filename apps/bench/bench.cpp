@@ -195,33 +195,41 @@ double measure_read_bandwidth(int threads, uint64_t bytes, int repeats) {
 }
 
 Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prompt_tokens, int32_t gen_tokens,
-                                       int repeats, DType kv_dtype) {
+                                       int repeats, EngineConfig ec) {
   const int32_t ctx = prompt_tokens + gen_tokens + 1;
   if (ctx > m.config.ctx_len) return make_error("prompt + generated tokens exceed the model context");
-  auto kv = KvCache::create(be, kv_shape(m.config, 16, kv_dtype), (ctx + 16 - 1) / 16 + 1);
-  if (!kv) return kv.take_error();
-  ModelRunner runner(be, m.config, m.weights);
+  ec.num_blocks = (ctx + ec.block_size - 1) / ec.block_size + 1;
+  ec.prefix_caching = false;
+  ec.spec = SpecConfig{};
+  auto e = Engine::create(m, be, ec);
+  if (!e) return e.take_error();
   // A fixed pseudo-prompt of ordinary tokens: speed does not depend on which tokens they are.
-  std::vector<int32_t> prompt(static_cast<size_t>(prompt_tokens));
-  for (int32_t i = 0; i < prompt_tokens; ++i) prompt[size_t(i)] = 3 + (i * 7919) % std::max(1, m.config.vocab - 3);
-  GenerateOptions g;
-  g.max_new_tokens = gen_tokens;
-  g.sampling.temperature = 0;
-  g.eos = -1;  // measure exactly gen_tokens steps
+  Request req;
+  req.prompt_tokens.resize(static_cast<size_t>(prompt_tokens));
+  for (int32_t i = 0; i < prompt_tokens; ++i) req.prompt_tokens[size_t(i)] = 3 + (i * 7919) % std::max(1, m.config.vocab - 3);
+  req.add_bos = false;
+  req.max_tokens = gen_tokens;
+  req.sampling.temperature = 0;
+  req.stop_at_eos = false;  // measure exactly gen_tokens steps
   DecodeBenchResult r;
   r.prompt_tokens = prompt_tokens;
-  std::vector<int32_t> out;
   for (int i = 0; i <= repeats; ++i) {
-    auto st = generate(runner, *kv, prompt, g, out);
-    if (!st) return st.take_error();
+    auto c = complete(**e, req);
+    if (!c) return c.take_error();
+    const RequestMetrics& rm = c->metrics;
+    // Prefill ends with the first token (the queue before it is excluded); the decode rate
+    // excludes that token.
+    const double prefill_s = rm.ttft_s - rm.queue_s;
+    const double decode_s = rm.e2e_s - rm.ttft_s;
     if (i == 0) {  // warm-up
-      r.first_ttft_ms = st->ttft_seconds * 1e3;
+      r.first_ttft_ms = rm.ttft_s * 1e3;
       continue;
     }
-    r.decode_tok_s.push_back(st->decode_tok_s());
-    r.prefill_tok_s.push_back(st->prefill_tok_s());
-    r.ttft_ms.push_back(st->ttft_seconds * 1e3);
-    r.generated_tokens = st->generated_tokens;
+    const int32_t n = int32_t(c->tokens.size());
+    r.decode_tok_s.push_back(n > 1 && decode_s > 0 ? (n - 1) / decode_s : 0);
+    r.prefill_tok_s.push_back(prefill_s > 0 ? prompt_tokens / prefill_s : 0);
+    r.ttft_ms.push_back(rm.ttft_s * 1e3);
+    r.generated_tokens = n;
   }
   r.median_decode_tok_s = median(r.decode_tok_s);
   r.p99_decode_tok_s = percentile(r.decode_tok_s, 1);  // the slow tail of a rate is its low end

@@ -1,11 +1,11 @@
 // Measurements behind `pagoda bench`: host copy bandwidth (the memory roofline) and single-stream
 // decode speed, with warm-up excluded and medians over repeats.
 #pragma once
+#include "core/engine/engine.h"
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "core/engine/generate.h"
 #include "core/model/loaded_model.h"
 
 namespace pagoda {
@@ -60,8 +60,12 @@ struct DecodeBenchResult {
   int32_t prompt_tokens = 0, generated_tokens = 0;
 };
 
+// One stream through the Engine (as `pagoda run` serves a prompt): `prompt_tokens` fixed ordinary
+// tokens, then exactly `gen_tokens` greedy tokens, once to warm up and `repeats` times measured.
+// `ec` gives the KV dtype and device sampling; the cache is sized to the request and the prefix
+// cache is off, so every repeat computes its whole prompt.
 Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prompt_tokens, int32_t gen_tokens,
-                                       int repeats, DType kv_dtype = DType::F32);
+                                       int repeats, EngineConfig ec = {});
 
 double median(std::vector<double> v);
 double percentile(std::vector<double> v, double p);

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/engine/generate.h"
+#include "core/engine/engine.h"
 #include "core/model/loaded_model.h"
 #include "core/sample/sampler.h"
 
@@ -66,12 +66,32 @@ Result<ModelConformance> compare_model(const std::string& path, Backend& referen
   r.kv_dtype = dtype_name(kv_dtype);
   // Free-running greedy on both sides.
   const auto prompt_ids = ref->m->tokenizer->encode(prompt, true);
-  GenerateOptions g;
-  g.max_new_tokens = n_tokens;
-  g.sampling.temperature = 0;
-  std::vector<int32_t> a, b;
-  if (auto st = generate(*ref->runner, *ref->kv, prompt_ids, g, a); !st) return st.take_error();
-  if (auto st = generate(*dev->runner, *dev->kv, prompt_ids, g, b); !st) return st.take_error();
+  // Free-running greedy through each side's Engine, as a user's request runs (on a GPU backend the
+  // tokens are chosen on the device: device sampling is on there by default).
+  auto greedy = [&](Side& side, Backend& be, DType kv) -> Result<std::vector<int32_t>> {
+    EngineConfig ec;
+    ec.kv_dtype = kv;
+    ec.num_blocks = (total + 1 + ec.block_size - 1) / ec.block_size + 1;
+    ec.prefix_caching = false;
+    auto e = Engine::create(*side.m, be, ec);
+    if (!e) return e.take_error();
+    Request req;
+    req.prompt_tokens = prompt_ids;
+    req.max_tokens = n_tokens;
+    req.sampling.temperature = 0;
+    auto c = complete(**e, req);
+    if (!c) return c.take_error();
+    // What generation returns: the tokens before an end-of-sequence that stopped it.
+    std::vector<int32_t> t = c->tokens;
+    if (c->reason == FinishReason::Eos && !t.empty()) t.pop_back();
+    return t;
+  };
+  auto ga = greedy(*ref, reference, DType::F32);
+  if (!ga) return ga.take_error();
+  auto gb = greedy(*dev, dut, kv_dtype);
+  if (!gb) return gb.take_error();
+  const std::vector<int32_t>& a = *ga;
+  const std::vector<int32_t>& b = *gb;
   r.greedy_tokens = int32_t(a.size());
   r.greedy_identical = a == b;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)

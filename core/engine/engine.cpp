@@ -217,4 +217,25 @@ void Engine::publish_snapshot() {
   box_.publish(std::make_shared<const Snapshot>(build_snapshot()));
 }
 
+Result<Completion> complete(Engine& e, Request req, const TokenCallback& on_event) {
+  Completion c;
+  std::string error;
+  bool done = false;
+  const SubmitResult sr = e.submit(std::move(req), [&](const TokenEvent& ev) {
+    if (ev.token >= 0) c.tokens.push_back(ev.token);
+    c.text += ev.text;
+    if (ev.finished) {
+      c.reason = ev.reason;
+      c.metrics = ev.metrics;
+      error = ev.error;
+      done = true;
+    }
+    if (on_event) on_event(ev);
+  });
+  if (!sr.ok()) return make_error(std::string(sr.reason()) + ": " + sr.message);
+  while (!done) PAGODA_TRY(e.step());
+  if (c.reason == FinishReason::Error) return make_error(error.empty() ? std::string("request failed") : error);
+  return c;
+}
+
 }  // namespace pagoda

@@ -283,4 +283,19 @@ class Engine {
   std::vector<float> masked_row_;
 };
 
+// One request run to its end by complete().
+struct Completion {
+  std::vector<int32_t> tokens;  // every generated token in order (an end-of-generation token included)
+  std::string text;             // the detokenized continuation
+  FinishReason reason = FinishReason::None;
+  RequestMetrics metrics;
+};
+
+// Submits `req` and steps `e` on the calling thread until the request ends (an engine not run
+// with start()). `on_event` sees each event as it comes, for streaming. A rejection, a failed
+// step or a request that ends with FinishReason::Error is an error naming why. This is how a
+// single prompt runs (`pagoda run`, `bench decode`, model conformance): through the same
+// pipeline as served traffic, never a private driver of ModelRunner.
+Result<Completion> complete(Engine& e, Request req, const TokenCallback& on_event = {});
+
 }  // namespace pagoda

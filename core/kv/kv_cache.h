@@ -4,7 +4,7 @@
 // block size, and the sliding window every layer attends through.
 //
 // Block tables are grown, trimmed and released here, by every driver of ModelRunner (the engine's
-// scheduler, generate(), evaluate_tokens(), the draft model), so "a table" means one thing.
+// scheduler, evaluate_tokens(), the draft model and the tests' generate() oracle), so "a table" means one thing.
 #pragma once
 #include <cstdint>
 #include <memory>

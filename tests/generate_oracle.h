@@ -1,5 +1,7 @@
-// Single-request generation over the paged KV cache: chunked prefill, then one decode per token.
-// It is what `pagoda run` uses for one prompt, and the baseline the batched engine must match.
+// The test oracle: single-request generation over the paged KV cache written as plainly as it can
+// be (chunked prefill, then one forward per token, sampled on the host), driving ModelRunner
+// directly. The Engine must produce exactly its tokens; production code never calls it (a prompt
+// runs through the Engine: core/engine/engine.h complete()).
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -1,4 +1,4 @@
-#include "core/engine/generate.h"
+#include "tests/generate_oracle.h"
 
 #include <algorithm>
 #include <chrono>
