@@ -11,6 +11,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/engine.h"
 #include "tests/generate_oracle.h"
+#include "tests/test_models.h"
 #include "core/telemetry/snapshot_json.h"
 #include "fault_backend.h"
 
@@ -18,21 +19,16 @@ using namespace pagoda;
 
 namespace {
 
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
 
+// stories260K on the cpu backend, shared by every test here (tests/test_models.h).
 struct Env {
-  CpuBackend be;
-  std::unique_ptr<LoadedModel> m;
-  Env() {
-    auto r = LoadedModel::load(kStories, be);
-    EXPECT_TRUE(r.ok());
-    if (r) m = std::move(*r);
-  }
+  Backend& be;
+  std::unique_ptr<LoadedModel>& m;
 };
 
-Env& env() {
-  static Env e;
-  return e;
+Env env() {
+  auto& l = pagoda::testing::stories260K_on("cpu");
+  return Env{*l.be, l.m};
 }
 
 struct Outcome {
@@ -94,7 +90,7 @@ void expect_no_leaks(Engine& e) {
 const std::string kSystem = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
 
 #define REQUIRE_MODELS() \
-  if (!std::filesystem::exists(kStories)) GTEST_SKIP() << "missing " << kStories
+  if (const auto& why = pagoda::testing::stories260K_on("cpu").why; !why.empty()) GTEST_SKIP() << why
 
 // Many requests sharing prefixes in different ways: a common system prompt, multi-turn growth and
 // overlaps that end mid-block.
@@ -121,15 +117,10 @@ TEST(Engine, BatchedOutputEqualsSingleSequenceGeneration) {
   cfg.max_batch_tokens = 64;
   auto e = make_engine(cfg);
   auto got = run_all(*e, reqs);
-  auto kv = KvCache::create(env().be, kv_shape(env().m->config, 16, DType::F32), 200);
-  ModelRunner runner(env().be, env().m->config, env().m->weights);
   for (size_t i = 0; i < reqs.size(); ++i) {
-    GenerateOptions g;
-    g.max_new_tokens = reqs[i].max_tokens;
-    g.sampling.temperature = 0;
-    std::vector<int32_t> want;
-    ASSERT_TRUE(generate(runner, *kv, env().m->tokenizer->encode(reqs[i].prompt, true), g, want).ok());
-    EXPECT_EQ(got[i].tokens, want) << "request " << i;
+    auto want = oracle_greedy(*env().m, env().be, env().m->tokenizer->encode(reqs[i].prompt, true), reqs[i].max_tokens);
+    ASSERT_TRUE(want.ok()) << want.error();
+    EXPECT_EQ(got[i].tokens, *want) << "request " << i;
     EXPECT_EQ(got[i].reason, FinishReason::Length);
   }
   expect_no_leaks(*e);
@@ -884,17 +875,10 @@ TEST(Engine, AllLayersWindowedKeepsKvBoundedAndOutputUnchanged) {
   EXPECT_LT(peak, (int32_t(prompt.size()) + kNew) / cfg.block_size);
   expect_no_leaks(**e);
 
-  // The oracle: generate() never releases a block.
-  auto kv = KvCache::create(be, kv_shape(lm.config, 4, DType::F32), 64);
-  ASSERT_TRUE(kv.ok());
-  ModelRunner runner(be, lm.config, lm.weights);
-  GenerateOptions g;
-  g.max_new_tokens = kNew;
-  g.sampling.temperature = 0;
-  g.prefill_chunk = cfg.max_batch_tokens;  // the same chunks as the engine: the same arithmetic
-  std::vector<int32_t> want;
-  ASSERT_TRUE(generate(runner, *kv, prompt, g, want).ok());
-  EXPECT_EQ(got, want);
+  // The oracle: generate() never releases a block. Same chunks as the engine: the same arithmetic.
+  auto want = oracle_greedy(lm, be, prompt, kNew, DType::F32, 4, cfg.max_batch_tokens);
+  ASSERT_TRUE(want.ok()) << want.error();
+  EXPECT_EQ(got, *want);
 }
 
 // ---- Forked prompts (a server's n choices) ----

@@ -74,4 +74,19 @@ Result<GenerateStats> generate(ModelRunner& runner, KvCache& kv, const std::vect
   return st;
 }
 
+Result<std::vector<int32_t>> oracle_greedy(LoadedModel& m, Backend& be, const std::vector<int32_t>& prompt, int32_t n,
+                                           DType kv_dtype, int32_t block_size, int32_t chunk) {
+  auto kv = KvCache::create(be, kv_shape(m.config, block_size, kv_dtype), (m.config.ctx_len + block_size - 1) / block_size + 1);
+  if (!kv) return kv.take_error();
+  ModelRunner runner(be, m.config, m.weights);
+  GenerateOptions g;
+  g.max_new_tokens = n;
+  g.sampling.temperature = 0;
+  g.prefill_chunk = chunk;
+  std::vector<int32_t> out;
+  PAGODA_TRY(generate(runner, *kv, prompt, g, out));
+  if (kv->pool().num_in_use() != 0) return make_error("generate() left KV blocks taken");
+  return out;
+}
+
 }  // namespace pagoda

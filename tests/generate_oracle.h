@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/kv/kv_cache.h"
+#include "core/model/loaded_model.h"
 #include "core/model/model_runner.h"
 #include "core/sample/sampler.h"
 
@@ -41,5 +42,11 @@ struct GenerateStats {
 Result<GenerateStats> generate(ModelRunner& runner, KvCache& kv, const std::vector<int32_t>& prompt,
                                const GenerateOptions& opt, std::vector<int32_t>& out,
                                const std::function<bool(int32_t)>& on_token = {});
+
+// The oracle's greedy tokens for `prompt` on a cache of its own (`kv_dtype`, blocks of `block_size`,
+// prefill in chunks of `chunk`), sized to the model's context; an error if generation failed or
+// left a KV block taken.
+Result<std::vector<int32_t>> oracle_greedy(LoadedModel& m, Backend& be, const std::vector<int32_t>& prompt, int32_t n,
+                                           DType kv_dtype = DType::F32, int32_t block_size = 16, int32_t chunk = 512);
 
 }  // namespace pagoda

@@ -39,18 +39,9 @@ Fixture load(const std::string& path, CpuOptions opt = {}) {
 
 std::vector<int32_t> greedy(Fixture& f, const std::string& prompt, int32_t n, int32_t block_size = 16,
                             int32_t chunk = 512) {
-  auto kv = KvCache::create(*f.be, kv_shape(f.m->config, block_size, DType::F32), (f.m->config.ctx_len + block_size - 1) / block_size + 1);
-  EXPECT_TRUE(kv.ok());
-  ModelRunner runner(*f.be, f.m->config, f.m->weights);
-  GenerateOptions g;
-  g.max_new_tokens = n;
-  g.sampling.temperature = 0;
-  g.prefill_chunk = chunk;
-  std::vector<int32_t> out;
-  auto st = generate(runner, *kv, f.m->tokenizer->encode(prompt, true), g, out);
-  EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error());
-  EXPECT_EQ(kv->pool().num_in_use(), 0) << "generation leaked KV blocks";
-  return out;
+  auto out = oracle_greedy(*f.m, *f.be, f.m->tokenizer->encode(prompt, true), n, DType::F32, block_size, chunk);
+  EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error());
+  return out.ok() ? *out : std::vector<int32_t>{};
 }
 
 std::string detok(const Tokenizer& t, const std::vector<int32_t>& ids, int32_t prev = -1) {

@@ -318,17 +318,10 @@ std::vector<int32_t> greedy_stories(Backend& be, DType kv_dtype, int32_t n) {
   auto m = LoadedModel::load(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf", be);
   EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error());
   if (!m) return {};
-  auto kv = KvCache::create(be, kv_shape((*m)->config, 16, kv_dtype), ((*m)->config.ctx_len + 16 - 1) / 16 + 1);
-  EXPECT_TRUE(kv.ok());
-  ModelRunner runner(be, (*m)->config, (*m)->weights);
-  GenerateOptions g;
-  g.max_new_tokens = n;
-  g.sampling.temperature = 0;
-  g.prefill_chunk = 5;  // several prefill chunks, then decode
-  std::vector<int32_t> out;
-  auto st = generate(runner, *kv, (*m)->tokenizer->encode("Once upon a time, a little girl", true), g, out);
-  EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error());
-  return out;
+  // Several prefill chunks of 5, then decode.
+  auto out = oracle_greedy(**m, be, (*m)->tokenizer->encode("Once upon a time, a little girl", true), n, kv_dtype, 16, 5);
+  EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error());
+  return out.ok() ? *out : std::vector<int32_t>{};
 }
 
 }  // namespace

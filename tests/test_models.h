@@ -1,0 +1,30 @@
+// The real model the tests run on, loaded once per test binary and shared by its tests, on any
+// backend. A test that cannot have it (file missing, no such backend on this machine) skips and
+// says which.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "backends/backend.h"
+#include "core/model/loaded_model.h"
+
+namespace pagoda::testing {
+
+// ../shared/models/stories260K.gguf (PAGODA_MODELS_DIR).
+const std::string& stories260K_path();
+
+struct LoadedOn {
+  BackendPtr be;
+  std::unique_ptr<LoadedModel> m;
+  std::string why;  // empty: usable; else why not (for GTEST_SKIP)
+};
+
+// stories260K on `backend` ("cpu", "cpu-ref", "vulkan", "cuda"), loaded on first use.
+LoadedOn& stories260K_on(const std::string& backend);
+
+}  // namespace pagoda::testing
+
+// Binds `var` to stories260K on `backend`, or skips the test saying why it cannot run.
+#define REQUIRE_STORIES_ON(var, backend)                                      \
+  ::pagoda::testing::LoadedOn& var = ::pagoda::testing::stories260K_on(backend); \
+  if (!var.why.empty()) GTEST_SKIP() << var.why
