@@ -255,14 +255,26 @@ constexpr float kBucketsPerUnit = 32.0f;  // width 1/32 in log-weight; past 32 u
 
 Rank top_p_boundary(std::span<const float> l, const Scratch& s, const Rank& last, bool all, double target,
                     std::vector<Rank>& ranks) {
-  double mass[kBuckets] = {};
+  // Four partial histograms, token i into part i % 4: consecutive tokens of a flat row mostly land
+  // in the same few buckets, and one histogram made every add wait for the previous store to it.
+  double part[4][kBuckets] = {};
   const float* w = s.w.data();
   const uint16_t* bk = s.bucket.data();
-  if (all)
-    for (size_t i = 0; i < l.size(); ++i) mass[bk[i]] += w[i];
-  else
-    for (size_t i = 0; i < l.size(); ++i)
-      if (kept(l[i], int32_t(i), last)) mass[bk[i]] += w[i];
+  const size_t n = l.size(), n4 = n / 4 * 4;
+  if (all) {
+    for (size_t i = 0; i < n4; i += 4) {
+      part[0][bk[i]] += w[i];
+      part[1][bk[i + 1]] += w[i + 1];
+      part[2][bk[i + 2]] += w[i + 2];
+      part[3][bk[i + 3]] += w[i + 3];
+    }
+    for (size_t i = n4; i < n; ++i) part[i % 4][bk[i]] += w[i];
+  } else {
+    for (size_t i = 0; i < n; ++i)
+      if (kept(l[i], int32_t(i), last)) part[i % 4][bk[i]] += w[i];
+  }
+  double mass[kBuckets];
+  for (size_t b = 0; b < kBuckets; ++b) mass[b] = (part[0][b] + part[1][b]) + (part[2][b] + part[3][b]);
   double acc = 0;
   size_t b = 0;
   for (; b < kBuckets; ++b) {
@@ -271,7 +283,21 @@ Rank top_p_boundary(std::span<const float> l, const Scratch& s, const Rank& last
   }
   if (b == kBuckets) return last;  // rounding left the target just out of reach: keep everything
   ranks.clear();
-  for (size_t i = 0; i < l.size(); ++i)
+  // The crossing bucket's tokens: sixteen bucket ids compared at once, and only a group holding one
+  // looked at token by token (a flat row puts ~1% of the vocabulary in any one bucket).
+  typedef uint16_t U16 __attribute__((vector_size(32)));
+  typedef uint64_t U64 __attribute__((vector_size(32)));
+  const U16 want = U16{} + uint16_t(b);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    U16 v;
+    std::memcpy(&v, bk + i, sizeof v);
+    const U64 hit = __builtin_bit_cast(U64, v == want);
+    if (!(hit[0] | hit[1] | hit[2] | hit[3])) continue;
+    for (size_t j = i; j < i + 16; ++j)
+      if (bk[j] == b && (all || kept(l[j], int32_t(j), last))) ranks.push_back({l[j], int32_t(j)});
+  }
+  for (; i < n; ++i)
     if (bk[i] == b && (all || kept(l[i], int32_t(i), last))) ranks.push_back({l[i], int32_t(i)});
   std::sort(ranks.begin(), ranks.end(), before);
   for (const Rank& r : ranks) {
@@ -298,9 +324,21 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
     s.bucket.resize(n);
     uint16_t* bk = s.bucket.data();
     exp_weights(l.data(), w, n, mx, inv_t);
-    for (size_t i = 0; i < n; ++i) {
-      const float x = (l[i] - mx) * inv_t;
-      const float d = -x * kBucketsPerUnit;  // NaN and -inf logits fail the test and go last
+    // bucket = (max - l) / T * 32, truncated; NaN and -inf logits fail the test and go last. Eight
+    // lanes at a time with the scalar tail's arithmetic.
+    const F8 top = F8{} + float(kBuckets - 1);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      F8 v;
+      std::memcpy(&v, l.data() + i, sizeof v);
+      const F8 d = -((v - mx) * inv_t) * kBucketsPerUnit;
+      const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
+      typedef uint16_t U8 __attribute__((vector_size(16)));
+      const U8 b16 = __builtin_convertvector(b, U8);
+      std::memcpy(bk + i, &b16, sizeof b16);
+    }
+    for (; i < n; ++i) {
+      const float d = -((l[i] - mx) * inv_t) * kBucketsPerUnit;
       bk[i] = d < float(kBuckets - 1) ? uint16_t(d) : uint16_t(kBuckets - 1);
     }
   }
@@ -332,9 +370,23 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
   if (!all || p.min_p > 0.0f) {
     const float min_w = p.min_p > 0.0f ? p.min_p : 0.0f;
     total = 0;
+    const F8 last_l = F8{} + last.logit, minv = F8{} + min_w;
+    const I8 last_i = I8{} + last.index, step = I8{} + 8;
     for (size_t b = 0; b < blocks; ++b) {
       const size_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
-      for (size_t i = lo; i < hi; ++i)
+      size_t i = lo;
+      I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(lo);
+      for (; i + 8 <= hi; i += 8, idx += step) {
+        F8 v, x;
+        std::memcpy(&v, l.data() + i, sizeof v);
+        std::memcpy(&x, w + i, sizeof x);
+        // kept(): a higher logit, or the same logit at no later index (a NaN logit is never kept
+        // by a boundary, as in the scalar test).
+        const I8 keep = all ? (I8{} - 1) : ((v > last_l) | ((v == last_l) & (idx <= last_i)));
+        const F8 out = (x >= minv) & (keep != 0) ? x : F8{};
+        std::memcpy(w + i, &out, sizeof out);
+      }
+      for (; i < hi; ++i)
         if (w[i] < min_w || !(all || kept(l[i], int32_t(i), last))) w[i] = 0.0f;
       total += s.block_mass[b] = sum_lanes(w, lo, hi);
     }
