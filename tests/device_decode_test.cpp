@@ -331,6 +331,19 @@ TEST_P(DeviceDecodeOn, UnsupportedSettingsFallBackToTheHostInTheSameStep) {
   EXPECT_EQ(on.tokens, off.tokens);
   EXPECT_EQ(on.counters.device_sampled_tokens, 40u) << "all but the logprobs request on the device";
   EXPECT_EQ(on.counters.generated_tokens, 60u);
+  // Once the device request ends, steps hold only the host request, on the same row: nothing of
+  // the device request's logit adjustments may reach it. Its logit_bias bans every token the host
+  // request produces, so a leftover list would change them.
+  std::vector<Request> pair = {req("Once upon a time", 4, 0.0f), req("The little dog", 20, 0.0f)};
+  pair[1].logprobs = 1;
+  const Served alone = run_all(L, with_device("off"), {pair[1]});
+  for (int32_t t : alone.tokens[0]) pair[0].sampling.logit_bias.emplace_back(t, -100.0f);
+  std::sort(pair[0].sampling.logit_bias.begin(), pair[0].sampling.logit_bias.end());
+  pair[0].sampling.logit_bias.erase(std::unique(pair[0].sampling.logit_bias.begin(), pair[0].sampling.logit_bias.end()),
+                                    pair[0].sampling.logit_bias.end());
+  const Served mixed = run_all(L, with_device("on"), pair);
+  EXPECT_EQ(mixed.tokens[1], alone.tokens[0]);
+  EXPECT_EQ(mixed.counters.device_sampled_tokens, 4u);
 }
 
 TEST_P(DeviceDecodeOn, GreedyWithPenaltiesAndLogitBiasEqualsTheHostBitForBit) {

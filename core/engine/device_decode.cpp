@@ -125,6 +125,7 @@ Status DeviceDecoder::run(const std::vector<ScheduledChunk>& plan, const std::ve
 
   // Penalties and logit_bias first, in place: argmax, the softmax and the filters' candidate order
   // all read the adjusted logits, as the host sampler's do.
+  adjust_.clear();  // a step without device rows must not replay the last step's list
   const bool any_filter = any_device && build_row_params(plan, first_row, nl);
   if (!adjust_.empty()) {
     auto at = scratch(b_adj_, cap_adj_, DType::I32, int64_t(adjust_.size()), 6);
