@@ -111,12 +111,49 @@ struct VerifyParams {
   bool greedy = false;  // argmax agreement; p/q/uniforms then only need the target logits rows
 };
 
+// One token's logit adjustment for adjust_logits (24 bytes, as the device reads them). The
+// sampler's logit_bias, repetition penalty and frequency/presence penalties for one token, in the
+// order it applies them: l += bias; l *= (l > 0 ? pos_scale : neg_scale); l -= subtract. The
+// repetition penalty divides positive logits as a multiply by the float reciprocal (pos_scale =
+// 1/penalty), because a Vulkan device may round a division by up to 2.5 ulp while every device
+// rounds +, - and * exactly; with three separately rounded steps (never fused), the host and every
+// backend compute the same bits. core/sample/sampler.cpp builds these lists and applies them on
+// the host with adjust_logit below.
+struct LogitAdjust {
+  int32_t row = 0;    // logits row (the op's tensor); unused on the host
+  int32_t token = 0;  // column
+  float bias = 0.0f;
+  float pos_scale = 1.0f;
+  float neg_scale = 1.0f;
+  float subtract = 0.0f;
+};
+static_assert(sizeof(LogitAdjust) == 24);
+
+inline float adjust_logit(float l, const LogitAdjust& a) {
+  const float biased = l + a.bias;
+  const float scaled = biased > 0.0f ? biased * a.pos_scale : biased * a.neg_scale;
+  return scaled - a.subtract;
+}
+
+// One row's sampling filters for filter_probs (12 bytes). top_k <= 0 (or >= the row width),
+// top_p >= 1 and min_p <= 0 each disable their filter.
+struct FilterParams {
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  bool active(int64_t cols) const { return (top_k > 0 && top_k < cols) || top_p < 1.0f || min_p > 0.0f; }
+};
+static_assert(sizeof(FilterParams) == 12);
+
 enum class Op : uint8_t {
   Embed, RmsNorm, Matmul, Rope, SiluMul, Add, KvStore, PagedAttention, Softmax, Argmax,
   SampleProbs, Verify, Copy, RopeFreqs,
   // Added with the architecture descriptions (issue 14); optional like RopeFreqs: a model that
   // needs one is refused at load on a backend that does not report it.
-  GeluMul, Scale, Softcap, AttentionWindow, kCount
+  GeluMul, Scale, Softcap, AttentionWindow,
+  // Device-side sampling filters (issue 15); optional: without them the engine samples such
+  // sequences on the host.
+  AdjustLogits, FilterProbs, kCount
 };
 const char* op_name(Op op);
 
@@ -209,6 +246,21 @@ class Backend {
   virtual void verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens,
                       const Tensor& meta, const Tensor& uniforms, const Tensor& out,
                       const VerifyParams& p) = 0;
+  // The two below are optional (supports(Op::AdjustLogits / Op::FilterProbs, F32)); the default
+  // bodies abort.
+  // In place: logits[a.row, a.token] = adjust_logit(logits[a.row, a.token], a) for each LogitAdjust
+  // `a` of `adjust` (I32 [n, 6], the struct's words; float fields as their bits). No (row, token)
+  // appears twice; entries outside the logits tensor are ignored.
+  virtual void adjust_logits(const Tensor& logits, const Tensor& adjust);
+  // Row-wise, in place on probs F32 [n, vocab] (the softmax of logits F32 [n, vocab]) with the
+  // FilterParams of params (I32 [n, 3], floats as bits). Candidate order: higher logit first,
+  // lower index first among equal logits, NaN logits last. A token is kept iff it is among the
+  // first top_k candidates; within the shortest candidate prefix of those whose probability sum
+  // reaches top_p times theirs (all of them if rounding leaves the sum short); and its
+  // probability is at least min_p times the row's largest. Dropped tokens become 0 and the kept
+  // ones are divided by their sum (a distribution again, as verify needs). Rows whose params
+  // filter nothing are left untouched. Bisection/selection, never a full sort, on devices.
+  virtual void filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params);
 };
 
 using BackendPtr = std::unique_ptr<Backend>;

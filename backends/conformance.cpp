@@ -42,7 +42,7 @@ double conformance_bound(Op op, DType dtype) {
   switch (op) {
     case Op::Matmul: return matmul_bound(dtype, kReduction);
     case Op::PagedAttention: case Op::AttentionWindow: return kAttention;
-    case Op::Argmax: case Op::SampleProbs: case Op::Verify: case Op::Copy: return kExact;
+    case Op::Argmax: case Op::SampleProbs: case Op::Verify: case Op::Copy: case Op::AdjustLogits: return kExact;
     default: return kElementwise;
   }
 }
@@ -152,6 +152,14 @@ class Harness {
     compare_values(got, want, t.ref.cols);
   }
 
+  // compare() that also wants zeros exactly where the reference has them: a filter must drop the
+  // same tokens, whatever the rounding of the kept ones.
+  void compare_zeros(const Twin& t) {
+    zeros_ = true;
+    compare(t);
+    zeros_ = false;
+  }
+
   void fail(const std::string& why) {
     if (error_.empty()) error_ = why;
   }
@@ -207,6 +215,11 @@ class Harness {
         note("element " + where(i, cols) + buf);
         continue;
       }
+      if (zeros_ && (got[i] == 0.0f) != (want[i] == 0.0f)) {
+        ++mismatches_;
+        std::snprintf(buf, sizeof buf, ": got %g, want %g (kept/dropped differs)", double(got[i]), double(want[i]));
+        note("element " + where(i, cols) + buf);
+      }
       const double d = double(got[i]) - double(want[i]);
       num_ += d * d;
       den_ += double(want[i]) * double(want[i]);
@@ -219,6 +232,7 @@ class Harness {
   std::string error_, first_bad_;
   double num_ = 0, den_ = 0, dut_ms_ = 0;
   size_t poison_ = 0, mismatches_ = 0, compared_ = 0, outside_ = 0;
+  bool zeros_ = false;
 };
 
 // ---- per-op builders: inputs, one run on both backends, outputs into the comparison ----
@@ -573,6 +587,110 @@ void check_verify(Harness& h, const ConformanceCase& c) {
   h.compare(out);
 }
 
+// Logit adjustments on distinct (row, token) pairs: biases (none, small, +-100), repetition
+// scales (none, or a penalty in [0.5, 2] as 1/penalty and penalty), subtractions built like the
+// frequency/presence penalty (none, or count * frequency + presence); logits of both signs, exact
+// zeros of both signs and huge ones, plus entries outside the tensor that must be ignored.
+void check_adjust_logits(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  std::vector<float> x = h.randn(size_t(s.rows * s.cols), 3.0f);
+  for (auto& v : x) {
+    const double u = h.uniform();
+    if (u < 0.05) v = 0.0f;
+    else if (u < 0.1) v = -0.0f;
+    else if (u < 0.12) v = (h.uniform() < 0.5 ? -1e30f : 1e30f);
+  }
+  std::vector<int64_t> cells(static_cast<size_t>(s.rows * s.cols));
+  std::iota(cells.begin(), cells.end(), 0);
+  std::shuffle(cells.begin(), cells.end(), h.rng());
+  // The first entry is in the last row, on an ordinary logit, with a bias: a backend that skips
+  // the last row cannot pass by luck.
+  const auto in_last = std::find_if(cells.begin(), cells.end(), [&](int64_t c) { return c / s.cols == s.rows - 1; });
+  std::iter_swap(cells.begin(), in_last);
+  x[size_t(cells[0])] = 1.25f;
+  cells.resize(size_t(std::min<int64_t>(s.extra, s.rows * s.cols)));
+  std::vector<LogitAdjust> adj;
+  for (int64_t cell : cells) {
+    LogitAdjust a;
+    a.row = int32_t(cell / s.cols);
+    a.token = int32_t(cell % s.cols);
+    const double kb = h.uniform(), kr = h.uniform(), ks = h.uniform();
+    if (kb > 0.33) a.bias = kb > 0.9 ? (h.uniform() < 0.5 ? -100.0f : 100.0f) : h.randn(1, 5.0f)[0];
+    if (kr > 0.33) {
+      const float penalty = float(0.5 + 1.5 * h.uniform());
+      a.pos_scale = 1.0f / penalty;
+      a.neg_scale = penalty;
+    }
+    if (ks > 0.33) {
+      const float freq = float(4 * h.uniform() - 2), pres = float(4 * h.uniform() - 2);
+      a.subtract = float(h.uniform_int(1, 20)) * freq + pres;
+    }
+    if (adj.empty()) a.bias = 0.75f;
+    adj.push_back(a);
+  }
+  adj.push_back({int32_t(s.rows), 0, 1.0f, 2.0f, 2.0f, 1.0f});  // past the last row
+  adj.push_back({0, int32_t(s.cols), 1.0f, 2.0f, 2.0f, 1.0f});  // past the last column
+  adj.push_back({0, -1, 1.0f, 2.0f, 2.0f, 1.0f});
+  std::shuffle(adj.begin(), adj.end(), h.rng());
+  const Twin tx = h.f32(s.rows, s.cols, x);
+  const Twin ta = h.make(DType::I32, int64_t(adj.size()), 6, adj.data());
+  h.run([&](Backend& b, bool d) { b.adjust_logits(tx.on(d), ta.on(d)); });
+  h.compare(tx);
+}
+
+// Filter rows: logits (with ties when the case asks: values rounded to a coarse grid, so many
+// tokens share a logit and cuts fall inside tie groups) and their exact softmax, one setting per
+// row cycling through top-k, top-p, min-p, all three, top_k 1, a tiny top_p, min_p 1 (every tied
+// maximum stays) and nothing active. top_p lands mid-way through a token of non-negligible mass,
+// so the order of float sums cannot move the cut; min-p compares the same float product everywhere.
+void check_filter_probs(Harness& h, const ConformanceCase& c) {
+  const auto& s = c.shape;
+  const int64_t V = s.cols;
+  std::vector<float> x = h.randn(size_t(s.rows * V), 2.0f), pr(x.size());
+  std::vector<FilterParams> fp(static_cast<size_t>(s.rows));
+  for (int64_t r = 0; r < s.rows; ++r) {
+    float* l = x.data() + r * V;
+    float* p = pr.data() + r * V;
+    if (s.ties)
+      for (int64_t i = 0; i < V; ++i) l[i] = std::round(l[i] * 2.0f) / 2.0f;
+    const float mx = *std::max_element(l, l + V);
+    double sum = 0;
+    for (int64_t i = 0; i < V; ++i) sum += std::exp(double(l[i]) - mx);
+    for (int64_t i = 0; i < V; ++i) p[i] = float(std::exp(double(l[i]) - mx) / sum);
+    std::vector<int32_t> order(static_cast<size_t>(V));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+    FilterParams& f = fp[size_t(r)];
+    const int mode = int((r + 1) % 8);  // the last row always filters (mode 0)
+    if (mode == 0 || mode == 3) f.top_k = int32_t(h.uniform_int(1, V - 1));
+    if (mode == 1 || mode == 3) {
+      const int64_t m = f.top_k > 0 ? f.top_k : V;
+      double mass = 0;
+      for (int64_t i = 0; i < m; ++i) mass += p[order[size_t(i)]];
+      std::vector<int64_t> heavy;  // cut candidates: tokens j+1 carrying at least 0.1% of the mass
+      for (int64_t j = 0; j + 1 < m; ++j)
+        if (double(p[order[size_t(j + 1)]]) >= 1e-3 * mass) heavy.push_back(j);
+      if (!heavy.empty()) {
+        const int64_t j = heavy[size_t(h.uniform_int(0, int64_t(heavy.size()) - 1))];
+        double prefix = 0;
+        for (int64_t i = 0; i <= j; ++i) prefix += p[order[size_t(i)]];
+        f.top_p = float((prefix + 0.5 * p[order[size_t(j + 1)]]) / mass);
+      } else {
+        f.top_p = 0.5f;
+      }
+    }
+    if (mode == 2 || mode == 3) f.min_p = float(std::pow(10.0, -3.0 * h.uniform()));
+    if (mode == 4) f.top_k = 1;
+    if (mode == 5) f.top_p = 1e-7f;
+    if (mode == 6) f.min_p = 1.0f;
+    if (mode == 7) f.top_k = int32_t(V);  // filters nothing: the row stays as it is
+  }
+  const Twin tl = h.f32(s.rows, V, x), tp = h.f32(s.rows, V, pr);
+  const Twin tf = h.make(DType::I32, s.rows, 3, fp.data());
+  h.run([&](Backend& b, bool d) { b.filter_probs(tl.on(d), tp.on(d), tf.on(d)); });
+  h.compare_zeros(tp);
+}
+
 using Builder = void (*)(Harness&, const ConformanceCase&);
 
 Builder builder_for(Op op) {
@@ -595,6 +713,8 @@ Builder builder_for(Op op) {
     case Op::Scale: return check_scale;
     case Op::Softcap: return check_softcap;
     case Op::AttentionWindow: return check_paged_attention;
+    case Op::AdjustLogits: return check_adjust_logits;
+    case Op::FilterProbs: return check_filter_probs;
     case Op::kCount: break;
   }
   return nullptr;
@@ -757,6 +877,14 @@ std::vector<ConformanceCase> conformance_cases() {
   verify("greedy_v32000_k31", 32000, true, {3, 1});
   verify("sampled_v100_k01344", 100, false, {0, 1, 3, 4, 4});
   verify("sampled_v1000_k244", 1000, false, {2, 4, 4});
+  add(Op::AdjustLogits, DType::F32, "1x1_e1", rows_cols(1, 1, 1), kExact);
+  add(Op::AdjustLogits, DType::F32, "5x1000_e700", rows_cols(5, 1000, 700), kExact);
+  add(Op::AdjustLogits, DType::F32, "3x32000_e64", rows_cols(3, 32000, 64), kExact);
+  ConformanceShape filter_ties = rows_cols(16, 1000);
+  filter_ties.ties = true;
+  add(Op::FilterProbs, DType::F32, "8x67", rows_cols(8, 67), kElementwise);
+  add(Op::FilterProbs, DType::F32, "ties_16x1000", filter_ties, kElementwise);
+  add(Op::FilterProbs, DType::F32, "8x32000", rows_cols(8, 32000), kElementwise);
   return v;
 }
 

@@ -24,7 +24,7 @@ struct ConformanceShape {
   float param = 0;        // rms_norm eps, rope theta, softmax temperature
   bool in_place = false;  // out aliases the input, for ops whose contract allows it
   bool greedy = false;    // verify
-  bool ties = false;      // argmax: every row holds its maximum twice
+  bool ties = false;      // argmax: every row holds its maximum twice; filter_probs: logits on a coarse grid
   int32_t window = 0;     // attention_window: sliding window (0 = none)
   float softcap = 0;      // attention_window: attention logit soft cap (0 = none)
 };

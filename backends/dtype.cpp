@@ -60,11 +60,14 @@ namespace {
 void Backend::gelu_mul(const Tensor&, const Tensor&, const Tensor&) { missing_op(*this, "gelu_mul"); }
 void Backend::scale(const Tensor&, const Tensor&, float) { missing_op(*this, "scale"); }
 void Backend::softcap(const Tensor&, const Tensor&, float) { missing_op(*this, "softcap"); }
+void Backend::adjust_logits(const Tensor&, const Tensor&) { missing_op(*this, "adjust_logits"); }
+void Backend::filter_probs(const Tensor&, const Tensor&, const Tensor&) { missing_op(*this, "filter_probs"); }
 
 const char* op_name(Op op) {
   static const char* kNames[] = {"embed", "rms_norm", "matmul", "rope", "silu_mul", "add", "kv_store",
                                  "paged_attention", "softmax", "argmax", "sample_probs", "verify", "copy",
-                                 "rope_freqs", "gelu_mul", "scale", "softcap", "attention_window"};
+                                 "rope_freqs", "gelu_mul", "scale", "softcap", "attention_window",
+                                 "adjust_logits", "filter_probs"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == size_t(Op::kCount), "one name per Op");
   const auto i = size_t(op);
   return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "?";

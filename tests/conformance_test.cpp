@@ -171,6 +171,14 @@ class FaultyBackend final : public Backend {
     inner_.verify(target, dp, dt, meta, u, out, pp);
     corrupt(out);
   }
+  void adjust_logits(const Tensor& logits, const Tensor& adjust) override {
+    inner_.adjust_logits(fewer(logits), adjust);
+    corrupt(logits);
+  }
+  void filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params) override {
+    inner_.filter_probs(logits, fewer(probs), params);
+    corrupt(probs);
+  }
 
  private:
   Tensor fewer(const Tensor& t) const {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -265,4 +266,45 @@ TEST(Sampler, PenaltyRangesAreValidated) {
   EXPECT_FALSE(p.validate().ok());
   p.logit_bias = {{5, -100.0f}};
   EXPECT_TRUE(p.validate().ok());
+}
+
+// The list the device decoder uploads for adjust_logits is the one apply_penalties applies: one
+// entry per affected token in the vocabulary, sorted, each category folded in exactly once.
+TEST(Sampler, LogitAdjustmentListFoldsEveryPenaltyPerToken) {
+  SamplingParams p;
+  p.repeat_penalty = 1.5f;
+  p.repeat_last_n = 3;  // window: the last three history tokens {2, 9, 9}
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  p.logit_bias = {{1, 2.0f}, {2, -1.0f}, {2, -0.5f}, {50, 3.0f}};  // 50 is outside a 10-token vocabulary
+  // Prompt {2, 2, 7}, then generated {7, 4, -3, 2, 9, 9}: only those count for presence/frequency.
+  const std::vector<int32_t> hist = {2, 2, 7, 7, 4, -3, 2, 9, 9};
+  std::vector<LogitAdjust> adj;
+  append_logit_adjustments(hist, 6, p, 10, 5, adj);  // the last 6 history entries were generated
+  std::vector<int32_t> toks;
+  for (const auto& a : adj) {
+    EXPECT_EQ(a.row, 5);
+    toks.push_back(a.token);
+  }
+  EXPECT_EQ(toks, (std::vector<int32_t>{1, 2, 4, 7, 9})) << "sorted, one entry per token, -3 and 50 dropped";
+  auto at = [&](int32_t t) { return *std::find_if(adj.begin(), adj.end(), [t](const LogitAdjust& a) { return a.token == t; }); };
+  EXPECT_EQ(at(1).bias, 2.0f);
+  EXPECT_EQ(at(1).pos_scale, 1.0f);
+  EXPECT_EQ(at(1).subtract, 0.0f);
+  EXPECT_EQ(at(2).bias, -1.5f) << "repeated logit_bias entries add up";
+  EXPECT_EQ(at(2).pos_scale, 1.0f / 1.5f);
+  EXPECT_EQ(at(2).neg_scale, 1.5f);
+  EXPECT_EQ(at(2).subtract, 1 * 0.25f + 0.5f);
+  EXPECT_EQ(at(4).pos_scale, 1.0f) << "4 is outside the repetition window";
+  EXPECT_EQ(at(4).subtract, 1 * 0.25f + 0.5f);
+  EXPECT_EQ(at(7).subtract, 1 * 0.25f + 0.5f) << "the prompt's 7 does not count";
+  EXPECT_EQ(at(9).pos_scale, 1.0f / 1.5f);
+  EXPECT_EQ(at(9).subtract, 2 * 0.25f + 0.5f);
+  // apply_penalties is this list through adjust_logit, bit for bit.
+  std::vector<float> l = {0.5f, 1.25f, -2.0f, 3.0f, 0.75f, 0.0f, 0.0f, -0.3f, 2.2f, 1.0f}, want = l;
+  for (const auto& a : adj) want[size_t(a.token)] = adjust_logit(want[size_t(a.token)], a);
+  apply_penalties(l, hist, 6, p);
+  for (size_t i = 0; i < l.size(); ++i) EXPECT_EQ(std::bit_cast<uint32_t>(l[i]), std::bit_cast<uint32_t>(want[i])) << i;
+  // The repetition penalty divides positive logits as a multiply by the float reciprocal.
+  EXPECT_EQ(l[9], 1.0f * (1.0f / 1.5f) - (2 * 0.25f + 0.5f));
 }

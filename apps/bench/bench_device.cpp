@@ -49,17 +49,32 @@ int run_device_bench(const DeviceBenchOptions& o) {
   if (!model) return fail(model.error());
   LoadedModel& m = **model;
 
+  // Filters and penalties run on the device too (adjust_logits, filter_probs); "pen" is repetition
+  // 1.1 over 64 tokens, presence 0.3, frequency 0.2.
   struct Setting {
     const char* name;
     float temperature;
     bool spec;
+    int32_t top_k = 0;
+    float top_p = 1.0f, min_p = 0.0f;
+    bool penalties = false;
   };
-  const Setting settings[] = {{"greedy", 0.0f, false}, {"temperature 0.8", 0.8f, false}, {"greedy + ngram k=4", 0.0f, true}};
+  const Setting settings[] = {
+      {"greedy", 0.0f, false, 0, 1.0f, 0.0f, false},
+      {"greedy + pen", 0.0f, false, 0, 1.0f, 0.0f, true},
+      {"temperature 0.8", 0.8f, false, 0, 1.0f, 0.0f, false},
+      {"top-k 40", 0.8f, false, 40, 1.0f, 0.0f, false},
+      {"top-p 0.9", 0.8f, false, 0, 0.9f, 0.0f, false},
+      {"min-p 0.05", 0.8f, false, 0, 1.0f, 0.05f, false},
+      {"40/0.95/0.05 + pen", 0.8f, false, 40, 0.95f, 0.05f, true},
+      {"greedy + ngram k=4", 0.0f, true, 0, 1.0f, 0.0f, false},
+      {"top-k 40 + ngram k=4", 0.8f, true, 40, 1.0f, 0.0f, false},
+  };
   const char* prompts[] = {"Once upon a time", "Lily and Ben went to the park", "The little dog", "One day, a cat saw"};
 
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json)
-    fmt::print("{} streams x {} tokens on {} ({}), best of {}\n{:<20} {:>12} {:>12} {:>7} {:>14} {:>10}\n", o.streams, o.gen,
+    fmt::print("{} streams x {} tokens on {} ({}), best of {}\n{:<22} {:>12} {:>12} {:>7} {:>14} {:>10}\n", o.streams, o.gen,
                (*be)->info().name, (*be)->info().device, o.repeats, "setting", "host tok/s", "device tok/s", "ratio",
                "device share", "identical");
   for (const Setting& st : settings) {
@@ -70,9 +85,15 @@ int run_device_bench(const DeviceBenchOptions& o) {
       r.max_tokens = o.gen;
       r.stop_at_eos = false;
       r.sampling.temperature = st.temperature;
-      r.sampling.top_k = 0;
-      r.sampling.top_p = 1.0f;
-      r.sampling.min_p = 0.0f;
+      r.sampling.top_k = st.top_k;
+      r.sampling.top_p = st.top_p;
+      r.sampling.min_p = st.min_p;
+      if (st.penalties) {
+        r.sampling.repeat_penalty = 1.1f;
+        r.sampling.repeat_last_n = 64;
+        r.sampling.presence_penalty = 0.3f;
+        r.sampling.frequency_penalty = 0.2f;
+      }
       r.sampling.seed = uint64_t(i) + 1;
       reqs.push_back(std::move(r));
     }
@@ -108,7 +129,7 @@ int run_device_bench(const DeviceBenchOptions& o) {
       rows.push_back({{"setting", st.name}, {"host_tok_s", best[0].tok_s}, {"device_tok_s", best[1].tok_s},
                       {"ratio", ratio}, {"device_share", share}, {"greedy_identical", same}});
     } else {
-      fmt::print("{:<20} {:>12.1f} {:>12.1f} {:>6.2f}x {:>13.0f}% {:>10}\n", st.name, best[0].tok_s, best[1].tok_s, ratio,
+      fmt::print("{:<22} {:>12.1f} {:>12.1f} {:>6.2f}x {:>13.0f}% {:>10}\n", st.name, best[0].tok_s, best[1].tok_s, ratio,
                  100 * share, same);
     }
     if (same == "NO") return fail(std::string(st.name) + ": greedy output differs between device and host sampling");

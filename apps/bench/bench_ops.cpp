@@ -48,6 +48,8 @@ std::vector<ConformanceCase> bench_op_cases(const std::string& filter) {
   add(Op::Softmax, DType::F32, "4x32000", rows_cols(4, kVocab, 0, 1.0f));
   add(Op::Argmax, DType::F32, "4x32000", rows_cols(4, kVocab));
   add(Op::SampleProbs, DType::F32, "4x32000", rows_cols(4, kVocab));
+  add(Op::AdjustLogits, DType::F32, "16x32000_e1024", rows_cols(16, kVocab, 1024));
+  add(Op::FilterProbs, DType::F32, "4x32000", rows_cols(4, kVocab));
   ConformanceShape ver = rows_cols(0, kVocab);
   ver.greedy = true;
   ver.seqs = {{4, 0}, {4, 0}};

@@ -169,5 +169,11 @@ void CpuBackend::verify(const Tensor& target, const Tensor& draft_probs, const T
                         const Tensor& meta, const Tensor& uniforms, const Tensor& out, const VerifyParams& p) {
   ref::verify(host(target), host(draft_probs), host(draft_tokens), host(meta), host(uniforms), host(out), p);
 }
+void CpuBackend::adjust_logits(const Tensor& logits, const Tensor& adjust) {
+  ref::adjust_logits(host(logits), host(adjust));
+}
+void CpuBackend::filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params) {
+  ref::filter_probs(host(logits), host(probs), host(params));
+}
 
 }  // namespace pagoda

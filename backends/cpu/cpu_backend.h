@@ -53,6 +53,8 @@ class CpuBackend final : public Backend {
   void sample_probs(const Tensor& probs, const Tensor& u, const Tensor& out) override;
   void verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens, const Tensor& meta,
               const Tensor& uniforms, const Tensor& out, const VerifyParams& p) override;
+  void adjust_logits(const Tensor& logits, const Tensor& adjust) override;
+  void filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params) override;
 
   // Host pointer behind a tensor of this backend (tests and conformance use it).
   static HostTensor host(const Tensor& t);

@@ -62,6 +62,11 @@ void sample_probs(const HostTensor& probs, const HostTensor& u, const HostTensor
 void verify(const HostTensor& target, const HostTensor& draft_probs, const HostTensor& draft_tokens,
             const HostTensor& meta, const HostTensor& uniforms, const HostTensor& out,
             const VerifyParams& p);
+void adjust_logits(const HostTensor& logits, const HostTensor& adjust);
+void filter_probs(const HostTensor& logits, const HostTensor& probs, const HostTensor& params);
+// The candidate order's key (Backend::filter_probs): larger for a higher logit, equal for equal
+// logits (-0 and +0 alike), NaN lowest. The GPU kernels compute the same key.
+uint32_t candidate_key(float logit);
 }  // namespace ref
 
 namespace fast {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "backends/cpu/cpu_ops.h"
@@ -239,6 +240,65 @@ void verify(const HostTensor& target, const HostTensor& draft_probs, const HostT
     }
     out.i32()[s * 2] = accepted;
     out.i32()[s * 2 + 1] = next;
+  }
+}
+
+void adjust_logits(const HostTensor& logits, const HostTensor& adjust) {
+  for (int64_t i = 0; i < adjust.rows; ++i) {
+    LogitAdjust a;
+    std::memcpy(&a, adjust.data + size_t(i) * sizeof a, sizeof a);
+    if (a.row < 0 || a.row >= logits.rows || a.token < 0 || a.token >= logits.cols) continue;
+    float& l = logits.f32()[int64_t(a.row) * logits.cols + a.token];
+    l = adjust_logit(l, a);
+  }
+}
+
+uint32_t candidate_key(float logit) {
+  if (std::isnan(logit)) return 0;
+  uint32_t b = 0;
+  if (logit != 0.0f) std::memcpy(&b, &logit, 4);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// The plain statement of the filters: sort the candidates, cut the prefixes, threshold min-p.
+void filter_probs(const HostTensor& logits, const HostTensor& probs, const HostTensor& params) {
+  const int64_t V = probs.cols;
+  std::vector<int32_t> order(static_cast<size_t>(V));
+  std::vector<uint32_t> key(static_cast<size_t>(V));
+  std::vector<uint8_t> kept(static_cast<size_t>(V));
+  for (int64_t r = 0; r < probs.rows; ++r) {
+    FilterParams f;
+    std::memcpy(&f, params.data + size_t(r) * sizeof f, sizeof f);
+    if (!f.active(V)) continue;
+    const float* l = logits.f32() + r * logits.cols;
+    float* p = probs.f32() + r * V;
+    for (int64_t i = 0; i < V; ++i) key[size_t(i)] = candidate_key(l[i]);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return key[size_t(a)] > key[size_t(b)] || (key[size_t(a)] == key[size_t(b)] && a < b);
+    });
+    size_t keep = size_t(V);
+    if (f.top_k > 0 && f.top_k < V) keep = size_t(f.top_k);
+    if (f.top_p < 1.0f) {
+      double mass = 0, acc = 0;
+      for (size_t i = 0; i < keep; ++i) mass += p[order[i]];
+      const double need = double(f.top_p) * mass;
+      for (size_t i = 0; i < keep; ++i)
+        if ((acc += p[order[i]]) >= need) {
+          keep = i + 1;
+          break;
+        }
+    }
+    float mx = 0.0f;
+    for (int64_t i = 0; i < V; ++i) mx = p[i] > mx ? p[i] : mx;
+    const float thr = f.min_p > 0.0f ? f.min_p * mx : 0.0f;
+    std::fill(kept.begin(), kept.end(), uint8_t(0));
+    for (size_t i = 0; i < keep; ++i) kept[size_t(order[i])] = 1;
+    double sum = 0;
+    for (int64_t i = 0; i < V; ++i)
+      if (kept[size_t(i)] && p[i] >= thr) sum += p[i];
+    if (!(sum > 0)) continue;  // nothing with mass survived (a NaN row): left as it was
+    for (int64_t i = 0; i < V; ++i) p[i] = kept[size_t(i)] && p[i] >= thr ? float(double(p[i]) / sum) : 0.0f;
   }
 }
 

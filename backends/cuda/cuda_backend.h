@@ -61,6 +61,8 @@ class CudaBackend final : public Backend {
   void sample_probs(const Tensor& probs, const Tensor& u, const Tensor& out) override;
   void verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens, const Tensor& meta,
               const Tensor& uniforms, const Tensor& out, const VerifyParams& p) override;
+  void adjust_logits(const Tensor& logits, const Tensor& adjust) override;
+  void filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params) override;
 
   // Per-op GPU timing with CUDA events (off by default; each timed op adds two event records).
   void set_op_timing(bool on);

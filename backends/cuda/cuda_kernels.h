@@ -52,6 +52,11 @@ struct VerifyArgs {
   bool greedy = false;
 };
 cudaError_t launch_verify(cudaStream_t s, const VerifyArgs& a);
+// Backend::adjust_logits over n entries; Backend::filter_probs over rows x cols.
+cudaError_t launch_adjust_logits(cudaStream_t s, float* logits, int64_t rows, int64_t cols, const LogitAdjust* adj,
+                                 int64_t n);
+cudaError_t launch_filter_probs(cudaStream_t s, const float* logits, float* probs, int64_t rows, int64_t cols,
+                                const FilterParams* params);
 
 // ---- matmul (cuda_matmul.cu) ----
 struct MatmulArgs {

@@ -340,4 +340,28 @@ void CudaBackend::verify(const Tensor& target, const Tensor& draft_probs, const 
   end_op(Op::Verify, cuda::launch_verify(dev_->stream(), a));
 }
 
+void CudaBackend::adjust_logits(const Tensor& logits, const Tensor& adjust) {
+  ArgCheck c(Op::AdjustLogits);
+  c.f32("logits", logits).i32("adjust", adjust);
+  c.that(adjust.cols == 6, "adjust must be i32 [n, 6] (LogitAdjust entries)");
+  if (!c.ok()) return fail(c.error());
+  if (adjust.rows == 0 || logits.rows == 0 || !begin_op(Op::AdjustLogits)) return;
+  end_op(Op::AdjustLogits,
+         cuda::launch_adjust_logits(dev_->stream(), f32p(logits), logits.rows, logits.cols,
+                                    reinterpret_cast<const LogitAdjust*>(cuda::device_ptr(adjust)), adjust.rows));
+}
+
+void CudaBackend::filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params) {
+  ArgCheck c(Op::FilterProbs);
+  c.f32("logits", logits).f32("probs", probs).i32("params", params);
+  c.that(logits.rows >= probs.rows && logits.cols == probs.cols, "logits must have probs' shape")
+      .that(params.cols == 3 && params.rows >= probs.rows, "params must be i32 [n, 3] (FilterParams)")
+      .that(probs.cols <= INT32_MAX, "rows too long");
+  if (!c.ok()) return fail(c.error());
+  if (probs.rows == 0 || probs.cols == 0 || !begin_op(Op::FilterProbs)) return;
+  end_op(Op::FilterProbs,
+         cuda::launch_filter_probs(dev_->stream(), f32p(logits), f32p(probs), probs.rows, probs.cols,
+                                   reinterpret_cast<const FilterParams*>(cuda::device_ptr(params))));
+}
+
 }  // namespace pagoda

@@ -1,5 +1,5 @@
-// Sampling kernels: argmax, inverse-CDF sampling and speculative verification, one CTA per row or
-// sequence. Semantics follow ref::argmax / ref::sample_probs / ref::verify exactly; the only
+// Sampling kernels: argmax, inverse-CDF sampling, speculative verification and the sampling
+// filters (adjust_logits, filter_probs), one CTA per row or sequence. Semantics follow ref::argmax / ref::sample_probs / ref::verify exactly; the only
 // difference is the order of the double-precision sums (tree instead of sequential), which can move
 // a draw only when u * total lies within a few ulps of a CDF step.
 #include <climits>
@@ -201,6 +201,125 @@ __global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs a) {
   }
 }
 
+// adjust_logits: one thread per entry. The _rn intrinsics are never fused into a multiply-add,
+// so the three steps round as the host's adjust_logit does (backends/backend.h).
+__global__ void adjust_kernel(float* logits, int64_t rows, int64_t cols, const LogitAdjust* adj, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const LogitAdjust a = adj[i];
+  if (a.row < 0 || a.row >= rows || a.token < 0 || a.token >= cols) return;
+  float& l = logits[int64_t(a.row) * cols + a.token];
+  const float biased = __fadd_rn(l, a.bias);
+  const float scaled = biased > 0.0f ? __fmul_rn(biased, a.pos_scale) : __fmul_rn(biased, a.neg_scale);
+  l = __fsub_rn(scaled, a.subtract);
+}
+
+// filter_probs, as shaders/filter_probs.comp: each filter narrows the candidate-order prefix
+// (key > t, or key == t and index <= i) by bisection over the key (stopping once the bracket holds
+// only the boundary element), then over the index among ties; every step is one pass over the row
+// and block sums, in a fixed order.
+__device__ __forceinline__ uint32_t candidate_key(float x) {
+  if (isnan(x)) return 0u;
+  const uint32_t b = x == 0.0f ? 0u : __float_as_uint(x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// key > t, or key == t and index <= i (-1: none at t).
+struct Domain {
+  uint32_t t = 0;
+  int i = INT_MAX;
+  __device__ bool has(uint32_t k, int idx) const { return k > t || (k == t && idx <= i); }
+};
+
+struct FilterRow {
+  const float* l;
+  float* p;
+  int n;
+  Domain d;
+  float* sc;
+  // (count, probability) of the domain's elements with key >= t, or (tie) with key == t and
+  // index <= idx.
+  __device__ float2 measure(uint32_t t, bool tie, int idx) const {
+    float c = 0.0f, m = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const uint32_t k = candidate_key(l[i]);
+      if ((tie ? (k == t && i <= idx) : k >= t) && d.has(k, i)) {
+        c += 1.0f;
+        m += p[i];
+      }
+    }
+    c = block_sum(c, sc);
+    m = block_sum(m, sc);
+    return make_float2(c, m);
+  }
+  // Narrows the domain to its shortest prefix whose measure reaches `need` (unchanged if it
+  // cannot); the same steps as shaders/filter_probs.comp's cut().
+  __device__ void cut(float need, bool mass) {
+    const float2 whole = measure(0u, false, 0);
+    if ((mass ? whole.y : whole.x) < need) return;
+    uint32_t lo = 0u, hi = 0xffffffffu;
+    float c_lo = whole.x, c_hi = 0.0f, m_hi = 0.0f;
+    while (lo < hi) {
+      if (c_lo - c_hi <= 1.0f || (!mass && c_lo == need)) {
+        if (lo > d.t) {
+          d.t = lo - 1u;
+          d.i = -1;
+        }
+        return;
+      }
+      const uint32_t mid = lo + ((hi - lo) >> 1) + ((hi - lo) & 1u);
+      const float2 m = measure(mid, false, 0);
+      if ((mass ? m.y : m.x) >= need) {
+        lo = mid;
+        c_lo = m.x;
+      } else {
+        hi = mid - 1u;
+        c_hi = m.x;
+        m_hi = m.y;
+      }
+    }
+    if (c_lo - c_hi > 1.0f) {
+      const float above = mass ? m_hi : c_hi;
+      int ilo = 0, ihi = n - 1;
+      while (ilo < ihi) {
+        const int mid = (ilo + ihi) >> 1;
+        const float2 m = measure(lo, true, mid);
+        if (__fadd_rn(above, mass ? m.y : m.x) >= need) ihi = mid;
+        else ilo = mid + 1;
+      }
+      d.t = lo;
+      d.i = ilo;
+    } else if (lo != d.t) {
+      d.t = lo;
+      d.i = INT_MAX;
+    }
+  }
+};
+
+__global__ void __launch_bounds__(kThreads)
+    filter_kernel(const float* __restrict__ logits, float* probs, int cols, const FilterParams* params) {
+  __shared__ float sc[32];
+  const FilterParams f = params[blockIdx.x];
+  const bool k_on = f.top_k > 0 && f.top_k < cols;
+  if (!k_on && !(f.top_p < 1.0f) && !(f.min_p > 0.0f)) return;
+  FilterRow r{logits + int64_t(blockIdx.x) * cols, probs + int64_t(blockIdx.x) * cols, cols, Domain{}, sc};
+  if (k_on) r.cut(float(f.top_k), false);
+  if (f.top_p < 1.0f) r.cut(__fmul_rn(f.top_p, r.measure(0u, false, 0).y), true);
+  float mx = 0.0f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, r.p[i]);
+  mx = block_max(mx, sc);
+  const float thr = f.min_p > 0.0f ? __fmul_rn(f.min_p, mx) : 0.0f;
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x)
+    if (r.d.has(candidate_key(r.l[i]), i) && r.p[i] >= thr) sum += r.p[i];
+  sum = block_sum(sum, sc);
+  if (!(sum > 0.0f)) return;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float v = r.p[i];
+    r.p[i] = r.d.has(candidate_key(r.l[i]), i) && v >= thr ? v / sum : 0.0f;
+  }
+}
+
 }  // namespace
 
 cudaError_t launch_argmax(cudaStream_t s, const float* x, int64_t rows, int64_t cols, int32_t* out) {
@@ -211,6 +330,19 @@ cudaError_t launch_argmax(cudaStream_t s, const float* x, int64_t rows, int64_t 
 cudaError_t launch_sample_probs(cudaStream_t s, const float* probs, int64_t rows, int64_t cols, const float* u,
                                 int32_t* out) {
   sample_kernel<<<unsigned(rows), kThreads, 0, s>>>(probs, int(cols), u, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_adjust_logits(cudaStream_t s, float* logits, int64_t rows, int64_t cols, const LogitAdjust* adj,
+                                 int64_t n) {
+  constexpr int kBlock = 256;
+  adjust_kernel<<<unsigned((n + kBlock - 1) / kBlock), kBlock, 0, s>>>(logits, rows, cols, adj, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_filter_probs(cudaStream_t s, const float* logits, float* probs, int64_t rows, int64_t cols,
+                                const FilterParams* params) {
+  filter_kernel<<<unsigned(rows), kThreads, 0, s>>>(logits, probs, int(cols), params);
   return cudaGetLastError();
 }
 

@@ -1,4 +1,4 @@
-// Sampling-side ops: softmax, argmax, sample_probs, verify. Push-constant structs mirror the
+// Sampling-side ops: softmax, argmax, sample_probs, verify, adjust_logits, filter_probs. Push-constant structs mirror the
 // shaders' `Params` blocks field for field.
 #include "backends/vulkan/vulkan_backend_impl.h"
 
@@ -63,6 +63,39 @@ Status VulkanBackend::verify_impl(const Tensor& target, const Tensor& draft_prob
 void VulkanBackend::verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens,
                            const Tensor& meta, const Tensor& uniforms, const Tensor& out, const VerifyParams& p) {
   guarded("verify", [&] { return verify_impl(target, draft_probs, draft_tokens, meta, uniforms, out, p); });
+}
+
+void VulkanBackend::adjust_logits(const Tensor& logits, const Tensor& adjust) {
+  guarded("adjust_logits", [&]() -> Status {
+    struct Push { uint32_t l_off, a_off, n, n_rows, cols; };
+    if (adjust.rows == 0 || logits.rows == 0) return {};
+    if (adjust.dtype != DType::I32 || adjust.cols != 6) return make_error("adjust must be i32 [n, 6]");
+    PAGODA_BIND(bl, bind(logits, 4));
+    PAGODA_BIND(ba, bind(adjust, 4));
+    const Push p{bl.elem, ba.elem, uint32_t(adjust.rows), uint32_t(logits.rows), uint32_t(logits.cols)};
+    return run("adjust_logits", {{kSpecLocalSize, elem_group_}}, {bl.binding, ba.binding}, p,
+               ceil_div(uint64_t(adjust.rows), elem_group_));
+  });
+}
+
+void VulkanBackend::filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params) {
+  guarded("filter_probs", [&]() -> Status {
+    struct Push { uint32_t l_off, p_off, q_off, n_rows, cols; };
+    if (probs.rows == 0 || probs.cols == 0) return {};
+    if (logits.rows < probs.rows || logits.cols != probs.cols) return make_error("logits must have probs' shape");
+    if (params.dtype != DType::I32 || params.cols != 3 || params.rows < probs.rows)
+      return make_error("params must be i32 [n, 3]");
+    PAGODA_BIND(bl, bind(logits, 4, probs.bytes()));
+    PAGODA_BIND(bp, bind(probs, 4));
+    PAGODA_BIND(bq, bind(params, 4, size_t(probs.rows) * 12));
+    const Push p{bl.elem, bp.elem, bq.elem, uint32_t(probs.rows), uint32_t(probs.cols)};
+    // A wide workgroup: the filter makes up to ~90 passes over the row, and llvmpipe (lavapipe)
+    // caps the loop iterations of one invocation at 65535 in total, silently ending the shader
+    // there; with row_group_ (16 on lavapipe) a 32,000-token row hit it. 256 invocations keep
+    // a 128k-token row's passes under the cap.
+    return run("filter_probs", {{kSpecLocalSize, elem_group_}}, {bl.binding, bp.binding, bq.binding}, p,
+               uint64_t(probs.rows));
+  });
 }
 
 }  // namespace pagoda::vk

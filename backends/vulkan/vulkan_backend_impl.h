@@ -56,6 +56,8 @@ class VulkanBackend final : public Backend {
   void sample_probs(const Tensor& probs, const Tensor& u, const Tensor& out) override;
   void verify(const Tensor& target, const Tensor& draft_probs, const Tensor& draft_tokens, const Tensor& meta,
               const Tensor& uniforms, const Tensor& out, const VerifyParams& p) override;
+  void adjust_logits(const Tensor& logits, const Tensor& adjust) override;
+  void filter_probs(const Tensor& logits, const Tensor& probs, const Tensor& params) override;
 
   void set_profiling(bool on) { seq_->set_profiling(on); }
   bool validation_active() const { return dev_->validation_enabled(); }

@@ -19,11 +19,16 @@ Result<bool> resolve_device_sampling(const std::string& mode, const std::string&
   return make_error("device sampling must be auto, on or off (got '" + mode + "')");
 }
 
-bool device_samplable(const Sequence& s, int32_t vocab) {
+bool device_samplable(const Sequence& s, int32_t vocab, bool adjust_ops, bool filter_ops) {
   const SamplingParams& p = s.sampling;
-  if (s.grammar || s.logprobs >= 0 || has_penalties(p)) return false;
-  if (p.greedy()) return true;
-  return (p.top_k <= 0 || p.top_k >= vocab) && p.top_p >= 1.0f && p.min_p <= 0.0f;
+  if (s.grammar || s.logprobs >= 0) return false;
+  if (has_penalties(p) && !adjust_ops) return false;
+  return filter_ops || !device_filters(p).active(vocab);
+}
+
+FilterParams device_filters(const SamplingParams& p) {
+  if (p.greedy()) return FilterParams{};
+  return FilterParams{p.top_k, p.top_p, p.min_p};
 }
 
 Result<Tensor> DeviceDecoder::scratch(BufferPtr& owner, size_t& cap, DType t, int64_t rows, int64_t cols) {
@@ -38,6 +43,31 @@ Result<Tensor> DeviceDecoder::scratch(BufferPtr& owner, size_t& cap, DType t, in
     cap = bytes;
   }
   return Tensor{owner.get(), 0, t, rows, cols};
+}
+
+bool DeviceDecoder::build_row_params(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row,
+                                     int64_t rows) {
+  adjust_.clear();
+  filters_.assign(size_t(rows), FilterParams{});
+  bool any_filter = false;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (!decisions_[i].chosen) continue;
+    const ScheduledChunk& c = plan[i];
+    const Sequence& s = *c.seq;
+    const int32_t n = c.n_draft > 0 ? c.n_draft + 1 : 1;
+    if (has_penalties(s.sampling)) {
+      hist_.assign(s.tokens.begin(), s.tokens.end());
+      for (int32_t j = 0; j < n; ++j) {
+        append_logit_adjustments(hist_, size_t(s.generated() + j), s.sampling, vocab_, first_row[i] + j, adjust_);
+        if (j < c.n_draft) hist_.push_back(s.draft[size_t(j)]);
+      }
+    }
+    const FilterParams f = device_filters(s.sampling);
+    if (!f.active(vocab_)) continue;
+    any_filter = true;
+    for (int32_t j = 0; j < n; ++j) filters_[size_t(first_row[i] + j)] = f;
+  }
+  return any_filter;
 }
 
 Status DeviceDecoder::run(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row,
@@ -57,7 +87,7 @@ Status DeviceDecoder::run(const std::vector<ScheduledChunk>& plan, const std::ve
     const ScheduledChunk& c = plan[i];
     const Sequence& s = *c.seq;
     const int64_t rows = c.n_draft > 0 ? c.n_draft + 1 : 1;
-    bool device = s.max_tokens != 0 && device_samplable(s, vocab_);
+    bool device = s.max_tokens != 0 && device_samplable(s, vocab_, adjust_ops_, filter_ops_);
     if (device && c.n_draft > 0 && !s.sampling.greedy()) {
       const auto it = proposals.find(s.id);
       device = it != proposals.end() && it->second.q.size() >= size_t(c.n_draft);
@@ -93,11 +123,24 @@ Status DeviceDecoder::run(const std::vector<ScheduledChunk>& plan, const std::ve
     probs = *r;
   }
 
+  // Penalties and logit_bias first, in place: argmax, the softmax and the filters' candidate order
+  // all read the adjusted logits, as the host sampler's do.
+  adjust_.clear();  // a step without device rows must not replay the last step's list
+  const bool any_filter = any_device && build_row_params(plan, first_row, nl);
+  if (!adjust_.empty()) {
+    auto at = scratch(b_adj_, cap_adj_, DType::I32, int64_t(adjust_.size()), 6);
+    if (!at) return at.take_error();
+    be_.upload(*at, adjust_.data(), adjust_.size() * sizeof(LogitAdjust));
+    be_.adjust_logits(logits, *at);
+  }
+
   if (!argmax_c.empty()) be_.argmax(logits, res.row_slice(0, nl));
 
+  // Softmax of every sampled row: one per run of adjacent rows at the same temperature (usually
+  // the whole batch), and one per verified chunk.
+  std::vector<float> u;
   if (!sample_c.empty()) {
-    std::vector<float> u(size_t(nl), 0.0f);
-    // One softmax per run of adjacent rows at the same temperature (usually the whole batch).
+    u.assign(size_t(nl), 0.0f);
     int64_t run0 = -1, run1 = -1;
     float run_t = 0;
     auto flush = [&] {
@@ -116,6 +159,21 @@ Status DeviceDecoder::run(const std::vector<ScheduledChunk>& plan, const std::ve
       u[size_t(r)] = philox_uniform(s.sampling.seed, 0, uint64_t(s.generated()));
     }
     flush();
+  }
+  for (size_t i : vsample_c) {
+    const Sequence& s = *plan[i].seq;
+    be_.softmax(logits.row_slice(first_row[i], plan[i].n_draft + 1), probs.row_slice(first_row[i], plan[i].n_draft + 1),
+                s.sampling.temperature);
+  }
+  // Top-k/top-p/min-p over all rows at once; rows of other chunks have inactive parameters.
+  if (any_filter) {
+    auto ft = scratch(b_filt_, cap_filt_, DType::I32, nl, 3);
+    if (!ft) return ft.take_error();
+    be_.upload(*ft, filters_.data(), filters_.size() * sizeof(FilterParams));
+    be_.filter_probs(logits, probs, *ft);
+  }
+
+  if (!sample_c.empty()) {
     auto ut = scratch(b_u_, cap_u_, DType::F32, nl, 1);
     if (!ut) return ut.take_error();
     be_.upload(*ut, u.data(), u.size() * 4);
@@ -137,7 +195,6 @@ Status DeviceDecoder::run(const std::vector<ScheduledChunk>& plan, const std::ve
         meta[size_t(j * 3)] = first_row[i];
         meta[size_t(j * 3 + 2)] = k;
         if (!s.sampling.greedy()) {
-          be_.softmax(logits.row_slice(first_row[i], k + 1), probs.row_slice(first_row[i], k + 1), s.sampling.temperature);
           meta[size_t(j * 3 + 1)] = int32_t(qrows);
           const DraftProposal& prop = proposals.at(s.id);
           for (int32_t t = 0; t < k; ++t) q.insert(q.end(), prop.q[size_t(t)].begin(), prop.q[size_t(t)].end());

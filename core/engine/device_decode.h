@@ -1,9 +1,17 @@
-// Device-resident decode: after the forward pass the logits stay on the device; greedy picks
-// (argmax), temperature draws (softmax + sample_probs with the host sampler's Philox uniforms) and
-// speculative verification (verify) run as backend ops, and only token ids and acceptance counts
-// are downloaded. A sequence whose sampling needs something those ops lack (a grammar mask,
-// penalties or logit_bias, logprobs, top-k/top-p/min-p) gets its logits rows downloaded and is
-// sampled on the host as before; both kinds can share one step.
+// Device-resident decode: after the forward pass the logits stay on the device and every choice is
+// a backend op: penalties and logit_bias (adjust_logits, with the lists the host sampler itself
+// applies, so greedy ids are the host's bit for bit), greedy picks (argmax), draws (softmax, then
+// top-k/top-p/min-p by filter_probs, then sample_probs with the host sampler's Philox uniforms)
+// and speculative verification (verify, on the same filtered distributions). Only token ids and
+// acceptance counts are downloaded, plus a few bytes of per-row parameters uploaded.
+// Two things stay on the host, with the sequence's logits rows downloaded:
+//  - a grammar: its mask comes from walking the matcher over the vocabulary trie at each position
+//    (and, under speculation, over every draft in turn), host-side state that changes token by
+//    token; uploading a vocabulary-sized mask per row would cost what downloading the row does;
+//  - logprobs: the client wants values of the raw row (log-softmax, and the top-n tokens), so the
+//    row has to come back anyway.
+// A backend without adjust_logits/filter_probs keeps such sequences on the host too. Both kinds can
+// share one step.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -20,9 +28,13 @@ namespace pagoda {
 // EngineConfig::device_sampling: "auto" (on for every backend but cpu / cpu-ref), "on", "off".
 Result<bool> resolve_device_sampling(const std::string& mode, const std::string& backend_name);
 
-// Whether `s`'s next token can be chosen by the device ops: greedy, or plain temperature sampling
-// (no top-k below the vocabulary, top_p 1, min_p 0), with no grammar, penalties, logit_bias or logprobs.
-bool device_samplable(const Sequence& s, int32_t vocab);
+// Whether `s`'s next token can be chosen by the device ops: no grammar and no logprobs; penalties
+// or logit_bias only with `adjust_ops` (the backend has adjust_logits), top-k/top-p/min-p only
+// with `filter_ops` (it has filter_probs).
+bool device_samplable(const Sequence& s, int32_t vocab, bool adjust_ops = true, bool filter_ops = true);
+
+// The filter_probs parameters of a sampling setting (inactive under greedy).
+FilterParams device_filters(const SamplingParams& p);
 
 // What the device decided for one planned chunk (chosen = false: the host decides, from its rows).
 struct DeviceDecision {
@@ -34,7 +46,9 @@ struct DeviceDecision {
 
 class DeviceDecoder {
  public:
-  DeviceDecoder(Backend& be, int32_t vocab) : be_(be), vocab_(vocab) {}
+  DeviceDecoder(Backend& be, int32_t vocab)
+      : be_(be), vocab_(vocab), adjust_ops_(be.supports(Op::AdjustLogits, DType::F32)),
+        filter_ops_(be.supports(Op::FilterProbs, DType::F32)) {}
 
   // `logits`: the step's logits rows on the device (row first_row[i] onwards for chunk i). Runs the
   // device ops for every eligible chunk, downloads the chosen ids, and downloads the rows of every
@@ -48,11 +62,21 @@ class DeviceDecoder {
   // A device tensor of at least rows x cols in `owner` (grown geometrically, never shrunk).
   Result<Tensor> scratch(BufferPtr& owner, size_t& cap, DType t, int64_t rows, int64_t cols);
 
+  // The step's per-row parameters: logit adjustments of every device row (penalties, logit_bias;
+  // a verified chunk's rows each see the history extended by the drafts before them, as the host
+  // verifier does) and filters (inactive rows filter nothing). Returns whether any row filters.
+  bool build_row_params(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row, int64_t rows);
+
   Backend& be_;
   int32_t vocab_;
+  bool adjust_ops_ = false, filter_ops_ = false;
   std::vector<DeviceDecision> decisions_;
-  BufferPtr b_probs_, b_u_, b_res_, b_q_, b_dtok_, b_meta_, b_vu_;
-  size_t cap_probs_ = 0, cap_u_ = 0, cap_res_ = 0, cap_q_ = 0, cap_dtok_ = 0, cap_meta_ = 0, cap_vu_ = 0;
+  std::vector<LogitAdjust> adjust_;
+  std::vector<FilterParams> filters_;
+  std::vector<int32_t> hist_;
+  BufferPtr b_probs_, b_u_, b_res_, b_q_, b_dtok_, b_meta_, b_vu_, b_adj_, b_filt_;
+  size_t cap_probs_ = 0, cap_u_ = 0, cap_res_ = 0, cap_q_ = 0, cap_dtok_ = 0, cap_meta_ = 0, cap_vu_ = 0, cap_adj_ = 0,
+         cap_filt_ = 0;
 };
 
 }  // namespace pagoda

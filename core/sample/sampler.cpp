@@ -6,7 +6,6 @@
 #include <cstring>
 #include <limits>
 #include <string>
-#include <unordered_set>
 
 #include "core/sample/philox.h"
 
@@ -30,14 +29,10 @@ Status SamplingParams::validate() const {
 }
 
 void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> history, const SamplingParams& p) {
-  if (p.repeat_penalty == 1.0f || p.repeat_last_n == 0) return;
-  const size_t n = std::min(history.size(), size_t(p.repeat_last_n));
-  std::unordered_set<int32_t> seen(history.end() - long(n), history.end());
-  for (int32_t t : seen) {
-    if (t < 0 || size_t(t) >= logits.size()) continue;
-    float& l = logits[size_t(t)];
-    l = l > 0 ? l / p.repeat_penalty : l * p.repeat_penalty;
-  }
+  SamplingParams r;
+  r.repeat_penalty = p.repeat_penalty;
+  r.repeat_last_n = p.repeat_last_n;
+  apply_penalties(logits, history, 0, r);
 }
 
 bool has_penalties(const SamplingParams& p) {
@@ -45,22 +40,60 @@ bool has_penalties(const SamplingParams& p) {
          p.frequency_penalty != 0.0f || !p.logit_bias.empty();
 }
 
+void append_logit_adjustments(std::span<const int32_t> history, size_t generated, const SamplingParams& p,
+                              int32_t vocab, int32_t row, std::vector<LogitAdjust>& out) {
+  const size_t first = out.size();
+  auto in_vocab = [vocab](int32_t t) { return t >= 0 && t < vocab; };
+  // One entry per (category, token); the merge below folds them per token. Each category gives a
+  // token at most one entry (logit_bias repeats add up), so folding into the identity entry
+  // (bias 0, scales 1, subtract 0) is exact.
+  for (const auto& [id, bias] : p.logit_bias)
+    if (in_vocab(id)) out.push_back({row, id, bias, 1.0f, 1.0f, 0.0f});
+  if (p.repeat_penalty != 1.0f && p.repeat_last_n != 0) {
+    const size_t n = std::min(history.size(), size_t(p.repeat_last_n));
+    const float inv = 1.0f / p.repeat_penalty;
+    const size_t mark = out.size();
+    for (int32_t t : history.subspan(history.size() - n))
+      if (in_vocab(t)) out.push_back({row, t, 0.0f, inv, p.repeat_penalty, 0.0f});
+    std::sort(out.begin() + long(mark), out.end(), [](const LogitAdjust& a, const LogitAdjust& b) { return a.token < b.token; });
+    out.erase(std::unique(out.begin() + long(mark), out.end(),
+                          [](const LogitAdjust& a, const LogitAdjust& b) { return a.token == b.token; }),
+              out.end());
+  }
+  if (p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) {
+    generated = std::min(generated, history.size());
+    std::vector<int32_t> gen(history.end() - long(generated), history.end());
+    std::sort(gen.begin(), gen.end());
+    for (size_t i = 0; i < gen.size();) {
+      size_t j = i;
+      while (j < gen.size() && gen[j] == gen[i]) ++j;
+      if (in_vocab(gen[i])) out.push_back({row, gen[i], 0.0f, 1.0f, 1.0f, float(j - i) * p.frequency_penalty + p.presence_penalty});
+      i = j;
+    }
+  }
+  std::stable_sort(out.begin() + long(first), out.end(),
+                   [](const LogitAdjust& a, const LogitAdjust& b) { return a.token < b.token; });
+  size_t w = first;
+  for (size_t i = first; i < out.size(); ++i) {
+    if (w > first && out[w - 1].token == out[i].token) {
+      LogitAdjust& m = out[w - 1];
+      m.bias += out[i].bias;
+      m.pos_scale *= out[i].pos_scale;
+      m.neg_scale *= out[i].neg_scale;
+      m.subtract += out[i].subtract;
+    } else {
+      out[w++] = out[i];
+    }
+  }
+  out.resize(w);
+}
+
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history, size_t generated,
                      const SamplingParams& p) {
-  for (const auto& [id, bias] : p.logit_bias)
-    if (id >= 0 && size_t(id) < logits.size()) logits[size_t(id)] += bias;
-  apply_repetition_penalty(logits, history, p);
-  if (p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f) return;
-  generated = std::min(generated, history.size());
-  std::vector<int32_t> out(history.end() - long(generated), history.end());
-  std::sort(out.begin(), out.end());
-  for (size_t i = 0; i < out.size();) {
-    size_t j = i;
-    while (j < out.size() && out[j] == out[i]) ++j;
-    if (out[i] >= 0 && size_t(out[i]) < logits.size())
-      logits[size_t(out[i])] -= float(j - i) * p.frequency_penalty + p.presence_penalty;
-    i = j;
-  }
+  thread_local std::vector<LogitAdjust> adj;
+  adj.clear();
+  append_logit_adjustments(history, generated, p, int32_t(logits.size()), 0, adj);
+  for (const LogitAdjust& a : adj) logits[size_t(a.token)] = adjust_logit(logits[size_t(a.token)], a);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "backends/backend.h"  // LogitAdjust, adjust_logit: the arithmetic the device ops share
 #include "core/util/result.h"
 
 namespace pagoda {
@@ -38,6 +39,12 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
 // `generated` tokens of `history` (the ones the model produced; the rest is prompt).
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history, size_t generated,
                      const SamplingParams& p);
+// The same adjustments as a list, one LogitAdjust per affected token in [0, vocab) (sorted by
+// token, each with `row`), appended to `out`. apply_penalties applies exactly this list with
+// adjust_logit, and the device decoder uploads it for Backend::adjust_logits: one builder, one
+// arithmetic, so host and device penalize to the same bits.
+void append_logit_adjustments(std::span<const int32_t> history, size_t generated, const SamplingParams& p,
+                              int32_t vocab, int32_t row, std::vector<LogitAdjust>& out);
 bool has_penalties(const SamplingParams& p);
 
 // The distribution the sampler draws from: a dense probability vector (zeros where filtered),
