@@ -58,7 +58,7 @@ void add_engine_options(CLI::App* app, EngineOptions& o, unsigned flags) {
         ->capture_default_str();
   if (flags & kDeviceSamplingFlag)
     app->add_option("--device-sampling", o.device_sampling,
-                    "Sample and verify on the device, downloading only token ids: auto (GPU backends), on, off")
+                    "Sample and verify on the device, downloading only token ids: auto (on a GPU device), on, off")
         ->capture_default_str();
   if (flags & kBackendFlags) add_backend_flags(app, o.backend, o.device, o.threads);
 }

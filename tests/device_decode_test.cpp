@@ -191,13 +191,20 @@ std::vector<std::pair<std::string, SamplingParams>> filter_settings() {
 }  // namespace
 
 TEST(DeviceDecode, Settings) {
-  EXPECT_TRUE(*resolve_device_sampling("auto", "vulkan"));
-  EXPECT_TRUE(*resolve_device_sampling("auto", "cuda"));
-  EXPECT_FALSE(*resolve_device_sampling("auto", "cpu"));
-  EXPECT_FALSE(*resolve_device_sampling("auto", "cpu-ref"));
-  EXPECT_TRUE(*resolve_device_sampling("on", "cpu"));
-  EXPECT_FALSE(*resolve_device_sampling("off", "vulkan"));
-  auto bad = resolve_device_sampling("yes", "vulkan");
+  BackendInfo gpu, host;
+  gpu.name = "vulkan";
+  gpu.is_gpu = true;
+  host.name = "vulkan";  // a CPU Vulkan driver (lavapipe) reports is_gpu false, as cpu and cpu-ref do
+  EXPECT_TRUE(*resolve_device_sampling("auto", gpu));
+  EXPECT_FALSE(*resolve_device_sampling("auto", host));
+  EXPECT_TRUE(*resolve_device_sampling("on", host));
+  EXPECT_FALSE(*resolve_device_sampling("off", gpu));
+  for (const char* name : {"cpu", "cpu-ref"}) {
+    auto be = create_backend(name);
+    ASSERT_TRUE(be.ok());
+    EXPECT_FALSE(*resolve_device_sampling("auto", (*be)->info())) << name;
+  }
+  auto bad = resolve_device_sampling("yes", gpu);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("auto, on or off"), std::string::npos);
   EngineConfig c;

@@ -64,15 +64,19 @@ Result<ModelConformance> compare_model(const std::string& path, Backend& referen
   ModelConformance r;
   r.backend = dut.info().name;
   r.kv_dtype = dtype_name(kv_dtype);
-  // Free-running greedy on both sides.
   const auto prompt_ids = ref->m->tokenizer->encode(prompt, true);
-  // Free-running greedy through each side's Engine, as a user's request runs (on a GPU backend the
-  // tokens are chosen on the device: device sampling is on there by default).
-  auto greedy = [&](Side& side, Backend& be, DType kv) -> Result<std::vector<int32_t>> {
+  // Free-running greedy through each side's Engine, as a user's request runs: the reference picks
+  // on the host, the backend under test on its device where it has the ops (argmax after the
+  // logits stayed on the device), so the device decode path is checked too.
+  auto greedy = [&](Side& side, Backend& be, DType kv, bool on_device) -> Result<std::vector<int32_t>> {
     EngineConfig ec;
     ec.kv_dtype = kv;
     ec.num_blocks = (total + 1 + ec.block_size - 1) / ec.block_size + 1;
     ec.prefix_caching = false;
+    ec.device_sampling = on_device && be.supports(Op::Argmax, DType::F32) && be.supports(Op::Softmax, DType::F32) &&
+                                 be.supports(Op::SampleProbs, DType::F32) && be.supports(Op::Verify, DType::F32)
+                             ? "on"
+                             : "off";
     auto e = Engine::create(*side.m, be, ec);
     if (!e) return e.take_error();
     Request req;
@@ -86,9 +90,9 @@ Result<ModelConformance> compare_model(const std::string& path, Backend& referen
     if (c->reason == FinishReason::Eos && !t.empty()) t.pop_back();
     return t;
   };
-  auto ga = greedy(*ref, reference, DType::F32);
+  auto ga = greedy(*ref, reference, DType::F32, false);
   if (!ga) return ga.take_error();
-  auto gb = greedy(*dev, dut, kv_dtype);
+  auto gb = greedy(*dev, dut, kv_dtype, true);
   if (!gb) return gb.take_error();
   const std::vector<int32_t>& a = *ga;
   const std::vector<int32_t>& b = *gb;

@@ -12,10 +12,10 @@
 
 namespace pagoda {
 
-Result<bool> resolve_device_sampling(const std::string& mode, const std::string& backend_name) {
+Result<bool> resolve_device_sampling(const std::string& mode, const BackendInfo& backend) {
   if (mode == "on") return true;
   if (mode == "off") return false;
-  if (mode == "auto") return backend_name != "cpu" && backend_name != "cpu-ref";
+  if (mode == "auto") return backend.is_gpu;
   return make_error("device sampling must be auto, on or off (got '" + mode + "')");
 }
 

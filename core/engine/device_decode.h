@@ -25,8 +25,12 @@
 
 namespace pagoda {
 
-// EngineConfig::device_sampling: "auto" (on for every backend but cpu / cpu-ref), "on", "off".
-Result<bool> resolve_device_sampling(const std::string& mode, const std::string& backend_name);
+// EngineConfig::device_sampling: "on", "off" or "auto": on where the backend's device is a GPU
+// (BackendInfo::is_gpu), whose logits would otherwise cross to the host every step; off for a
+// device that computes in host memory (cpu, cpu-ref, a CPU Vulkan driver such as lavapipe), where
+// nothing is saved and the host sampler's sort-free passes beat the device ops' bisection
+// (docs/perf.md, "Device-side filters and penalties").
+Result<bool> resolve_device_sampling(const std::string& mode, const BackendInfo& backend);
 
 // Whether `s`'s next token can be chosen by the device ops: no grammar and no logprobs; penalties
 // or logit_bias only with `adjust_ops` (the backend has adjust_logits), top-k/top-p/min-p only

@@ -63,7 +63,7 @@ Status validate_engine_config(const EngineConfig& c) {
   if (!(c.probe_interval_s > 0)) return make_error("probe interval must be > 0 seconds");
   if (c.spec.k < 0 || c.spec.k > 16) return make_error("draft length k must be in 0..16");
   if (c.spec.latency_slo_s < 0) return make_error("speculation latency SLO must be >= 0");
-  if (auto d = resolve_device_sampling(c.device_sampling, ""); !d) return d.take_error();
+  if (auto d = resolve_device_sampling(c.device_sampling, BackendInfo{}); !d) return d.take_error();
   return {};
 }
 
@@ -132,7 +132,7 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   cc.latency_slo_s = cfg.spec.latency_slo_s;
   e->ctrl_ = std::make_unique<SpecController>(cc);
   // [device decode] sampling and verification as backend ops where the backend has them all
-  auto dev = resolve_device_sampling(cfg.device_sampling, be.info().name);
+  auto dev = resolve_device_sampling(cfg.device_sampling, be.info());
   if (!dev) return dev.take_error();
   const bool has_ops = be.supports(Op::Argmax, DType::F32) && be.supports(Op::Softmax, DType::F32) &&
                        be.supports(Op::SampleProbs, DType::F32) && be.supports(Op::Verify, DType::F32);
