@@ -123,6 +123,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
   constexpr int kBytes = kFive ? 176 : 144;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   __m256 acc[T];
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
@@ -133,6 +134,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
     const uint8_t* qs = w + (kFive ? 48 : 16);
     __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
     __m256i sum[T];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
@@ -144,6 +146,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
         qh = _mm256_srli_epi16(qh, 2);
       }
       const __m256i slo = _mm256_shuffle_epi8(sc, pick16(2 * c)), shi = _mm256_shuffle_epi8(sc, pick16(2 * c + 1));
+      #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 64 * c);
         const __m256i a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(x)), slo);
@@ -152,6 +155,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
       }
     }
     const __m128 dm = halves2(w);
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m128 f = _mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb]));  // d * dx, dmin * dx
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
@@ -159,6 +163,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
       acc[t] = _mm256_fnmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(f)), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[t]);
     }
   }
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = hsum8(acc[t]);
 }
 
@@ -196,6 +201,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   __m256i pick[4];
   for (int k = 0; k < 4; ++k) pick[k] = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
   __m256 acc[T];
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
@@ -215,6 +221,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
       dmin = f16s(w + 82);
     }
     __m256i sum[T];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
     __m256i hm = _mm256_setzero_si256();
     if constexpr (kType == DType::Q3_K) hm = load32(w);
@@ -244,12 +251,14 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
           }
         }
         const __m256i scales = _mm256_shuffle_epi8(sch, pick[k]);
+        #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
           const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 128 * n + 32 * k));
           sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), scales));
         }
       }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const float dxt = dx[t * nsb + sb];
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
@@ -259,6 +268,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
         acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dxt), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[t]);
     }
   }
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = hsum8(acc[t]);
 }
 
@@ -295,11 +305,13 @@ template <int kBytes, int kOff, bool kMin, int T, typename Unpack>
 void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out,
                   Unpack unpack) {
   __m256 acc[T], macc[T];
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
   // The block's dots with every row: p[t] for row t.
   auto block = [&](const uint8_t* wb, int64_t b, __m256i* p, int stride) {
     const __m256i q = unpack(wb);
     const __m256i aq = kOff < 0 ? _mm256_sign_epi8(q, q) : q;
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + b * 32));
       p[t * stride] = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, kOff < 0 ? _mm256_sign_epi8(xv, q) : xv), ones16());
@@ -312,6 +324,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int i = 0; i < 8; ++i) block(w + i * kBytes, b + i, &p[0][i], 8);
     const __m256 d = halves8(w, kBytes);
     const __m256 m = kMin ? halves8(w + 2, kBytes) : _mm256_setzero_ps();
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       __m256i s = sum8x8(p[t]);
       const __m256i xsv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + t * nb + b));
@@ -325,6 +338,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
   for (; b < nb; ++b, w += kBytes) {
     __m256i p[T];
     block(w, b, p, 1);
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       int32_t s = hsum8i(p[t]);
       if (kOff > 0) s -= kOff * xs[t * nb + b];
@@ -332,6 +346,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
       if (kMin) tail[t] += f16(w + 2) * dx[t * nb + b] * float(xs[t * nb + b]);
     }
   }
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = hsum8(_mm256_add_ps(acc[t], macc[t])) + tail[t];
 }
 
