@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -14,6 +15,8 @@
 
 #include "backends/conformance.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/cpu_fast_quant.h"
+#include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "core/util/half.h"
 
@@ -243,6 +246,105 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
   std::vector<float> got(src.size());
   fast.download(b.t, got.data(), got.size() * 4);
   EXPECT_EQ(got, src) << "threaded copy";
+}
+
+// Every quantized weight type through the fast backend, at token counts around the four-token
+// pass (1, 3, 4, 5), an odd prompt and a GEMM-sized one: near the reference, and each token's row
+// bit-identical to the same token multiplied alone wherever the build has integer kernels (the
+// result of a token must not depend on the batch or the prompt chunking around it).
+TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 3});
+  const DType types[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL,
+                         DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  const int64_t n_in = 768, n_out = 37;
+  for (DType dt : types) {
+    const bool integer = fastq::int_dot_for(dt) != nullptr || fastq::super_dot_for(dt, 1) != nullptr;
+    auto w = randn(rng, size_t(n_in * n_out));
+    std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
+    for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, w.data() + o * n_in, wq.data() + size_t(o) * row_bytes(dt, n_in), n_in);
+    auto run = [&](Backend& be, const float* x, int64_t n) {
+      Buf wb = make(be, dt, n_out, n_in), xb = make(be, DType::F32, n, n_in), ob = make(be, DType::F32, n, n_out);
+      be.upload(wb.t, wq.data(), wq.size());
+      be.upload(xb.t, x, size_t(n * n_in) * 4);
+      be.matmul(wb.t, xb.t, ob.t);
+      std::vector<float> got(size_t(n * n_out));
+      be.download(ob.t, got.data(), got.size() * 4);
+      return got;
+    };
+    for (int64_t n : {1, 3, 4, 5, 17, 33}) {
+      const auto x = randn(rng, size_t(n * n_in));
+      const auto got = run(fast, x.data(), n), want = run(ref, x.data(), n);
+      EXPECT_LT(nmse(got, std::vector<double>(want.begin(), want.end())), 5e-4) << dtype_name(dt) << " rows " << n;
+      if (!integer) continue;
+      for (int64_t r : {int64_t(0), n / 2, n - 1}) {
+        const auto alone = run(fast, x.data() + r * n_in, 1);
+        for (int64_t o = 0; o < n_out; ++o)
+          ASSERT_EQ(got[size_t(r * n_out + o)], alone[size_t(o)]) << dtype_name(dt) << " row " << r << " of " << n << " output " << o;
+      }
+    }
+  }
+}
+
+// The K-quant kernels against the exact dot of the dequantized weights with the dequantized
+// activations (quantized per 256 as the kernels take them). The weight blocks are random bytes
+// (every scale, min and quant bit pattern the format allows, e.g. Q6_K scale -128, Q3_K scale -32),
+// with finite random halves for d and dmin; the activations include an all-zero super-block and a
+// spike. The four-row kernel must give the one-row kernel's results bit for bit.
+TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
+  if (!fastq::super_dot_for(DType::Q4_K, 1)) GTEST_SKIP() << "this build has no AVX2 kernels (portable path)";
+  std::mt19937_64 rng(fresh_seed());
+  struct Halves { DType t; int d, dmin; };  // byte offsets of the f16 scales in a block (-1: none)
+  const Halves types[] = {{DType::Q2_K, 80, 82}, {DType::Q3_K, 108, -1}, {DType::Q4_K, 0, 2}, {DType::Q5_K, 0, 2}, {DType::Q6_K, 208, -1}};
+  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
+  for (const auto& [dt, d_at, dmin_at] : types) {
+    for (int64_t nsb : {1, 3}) {
+      const int64_t n = 256 * nsb;
+      auto x = randn(rng, size_t(4 * n));
+      std::fill(x.begin() + n, x.begin() + n + 256, 0.0f);  // row 1: a zero super-block (scale 0)
+      x[size_t(2 * n + 5)] = 40.0f;                          // row 2: a spike sets its scale
+      std::vector<int8_t> q(size_t(4 * n));
+      std::vector<float> d(size_t(4 * nsb));
+      std::vector<int16_t> sums(size_t(4 * n / 16));
+      fastq::quantize_x256(x.data(), 0, 4 * nsb, q.data(), d.data(), sums.data());
+      for (int64_t i = 0; i < 4 * n; ++i) {
+        const float dq = d[size_t(i / 256)];
+        ASSERT_LE(std::fabs(q[size_t(i)] * dq - x[size_t(i)]), 0.5f * dq * 1.0001f + 1e-30f) << "activation " << i;
+      }
+      for (int64_t r = 0; r < 4 * n / 16; ++r) {
+        int s = 0;
+        for (int64_t i = 0; i < 16; ++i) s += q[size_t(16 * r + i)];
+        ASSERT_EQ(sums[size_t(r)], s) << "run " << r;
+      }
+      const size_t rb = row_bytes(dt, n);
+      for (int rep = 0; rep < 8; ++rep) {
+        std::vector<uint8_t> wrow(rb);
+        for (auto& b : wrow) b = uint8_t(rng());
+        const size_t block = rb / size_t(nsb);
+        for (int64_t b = 0; b < nsb; ++b) {
+          const uint16_t hd = float_to_half(scale(rng)), hm = float_to_half(scale(rng));
+          std::memcpy(wrow.data() + size_t(b) * block + size_t(d_at), &hd, 2);
+          if (dmin_at >= 0) std::memcpy(wrow.data() + size_t(b) * block + size_t(dmin_at), &hm, 2);
+        }
+        std::vector<float> deq(static_cast<size_t>(n));
+        dequantize_row(dt, wrow.data(), deq.data(), n);
+        float four[4];
+        fastq::super_dot_for(dt, 4)(wrow.data(), q.data(), d.data(), sums.data(), nsb, four);
+        for (int64_t t = 0; t < 4; ++t) {
+          double want = 0, mag = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const double term = double(deq[size_t(i)]) * q[size_t(t * n + i)] * d[size_t(t * nsb + i / 256)];
+            want += term;
+            mag += std::fabs(term);
+          }
+          float one;
+          fastq::super_dot_for(dt, 1)(wrow.data(), q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb, nsb, &one);
+          EXPECT_NEAR(one, want, 1e-5 * mag + 1e-30) << dtype_name(dt) << " super-blocks " << nsb << " row " << t;
+          EXPECT_EQ(four[t], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << t;
+        }
+      }
+    }
+  }
 }
 
 // The pool hands jobs to spinning workers, and to sleeping ones after its spin window: every index

@@ -1,7 +1,9 @@
-// Integer dot products of weight rows (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_0, Q5_1, IQ4_NL) with
-// activations quantized to int8 in 32-element blocks (one float scale each), for matvecs and small
-// batches: the weights are read once at their packed size and unpacked in registers, 32 products
-// per maddubs, and the scales of eight blocks are applied at once as one float vector.
+// Integer dot products of quantized weight rows with int8 activations, for matvecs and prompts: the
+// weights are read once at their packed size and unpacked in registers, 32 products per maddubs.
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL dot against activations quantized in 32-element blocks
+// (one float scale each), the scales of eight blocks applied at once as one float vector. The
+// K-quants (Q2_K..Q6_K) dot against activations quantized per 256-element super-block (as ggml's
+// Q8_K), their sub-block scales applied in integer arithmetic.
 // Without AVX2 and F16C the callers fall back to dequantize-and-dot (the portable path).
 #include "backends/cpu/cpu_fast_quant.h"
 
@@ -64,37 +66,75 @@ inline __m256i dot_i8_i8(__m256i w, __m256i x) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones16());
 }
 
-// The 8 six-bit scales (sc) and mins (m) of a Q4_K/Q5_K super-block's 12 scale bytes, as scale_min_k4
-// defines them, unpacked four at a time in 32-bit words: sc[0..3] = low 6 bits of bytes 0..3,
-// m[0..3] of bytes 4..7; sc[4..7] = low nibbles of bytes 8..11 with the top 2 bits of bytes 0..3
-// above them, m[4..7] = high nibbles of bytes 8..11 with the top 2 bits of bytes 4..7.
-inline void scales_mins_k4(const uint8_t* q, __m256& sc, __m256& m) {
-  uint32_t a, b, c;
-  std::memcpy(&a, q, 4);
-  std::memcpy(&b, q + 4, 4);
-  std::memcpy(&c, q + 8, 4);
-  const uint32_t six = 0x3F3F3F3Fu, nib = 0x0F0F0F0Fu, two = 0x03030303u;
-  const uint64_t sc8 = uint64_t(a & six) | uint64_t((c & nib) | (((a >> 6) & two) << 4)) << 32;
-  const uint64_t m8 = uint64_t(b & six) | uint64_t(((c >> 4) & nib) | (((b >> 6) & two) << 4)) << 32;
-  sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(sc8))));
-  m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(m8))));
+// ---- K-quants against activations quantized per 256-element super-block ----
+//
+// Each super-block's sub-block dots are scaled in integer arithmetic (madd by the int16 scales)
+// and summed into one int32 vector, converted to float once per super-block: no horizontal
+// reduction per sub-block and no per-sub-block float scaling. The min/offset terms come from the
+// activations' per-16 sums (one madd per super-block and activation row).
+
+inline float f16s(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
 }
 
-// Q4_K / Q5_K: sub-block s (32 elems) = d*sc_s*q - dmin*m_s, q unsigned (4 or 5 bits). The eight
-// sub-blocks of a super-block are the eight activation blocks xb..xb+7: their integer dots are
-// reduced together and scaled by d * sc * dx in one vector, the mins by dmin * m * dx * xs.
-// T activation rows at once (row t at qx + t * 32 * nb, its scales and sums at t * nb): the
-// weights are unpacked once for all of them; each row's arithmetic is the same whatever T is.
+// A matvec streams each weight row once: ask for the super-block kAhead blocks ahead (16 streamed
+// Q4_K/Q6_K rows at 11-12.5 GB/s on one core against 9.5-10 with 4 ahead and 9-9.5 with none).
+constexpr int kAhead = 16;
+template <int kBytes>
+inline void prefetch_ahead(const uint8_t* w) {
+  for (int off = 0; off < kBytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(w + kAhead * kBytes + off), _MM_HINT_T0);
+}
+
+// The eight 16-bit lanes of a 128-bit lane replicated: byte pair (2s, 2s+1) in every int16 lane.
+inline __m256i pick16(int s) { return _mm256_set1_epi16(int16_t(((2 * s + 1) << 8) | (2 * s))); }
+
+// The 8 six-bit scales and mins of a Q4_K/Q5_K super-block's 12 scale bytes (at q; 16 bytes are
+// read, the block continues past them), as scale_min_k4 defines them, as bytes [sc0..7, m0..7]:
+// sc0..3 = low 6 bits of bytes 0..3, m0..3 of bytes 4..7; sc4..7 = low nibbles of bytes 8..11 with
+// the top 2 bits of bytes 0..3 above them, m4..7 = high nibbles of bytes 8..11 with the top 2 bits
+// of bytes 4..7. (Vector code: the scalar bit-twiddling cost a quarter of the kernel's instructions.)
+inline __m128i scales_mins_k4(const uint8_t* q) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x3F));                    // [sc0..3, m0..3]
+  const __m128i top = _mm_and_si128(_mm_srli_epi16(v, 2), _mm_set1_epi8(0x30));  // bits 6-7 as 4-5
+  const __m128i b8 = _mm_shuffle_epi8(v, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1));
+  // Bytes 0..3: low nibbles of bytes 8..11; bytes 4..7: their high nibbles (16-bit lanes 2, 3).
+  const __m128i nib = _mm_and_si128(_mm_blend_epi16(b8, _mm_srli_epi16(b8, 4), 0x0C), _mm_set1_epi8(0x0F));
+  return _mm_unpacklo_epi32(lo, _mm_or_si128(nib, top));
+}
+
+// The two f16 values at p (d, dmin) as floats in lanes 0 and 1.
+inline __m128 halves2(const uint8_t* p) {
+  int32_t h;
+  std::memcpy(&h, p, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
+}
+
+// Q4_K / Q5_K: sub-block s (32 elements) = d*sc_s*q - dmin*m_s, q unsigned (4 or 5 bits).
+// T activation rows at once (row t at qx + t * 256 * nsb, its scale at dx + t * nsb, its per-16
+// sums at xs + t * 16 * nsb): the weights are unpacked once for all of them, and each row's
+// arithmetic is the same whatever T is.
 template <bool kFive, int T>
-void dot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out) {
+void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = kFive ? 176 : 144;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256 acc[T], macc[T];
-  for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < nb / 8; ++sb, w += kBytes) {
+  __m256 acc[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
+    if (T == 1) prefetch_ahead<kBytes>(w);
+    const __m128i scm = scales_mins_k4(w + 4);
+    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+    const __m256i mins = _mm256_cvtepu8_epi16(  // m_s at lanes 2s, 2s + 1
+        _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
     const uint8_t* qs = w + (kFive ? 48 : 16);
     __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
-    __m256i p[T][8];
+    __m256i sum[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
       const __m256i raw = load32(qs + 32 * c);
       __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
@@ -103,64 +143,138 @@ void dot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t
         hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), _mm256_set1_epi8(16)));
         qh = _mm256_srli_epi16(qh, 2);
       }
+      const __m256i slo = _mm256_shuffle_epi8(sc, pick16(2 * c)), shi = _mm256_shuffle_epi8(sc, pick16(2 * c + 1));
+      #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + sb * 256 + 64 * c);
-        p[t][2 * c] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(x)), ones16());
-        p[t][2 * c + 1] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(x + 32)), ones16());
+        const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 64 * c);
+        const __m256i a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(x)), slo);
+        const __m256i b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(x + 32)), shi);
+        sum[t] = _mm256_add_epi32(sum[t], _mm256_add_epi32(a, b));
       }
     }
-    __m256 sc, m;
-    scales_mins_k4(w + 4, sc, m);
-    const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(f16(w)), sc), dm = _mm256_mul_ps(_mm256_set1_ps(f16(w + 2)), m);
+    const __m128 dm = halves2(w);
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      const __m256 dxv = load8f(dx + t * nb + sb * 8);
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dsc, dxv), _mm256_cvtepi32_ps(sum8x8(p[t])), acc[t]);
-      macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dm, dxv), load8i_as_f(xs + t * nb + sb * 8), macc[t]);
+      const __m128 f = _mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb]));  // d * dx, dmin * dx
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
+      acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(f)), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[t]);
     }
   }
-  for (int t = 0; t < T; ++t) out[t] = hsum8(_mm256_sub_ps(acc[t], macc[t]));
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) out[t] = hsum8(acc[t]);
 }
 
-// Q6_K: 16-element sub-blocks with int8 scales, q - 32 signed: sign trick, then madd by the two
-// scales of each 32-element run (picked from the super-block's 16 scales by one shuffle); the
-// eight runs, which are activation blocks xb..xb+7, are reduced together and scaled by d * dx.
-template <int T>
-void dot_q6k(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t*, int64_t nb, float* out) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
-  // Run k (of four per 128-element half): int16 scale 2k in the low 128 bits, 2k + 1 in the high.
+// Q2_K, Q3_K and Q6_K: sixteen 16-element sub-blocks with their own scales. Each super-block is
+// two halves of four 32-element runs; run k of half n holds sub-blocks 8n + 2k (its low 16 bytes)
+// and 8n + 2k + 1 (its high 16), so one shuffle of the half's int16 scales gives its madd factors.
+// Weights are unpacked to unsigned bytes q'; the value is d * sc * (q' - kOff) (Q6_K: 32, Q3_K: 4),
+// the offset taken as kOff * sum(sc * xs) once per super-block; Q2_K has mins instead (- dmin * m).
+template <DType kType>
+struct K16 {
+  static constexpr int kBytes = kType == DType::Q6_K ? 210 : kType == DType::Q3_K ? 110 : 84;
+  static constexpr int kOffShift = kType == DType::Q6_K ? 5 : kType == DType::Q3_K ? 2 : -1;  // log2 kOff
+};
+
+// Q3_K's sixteen 6-bit scales (stored + 32) as signed int16: low nibbles in bytes 0..7 (scales
+// 0..7 low, 8..15 high nibbles), the top two bits of scale i in byte 8 + i % 4 at bit 2 * (i / 4).
+inline __m256i scales_q3k(const uint8_t* s) {
+  uint64_t a;
+  uint32_t c;
+  std::memcpy(&a, s, 8);
+  std::memcpy(&c, s + 8, 4);
+  const uint64_t nib = 0x0F0F0F0F0F0F0F0Full;
+  const uint64_t two = 0x03030303u;
+  const uint64_t hi0 = (c & two) | ((uint64_t(c >> 2) & two) << 32), hi1 = ((c >> 4) & two) | ((uint64_t(c >> 6) & two) << 32);
+  const uint64_t lo8 = (a & nib) | (hi0 << 4), hi8 = ((a >> 4) & nib) | (hi1 << 4);
+  const __m128i u = _mm_sub_epi8(_mm_set_epi64x(int64_t(hi8), int64_t(lo8)), _mm_set1_epi8(32));
+  return _mm256_cvtepi8_epi16(u);
+}
+
+template <DType kType, int T>
+void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+  constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+  // Run k: int16 scale 2k of the half in the low 128 bits, 2k + 1 in the high.
   __m256i pick[4];
-  for (int k = 0; k < 4; ++k) {
-    const char a = char(4 * k), b = char(4 * k + 2);
-    pick[k] = _mm256_setr_epi8(a, char(a + 1), a, char(a + 1), a, char(a + 1), a, char(a + 1), a, char(a + 1), a,
-                               char(a + 1), a, char(a + 1), a, char(a + 1), b, char(b + 1), b, char(b + 1), b,
-                               char(b + 1), b, char(b + 1), b, char(b + 1), b, char(b + 1), b, char(b + 1), b, char(b + 1));
-  }
+  for (int k = 0; k < 4; ++k) pick[k] = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
   __m256 acc[T];
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < nb / 8; ++sb, w += 210) {
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
-    __m256i p[T][8];
-    for (int half = 0; half < 2; ++half) {
-      const __m256i qh = load32(w + 128 + 32 * half);
-      const __m256i sch = half ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
-      const __m256i l0 = load32(w + 64 * half), l1 = load32(w + 64 * half + 32);
+  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
+    if (T == 1) prefetch_ahead<kBytes>(w);
+    __m256i sc16, mins = _mm256_setzero_si256();
+    float d, dmin = 0;
+    if constexpr (kType == DType::Q6_K) {
+      sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
+      d = f16s(w + 208);
+    } else if constexpr (kType == DType::Q3_K) {
+      sc16 = scales_q3k(w + 96);
+      d = f16s(w + 108);
+    } else {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+      sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(0x0F)));
+      mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F)));
+      d = f16s(w + 80);
+      dmin = f16s(w + 82);
+    }
+    __m256i sum[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
+    __m256i hm = _mm256_setzero_si256();
+    if constexpr (kType == DType::Q3_K) hm = load32(w);
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) {
+      const __m256i sch = n ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
+      __m256i l0, l1 = _mm256_setzero_si256(), qh = _mm256_setzero_si256();
+      if constexpr (kType == DType::Q6_K) {
+        l0 = load32(w + 64 * n);
+        l1 = load32(w + 64 * n + 32);
+        qh = load32(w + 128 + 32 * n);
+      } else {
+        l0 = load32(w + (kType == DType::Q3_K ? 32 : 16) + 32 * n);
+      }
+#pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
-        const __m256i lraw = (k & 1) ? l1 : l0;
-        const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16(lraw, 4) : lraw, low4);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three);
-        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), off);
-        const __m256i aq = _mm256_sign_epi8(q, q), scales = _mm256_shuffle_epi8(sch, pick[k]);
+        __m256i q;
+        if constexpr (kType == DType::Q6_K) {
+          const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16((k & 1) ? l1 : l0, 4) : ((k & 1) ? l1 : l0), low4);
+          q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three), 4));
+        } else {
+          q = _mm256_and_si256(_mm256_srli_epi16(l0, 2 * k), three);
+          if constexpr (kType == DType::Q3_K) {  // hmask bit 4n + k set: + 4 (the value is q' - 4)
+            const int bit = 4 * n + k;
+            const __m256i h = bit >= 2 ? _mm256_srli_epi16(hm, bit - 2) : _mm256_slli_epi16(hm, 2 - bit);
+            q = _mm256_or_si256(q, _mm256_and_si256(h, four));
+          }
+        }
+        const __m256i scales = _mm256_shuffle_epi8(sch, pick[k]);
+        #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + sb * 256 + 128 * half + 32 * k));
-          p[t][4 * half + k] = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(xv, q)), scales);
+          const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 128 * n + 32 * k));
+          sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), scales));
         }
       }
     }
-    const __m256 d = _mm256_set1_ps(f16(w + 208));
-    for (int t = 0; t < T; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, load8f(dx + t * nb + sb * 8)), _mm256_cvtepi32_ps(sum8x8(p[t])), acc[t]);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const float dxt = dx[t * nsb + sb];
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
+      if constexpr (kShift >= 0) sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), kShift));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dxt), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+      if constexpr (kType == DType::Q2_K)
+        acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dxt), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[t]);
+    }
   }
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = hsum8(acc[t]);
+}
+
+template <DType kType, int T>
+void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+  if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
+  else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
+  else sdot_k16<kType, T>(w, qx, dx, xs, nsb, out);
 }
 
 // The 32 bits of a Q5 block's qh as 32 bytes: 0x10 where the element's fifth bit is set.
@@ -189,11 +303,13 @@ template <int kBytes, int kOff, bool kMin, int T, typename Unpack>
 void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out,
                   Unpack unpack) {
   __m256 acc[T], macc[T];
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
   // The block's dots with every row: p[t] for row t.
   auto block = [&](const uint8_t* wb, int64_t b, __m256i* p, int stride) {
     const __m256i q = unpack(wb);
     const __m256i aq = kOff < 0 ? _mm256_sign_epi8(q, q) : q;
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + b * 32));
       p[t * stride] = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, kOff < 0 ? _mm256_sign_epi8(xv, q) : xv), ones16());
@@ -206,6 +322,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int i = 0; i < 8; ++i) block(w + i * kBytes, b + i, &p[0][i], 8);
     const __m256 d = halves8(w, kBytes);
     const __m256 m = kMin ? halves8(w + 2, kBytes) : _mm256_setzero_ps();
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       __m256i s = sum8x8(p[t]);
       const __m256i xsv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + t * nb + b));
@@ -219,6 +336,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
   for (; b < nb; ++b, w += kBytes) {
     __m256i p[T];
     block(w, b, p, 1);
+    #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       int32_t s = hsum8i(p[t]);
       if (kOff > 0) s -= kOff * xs[t * nb + b];
@@ -226,6 +344,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
       if (kMin) tail[t] += f16(w + 2) * dx[t * nb + b] * float(xs[t * nb + b]);
     }
   }
+  #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = hsum8(_mm256_add_ps(acc[t], macc[t])) + tail[t];
 }
 
@@ -250,9 +369,6 @@ void dot_type(DType type, const uint8_t* w, const int8_t* qx, const float* dx, c
     case DType::Q5_0: return dot_blocks32<22, 16, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_0(b); });
     case DType::Q5_1: return dot_blocks32<24, 0, true, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_1(b); });
     case DType::IQ4_NL: return dot_blocks32<18, -1, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_iq4_nl(b); });
-    case DType::Q4_K: return dot_q45k<false, T>(w, qx, dx, xs, nb, out);
-    case DType::Q5_K: return dot_q45k<true, T>(w, qx, dx, xs, nb, out);
-    case DType::Q6_K: return dot_q6k<T>(w, qx, dx, xs, nb, out);
     default: return;
   }
 }
@@ -275,7 +391,7 @@ IntDot int_dot_for(DType t) {
   switch (t) {
 #define PAGODA_INT_DOT(T) case DType::T: return dot_1<DType::T>;
     PAGODA_INT_DOT(Q8_0) PAGODA_INT_DOT(Q4_0) PAGODA_INT_DOT(Q4_1) PAGODA_INT_DOT(Q5_0) PAGODA_INT_DOT(Q5_1)
-    PAGODA_INT_DOT(IQ4_NL) PAGODA_INT_DOT(Q4_K) PAGODA_INT_DOT(Q5_K) PAGODA_INT_DOT(Q6_K)
+    PAGODA_INT_DOT(IQ4_NL)
 #undef PAGODA_INT_DOT
     default: return nullptr;
   }
@@ -285,14 +401,54 @@ IntDot4 int_dot4_for(DType t) {
   switch (t) {
 #define PAGODA_INT_DOT(T) case DType::T: return dot_t<DType::T, 4>;
     PAGODA_INT_DOT(Q8_0) PAGODA_INT_DOT(Q4_0) PAGODA_INT_DOT(Q4_1) PAGODA_INT_DOT(Q5_0) PAGODA_INT_DOT(Q5_1)
-    PAGODA_INT_DOT(IQ4_NL) PAGODA_INT_DOT(Q4_K) PAGODA_INT_DOT(Q5_K) PAGODA_INT_DOT(Q6_K)
+    PAGODA_INT_DOT(IQ4_NL)
 #undef PAGODA_INT_DOT
     default: return nullptr;
+  }
+}
+SuperDot super_dot_for(DType t, int rows) {
+  switch (t) {
+#define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
+    PAGODA_SUPER_DOT(Q2_K) PAGODA_SUPER_DOT(Q3_K) PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)
+#undef PAGODA_SUPER_DOT
+    default: return nullptr;
+  }
+}
+
+void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t sb = sb0; sb < sb1; ++sb) {
+    const float* xb = x + sb * 256;
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 32; ++i) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * i)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float dd = _mm_cvtss_f32(h) / 127.0f, id = dd > 0 ? 1.0f / dd : 0.0f;
+    d[sb] = dd;
+    const __m256 idv = _mm256_set1_ps(id);
+    for (int g = 0; g < 8; ++g) {
+      __m256i v[4];
+      for (int i = 0; i < 4; ++i) v[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * g + 8 * i), idv));
+      // packs interleave the 128-bit halves: dword j of the packed bytes holds v[j % 4] half j / 4.
+      const __m256i packed = _mm256_permutevar8x32_epi32(
+          _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3])), order);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + sb * 256 + 32 * g), packed);
+      // Per 128-bit lane (16 elements): four int32 partial sums, then their total.
+      __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
+      s = _mm256_hadd_epi32(s, s);
+      s = _mm256_hadd_epi32(s, s);
+      sums[sb * 16 + 2 * g] = int16_t(_mm_cvtsi128_si32(_mm256_castsi256_si128(s)));
+      sums[sb * 16 + 2 * g + 1] = int16_t(_mm_cvtsi128_si32(_mm256_extracti128_si256(s, 1)));
+    }
   }
 }
 #else
 IntDot int_dot_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
+SuperDot super_dot_for(DType, int) { return nullptr; }
+void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*) {}
 #endif
 
 }  // namespace pagoda::fastq

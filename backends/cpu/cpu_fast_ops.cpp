@@ -212,6 +212,49 @@ QuantX quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
   return out;
 }
 
+// Activations for the K-quant kernels: int8 per 256-element super-block (fastq::quantize_x256).
+struct QuantX256 {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int16_t> sum16;  // per 16 values of q: their sum
+};
+
+QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
+  QuantX256 out;
+  out.q.resize(size_t(rows * n));
+  out.d.resize(size_t(rows * n / 256));
+  out.sum16.resize(size_t(rows * n / 16));
+  const int64_t sbs = rows * n / 256;
+  auto run = [&](int64_t s0, int64_t s1) { fastq::quantize_x256(x, s0, s1, out.q.data(), out.d.data(), out.sum16.data()); };
+  if (sbs < 128) run(0, sbs);  // a decode row: not worth a pool handoff
+  else pool.parallel_for(sbs, run);
+  return out;
+}
+
+// out[r][o] for every activation row r and weight row o through an integer kernel:
+// dot(wr, r, tokens, res) writes the dots of weight row wr with activation rows r..r+tokens
+// (tokens 4 or 1). Blocks of weight rows (a few KiB, in L1/L2) meet every activation row in turn:
+// each weight row is read from memory once, each activation row from L1 once per block.
+template <typename Dot>
+void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostTensor& out, const Dot& dot) {
+  const size_t stride = w.row_stride();
+  pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+    constexpr int64_t kRowBlock = 16;
+    for (int64_t ob = o0; ob < o1; ob += kRowBlock) {
+      const int64_t oe = std::min(o1, ob + kRowBlock);
+      int64_t r = 0;
+      for (; r + 4 <= rows; r += 4)  // four activation rows per pass over a weight row
+        for (int64_t o = ob; o < oe; ++o) {
+          float res[4];
+          dot(w.data + size_t(o) * stride, r, 4, res);
+          for (int64_t t = 0; t < 4; ++t) out.f32()[(r + t) * out.cols + o] = res[t];
+        }
+      for (; r < rows; ++r)
+        for (int64_t o = ob; o < oe; ++o) dot(w.data + size_t(o) * stride, r, 1, out.f32() + r * out.cols + o);
+    }
+  });
+}
+
 #endif
 
 #if defined(__F16C__)
@@ -446,38 +489,30 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
-  // Quantized weights with an integer kernel (fastq::int_dot_for: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-  // IQ4_NL, Q6_K; Q4_K and Q5_K below GEMM sizes): dots against int8-quantized activations at
-  // every batch size, so a token's result never depends on the batch or the prompt chunking. Decode reads each
-  // weight row once at its packed size; prefill unpacks each weight row once per four tokens and
-  // keeps a block of rows in L1/L2 while every token passes (int8 products, a quarter of the F32
-  // GEMM's bytes; it measured faster than dequantizing panels into the F32 GEMM, docs/perf.md).
-  // Q4_K and Q5_K prompts stay on the F32 GEMM over dequantized panels: their per-32 sub-block
-  // scales cost the int8 path a reduction per sub-block, and it measured 0.64x of the GEMM there.
-  const bool k45 = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
-  const fastq::IntDot kdot = k45 && x.rows >= kGemmMinRows ? nullptr : fastq::int_dot_for(w.dtype);
-  if (kdot) {
+  // Quantized weights with an integer kernel: dots against int8-quantized activations at every
+  // batch size, so a token's result never depends on the batch or the prompt chunking. Decode
+  // reads each weight row once at its packed size; prompts unpack each weight row once per four
+  // tokens and keep a block of rows in L1/L2 while every token passes (int8 products, a quarter of
+  // the F32 GEMM's bytes; faster than dequantizing panels into the F32 GEMM, docs/perf.md).
+  // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: activations in 32-element blocks (fastq::int_dot_for).
+  if (const fastq::IntDot kdot = fastq::int_dot_for(w.dtype)) {
     const fastq::IntDot4 kdot4 = fastq::int_dot4_for(w.dtype);
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in);
     const int64_t nb = n_in / 32;
-    pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
-      // Blocks of weight rows (a few KiB, in L1/L2) against every activation row in turn: each
-      // weight row is read from memory once, each activation row from L1 once per block.
-      constexpr int64_t kRowBlock = 16;
-      for (int64_t ob = o0; ob < o1; ob += kRowBlock) {
-        const int64_t oe = std::min(o1, ob + kRowBlock);
-        int64_t r = 0;
-        for (; r + 4 <= x.rows; r += 4)  // four activation rows per pass over a weight row
-          for (int64_t o = ob; o < oe; ++o) {
-            float res[4];
-            kdot4(w.data + size_t(o) * stride, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
-            for (int64_t t = 0; t < 4; ++t) out.f32()[(r + t) * out.cols + o] = res[t];
-          }
-        for (; r < x.rows; ++r)
-          for (int64_t o = ob; o < oe; ++o)
-            out.f32()[r * out.cols + o] = kdot(w.data + size_t(o) * stride, qx.q.data() + r * n_in, qx.d.data() + r * nb,
-                                               qx.sum.data() + r * nb, nb);
-      }
+    int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
+      if (tokens == 4) kdot4(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
+      else *res = kdot(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb);
+    });
+    return;
+  }
+  // The K-quants: activations in 256-element super-blocks with per-16 sums (fastq::super_dot_for),
+  // so a super-block's sub-block scales apply in integer arithmetic.
+  if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1)) {
+    const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4);
+    const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in);
+    const int64_t nsb = n_in / 256;
+    int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
+      (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
     });
     return;
   }

@@ -21,4 +21,17 @@ IntDot int_dot_for(DType t);
 using IntDot4 = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);
 IntDot4 int_dot4_for(DType t);
 
+// The K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) dot against activations quantized per 256-element
+// super-block, as ggml's Q8_K: int8 values qx, one float scale dx per super-block and the int16 sum
+// xs of each 16-element run (the mins and offsets). `rows` activation rows at once (1 or 4; row t
+// at qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb), results in out[0..rows): the weights are
+// unpacked once for all of them and each row's arithmetic is the same whatever `rows` is.
+// nullptr where the type or the build has no such kernel.
+using SuperDot = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out);
+SuperDot super_dot_for(DType t, int rows);
+
+// Super-blocks [sb0, sb1) of x (256 floats each) for super_dot_for's kernels: q (256 per
+// super-block), d = amax / 127 and the sums of each 16 values of q. Only where super_dot_for has kernels.
+void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums);
+
 }  // namespace pagoda::fastq
