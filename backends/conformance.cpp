@@ -23,7 +23,7 @@ constexpr int32_t kPoisonI32 = -0x5a5a5a5b;  // an index no op returns: unwritte
 // Attention compares float math on identical K/V (an F16 cache holds the same halves on both
 // sides), so only summation order differs: observed NMSE ~1e-13. 1e-7 still catches a 0.03%
 // scale error (a wrong split-K merge weight gave 1e-4, under the quantized matmul bound).
-// kReduction allows for quantized activations in integer-dot paths (Q8_0, Q4_0 weights).
+// kReduction allows for quantized activations in the integer-dot paths (every quantized weight type).
 constexpr double kElementwise = 1e-7, kReduction = 5e-4, kAttention = 1e-7, kExact = 0;
 // F32 and F16 weights have no quantized path: the CPU only reorders float sums (NMSE ~1e-14), and
 // CUDA's prefill tensor cores round both operands to TF32 (10-bit mantissa, NMSE ~1.6e-7 on
