@@ -2,9 +2,11 @@
 // change output; tenants and identities never share blocks; overload never leaks or hangs.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <atomic>
+#include <condition_variable>
+#include <filesystem>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -885,6 +887,51 @@ TEST(Engine, AllLayersWindowedKeepsKvBoundedAndOutputUnchanged) {
 
 // Requests naming an earlier one in prefill_from share its prompt blocks instead of computing the
 // prompt again, and sample exactly what separate requests with their seeds sample.
+// A group (a server's n choices) is queued under one lock: on an engine running on its own
+// thread, request 0 cannot finish before the others are waiting to fork it, so the prompt is
+// computed once however the threads are scheduled (submitted one by one, a short request 0 could
+// end first and the others prefilled again). A group that does not fit the queue is refused whole.
+TEST(Engine, SubmitGroupForksTheFirstPromptOnAnEngineThreadAndIsAllOrNothing) {
+  REQUIRE_MODELS();
+  EngineConfig cfg;
+  cfg.prefix_caching = false;  // only the fork may avoid prefill
+  cfg.max_waiting = 3;
+  auto e = make_engine(cfg);
+  e->start();
+  for (int round = 0; round < 20; ++round) {
+    std::vector<Request> group(3, greedy_req(kSystem + " One day", 2));  // request 0 still runs when the forks are admitted
+    std::mutex mu;
+    std::condition_variable cv;
+    int finished = 0;
+    int32_t prompt = 0;
+    e->publish_snapshot();
+    const uint64_t before = e->snapshot()->counters.computed_prefill_tokens;
+    const auto res = e->submit_group(group, [&](const TokenEvent& ev) {
+      if (!ev.finished) return;
+      std::lock_guard<std::mutex> lk(mu);
+      prompt = ev.metrics.prompt_tokens;
+      ++finished;
+      cv.notify_all();
+    }, true);
+    ASSERT_EQ(res.size(), 3u);
+    for (size_t i = 0; i < res.size(); ++i) ASSERT_TRUE(res[i].ok()) << res[i].message;
+    EXPECT_EQ(res[1].id, res[0].id + 1);
+    std::unique_lock<std::mutex> lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(30), [&] { return finished == 3; }));
+    lk.unlock();
+    for (int i = 0; i < 1000 && !e->idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    e->publish_snapshot();
+    EXPECT_EQ(e->snapshot()->counters.computed_prefill_tokens - before, uint64_t(prompt + 2)) << "round " << round;
+  }
+  e->stop();
+  std::vector<Request> big(4, greedy_req("Once", 2));
+  const auto refused = e->submit_group(big, [](const TokenEvent&) {}, true);
+  ASSERT_EQ(refused.size(), 4u);
+  for (const auto& r : refused) EXPECT_EQ(r.rejection, Rejection::QueueFull);
+  EXPECT_TRUE(e->idle()) << "a refused group queues nothing";
+  expect_no_leaks(*e);
+}
+
 TEST(Engine, ForkedPromptIsComputedOnceAndChangesNoOutput) {
   REQUIRE_MODELS();
   EngineConfig cfg;

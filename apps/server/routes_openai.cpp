@@ -133,23 +133,26 @@ void Server::Impl::handle_generate(const http::Request& req, http::Response& res
   if (parsed->echo) g->echo = parsed->prompt_tokens.empty() ? parsed->prompt : detokenize(parsed->prompt_tokens);
   // n choices are n engine requests on one prompt; choice i samples with seed + i, so choice 0
   // is what the same request with n = 1 returns. The prompt is computed once: choices 1.. fork
-  // choice 0's prompt blocks (Request::prefill_from). Admission is all or nothing.
+  // choice 0's prompt blocks (Engine::submit_group, all or nothing).
+  std::vector<Request> group;
   for (int32_t i = 0; i < parsed->n; ++i) {
     Request ri = er;
     ri.sampling.seed = er.sampling.seed + uint64_t(i);
     if (i > 0 && !parsed->seed_set) ri.sampling.seed = random_seed();
-    if (i > 0) ri.prefill_from = g->choices.front().engine_id;
-    const SubmitResult sr = engine.submit(std::move(ri), RequestChannel::callback_for(g->channel));
-    if (!sr.ok()) {
-      for (const Choice& c : g->choices) engine.cancel(c.engine_id);
-      const HttpError e = rejection_error(sr.rejection, sr.message);
-      if (e.status == 429) res.set_header("Retry-After", std::to_string(retry_after_queue_full()));
-      else if (e.status == 503) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
-      return refuse(e);
-    }
+    group.push_back(std::move(ri));
+  }
+  const std::vector<SubmitResult> admitted =
+      engine.submit_group(std::move(group), RequestChannel::callback_for(g->channel), true);
+  if (!admitted.front().ok()) {
+    const HttpError e = rejection_error(admitted.front().rejection, admitted.front().message);
+    if (e.status == 429) res.set_header("Retry-After", std::to_string(retry_after_queue_full()));
+    else if (e.status == 503) res.set_header("Retry-After", std::to_string(cfg.retry_after_s));
+    return refuse(e);
+  }
+  for (int32_t i = 0; i < parsed->n; ++i) {
     Choice c;
     c.index = i;
-    c.engine_id = sr.id;
+    c.engine_id = admitted[size_t(i)].id;
     c.stop = StopMatcher(parsed->stop);
     c.logprobs = LogprobsBuilder(ep, &engine.tokenizer(), er.prompt_tokens.back());
     c.text = g->echo;

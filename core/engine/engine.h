@@ -154,6 +154,13 @@ class Engine {
   // Thread-safe. Validates and tokenizes on the caller's thread (the normalize stage): the one
   // admission check. Rejected requests get no callback.
   SubmitResult submit(Request req, TokenCallback cb);
+  // A group admitted together or not at all (a server's n choices): each request is normalized on
+  // the caller's thread, then all are queued under one lock, so the engine thread takes them in the
+  // same step. With `share_prompt`, requests 1.. fork request 0's prompt (their prefill_from is
+  // set to its id); queued together, they are all waiting before request 0 can finish, so the fork
+  // happens however the threads are scheduled. Rejected: every result carries the first
+  // rejection (or QueueFull when the group does not fit the queue) and nothing was queued.
+  std::vector<SubmitResult> submit_group(std::vector<Request> reqs, const TokenCallback& cb, bool share_prompt);
   void cancel(uint64_t id);  // thread-safe; the request ends with reason "cancelled"
 
   // One scheduler iteration on the calling thread (do not mix with start()).

@@ -85,33 +85,55 @@ Rejection Engine::normalize(Request& req, Sequence& s, std::string& message) {
 }
 
 SubmitResult Engine::submit(Request req, TokenCallback cb) {
-  const auto t0 = req.received == SteadyTime{} ? Clock::now() : req.received;
-  SubmitResult r;
-  auto s = std::make_unique<Sequence>();
-  s->arrival = t0;
-  r.rejection = normalize(req, *s, r.message);
+  std::vector<Request> one;
+  one.push_back(std::move(req));
+  return submit_group(std::move(one), cb, false).front();
+}
+
+std::vector<SubmitResult> Engine::submit_group(std::vector<Request> reqs, const TokenCallback& cb, bool share_prompt) {
+  std::vector<SubmitResult> out(reqs.size());
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  std::vector<SteadyTime> t0s;
+  const SubmitResult* bad = nullptr;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    t0s.push_back(reqs[i].received == SteadyTime{} ? Clock::now() : reqs[i].received);
+    auto s = std::make_unique<Sequence>();
+    s->arrival = t0s.back();
+    out[i].rejection = normalize(reqs[i], *s, out[i].message);
+    if (!out[i].ok() && !bad) bad = &out[i];
+    seqs.push_back(std::move(s));
+  }
   std::lock_guard<std::mutex> lk(mu_);
   const auto t1 = Clock::now();
-  if (r.ok()) submit_stats_.normalize.observe(secs(t1 - t0));
   // The queue bound covers requests not yet seen by the engine thread too. The scheduler's queue
   // is the engine thread's, so this reads the count that thread publishes under mu_.
-  if (r.ok() && waiting_published_ + int64_t(inbox_.size()) >= cfg_.max_waiting) {
-    r.rejection = Rejection::QueueFull;
-    r.message = "the request queue is full (" + std::to_string(cfg_.max_waiting) + " waiting); retry later";
+  SubmitResult full;
+  if (!bad && waiting_published_ + int64_t(inbox_.size()) + int64_t(reqs.size()) > cfg_.max_waiting) {
+    full.rejection = Rejection::QueueFull;
+    full.message = "the request queue is full (" + std::to_string(cfg_.max_waiting) + " waiting); retry later";
+    bad = &full;
   }
-  if (!r.ok()) {
-    ++submit_stats_.rejections[r.reason()];
-    return r;
+  if (bad) {  // all or nothing: every result carries the group's (first) rejection
+    const SubmitResult why = *bad;
+    for (SubmitResult& r : out) r = why;
+    submit_stats_.rejections[why.reason()] += reqs.size();
+    return out;
   }
-  s->id = r.id = next_id_++;
-  s->callback = std::move(cb);
-  s->metrics.stages.normalize = secs(t1 - t0);
-  s->stage_mark = t1;
-  ++submit_stats_.submitted;
-  inbox_.push_back(std::move(s));
-  ++pending_;
+  const uint64_t first_id = next_id_;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    Sequence& s = *seqs[i];
+    submit_stats_.normalize.observe(secs(t1 - t0s[i]));
+    s.id = out[i].id = next_id_++;
+    if (share_prompt && i > 0) s.prefill_from = first_id;
+    s.callback = cb;
+    s.metrics.stages.normalize = secs(t1 - t0s[i]);
+    s.stage_mark = t1;
+    ++submit_stats_.submitted;
+    inbox_.push_back(std::move(seqs[i]));
+    ++pending_;
+  }
   cv_.notify_all();
-  return r;
+  return out;
 }
 
 void Engine::cancel(uint64_t id) {
