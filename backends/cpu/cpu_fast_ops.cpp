@@ -268,19 +268,6 @@ inline v8f half8_to_f32(const uint8_t* p) {
   std::memcpy(&v, &f, 32);
   return v;
 }
-
-float dot_f16(const uint8_t* w, const float* x, int64_t n) {
-  v8f s0 = {}, s1 = {};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 += half8_to_f32(w + 2 * i) * load8(x + i);
-    s1 += half8_to_f32(w + 2 * i + 16) * load8(x + i + 8);
-  }
-  float s = hsum(s0 + s1);
-  const auto* h = reinterpret_cast<const uint16_t*>(w);
-  for (; i < n; ++i) s += half_to_float(h[i]) * x[i];
-  return s;
-}
 #endif
 
 // 8 BF16 -> 8 floats: a BF16 is the top half of an F32, so widen and shift left by 16.
@@ -299,44 +286,42 @@ inline v8f bf16x8_to_f32(const uint8_t* p) {
 #endif
 }
 
-// Decode's BF16 row: converted in registers as it streams, like dot_f16 (it was dequantized into a
-// buffer element by element first, three times slower than F16 at the same bytes).
-float dot_bf16(const uint8_t* w, const float* x, int64_t n) {
+// 16-bit float rows (F16, BF16) converted eight at a time in registers: a decode dot straight from
+// the weight bytes, and a widened row for the batched paths. (BF16 rows were dequantized element by
+// element into a buffer first, three times slower than F16 at the same bytes.)
+inline float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
+
+template <v8f (*To8)(const uint8_t*), float (*To1)(uint16_t)>
+float dot_16bit(const uint8_t* w, const float* x, int64_t n) {
   v8f s0 = {}, s1 = {};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    s0 += bf16x8_to_f32(w + 2 * i) * load8(x + i);
-    s1 += bf16x8_to_f32(w + 2 * i + 16) * load8(x + i + 8);
+    s0 += To8(w + 2 * i) * load8(x + i);
+    s1 += To8(w + 2 * i + 16) * load8(x + i + 8);
   }
   float s = hsum(s0 + s1);
   const auto* h = reinterpret_cast<const uint16_t*>(w);
-  for (; i < n; ++i) s += std::bit_cast<float>(uint32_t(h[i]) << 16) * x[i];
+  for (; i < n; ++i) s += To1(h[i]) * x[i];
   return s;
 }
 
-// A row segment of any dtype as floats: F16 through the F16C converts when the build has them.
+template <v8f (*To8)(const uint8_t*), float (*To1)(uint16_t)>
+void widen_16bit(const uint8_t* src, float* dst, int32_t n) {
+  int32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const v8f f = To8(src + 2 * i);
+    std::memcpy(dst + i, &f, 32);
+  }
+  const auto* h = reinterpret_cast<const uint16_t*>(src);
+  for (; i < n; ++i) dst[i] = To1(h[i]);
+}
+
+// A row segment of any dtype as floats: F16 (through the F16C converts when the build has them)
+// and BF16 in registers, the rest through the reference dequantizer.
 void row_to_f32(DType t, const uint8_t* src, float* dst, int32_t n) {
-  if (t == DType::BF16) {
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      const v8f f = bf16x8_to_f32(src + 2 * i);
-      std::memcpy(dst + i, &f, 32);
-    }
-    const auto* hp = reinterpret_cast<const uint16_t*>(src);
-    for (; i < n; ++i) dst[i] = std::bit_cast<float>(uint32_t(hp[i]) << 16);
-    return;
-  }
+  if (t == DType::BF16) return widen_16bit<bf16x8_to_f32, bf16_to_f32>(src, dst, n);
 #if defined(__F16C__)
-  if (t == DType::F16) {
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      const v8f f = half8_to_f32(src + 2 * i);
-      std::memcpy(dst + i, &f, 32);
-    }
-    const auto* hp = reinterpret_cast<const uint16_t*>(src);
-    for (; i < n; ++i) dst[i] = half_to_float(hp[i]);
-    return;
-  }
+  if (t == DType::F16) return widen_16bit<half8_to_f32, half_to_float>(src, dst, n);
 #endif
   dequantize_row(t, src, dst, n);
 }
@@ -604,12 +589,12 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
         continue;
       }
       if (x.rows == 1 && w.dtype == DType::BF16) {
-        out.f32()[o] = dot_bf16(wr, x.f32(), n_in);
+        out.f32()[o] = dot_16bit<bf16x8_to_f32, bf16_to_f32>(wr, x.f32(), n_in);
         continue;
       }
 #if defined(__F16C__)
       if (x.rows == 1 && w.dtype == DType::F16) {
-        out.f32()[o] = dot_f16(wr, x.f32(), n_in);
+        out.f32()[o] = dot_16bit<half8_to_f32, half_to_float>(wr, x.f32(), n_in);
         continue;
       }
 #endif
