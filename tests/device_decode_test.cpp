@@ -10,49 +10,21 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <map>
 
 #include "backends/backend.h"
 #include "core/engine/device_decode.h"
 #include "core/engine/engine.h"
 #include "core/sample/sampler.h"
+#include "tests/test_models.h"
 
 using namespace pagoda;
 
 namespace {
 
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
-
-struct Loaded {
-  BackendPtr be;
-  std::unique_ptr<LoadedModel> m;
-  std::string why;  // empty: usable
-};
-
-Loaded& loaded(const std::string& backend) {
-  static std::map<std::string, Loaded> cache;
-  auto it = cache.find(backend);
-  if (it != cache.end()) return it->second;
-  Loaded& l = cache[backend];
-  if (!std::filesystem::exists(kStories)) {
-    l.why = "missing " + kStories;
-    return l;
-  }
-  auto be = create_backend(backend);
-  if (!be) {
-    l.why = "no " + backend + " backend here: " + be.error();
-    return l;
-  }
-  l.be = std::move(*be);
-  auto m = LoadedModel::load(kStories, *l.be);
-  if (!m) {
-    l.why = "loading " + kStories + ": " + m.error();
-    return l;
-  }
-  l.m = std::move(*m);
-  return l;
-}
+// stories260K on a backend, shared by the tests here (tests/test_models.h).
+using Loaded = pagoda::testing::LoadedOn;
+Loaded& loaded(const std::string& backend) { return pagoda::testing::stories260K_on(backend); }
 
 #define REQUIRE_BACKEND(name)                                                  \
   Loaded& L = loaded(name);                                                    \
@@ -290,21 +262,10 @@ TEST_P(DeviceDecodeOn, SeededSamplingIsReproducibleAndMatchesTheHostSampler) {
   for (const auto& t : sa.tokens) EXPECT_EQ(t.size(), 24u);
   // Distribution: the first token of many seeded draws against softmax(logits / 0.8) from the host.
   const std::string prompt = "Lily went to the";
-  Loaded& cpu = loaded("cpu");
-  ASSERT_TRUE(cpu.why.empty());
-  auto kv = KvCache::create(*cpu.be, kv_shape(cpu.m->config, 16, DType::F32), 16);
-  ASSERT_TRUE(kv.ok());
-  ModelRunner runner(*cpu.be, cpu.m->config, cpu.m->weights);
-  const auto toks = cpu.m->tokenizer->encode(prompt, true);
-  BlockTable table;
-  ASSERT_TRUE(kv->grow(table, int32_t(toks.size())).ok());
-  ForwardBatch fb;
-  fb.add_sequence(toks.data(), int32_t(toks.size()), 0, table, kv->block_size(), 1);
-  std::vector<float> logits;
-  ASSERT_TRUE(runner.forward(fb, *kv, &logits).ok());
-  kv->release(table);
   SamplingParams sp = req(prompt, 1, 0.8f).sampling;
-  const std::vector<float> p = sampling_distribution(logits, {}, sp);
+  ASSERT_FALSE(has_penalties(sp));  // the prompt as history changes nothing
+  const std::vector<float> p = host_distribution(L.m->tokenizer->encode(prompt, true), sp, 0);
+  ASSERT_FALSE(p.empty());
 
   constexpr uint64_t kDraws = 600;  // lavapipe runs 64-request steps slowly: ~1 min here
   std::vector<Request> draws;
