@@ -897,15 +897,15 @@ TEST(Engine, SubmitGroupForksTheFirstPromptOnAnEngineThreadAndIsAllOrNothing) {
   cfg.prefix_caching = false;  // only the fork may avoid prefill
   cfg.max_waiting = 3;
   auto e = make_engine(cfg);
-  e->start();
   for (int round = 0; round < 20; ++round) {
     std::vector<Request> group(3, greedy_req(kSystem + " One day", 2));  // request 0 still runs when the forks are admitted
     std::mutex mu;
     std::condition_variable cv;
     int finished = 0;
     int32_t prompt = 0;
-    e->publish_snapshot();
+    e->publish_snapshot();  // the engine is stopped between rounds: snapshots are read here
     const uint64_t before = e->snapshot()->counters.computed_prefill_tokens;
+    e->start();
     const auto res = e->submit_group(group, [&](const TokenEvent& ev) {
       if (!ev.finished) return;
       std::lock_guard<std::mutex> lk(mu);
@@ -919,11 +919,10 @@ TEST(Engine, SubmitGroupForksTheFirstPromptOnAnEngineThreadAndIsAllOrNothing) {
     std::unique_lock<std::mutex> lk(mu);
     ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(30), [&] { return finished == 3; }));
     lk.unlock();
-    for (int i = 0; i < 1000 && !e->idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    e->stop();  // drains, then joins the engine thread
     e->publish_snapshot();
     EXPECT_EQ(e->snapshot()->counters.computed_prefill_tokens - before, uint64_t(prompt + 2)) << "round " << round;
   }
-  e->stop();
   std::vector<Request> big(4, greedy_req("Once", 2));
   const auto refused = e->submit_group(big, [](const TokenEvent&) {}, true);
   ASSERT_EQ(refused.size(), 4u);
