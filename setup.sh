@@ -62,11 +62,11 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build-asan --output-on-failure -j "$JOBS"
 
 # The engine and server tests under ThreadSanitizer: submitters, the engine thread, snapshot
-# readers and HTTP workers share state there. Only those two test targets are built (core only,
-# optimized so the instrumented model runs stay short).
+# readers and HTTP workers share state there; and the CPU thread pool's lock-free chunk claiming.
+# Only those test targets are built (optimized so the instrumented model runs stay short).
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGODA_NATIVE=OFF \
   -DCMAKE_CXX_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
   -DPAGODA_VULKAN=OFF -DPAGODA_CUDA=OFF -DPAGODA_UI=OFF >/dev/null
-cmake --build build-tsan -j "$JOBS" --target engine_test server_test
+cmake --build build-tsan -j "$JOBS" --target engine_test server_test cpu_ops_test
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
-  ctest --test-dir build-tsan --output-on-failure -j "$JOBS" -R '^(Engine|Telemetry|CacheIdentity|Server)'
+  ctest --test-dir build-tsan --output-on-failure -j "$JOBS" -R '^(Engine|Telemetry|CacheIdentity|Server|ThreadPool)'

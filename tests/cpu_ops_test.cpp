@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <set>
@@ -366,4 +367,30 @@ TEST(ThreadPool, EveryIndexOnceWhetherWorkersSpinOrSleep) {
   }
   ThreadPool idle(4);
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+// Whoever runs a chunk (its worker, or the caller when the worker is late), a job is cut at the same
+// boundaries, one chunk per thread: kernels whose numerics depend on the split (partial sums per
+// chunk) stay deterministic.
+TEST(ThreadPool, ChunksAreTheFixedPerThreadSplitWhoeverRunsThem) {
+  for (int threads : {2, 3, 7}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {2, 5, 64, 1001}) {
+      for (int job = 0; job < 50; ++job) {
+        std::mutex mu;
+        std::vector<std::pair<int64_t, int64_t>> ranges;
+        pool.parallel_for(n, [&](int64_t b, int64_t e) {
+          std::lock_guard<std::mutex> lk(mu);
+          ranges.emplace_back(b, e);
+        });
+        std::sort(ranges.begin(), ranges.end());
+        std::vector<std::pair<int64_t, int64_t>> want;
+        for (int i = 0; i < threads; ++i) {
+          const int64_t b = n * i / threads, e = n * (i + 1) / threads;
+          if (b < e) want.emplace_back(b, e);
+        }
+        ASSERT_EQ(ranges, want) << "threads " << threads << " n " << n;
+      }
+    }
+  }
 }

@@ -16,15 +16,10 @@ namespace {
 // between two kernels of a step, far shorter than anything a person would notice as idle load.
 constexpr auto kSpinFor = std::chrono::microseconds(200);
 
-void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int index, int total) {
-  const int64_t b = n * index / total, e = n * (index + 1) / total;
-  if (b < e) fn(b, e);
-}
-
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -36,7 +31,7 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::worker_loop(int index) {
+void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
     uint64_t g = generation_.load(std::memory_order_acquire);
@@ -56,8 +51,20 @@ void ThreadPool::worker_loop(int index) {
     }
     if (stop_.load()) return;
     seen = g;
-    run_chunk(*job_, job_n_, index, size());
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    run_chunks();
+  }
+}
+
+void ThreadPool::run_chunks() {
+  uint64_t c = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    const uint64_t total = (c >> 16) & 0xFFFF, next = c & 0xFFFF;
+    if (next >= total) return;
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    const int64_t n = job_n_, b = n * int64_t(next) / int64_t(total), e = n * int64_t(next + 1) / int64_t(total);
+    if (b < e) (*job_)(b, e);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    c = claim_.load(std::memory_order_acquire);
   }
 }
 
@@ -66,18 +73,21 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     if (n > 0) fn(0, n);
     return;
   }
+  const int total = size();
   job_ = &fn;
   job_n_ = n;
-  pending_.store(int(workers_.size()), std::memory_order_relaxed);
-  generation_.fetch_add(1);  // seq_cst: publishes the job (release) and orders the read below
+  done_.store(0, std::memory_order_relaxed);
+  const uint64_t g = generation_.load(std::memory_order_relaxed) + 1;
+  claim_.store((g << 32) | (uint64_t(total) << 16), std::memory_order_release);
+  generation_.store(g);  // seq_cst: wakes spinners and orders the sleepers_ read below
   if (sleepers_.load() > 0) {
     std::lock_guard<std::mutex> lk(mu_);
     cv_.notify_all();
   }
-  run_chunk(fn, n, 0, size());
-  for (int i = 0; pending_.load(std::memory_order_acquire) > 0; ++i) {
+  run_chunks();  // the caller's share, and any chunk no worker has claimed yet
+  for (int i = 0; done_.load(std::memory_order_acquire) < total; ++i) {
     if (i < 4096) PAGODA_CPU_RELAX();
-    else std::this_thread::yield();  // a worker is being woken or was preempted: give it the CPU
+    else std::this_thread::yield();  // a worker claimed a chunk and was preempted: give it the CPU
   }
 }
 

@@ -6,6 +6,12 @@
 // handoff measured ~60 us: 485 tok/s with 2 threads against 16,000 with 1 on stories260K). Workers
 // therefore spin on an atomic job counter for a short while after each job and only then sleep;
 // the caller spins for completion. An idle pool sleeps, so a quiet server costs no CPU.
+//
+// A job is cut into one chunk per thread, always at the same boundaries (so results never depend
+// on which thread ran what), but chunks are claimed, not assigned: when a worker is descheduled
+// (another process wants the core) the caller runs its chunk instead of waiting a whole time
+// slice for it. With fixed owners, one busy neighbour process made every kernel of a step wait
+// for the preempted worker (2-thread decode fell to a quarter of the 1-thread rate).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -29,14 +35,22 @@ class ThreadPool {
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
-  void worker_loop(int index);
+  void worker_loop();
+
+  // Claims and runs chunks of the current job until none is left unclaimed.
+  void run_chunks();
 
   std::vector<std::thread> workers_;
-  // The job: written by the caller before `generation_` is bumped (release), read after (acquire).
+  // The job: written by the caller before `claim_` and `generation_` publish it (release), read by
+  // a thread only after it claimed one of its chunks (acquire), and left unchanged until every
+  // chunk is done, so a thread that claimed a chunk always runs that job's function.
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};   // workers still running the current job
+  // generation (high 32 bits) | chunks in the job (16 bits) | next chunk to claim (16 bits): a
+  // claim is one compare-and-swap, so a late thread cannot claim a chunk of a finished job.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<uint64_t> generation_{0};  // bumped per job: what sleeping and spinning workers watch
+  std::atomic<int> done_{0};      // chunks of the current job finished
   std::atomic<int> sleepers_{0};  // workers blocked on cv_ (the caller notifies only if any)
   std::atomic<bool> stop_{false};
   std::mutex mu_;
