@@ -977,3 +977,57 @@ TEST(Engine, ForkedPromptIsComputedOnceAndChangesNoOutput) {
   EXPECT_EQ(forked->snapshot()->counters.computed_prefill_tokens, uint64_t(prompt + 3));
   expect_no_leaks(*forked);
 }
+
+// n choices with max_tokens 1: request 0 samples its one token in the step that computes the
+// prompt and ends there, before the others are admitted. Its blocks (the partial last one
+// included) are held for them, so the prompt is still computed once; forks that are cancelled
+// instead leave nothing held.
+TEST(Engine, ForkOfARequestThatEndedInItsPrefillStepStillSharesThePrompt) {
+  REQUIRE_MODELS();
+  EngineConfig cfg;
+  cfg.prefix_caching = false;  // only the fork may avoid prefill
+  cfg.block_size = 8;
+  auto separate = make_engine(cfg);
+  const auto want = run_all(*separate, std::vector<Request>(4, greedy_req(kSystem + " One day", 1)));
+  const int32_t prompt = want[0].metrics.prompt_tokens;
+  ASSERT_GT(prompt % cfg.block_size, 0) << "pick a prompt that ends mid-block";
+
+  auto forked = make_engine(cfg);
+  std::vector<Outcome> got(4);
+  uint64_t first = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    Request r = greedy_req(kSystem + " One day", 1);
+    r.prefill_from = first;
+    const auto res = forked->submit(r, [&got, i](const TokenEvent& ev) {
+      if (ev.token >= 0) got[i].tokens.push_back(ev.token);
+      if (ev.finished) got[i].metrics = ev.metrics;
+    });
+    ASSERT_TRUE(res.ok());
+    if (i == 0) first = res.id;
+  }
+  while (!forked->idle()) ASSERT_TRUE(forked->step().ok());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    if (i > 0) {
+      EXPECT_EQ(got[i].metrics.cached_tokens, prompt - 1) << "request " << i;
+    }
+  }
+  forked->publish_snapshot();
+  EXPECT_EQ(forked->snapshot()->counters.computed_prefill_tokens, uint64_t(prompt + 3));
+  expect_no_leaks(*forked);
+
+  // The forks are cancelled while request 0's blocks wait for them: nothing stays held.
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    Request r = greedy_req(kSystem + " One day", 1);
+    r.prefill_from = ids.empty() ? 0 : ids[0];
+    const auto res = forked->submit(r, [](const TokenEvent&) {});
+    ASSERT_TRUE(res.ok());
+    ids.push_back(res.id);
+  }
+  ASSERT_TRUE(forked->step().ok());  // request 0 computes the prompt and ends
+  forked->cancel(ids[1]);
+  forked->cancel(ids[2]);
+  while (!forked->idle()) ASSERT_TRUE(forked->step().ok());
+  expect_no_leaks(*forked);
+}

@@ -134,19 +134,45 @@ void Scheduler::postprocess(const std::vector<ScheduledChunk>& plan, const std::
 
 int Scheduler::fork_prompt(Sequence& s, int32_t& matched) {
   // Only a running source is waited for: `s` is at the head of the queue, so a source still
-  // waiting is behind it and waiting for it would block both.
-  const auto src = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p->id == s.prefill_from; });
-  if (src == running_.end()) return 0;
-  const Sequence& p = **src;
+  // waiting is behind it and waiting for it would block both. A source that already ended left
+  // its blocks as a donor.
   const int32_t shared = s.prompt_len - 1;  // the last prompt token is computed here for its logits
-  if (p.n_computed < shared) return -1;
-  if (int32_t(p.tokens.size()) < shared || !std::equal(s.tokens.begin(), s.tokens.begin() + shared, p.tokens.begin())) return 0;
-  s.table = kv_.fork(p.table);
+  const BlockTable* table = nullptr;
+  const std::vector<int32_t>* tokens = nullptr;
+  const std::vector<BlockKey>* keys = nullptr;
+  int32_t n_keyed = 0;
+  if (const auto src = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p->id == s.prefill_from; });
+      src != running_.end()) {
+    if ((*src)->n_computed < shared) return -1;
+    table = &(*src)->table, tokens = &(*src)->tokens, keys = &(*src)->keys, n_keyed = (*src)->n_keyed;
+  } else if (const auto d = std::find_if(donors_.begin(), donors_.end(), [&](const Donor& x) { return x.id == s.prefill_from; });
+             d != donors_.end() && d->n_computed >= shared) {
+    table = &d->table, tokens = &d->tokens, keys = &d->keys, n_keyed = d->n_keyed;
+  } else {
+    return 0;
+  }
+  if (int32_t(tokens->size()) < shared || !std::equal(s.tokens.begin(), s.tokens.begin() + shared, tokens->begin())) return 0;
+  s.table = kv_.fork(*table);
   kv_.trim(s.table, shared);
-  s.n_keyed = std::min<int32_t>(p.n_keyed, shared / kv_.block_size());
-  s.keys.assign(p.keys.begin(), p.keys.begin() + std::min<size_t>(p.keys.size(), size_t(s.n_keyed)));
+  s.n_keyed = std::min<int32_t>(n_keyed, shared / kv_.block_size());
+  s.keys.assign(keys->begin(), keys->begin() + std::min<size_t>(keys->size(), size_t(s.n_keyed)));
   matched = shared;
   return 1;
+}
+
+bool Scheduler::awaited(uint64_t id) const {
+  return std::any_of(waiting_.begin(), waiting_.end(), [&](const auto& w) { return w->prefill_from == id && !w->admitted_once; });
+}
+
+void Scheduler::release_donors(bool all) {
+  for (auto it = donors_.begin(); it != donors_.end();) {
+    if (all || !awaited(it->id)) {
+      kv_.release(it->table);
+      it = donors_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 // Prefix match (or a fork of the prompt's blocks), then blocks for the first chunk. Undoes itself
@@ -223,6 +249,10 @@ void Scheduler::preempt(Sequence& s) {
 }
 
 std::unique_ptr<Sequence> Scheduler::finish(Sequence* s) {
+  if (s->n_computed > 0 && awaited(s->id)) {
+    donors_.push_back({s->id, std::move(s->table), s->tokens, s->n_computed, s->n_keyed, s->keys});
+    s->table = BlockTable{};
+  }
   release_blocks(*s);
   s->state = SeqState::Finished;
   for (auto it = running_.begin(); it != running_.end(); ++it)
@@ -294,7 +324,13 @@ std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, const DraftMap& 
   }
   while (budget > 0 && !waiting_.empty() && int32_t(running_.size()) < cfg_.max_running) {
     Sequence& s = *waiting_.front();
-    if (!admit(s)) break;  // head-of-line: later arrivals do not overtake a waiting request
+    if (!admit(s)) {
+      // Out of blocks: a donor's go before anyone waits for them (its forks can still prefill).
+      const bool fork_waits = s.prefill_from != 0 && !s.admitted_once && std::any_of(running_.begin(), running_.end(), [&](const auto& p) { return p->id == s.prefill_from; });
+      if (donors_.empty() || fork_waits) break;  // head-of-line: later arrivals do not overtake a waiting request
+      release_donors(true);
+      continue;
+    }
     const int32_t pending = int32_t(s.tokens.size()) - s.n_computed;
     const int32_t n = std::min(pending, budget);
     if (!reserve(s, s.n_computed + n)) {
@@ -311,6 +347,7 @@ std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, const DraftMap& 
   }
   for (auto& f : failed_) finished.push_back(std::move(f));
   failed_.clear();
+  release_donors(false);  // every fork of them was admitted (or ended)
   return plan;
 }
 

@@ -93,9 +93,12 @@ class Scheduler {
 
  private:
   bool admit(Sequence& s);
-  // Request::prefill_from: 1 = s now shares its source's prompt blocks, 0 = the source is not
-  // running (prefill normally), -1 = the running source has not computed its prompt yet (wait).
+  // Request::prefill_from: 1 = s now shares its source's prompt blocks, 0 = the source is neither
+  // running nor a donor (prefill normally), -1 = the running source has not computed its prompt
+  // yet (wait).
   int fork_prompt(Sequence& s, int32_t& matched);
+  bool awaited(uint64_t id) const;  // a waiting request will fork this one's prompt
+  void release_donors(bool all);
   void preempt(Sequence& s);
   void enqueue(std::unique_ptr<Sequence> s, bool preempted);
   int32_t group_of(const std::string& scope);
@@ -113,6 +116,17 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<std::unique_ptr<Sequence>> failed_;  // over the preemption bound, reported by schedule()
   std::unordered_map<std::string, int32_t> groups_{{"", 0}};  // cache scope -> BlockPool owner group
+  // Requests that ended while others still waited to fork their prompt (n choices with max_tokens
+  // 1 end in the step that computes the prompt): their blocks, the partial last one included, are
+  // held until no waiting request names them, or until an admission needs the blocks.
+  struct Donor {
+    uint64_t id = 0;
+    BlockTable table;
+    std::vector<int32_t> tokens;
+    int32_t n_computed = 0, n_keyed = 0;
+    std::vector<BlockKey> keys;
+  };
+  std::vector<Donor> donors_;
 };
 
 }  // namespace pagoda
