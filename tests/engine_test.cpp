@@ -931,6 +931,29 @@ TEST(Engine, SubmitGroupForksTheFirstPromptOnAnEngineThreadAndIsAllOrNothing) {
   expect_no_leaks(*e);
 }
 
+// Requests 1.. name request 0 in prefill_from; stepped to the end, each must produce `want`'s
+// tokens and have computed only the last prompt token itself.
+void run_forked_and_compare(Engine& e, std::vector<Request> reqs, const std::vector<Outcome>& want, int32_t prompt) {
+  std::vector<Outcome> got(reqs.size());
+  uint64_t first = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].prefill_from = first;
+    const auto r = e.submit(reqs[i], [&got, i](const TokenEvent& ev) {
+      if (ev.token >= 0) got[i].tokens.push_back(ev.token);
+      if (ev.finished) got[i].metrics = ev.metrics;
+    });
+    ASSERT_TRUE(r.ok());
+    if (i == 0) first = r.id;
+  }
+  while (!e.idle()) ASSERT_TRUE(e.step().ok());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    if (i > 0) {
+      EXPECT_EQ(got[i].metrics.cached_tokens, prompt - 1) << "request " << i;
+    }
+  }
+}
+
 TEST(Engine, ForkedPromptIsComputedOnceAndChangesNoOutput) {
   REQUIRE_MODELS();
   EngineConfig cfg;
@@ -954,25 +977,7 @@ TEST(Engine, ForkedPromptIsComputedOnceAndChangesNoOutput) {
   EXPECT_EQ(separate->snapshot()->counters.computed_prefill_tokens, uint64_t(4 * prompt));
 
   auto forked = make_engine(cfg);
-  auto reqs = make_reqs();
-  std::vector<Outcome> got(reqs.size());
-  uint64_t first = 0;
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    if (i > 0) reqs[i].prefill_from = first;
-    const auto r = forked->submit(reqs[i], [&got, i](const TokenEvent& ev) {
-      if (ev.token >= 0) got[i].tokens.push_back(ev.token);
-      if (ev.finished) got[i].metrics = ev.metrics;
-    });
-    ASSERT_TRUE(r.ok());
-    if (i == 0) first = r.id;
-  }
-  while (!forked->idle()) ASSERT_TRUE(forked->step().ok());
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
-    if (i > 0) {
-      EXPECT_EQ(got[i].metrics.cached_tokens, prompt - 1);
-    }
-  }
+  run_forked_and_compare(*forked, make_reqs(), want, prompt);
   forked->publish_snapshot();
   EXPECT_EQ(forked->snapshot()->counters.computed_prefill_tokens, uint64_t(prompt + 3));
   expect_no_leaks(*forked);
@@ -993,25 +998,7 @@ TEST(Engine, ForkOfARequestThatEndedInItsPrefillStepStillSharesThePrompt) {
   ASSERT_GT(prompt % cfg.block_size, 0) << "pick a prompt that ends mid-block";
 
   auto forked = make_engine(cfg);
-  std::vector<Outcome> got(4);
-  uint64_t first = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    Request r = greedy_req(kSystem + " One day", 1);
-    r.prefill_from = first;
-    const auto res = forked->submit(r, [&got, i](const TokenEvent& ev) {
-      if (ev.token >= 0) got[i].tokens.push_back(ev.token);
-      if (ev.finished) got[i].metrics = ev.metrics;
-    });
-    ASSERT_TRUE(res.ok());
-    if (i == 0) first = res.id;
-  }
-  while (!forked->idle()) ASSERT_TRUE(forked->step().ok());
-  for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
-    if (i > 0) {
-      EXPECT_EQ(got[i].metrics.cached_tokens, prompt - 1) << "request " << i;
-    }
-  }
+  run_forked_and_compare(*forked, std::vector<Request>(4, greedy_req(kSystem + " One day", 1)), want, prompt);
   forked->publish_snapshot();
   EXPECT_EQ(forked->snapshot()->counters.computed_prefill_tokens, uint64_t(prompt + 3));
   expect_no_leaks(*forked);
