@@ -1,6 +1,7 @@
 #include "core/sample/sampler.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -8,6 +9,10 @@
 #include <string>
 
 #include "core/sample/philox.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace pagoda {
 
@@ -120,17 +125,41 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 typedef float F8 __attribute__((vector_size(32)));
 typedef int32_t I8 __attribute__((vector_size(32)));
 
-// w[i] = exp((l[i] - mx) * inv_t), and exactly 0 for -inf (banned) and NaN logits.
-void exp_weights(const float* l, float* w, size_t n, float mx, float inv_t) {
-  const F8 ninf = F8{} + kNegInf, lo = F8{} - 87.0f;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+// Top-p buckets tokens by (max - l) / T, their distance below the top token in log-weight, which
+// orders buckets like the candidate order. Tokens top-k dropped go to one more bucket, never counted.
+constexpr size_t kBuckets = 1024;
+constexpr float kBucketsPerUnit = 32.0f;  // width 1/32 in log-weight; past 32 units, the last bucket
+constexpr uint16_t kDropped = kBuckets;
+
+// Where the weight pass writes bucket ids: bk[i] for token i, and kDropped for tokens after `last`
+// unless `all`.
+struct Bucketing {
+  uint16_t* bk = nullptr;
+  int32_t last_index = 0;
+  float last_logit = 0;
+  bool all = true;
+};
+
+// w[i] = exp((l[i] - mx) * inv_t) for i in [lo, hi), exactly 0 for -inf (banned) and NaN logits,
+// and with kBucket the top-p bucket ids; returns the sum of the weights, added in eight float lanes
+// (a double accumulator would be one long dependency chain; blocks are short enough that float
+// lanes lose nothing a draw can see). One pass computes all three, so the row is read once.
+enum WeighMode { kWeightsOnly, kBucketAll, kBucketKept };
+template <WeighMode kMode>
+double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, float inv_t, const Bucketing& bkt) {
+  typedef uint16_t U8 __attribute__((vector_size(16)));
+  const F8 ninf = F8{} + kNegInf, lo_x = F8{} - 87.0f, top = F8{} + float(kBuckets - 1);
+  const F8 last_l = F8{} + bkt.last_logit;
+  const I8 last_i = I8{} + bkt.last_index;
+  F8 acc = {};
+  size_t i = lo;
+  for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(lo); i + 8 <= hi; i += 8, idx += 8) {
     F8 v;
     std::memcpy(&v, l + i, sizeof v);
     // exp_nonpositive, lane-wise (inline: no function passes 32-byte vectors, which would change
     // the ABI of a build without AVX).
-    F8 x = (v - mx) * inv_t;
-    x = x >= lo ? x : lo;  // NaN fails the comparison and clamps too
+    const F8 y = (v - mx) * inv_t;
+    const F8 x = y >= lo_x ? y : lo_x;  // NaN fails the comparison and clamps too
     const F8 k = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
     const F8 r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;
     const F8 poly =
@@ -139,8 +168,31 @@ void exp_weights(const float* l, float* w, size_t n, float mx, float inv_t) {
     const F8 e = poly * __builtin_bit_cast(F8, bits);
     const F8 out = v > ninf ? e : F8{};
     std::memcpy(w + i, &out, sizeof out);
+    acc += out;
+    if constexpr (kMode != kWeightsOnly) {
+      // The bucket, truncated; NaN and -inf fail the test and go last.
+      const F8 d = -y * kBucketsPerUnit;
+      I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
+      // kept(), lane-wise (a NaN logit is never kept by a boundary, as in the scalar test).
+      if constexpr (kMode == kBucketKept) b = (v > last_l) | ((v == last_l) & (idx <= last_i)) ? b : I8{} + kDropped;
+      const U8 b16 = __builtin_convertvector(b, U8);
+      std::memcpy(bkt.bk + i, &b16, sizeof b16);
+    }
   }
-  for (; i < n; ++i) w[i] = l[i] > kNegInf ? exp_nonpositive((l[i] - mx) * inv_t) : 0.0f;
+  double sum = 0;
+  for (int j = 0; j < 8; ++j) sum += acc[j];
+  for (; i < hi; ++i) {
+    const float y = (l[i] - mx) * inv_t;
+    sum += w[i] = l[i] > kNegInf ? exp_nonpositive(y) : 0.0f;
+    if constexpr (kMode != kWeightsOnly) {
+      const float d = -y * kBucketsPerUnit;
+      bkt.bk[i] = kMode == kBucketKept && !(l[i] > bkt.last_logit || (l[i] == bkt.last_logit && int32_t(i) <= bkt.last_index))
+                      ? kDropped
+                  : d < float(kBuckets - 1) ? uint16_t(d)
+                                            : uint16_t(kBuckets - 1);
+    }
+  }
+  return sum;
 }
 
 // The sampler's candidate order: higher logit first, lower index first among equal logits. Every
@@ -168,6 +220,7 @@ struct KeptToken {
 struct Scratch {
   std::vector<float> logits, w;
   std::vector<uint16_t> bucket;
+  std::vector<int32_t> selected;
   std::vector<double> block_mass, cand_w;
   std::vector<Rank> ranks;
   std::vector<KeptToken> kept_tokens;
@@ -280,41 +333,92 @@ bool sparse_weights(std::span<const float> l, const SamplingParams& p, Scratch& 
   return total > 0;
 }
 
-// The top-p boundary among the kept tokens: the last token of the shortest candidate-order prefix
-// whose weight reaches `target`. Tokens were bucketed by (max - l) / T, which orders buckets like
-// the candidate order, so only the bucket where the mass crosses `target` is sorted.
-constexpr size_t kBuckets = 1024;
-constexpr float kBucketsPerUnit = 32.0f;  // width 1/32 in log-weight; past 32 units, the last bucket
+// Bucket masses as four partial histograms, entry j of a token list into part j % 4: consecutive
+// tokens of a flat row mostly land in the same few buckets, and one histogram made every add wait
+// for the previous store to it.
+struct BucketMass {
+  double part[4][kBuckets + 1];
+  double operator[](size_t b) const { return (part[0][b] + part[1][b]) + (part[2][b] + part[3][b]); }
+};
 
-Rank top_p_boundary(std::span<const float> l, const Scratch& s, const Rank& last, bool all, double target,
-                    std::vector<Rank>& ranks) {
-  // Four partial histograms, token i into part i % 4: consecutive tokens of a flat row mostly land
-  // in the same few buckets, and one histogram made every add wait for the previous store to it.
-  double part[4][kBuckets] = {};
+#if defined(__AVX2__)
+// For each 8-bit mask, the positions of its set bits, four bits each, lowest first.
+constexpr std::array<uint32_t, 256> kSetBits = [] {
+  std::array<uint32_t, 256> t{};
+  for (uint32_t m = 0; m < 256; ++m)
+    for (uint32_t j = 0, k = 0; j < 8; ++j)
+      if (m >> j & 1) t[m] |= j << (4 * k++);
+  return t;
+}();
+#endif
+
+// The tokens i in [0, n) with bk[i] <= limit, in index order, into `out` (room for n + 8 entries);
+// returns how many. With AVX2, eight at a time: the set bits of the comparison mask become the
+// indices to store, and the write position moves by their count.
+size_t select_buckets(const uint16_t* bk, size_t n, uint16_t limit, int32_t* out) {
+  size_t count = 0, i = 0;
+#if defined(__AVX2__)
+  const __m256i above = _mm256_set1_epi32(int32_t(limit) + 1), shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bk + i)));
+    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, b)));
+    const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
+                                         _mm256_set1_epi32(15));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_add_epi32(pos, _mm256_set1_epi32(int32_t(i))));
+    count += size_t(std::popcount(unsigned(m)));
+  }
+#endif
+  for (; i < n; ++i) {
+    out[count] = int32_t(i);
+    count += bk[i] <= limit;
+  }
+  return count;
+}
+
+// The top-p boundary: the last token of the shortest candidate-order prefix whose weight reaches
+// top_p of `mass` (the weight top-k keeps), from the bucket masses and the crossing bucket's tokens.
+Rank top_p_boundary(std::span<const float> l, Scratch& s, const Rank& last, double top_p, double mass) {
   const float* w = s.w.data();
   const uint16_t* bk = s.bucket.data();
-  const size_t n = l.size(), n4 = n / 4 * 4;
-  if (all) {
-    for (size_t i = 0; i < n4; i += 4) {
-      part[0][bk[i]] += w[i];
-      part[1][bk[i + 1]] += w[i + 1];
-      part[2][bk[i + 2]] += w[i + 2];
-      part[3][bk[i + 3]] += w[i + 3];
-    }
-    for (size_t i = n4; i < n; ++i) part[i % 4][bk[i]] += w[i];
-  } else {
-    for (size_t i = 0; i < n; ++i)
-      if (kept(l[i], int32_t(i), last)) part[i % 4][bk[i]] += w[i];
+  const size_t n = l.size();
+  const double target = top_p * mass;
+  // Only buckets up to `limit` are counted: a token past it weighs at most e^(-(limit + 1) / 32)
+  // (times 1 + 2e-7, exp_nonpositive's error), so all n of them together weigh less than the mass
+  // top-p drops, (1 - top_p) * mass, with 10% to spare, and the crossing comes no later. On a flat
+  // 32k row that skips half the tokens, on a peaked one nearly all.
+  const double tail = 0.9 * (1.0 - top_p) * mass;
+  const double bound = tail > 0 ? std::ceil(double(kBucketsPerUnit) * std::log(double(n) / tail)) : double(kBuckets);
+  const size_t limit = bound < 0 ? 0 : bound >= double(kBuckets - 1) ? kBuckets - 1 : size_t(bound);
+  thread_local BucketMass h;
+  std::memset(&h, 0, sizeof h);
+  s.selected.resize(n + 8);
+  const int32_t* sel = s.selected.data();
+  const size_t count = select_buckets(bk, n, uint16_t(limit), s.selected.data());
+  size_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    h.part[0][bk[sel[j]]] += w[sel[j]];
+    h.part[1][bk[sel[j + 1]]] += w[sel[j + 1]];
+    h.part[2][bk[sel[j + 2]]] += w[sel[j + 2]];
+    h.part[3][bk[sel[j + 3]]] += w[sel[j + 3]];
   }
-  double mass[kBuckets];
-  for (size_t b = 0; b < kBuckets; ++b) mass[b] = (part[0][b] + part[1][b]) + (part[2][b] + part[3][b]);
+  for (; j < count; ++j) h.part[j % 4][bk[sel[j]]] += w[sel[j]];
   double acc = 0;
   size_t b = 0;
-  for (; b < kBuckets; ++b) {
-    if (acc + mass[b] >= target) break;
-    acc += mass[b];
+  for (; b <= limit; ++b) {
+    if (acc + h[b] >= target) break;
+    acc += h[b];
   }
-  if (b == kBuckets) return last;  // rounding left the target just out of reach: keep everything
+  if (b > limit && limit + 1 < kBuckets) {
+    // Rounding beyond the 10% margin (or a target of all the mass): count the remaining tokens.
+    for (size_t i = 0; i < n; ++i)
+      if (bk[i] > limit && bk[i] != kDropped) h.part[i % 4][bk[i]] += w[i];
+    for (; b < kBuckets; ++b) {
+      if (acc + h[b] >= target) break;
+      acc += h[b];
+    }
+  }
+  if (b >= kBuckets) return last;  // rounding left the target just out of reach: keep everything
+  std::vector<Rank>& ranks = s.ranks;
   ranks.clear();
   // The crossing bucket's tokens: sixteen bucket ids compared at once, and only a group holding one
   // looked at token by token (a flat row puts ~1% of the vocabulary in any one bucket).
@@ -327,11 +431,11 @@ Rank top_p_boundary(std::span<const float> l, const Scratch& s, const Rank& last
     std::memcpy(&v, bk + i, sizeof v);
     const U64 hit = __builtin_bit_cast(U64, v == want);
     if (!(hit[0] | hit[1] | hit[2] | hit[3])) continue;
-    for (size_t j = i; j < i + 16; ++j)
-      if (bk[j] == b && (all || kept(l[j], int32_t(j), last))) ranks.push_back({l[j], int32_t(j)});
+    for (size_t k = i; k < i + 16; ++k)
+      if (bk[k] == b) ranks.push_back({l[k], int32_t(k)});
   }
   for (; i < n; ++i)
-    if (bk[i] == b && (all || kept(l[i], int32_t(i), last))) ranks.push_back({l[i], int32_t(i)});
+    if (bk[i] == b) ranks.push_back({l[i], int32_t(i)});
   std::sort(ranks.begin(), ranks.end(), before);
   for (const Rank& r : ranks) {
     acc += w[size_t(r.index)];
@@ -340,8 +444,9 @@ Rank top_p_boundary(std::span<const float> l, const Scratch& s, const Rank& last
   return ranks.back();
 }
 
-// Many candidates: a weight per token from one vectorized pass, then the boundary of whichever
-// filters are on, then one pass zeroing what they drop and summing blocks.
+// Many candidates: one pass over the row computing the weights, their block sums and, under top-p,
+// the bucket ids; then the boundary of whichever filters are on, then one pass zeroing what they
+// drop and summing blocks again.
 bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s, Weights& out) {
   const size_t n = l.size();
   const float mx = max_logit(l);
@@ -349,40 +454,6 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
   const float inv_t = 1.0f / p.temperature;
   s.w.resize(n);
   float* w = s.w.data();
-  const bool top_p = p.top_p < 1.0f;
-  // Banned tokens (-inf) and NaN get weight 0 exactly, never a tiny positive one.
-  if (!top_p) {
-    exp_weights(l.data(), w, n, mx, inv_t);
-  } else {
-    s.bucket.resize(n);
-    uint16_t* bk = s.bucket.data();
-    exp_weights(l.data(), w, n, mx, inv_t);
-    // bucket = (max - l) / T * 32, truncated; NaN and -inf logits fail the test and go last. Eight
-    // lanes at a time with the scalar tail's arithmetic.
-    const F8 top = F8{} + float(kBuckets - 1);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      F8 v;
-      std::memcpy(&v, l.data() + i, sizeof v);
-      const F8 d = -((v - mx) * inv_t) * kBucketsPerUnit;
-      const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
-      typedef uint16_t U8 __attribute__((vector_size(16)));
-      const U8 b16 = __builtin_convertvector(b, U8);
-      std::memcpy(bk + i, &b16, sizeof b16);
-    }
-    for (; i < n; ++i) {
-      const float d = -((l[i] - mx) * inv_t) * kBucketsPerUnit;
-      bk[i] = d < float(kBuckets - 1) ? uint16_t(d) : uint16_t(kBuckets - 1);
-    }
-  }
-
-  // Per-block sums of the unfiltered weights: the top-p mass when nothing else filters, and the
-  // draw's index when nothing filters at all.
-  const size_t blocks = (n + kBlock - 1) / kBlock;
-  s.block_mass.resize(blocks);
-  double total = 0;
-  for (size_t b = 0; b < blocks; ++b) total += s.block_mass[b] = sum_lanes(w, b * kBlock, std::min(n, (b + 1) * kBlock));
-
   Rank last{kNegInf, int32_t(n)};  // keeps every token
   bool all = true;
   if (p.top_k > 0 && size_t(p.top_k) < n) {
@@ -390,13 +461,25 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
     last = s.ranks.front();
     all = false;
   }
+  const bool top_p = p.top_p < 1.0f;
+  if (top_p) s.bucket.resize(n);
+  const Bucketing bkt{s.bucket.data(), last.index, last.logit, all};
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  s.block_mass.resize(blocks);
+  double total = 0;  // of the unfiltered weights: the top-p mass when nothing else filters
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+    total += s.block_mass[b] = !top_p ? weigh<kWeightsOnly>(l.data(), w, lo, hi, mx, inv_t, bkt)
+                               : all  ? weigh<kBucketAll>(l.data(), w, lo, hi, mx, inv_t, bkt)
+                                      : weigh<kBucketKept>(l.data(), w, lo, hi, mx, inv_t, bkt);
+  }
   if (top_p) {
     double mass = total;
     if (!all) {
       mass = 0;
       for (size_t i = 0; i < n; ++i) mass += kept(l[i], int32_t(i), last) ? w[i] : 0.0f;
     }
-    last = top_p_boundary(l, s, last, all, double(p.top_p) * mass, s.ranks);
+    last = top_p_boundary(l, s, last, double(p.top_p), mass);
     all = false;
   }
   // min-p keeps tokens whose weight is at least min_p times the top token's, which is exactly 1.
