@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 
 #include "core/sample/philox.h"
 
@@ -291,6 +292,11 @@ struct Weights {
   std::span<const float> w;          // dense
   std::span<const double> block_mass;  // dense
   double total = 0;
+  // Dense under top-p alone: `w` and `block_mass` are unfiltered, and only the tokens kept() by
+  // `last` count (a draw walks the row once instead of a pass zeroing the rest first).
+  bool filtered = false;
+  Rank last = {};
+  std::span<const float> logits;
 };
 
 // Few candidates: weights in double over the top-k tokens in candidate order, the top-p and
@@ -376,8 +382,10 @@ size_t select_buckets(const uint16_t* bk, size_t n, uint16_t limit, int32_t* out
 }
 
 // The top-p boundary: the last token of the shortest candidate-order prefix whose weight reaches
-// top_p of `mass` (the weight top-k keeps), from the bucket masses and the crossing bucket's tokens.
-Rank top_p_boundary(std::span<const float> l, Scratch& s, const Rank& last, double top_p, double mass) {
+// top_p of `mass` (the weight top-k keeps), from the bucket masses and the crossing bucket's tokens,
+// and the weight up to it.
+std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, const Rank& last, double top_p,
+                                       double mass) {
   const float* w = s.w.data();
   const uint16_t* bk = s.bucket.data();
   const size_t n = l.size();
@@ -417,7 +425,7 @@ Rank top_p_boundary(std::span<const float> l, Scratch& s, const Rank& last, doub
       acc += h[b];
     }
   }
-  if (b >= kBuckets) return last;  // rounding left the target just out of reach: keep everything
+  if (b >= kBuckets) return {last, mass};  // rounding left the target just out of reach: keep everything
   std::vector<Rank>& ranks = s.ranks;
   ranks.clear();
   // The crossing bucket's tokens: sixteen bucket ids compared at once, and only a group holding one
@@ -439,9 +447,9 @@ Rank top_p_boundary(std::span<const float> l, Scratch& s, const Rank& last, doub
   std::sort(ranks.begin(), ranks.end(), before);
   for (const Rank& r : ranks) {
     acc += w[size_t(r.index)];
-    if (acc >= target) return r;
+    if (acc >= target) return {r, acc};
   }
-  return ranks.back();
+  return {ranks.back(), acc};
 }
 
 // Many candidates: one pass over the row computing the weights, their block sums and, under top-p,
@@ -479,7 +487,18 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
       mass = 0;
       for (size_t i = 0; i < n; ++i) mass += kept(l[i], int32_t(i), last) ? w[i] : 0.0f;
     }
-    last = top_p_boundary(l, s, last, double(p.top_p), mass);
+    double kept_mass = 0;
+    std::tie(last, kept_mass) = top_p_boundary(l, s, last, double(p.top_p), mass);
+    if (p.min_p <= 0.0f) {
+      out = {};
+      out.w = s.w;
+      out.block_mass = s.block_mass;
+      out.total = kept_mass;
+      out.filtered = true;
+      out.last = last;
+      out.logits = l;
+      return kept_mass > 0;
+    }
     all = false;
   }
   // min-p keeps tokens whose weight is at least min_p times the top token's, which is exactly 1.
@@ -521,6 +540,44 @@ bool build_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
   return dense_weights(l, p, s, out);
 }
 
+// The weight of the kept tokens in w[lo, hi), eight lanes at a time.
+double kept_weight(const Weights& wt, size_t lo, size_t hi) {
+  const float* l = wt.logits.data();
+  const F8 last_l = F8{} + wt.last.logit;
+  const I8 last_i = I8{} + wt.last.index;
+  F8 acc = {};
+  size_t i = lo;
+  for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(lo); i + 8 <= hi; i += 8, idx += 8) {
+    F8 v, x;
+    std::memcpy(&v, l + i, sizeof v);
+    std::memcpy(&x, wt.w.data() + i, sizeof x);
+    // kept(), lane-wise (a NaN logit is never kept by a boundary, as in the scalar test).
+    acc += (v > last_l) | ((v == last_l) & (idx <= last_i)) ? x : F8{};
+  }
+  double sum = 0;
+  for (int j = 0; j < 8; ++j) sum += acc[j];
+  for (; i < hi; ++i) sum += kept(l[i], int32_t(i), wt.last) ? wt.w[i] : 0.0f;
+  return sum;
+}
+
+// The draw over the kept tokens of a filtered dense row: their weight a block at a time until the
+// block holding the target, then token by token in it. On average half the row is read.
+int32_t draw_kept(const Weights& wt, double target) {
+  const size_t n = wt.w.size();
+  double acc = 0;
+  size_t lo = 0;
+  for (; lo + kBlock < n; lo += kBlock) {
+    const double m = kept_weight(wt, lo, lo + kBlock);
+    if (acc + m > target) break;
+    acc += m;
+  }
+  for (size_t i = lo; i < n; ++i)
+    if (wt.w[i] > 0.0f && kept(wt.logits[i], int32_t(i), wt.last) && (acc += wt.w[i]) > target) return int32_t(i);
+  for (size_t i = n; i-- > 0;)  // rounding put the target past the kept weight: the last kept token
+    if (wt.w[i] > 0.0f && kept(wt.logits[i], int32_t(i), wt.last)) return int32_t(i);
+  return 0;
+}
+
 // Inverse-CDF draw in index order (the same order draw_from uses on a dense vector).
 int32_t draw_weighted(const Weights& wt, float u) {
   const double target = double(u) * wt.total;
@@ -532,6 +589,7 @@ int32_t draw_weighted(const Weights& wt, float u) {
       if (wt.tokens[i].w > 0) return wt.tokens[i].index;
     return wt.tokens.front().index;
   }
+  if (wt.filtered) return draw_kept(wt, target);
   size_t b = 0;
   for (; b + 1 < wt.block_mass.size(); ++b) {
     if (acc + wt.block_mass[b] > target) break;
@@ -578,7 +636,8 @@ std::vector<float> sampling_distribution(std::span<const float> logits_in, std::
   if (wt.sparse)
     for (size_t i = 0; i < wt.tokens.size(); ++i) probs[size_t(wt.tokens[i].index)] = float(wt.tokens[i].w / wt.total);
   else
-    for (size_t i = 0; i < probs.size(); ++i) probs[i] = float(double(wt.w[i]) / wt.total);
+    for (size_t i = 0; i < probs.size(); ++i)
+      probs[i] = !wt.filtered || kept(logits[i], int32_t(i), wt.last) ? float(double(wt.w[i]) / wt.total) : 0.0f;
   return probs;
 }
 
