@@ -39,41 +39,20 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 typedef float F8 __attribute__((vector_size(32)));
 typedef int32_t I8 __attribute__((vector_size(32)));
 
-// Top-p buckets tokens by (max - l) / T, their distance below the top token in log-weight, which
-// orders buckets like the candidate order. Tokens top-k dropped go to one more bucket, never counted.
-constexpr size_t kBuckets = 1024;
-constexpr float kBucketsPerUnit = 32.0f;  // width 1/32 in log-weight; past 32 units, the last bucket
-constexpr uint16_t kDropped = kBuckets;
-
-// Where the weight pass writes bucket ids: bk[i] for token i, and kDropped for tokens after `last`
-// unless `all`.
-struct Bucketing {
-  uint16_t* bk = nullptr;
-  int32_t last_index = 0;
-  float last_logit = 0;
-  bool all = true;
-};
-
-// w[i] = exp((l[i] - mx) * inv_t) for i in [lo, hi), exactly 0 for -inf (banned) and NaN logits,
-// and with kBucket the top-p bucket ids; returns the sum of the weights, added in eight float lanes
-// (a double accumulator would be one long dependency chain; blocks are short enough that float
-// lanes lose nothing a draw can see). One pass computes all three, so the row is read once.
-enum WeighMode { kWeightsOnly, kBucketAll, kBucketKept };
-template <WeighMode kMode>
-double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, float inv_t, const Bucketing& bkt) {
-  typedef uint16_t U8 __attribute__((vector_size(16)));
-  const F8 ninf = F8{} + kNegInf, lo_x = F8{} - 87.0f, top = F8{} + float(kBuckets - 1);
-  const F8 last_l = F8{} + bkt.last_logit;
-  const I8 last_i = I8{} + bkt.last_index;
+// w[i] = exp((l[i] - mx) * inv_t) for i in [lo, hi), exactly 0 for -inf (banned) and NaN logits;
+// returns their sum, added in eight float lanes (a double accumulator would be one long dependency
+// chain; blocks are short enough that float lanes lose nothing a draw can see).
+inline double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, float inv_t) {
+  const F8 ninf = F8{} + kNegInf, lo_x = F8{} - 87.0f;
   F8 acc = {};
   size_t i = lo;
-  for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(lo); i + 8 <= hi; i += 8, idx += 8) {
+  for (; i + 8 <= hi; i += 8) {
     F8 v;
     std::memcpy(&v, l + i, sizeof v);
     // exp_nonpositive, lane-wise (inline: no function passes 32-byte vectors, which would change
     // the ABI of a build without AVX).
-    const F8 y = (v - mx) * inv_t;
-    const F8 x = y >= lo_x ? y : lo_x;  // NaN fails the comparison and clamps too
+    F8 x = (v - mx) * inv_t;
+    x = x >= lo_x ? x : lo_x;  // NaN fails the comparison and clamps too
     const F8 k = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
     const F8 r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;
     const F8 poly =
@@ -83,30 +62,91 @@ double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, float inv
     const F8 out = v > ninf ? e : F8{};
     std::memcpy(w + i, &out, sizeof out);
     acc += out;
-    if constexpr (kMode != kWeightsOnly) {
-      // The bucket, truncated; NaN and -inf fail the test and go last.
-      const F8 d = -y * kBucketsPerUnit;
-      I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
-      // kept(), lane-wise (a NaN logit is never kept by a boundary, as in the scalar test).
-      if constexpr (kMode == kBucketKept) b = (v > last_l) | ((v == last_l) & (idx <= last_i)) ? b : I8{} + kDropped;
-      const U8 b16 = __builtin_convertvector(b, U8);
-      std::memcpy(bkt.bk + i, &b16, sizeof b16);
-    }
   }
   double sum = 0;
   for (int j = 0; j < 8; ++j) sum += acc[j];
-  for (; i < hi; ++i) {
-    const float y = (l[i] - mx) * inv_t;
-    sum += w[i] = l[i] > kNegInf ? exp_nonpositive(y) : 0.0f;
-    if constexpr (kMode != kWeightsOnly) {
-      const float d = -y * kBucketsPerUnit;
-      bkt.bk[i] = kMode == kBucketKept && !(l[i] > bkt.last_logit || (l[i] == bkt.last_logit && int32_t(i) <= bkt.last_index))
-                      ? kDropped
-                  : d < float(kBuckets - 1) ? uint16_t(d)
-                                            : uint16_t(kBuckets - 1);
-    }
-  }
+  for (; i < hi; ++i) sum += w[i] = l[i] > kNegInf ? exp_nonpositive((l[i] - mx) * inv_t) : 0.0f;
   return sum;
+}
+
+// Top-p buckets tokens by (max - l) / T * 32, truncated: their distance below the top token in
+// 1/32 units of log-weight, which orders buckets like the candidate order. Past 32 units, NaN and
+// -inf: the last bucket.
+constexpr size_t kBuckets = 1024;
+constexpr float kBucketsPerUnit = 32.0f;
+
+inline int32_t bucket_of(float l, float mx, float inv_t) {
+  const float d = -((l - mx) * inv_t) * kBucketsPerUnit;
+  return d < float(kBuckets - 1) ? int32_t(d) : int32_t(kBuckets - 1);
+}
+
+// Whether any lane of a comparison result is set.
+inline bool any_lane(const I8& v) {
+#if defined(__AVX2__)
+  const __m256i x = __builtin_bit_cast(__m256i, v);
+  return !_mm256_testz_si256(x, x);
+#else
+  typedef uint64_t U64 __attribute__((vector_size(32)));
+  const U64 x = __builtin_bit_cast(U64, v);
+  return (x[0] | x[1]) | (x[2] | x[3]);
+#endif
+}
+
+// Tokens a selection keeps: index, bucket and weight, in index order.
+struct Selected {
+  int32_t* index = nullptr;
+  int32_t* bucket = nullptr;
+  float* w = nullptr;
+};
+
+#if defined(__AVX2__)
+// For each 8-bit mask, the positions of its set bits, four bits each, lowest first.
+inline constexpr std::array<uint32_t, 256> kSetBits = [] {
+  std::array<uint32_t, 256> t{};
+  for (uint32_t m = 0; m < 256; ++m)
+    for (uint32_t j = 0, k = 0; j < 8; ++j)
+      if (m >> j & 1) t[m] |= j << (4 * k++);
+  return t;
+}();
+#endif
+
+// The tokens in bucket `limit` or before, and (unless `all`) not after the candidate `last`, into
+// `out` (room for n + 8 entries each); returns how many. With AVX2, eight at a time: the set bits
+// of the selection mask say which lanes to store, and the write position moves by their count.
+inline size_t select_buckets(const float* l, const float* w, size_t n, float mx, float inv_t, int32_t limit,
+                             bool all, float last_logit, int32_t last_index, const Selected& out) {
+  size_t count = 0, i = 0;
+#if defined(__AVX2__)
+  const F8 top = F8{} + float(kBuckets - 1), last_l = F8{} + last_logit;
+  const I8 lim = I8{} + limit, last_i = I8{} + last_index;
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7}; i + 8 <= n; i += 8, idx += 8) {
+    F8 v;
+    std::memcpy(&v, l + i, sizeof v);
+    const F8 d = -((v - mx) * inv_t) * kBucketsPerUnit;  // bucket_of, lane-wise
+    const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
+    I8 sel = b <= lim;
+    // kept(), lane-wise (a NaN logit is never kept by a boundary, as in the scalar test).
+    if (!all) sel &= (v > last_l) | ((v == last_l) & (idx <= last_i));
+    const int m = _mm256_movemask_ps(__builtin_bit_cast(__m256, sel));
+    if (m == 0) continue;  // most groups of a peaked row
+    const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
+                                         _mm256_set1_epi32(15));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.index + count), _mm256_add_epi32(pos, _mm256_set1_epi32(int32_t(i))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.bucket + count),
+                        _mm256_permutevar8x32_epi32(__builtin_bit_cast(__m256i, b), pos));
+    _mm256_storeu_ps(out.w + count, _mm256_permutevar8x32_ps(_mm256_loadu_ps(w + i), pos));
+    count += size_t(std::popcount(unsigned(m)));
+  }
+#endif
+  for (; i < n; ++i) {
+    const int32_t b = bucket_of(l[i], mx, inv_t);
+    out.index[count] = int32_t(i);
+    out.bucket[count] = b;
+    out.w[count] = w[i];
+    count += b <= limit && (all || l[i] > last_logit || (l[i] == last_logit && int32_t(i) <= last_index));
+  }
+  return count;
 }
 
 typedef float Vec8 __attribute__((vector_size(32)));
@@ -143,38 +183,5 @@ inline double sum_lanes(const float* w, size_t lo, size_t hi) {
   return r;
 }
 
-#if defined(__AVX2__)
-// For each 8-bit mask, the positions of its set bits, four bits each, lowest first.
-inline constexpr std::array<uint32_t, 256> kSetBits = [] {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t m = 0; m < 256; ++m)
-    for (uint32_t j = 0, k = 0; j < 8; ++j)
-      if (m >> j & 1) t[m] |= j << (4 * k++);
-  return t;
-}();
-#endif
-
-// The tokens i in [0, n) with bk[i] <= limit, in index order, into `out` (room for n + 8 entries);
-// returns how many. With AVX2, eight at a time: the set bits of the comparison mask become the
-// indices to store, and the write position moves by their count.
-inline size_t select_buckets(const uint16_t* bk, size_t n, uint16_t limit, int32_t* out) {
-  size_t count = 0, i = 0;
-#if defined(__AVX2__)
-  const __m256i above = _mm256_set1_epi32(int32_t(limit) + 1), shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  for (; i + 8 <= n; i += 8) {
-    const __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bk + i)));
-    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, b)));
-    const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
-                                         _mm256_set1_epi32(15));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_add_epi32(pos, _mm256_set1_epi32(int32_t(i))));
-    count += size_t(std::popcount(unsigned(m)));
-  }
-#endif
-  for (; i < n; ++i) {
-    out[count] = int32_t(i);
-    count += bk[i] <= limit;
-  }
-  return count;
-}
 
 }  // namespace pagoda::row_kernels

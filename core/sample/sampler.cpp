@@ -125,8 +125,8 @@ struct KeptToken {
 // vocabulary, never an allocation once warm.
 struct Scratch {
   std::vector<float> logits, w;
-  std::vector<uint16_t> bucket;
-  std::vector<int32_t> selected;
+  std::vector<int32_t> sel_index, sel_bucket;
+  std::vector<float> sel_w;
   std::vector<double> block_mass, cand_w;
   std::vector<Rank> ranks;
   std::vector<KeptToken> kept_tokens;
@@ -214,17 +214,16 @@ bool sparse_weights(std::span<const float> l, const SamplingParams& p, Scratch& 
 // tokens of a flat row mostly land in the same few buckets, and one histogram made every add wait
 // for the previous store to it.
 struct BucketMass {
-  double part[4][kBuckets + 1];
+  double part[4][kBuckets];
   double operator[](size_t b) const { return (part[0][b] + part[1][b]) + (part[2][b] + part[3][b]); }
 };
 
-// The top-p boundary: the last token of the shortest candidate-order prefix whose weight reaches
-// top_p of `mass` (the weight top-k keeps), from the bucket masses and the crossing bucket's tokens,
-// and the weight up to it.
-std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, const Rank& last, double top_p,
-                                       double mass) {
+// The top-p boundary among the tokens `last` keeps (all of them when `all`): the last token of the
+// shortest candidate-order prefix whose weight reaches top_p of `mass` (their weight), found from
+// the bucket masses and a sort of the crossing bucket's tokens; and the weight up to it.
+std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, float mx, float inv_t, const Rank& last,
+                                       bool all, double top_p, double mass) {
   const float* w = s.w.data();
-  const uint16_t* bk = s.bucket.data();
   const size_t n = l.size();
   const double target = top_p * mass;
   // Only buckets up to `limit` are counted: a token past it weighs at most e^(-(limit + 1) / 32)
@@ -233,54 +232,58 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, con
   // 32k row that skips half the tokens, on a peaked one nearly all.
   const double tail = 0.9 * (1.0 - top_p) * mass;
   const double bound = tail > 0 ? std::ceil(double(kBucketsPerUnit) * std::log(double(n) / tail)) : double(kBuckets);
-  const size_t limit = bound < 0 ? 0 : bound >= double(kBuckets - 1) ? kBuckets - 1 : size_t(bound);
+  const int32_t limit = bound < 0 ? 0 : bound >= double(kBuckets - 1) ? int32_t(kBuckets - 1) : int32_t(bound);
+  s.sel_index.resize(n + 8);
+  s.sel_bucket.resize(n + 8);
+  s.sel_w.resize(n + 8);
+  const Selected sel{s.sel_index.data(), s.sel_bucket.data(), s.sel_w.data()};
+  const size_t count = select_buckets(l.data(), w, n, mx, inv_t, limit, all, last.logit, last.index, sel);
   thread_local BucketMass h;
   std::memset(&h, 0, sizeof h);
-  s.selected.resize(n + 8);
-  const int32_t* sel = s.selected.data();
-  const size_t count = select_buckets(bk, n, uint16_t(limit), s.selected.data());
   size_t j = 0;
   for (; j + 4 <= count; j += 4) {
-    h.part[0][bk[sel[j]]] += w[sel[j]];
-    h.part[1][bk[sel[j + 1]]] += w[sel[j + 1]];
-    h.part[2][bk[sel[j + 2]]] += w[sel[j + 2]];
-    h.part[3][bk[sel[j + 3]]] += w[sel[j + 3]];
+    h.part[0][sel.bucket[j]] += sel.w[j];
+    h.part[1][sel.bucket[j + 1]] += sel.w[j + 1];
+    h.part[2][sel.bucket[j + 2]] += sel.w[j + 2];
+    h.part[3][sel.bucket[j + 3]] += sel.w[j + 3];
   }
-  for (; j < count; ++j) h.part[j % 4][bk[sel[j]]] += w[sel[j]];
+  for (; j < count; ++j) h.part[j % 4][sel.bucket[j]] += sel.w[j];
   double acc = 0;
   size_t b = 0;
-  for (; b <= limit; ++b) {
+  for (; b <= size_t(limit); ++b) {
     if (acc + h[b] >= target) break;
     acc += h[b];
   }
-  if (b > limit && limit + 1 < kBuckets) {
+  std::vector<Rank>& ranks = s.ranks;
+  ranks.clear();
+  if (b <= size_t(limit)) {
+    // The crossing bucket's tokens from the selection: eight bucket ids compared at once, and only
+    // a group holding one looked at token by token (a flat row puts ~1% of the vocabulary in any
+    // one bucket).
+    const I8 want = I8{} + int32_t(b);
+    for (j = 0; j + 8 <= count; j += 8) {
+      I8 v;
+      std::memcpy(&v, sel.bucket + j, sizeof v);
+      if (!any_lane(v == want)) continue;
+      for (size_t k = j; k < j + 8; ++k)
+        if (sel.bucket[k] == int32_t(b)) ranks.push_back({l[size_t(sel.index[k])], sel.index[k]});
+    }
+    for (; j < count; ++j)
+      if (sel.bucket[j] == int32_t(b)) ranks.push_back({l[size_t(sel.index[j])], sel.index[j]});
+  } else {
     // Rounding beyond the 10% margin (or a target of all the mass): count the remaining tokens.
     for (size_t i = 0; i < n; ++i)
-      if (bk[i] > limit && bk[i] != kDropped) h.part[i % 4][bk[i]] += w[i];
+      if (const int32_t bi = bucket_of(l[i], mx, inv_t); bi > limit && (all || kept(l[i], int32_t(i), last)))
+        h.part[i % 4][bi] += w[i];
     for (; b < kBuckets; ++b) {
       if (acc + h[b] >= target) break;
       acc += h[b];
     }
+    if (b >= kBuckets) return {last, mass};  // rounding left the target just out of reach: keep everything
+    for (size_t i = 0; i < n; ++i)
+      if (bucket_of(l[i], mx, inv_t) == int32_t(b) && (all || kept(l[i], int32_t(i), last)))
+        ranks.push_back({l[i], int32_t(i)});
   }
-  if (b >= kBuckets) return {last, mass};  // rounding left the target just out of reach: keep everything
-  std::vector<Rank>& ranks = s.ranks;
-  ranks.clear();
-  // The crossing bucket's tokens: sixteen bucket ids compared at once, and only a group holding one
-  // looked at token by token (a flat row puts ~1% of the vocabulary in any one bucket).
-  typedef uint16_t U16 __attribute__((vector_size(32)));
-  typedef uint64_t U64 __attribute__((vector_size(32)));
-  const U16 want = U16{} + uint16_t(b);
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    U16 v;
-    std::memcpy(&v, bk + i, sizeof v);
-    const U64 hit = __builtin_bit_cast(U64, v == want);
-    if (!(hit[0] | hit[1] | hit[2] | hit[3])) continue;
-    for (size_t k = i; k < i + 16; ++k)
-      if (bk[k] == b) ranks.push_back({l[k], int32_t(k)});
-  }
-  for (; i < n; ++i)
-    if (bk[i] == b) ranks.push_back({l[i], int32_t(i)});
   std::sort(ranks.begin(), ranks.end(), before);
   for (const Rank& r : ranks) {
     acc += w[size_t(r.index)];
@@ -289,9 +292,9 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, con
   return {ranks.back(), acc};
 }
 
-// Many candidates: one pass over the row computing the weights, their block sums and, under top-p,
-// the bucket ids; then the boundary of whichever filters are on, then one pass zeroing what they
-// drop and summing blocks again.
+// Many candidates: one pass over the row computing the weights and their block sums, then the
+// boundary of whichever filters are on; top-p alone ends there (the draw tests kept() itself),
+// otherwise one pass zeroes what the filters drop and sums blocks again.
 bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s, Weights& out) {
   const size_t n = l.size();
   const float mx = max_logit(l);
@@ -307,16 +310,12 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
     all = false;
   }
   const bool top_p = p.top_p < 1.0f;
-  if (top_p) s.bucket.resize(n);
-  const Bucketing bkt{s.bucket.data(), last.index, last.logit, all};
   const size_t blocks = (n + kBlock - 1) / kBlock;
   s.block_mass.resize(blocks);
   double total = 0;  // of the unfiltered weights: the top-p mass when nothing else filters
   for (size_t b = 0; b < blocks; ++b) {
     const size_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
-    total += s.block_mass[b] = !top_p ? weigh<kWeightsOnly>(l.data(), w, lo, hi, mx, inv_t, bkt)
-                               : all  ? weigh<kBucketAll>(l.data(), w, lo, hi, mx, inv_t, bkt)
-                                      : weigh<kBucketKept>(l.data(), w, lo, hi, mx, inv_t, bkt);
+    total += s.block_mass[b] = weigh(l.data(), w, lo, hi, mx, inv_t);
   }
   if (top_p) {
     double mass = total;
@@ -325,7 +324,7 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
       for (size_t i = 0; i < n; ++i) mass += kept(l[i], int32_t(i), last) ? w[i] : 0.0f;
     }
     double kept_mass = 0;
-    std::tie(last, kept_mass) = top_p_boundary(l, s, last, double(p.top_p), mass);
+    std::tie(last, kept_mass) = top_p_boundary(l, s, mx, inv_t, last, all, double(p.top_p), mass);
     if (p.min_p <= 0.0f) {
       out = {};
       out.w = s.w;
