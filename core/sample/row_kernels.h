@@ -110,25 +110,22 @@ inline constexpr std::array<uint32_t, 256> kSetBits = [] {
 }();
 #endif
 
-// The tokens in bucket `limit` or before, and (unless `all`) not after the candidate `last`, into
-// `out` (room for n + 8 entries each); returns how many. With AVX2, eight at a time: the set bits
+// The tokens in bucket `limit` or before, into `out` (room for n + 8 entries each); returns how
+// many. With AVX2, eight at a time: the set bits
 // of the selection mask say which lanes to store, and the write position moves by their count.
 inline size_t select_buckets(const float* l, const float* w, size_t n, float mx, float inv_t, int32_t limit,
-                             bool all, float last_logit, int32_t last_index, const Selected& out) {
+                             const Selected& out) {
   size_t count = 0, i = 0;
 #if defined(__AVX2__)
-  const F8 top = F8{} + float(kBuckets - 1), last_l = F8{} + last_logit;
-  const I8 lim = I8{} + limit, last_i = I8{} + last_index;
+  const F8 top = F8{} + float(kBuckets - 1);
+  const I8 lim = I8{} + limit;
   const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7}; i + 8 <= n; i += 8, idx += 8) {
+  for (; i + 8 <= n; i += 8) {
     F8 v;
     std::memcpy(&v, l + i, sizeof v);
     const F8 d = -((v - mx) * inv_t) * kBucketsPerUnit;  // bucket_of, lane-wise
     const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
-    I8 sel = b <= lim;
-    // kept(), lane-wise (a NaN logit is never kept by a boundary, as in the scalar test).
-    if (!all) sel &= (v > last_l) | ((v == last_l) & (idx <= last_i));
-    const int m = _mm256_movemask_ps(__builtin_bit_cast(__m256, sel));
+    const int m = _mm256_movemask_ps(__builtin_bit_cast(__m256, I8(b <= lim)));
     if (m == 0) continue;  // most groups of a peaked row
     const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
                                          _mm256_set1_epi32(15));
@@ -144,7 +141,7 @@ inline size_t select_buckets(const float* l, const float* w, size_t n, float mx,
     out.index[count] = int32_t(i);
     out.bucket[count] = b;
     out.w[count] = w[i];
-    count += b <= limit && (all || l[i] > last_logit || (l[i] == last_logit && int32_t(i) <= last_index));
+    count += b <= limit;
   }
   return count;
 }

@@ -237,7 +237,11 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, flo
   s.sel_bucket.resize(n + 8);
   s.sel_w.resize(n + 8);
   const Selected sel{s.sel_index.data(), s.sel_bucket.data(), s.sel_w.data()};
-  const size_t count = select_buckets(l.data(), w, n, mx, inv_t, limit, all, last.logit, last.index, sel);
+  // Tokens top-k dropped are counted too: they come after every kept token in candidate order, so
+  // they only add to buckets from the one holding top-k's last token on, where the crossing is at
+  // the latest, and the kept tokens alone reach the target (top_p < 1 of their mass, summed in
+  // double), so the walk below stops before any dropped one.
+  const size_t count = select_buckets(l.data(), w, n, mx, inv_t, limit, sel);
   thread_local BucketMass h;
   std::memset(&h, 0, sizeof h);
   size_t j = 0;
