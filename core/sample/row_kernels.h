@@ -92,12 +92,11 @@ inline bool any_lane(const I8& v) {
 #endif
 }
 
-// Tokens a selection keeps: index, bucket and weight, in index order.
-struct Selected {
-  int32_t* index = nullptr;
-  int32_t* bucket = nullptr;
-  float* w = nullptr;
-};
+// A selected token: its index above the 10 bits of its bucket, so one permute and one store take
+// eight of them (rows up to 2^22 tokens).
+constexpr int kBucketBits = 10;
+static_assert(kBuckets == size_t(1) << kBucketBits);
+constexpr size_t kMaxSelectable = size_t(1) << (32 - kBucketBits);
 
 #if defined(__AVX2__)
 // For each 8-bit mask, the positions of its set bits, four bits each, lowest first.
@@ -110,17 +109,16 @@ inline constexpr std::array<uint32_t, 256> kSetBits = [] {
 }();
 #endif
 
-// The tokens in bucket `limit` or before, into `out` (room for n + 8 entries each); returns how
-// many. With AVX2, eight at a time: the set bits
-// of the selection mask say which lanes to store, and the write position moves by their count.
-inline size_t select_buckets(const float* l, const float* w, size_t n, float mx, float inv_t, int32_t limit,
-                             const Selected& out) {
+// The tokens in bucket `limit` or before (n at most kMaxSelectable), in index order, into `out`
+// (room for n + 8 entries); returns how many. With AVX2, eight at a time: the set bits of the
+// selection mask say which lanes to keep, and the write position moves by their count.
+inline size_t select_buckets(const float* l, size_t n, float mx, float inv_t, int32_t limit, uint32_t* out) {
   size_t count = 0, i = 0;
 #if defined(__AVX2__)
   const F8 top = F8{} + float(kBuckets - 1);
   const I8 lim = I8{} + limit;
   const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  for (; i + 8 <= n; i += 8) {
+  for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7}; i + 8 <= n; i += 8, idx += 8) {
     F8 v;
     std::memcpy(&v, l + i, sizeof v);
     const F8 d = -((v - mx) * inv_t) * kBucketsPerUnit;  // bucket_of, lane-wise
@@ -129,18 +127,14 @@ inline size_t select_buckets(const float* l, const float* w, size_t n, float mx,
     if (m == 0) continue;  // most groups of a peaked row
     const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
                                          _mm256_set1_epi32(15));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.index + count), _mm256_add_epi32(pos, _mm256_set1_epi32(int32_t(i))));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.bucket + count),
-                        _mm256_permutevar8x32_epi32(__builtin_bit_cast(__m256i, b), pos));
-    _mm256_storeu_ps(out.w + count, _mm256_permutevar8x32_ps(_mm256_loadu_ps(w + i), pos));
+    const __m256i packed = __builtin_bit_cast(__m256i, (idx << kBucketBits) | b);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_permutevar8x32_epi32(packed, pos));
     count += size_t(std::popcount(unsigned(m)));
   }
 #endif
   for (; i < n; ++i) {
     const int32_t b = bucket_of(l[i], mx, inv_t);
-    out.index[count] = int32_t(i);
-    out.bucket[count] = b;
-    out.w[count] = w[i];
+    out[count] = uint32_t(i) << kBucketBits | uint32_t(b);
     count += b <= limit;
   }
   return count;

@@ -125,8 +125,7 @@ struct KeptToken {
 // vocabulary, never an allocation once warm.
 struct Scratch {
   std::vector<float> logits, w;
-  std::vector<int32_t> sel_index, sel_bucket;
-  std::vector<float> sel_w;
+  std::vector<uint32_t> selected;
   std::vector<double> block_mass, cand_w;
   std::vector<Rank> ranks;
   std::vector<KeptToken> kept_tokens;
@@ -232,58 +231,62 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, flo
   // 32k row that skips half the tokens, on a peaked one nearly all.
   const double tail = 0.9 * (1.0 - top_p) * mass;
   const double bound = tail > 0 ? std::ceil(double(kBucketsPerUnit) * std::log(double(n) / tail)) : double(kBuckets);
-  const int32_t limit = bound < 0 ? 0 : bound >= double(kBuckets - 1) ? int32_t(kBuckets - 1) : int32_t(bound);
-  s.sel_index.resize(n + 8);
-  s.sel_bucket.resize(n + 8);
-  s.sel_w.resize(n + 8);
-  const Selected sel{s.sel_index.data(), s.sel_bucket.data(), s.sel_w.data()};
+  // (A row too long to select from counts everything below.)
+  const int32_t limit = n > kMaxSelectable        ? -1
+                        : bound < 0                ? 0
+                        : bound >= double(kBuckets) ? int32_t(kBuckets - 1)
+                                                    : int32_t(bound);
   // Tokens top-k dropped are counted too: they come after every kept token in candidate order, so
   // they only add to buckets from the one holding top-k's last token on, where the crossing is at
   // the latest, and the kept tokens alone reach the target (top_p < 1 of their mass, summed in
   // double), so the walk below stops before any dropped one.
-  const size_t count = select_buckets(l.data(), w, n, mx, inv_t, limit, sel);
+  s.selected.resize(n + 8);
+  const uint32_t* sel = s.selected.data();
+  const size_t count = limit < 0 ? 0 : select_buckets(l.data(), n, mx, inv_t, limit, s.selected.data());
+  constexpr uint32_t kMask = kBuckets - 1;
   thread_local BucketMass h;
   std::memset(&h, 0, sizeof h);
   size_t j = 0;
   for (; j + 4 <= count; j += 4) {
-    h.part[0][sel.bucket[j]] += sel.w[j];
-    h.part[1][sel.bucket[j + 1]] += sel.w[j + 1];
-    h.part[2][sel.bucket[j + 2]] += sel.w[j + 2];
-    h.part[3][sel.bucket[j + 3]] += sel.w[j + 3];
+    h.part[0][sel[j] & kMask] += w[sel[j] >> kBucketBits];
+    h.part[1][sel[j + 1] & kMask] += w[sel[j + 1] >> kBucketBits];
+    h.part[2][sel[j + 2] & kMask] += w[sel[j + 2] >> kBucketBits];
+    h.part[3][sel[j + 3] & kMask] += w[sel[j + 3] >> kBucketBits];
   }
-  for (; j < count; ++j) h.part[j % 4][sel.bucket[j]] += sel.w[j];
+  for (; j < count; ++j) h.part[j % 4][sel[j] & kMask] += w[sel[j] >> kBucketBits];
   double acc = 0;
-  size_t b = 0;
-  for (; b <= size_t(limit); ++b) {
-    if (acc + h[b] >= target) break;
-    acc += h[b];
+  int32_t b = 0;
+  for (; b <= limit; ++b) {
+    if (acc + h[size_t(b)] >= target) break;
+    acc += h[size_t(b)];
   }
   std::vector<Rank>& ranks = s.ranks;
   ranks.clear();
-  if (b <= size_t(limit)) {
-    // The crossing bucket's tokens from the selection: eight bucket ids compared at once, and only
-    // a group holding one looked at token by token (a flat row puts ~1% of the vocabulary in any
-    // one bucket).
-    const I8 want = I8{} + int32_t(b);
+  if (b <= limit) {
+    // The crossing bucket's tokens from the selection: eight compared at once, and only a group
+    // holding one looked at token by token (a flat row puts ~1% of the vocabulary in any bucket).
+    typedef uint32_t U8 __attribute__((vector_size(32)));
+    auto take = [&](uint32_t e) { ranks.push_back({l[e >> kBucketBits], int32_t(e >> kBucketBits)}); };
+    const U8 want = U8{} + uint32_t(b);
     for (j = 0; j + 8 <= count; j += 8) {
-      I8 v;
-      std::memcpy(&v, sel.bucket + j, sizeof v);
-      if (!any_lane(v == want)) continue;
+      U8 v;
+      std::memcpy(&v, sel + j, sizeof v);
+      if (!any_lane(__builtin_bit_cast(I8, (v & kMask) == want))) continue;
       for (size_t k = j; k < j + 8; ++k)
-        if (sel.bucket[k] == int32_t(b)) ranks.push_back({l[size_t(sel.index[k])], sel.index[k]});
+        if ((sel[k] & kMask) == uint32_t(b)) take(sel[k]);
     }
     for (; j < count; ++j)
-      if (sel.bucket[j] == int32_t(b)) ranks.push_back({l[size_t(sel.index[j])], sel.index[j]});
+      if ((sel[j] & kMask) == uint32_t(b)) take(sel[j]);
   } else {
     // Rounding beyond the 10% margin (or a target of all the mass): count the remaining tokens.
     for (size_t i = 0; i < n; ++i)
       if (const int32_t bi = bucket_of(l[i], mx, inv_t); bi > limit && (all || kept(l[i], int32_t(i), last)))
         h.part[i % 4][bi] += w[i];
-    for (; b < kBuckets; ++b) {
-      if (acc + h[b] >= target) break;
-      acc += h[b];
+    for (; b < int32_t(kBuckets); ++b) {
+      if (acc + h[size_t(b)] >= target) break;
+      acc += h[size_t(b)];
     }
-    if (b >= kBuckets) return {last, mass};  // rounding left the target just out of reach: keep everything
+    if (b >= int32_t(kBuckets)) return {last, mass};  // rounding left the target just out of reach: keep everything
     for (size_t i = 0; i < n; ++i)
       if (bucket_of(l[i], mx, inv_t) == int32_t(b) && (all || kept(l[i], int32_t(i), last)))
         ranks.push_back({l[i], int32_t(i)});
