@@ -158,21 +158,4 @@ inline float max_logit(std::span<const float> l) {
   return r;
 }
 
-// Sum of w[lo, hi) in eight float lanes (a double accumulator would be one long dependency
-// chain); blocks are short enough that float lanes lose nothing a draw can see.
-inline double sum_lanes(const float* w, size_t lo, size_t hi) {
-  Vec8 acc = {};
-  size_t i = lo;
-  for (; i + 8 <= hi; i += 8) {
-    Vec8 x;
-    std::memcpy(&x, w + i, sizeof x);
-    acc += x;
-  }
-  double r = 0;
-  for (int j = 0; j < 8; ++j) r += acc[j];
-  for (; i < hi; ++i) r += w[i];
-  return r;
-}
-
-
 }  // namespace pagoda::row_kernels

@@ -354,6 +354,7 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
       const size_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
       size_t i = lo;
       I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(lo);
+      F8 acc = {};  // the block's sum in eight float lanes, as weigh adds it
       for (; i + 8 <= hi; i += 8, idx += step) {
         F8 v, x;
         std::memcpy(&v, l.data() + i, sizeof v);
@@ -363,10 +364,15 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
         const I8 keep = all ? (I8{} - 1) : ((v > last_l) | ((v == last_l) & (idx <= last_i)));
         const F8 out = (x >= minv) & (keep != 0) ? x : F8{};
         std::memcpy(w + i, &out, sizeof out);
+        acc += out;
       }
-      for (; i < hi; ++i)
+      double sum = 0;
+      for (int j = 0; j < 8; ++j) sum += acc[j];
+      for (; i < hi; ++i) {
         if (w[i] < min_w || !(all || kept(l[i], int32_t(i), last))) w[i] = 0.0f;
-      total += s.block_mass[b] = sum_lanes(w, lo, hi);
+        sum += w[i];
+      }
+      total += s.block_mass[b] = sum;
     }
   }
   out = {};
