@@ -192,6 +192,61 @@ TEST(Sampler, FastFiltersKeepExactlyWhatTheSortedReferenceKeeps) {
   }
 }
 
+// Full-size rows through the dense top-p path (the histogram limited by a bound on the dropped
+// mass, the selection of its tokens, the draw over the kept tokens without a zeroing pass), with
+// and without a dense top-k in front: flat, peaked (a few strong candidates), and heavy with ties
+// (so the boundary often falls inside a run of equal logits and the index decides).
+TEST(Sampler, DenseTopPOnFullRowsKeepsWhatTheSortedReferenceKeepsAndDrawsFromIt) {
+  struct Setting { float t; int32_t k; float top_p, min_p; };
+  const Setting settings[] = {{0.8f, 0, 0.95f, 0},          {1.0f, 5000, 0.9f, 0}, {1.0f, 5000, 0.999f, 0},
+                              {1.0f, 5000, 0.99999994f, 0}, {0.7f, 0, 0.5f, 0},    {0.8f, 0, 0.99f, 0.001f}};
+  for (int shape = 0; shape < 3; ++shape) {
+    std::vector<float> l(32000);
+    for (size_t i = 0; i < l.size(); ++i) {
+      const float u = philox_uniform(17, 4, uint64_t(shape) * 100000 + i);
+      l[i] = shape == 0 ? 6 * u : shape == 1 ? 4 * u + (i % 3001 == 7 ? 12.0f - float(i / 3001) : 0.0f) : std::round(u * 8);
+    }
+    for (const auto& st : settings) {
+      SamplingParams p;
+      p.temperature = st.t; p.top_k = st.k; p.top_p = st.top_p; p.min_p = st.min_p; p.seed = 5;
+      const auto want = reference_distribution(l, p);
+      const auto got = sampling_distribution(l, {}, p);
+      for (size_t i = 0; i < l.size(); ++i) {
+        ASSERT_EQ(want[i] > 0, got[i] > 0) << "shape " << shape << " token " << i << " k=" << st.k << " top_p=" << st.top_p;
+        ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * want[i]) << "shape " << shape << " token " << i;
+      }
+      int differ = 0;
+      for (uint64_t i = 0; i < 100; ++i) {
+        const int32_t t = sample_token(l, {}, p, i);
+        ASSERT_GT(got[size_t(t)], 0.0f) << "shape " << shape << ": drew a dropped token";
+        differ += t != draw_from(got, philox_uniform(p.seed, 0, i));
+      }
+      EXPECT_LE(differ, 1) << "shape " << shape << " k=" << st.k << " top_p=" << st.top_p;
+    }
+  }
+}
+
+// Top-p's last token sits inside a tie and before a stronger token in index order: the draw must
+// give it its share rather than skip to the next kept token.
+TEST(Sampler, TopPBoundaryInsideATieIsDrawnWithItsShare) {
+  const std::vector<float> l = {2, 2, 3, 2};
+  SamplingParams p;
+  p.temperature = 1; p.top_k = 0; p.top_p = 0.7f; p.min_p = 0; p.seed = 4;
+  const auto d = sampling_distribution(l, {}, p);
+  const double e = std::exp(-1.0), kept = 1 + 2 * e;
+  EXPECT_NEAR(d[0], e / kept, 1e-6);
+  EXPECT_NEAR(d[1], e / kept, 1e-6) << "the tie's second token closes the 0.7 prefix";
+  EXPECT_NEAR(d[2], 1 / kept, 1e-6);
+  EXPECT_EQ(d[3], 0.0f);
+  int ones = 0;
+  for (uint64_t i = 0; i < 1000; ++i) {
+    const int32_t t = sample_token(l, {}, p, i);
+    EXPECT_EQ(t, draw_from(d, philox_uniform(p.seed, 0, i))) << "draw " << i;
+    ones += t == 1;
+  }
+  EXPECT_NEAR(ones / 1000.0, e / kept, 0.05);
+}
+
 TEST(Sampler, DrawEqualsInverseCdfOfTheDistribution) {
   std::vector<float> l(32000);
   for (size_t i = 0; i < l.size(); ++i) l[i] = 3 * philox_uniform(7, 3, i);

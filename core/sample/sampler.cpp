@@ -1,13 +1,14 @@
 #include "core/sample/sampler.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 
 #include "core/sample/philox.h"
+#include "core/sample/row_kernels.h"
 
 namespace pagoda {
 
@@ -98,50 +99,7 @@ void apply_penalties(std::span<float> logits, std::span<const int32_t> history, 
 
 namespace {
 
-// exp(x) for x <= 0 without a library call, so the weight loop vectorizes: x = n ln2 + r with
-// |r| <= ln2/2, a degree-6 Taylor polynomial for e^r (relative error < 2e-7), 2^n from the
-// exponent bits. x is clamped at -87 so 2^n stays a normal float.
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest
-  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  const float poly =
-      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-  const float scale = std::bit_cast<float>(int32_t(int32_t(n) + 127) << 23);
-  return poly * scale;
-}
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// The same exp on eight lanes, written with GCC's vector extension so it is vector code on every
-// target (AVX2, or two SSE halves in the portable build). The auto-vectorizer cannot be relied on
-// here: the `logit > -inf ? exp(..) : 0` select is "control flow" it only if-converts where the ISA
-// has masked lanes (AVX-512), so on AVX2 machines the weight loop ran scalar, 4x slower.
-typedef float F8 __attribute__((vector_size(32)));
-typedef int32_t I8 __attribute__((vector_size(32)));
-
-// w[i] = exp((l[i] - mx) * inv_t), and exactly 0 for -inf (banned) and NaN logits.
-void exp_weights(const float* l, float* w, size_t n, float mx, float inv_t) {
-  const F8 ninf = F8{} + kNegInf, lo = F8{} - 87.0f;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    F8 v;
-    std::memcpy(&v, l + i, sizeof v);
-    // exp_nonpositive, lane-wise (inline: no function passes 32-byte vectors, which would change
-    // the ABI of a build without AVX).
-    F8 x = (v - mx) * inv_t;
-    x = x >= lo ? x : lo;  // NaN fails the comparison and clamps too
-    const F8 k = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-    const F8 r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;
-    const F8 poly =
-        1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-    const I8 bits = (__builtin_convertvector(k, I8) + 127) << 23;
-    const F8 e = poly * __builtin_bit_cast(F8, bits);
-    const F8 out = v > ninf ? e : F8{};
-    std::memcpy(w + i, &out, sizeof out);
-  }
-  for (; i < n; ++i) w[i] = l[i] > kNegInf ? exp_nonpositive((l[i] - mx) * inv_t) : 0.0f;
-}
+using namespace row_kernels;
 
 // The sampler's candidate order: higher logit first, lower index first among equal logits. Every
 // filter (top-k, top-p, min-p) keeps a prefix of this order, so what survives all of them is the
@@ -167,7 +125,7 @@ struct KeptToken {
 // vocabulary, never an allocation once warm.
 struct Scratch {
   std::vector<float> logits, w;
-  std::vector<uint16_t> bucket;
+  std::vector<uint32_t> selected;
   std::vector<double> block_mass, cand_w;
   std::vector<Rank> ranks;
   std::vector<KeptToken> kept_tokens;
@@ -175,40 +133,6 @@ struct Scratch {
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
-}
-
-typedef float Vec8 __attribute__((vector_size(32)));
-
-// The largest logit, ignoring NaN (-inf when there is none): eight lanes at a time.
-float max_logit(std::span<const float> l) {
-  Vec8 m;
-  for (int j = 0; j < 8; ++j) m[j] = kNegInf;
-  size_t i = 0;
-  for (; i + 8 <= l.size(); i += 8) {
-    Vec8 x;
-    std::memcpy(&x, l.data() + i, sizeof x);
-    m = x > m ? x : m;
-  }
-  float r = kNegInf;
-  for (int j = 0; j < 8; ++j) r = m[j] > r ? m[j] : r;
-  for (; i < l.size(); ++i) r = l[i] > r ? l[i] : r;
-  return r;
-}
-
-// Sum of w[lo, hi) in eight float lanes (a double accumulator would be one long dependency
-// chain); blocks are short enough that float lanes lose nothing a draw can see.
-double sum_lanes(const float* w, size_t lo, size_t hi) {
-  Vec8 acc = {};
-  size_t i = lo;
-  for (; i + 8 <= hi; i += 8) {
-    Vec8 x;
-    std::memcpy(&x, w + i, sizeof x);
-    acc += x;
-  }
-  double r = 0;
-  for (int j = 0; j < 8; ++j) r += acc[j];
-  for (; i < hi; ++i) r += w[i];
-  return r;
 }
 
 // The top-k boundary: the k-th token in candidate order, by one scan with a k-sized heap whose
@@ -238,6 +162,11 @@ struct Weights {
   std::span<const float> w;          // dense
   std::span<const double> block_mass;  // dense
   double total = 0;
+  // Dense under top-p alone: `w` and `block_mass` are unfiltered, and only the tokens kept() by
+  // `last` count (a draw walks the row once instead of a pass zeroing the rest first).
+  bool filtered = false;
+  Rank last = {};
+  std::span<const float> logits;
 };
 
 // Few candidates: weights in double over the top-k tokens in candidate order, the top-p and
@@ -280,68 +209,99 @@ bool sparse_weights(std::span<const float> l, const SamplingParams& p, Scratch& 
   return total > 0;
 }
 
-// The top-p boundary among the kept tokens: the last token of the shortest candidate-order prefix
-// whose weight reaches `target`. Tokens were bucketed by (max - l) / T, which orders buckets like
-// the candidate order, so only the bucket where the mass crosses `target` is sorted.
-constexpr size_t kBuckets = 1024;
-constexpr float kBucketsPerUnit = 32.0f;  // width 1/32 in log-weight; past 32 units, the last bucket
+// Bucket masses as four partial histograms, entry j of a token list into part j % 4: consecutive
+// tokens of a flat row mostly land in the same few buckets, and one histogram made every add wait
+// for the previous store to it.
+struct BucketMass {
+  double part[4][kBuckets];
+  double operator[](size_t b) const { return (part[0][b] + part[1][b]) + (part[2][b] + part[3][b]); }
+};
 
-Rank top_p_boundary(std::span<const float> l, const Scratch& s, const Rank& last, bool all, double target,
-                    std::vector<Rank>& ranks) {
-  // Four partial histograms, token i into part i % 4: consecutive tokens of a flat row mostly land
-  // in the same few buckets, and one histogram made every add wait for the previous store to it.
-  double part[4][kBuckets] = {};
+// The top-p boundary among the tokens `last` keeps (all of them when `all`): the last token of the
+// shortest candidate-order prefix whose weight reaches top_p of `mass` (their weight), found from
+// the bucket masses and a sort of the crossing bucket's tokens; and the weight up to it.
+std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, float mx, float inv_t, const Rank& last,
+                                       bool all, double top_p, double mass) {
   const float* w = s.w.data();
-  const uint16_t* bk = s.bucket.data();
-  const size_t n = l.size(), n4 = n / 4 * 4;
-  if (all) {
-    for (size_t i = 0; i < n4; i += 4) {
-      part[0][bk[i]] += w[i];
-      part[1][bk[i + 1]] += w[i + 1];
-      part[2][bk[i + 2]] += w[i + 2];
-      part[3][bk[i + 3]] += w[i + 3];
-    }
-    for (size_t i = n4; i < n; ++i) part[i % 4][bk[i]] += w[i];
-  } else {
-    for (size_t i = 0; i < n; ++i)
-      if (kept(l[i], int32_t(i), last)) part[i % 4][bk[i]] += w[i];
+  const size_t n = l.size();
+  const double target = top_p * mass;
+  // Only buckets up to `limit` are counted: a token past it weighs at most e^(-(limit + 1) / 32)
+  // (times 1 + 2e-7, exp_nonpositive's error), so all n of them together weigh less than the mass
+  // top-p drops, (1 - top_p) * mass, with 10% to spare, and the crossing comes no later. On a flat
+  // 32k row that skips half the tokens, on a peaked one nearly all.
+  const double tail = 0.9 * (1.0 - top_p) * mass;
+  const double bound = tail > 0 ? std::ceil(double(kBucketsPerUnit) * std::log(double(n) / tail)) : double(kBuckets);
+  // (A row too long to select from counts everything below.)
+  const int32_t limit = n > kMaxSelectable        ? -1
+                        : bound < 0                ? 0
+                        : bound >= double(kBuckets) ? int32_t(kBuckets - 1)
+                                                    : int32_t(bound);
+  // Tokens top-k dropped are counted too: they come after every kept token in candidate order, so
+  // they only add to buckets from the one holding top-k's last token on, where the crossing is at
+  // the latest, and the kept tokens alone reach the target (top_p < 1 of their mass, summed in
+  // double), so the walk below stops before any dropped one.
+  s.selected.resize(n + 8);
+  const uint32_t* sel = s.selected.data();
+  const size_t count = limit < 0 ? 0 : select_buckets(l.data(), n, mx, inv_t, limit, s.selected.data());
+  constexpr uint32_t kMask = kBuckets - 1;
+  thread_local BucketMass h;
+  std::memset(&h, 0, sizeof h);
+  size_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    h.part[0][sel[j] & kMask] += w[sel[j] >> kBucketBits];
+    h.part[1][sel[j + 1] & kMask] += w[sel[j + 1] >> kBucketBits];
+    h.part[2][sel[j + 2] & kMask] += w[sel[j + 2] >> kBucketBits];
+    h.part[3][sel[j + 3] & kMask] += w[sel[j + 3] >> kBucketBits];
   }
-  double mass[kBuckets];
-  for (size_t b = 0; b < kBuckets; ++b) mass[b] = (part[0][b] + part[1][b]) + (part[2][b] + part[3][b]);
+  for (; j < count; ++j) h.part[j % 4][sel[j] & kMask] += w[sel[j] >> kBucketBits];
   double acc = 0;
-  size_t b = 0;
-  for (; b < kBuckets; ++b) {
-    if (acc + mass[b] >= target) break;
-    acc += mass[b];
+  int32_t b = 0;
+  for (; b <= limit; ++b) {
+    if (acc + h[size_t(b)] >= target) break;
+    acc += h[size_t(b)];
   }
-  if (b == kBuckets) return last;  // rounding left the target just out of reach: keep everything
+  std::vector<Rank>& ranks = s.ranks;
   ranks.clear();
-  // The crossing bucket's tokens: sixteen bucket ids compared at once, and only a group holding one
-  // looked at token by token (a flat row puts ~1% of the vocabulary in any one bucket).
-  typedef uint16_t U16 __attribute__((vector_size(32)));
-  typedef uint64_t U64 __attribute__((vector_size(32)));
-  const U16 want = U16{} + uint16_t(b);
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    U16 v;
-    std::memcpy(&v, bk + i, sizeof v);
-    const U64 hit = __builtin_bit_cast(U64, v == want);
-    if (!(hit[0] | hit[1] | hit[2] | hit[3])) continue;
-    for (size_t j = i; j < i + 16; ++j)
-      if (bk[j] == b && (all || kept(l[j], int32_t(j), last))) ranks.push_back({l[j], int32_t(j)});
+  if (b <= limit) {
+    // The crossing bucket's tokens from the selection: eight compared at once, and only a group
+    // holding one looked at token by token (a flat row puts ~1% of the vocabulary in any bucket).
+    typedef uint32_t U8 __attribute__((vector_size(32)));
+    auto take = [&](uint32_t e) { ranks.push_back({l[e >> kBucketBits], int32_t(e >> kBucketBits)}); };
+    const U8 want = U8{} + uint32_t(b);
+    for (j = 0; j + 8 <= count; j += 8) {
+      U8 v;
+      std::memcpy(&v, sel + j, sizeof v);
+      if (!any_lane(__builtin_bit_cast(I8, (v & kMask) == want))) continue;
+      for (size_t k = j; k < j + 8; ++k)
+        if ((sel[k] & kMask) == uint32_t(b)) take(sel[k]);
+    }
+    for (; j < count; ++j)
+      if ((sel[j] & kMask) == uint32_t(b)) take(sel[j]);
+  } else {
+    // Rounding beyond the 10% margin (or a target of all the mass): count the remaining tokens.
+    for (size_t i = 0; i < n; ++i)
+      if (const int32_t bi = bucket_of(l[i], mx, inv_t); bi > limit && (all || kept(l[i], int32_t(i), last)))
+        h.part[i % 4][bi] += w[i];
+    for (; b < int32_t(kBuckets); ++b) {
+      if (acc + h[size_t(b)] >= target) break;
+      acc += h[size_t(b)];
+    }
+    if (b >= int32_t(kBuckets)) return {last, mass};  // rounding left the target just out of reach: keep everything
+    for (size_t i = 0; i < n; ++i)
+      if (bucket_of(l[i], mx, inv_t) == int32_t(b) && (all || kept(l[i], int32_t(i), last)))
+        ranks.push_back({l[i], int32_t(i)});
   }
-  for (; i < n; ++i)
-    if (bk[i] == b && (all || kept(l[i], int32_t(i), last))) ranks.push_back({l[i], int32_t(i)});
   std::sort(ranks.begin(), ranks.end(), before);
   for (const Rank& r : ranks) {
     acc += w[size_t(r.index)];
-    if (acc >= target) return r;
+    if (acc >= target) return {r, acc};
   }
-  return ranks.back();
+  return {ranks.back(), acc};
 }
 
-// Many candidates: a weight per token from one vectorized pass, then the boundary of whichever
-// filters are on, then one pass zeroing what they drop and summing blocks.
+// Many candidates: one pass over the row computing the weights and their block sums, then the
+// boundary of whichever filters are on; top-p alone ends there (the draw tests kept() itself),
+// otherwise one pass zeroes what the filters drop and sums blocks again.
 bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s, Weights& out) {
   const size_t n = l.size();
   const float mx = max_logit(l);
@@ -349,40 +309,6 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
   const float inv_t = 1.0f / p.temperature;
   s.w.resize(n);
   float* w = s.w.data();
-  const bool top_p = p.top_p < 1.0f;
-  // Banned tokens (-inf) and NaN get weight 0 exactly, never a tiny positive one.
-  if (!top_p) {
-    exp_weights(l.data(), w, n, mx, inv_t);
-  } else {
-    s.bucket.resize(n);
-    uint16_t* bk = s.bucket.data();
-    exp_weights(l.data(), w, n, mx, inv_t);
-    // bucket = (max - l) / T * 32, truncated; NaN and -inf logits fail the test and go last. Eight
-    // lanes at a time with the scalar tail's arithmetic.
-    const F8 top = F8{} + float(kBuckets - 1);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      F8 v;
-      std::memcpy(&v, l.data() + i, sizeof v);
-      const F8 d = -((v - mx) * inv_t) * kBucketsPerUnit;
-      const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
-      typedef uint16_t U8 __attribute__((vector_size(16)));
-      const U8 b16 = __builtin_convertvector(b, U8);
-      std::memcpy(bk + i, &b16, sizeof b16);
-    }
-    for (; i < n; ++i) {
-      const float d = -((l[i] - mx) * inv_t) * kBucketsPerUnit;
-      bk[i] = d < float(kBuckets - 1) ? uint16_t(d) : uint16_t(kBuckets - 1);
-    }
-  }
-
-  // Per-block sums of the unfiltered weights: the top-p mass when nothing else filters, and the
-  // draw's index when nothing filters at all.
-  const size_t blocks = (n + kBlock - 1) / kBlock;
-  s.block_mass.resize(blocks);
-  double total = 0;
-  for (size_t b = 0; b < blocks; ++b) total += s.block_mass[b] = sum_lanes(w, b * kBlock, std::min(n, (b + 1) * kBlock));
-
   Rank last{kNegInf, int32_t(n)};  // keeps every token
   bool all = true;
   if (p.top_k > 0 && size_t(p.top_k) < n) {
@@ -390,13 +316,32 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
     last = s.ranks.front();
     all = false;
   }
+  const bool top_p = p.top_p < 1.0f;
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  s.block_mass.resize(blocks);
+  double total = 0;  // of the unfiltered weights: the top-p mass when nothing else filters
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+    total += s.block_mass[b] = weigh(l.data(), w, lo, hi, mx, inv_t);
+  }
   if (top_p) {
     double mass = total;
     if (!all) {
       mass = 0;
       for (size_t i = 0; i < n; ++i) mass += kept(l[i], int32_t(i), last) ? w[i] : 0.0f;
     }
-    last = top_p_boundary(l, s, last, all, double(p.top_p) * mass, s.ranks);
+    double kept_mass = 0;
+    std::tie(last, kept_mass) = top_p_boundary(l, s, mx, inv_t, last, all, double(p.top_p), mass);
+    if (p.min_p <= 0.0f) {
+      out = {};
+      out.w = s.w;
+      out.block_mass = s.block_mass;
+      out.total = kept_mass;
+      out.filtered = true;
+      out.last = last;
+      out.logits = l;
+      return kept_mass > 0;
+    }
     all = false;
   }
   // min-p keeps tokens whose weight is at least min_p times the top token's, which is exactly 1.
@@ -409,6 +354,7 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
       const size_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
       size_t i = lo;
       I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(lo);
+      F8 acc = {};  // the block's sum in eight float lanes, as weigh adds it
       for (; i + 8 <= hi; i += 8, idx += step) {
         F8 v, x;
         std::memcpy(&v, l.data() + i, sizeof v);
@@ -418,10 +364,15 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
         const I8 keep = all ? (I8{} - 1) : ((v > last_l) | ((v == last_l) & (idx <= last_i)));
         const F8 out = (x >= minv) & (keep != 0) ? x : F8{};
         std::memcpy(w + i, &out, sizeof out);
+        acc += out;
       }
-      for (; i < hi; ++i)
+      double sum = 0;
+      for (int j = 0; j < 8; ++j) sum += acc[j];
+      for (; i < hi; ++i) {
         if (w[i] < min_w || !(all || kept(l[i], int32_t(i), last))) w[i] = 0.0f;
-      total += s.block_mass[b] = sum_lanes(w, lo, hi);
+        sum += w[i];
+      }
+      total += s.block_mass[b] = sum;
     }
   }
   out = {};
@@ -438,6 +389,44 @@ bool build_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
   return dense_weights(l, p, s, out);
 }
 
+// The weight of the kept tokens in w[lo, hi), eight lanes at a time.
+double kept_weight(const Weights& wt, size_t lo, size_t hi) {
+  const float* l = wt.logits.data();
+  const F8 last_l = F8{} + wt.last.logit;
+  const I8 last_i = I8{} + wt.last.index;
+  F8 acc = {};
+  size_t i = lo;
+  for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(lo); i + 8 <= hi; i += 8, idx += 8) {
+    F8 v, x;
+    std::memcpy(&v, l + i, sizeof v);
+    std::memcpy(&x, wt.w.data() + i, sizeof x);
+    // kept(), lane-wise (a NaN logit is never kept by a boundary, as in the scalar test).
+    acc += (v > last_l) | ((v == last_l) & (idx <= last_i)) ? x : F8{};
+  }
+  double sum = 0;
+  for (int j = 0; j < 8; ++j) sum += acc[j];
+  for (; i < hi; ++i) sum += kept(l[i], int32_t(i), wt.last) ? wt.w[i] : 0.0f;
+  return sum;
+}
+
+// The draw over the kept tokens of a filtered dense row: their weight a block at a time until the
+// block holding the target, then token by token in it. On average half the row is read.
+int32_t draw_kept(const Weights& wt, double target) {
+  const size_t n = wt.w.size();
+  double acc = 0;
+  size_t lo = 0;
+  for (; lo + kBlock < n; lo += kBlock) {
+    const double m = kept_weight(wt, lo, lo + kBlock);
+    if (acc + m > target) break;
+    acc += m;
+  }
+  for (size_t i = lo; i < n; ++i)
+    if (wt.w[i] > 0.0f && kept(wt.logits[i], int32_t(i), wt.last) && (acc += wt.w[i]) > target) return int32_t(i);
+  for (size_t i = n; i-- > 0;)  // rounding put the target past the kept weight: the last kept token
+    if (wt.w[i] > 0.0f && kept(wt.logits[i], int32_t(i), wt.last)) return int32_t(i);
+  return 0;
+}
+
 // Inverse-CDF draw in index order (the same order draw_from uses on a dense vector).
 int32_t draw_weighted(const Weights& wt, float u) {
   const double target = double(u) * wt.total;
@@ -449,6 +438,7 @@ int32_t draw_weighted(const Weights& wt, float u) {
       if (wt.tokens[i].w > 0) return wt.tokens[i].index;
     return wt.tokens.front().index;
   }
+  if (wt.filtered) return draw_kept(wt, target);
   size_t b = 0;
   for (; b + 1 < wt.block_mass.size(); ++b) {
     if (acc + wt.block_mass[b] > target) break;
@@ -495,7 +485,8 @@ std::vector<float> sampling_distribution(std::span<const float> logits_in, std::
   if (wt.sparse)
     for (size_t i = 0; i < wt.tokens.size(); ++i) probs[size_t(wt.tokens[i].index)] = float(wt.tokens[i].w / wt.total);
   else
-    for (size_t i = 0; i < probs.size(); ++i) probs[i] = float(double(wt.w[i]) / wt.total);
+    for (size_t i = 0; i < probs.size(); ++i)
+      probs[i] = !wt.filtered || kept(logits[i], int32_t(i), wt.last) ? float(double(wt.w[i]) / wt.total) : 0.0f;
   return probs;
 }
 
