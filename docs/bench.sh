@@ -2,11 +2,11 @@
 # Reproduces every number in docs/perf.md: generates the benchmark models, then runs each
 # workload with --json into bench-results/ (and prints the tables), then renders the charts into
 # docs/plots/. Usage: bash docs/bench.sh [SECTION...]  with sections decode arch quant batch prefix capacity
-# spec mixed overload ops attention sample server inspector plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
+# spec mixed overload ops attention sample kernel server inspector plot (default: all). PAGODA_BIN=path/to/pagoda uses another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${PAGODA_BIN:-./build/pagoda}
-SECTIONS=${*:-decode arch quant batch prefix capacity spec mixed overload ops attention sample server inspector plot}
+SECTIONS=${*:-decode arch quant batch prefix capacity spec mixed overload ops attention sample kernel server inspector plot}
 echo "bench.sh: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty'), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 M=bench-models
@@ -99,6 +99,11 @@ fi
 if want sample && [[ -x $(dirname "$B")/pagoda_sample_bench ]]; then
   echo "== sample: pagoda_sample_bench"
   "$(dirname "$B")"/pagoda_sample_bench --benchmark_min_time=0.3 --benchmark_out="$OUT/sample.json" --benchmark_out_format=json
+fi
+# CPU matmul kernels per weight type on one thread (in L2, from memory, 64-token prefill).
+if want kernel && [[ -x $(dirname "$B")/pagoda_kernel_bench ]]; then
+  echo "== kernel: pagoda_kernel_bench"
+  "$(dirname "$B")"/pagoda_kernel_bench --benchmark_out="$OUT/kernel.json" --benchmark_out_format=json
 fi
 # HTTP server under load on loopback (8, 40, 96 streaming clients); the test prints the table.
 if want server && [[ -x $(dirname "$B")/tests/server_test ]]; then
