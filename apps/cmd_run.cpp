@@ -79,6 +79,10 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
                       {"mean_acceptance_length", mean_acceptance_length(snap->counters)},
                       {"spec_verify_steps", snap->counters.spec_verify_steps},
                       {"preemption_failures", snap->counters.preemption_failures}};
+    // Where the engine's time went, summed over every step: emit is sampling, detokenizing and
+    // callbacks; decode the forward pass.
+    for (size_t st = 0; st < size_t(Stage::kCount); ++st)
+      j["aggregate"]["stage_seconds"][stage_name(Stage(st))] = snap->hist.stage[st].sum();
     for (const auto& d : snap->decisions)
       j["aggregate"]["controller_decisions"].push_back(
           {{"step", d.step}, {"from_k", d.from_k}, {"to_k", d.to_k}, {"reason", d.reason}, {"kind", d.kind}});

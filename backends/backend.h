@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -188,6 +189,14 @@ class Backend {
   virtual void download(const Tensor& src, void* dst, size_t bytes) = 0;
   // Waits until every enqueued op has finished. Returns an error if the device was lost.
   virtual Status sync() = 0;
+  // Host work between steps (the engine samples each row of a batch): fn over [0, n) in chunks
+  // on the backend's host threads where it has them and they are idle then (the CPU backend's
+  // pool: its kernels ran synchronously), else in one call on this thread. fn must be safe to run
+  // concurrently on disjoint ranges; the result may not depend on how [0, n) is split.
+  virtual void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    if (n > 0) fn(0, n);
+  }
+  virtual int host_threads() const { return 1; }  // how many threads host_parallel_for uses
 
   // ---- ops (F32 activations unless stated; `out` may not alias inputs unless stated) ----
   // dst = src byte for byte (any dtype; same dtype and shape; the two may not overlap). Used for

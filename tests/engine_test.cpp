@@ -883,6 +883,40 @@ TEST(Engine, AllLayersWindowedKeepsKvBoundedAndOutputUnchanged) {
   EXPECT_EQ(got, *want);
 }
 
+// The rows of a step are sampled on the backend's host threads (the CPU backend's pool); each
+// request draws exactly what the serial loop draws. The reference runs the same batch through a
+// forwarding backend, which samples on the engine thread (Backend's default host_parallel_for)
+// over the very same kernels.
+TEST(Engine, RowsSampledOnTheHostThreadsDrawWhatTheSerialLoopDraws) {
+  REQUIRE_MODELS();
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "one hardware thread: the CPU pool has no worker to sample on";
+  auto make = [] {
+    std::vector<Request> v;
+    for (int i = 0; i < 8; ++i) {
+      Request r = greedy_req(kSystem + (i % 2 ? " One day" : " The sun was"), 24);
+      r.sampling.temperature = 0.9f;
+      r.sampling.seed = 7 + uint64_t(i);
+      r.sampling.top_k = i % 3 == 0 ? 0 : 40;
+      r.sampling.top_p = i % 4 == 1 ? 0.9f : 1.0f;
+      r.sampling.min_p = i % 4 == 2 ? 0.05f : 0.0f;
+      if (i == 5) r.sampling.repeat_penalty = 1.2f;
+      v.push_back(r);
+    }
+    return v;
+  };
+  auto parallel = make_engine(EngineConfig{});
+  const auto got = run_all(*parallel, make());
+  pagoda::testing::FaultBackend serial_be(env().be);
+  auto serial = Engine::create(*env().m, serial_be, EngineConfig{});
+  ASSERT_TRUE(serial.ok()) << serial.error();
+  const auto want = run_all(**serial, make());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    EXPECT_EQ(got[i].tokens.size(), 24u) << "request " << i;
+  }
+  expect_no_leaks(*parallel);
+}
+
 // ---- Forked prompts (a server's n choices) ----
 
 // Requests naming an earlier one in prefill_from share its prompt blocks instead of computing the

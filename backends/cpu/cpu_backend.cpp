@@ -101,6 +101,11 @@ Result<BufferPtr> CpuBackend::adopt_host(const void* src, size_t bytes, std::sha
   return BufferPtr(std::make_shared<HostBuffer>(src, bytes, std::move(owner)));
 }
 
+void CpuBackend::host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  pool_->parallel_for(n, fn);
+}
+int CpuBackend::host_threads() const { return pool_->size(); }
+
 void CpuBackend::upload(const Tensor& dst, const void* src, size_t bytes) {
   std::memcpy(host(dst).data, src, bytes);
 }

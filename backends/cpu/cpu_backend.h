@@ -31,6 +31,8 @@ class CpuBackend final : public Backend {
   Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place) override;
   void download(const Tensor& src, void* dst, size_t bytes) override;
   Status sync() override { return {}; }
+  void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override;
+  int host_threads() const override;
 
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) override;

@@ -204,7 +204,14 @@ class Engine {
   // emit: one outcome per planned chunk (sampling, verification, detokenizing, callbacks).
   std::vector<ChunkOutcome> emit(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row,
                                  SteadyTime now, SpecTally& tally);
-  ChunkOutcome emit_chunk(const ScheduledChunk& c, const float* row, SteadyTime now, SpecTally& tally);
+  // `presampled`: the chunk's token, drawn before the emit loop (-1: draw it here).
+  ChunkOutcome emit_chunk(const ScheduledChunk& c, const float* row, SteadyTime now, SpecTally& tally,
+                          int32_t presampled = -1);
+  // Draws the token of every plain decode chunk (no drafts, no grammar, logits on the host) on the
+  // backend's host threads; -1 for the rest. Each draw depends only on its own row, history and
+  // seed, so the tokens are the ones a serial loop draws.
+  std::vector<int32_t> presample(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row);
+  bool device_chose(size_t n_chunks, size_t i) const;  // device decode already picked chunk i's token
   // Calls back with generated token number `nth` (1-based) of `s`.
   void emit_token(Sequence& s, int32_t tok, int32_t nth, SteadyTime now, const float* row = nullptr);
   void end(std::unique_ptr<Sequence> s, FinishReason r, const std::string& error = "");

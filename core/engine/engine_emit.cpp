@@ -85,18 +85,47 @@ std::vector<ChunkOutcome> Engine::emit(const std::vector<ScheduledChunk>& plan, 
   std::vector<ChunkOutcome> out;
   out.reserve(plan.size());
   const size_t V = size_t(model_.config.vocab);
+  const std::vector<int32_t> pre = presample(plan, first_row);
   for (size_t i = 0; i < plan.size(); ++i) {
     // [device decode] a chunk whose token the device already chose (device_decode.cpp)
-    if (device_ && device_->decisions().size() == plan.size() && device_->decisions()[i].chosen) {
+    if (device_chose(plan.size(), i)) {
       out.push_back(emit_device_chunk(plan[i], device_->decisions()[i], now, tally));
       continue;
     }
-    out.push_back(emit_chunk(plan[i], first_row[i] >= 0 ? logits_.data() + size_t(first_row[i]) * V : nullptr, now, tally));
+    out.push_back(emit_chunk(plan[i], first_row[i] >= 0 ? logits_.data() + size_t(first_row[i]) * V : nullptr, now, tally, pre[i]));
   }
   return out;
 }
 
-ChunkOutcome Engine::emit_chunk(const ScheduledChunk& c, const float* raw, SteadyTime now, SpecTally& tally) {
+bool Engine::device_chose(size_t n_chunks, size_t i) const {
+  return device_ && device_->decisions().size() == n_chunks && device_->decisions()[i].chosen;
+}
+
+std::vector<int32_t> Engine::presample(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row) {
+  std::vector<int32_t> pre(plan.size(), -1);
+  if (be_.host_threads() < 2) return pre;  // emit_chunk draws each row where it is emitted
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const ScheduledChunk& c = plan[i];
+    if (c.n_draft == 0 && c.wants_logits && first_row[i] >= 0 && c.seq->max_tokens > 0 && !c.seq->grammar &&
+        !device_chose(plan.size(), i))
+      todo.push_back(i);
+  }
+  if (todo.size() < 2) return pre;  // one row: no handoff
+  const size_t V = size_t(model_.config.vocab);
+  be_.host_parallel_for(int64_t(todo.size()), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const size_t i = todo[size_t(k)];
+      const Sequence& s = *plan[i].seq;
+      const std::span<const float> row(logits_.data() + size_t(first_row[i]) * V, V);
+      pre[i] = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
+    }
+  });
+  return pre;
+}
+
+ChunkOutcome Engine::emit_chunk(const ScheduledChunk& c, const float* raw, SteadyTime now, SpecTally& tally,
+                                int32_t presampled) {
   Sequence& s = *c.seq;
   if (c.n_draft > 0) {
     tally.any = true;
@@ -111,7 +140,8 @@ ChunkOutcome Engine::emit_chunk(const ScheduledChunk& c, const float* raw, Stead
   }
   const std::span<const float> row = constrained_row(s, raw, masked_row_);
   if (row.empty()) return end_without_continuation(s, o.kv_valid);
-  const int32_t tok = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
+  const int32_t tok = presampled >= 0 ? presampled
+                                      : sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
   const int32_t nth = s.generated() + 1;
   emit_token(s, tok, nth, now, raw);
   o.tokens.push_back(tok);
