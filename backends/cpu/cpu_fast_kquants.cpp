@@ -79,21 +79,22 @@ inline float f16s(const uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
-// A matvec streams each weight row once: ask for the super-block kAhead blocks ahead (16 streamed
-// Q4_K/Q6_K rows at 11-12.5 GB/s on one core against 9.5-10 with 4 ahead and 9-9.5 with none).
-constexpr int kAhead = 16;
-template <int kBytes>
-inline void prefetch_ahead(const uint8_t* w) {
-  for (int off = 0; off < kBytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(w + kAhead * kBytes + off), _MM_HINT_T0);
-}
-
-// The 32-element block types stream rows of 0.6-2 KiB: ask for the bytes 8 KiB ahead (Q8_0 110M
-// decode: 63-75 tok/s with no prefetch, 85-91 at 4 KiB, 96-103 at 8 KiB, same run; 13-17 KiB no
-// better).
+// A matvec streams each weight row once: ask for the kBytes that lie kAheadBytes ahead of w.
 template <int kBytes, int kAheadBytes>
 inline void prefetch_bytes_ahead(const uint8_t* w) {
   for (int off = 0; off < kBytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(w + kAheadBytes + off), _MM_HINT_T0);
 }
+// K-quants: the super-block kAhead blocks ahead (16 streamed Q4_K/Q6_K rows at 11-12.5 GB/s on
+// one core against 9.5-10 with 4 ahead and 9-9.5 with none).
+constexpr int kAhead = 16;
+template <int kBytes>
+inline void prefetch_ahead(const uint8_t* w) {
+  prefetch_bytes_ahead<kBytes, kAhead * kBytes>(w);
+}
+// The 32-element block types (rows of 0.6-2 KiB) ask 8 KiB ahead per group of eight blocks (Q8_0
+// 110M decode: 63-75 tok/s with no prefetch, 85-91 at 4 KiB, 96-103 at 8 KiB, same run; 13-17
+// KiB no better).
+constexpr int kAheadBytes32 = 8192;
 
 // The eight 16-bit lanes of a 128-bit lane replicated: byte pair (2s, 2s+1) in every int16 lane.
 inline __m256i pick16(int s) { return _mm256_set1_epi16(int16_t(((2 * s + 1) << 8) | (2 * s))); }
@@ -325,7 +326,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
   };
   int64_t b = 0;
   for (; b + 8 <= nb; b += 8, w += 8 * kBytes) {
-    if (T == 1) prefetch_bytes_ahead<8 * kBytes, 8192>(w);
+    if (T == 1) prefetch_bytes_ahead<8 * kBytes, kAheadBytes32>(w);
     __m256i p[T][8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) block(w + i * kBytes, b + i, &p[0][i], 8);
