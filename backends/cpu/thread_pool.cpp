@@ -34,20 +34,20 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t g = generation_.load(std::memory_order_acquire);
+    uint64_t g = generation();
     auto spin_start = std::chrono::steady_clock::now();
     for (int i = 0; g == seen && !stop_.load(std::memory_order_relaxed); ++i) {
       PAGODA_CPU_RELAX();
       if ((i & 63) == 63 && std::chrono::steady_clock::now() - spin_start > kSpinFor) {
-        // Sleep. sleepers_ is raised before the predicate reads generation_, and the caller bumps
-        // generation_ before it reads sleepers_ (both seq_cst), so a wake-up cannot be lost.
+        // Sleep. sleepers_ is raised before the predicate reads claim_, and the caller publishes
+        // claim_ before it reads sleepers_ (both seq_cst), so a wake-up cannot be lost.
         std::unique_lock<std::mutex> lk(mu_);
         sleepers_.fetch_add(1);
-        cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
+        cv_.wait(lk, [&] { return stop_.load() || (claim_.load() >> 32) != seen; });
         sleepers_.fetch_sub(1);
         spin_start = std::chrono::steady_clock::now();
       }
-      g = generation_.load(std::memory_order_acquire);
+      g = generation();
     }
     if (stop_.load()) return;
     seen = g;
@@ -77,9 +77,9 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   job_ = &fn;
   job_n_ = n;
   done_.store(0, std::memory_order_relaxed);
-  const uint64_t g = generation_.load(std::memory_order_relaxed) + 1;
-  claim_.store((g << 32) | (uint64_t(total) << 16), std::memory_order_release);
-  generation_.store(g);  // seq_cst: wakes spinners and orders the sleepers_ read below
+  const uint64_t g = (claim_.load(std::memory_order_relaxed) >> 32) + 1;
+  claim_.store((g << 32) | (uint64_t(total) << 16));  // seq_cst: publishes the job, wakes spinners
+                                                      // and orders the sleepers_ read below
   if (sleepers_.load() > 0) {
     std::lock_guard<std::mutex> lk(mu_);
     cv_.notify_all();

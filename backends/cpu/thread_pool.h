@@ -41,15 +41,16 @@ class ThreadPool {
   void run_chunks();
 
   std::vector<std::thread> workers_;
-  // The job: written by the caller before `claim_` and `generation_` publish it (release), read by
+  // The job: written by the caller before `claim_` publishes it (release), read by
   // a thread only after it claimed one of its chunks (acquire), and left unchanged until every
   // chunk is done, so a thread that claimed a chunk always runs that job's function.
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
-  // generation (high 32 bits) | chunks in the job (16 bits) | next chunk to claim (16 bits): a
-  // claim is one compare-and-swap, so a late thread cannot claim a chunk of a finished job.
+  // generation (high 32 bits, bumped per job: what sleeping and spinning workers watch) | chunks
+  // in the job (16 bits) | next chunk to claim (16 bits): a claim is one compare-and-swap, so a
+  // late thread cannot claim a chunk of a finished job.
   std::atomic<uint64_t> claim_{0};
-  std::atomic<uint64_t> generation_{0};  // bumped per job: what sleeping and spinning workers watch
+  uint64_t generation() const { return claim_.load(std::memory_order_acquire) >> 32; }
   std::atomic<int> done_{0};      // chunks of the current job finished
   std::atomic<int> sleepers_{0};  // workers blocked on cv_ (the caller notifies only if any)
   std::atomic<bool> stop_{false};
