@@ -72,7 +72,11 @@ void Scheduler::ensure_keys(Sequence& s) {
 bool Scheduler::reserve(Sequence& s, int32_t n_tokens) {
   const auto t0 = std::chrono::steady_clock::now();
   const uint64_t before = kv_.pool().evictions();
-  const bool ok = kv_.grow(s.table, n_tokens, s.n_computed).ok();
+  bool ok = kv_.grow(s.table, n_tokens, s.n_computed).ok();
+  if (!ok && !donors_.empty()) {  // blocks held for forks go before anyone waits or is preempted
+    release_donors(true);
+    ok = kv_.grow(s.table, n_tokens, s.n_computed).ok();
+  }
   counters_.evictions += kv_.pool().evictions() - before;
   allocate_s += since(t0);
   return ok;
@@ -132,32 +136,29 @@ void Scheduler::postprocess(const std::vector<ScheduledChunk>& plan, const std::
   }
 }
 
+Sequence* Scheduler::running_with(uint64_t id) const {
+  const auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p->id == id; });
+  return it == running_.end() ? nullptr : it->get();
+}
+
 int Scheduler::fork_prompt(Sequence& s, int32_t& matched) {
+  const int32_t shared = s.prompt_len - 1;  // the last prompt token is computed here for its logits
+  // `src`: a running Sequence or a Donor (the same fields).
+  auto fork_from = [&](const auto& src) {
+    if (int32_t(src.tokens.size()) < shared || !std::equal(s.tokens.begin(), s.tokens.begin() + shared, src.tokens.begin())) return 0;
+    s.table = kv_.fork(src.table);
+    kv_.trim(s.table, shared);
+    s.n_keyed = std::min<int32_t>(src.n_keyed, shared / kv_.block_size());
+    s.keys.assign(src.keys.begin(), src.keys.begin() + std::min<size_t>(src.keys.size(), size_t(s.n_keyed)));
+    matched = shared;
+    return 1;
+  };
   // Only a running source is waited for: `s` is at the head of the queue, so a source still
   // waiting is behind it and waiting for it would block both. A source that already ended left
   // its blocks as a donor.
-  const int32_t shared = s.prompt_len - 1;  // the last prompt token is computed here for its logits
-  const BlockTable* table = nullptr;
-  const std::vector<int32_t>* tokens = nullptr;
-  const std::vector<BlockKey>* keys = nullptr;
-  int32_t n_keyed = 0;
-  if (const auto src = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p->id == s.prefill_from; });
-      src != running_.end()) {
-    if ((*src)->n_computed < shared) return -1;
-    table = &(*src)->table, tokens = &(*src)->tokens, keys = &(*src)->keys, n_keyed = (*src)->n_keyed;
-  } else if (const auto d = std::find_if(donors_.begin(), donors_.end(), [&](const Donor& x) { return x.id == s.prefill_from; });
-             d != donors_.end() && d->n_computed >= shared) {
-    table = &d->table, tokens = &d->tokens, keys = &d->keys, n_keyed = d->n_keyed;
-  } else {
-    return 0;
-  }
-  if (int32_t(tokens->size()) < shared || !std::equal(s.tokens.begin(), s.tokens.begin() + shared, tokens->begin())) return 0;
-  s.table = kv_.fork(*table);
-  kv_.trim(s.table, shared);
-  s.n_keyed = std::min<int32_t>(n_keyed, shared / kv_.block_size());
-  s.keys.assign(keys->begin(), keys->begin() + std::min<size_t>(keys->size(), size_t(s.n_keyed)));
-  matched = shared;
-  return 1;
+  if (const Sequence* p = running_with(s.prefill_from)) return p->n_computed < shared ? -1 : fork_from(*p);
+  const auto d = std::find_if(donors_.begin(), donors_.end(), [&](const Donor& x) { return x.id == s.prefill_from; });
+  return d != donors_.end() && d->n_computed >= shared ? fork_from(*d) : 0;
 }
 
 bool Scheduler::awaited(uint64_t id) const {
@@ -324,13 +325,7 @@ std::vector<ScheduledChunk> Scheduler::schedule(SteadyTime now, const DraftMap& 
   }
   while (budget > 0 && !waiting_.empty() && int32_t(running_.size()) < cfg_.max_running) {
     Sequence& s = *waiting_.front();
-    if (!admit(s)) {
-      // Out of blocks: a donor's go before anyone waits for them (its forks can still prefill).
-      const bool fork_waits = s.prefill_from != 0 && !s.admitted_once && std::any_of(running_.begin(), running_.end(), [&](const auto& p) { return p->id == s.prefill_from; });
-      if (donors_.empty() || fork_waits) break;  // head-of-line: later arrivals do not overtake a waiting request
-      release_donors(true);
-      continue;
-    }
+    if (!admit(s)) break;  // head-of-line: later arrivals do not overtake a waiting request
     const int32_t pending = int32_t(s.tokens.size()) - s.n_computed;
     const int32_t n = std::min(pending, budget);
     if (!reserve(s, s.n_computed + n)) {

@@ -97,6 +97,7 @@ class Scheduler {
   // running nor a donor (prefill normally), -1 = the running source has not computed its prompt
   // yet (wait).
   int fork_prompt(Sequence& s, int32_t& matched);
+  Sequence* running_with(uint64_t id) const;
   bool awaited(uint64_t id) const;  // a waiting request will fork this one's prompt
   void release_donors(bool all);
   void preempt(Sequence& s);
@@ -118,7 +119,7 @@ class Scheduler {
   std::unordered_map<std::string, int32_t> groups_{{"", 0}};  // cache scope -> BlockPool owner group
   // Requests that ended while others still waited to fork their prompt (n choices with max_tokens
   // 1 end in the step that computes the prompt): their blocks, the partial last one included, are
-  // held until no waiting request names them, or until an admission needs the blocks.
+  // held until no waiting request names them, or until reserve() runs out of blocks.
   struct Donor {
     uint64_t id = 0;
     BlockTable table;
