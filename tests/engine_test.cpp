@@ -965,8 +965,9 @@ TEST(Engine, SubmitGroupForksTheFirstPromptOnAnEngineThreadAndIsAllOrNothing) {
   expect_no_leaks(*e);
 }
 
-// Requests 1.. name request 0 in prefill_from; stepped to the end, each must produce `want`'s
-// tokens and have computed only the last prompt token itself.
+// Requests 1.. name request 0 in prefill_from; stepped to the end on a fresh engine, each must
+// produce `want`'s tokens and have computed only the last prompt token itself, so the engine
+// computed the prompt once, and no block may be left held.
 void run_forked_and_compare(Engine& e, std::vector<Request> reqs, const std::vector<Outcome>& want, int32_t prompt) {
   std::vector<Outcome> got(reqs.size());
   uint64_t first = 0;
@@ -986,6 +987,9 @@ void run_forked_and_compare(Engine& e, std::vector<Request> reqs, const std::vec
       EXPECT_EQ(got[i].metrics.cached_tokens, prompt - 1) << "request " << i;
     }
   }
+  e.publish_snapshot();
+  EXPECT_EQ(e.snapshot()->counters.computed_prefill_tokens, uint64_t(prompt) + reqs.size() - 1);
+  expect_no_leaks(e);
 }
 
 TEST(Engine, ForkedPromptIsComputedOnceAndChangesNoOutput) {
@@ -1012,9 +1016,6 @@ TEST(Engine, ForkedPromptIsComputedOnceAndChangesNoOutput) {
 
   auto forked = make_engine(cfg);
   run_forked_and_compare(*forked, make_reqs(), want, prompt);
-  forked->publish_snapshot();
-  EXPECT_EQ(forked->snapshot()->counters.computed_prefill_tokens, uint64_t(prompt + 3));
-  expect_no_leaks(*forked);
 }
 
 // n choices with max_tokens 1: request 0 samples its one token in the step that computes the
@@ -1033,9 +1034,6 @@ TEST(Engine, ForkOfARequestThatEndedInItsPrefillStepStillSharesThePrompt) {
 
   auto forked = make_engine(cfg);
   run_forked_and_compare(*forked, std::vector<Request>(4, greedy_req(kSystem + " One day", 1)), want, prompt);
-  forked->publish_snapshot();
-  EXPECT_EQ(forked->snapshot()->counters.computed_prefill_tokens, uint64_t(prompt + 3));
-  expect_no_leaks(*forked);
 
   // The forks are cancelled while request 0's blocks wait for them: nothing stays held.
   std::vector<uint64_t> ids;
