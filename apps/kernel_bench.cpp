@@ -7,7 +7,9 @@
 //                       decode case, reported as weight bytes per second;
 //   Matmul64/<type>     64 activation rows (a prompt chunk) against 512 weight rows (the same
 //                       shape for every type): the prefill kernel, reported as Gmadds (10^9
-//                       multiply-adds) per second, comparable with F32's GEMM.
+//                       multiply-adds) per second, comparable with F32's GEMM;
+//   Matmul256/<type>    a 256-token prompt against 768 weight rows (the 110M shape's ffn_down):
+//                       activations past L2, as in `bench decode`'s 256-token prefill.
 // Rows are 2048 weights (the 1B shape's width). Weights are random floats quantized with the
 // backend's quantizer, so every block's scales are valid.
 // Run: ./build/pagoda_kernel_bench [--benchmark_filter=q4_k] [--benchmark_format=json]
@@ -89,6 +91,7 @@ int main(int argc, char** argv) {
                                  [t](benchmark::State& s) { run(s, t, rows_in(t, 64 << 20), 1, true); })
         ->MinTime(0.5);
     benchmark::RegisterBenchmark(("Matmul64/" + name).c_str(), [t](benchmark::State& s) { run(s, t, 512, 64, false); });
+    benchmark::RegisterBenchmark(("Matmul256/" + name).c_str(), [t](benchmark::State& s) { run(s, t, 768, 256, false); });
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

@@ -41,15 +41,6 @@ inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-// Lane s of the result is the sum of the eight int32 lanes of p[s]: eight blocks' integer dots
-// reduced at once, so their scales are applied as one float vector (no per-block scalar work).
-inline __m256i sum8x8(const __m256i p[8]) {
-  const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-  const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-  // a's low 128 bits hold s0..s3 summed over lanes 0..3, its high bits over lanes 4..7; b: s4..s7.
-  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
-}
-
 inline __m256i ones16() { return _mm256_set1_epi16(1); }
 inline __m256 load8f(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8i_as_f(const int32_t* p) {
@@ -315,26 +306,47 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
   // The block's dots with every row: p[t] for row t.
-  auto block = [&](const uint8_t* wb, int64_t b, __m256i* p, int stride) {
+  auto block = [&](const uint8_t* wb, int64_t b, __m256i* p) {
     const __m256i q = unpack(wb);
     const __m256i aq = kOff < 0 ? _mm256_sign_epi8(q, q) : q;
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + b * 32));
-      p[t * stride] = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, kOff < 0 ? _mm256_sign_epi8(xv, q) : xv), ones16());
+      p[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, kOff < 0 ? _mm256_sign_epi8(xv, q) : xv), ones16());
     }
   };
   int64_t b = 0;
   for (; b + 8 <= nb; b += 8, w += 8 * kBytes) {
     if (T == 1) prefetch_bytes_ahead<8 * kBytes, kAheadBytes32>(w);
-    __m256i p[T][8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) block(w + i * kBytes, b + i, &p[0][i], 8);
+    // Lane s of a row's sum is the sum of the eight int32 lanes of block s's dot, reduced by a
+    // tree of hadds folded as the blocks come: two blocks' dots are hadd-ed at once and a quad's
+    // two pairs right after, so a row holds at most three partial vectors (with four rows, the
+    // 4 x 8 block dots of an unfolded tree did not fit in 16 registers and went through the stack).
+    __m256i quad[2][T];
+    #pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      __m256i pair[T];
+      #pragma GCC unroll 2
+      for (int i = 0; i < 2; ++i) {
+        __m256i p0[T], p1[T];
+        block(w + (4 * h + 2 * i) * kBytes, b + 4 * h + 2 * i, p0);
+        block(w + (4 * h + 2 * i + 1) * kBytes, b + 4 * h + 2 * i + 1, p1);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const __m256i two = _mm256_hadd_epi32(p0[t], p1[t]);
+          if (i == 0) pair[t] = two;
+          else quad[h][t] = _mm256_hadd_epi32(pair[t], two);
+        }
+      }
+    }
     const __m256 d = halves8(w, kBytes);
     const __m256 m = kMin ? halves8(w + 2, kBytes) : _mm256_setzero_ps();
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      __m256i s = sum8x8(p[t]);
+      // quad[0]'s low 128 bits hold blocks 0..3 summed over lanes 0..3, its high bits over lanes
+      // 4..7; quad[1] the same for blocks 4..7.
+      __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x20),
+                                   _mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x31));
       const __m256i xsv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + t * nb + b));
       if (kOff > 0) s = _mm256_sub_epi32(s, _mm256_mullo_epi32(xsv, _mm256_set1_epi32(kOff)));
       const __m256 dxv = load8f(dx + t * nb + b);
@@ -345,7 +357,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
   float tail[T] = {};
   for (; b < nb; ++b, w += kBytes) {
     __m256i p[T];
-    block(w, b, p, 1);
+    block(w, b, p);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       int32_t s = hsum8i(p[t]);
