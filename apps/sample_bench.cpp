@@ -18,17 +18,22 @@ namespace {
 
 using pagoda::SamplingParams;
 
-std::vector<float> make_logits(bool peaked) {
+// Row shapes: 0 flat (normal, standard deviation 2), 1 peaked (the same plus a few dominant
+// tokens), 2 near-uniform (standard deviation 0.34, what the synth models' random weights give and
+// what a real model gives at a high temperature: every token within a few units of the top).
+std::vector<float> make_logits(int64_t shape) {
   std::vector<float> l(32000);
+  const float sd = shape == 2 ? 0.34f : 2.0f;
   for (size_t i = 0; i < l.size(); ++i) {
-    // Box-Muller normal from two Philox uniforms; peaked rows add a few dominant tokens.
+    // Box-Muller normal from two Philox uniforms.
     const float u1 = std::max(pagoda::philox_uniform(5, 0, i), 1e-7f), u2 = pagoda::philox_uniform(5, 1, i);
-    l[i] = 2.0f * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
+    l[i] = sd * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
   }
-  if (peaked)
+  if (shape == 1)
     for (size_t i = 0; i < 8; ++i) l[i * 3001] += 14.0f - float(i);
   return l;
 }
+const char* kShapes[] = {"/flat", "/peaked", "/near_uniform"};
 
 SamplingParams setting(int64_t which) {
   SamplingParams p;
@@ -48,19 +53,19 @@ const char* kNames[] = {"greedy", "temperature", "top_k40", "top_p0.95", "min_p0
                         "top_p0.95_repeat1.1"};
 
 void BM_SampleToken(benchmark::State& state) {
-  const auto logits = make_logits(state.range(1) != 0);
+  const auto logits = make_logits(state.range(1));
   const SamplingParams p = setting(state.range(0));
   std::vector<int32_t> history(64);
   for (size_t i = 0; i < history.size(); ++i) history[i] = int32_t(i * 97);
   uint64_t index = 0;
   for (auto _ : state) benchmark::DoNotOptimize(pagoda::sample_token(logits, history, p, index++));
-  state.SetLabel(std::string(kNames[state.range(0)]) + (state.range(1) ? "/peaked" : "/flat"));
+  state.SetLabel(std::string(kNames[state.range(0)]) + kShapes[state.range(1)]);
 }
 // The same call over 64 different rows in turn (8 MiB, past this machine's L2): the engine samples
 // a batch's rows just after the output matmul wrote them, not from a row already in L2.
 void BM_SampleTokenRotatingRows(benchmark::State& state) {
   constexpr size_t kRows = 64;
-  const auto base = make_logits(state.range(1) != 0);
+  const auto base = make_logits(state.range(1));
   std::vector<std::vector<float>> rows(kRows, base);
   for (size_t r = 0; r < kRows; ++r) std::rotate(rows[r].begin(), rows[r].begin() + long(r * 499), rows[r].end());
   const SamplingParams p = setting(state.range(0));
@@ -71,9 +76,9 @@ void BM_SampleTokenRotatingRows(benchmark::State& state) {
     benchmark::DoNotOptimize(pagoda::sample_token(rows[index % kRows], history, p, index));
     ++index;
   }
-  state.SetLabel(std::string(kNames[state.range(0)]) + (state.range(1) ? "/peaked" : "/flat") + "/64rows");
+  state.SetLabel(std::string(kNames[state.range(0)]) + kShapes[state.range(1)] + "/64rows");
 }
-BENCHMARK(BM_SampleTokenRotatingRows)->ArgsProduct({{0, 1, 3, 5}, {0, 1}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SampleTokenRotatingRows)->ArgsProduct({{0, 1, 3, 5}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 
 // The sampler before this benchmark existed, kept as the baseline the ratio divides by: a dense
 // copy of the row, a full sort of the vocabulary (or of the top-k), double-precision weights, a
@@ -115,15 +120,15 @@ int32_t sort_baseline(std::span<const float> logits_in, const SamplingParams& p,
 }
 
 void BM_SortBaseline(benchmark::State& state) {
-  const auto logits = make_logits(state.range(1) != 0);
+  const auto logits = make_logits(state.range(1));
   const SamplingParams p = setting(state.range(0));
   uint64_t index = 0;
   for (auto _ : state) benchmark::DoNotOptimize(sort_baseline(logits, p, pagoda::philox_uniform(p.seed, 0, index++)));
-  state.SetLabel(std::string(kNames[state.range(0)]) + (state.range(1) ? "/peaked" : "/flat"));
+  state.SetLabel(std::string(kNames[state.range(0)]) + kShapes[state.range(1)]);
 }
 BENCHMARK(BM_SortBaseline)->ArgsProduct({{1, 2, 3, 4, 5}, {0, 1}})->Unit(benchmark::kMicrosecond);
 
-BENCHMARK(BM_SampleToken)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {0, 1}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SampleToken)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -194,17 +194,23 @@ TEST(Sampler, FastFiltersKeepExactlyWhatTheSortedReferenceKeeps) {
 
 // Full-size rows through the dense top-p path (the histogram limited by a bound on the dropped
 // mass, the selection of its tokens, the draw over the kept tokens without a zeroing pass), with
-// and without a dense top-k in front: flat, peaked (a few strong candidates), and heavy with ties
-// (so the boundary often falls inside a run of equal logits and the index decides).
+// and without a dense top-k in front: flat, peaked (a few strong candidates), heavy with ties (so
+// the boundary often falls inside a run of equal logits and the index decides), near-uniform (the
+// whole row within 1.2 logits: the buckets narrow to the row's span) and within 1e-4 of each other
+// (the narrowest buckets there are).
 TEST(Sampler, DenseTopPOnFullRowsKeepsWhatTheSortedReferenceKeepsAndDrawsFromIt) {
   struct Setting { float t; int32_t k; float top_p, min_p; };
   const Setting settings[] = {{0.8f, 0, 0.95f, 0},          {1.0f, 5000, 0.9f, 0}, {1.0f, 5000, 0.999f, 0},
                               {1.0f, 5000, 0.99999994f, 0}, {0.7f, 0, 0.5f, 0},    {0.8f, 0, 0.99f, 0.001f}};
-  for (int shape = 0; shape < 3; ++shape) {
+  for (int shape = 0; shape < 5; ++shape) {
     std::vector<float> l(32000);
     for (size_t i = 0; i < l.size(); ++i) {
       const float u = philox_uniform(17, 4, uint64_t(shape) * 100000 + i);
-      l[i] = shape == 0 ? 6 * u : shape == 1 ? 4 * u + (i % 3001 == 7 ? 12.0f - float(i / 3001) : 0.0f) : std::round(u * 8);
+      l[i] = shape == 0   ? 6 * u
+             : shape == 1 ? 4 * u + (i % 3001 == 7 ? 12.0f - float(i / 3001) : 0.0f)
+             : shape == 2 ? std::round(u * 8)
+             : shape == 3 ? 1.2f * u
+                          : 3.0f + 1e-4f * u;
     }
     for (const auto& st : settings) {
       SamplingParams p;

@@ -69,14 +69,17 @@ inline double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, fl
   return sum;
 }
 
-// Top-p buckets tokens by (max - l) / T * 32, truncated: their distance below the top token in
-// 1/32 units of log-weight, which orders buckets like the candidate order. Past 32 units, NaN and
+// Top-p buckets tokens by (max - l) * scale, truncated: their distance below the top token in
+// 1/k units of log-weight (scale = k / T), which orders buckets like the candidate order. k adapts
+// to the row (at least kMinBucketsPerUnit): the 1024 buckets span only the distance top-p can
+// reach, so a near-uniform row (every token within a few units) is not piled into a few buckets
+// whose sort would cost more than the rest of the sampler. Past the last bucket's distance, NaN and
 // -inf: the last bucket.
 constexpr size_t kBuckets = 1024;
-constexpr float kBucketsPerUnit = 32.0f;
+constexpr float kMinBucketsPerUnit = 32.0f;
 
-inline int32_t bucket_of(float l, float mx, float inv_t) {
-  const float d = -((l - mx) * inv_t) * kBucketsPerUnit;
+inline int32_t bucket_of(float l, float mx, float scale) {
+  const float d = (mx - l) * scale;
   return d < float(kBuckets - 1) ? int32_t(d) : int32_t(kBuckets - 1);
 }
 
@@ -112,7 +115,7 @@ inline constexpr std::array<uint32_t, 256> kSetBits = [] {
 // The tokens in bucket `limit` or before (n at most kMaxSelectable), in index order, into `out`
 // (room for n + 8 entries); returns how many. With AVX2, eight at a time: the set bits of the
 // selection mask say which lanes to keep, and the write position moves by their count.
-inline size_t select_buckets(const float* l, size_t n, float mx, float inv_t, int32_t limit, uint32_t* out) {
+inline size_t select_buckets(const float* l, size_t n, float mx, float scale, int32_t limit, uint32_t* out) {
   size_t count = 0, i = 0;
 #if defined(__AVX2__)
   const F8 top = F8{} + float(kBuckets - 1);
@@ -121,7 +124,7 @@ inline size_t select_buckets(const float* l, size_t n, float mx, float inv_t, in
   for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7}; i + 8 <= n; i += 8, idx += 8) {
     F8 v;
     std::memcpy(&v, l + i, sizeof v);
-    const F8 d = -((v - mx) * inv_t) * kBucketsPerUnit;  // bucket_of, lane-wise
+    const F8 d = (mx - v) * scale;  // bucket_of, lane-wise
     const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
     const int m = _mm256_movemask_ps(__builtin_bit_cast(__m256, I8(b <= lim)));
     if (m == 0) continue;  // most groups of a peaked row
@@ -133,7 +136,7 @@ inline size_t select_buckets(const float* l, size_t n, float mx, float inv_t, in
   }
 #endif
   for (; i < n; ++i) {
-    const int32_t b = bucket_of(l[i], mx, inv_t);
+    const int32_t b = bucket_of(l[i], mx, scale);
     out[count] = uint32_t(i) << kBucketBits | uint32_t(b);
     count += b <= limit;
   }
@@ -141,6 +144,35 @@ inline size_t select_buckets(const float* l, size_t n, float mx, float inv_t, in
 }
 
 typedef float Vec8 __attribute__((vector_size(32)));
+
+// The largest logit and the smallest finite one (NaN and infinities ignored; -inf / +inf when there
+// is none): eight lanes at a time, one pass.
+struct LogitRange {
+  float max = kNegInf, min_finite = std::numeric_limits<float>::infinity();
+};
+inline LogitRange logit_range(std::span<const float> l) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  Vec8 hi, lo;
+  for (int j = 0; j < 8; ++j) hi[j] = kNegInf, lo[j] = kInf;
+  const Vec8 ninf = Vec8{} + kNegInf;
+  size_t i = 0;
+  for (; i + 8 <= l.size(); i += 8) {
+    Vec8 x;
+    std::memcpy(&x, l.data() + i, sizeof x);
+    hi = x > hi ? x : hi;
+    lo = (x < lo) & (x > ninf) ? x : lo;  // NaN fails both comparisons
+  }
+  LogitRange r;
+  for (int j = 0; j < 8; ++j) {
+    r.max = hi[j] > r.max ? hi[j] : r.max;
+    r.min_finite = lo[j] < r.min_finite ? lo[j] : r.min_finite;
+  }
+  for (; i < l.size(); ++i) {
+    r.max = l[i] > r.max ? l[i] : r.max;
+    if (l[i] < r.min_finite && l[i] > kNegInf) r.min_finite = l[i];
+  }
+  return r;
+}
 
 // The largest logit, ignoring NaN (-inf when there is none): eight lanes at a time.
 inline float max_logit(std::span<const float> l) {

@@ -219,18 +219,29 @@ struct BucketMass {
 
 // The top-p boundary among the tokens `last` keeps (all of them when `all`): the last token of the
 // shortest candidate-order prefix whose weight reaches top_p of `mass` (their weight), found from
-// the bucket masses and a sort of the crossing bucket's tokens; and the weight up to it.
-std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, float mx, float inv_t, const Rank& last,
-                                       bool all, double top_p, double mass) {
+// the bucket masses and a sort of the crossing bucket's tokens; and the weight up to it. `mn` is
+// the smallest finite logit.
+std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, float mx, float mn, float inv_t,
+                                       const Rank& last, bool all, double top_p, double mass) {
   const float* w = s.w.data();
   const size_t n = l.size();
   const double target = top_p * mass;
-  // Only buckets up to `limit` are counted: a token past it weighs at most e^(-(limit + 1) / 32)
-  // (times 1 + 2e-7, exp_nonpositive's error), so all n of them together weigh less than the mass
-  // top-p drops, (1 - top_p) * mass, with 10% to spare, and the crossing comes no later. On a flat
-  // 32k row that skips half the tokens, on a peaked one nearly all.
+  // Only buckets up to `limit` are counted: a token past it weighs at most e^(-(limit + 1) / k) for
+  // k buckets per unit of log-weight (times 1 + 2e-7, exp_nonpositive's error), so all n of them
+  // together weigh less than the mass top-p drops, (1 - top_p) * mass, with 10% to spare, and the
+  // crossing comes no later. On a flat 32k row that skips half the tokens, on a peaked one nearly
+  // all. The buckets span that distance, or the whole row's if it is shorter: k = 1022 / distance
+  // (at least 32), so a near-uniform row spreads over the buckets instead of piling ~1000 tokens
+  // into the crossing one (whose sort then cost more than the rest of the sampler).
   const double tail = 0.9 * (1.0 - top_p) * mass;
-  const double bound = tail > 0 ? std::ceil(double(kBucketsPerUnit) * std::log(double(n) / tail)) : double(kBuckets);
+  const double reach = tail > 0 ? std::log(double(n) / tail) : std::numeric_limits<double>::infinity();
+  const double span = double(mx - mn) * double(inv_t);
+  const double units = std::min(reach, span);
+  constexpr double kMaxBucketsPerUnit = double(1 << 20);
+  const double k = units > 0 ? std::clamp(double(kBuckets - 2) / units, double(kMinBucketsPerUnit), kMaxBucketsPerUnit)
+                             : kMaxBucketsPerUnit;
+  const float scale = float(double(inv_t) * k);
+  const double bound = tail > 0 ? std::ceil(k * reach) : double(kBuckets);
   // (A row too long to select from counts everything below.)
   const int32_t limit = n > kMaxSelectable        ? -1
                         : bound < 0                ? 0
@@ -242,7 +253,7 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, flo
   // double), so the walk below stops before any dropped one.
   s.selected.resize(n + 8);
   const uint32_t* sel = s.selected.data();
-  const size_t count = limit < 0 ? 0 : select_buckets(l.data(), n, mx, inv_t, limit, s.selected.data());
+  const size_t count = limit < 0 ? 0 : select_buckets(l.data(), n, mx, scale, limit, s.selected.data());
   constexpr uint32_t kMask = kBuckets - 1;
   thread_local BucketMass h;
   std::memset(&h, 0, sizeof h);
@@ -280,7 +291,7 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, flo
   } else {
     // Rounding beyond the 10% margin (or a target of all the mass): count the remaining tokens.
     for (size_t i = 0; i < n; ++i)
-      if (const int32_t bi = bucket_of(l[i], mx, inv_t); bi > limit && (all || kept(l[i], int32_t(i), last)))
+      if (const int32_t bi = bucket_of(l[i], mx, scale); bi > limit && (all || kept(l[i], int32_t(i), last)))
         h.part[i % 4][bi] += w[i];
     for (; b < int32_t(kBuckets); ++b) {
       if (acc + h[size_t(b)] >= target) break;
@@ -288,7 +299,7 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, flo
     }
     if (b >= int32_t(kBuckets)) return {last, mass};  // rounding left the target just out of reach: keep everything
     for (size_t i = 0; i < n; ++i)
-      if (bucket_of(l[i], mx, inv_t) == int32_t(b) && (all || kept(l[i], int32_t(i), last)))
+      if (bucket_of(l[i], mx, scale) == int32_t(b) && (all || kept(l[i], int32_t(i), last)))
         ranks.push_back({l[i], int32_t(i)});
   }
   std::sort(ranks.begin(), ranks.end(), before);
@@ -304,7 +315,10 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, Scratch& s, flo
 // otherwise one pass zeroes what the filters drop and sums blocks again.
 bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s, Weights& out) {
   const size_t n = l.size();
-  const float mx = max_logit(l);
+  // The smallest logit only for top-p (its buckets span the row); otherwise the cheaper max pass.
+  const bool top_p = p.top_p < 1.0f;
+  const LogitRange range = top_p ? logit_range(l) : LogitRange{max_logit(l), 0.0f};
+  const float mx = range.max;
   if (!std::isfinite(mx)) return false;
   const float inv_t = 1.0f / p.temperature;
   s.w.resize(n);
@@ -316,7 +330,6 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
     last = s.ranks.front();
     all = false;
   }
-  const bool top_p = p.top_p < 1.0f;
   const size_t blocks = (n + kBlock - 1) / kBlock;
   s.block_mass.resize(blocks);
   double total = 0;  // of the unfiltered weights: the top-p mass when nothing else filters
@@ -331,7 +344,7 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
       for (size_t i = 0; i < n; ++i) mass += kept(l[i], int32_t(i), last) ? w[i] : 0.0f;
     }
     double kept_mass = 0;
-    std::tie(last, kept_mass) = top_p_boundary(l, s, mx, inv_t, last, all, double(p.top_p), mass);
+    std::tie(last, kept_mass) = top_p_boundary(l, s, mx, range.min_finite, inv_t, last, all, double(p.top_p), mass);
     if (p.min_p <= 0.0f) {
       out = {};
       out.w = s.w;
