@@ -154,7 +154,10 @@ Status PinnedStaging::copy_to_device(void* dst, const void* src, size_t bytes, c
     PAGODA_TRY(check(cudaMemcpyAsync(d, base_ + *at, n, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync (upload)"));
     auto ev = take_event();
     if (!ev) return ev.take_error();
-    PAGODA_TRY(check(cudaEventRecord(*ev, stream), "cudaEventRecord (staging)"));
+    if (Status rec = check(cudaEventRecord(*ev, stream), "cudaEventRecord (staging)"); !rec) {
+      spare_events_.push_back(*ev);  // not in flight: keep it for the destructor to destroy
+      return rec;
+    }
     in_flight_.push_back(InFlight{*at, *at + ((n + 255) / 256 * 256), *ev});
     d += n;
     s += n;

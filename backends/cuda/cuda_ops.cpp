@@ -105,7 +105,9 @@ void CudaBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
   c.tensor("w", w).that(has_kernels(w.dtype), "w must be a weight type (f32, f16, bf16 or quantized)");
   c.f32("x", x).f32("out", out);
   c.that(x.cols == w.cols, "x.cols must equal w.cols (n_in)")
-      .that(out.cols == w.rows && out.rows >= x.rows, "out must be [x.rows, w.rows]");
+      .that(out.cols == w.rows && out.rows >= x.rows, "out must be [x.rows, w.rows]")
+      // The matvec indexes a row's blocks and x rows j * n_in (j < kMatvecMaxRows) with 32-bit ints.
+      .that(w.cols <= INT32_MAX / cuda::kMatvecMaxRows, "rows too long for 32-bit indices");
   if (!c.ok()) return fail(c.error());
   if (x.rows == 0 || w.rows == 0 || !begin_op(Op::Matmul)) return;
   cuda::MatmulArgs a;
