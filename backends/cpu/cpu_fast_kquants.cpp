@@ -204,6 +204,7 @@ template <DType kType, int T>
 void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
   const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+  const __m256i hi2 = _mm256_set1_epi8(0x30);
   // Run k: int16 scale 2k of the half in the low 128 bits, 2k + 1 in the high.
   __m256i pick[4];
   for (int k = 0; k < 4; ++k) pick[k] = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
@@ -248,7 +249,10 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
         __m256i q;
         if constexpr (kType == DType::Q6_K) {
           const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16((k & 1) ? l1 : l0, 4) : ((k & 1) ? l1 : l0), low4);
-          q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three), 4));
+          // Bits 2k, 2k + 1 of each qh byte to bits 4, 5: one shift (none for k = 2) and a mask
+          // (bits a 16-bit shift carries in from the neighbouring byte land outside 0x30).
+          const __m256i top = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+          q = _mm256_or_si256(lo, _mm256_and_si256(top, hi2));
         } else {
           q = _mm256_and_si256(_mm256_srli_epi16(l0, 2 * k), three);
           if constexpr (kType == DType::Q3_K) {  // hmask bit 4n + k set: + 4 (the value is q' - 4)
