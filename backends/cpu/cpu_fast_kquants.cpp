@@ -130,7 +130,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
     const __m256i mins = _mm256_cvtepu8_epi16(  // m_s at lanes 2s, 2s + 1
         _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
     const uint8_t* qs = w + (kFive ? 48 : 16);
-    __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
+    const __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
     __m256i sum[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
@@ -138,10 +138,14 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
     for (int c = 0; c < 4; ++c) {
       const __m256i raw = load32(qs + 32 * c);
       __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-      if (kFive) {  // bit s of qh[l] is the fifth bit of sub-block s: move bits 0 and 1 to bit 4
-        lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), _mm256_set1_epi8(16)));
-        hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), _mm256_set1_epi8(16)));
-        qh = _mm256_srli_epi16(qh, 2);
+      if (kFive) {  // bit s of qh[l] is the fifth bit of sub-block s: bits 2c and 2c + 1 to bit 4,
+        // one shift each (none for bit 4 itself; a 16-bit shift of at most 4 moves bit 4 of each
+        // byte from within that byte)
+        const __m256i b16 = _mm256_set1_epi8(16);
+        const __m256i l5 = c < 2 ? _mm256_slli_epi16(qh, 4 - 2 * c) : c == 2 ? qh : _mm256_srli_epi16(qh, 2);
+        const __m256i h5 = c < 2 ? _mm256_slli_epi16(qh, 3 - 2 * c) : _mm256_srli_epi16(qh, 2 * c - 3);
+        lo = _mm256_or_si256(lo, _mm256_and_si256(l5, b16));
+        hi = _mm256_or_si256(hi, _mm256_and_si256(h5, b16));
       }
       const __m256i slo = _mm256_shuffle_epi8(sc, pick16(2 * c)), shi = _mm256_shuffle_epi8(sc, pick16(2 * c + 1));
       #pragma GCC unroll 8
@@ -195,6 +199,7 @@ template <DType kType, int T>
 void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
   const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+  const __m256i hi2 = _mm256_set1_epi8(0x30);
   // Run k: int16 scale 2k of the half in the low 128 bits, 2k + 1 in the high.
   __m256i pick[4];
   for (int k = 0; k < 4; ++k) pick[k] = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
@@ -239,7 +244,10 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
         __m256i q;
         if constexpr (kType == DType::Q6_K) {
           const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16((k & 1) ? l1 : l0, 4) : ((k & 1) ? l1 : l0), low4);
-          q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three), 4));
+          // Bits 2k, 2k + 1 of each qh byte to bits 4, 5: one shift (none for k = 2) and a mask
+          // (bits a 16-bit shift carries in from the neighbouring byte land outside 0x30).
+          const __m256i top = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+          q = _mm256_or_si256(lo, _mm256_and_si256(top, hi2));
         } else {
           q = _mm256_and_si256(_mm256_srli_epi16(l0, 2 * k), three);
           if constexpr (kType == DType::Q3_K) {  // hmask bit 4n + k set: + 4 (the value is q' - 4)
