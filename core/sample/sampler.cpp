@@ -140,16 +140,29 @@ Scratch& scratch() {
 void top_k_candidates(std::span<const float> l, size_t k, std::vector<Rank>& heap) {
   auto worse_on_top = [](const Rank& a, const Rank& b) { return before(a, b); };
   heap.clear();
-  for (size_t i = 0; i < l.size(); ++i) {
-    if (heap.size() < k) {
-      heap.push_back({l[i], int32_t(i)});
-      std::push_heap(heap.begin(), heap.end(), worse_on_top);
-    } else if (l[i] > heap.front().logit) {  // equal logits arrive later, so they rank after
+  const size_t n = l.size();
+  size_t i = 0;
+  for (; i < n && heap.size() < k; ++i) {
+    heap.push_back({l[i], int32_t(i)});
+    std::push_heap(heap.begin(), heap.end(), worse_on_top);
+  }
+  auto consider = [&](size_t j) {
+    if (l[j] > heap.front().logit) {  // equal logits arrive later, so they rank after
       std::pop_heap(heap.begin(), heap.end(), worse_on_top);
-      heap.back() = {l[i], int32_t(i)};
+      heap.back() = {l[j], int32_t(j)};
       std::push_heap(heap.begin(), heap.end(), worse_on_top);
     }
+  };
+  // Eight logits against the heap's worst at once: a group with none above it (nearly all, once
+  // the heap holds strong candidates) costs one compare, not eight branches; a group with one is
+  // taken token by token, in order, exactly as the scalar scan does.
+  for (; i + 8 <= n; i += 8) {
+    F8 v;
+    std::memcpy(&v, l.data() + i, sizeof v);
+    if (!any_lane(v > heap.front().logit)) continue;
+    for (size_t j = i; j < i + 8; ++j) consider(j);
   }
+  for (; i < n; ++i) consider(i);
 }
 
 // The distribution a setting defines over a row, unnormalized, in one of two forms: sparse (the
