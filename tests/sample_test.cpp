@@ -42,6 +42,34 @@ TEST(Sampler, GreedyPicksFirstMaximum) {
   EXPECT_EQ(sample_token(l, {}, p, 0), 1);
 }
 
+// argmax against the plain scan (largest value, first index among equals, NaN ignored, the first
+// -inf when nothing is larger, 0 when every logit is NaN) on rows of every length mod 8, with the
+// maximum in the vector body and in the tail, repeated in several lanes, and next to NaN.
+TEST(Sampler, ArgmaxIsTheFirstLargestLogit) {
+  auto reference = [](const std::vector<float>& l) {
+    int32_t best = -1;
+    for (size_t i = 0; i < l.size(); ++i)
+      if (!std::isnan(l[i]) && (best < 0 || l[i] > l[size_t(best)])) best = int32_t(i);
+    return best < 0 ? 0 : best;
+  };
+  const float ninf = -std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  for (size_t n : {size_t(1), size_t(7), size_t(8), size_t(9), size_t(31), size_t(32000), size_t(32003)}) {
+    for (int trial = 0; trial < 40; ++trial) {
+      std::vector<float> l(n);
+      for (size_t i = 0; i < n; ++i) {
+        const float u = philox_uniform(3, uint32_t(trial), i);
+        // Few distinct values, so the maximum repeats across lanes; some NaN and -inf.
+        l[i] = u < 0.05f ? nan : u < 0.1f ? ninf : std::floor(u * (trial % 2 ? 4.0f : 1000.0f));
+      }
+      if (trial % 5 == 1) l[n - 1] = 1e9f;      // the maximum in the tail
+      if (trial % 5 == 2) l[n / 2] = 1e9f;      // a lone maximum in the body
+      if (trial % 5 == 3) for (float& x : l) x = std::isnan(x) ? x : ninf;  // nothing above -inf
+      if (trial % 5 == 4 && trial % 10 == 9) for (float& x : l) x = nan;     // every logit NaN
+      ASSERT_EQ(argmax(l), reference(l)) << "n " << n << " trial " << trial;
+    }
+  }
+}
+
 TEST(Sampler, TopKKeepsExactlyK) {
   std::vector<float> l = {1, 4, 3, 2, 0};
   SamplingParams p;

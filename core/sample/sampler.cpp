@@ -489,11 +489,33 @@ std::span<const float> penalized(std::span<const float> logits, std::span<const 
 
 }  // namespace
 
-// The first maximum, NaN ignored (all-NaN rows give 0).
+// The first maximum, NaN ignored (all-NaN rows give 0). One pass, eight lanes: each lane keeps its
+// largest value and the first index holding it (a strict compare keeps the earlier of equals);
+// the first maximum overall is the smallest index among the lanes that hold the maximum.
 int32_t argmax(std::span<const float> logits) {
-  const float m = max_logit(logits);
-  for (size_t i = 0; i < logits.size(); ++i)
-    if (logits[i] == m) return int32_t(i);
+  const size_t n = logits.size();
+  if (n > size_t(std::numeric_limits<int32_t>::max())) return 0;  // no vocabulary is this large
+  F8 best;
+  for (int j = 0; j < 8; ++j) best[j] = kNegInf;
+  I8 at = I8{} + std::numeric_limits<int32_t>::max(), idx = I8{0, 1, 2, 3, 4, 5, 6, 7};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8, idx += 8) {
+    F8 v;
+    std::memcpy(&v, logits.data() + i, sizeof v);
+    const I8 up = v > best;  // NaN never wins
+    best = up ? v : best;
+    at = up ? idx : at;
+  }
+  float m = kNegInf;
+  int32_t first = std::numeric_limits<int32_t>::max();
+  for (int j = 0; j < 8; ++j)
+    if (best[j] > m || (best[j] == m && at[j] < first)) m = best[j], first = at[j];
+  for (; i < n; ++i)
+    if (logits[i] > m) m = logits[i], first = int32_t(i);
+  if (m > kNegInf) return first;
+  // Nothing above -inf: the first -inf, or 0 when every logit is NaN.
+  for (size_t k = 0; k < n; ++k)
+    if (logits[k] == kNegInf) return int32_t(k);
   return 0;
 }
 
