@@ -145,11 +145,13 @@ inline size_t select_buckets(const float* l, size_t n, float mx, float scale, in
 
 typedef float Vec8 __attribute__((vector_size(32)));
 
-// The largest logit and the smallest finite one (NaN and infinities ignored; -inf / +inf when there
-// is none): eight lanes at a time, one pass.
+// The largest logit (NaN ignored; -inf when there is none) and, with kMin, the smallest finite
+// one (+inf when there is none): eight lanes at a time, one pass. Without kMin the pass is only
+// the max (its min_finite stays +inf).
 struct LogitRange {
   float max = kNegInf, min_finite = std::numeric_limits<float>::infinity();
 };
+template <bool kMin = true>
 inline LogitRange logit_range(std::span<const float> l) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
   Vec8 hi, lo;
@@ -160,34 +162,21 @@ inline LogitRange logit_range(std::span<const float> l) {
     Vec8 x;
     std::memcpy(&x, l.data() + i, sizeof x);
     hi = x > hi ? x : hi;
-    lo = (x < lo) & (x > ninf) ? x : lo;  // NaN fails both comparisons
+    if constexpr (kMin) lo = (x < lo) & (x > ninf) ? x : lo;  // NaN fails both comparisons
   }
   LogitRange r;
   for (int j = 0; j < 8; ++j) {
     r.max = hi[j] > r.max ? hi[j] : r.max;
-    r.min_finite = lo[j] < r.min_finite ? lo[j] : r.min_finite;
+    if constexpr (kMin) r.min_finite = lo[j] < r.min_finite ? lo[j] : r.min_finite;
   }
   for (; i < l.size(); ++i) {
     r.max = l[i] > r.max ? l[i] : r.max;
-    if (l[i] < r.min_finite && l[i] > kNegInf) r.min_finite = l[i];
+    if (kMin && l[i] < r.min_finite && l[i] > kNegInf) r.min_finite = l[i];
   }
   return r;
 }
 
-// The largest logit, ignoring NaN (-inf when there is none): eight lanes at a time.
-inline float max_logit(std::span<const float> l) {
-  Vec8 m;
-  for (int j = 0; j < 8; ++j) m[j] = kNegInf;
-  size_t i = 0;
-  for (; i + 8 <= l.size(); i += 8) {
-    Vec8 x;
-    std::memcpy(&x, l.data() + i, sizeof x);
-    m = x > m ? x : m;
-  }
-  float r = kNegInf;
-  for (int j = 0; j < 8; ++j) r = m[j] > r ? m[j] : r;
-  for (; i < l.size(); ++i) r = l[i] > r ? l[i] : r;
-  return r;
-}
+// The largest logit, ignoring NaN (-inf when there is none).
+inline float max_logit(std::span<const float> l) { return logit_range<false>(l).max; }
 
 }  // namespace pagoda::row_kernels

@@ -330,7 +330,7 @@ bool dense_weights(std::span<const float> l, const SamplingParams& p, Scratch& s
   const size_t n = l.size();
   // The smallest logit only for top-p (its buckets span the row); otherwise the cheaper max pass.
   const bool top_p = p.top_p < 1.0f;
-  const LogitRange range = top_p ? logit_range(l) : LogitRange{max_logit(l), 0.0f};
+  const LogitRange range = top_p ? logit_range(l) : logit_range<false>(l);
   const float mx = range.max;
   if (!std::isfinite(mx)) return false;
   const float inv_t = 1.0f / p.temperature;
