@@ -58,7 +58,7 @@ void Scheduler::add(std::unique_ptr<Sequence> s) {
 }
 
 Sequence* Scheduler::find(uint64_t id) {
-  for (auto& s : running_) if (s->id == id) return s.get();
+  if (Sequence* s = running_with(id)) return s;
   for (auto& s : waiting_) if (s->id == id) return s.get();
   return nullptr;
 }
