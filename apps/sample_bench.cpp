@@ -35,6 +35,13 @@ std::vector<float> make_logits(int64_t shape) {
 }
 const char* kShapes[] = {"/flat", "/peaked", "/near_uniform"};
 
+// 64 earlier tokens, spread over the vocabulary, for the penalty settings.
+std::vector<int32_t> history64() {
+  std::vector<int32_t> h(64);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = int32_t(i * 97);
+  return h;
+}
+
 SamplingParams setting(int64_t which) {
   SamplingParams p;
   p.top_k = 0; p.top_p = 1; p.min_p = 0; p.temperature = 0.8f;
@@ -55,8 +62,7 @@ const char* kNames[] = {"greedy", "temperature", "top_k40", "top_p0.95", "min_p0
 void BM_SampleToken(benchmark::State& state) {
   const auto logits = make_logits(state.range(1));
   const SamplingParams p = setting(state.range(0));
-  std::vector<int32_t> history(64);
-  for (size_t i = 0; i < history.size(); ++i) history[i] = int32_t(i * 97);
+  const std::vector<int32_t> history = history64();
   uint64_t index = 0;
   for (auto _ : state) benchmark::DoNotOptimize(pagoda::sample_token(logits, history, p, index++));
   state.SetLabel(std::string(kNames[state.range(0)]) + kShapes[state.range(1)]);
@@ -69,8 +75,7 @@ void BM_SampleTokenRotatingRows(benchmark::State& state) {
   std::vector<std::vector<float>> rows(kRows, base);
   for (size_t r = 0; r < kRows; ++r) std::rotate(rows[r].begin(), rows[r].begin() + long(r * 499), rows[r].end());
   const SamplingParams p = setting(state.range(0));
-  std::vector<int32_t> history(64);
-  for (size_t i = 0; i < history.size(); ++i) history[i] = int32_t(i * 97);
+  const std::vector<int32_t> history = history64();
   uint64_t index = 0;
   for (auto _ : state) {
     benchmark::DoNotOptimize(pagoda::sample_token(rows[index % kRows], history, p, index));

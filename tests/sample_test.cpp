@@ -64,7 +64,7 @@ TEST(Sampler, ArgmaxIsTheFirstLargestLogit) {
       if (trial % 5 == 1) l[n - 1] = 1e9f;      // the maximum in the tail
       if (trial % 5 == 2) l[n / 2] = 1e9f;      // a lone maximum in the body
       if (trial % 5 == 3) for (float& x : l) x = std::isnan(x) ? x : ninf;  // nothing above -inf
-      if (trial % 5 == 4 && trial % 10 == 9) for (float& x : l) x = nan;     // every logit NaN
+      if (trial % 10 == 9) for (float& x : l) x = nan;                       // every logit NaN
       ASSERT_EQ(argmax(l), reference(l)) << "n " << n << " trial " << trial;
     }
   }
