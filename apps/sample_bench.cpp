@@ -83,6 +83,16 @@ void BM_SampleTokenRotatingRows(benchmark::State& state) {
   }
   state.SetLabel(std::string(kNames[state.range(0)]) + kShapes[state.range(1)] + "/64rows");
 }
+// The engine's call: the penalties written into the row and undone, not into a copy of it.
+void BM_SampleTokenInPlace(benchmark::State& state) {
+  auto logits = make_logits(state.range(1));
+  const SamplingParams p = setting(state.range(0));
+  const std::vector<int32_t> history = history64();
+  uint64_t index = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(pagoda::sample_token_in_place(logits, history, p, index++));
+  state.SetLabel(std::string(kNames[state.range(0)]) + kShapes[state.range(1)] + "/in_place");
+}
+BENCHMARK(BM_SampleTokenInPlace)->ArgsProduct({{3, 6}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SampleTokenRotatingRows)->ArgsProduct({{0, 1, 3, 5}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 
 // The sampler before this benchmark existed, kept as the baseline the ratio divides by: a dense

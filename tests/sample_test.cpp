@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 
 #include "core/sample/philox.h"
@@ -396,4 +397,62 @@ TEST(Sampler, LogitAdjustmentListFoldsEveryPenaltyPerToken) {
   for (size_t i = 0; i < l.size(); ++i) EXPECT_EQ(std::bit_cast<uint32_t>(l[i]), std::bit_cast<uint32_t>(want[i])) << i;
   // The repetition penalty divides positive logits as a multiply by the float reciprocal.
   EXPECT_EQ(l[9], 1.0f * (1.0f / 1.5f) - (2 * 0.25f + 0.5f));
+}
+
+// Near-uniform rows (every token within top-p's reach) find the boundary through a window of
+// buckets a sample of the row places; it must keep exactly what the sorted reference keeps, and
+// must actually be the path taken (else the full histogram, which the test above covers, hides it).
+TEST(Sampler, TopPWindowOnNearUniformRowsKeepsWhatTheSortedReferenceKeeps) {
+  // (At these settings every token of these rows lies within top-p's reach, where the window is
+  // tried; a lower top-p reaches less far and takes the full histogram.)
+  const float top_ps[] = {0.9f, 0.95f, 0.99f};
+  for (int shape = 0; shape < 3; ++shape) {
+    std::vector<float> l(32000);
+    for (size_t i = 0; i < l.size(); ++i) {
+      const float u = philox_uniform(23, 6, uint64_t(shape) * 100000 + i);
+      // A 1.2-logit span, a normal-ish row of standard deviation 0.34 (the synth models'), and
+      // a ramp by index (strongly ordered: the sample's groups see every part of it).
+      l[i] = shape == 0 ? 1.2f * u : shape == 1 ? 0.34f * (u + philox_uniform(23, 7, i) + philox_uniform(23, 8, i) - 1.5f) * 2.0f
+                                                : 2.5f * float(i) / float(l.size()) + 0.01f * u;
+    }
+    for (float top_p : top_ps) {
+      SamplingParams p;
+      p.temperature = 0.8f; p.top_k = 0; p.top_p = top_p; p.min_p = 0; p.seed = 8;
+      const auto want = reference_distribution(l, p);
+      const uint64_t before = top_p_window_boundaries();
+      const auto got = sampling_distribution(l, {}, p);
+      EXPECT_EQ(top_p_window_boundaries(), before + 1) << "shape " << shape << " top_p " << top_p << ": the window was not used";
+      for (size_t i = 0; i < l.size(); ++i) {
+        ASSERT_EQ(want[i] > 0, got[i] > 0) << "shape " << shape << " token " << i << " top_p=" << top_p;
+        ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * want[i]) << "shape " << shape << " token " << i;
+      }
+    }
+  }
+}
+
+// The engine's in-place draw: the same token as sample_token (which penalizes a copy) for every
+// setting, and the row bit-identical afterwards, penalties and all.
+TEST(Sampler, InPlaceDrawMatchesTheCopyingDrawAndRestoresTheRow) {
+  std::vector<float> l(32000);
+  for (size_t i = 0; i < l.size(); ++i) l[i] = 4 * philox_uniform(31, 2, i) - (i % 97 == 0 ? 3.0f : 0.0f);
+  const std::vector<float> original = l;
+  std::vector<int32_t> hist;
+  for (int32_t i = 0; i < 80; ++i) hist.push_back((i * 7919) % 32000);
+  hist.push_back(-5);     // outside the vocabulary: ignored by both
+  hist.push_back(40000);
+  struct Setting { float t, top_p, rep, pres, freq; int32_t k; };
+  const Setting settings[] = {{0, 1, 1.3f, 0, 0, 0},        {0.8f, 0.95f, 1.1f, 0, 0, 0}, {0.8f, 1, 1, 0.5f, 0.25f, 40},
+                              {1.0f, 0.9f, 1.2f, -0.5f, 1.0f, 0}, {0.7f, 1, 1, 0, 0, 0}};
+  for (const auto& st : settings) {
+    SamplingParams p;
+    p.temperature = st.t; p.top_k = st.k; p.top_p = st.top_p; p.min_p = 0;
+    p.repeat_penalty = st.rep; p.presence_penalty = st.pres; p.frequency_penalty = st.freq;
+    p.logit_bias = {{3, 5.0f}, {hist[10], -100.0f}};
+    p.seed = 12;
+    for (uint64_t i = 0; i < 20; ++i) {
+      const int32_t want = sample_token(original, hist, p, i, 30);
+      EXPECT_EQ(sample_token_in_place(l, hist, p, i, 30), want) << "draw " << i << " t=" << st.t << " rep=" << st.rep;
+      ASSERT_EQ(std::memcmp(l.data(), original.data(), l.size() * sizeof(float)), 0) << "the row was not restored";
+    }
+  }
 }

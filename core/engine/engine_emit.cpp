@@ -117,8 +117,9 @@ std::vector<int32_t> Engine::presample(const std::vector<ScheduledChunk>& plan, 
     for (int64_t k = b; k < e; ++k) {
       const size_t i = todo[size_t(k)];
       const Sequence& s = *plan[i].seq;
-      const std::span<const float> row(logits_.data() + size_t(first_row[i]) * V, V);
-      pre[i] = sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
+      // Each row is this task's alone: the penalties go into the row and back out.
+      const std::span<float> row(logits_.data() + size_t(first_row[i]) * V, V);
+      pre[i] = sample_token_in_place(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
     }
   });
   return pre;

@@ -41,9 +41,13 @@ typedef int32_t I8 __attribute__((vector_size(32)));
 
 // w[i] = exp((l[i] - mx) * inv_t) for i in [lo, hi), exactly 0 for -inf (banned) and NaN logits;
 // returns their sum, added in eight float lanes (a double accumulator would be one long dependency
-// chain; blocks are short enough that float lanes lose nothing a draw can see).
-inline double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, float inv_t) {
+// chain; blocks are short enough that float lanes lose nothing a draw can see). With kMin it also
+// lowers *min_finite to the block's smallest finite logit (top-p's buckets span the row): one
+// more compare and blend in this loop cost less than a pass of their own.
+template <bool kMin = false>
+inline double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, float inv_t, float* min_finite = nullptr) {
   const F8 ninf = F8{} + kNegInf, lo_x = F8{} - 87.0f;
+  F8 least = F8{} + std::numeric_limits<float>::infinity();
   F8 acc = {};
   size_t i = lo;
   for (; i + 8 <= hi; i += 8) {
@@ -62,10 +66,18 @@ inline double weigh(const float* l, float* w, size_t lo, size_t hi, float mx, fl
     const F8 out = v > ninf ? e : F8{};
     std::memcpy(w + i, &out, sizeof out);
     acc += out;
+    if constexpr (kMin) least = (v < least) & (v > ninf) ? v : least;  // NaN fails both comparisons
   }
   double sum = 0;
   for (int j = 0; j < 8; ++j) sum += acc[j];
-  for (; i < hi; ++i) sum += w[i] = l[i] > kNegInf ? exp_nonpositive((l[i] - mx) * inv_t) : 0.0f;
+  float m = kMin ? *min_finite : 0.0f;
+  if constexpr (kMin)
+    for (int j = 0; j < 8; ++j) m = least[j] < m ? least[j] : m;
+  for (; i < hi; ++i) {
+    sum += w[i] = l[i] > kNegInf ? exp_nonpositive((l[i] - mx) * inv_t) : 0.0f;
+    if (kMin && l[i] < m && l[i] > kNegInf) m = l[i];
+  }
+  if constexpr (kMin) *min_finite = m;
   return sum;
 }
 
@@ -143,40 +155,74 @@ inline size_t select_buckets(const float* l, size_t n, float mx, float scale, in
   return count;
 }
 
-typedef float Vec8 __attribute__((vector_size(32)));
-
-// The largest logit (NaN ignored; -inf when there is none) and, with kMin, the smallest finite
-// one (+inf when there is none): eight lanes at a time, one pass. Without kMin the pass is only
-// the max (its min_finite stays +inf).
-struct LogitRange {
-  float max = kNegInf, min_finite = std::numeric_limits<float>::infinity();
-};
-template <bool kMin = true>
-inline LogitRange logit_range(std::span<const float> l) {
-  constexpr float kInf = std::numeric_limits<float>::infinity();
-  Vec8 hi, lo;
-  for (int j = 0; j < 8; ++j) hi[j] = kNegInf, lo[j] = kInf;
-  const Vec8 ninf = Vec8{} + kNegInf;
+// Top-p's pass over a window of buckets [lo, hi]: the tokens whose bucket lies in it into `out`
+// (as select_buckets writes them; room for n + 8 entries, their number in `count`), and the
+// returned weight of the tokens in buckets before lo, w summed in eight float lanes per 256 tokens
+// (as weigh sums a block) and the blocks in double. Every token costs a few vector operations.
+inline double window_select(const float* l, const float* w, size_t n, float mx, float scale, int32_t lo, int32_t hi,
+                            uint32_t* out, size_t& count) {
+  const F8 top = F8{} + float(kBuckets - 1);
+  const I8 lo_v = I8{} + lo, hi_v = I8{} + hi;
+#if defined(__AVX2__)
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+#endif
+  double before = 0;
+  count = 0;
   size_t i = 0;
-  for (; i + 8 <= l.size(); i += 8) {
-    Vec8 x;
-    std::memcpy(&x, l.data() + i, sizeof x);
-    hi = x > hi ? x : hi;
-    if constexpr (kMin) lo = (x < lo) & (x > ninf) ? x : lo;  // NaN fails both comparisons
+  for (size_t block = 0; block < n; block += 256) {
+    const size_t end = block + 256 < n ? block + 256 : n;
+    F8 acc = {};
+    I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7} + int32_t(i);
+    for (; i + 8 <= end; i += 8, idx += 8) {
+      F8 v, x;
+      std::memcpy(&v, l + i, sizeof v);
+      std::memcpy(&x, w + i, sizeof x);
+      const F8 d = (mx - v) * scale;  // bucket_of, lane-wise
+      const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
+      acc += b < lo_v ? x : F8{};
+      const I8 in = (b >= lo_v) & (b <= hi_v);
+#if defined(__AVX2__)
+      // No branch on the mask: around a third of a near-uniform row's groups hold a window token,
+      // at random, so a skip would be mispredicted often; a store that advances by 0 costs less.
+      const int m = _mm256_movemask_ps(__builtin_bit_cast(__m256, in));
+      const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
+                                           _mm256_set1_epi32(15));
+      const __m256i packed = __builtin_bit_cast(__m256i, (idx << kBucketBits) | b);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_permutevar8x32_epi32(packed, pos));
+      count += size_t(std::popcount(unsigned(m)));
+#else
+      for (int j = 0; j < 8; ++j) {
+        out[count] = uint32_t(idx[j]) << kBucketBits | uint32_t(b[j]);
+        count += in[j] != 0;
+      }
+#endif
+    }
+    double sum = 0;
+    for (int j = 0; j < 8; ++j) sum += acc[j];
+    for (; i < end; ++i) {
+      const int32_t b = bucket_of(l[i], mx, scale);
+      if (b < lo) sum += w[i];
+      out[count] = uint32_t(i) << kBucketBits | uint32_t(b);
+      count += b >= lo && b <= hi;
+    }
+    before += sum;
   }
-  LogitRange r;
-  for (int j = 0; j < 8; ++j) {
-    r.max = hi[j] > r.max ? hi[j] : r.max;
-    if constexpr (kMin) r.min_finite = lo[j] < r.min_finite ? lo[j] : r.min_finite;
-  }
-  for (; i < l.size(); ++i) {
-    r.max = l[i] > r.max ? l[i] : r.max;
-    if (kMin && l[i] < r.min_finite && l[i] > kNegInf) r.min_finite = l[i];
-  }
-  return r;
+  return before;
 }
 
-// The largest logit, ignoring NaN (-inf when there is none).
-inline float max_logit(std::span<const float> l) { return logit_range<false>(l).max; }
+// The largest logit, ignoring NaN (-inf when there is none): eight lanes at a time.
+inline float max_logit(std::span<const float> l) {
+  F8 hi = F8{} + kNegInf;
+  size_t i = 0;
+  for (; i + 8 <= l.size(); i += 8) {
+    F8 x;
+    std::memcpy(&x, l.data() + i, sizeof x);
+    hi = x > hi ? x : hi;  // NaN never wins
+  }
+  float m = kNegInf;
+  for (int j = 0; j < 8; ++j) m = hi[j] > m ? hi[j] : m;
+  for (; i < l.size(); ++i) m = l[i] > m ? l[i] : m;
+  return m;
+}
 
 }  // namespace pagoda::row_kernels

@@ -59,6 +59,11 @@ int32_t draw_from(std::span<const float> probs, float u);
 
 int32_t argmax(std::span<const float> logits);
 
+// How many top-p boundaries this thread has found through the bucket window a sample of the row
+// places (the fast path for near-uniform rows), rather than a histogram of the whole row: tests
+// check that path runs.
+uint64_t top_p_window_boundaries();
+
 // Log-probabilities a client asks for (OpenAI `logprobs`): the log-softmax of the raw logits
 // divided by the temperature (1 under greedy), before penalties, logit_bias, top-k/top-p/min-p and
 // any grammar mask, so they describe the model rather than the request's filters (a grammar-forced
@@ -73,5 +78,10 @@ TokenLogprobs token_logprobs(std::span<const float> logits, float temperature, i
 // Draws token number `index` of a request: uniform from Philox(seed, index).
 int32_t sample_token(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& p,
                      uint64_t index, size_t generated = SIZE_MAX);
+// The same token from a row the caller lets the sampler write: the penalties are applied to the
+// row itself and undone before returning (the row is bit-identical again), instead of a copy of
+// the whole row first (a 128 KiB copy per token at a 32k vocabulary).
+int32_t sample_token_in_place(std::span<float> logits, std::span<const int32_t> history, const SamplingParams& p,
+                              uint64_t index, size_t generated = SIZE_MAX);
 
 }  // namespace pagoda
