@@ -205,7 +205,7 @@ class Engine {
   std::vector<ChunkOutcome> emit(const std::vector<ScheduledChunk>& plan, const std::vector<int32_t>& first_row,
                                  SteadyTime now, SpecTally& tally);
   // `presampled`: the chunk's token, drawn before the emit loop (-1: draw it here).
-  ChunkOutcome emit_chunk(const ScheduledChunk& c, const float* row, SteadyTime now, SpecTally& tally,
+  ChunkOutcome emit_chunk(const ScheduledChunk& c, float* row, SteadyTime now, SpecTally& tally,
                           int32_t presampled = -1);
   // Draws the token of every plain decode chunk (no drafts, no grammar, logits on the host) on the
   // backend's host threads; -1 for the rest. Each draw depends only on its own row, history and
@@ -231,7 +231,7 @@ class Engine {
   void probe();                        // degraded: try one tiny forward, recover if it works
   void fail_all(const std::string& error);  // ends every queued and running request
   bool degraded() const;
-  ChunkOutcome verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now, SpecTally& tally);
+  ChunkOutcome verify_chunk(Sequence& s, const ScheduledChunk& c, float* logits, SteadyTime now, SpecTally& tally);
   ChunkOutcome finish_verify(Sequence& s, int32_t k, const VerifyOutcome& v, const float* logits, SteadyTime now,
                              SpecTally& tally, SteadyTime t_verify);
   // [device decode] (device_decode.cpp): the forward pass leaving logits on the device, where the
@@ -241,7 +241,7 @@ class Engine {
   ChunkOutcome emit_device_chunk(const ScheduledChunk& c, const DeviceDecision& d, SteadyTime now, SpecTally& tally);
   // The logits row a token is sampled from: `row` itself, or a copy with the grammar mask applied
   // (empty span: the grammar allows no token at all).
-  std::span<const float> constrained_row(Sequence& s, const float* row, std::vector<float>& buf);
+  std::span<float> constrained_row(Sequence& s, float* row, std::vector<float>& buf);
   void attach_grammar(Sequence& s);  // engine thread: the matcher for a newly queued request
   ChunkOutcome end_without_continuation(const Sequence& s, int32_t kv_valid) const;
 

@@ -18,7 +18,7 @@ double secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 
 }  // namespace
 
-std::span<const float> Engine::constrained_row(Sequence& s, const float* row, std::vector<float>& buf) {
+std::span<float> Engine::constrained_row(Sequence& s, float* row, std::vector<float>& buf) {
   const size_t V = size_t(model_.config.vocab);
   if (!s.grammar) return {row, V};
   const grammar::TokenVocab& voc = *s.vocab;
@@ -125,7 +125,7 @@ std::vector<int32_t> Engine::presample(const std::vector<ScheduledChunk>& plan, 
   return pre;
 }
 
-ChunkOutcome Engine::emit_chunk(const ScheduledChunk& c, const float* raw, SteadyTime now, SpecTally& tally,
+ChunkOutcome Engine::emit_chunk(const ScheduledChunk& c, float* raw, SteadyTime now, SpecTally& tally,
                                 int32_t presampled) {
   Sequence& s = *c.seq;
   if (c.n_draft > 0) {
@@ -139,10 +139,12 @@ ChunkOutcome Engine::emit_chunk(const ScheduledChunk& c, const float* raw, Stead
     o.finish = FinishReason::Length;
     return o;
   }
-  const std::span<const float> row = constrained_row(s, raw, masked_row_);
+  // The row (or its masked copy) is the engine's: the penalties go into it and back out.
+  const std::span<float> row = constrained_row(s, raw, masked_row_);
   if (row.empty()) return end_without_continuation(s, o.kv_valid);
   const int32_t tok = presampled >= 0 ? presampled
-                                      : sample_token(row, s.tokens, s.sampling, uint64_t(s.generated()), size_t(s.generated()));
+                                      : sample_token_in_place(row, s.tokens, s.sampling, uint64_t(s.generated()),
+                                                              size_t(s.generated()));
   const int32_t nth = s.generated() + 1;
   emit_token(s, tok, nth, now, raw);
   o.tokens.push_back(tok);
@@ -152,7 +154,7 @@ ChunkOutcome Engine::emit_chunk(const ScheduledChunk& c, const float* raw, Stead
 
 // Rejection sampling over the k+1 target rows of one sequence, then emission of the accepted
 // drafts and the correction/bonus token; rejected positions give their KV slots back (kv_valid).
-ChunkOutcome Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, const float* logits, SteadyTime now,
+ChunkOutcome Engine::verify_chunk(Sequence& s, const ScheduledChunk& c, float* logits, SteadyTime now,
                                   SpecTally& tally) {
   const auto t_verify = Clock::now();
   const int32_t V = model_.config.vocab;
