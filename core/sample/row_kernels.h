@@ -124,27 +124,41 @@ inline constexpr std::array<uint32_t, 256> kSetBits = [] {
 }();
 #endif
 
+// bucket_of on eight lanes.
+inline void bucket_lanes(const F8& v, float mx, float scale, I8& b) {
+  const F8 top = F8{} + float(kBuckets - 1);
+  const F8 d = (mx - v) * scale;
+  b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
+}
+
+#if defined(__AVX2__)
+// Appends the lanes mask m selects, as (index << kBucketBits | bucket), to out at count, in lane
+// order: the set bits of m say which lanes to keep, one permute and one store write them, and
+// count moves by their number (out needs room for 8 past count).
+inline void append_lanes(uint32_t* out, size_t& count, const I8& idx, const I8& b, int m) {
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
+                                       _mm256_set1_epi32(15));
+  const __m256i packed = __builtin_bit_cast(__m256i, (idx << kBucketBits) | b);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_permutevar8x32_epi32(packed, pos));
+  count += size_t(std::popcount(unsigned(m)));
+}
+#endif
+
 // The tokens in bucket `limit` or before (n at most kMaxSelectable), in index order, into `out`
 // (room for n + 8 entries); returns how many. With AVX2, eight at a time: the set bits of the
 // selection mask say which lanes to keep, and the write position moves by their count.
 inline size_t select_buckets(const float* l, size_t n, float mx, float scale, int32_t limit, uint32_t* out) {
   size_t count = 0, i = 0;
 #if defined(__AVX2__)
-  const F8 top = F8{} + float(kBuckets - 1);
   const I8 lim = I8{} + limit;
-  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
   for (I8 idx = I8{0, 1, 2, 3, 4, 5, 6, 7}; i + 8 <= n; i += 8, idx += 8) {
     F8 v;
     std::memcpy(&v, l + i, sizeof v);
-    const F8 d = (mx - v) * scale;  // bucket_of, lane-wise
-    const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
+    I8 b;
+    bucket_lanes(v, mx, scale, b);
     const int m = _mm256_movemask_ps(__builtin_bit_cast(__m256, I8(b <= lim)));
-    if (m == 0) continue;  // most groups of a peaked row
-    const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
-                                         _mm256_set1_epi32(15));
-    const __m256i packed = __builtin_bit_cast(__m256i, (idx << kBucketBits) | b);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_permutevar8x32_epi32(packed, pos));
-    count += size_t(std::popcount(unsigned(m)));
+    if (m != 0) append_lanes(out, count, idx, b, m);  // most groups of a peaked row select nothing
   }
 #endif
   for (; i < n; ++i) {
@@ -161,11 +175,7 @@ inline size_t select_buckets(const float* l, size_t n, float mx, float scale, in
 // (as weigh sums a block) and the blocks in double. Every token costs a few vector operations.
 inline double window_select(const float* l, const float* w, size_t n, float mx, float scale, int32_t lo, int32_t hi,
                             uint32_t* out, size_t& count) {
-  const F8 top = F8{} + float(kBuckets - 1);
   const I8 lo_v = I8{} + lo, hi_v = I8{} + hi;
-#if defined(__AVX2__)
-  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-#endif
   double before = 0;
   count = 0;
   size_t i = 0;
@@ -177,19 +187,14 @@ inline double window_select(const float* l, const float* w, size_t n, float mx, 
       F8 v, x;
       std::memcpy(&v, l + i, sizeof v);
       std::memcpy(&x, w + i, sizeof x);
-      const F8 d = (mx - v) * scale;  // bucket_of, lane-wise
-      const I8 b = d < top ? __builtin_convertvector(d < top ? d : F8{}, I8) : I8{} + int32_t(kBuckets - 1);
+      I8 b;
+      bucket_lanes(v, mx, scale, b);
       acc += b < lo_v ? x : F8{};
       const I8 in = (b >= lo_v) & (b <= hi_v);
 #if defined(__AVX2__)
       // No branch on the mask: around a third of a near-uniform row's groups hold a window token,
       // at random, so a skip would be mispredicted often; a store that advances by 0 costs less.
-      const int m = _mm256_movemask_ps(__builtin_bit_cast(__m256, in));
-      const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int32_t(kSetBits[size_t(m)])), shifts),
-                                           _mm256_set1_epi32(15));
-      const __m256i packed = __builtin_bit_cast(__m256i, (idx << kBucketBits) | b);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_permutevar8x32_epi32(packed, pos));
-      count += size_t(std::popcount(unsigned(m)));
+      append_lanes(out, count, idx, b, _mm256_movemask_ps(__builtin_bit_cast(__m256, in)));
 #else
       for (int j = 0; j < 8; ++j) {
         out[count] = uint32_t(idx[j]) << kBucketBits | uint32_t(b[j]);
