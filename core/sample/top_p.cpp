@@ -40,6 +40,12 @@ struct BucketMass {
   }
 };
 
+// One per thread, shared by the window and the full walk (32 KiB).
+BucketMass& bucket_mass() {
+  thread_local BucketMass h;
+  return h;
+}
+
 // The first bucket in [from, to] at which the weight (acc before `from`, the bucket masses after)
 // reaches target, with acc left at the weight before it; to + 1 (acc through `to`) if none does.
 int32_t crossing_bucket(const BucketMass& h, int32_t from, int32_t to, double target, double& acc) {
@@ -129,7 +135,7 @@ bool window_boundary(std::span<const float> l, const float* w, std::vector<uint3
   size_t count = 0;
   double acc_before = window_select(l.data(), w, n, mx, scale, lo, hi, selected.data(), count);
   if (!(acc_before < target)) return false;
-  thread_local BucketMass h;
+  BucketMass& h = bucket_mass();
   h.clear(lo, hi);
   h.add(selected.data(), count, w);
   const int32_t b = crossing_bucket(h, lo, hi, target, acc_before);
@@ -184,7 +190,7 @@ std::pair<Rank, double> top_p_boundary(std::span<const float> l, std::span<const
   selected.resize(n + 8);
   const uint32_t* sel = selected.data();
   const size_t count = limit < 0 ? 0 : select_buckets(l.data(), n, mx, scale, limit, selected.data());
-  thread_local BucketMass h;
+  BucketMass& h = bucket_mass();
   h.clear(0, int32_t(kBuckets - 1));
   h.add(sel, count, w);
   double acc = 0;
