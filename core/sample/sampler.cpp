@@ -115,6 +115,8 @@ struct KeptToken {
 // vocabulary, never an allocation once warm.
 struct Scratch {
   std::vector<float> logits, w;
+  std::vector<LogitAdjust> adjust;  // sample_token_in_place: the penalties, and the logits they replaced
+  std::vector<float> replaced;
   std::vector<uint32_t> selected;
   std::vector<double> block_mass, cand_w;
   std::vector<Rank> ranks;
@@ -493,18 +495,17 @@ int32_t sample_token_in_place(std::span<float> logits, std::span<const int32_t> 
   Scratch& s = scratch();
   if (!has_penalties(p)) return draw_token(logits, p, index, s);
   // The adjustments apply_penalties makes, each logit's old value kept to put back.
-  thread_local std::vector<LogitAdjust> adj;
-  thread_local std::vector<float> saved;
+  std::vector<LogitAdjust>& adj = s.adjust;
   adj.clear();
   append_logit_adjustments(history, generated, p, int32_t(logits.size()), 0, adj);
-  saved.resize(adj.size());
+  s.replaced.resize(adj.size());
   for (size_t k = 0; k < adj.size(); ++k) {
     float& x = logits[size_t(adj[k].token)];
-    saved[k] = x;
+    s.replaced[k] = x;
     x = adjust_logit(x, adj[k]);
   }
   const int32_t token = draw_token(logits, p, index, s);
-  for (size_t k = 0; k < adj.size(); ++k) logits[size_t(adj[k].token)] = saved[k];
+  for (size_t k = 0; k < adj.size(); ++k) logits[size_t(adj[k].token)] = s.replaced[k];
   return token;
 }
 
