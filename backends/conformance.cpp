@@ -824,6 +824,10 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::PagedAttention, dt, "mix_gqa4_hd128", attention(8, 2, 128, 16, {{33, 33}, {50, 1}, {20, 5}}), kAttention);
     add(Op::PagedAttention, dt, "mix_gqa2_hd8_bs4", attention(4, 2, 8, 4, {{13, 13}, {9, 2}, {30, 1}, {4, 4}}), kAttention);
     add(Op::PagedAttention, dt, "long_gqa2_hd64", attention(2, 1, 64, 16, {{300, 1}, {200, 70}}), kAttention);
+    // Head sizes off the CPU kernels' 8- and 64-float steps (scalar tails, partial register tiles),
+    // decode tiles cut short by the context and by a span edge.
+    add(Op::PagedAttention, dt, "decode_gqa3_hd12_bs4", attention(6, 2, 12, 4, {{9, 1}, {23, 1}, {5, 5}}), kAttention);
+    add(Op::PagedAttention, dt, "decode_gqa2_hd80", attention(4, 2, 80, 16, {{41, 1}, {600, 1}, {3, 1}}), kAttention);
     // Decode rows past 512 positions, few rows: CPU spans, Vulkan and CUDA split-K partials.
     add(Op::PagedAttention, dt, "decode_split_gqa4_hd128",
         attention(8, 2, 128, 16, {{1500, 1}, {513, 1}, {40, 33}, {2100, 1}}), kAttention);

@@ -99,22 +99,6 @@ SoftmaxStats softmax_row(float* row, int32_t len, float scale) {
   return {m, total};
 }
 
-// out[i] = dot(q + i * q_stride, k) for i < 4, n a multiple of 8: each load of k feeds four FMAs.
-void dot4_f32(const float* q, int64_t q_stride, const float* k, int64_t n, float* out) {
-  v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
-  for (int64_t d = 0; d < n; d += 8) {
-    const v8f kk = load8(k + d);
-    s0 += load8(q + d) * kk;
-    s1 += load8(q + q_stride + d) * kk;
-    s2 += load8(q + 2 * q_stride + d) * kk;
-    s3 += load8(q + 3 * q_stride + d) * kk;
-  }
-  out[0] = hsum(s0);
-  out[1] = hsum(s1);
-  out[2] = hsum(s2);
-  out[3] = hsum(s3);
-}
-
 float dot_f32(const float* a, const float* b, int64_t n) {
   v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
   int64_t i = 0;
@@ -324,6 +308,71 @@ void row_to_f32(DType t, const uint8_t* src, float* dst, int32_t n) {
   if (t == DType::F16) return widen_16bit<half8_to_f32, half_to_float>(src, dst, n);
 #endif
   dequantize_row(t, src, dst, n);
+}
+
+// Decode attention works on tiles of this many positions.
+constexpr int32_t kDotTile = 8;
+
+// Lane j of the result: the sum of the lanes of a[j]. Three levels of pairwise sums; with AVX each
+// level is two shuffles and an add per pair of vectors (a horizontal sum per vector costs more
+// than that, and in order, as hsum() does, eight dependent adds).
+inline v8f transpose_sum8(const v8f* a) {
+  auto pairs = [](v8f x, v8f y) {
+    return __builtin_shufflevector(x, y, 0, 2, 8, 10, 4, 6, 12, 14) + __builtin_shufflevector(x, y, 1, 3, 9, 11, 5, 7, 13, 15);
+  };
+  const v8f lo = pairs(pairs(a[0], a[1]), pairs(a[2], a[3]));  // lane j: a[j]'s lanes 0-3, lane 4 + j: 4-7
+  const v8f hi = pairs(pairs(a[4], a[5]), pairs(a[6], a[7]));
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(lo, hi, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+// out[j] = dot(q, rows[j]) for j < kDotTile, n floats each: one load of q feeds eight FMAs, and the
+// eight sums reduce together.
+void dots_tile(const float* q, const float* const* rows, int32_t n, float* out) {
+  static_assert(kDotTile == 8);
+  v8f a[8] = {};
+  int32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    const v8f qv = load8(q + d);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) a[j] += qv * load8(rows[j] + d);
+  }
+  v8f s = transpose_sum8(a);
+  for (; d < n; ++d)  // n not a multiple of 8
+    for (int j = 0; j < 8; ++j) s[j] += q[d] * rows[j][d];
+  std::memcpy(out, &s, 32);
+}
+
+// acc[0..n) += sum over j < m of w[j] * rows[j][0..n): 64 floats of acc at a time held in
+// registers across the tile's rows.
+template <int V>
+inline void weighted_rows_chunk(const float* w, const float* const* rows, int32_t m, int32_t d0, float* acc) {
+  v8f a[V];
+#pragma GCC unroll 8
+  for (int i = 0; i < V; ++i) a[i] = load8(acc + d0 + 8 * i);
+  for (int32_t j = 0; j < m; ++j) {
+    const float wj = w[j];
+#pragma GCC unroll 8
+    for (int i = 0; i < V; ++i) a[i] += wj * load8(rows[j] + d0 + 8 * i);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < V; ++i) std::memcpy(acc + d0 + 8 * i, &a[i], 32);
+}
+
+void weighted_rows_add(const float* w, const float* const* rows, int32_t m, int32_t n, float* acc) {
+  int32_t d0 = 0;
+  for (; d0 + 64 <= n; d0 += 64) weighted_rows_chunk<8>(w, rows, m, d0, acc);
+  switch ((n - d0) / 8) {
+    case 7: weighted_rows_chunk<7>(w, rows, m, d0, acc); break;
+    case 6: weighted_rows_chunk<6>(w, rows, m, d0, acc); break;
+    case 5: weighted_rows_chunk<5>(w, rows, m, d0, acc); break;
+    case 4: weighted_rows_chunk<4>(w, rows, m, d0, acc); break;
+    case 3: weighted_rows_chunk<3>(w, rows, m, d0, acc); break;
+    case 2: weighted_rows_chunk<2>(w, rows, m, d0, acc); break;
+    case 1: weighted_rows_chunk<1>(w, rows, m, d0, acc); break;
+    default: break;
+  }
+  for (int32_t d = d0 + (n - d0) / 8 * 8; d < n; ++d)  // n not a multiple of 8
+    for (int32_t j = 0; j < m; ++j) acc[d] += w[j] * rows[j][d];
 }
 
 // Small batches (verify steps, a few streams): each weight row is read once from memory and dotted
@@ -625,7 +674,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
                      const AttentionParams& p) {
   const auto* info = reinterpret_cast<const SeqInfo*>(seqs.data);
   const int32_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim, n_heads = p.n_heads;
-  constexpr int32_t kRowChunk = 32, kDecodeSpan = 512;
+  constexpr int32_t kRowChunk = 32, kDecodeSpan = 512, kTile = kDotTile;
   struct Item {
     int32_t s, kvh, r0, r1;
   };
@@ -699,7 +748,30 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
 
   if (!spans.empty()) {
     pool.parallel_for(int64_t(spans.size()), [&](int64_t i0, int64_t i1) {
-      std::vector<float> tmp(static_cast<size_t>(hd)), sc, acc(static_cast<size_t>(n_heads) * size_t(hd));
+      const size_t cols = size_t(p.n_kv_heads) * size_t(hd);
+      std::vector<float> kbuf(size_t(kTile) * cols), sc, acc(static_cast<size_t>(n_heads) * size_t(hd));
+      std::vector<int64_t> slots;
+      const float* rows[kTile];
+      const float* base[kTile];
+      // base[j]: the span's kv heads of the cache row of position t + min(j, m - 1), as floats: in
+      // place for F32, else the tile's rows converted whole, one row after the other.
+      auto tile_rows = [&](const HostTensor& c, const Span& sp, int32_t t, int32_t m, const float** base) {
+        const size_t off = row_bytes(c.dtype, int64_t(sp.kv0) * hd);
+        const int32_t n_cols = (sp.kv1 - sp.kv0) * hd;
+        for (int32_t j = 0; j < kTile; ++j) {
+          if (j >= m) {
+            base[j] = base[m - 1];
+            continue;
+          }
+          const uint8_t* r = c.data + size_t(slots[size_t(t + j)]) * c.row_stride() + off;
+          if (c.dtype == DType::F32) {
+            base[j] = reinterpret_cast<const float*>(r);
+          } else {
+            row_to_f32(c.dtype, r, kbuf.data() + size_t(j) * cols, n_cols);
+            base[j] = kbuf.data() + size_t(j) * cols;
+          }
+        }
+      };
       for (int64_t i = i0; i < i1; ++i) {
         const Span& sp = spans[size_t(i)];
         const SeqInfo& si = info[sp.s];
@@ -708,23 +780,19 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         // every head's score for one position in the same L1 set.
         const int64_t ld = (n + 7) / 8 * 8 + 16, row = si.q_start + sp.r;
         sc.resize(size_t(n_heads) * size_t(ld));
+        slots.resize(size_t(n));
+        for (int32_t t = 0; t < n; ++t) slots[size_t(t)] = slot_of(si, sp.t0 + t);
         const float* qr = q.f32() + row * q.cols;
-        for (int32_t t = sp.t0; t < sp.t1; ++t) {
-          const int64_t slot = slot_of(si, t);
+        // Scores, kTile positions at a time, every kv head of those positions' cache rows in turn
+        // (so each row is read whole, in order): a tile's key slices are converted once for the
+        // group's query heads, and each head's kTile dot products reduce together.
+        for (int32_t t = 0; t < n; t += kTile) {
+          const int32_t m = std::min(kTile, n - t);
+          tile_rows(kc, sp, t, m, base);  // past the span: the last row again, its score unused
           for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
-            const float* kh = kv_head_at(kc, slot, kvh, tmp.data());
-            int32_t g = 0;
-            if (hd % 8 == 0)  // four query heads of the group per pass over the K row
-              for (; g + 4 <= group; g += 4) {
-                const int32_t h = kvh * group + g;
-                float d4[4];
-                dot4_f32(qr + int64_t(h) * hd, hd, kh, hd, d4);
-                for (int32_t i = 0; i < 4; ++i) sc[size_t(h + i) * size_t(ld) + size_t(t - sp.t0)] = d4[i];
-              }
-            for (; g < group; ++g) {
-              const int32_t h = kvh * group + g;
-              sc[size_t(h) * size_t(ld) + size_t(t - sp.t0)] = dot_f32(qr + int64_t(h) * hd, kh, hd);
-            }
+            for (int32_t j = 0; j < kTile; ++j) rows[j] = base[j] + int64_t(kvh - sp.kv0) * hd;
+            for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h)
+              dots_tile(qr + int64_t(h) * hd, rows, hd, sc.data() + size_t(h) * size_t(ld) + size_t(t));
           }
         }
         float* part = sp.part < 0 ? nullptr : parts.data() + size_t(sp.part) * part_floats;
@@ -737,16 +805,14 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         }
         const size_t a0 = size_t(sp.kv0) * size_t(group) * size_t(hd), a1 = size_t(sp.kv1) * size_t(group) * size_t(hd);
         std::fill(acc.begin() + ptrdiff_t(a0), acc.begin() + ptrdiff_t(a1), 0.0f);
-        for (int32_t t = sp.t0; t < sp.t1; ++t) {
-          const int64_t slot = slot_of(si, t);
+        // Values, the same tiles: each head's accumulators stay in registers across a tile.
+        for (int32_t t = 0; t < n; t += kTile) {
+          const int32_t m = std::min(kTile, n - t);
+          tile_rows(vc, sp, t, m, base);
           for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
-            const float* vh = kv_head_at(vc, slot, kvh, tmp.data());
-            for (int32_t g = 0; g < group; ++g) {
-              const int32_t h = kvh * group + g;
-              const float w = sc[size_t(h) * size_t(ld) + size_t(t - sp.t0)];
-              float* a = acc.data() + size_t(h) * size_t(hd);
-              for (int32_t d = 0; d < hd; ++d) a[d] += w * vh[d];
-            }
+            for (int32_t j = 0; j < m; ++j) rows[j] = base[j] + int64_t(kvh - sp.kv0) * hd;
+            for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h)
+              weighted_rows_add(sc.data() + size_t(h) * size_t(ld) + size_t(t), rows, m, hd, acc.data() + size_t(h) * size_t(hd));
           }
         }
         float* dst = part ? part + 2 * n_heads : out.f32() + row * out.cols;
