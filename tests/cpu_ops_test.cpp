@@ -249,6 +249,40 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
   EXPECT_EQ(got, src) << "threaded copy";
 }
 
+// The fast rope computes each row's angles once for every head; the values must be the
+// reference's exactly (a model's output may not depend on the backend mode in f32), with and
+// without per-pair frequency factors, at large positions where an angle's rounding shows.
+TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 2});
+  for (const auto& [heads, hd] : {std::pair<int32_t, int32_t>{3, 64}, {5, 6}, {2, 128}}) {
+    const int64_t rows = 7;
+    const auto x = randn(rng, size_t(rows * heads * hd));
+    std::vector<int32_t> pos(static_cast<size_t>(rows));
+    for (auto& p : pos) p = int32_t(rng() % 40000);
+    std::vector<float> factors(size_t(hd / 2));
+    for (auto& f : factors) f = 1.0f + float(rng() % 1000) / 100.0f;
+    for (bool with_factors : {false, true}) {
+      std::vector<float> outs[2];
+      int i = 0;
+      for (Backend* be : {static_cast<Backend*>(&ref), static_cast<Backend*>(&fast)}) {
+        Buf xb = make(*be, DType::F32, rows, int64_t(heads) * hd), pb = make(*be, DType::I32, rows, 1),
+            fb = make(*be, DType::F32, 1, hd / 2);
+        be->upload(xb.t, x.data(), x.size() * 4);
+        be->upload(pb.t, pos.data(), pos.size() * 4);
+        be->upload(fb.t, factors.data(), factors.size() * 4);
+        if (with_factors) be->rope_freqs(xb.t, pb.t, fb.t, heads, hd, 500000.0f);
+        else be->rope(xb.t, pb.t, heads, hd, 10000.0f);
+        outs[i].resize(x.size());
+        be->download(xb.t, outs[i].data(), x.size() * 4);
+        ++i;
+      }
+      EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), x.size() * 4))
+          << heads << " heads of " << hd << (with_factors ? ", with factors" : "");
+    }
+  }
+}
+
 // Every quantized weight type through the fast backend, at token counts around the four-token
 // pass (1, 3, 4, 5), an odd prompt and a GEMM-sized one: near the reference, and each token's row
 // bit-identical to the same token multiplied alone wherever the build has integer kernels (the

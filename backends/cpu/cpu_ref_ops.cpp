@@ -58,9 +58,7 @@ void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors
         float freq = std::pow(theta, -float(i) / float(head_dim));
         if (factors) freq /= factors[i / 2];
         const float a = p * freq, c = std::cos(a), s = std::sin(a);
-        const float v0 = v[i], v1 = v[i + 1];
-        v[i] = v0 * c - v1 * s;
-        v[i + 1] = v0 * s + v1 * c;
+        rotate_pair(v + i, c, s);
       }
     }
   }
