@@ -310,6 +310,22 @@ void row_to_f32(DType t, const uint8_t* src, float* dst, int32_t n) {
   dequantize_row(t, src, dst, n);
 }
 
+// Orders work items so that the equal-count chunks parallel_for makes carry about equal work:
+// sorted by cost, then taken alternately from the cheap and the expensive end. Each item writes
+// only its own results, so the order changes no value.
+template <typename T, typename Cost>
+void balance_by_cost(std::vector<T>& v, const Cost& cost) {
+  if (v.size() < 3) return;
+  std::stable_sort(v.begin(), v.end(), [&](const T& a, const T& b) { return cost(a) < cost(b); });
+  std::vector<T> out;
+  out.reserve(v.size());
+  for (size_t lo = 0, hi = v.size(); lo < hi;) {
+    out.push_back(v[lo++]);
+    if (lo < hi) out.push_back(v[--hi]);
+  }
+  v.swap(out);
+}
+
 // Decode attention works on tiles of this many positions.
 constexpr int32_t kDotTile = 8;
 
@@ -721,6 +737,14 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       }
     spans.swap(split_spans);
   }
+  // parallel_for gives each thread an equal count of items; a causal prompt's later row chunks
+  // attend to more positions (the last of a 1000-token prompt ~60x the first's work), so in
+  // creation order one thread got three quarters of the work.
+  balance_by_cost(items, [&](const Item& it) {
+    const int64_t first_pos = info[it.s].ctx_len - info[it.s].q_len;
+    return int64_t(it.r1 - it.r0) * (first_pos + (it.r0 + it.r1) / 2 + 1);
+  });
+  balance_by_cost(spans, [](const Span& sp) { return int64_t(sp.t1 - sp.t0) * (sp.kv1 - sp.kv0); });
   // Softmax of a row of raw dot products, with the soft cap cap * tanh(s / cap) on the scaled
   // scores first when the model asks for one.
   auto probs = [&](float* row, int32_t n) {
