@@ -814,6 +814,7 @@ std::vector<ConformanceCase> conformance_cases() {
     add(op, DType::F32, "1x1", rows_cols(1, 1), kElementwise);
     add(op, DType::F32, "7x1000", rows_cols(7, 1000), kElementwise);
     add(op, DType::F32, "3x4097", rows_cols(3, 4097), kElementwise);
+    add(op, DType::F32, "9x5001", rows_cols(9, 5001), kElementwise);  // past the CPU's threading threshold
     add(op, DType::F32, "in_place_4x333", in_place(rows_cols(4, 333)), kElementwise);
   }
   for (DType dt : {DType::F32, DType::F16}) {
@@ -852,6 +853,7 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::Softcap, DType::F32, name + "_cap30", rows_cols(r, cols, 0, 30.0f), kElementwise);
   }
   add(Op::GeluMul, DType::F32, "in_place_4x333", in_place(rows_cols(4, 333)), kElementwise);
+  add(Op::GeluMul, DType::F32, "9x5001", rows_cols(9, 5001), kElementwise);  // past the CPU's threading threshold
   add(Op::Scale, DType::F32, "in_place_4x333", in_place(rows_cols(4, 333, 0, 0.125f)), kElementwise);
   add(Op::Softcap, DType::F32, "in_place_4x333", in_place(rows_cols(4, 333, 0, 15.0f)), kElementwise);
   add(Op::Softmax, DType::F32, "1x10", rows_cols(1, 10, 0, 1.0f), kElementwise);

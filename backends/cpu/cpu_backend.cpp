@@ -134,10 +134,12 @@ void CpuBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& fr
   else fast::rope_freqs(host(x), host(pos), host(freq_factors).f32(), n_heads, head_dim, theta);
 }
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  ref::silu_mul(host(gate), host(up), host(out));
+  if (opt_.reference) ref::silu_mul(host(gate), host(up), host(out));
+  else fast::silu_mul(*pool_, host(gate), host(up), host(out));
 }
 void CpuBackend::gelu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  ref::gelu_mul(host(gate), host(up), host(out));
+  if (opt_.reference) ref::gelu_mul(host(gate), host(up), host(out));
+  else fast::gelu_mul(*pool_, host(gate), host(up), host(out));
 }
 void CpuBackend::scale(const Tensor& x, const Tensor& out, float s) { ref::scale(host(x), host(out), s); }
 void CpuBackend::softcap(const Tensor& x, const Tensor& out, float cap) { ref::softcap(host(x), host(out), cap); }

@@ -82,6 +82,9 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
 void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
                      const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
                      const AttentionParams& p);
+// silu / gelu(gate) * up through a vectorized exp (within ~1e-7 of the reference), threaded for prompts.
+void silu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, const HostTensor& out);
+void gelu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, const HostTensor& out);
 // ref::rope_freqs bit for bit, with each row's angles, cosines and sines computed once for all heads.
 void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
                 float theta);
