@@ -249,9 +249,9 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
   EXPECT_EQ(got, src) << "threaded copy";
 }
 
-// The fast rope computes each row's angles once for every head; the values must be the
-// reference's exactly (a model's output may not depend on the backend mode in f32), with and
-// without per-pair frequency factors, at large positions where an angle's rounding shows.
+// Rope in the fast backend mode must give the reference's values exactly (a model's output may not
+// depend on the backend mode in f32), with and without per-pair frequency factors, at large
+// positions where an angle's rounding shows.
 TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 2});

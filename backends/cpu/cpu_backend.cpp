@@ -125,13 +125,11 @@ void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
   else fast::matmul(*pool_, host(w), host(x), host(out));
 }
 void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
-  if (opt_.reference) ref::rope(host(x), host(pos), n_heads, head_dim, theta);
-  else fast::rope_freqs(host(x), host(pos), nullptr, n_heads, head_dim, theta);
+  ref::rope(host(x), host(pos), n_heads, head_dim, theta);
 }
 void CpuBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads,
                             int32_t head_dim, float theta) {
-  if (opt_.reference) ref::rope_freqs(host(x), host(pos), host(freq_factors).f32(), n_heads, head_dim, theta);
-  else fast::rope_freqs(host(x), host(pos), host(freq_factors).f32(), n_heads, head_dim, theta);
+  ref::rope_freqs(host(x), host(pos), host(freq_factors).f32(), n_heads, head_dim, theta);
 }
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   if (opt_.reference) ref::silu_mul(host(gate), host(up), host(out));

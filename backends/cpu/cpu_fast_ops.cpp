@@ -995,29 +995,5 @@ void gelu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, co
   });
 }
 
-// The reference recomputes pow, cos and sin for every head (12 times per pair at the 110M shape:
-// ~4% of a one-stream decode step, on the caller's thread while the pool's workers wait). A pair's
-// angle does not depend on the head, so it is computed once per row, with the same operations.
-void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
-                float theta) {
-  std::vector<float> cs(static_cast<size_t>(head_dim));  // cos, sin of pair i at 2i, 2i + 1
-  for (int64_t r = 0; r < x.rows; ++r) {
-    const float p = float(pos.i32()[r]);
-    for (int32_t i = 0; i + 1 < head_dim; i += 2) {
-      float freq = std::pow(theta, -float(i) / float(head_dim));
-      if (factors) freq /= factors[i / 2];
-      const float a = p * freq;
-      cs[size_t(i)] = std::cos(a);
-      cs[size_t(i) + 1] = std::sin(a);
-    }
-    for (int32_t h = 0; h < n_heads; ++h) {
-      float* v = x.f32() + r * x.cols + h * head_dim;
-      for (int32_t i = 0; i + 1 < head_dim; i += 2) {
-        ref::rotate_pair(v + i, cs[size_t(i)], cs[size_t(i) + 1]);
-      }
-    }
-  }
-}
-
 }  // namespace fast
 }  // namespace pagoda

@@ -42,14 +42,6 @@ namespace ref {
 void embed(const HostTensor& table, const HostTensor& ids, const HostTensor& out);
 void rms_norm(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps);
 void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out);
-// One rope rotation of (v[0], v[1]) by the angle with cosine c and sine s. In double, where a
-// product of two floats is exact, so the result is the same whether or not the compiler fuses a
-// product into the sum (ref and fast rope, scalar or vectorized, give the same bits).
-inline void rotate_pair(float* v, float c, float s) {
-  const double v0 = v[0], v1 = v[1];
-  v[0] = float(v0 * c - v1 * s);
-  v[1] = float(v0 * s + v1 * c);
-}
 void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta);
 // rope with pair i's frequency divided by factors[i] (factors null: plain rope).
 void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
@@ -85,9 +77,6 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
 // silu / gelu(gate) * up through a vectorized exp (within ~1e-7 of the reference), threaded for prompts.
 void silu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, const HostTensor& out);
 void gelu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, const HostTensor& out);
-// ref::rope_freqs bit for bit, with each row's angles, cosines and sines computed once for all heads.
-void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
-                float theta);
 }  // namespace fast
 
 }  // namespace pagoda

@@ -44,22 +44,31 @@ void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out) {
   }
 }
 
+// One rotation of (v[0], v[1]) by the angle with cosine c and sine s, in double, where a product of
+// two floats is exact: the result is the same whether or not the compiler fuses a product into the
+// sum, so every build (native FMA or portable) gives the same bits.
+inline void rotate_pair(float* v, float c, float s) {
+  const double v0 = v[0], v1 = v[1];
+  v[0] = float(v0 * c - v1 * s);
+  v[1] = float(v0 * s + v1 * c);
+}
+
 void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
   rope_freqs(x, pos, nullptr, n_heads, head_dim, theta);
 }
 
 void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
                 float theta) {
+  // A pair's angle does not depend on the head: computed once per row and pair (pow, cos and sin
+  // per head were ~3% of a one-stream decode step at the 110M shape).
   for (int64_t r = 0; r < x.rows; ++r) {
     const float p = float(pos.i32()[r]);
-    for (int32_t h = 0; h < n_heads; ++h) {
-      float* v = x.f32() + r * x.cols + h * head_dim;
-      for (int32_t i = 0; i < head_dim; i += 2) {
-        float freq = std::pow(theta, -float(i) / float(head_dim));
-        if (factors) freq /= factors[i / 2];
-        const float a = p * freq, c = std::cos(a), s = std::sin(a);
-        rotate_pair(v + i, c, s);
-      }
+    float* row = x.f32() + r * x.cols;
+    for (int32_t i = 0; i < head_dim; i += 2) {
+      float freq = std::pow(theta, -float(i) / float(head_dim));
+      if (factors) freq /= factors[i / 2];
+      const float a = p * freq, c = std::cos(a), s = std::sin(a);
+      for (int32_t h = 0; h < n_heads; ++h) rotate_pair(row + h * head_dim + i, c, s);
     }
   }
 }
