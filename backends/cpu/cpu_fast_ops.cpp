@@ -772,14 +772,16 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
 
   if (!spans.empty()) {
     pool.parallel_for(int64_t(spans.size()), [&](int64_t i0, int64_t i1) {
+      // F32 caches are read in place; other types convert a tile's rows into kbuf.
       const size_t cols = size_t(p.n_kv_heads) * size_t(hd);
-      std::vector<float> kbuf(size_t(kTile) * cols), sc, acc(static_cast<size_t>(n_heads) * size_t(hd));
+      std::vector<float> kbuf(kc.dtype == DType::F32 && vc.dtype == DType::F32 ? 0 : size_t(kTile) * cols), sc;
+      std::vector<float> acc(static_cast<size_t>(n_heads) * size_t(hd));
       std::vector<int64_t> slots;
       const float* rows[kTile];
       const float* base[kTile];
       // base[j]: the span's kv heads of the cache row of position t + min(j, m - 1), as floats: in
       // place for F32, else the tile's rows converted whole, one row after the other.
-      auto tile_rows = [&](const HostTensor& c, const Span& sp, int32_t t, int32_t m, const float** base) {
+      auto tile_rows = [&](const HostTensor& c, const Span& sp, int32_t t, int32_t m) {
         const size_t off = row_bytes(c.dtype, int64_t(sp.kv0) * hd);
         const int32_t n_cols = (sp.kv1 - sp.kv0) * hd;
         for (int32_t j = 0; j < kTile; ++j) {
@@ -812,7 +814,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         // once for the group's query heads, and each head's kTile dot products reduce together.
         for (int32_t t = 0; t < n; t += kTile) {
           const int32_t m = std::min(kTile, n - t);
-          tile_rows(kc, sp, t, m, base);  // past the span: the last row again, its score unused
+          tile_rows(kc, sp, t, m);  // past the span: the last row again, its score unused
           for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
             for (int32_t j = 0; j < kTile; ++j) rows[j] = base[j] + int64_t(kvh - sp.kv0) * hd;
             for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h)
@@ -832,7 +834,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         // Values, the same tiles: each head's accumulators stay in registers across a tile.
         for (int32_t t = 0; t < n; t += kTile) {
           const int32_t m = std::min(kTile, n - t);
-          tile_rows(vc, sp, t, m, base);
+          tile_rows(vc, sp, t, m);
           for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
             for (int32_t j = 0; j < m; ++j) rows[j] = base[j] + int64_t(kvh - sp.kv0) * hd;
             for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h)
