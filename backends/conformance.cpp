@@ -768,6 +768,10 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::Matmul, dt, "batch7_96x130", rows_cols(7, 96, 130), kReduction);
     add(Op::Matmul, dt, "prefill33_512x64", rows_cols(33, 512, 64), kReduction);
     add(Op::Matmul, dt, "prefill40_288x67", rows_cols(40, 288, 67), kReduction);
+    // 25 blocks a row: a group of sixteen, one of eight and a single block (the wide-vector CPU
+    // kernels' three steps), for one row alone and for a group of four plus two.
+    add(Op::Matmul, dt, "decode_800x37", rows_cols(1, 800, 37), kReduction);
+    add(Op::Matmul, dt, "prefill6_800x37", rows_cols(6, 800, 37), kReduction);
   }
   // The layouts added with the K-quants: 32-element blocks (and BF16) on the shapes above...
   for (DType dt : {DType::BF16, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL}) {
@@ -775,6 +779,8 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::Matmul, dt, "decode_256x67", rows_cols(1, 256, 67), kReduction);
     add(Op::Matmul, dt, "batch7_96x130", rows_cols(7, 96, 130), kReduction);
     add(Op::Matmul, dt, "prefill33_512x64", rows_cols(33, 512, 64), kReduction);
+    add(Op::Matmul, dt, "decode_800x37", rows_cols(1, 800, 37), kReduction);
+    add(Op::Matmul, dt, "prefill6_800x37", rows_cols(6, 800, 37), kReduction);
   }
   // ...and 256-element super-blocks on widths that are multiples of 256.
   for (DType dt : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {

@@ -1,5 +1,5 @@
 // Integer dot products of quantized weight rows with int8 activations, for matvecs and prompts: the
-// weights are read once at their packed size and unpacked in registers, 32 products per maddubs.
+// weights are read once at their packed size and unpacked in registers, 32 products per maddubs (or VNNI's vpdpbusd).
 // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL dot against activations quantized in 32-element blocks
 // (one float scale each), the scales of eight blocks applied at once as one float vector. The
 // K-quants (Q2_K..Q6_K) dot against activations quantized per 256-element super-block (as ggml's
@@ -11,6 +11,12 @@
 
 #if defined(__AVX2__) && defined(__F16C__)
 #include <immintrin.h>
+#endif
+// 512-bit kernels where the build targets AVX-512 BW with VNNI (Ice Lake, Zen 4 and later).
+#if defined(__AVX2__) && defined(__F16C__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define PAGODA_AVX512_VNNI 1
+#else
+#define PAGODA_AVX512_VNNI 0
 #endif
 
 #include "backends/cpu/cpu_ops.h"
@@ -52,9 +58,29 @@ inline __m256 halves8(const uint8_t* p, int stride) {
   for (int i = 0; i < 8; ++i) std::memcpy(&h[i], p + i * stride, 2);
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
 }
-// Any-sign int8 weights times int8 activations: |w| . (x with w's sign).
-inline __m256i dot_i8_i8(__m256i w, __m256i x) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones16());
+// The integer steps every kernel here is made of. With VNNI (AVX512-VNNI with VL, or AVX-VNNI)
+// each is one instruction; without, the AVX2 sequence computes the same sums, because callers keep
+// every int16 pair sum of maddubs below its saturation (unsigned weights of at most 6 bits, or the
+// |w| . sign(x, w) form with |x| <= 127).
+// acc + the sums of four u8 x s8 products per int32 lane.
+inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones16()));
+#endif
+}
+// acc + the sums of int16 pairs of a times b per int32 lane (madd).
+inline __m256i madd_add(__m256i acc, __m256i a, __m256i b) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpwssd_epi32(acc, a, b);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpwssd_avx_epi32(acc, a, b);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
 }
 
 // ---- K-quants against activations quantized per 256-element super-block ----
@@ -151,9 +177,8 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 64 * c);
-        const __m256i a = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(x)), slo);
-        const __m256i b = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(x + 32)), shi);
-        sum[t] = _mm256_add_epi32(sum[t], _mm256_add_epi32(a, b));
+        sum[t] = madd_add(sum[t], _mm256_maddubs_epi16(lo, load32(x)), slo);
+        sum[t] = madd_add(sum[t], _mm256_maddubs_epi16(hi, load32(x + 32)), shi);
       }
     }
     const __m128 dm = halves2(w);
@@ -260,7 +285,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
         #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
           const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 128 * n + 32 * k));
-          sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), scales));
+          sum[t] = madd_add(sum[t], _mm256_maddubs_epi16(q, xv), scales);
         }
       }
     }
@@ -278,10 +303,147 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   for (int t = 0; t < T; ++t) out[t] = hsum8(acc[t]);
 }
 
+#if PAGODA_AVX512_VNNI
+// GCC 12's AVX-512 intrinsics start many results from _mm512_undefined_*(), which its flow
+// analysis reports as uninitialized once inlined here.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// ---- The same K-quant dots in 512-bit registers (AVX-512 BW + VNNI) ----
+//
+// A 512-bit register holds 64 weights, so one unpack, one maddubs and one vpdpwssd cover two
+// sub-blocks: half the instructions of the 256-bit kernels, which bound a matvec on a core that
+// executes 512-bit operations at full width (one thread streamed Q4_K at 20 GB/s through the
+// 256-bit kernel, about what it can read). Each row's arithmetic is again independent of T.
+
+inline __m512i load64(const uint8_t* p) { return _mm512_loadu_si512(p); }
+// a | (b & m), one vpternlog.
+inline __m512i or_and(__m512i a, __m512i b, __m512i m) { return _mm512_ternarylogic_epi32(a, b, m, 0xF8); }
+// 16-bit lanes: shift counts (or any int16) a in the low 256 bits, b in the high.
+inline __m512i halves16(int16_t a, int16_t b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(a)), _mm256_set1_epi16(b), 1);
+}
+
+// Q4_K / Q5_K. Run c's 32 bytes hold sub-block 2c (low nibbles) and 2c + 1 (high): unpacked into
+// one register they face the 64 activations at 64c, and the int16 scale of each sub-block is
+// picked into its 256-bit half.
+template <bool kFive, int T>
+void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+  constexpr int kBytes = kFive ? 176 : 144;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(16);
+  __m512i pick[4];
+  for (int c = 0; c < 4; ++c)
+    pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(pick16(2 * c)), pick16(2 * c + 1), 1);
+  __m512 acc[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
+    if (T == 1) prefetch_ahead<kBytes>(w);
+    const __m128i scm = scales_mins_k4(w + 4);
+    const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scm));
+    const __m256i mins = _mm256_cvtepu8_epi16(  // m_s at lanes 2s, 2s + 1
+        _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const uint8_t* qs = w + (kFive ? 48 : 16);
+    const __m512i qh = kFive ? _mm512_broadcast_i64x4(load32(w + 16)) : _mm512_setzero_si512();
+    __m512i sum[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m256i raw = load32(qs + 32 * c);
+      __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), low4);
+      if (kFive) {  // bits 2c (low half) and 2c + 1 (high half) of each qh byte to bit 4
+        const __m512i h = c < 2 ? _mm512_sllv_epi16(qh, halves16(int16_t(4 - 2 * c), int16_t(3 - 2 * c)))
+                                : _mm512_srlv_epi16(qh, halves16(int16_t(2 * c - 4), int16_t(2 * c - 3)));
+        q = or_and(q, h, b16);
+      }
+      const __m512i scales = _mm512_shuffle_epi8(sc, pick[c]);
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 64 * c);
+        sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, load64(x)), scales);
+      }
+    }
+    const __m128 dm = halves2(w);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m128 f = _mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb]));  // d * dx, dmin * dx
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
+      const __m512i msum = _mm512_zextsi256_si512(_mm256_madd_epi16(mins, bs));
+      acc[t] = _mm512_fmadd_ps(_mm512_broadcastss_ps(f), _mm512_cvtepi32_ps(sum[t]), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_broadcastss_ps(_mm_movehdup_ps(f)), _mm512_cvtepi32_ps(msum), acc[t]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+// Q6_K. Half n's 64 low-bit bytes hold runs 0, 1 (low nibbles) and 2, 3 (high nibbles); runs 0
+// and 1 (2 and 3) are the half's first (last) 64 elements, so each nibble plane faces 64
+// contiguous activations. Every 128-bit lane there is one 16-element sub-block: its scale is
+// spread over the lane by one vpermw.
+template <int T>
+void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+  constexpr int kBytes = 210;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
+  const __m512i shl01 = halves16(4, 2), shr23 = halves16(0, 2);  // bits 2k, 2k + 1 of qh to bits 4, 5
+  __m512i spread[4];  // plane p of half n: int16 scale 8n + 4p + lane / 8 in 16-bit lane `lane`
+  for (int i = 0; i < 4; ++i) {
+    alignas(64) int16_t idx[32];
+    for (int l = 0; l < 32; ++l) idx[l] = int16_t(4 * i + l / 8);
+    spread[i] = _mm512_load_si512(idx);
+  }
+  __m512 acc[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
+    if (T == 1) prefetch_ahead<kBytes>(w);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
+    const __m512i sc = _mm512_castsi256_si512(sc16);
+    const float d = f16s(w + 208);
+    __m512i sum[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) {
+      const __m512i l = load64(w + 64 * n);
+      const __m512i qh = _mm512_broadcast_i64x4(load32(w + 128 + 32 * n));
+#pragma GCC unroll 2
+      for (int p = 0; p < 2; ++p) {
+        const __m512i q = p == 0 ? or_and(_mm512_and_si512(l, low4), _mm512_sllv_epi16(qh, shl01), hi2)
+                                 : or_and(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4), _mm512_srlv_epi16(qh, shr23), hi2);
+        const __m512i scales = _mm512_permutexvar_epi16(spread[2 * n + p], sc);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 128 * n + 64 * p);
+          sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, load64(x)), scales);
+        }
+      }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
+      // The offset: the unsigned q' is q + 32, so subtract 32 * sum(sc * xs).
+      const __m512i off = _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(_mm512_sub_epi32(sum[t], off)), acc[t]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+#pragma GCC diagnostic pop
+#endif
+
 template <DType kType, int T>
 void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+#if PAGODA_AVX512_VNNI
+  if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T>(w, qx, dx, xs, nsb, out);
+  else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T>(w, qx, dx, xs, nsb, out);
+  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T>(w, qx, dx, xs, nsb, out);
+#else
   if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
+#endif
   else sdot_k16<kType, T>(w, qx, dx, xs, nsb, out);
 }
 
@@ -302,11 +464,81 @@ inline __m256i nibbles(const uint8_t* q) {
   return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
 }
 
+#if PAGODA_AVX512_VNNI
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Sixteen 32-element blocks in 512-bit registers, for dot_blocks32: two blocks per register, so a
+// row's block dot is one load, one vpdpbusd (and, for signed weights, one masked negate) per two
+// blocks; the sixteen 16-lane dots are then folded to one lane per block by single-uop shuffles
+// and adds (4 x 3 + 2 x 3 + 3 of them, against the 256-bit kernel's multi-uop hadds), so output
+// lane 4j + k holds block j + 4k. The scales are taken in that order. Adds the blocks' terms to
+// acc and macc (the min term) of each of the T rows.
+constexpr int kGroup512 = 16;
+inline __m256 fold512(__m512 a) {
+  return _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+inline int block_of_lane(int lane) { return (lane >> 2) + 4 * (lane & 3); }
+
+template <int kBytes, int kOff, bool kMin, int T, typename Unpack>
+inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, int64_t b,
+                         Unpack unpack, __m512* acc, __m512* macc) {
+  // S: blocks 4i..4i+3 as four int32 lanes each (128-bit lane j: block 4i + j).
+  __m512i quad[4][T];
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    __m512i p[2][T];
+    #pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* wb = w + (4 * i + 2 * h) * kBytes;
+      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(unpack(wb)), unpack(wb + kBytes), 1);
+      const __m512i aq = kOff < 0 ? _mm512_abs_epi8(q) : q;
+      const __mmask64 neg = kOff < 0 ? _mm512_movepi8_mask(q) : 0;
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        __m512i xv = load64(reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + (b + 4 * i + 2 * h) * 32));
+        if (kOff < 0) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);  // x with w's sign
+        p[h][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, xv);
+      }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t)  // [a0 a1 | b0 b1], [c0 c1 | d0 d1] -> [a0 b0 c0 d0] + [a1 b1 c1 d1]
+      quad[i][t] = _mm512_add_epi32(_mm512_shuffle_i32x4(p[0][t], p[1][t], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_i32x4(p[0][t], p[1][t], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  alignas(64) uint16_t dh[16], mh[16];
+  alignas(64) int32_t order[16];
+  for (int l = 0; l < 16; ++l) {
+    order[l] = block_of_lane(l);
+    std::memcpy(&dh[l], w + order[l] * kBytes, 2);
+    if (kMin) std::memcpy(&mh[l], w + order[l] * kBytes + 2, 2);
+  }
+  const __m512i perm = _mm512_load_si512(order);
+  const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
+  const __m512 m = kMin ? _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(mh))) : _mm512_setzero_ps();
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    // Pairs of quads: 128-bit lane j holds blocks j, 4 + j (then 8 + j, 12 + j) as two lanes each.
+    __m512i half[2];
+    for (int k = 0; k < 2; ++k)
+      half[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(quad[2 * k][t], quad[2 * k + 1][t]),
+                                 _mm512_unpackhi_epi32(quad[2 * k][t], quad[2 * k + 1][t]));
+    __m512i s = _mm512_add_epi32(_mm512_unpacklo_epi64(half[0], half[1]), _mm512_unpackhi_epi64(half[0], half[1]));
+    const __m512i xsv = _mm512_permutexvar_epi32(perm, _mm512_loadu_si512(xs + t * nb + b));
+    if (kOff > 0) s = _mm512_sub_epi32(s, _mm512_mullo_epi32(xsv, _mm512_set1_epi32(kOff)));
+    const __m512 dxv = _mm512_permutexvar_ps(perm, _mm512_loadu_ps(dx + t * nb + b));
+    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(s), acc[t]);
+    if (kMin) macc[t] = _mm512_fmadd_ps(_mm512_mul_ps(m, dxv), _mm512_cvtepi32_ps(xsv), macc[t]);
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 // Rows of 32-element blocks of kBytes, f16 scale d first. Per block `unpack` gives the 32 weights
 // as bytes. kOff >= 0: unsigned q with x = d*(q - kOff) (Q8_0 has no offset but any sign, kOff =
 // -1 takes the sign trick); kMin: x = d*q + m (f16 m after d). Eight blocks are reduced together
-// and scaled as one vector; the offset and min terms use the activation block sums xs.
-// T activation rows at once, as for dot_q45k.
+// and scaled as one vector (sixteen at a time first where AVX-512 has blocks16_512); the offset
+// and min terms use the activation block sums xs. T activation rows at once, as for dot_q45k.
 template <int kBytes, int kOff, bool kMin, int T, typename Unpack>
 void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out,
                   Unpack unpack) {
@@ -320,10 +552,24 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i xv = load32(reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + b * 32));
-      p[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, kOff < 0 ? _mm256_sign_epi8(xv, q) : xv), ones16());
+      p[t] = dot_u8s8(_mm256_setzero_si256(), aq, kOff < 0 ? _mm256_sign_epi8(xv, q) : xv);
     }
   };
   int64_t b = 0;
+#if PAGODA_AVX512_VNNI
+  {
+    __m512 acc512[T], macc512[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc512[t] = macc512[t] = _mm512_setzero_ps();
+    for (; b + kGroup512 <= nb; b += kGroup512, w += kGroup512 * kBytes) {
+      if (T == 1) prefetch_bytes_ahead<kGroup512 * kBytes, kAheadBytes32>(w);
+      blocks16_512<kBytes, kOff, kMin, T>(w, qx, dx, xs, nb, b, unpack, acc512, macc512);
+    }
+    // Their sums enter the 256-bit accumulators' lanes first, in the same way for every T.
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[t] = fold512(_mm512_add_ps(acc512[t], macc512[t]));
+  }
+#endif
   for (; b + 8 <= nb; b += 8, w += 8 * kBytes) {
     if (T == 1) prefetch_bytes_ahead<8 * kBytes, kAheadBytes32>(w);
     // Lane s of a row's sum is the sum of the eight int32 lanes of block s's dot, reduced by a
