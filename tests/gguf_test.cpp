@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -222,4 +223,35 @@ TEST(Gguf, ArrayTooLargeForMemoryIsRejected) {
   b.resize(b.size() + n, 1);  // every element present: the file-size check passes
   expect_error(b, "would take");
   expect_error(b, "big.array");
+}
+
+// The CPU backend computes on the mapping: prefer_huge_pages() may drop the file's cached pages
+// and read them again through it, and must leave every byte where it was. Whether the kernel gives
+// 2 MiB pages depends on its THP settings, so the test checks the answer agrees with the mapping
+// rather than asking for huge pages.
+TEST(Gguf, HugePagePreferenceKeepsTheBytesAndTheMappingAligned) {
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  std::vector<uint8_t> d(size_t(6) << 20);  // three 2 MiB pages of F32 weights
+  for (size_t i = 0; i < d.size(); ++i) d[i] = uint8_t(i * 2654435761u >> 13);
+  w.add_tensor("w", GgmlType::F32, {uint64_t(d.size() / 4)}, d);
+  const auto p = tmp_path("huge.gguf");
+  ASSERT_TRUE(w.write(p).ok());
+  auto f = GgufFile::open(p);
+  ASSERT_TRUE(f.ok()) << f.error();
+  const GgufTensorInfo* t = (*f)->find_tensor("w");
+  ASSERT_NE(t, nullptr);
+  const uint8_t* base = (*f)->tensor_data(*t) - (*f)->data_offset() - t->offset;
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(base) % (size_t(2) << 20), 0u) << "the mapping starts at a 2 MiB boundary";
+  const bool huge = (*f)->prefer_huge_pages();
+  EXPECT_EQ(huge, (*f)->huge_page_share() >= 0.9);
+  std::printf("huge pages: %s (%.0f%% of the file in 2 MiB entries)\n", huge ? "yes" : "no", 100 * (*f)->huge_page_share());
+  EXPECT_EQ(std::memcmp((*f)->tensor_data(*t), d.data(), d.size()), 0);
+  std::filesystem::remove(p);
+
+  auto bytes = sample_file();  // an in-memory image has no mapping to prefer anything for
+  auto g = GgufFile::parse(bytes.data(), bytes.size());
+  ASSERT_TRUE(g.ok());
+  EXPECT_FALSE((*g)->prefer_huge_pages());
+  EXPECT_EQ((*g)->huge_page_share(), 0.0);
 }

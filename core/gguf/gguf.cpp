@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace pagoda {
@@ -18,6 +20,20 @@ constexpr uint64_t kMaxArrayLen = 1ull << 32;
 constexpr uint64_t kMaxArrayMemory = 256ull << 20;
 constexpr uint32_t kMaxDims = 4;
 constexpr int kMaxArrayDepth = 4;
+
+constexpr size_t kHugePage = size_t(2) << 20;
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// `bytes` (a multiple of kHugePage) of address space at a 2 MiB boundary, reserved without access
+// for a MAP_FIXED mapping over it; nullptr where there is no room.
+void* reserve_huge_aligned(size_t bytes) {
+  void* r = mmap(nullptr, bytes + kHugePage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) return nullptr;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(r), aligned = round_up(base, kHugePage);
+  if (aligned > base) munmap(r, aligned - base);
+  if (base + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + bytes), base + kHugePage - aligned);
+  return reinterpret_cast<void*>(aligned);
+}
 
 std::string at(uint64_t off) { return " at offset " + std::to_string(off); }
 
@@ -230,13 +246,20 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
   f->path_ = path;
   f->size_ = uint64_t(st.st_size);
   if (f->size_ > 0) {
-    void* m = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    // At a 2 MiB boundary and with MADV_HUGEPAGE: where the page cache holds the file in 2 MiB
+    // folios (as it does after reading it through such a mapping), the mapping reaches them
+    // through 2 MiB entries, so a matvec streaming the weights is not held up by TLB misses.
+    const size_t n = size_t(f->size_), span = round_up(n, kHugePage);
+    void* at = reserve_huge_aligned(span);
+    void* m = at ? mmap(at, n, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0) : MAP_FAILED;
     if (m == MAP_FAILED) {
+      const int err = errno;
+      if (at) munmap(at, span);
       ::close(fd);
-      return make_error("cannot mmap '" + path + "': " + std::strerror(errno));
+      return make_error("cannot mmap '" + path + "': " + std::strerror(err));
     }
-    const size_t n = size_t(f->size_);
-    f->bytes_ = std::shared_ptr<const void>(m, [n](const void* p) { munmap(const_cast<void*>(p), n); });
+    madvise(m, n, MADV_HUGEPAGE);  // advice: without THP for files, 4 KiB pages as before
+    f->bytes_ = std::shared_ptr<const void>(m, [span](const void* p) { munmap(const_cast<void*>(p), span); });
     f->mapped_ = true;
     f->data_ = static_cast<const uint8_t*>(m);
   }
@@ -264,6 +287,52 @@ Result<std::unique_ptr<GgufFile>> GgufFile::parse(const uint8_t* data, size_t si
 }
 
 GgufFile::~GgufFile() = default;
+
+namespace {
+// Bytes of the mapping that starts at `start` reached through 2 MiB page-table entries
+// (FilePmdMapped of its /proc/self/smaps entry), 0 if unknown.
+uint64_t pmd_mapped_bytes(const void* start) {
+  FILE* f = std::fopen("/proc/self/smaps", "r");
+  if (!f) return 0;
+  char prefix[32], line[256];
+  std::snprintf(prefix, sizeof prefix, "%lx-", static_cast<unsigned long>(reinterpret_cast<uintptr_t>(start)));
+  bool in = false;
+  unsigned long long kib = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (!in) {
+      in = std::strncmp(line, prefix, std::strlen(prefix)) == 0;
+    } else if (std::sscanf(line, "FilePmdMapped: %llu kB", &kib) == 1) {
+      break;
+    }
+  }
+  std::fclose(f);
+  return uint64_t(kib) * 1024;
+}
+}  // namespace
+
+double GgufFile::huge_page_share() const {
+  if (!mapped_ || size_ == 0) return 0;
+  const size_t n = size_t(size_);
+  volatile uint8_t sink = 0;
+  for (size_t off = 0; off < n; off += kHugePage) sink = uint8_t(sink + data_[off]);
+  return double(pmd_mapped_bytes(data_)) / double(n);
+}
+
+bool GgufFile::prefer_huge_pages() {
+  if (!mapped_) return false;
+  if (huge_page_share() >= 0.9) return true;
+  // The page cache holds the file in small folios (as it does after the file was written): drop
+  // this mapping's pages and the file's clean cached ones, so that the reads through this mapping,
+  // advised for huge pages, bring the file back in 2 MiB folios. One read of the file now; huge
+  // pages for this load and every later one while the file stays cached. (Dirty pages of a file
+  // still being written back are not dropped, and stay small.)
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  madvise(const_cast<uint8_t*>(data_), size_t(size_), MADV_DONTNEED);
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  return huge_page_share() >= 0.9;
+}
 
 void GgufFile::release_tensor_pages() const {
   if (!mapped_ || data_offset_ >= size_) return;

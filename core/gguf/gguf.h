@@ -88,6 +88,19 @@ class GgufFile {
   // Owner of the file's bytes: tensor_data() pointers stay valid while a copy of it lives, even
   // after the GgufFile is gone (a backend that uses weights in place holds one).
   std::shared_ptr<const void> bytes_owner() const { return bytes_; }
+  // For a backend that computes on the weights where they lie in host memory (the CPU): makes the
+  // mapping reach them through 2 MiB pages where the kernel can. In 4 KiB pages a matvec streaming
+  // hundreds of MiB loses much of its bandwidth to TLB misses and to the hardware prefetcher
+  // stopping at each page edge (1B-shape Q4_K_M decode on one core: 19-26 tok/s in 4 KiB pages,
+  // 35-44 in 2 MiB ones; docs/perf.md). The mapping is 2 MiB aligned and advised for huge pages,
+  // so where the page cache holds the file in 2 MiB folios (after the kernel read it through such
+  // a mapping, or with read()) it already is. Where it holds small folios (after the file was
+  // written), drops them and reads the file again through the mapping. Returns whether at least
+  // 90% of the file is now mapped in huge pages.
+  bool prefer_huge_pages();
+  // The share of the file this mapping reaches through 2 MiB entries, after touching one byte per
+  // 2 MiB (0 for an in-memory image).
+  double huge_page_share() const;
   // Drops this process's resident pages of the tensor data section (the file stays mapped and a
   // later read faults pages back in from the page cache): for when every tensor was copied to a
   // device. No-op for an in-memory image.

@@ -19,6 +19,8 @@ Result<std::unique_ptr<LoadedModel>> LoadedModel::load(const std::string& path, 
   if (m->tokenizer->vocab_size() != m->config.vocab)
     return make_error(path + ": tokenizer has " + std::to_string(m->tokenizer->vocab_size()) +
                       " tokens but token_embd.weight has " + std::to_string(m->config.vocab) + " rows");
+  // A host backend computes on the file's bytes where they lie: in 2 MiB pages where possible.
+  if (!be.info().is_gpu) m->file->prefer_huge_pages();
   auto w = ModelWeights::load(*m->file, m->config, be, progress);
   if (!w) return make_error(path + ": " + w.error());
   m->weights = std::move(*w);
