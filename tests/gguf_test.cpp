@@ -232,7 +232,7 @@ TEST(Gguf, ArrayTooLargeForMemoryIsRejected) {
 TEST(Gguf, HugePagePreferenceKeepsTheBytesAndTheMappingAligned) {
   GgufWriter w;
   w.set_string("general.architecture", "llama");
-  std::vector<uint8_t> d(size_t(6) << 20);  // three 2 MiB pages of F32 weights
+  std::vector<uint8_t> d(size_t(66) << 20);  // past the 64 MiB below which nothing is re-read
   for (size_t i = 0; i < d.size(); ++i) d[i] = uint8_t(i * 2654435761u >> 13);
   w.add_tensor("w", GgmlType::F32, {uint64_t(d.size() / 4)}, d);
   const auto p = tmp_path("huge.gguf");
@@ -249,7 +249,14 @@ TEST(Gguf, HugePagePreferenceKeepsTheBytesAndTheMappingAligned) {
   EXPECT_EQ(std::memcmp((*f)->tensor_data(*t), d.data(), d.size()), 0);
   std::filesystem::remove(p);
 
-  auto bytes = sample_file();  // an in-memory image has no mapping to prefer anything for
+  auto bytes = sample_file();
+  const auto sp = tmp_path("small.gguf");  // below 64 MiB: left as it is
+  std::ofstream(sp, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  auto small = GgufFile::open(sp);
+  ASSERT_TRUE(small.ok()) << small.error();
+  EXPECT_FALSE((*small)->prefer_huge_pages());
+  std::filesystem::remove(sp);
+  // An in-memory image has no mapping to prefer anything for.
   auto g = GgufFile::parse(bytes.data(), bytes.size());
   ASSERT_TRUE(g.ok());
   EXPECT_FALSE((*g)->prefer_huge_pages());

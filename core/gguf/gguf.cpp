@@ -315,11 +315,13 @@ double GgufFile::huge_page_share() const {
   const size_t n = size_t(size_);
   volatile uint8_t sink = 0;
   for (size_t off = 0; off < n; off += kHugePage) sink = uint8_t(sink + data_[off]);
-  return double(pmd_mapped_bytes(data_)) / double(n);
+  const size_t whole = n / kHugePage * kHugePage;  // a partial last 2 MiB cannot be a huge page
+  return whole ? std::min(1.0, double(pmd_mapped_bytes(data_)) / double(whole)) : 0.0;
 }
 
 bool GgufFile::prefer_huge_pages() {
-  if (!mapped_) return false;
+  // Below 64 MiB the TLB reaches most of the file anyway: not worth a re-read.
+  if (!mapped_ || size_ < (uint64_t(64) << 20)) return false;
   if (huge_page_share() >= 0.9) return true;
   // The page cache holds the file in small folios (as it does after the file was written): drop
   // this mapping's pages and the file's clean cached ones, so that the reads through this mapping,

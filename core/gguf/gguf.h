@@ -95,11 +95,12 @@ class GgufFile {
   // 35-44 in 2 MiB ones; docs/perf.md). The mapping is 2 MiB aligned and advised for huge pages,
   // so where the page cache holds the file in 2 MiB folios (after the kernel read it through such
   // a mapping, or with read()) it already is. Where it holds small folios (after the file was
-  // written), drops them and reads the file again through the mapping. Returns whether at least
-  // 90% of the file is now mapped in huge pages.
+  // written), drops them and reads the file again through the mapping (files of 64 MiB or more:
+  // the TLB reaches most of a smaller one anyway). Returns whether at least 90% of the file's
+  // whole 2 MiB pages are now mapped as huge pages.
   bool prefer_huge_pages();
-  // The share of the file this mapping reaches through 2 MiB entries, after touching one byte per
-  // 2 MiB (0 for an in-memory image).
+  // The share of the file's whole 2 MiB pages this mapping reaches through 2 MiB entries, after
+  // touching one byte per 2 MiB (0 for an in-memory image).
   double huge_page_share() const;
   // Drops this process's resident pages of the tensor data section (the file stays mapped and a
   // later read faults pages back in from the page cache): for when every tensor was copied to a
