@@ -609,8 +609,11 @@ TEST(ServerE2E, BackendFaultAnswers503AndHealthDegradedUntilRecovery) {
 // compute only the prompt's last token (for their own first logits), as the engine counts.
 TEST(ServerE2E, MultipleChoicesPrefillThePromptOnce) {
   Harness h;
-  const auto computed = [&] { return h.settled()["counters"]["computed_prefill_tokens"].get<int>(); };
-  const int before = computed();
+  // Counters once the engine's snapshot shows `finished` requests ended: a snapshot that merely
+  // shows an idle engine may predate the request (CI once read a delta of 0 that way).
+  const auto computed = [&](int finished) { return h.settled(finished)["counters"]["computed_prefill_tokens"].get<int>(); };
+  const int finished_before = h.settled()["counters"]["requests_finished"].get<int>();
+  const int before = computed(finished_before);
   json three = completion_body("Once upon a time, in a quiet village by the sea, there lived an old fisherman", 8);
   three["temperature"] = 0.8;
   three["seed"] = 11;
@@ -620,7 +623,7 @@ TEST(ServerE2E, MultipleChoicesPrefillThePromptOnce) {
   const json c = body_of(r);
   const int prompt = c["usage"]["prompt_tokens"];
   ASSERT_GT(prompt, 16);
-  EXPECT_EQ(computed() - before, prompt + 2) << "three separate prefills would compute " << 3 * prompt;
+  EXPECT_EQ(computed(finished_before + 1) - before, prompt + 2) << "three separate prefills would compute " << 3 * prompt;
   // Each choice is what the same request alone returns with that choice's seed.
   for (int i = 0; i < 3; ++i) {
     json one = three;
