@@ -12,8 +12,8 @@
 #if defined(__AVX2__) && defined(__F16C__)
 #include <immintrin.h>
 #endif
-// 512-bit kernels where the build targets AVX-512 BW with VNNI (Ice Lake, Zen 4 and later).
-#if defined(__AVX2__) && defined(__F16C__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+// 512-bit kernels where the build targets AVX-512 BW and VL with VNNI (Ice Lake, Zen 4 and later).
+#if defined(__AVX2__) && defined(__F16C__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 #define PAGODA_AVX512_VNNI 1
 #else
 #define PAGODA_AVX512_VNNI 0
@@ -451,11 +451,15 @@ void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs
 inline __m256i fifth_bits(const uint8_t* qh_bytes) {
   uint32_t qh;
   std::memcpy(&qh, qh_bytes, 4);
+#if PAGODA_AVX512_VNNI
+  return _mm256_maskz_mov_epi8(__mmask32(qh), _mm256_set1_epi8(16));  // bit j selects byte j
+#else
   // Byte j takes byte j/8 of qh, then tests bit j%8.
   const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),
                                              _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+#endif
 }
 
 // Nibbles of 16 bytes as 32 bytes: low nibbles (elements 0..15) then high (16..31).
