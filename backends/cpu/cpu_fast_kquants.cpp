@@ -131,6 +131,12 @@ inline __m128i scales_mins_k4(const uint8_t* q) {
   return _mm_unpacklo_epi32(lo, _mm_or_si128(nib, top));
 }
 
+// The eight mins of scales_mins_k4's result as int16, m_s at lanes 2s and 2s + 1 (against the
+// activations' per-16 sums).
+inline __m256i mins_k4(__m128i scm) {
+  return _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+}
+
 // The two f16 values at p (d, dmin) as floats in lanes 0 and 1.
 inline __m128 halves2(const uint8_t* p) {
   int32_t h;
@@ -153,8 +159,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
     if (T == 1) prefetch_ahead<kBytes>(w);
     const __m128i scm = scales_mins_k4(w + 4);
     const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-    const __m256i mins = _mm256_cvtepu8_epi16(  // m_s at lanes 2s, 2s + 1
-        _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const __m256i mins = mins_k4(scm);
     const uint8_t* qs = w + (kFive ? 48 : 16);
     const __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
     __m256i sum[T];
@@ -341,8 +346,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
     if (T == 1) prefetch_ahead<kBytes>(w);
     const __m128i scm = scales_mins_k4(w + 4);
     const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scm));
-    const __m256i mins = _mm256_cvtepu8_epi16(  // m_s at lanes 2s, 2s + 1
-        _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const __m256i mins = mins_k4(scm);
     const uint8_t* qs = w + (kFive ? 48 : 16);
     const __m512i qh = kFive ? _mm512_broadcast_i64x4(load32(w + 16)) : _mm512_setzero_si512();
     __m512i sum[T];
