@@ -9,8 +9,11 @@
 //                       shape for every type): the prefill kernel, reported as Gmadds (10^9
 //                       multiply-adds) per second, comparable with F32's GEMM;
 //   Matmul256/<type>    a 256-token prompt against 768 weight rows (the 110M shape's ffn_down):
-//                       activations past L2, as in `bench decode`'s 256-token prefill.
-// Rows are 2048 weights (the 1B shape's width). Weights are random floats quantized with the
+//                       activations past L2, as in `bench decode`'s 256-token prefill;
+//   Matmul256w768/<type> the same prompt against 2048 rows of 768 weights (the 110M shape's
+//                       ffn_gate/ffn_up; its attention matrices are 768 wide too): short rows,
+//                       where a kernel's per-row costs and its 8-block tail path show.
+// Rows are 2048 weights (the 1B shape's width) unless a name says otherwise. Weights are random floats quantized with the
 // backend's quantizer, so every block's scales are valid.
 // Run: ./build/pagoda_kernel_bench [--benchmark_filter=q4_k] [--benchmark_format=json]
 #include <benchmark/benchmark.h>
@@ -28,7 +31,7 @@ namespace {
 
 using pagoda::DType;
 
-constexpr int64_t kCols = 2048;
+constexpr int64_t kWide = 2048;
 
 struct Case {
   std::vector<uint8_t> w;
@@ -36,8 +39,8 @@ struct Case {
   pagoda::HostTensor tw, tx, tout;
 };
 
-// `rows` weight rows of type t, `tokens` activation rows.
-Case make_case(DType t, int64_t rows, int64_t tokens) {
+// `rows` weight rows of type t and `kCols` weights, `tokens` activation rows.
+Case make_case(DType t, int64_t rows, int64_t tokens, int64_t kCols = kWide) {
   Case c;
   const size_t stride = pagoda::row_bytes(t, kCols);
   c.w.resize(size_t(rows) * stride);
@@ -56,17 +59,17 @@ Case make_case(DType t, int64_t rows, int64_t tokens) {
 }
 
 // Whole rows of type t in about `bytes`.
-int64_t rows_in(DType t, size_t bytes) { return int64_t(std::max<size_t>(1, bytes / pagoda::row_bytes(t, kCols))); }
+int64_t rows_in(DType t, size_t bytes) { return int64_t(std::max<size_t>(1, bytes / pagoda::row_bytes(t, kWide))); }
 
-void run(benchmark::State& state, DType t, int64_t rows, int64_t tokens, bool per_byte) {
+void run(benchmark::State& state, DType t, int64_t rows, int64_t tokens, bool per_byte, int64_t cols = kWide) {
   pagoda::ThreadPool pool(1);
-  Case c = make_case(t, rows, tokens);
+  Case c = make_case(t, rows, tokens, cols);
   for (auto _ : state) {
     pagoda::fast::matmul(pool, c.tw, c.tx, c.tout);
     benchmark::DoNotOptimize(c.out.data());
     benchmark::ClobberMemory();
   }
-  const double weights = double(c.tw.rows) * double(kCols);
+  const double weights = double(c.tw.rows) * double(cols);
   const double iters = double(state.iterations());
   if (per_byte) {
     state.SetBytesProcessed(int64_t(iters * double(c.w.size())));
@@ -92,6 +95,8 @@ int main(int argc, char** argv) {
         ->MinTime(0.5);
     benchmark::RegisterBenchmark(("Matmul64/" + name).c_str(), [t](benchmark::State& s) { run(s, t, 512, 64, false); });
     benchmark::RegisterBenchmark(("Matmul256/" + name).c_str(), [t](benchmark::State& s) { run(s, t, 768, 256, false); });
+    benchmark::RegisterBenchmark(("Matmul256w768/" + name).c_str(),
+                                 [t](benchmark::State& s) { run(s, t, 2048, 256, false, 768); });
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

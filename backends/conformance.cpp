@@ -772,6 +772,9 @@ std::vector<ConformanceCase> conformance_cases() {
     // kernels' three steps), for one row alone and for a group of four plus two.
     add(Op::Matmul, dt, "decode_800x37", rows_cols(1, 800, 37), kReduction);
     add(Op::Matmul, dt, "prefill6_800x37", rows_cols(6, 800, 37), kReduction);
+    // A prompt through the CPU's 16-row panels: two passes of eight tokens, three lone tokens,
+    // two panels and five rows past them, all three block steps.
+    add(Op::Matmul, dt, "prefill19_800x37", rows_cols(19, 800, 37), kReduction);
   }
   // The layouts added with the K-quants: 32-element blocks (and BF16) on the shapes above...
   for (DType dt : {DType::BF16, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL}) {
@@ -781,6 +784,7 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::Matmul, dt, "prefill33_512x64", rows_cols(33, 512, 64), kReduction);
     add(Op::Matmul, dt, "decode_800x37", rows_cols(1, 800, 37), kReduction);
     add(Op::Matmul, dt, "prefill6_800x37", rows_cols(6, 800, 37), kReduction);
+    add(Op::Matmul, dt, "prefill19_800x37", rows_cols(19, 800, 37), kReduction);
   }
   // ...and 256-element super-blocks on widths that are multiples of 256.
   for (DType dt : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {

@@ -284,16 +284,20 @@ TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
 }
 
 // Every quantized weight type through the fast backend, at token counts around the four-token
-// pass (1, 3, 4, 5), an odd prompt and a GEMM-sized one: near the reference, and each token's row
-// bit-identical to the same token multiplied alone wherever the build has integer kernels (the
-// result of a token must not depend on the batch or the prompt chunking around it).
+// pass (1, 3, 4, 5) and prompt sizes (17, 33: 16-row panels with 8-token passes and a lone
+// token, 37 outputs = 2 panels + 5 rows): near the reference, and each token's row bit-identical
+// to the same token multiplied alone wherever the build has integer kernels (the result of a token
+// must not depend on the batch or the prompt chunking around it). Rows of 768 (16 + 8 blocks of
+// 32), and for the 32-element types 800 (16 + 8 + a tail block) and 1056 (2 x 16 + a tail).
 TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 3});
   const DType types[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL,
                          DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-  const int64_t n_in = 768, n_out = 37;
-  for (DType dt : types) {
+  const int64_t n_out = 37;
+  for (DType dt : types)
+  for (int64_t n_in : {768, 800, 1056}) {
+    if (n_in % dtype_block_elems(dt) != 0) continue;
     const bool integer = fastq::int_dot_for(dt) != nullptr || fastq::super_dot_for(dt, 1) != nullptr;
     auto w = randn(rng, size_t(n_in * n_out));
     std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
@@ -310,12 +314,13 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
     for (int64_t n : {1, 3, 4, 5, 17, 33}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(fast, x.data(), n), want = run(ref, x.data(), n);
-      EXPECT_LT(nmse(got, std::vector<double>(want.begin(), want.end())), 5e-4) << dtype_name(dt) << " rows " << n;
+      EXPECT_LT(nmse(got, std::vector<double>(want.begin(), want.end())), 5e-4) << dtype_name(dt) << " width " << n_in << " rows " << n;
       if (!integer) continue;
       for (int64_t r : {int64_t(0), n / 2, n - 1}) {
         const auto alone = run(fast, x.data() + r * n_in, 1);
         for (int64_t o = 0; o < n_out; ++o)
-          ASSERT_EQ(got[size_t(r * n_out + o)], alone[size_t(o)]) << dtype_name(dt) << " row " << r << " of " << n << " output " << o;
+          ASSERT_EQ(got[size_t(r * n_out + o)], alone[size_t(o)])
+              << dtype_name(dt) << " width " << n_in << " row " << r << " of " << n << " output " << o;
       }
     }
   }

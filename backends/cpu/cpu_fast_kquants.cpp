@@ -7,7 +7,9 @@
 // Without AVX2 and F16C the callers fall back to dequantize-and-dot (the portable path).
 #include "backends/cpu/cpu_fast_quant.h"
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #if defined(__AVX2__) && defined(__F16C__)
 #include <immintrin.h>
@@ -624,8 +626,9 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int t = 0; t < T; ++t) {
       int32_t s = hsum8i(p[t]);
       if (kOff > 0) s -= kOff * xs[t * nb + b];
-      tail[t] += f16(w) * dx[t * nb + b] * float(s);
-      if (kMin) tail[t] += f16(w + 2) * dx[t * nb + b] * float(xs[t * nb + b]);
+      // Explicit fmas (not left to contraction), so block_gemm16 can repeat them lane for lane.
+      tail[t] = std::fma(f16(w) * dx[t * nb + b], float(s), tail[t]);
+      if (kMin) tail[t] = std::fma(f16(w + 2) * dx[t * nb + b], float(xs[t * nb + b]), tail[t]);
     }
   }
   #pragma GCC unroll 8
@@ -669,6 +672,157 @@ float dot_1(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* 
   return r;
 }
 
+
+#if PAGODA_AVX512_VNNI
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// ---- Prompts: 16 weight rows at a time, interleaved so that a lane is a row ----
+//
+// dot_blocks32 spends most of a prompt's time outside the products: per activation row it folds
+// sixteen 16-lane dots into one lane per block (about 20 shuffles and adds per 16 blocks) and,
+// for Q8_0 and IQ4_NL, flips activation signs. Here 16 rows of weights are first unpacked once
+// into a panel where, per block, vector k holds bytes 4k..4k+3 of every row (dword j: row j), as
+// unsigned bytes (signed formats shifted by 128, the shift taken back through the activation
+// block sums, exactly). A block's dot with a token is then 8 vpdpbusd against the token's
+// broadcast dwords with the 16 rows' results in 16 lanes: no folds, no sign flips, and each
+// weight vector serves kTokens tokens from a register.
+//
+// The float arithmetic is dot_blocks32's, lane for lane, so a token's outputs are bit-identical
+// to the same token multiplied alone (the engine's outputs may not depend on the batch). Its
+// accumulators are replayed here as arrays indexed by the lane they occupy there: 16 lanes over
+// the 16-block groups, folded to 8, then the 8-block groups, the reduction tree of hsum8, and the
+// tail blocks' fmas.
+constexpr int kPanelRows = 16;
+
+inline int lane_of_block(int blk) { return 4 * (blk & 3) + (blk >> 2); }  // inverse of block_of_lane
+
+// Per block of the panel: 8 x 64 bytes of weights, then 16 float scales d, then (kMin) 16 mins.
+template <bool kMin>
+constexpr int64_t panel_block_bytes() { return 512 + 64 + (kMin ? 64 : 0); }
+
+template <int kBytes, int kOff, bool kMin, typename Unpack>
+void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, Unpack unpack, uint8_t* panel) {
+  alignas(64) uint8_t rows[kPanelRows][32];
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* pb = panel + b * panel_block_bytes<kMin>();
+    float* d = reinterpret_cast<float*>(pb + 512);
+    for (int j = 0; j < kPanelRows; ++j) {
+      const uint8_t* wb = w + size_t(j) * stride + size_t(b) * kBytes;
+      __m256i q = unpack(wb);
+      if (kOff < 0) q = _mm256_xor_si256(q, _mm256_set1_epi8(int8_t(0x80)));  // q + 128 as a byte
+      _mm256_store_si256(reinterpret_cast<__m256i*>(rows[j]), q);
+      d[j] = f16(wb);
+      if (kMin) d[kPanelRows + j] = f16(wb + 2);
+    }
+    for (int k = 0; k < 8; ++k)
+      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, rows[j] + 4 * k, 4);
+  }
+}
+
+// out[t * ldo + j] for the panel's 16 rows j and tokens t < T (token t's activations at qx + t *
+// 32 * nb, dx + t * nb, xs + t * nb).
+template <int kOff, bool kMin, int T>
+void panel16_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
+                    float* out, int64_t ldo) {
+  constexpr int32_t kShift = kOff < 0 ? 128 : kOff;  // what the panel's bytes carry above the weights
+  constexpr int64_t kPB = panel_block_bytes<kMin>();
+  // Block b's integer dots with every token, the panel's shift taken out: s[t], lane j for row j.
+  auto sums = [&](int64_t b, __m512i* s) {
+    const uint8_t* pb = panel + b * kPB;
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) s[t] = _mm512_setzero_si512();
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m512i wv = _mm512_load_si512(pb + 64 * k);
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        int32_t x4;
+        std::memcpy(&x4, qx + t * 32 * nb + b * 32 + 4 * k, 4);
+        s[t] = _mm512_dpbusd_epi32(s[t], wv, _mm512_set1_epi32(x4));
+      }
+    }
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; ++t)
+      if (kShift > 0) s[t] = _mm512_sub_epi32(s[t], _mm512_set1_epi32(xs[t * nb + b] * kShift));
+  };
+  // Block b's terms added to acc[t] (scale) and macc[t] (min), as dot_blocks32 adds them to a lane.
+  auto block = [&](int64_t b, __m512* acc, __m512* macc) {
+    __m512i s[T];
+    sums(b, s);
+    const float* scales = reinterpret_cast<const float*>(panel + b * kPB + 512);
+    const __m512 d = _mm512_load_ps(scales);
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) {
+      const __m512 dxv = _mm512_set1_ps(dx[t * nb + b]);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(s[t]), acc[t]);
+      if (kMin)
+        macc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_load_ps(scales + 16), dxv), _mm512_set1_ps(float(xs[t * nb + b])), macc[t]);
+    }
+  };
+  const __m512 zero = _mm512_setzero_ps();
+  // dot_blocks32's 512-bit accumulators: class c is its lane c.
+  __m512 acc16[16][T], macc16[16][T];
+  for (int c = 0; c < 16; ++c)
+    for (int t = 0; t < T; ++t) acc16[c][t] = macc16[c][t] = zero;
+  int64_t b = 0;
+  for (; b + 16 <= nb; b += 16)
+    for (int j = 0; j < 16; ++j) block(b + j, acc16[lane_of_block(j)], macc16[lane_of_block(j)]);
+  // fold512(acc + macc): lane c of the 256-bit accumulator is (acc + macc)[c] + (acc + macc)[c + 8].
+  __m512 acc8[8][T], macc8[8][T];
+  for (int c = 0; c < 8; ++c)
+    for (int t = 0; t < T; ++t) {
+      acc8[c][t] = _mm512_add_ps(_mm512_add_ps(acc16[c][t], macc16[c][t]), _mm512_add_ps(acc16[c + 8][t], macc16[c + 8][t]));
+      macc8[c][t] = zero;
+    }
+  for (; b + 8 <= nb; b += 8)
+    for (int j = 0; j < 8; ++j) block(b + j, acc8[j], macc8[j]);
+  // The tail blocks: one running sum, scale term then min term per block.
+  __m512 tail[T];
+  for (int t = 0; t < T; ++t) tail[t] = zero;
+  for (; b < nb; ++b) block(b, tail, tail);
+  for (int t = 0; t < T; ++t) {
+    // hsum8(acc + macc): ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), then + tail.
+    __m512 v[8];
+    for (int c = 0; c < 8; ++c) v[c] = _mm512_add_ps(acc8[c][t], macc8[c][t]);
+    const __m512 even = _mm512_add_ps(_mm512_add_ps(v[0], v[4]), _mm512_add_ps(v[2], v[6]));
+    const __m512 odd = _mm512_add_ps(_mm512_add_ps(v[1], v[5]), _mm512_add_ps(v[3], v[7]));
+    _mm512_storeu_ps(out + t * ldo, _mm512_add_ps(_mm512_add_ps(even, odd), tail[t]));
+  }
+}
+
+// The panel and token loop of one type: kTokens tokens per pass, then one at a time.
+template <int kBytes, int kOff, bool kMin, typename Unpack>
+void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
+                 int64_t tokens, float* out, int64_t ldo, Unpack unpack) {
+  constexpr int kTokens = 8;
+  thread_local std::vector<uint8_t> store;
+  const size_t need = size_t(nb * panel_block_bytes<kMin>()) + 64;
+  if (store.size() < need) store.resize(need);
+  uint8_t* panel = store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
+  pack_panel16<kBytes, kOff, kMin>(w, stride, nb, unpack, panel);
+  int64_t t = 0;
+  for (; t + kTokens <= tokens; t += kTokens)
+    panel16_tokens<kOff, kMin, kTokens>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo, ldo);
+  for (; t < tokens; ++t)
+    panel16_tokens<kOff, kMin, 1>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo, ldo);
+}
+
+void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx,
+            const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
+  switch (type) {
+    case DType::Q8_0: return gemm16_type<34, -1, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q8_0(b); });
+    case DType::Q4_0: return gemm16_type<18, 8, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q4_0(b); });
+    case DType::Q4_1: return gemm16_type<20, 0, true>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q4_1(b); });
+    case DType::Q5_0: return gemm16_type<22, 16, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q5_0(b); });
+    case DType::Q5_1: return gemm16_type<24, 0, true>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q5_1(b); });
+    case DType::IQ4_NL: return gemm16_type<18, -1, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_iq4_nl(b); });
+    default: return;
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 }  // namespace
 
 IntDot int_dot_for(DType t) {
@@ -690,6 +844,20 @@ IntDot4 int_dot4_for(DType t) {
     default: return nullptr;
   }
 }
+bool has_gemm16(DType t) { return PAGODA_AVX512_VNNI && int_dot_for(t) != nullptr; }
+
+bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
+            int64_t tokens, float* out, int64_t ldo) {
+#if PAGODA_AVX512_VNNI
+  if (!int_dot_for(t)) return false;
+  gemm16_any(t, w, stride, nb, qx, dx, xs, tokens, out, ldo);
+  return true;
+#else
+  (void)t, (void)w, (void)stride, (void)nb, (void)qx, (void)dx, (void)xs, (void)tokens, (void)out, (void)ldo;
+  return false;
+#endif
+}
+
 SuperDot super_dot_for(DType t, int rows) {
   switch (t) {
 #define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
@@ -732,6 +900,8 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
 IntDot int_dot_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
 SuperDot super_dot_for(DType, int) { return nullptr; }
+bool has_gemm16(DType) { return false; }
+bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*) {}
 #endif
 

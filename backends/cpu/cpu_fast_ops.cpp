@@ -220,10 +220,13 @@ QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t 
 // dot(wr, r, tokens, res) writes the dots of weight row wr with activation rows r..r+tokens
 // (tokens 4 or 1). Blocks of weight rows (a few KiB, in L1/L2) meet every activation row in turn:
 // each weight row is read from memory once, each activation row from L1 once per block.
+// Weight rows before `first` are left alone.
 template <typename Dot>
-void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostTensor& out, const Dot& dot) {
+void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostTensor& out, const Dot& dot, int64_t first = 0) {
   const size_t stride = w.row_stride();
-  pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+  if (first >= w.rows) return;
+  pool.parallel_for(w.rows - first, [&](int64_t o0, int64_t o1) {
+    o0 += first, o1 += first;
     constexpr int64_t kRowBlock = 16;
     for (int64_t ob = o0; ob < o1; ob += kRowBlock) {
       const int64_t oe = std::min(o1, ob + kRowBlock);
@@ -487,6 +490,9 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
 constexpr int64_t kNr = 2 * kLanes, kMr = 6, kKcMax = 320;
 // Below this many rows packing the weights costs more than their reuse saves (decode batches).
 constexpr int64_t kGemmMinRows = 16;
+// Tokens from which the integer kernels unpack 16-row weight panels (fastq::gemm16): the unpack,
+// once per panel, is then under a tenth of the products.
+constexpr int64_t kGemm16MinTokens = 16;
 
 // Packs W[n0 .. n0+kNr) x [k0 .. k0+kc) as panel[k][j] (j < kNr), zero rows past `n_valid`.
 void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, float* panel, float* tmp) {
@@ -591,10 +597,22 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const fastq::IntDot4 kdot4 = fastq::int_dot4_for(w.dtype);
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in);
     const int64_t nb = n_in / 32;
+    // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
+    // token), the rows past the last whole panel through the row kernels.
+    int64_t first = 0;
+    if (x.rows >= kGemm16MinTokens && fastq::has_gemm16(w.dtype)) {
+      const int64_t panels = w.rows / fastq::kGemmRows;
+      pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p)
+          fastq::gemm16(w.dtype, w.data + size_t(p * fastq::kGemmRows) * stride, stride, nb, qx.q.data(), qx.d.data(),
+                        qx.sum.data(), x.rows, out.f32() + p * fastq::kGemmRows, out.cols);
+      });
+      first = panels * fastq::kGemmRows;
+    }
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       if (tokens == 4) kdot4(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
       else *res = kdot(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb);
-    });
+    }, first);
     return;
   }
   // The K-quants: activations in 256-element super-blocks with per-16 sums (fastq::super_dot_for),

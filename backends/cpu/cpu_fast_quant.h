@@ -1,6 +1,7 @@
 // Integer dot kernels for block-quantized weight rows against int8 activations quantized in
 // 32-element blocks (scale dx per block). Shared between the fast matmul and its K-quant file.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "backends/backend.h"
@@ -20,6 +21,17 @@ IntDot int_dot_for(DType t);
 // exactly int_dot_for's, so a result does not depend on how rows were grouped.
 using IntDot4 = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);
 IntDot4 int_dot4_for(DType t);
+
+// Prompt-sized batches of a type int_dot_for has a kernel for, where the build has AVX-512 VNNI:
+// out[t * ldo + j] for the kGemmRows weight rows j (row j at w + j * stride) and `tokens`
+// activation rows quantized as for int_dot_for (token t at qx + t * 32 * nb, dx + t * nb,
+// xs + t * nb). The rows are unpacked once into a panel where a vector lane is a row, so a token
+// costs 8 vpdpbusd per block for all 16 rows. Every result is bit-identical to int_dot_for's for
+// the same row and token. False (nothing written) where the build or the type has no such kernel.
+constexpr int64_t kGemmRows = 16;
+bool has_gemm16(DType t);
+bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
+            int64_t tokens, float* out, int64_t ldo);
 
 // The K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) dot against activations quantized per 256-element
 // super-block, as ggml's Q8_K: int8 values qx, one float scale dx per super-block and the int16 sum
