@@ -3,6 +3,8 @@
 // the way it distorts a two-thread decode:
 //   Matvec/<type>/l2    one activation row against 192 KiB of weights (they stay in L2): the
 //                       kernel's instruction cost, reported as Gweights (10^9 weights) per second;
+//   Matvec768/<type>/l2 the same with rows of 768 weights (the 110M shape's attention and
+//                       ffn_gate/ffn_up matrices), where a kernel's per-row costs show;
 //   Matvec/<type>/dram  one row against 64 MiB of weights (read from memory once per call): the
 //                       decode case, reported as weight bytes per second;
 //   Matmul64/<type>     64 activation rows (a prompt chunk) against 512 weight rows (the same
@@ -90,6 +92,9 @@ int main(int argc, char** argv) {
     const std::string name = pagoda::dtype_name(t);
     benchmark::RegisterBenchmark(("Matvec/" + name + "/l2").c_str(),
                                  [t](benchmark::State& s) { run(s, t, rows_in(t, 192 << 10), 1, false); });
+    benchmark::RegisterBenchmark(("Matvec768/" + name + "/l2").c_str(), [t](benchmark::State& s) {
+      run(s, t, int64_t((192 << 10) / pagoda::row_bytes(t, 768)), 1, false, 768);
+    });
     benchmark::RegisterBenchmark(("Matvec/" + name + "/dram").c_str(),
                                  [t](benchmark::State& s) { run(s, t, rows_in(t, 64 << 20), 1, true); })
         ->MinTime(0.5);

@@ -794,6 +794,10 @@ std::vector<ConformanceCase> conformance_cases() {
     add(Op::Matmul, dt, "batch7_512x130", rows_cols(7, 512, 130), kReduction);
     add(Op::Matmul, dt, "prefill33_512x64", rows_cols(33, 512, 64), kReduction);
     add(Op::Matmul, dt, "prefill40_768x67", rows_cols(40, 768, 67), kReduction);
+    // Rows of 9 super-blocks (the CPU's exact form: two groups of four and one) for one token and
+    // for a prompt through its 16-row panels (two passes of eight tokens, three lone tokens).
+    add(Op::Matmul, dt, "decode_2304x37", rows_cols(1, 2304, 37), kReduction);
+    add(Op::Matmul, dt, "prefill19_2304x37", rows_cols(19, 2304, 37), kReduction);
   }
   for (DType dt : {DType::F32, DType::F16}) {  // widths a quantized block layout cannot hold
     add(Op::Embed, dt, "rows5_dim67", rows_cols(5, 67, 11), kElementwise);

@@ -287,8 +287,10 @@ TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
 // pass (1, 3, 4, 5) and prompt sizes (17, 33: 16-row panels with 8-token passes and a lone
 // token, 37 outputs = 2 panels + 5 rows): near the reference, and each token's row bit-identical
 // to the same token multiplied alone wherever the build has integer kernels (the result of a token
-// must not depend on the batch or the prompt chunking around it). Rows of 768 (16 + 8 blocks of
-// 32), and for the 32-element types 800 (16 + 8 + a tail block) and 1056 (2 x 16 + a tail).
+// must not depend on the batch or the prompt chunking around it). Rows of 768 and 1280 (3 and 5
+// super-blocks: the K-quants' lane form), 2048 and 2304 (8 and 9: their exact form, two whole
+// groups of four and a partial one), and for the 32-element types 800 (16 + 8 + a tail block) and
+// 1056 (2 x 16 + a tail).
 TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 3});
@@ -296,9 +298,9 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
                          DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
   const int64_t n_out = 37;
   for (DType dt : types)
-  for (int64_t n_in : {768, 800, 1056}) {
+  for (int64_t n_in : {768, 800, 1056, 1280, 2048, 2304}) {
     if (n_in % dtype_block_elems(dt) != 0) continue;
-    const bool integer = fastq::int_dot_for(dt) != nullptr || fastq::super_dot_for(dt, 1) != nullptr;
+    const bool integer = fastq::int_dot_for(dt) != nullptr || fastq::super_dot_for(dt, 1, n_in / 256) != nullptr;
     auto w = randn(rng, size_t(n_in * n_out));
     std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
     for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, w.data() + o * n_in, wq.data() + size_t(o) * row_bytes(dt, n_in), n_in);
@@ -330,15 +332,17 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
 // activations (quantized per 256 as the kernels take them). The weight blocks are random bytes
 // (every scale, min and quant bit pattern the format allows, e.g. Q6_K scale -128, Q3_K scale -32),
 // with finite random halves for d and dmin; the activations include an all-zero super-block and a
-// spike. The four-row kernel must give the one-row kernel's results bit for bit.
+// spike. The four-row kernel must give the one-row kernel's results bit for bit, on rows of 1, 3
+// and 5 super-blocks (the lane form) and of 8 and 9 (the exact form, and the 16-row panels where
+// the build has them).
 TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
-  if (!fastq::super_dot_for(DType::Q4_K, 1)) GTEST_SKIP() << "this build has no AVX2 kernels (portable path)";
+  if (!fastq::super_dot_for(DType::Q4_K, 1, 1)) GTEST_SKIP() << "this build has no AVX2 kernels (portable path)";
   std::mt19937_64 rng(fresh_seed());
   struct Halves { DType t; int d, dmin; };  // byte offsets of the f16 scales in a block (-1: none)
   const Halves types[] = {{DType::Q2_K, 80, 82}, {DType::Q3_K, 108, -1}, {DType::Q4_K, 0, 2}, {DType::Q5_K, 0, 2}, {DType::Q6_K, 208, -1}};
   std::uniform_real_distribution<float> scale(0.001f, 0.1f);
   for (const auto& [dt, d_at, dmin_at] : types) {
-    for (int64_t nsb : {1, 3}) {
+    for (int64_t nsb : {1, 3, 5, 8, 9}) {
       const int64_t n = 256 * nsb;
       auto x = randn(rng, size_t(4 * n));
       std::fill(x.begin() + n, x.begin() + n + 256, 0.0f);  // row 1: a zero super-block (scale 0)
@@ -357,7 +361,8 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
         ASSERT_EQ(sums[size_t(r)], s) << "run " << r;
       }
       const size_t rb = row_bytes(dt, n);
-      for (int rep = 0; rep < 8; ++rep) {
+      std::vector<uint8_t> rows16(16 * rb);  // the rows below, for the 16-row panels
+      for (int rep = 0; rep < 16; ++rep) {
         std::vector<uint8_t> wrow(rb);
         for (auto& b : wrow) b = uint8_t(rng());
         const size_t block = rb / size_t(nsb);
@@ -369,7 +374,7 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
         std::vector<float> deq(static_cast<size_t>(n));
         dequantize_row(dt, wrow.data(), deq.data(), n);
         float four[4];
-        fastq::super_dot_for(dt, 4)(wrow.data(), q.data(), d.data(), sums.data(), nsb, four);
+        fastq::super_dot_for(dt, 4, nsb)(wrow.data(), q.data(), d.data(), sums.data(), nsb, four);
         for (int64_t t = 0; t < 4; ++t) {
           double want = 0, mag = 0;
           for (int64_t i = 0; i < n; ++i) {
@@ -378,11 +383,33 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
             mag += std::fabs(term);
           }
           float one;
-          fastq::super_dot_for(dt, 1)(wrow.data(), q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb, nsb, &one);
+          fastq::super_dot_for(dt, 1, nsb)(wrow.data(), q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb, nsb, &one);
           EXPECT_NEAR(one, want, 1e-5 * mag + 1e-30) << dtype_name(dt) << " super-blocks " << nsb << " row " << t;
           EXPECT_EQ(four[t], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << t;
         }
+        std::memcpy(rows16.data() + size_t(rep) * rb, wrow.data(), rb);
       }
+      // The 16-row panels (AVX-512 builds): 9 tokens (a pass of eight and a lone one, token t is
+      // activation row t % 4), each output bit-identical to the one-row kernel's.
+      if (!fastq::has_gemm16_k(dt, nsb)) continue;
+      const int64_t tokens = 9;
+      std::vector<int8_t> q9(size_t(tokens * n));
+      std::vector<float> d9(size_t(tokens * nsb));
+      std::vector<int16_t> s9(size_t(tokens * n / 16));
+      for (int64_t t = 0; t < tokens; ++t) {
+        std::memcpy(q9.data() + t * n, q.data() + (t % 4) * n, size_t(n));
+        std::memcpy(d9.data() + t * nsb, d.data() + (t % 4) * nsb, size_t(nsb) * 4);
+        std::memcpy(s9.data() + t * n / 16, sums.data() + (t % 4) * n / 16, size_t(n / 16) * 2);
+      }
+      std::vector<float> got(size_t(tokens * 16));
+      ASSERT_TRUE(fastq::gemm16_k(dt, rows16.data(), rb, nsb, q9.data(), d9.data(), s9.data(), tokens, got.data(), 16));
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t j = 0; j < 16; ++j) {
+          float one;
+          fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(j) * rb, q.data() + (t % 4) * n, d.data() + (t % 4) * nsb,
+                                      sums.data() + (t % 4) * 16 * nsb, nsb, &one);
+          ASSERT_EQ(got[size_t(t * 16 + j)], one) << dtype_name(dt) << " panel row " << j << " token " << t;
+        }
     }
   }
 }

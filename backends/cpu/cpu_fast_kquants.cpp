@@ -331,27 +331,106 @@ inline __m512i halves16(int16_t a, int16_t b) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(a)), _mm256_set1_epi16(b), 1);
 }
 
+// The sum of the 16 lanes in a fixed tree: lane l + lane l + 8, then l + 4, then (0 + 2) + (1 + 3)
+// (the order of GCC's _mm512_reduce_add_ps, spelled out so no other library changes it).
+inline float reduce16(__m512 a) {
+  const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+  const __m128 w = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  return (_mm_cvtss_f32(w) + _mm_cvtss_f32(_mm_movehl_ps(w, w))) +
+         (_mm_cvtss_f32(_mm_shuffle_ps(w, w, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(w, w, 3)));
+}
+
+// From kGemmKMinSuperBlocks super-blocks a row the kernels take the exact form below instead of
+// the lane form, and prompts go through gemm16_k's panels. Either form is used for every batch size
+// of a row width, so a token's result never depends on the batch. The exact form costs a matvec a
+// few instructions a super-block (5-8% of a row's time when its weights are in L2, nothing
+// measurable when they stream from memory, as in decode), which short rows would feel the most.
+
+// The row kernels reduce each super-block to exact integers (the scaled dot, the min or offset
+// term) and accumulate their float terms in four accumulators, super-block sb in sb % 4, so that
+// gemm16_k can repeat the float arithmetic with a row per lane. The reductions are batched by four
+// super-blocks: the four 16-lane dot vectors and four 8-lane min vectors become the eight totals
+// by 128-bit shuffles, in-lane adds and one permute (about 5 instructions a super-block where a
+// reduction each cost about 16).
+struct Totals4 {
+  __m128 e, m;  // per super-block of the group: the dot total and the min total, as floats
+};
+inline Totals4 totals4(const __m512i* s, const __m256i* mv) {
+  auto quarters = [](__m512i a, __m512i b) {  // [a's 128-bit quarters summed, b's] as lanes
+    const __m512i h0 = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xEE));
+    return h0;  // [a.q0 + a.q2, a.q1 + a.q3, b.q0 + b.q2, b.q1 + b.q3]
+  };
+  auto halves = [](__m512i a, __m512i b) {  // [a.q0 + a.q1, a.q2 + a.q3, b.q0 + b.q1, b.q2 + b.q3]
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD));
+  };
+  // Quarter k of c: super-block k's four partial sums; of cm: its min sums.
+  const __m512i c = halves(quarters(s[0], s[1]), quarters(s[2], s[3]));
+  const __m512i cm = halves(_mm512_inserti64x4(_mm512_castsi256_si512(mv[0]), mv[1], 1),
+                            _mm512_inserti64x4(_mm512_castsi256_si512(mv[2]), mv[3], 1));
+  const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi32(c, cm), _mm512_unpackhi_epi32(c, cm));
+  const __m512i v = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_BADC));  // quarter k: [e_k, m_k, e_k, m_k]
+  const __m512 f = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), v));
+  return {_mm512_castps512_ps128(f), _mm512_extractf32x4_ps(f, 1)};
+}
+// The dot totals alone (Q6_K, whose offset is already in its dot vectors).
+inline __m128 dot_totals4(const __m512i* s) {
+  auto quarters = [](__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xEE));
+  };
+  const __m512i q0 = quarters(s[0], s[1]), q1 = quarters(s[2], s[3]);
+  const __m512i c = _mm512_add_epi32(_mm512_shuffle_i32x4(q0, q1, 0x88), _mm512_shuffle_i32x4(q0, q1, 0xDD));
+  const __m512i u = _mm512_add_epi32(c, _mm512_shuffle_epi32(c, _MM_PERM_BADC));
+  const __m512i v = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_CDAB));  // quarter k: e_k in every lane
+  const __m512i e = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v);
+  return _mm_cvtepi32_ps(_mm512_castsi512_si128(e));
+}
+inline __m128i fold_to_128(__m512i v) {
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+inline __m128i fold_to_128(__m256i v) { return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)); }
+inline __m128 hadd_totals4(const __m128i* p) {
+  return _mm_cvtepi32_ps(_mm_hadd_epi32(_mm_hadd_epi32(p[0], p[1]), _mm_hadd_epi32(p[2], p[3])));
+}
+// (a0 + a2) + (a1 + a3), the row's result.
+inline float sum_classes(__m128 a) {
+  const __m128 h = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+// The f16 values at p + k * stride (k < n, zeros past), kHalves (1 or 2) of them each, as floats:
+// [first of each | second of each].
+template <int kHalves, int kN>
+inline __m256 halves_of4(const uint8_t* p, int stride) {
+  int32_t h[4] = {};
+  #pragma GCC unroll 4
+  for (int k = 0; k < kN; ++k) std::memcpy(&h[k], p + k * stride, 2 * kHalves);
+  const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32(h[0], h[1], h[2], h[3]));
+  return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+}
+// Four floats from p, zeros past the first kN (a row's last super-blocks).
+template <int kN>
+inline __m128 load4_upto(const float* p) {
+  return kN >= 4 ? _mm_loadu_ps(p) : _mm_maskz_loadu_ps(__mmask8((1u << kN) - 1), p);
+}
+
 // Q4_K / Q5_K. Run c's 32 bytes hold sub-block 2c (low nibbles) and 2c + 1 (high): unpacked into
 // one register they face the 64 activations at 64c, and the int16 scale of each sub-block is
 // picked into its 256-bit half.
-template <bool kFive, int T>
+template <bool kFive, int T, bool kExact>
 void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = kFive ? 176 : 144;
   const __m512i low4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(16);
   __m512i pick[4];
   for (int c = 0; c < 4; ++c)
     pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(pick16(2 * c)), pick16(2 * c + 1), 1);
-  __m512 acc[T];
-  #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
-    if (T == 1) prefetch_ahead<kBytes>(w);
-    const __m128i scm = scales_mins_k4(w + 4);
+  // Super-block sb (at wb): its dot vector sum[t] and min vector mv[t] for every row.
+  auto superblock = [&](const uint8_t* wb, int64_t sb, __m512i* sum, __m256i* mv) {
+    if (T == 1) prefetch_ahead<kBytes>(wb);
+    const __m128i scm = scales_mins_k4(wb + 4);
     const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scm));
     const __m256i mins = mins_k4(scm);
-    const uint8_t* qs = w + (kFive ? 48 : 16);
-    const __m512i qh = kFive ? _mm512_broadcast_i64x4(load32(w + 16)) : _mm512_setzero_si512();
-    __m512i sum[T];
+    const uint8_t* qs = wb + (kFive ? 48 : 16);
+    const __m512i qh = kFive ? _mm512_broadcast_i64x4(load32(wb + 16)) : _mm512_setzero_si512();
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
@@ -370,25 +449,75 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
         sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, load64(x)), scales);
       }
     }
-    const __m128 dm = halves2(w);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t)
+      mv[t] = _mm256_madd_epi16(mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16)));
+  };
+  // The kN (<= 4) super-blocks from g: their totals, then the float terms.
+  if constexpr (!kExact) {
+    // Lane form: each super-block's lanes scaled and accumulated in float, reduced once a row.
+    __m512 acc[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
+      __m512i sum[T];
+      __m256i mv[T];
+      superblock(w, sb, sum, mv);
+      const __m128 dm = halves2(w);
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m128 f = _mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb]));  // d * dx, dmin * dx
+        acc[t] = _mm512_fmadd_ps(_mm512_broadcastss_ps(f), _mm512_cvtepi32_ps(sum[t]), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_broadcastss_ps(_mm_movehdup_ps(f)), _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mv[t])), acc[t]);
+      }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) out[t] = reduce16(acc[t]);
+    return;
+  }
+  __m128 acc[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
+  auto group = [&]<int kN>(int64_t g) {
+    __m128i part[T][4], mpart[T][4];  // per super-block of the group: the dot and min vectors, folded
+    const uint8_t* wg = w + g * kBytes;
+    const __m256 dm = halves_of4<2, kN>(wg, kBytes);  // d of each super-block, then dmin
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      if (k < kN) {
+        __m512i sv[T];
+        __m256i mv[T];
+        superblock(wg + k * kBytes, g + k, sv, mv);
+        for (int t = 0; t < T; ++t) part[t][k] = fold_to_128(sv[t]), mpart[t][k] = fold_to_128(mv[t]);
+      } else {
+        for (int t = 0; t < T; ++t) part[t][k] = mpart[t][k] = _mm_setzero_si128();
+      }
+    }
+    const __m128 d = _mm256_castps256_ps128(dm), dmin = _mm256_extractf128_ps(dm, 1);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      const __m128 f = _mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb]));  // d * dx, dmin * dx
-      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
-      const __m512i msum = _mm512_zextsi256_si512(_mm256_madd_epi16(mins, bs));
-      acc[t] = _mm512_fmadd_ps(_mm512_broadcastss_ps(f), _mm512_cvtepi32_ps(sum[t]), acc[t]);
-      acc[t] = _mm512_fnmadd_ps(_mm512_broadcastss_ps(_mm_movehdup_ps(f)), _mm512_cvtepi32_ps(msum), acc[t]);
+      const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
+      acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, dxv), hadd_totals4(part[t]), acc[t]);
+      acc[t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), hadd_totals4(mpart[t]), acc[t]);
     }
+  };
+  int64_t g = 0;
+  for (; g + 4 <= nsb; g += 4) group.template operator()<4>(g);
+  switch (nsb - g) {
+    case 1: group.template operator()<1>(g); break;
+    case 2: group.template operator()<2>(g); break;
+    case 3: group.template operator()<3>(g); break;
+    default: break;
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
 }
 
 // Q6_K. Half n's 64 low-bit bytes hold runs 0, 1 (low nibbles) and 2, 3 (high nibbles); runs 0
 // and 1 (2 and 3) are the half's first (last) 64 elements, so each nibble plane faces 64
 // contiguous activations. Every 128-bit lane there is one 16-element sub-block: its scale is
 // spread over the lane by one vpermw.
-template <int T>
+template <int T, bool kExact>
 void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = 210;
   const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
@@ -399,21 +528,17 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int l = 0; l < 32; ++l) idx[l] = int16_t(4 * i + l / 8);
     spread[i] = _mm512_load_si512(idx);
   }
-  __m512 acc[T];
-  #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
-    if (T == 1) prefetch_ahead<kBytes>(w);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
+  // Super-block sb (at wb): its dot vector less the offset, sum[t], for every row.
+  auto superblock = [&](const uint8_t* wb, int64_t sb, __m512i* sum) {
+    if (T == 1) prefetch_ahead<kBytes>(wb);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + 192)));
     const __m512i sc = _mm512_castsi256_si512(sc16);
-    const float d = f16s(w + 208);
-    __m512i sum[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
 #pragma GCC unroll 2
     for (int n = 0; n < 2; ++n) {
-      const __m512i l = load64(w + 64 * n);
-      const __m512i qh = _mm512_broadcast_i64x4(load32(w + 128 + 32 * n));
+      const __m512i l = load64(wb + 64 * n);
+      const __m512i qh = _mm512_broadcast_i64x4(load32(wb + 128 + 32 * n));
 #pragma GCC unroll 2
       for (int p = 0; p < 2; ++p) {
         const __m512i q = p == 0 ? or_and(_mm512_and_si512(l, low4), _mm512_sllv_epi16(qh, shl01), hi2)
@@ -428,24 +553,67 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
+      // The offset: the unsigned q' is q + 32, so subtract 32 * sum(sc * xs) (in the sum's lanes 0..7).
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
-      // The offset: the unsigned q' is q + 32, so subtract 32 * sum(sc * xs).
-      const __m512i off = _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
-      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(_mm512_sub_epi32(sum[t], off)), acc[t]);
+      sum[t] = _mm512_sub_epi32(sum[t], _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5)));
     }
+  };
+  if constexpr (!kExact) {  // lane form, as sdot_q45k_512's
+    __m512 acc[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
+      __m512i sum[T];
+      superblock(w, sb, sum);
+      const float d = f16s(w + 208);
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(sum[t]), acc[t]);
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) out[t] = reduce16(acc[t]);
+    return;
+  }
+  __m128 acc[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
+  auto group = [&]<int kN>(int64_t g) {
+    __m512i part[4][T];
+    const uint8_t* wg = w + g * kBytes;
+    const __m128 d = _mm256_castps256_ps128(halves_of4<1, kN>(wg + 208, kBytes));
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      if (k < kN) superblock(wg + k * kBytes, g + k, part[k]);
+      else
+        for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512();
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512i sv[4] = {part[0][t], part[1][t], part[2][t], part[3][t]};
+      acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, load4_upto<kN>(dx + t * nsb + g)), dot_totals4(sv), acc[t]);
+    }
+  };
+  int64_t g = 0;
+  for (; g + 4 <= nsb; g += 4) group.template operator()<4>(g);
+  switch (nsb - g) {
+    case 1: group.template operator()<1>(g); break;
+    case 2: group.template operator()<2>(g); break;
+    case 3: group.template operator()<3>(g); break;
+    default: break;
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
 }
 #pragma GCC diagnostic pop
 #endif
 
-template <DType kType, int T>
+// kExact: the exact form of the 512-bit kernels (ignored where there are none).
+template <DType kType, int T, bool kExact = false>
 void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
 #if PAGODA_AVX512_VNNI
-  if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T>(w, qx, dx, xs, nsb, out);
-  else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T>(w, qx, dx, xs, nsb, out);
-  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T>(w, qx, dx, xs, nsb, out);
+  if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, kExact>(w, qx, dx, xs, nsb, out);
+  else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, kExact>(w, qx, dx, xs, nsb, out);
+  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, kExact>(w, qx, dx, xs, nsb, out);
 #else
   if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
@@ -820,6 +988,162 @@ void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const i
     default: return;
   }
 }
+// ---- The same panels for Q4_K, Q5_K and Q6_K ----
+//
+// The row kernels (sdot_q45k_512, sdot_q6k_512) reduce each super-block to two exact integers, its
+// scaled dot E and its min term M (Q6_K: E less the offset), and accumulate d*dx*E - dmin*dx*M in
+// float, super-block sb into accumulator sb % 4; a row's result is (a0 + a2) + (a1 + a3). A panel
+// reaches the same integers with a row per lane: per sub-block 8 (Q6_K: 4) vpdpbusd of unsigned
+// quants against broadcast activations, one vpmulld by the sub-block scales; the min / offset term
+// by vpdpwssd of int16 pairs. The float operations are then the row kernels', lane for lane.
+//
+// Per super-block of 16 rows: the unsigned quants (Q6_K's as q + 32) as 64 vectors of element
+// quads (vector k, dword j: row j's elements 4k..4k+3), the int32 sub-block scales (16 lanes per
+// sub-block), 8 vectors of int16 pairs (class L: (m_L, m_L), or Q6_K's (sc_2L, sc_2L+1)), d, dmin.
+constexpr int64_t kPanelKScales = 4096, kPanelKPairs = 5120, kPanelKD = 5632, kPanelKDmin = 5696;
+constexpr int64_t kPanelK = kPanelKDmin + 64;
+
+// Row j's super-block at wb as unsigned quants q[256], scales sc[16] (8 used by Q4_K/Q5_K), mins
+// m[8], d and dmin: the block layouts as sdot_q45k_512 and sdot_q6k_512 read them.
+template <DType kType>
+void unpack_superblock(const uint8_t* wb, uint8_t* q, int32_t* sc, int32_t* m, float& d, float& dmin) {
+  if constexpr (kType == DType::Q6_K) {
+    const uint8_t *ql = wb, *qh = wb + 128;
+    for (int n = 0; n < 2; ++n)
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t h = qh[32 * n + l];
+        uint8_t* qn = q + 128 * n + l;
+        qn[0] = uint8_t((ql[64 * n + l] & 15) | ((h & 3) << 4));
+        qn[32] = uint8_t((ql[64 * n + l + 32] & 15) | (((h >> 2) & 3) << 4));
+        qn[64] = uint8_t((ql[64 * n + l] >> 4) | (((h >> 4) & 3) << 4));
+        qn[96] = uint8_t((ql[64 * n + l + 32] >> 4) | (((h >> 6) & 3) << 4));
+      }
+    for (int s = 0; s < 16; ++s) sc[s] = int8_t(wb[192 + s]);
+    d = f16s(wb + 208);
+    dmin = 0.0f;
+  } else {
+    constexpr bool kFive = kType == DType::Q5_K;
+    alignas(16) uint8_t sm[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k4(wb + 4));
+    for (int s = 0; s < 8; ++s) sc[s] = sm[s], m[s] = sm[8 + s];
+    const uint8_t* qs = wb + (kFive ? 48 : 16);
+    for (int c = 0; c < 4; ++c)
+      for (int i = 0; i < 32; ++i) {
+        uint8_t lo = qs[32 * c + i] & 15, hi = qs[32 * c + i] >> 4;
+        if (kFive) {
+          lo = uint8_t(lo | (((wb[16 + i] >> (2 * c)) & 1) << 4));
+          hi = uint8_t(hi | (((wb[16 + i] >> (2 * c + 1)) & 1) << 4));
+        }
+        q[64 * c + i] = lo;
+        q[64 * c + 32 + i] = hi;
+      }
+    d = f16s(wb);
+    dmin = f16s(wb + 2);
+  }
+}
+
+template <DType kType>
+void pack_panel16_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
+  constexpr int kBytes = kType == DType::Q6_K ? 210 : kType == DType::Q5_K ? 176 : 144;
+  alignas(64) uint8_t q[kPanelRows][256];
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    uint8_t* pb = panel + sb * kPanelK;
+    int32_t* sc = reinterpret_cast<int32_t*>(pb + kPanelKScales);
+    int16_t* pairs = reinterpret_cast<int16_t*>(pb + kPanelKPairs);  // [class][row][2]
+    float* d = reinterpret_cast<float*>(pb + kPanelKD);
+    float* dmin = reinterpret_cast<float*>(pb + kPanelKDmin);
+    for (int j = 0; j < kPanelRows; ++j) {
+      int32_t scj[16], mj[8] = {};
+      unpack_superblock<kType>(w + size_t(j) * stride + size_t(sb) * kBytes, q[j], scj, mj, d[j], dmin[j]);
+      for (int s = 0; s < (kType == DType::Q6_K ? 16 : 8); ++s) sc[16 * s + j] = scj[s];
+      for (int l = 0; l < 8; ++l) {
+        pairs[32 * l + 2 * j] = int16_t(kType == DType::Q6_K ? scj[2 * l] : mj[l]);
+        pairs[32 * l + 2 * j + 1] = int16_t(kType == DType::Q6_K ? scj[2 * l + 1] : mj[l]);
+      }
+    }
+    for (int k = 0; k < 64; ++k)
+      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, q[j] + 4 * k, 4);
+  }
+}
+
+template <DType kType, int T>
+void panel16k_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
+                     float* out, int64_t ldo) {
+  constexpr bool kSix = kType == DType::Q6_K;
+  constexpr int kSub = kSix ? 16 : 8, kQuads = 64 / kSub;  // sub-blocks, element quads per sub-block
+  __m512 acc[4][T];  // the row kernels' four accumulators, a row per lane
+  for (int c = 0; c < 4; ++c)
+    for (int t = 0; t < T; ++t) acc[c][t] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = panel + sb * kPanelK;
+    __m512i e[T];
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) e[t] = _mm512_setzero_si512();
+    for (int s = 0; s < kSub; ++s) {
+      __m512i raw[T];
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) raw[t] = _mm512_setzero_si512();
+      #pragma GCC unroll 8
+      for (int k = 0; k < kQuads; ++k) {
+        const int quad = s * kQuads + k;
+        const __m512i wv = _mm512_load_si512(pb + 64 * quad);
+        #pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) {
+          int32_t x4;
+          std::memcpy(&x4, qx + (t * nsb + sb) * 256 + 4 * quad, 4);
+          raw[t] = _mm512_dpbusd_epi32(raw[t], wv, _mm512_set1_epi32(x4));
+        }
+      }
+      const __m512i scv = _mm512_load_si512(pb + kPanelKScales + 64 * s);
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) e[t] = _mm512_add_epi32(e[t], _mm512_mullo_epi32(scv, raw[t]));
+    }
+    // The min term (Q6_K: the offset's sum of sc * xs) from the int16 pairs.
+    __m512i m[T];
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) m[t] = _mm512_setzero_si512();
+    for (int l = 0; l < 8; ++l) {
+      const __m512i pv = _mm512_load_si512(pb + kPanelKPairs + 64 * l);
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        int32_t xs2;
+        std::memcpy(&xs2, xs + (t * nsb + sb) * 16 + 2 * l, 4);
+        m[t] = _mm512_dpwssd_epi32(m[t], pv, _mm512_set1_epi32(xs2));
+      }
+    }
+    const __m512 d = _mm512_load_ps(reinterpret_cast<const float*>(pb + kPanelKD));
+    const __m512 dmin = _mm512_load_ps(reinterpret_cast<const float*>(pb + kPanelKDmin));
+    const int c = int(sb & 3);
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) {
+      const __m512 dxv = _mm512_set1_ps(dx[t * nsb + sb]);
+      if (kSix) {
+        acc[c][t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(_mm512_sub_epi32(e[t], _mm512_slli_epi32(m[t], 5))), acc[c][t]);
+      } else {
+        acc[c][t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(e[t]), acc[c][t]);
+        acc[c][t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dxv), _mm512_cvtepi32_ps(m[t]), acc[c][t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    _mm512_storeu_ps(out + t * ldo, _mm512_add_ps(_mm512_add_ps(acc[0][t], acc[2][t]), _mm512_add_ps(acc[1][t], acc[3][t])));
+}
+
+template <DType kType>
+void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
+                   int64_t tokens, float* out, int64_t ldo) {
+  constexpr int kTokens = 8;
+  thread_local std::vector<uint8_t> store;
+  const size_t need = size_t(nsb * kPanelK) + 64;
+  if (store.size() < need) store.resize(need);
+  uint8_t* panel = store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
+  pack_panel16_k<kType>(w, stride, nsb, panel);
+  int64_t t = 0;
+  for (; t + kTokens <= tokens; t += kTokens)
+    panel16k_tokens<kType, kTokens>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo, ldo);
+  for (; t < tokens; ++t)
+    panel16k_tokens<kType, 1>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo, ldo);
+}
 #pragma GCC diagnostic pop
 #endif
 
@@ -846,6 +1170,26 @@ IntDot4 int_dot4_for(DType t) {
 }
 bool has_gemm16(DType t) { return PAGODA_AVX512_VNNI && int_dot_for(t) != nullptr; }
 
+bool has_gemm16_k(DType t, int64_t nsb) {
+  return PAGODA_AVX512_VNNI && nsb >= kGemmKMinSuperBlocks && (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K);
+}
+
+bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
+              int64_t tokens, float* out, int64_t ldo) {
+#if PAGODA_AVX512_VNNI
+  if (!has_gemm16_k(t, nsb)) return false;
+  switch (t) {
+    case DType::Q4_K: gemm16_k_type<DType::Q4_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q5_K: gemm16_k_type<DType::Q5_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q6_K: gemm16_k_type<DType::Q6_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    default: return false;
+  }
+#else
+  (void)t, (void)w, (void)stride, (void)nsb, (void)qx, (void)dx, (void)xs, (void)tokens, (void)out, (void)ldo;
+  return false;
+#endif
+}
+
 bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
             int64_t tokens, float* out, int64_t ldo) {
 #if PAGODA_AVX512_VNNI
@@ -858,7 +1202,15 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 #endif
 }
 
-SuperDot super_dot_for(DType t, int rows) {
+SuperDot super_dot_for(DType t, int rows, int64_t nsb) {
+  if (has_gemm16_k(t, nsb)) {  // the exact form
+    switch (t) {
+#define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4, true> : sdot<DType::T, 1, true>;
+      PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)
+#undef PAGODA_SUPER_DOT
+      default: break;
+    }
+  }
   switch (t) {
 #define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
     PAGODA_SUPER_DOT(Q2_K) PAGODA_SUPER_DOT(Q3_K) PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)
@@ -899,8 +1251,10 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
 #else
 IntDot int_dot_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
-SuperDot super_dot_for(DType, int) { return nullptr; }
+SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }
+bool has_gemm16_k(DType, int64_t) { return false; }
+bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*) {}
 #endif

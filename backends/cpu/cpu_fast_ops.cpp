@@ -617,13 +617,23 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   }
   // The K-quants: activations in 256-element super-blocks with per-16 sums (fastq::super_dot_for),
   // so a super-block's sub-block scales apply in integer arithmetic.
-  if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1)) {
-    const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4);
-    const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in);
+  if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, n_in / 256)) {
     const int64_t nsb = n_in / 256;
+    const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
+    const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in);
+    int64_t first = 0;
+    if (x.rows >= kGemm16MinTokens && fastq::has_gemm16_k(w.dtype, nsb)) {  // as for the 32-element types
+      const int64_t panels = w.rows / fastq::kGemmRows;
+      pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p)
+          fastq::gemm16_k(w.dtype, w.data + size_t(p * fastq::kGemmRows) * stride, stride, nsb, qx.q.data(), qx.d.data(),
+                          qx.sum16.data(), x.rows, out.f32() + p * fastq::kGemmRows, out.cols);
+      });
+      first = panels * fastq::kGemmRows;
+    }
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
-    });
+    }, first);
     return;
   }
 #endif
