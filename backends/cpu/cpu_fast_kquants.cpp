@@ -384,14 +384,6 @@ inline __m128 dot_totals4(const __m512i* s) {
   const __m512i e = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v);
   return _mm_cvtepi32_ps(_mm512_castsi512_si128(e));
 }
-inline __m128i fold_to_128(__m512i v) {
-  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
-inline __m128i fold_to_128(__m256i v) { return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)); }
-inline __m128 hadd_totals4(const __m128i* p) {
-  return _mm_cvtepi32_ps(_mm_hadd_epi32(_mm_hadd_epi32(p[0], p[1]), _mm_hadd_epi32(p[2], p[3])));
-}
 // (a0 + a2) + (a1 + a3), the row's result.
 inline float sum_classes(__m128 a) {
   const __m128 h = _mm_add_ps(a, _mm_movehl_ps(a, a));
@@ -479,26 +471,25 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   auto group = [&]<int kN>(int64_t g) {
-    __m128i part[T][4], mpart[T][4];  // per super-block of the group: the dot and min vectors, folded
+    __m512i part[4][T];  // per super-block of the group: the dot and min vectors
+    __m256i mpart[4][T];
     const uint8_t* wg = w + g * kBytes;
     const __m256 dm = halves_of4<2, kN>(wg, kBytes);  // d of each super-block, then dmin
     #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
-      if (k < kN) {
-        __m512i sv[T];
-        __m256i mv[T];
-        superblock(wg + k * kBytes, g + k, sv, mv);
-        for (int t = 0; t < T; ++t) part[t][k] = fold_to_128(sv[t]), mpart[t][k] = fold_to_128(mv[t]);
-      } else {
-        for (int t = 0; t < T; ++t) part[t][k] = mpart[t][k] = _mm_setzero_si128();
-      }
+      if (k < kN) superblock(wg + k * kBytes, g + k, part[k], mpart[k]);
+      else
+        for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512(), mpart[k][t] = _mm256_setzero_si256();
     }
     const __m128 d = _mm256_castps256_ps128(dm), dmin = _mm256_extractf128_ps(dm, 1);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
-      acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, dxv), hadd_totals4(part[t]), acc[t]);
-      acc[t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), hadd_totals4(mpart[t]), acc[t]);
+      const __m512i sv[4] = {part[0][t], part[1][t], part[2][t], part[3][t]};
+      const __m256i mvv[4] = {mpart[0][t], mpart[1][t], mpart[2][t], mpart[3][t]};
+      const Totals4 tot = totals4(sv, mvv);
+      acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, dxv), tot.e, acc[t]);
+      acc[t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), tot.m, acc[t]);
     }
   };
   int64_t g = 0;
