@@ -34,8 +34,8 @@ struct DecodeByteBudget {
 DecodeByteBudget decode_byte_budget(const ModelConfig& c, const ModelWeights& w, DType kv_dtype, double context);
 
 // The machine's fused multiply-add peak: `threads` threads each run independent FMA chains (enough
-// to cover the FMA latency on two ports) for a fixed count, best of `repeats`. The AVX2+FMA kernel
-// runs where the CPU has it, else a portable multiply-add kernel; `isa` says which.
+// to cover the FMA latency on two ports) for a fixed count, best of `repeats`. The widest kernel the
+// CPU has runs (AVX-512F, else AVX2+FMA, else a portable multiply-add kernel); `isa` says which.
 struct FmaPeak {
   double flop_s = 0;
   std::string isa;

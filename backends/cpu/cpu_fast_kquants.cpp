@@ -343,8 +343,8 @@ inline float reduce16(__m512 a) {
 // From kGemmKMinSuperBlocks super-blocks a row the kernels take the exact form below instead of
 // the lane form, and prompts go through gemm16_k's panels. Either form is used for every batch size
 // of a row width, so a token's result never depends on the batch. The exact form costs a matvec a
-// few instructions a super-block (5-8% of a row's time when its weights are in L2, nothing
-// measurable when they stream from memory, as in decode), which short rows would feel the most.
+// few instructions per group of four super-blocks: nothing measurable in 1B-shape decode (weights
+// streamed from memory), but 4-12% of an L2-resident matvec on rows of 768, hence the threshold.
 
 // The row kernels reduce each super-block to exact integers (the scaled dot, the min or offset
 // term) and accumulate their float terms in four accumulators, super-block sb in sb % 4, so that
