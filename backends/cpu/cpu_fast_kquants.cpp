@@ -384,6 +384,19 @@ inline __m128 dot_totals4(const __m512i* s) {
   const __m512i e = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v);
   return _mm_cvtepi32_ps(_mm512_castsi512_si128(e));
 }
+// group.operator()<kN>(g) for the groups of four super-blocks from g = 0, 4, ..., the last one
+// holding the kN = nsb % 4 left over (a compile-time count, so each group is straight-line code).
+template <typename Group>
+inline void for_groups_of4(int64_t nsb, Group& group) {
+  int64_t g = 0;
+  for (; g + 4 <= nsb; g += 4) group.template operator()<4>(g);
+  switch (nsb - g) {
+    case 1: group.template operator()<1>(g); break;
+    case 2: group.template operator()<2>(g); break;
+    case 3: group.template operator()<3>(g); break;
+    default: break;
+  }
+}
 // (a0 + a2) + (a1 + a3), the row's result.
 inline float sum_classes(__m128 a) {
   const __m128 h = _mm_add_ps(a, _mm_movehl_ps(a, a));
@@ -492,14 +505,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       acc[t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), tot.m, acc[t]);
     }
   };
-  int64_t g = 0;
-  for (; g + 4 <= nsb; g += 4) group.template operator()<4>(g);
-  switch (nsb - g) {
-    case 1: group.template operator()<1>(g); break;
-    case 2: group.template operator()<2>(g); break;
-    case 3: group.template operator()<3>(g); break;
-    default: break;
-  }
+  for_groups_of4(nsb, group);
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
 }
@@ -584,14 +590,7 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
       acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, load4_upto<kN>(dx + t * nsb + g)), dot_totals4(sv), acc[t]);
     }
   };
-  int64_t g = 0;
-  for (; g + 4 <= nsb; g += 4) group.template operator()<4>(g);
-  switch (nsb - g) {
-    case 1: group.template operator()<1>(g); break;
-    case 2: group.template operator()<2>(g); break;
-    case 3: group.template operator()<3>(g); break;
-    default: break;
-  }
+  for_groups_of4(nsb, group);
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
 }

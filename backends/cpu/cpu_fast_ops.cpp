@@ -243,6 +243,18 @@ void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostT
   });
 }
 
+// Every whole panel of fastq::kGemmRows weight rows through panel(its weights, its first output
+// column), the panels spread over the pool; returns the first row left to the row kernels.
+template <typename Panel>
+int64_t in_panels(ThreadPool& pool, const HostTensor& w, const HostTensor& out, const Panel& panel) {
+  const int64_t panels = w.rows / fastq::kGemmRows;
+  pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      panel(w.data + size_t(p * fastq::kGemmRows) * w.row_stride(), out.f32() + p * fastq::kGemmRows);
+  });
+  return panels * fastq::kGemmRows;
+}
+
 #endif
 
 #if defined(__F16C__)
@@ -599,16 +611,11 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nb = n_in / 32;
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
     // token), the rows past the last whole panel through the row kernels.
-    int64_t first = 0;
-    if (x.rows >= kGemm16MinTokens && fastq::has_gemm16(w.dtype)) {
-      const int64_t panels = w.rows / fastq::kGemmRows;
-      pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p)
-          fastq::gemm16(w.dtype, w.data + size_t(p * fastq::kGemmRows) * stride, stride, nb, qx.q.data(), qx.d.data(),
-                        qx.sum.data(), x.rows, out.f32() + p * fastq::kGemmRows, out.cols);
-      });
-      first = panels * fastq::kGemmRows;
-    }
+    const int64_t first = x.rows >= kGemm16MinTokens && fastq::has_gemm16(w.dtype)
+        ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
+            fastq::gemm16(w.dtype, wp, stride, nb, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, op, out.cols);
+          })
+        : 0;
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       if (tokens == 4) kdot4(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
       else *res = kdot(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb);
@@ -621,16 +628,11 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nsb = n_in / 256;
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in);
-    int64_t first = 0;
-    if (x.rows >= kGemm16MinTokens && fastq::has_gemm16_k(w.dtype, nsb)) {  // as for the 32-element types
-      const int64_t panels = w.rows / fastq::kGemmRows;
-      pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p)
-          fastq::gemm16_k(w.dtype, w.data + size_t(p * fastq::kGemmRows) * stride, stride, nsb, qx.q.data(), qx.d.data(),
-                          qx.sum16.data(), x.rows, out.f32() + p * fastq::kGemmRows, out.cols);
-      });
-      first = panels * fastq::kGemmRows;
-    }
+    const int64_t first = x.rows >= kGemm16MinTokens && fastq::has_gemm16_k(w.dtype, nsb)  // as above
+        ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
+            fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
+          })
+        : 0;
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
     }, first);
