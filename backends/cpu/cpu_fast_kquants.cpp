@@ -355,18 +355,19 @@ inline float reduce16(__m512 a) {
 struct Totals4 {
   __m128 e, m;  // per super-block of the group: the dot total and the min total, as floats
 };
+// 128-bit quarters q0..q3 of a and b: [a.q0 + a.q2, a.q1 + a.q3, b.q0 + b.q2, b.q1 + b.q3].
+inline __m512i quarters_folded(__m512i a, __m512i b) {
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xEE));
+}
+// [a.q0 + a.q1, a.q2 + a.q3, b.q0 + b.q1, b.q2 + b.q3].
+inline __m512i quarters_paired(__m512i a, __m512i b) {
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD));
+}
 inline Totals4 totals4(const __m512i* s, const __m256i* mv) {
-  auto quarters = [](__m512i a, __m512i b) {  // [a's 128-bit quarters summed, b's] as lanes
-    const __m512i h0 = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xEE));
-    return h0;  // [a.q0 + a.q2, a.q1 + a.q3, b.q0 + b.q2, b.q1 + b.q3]
-  };
-  auto halves = [](__m512i a, __m512i b) {  // [a.q0 + a.q1, a.q2 + a.q3, b.q0 + b.q1, b.q2 + b.q3]
-    return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD));
-  };
   // Quarter k of c: super-block k's four partial sums; of cm: its min sums.
-  const __m512i c = halves(quarters(s[0], s[1]), quarters(s[2], s[3]));
-  const __m512i cm = halves(_mm512_inserti64x4(_mm512_castsi256_si512(mv[0]), mv[1], 1),
-                            _mm512_inserti64x4(_mm512_castsi256_si512(mv[2]), mv[3], 1));
+  const __m512i c = quarters_paired(quarters_folded(s[0], s[1]), quarters_folded(s[2], s[3]));
+  const __m512i cm = quarters_paired(_mm512_inserti64x4(_mm512_castsi256_si512(mv[0]), mv[1], 1),
+                                     _mm512_inserti64x4(_mm512_castsi256_si512(mv[2]), mv[3], 1));
   const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi32(c, cm), _mm512_unpackhi_epi32(c, cm));
   const __m512i v = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_BADC));  // quarter k: [e_k, m_k, e_k, m_k]
   const __m512 f = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), v));
@@ -374,11 +375,7 @@ inline Totals4 totals4(const __m512i* s, const __m256i* mv) {
 }
 // The dot totals alone (Q6_K, whose offset is already in its dot vectors).
 inline __m128 dot_totals4(const __m512i* s) {
-  auto quarters = [](__m512i a, __m512i b) {
-    return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xEE));
-  };
-  const __m512i q0 = quarters(s[0], s[1]), q1 = quarters(s[2], s[3]);
-  const __m512i c = _mm512_add_epi32(_mm512_shuffle_i32x4(q0, q1, 0x88), _mm512_shuffle_i32x4(q0, q1, 0xDD));
+  const __m512i c = quarters_paired(quarters_folded(s[0], s[1]), quarters_folded(s[2], s[3]));
   const __m512i u = _mm512_add_epi32(c, _mm512_shuffle_epi32(c, _MM_PERM_BADC));
   const __m512i v = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_CDAB));  // quarter k: e_k in every lane
   const __m512i e = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v);
@@ -402,7 +399,7 @@ inline float sum_classes(__m128 a) {
   const __m128 h = _mm_add_ps(a, _mm_movehl_ps(a, a));
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
-// The f16 values at p + k * stride (k < n, zeros past), kHalves (1 or 2) of them each, as floats:
+// The f16 values at p + k * stride (k < kN, zeros past), kHalves (1 or 2) of them each, as floats:
 // [first of each | second of each].
 template <int kHalves, int kN>
 inline __m256 halves_of4(const uint8_t* p, int stride) {
@@ -458,7 +455,6 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
     for (int t = 0; t < T; ++t)
       mv[t] = _mm256_madd_epi16(mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16)));
   };
-  // The kN (<= 4) super-blocks from g: their totals, then the float terms.
   if constexpr (!kExact) {
     // Lane form: each super-block's lanes scaled and accumulated in float, reduced once a row.
     __m512 acc[T];
@@ -483,6 +479,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
   __m128 acc[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
+  // The kN (<= 4) super-blocks from g: their totals, then the float terms.
   auto group = [&]<int kN>(int64_t g) {
     __m512i part[4][T];  // per super-block of the group: the dot and min vectors
     __m256i mpart[4][T];
@@ -784,7 +781,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int t = 0; t < T; ++t) {
       int32_t s = hsum8i(p[t]);
       if (kOff > 0) s -= kOff * xs[t * nb + b];
-      // Explicit fmas (not left to contraction), so block_gemm16 can repeat them lane for lane.
+      // Explicit fmas (not left to contraction), so gemm16's panels can repeat them lane for lane.
       tail[t] = std::fma(f16(w) * dx[t * nb + b], float(s), tail[t]);
       if (kMin) tail[t] = std::fma(f16(w + 2) * dx[t * nb + b], float(xs[t * nb + b]), tail[t]);
     }
@@ -830,7 +827,6 @@ float dot_1(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* 
   return r;
 }
 
-
 #if PAGODA_AVX512_VNNI
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -852,6 +848,13 @@ float dot_1(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* 
 // the 16-block groups, folded to 8, then the 8-block groups, the reduction tree of hsum8, and the
 // tail blocks' fmas.
 constexpr int kPanelRows = 16;
+
+// The calling thread's panel memory, at least `bytes`, 64-byte aligned (kept for its next panel).
+inline uint8_t* panel_store(size_t bytes) {
+  thread_local std::vector<uint8_t> store;
+  if (store.size() < bytes + 64) store.resize(bytes + 64);
+  return store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
+}
 
 inline int lane_of_block(int blk) { return 4 * (blk & 3) + (blk >> 2); }  // inverse of block_of_lane
 
@@ -954,10 +957,7 @@ template <int kBytes, int kOff, bool kMin, typename Unpack>
 void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
                  int64_t tokens, float* out, int64_t ldo, Unpack unpack) {
   constexpr int kTokens = 8;
-  thread_local std::vector<uint8_t> store;
-  const size_t need = size_t(nb * panel_block_bytes<kMin>()) + 64;
-  if (store.size() < need) store.resize(need);
-  uint8_t* panel = store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
+  uint8_t* panel = panel_store(size_t(nb * panel_block_bytes<kMin>()));
   pack_panel16<kBytes, kOff, kMin>(w, stride, nb, unpack, panel);
   int64_t t = 0;
   for (; t + kTokens <= tokens; t += kTokens)
@@ -967,7 +967,7 @@ void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, 
 }
 
 void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx,
-            const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
+                const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
   switch (type) {
     case DType::Q8_0: return gemm16_type<34, -1, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q8_0(b); });
     case DType::Q4_0: return gemm16_type<18, 8, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q4_0(b); });
@@ -978,6 +978,7 @@ void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const i
     default: return;
   }
 }
+
 // ---- The same panels for Q4_K, Q5_K and Q6_K ----
 //
 // The row kernels (sdot_q45k_512, sdot_q6k_512) reduce each super-block to two exact integers, its
@@ -1123,10 +1124,7 @@ template <DType kType>
 void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
                    int64_t tokens, float* out, int64_t ldo) {
   constexpr int kTokens = 8;
-  thread_local std::vector<uint8_t> store;
-  const size_t need = size_t(nsb * kPanelK) + 64;
-  if (store.size() < need) store.resize(need);
-  uint8_t* panel = store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
+  uint8_t* panel = panel_store(size_t(nsb * kPanelK));
   pack_panel16_k<kType>(w, stride, nsb, panel);
   int64_t t = 0;
   for (; t + kTokens <= tokens; t += kTokens)

@@ -43,8 +43,6 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 using SuperDot = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out);
 SuperDot super_dot_for(DType t, int rows, int64_t nsb);
 
-// Super-blocks [sb0, sb1) of x (256 floats each) for super_dot_for's kernels: q (256 per
-// super-block), d = amax / 127 and the sums of each 16 values of q. Only where super_dot_for has kernels.
 // The same 16-row panels for Q4_K, Q5_K and Q6_K, on rows of at least kGemmKMinSuperBlocks
 // super-blocks (2048 weights; narrower rows keep the row kernels, whose form is cheaper for them),
 // against activations quantized as for super_dot_for (token t at qx + t * 256 * nsb, dx + t * nsb,
@@ -55,6 +53,8 @@ bool has_gemm16_k(DType t, int64_t nsb);
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo);
 
+// Super-blocks [sb0, sb1) of x (256 floats each) for super_dot_for's kernels: q (256 per
+// super-block), d = amax / 127 and the sums of each 16 values of q. Only where super_dot_for has kernels.
 void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums);
 
 }  // namespace pagoda::fastq
