@@ -15,8 +15,8 @@
 //   Matmul256w768/<type> the same prompt against 2048 rows of 768 weights (the 110M shape's
 //                       ffn_gate/ffn_up; its attention matrices are 768 wide too): short rows,
 //                       where a kernel's per-row costs and its 8-block tail path show.
-// Rows are 2048 weights (the 1B shape's width) unless a name says otherwise. Weights are random floats quantized with the
-// backend's quantizer, so every block's scales are valid.
+// Rows are 2048 weights (the 1B shape's width) unless a name says otherwise. Weights are random
+// floats quantized with the backend's quantizer, so every block's scales are valid.
 // Run: ./build/pagoda_kernel_bench [--benchmark_filter=q4_k] [--benchmark_format=json]
 #include <benchmark/benchmark.h>
 
@@ -41,21 +41,21 @@ struct Case {
   pagoda::HostTensor tw, tx, tout;
 };
 
-// `rows` weight rows of type t and `kCols` weights, `tokens` activation rows.
-Case make_case(DType t, int64_t rows, int64_t tokens, int64_t kCols = kWide) {
+// `rows` weight rows of type t and `cols` weights, `tokens` activation rows.
+Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide) {
   Case c;
-  const size_t stride = pagoda::row_bytes(t, kCols);
+  const size_t stride = pagoda::row_bytes(t, cols);
   c.w.resize(size_t(rows) * stride);
-  std::vector<float> row(kCols);
+  std::vector<float> row(cols);
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t i = 0; i < kCols; ++i) row[size_t(i)] = pagoda::philox_uniform(7, uint32_t(r), uint64_t(i)) - 0.5f;
-    pagoda::quantize_row(t, row.data(), c.w.data() + size_t(r) * stride, kCols);
+    for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = pagoda::philox_uniform(7, uint32_t(r), uint64_t(i)) - 0.5f;
+    pagoda::quantize_row(t, row.data(), c.w.data() + size_t(r) * stride, cols);
   }
-  c.x.resize(size_t(tokens * kCols));
+  c.x.resize(size_t(tokens * cols));
   for (size_t i = 0; i < c.x.size(); ++i) c.x[i] = pagoda::philox_uniform(8, 0, i) * 2.0f - 1.0f;
   c.out.resize(size_t(tokens * rows));
-  c.tw = {c.w.data(), t, rows, kCols};
-  c.tx = {reinterpret_cast<uint8_t*>(c.x.data()), DType::F32, tokens, kCols};
+  c.tw = {c.w.data(), t, rows, cols};
+  c.tx = {reinterpret_cast<uint8_t*>(c.x.data()), DType::F32, tokens, cols};
   c.tout = {reinterpret_cast<uint8_t*>(c.out.data()), DType::F32, tokens, rows};
   return c;
 }
