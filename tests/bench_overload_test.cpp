@@ -84,8 +84,10 @@ TEST(BenchOverload, ShortRunKeepsTheQueueBound) {
   auto m = LoadedModel::load(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf", be);
   if (!m) GTEST_SKIP() << "stories260K not found: " << m.error();
   OverloadConfig c;
-  c.burst_rate = 400;
-  c.burst_s = 0.25;
+  // ~200 arrivals in 50 ms: far past what two running slots serve (a request of this model takes
+  // 2-3 ms, so at 400/s a lucky Poisson draw let one run in six drain the queue of 2 in time).
+  c.burst_rate = 4000;
+  c.burst_s = 0.05;
   c.after_rate = 4;
   c.after_s = 1;
   c.warmup = 2;
@@ -100,7 +102,7 @@ TEST(BenchOverload, ShortRunKeepsTheQueueBound) {
   EXPECT_EQ(r->phases[0].arrivals, 2);
   EXPECT_EQ(r->phases[0].completed, 2);
   const OverloadPhase& b = r->phases[1];
-  EXPECT_GT(b.refused.count("queue_full") ? b.refused.at("queue_full") : 0, 0) << "a 400/s burst must overflow a queue of 2";
+  EXPECT_GT(b.refused.count("queue_full") ? b.refused.at("queue_full") : 0, 0) << "a 4000/s burst must overflow a queue of 2";
   int32_t arrivals = 0;
   for (const auto& p : r->phases) arrivals += p.arrivals;
   EXPECT_EQ(size_t(arrivals), r->samples.size());
