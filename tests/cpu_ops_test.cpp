@@ -350,14 +350,22 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
       std::vector<int8_t> q(size_t(4 * n));
       std::vector<float> d(size_t(4 * nsb));
       std::vector<int16_t> sums(size_t(4 * n / 16));
-      fastq::quantize_x256(x.data(), 0, 4 * nsb, q.data(), d.data(), sums.data());
+      fastq::quantize_x256(x.data(), 0, 4 * nsb, q.data(), d.data(), sums.data(), dt);
+      // qe: q in element order (the kernels' layout may order a super-block's sub-blocks otherwise).
+      std::vector<int8_t> qe(q.size());
+      std::vector<int> seen(256);
+      for (int i = 0; i < 256; ++i) {
+        const int slot = fastq::x256_slot(dt, i);
+        ASSERT_TRUE(slot >= 0 && slot < 256 && seen[size_t(slot)]++ == 0) << "slot of element " << i;
+        for (int64_t sb = 0; sb < 4 * nsb; ++sb) qe[size_t(256 * sb + i)] = q[size_t(256 * sb + slot)];
+      }
       for (int64_t i = 0; i < 4 * n; ++i) {
         const float dq = d[size_t(i / 256)];
-        ASSERT_LE(std::fabs(q[size_t(i)] * dq - x[size_t(i)]), 0.5f * dq * 1.0001f + 1e-30f) << "activation " << i;
+        ASSERT_LE(std::fabs(qe[size_t(i)] * dq - x[size_t(i)]), 0.5f * dq * 1.0001f + 1e-30f) << "activation " << i;
       }
       for (int64_t r = 0; r < 4 * n / 16; ++r) {
         int s = 0;
-        for (int64_t i = 0; i < 16; ++i) s += q[size_t(16 * r + i)];
+        for (int64_t i = 0; i < 16; ++i) s += qe[size_t(16 * r + i)];
         ASSERT_EQ(sums[size_t(r)], s) << "run " << r;
       }
       const size_t rb = row_bytes(dt, n);
@@ -378,7 +386,7 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
         for (int64_t t = 0; t < 4; ++t) {
           double want = 0, mag = 0;
           for (int64_t i = 0; i < n; ++i) {
-            const double term = double(deq[size_t(i)]) * q[size_t(t * n + i)] * d[size_t(t * nsb + i / 256)];
+            const double term = double(deq[size_t(i)]) * qe[size_t(t * n + i)] * d[size_t(t * nsb + i / 256)];
             want += term;
             mag += std::fabs(term);
           }

@@ -26,6 +26,13 @@
 
 namespace pagoda::fastq {
 
+namespace {
+// The order of a super-block's 32-element sub-blocks in quantize_x256's output for the 512-bit
+// Q4_K / Q5_K kernels (chunk c holds sub-block kPairedOrder[c]; the order is its own inverse).
+constexpr int kPairedOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+constexpr bool x256_paired(DType t) { return PAGODA_AVX512_VNNI && (t == DType::Q4_K || t == DType::Q5_K); }
+}  // namespace
+
 #if defined(__AVX2__) && defined(__F16C__)
 namespace {
 
@@ -103,9 +110,11 @@ template <int kBytes, int kAheadBytes>
 inline void prefetch_bytes_ahead(const uint8_t* w) {
   for (int off = 0; off < kBytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(w + kAheadBytes + off), _MM_HINT_T0);
 }
-// K-quants: the super-block kAhead blocks ahead (16 streamed Q4_K/Q6_K rows at 11-12.5 GB/s on
-// one core against 9.5-10 with 4 ahead and 9-9.5 with none).
-constexpr int kAhead = 16;
+// K-quants: the super-block kAhead blocks ahead. On an AVX2 VM (20-30 GB/s) 16 ahead streamed
+// Q4_K/Q6_K rows at 11-12.5 GB/s on one core against 9.5-10 with 4 and 9-9.5 with none; on a
+// Zen 5 VM (45-60 GB/s, 512-bit kernels) 1B-shape Q4_K decode read 73-79 tok/s with 16 ahead,
+// 76-78 with 32, 82-89 with 48 and 76-90 with 64 (alternating runs, docs/perf.md).
+constexpr int kAhead = 48;
 template <int kBytes>
 inline void prefetch_ahead(const uint8_t* w) {
   prefetch_bytes_ahead<kBytes, kAhead * kBytes>(w);
@@ -415,96 +424,133 @@ inline __m128 load4_upto(const float* p) {
   return kN >= 4 ? _mm_loadu_ps(p) : _mm_maskz_loadu_ps(__mmask8((1u << kN) - 1), p);
 }
 
-// Q4_K / Q5_K. Run c's 32 bytes hold sub-block 2c (low nibbles) and 2c + 1 (high): unpacked into
-// one register they face the 64 activations at 64c, and the int16 scale of each sub-block is
-// picked into its 256-bit half.
+// Four super-blocks' scale bytes (12 at p + k * stride, k < kN; 16 are read) decoded at once as
+// scales_mins_k4 decodes one: 128-bit lane k = [sc0..7, m0..7] of super-block k (zeros past kN).
+template <int kN>
+inline __m512i scales_mins_k4x4(const uint8_t* p, int stride) {
+  auto at = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k * stride)); };
+  __m512i v = _mm512_castsi128_si512(at(0));
+  if constexpr (kN > 1) v = _mm512_inserti32x4(v, at(1), 1);
+  if constexpr (kN > 2) v = _mm512_inserti32x4(v, at(2), 2);
+  if constexpr (kN > 3) v = _mm512_inserti32x4(v, at(3), 3);
+  if constexpr (kN < 4) v = _mm512_maskz_mov_epi32(__mmask16((1u << (4 * kN)) - 1), v);
+  const __m512i lo = _mm512_and_si512(v, _mm512_set1_epi8(0x3F));
+  const __m512i top = _mm512_and_si512(_mm512_srli_epi16(v, 2), _mm512_set1_epi8(0x30));
+  const __m512i b8 = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1)));
+  const __m512i nib = _mm512_and_si512(_mm512_mask_blend_epi16(__mmask32(0xCCCCCCCC), b8, _mm512_srli_epi16(b8, 4)), _mm512_set1_epi8(0x0F));
+  return _mm512_unpacklo_epi32(lo, _mm512_or_si512(nib, top));
+}
+// Byte a of a 128-bit lane zero-extended into every int16 lane of the low 256 bits, byte b into
+// the high 256 (for vpshufb).
+inline __m512i pick_bytes16(int a, int b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(int16_t(0x8000 | a))), _mm256_set1_epi16(int16_t(0x8000 | b)), 1);
+}
+
+// Planes m of a Q4_K / Q5_K super-block at wb (qh: its 32 fifth-bit bytes in both 256-bit halves,
+// Q5_K): q[0] the low nibbles of packed bytes 64m..64m+63 (sub-blocks 4m, 4m + 2), q[1] the high
+// ones (4m + 1, 4m + 3), as unsigned quants in quantize_x256's order for these types.
+template <bool kFive>
+inline void q45k_planes(const uint8_t* wb, __m512i qh, int m, __m512i* q) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(16);
+  const __m512i raw = load64(wb + (kFive ? 48 : 16) + 64 * m);
+  q[0] = _mm512_and_si512(raw, low4);
+  q[1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+  if (kFive) {  // bit j of qh byte i for element i of sub-block j, to bit 4 (shifts of at most 4
+                // left or 3 right in 16-bit lanes keep each byte's bit 4 its own)
+    const int s0 = 4 * m, s1 = 4 * m + 2;  // the low plane's sub-blocks; the high plane's are + 1
+    q[0] = or_and(q[0], m == 0 ? _mm512_sllv_epi16(qh, halves16(int16_t(4 - s0), int16_t(4 - s1)))
+                               : _mm512_srlv_epi16(qh, halves16(int16_t(s0 - 4), int16_t(s1 - 4))), b16);
+    q[1] = or_and(q[1], m == 0 ? _mm512_sllv_epi16(qh, halves16(int16_t(3 - s0), int16_t(3 - s1)))
+                               : _mm512_srlv_epi16(qh, halves16(int16_t(s0 - 3), int16_t(s1 - 3))), b16);
+  }
+}
+
+// Q4_K / Q5_K. One 64-byte load of packed nibbles (runs 2m and 2m + 1) holds sub-blocks 4m and
+// 4m + 2 in its low nibbles and 4m + 1 and 4m + 3 in its high ones, each unpacked plane facing 64
+// activations that quantize_x256 lays out in that order for these types (x256_slot); the int16
+// scale of each sub-block is picked into its 256-bit half. The scale bytes of four super-blocks
+// are decoded together.
 template <bool kFive, int T, bool kExact>
 void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = kFive ? 176 : 144;
-  const __m512i low4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(16);
+  // Plane p = 2m (low nibbles) or 2m + 1 (high): sub-blocks 4m + p % 2 and 4m + 2 + p % 2.
   __m512i pick[4];
-  for (int c = 0; c < 4; ++c)
-    pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(pick16(2 * c)), pick16(2 * c + 1), 1);
-  // Super-block sb (at wb): its dot vector sum[t] and min vector mv[t] for every row.
-  auto superblock = [&](const uint8_t* wb, int64_t sb, __m512i* sum, __m256i* mv) {
+  for (int p = 0; p < 4; ++p) pick[p] = pick_bytes16(4 * (p / 2) + p % 2, 4 * (p / 2) + 2 + p % 2);
+  // The eight mins as int16, m_s at lanes 2s and 2s + 1 (against the activations' per-16 sums).
+  const __m512i pick_mins = _mm512_castsi256_si512(_mm256_setr_epi8(
+      8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1, 12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1));
+  // Super-block sb (at wb, decoded scale bytes in every 128-bit lane of scm): its dot vector
+  // sum[t] and min vector mv[t] for every row.
+  auto superblock = [&](const uint8_t* wb, int64_t sb, __m512i scm, __m512i* sum, __m256i* mv) {
     if (T == 1) prefetch_ahead<kBytes>(wb);
-    const __m128i scm = scales_mins_k4(wb + 4);
-    const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scm));
-    const __m256i mins = mins_k4(scm);
-    const uint8_t* qs = wb + (kFive ? 48 : 16);
     const __m512i qh = kFive ? _mm512_broadcast_i64x4(load32(wb + 16)) : _mm512_setzero_si512();
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const __m256i raw = load32(qs + 32 * c);
-      __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), low4);
-      if (kFive) {  // bits 2c (low half) and 2c + 1 (high half) of each qh byte to bit 4
-        const __m512i h = c < 2 ? _mm512_sllv_epi16(qh, halves16(int16_t(4 - 2 * c), int16_t(3 - 2 * c)))
-                                : _mm512_srlv_epi16(qh, halves16(int16_t(2 * c - 4), int16_t(2 * c - 3)));
-        q = or_and(q, h, b16);
-      }
-      const __m512i scales = _mm512_shuffle_epi8(sc, pick[c]);
+#pragma GCC unroll 2
+    for (int m = 0; m < 2; ++m) {
+      __m512i q[2];
+      q45k_planes<kFive>(wb, qh, m, q);
+      const __m512i slo = _mm512_shuffle_epi8(scm, pick[2 * m]), shi = _mm512_shuffle_epi8(scm, pick[2 * m + 1]);
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 64 * c);
-        sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, load64(x)), scales);
+        const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 128 * m);
+        const __m512i a = _mm512_maddubs_epi16(q[0], load64(x)), b = _mm512_maddubs_epi16(q[1], load64(x + 64));
+        sum[t] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(sum[t], a, slo), b, shi);
       }
     }
+    const __m256i mins = _mm512_castsi512_si256(_mm512_shuffle_epi8(scm, pick_mins));
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t)
       mv[t] = _mm256_madd_epi16(mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16)));
   };
-  if constexpr (!kExact) {
-    // Lane form: each super-block's lanes scaled and accumulated in float, reduced once a row.
-    __m512 acc[T];
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
-      __m512i sum[T];
-      __m256i mv[T];
-      superblock(w, sb, sum, mv);
-      const __m128 dm = halves2(w);
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const __m128 f = _mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb]));  // d * dx, dmin * dx
-        acc[t] = _mm512_fmadd_ps(_mm512_broadcastss_ps(f), _mm512_cvtepi32_ps(sum[t]), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(_mm512_broadcastss_ps(_mm_movehdup_ps(f)), _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mv[t])), acc[t]);
-      }
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) out[t] = reduce16(acc[t]);
-    return;
-  }
+  // Lane form: each super-block's lanes scaled and accumulated in float, reduced once a row.
+  // Exact form: totals per super-block, float terms in four classes.
+  __m512 lanes[T];
   __m128 acc[T];
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
-  // The kN (<= 4) super-blocks from g: their totals, then the float terms.
+  for (int t = 0; t < T; ++t) lanes[t] = _mm512_setzero_ps(), acc[t] = _mm_setzero_ps();
+  // The kN (<= 4) super-blocks from g: their vectors, then the float terms.
   auto group = [&]<int kN>(int64_t g) {
     __m512i part[4][T];  // per super-block of the group: the dot and min vectors
     __m256i mpart[4][T];
     const uint8_t* wg = w + g * kBytes;
     const __m256 dm = halves_of4<2, kN>(wg, kBytes);  // d of each super-block, then dmin
-    #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      if (k < kN) superblock(wg + k * kBytes, g + k, part[k], mpart[k]);
-      else
-        for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512(), mpart[k][t] = _mm256_setzero_si256();
-    }
-    const __m128 d = _mm256_castps256_ps128(dm), dmin = _mm256_extractf128_ps(dm, 1);
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
-      const __m512i sv[4] = {part[0][t], part[1][t], part[2][t], part[3][t]};
-      const __m256i mvv[4] = {mpart[0][t], mpart[1][t], mpart[2][t], mpart[3][t]};
-      const Totals4 tot = totals4(sv, mvv);
-      acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, dxv), tot.e, acc[t]);
-      acc[t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), tot.m, acc[t]);
+    const __m512i scm4 = scales_mins_k4x4<kN>(wg + 4, kBytes);
+    if constexpr (!kExact) {  // each super-block's terms as soon as it is done (no vectors held)
+      alignas(32) float dd[8];
+      _mm256_store_ps(dd, dm);
+      #pragma GCC unroll 4
+      for (int k = 0; k < kN; ++k) {
+        superblock(wg + k * kBytes, g + k, _mm512_shuffle_i32x4(scm4, scm4, k * 0x55), part[0], mpart[0]);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const float dxt = dx[t * nsb + g + k];
+          lanes[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd[k] * dxt), _mm512_cvtepi32_ps(part[0][t]), lanes[t]);
+          lanes[t] = _mm512_fnmadd_ps(_mm512_set1_ps(dd[4 + k] * dxt), _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mpart[0][t])), lanes[t]);
+        }
+      }
+    } else {
+      #pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        if (k < kN) superblock(wg + k * kBytes, g + k, _mm512_shuffle_i32x4(scm4, scm4, k * 0x55), part[k], mpart[k]);
+        else
+          for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512(), mpart[k][t] = _mm256_setzero_si256();
+      }
+      const __m128 d = _mm256_castps256_ps128(dm), dmin = _mm256_extractf128_ps(dm, 1);
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
+        const __m512i sv[4] = {part[0][t], part[1][t], part[2][t], part[3][t]};
+        const __m256i mvv[4] = {mpart[0][t], mpart[1][t], mpart[2][t], mpart[3][t]};
+        const Totals4 tot = totals4(sv, mvv);
+        acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, dxv), tot.e, acc[t]);
+        acc[t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), tot.m, acc[t]);
+      }
     }
   };
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
+  for (int t = 0; t < T; ++t) out[t] = kExact ? sum_classes(acc[t]) : reduce16(lanes[t]);
 }
 
 // Q6_K. Half n's 64 low-bit bytes hold runs 0, 1 (low nibbles) and 2, 3 (high nibbles); runs 0
@@ -994,8 +1040,11 @@ void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const i
 constexpr int64_t kPanelKScales = 4096, kPanelKPairs = 5120, kPanelKD = 5632, kPanelKDmin = 5696;
 constexpr int64_t kPanelK = kPanelKDmin + 64;
 
-// Row j's super-block at wb as unsigned quants q[256], scales sc[16] (8 used by Q4_K/Q5_K), mins
-// m[8], d and dmin: the block layouts as sdot_q45k_512 and sdot_q6k_512 read them.
+// Row j's super-block at wb as unsigned quants q[256] in quantize_x256's order for the type,
+// scales sc[16] (8 used by Q4_K/Q5_K, in the quants' sub-block order), mins m[8] (in element
+// order, against the per-16 sums), d and dmin: the block layouts as sdot_q45k_512 and sdot_q6k_512
+// read them. (No shuffles: on a 2-vCPU VM whose threads share one core, a shuffle transpose
+// competed with the other thread's panel products and made 16-token prompts 15% slower.)
 template <DType kType>
 void unpack_superblock(const uint8_t* wb, uint8_t* q, int32_t* sc, int32_t* m, float& d, float& dmin) {
   if constexpr (kType == DType::Q6_K) {
@@ -1016,18 +1065,22 @@ void unpack_superblock(const uint8_t* wb, uint8_t* q, int32_t* sc, int32_t* m, f
     constexpr bool kFive = kType == DType::Q5_K;
     alignas(16) uint8_t sm[16];
     _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k4(wb + 4));
-    for (int s = 0; s < 8; ++s) sc[s] = sm[s], m[s] = sm[8 + s];
+    // q and sc in the activations' order (x256_slot): chunk s of q holds sub-block kPairedOrder[s].
+    static_assert(x256_paired(kType), "the panels read the 512-bit kernels' order");
+    for (int s = 0; s < 8; ++s) sc[s] = sm[kPairedOrder[s]], m[s] = sm[8 + s];
     const uint8_t* qs = wb + (kFive ? 48 : 16);
-    for (int c = 0; c < 4; ++c)
-      for (int i = 0; i < 32; ++i) {
-        uint8_t lo = qs[32 * c + i] & 15, hi = qs[32 * c + i] >> 4;
-        if (kFive) {
-          lo = uint8_t(lo | (((wb[16 + i] >> (2 * c)) & 1) << 4));
-          hi = uint8_t(hi | (((wb[16 + i] >> (2 * c + 1)) & 1) << 4));
-        }
-        q[64 * c + i] = lo;
-        q[64 * c + 32 + i] = hi;
-      }
+    const __m256i low4 = _mm256_set1_epi8(0x0F), b16 = _mm256_set1_epi8(16);
+    const __m256i qh = kFive ? load32(wb + 16) : _mm256_setzero_si256();
+    // Bit b of each qh byte to bit 4 (16-bit shifts of at most 4 left or 3 right keep it the byte's own).
+    auto fifth = [&](int b) { return _mm256_and_si256(b <= 4 ? _mm256_slli_epi16(qh, 4 - b) : _mm256_srli_epi16(qh, b - 4), b16); };
+    #pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m256i raw = load32(qs + 32 * c);
+      __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+      if (kFive) lo = _mm256_or_si256(lo, fifth(2 * c)), hi = _mm256_or_si256(hi, fifth(2 * c + 1));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * kPairedOrder[2 * c]), lo);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * kPairedOrder[2 * c + 1]), hi);
+    }
     d = f16s(wb);
     dmin = f16s(wb + 2);
   }
@@ -1207,7 +1260,10 @@ SuperDot super_dot_for(DType t, int rows, int64_t nsb) {
   }
 }
 
-void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums) {
+int x256_slot(DType t, int i) { return x256_paired(t) ? 32 * kPairedOrder[i / 32] + i % 32 : i; }
+
+void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums, DType t) {
+  const bool paired = x256_paired(t);
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t sb = sb0; sb < sb1; ++sb) {
@@ -1226,7 +1282,7 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
       // packs interleave the 128-bit halves: dword j of the packed bytes holds v[j % 4] half j / 4.
       const __m256i packed = _mm256_permutevar8x32_epi32(
           _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3])), order);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + sb * 256 + 32 * g), packed);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + sb * 256 + 32 * (paired ? kPairedOrder[g] : g)), packed);
       // Per 128-bit lane (16 elements): four int32 partial sums, then their total.
       __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
       s = _mm256_hadd_epi32(s, s);
@@ -1237,6 +1293,7 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
   }
 }
 #else
+int x256_slot(DType, int i) { return i; }
 IntDot int_dot_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
@@ -1244,7 +1301,7 @@ bool has_gemm16(DType) { return false; }
 bool has_gemm16_k(DType, int64_t) { return false; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
-void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*) {}
+void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}
 #endif
 
 }  // namespace pagoda::fastq

@@ -197,20 +197,21 @@ QuantX quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
   return out;
 }
 
-// Activations for the K-quant kernels: int8 per 256-element super-block (fastq::quantize_x256).
+// Activations for the K-quant kernels of a weight type: int8 per 256-element super-block, laid out
+// as that type's kernels read them (fastq::quantize_x256).
 struct QuantX256 {
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<int16_t> sum16;  // per 16 values of q: their sum
 };
 
-QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
+QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t n, DType for_type) {
   QuantX256 out;
   out.q.resize(size_t(rows * n));
   out.d.resize(size_t(rows * n / 256));
   out.sum16.resize(size_t(rows * n / 16));
   const int64_t sbs = rows * n / 256;
-  auto run = [&](int64_t s0, int64_t s1) { fastq::quantize_x256(x, s0, s1, out.q.data(), out.d.data(), out.sum16.data()); };
+  auto run = [&](int64_t s0, int64_t s1) { fastq::quantize_x256(x, s0, s1, out.q.data(), out.d.data(), out.sum16.data(), for_type); };
   if (sbs < 128) run(0, sbs);  // a decode row: not worth a pool handoff
   else pool.parallel_for(sbs, run);
   return out;
@@ -627,7 +628,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, n_in / 256)) {
     const int64_t nsb = n_in / 256;
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
-    const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in);
+    const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
     const int64_t first = x.rows >= kGemm16MinTokens && fastq::has_gemm16_k(w.dtype, nsb)  // as above
         ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);

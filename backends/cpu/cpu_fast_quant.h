@@ -53,8 +53,14 @@ bool has_gemm16_k(DType t, int64_t nsb);
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo);
 
-// Super-blocks [sb0, sb1) of x (256 floats each) for super_dot_for's kernels: q (256 per
-// super-block), d = amax / 127 and the sums of each 16 values of q. Only where super_dot_for has kernels.
-void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums);
+// Super-blocks [sb0, sb1) of x (256 floats each) for the kernels of weight type t: q (256 per
+// super-block, element i of a super-block at x256_slot(t, i)), d = amax / 127 and the sums of each
+// 16 values of q (in element order). Only where super_dot_for has kernels.
+void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums, DType t);
+// Where quantize_x256 puts element i (< 256) of a super-block for weights of type t: in element
+// order, except for Q4_K and Q5_K in AVX-512 builds, whose kernels take the 32-element sub-blocks
+// in the order 0, 2, 1, 3, 4, 6, 5, 7 (one 64-byte load of their packed nibbles holds sub-blocks
+// 4m and 4m + 2 in the low nibbles, 4m + 1 and 4m + 3 in the high ones).
+int x256_slot(DType t, int i);
 
 }  // namespace pagoda::fastq
