@@ -397,6 +397,19 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
         }
         std::memcpy(rows16.data() + size_t(rep) * rb, wrow.data(), rb);
       }
+      // Two weight rows per call (narrow rows of AVX-512 builds): each result the one-row kernel's.
+      if (const fastq::SuperDotPair pair = fastq::super_dot_pair_for(dt, nsb)) {
+        for (int64_t j = 0; j < 16; j += 2)
+          for (int64_t t = 0; t < 4; ++t) {
+            float two[2], one[2];
+            pair(rows16.data() + size_t(j) * rb, rb, q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb, nsb, two);
+            for (int64_t h = 0; h < 2; ++h)
+              fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(j + h) * rb, q.data() + t * n, d.data() + t * nsb,
+                                          sums.data() + t * 16 * nsb, nsb, &one[h]);
+            ASSERT_EQ(two[0], one[0]) << dtype_name(dt) << " super-blocks " << nsb << " pair row " << j;
+            ASSERT_EQ(two[1], one[1]) << dtype_name(dt) << " super-blocks " << nsb << " pair row " << j + 1;
+          }
+      }
       // The 16-row panels (AVX-512 builds): 9 tokens (a pass of eight and a lone one, token t is
       // activation row t % 4), each output bit-identical to the one-row kernel's.
       if (!fastq::has_gemm16_k(dt, nsb)) continue;

@@ -634,6 +634,16 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
         : 0;
+    // A matvec on narrow rows: two weight rows per kernel call where the type has it.
+    if (const fastq::SuperDotPair sdot2 = x.rows == 1 ? fastq::super_dot_pair_for(w.dtype, nsb) : nullptr) {
+      pool.parallel_for((w.rows + 1) / 2, [&](int64_t p0, int64_t p1) {
+        for (int64_t o = 2 * p0; o < std::min(w.rows, 2 * p1); o += 2) {
+          if (o + 1 < w.rows) sdot2(w.data + size_t(o) * stride, stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, out.f32() + o);
+          else sdot(w.data + size_t(o) * stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, out.f32() + o);
+        }
+      });
+      return;
+    }
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
     }, first);
