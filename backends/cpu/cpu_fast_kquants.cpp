@@ -575,8 +575,10 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
 // and 1 (2 and 3) are the half's first (last) 64 elements, so each nibble plane faces 64
 // contiguous activations. Every 128-bit lane there is one 16-element sub-block: its scale is
 // spread over the lane by one vpermw.
-template <int T, bool kExact>
-void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+template <int T, bool kExact, int R = 1>  // R: weight rows `stride` apart, as sdot_q45k_512's
+void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
+                  size_t stride = 0) {
+  static_assert(R == 1 || (T == 1 && !kExact), "several weight rows only in the lane form of a matvec");
   constexpr int kBytes = 210;
   const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
   const __m512i shl01 = halves16(4, 2), shr23 = halves16(0, 2);  // bits 2k, 2k + 1 of qh to bits 4, 5
@@ -617,19 +619,24 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
     }
   };
   if constexpr (!kExact) {  // lane form, as sdot_q45k_512's
-    __m512 acc[T];
+    __m512 acc[R][T];
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
-      __m512i sum[T];
-      superblock(w, sb, sum);
-      const float d = f16s(w + 208);
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t)
-        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(sum[t]), acc[t]);
-    }
+    for (int t = 0; t < T; ++t)
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; ++sb)
+      #pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* wb = w + r * stride + sb * kBytes;
+        __m512i sum[T];
+        superblock(wb, sb, sum);
+        const float d = f16s(wb + 208);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t)
+          acc[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(sum[t]), acc[r][t]);
+      }
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) out[t] = reduce16(acc[t]);
+    for (int t = 0; t < T; ++t)
+      for (int r = 0; r < R; ++r) out[r + t] = reduce16(acc[r][t]);
     return;
   }
   __m128 acc[T];
@@ -1271,6 +1278,10 @@ SuperDotPair super_dot_pair_for(DType t, int64_t nsb) {
   if (t == DType::Q5_K)
     return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
       sdot_q45k_512<true, 1, false, 2>(w, qx, dx, xs, n, out, stride);
+    };
+  if (t == DType::Q6_K)
+    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
+      sdot_q6k_512<1, false, 2>(w, qx, dx, xs, n, out, stride);
     };
 #else
   (void)t, (void)nsb;
