@@ -634,13 +634,19 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
         : 0;
-    // A matvec on narrow rows: two weight rows per kernel call where the type has it.
+    // A matvec on narrow rows: two weight rows per kernel call where the type has it, row i of
+    // each half of a thread's rows with row i of the other (each half a sequential stream, as
+    // the hardware prefetcher wants it; adjacent rows in pairs streamed 15% slower).
     if (const fastq::SuperDotPair sdot2 = x.rows == 1 ? fastq::super_dot_pair_for(w.dtype, nsb) : nullptr) {
-      pool.parallel_for((w.rows + 1) / 2, [&](int64_t p0, int64_t p1) {
-        for (int64_t o = 2 * p0; o < std::min(w.rows, 2 * p1); o += 2) {
-          if (o + 1 < w.rows) sdot2(w.data + size_t(o) * stride, stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, out.f32() + o);
-          else sdot(w.data + size_t(o) * stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, out.f32() + o);
+      pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+        const int64_t h = (o1 - o0) / 2;
+        for (int64_t i = 0; i < h; ++i) {
+          float two[2];
+          sdot2(w.data + size_t(o0 + i) * stride, size_t(h) * stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, two);
+          out.f32()[o0 + i] = two[0];
+          out.f32()[o0 + h + i] = two[1];
         }
+        if ((o1 - o0) % 2) sdot(w.data + size_t(o1 - 1) * stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, out.f32() + o1 - 1);
       });
       return;
     }
