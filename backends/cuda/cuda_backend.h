@@ -4,8 +4,10 @@
 // This header includes no CUDA header so the registry and tests compile without the toolkit's.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
@@ -81,6 +83,8 @@ class CudaBackend final : public Backend {
   void fail(std::string message);
   // Marks the context unusable; every later op is skipped and sync() reports `message`.
   void mark_lost(std::string message);
+  // The device copy of rope's per-pair frequencies for (theta, head_dim); null after fail().
+  const float* rope_freq_table(float theta, int32_t head_dim);
 
   std::unique_ptr<cuda::Device> dev_;
   std::unique_ptr<cuda::PinnedStaging> staging_;
@@ -89,6 +93,8 @@ class CudaBackend final : public Backend {
   bool timing_ = false;
   std::string pending_error_;
   std::string lost_;
+  // Declared after dev_ and staging_, so freed before them.
+  std::map<std::pair<uint32_t, int32_t>, BufferPtr> rope_tables_;
 };
 
 // Opens CUDA device `device` (-1: the best one). Fails with a message (never aborts) when there is

@@ -69,10 +69,14 @@ __global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, flo
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * scale * w[i];
 }
 
-// factors (nullable): Llama 3's per-pair frequency divisors, as the CPU reference divides them.
+// freqs: theta^(-2i/head_dim) per pair, computed on the host with the reference's expression
+// (the device powf is not correctly rounded, and at position 32768 one ulp of a frequency turns a
+// pair by ~2e-3 rad). factors (nullable): Llama 3's per-pair frequency divisors, divided as the CPU
+// reference divides them. The rotation is in double as the reference's: each product of two floats
+// is exact there, so fusing a product into the sum cannot change the rounded result.
 __global__ void rope_kernel(float* x, int64_t x_stride, const int32_t* __restrict__ pos,
-                            const float* __restrict__ factors, int64_t rows, int32_t n_heads, int32_t head_dim,
-                            float theta) {
+                            const float* __restrict__ freqs, const float* __restrict__ factors, int64_t rows,
+                            int32_t n_heads, int32_t head_dim) {
   const int32_t half_dim = head_dim / 2;
   const int64_t total = rows * n_heads * half_dim;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
@@ -82,15 +86,15 @@ __global__ void rope_kernel(float* x, int64_t x_stride, const int32_t* __restric
     const int32_t h = int32_t(rh % n_heads);
     const int64_t r = rh / n_heads;
     const int32_t i = 2 * pair;
-    float freq = powf(theta, -float(i) / float(head_dim));
+    float freq = freqs[pair];
     if (factors) freq /= factors[pair];
     const float a = float(pos[r]) * freq;
     float s, c;
     sincosf(a, &s, &c);
     float* v = x + r * x_stride + int64_t(h) * head_dim + i;
-    const float v0 = v[0], v1 = v[1];
-    v[0] = v0 * c - v1 * s;
-    v[1] = v0 * s + v1 * c;
+    const double v0 = v[0], v1 = v[1];
+    v[0] = float(v0 * c - v1 * s);
+    v[1] = float(v0 * s + v1 * c);
   }
 }
 
@@ -207,10 +211,10 @@ cudaError_t launch_rms_norm(cudaStream_t s, const float* x, const float* w, floa
   return cudaGetLastError();
 }
 
-cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, const float* factors,
-                        int64_t rows, int32_t n_heads, int32_t head_dim, float theta) {
+cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, const float* freqs,
+                        const float* factors, int64_t rows, int32_t n_heads, int32_t head_dim) {
   const int64_t total = rows * n_heads * (head_dim / 2);
-  rope_kernel<<<elem_grid(total), kElemThreads, 0, s>>>(x, x_stride, pos, factors, rows, n_heads, head_dim, theta);
+  rope_kernel<<<elem_grid(total), kElemThreads, 0, s>>>(x, x_stride, pos, freqs, factors, rows, n_heads, head_dim);
   return cudaGetLastError();
 }
 

@@ -17,9 +17,10 @@ cudaError_t launch_embed(cudaStream_t s, DType table_type, const uint8_t* table,
                          int64_t out_stride);
 cudaError_t launch_rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int64_t rows,
                             int64_t cols, float eps);
+// freqs: head_dim/2 frequencies theta^(-2i/head_dim) (device memory, computed on the host);
 // factors: null, or head_dim/2 per-pair frequency divisors (Llama 3's rope_freqs).
-cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, const float* factors,
-                        int64_t rows, int32_t n_heads, int32_t head_dim, float theta);
+cudaError_t launch_rope(cudaStream_t s, float* x, int64_t x_stride, const int32_t* pos, const float* freqs,
+                        const float* factors, int64_t rows, int32_t n_heads, int32_t head_dim);
 cudaError_t launch_silu_mul(cudaStream_t s, const float* gate, const float* up, float* out, int64_t n);
 cudaError_t launch_gelu_mul(cudaStream_t s, const float* gate, const float* up, float* out, int64_t n);
 // out = x * scale, or cap * tanh(x / cap) when cap > 0.

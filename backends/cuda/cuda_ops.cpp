@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "backends/cuda/cuda_backend.h"
@@ -124,6 +125,34 @@ void CudaBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
   end_op(Op::Matmul, cuda::launch_matmul(dev_->stream(), a));
 }
 
+// theta^(-2i/head_dim) per pair with the reference's host expression, uploaded once per
+// (theta, head_dim) and kept for the backend's lifetime (a model uses one or two). Null, with the
+// error recorded, when the device has no memory for it.
+const float* CudaBackend::rope_freq_table(float theta, int32_t head_dim) {
+  uint32_t theta_bits;
+  std::memcpy(&theta_bits, &theta, 4);
+  const auto key = std::make_pair(theta_bits, head_dim);
+  auto it = rope_tables_.find(key);
+  if (it == rope_tables_.end()) {
+    std::vector<float> f(size_t(head_dim / 2));
+    for (int32_t i = 0; i < head_dim; i += 2) f[size_t(i / 2)] = std::pow(theta, -float(i) / float(head_dim));
+    auto buf = cuda::alloc_buffer(f.size() * 4, dev_->props().index);
+    if (!buf) {
+      fail("cuda: rope frequency table: " + buf.error());
+      return nullptr;
+    }
+    // The staging ring copies f before this returns, so f may go out of scope.
+    Status s = staging_->copy_to_device(static_cast<cuda::CudaBuffer*>(buf->get())->data(), f.data(), f.size() * 4,
+                                        dev_->stream());
+    if (!s) {
+      fail("cuda: rope frequency table: " + s.error());
+      return nullptr;
+    }
+    it = rope_tables_.emplace(key, std::move(*buf)).first;
+  }
+  return reinterpret_cast<const float*>(static_cast<cuda::CudaBuffer*>(it->second.get())->data());
+}
+
 void CudaBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
   ArgCheck c(Op::Rope);
   c.f32("x", x).i32("pos", pos);
@@ -132,8 +161,10 @@ void CudaBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int3
       .that(int64_t(n_heads) * head_dim <= x.cols, "n_heads * head_dim exceeds x.cols");
   if (!c.ok()) return fail(c.error());
   if (x.rows == 0 || !begin_op(Op::Rope)) return;
-  end_op(Op::Rope,
-         cuda::launch_rope(dev_->stream(), f32p(x), x.cols, i32p(pos), nullptr, x.rows, n_heads, head_dim, theta));
+  const float* freqs = rope_freq_table(theta, head_dim);
+  end_op(Op::Rope, freqs ? cuda::launch_rope(dev_->stream(), f32p(x), x.cols, i32p(pos), freqs, nullptr, x.rows,
+                                             n_heads, head_dim)
+                         : cudaSuccess);  // the table's error is already recorded
 }
 
 void CudaBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads,
@@ -146,8 +177,10 @@ void CudaBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& f
       .that(elems(freq_factors) >= head_dim / 2, "freq_factors must hold head_dim / 2 values");
   if (!c.ok()) return fail(c.error());
   if (x.rows == 0 || !begin_op(Op::RopeFreqs)) return;
-  end_op(Op::RopeFreqs, cuda::launch_rope(dev_->stream(), f32p(x), x.cols, i32p(pos), f32p(freq_factors), x.rows,
-                                          n_heads, head_dim, theta));
+  const float* freqs = rope_freq_table(theta, head_dim);
+  end_op(Op::RopeFreqs, freqs ? cuda::launch_rope(dev_->stream(), f32p(x), x.cols, i32p(pos), freqs,
+                                                  f32p(freq_factors), x.rows, n_heads, head_dim)
+                              : cudaSuccess);
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
