@@ -26,9 +26,9 @@ constexpr int32_t kPoisonI32 = -0x5a5a5a5b;  // an index no op returns: unwritte
 // kReduction allows for quantized activations in the integer-dot paths (every quantized weight type).
 constexpr double kElementwise = 1e-7, kReduction = 5e-4, kAttention = 1e-7, kExact = 0;
 // F32 and F16 weights have no quantized path: the CPU only reorders float sums (NMSE ~1e-14), and
-// CUDA's prefill tensor cores round both operands to TF32 (10-bit mantissa, NMSE ~1.6e-7 on
-// random data; estimated, not yet run on a GPU). 1e-6 holds that and fails a 0.2% scale error
-// (NMSE 4e-6), which kReduction lets through.
+// CUDA's prefill tensor cores take each operand as a TF32 pair (3xTF32: about F32's accuracy; a
+// single TF32 rounding would give NMSE ~1.6e-7 on random data, an estimate: not yet run on a GPU).
+// 1e-6 holds either and fails a 0.2% scale error (NMSE 4e-6), which kReduction lets through.
 constexpr double kFloatMatmul = 1e-6;
 
 // The bound of a matmul case by weight type; other ops keep the bound their case names.

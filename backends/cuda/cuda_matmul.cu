@@ -4,8 +4,12 @@
 // quantized rows are staged through shared memory with coalesced 16-byte loads because their blocks
 // (18 to 210 bytes) are only 2-byte aligned, then each lane decodes 8 consecutive elements in
 // registers (cuda_quant_blocks.h) 16 at a time (one scale decode per 16), and the warp reduces with
-// shuffles. Prefill (n > 8): 64x64 output tiles on tensor cores (TF32 in, F32 accumulate), weights
-// dequantized into shared memory once per tile.
+// shuffles. Prefill (n > 8): 64x64 output tiles on tensor cores, weights dequantized into shared
+// memory once per tile. Each operand is split into a TF32 high part and a TF32 remainder and three
+// products are accumulated in F32 (hi*hi + hi*lo + lo*hi, "3xTF32"): plain TF32 keeps 10 mantissa
+// bits (~5e-4 relative per product), which would make a token's logits depend on whether it was
+// computed in a batch of 8 rows (the F32 matvec) or 9 (this kernel), e.g. plain decode against a
+// speculative verify batch; the split brings the products to about F32's accuracy.
 #include <mma.h>
 
 #include "backends/cuda/cuda_common.cuh"
@@ -299,6 +303,17 @@ __device__ void load_w_tile(const MmArgs& a, float* ws, int64_t out0, int64_t k0
   }
 }
 
+// hi = v rounded to TF32, lo = the remainder v - hi (exact in F32) rounded to TF32, per element.
+template <typename Frag>
+__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
+#pragma unroll
+  for (int t = 0; t < hi.num_elements; ++t) {
+    const float v = hi.x[t], h = wmma::__float_to_tf32(v);
+    hi.x[t] = h;
+    lo.x[t] = wmma::__float_to_tf32(v - h);
+  }
+}
+
 template <DType T>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(MmArgs a) {
   __shared__ __align__(128) float smem[(kTileN + kTileO) * kLd];
@@ -320,24 +335,26 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(MmArgs a) {
 #pragma unroll
     for (int kk = 0; kk < kTileK; kk += 8) {
       // A = x rows (row-major), B = w^T: element (k, o) sits at ws[o * kLd + k], i.e. column-major.
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb[2];
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[2], fa_lo[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb[2], fb_lo[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         wmma::load_matrix_sync(fa[i], xs + (wm * 32 + i * 16) * kLd + kk, kLd);
-#pragma unroll
-        for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+        split_tf32(fa[i], fa_lo[i]);
       }
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         wmma::load_matrix_sync(fb[j], ws + (wn * 32 + j * 16) * kLd + kk, kLd);
-#pragma unroll
-        for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+        split_tf32(fb[j], fb_lo[j]);
       }
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+        for (int j = 0; j < 2; ++j) {  // the small terms first
+          wmma::mma_sync(acc[i][j], fa_lo[i], fb[j], acc[i][j]);
+          wmma::mma_sync(acc[i][j], fa[i], fb_lo[j], acc[i][j]);
+          wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+        }
     }
     __syncthreads();  // the next step overwrites xs/ws
   }
