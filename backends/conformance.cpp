@@ -843,6 +843,10 @@ std::vector<ConformanceCase> conformance_cases() {
     // decode tiles cut short by the context and by a span edge.
     add(Op::PagedAttention, dt, "decode_gqa3_hd12_bs4", attention(6, 2, 12, 4, {{9, 1}, {23, 1}, {5, 5}}), kAttention);
     add(Op::PagedAttention, dt, "decode_gqa2_hd80", attention(4, 2, 80, 16, {{41, 1}, {600, 1}, {3, 1}}), kAttention);
+    // Query-head groups the CPU's grouped decode kernels cut into blocks of four: 8 (two blocks,
+    // a 1B Llama's shape) and 3 (one partial block), on whole 16-float chunks.
+    add(Op::PagedAttention, dt, "decode_gqa8_hd64", attention(16, 2, 64, 16, {{70, 1}, {700, 1}, {5, 1}}), kAttention);
+    add(Op::PagedAttention, dt, "decode_gqa3_hd32", attention(6, 2, 32, 16, {{45, 1}, {530, 1}}), kAttention);
     // Decode rows past 512 positions, few rows: CPU spans, Vulkan and CUDA split-K partials.
     add(Op::PagedAttention, dt, "decode_split_gqa4_hd128",
         attention(8, 2, 128, 16, {{1500, 1}, {513, 1}, {40, 33}, {2100, 1}}), kAttention);
