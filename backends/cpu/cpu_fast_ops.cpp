@@ -374,29 +374,76 @@ void dots_tile(const float* q, const float* const* rows, int32_t n, float* out) 
   std::memcpy(out, &s, 32);
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__F16C__) && defined(__FMA__))
+#define PAGODA_GROUPED_ATTENTION 1
 // GCC 12's AVX-512 intrinsics start some results from _mm512_undefined_*(), which its flow
 // analysis reports as uninitialized once inlined.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// ---- Decode attention for a group of query heads sharing a kv head, 512-bit ----
+// ---- Decode attention for a group of query heads sharing a kv head ----
 //
 // dots_tile and weighted_rows_add take one query head at a time, so each K/V element is loaded
 // (and, for an F16 cache, converted into a buffer and loaded back) once per head of its group:
 // with 4 query heads per kv head the loads bound the loop and the long-context kernel ran at a
-// third of the copy bandwidth (F32), a fifth (F16). Here each 16-element chunk of a cache row is
-// loaded and converted once, in a register, for up to four heads.
+// third of the copy bandwidth (F32), a fifth (F16). Here each chunk of a cache row is loaded and
+// converted once, in a register, for up to four heads. Written once for the native vector width
+// (Simd: 16 floats with AVX-512, 8 with AVX2).
+#if defined(__AVX512F__)
+struct Simd {
+  using V = __m512;
+  static constexpr int kW = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V load_half(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static V splat(float x) { return _mm512_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  // Lane L: the sum of the lanes of v[L] (a tree of in-register shuffles and adds, about three
+  // operations a sum where a horizontal sum each costs eight).
+  static V transpose_sum(const V* v) {
+    V s[8], t[4];
+    for (int p = 0; p < 8; ++p)
+      s[p] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * p], v[2 * p + 1]), _mm512_unpackhi_ps(v[2 * p], v[2 * p + 1]));
+    for (int p = 0; p < 4; ++p) {
+      const __m512d a = _mm512_castps_pd(s[2 * p]), b = _mm512_castps_pd(s[2 * p + 1]);
+      t[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    auto quarters = [](V a, V b) { return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD)); };
+    return quarters(quarters(t[0], t[1]), quarters(t[2], t[3]));
+  }
+};
+#else
+struct Simd {
+  using V = __m256;
+  static constexpr int kW = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load_half(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static V splat(float x) { return _mm256_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V transpose_sum(const V* v) {
+    v8f a[8];
+    std::memcpy(a, v, sizeof(a));
+    const v8f r = transpose_sum8(a);
+    V out;
+    std::memcpy(&out, &r, 32);
+    return out;
+  }
+};
+#endif
+constexpr int kSimdW = Simd::kW;
 
-// 16 K/V elements of a cache row (float or F16 bits) as floats.
+// kW elements of a cache row (floats, or F16 bits) from element d, as floats.
 template <typename E>
-inline __m512 kv16(const uint8_t* row, int32_t d) {
-  if constexpr (sizeof(E) == 4) return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + d);
-  else return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * size_t(d))));
+inline Simd::V kv_chunk(const uint8_t* row, int32_t d) {
+  if constexpr (sizeof(E) == 4) return Simd::load(reinterpret_cast<const float*>(row) + d);
+  else return Simd::load_half(row + 2 * size_t(d));
 }
 
-// Asks for the `bytes` at off of the tile's cache rows (the tile after the one being computed):
-// the grouped kernels visit a row's heads one after another, eight rows at a time, a pattern the
+// Asks for the `bytes` at off of m cache rows (the tile after the one being computed): the
+// grouped kernels visit a row's heads one after another, eight rows at a time, a pattern the
 // hardware prefetchers do not follow, and without this the loads waited on memory.
 inline void prefetch_tile(const HostTensor& c, const int64_t* slots, int32_t m, size_t off, size_t bytes) {
   for (int32_t j = 0; j < m; ++j) {
@@ -405,78 +452,65 @@ inline void prefetch_tile(const HostTensor& c, const int64_t* slots, int32_t m, 
   }
 }
 
-// Lane L of the result: the sum of the lanes of v[L] (a tree of in-register shuffles and adds,
-// about three operations a sum where a horizontal sum each costs eight).
-inline __m512 transpose_sum16(const __m512* v) {
-  __m512 s[8], t[4];
-  for (int p = 0; p < 8; ++p)
-    s[p] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * p], v[2 * p + 1]), _mm512_unpackhi_ps(v[2 * p], v[2 * p + 1]));
-  for (int p = 0; p < 4; ++p) {
-    const __m512d a = _mm512_castps_pd(s[2 * p]), b = _mm512_castps_pd(s[2 * p + 1]);
-    t[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  auto quarters = [](__m512 a, __m512 b) {
-    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
-  };
-  return quarters(quarters(t[0], t[1]), quarters(t[2], t[3]));
-}
-
-// out[g * ld + j] = dot(q + g * hd, row j) for the G (<= 4) heads g and kDotTile rows j (at
-// rows[j] + off): four rows at a time, each chunk of a row loaded once for the G heads.
+// out[g * ld + j] = dot(q + g * hd, row j) for the G (<= 4) heads g and the kDotTile rows j (at
+// rows[j] + off): kW / 4 rows at a time (G x kW / 4 = kW sums reduced together), each chunk of a
+// row loaded once for the G heads.
 template <typename E, int G>
 void group_scores(const float* q, const uint8_t* const* rows, size_t off, int32_t hd, float* out, int64_t ld) {
-  static_assert(kDotTile == 8 && G <= 4);
-  for (int half = 0; half < 2; ++half) {
-    __m512 a[16];
-    for (int i = 0; i < 16; ++i) a[i] = _mm512_setzero_ps();
-    const uint8_t* r[4];
-    for (int j = 0; j < 4; ++j) r[j] = rows[4 * half + j] + off;
-    for (int32_t d = 0; d < hd; d += 16) {
-      __m512 k[4];
+  constexpr int kR = kSimdW / 4;
+  static_assert(kDotTile % kR == 0 && G <= 4);
+  for (int j0 = 0; j0 < kDotTile; j0 += kR) {
+    Simd::V a[kSimdW];
+    for (int i = 0; i < kSimdW; ++i) a[i] = Simd::zero();
+    const uint8_t* r[kR];
+    for (int j = 0; j < kR; ++j) r[j] = rows[j0 + j] + off;
+    for (int32_t d = 0; d < hd; d += kSimdW) {
+      Simd::V k[kR];
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) k[j] = kv16<E>(r[j], d);
+      for (int j = 0; j < kR; ++j) k[j] = kv_chunk<E>(r[j], d);
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) {
-        const __m512 qv = _mm512_loadu_ps(q + int64_t(g) * hd + d);
+        const Simd::V qv = Simd::load(q + int64_t(g) * hd + d);
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) a[4 * g + j] = _mm512_fmadd_ps(qv, k[j], a[4 * g + j]);
+        for (int j = 0; j < kR; ++j) a[kR * g + j] = Simd::fma(qv, k[j], a[kR * g + j]);
       }
     }
-    const __m512 sums = transpose_sum16(a);  // lane 4g + j: head g, row 4 * half + j
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) _mm_storeu_ps(out + g * ld + 4 * half, _mm512_extractf32x4_ps(sums, g));
+    alignas(64) float sums[kSimdW];  // lane kR * g + j: head g, row j0 + j
+    Simd::store(sums, Simd::transpose_sum(a));
+    for (int g = 0; g < G; ++g)
+      for (int j = 0; j < kR; ++j) out[g * ld + j0 + j] = sums[kR * g + j];
   }
 }
 
-// acc[g * hd + c * 16 ..] += sum over j < m of w[g * ld + j] * row j's elements (from rows[j] +
-// off, C chunks of 16), for the G (<= 4) heads g: each chunk of a row loaded once for the G heads.
+// acc[g * hd + c * kW ..] += sum over j < m of w[g * ld + j] * row j's elements (from rows[j] +
+// off, C chunks), for the G (<= 4) heads g: each chunk of a row loaded once for the G heads.
 template <typename E, int G, int C>
 void group_values(const float* w, int64_t ld, const uint8_t* const* rows, size_t off, int32_t m, int32_t hd,
                   float* acc) {
-  static_assert(G * C <= 16);
-  __m512 a[G][C];
+  static_assert(G * C <= kSimdW);
+  Simd::V a[G][C];
 #pragma GCC unroll 4
   for (int g = 0; g < G; ++g)
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) a[g][c] = _mm512_loadu_ps(acc + int64_t(g) * hd + 16 * c);
+    for (int c = 0; c < C; ++c) a[g][c] = Simd::load(acc + int64_t(g) * hd + kSimdW * c);
   for (int32_t j = 0; j < m; ++j) {
-    __m512 v[C];
+    Simd::V v[C];
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) v[c] = kv16<E>(rows[j] + off, 16 * c);
+    for (int c = 0; c < C; ++c) v[c] = kv_chunk<E>(rows[j] + off, kSimdW * c);
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {
-      const __m512 wj = _mm512_set1_ps(w[g * ld + j]);
+      const Simd::V wj = Simd::splat(w[g * ld + j]);
 #pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) a[g][c] = _mm512_fmadd_ps(wj, v[c], a[g][c]);
+      for (int c = 0; c < C; ++c) a[g][c] = Simd::fma(wj, v[c], a[g][c]);
     }
   }
 #pragma GCC unroll 4
   for (int g = 0; g < G; ++g)
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc + int64_t(g) * hd + 16 * c, a[g][c]);
+    for (int c = 0; c < C; ++c) Simd::store(acc + int64_t(g) * hd + kSimdW * c, a[g][c]);
 }
 
-// Scores of the heads [h0, h0 + n) (sharing one kv head; q at q + h0 * hd) for a tile's rows.
+// Scores of n heads sharing one kv head (q at their first head) for a tile's rows.
 template <typename E>
 void group_scores_any(const float* q, int32_t n, const uint8_t* const* rows, size_t off, int32_t hd, float* out, int64_t ld) {
   for (int32_t g0 = 0; g0 < n; g0 += 4) {
@@ -491,17 +525,19 @@ void group_scores_any(const float* q, int32_t n, const uint8_t* const* rows, siz
   }
 }
 
-// The values of the heads [h0, h0 + n) for a tile's m rows, 64 dimensions (4 chunks) a pass.
+// The values of G heads for a tile's m rows, kChunks chunks (4 x 16 or 2 x 8 floats) a pass.
 template <typename E, int G>
 void group_values_dims(const float* w, int64_t ld, const uint8_t* const* rows, size_t off, int32_t m, int32_t hd, float* acc) {
-  for (int32_t d0 = 0; d0 < hd; d0 += 64) {
+  constexpr int kChunks = kSimdW / 4;  // G * kChunks accumulators stay in registers
+  for (int32_t d0 = 0; d0 < hd; d0 += kChunks * kSimdW) {
     const size_t o = off + size_t(d0) * sizeof(E);
     float* a = acc + d0;
-    switch (std::min(4, (hd - d0) / 16)) {
-      case 1: group_values<E, G, 1>(w, ld, rows, o, m, hd, a); break;
-      case 2: group_values<E, G, 2>(w, ld, rows, o, m, hd, a); break;
-      case 3: group_values<E, G, 3>(w, ld, rows, o, m, hd, a); break;
-      default: group_values<E, G, 4>(w, ld, rows, o, m, hd, a); break;
+    const int c = std::min(kChunks, (hd - d0) / kSimdW);
+    if (c == kChunks) group_values<E, G, kChunks>(w, ld, rows, o, m, hd, a);
+    else if (c == 1) group_values<E, G, 1>(w, ld, rows, o, m, hd, a);
+    else if constexpr (kChunks == 4) {
+      if (c == 2) group_values<E, G, 2>(w, ld, rows, o, m, hd, a);
+      else group_values<E, G, 3>(w, ld, rows, o, m, hd, a);
     }
   }
 }
@@ -974,10 +1010,10 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       std::vector<int64_t> slots;
       const float* rows[kTile];
       const float* base[kTile];
-#if defined(__AVX512F__)
-      // F32 and F16 caches with whole 16-element chunks per head: the grouped 512-bit kernels,
-      // reading the cache rows in place.
-      const bool grouped = hd % 16 == 0 && kc.dtype == vc.dtype && (kc.dtype == DType::F32 || kc.dtype == DType::F16);
+#if PAGODA_GROUPED_ATTENTION
+      // F32 and F16 caches with whole vector chunks per head: the grouped kernels, reading the
+      // cache rows in place.
+      const bool grouped = hd % kSimdW == 0 && kc.dtype == vc.dtype && (kc.dtype == DType::F32 || kc.dtype == DType::F16);
       const uint8_t* raw[kTile];
 #endif
       // base[j]: the span's kv heads of the cache row of position t + min(j, m - 1), as floats: in
@@ -1010,7 +1046,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         slots.resize(size_t(n));
         for (int32_t t = 0; t < n; ++t) slots[size_t(t)] = slot_of(si, sp.t0 + t);
         const float* qr = q.f32() + row * q.cols;
-#if defined(__AVX512F__)
+#if PAGODA_GROUPED_ATTENTION
         const size_t head_bytes = row_bytes(kc.dtype, hd);
         constexpr int32_t kAheadTiles = 1;
 #endif
@@ -1019,7 +1055,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         // once for the group's query heads, and each head's kTile dot products reduce together.
         for (int32_t t = 0; t < n; t += kTile) {
           const int32_t m = std::min(kTile, n - t);
-#if defined(__AVX512F__)
+#if PAGODA_GROUPED_ATTENTION
           if (grouped) {  // the rows in place, every kv head's group of query heads at once
             for (int32_t j = 0; j < kTile; ++j)  // past the span: the last row again, its score unused
               raw[j] = kc.data + size_t(slots[size_t(t + std::min(j, m - 1))]) * kc.row_stride();
@@ -1054,7 +1090,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         // Values, the same tiles: each head's accumulators stay in registers across a tile.
         for (int32_t t = 0; t < n; t += kTile) {
           const int32_t m = std::min(kTile, n - t);
-#if defined(__AVX512F__)
+#if PAGODA_GROUPED_ATTENTION
           if (grouped) {
             for (int32_t j = 0; j < m; ++j) raw[j] = vc.data + size_t(slots[size_t(t + j)]) * vc.row_stride();
             for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
