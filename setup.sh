@@ -55,6 +55,16 @@ cmake --build build -j "$JOBS"
 
 # The test suite: everything under CTest, then the core under sanitizers.
 ctest --test-dir build --output-on-failure -j "$JOBS"
+if [[ "${CI:-}" == "true" ]]; then
+  # CI's main build is portable (no -march), so the fast CPU kernels users run (AVX2, AVX-512
+  # VNNI, their panels and the grouped attention) are not compiled in it: build them for this
+  # machine's CPU and check them against the CPU reference and llama.cpp's parity fixtures.
+  cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAGODA_NATIVE=ON -DPAGODA_WERROR=ON \
+    -DPAGODA_VULKAN=OFF -DPAGODA_CUDA=OFF -DPAGODA_UI=OFF >/dev/null
+  cmake --build build-native -j "$JOBS" --target pagoda cpu_ops_test conformance_test parity_test
+  ctest --test-dir build-native --output-on-failure -j "$JOBS" \
+    -R '^(Half|CpuRef|CpuFast|ThreadPool|ConformanceHarness|Available/BackendConformance|Parity|Fixtures/Parity)'
+fi
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPAGODA_SANITIZE=ON \
   -DPAGODA_VULKAN=OFF -DPAGODA_CUDA=OFF -DPAGODA_UI=OFF >/dev/null
 cmake --build build-asan -j "$JOBS"
