@@ -300,7 +300,7 @@ TEST(Bench, PrefixSweepAndMultiTurnChat) {
     EXPECT_NE(b.code, 0) << bad;
     EXPECT_NE(b.out.find("error"), std::string::npos) << bad << ": " << b.out;
   }
-  fs::remove_all(dir);
+  fs::remove_all(temp_dir());
 }
 
 TEST(Bench, AttentionReportsBandwidthPerContext) {

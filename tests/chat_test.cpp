@@ -115,7 +115,7 @@ TEST(TemplateCli, MessagesFormUsesTheModelsTemplateAndVocab) {
   // Variables that name bos_token win over the vocabulary's.
   const std::string vars = write_tmp("vars.json", R"({"messages": [], "bos_token": "[B]"})");
   EXPECT_EQ(sh("template -m " + model + " --vars " + vars).out, "[B]");
-  fs::remove(model);
+  for (const auto& f : {model, msgs, vars}) fs::remove(f);
 }
 
 TEST(TemplateCli, ErrorsAndUsage) {
@@ -136,6 +136,7 @@ TEST(TemplateCli, ErrorsAndUsage) {
   r = sh("template --template " + refusing + " --messages " + vars, true);  // an object, not an array
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("expected a JSON array"), std::string::npos) << r.out;
+  fs::remove(refusing);
 }
 
 struct ChatModel {
