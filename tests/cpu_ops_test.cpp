@@ -328,6 +328,57 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   }
 }
 
+// matmul_many (a layer's q/k/v or gate/up as one job on the pool, split at byte offsets across
+// matrices of different types) gives each output exactly what matmul gives it, for a decode row
+// and for a batch, at every thread count, and writes nothing past an output.
+TEST(CpuFast, MatmulManyEqualsMatmulBitForBit) {
+  std::mt19937_64 rng(fresh_seed());
+  struct W { DType t; int64_t rows; };
+  const std::vector<std::vector<W>> groups = {
+      {{DType::Q4_K, 64}, {DType::Q4_K, 16}, {DType::Q6_K, 16}},  // a Q4_K_M layer's q, k, v
+      {{DType::Q4_K, 43}, {DType::Q4_K, 43}},                     // gate, up
+      {{DType::F32, 7}, {DType::Q8_0, 33}, {DType::F16, 5}, {DType::BF16, 9}, {DType::Q5_0, 17}, {DType::IQ4_NL, 3}},
+      {{DType::Q6_K, 1}, {DType::Q2_K, 50}}};
+  const int64_t n_in = 2048;
+  constexpr float kPoison = 7.5f;
+  for (int threads : {1, 2, 3}) {
+    CpuBackend be(CpuOptions{.threads = threads});
+    for (const auto& g : groups)
+      for (int64_t n : {1, 3}) {
+        std::vector<Buf> ws, outs, want;
+        std::vector<Tensor> wt, ot;
+        for (const W& w : g) {
+          const auto f = randn(rng, size_t(w.rows * n_in));
+          std::vector<uint8_t> q(row_bytes(w.t, n_in) * size_t(w.rows));
+          for (int64_t o = 0; o < w.rows; ++o) quantize_row(w.t, f.data() + o * n_in, q.data() + size_t(o) * row_bytes(w.t, n_in), n_in);
+          ws.push_back(make(be, w.t, w.rows, n_in));
+          be.upload(ws.back().t, q.data(), q.size());
+          // One float more than the output, poisoned, so a write past it shows.
+          outs.push_back(make(be, DType::F32, 1, n * w.rows + 1));
+          const std::vector<float> poison(size_t(n * w.rows + 1), kPoison);
+          be.upload(outs.back().t, poison.data(), poison.size() * 4);
+          want.push_back(make(be, DType::F32, n, w.rows));
+          wt.push_back(ws.back().t);
+          ot.push_back(Tensor{outs.back().t.buf, 0, DType::F32, n, w.rows});
+        }
+        const auto x = randn(rng, size_t(n * n_in));
+        Buf xb = make(be, DType::F32, n, n_in);
+        be.upload(xb.t, x.data(), x.size() * 4);
+        for (size_t i = 0; i < g.size(); ++i) be.matmul(ws[i].t, xb.t, want[i].t);
+        be.matmul_many(xb.t, wt, ot);
+        for (size_t i = 0; i < g.size(); ++i) {
+          std::vector<float> got(size_t(n * g[i].rows + 1)), exp(size_t(n * g[i].rows));
+          be.download(outs[i].t, got.data(), got.size() * 4);
+          be.download(want[i].t, exp.data(), exp.size() * 4);
+          for (size_t e = 0; e < exp.size(); ++e)
+            ASSERT_EQ(got[e], exp[e]) << dtype_name(g[i].t) << " matrix " << i << " element " << e << ", " << n << " rows, "
+                                      << threads << " threads";
+          EXPECT_EQ(got.back(), kPoison) << "wrote past matrix " << i;
+        }
+      }
+  }
+}
+
 // The K-quant kernels against the exact dot of the dequantized weights with the dequantized
 // activations (quantized per 256 as the kernels take them). The weight blocks are random bytes
 // (every scale, min and quant bit pattern the format allows, e.g. Q6_K scale -128, Q3_K scale -32),

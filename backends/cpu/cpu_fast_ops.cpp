@@ -4,6 +4,10 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -780,7 +784,93 @@ void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out
 
 namespace fast {
 
+// ---- Decode: one activation row, run by ranges of weight rows ----
+
+// The activations of a decode step's matvecs, quantized once for every weight that reads them the
+// same way (q, k and v share one input, as do gate and up: matmul_many).
+struct MatvecInput {
+  explicit MatvecInput(const HostTensor& in) : x(in) {}
+  const HostTensor& x;
+#if defined(__AVX2__)
+  std::optional<QuantX> x32;        // 32-element blocks (fastq::int_dot_for's types)
+  std::map<int, QuantX256> x256;    // per layout, keyed by x256_slot(t, 32)
+#endif
+};
+
+using RowRange = std::function<void(int64_t, int64_t)>;
+
+// out = w · x for one activation row, as a function of a range of weight rows [o0, o1) that
+// writes out[o0 .. o1) (the activations quantized into `in` first, on the caller's thread). A
+// row's result never depends on the range it falls in.
+RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor& out, MatvecInput& in) {
+  const HostTensor& x = in.x;
+  const int64_t n_in = w.cols;
+  const size_t stride = w.row_stride();
+  float* y = out.f32();
+#if defined(__AVX2__)
+  // Quantized weights with an integer kernel against int8 activations (see matmul).
+  if (const fastq::IntDot kdot = fastq::int_dot_for(w.dtype)) {
+    if (!in.x32) in.x32 = quantize_x(pool, x.f32(), 1, n_in);
+    const QuantX* qx = &*in.x32;
+    const int64_t nb = n_in / 32;
+    return [=](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) y[o] = kdot(w.data + size_t(o) * stride, qx->q.data(), qx->d.data(), qx->sum.data(), nb);
+    };
+  }
+  const int64_t nsb = n_in / 256;
+  if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, nsb)) {
+    const int key = fastq::x256_slot(w.dtype, 32);
+    auto it = in.x256.find(key);
+    if (it == in.x256.end()) it = in.x256.emplace(key, quantize_x256(pool, x.f32(), 1, n_in, w.dtype)).first;
+    const QuantX256* qx = &it->second;
+    // Two weight rows per kernel call where the type has it, row i of each half of the range with
+    // row i of the other (each half a sequential stream, as the hardware prefetcher wants it;
+    // adjacent rows in pairs streamed 15% slower).
+    if (const fastq::SuperDotPair sdot2 = fastq::super_dot_pair_for(w.dtype, nsb))
+      return [=](int64_t o0, int64_t o1) {
+        const int64_t h = (o1 - o0) / 2;
+        for (int64_t i = 0; i < h; ++i) {
+          float two[2];
+          sdot2(w.data + size_t(o0 + i) * stride, size_t(h) * stride, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, two);
+          y[o0 + i] = two[0];
+          y[o0 + h + i] = two[1];
+        }
+        if ((o1 - o0) % 2) sdot(w.data + size_t(o1 - 1) * stride, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o1 - 1);
+      };
+    return [=](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) sdot(w.data + size_t(o) * stride, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o);
+    };
+  }
+#else
+  (void)pool;
+#endif
+  // Fused kernels straight from the weight bytes, the bandwidth-bound case.
+  const float* xv = x.f32();
+  return [=](int64_t o0, int64_t o1) {
+    std::vector<float> buf;
+    for (int64_t o = o0; o < o1; ++o) {
+      const uint8_t* wr = w.data + size_t(o) * stride;
+      if (w.dtype == DType::F32) y[o] = dot_f32(reinterpret_cast<const float*>(wr), xv, n_in);
+      else if (w.dtype == DType::Q8_0) y[o] = dot_q8_0(wr, xv, n_in);
+      else if (w.dtype == DType::BF16) y[o] = dot_16bit<bf16x8_to_f32, bf16_to_f32>(wr, xv, n_in);
+#if defined(__F16C__)
+      else if (w.dtype == DType::F16) y[o] = dot_16bit<half8_to_f32, half_to_float>(wr, xv, n_in);
+#endif
+      else {
+        buf.resize(size_t(n_in));
+        row_to_f32(w.dtype, wr, buf.data(), n_in);
+        y[o] = dot_f32(buf.data(), xv, n_in);
+      }
+    }
+  };
+}
+
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out) {
+  if (x.rows == 1) {
+    MatvecInput in(x);
+    pool.parallel_for(w.rows, prepare_matvec(pool, w, out, in));
+    return;
+  }
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
@@ -818,22 +908,6 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
         : 0;
-    // A matvec on narrow rows: two weight rows per kernel call where the type has it, row i of
-    // each half of a thread's rows with row i of the other (each half a sequential stream, as
-    // the hardware prefetcher wants it; adjacent rows in pairs streamed 15% slower).
-    if (const fastq::SuperDotPair sdot2 = x.rows == 1 ? fastq::super_dot_pair_for(w.dtype, nsb) : nullptr) {
-      pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
-        const int64_t h = (o1 - o0) / 2;
-        for (int64_t i = 0; i < h; ++i) {
-          float two[2];
-          sdot2(w.data + size_t(o0 + i) * stride, size_t(h) * stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, two);
-          out.f32()[o0 + i] = two[0];
-          out.f32()[o0 + h + i] = two[1];
-        }
-        if ((o1 - o0) % 2) sdot(w.data + size_t(o1 - 1) * stride, qx.q.data(), qx.d.data(), qx.sum16.data(), nsb, out.f32() + o1 - 1);
-      });
-      return;
-    }
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
     }, first);
@@ -846,7 +920,6 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels(w, x, out, p0, p1); });
     return;
   }
-  // Decode (one row of x): fused kernels straight from the weight bytes, the bandwidth-bound case.
   // Small batches: dequantize each weight row once and reuse it across every row of x.
   if (x.rows >= 3) {
     // Batches: weight rows as floats (F32 in place, others dequantized per chunk), then 2 x M dots.
@@ -871,33 +944,53 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     });
     return;
   }
+  // Two rows: each weight row dequantized once (F32 in place) and dotted with both.
   pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
     std::vector<float> buf;
     for (int64_t o = o0; o < o1; ++o) {
       const uint8_t* wr = w.data + size_t(o) * stride;
-      if (w.dtype == DType::F32) {
-        for (int64_t r = 0; r < x.rows; ++r)
-          out.f32()[r * out.cols + o] = dot_f32(reinterpret_cast<const float*>(wr), x.f32() + r * x.cols, n_in);
-        continue;
+      const float* wf = reinterpret_cast<const float*>(wr);
+      if (w.dtype != DType::F32) {
+        buf.resize(size_t(n_in));
+        row_to_f32(w.dtype, wr, buf.data(), n_in);
+        wf = buf.data();
       }
-      if (x.rows == 1 && w.dtype == DType::Q8_0) {
-        out.f32()[o] = dot_q8_0(wr, x.f32(), n_in);
-        continue;
+      for (int64_t r = 0; r < x.rows; ++r) out.f32()[r * out.cols + o] = dot_f32(wf, x.f32() + r * x.cols, n_in);
+    }
+  });
+}
+
+// Several matvecs of one input (decode): one pool job for all of them, so a step waits for the
+// threads once per group instead of once per matrix, and the activations are quantized once per
+// layout. The job is cut at the same byte offsets of the concatenated weights for every thread
+// count's chunk (a thread streams about as many bytes as another, whatever the types), and each
+// row's result is what matmul computes for it. Batches (prompts) take matmul per weight: their
+// work dwarfs a handoff.
+void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTensor> ws, std::span<const HostTensor> outs) {
+  if (x.rows != 1 || ws.size() < 2) {
+    for (size_t i = 0; i < ws.size(); ++i) matmul(pool, ws[i], x, outs[i]);
+    return;
+  }
+  MatvecInput in(x);
+  std::vector<RowRange> fn;
+  std::vector<int64_t> first_byte(ws.size() + 1, 0);  // matrix i's weights at [first_byte[i], first_byte[i + 1])
+  for (size_t i = 0; i < ws.size(); ++i) {
+    fn.push_back(prepare_matvec(pool, ws[i], outs[i], in));
+    first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
+  }
+  const int64_t total = first_byte.back(), parts = pool.size();
+  // The first row of matrix i at or past byte b of the concatenation.
+  auto row_at = [&](size_t i, int64_t b) {
+    const int64_t s = int64_t(ws[i].row_stride());
+    return std::clamp((b - first_byte[i] + s - 1) / s, int64_t(0), ws[i].rows);
+  };
+  pool.parallel_for(parts, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b0 = total * p / parts, b1 = total * (p + 1) / parts;
+      for (size_t i = 0; i < ws.size(); ++i) {
+        const int64_t o0 = row_at(i, b0), o1 = row_at(i, b1);
+        if (o0 < o1) fn[i](o0, o1);
       }
-      if (x.rows == 1 && w.dtype == DType::BF16) {
-        out.f32()[o] = dot_16bit<bf16x8_to_f32, bf16_to_f32>(wr, x.f32(), n_in);
-        continue;
-      }
-#if defined(__F16C__)
-      if (x.rows == 1 && w.dtype == DType::F16) {
-        out.f32()[o] = dot_16bit<half8_to_f32, half_to_float>(wr, x.f32(), n_in);
-        continue;
-      }
-#endif
-      buf.resize(size_t(n_in));
-      row_to_f32(w.dtype, wr, buf.data(), n_in);
-      for (int64_t r = 0; r < x.rows; ++r)
-        out.f32()[r * out.cols + o] = dot_f32(buf.data(), x.f32() + r * x.cols, n_in);
     }
   });
 }

@@ -2,6 +2,7 @@
 // against: plain loops, F32 accumulation, no threads. `fast::` is the production path.
 #pragma once
 #include <cstdint>
+#include <span>
 
 #include "backends/backend.h"
 
@@ -71,6 +72,8 @@ uint32_t candidate_key(float logit);
 
 namespace fast {
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out);
+// outs[i] = ws[i] · x, each bit-identical to matmul's; a decode row's matvecs as one pool job.
+void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTensor> ws, std::span<const HostTensor> outs);
 void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc, const HostTensor& vc,
                      const HostTensor& seqs, const HostTensor& bt, const HostTensor& out,
                      const AttentionParams& p);

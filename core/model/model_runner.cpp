@@ -1,6 +1,7 @@
 #include "core/model/model_runner.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 namespace pagoda {
@@ -99,9 +100,7 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
 
   // Attention: x += [post_norm] Wo · attention(rope(Wq·norm(x) [+bq]), rope(Wk·norm(x) [+bk]), Wv·norm(x) [+bv])
   be_.rms_norm(x, L.attn_norm, xb, cfg_.rms_eps);
-  be_.matmul(L.wq, xb, q);
-  be_.matmul(L.wk, xb, k);
-  be_.matmul(L.wv, xb, v);
+  be_.matmul_many(xb, std::array{L.wq, L.wk, L.wv}, std::array{q, k, v});
   if (d.qkv_bias) {
     add_bias(q, L.bq);
     add_bias(k, L.bk);
@@ -137,8 +136,7 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
 
   // Gated feed-forward: x += [post_norm] W2 · (act(W1·norm(x)) * W3·norm(x)), act = SiLU or GELU(tanh)
   be_.rms_norm(x, L.ffn_norm, xb, cfg_.rms_eps);
-  be_.matmul(L.w_gate, xb, hb);
-  be_.matmul(L.w_up, xb, hb2);
+  be_.matmul_many(xb, std::array{L.w_gate, L.w_up}, std::array{hb, hb2});
   if (d.activation == FfnActivation::GeluTanh) be_.gelu_mul(hb, hb2, hb);
   else be_.silu_mul(hb, hb2, hb);
   be_.matmul(L.w_down, hb, xb);
