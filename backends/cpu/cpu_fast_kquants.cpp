@@ -784,15 +784,17 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
 // -1 takes the sign trick); kMin: x = d*q + m (f16 m after d). Eight blocks are reduced together
 // and scaled as one vector (sixteen at a time first where AVX-512 has blocks16_512); the offset
 // and min terms use the activation block sums xs. T activation rows at once, as for dot_q45k.
+// `unpacked` (T > 1, builds without the 512-bit kernels): the row's weights already unpacked, 32
+// bytes a block (unpack_row), read in place of unpacking them here; the scales still come from w.
 template <int kBytes, int kOff, bool kMin, int T, typename Unpack>
 void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out,
-                  Unpack unpack) {
+                  Unpack unpack, const uint8_t* unpacked = nullptr) {
   __m256 acc[T], macc[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
   // The block's dots with every row: p[t] for row t.
   auto block = [&](const uint8_t* wb, int64_t b, __m256i* p) {
-    const __m256i q = unpack(wb);
+    const __m256i q = T > 1 && !PAGODA_AVX512_VNNI && unpacked ? load32(unpacked + 32 * b) : unpack(wb);
     const __m256i aq = kOff < 0 ? _mm256_sign_epi8(q, q) : q;
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -881,18 +883,37 @@ inline __m256i unpack_iq4_nl(const uint8_t* b) {
   return _mm256_shuffle_epi8(table, nibbles(b + 2));
 }
 
-// The kernels of one type for 1 and for 4 activation rows.
+// The kernels of one type for 1 and for 4 activation rows (`unpacked`: as dot_blocks32's).
 template <int T>
-void dot_type(DType type, const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out) {
+void dot_type(DType type, const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out,
+              const uint8_t* unpacked = nullptr) {
   switch (type) {
-    case DType::Q8_0: return dot_blocks32<34, -1, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q8_0(b); });
-    case DType::Q4_0: return dot_blocks32<18, 8, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q4_0(b); });
-    case DType::Q4_1: return dot_blocks32<20, 0, true, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q4_1(b); });
-    case DType::Q5_0: return dot_blocks32<22, 16, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_0(b); });
-    case DType::Q5_1: return dot_blocks32<24, 0, true, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_1(b); });
-    case DType::IQ4_NL: return dot_blocks32<18, -1, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_iq4_nl(b); });
+    case DType::Q8_0: return dot_blocks32<34, -1, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q8_0(b); }, unpacked);
+    case DType::Q4_0: return dot_blocks32<18, 8, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q4_0(b); }, unpacked);
+    case DType::Q4_1: return dot_blocks32<20, 0, true, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q4_1(b); }, unpacked);
+    case DType::Q5_0: return dot_blocks32<22, 16, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_0(b); }, unpacked);
+    case DType::Q5_1: return dot_blocks32<24, 0, true, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_1(b); }, unpacked);
+    case DType::IQ4_NL: return dot_blocks32<18, -1, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_iq4_nl(b); }, unpacked);
     default: return;
   }
+}
+
+// The bytes dot_blocks32 unpacks from each of a row's nb blocks, 32 a block, into u.
+template <int kBytes, typename Unpack>
+void unpack_blocks(const uint8_t* w, int64_t nb, uint8_t* u, Unpack unpack) {
+  for (int64_t b = 0; b < nb; ++b) _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 32 * b), unpack(w + b * kBytes));
+}
+template <DType kType>
+void unpack_row_t(const uint8_t* w, int64_t nb, uint8_t* u) {
+  if constexpr (kType == DType::Q4_0) unpack_blocks<18>(w, nb, u, [](const uint8_t* b) { return unpack_q4_0(b); });
+  if constexpr (kType == DType::Q4_1) unpack_blocks<20>(w, nb, u, [](const uint8_t* b) { return unpack_q4_1(b); });
+  if constexpr (kType == DType::Q5_0) unpack_blocks<22>(w, nb, u, [](const uint8_t* b) { return unpack_q5_0(b); });
+  if constexpr (kType == DType::Q5_1) unpack_blocks<24>(w, nb, u, [](const uint8_t* b) { return unpack_q5_1(b); });
+  if constexpr (kType == DType::IQ4_NL) unpack_blocks<18>(w, nb, u, [](const uint8_t* b) { return unpack_iq4_nl(b); });
+}
+template <DType kType>
+void dot4_unpacked_t(const uint8_t* w, const uint8_t* u, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out) {
+  dot_type<4>(kType, w, qx, dx, xs, nb, out, u);
 }
 
 template <DType kType, int T>
@@ -1245,6 +1266,16 @@ IntDot4 int_dot4_for(DType t) {
 }
 bool has_gemm16(DType t) { return PAGODA_AVX512_VNNI && int_dot_for(t) != nullptr; }
 
+UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack) {
+  if (PAGODA_AVX512_VNNI) return nullptr;  // prompts there go through gemm16's panels
+  switch (t) {
+#define PAGODA_UNPACKED(T) case DType::T: *unpack = unpack_row_t<DType::T>; return dot4_unpacked_t<DType::T>;
+    PAGODA_UNPACKED(Q4_0) PAGODA_UNPACKED(Q4_1) PAGODA_UNPACKED(Q5_0) PAGODA_UNPACKED(Q5_1) PAGODA_UNPACKED(IQ4_NL)
+#undef PAGODA_UNPACKED
+    default: return nullptr;  // Q8_0's weights are their own unpacked bytes
+  }
+}
+
 bool has_gemm16_k(DType t, int64_t nsb) {
   return PAGODA_AVX512_VNNI && nsb >= kGemmKMinSuperBlocks && (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K);
 }
@@ -1354,6 +1385,7 @@ IntDot4 int_dot4_for(DType) { return nullptr; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 SuperDotPair super_dot_pair_for(DType, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }
+UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }
 bool has_gemm16_k(DType, int64_t) { return false; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }

@@ -891,6 +891,32 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
             fastq::gemm16(w.dtype, wp, stride, nb, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, op, out.cols);
           })
         : 0;
+    // Without panels: each block of weight rows unpacked once, then every token through it.
+    fastq::UnpackRow unpack = nullptr;
+    if (const fastq::UnpackedDot4 udot4 = first == 0 && x.rows >= 4 ? fastq::unpacked_dot4_for(w.dtype, &unpack) : nullptr) {
+      pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+        constexpr int64_t kRowBlock = 16;
+        thread_local std::vector<uint8_t> u;
+        u.resize(size_t(kRowBlock * n_in));
+        for (int64_t ob = o0; ob < o1; ob += kRowBlock) {
+          const int64_t oe = std::min(o1, ob + kRowBlock);
+          for (int64_t o = ob; o < oe; ++o) unpack(w.data + size_t(o) * stride, nb, u.data() + (o - ob) * n_in);
+          int64_t r = 0;
+          for (; r + 4 <= x.rows; r += 4)
+            for (int64_t o = ob; o < oe; ++o) {
+              float res[4];
+              udot4(w.data + size_t(o) * stride, u.data() + (o - ob) * n_in, qx.q.data() + r * n_in, qx.d.data() + r * nb,
+                    qx.sum.data() + r * nb, nb, res);
+              for (int64_t t = 0; t < 4; ++t) out.f32()[(r + t) * out.cols + o] = res[t];
+            }
+          for (; r < x.rows; ++r)
+            for (int64_t o = ob; o < oe; ++o)
+              out.f32()[r * out.cols + o] = kdot(w.data + size_t(o) * stride, qx.q.data() + r * n_in, qx.d.data() + r * nb,
+                                                 qx.sum.data() + r * nb, nb);
+        }
+      });
+      return;
+    }
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       if (tokens == 4) kdot4(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
       else *res = kdot(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb);
