@@ -6,7 +6,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -209,10 +208,11 @@ class Backend {
   virtual void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) = 0;
   // out[n, o] = sum_i x[n, i] * w[o, i]   (w: [n_out, n_in] any dtype; x: [n, n_in])
   virtual void matmul(const Tensor& w, const Tensor& x, const Tensor& out) = 0;
-  // outs[i] = ws[i] · x for every i: several matmuls of one input (a layer's q, k and v, or its
+  // outs[i] = ws[i] · x for i < n: several matmuls of one input (a layer's q, k and v, or its
   // gate and up), each weight of any dtype. Every result is matmul's, bit for bit; a backend may
-  // run the group as one job. The default calls matmul for each.
-  virtual void matmul_many(const Tensor& x, std::span<const Tensor> ws, std::span<const Tensor> outs);
+  // run the group as one job. The default calls matmul for each. (Pointer and count, not
+  // std::span: this header is also compiled as C++17 by nvcc.)
+  virtual void matmul_many(const Tensor& x, const Tensor* ws, const Tensor* outs, size_t n);
   // In-place rotary embedding on x [n, n_heads*head_dim]: pairs (2i, 2i+1) within each head
   // are rotated by pos[n] * theta^(-2i/head_dim). pos: I32 [n,1].
   virtual void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim,

@@ -44,8 +44,8 @@ Result<BufferPtr> Backend::adopt_host(const void* src, size_t bytes, std::shared
   return buf;
 }
 
-void Backend::matmul_many(const Tensor& x, std::span<const Tensor> ws, std::span<const Tensor> outs) {
-  for (size_t i = 0; i < ws.size(); ++i) matmul(ws[i], x, outs[i]);
+void Backend::matmul_many(const Tensor& x, const Tensor* ws, const Tensor* outs, size_t n) {
+  for (size_t i = 0; i < n; ++i) matmul(ws[i], x, outs[i]);
 }
 void Backend::rope_freqs(const Tensor&, const Tensor&, const Tensor&, int32_t, int32_t, float) {
   // Callers check supports(Op::RopeFreqs, F32) first; reaching this is a programming error.

@@ -365,7 +365,7 @@ TEST(CpuFast, MatmulManyEqualsMatmulBitForBit) {
         Buf xb = make(be, DType::F32, n, n_in);
         be.upload(xb.t, x.data(), x.size() * 4);
         for (size_t i = 0; i < g.size(); ++i) be.matmul(ws[i].t, xb.t, want[i].t);
-        be.matmul_many(xb.t, wt, ot);
+        be.matmul_many(xb.t, wt.data(), ot.data(), wt.size());
         for (size_t i = 0; i < g.size(); ++i) {
           std::vector<float> got(size_t(n * g[i].rows + 1)), exp(size_t(n * g[i].rows));
           be.download(outs[i].t, got.data(), got.size() * 4);

@@ -124,10 +124,10 @@ void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
   if (opt_.reference) ref::matmul(host(w), host(x), host(out));
   else fast::matmul(*pool_, host(w), host(x), host(out));
 }
-void CpuBackend::matmul_many(const Tensor& x, std::span<const Tensor> ws, std::span<const Tensor> outs) {
-  if (opt_.reference) return Backend::matmul_many(x, ws, outs);
+void CpuBackend::matmul_many(const Tensor& x, const Tensor* ws, const Tensor* outs, size_t n) {
+  if (opt_.reference) return Backend::matmul_many(x, ws, outs, n);
   std::vector<HostTensor> hw, ho;
-  for (size_t i = 0; i < ws.size(); ++i) hw.push_back(host(ws[i])), ho.push_back(host(outs[i]));
+  for (size_t i = 0; i < n; ++i) hw.push_back(host(ws[i])), ho.push_back(host(outs[i]));
   fast::matmul_many(*pool_, host(x), hw, ho);
 }
 void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {

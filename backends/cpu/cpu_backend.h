@@ -37,7 +37,7 @@ class CpuBackend final : public Backend {
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) override;
   void matmul(const Tensor& w, const Tensor& x, const Tensor& out) override;
-  void matmul_many(const Tensor& x, std::span<const Tensor> ws, std::span<const Tensor> outs) override;
+  void matmul_many(const Tensor& x, const Tensor* ws, const Tensor* outs, size_t n) override;
   void rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) override;
   void rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads, int32_t head_dim,
                   float theta) override;

@@ -100,7 +100,8 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
 
   // Attention: x += [post_norm] Wo · attention(rope(Wq·norm(x) [+bq]), rope(Wk·norm(x) [+bk]), Wv·norm(x) [+bv])
   be_.rms_norm(x, L.attn_norm, xb, cfg_.rms_eps);
-  be_.matmul_many(xb, std::array{L.wq, L.wk, L.wv}, std::array{q, k, v});
+  const std::array<Tensor, 3> qkv_w{L.wq, L.wk, L.wv}, qkv{q, k, v};
+  be_.matmul_many(xb, qkv_w.data(), qkv.data(), qkv.size());
   if (d.qkv_bias) {
     add_bias(q, L.bq);
     add_bias(k, L.bk);
@@ -136,7 +137,8 @@ void ModelRunner::layer(int32_t l, const ForwardBatch& b, KvCache& kv, const Att
 
   // Gated feed-forward: x += [post_norm] W2 · (act(W1·norm(x)) * W3·norm(x)), act = SiLU or GELU(tanh)
   be_.rms_norm(x, L.ffn_norm, xb, cfg_.rms_eps);
-  be_.matmul_many(xb, std::array{L.w_gate, L.w_up}, std::array{hb, hb2});
+  const std::array<Tensor, 2> gate_up_w{L.w_gate, L.w_up}, gate_up{hb, hb2};
+  be_.matmul_many(xb, gate_up_w.data(), gate_up.data(), gate_up.size());
   if (d.activation == FfnActivation::GeluTanh) be_.gelu_mul(hb, hb2, hb);
   else be_.silu_mul(hb, hb2, hb);
   be_.matmul(L.w_down, hb, xb);
