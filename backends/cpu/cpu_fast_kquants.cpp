@@ -709,6 +709,60 @@ inline __m256i nibbles(const uint8_t* q) {
   return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
 }
 
+// The 32-element block formats, one struct each: the block's size in bytes, the offset its
+// unsigned quants carry (kOff < 0: signed quants, Q8_0 and IQ4_NL), whether an f16 min follows
+// the f16 scale d, and `unpack`, the block's 32 weights as bytes. Every kernel below takes one of
+// these as its format, and with_blocks32 is the one switch from a DType to its struct.
+struct BlocksQ8_0 {
+  static constexpr int kBytes = 34, kOff = -1;
+  static constexpr bool kMin = false;
+  static __m256i unpack(const uint8_t* b) { return load32(b + 2); }
+};
+struct BlocksQ4_0 {
+  static constexpr int kBytes = 18, kOff = 8;
+  static constexpr bool kMin = false;
+  static __m256i unpack(const uint8_t* b) { return nibbles(b + 2); }
+};
+struct BlocksQ4_1 {
+  static constexpr int kBytes = 20, kOff = 0;
+  static constexpr bool kMin = true;
+  static __m256i unpack(const uint8_t* b) { return nibbles(b + 4); }
+};
+struct BlocksQ5_0 {
+  static constexpr int kBytes = 22, kOff = 16;
+  static constexpr bool kMin = false;
+  static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 6), fifth_bits(b + 2)); }
+};
+struct BlocksQ5_1 {
+  static constexpr int kBytes = 24, kOff = 0;
+  static constexpr bool kMin = true;
+  static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 8), fifth_bits(b + 4)); }
+};
+struct BlocksIQ4_NL {
+  static constexpr int kBytes = 18, kOff = -1;
+  static constexpr bool kMin = false;
+  static __m256i unpack(const uint8_t* b) {
+    const __m256i table = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113));
+    return _mm256_shuffle_epi8(table, nibbles(b + 2));
+  }
+};
+
+// f(Blocks{}) with the format struct of a 32-element type; for any other type, R() where R is
+// what f returns (nullptr for a function pointer).
+template <typename F>
+auto with_blocks32(DType t, F&& f) -> decltype(f(BlocksQ8_0{})) {
+  switch (t) {
+    case DType::Q8_0: return f(BlocksQ8_0{});
+    case DType::Q4_0: return f(BlocksQ4_0{});
+    case DType::Q4_1: return f(BlocksQ4_1{});
+    case DType::Q5_0: return f(BlocksQ5_0{});
+    case DType::Q5_1: return f(BlocksQ5_1{});
+    case DType::IQ4_NL: return f(BlocksIQ4_NL{});
+    default: return decltype(f(BlocksQ8_0{}))();
+  }
+}
+
 #if PAGODA_AVX512_VNNI
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -725,9 +779,11 @@ inline __m256 fold512(__m512 a) {
 }
 inline int block_of_lane(int lane) { return (lane >> 2) + 4 * (lane & 3); }
 
-template <int kBytes, int kOff, bool kMin, int T, typename Unpack>
+template <typename B, int T>
 inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, int64_t b,
-                         Unpack unpack, __m512* acc, __m512* macc) {
+                         __m512* acc, __m512* macc) {
+  constexpr int kBytes = B::kBytes, kOff = B::kOff;
+  constexpr bool kMin = B::kMin;
   // S: blocks 4i..4i+3 as four int32 lanes each (128-bit lane j: block 4i + j).
   __m512i quad[4][T];
   #pragma GCC unroll 4
@@ -736,7 +792,7 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
     #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const uint8_t* wb = w + (4 * i + 2 * h) * kBytes;
-      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(unpack(wb)), unpack(wb + kBytes), 1);
+      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(B::unpack(wb)), B::unpack(wb + kBytes), 1);
       const __m512i aq = kOff < 0 ? _mm512_abs_epi8(q) : q;
       const __mmask64 neg = kOff < 0 ? _mm512_movepi8_mask(q) : 0;
       #pragma GCC unroll 8
@@ -786,15 +842,17 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
 // and min terms use the activation block sums xs. T activation rows at once, as for dot_q45k.
 // `unpacked` (T > 1, builds without the 512-bit kernels): the row's weights already unpacked, 32
 // bytes a block (unpack_row), read in place of unpacking them here; the scales still come from w.
-template <int kBytes, int kOff, bool kMin, int T, typename Unpack>
+template <typename B, int T>
 void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out,
-                  Unpack unpack, const uint8_t* unpacked = nullptr) {
+                  const uint8_t* unpacked = nullptr) {
+  constexpr int kBytes = B::kBytes, kOff = B::kOff;
+  constexpr bool kMin = B::kMin;
   __m256 acc[T], macc[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
   // The block's dots with every row: p[t] for row t.
   auto block = [&](const uint8_t* wb, int64_t b, __m256i* p) {
-    const __m256i q = T > 1 && !PAGODA_AVX512_VNNI && unpacked ? load32(unpacked + 32 * b) : unpack(wb);
+    const __m256i q = T > 1 && !PAGODA_AVX512_VNNI && unpacked ? load32(unpacked + 32 * b) : B::unpack(wb);
     const __m256i aq = kOff < 0 ? _mm256_sign_epi8(q, q) : q;
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -810,7 +868,7 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int t = 0; t < T; ++t) acc512[t] = macc512[t] = _mm512_setzero_ps();
     for (; b + kGroup512 <= nb; b += kGroup512, w += kGroup512 * kBytes) {
       if (T == 1) prefetch_bytes_ahead<kGroup512 * kBytes, kAheadBytes32>(w);
-      blocks16_512<kBytes, kOff, kMin, T>(w, qx, dx, xs, nb, b, unpack, acc512, macc512);
+      blocks16_512<B, T>(w, qx, dx, xs, nb, b, acc512, macc512);
     }
     // Their sums enter the 256-bit accumulators' lanes first, in the same way for every T.
     #pragma GCC unroll 8
@@ -872,59 +930,27 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
   for (int t = 0; t < T; ++t) out[t] = hsum8(_mm256_add_ps(acc[t], macc[t])) + tail[t];
 }
 
-inline __m256i unpack_q8_0(const uint8_t* b) { return load32(b + 2); }
-inline __m256i unpack_q4_0(const uint8_t* b) { return nibbles(b + 2); }
-inline __m256i unpack_q4_1(const uint8_t* b) { return nibbles(b + 4); }
-inline __m256i unpack_q5_0(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 6), fifth_bits(b + 2)); }
-inline __m256i unpack_q5_1(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 8), fifth_bits(b + 4)); }
-inline __m256i unpack_iq4_nl(const uint8_t* b) {
-  const __m256i table = _mm256_broadcastsi128_si256(
-      _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113));
-  return _mm256_shuffle_epi8(table, nibbles(b + 2));
+// A row's blocks as dot_blocks32 unpacks them, 32 bytes a block into u (UnpackRow).
+template <typename B>
+void unpack_row(const uint8_t* w, int64_t nb, uint8_t* u) {
+  for (int64_t b = 0; b < nb; ++b) _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 32 * b), B::unpack(w + b * B::kBytes));
+}
+// Four activation rows against a row unpack_row has unpacked into u (UnpackedDot4).
+template <typename B>
+void dot4_unpacked(const uint8_t* w, const uint8_t* u, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb,
+                   float* out) {
+  dot_blocks32<B, 4>(w, qx, dx, xs, nb, out, u);
 }
 
-// The kernels of one type for 1 and for 4 activation rows (`unpacked`: as dot_blocks32's).
-template <int T>
-void dot_type(DType type, const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out,
-              const uint8_t* unpacked = nullptr) {
-  switch (type) {
-    case DType::Q8_0: return dot_blocks32<34, -1, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q8_0(b); }, unpacked);
-    case DType::Q4_0: return dot_blocks32<18, 8, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q4_0(b); }, unpacked);
-    case DType::Q4_1: return dot_blocks32<20, 0, true, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q4_1(b); }, unpacked);
-    case DType::Q5_0: return dot_blocks32<22, 16, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_0(b); }, unpacked);
-    case DType::Q5_1: return dot_blocks32<24, 0, true, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_q5_1(b); }, unpacked);
-    case DType::IQ4_NL: return dot_blocks32<18, -1, false, T>(w, qx, dx, xs, nb, out, [](const uint8_t* b) { return unpack_iq4_nl(b); }, unpacked);
-    default: return;
-  }
-}
-
-// The bytes dot_blocks32 unpacks from each of a row's nb blocks, 32 a block, into u.
-template <int kBytes, typename Unpack>
-void unpack_blocks(const uint8_t* w, int64_t nb, uint8_t* u, Unpack unpack) {
-  for (int64_t b = 0; b < nb; ++b) _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 32 * b), unpack(w + b * kBytes));
-}
-template <DType kType>
-void unpack_row_t(const uint8_t* w, int64_t nb, uint8_t* u) {
-  if constexpr (kType == DType::Q4_0) unpack_blocks<18>(w, nb, u, [](const uint8_t* b) { return unpack_q4_0(b); });
-  if constexpr (kType == DType::Q4_1) unpack_blocks<20>(w, nb, u, [](const uint8_t* b) { return unpack_q4_1(b); });
-  if constexpr (kType == DType::Q5_0) unpack_blocks<22>(w, nb, u, [](const uint8_t* b) { return unpack_q5_0(b); });
-  if constexpr (kType == DType::Q5_1) unpack_blocks<24>(w, nb, u, [](const uint8_t* b) { return unpack_q5_1(b); });
-  if constexpr (kType == DType::IQ4_NL) unpack_blocks<18>(w, nb, u, [](const uint8_t* b) { return unpack_iq4_nl(b); });
-}
-template <DType kType>
-void dot4_unpacked_t(const uint8_t* w, const uint8_t* u, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out) {
-  dot_type<4>(kType, w, qx, dx, xs, nb, out, u);
-}
-
-template <DType kType, int T>
+template <typename B, int T>
 void dot_t(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out) {
-  dot_type<T>(kType, w, qx, dx, xs, nb, out);
+  dot_blocks32<B, T>(w, qx, dx, xs, nb, out);
 }
 
-template <DType kType>
+template <typename B>
 float dot_1(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb) {
   float r;
-  dot_type<1>(kType, w, qx, dx, xs, nb, &r);
+  dot_blocks32<B, 1>(w, qx, dx, xs, nb, &r);
   return r;
 }
 
@@ -963,15 +989,17 @@ inline int lane_of_block(int blk) { return 4 * (blk & 3) + (blk >> 2); }  // inv
 template <bool kMin>
 constexpr int64_t panel_block_bytes() { return 512 + 64 + (kMin ? 64 : 0); }
 
-template <int kBytes, int kOff, bool kMin, typename Unpack>
-void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, Unpack unpack, uint8_t* panel) {
+template <typename B>
+void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
+  constexpr int kBytes = B::kBytes, kOff = B::kOff;
+  constexpr bool kMin = B::kMin;
   alignas(64) uint8_t rows[kPanelRows][32];
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* pb = panel + b * panel_block_bytes<kMin>();
     float* d = reinterpret_cast<float*>(pb + 512);
     for (int j = 0; j < kPanelRows; ++j) {
       const uint8_t* wb = w + size_t(j) * stride + size_t(b) * kBytes;
-      __m256i q = unpack(wb);
+      __m256i q = B::unpack(wb);
       if (kOff < 0) q = _mm256_xor_si256(q, _mm256_set1_epi8(int8_t(0x80)));  // q + 128 as a byte
       _mm256_store_si256(reinterpret_cast<__m256i*>(rows[j]), q);
       d[j] = f16(wb);
@@ -1054,12 +1082,14 @@ void panel16_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const fl
 }
 
 // The panel and token loop of one type: kTokens tokens per pass, then one at a time.
-template <int kBytes, int kOff, bool kMin, typename Unpack>
+template <typename B>
 void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
-                 int64_t tokens, float* out, int64_t ldo, Unpack unpack) {
+                 int64_t tokens, float* out, int64_t ldo) {
+  constexpr int kOff = B::kOff;
+  constexpr bool kMin = B::kMin;
   constexpr int kTokens = 8;
   uint8_t* panel = panel_store(size_t(nb * panel_block_bytes<kMin>()));
-  pack_panel16<kBytes, kOff, kMin>(w, stride, nb, unpack, panel);
+  pack_panel16<B>(w, stride, nb, panel);
   int64_t t = 0;
   for (; t + kTokens <= tokens; t += kTokens)
     panel16_tokens<kOff, kMin, kTokens>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo, ldo);
@@ -1069,15 +1099,7 @@ void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, 
 
 void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx,
                 const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
-  switch (type) {
-    case DType::Q8_0: return gemm16_type<34, -1, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q8_0(b); });
-    case DType::Q4_0: return gemm16_type<18, 8, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q4_0(b); });
-    case DType::Q4_1: return gemm16_type<20, 0, true>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q4_1(b); });
-    case DType::Q5_0: return gemm16_type<22, 16, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q5_0(b); });
-    case DType::Q5_1: return gemm16_type<24, 0, true>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_q5_1(b); });
-    case DType::IQ4_NL: return gemm16_type<18, -1, false>(w, stride, nb, qx, dx, xs, tokens, out, ldo, [](const uint8_t* b) { return unpack_iq4_nl(b); });
-    default: return;
-  }
+  with_blocks32(type, [&](auto b) { gemm16_type<decltype(b)>(w, stride, nb, qx, dx, xs, tokens, out, ldo); });
 }
 
 // ---- The same panels for Q4_K, Q5_K and Q6_K ----
@@ -1246,34 +1268,21 @@ void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* q
 }  // namespace
 
 IntDot int_dot_for(DType t) {
-  switch (t) {
-#define PAGODA_INT_DOT(T) case DType::T: return dot_1<DType::T>;
-    PAGODA_INT_DOT(Q8_0) PAGODA_INT_DOT(Q4_0) PAGODA_INT_DOT(Q4_1) PAGODA_INT_DOT(Q5_0) PAGODA_INT_DOT(Q5_1)
-    PAGODA_INT_DOT(IQ4_NL)
-#undef PAGODA_INT_DOT
-    default: return nullptr;
-  }
+  return with_blocks32(t, [](auto b) -> IntDot { return dot_1<decltype(b)>; });
 }
 
 IntDot4 int_dot4_for(DType t) {
-  switch (t) {
-#define PAGODA_INT_DOT(T) case DType::T: return dot_t<DType::T, 4>;
-    PAGODA_INT_DOT(Q8_0) PAGODA_INT_DOT(Q4_0) PAGODA_INT_DOT(Q4_1) PAGODA_INT_DOT(Q5_0) PAGODA_INT_DOT(Q5_1)
-    PAGODA_INT_DOT(IQ4_NL)
-#undef PAGODA_INT_DOT
-    default: return nullptr;
-  }
+  return with_blocks32(t, [](auto b) -> IntDot4 { return dot_t<decltype(b), 4>; });
 }
 bool has_gemm16(DType t) { return PAGODA_AVX512_VNNI && int_dot_for(t) != nullptr; }
 
 UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack) {
   if (PAGODA_AVX512_VNNI) return nullptr;  // prompts there go through gemm16's panels
-  switch (t) {
-#define PAGODA_UNPACKED(T) case DType::T: *unpack = unpack_row_t<DType::T>; return dot4_unpacked_t<DType::T>;
-    PAGODA_UNPACKED(Q4_0) PAGODA_UNPACKED(Q4_1) PAGODA_UNPACKED(Q5_0) PAGODA_UNPACKED(Q5_1) PAGODA_UNPACKED(IQ4_NL)
-#undef PAGODA_UNPACKED
-    default: return nullptr;  // Q8_0's weights are their own unpacked bytes
-  }
+  if (t == DType::Q8_0) return nullptr;    // its weights are their own unpacked bytes
+  return with_blocks32(t, [&](auto b) -> UnpackedDot4 {
+    *unpack = unpack_row<decltype(b)>;
+    return dot4_unpacked<decltype(b)>;
+  });
 }
 
 bool has_gemm16_k(DType t, int64_t nsb) {
