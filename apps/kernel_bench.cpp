@@ -14,7 +14,11 @@
 //                       activations past L2, as in `bench decode`'s 256-token prefill;
 //   Matmul256w768/<type> the same prompt against 2048 rows of 768 weights (the 110M shape's
 //                       ffn_gate/ffn_up; its attention matrices are 768 wide too): short rows,
-//                       where a kernel's per-row costs and its 8-block tail path show.
+//                       where a kernel's per-row costs and its 8-block tail path show;
+//   Matvec2t/q4_k/dram  Matvec/q4_k/dram on two threads (real time);
+//   Decode1B/q4_k       one decode token's 112 Q4_K matvecs of the 1B shape on two threads, as
+//                       the engine issues them (real time): against Matvec2t, what cutting a
+//                       token into the pool jobs its data dependencies require costs.
 // Rows are 2048 weights (the 1B shape's width) unless a name says otherwise. Weights are random
 // floats quantized with the backend's quantizer, so every block's scales are valid.
 // Run: ./build/pagoda_kernel_bench [--benchmark_filter=q4_k] [--benchmark_format=json]
@@ -22,6 +26,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,8 +69,9 @@ Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide) {
 // Whole rows of type t in about `bytes`.
 int64_t rows_in(DType t, size_t bytes) { return int64_t(std::max<size_t>(1, bytes / pagoda::row_bytes(t, kWide))); }
 
-void run(benchmark::State& state, DType t, int64_t rows, int64_t tokens, bool per_byte, int64_t cols = kWide) {
-  pagoda::ThreadPool pool(1);
+void run(benchmark::State& state, DType t, int64_t rows, int64_t tokens, bool per_byte, int64_t cols = kWide,
+         int threads = 1) {
+  pagoda::ThreadPool pool(threads);
   Case c = make_case(t, rows, tokens, cols);
   for (auto _ : state) {
     pagoda::fast::matmul(pool, c.tw, c.tx, c.tout);
@@ -80,6 +87,64 @@ void run(benchmark::State& state, DType t, int64_t rows, int64_t tokens, bool pe
     state.counters[tokens == 1 ? "Gweights" : "Gmadds"] =
         benchmark::Counter(iters * weights * double(tokens) * 1e-9, benchmark::Counter::kIsRate);
   }
+}
+
+// One decode token's matvecs through the 16 layers of the 1B shape (dim 2048, ffn 5632, kv 256),
+// every matrix Q4_K, on two threads as the engine runs them (q/k/v and gate/up through
+// matmul_many; 64 pool jobs a token), weights streamed from memory: bytes per second of weights.
+// Against Matvec2t/q4_k/dram (one matrix, one job), the cost of cutting a token into the jobs its
+// data dependencies require. One layer is quantized and copied 16 times (the values do not
+// matter to the speed).
+void run_layers(benchmark::State& state) {
+  using pagoda::HostTensor;
+  constexpr int kLayers = 16;
+  constexpr int64_t kDim = 2048, kFfn = 5632, kKv = 256;
+  struct Shape { int64_t rows, cols; };
+  const Shape shapes[7] = {{kDim, kDim}, {kKv, kDim}, {kKv, kDim}, {kDim, kDim}, {kFfn, kDim}, {kFfn, kDim}, {kDim, kFfn}};
+  std::vector<std::vector<uint8_t>> one(7);
+  for (int m = 0; m < 7; ++m) {
+    const auto [rows, cols] = shapes[m];
+    const size_t stride = pagoda::row_bytes(DType::Q4_K, cols);
+    std::vector<uint8_t> q(size_t(rows) * stride);
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = pagoda::philox_uniform(9, uint32_t(r), uint64_t(i + m * 100000)) - 0.5f;
+      pagoda::quantize_row(DType::Q4_K, row.data(), q.data() + size_t(r) * stride, cols);
+    }
+    one[m] = std::move(q);
+  }
+  // Every matrix in its own 64-byte aligned block, layer after layer.
+  size_t total = 0;
+  std::vector<size_t> at;
+  for (int l = 0; l < kLayers; ++l)
+    for (int m = 0; m < 7; ++m) at.push_back(total), total += (one[m].size() + 63) / 64 * 64;
+  std::vector<uint8_t> store(total + 64);
+  uint8_t* base = store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
+  std::vector<HostTensor> w;
+  for (int l = 0; l < kLayers; ++l)
+    for (int m = 0; m < 7; ++m) {
+      uint8_t* p = base + at[size_t(l * 7 + m)];
+      std::memcpy(p, one[size_t(m)].data(), one[size_t(m)].size());
+      w.push_back({p, DType::Q4_K, shapes[m].rows, shapes[m].cols});
+    }
+  std::vector<float> x(size_t(kFfn), 0.25f), hb(size_t(kFfn), 0.5f), y(size_t(4 * kFfn));
+  auto vec = [](float* p, int64_t n) { return HostTensor{reinterpret_cast<uint8_t*>(p), DType::F32, 1, n}; };
+  const HostTensor xd = vec(x.data(), kDim), xf = vec(hb.data(), kFfn);
+  const HostTensor o0 = vec(y.data(), kDim), o1 = vec(y.data() + kDim, kKv), o2 = vec(y.data() + kDim + kKv, kKv),
+                   o3 = vec(y.data(), kFfn), o4 = vec(y.data() + kFfn, kFfn);
+  pagoda::ThreadPool pool(2);
+  for (auto _ : state)
+    for (int l = 0; l < kLayers; ++l) {
+      const HostTensor* L = &w[size_t(l * 7)];
+      pagoda::fast::matmul_many(pool, xd, std::span<const HostTensor>(L, 3), std::vector<HostTensor>{o0, o1, o2});
+      pagoda::fast::matmul(pool, L[3], xd, o0);
+      pagoda::fast::matmul_many(pool, xd, std::span<const HostTensor>(L + 4, 2), std::vector<HostTensor>{o3, o4});
+      pagoda::fast::matmul(pool, L[6], xf, o0);
+      benchmark::ClobberMemory();
+    }
+  size_t bytes = 0;
+  for (const HostTensor& t : w) bytes += size_t(t.rows) * t.row_stride();
+  state.SetBytesProcessed(int64_t(double(state.iterations()) * double(bytes)));
 }
 
 }  // namespace
@@ -103,6 +168,13 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("Matmul256w768/" + name).c_str(),
                                  [t](benchmark::State& s) { run(s, t, 2048, 256, false, 768); });
   }
+  // The decode case on two threads: one 64 MiB matrix (one pool job a call), then a token's
+  // matvecs of the 1B shape as the engine issues them.
+  benchmark::RegisterBenchmark("Matvec2t/q4_k/dram", [](benchmark::State& s) {
+    run(s, DType::Q4_K, rows_in(DType::Q4_K, 64 << 20), 1, true, kWide, 2);
+  })->MinTime(0.5)->UseRealTime();
+  benchmark::RegisterBenchmark("Decode1B/q4_k", [](benchmark::State& s) { run_layers(s); })
+      ->MinTime(1.0)->UseRealTime()->Unit(benchmark::kMillisecond);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
