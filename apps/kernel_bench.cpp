@@ -101,18 +101,8 @@ void run_layers(benchmark::State& state) {
   constexpr int64_t kDim = 2048, kFfn = 5632, kKv = 256;
   struct Shape { int64_t rows, cols; };
   const Shape shapes[7] = {{kDim, kDim}, {kKv, kDim}, {kKv, kDim}, {kDim, kDim}, {kFfn, kDim}, {kFfn, kDim}, {kDim, kFfn}};
-  std::vector<std::vector<uint8_t>> one(7);
-  for (int m = 0; m < 7; ++m) {
-    const auto [rows, cols] = shapes[m];
-    const size_t stride = pagoda::row_bytes(DType::Q4_K, cols);
-    std::vector<uint8_t> q(size_t(rows) * stride);
-    std::vector<float> row(static_cast<size_t>(cols));
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = pagoda::philox_uniform(9, uint32_t(r), uint64_t(i + m * 100000)) - 0.5f;
-      pagoda::quantize_row(DType::Q4_K, row.data(), q.data() + size_t(r) * stride, cols);
-    }
-    one[m] = std::move(q);
-  }
+  std::vector<std::vector<uint8_t>> one;
+  for (const Shape& sh : shapes) one.push_back(make_case(DType::Q4_K, sh.rows, 1, sh.cols).w);
   // Every matrix in its own 64-byte aligned block, layer after layer.
   size_t total = 0;
   std::vector<size_t> at;
@@ -130,16 +120,16 @@ void run_layers(benchmark::State& state) {
   std::vector<float> x(size_t(kFfn), 0.25f), hb(size_t(kFfn), 0.5f), y(size_t(4 * kFfn));
   auto vec = [](float* p, int64_t n) { return HostTensor{reinterpret_cast<uint8_t*>(p), DType::F32, 1, n}; };
   const HostTensor xd = vec(x.data(), kDim), xf = vec(hb.data(), kFfn);
-  const HostTensor o0 = vec(y.data(), kDim), o1 = vec(y.data() + kDim, kKv), o2 = vec(y.data() + kDim + kKv, kKv),
-                   o3 = vec(y.data(), kFfn), o4 = vec(y.data() + kFfn, kFfn);
+  const HostTensor qkv[3] = {vec(y.data(), kDim), vec(y.data() + kDim, kKv), vec(y.data() + kDim + kKv, kKv)};
+  const HostTensor gate_up[2] = {vec(y.data(), kFfn), vec(y.data() + kFfn, kFfn)};
   pagoda::ThreadPool pool(2);
   for (auto _ : state)
     for (int l = 0; l < kLayers; ++l) {
       const HostTensor* L = &w[size_t(l * 7)];
-      pagoda::fast::matmul_many(pool, xd, std::span<const HostTensor>(L, 3), std::vector<HostTensor>{o0, o1, o2});
-      pagoda::fast::matmul(pool, L[3], xd, o0);
-      pagoda::fast::matmul_many(pool, xd, std::span<const HostTensor>(L + 4, 2), std::vector<HostTensor>{o3, o4});
-      pagoda::fast::matmul(pool, L[6], xf, o0);
+      pagoda::fast::matmul_many(pool, xd, std::span<const HostTensor>(L, 3), qkv);
+      pagoda::fast::matmul(pool, L[3], xd, qkv[0]);
+      pagoda::fast::matmul_many(pool, xd, std::span<const HostTensor>(L + 4, 2), gate_up);
+      pagoda::fast::matmul(pool, L[6], xf, qkv[0]);
       benchmark::ClobberMemory();
     }
   size_t bytes = 0;
