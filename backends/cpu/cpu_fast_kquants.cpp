@@ -20,6 +20,12 @@
 #else
 #define PAGODA_AVX512_VNNI 0
 #endif
+// Byte permutes across a whole 512-bit register and bit shuffles into masks (Ice Lake, Zen 4 and later).
+#if PAGODA_AVX512_VNNI && defined(__AVX512VBMI__) && defined(__AVX512BITALG__)
+#define PAGODA_AVX512_VBMI 1
+#else
+#define PAGODA_AVX512_VBMI 0
+#endif
 
 #include "backends/cpu/cpu_ops.h"
 #include "core/util/half.h"
@@ -714,38 +720,58 @@ inline __m256i nibbles(const uint8_t* q) {
 // the f16 scale d, and `unpack`, the block's 32 weights as bytes. Every kernel below takes one of
 // these as its format, and with_blocks32 is the one switch from a DType to its struct.
 struct BlocksQ8_0 {
-  static constexpr int kBytes = 34, kOff = -1;
+  static constexpr int kBytes = 34, kOff = -1, kNib = -1;
   static constexpr bool kMin = false;
   static __m256i unpack(const uint8_t* b) { return load32(b + 2); }
 };
 struct BlocksQ4_0 {
-  static constexpr int kBytes = 18, kOff = 8;
+  static constexpr int kBytes = 18, kOff = 8, kNib = 2, kQh = -1, kNibOff = 8;
   static constexpr bool kMin = false;
   static __m256i unpack(const uint8_t* b) { return nibbles(b + 2); }
+#if PAGODA_AVX512_VBMI
+  static __m512i nib_values(__m512i n) { return n; }
+#endif
 };
 struct BlocksQ4_1 {
-  static constexpr int kBytes = 20, kOff = 0;
+  static constexpr int kBytes = 20, kOff = 0, kNib = 4, kQh = -1, kNibOff = 0;
   static constexpr bool kMin = true;
   static __m256i unpack(const uint8_t* b) { return nibbles(b + 4); }
+#if PAGODA_AVX512_VBMI
+  static __m512i nib_values(__m512i n) { return n; }
+#endif
 };
 struct BlocksQ5_0 {
-  static constexpr int kBytes = 22, kOff = 16;
+  static constexpr int kBytes = 22, kOff = 16, kNib = 6, kQh = 2, kNibOff = 16;
   static constexpr bool kMin = false;
   static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 6), fifth_bits(b + 2)); }
+#if PAGODA_AVX512_VBMI
+  static __m512i nib_values(__m512i n) { return n; }
+#endif
 };
 struct BlocksQ5_1 {
-  static constexpr int kBytes = 24, kOff = 0;
+  static constexpr int kBytes = 24, kOff = 0, kNib = 8, kQh = 4, kNibOff = 0;
   static constexpr bool kMin = true;
   static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 8), fifth_bits(b + 4)); }
+#if PAGODA_AVX512_VBMI
+  static __m512i nib_values(__m512i n) { return n; }
+#endif
 };
 struct BlocksIQ4_NL {
-  static constexpr int kBytes = 18, kOff = -1;
+  static constexpr int kBytes = 18, kOff = -1, kNib = 2, kQh = -1, kNibOff = 128;
   static constexpr bool kMin = false;
   static __m256i unpack(const uint8_t* b) {
     const __m256i table = _mm256_broadcastsi128_si256(
         _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113));
     return _mm256_shuffle_epi8(table, nibbles(b + 2));
   }
+#if PAGODA_AVX512_VBMI
+  // The table's values + 128 (all in 1..241, so unsigned bytes for vpdpbusd; kNibOff takes it back).
+  static __m512i nib_values(__m512i n) {
+    const __m512i table = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15));
+    return _mm512_shuffle_epi8(table, n);
+  }
+#endif
 };
 
 // f(Blocks{}) with the format struct of a 32-element type; for any other type, R() where R is
@@ -835,6 +861,107 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
 #pragma GCC diagnostic pop
 #endif
 
+#if PAGODA_AVX512_VBMI
+#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// blocks16_512 for one activation row of a nibble format (B::kNib >= 0: Q4_0, Q4_1, Q5_0, Q5_1,
+// IQ4_NL), in about half its instructions. blocks16_512 unpacks each block into its own 256-bit
+// half, which held a Q4_0 matvec at 39 Gweights/s a core from L2 (22 GB/s, below what a core can
+// read). Here a group of four blocks is two 64-byte loads and one byte permute (vpermt2b) that puts
+// their 64 nibble bytes side by side; one AND gives elements 0..15 of all four blocks and a shift
+// and an AND elements 16..31, each dotted (vpdpbusd) with the matching halves of the activations
+// into one register, so 128-bit lane i holds block i's sum in four parts. Q5's fifth bits become
+// masks (vpshufbitqmb) that add 16 to their bytes; IQ4_NL's table lookup gives values + 128 so the
+// bytes stay unsigned. The scales are permuted straight out of the loaded bytes. The sums are
+// folded to one lane per block in blocks16_512's lane order (lane 4j + k: block j + 4k) and scaled
+// by the same float operations, so every result is bit-identical to blocks16_512's (and so to the
+// prompt kernels').
+template <typename B>
+inline void blocks16_nib(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t b, __m512* acc,
+                         __m512* macc) {
+  constexpr int kBytes = B::kBytes, kGroup = 4 * kBytes;
+  constexpr bool kScalesFirst = 3 * kBytes + (B::kMin ? 4 : 2) <= 64;
+  static_assert(kGroup <= 128, "a group of four blocks in two 64-byte loads");
+  alignas(64) static constexpr auto idx = [] {
+    // Byte k of a group is byte k of its first load (k < 64) or byte k - (kGroup - 64) of its second.
+    auto pick = [](int k) { return uint8_t(k < 64 ? k : 64 + k - (kGroup - 64)); };
+    struct {
+      uint8_t nib[64], fifth[64], scale[4][64];
+    } t{};
+    for (int i = 0; i < 4; ++i)
+      for (int k = 0; k < 16; ++k) t.nib[16 * i + k] = pick(kBytes * i + B::kNib + k);
+    // Q5: byte 0 of 64-bit word q holds the fifth bits of elements 8q..8q+7 of the four blocks'
+    // low halves (block q / 2, its qh byte q % 2), byte 1 those of the high halves (qh byte 2 + q % 2).
+    for (int q = 0; q < 8 && B::kQh >= 0; ++q)
+      for (int h = 0; h < 2; ++h) t.fifth[8 * q + h] = pick(kBytes * (q / 2) + B::kQh + 2 * h + q % 2);
+    // The scales: output bytes 0..31 hold the f16 d of lane l (bytes 2l, 2l + 1) from group l & 3
+    // (block l >> 2 of it), bytes 32..63 the f16 min. Where every group's scales lie in its first
+    // load (Q4_0, Q4_1, IQ4_NL), table 0 picks groups 0, 1 from their first loads and table 1 groups
+    // 2, 3 (two permutes); otherwise table g picks group g's from its two loads (four).
+    for (int l = 0; l < 16; ++l)
+      for (int e = 0; e < 4; ++e) {
+        const int at = e < 2 ? 2 * l + e : 32 + 2 * l + e - 2, k = kBytes * (l >> 2) + e;
+        if (kScalesFirst) t.scale[(l & 3) / 2][at] = uint8_t(64 * (l & 1) + k);
+        else t.scale[l & 3][at] = pick(k);
+      }
+    return t;
+  }();
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512i sum[4], first[4], scales;
+  #pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    const uint8_t* wg = w + g * kGroup;
+    // Each 64 bytes as two 32-byte loads: at these 72- to 96-byte strides a 64-byte load nearly
+    // always spans two cache lines, and one thread streamed Q4_0 from memory at 16-17 GB/s with
+    // them against 28-29 GB/s with halves (blocks16_512, 16-byte loads: 21).
+    auto ld = [](const uint8_t* p) { return _mm512_inserti64x4(_mm512_castsi256_si512(load32(p)), load32(p + 32), 1); };
+    const __m512i a = first[g] = ld(wg), z = ld(wg + kGroup - 64);
+    const __m512i q = _mm512_permutex2var_epi8(a, _mm512_load_si512(idx.nib), z);
+    __m512i lo = _mm512_and_si512(q, low4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+    if constexpr (B::kQh >= 0) {
+      const __m512i bits = _mm512_permutex2var_epi8(a, _mm512_load_si512(idx.fifth), z);
+      const __m512i sel = _mm512_set1_epi64(0x0706050403020100);  // bit j % 8 of byte 0 (low) or 1 (high)
+      lo = _mm512_mask_add_epi8(lo, _mm512_bitshuffle_epi64_mask(bits, sel), lo, _mm512_set1_epi8(16));
+      hi = _mm512_mask_add_epi8(hi, _mm512_bitshuffle_epi64_mask(bits, _mm512_add_epi8(sel, _mm512_set1_epi8(8))), hi,
+                                _mm512_set1_epi8(16));
+    }
+    lo = B::nib_values(lo);
+    hi = B::nib_values(hi);
+    const __m512i x0 = load64(reinterpret_cast<const uint8_t*>(qx + (b + 4 * g) * 32));
+    const __m512i x1 = load64(reinterpret_cast<const uint8_t*>(qx + (b + 4 * g) * 32 + 64));
+    // Activations of blocks 4g..4g+3 as [0..15 of each], [16..31 of each].
+    const __m512i xlo = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i xhi = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(3, 1, 3, 1));
+    sum[g] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo), hi, xhi);
+    if constexpr (!kScalesFirst) {
+      const __m512i sc = _mm512_permutex2var_epi8(a, _mm512_load_si512(idx.scale[g]), z);
+      scales = g == 0 ? sc : _mm512_mask_blend_epi16(0x11111111u << g, scales, sc);
+    }
+  }
+  if constexpr (kScalesFirst)
+    scales = _mm512_mask_blend_epi16(0xCCCCCCCC, _mm512_permutex2var_epi8(first[0], _mm512_load_si512(idx.scale[0]), first[1]),
+                                     _mm512_permutex2var_epi8(first[2], _mm512_load_si512(idx.scale[1]), first[3]));
+  // [a0 a1 a2 a3] of group 0 with group 1's [b..]: [a0+a2 b0+b2 a1+a3 b1+b3], then with groups 2, 3
+  // the 64-bit halves: lane 4j + k is group k's block j.
+  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(sum[0], sum[1]), _mm512_unpackhi_epi32(sum[0], sum[1]));
+  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(sum[2], sum[3]), _mm512_unpackhi_epi32(sum[2], sum[3]));
+  __m512i s = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+  alignas(64) static constexpr int32_t order[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+  const __m512i perm = _mm512_load_si512(order);
+  const __m512i xsv = _mm512_permutexvar_epi32(perm, _mm512_loadu_si512(xs + b));
+  if (B::kNibOff > 0) s = _mm512_sub_epi32(s, _mm512_mullo_epi32(xsv, _mm512_set1_epi32(B::kNibOff)));
+  const __m512 dxv = _mm512_permutexvar_ps(perm, _mm512_loadu_ps(dx + b));
+  const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(scales));
+  acc[0] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(s), acc[0]);
+  if (B::kMin) {
+    const __m512 m = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(scales, 1));
+    macc[0] = _mm512_fmadd_ps(_mm512_mul_ps(m, dxv), _mm512_cvtepi32_ps(xsv), macc[0]);
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 // Rows of 32-element blocks of kBytes, f16 scale d first. Per block `unpack` gives the 32 weights
 // as bytes. kOff >= 0: unsigned q with x = d*(q - kOff) (Q8_0 has no offset but any sign, kOff =
 // -1 takes the sign trick); kMin: x = d*q + m (f16 m after d). Eight blocks are reduced together
@@ -868,6 +995,12 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int t = 0; t < T; ++t) acc512[t] = macc512[t] = _mm512_setzero_ps();
     for (; b + kGroup512 <= nb; b += kGroup512, w += kGroup512 * kBytes) {
       if (T == 1) prefetch_bytes_ahead<kGroup512 * kBytes, kAheadBytes32>(w);
+#if PAGODA_AVX512_VBMI
+      if constexpr (T == 1 && B::kNib >= 0) {
+        blocks16_nib<B>(w, qx, dx, xs, b, acc512, macc512);
+        continue;
+      }
+#endif
       blocks16_512<B, T>(w, qx, dx, xs, nb, b, acc512, macc512);
     }
     // Their sums enter the 256-bit accumulators' lanes first, in the same way for every T.
