@@ -680,6 +680,72 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 #pragma GCC diagnostic pop
 #endif
 
+#if PAGODA_AVX512_VNNI
+#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// sdot_k16 for one activation row of Q2_K or Q3_K in 512-bit registers: run k of both halves in
+// one register (the 64 packed bytes' 2-bit plane k; half 0's run in the low 256 bits), so a super-
+// block is four planes instead of eight 256-bit runs. The int32 lanes of the two halves are added
+// at the end, which gives exactly sdot_k16's eight lanes, and the float terms are sdot_k16's, so
+// every result is bit-identical to its (and so to the four-row kernel a prompt uses).
+template <DType kType>
+void sdot_k16_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+  static_assert(kType == DType::Q2_K || kType == DType::Q3_K);
+  constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
+  const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  // Plane k: in 128-bit lanes 0..3 the int16 scale of sub-block 2k, 2k + 1 (half 0), 8 + 2k,
+  // 9 + 2k (half 1), picked from [scales 0..7, 0..7, 8..15, 8..15].
+  __m512i pick[4], hbit[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m256i a = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
+    pick[k] = _mm512_inserti64x4(_mm512_castsi256_si512(a), a, 1);
+    // Q3_K: hmask bit 4n + k of byte l is element 128n + 32k + l's high bit.
+    hbit[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi8(char(1 << k))), _mm256_set1_epi8(char(1 << (4 + k))), 1);
+  }
+  auto ld = [](const uint8_t* p) { return _mm512_inserti64x4(_mm512_castsi256_si512(load32(p)), load32(p + 32), 1); };
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
+    prefetch_ahead<kBytes>(w);
+    __m256i sc16, mins = _mm256_setzero_si256();
+    float d, dmin = 0;
+    if constexpr (kType == DType::Q3_K) {
+      sc16 = scales_q3k(w + 96);
+      d = f16s(w + 108);
+    } else {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+      sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(0x0F)));
+      mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F)));
+      d = f16s(w + 80);
+      dmin = f16s(w + 82);
+    }
+    const __m512i sc = _mm512_shuffle_i64x2(_mm512_castsi256_si512(sc16), _mm512_castsi256_si512(sc16), _MM_SHUFFLE(1, 1, 0, 0));
+    const __m512i qs = ld(w + (kType == DType::Q3_K ? 32 : 16));
+    __m512i hm = _mm512_setzero_si512();
+    if constexpr (kType == DType::Q3_K) hm = _mm512_broadcast_i64x4(load32(w));
+    __m512i sum = _mm512_setzero_si512();
+    const int8_t* x = qx + sb * 256;
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      __m512i q = _mm512_and_si512(k ? _mm512_srli_epi16(qs, 2 * k) : qs, three);
+      if constexpr (kType == DType::Q3_K) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hm, hbit[k]), q, four);
+      const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(load32(reinterpret_cast<const uint8_t*>(x + 32 * k))),
+                                            load32(reinterpret_cast<const uint8_t*>(x + 128 + 32 * k)), 1);
+      sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(q, xv), _mm512_shuffle_epi8(sc, pick[k]));
+    }
+    // sdot_k16's lanes: element group 4j..4j+3 of every run, both halves.
+    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + sb * 16));
+    if constexpr (kShift >= 0) s8 = _mm256_sub_epi32(s8, _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), kShift));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[sb]), _mm256_cvtepi32_ps(s8), acc);
+    if constexpr (kType == DType::Q2_K)
+      acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dx[sb]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc);
+  }
+  *out = hsum8(acc);
+}
+#pragma GCC diagnostic pop
+#endif
+
 // kExact: the exact form of the 512-bit kernels (ignored where there are none).
 template <DType kType, int T, bool kExact = false>
 void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
@@ -687,6 +753,7 @@ void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs
   if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, kExact>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, kExact>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, kExact>(w, qx, dx, xs, nsb, out);
+  else if constexpr (T == 1 && (kType == DType::Q2_K || kType == DType::Q3_K)) sdot_k16_512<kType>(w, qx, dx, xs, nsb, out);
 #else
   if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
