@@ -242,6 +242,26 @@ inline __m256i scales_q3k(const uint8_t* s) {
   return _mm256_cvtepi8_epi16(u);
 }
 
+// A Q2_K, Q3_K or Q6_K super-block's sixteen sub-block scales as int16, its d, and (Q2_K) its
+// sixteen mins and dmin (zero for the others).
+struct K16Header {
+  __m256i sc16, mins;
+  float d, dmin;
+};
+template <DType kType>
+inline K16Header k16_header(const uint8_t* w) {
+  if constexpr (kType == DType::Q6_K)
+    return {_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192))), _mm256_setzero_si256(),
+            f16s(w + 208), 0.0f};
+  else if constexpr (kType == DType::Q3_K)
+    return {scales_q3k(w + 96), _mm256_setzero_si256(), f16s(w + 108), 0.0f};
+  else {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+    return {_mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(0x0F))),
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F))), f16s(w + 80), f16s(w + 82)};
+  }
+}
+
 template <DType kType, int T>
 void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
@@ -255,21 +275,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
-    __m256i sc16, mins = _mm256_setzero_si256();
-    float d, dmin = 0;
-    if constexpr (kType == DType::Q6_K) {
-      sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
-      d = f16s(w + 208);
-    } else if constexpr (kType == DType::Q3_K) {
-      sc16 = scales_q3k(w + 96);
-      d = f16s(w + 108);
-    } else {
-      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
-      sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(0x0F)));
-      mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F)));
-      d = f16s(w + 80);
-      dmin = f16s(w + 82);
-    }
+    const auto [sc16, mins, d, dmin] = k16_header<kType>(w);
     __m256i sum[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
@@ -707,18 +713,7 @@ void sdot_k16_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
   __m256 acc = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     prefetch_ahead<kBytes>(w);
-    __m256i sc16, mins = _mm256_setzero_si256();
-    float d, dmin = 0;
-    if constexpr (kType == DType::Q3_K) {
-      sc16 = scales_q3k(w + 96);
-      d = f16s(w + 108);
-    } else {
-      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
-      sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(0x0F)));
-      mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F)));
-      d = f16s(w + 80);
-      dmin = f16s(w + 82);
-    }
+    const auto [sc16, mins, d, dmin] = k16_header<kType>(w);
     const __m512i sc = _mm512_shuffle_i64x2(_mm512_castsi256_si512(sc16), _mm512_castsi256_si512(sc16), _MM_SHUFFLE(1, 1, 0, 0));
     const __m512i qs = ld(w + (kType == DType::Q3_K ? 32 : 16));
     __m512i hm = _mm512_setzero_si512();
