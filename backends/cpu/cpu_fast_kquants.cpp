@@ -7,6 +7,7 @@
 // Without AVX2 and F16C the callers fall back to dequantize-and-dot (the portable path).
 #include "backends/cpu/cpu_fast_quant.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -345,6 +346,11 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
 // 256-bit kernel, about what it can read). Each row's arithmetic is again independent of T.
 
 inline __m512i load64(const uint8_t* p) { return _mm512_loadu_si512(p); }
+// 32 bytes at lo in the low half, 32 at hi in the high half. Also a 64-byte load where such loads
+// at odd strides would span two cache lines (see blocks16_nib).
+inline __m512i load_halves(const uint8_t* lo, const uint8_t* hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(load32(lo)), load32(hi), 1);
+}
 // The same, held in a register for the two nibble planes made from it. GCC otherwise folds the
 // load into both instructions, and weights at 144-, 176- or 210-byte strides mostly straddle two
 // cache lines, so each folded copy costs two of the core's load slots. (One Q4_K super-block
@@ -709,23 +715,22 @@ void sdot_k16_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
     // Q3_K: hmask bit 4n + k of byte l is element 128n + 32k + l's high bit.
     hbit[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi8(char(1 << k))), _mm256_set1_epi8(char(1 << (4 + k))), 1);
   }
-  auto ld = [](const uint8_t* p) { return _mm512_inserti64x4(_mm512_castsi256_si512(load32(p)), load32(p + 32), 1); };
   __m256 acc = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     prefetch_ahead<kBytes>(w);
     const auto [sc16, mins, d, dmin] = k16_header<kType>(w);
     const __m512i sc = _mm512_shuffle_i64x2(_mm512_castsi256_si512(sc16), _mm512_castsi256_si512(sc16), _MM_SHUFFLE(1, 1, 0, 0));
-    const __m512i qs = ld(w + (kType == DType::Q3_K ? 32 : 16));
+    const uint8_t* qsb = w + (kType == DType::Q3_K ? 32 : 16);
+    const __m512i qs = load_halves(qsb, qsb + 32);
     __m512i hm = _mm512_setzero_si512();
     if constexpr (kType == DType::Q3_K) hm = _mm512_broadcast_i64x4(load32(w));
     __m512i sum = _mm512_setzero_si512();
-    const int8_t* x = qx + sb * 256;
+    const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + sb * 256);
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       __m512i q = _mm512_and_si512(k ? _mm512_srli_epi16(qs, 2 * k) : qs, three);
       if constexpr (kType == DType::Q3_K) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hm, hbit[k]), q, four);
-      const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(load32(reinterpret_cast<const uint8_t*>(x + 32 * k))),
-                                            load32(reinterpret_cast<const uint8_t*>(x + 128 + 32 * k)), 1);
+      const __m512i xv = load_halves(x + 32 * k, x + 128 + 32 * k);
       sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(q, xv), _mm512_shuffle_epi8(sc, pick[k]));
     }
     // sdot_k16's lanes: element group 4j..4j+3 of every run, both halves.
@@ -779,55 +784,54 @@ inline __m256i nibbles(const uint8_t* q) {
 
 // The 32-element block formats, one struct each: the block's size in bytes, the offset its
 // unsigned quants carry (kOff < 0: signed quants, Q8_0 and IQ4_NL), whether an f16 min follows
-// the f16 scale d, and `unpack`, the block's 32 weights as bytes. Every kernel below takes one of
+// the f16 scale d, and `unpack`, the block's 32 weights as bytes. The 4-bit formats also give
+// where the 16 nibble bytes start (kNib; -1 for Q8_0) and Q5's 4 fifth-bit bytes (kQh; -1 for
+// none). Every kernel below takes one of
 // these as its format, and with_blocks32 is the one switch from a DType to its struct.
+#if PAGODA_AVX512_VBMI
+// blocks16_nib's nibble values for formats whose nibbles are the quants themselves.
+struct PlainNibbles {
+  static __m512i nib_values(__m512i n) { return n; }
+};
+#else
+struct PlainNibbles {};
+#endif
 struct BlocksQ8_0 {
   static constexpr int kBytes = 34, kOff = -1, kNib = -1;
   static constexpr bool kMin = false;
   static __m256i unpack(const uint8_t* b) { return load32(b + 2); }
 };
-struct BlocksQ4_0 {
-  static constexpr int kBytes = 18, kOff = 8, kNib = 2, kQh = -1, kNibOff = 8;
+struct BlocksQ4_0 : PlainNibbles {
+  static constexpr int kBytes = 18, kOff = 8, kNib = 2, kQh = -1;
   static constexpr bool kMin = false;
-  static __m256i unpack(const uint8_t* b) { return nibbles(b + 2); }
-#if PAGODA_AVX512_VBMI
-  static __m512i nib_values(__m512i n) { return n; }
-#endif
+  static __m256i unpack(const uint8_t* b) { return nibbles(b + kNib); }
 };
-struct BlocksQ4_1 {
-  static constexpr int kBytes = 20, kOff = 0, kNib = 4, kQh = -1, kNibOff = 0;
+struct BlocksQ4_1 : PlainNibbles {
+  static constexpr int kBytes = 20, kOff = 0, kNib = 4, kQh = -1;
   static constexpr bool kMin = true;
-  static __m256i unpack(const uint8_t* b) { return nibbles(b + 4); }
-#if PAGODA_AVX512_VBMI
-  static __m512i nib_values(__m512i n) { return n; }
-#endif
+  static __m256i unpack(const uint8_t* b) { return nibbles(b + kNib); }
 };
-struct BlocksQ5_0 {
-  static constexpr int kBytes = 22, kOff = 16, kNib = 6, kQh = 2, kNibOff = 16;
+struct BlocksQ5_0 : PlainNibbles {
+  static constexpr int kBytes = 22, kOff = 16, kNib = 6, kQh = 2;
   static constexpr bool kMin = false;
-  static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 6), fifth_bits(b + 2)); }
-#if PAGODA_AVX512_VBMI
-  static __m512i nib_values(__m512i n) { return n; }
-#endif
+  static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + kNib), fifth_bits(b + kQh)); }
 };
-struct BlocksQ5_1 {
-  static constexpr int kBytes = 24, kOff = 0, kNib = 8, kQh = 4, kNibOff = 0;
+struct BlocksQ5_1 : PlainNibbles {
+  static constexpr int kBytes = 24, kOff = 0, kNib = 8, kQh = 4;
   static constexpr bool kMin = true;
-  static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + 8), fifth_bits(b + 4)); }
-#if PAGODA_AVX512_VBMI
-  static __m512i nib_values(__m512i n) { return n; }
-#endif
+  static __m256i unpack(const uint8_t* b) { return _mm256_or_si256(nibbles(b + kNib), fifth_bits(b + kQh)); }
 };
 struct BlocksIQ4_NL {
-  static constexpr int kBytes = 18, kOff = -1, kNib = 2, kQh = -1, kNibOff = 128;
+  static constexpr int kBytes = 18, kOff = -1, kNib = 2, kQh = -1;
   static constexpr bool kMin = false;
   static __m256i unpack(const uint8_t* b) {
     const __m256i table = _mm256_broadcastsi128_si256(
         _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113));
-    return _mm256_shuffle_epi8(table, nibbles(b + 2));
+    return _mm256_shuffle_epi8(table, nibbles(b + kNib));
   }
 #if PAGODA_AVX512_VBMI
-  // The table's values + 128 (all in 1..241, so unsigned bytes for vpdpbusd; kNibOff takes it back).
+  // The table's values + 128 (all in 1..241, so unsigned bytes for vpdpbusd; blocks16_nib takes
+  // 128 times the block sums back).
   static __m512i nib_values(__m512i n) {
     const __m512i table = _mm512_broadcast_i32x4(
         _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15));
@@ -865,7 +869,13 @@ constexpr int kGroup512 = 16;
 inline __m256 fold512(__m512 a) {
   return _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
 }
-inline int block_of_lane(int lane) { return (lane >> 2) + 4 * (lane & 3); }
+constexpr int block_of_lane(int lane) { return (lane >> 2) + 4 * (lane & 3); }
+// block_of_lane of lanes 0..15, as a permute index.
+alignas(64) inline constexpr auto kBlockOfLane = [] {
+  std::array<int32_t, 16> a{};
+  for (int l = 0; l < 16; ++l) a[size_t(l)] = block_of_lane(l);
+  return a;
+}();
 
 template <typename B, int T>
 inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, int64_t b,
@@ -896,13 +906,11 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
                                     _mm512_shuffle_i32x4(p[0][t], p[1][t], _MM_SHUFFLE(3, 1, 3, 1)));
   }
   alignas(64) uint16_t dh[16], mh[16];
-  alignas(64) int32_t order[16];
   for (int l = 0; l < 16; ++l) {
-    order[l] = block_of_lane(l);
-    std::memcpy(&dh[l], w + order[l] * kBytes, 2);
-    if (kMin) std::memcpy(&mh[l], w + order[l] * kBytes + 2, 2);
+    std::memcpy(&dh[l], w + kBlockOfLane[size_t(l)] * kBytes, 2);
+    if (kMin) std::memcpy(&mh[l], w + kBlockOfLane[size_t(l)] * kBytes + 2, 2);
   }
-  const __m512i perm = _mm512_load_si512(order);
+  const __m512i perm = _mm512_load_si512(kBlockOfLane.data());
   const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
   const __m512 m = kMin ? _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(mh))) : _mm512_setzero_ps();
   #pragma GCC unroll 8
@@ -943,6 +951,8 @@ template <typename B>
 inline void blocks16_nib(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t b, __m512* acc,
                          __m512* macc) {
   constexpr int kBytes = B::kBytes, kGroup = 4 * kBytes;
+  // The offset the unsigned bytes carry: kOff, or 128 for IQ4_NL's signed values (nib_values).
+  constexpr int kNibOff = B::kOff < 0 ? 128 : B::kOff;
   constexpr bool kScalesFirst = 3 * kBytes + (B::kMin ? 4 : 2) <= 64;
   static_assert(kGroup <= 128, "a group of four blocks in two 64-byte loads");
   alignas(64) static constexpr auto idx = [] {
@@ -977,8 +987,8 @@ inline void blocks16_nib(const uint8_t* w, const int8_t* qx, const float* dx, co
     // Each 64 bytes as two 32-byte loads: at these 72- to 96-byte strides a 64-byte load nearly
     // always spans two cache lines, and one thread streamed Q4_0 from memory at 16-17 GB/s with
     // them against 28-29 GB/s with halves (blocks16_512, 16-byte loads: 21).
-    auto ld = [](const uint8_t* p) { return _mm512_inserti64x4(_mm512_castsi256_si512(load32(p)), load32(p + 32), 1); };
-    const __m512i a = first[g] = ld(wg), z = ld(wg + kGroup - 64);
+    const uint8_t* wz = wg + kGroup - 64;
+    const __m512i a = first[g] = load_halves(wg, wg + 32), z = load_halves(wz, wz + 32);
     const __m512i q = _mm512_permutex2var_epi8(a, _mm512_load_si512(idx.nib), z);
     __m512i lo = _mm512_and_si512(q, low4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
     if constexpr (B::kQh >= 0) {
@@ -1009,10 +1019,9 @@ inline void blocks16_nib(const uint8_t* w, const int8_t* qx, const float* dx, co
   const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(sum[0], sum[1]), _mm512_unpackhi_epi32(sum[0], sum[1]));
   const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(sum[2], sum[3]), _mm512_unpackhi_epi32(sum[2], sum[3]));
   __m512i s = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-  alignas(64) static constexpr int32_t order[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
-  const __m512i perm = _mm512_load_si512(order);
+  const __m512i perm = _mm512_load_si512(kBlockOfLane.data());
   const __m512i xsv = _mm512_permutexvar_epi32(perm, _mm512_loadu_si512(xs + b));
-  if (B::kNibOff > 0) s = _mm512_sub_epi32(s, _mm512_mullo_epi32(xsv, _mm512_set1_epi32(B::kNibOff)));
+  if (kNibOff > 0) s = _mm512_sub_epi32(s, _mm512_mullo_epi32(xsv, _mm512_set1_epi32(kNibOff)));
   const __m512 dxv = _mm512_permutexvar_ps(perm, _mm512_loadu_ps(dx + b));
   const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(scales));
   acc[0] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(s), acc[0]);
