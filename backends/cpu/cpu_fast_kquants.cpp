@@ -38,6 +38,12 @@ namespace {
 // Q4_K / Q5_K kernels (chunk c holds sub-block kPairedOrder[c]; the order is its own inverse).
 constexpr int kPairedOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
 constexpr bool x256_paired(DType t) { return PAGODA_AVX512_VNNI && (t == DType::Q4_K || t == DType::Q5_K); }
+// For the 512-bit Q2_K / Q3_K kernels: the two 128-element halves interleaved by 32 (chunk 2k holds
+// sub-block k, chunk 2k + 1 sub-block 4 + k), so that run k of both halves (one two-bit plane of the
+// packed bytes) faces 64 contiguous activations.
+constexpr bool x256_split(DType t) { return PAGODA_AVX512_VNNI && (t == DType::Q2_K || t == DType::Q3_K); }
+// The chunk that holds 32-element sub-block g (< 8) of a super-block.
+constexpr int x256_chunk(DType t, int g) { return x256_paired(t) ? kPairedOrder[g] : x256_split(t) ? (g < 4 ? 2 * g : 2 * g - 7) : g; }
 }  // namespace
 
 #if defined(__AVX2__) && defined(__F16C__)
@@ -445,6 +451,18 @@ inline __m256 halves_of4(const uint8_t* p, int stride) {
   const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32(h[0], h[1], h[2], h[3]));
   return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
 }
+// The f16 values at p + k * stride (k < kN, zeros past) as floats, inserted as 16-bit words (copies
+// into a zeroed array made GCC write qwords to the stack and read them back as one vector).
+template <int kN>
+inline __m128 f16_of4(const uint8_t* p, int stride) {
+  __m128i h = _mm_setzero_si128();
+  auto at = [&](int k) { uint16_t v; std::memcpy(&v, p + k * stride, 2); return int(v); };
+  h = _mm_insert_epi16(h, at(0), 0);
+  if constexpr (kN > 1) h = _mm_insert_epi16(h, at(1), 1);
+  if constexpr (kN > 2) h = _mm_insert_epi16(h, at(2), 2);
+  if constexpr (kN > 3) h = _mm_insert_epi16(h, at(3), 3);
+  return _mm_cvtph_ps(h);
+}
 // Four floats from p, zeros past the first kN (a row's last super-blocks).
 template <int kN>
 inline __m128 load4_upto(const float* p) {
@@ -672,7 +690,7 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
   auto group = [&]<int kN>(int64_t g) {
     __m512i part[4][T];
     const uint8_t* wg = w + g * kBytes;
-    const __m128 d = _mm256_castps256_ps128(halves_of4<1, kN>(wg + 208, kBytes));
+    const __m128 d = f16_of4<kN>(wg + 208, kBytes);
     #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       if (k < kN) superblock(wg + k * kBytes, g + k, part[k]);
@@ -696,52 +714,149 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 #pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// sdot_k16 for one activation row of Q2_K or Q3_K in 512-bit registers: run k of both halves in
-// one register (the 64 packed bytes' 2-bit plane k; half 0's run in the low 256 bits), so a super-
-// block is four planes instead of eight 256-bit runs. The int32 lanes of the two halves are added
-// at the end, which gives exactly sdot_k16's eight lanes, and the float terms are sdot_k16's, so
-// every result is bit-identical to its (and so to the four-row kernel a prompt uses).
+// Q2_K and Q3_K in 512-bit registers, for any number of activation rows. Two-bit plane k of a
+// super-block's 64 packed bytes (one shift and mask) is run k of both halves, sub-blocks 2k, 2k + 1,
+// 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous activations (x256_split's
+// order). The sixteen scales (and Q2_K's mins) of four super-blocks are decoded together in vector
+// registers, as are their f16 d (and dmin) and their min or offset terms (one vpmaddwd against the
+// activations' per-16 sums covers two super-blocks). Each row's arithmetic is the same whatever
+// the number of rows, so a token's result does not depend on its batch; the float terms go into
+// 16 lanes per row, reduced once at the end.
 template <DType kType>
-void sdot_k16_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+struct K16x4 {
+  __m512i sc[2];  // int16 scales: super-blocks 0, 1 of the group in sc[0]'s halves, 2, 3 in sc[1]'s
+  __m512i mn[2];  // Q2_K's mins, the same way (zeros for Q3_K)
+  __m128 d, dm;   // each super-block's d; Q2_K its dmin, Q3_K 4 d (the offset's factor)
+};
+// The headers of the kN (<= 4) super-blocks at w, kBytes apart (zeros past kN).
+template <DType kType, int kN>
+inline K16x4<kType> k16_headers4(const uint8_t* w) {
+  constexpr int kBytes = K16<kType>::kBytes;
+  // 16 bytes a super-block in its 128-bit lane: Q2_K's scale|min bytes (0..15); Q3_K's bytes
+  // 94..109, its twelve scale bytes (96..107) at 2..13 (a load that stays inside the block).
+  constexpr int kAt = kType == DType::Q3_K ? 94 : 0;
+  auto at = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * kBytes + kAt)); };
+  __m512i v = _mm512_castsi128_si512(at(0));
+  if constexpr (kN > 1) v = _mm512_inserti32x4(v, at(1), 1);
+  if constexpr (kN > 2) v = _mm512_inserti32x4(v, at(2), 2);
+  if constexpr (kN > 3) v = _mm512_inserti32x4(v, at(3), 3);
+  if constexpr (kN < 4) v = _mm512_maskz_mov_epi32(__mmask16((1u << (4 * kN)) - 1), v);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  K16x4<kType> h;
+  __m512i sc8;  // the sixteen scales of super-block k as bytes in lane k
+  if constexpr (kType == DType::Q2_K) {
+    sc8 = _mm512_and_si512(v, low4);
+    const __m512i mn8 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+    h.mn[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mn8));
+    h.mn[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mn8, 1));
+    const __m256 dd = halves_of4<2, kN>(w + 80, kBytes);
+    h.d = _mm256_castps256_ps128(dd);
+    h.dm = _mm256_extractf128_ps(dd, 1);
+  } else {
+    // Scale i (stored + 32): its low four bits in byte i % 8 (high nibble for i >= 8), its top two
+    // in byte 8 + i % 4 at bit 2 (i / 4). lo: bytes 0..7 twice, the second copy's words shifted
+    // right by 4. hi: bytes 8..11 four times, word m shifted by 2 (m / 2) - 4 (bits to 4, 5).
+    const __m512i lo8 = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9)));
+    const __m512i lo = _mm512_mask_srli_epi16(lo8, __mmask32(0xF0F0F0F0), lo8, 4);
+    __m512i hi = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13)));
+    hi = _mm512_sllv_epi16(hi, _mm512_broadcast_i32x4(_mm_setr_epi16(4, 4, 2, 2, 0, 0, 0, 0)));
+    hi = _mm512_srlv_epi16(hi, _mm512_broadcast_i32x4(_mm_setr_epi16(0, 0, 0, 0, 0, 0, 2, 2)));
+    // Low nibble from lo, bits 4..7 from hi; the top two bits dropped, less 32.
+    const __m512i s6 = _mm512_and_si512(_mm512_ternarylogic_epi32(lo, hi, low4, 0xE4), _mm512_set1_epi8(0x3F));
+    sc8 = _mm512_sub_epi8(s6, _mm512_set1_epi8(32));
+    h.mn[0] = h.mn[1] = _mm512_setzero_si512();
+    h.d = f16_of4<kN>(w + 108, kBytes);
+    h.dm = _mm_mul_ps(h.d, _mm_set1_ps(4.0f));
+  }
+  if constexpr (kType == DType::Q2_K) {
+    h.sc[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(sc8));
+    h.sc[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
+  } else {
+    h.sc[0] = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(sc8));
+    h.sc[1] = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
+  }
+  return h;
+}
+
+template <DType kType, int T>
+void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   static_assert(kType == DType::Q2_K || kType == DType::Q3_K);
-  constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
+  constexpr int kBytes = K16<kType>::kBytes;
+  constexpr bool kThree = kType == DType::Q3_K;
+  constexpr int kQs = kThree ? 32 : 16;  // the packed two-bit quants
   const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-  // Plane k: in 128-bit lanes 0..3 the int16 scale of sub-block 2k, 2k + 1 (half 0), 8 + 2k,
-  // 9 + 2k (half 1), picked from [scales 0..7, 0..7, 8..15, 8..15].
-  __m512i pick[4], hbit[4];
+  // Plane k's int16 scales from [scales 0..7, 0..7, 8..15, 8..15]: 2k, 2k + 1 of each pair of lanes.
+  __m512i pick[4];
   for (int k = 0; k < 4; ++k) {
     const __m256i a = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
     pick[k] = _mm512_inserti64x4(_mm512_castsi256_si512(a), a, 1);
-    // Q3_K: hmask bit 4n + k of byte l is element 128n + 32k + l's high bit.
-    hbit[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi8(char(1 << k))), _mm256_set1_epi8(char(1 << (4 + k))), 1);
   }
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
-    prefetch_ahead<kBytes>(w);
-    const auto [sc16, mins, d, dmin] = k16_header<kType>(w);
-    const __m512i sc = _mm512_shuffle_i64x2(_mm512_castsi256_si512(sc16), _mm512_castsi256_si512(sc16), _MM_SHUFFLE(1, 1, 0, 0));
-    const uint8_t* qsb = w + (kType == DType::Q3_K ? 32 : 16);
-    const __m512i qs = load_halves(qsb, qsb + 32);
-    __m512i hm = _mm512_setzero_si512();
-    if constexpr (kType == DType::Q3_K) hm = _mm512_broadcast_i64x4(load32(w));
-    __m512i sum = _mm512_setzero_si512();
-    const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + sb * 256);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      __m512i q = _mm512_and_si512(k ? _mm512_srli_epi16(qs, 2 * k) : qs, three);
-      if constexpr (kType == DType::Q3_K) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hm, hbit[k]), q, four);
-      const __m512i xv = load_halves(x + 32 * k, x + 128 + 32 * k);
-      sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(q, xv), _mm512_shuffle_epi8(sc, pick[k]));
+  // Two super-blocks' min (offset) terms, 8 int32 lanes each, against [f_0 x 8, f_1 x 8].
+  const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i second_pair = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  __m512 lanes[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) lanes[t] = _mm512_setzero_ps();
+  auto group = [&]<int kN>(int64_t g) {
+    const uint8_t* wg = w + g * kBytes;
+    const K16x4<kType> h = k16_headers4<kType, kN>(wg);
+    alignas(16) float f[T][4];  // d * dx of each super-block, per row
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
+      _mm_store_ps(f[t], _mm_mul_ps(h.d, dxv));
+      // The min (Q2_K: dmin * sum(m * xs)) or offset (Q3_K: 4 d * sum(sc * xs)) terms of the group.
+      const __m512 fm = _mm512_castps128_ps512(_mm_mul_ps(h.dm, dxv));
+      const int16_t* xst = xs + (t * nsb + g) * 16;
+      const __m512i* mv = kThree ? h.sc : h.mn;
+      const __m512i bs0 = kN >= 2 ? _mm512_loadu_si512(xst) : _mm512_maskz_loadu_epi16(0xFFFF, xst);
+      lanes[t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(first_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[0], bs0)), lanes[t]);
+      if constexpr (kN > 2) {
+        const __m512i bs1 = kN == 4 ? _mm512_loadu_si512(xst + 32) : _mm512_maskz_loadu_epi16(0xFFFF, xst + 32);
+        lanes[t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(second_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[1], bs1)), lanes[t]);
+      }
     }
-    // sdot_k16's lanes: element group 4j..4j+3 of every run, both halves.
-    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
-    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + sb * 16));
-    if constexpr (kShift >= 0) s8 = _mm256_sub_epi32(s8, _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), kShift));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[sb]), _mm256_cvtepi32_ps(s8), acc);
-    if constexpr (kType == DType::Q2_K)
-      acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dx[sb]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc);
-  }
-  *out = hsum8(acc);
+    #pragma GCC unroll 4
+    for (int k = 0; k < kN; ++k) {
+      const uint8_t* wb = wg + k * kBytes;
+      if (T == 1) prefetch_ahead<kBytes>(wb);
+      const __m512i qs = load_halves(wb + kQs, wb + kQs + 32);
+      // Q3_K's hmask: bit i of byte l is element 32i + l's high bit; [hmask, hmask >> 4] puts the
+      // high bits of plane p's runs at bit p of each byte.
+      __m512i hm = _mm512_setzero_si512();
+      if constexpr (kThree) {
+        hm = _mm512_broadcast_i64x4(load32(wb));
+        hm = _mm512_mask_srli_epi16(hm, __mmask32(0xFFFF0000), hm, 4);
+      }
+      // Super-block k's int16 scales as [0..7, 0..7, 8..15, 8..15].
+      const __m512i sc = k % 2 ? _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(3, 3, 2, 2))
+                               : _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(1, 1, 0, 0));
+      __m512i sum[T];
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
+      #pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        __m512i q = p ? _mm512_srli_epi16(qs, 2 * p) : qs;
+        if constexpr (kThree) {  // the high bit to bit 2: + 4
+          const __m512i hb = p < 2 ? _mm512_slli_epi16(hm, 2 - p) : p == 2 ? hm : _mm512_srli_epi16(hm, 1);
+          q = _mm512_ternarylogic_epi32(q, _mm512_and_si512(hb, four), three, 0xEC);  // (q & 3) | hb
+        } else {
+          q = _mm512_and_si512(q, three);
+        }
+        const __m512i scales = _mm512_shuffle_epi8(sc, pick[p]);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const __m512i xv = load64(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + (g + k) * 256 + 64 * p));
+          sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, xv), scales);
+        }
+      }
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) lanes[t] = _mm512_fmadd_ps(_mm512_set1_ps(f[t][k]), _mm512_cvtepi32_ps(sum[t]), lanes[t]);
+    }
+  };
+  for_groups_of4(nsb, group);
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) out[t] = reduce16(lanes[t]);
 }
 #pragma GCC diagnostic pop
 #endif
@@ -753,7 +868,7 @@ void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs
   if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, kExact>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, kExact>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, kExact>(w, qx, dx, xs, nsb, out);
-  else if constexpr (T == 1 && (kType == DType::Q2_K || kType == DType::Q3_K)) sdot_k16_512<kType>(w, qx, dx, xs, nsb, out);
+  else if constexpr (kType == DType::Q2_K || kType == DType::Q3_K) sdot_k16x4_512<kType, T>(w, qx, dx, xs, nsb, out);
 #else
   if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
@@ -1559,10 +1674,10 @@ SuperDot super_dot_for(DType t, int rows, int64_t nsb) {
   }
 }
 
-int x256_slot(DType t, int i) { return x256_paired(t) ? 32 * kPairedOrder[i / 32] + i % 32 : i; }
+int x256_slot(DType t, int i) { return 32 * x256_chunk(t, i / 32) + i % 32; }
+int x256_layout(DType t) { return x256_paired(t) ? 1 : x256_split(t) ? 2 : 0; }
 
 void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums, DType t) {
-  const bool paired = x256_paired(t);
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t sb = sb0; sb < sb1; ++sb) {
@@ -1581,7 +1696,7 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
       // packs interleave the 128-bit halves: dword j of the packed bytes holds v[j % 4] half j / 4.
       const __m256i packed = _mm256_permutevar8x32_epi32(
           _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3])), order);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + sb * 256 + 32 * (paired ? kPairedOrder[g] : g)), packed);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + sb * 256 + 32 * x256_chunk(t, g)), packed);
       // Per 128-bit lane (16 elements): four int32 partial sums, then their total.
       __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
       s = _mm256_hadd_epi32(s, s);
@@ -1593,6 +1708,7 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
 }
 #else
 int x256_slot(DType, int i) { return i; }
+int x256_layout(DType) { return 0; }
 IntDot int_dot_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }

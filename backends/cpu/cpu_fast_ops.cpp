@@ -793,7 +793,7 @@ struct MatvecInput {
   const HostTensor& x;
 #if defined(__AVX2__)
   std::optional<QuantX> x32;        // 32-element blocks (fastq::int_dot_for's types)
-  std::map<int, QuantX256> x256;    // per layout, keyed by x256_slot(t, 32)
+  std::map<int, QuantX256> x256;    // per layout, keyed by x256_layout(t)
 #endif
 };
 
@@ -819,7 +819,7 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
   }
   const int64_t nsb = n_in / 256;
   if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, nsb)) {
-    const int key = fastq::x256_slot(w.dtype, 32);
+    const int key = fastq::x256_layout(w.dtype);
     auto it = in.x256.find(key);
     if (it == in.x256.end()) it = in.x256.emplace(key, quantize_x256(pool, x.f32(), 1, n_in, w.dtype)).first;
     const QuantX256* qx = &it->second;

@@ -76,9 +76,13 @@ bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_
 // 16 values of q (in element order). Only where super_dot_for has kernels.
 void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums, DType t);
 // Where quantize_x256 puts element i (< 256) of a super-block for weights of type t: in element
-// order, except for Q4_K and Q5_K in AVX-512 builds, whose kernels take the 32-element sub-blocks
+// order, except in AVX-512 builds for Q4_K and Q5_K, whose kernels take the 32-element sub-blocks
 // in the order 0, 2, 1, 3, 4, 6, 5, 7 (one 64-byte load of their packed nibbles holds sub-blocks
-// 4m and 4m + 2 in the low nibbles, 4m + 1 and 4m + 3 in the high ones).
+// 4m and 4m + 2 in the low nibbles, 4m + 1 and 4m + 3 in the high ones), and for Q2_K and Q3_K,
+// which take them in the order 0, 4, 1, 5, 2, 6, 3, 7 (two-bit plane k of the packed bytes holds
+// sub-blocks k and 4 + k).
 int x256_slot(DType t, int i);
+// Which of those orders: types with equal values share quantized activations.
+int x256_layout(DType t);
 
 }  // namespace pagoda::fastq
