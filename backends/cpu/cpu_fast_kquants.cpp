@@ -441,13 +441,13 @@ inline float sum_classes(__m128 a) {
   const __m128 h = _mm_add_ps(a, _mm_movehl_ps(a, a));
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
-// The f16 values at p + k * stride (k < kN, zeros past), kHalves (1 or 2) of them each, as floats:
-// [first of each | second of each].
-template <int kHalves, int kN>
+// The two f16 values at p + k * stride (k < kN, zeros past) as floats: [first of each | second of
+// each] (d and dmin of four super-blocks).
+template <int kN>
 inline __m256 halves_of4(const uint8_t* p, int stride) {
   int32_t h[4] = {};
   #pragma GCC unroll 4
-  for (int k = 0; k < kN; ++k) std::memcpy(&h[k], p + k * stride, 2 * kHalves);
+  for (int k = 0; k < kN; ++k) std::memcpy(&h[k], p + k * stride, 4);
   const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32(h[0], h[1], h[2], h[3]));
   return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
 }
@@ -572,7 +572,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* wg = w + r * stride + g * kBytes;
-        _mm256_store_ps(dd[r], halves_of4<2, kN>(wg, kBytes));
+        _mm256_store_ps(dd[r], halves_of4<kN>(wg, kBytes));
         scm4[r] = scales_mins_k4x4<kN>(wg + 4, kBytes);
       }
       #pragma GCC unroll 4
@@ -590,7 +590,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
         }
     } else {
       const uint8_t* wg = w + g * kBytes;
-      const __m256 dm = halves_of4<2, kN>(wg, kBytes);  // d of each super-block, then dmin
+      const __m256 dm = halves_of4<kN>(wg, kBytes);  // d of each super-block, then dmin
       const __m512i scm4 = scales_mins_k4x4<kN>(wg + 4, kBytes);
       #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
@@ -749,7 +749,7 @@ inline K16x4<kType> k16_headers4(const uint8_t* w) {
     const __m512i mn8 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
     h.mn[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mn8));
     h.mn[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mn8, 1));
-    const __m256 dd = halves_of4<2, kN>(w + 80, kBytes);
+    const __m256 dd = halves_of4<kN>(w + 80, kBytes);
     h.d = _mm256_castps256_ps128(dd);
     h.dm = _mm256_extractf128_ps(dd, 1);
   } else {
