@@ -715,9 +715,9 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // Q2_K and Q3_K in 512-bit registers, for any number of activation rows. Two-bit plane k of a
-// super-block's 64 packed bytes (one shift and mask) is run k of both halves, sub-blocks 2k, 2k + 1,
-// 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous activations (x256_split's
-// order). The sixteen scales (and Q2_K's mins) of four super-blocks are decoded together in vector
+// super-block's 64 packed bytes (one shift and mask) is run k of both halves, the 16-element
+// sub-blocks 2k, 2k + 1, 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous
+// activations (x256_split's order). The sixteen scales (and Q2_K's mins) of four super-blocks are decoded together in vector
 // registers, as are their f16 d (and dmin) and their min or offset terms (one vpmaddwd against the
 // activations' per-16 sums covers two super-blocks). Each row's arithmetic is the same whatever
 // the number of rows, so a token's result does not depend on its batch; the float terms go into

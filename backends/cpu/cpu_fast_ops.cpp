@@ -152,8 +152,6 @@ float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
 }
 
 #if defined(__AVX2__)
-// Activations quantized like Q8_0 (per 32-block scale, int8 values) so a Q8_0 weight row dots in
-// integer arithmetic: 32 products per maddubs instead of 8 float FMAs after a convert.
 // Storage on 64-byte boundaries: the kernels read activations in 64-byte vectors (a misaligned
 // one spans two cache lines, which costs the core two of its loads).
 template <typename T>
@@ -169,6 +167,8 @@ struct Aligned64 {
 };
 using Int8s = std::vector<int8_t, Aligned64<int8_t>>;
 
+// Activations quantized like Q8_0 (per 32-block scale, int8 values) so a Q8_0 weight row dots in
+// integer arithmetic: 32 products per maddubs instead of 8 float FMAs after a convert.
 struct QuantX {
   Int8s q;
   std::vector<float> d;
