@@ -74,11 +74,24 @@ inline __m256 load8f(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8i_as_f(const int32_t* p) {
   return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
+// The eight 16-bit words at(0) .. at(7) in one register, inserted one by one. (Copied into an
+// array and loaded as one vector, the load waits for the eight stores to reach the cache: a
+// store-forwarding stall per call.)
+template <typename At>
+inline __m128i words8(At at) {
+  auto word = [&](int i) { uint16_t v; std::memcpy(&v, at(i), 2); return int(v); };
+  __m128i h = _mm_cvtsi32_si128(word(0));
+  h = _mm_insert_epi16(h, word(1), 1);
+  h = _mm_insert_epi16(h, word(2), 2);
+  h = _mm_insert_epi16(h, word(3), 3);
+  h = _mm_insert_epi16(h, word(4), 4);
+  h = _mm_insert_epi16(h, word(5), 5);
+  h = _mm_insert_epi16(h, word(6), 6);
+  return _mm_insert_epi16(h, word(7), 7);
+}
 // Eight f16 values `stride` bytes apart (block scales) as floats.
 inline __m256 halves8(const uint8_t* p, int stride) {
-  uint16_t h[8];
-  for (int i = 0; i < 8; ++i) std::memcpy(&h[i], p + i * stride, 2);
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+  return _mm256_cvtph_ps(words8([&](int i) { return p + i * stride; }));
 }
 // The integer steps every kernel here is made of. With VNNI (AVX512-VNNI with VL, or AVX-VNNI)
 // each is one instruction; without, the AVX2 sequence computes the same sums, because callers keep
@@ -1020,14 +1033,15 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
       quad[i][t] = _mm512_add_epi32(_mm512_shuffle_i32x4(p[0][t], p[1][t], _MM_SHUFFLE(2, 0, 2, 0)),
                                     _mm512_shuffle_i32x4(p[0][t], p[1][t], _MM_SHUFFLE(3, 1, 3, 1)));
   }
-  alignas(64) uint16_t dh[16], mh[16];
-  for (int l = 0; l < 16; ++l) {
-    std::memcpy(&dh[l], w + kBlockOfLane[size_t(l)] * kBytes, 2);
-    if (kMin) std::memcpy(&mh[l], w + kBlockOfLane[size_t(l)] * kBytes + 2, 2);
-  }
+  // Lane l's f16 d (and m) from block kBlockOfLane[l].
+  auto f16_lanes = [&](int off) {
+    const __m128i lo = words8([&](int l) { return w + kBlockOfLane[size_t(l)] * kBytes + off; });
+    const __m128i hi = words8([&](int l) { return w + kBlockOfLane[size_t(8 + l)] * kBytes + off; });
+    return _mm512_cvtph_ps(_mm256_set_m128i(hi, lo));
+  };
   const __m512i perm = _mm512_load_si512(kBlockOfLane.data());
-  const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
-  const __m512 m = kMin ? _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(mh))) : _mm512_setzero_ps();
+  const __m512 d = f16_lanes(0);
+  const __m512 m = kMin ? f16_lanes(2) : _mm512_setzero_ps();
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
     // Pairs of quads: 128-bit lane j holds blocks j, 4 + j (then 8 + j, 12 + j) as two lanes each.
