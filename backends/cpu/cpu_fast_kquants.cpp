@@ -498,6 +498,16 @@ inline __m512i scales_mins_k4x4(const uint8_t* p, int stride) {
   const __m512i nib = _mm512_and_si512(_mm512_mask_blend_epi16(__mmask32(0xCCCCCCCC), b8, _mm512_srli_epi16(b8, 4)), _mm512_set1_epi8(0x0F));
   return _mm512_unpacklo_epi32(lo, _mm512_or_si512(nib, top));
 }
+// 128-bit lane k (< 4) of v in all four lanes. The shuffle's immediate is spelled out per k: the
+// callers' k is an unrolled loop counter, a constant only once the compiler optimizes.
+inline __m512i lane_to_all(__m512i v, int k) {
+  switch (k) {
+    case 0: return _mm512_shuffle_i32x4(v, v, 0x00);
+    case 1: return _mm512_shuffle_i32x4(v, v, 0x55);
+    case 2: return _mm512_shuffle_i32x4(v, v, 0xAA);
+    default: return _mm512_shuffle_i32x4(v, v, 0xFF);
+  }
+}
 // Byte a of a 128-bit lane zero-extended into every int16 lane of the low 256 bits, byte b into
 // the high 256 (for vpshufb).
 inline __m512i pick_bytes16(int a, int b) {
@@ -592,7 +602,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       for (int k = 0; k < kN; ++k)
         #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
-          superblock(w + r * stride + (g + k) * kBytes, g + k, _mm512_shuffle_i32x4(scm4[r], scm4[r], k * 0x55), part[r], mpart[r]);
+          superblock(w + r * stride + (g + k) * kBytes, g + k, lane_to_all(scm4[r], k), part[r], mpart[r]);
           #pragma GCC unroll 8
           for (int t = 0; t < T; ++t) {
             const float dxt = dx[t * nsb + g + k];
@@ -607,7 +617,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       const __m512i scm4 = scales_mins_k4x4<kN>(wg + 4, kBytes);
       #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
-        if (k < kN) superblock(wg + k * kBytes, g + k, _mm512_shuffle_i32x4(scm4, scm4, k * 0x55), part[k], mpart[k]);
+        if (k < kN) superblock(wg + k * kBytes, g + k, lane_to_all(scm4, k), part[k], mpart[k]);
         else
           for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512(), mpart[k][t] = _mm256_setzero_si256();
       }
