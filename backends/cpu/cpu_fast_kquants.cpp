@@ -74,24 +74,26 @@ inline __m256 load8f(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8i_as_f(const int32_t* p) {
   return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
-// The eight 16-bit words at(0) .. at(7) in one register, inserted one by one. (Copied into an
-// array and loaded as one vector, the load waits for the eight stores to reach the cache: a
-// store-forwarding stall per call.)
-template <typename At>
-inline __m128i words8(At at) {
+// The 16-bit words at(0) .. at(kN - 1) (kN <= 8) in one register, zeros past, inserted one by one.
+// (Copied into an array and loaded as one vector, the load waits for the stores to reach the
+// cache: a store-forwarding stall per call.)
+template <int kN, typename At>
+inline __m128i words(At at) {
+  static_assert(kN >= 1 && kN <= 8);
   auto word = [&](int i) { uint16_t v; std::memcpy(&v, at(i), 2); return int(v); };
   __m128i h = _mm_cvtsi32_si128(word(0));
-  h = _mm_insert_epi16(h, word(1), 1);
-  h = _mm_insert_epi16(h, word(2), 2);
-  h = _mm_insert_epi16(h, word(3), 3);
-  h = _mm_insert_epi16(h, word(4), 4);
-  h = _mm_insert_epi16(h, word(5), 5);
-  h = _mm_insert_epi16(h, word(6), 6);
-  return _mm_insert_epi16(h, word(7), 7);
+  if constexpr (kN > 1) h = _mm_insert_epi16(h, word(1), 1);
+  if constexpr (kN > 2) h = _mm_insert_epi16(h, word(2), 2);
+  if constexpr (kN > 3) h = _mm_insert_epi16(h, word(3), 3);
+  if constexpr (kN > 4) h = _mm_insert_epi16(h, word(4), 4);
+  if constexpr (kN > 5) h = _mm_insert_epi16(h, word(5), 5);
+  if constexpr (kN > 6) h = _mm_insert_epi16(h, word(6), 6);
+  if constexpr (kN > 7) h = _mm_insert_epi16(h, word(7), 7);
+  return h;
 }
 // Eight f16 values `stride` bytes apart (block scales) as floats.
 inline __m256 halves8(const uint8_t* p, int stride) {
-  return _mm256_cvtph_ps(words8([&](int i) { return p + i * stride; }));
+  return _mm256_cvtph_ps(words<8>([&](int i) { return p + i * stride; }));
 }
 // The integer steps every kernel here is made of. With VNNI (AVX512-VNNI with VL, or AVX-VNNI)
 // each is one instruction; without, the AVX2 sequence computes the same sums, because callers keep
@@ -152,6 +154,11 @@ constexpr int kAheadBytes32 = 8192;
 
 // The eight 16-bit lanes of a 128-bit lane replicated: byte pair (2s, 2s+1) in every int16 lane.
 inline __m256i pick16(int s) { return _mm256_set1_epi16(int16_t(((2 * s + 1) << 8) | (2 * s))); }
+// Run k of a Q2_K/Q3_K/Q6_K half (sub-blocks 2k and 2k + 1, see K16): int16 scale 2k of the half
+// in the low 128 bits, 2k + 1 in the high.
+inline __m256i pick_run16(int k) {
+  return _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
+}
 
 // The 8 six-bit scales and mins of a Q4_K/Q5_K super-block's 12 scale bytes (at q; 16 bytes are
 // read, the block continues past them), as scale_min_k4 defines them, as bytes [sc0..7, m0..7]:
@@ -287,9 +294,8 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
   const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
   const __m256i hi2 = _mm256_set1_epi8(0x30);
-  // Run k: int16 scale 2k of the half in the low 128 bits, 2k + 1 in the high.
   __m256i pick[4];
-  for (int k = 0; k < 4; ++k) pick[k] = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
+  for (int k = 0; k < 4; ++k) pick[k] = pick_run16(k);
   __m256 acc[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -464,17 +470,10 @@ inline __m256 halves_of4(const uint8_t* p, int stride) {
   const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32(h[0], h[1], h[2], h[3]));
   return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
 }
-// The f16 values at p + k * stride (k < kN, zeros past) as floats, inserted as 16-bit words (copies
-// into a zeroed array made GCC write qwords to the stack and read them back as one vector).
+// The f16 values at p + k * stride (k < kN <= 4, zeros past) as floats.
 template <int kN>
 inline __m128 f16_of4(const uint8_t* p, int stride) {
-  __m128i h = _mm_setzero_si128();
-  auto at = [&](int k) { uint16_t v; std::memcpy(&v, p + k * stride, 2); return int(v); };
-  h = _mm_insert_epi16(h, at(0), 0);
-  if constexpr (kN > 1) h = _mm_insert_epi16(h, at(1), 1);
-  if constexpr (kN > 2) h = _mm_insert_epi16(h, at(2), 2);
-  if constexpr (kN > 3) h = _mm_insert_epi16(h, at(3), 3);
-  return _mm_cvtph_ps(h);
+  return _mm_cvtph_ps(words<kN>([&](int k) { return p + k * stride; }));
 }
 // Four floats from p, zeros past the first kN (a row's last super-blocks).
 template <int kN>
@@ -740,9 +739,9 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 // Q2_K and Q3_K in 512-bit registers, for any number of activation rows. Two-bit plane k of a
 // super-block's 64 packed bytes (one shift and mask) is run k of both halves, the 16-element
 // sub-blocks 2k, 2k + 1, 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous
-// activations (x256_split's order). The sixteen scales (and Q2_K's mins) of four super-blocks are decoded together in vector
-// registers, as are their f16 d (and dmin) and their min or offset terms (one vpmaddwd against the
-// activations' per-16 sums covers two super-blocks). Each row's arithmetic is the same whatever
+// activations (x256_split's order). The sixteen scales (and Q2_K's mins) of four super-blocks are
+// decoded together in vector registers, as are their f16 d (and dmin) and their min or offset
+// terms (one vpmaddwd against the activations' per-16 sums covers two super-blocks). Each row's arithmetic is the same whatever
 // the number of rows, so a token's result does not depend on its batch; the float terms go into
 // 16 lanes per row, reduced once at the end.
 template <DType kType>
@@ -766,9 +765,10 @@ inline K16x4<kType> k16_headers4(const uint8_t* w) {
   if constexpr (kN < 4) v = _mm512_maskz_mov_epi32(__mmask16((1u << (4 * kN)) - 1), v);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   K16x4<kType> h;
-  __m512i sc8;  // the sixteen scales of super-block k as bytes in lane k
   if constexpr (kType == DType::Q2_K) {
-    sc8 = _mm512_and_si512(v, low4);
+    const __m512i sc8 = _mm512_and_si512(v, low4);  // super-block k's sixteen scales as bytes in lane k
+    h.sc[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(sc8));
+    h.sc[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
     const __m512i mn8 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
     h.mn[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mn8));
     h.mn[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mn8, 1));
@@ -786,17 +786,12 @@ inline K16x4<kType> k16_headers4(const uint8_t* w) {
     hi = _mm512_srlv_epi16(hi, _mm512_broadcast_i32x4(_mm_setr_epi16(0, 0, 0, 0, 0, 0, 2, 2)));
     // Low nibble from lo, bits 4..7 from hi; the top two bits dropped, less 32.
     const __m512i s6 = _mm512_and_si512(_mm512_ternarylogic_epi32(lo, hi, low4, 0xE4), _mm512_set1_epi8(0x3F));
-    sc8 = _mm512_sub_epi8(s6, _mm512_set1_epi8(32));
+    const __m512i sc8 = _mm512_sub_epi8(s6, _mm512_set1_epi8(32));
+    h.sc[0] = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(sc8));
+    h.sc[1] = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
     h.mn[0] = h.mn[1] = _mm512_setzero_si512();
     h.d = f16_of4<kN>(w + 108, kBytes);
     h.dm = _mm_mul_ps(h.d, _mm_set1_ps(4.0f));
-  }
-  if constexpr (kType == DType::Q2_K) {
-    h.sc[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(sc8));
-    h.sc[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
-  } else {
-    h.sc[0] = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(sc8));
-    h.sc[1] = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
   }
   return h;
 }
@@ -810,10 +805,7 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
   const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
   // Plane k's int16 scales from [scales 0..7, 0..7, 8..15, 8..15]: 2k, 2k + 1 of each pair of lanes.
   __m512i pick[4];
-  for (int k = 0; k < 4; ++k) {
-    const __m256i a = _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
-    pick[k] = _mm512_inserti64x4(_mm512_castsi256_si512(a), a, 1);
-  }
+  for (int k = 0; k < 4; ++k) pick[k] = _mm512_broadcast_i64x4(pick_run16(k));
   // Two super-blocks' min (offset) terms, 8 int32 lanes each, against [f_0 x 8, f_1 x 8].
   const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i second_pair = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
@@ -1045,8 +1037,8 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
   }
   // Lane l's f16 d (and m) from block kBlockOfLane[l].
   auto f16_lanes = [&](int off) {
-    const __m128i lo = words8([&](int l) { return w + kBlockOfLane[size_t(l)] * kBytes + off; });
-    const __m128i hi = words8([&](int l) { return w + kBlockOfLane[size_t(8 + l)] * kBytes + off; });
+    const __m128i lo = words<8>([&](int l) { return w + kBlockOfLane[size_t(l)] * kBytes + off; });
+    const __m128i hi = words<8>([&](int l) { return w + kBlockOfLane[size_t(8 + l)] * kBytes + off; });
     return _mm512_cvtph_ps(_mm256_set_m128i(hi, lo));
   };
   const __m512i perm = _mm512_load_si512(kBlockOfLane.data());
