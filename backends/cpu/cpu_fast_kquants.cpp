@@ -746,7 +746,8 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 // 16 lanes per row, reduced once at the end.
 template <DType kType>
 struct K16x4 {
-  __m512i sc[2];  // int16 scales: super-blocks 0, 1 of the group in sc[0]'s halves, 2, 3 in sc[1]'s
+  __m512i sc8;    // Q2_K: the four-bit scales as bytes, super-block k's sixteen in lane k
+  __m512i sc[2];  // Q3_K: int16 scales, super-blocks 0, 1 of the group in sc[0]'s halves, 2, 3 in sc[1]'s
   __m512i mn[2];  // Q2_K's mins, the same way (zeros for Q3_K)
   __m128 d, dm;   // each super-block's d; Q2_K its dmin, Q3_K 4 d (the offset's factor)
 };
@@ -766,9 +767,7 @@ inline K16x4<kType> k16_headers4(const uint8_t* w) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   K16x4<kType> h;
   if constexpr (kType == DType::Q2_K) {
-    const __m512i sc8 = _mm512_and_si512(v, low4);  // super-block k's sixteen scales as bytes in lane k
-    h.sc[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(sc8));
-    h.sc[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
+    h.sc8 = _mm512_and_si512(v, low4);
     const __m512i mn8 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
     h.mn[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mn8));
     h.mn[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mn8, 1));
@@ -789,11 +788,45 @@ inline K16x4<kType> k16_headers4(const uint8_t* w) {
     const __m512i sc8 = _mm512_sub_epi8(s6, _mm512_set1_epi8(32));
     h.sc[0] = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(sc8));
     h.sc[1] = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
-    h.mn[0] = h.mn[1] = _mm512_setzero_si512();
+    h.sc8 = h.mn[0] = h.mn[1] = _mm512_setzero_si512();
     h.d = f16_of4<kN>(w + 108, kBytes);
     h.dm = _mm_mul_ps(h.d, _mm_set1_ps(4.0f));
   }
   return h;
+}
+
+// Q2_K's plane p (two-bit fields at bit 2p of each byte) as vpshufb indices 4p + q. With GFNI one
+// affine transform per byte moves the two bits down and sets 4p; the immediate is spelled out per
+// p (an unrolled loop counter is a constant only once the compiler optimizes).
+inline __m512i plane_index(__m512i qs, int p) {
+#if defined(__GFNI__)
+  // Output bit b of a byte is the parity of (input & byte 7 - b of the qword): bit 0 takes input
+  // bit 2p, bit 1 input bit 2p + 1.
+  const __m512i pick = _mm512_set1_epi64(int64_t(uint64_t(1u << (2 * p)) << 56 | uint64_t(2u << (2 * p)) << 48));
+  switch (p) {
+    case 0: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 0);
+    case 1: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 4);
+    case 2: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 8);
+    default: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 12);
+  }
+#else
+  const __m512i q = p ? _mm512_srli_epi16(qs, 2 * p) : qs;
+  return _mm512_ternarylogic_epi32(q, _mm512_set1_epi8(3), _mm512_set1_epi8(char(4 * p)), 0xEA);  // (q & 3) | 4p
+#endif
+}
+
+// Q3_K's high bits of plane p (see hm in sdot_k16x4_512) as 4 where set, else 0.
+inline __m512i high_bits(__m512i hm, int p) {
+#if defined(__GFNI__)
+  // Output bit 2 of a byte is input bit p in the low 256 bits, 4 + p in the high (byte 5 of each
+  // qword's matrix).
+  const __m512i lo = _mm512_set1_epi64(int64_t(uint64_t(1u << p) << 40)), hi = _mm512_set1_epi64(int64_t(uint64_t(16u << p) << 40));
+  return _mm512_gf2p8affine_epi64_epi8(hm, _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1), 0);
+#else
+  const __m512i h = _mm512_mask_srli_epi16(hm, __mmask32(0xFFFF0000), hm, 4);
+  const __m512i b = p < 2 ? _mm512_slli_epi16(h, 2 - p) : p == 2 ? h : _mm512_srli_epi16(h, 1);
+  return _mm512_and_si512(b, _mm512_set1_epi8(4));
+#endif
 }
 
 template <DType kType, int T>
@@ -802,10 +835,27 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
   constexpr int kBytes = K16<kType>::kBytes;
   constexpr bool kThree = kType == DType::Q3_K;
   constexpr int kQs = kThree ? 32 : 16;  // the packed two-bit quants
-  const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  const __m512i three = _mm512_set1_epi8(3);
   // Plane k's int16 scales from [scales 0..7, 0..7, 8..15, 8..15]: 2k, 2k + 1 of each pair of lanes.
   __m512i pick[4];
   for (int k = 0; k < 4; ++k) pick[k] = _mm512_broadcast_i64x4(pick_run16(k));
+  // Q2_K: a product table per super-block. In 128-bit lane m, bytes 4p + q hold q * s for q < 4,
+  // s the scale of plane p's sub-block there (2p + m % 2 + 8 (m / 2)); q * s <= 45, so one
+  // vpshufb turns the two-bit quants into scaled unsigned bytes for vpdpbusd. tab_at[k] gathers s
+  // from sc8's lane k into the low byte of int16 lanes 2p, 2p + 1; times [256, 770] each pair of
+  // those is the bytes [0, s, 2s, 3s].
+  __m512i tab_at[4];
+  if constexpr (!kThree) {
+    alignas(64) uint8_t at[64];
+    for (int k = 0; k < 4; ++k) {
+      for (int j = 0; j < 64; ++j) {
+        const int m = j / 16, p = (j % 16) / 4;
+        at[j] = uint8_t(16 * k + 2 * p + m % 2 + 8 * (m / 2));
+      }
+      tab_at[k] = _mm512_load_si512(at);
+    }
+  }
+  const __m512i tab_mul = _mm512_set1_epi32(770 << 16 | 256);
   // Two super-blocks' min (offset) terms, 8 int32 lanes each, against [f_0 x 8, f_1 x 8].
   const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i second_pair = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
@@ -835,34 +885,32 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
     for (int k = 0; k < kN; ++k) {
       const uint8_t* wb = wg + k * kBytes;
       if (T == 1) prefetch_ahead<kBytes>(wb);
-      const __m512i qs = load_halves(wb + kQs, wb + kQs + 32);
-      // Q3_K's hmask: bit i of byte l is element 32i + l's high bit; [hmask, hmask >> 4] puts the
-      // high bits of plane p's runs at bit p of each byte.
-      __m512i hm = _mm512_setzero_si512();
-      if constexpr (kThree) {
-        hm = _mm512_broadcast_i64x4(load32(wb));
-        hm = _mm512_mask_srli_epi16(hm, __mmask32(0xFFFF0000), hm, 4);
-      }
-      // Super-block k's int16 scales as [0..7, 0..7, 8..15, 8..15].
-      const __m512i sc = k % 2 ? _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(3, 3, 2, 2))
-                               : _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(1, 1, 0, 0));
+      const __m512i qs = load64(wb + kQs);
       __m512i sum[T];
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
-      #pragma GCC unroll 4
-      for (int p = 0; p < 4; ++p) {
-        __m512i q = p ? _mm512_srli_epi16(qs, 2 * p) : qs;
-        if constexpr (kThree) {  // the high bit to bit 2: + 4
-          const __m512i hb = p < 2 ? _mm512_slli_epi16(hm, 2 - p) : p == 2 ? hm : _mm512_srli_epi16(hm, 1);
-          q = _mm512_ternarylogic_epi32(q, _mm512_and_si512(hb, four), three, 0xEC);  // (q & 3) | hb
-        } else {
-          q = _mm512_and_si512(q, three);
+      auto xv = [&](int t, int p) { return load64(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + (g + k) * 256 + 64 * p)); };
+      if constexpr (!kThree) {
+        const __m512i tab = _mm512_mullo_epi16(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, tab_at[k], h.sc8), tab_mul);
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          const __m512i wq = _mm512_shuffle_epi8(tab, plane_index(qs, p));
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], wq, xv(t, p));
         }
-        const __m512i scales = _mm512_shuffle_epi8(sc, pick[p]);
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          const __m512i xv = load64(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + (g + k) * 256 + 64 * p));
-          sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, xv), scales);
+      } else {
+        // Q3_K's hmask: bit i of byte l is element 32i + l's high bit, so plane p's are bit p of
+        // the low 256 bits of [hmask, hmask] and bit 4 + p of the high 256.
+        const __m512i hm = _mm512_broadcast_i64x4(load32(wb));
+        // Super-block k's int16 scales as [0..7, 0..7, 8..15, 8..15].
+        const __m512i sc = k % 2 ? _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(3, 3, 2, 2))
+                                 : _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(1, 1, 0, 0));
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          const __m512i q = _mm512_ternarylogic_epi32(p ? _mm512_srli_epi16(qs, 2 * p) : qs, high_bits(hm, p), three, 0xEC);  // (q & 3) | hb
+          const __m512i scales = _mm512_shuffle_epi8(sc, pick[p]);
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, xv(t, p)), scales);
         }
       }
       #pragma GCC unroll 8
