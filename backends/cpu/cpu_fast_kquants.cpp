@@ -829,9 +829,12 @@ inline __m512i high_bits(__m512i hm, int p) {
 #endif
 }
 
-template <DType kType, int T>
-void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+// R weight rows (stride bytes apart) against T activation rows, one of them 1.
+template <DType kType, int T, int R = 1>
+void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
+                    size_t stride = 0) {
   static_assert(kType == DType::Q2_K || kType == DType::Q3_K);
+  static_assert(T == 1 || R == 1);
   constexpr int kBytes = K16<kType>::kBytes;
   constexpr bool kThree = kType == DType::Q3_K;
   constexpr int kQs = kThree ? 32 : 16;  // the packed two-bit quants
@@ -859,67 +862,75 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
   // Two super-blocks' min (offset) terms, 8 int32 lanes each, against [f_0 x 8, f_1 x 8].
   const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i second_pair = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  __m512 lanes[T];
+  __m512 lanes[R][T];
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) lanes[t] = _mm512_setzero_ps();
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) lanes[r][t] = _mm512_setzero_ps();
   auto group = [&]<int kN>(int64_t g) {
-    const uint8_t* wg = w + g * kBytes;
-    const K16x4<kType> h = k16_headers4<kType, kN>(wg);
-    alignas(16) float f[T][4];  // d * dx of each super-block, per row
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
-      _mm_store_ps(f[t], _mm_mul_ps(h.d, dxv));
-      // The min (Q2_K: dmin * sum(m * xs)) or offset (Q3_K: 4 d * sum(sc * xs)) terms of the group.
-      const __m512 fm = _mm512_castps128_ps512(_mm_mul_ps(h.dm, dxv));
-      const int16_t* xst = xs + (t * nsb + g) * 16;
-      const __m512i* mv = kThree ? h.sc : h.mn;
-      const __m512i bs0 = kN >= 2 ? _mm512_loadu_si512(xst) : _mm512_maskz_loadu_epi16(0xFFFF, xst);
-      lanes[t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(first_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[0], bs0)), lanes[t]);
-      if constexpr (kN > 2) {
-        const __m512i bs1 = kN == 4 ? _mm512_loadu_si512(xst + 32) : _mm512_maskz_loadu_epi16(0xFFFF, xst + 32);
-        lanes[t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(second_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[1], bs1)), lanes[t]);
+    K16x4<kType> h[R];
+    alignas(16) float f[R][T][4];  // d * dx of each super-block, per weight and activation row
+    #pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      h[r] = k16_headers4<kType, kN>(w + r * stride + g * kBytes);
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
+        _mm_store_ps(f[r][t], _mm_mul_ps(h[r].d, dxv));
+        // The min (Q2_K: dmin * sum(m * xs)) or offset (Q3_K: 4 d * sum(sc * xs)) terms of the group.
+        const __m512 fm = _mm512_castps128_ps512(_mm_mul_ps(h[r].dm, dxv));
+        const int16_t* xst = xs + (t * nsb + g) * 16;
+        const __m512i* mv = kThree ? h[r].sc : h[r].mn;
+        const __m512i bs0 = kN >= 2 ? _mm512_loadu_si512(xst) : _mm512_maskz_loadu_epi16(0xFFFF, xst);
+        lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(first_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[0], bs0)), lanes[r][t]);
+        if constexpr (kN > 2) {
+          const __m512i bs1 = kN == 4 ? _mm512_loadu_si512(xst + 32) : _mm512_maskz_loadu_epi16(0xFFFF, xst + 32);
+          lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(second_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[1], bs1)), lanes[r][t]);
+        }
       }
     }
     #pragma GCC unroll 4
     for (int k = 0; k < kN; ++k) {
-      const uint8_t* wb = wg + k * kBytes;
-      if (T == 1) prefetch_ahead<kBytes>(wb);
-      const __m512i qs = load64(wb + kQs);
-      __m512i sum[T];
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
       auto xv = [&](int t, int p) { return load64(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + (g + k) * 256 + 64 * p)); };
-      if constexpr (!kThree) {
-        const __m512i tab = _mm512_mullo_epi16(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, tab_at[k], h.sc8), tab_mul);
-        #pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) {
-          const __m512i wq = _mm512_shuffle_epi8(tab, plane_index(qs, p));
-          #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], wq, xv(t, p));
+      #pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* wb = w + r * stride + (g + k) * kBytes;
+        if (T == 1) prefetch_ahead<kBytes>(wb);
+        const __m512i qs = load64(wb + kQs);
+        __m512i sum[T];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
+        if constexpr (!kThree) {
+          const __m512i tab = _mm512_mullo_epi16(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, tab_at[k], h[r].sc8), tab_mul);
+          #pragma GCC unroll 4
+          for (int p = 0; p < 4; ++p) {
+            const __m512i wq = _mm512_shuffle_epi8(tab, plane_index(qs, p));
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], wq, xv(t, p));
+          }
+        } else {
+          // Q3_K's hmask: bit i of byte l is element 32i + l's high bit, so plane p's are bit p of
+          // the low 256 bits of [hmask, hmask] and bit 4 + p of the high 256.
+          const __m512i hm = _mm512_broadcast_i64x4(load32(wb));
+          // Super-block k's int16 scales as [0..7, 0..7, 8..15, 8..15].
+          const __m512i hs = h[r].sc[k / 2];
+          const __m512i sc = k % 2 ? _mm512_shuffle_i64x2(hs, hs, _MM_SHUFFLE(3, 3, 2, 2)) : _mm512_shuffle_i64x2(hs, hs, _MM_SHUFFLE(1, 1, 0, 0));
+          #pragma GCC unroll 4
+          for (int p = 0; p < 4; ++p) {
+            const __m512i q = _mm512_ternarylogic_epi32(p ? _mm512_srli_epi16(qs, 2 * p) : qs, high_bits(hm, p), three, 0xEC);  // (q & 3) | hb
+            const __m512i scales = _mm512_shuffle_epi8(sc, pick[p]);
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, xv(t, p)), scales);
+          }
         }
-      } else {
-        // Q3_K's hmask: bit i of byte l is element 32i + l's high bit, so plane p's are bit p of
-        // the low 256 bits of [hmask, hmask] and bit 4 + p of the high 256.
-        const __m512i hm = _mm512_broadcast_i64x4(load32(wb));
-        // Super-block k's int16 scales as [0..7, 0..7, 8..15, 8..15].
-        const __m512i sc = k % 2 ? _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(3, 3, 2, 2))
-                                 : _mm512_shuffle_i64x2(h.sc[k / 2], h.sc[k / 2], _MM_SHUFFLE(1, 1, 0, 0));
-        #pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) {
-          const __m512i q = _mm512_ternarylogic_epi32(p ? _mm512_srli_epi16(qs, 2 * p) : qs, high_bits(hm, p), three, 0xEC);  // (q & 3) | hb
-          const __m512i scales = _mm512_shuffle_epi8(sc, pick[p]);
-          #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t) sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, xv(t, p)), scales);
-        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) lanes[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(f[r][t][k]), _mm512_cvtepi32_ps(sum[t]), lanes[r][t]);
       }
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) lanes[t] = _mm512_fmadd_ps(_mm512_set1_ps(f[t][k]), _mm512_cvtepi32_ps(sum[t]), lanes[t]);
     }
   };
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = reduce16(lanes[t]);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) out[r + t] = reduce16(lanes[r][t]);
 }
 #pragma GCC diagnostic pop
 #endif
@@ -1714,6 +1725,14 @@ SuperDotPair super_dot_pair_for(DType t, int64_t nsb) {
   if (t == DType::Q6_K)
     return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
       sdot_q6k_512<1, false, 2>(w, qx, dx, xs, n, out, stride);
+    };
+  if (t == DType::Q2_K)
+    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
+      sdot_k16x4_512<DType::Q2_K, 1, 2>(w, qx, dx, xs, n, out, stride);
+    };
+  if (t == DType::Q3_K)
+    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
+      sdot_k16x4_512<DType::Q3_K, 1, 2>(w, qx, dx, xs, n, out, stride);
     };
 #else
   (void)t, (void)nsb;
