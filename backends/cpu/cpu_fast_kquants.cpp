@@ -736,14 +736,17 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 #pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// Q2_K and Q3_K in 512-bit registers, for any number of activation rows. Two-bit plane k of a
-// super-block's 64 packed bytes (one shift and mask) is run k of both halves, the 16-element
-// sub-blocks 2k, 2k + 1, 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous
-// activations (x256_split's order). The sixteen scales (and Q2_K's mins) of four super-blocks are
+// Q2_K and Q3_K in 512-bit registers, for any number of activation rows (or two weight rows
+// against one). Two-bit plane k of a super-block's 64 packed bytes (one shift and mask, or one
+// GFNI affine byte transform) is run k of both halves, the 16-element sub-blocks 2k, 2k + 1,
+// 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous activations (x256_split's
+// order). Q2_K's quants become q * scale bytes by one vpshufb against a per-super-block table, so a
+// plane is one vpdpbusd per row; Q3_K's (with their high bit) go through vpmaddubsw and a
+// vpdpwssd against the scales. The sixteen scales (and Q2_K's mins) of four super-blocks are
 // decoded together in vector registers, as are their f16 d (and dmin) and their min or offset
-// terms (one vpmaddwd against the activations' per-16 sums covers two super-blocks). Each row's arithmetic is the same whatever
-// the number of rows, so a token's result does not depend on its batch; the float terms go into
-// 16 lanes per row, reduced once at the end.
+// terms (one vpmaddwd against the activations' per-16 sums covers two super-blocks). Each row's
+// arithmetic is the same whatever the number of rows, so a token's result does not depend on its
+// batch; the float terms go into 16 lanes per row, reduced once at the end.
 template <DType kType>
 struct K16x4 {
   __m512i sc8;    // Q2_K: the four-bit scales as bytes, super-block k's sixteen in lane k
