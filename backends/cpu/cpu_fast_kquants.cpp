@@ -749,10 +749,13 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 // batch; the float terms go into 16 lanes per row, reduced once at the end.
 template <DType kType>
 struct K16x4 {
-  __m512i sc8;    // Q2_K: the four-bit scales as bytes, super-block k's sixteen in lane k
-  __m512i sc[2];  // Q3_K: int16 scales, super-blocks 0, 1 of the group in sc[0]'s halves, 2, 3 in sc[1]'s
-  __m512i mn[2];  // Q2_K's mins, the same way (zeros for Q3_K)
-  __m128 d, dm;   // each super-block's d; Q2_K its dmin, Q3_K 4 d (the offset's factor)
+  // The scales as bytes, super-block k's sixteen in lane k: Q2_K's four-bit ones, Q3_K's six-bit
+  // ones as stored (s + 32, s the signed scale).
+  __m512i sc8;
+  // As int16, super-blocks 0, 1 of the group in [0]'s halves, 2, 3 in [1]'s, against the
+  // activations' per-16 sums: Q2_K's mins, Q3_K's s + 128 (see sdot_k16x4_512).
+  __m512i mn[2];
+  __m128 d, dm;  // each super-block's d; Q2_K its dmin, Q3_K d again (the offset's factor)
 };
 // The headers of the kN (<= 4) super-blocks at w, kBytes apart (zeros past kN).
 template <DType kType, int kN>
@@ -786,14 +789,12 @@ inline K16x4<kType> k16_headers4(const uint8_t* w) {
     __m512i hi = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13)));
     hi = _mm512_sllv_epi16(hi, _mm512_broadcast_i32x4(_mm_setr_epi16(4, 4, 2, 2, 0, 0, 0, 0)));
     hi = _mm512_srlv_epi16(hi, _mm512_broadcast_i32x4(_mm_setr_epi16(0, 0, 0, 0, 0, 0, 2, 2)));
-    // Low nibble from lo, bits 4..7 from hi; the top two bits dropped, less 32.
-    const __m512i s6 = _mm512_and_si512(_mm512_ternarylogic_epi32(lo, hi, low4, 0xE4), _mm512_set1_epi8(0x3F));
-    const __m512i sc8 = _mm512_sub_epi8(s6, _mm512_set1_epi8(32));
-    h.sc[0] = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(sc8));
-    h.sc[1] = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sc8, 1));
-    h.sc8 = h.mn[0] = h.mn[1] = _mm512_setzero_si512();
-    h.d = f16_of4<kN>(w + 108, kBytes);
-    h.dm = _mm_mul_ps(h.d, _mm_set1_ps(4.0f));
+    // Low nibble from lo, bits 4..7 from hi; the top two bits dropped.
+    h.sc8 = _mm512_and_si512(_mm512_ternarylogic_epi32(lo, hi, low4, 0xE4), _mm512_set1_epi8(0x3F));
+    const __m512i off8 = _mm512_add_epi8(h.sc8, _mm512_set1_epi8(96));  // s + 128 = (s + 32) + 96 <= 159
+    h.mn[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(off8));
+    h.mn[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(off8, 1));
+    h.d = h.dm = f16_of4<kN>(w + 108, kBytes);
   }
   return h;
 }
@@ -818,17 +819,19 @@ inline __m512i plane_index(__m512i qs, int p) {
 #endif
 }
 
-// Q3_K's high bits of plane p (see hm in sdot_k16x4_512) as 4 where set, else 0.
+// Q3_K's high bits of plane p (see hm in sdot_k16x4_512) as 4 where set, plus 8 for odd planes
+// (the upper half of a two-plane table).
 inline __m512i high_bits(__m512i hm, int p) {
 #if defined(__GFNI__)
   // Output bit 2 of a byte is input bit p in the low 256 bits, 4 + p in the high (byte 5 of each
-  // qword's matrix).
+  // qword's matrix); the immediate sets bit 3.
   const __m512i lo = _mm512_set1_epi64(int64_t(uint64_t(1u << p) << 40)), hi = _mm512_set1_epi64(int64_t(uint64_t(16u << p) << 40));
-  return _mm512_gf2p8affine_epi64_epi8(hm, _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1), 0);
+  const __m512i a = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
+  return p % 2 ? _mm512_gf2p8affine_epi64_epi8(hm, a, 8) : _mm512_gf2p8affine_epi64_epi8(hm, a, 0);
 #else
   const __m512i h = _mm512_mask_srli_epi16(hm, __mmask32(0xFFFF0000), hm, 4);
   const __m512i b = p < 2 ? _mm512_slli_epi16(h, 2 - p) : p == 2 ? h : _mm512_srli_epi16(h, 1);
-  return _mm512_and_si512(b, _mm512_set1_epi8(4));
+  return _mm512_ternarylogic_epi32(b, _mm512_set1_epi8(4), _mm512_set1_epi8(char(8 * (p % 2))), 0xEA);  // (b & 4) | 8 (p % 2)
 #endif
 }
 
@@ -842,26 +845,39 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
   constexpr bool kThree = kType == DType::Q3_K;
   constexpr int kQs = kThree ? 32 : 16;  // the packed two-bit quants
   const __m512i three = _mm512_set1_epi8(3);
-  // Plane k's int16 scales from [scales 0..7, 0..7, 8..15, 8..15]: 2k, 2k + 1 of each pair of lanes.
-  __m512i pick[4];
-  for (int k = 0; k < 4; ++k) pick[k] = _mm512_broadcast_i64x4(pick_run16(k));
-  // Q2_K: a product table per super-block. In 128-bit lane m, bytes 4p + q hold q * s for q < 4,
-  // s the scale of plane p's sub-block there (2p + m % 2 + 8 (m / 2)); q * s <= 45, so one
-  // vpshufb turns the two-bit quants into scaled unsigned bytes for vpdpbusd. tab_at[k] gathers s
-  // from sc8's lane k into the low byte of int16 lanes 2p, 2p + 1; times [256, 770] each pair of
-  // those is the bytes [0, s, 2s, 3s].
-  __m512i tab_at[4];
-  if constexpr (!kThree) {
+  // Product tables, so that one vpshufb turns a plane's quants into unsigned bytes for vpdpbusd.
+  // The sub-block of plane p in 128-bit lane m is 2p + m % 2 + 8 (m / 2).
+  // - Q2_K, one table per super-block: in lane m, bytes 4p + q hold q * s (q < 4, s the sub-block's
+  //   scale; at most 45). tab_at[k][0] gathers s from sc8's lane k into the low byte of int16 lanes
+  //   2p, 2p + 1 (the high bytes zeroed); times [256, 770] each pair is the bytes [0, s, 2s, 3s].
+  // - Q3_K, two per super-block, table u for planes 2u and 2u + 1: in lane m, bytes 8 (p % 2) + q
+  //   hold (q - 3) s + 128 = (q - 3) u6 + 224 - 32 q (q < 8 with its high bit, u6 = s + 32 the
+  //   stored scale; 0..252). The weight is s (q - 4), so a plane's dot is the table's less
+  //   (s + 128) times the activations' sum, which the offset term (mn) takes back. tab_at[k][u]
+  //   gathers u6 into the low byte of int16 lane 4 (p % 2) + i, which holds entries q = 2i, 2i + 1:
+  //   u6 * (2i - 3 + 256 (2i - 2)) + (224 - 64i + 256 (192 - 64i)) is the two bytes, exactly
+  //   (each in 0..255, so the 16-bit product and sum cannot carry between them).
+  __m512i tab_at[4][2];
+  {
     alignas(64) uint8_t at[64];
-    for (int k = 0; k < 4; ++k) {
-      for (int j = 0; j < 64; ++j) {
-        const int m = j / 16, p = (j % 16) / 4;
-        at[j] = uint8_t(16 * k + 2 * p + m % 2 + 8 * (m / 2));
+    for (int k = 0; k < 4; ++k)
+      for (int u = 0; u < (kThree ? 2 : 1); ++u) {
+        for (int j = 0; j < 64; ++j) {
+          const int m = j / 16, p = kThree ? 2 * u + (j % 16) / 8 : (j % 16) / 4;
+          at[j] = uint8_t(16 * k + 2 * p + m % 2 + 8 * (m / 2));
+        }
+        tab_at[k][u] = _mm512_load_si512(at);
       }
-      tab_at[k] = _mm512_load_si512(at);
-    }
   }
-  const __m512i tab_mul = _mm512_set1_epi32(770 << 16 | 256);
+  const __m512i tab_mul = kThree ? _mm512_broadcast_i64x4(_mm256_setr_epi16(-515, -1, 513, 1027, -515, -1, 513, 1027, -515, -1, 513, 1027, -515, -1, 513, 1027))
+                                 : _mm512_set1_epi32(770 << 16 | 256);
+  const __m512i tab_add = _mm512_broadcast_i64x4(_mm256_setr_epi16(
+      int16_t(49376), int16_t(32928), 16480, 32, int16_t(49376), int16_t(32928), 16480, 32, int16_t(49376), int16_t(32928), 16480, 32,
+      int16_t(49376), int16_t(32928), 16480, 32));
+  auto table = [&](__m512i sc8, int k, int u) {
+    const __m512i t = _mm512_mullo_epi16(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, tab_at[k][u], sc8), tab_mul);
+    return kThree ? _mm512_add_epi16(t, tab_add) : t;
+  };
   // Two super-blocks' min (offset) terms, 8 int32 lanes each, against [f_0 x 8, f_1 x 8].
   const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i second_pair = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
@@ -882,7 +898,7 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
         // The min (Q2_K: dmin * sum(m * xs)) or offset (Q3_K: 4 d * sum(sc * xs)) terms of the group.
         const __m512 fm = _mm512_castps128_ps512(_mm_mul_ps(h[r].dm, dxv));
         const int16_t* xst = xs + (t * nsb + g) * 16;
-        const __m512i* mv = kThree ? h[r].sc : h[r].mn;
+        const __m512i* mv = h[r].mn;
         const __m512i bs0 = kN >= 2 ? _mm512_loadu_si512(xst) : _mm512_maskz_loadu_epi16(0xFFFF, xst);
         lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(first_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[0], bs0)), lanes[r][t]);
         if constexpr (kN > 2) {
@@ -903,7 +919,7 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
         #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
         if constexpr (!kThree) {
-          const __m512i tab = _mm512_mullo_epi16(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, tab_at[k], h[r].sc8), tab_mul);
+          const __m512i tab = table(h[r].sc8, k, 0);
           #pragma GCC unroll 4
           for (int p = 0; p < 4; ++p) {
             const __m512i wq = _mm512_shuffle_epi8(tab, plane_index(qs, p));
@@ -914,15 +930,14 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
           // Q3_K's hmask: bit i of byte l is element 32i + l's high bit, so plane p's are bit p of
           // the low 256 bits of [hmask, hmask] and bit 4 + p of the high 256.
           const __m512i hm = _mm512_broadcast_i64x4(load32(wb));
-          // Super-block k's int16 scales as [0..7, 0..7, 8..15, 8..15].
-          const __m512i hs = h[r].sc[k / 2];
-          const __m512i sc = k % 2 ? _mm512_shuffle_i64x2(hs, hs, _MM_SHUFFLE(3, 3, 2, 2)) : _mm512_shuffle_i64x2(hs, hs, _MM_SHUFFLE(1, 1, 0, 0));
+          const __m512i tab[2] = {table(h[r].sc8, k, 0), table(h[r].sc8, k, 1)};
           #pragma GCC unroll 4
           for (int p = 0; p < 4; ++p) {
+            // Index 8 (p % 2) + q: the two bits, the high bit at 4, the plane at 8.
             const __m512i q = _mm512_ternarylogic_epi32(p ? _mm512_srli_epi16(qs, 2 * p) : qs, high_bits(hm, p), three, 0xEC);  // (q & 3) | hb
-            const __m512i scales = _mm512_shuffle_epi8(sc, pick[p]);
+            const __m512i wq = _mm512_shuffle_epi8(tab[p / 2], q);
             #pragma GCC unroll 8
-            for (int t = 0; t < T; ++t) sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(q, xv(t, p)), scales);
+            for (int t = 0; t < T; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], wq, xv(t, p));
           }
         }
         #pragma GCC unroll 8
