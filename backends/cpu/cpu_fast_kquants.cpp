@@ -869,11 +869,13 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
         tab_at[k][u] = _mm512_load_si512(at);
       }
   }
-  const __m512i tab_mul = kThree ? _mm512_broadcast_i64x4(_mm256_setr_epi16(-515, -1, 513, 1027, -515, -1, 513, 1027, -515, -1, 513, 1027, -515, -1, 513, 1027))
-                                 : _mm512_set1_epi32(770 << 16 | 256);
-  const __m512i tab_add = _mm512_broadcast_i64x4(_mm256_setr_epi16(
-      int16_t(49376), int16_t(32928), 16480, 32, int16_t(49376), int16_t(32928), 16480, 32, int16_t(49376), int16_t(32928), 16480, 32,
-      int16_t(49376), int16_t(32928), 16480, 32));
+  // Four int16 values, repeated in every 64-bit lane.
+  auto words4 = [](int a, int b, int c, int d) {
+    return _mm512_set1_epi64(int64_t(uint64_t(uint16_t(a)) | uint64_t(uint16_t(b)) << 16 | uint64_t(uint16_t(c)) << 32 |
+                                     uint64_t(uint16_t(d)) << 48));
+  };
+  const __m512i tab_mul = kThree ? words4(-515, -1, 513, 1027) : words4(256, 770, 256, 770);
+  const __m512i tab_add = words4(49376, 32928, 16480, 32);
   auto table = [&](__m512i sc8, int k, int u) {
     const __m512i t = _mm512_mullo_epi16(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, tab_at[k][u], sc8), tab_mul);
     return kThree ? _mm512_add_epi16(t, tab_add) : t;
