@@ -740,13 +740,13 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 // against one). Two-bit plane k of a super-block's 64 packed bytes (one shift and mask, or one
 // GFNI affine byte transform) is run k of both halves, the 16-element sub-blocks 2k, 2k + 1,
 // 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous activations (x256_split's
-// order). Q2_K's quants become q * scale bytes by one vpshufb against a per-super-block table, so a
-// plane is one vpdpbusd per row; Q3_K's (with their high bit) go through vpmaddubsw and a
-// vpdpwssd against the scales. The sixteen scales (and Q2_K's mins) of four super-blocks are
-// decoded together in vector registers, as are their f16 d (and dmin) and their min or offset
-// terms (one vpmaddwd against the activations' per-16 sums covers two super-blocks). Each row's
-// arithmetic is the same whatever the number of rows, so a token's result does not depend on its
-// batch; the float terms go into 16 lanes per row, reduced once at the end.
+// order). The quants (Q3_K's with their high bit) become unsigned scaled bytes by one vpshufb
+// against per-super-block product tables, so a plane is one vpdpbusd per row. The sixteen scales
+// (and Q2_K's mins) of four super-blocks are decoded together in vector registers, as are their
+// f16 d (and dmin) and their min or offset terms (one vpmaddwd against the activations' per-16
+// sums covers two super-blocks). Each row's arithmetic is the same whatever the number of rows,
+// so a token's result does not depend on its batch; the float terms go into 16 lanes per row,
+// reduced once at the end.
 template <DType kType>
 struct K16x4 {
   // The scales as bytes, super-block k's sixteen in lane k: Q2_K's four-bit ones, Q3_K's six-bit
@@ -897,15 +897,15 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
       for (int t = 0; t < T; ++t) {
         const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
         _mm_store_ps(f[r][t], _mm_mul_ps(h[r].d, dxv));
-        // The min (Q2_K: dmin * sum(m * xs)) or offset (Q3_K: 4 d * sum(sc * xs)) terms of the group.
+        // The min (Q2_K: dmin * sum(m * xs)) or offset (Q3_K: d * sum((s + 128) * xs), the tables'
+        // bias) terms of the group.
         const __m512 fm = _mm512_castps128_ps512(_mm_mul_ps(h[r].dm, dxv));
         const int16_t* xst = xs + (t * nsb + g) * 16;
-        const __m512i* mv = h[r].mn;
         const __m512i bs0 = kN >= 2 ? _mm512_loadu_si512(xst) : _mm512_maskz_loadu_epi16(0xFFFF, xst);
-        lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(first_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[0], bs0)), lanes[r][t]);
+        lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(first_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(h[r].mn[0], bs0)), lanes[r][t]);
         if constexpr (kN > 2) {
           const __m512i bs1 = kN == 4 ? _mm512_loadu_si512(xst + 32) : _mm512_maskz_loadu_epi16(0xFFFF, xst + 32);
-          lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(second_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(mv[1], bs1)), lanes[r][t]);
+          lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(second_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(h[r].mn[1], bs1)), lanes[r][t]);
         }
       }
     }
