@@ -461,6 +461,20 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
             ASSERT_EQ(two[1], one[1]) << dtype_name(dt) << " super-blocks " << nsb << " pair row " << j + 1;
           }
       }
+      // Consecutive weight rows per call (wide rows of AVX-512 builds): rows 1..15, each result
+      // the one-row kernel's.
+      if (const fastq::SuperDotRows many = fastq::super_dot_rows_for(dt, nsb)) {
+        for (int64_t t = 0; t < 4; ++t) {
+          float got[15];
+          many(rows16.data() + rb, rb, 15, q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb, nsb, got);
+          for (int64_t j = 1; j < 16; ++j) {
+            float one;
+            fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(j) * rb, q.data() + t * n, d.data() + t * nsb,
+                                        sums.data() + t * 16 * nsb, nsb, &one);
+            ASSERT_EQ(got[j - 1], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << j << " of a run";
+          }
+        }
+      }
       // The 16-row panels (AVX-512 builds): 9 tokens (a pass of eight and a lone one, token t is
       // activation row t % 4), each output bit-identical to the one-row kernel's.
       if (!fastq::has_gemm16_k(dt, nsb)) continue;

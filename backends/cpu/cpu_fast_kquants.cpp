@@ -540,9 +540,11 @@ inline void q45k_planes(const uint8_t* wb, __m512i qh, int m, __m512i* q) {
 // R > 1 (lane form, one activation row): R weight rows `stride` bytes apart in one pass, each
 // row's arithmetic the same as alone; interleaved, one row's reductions and scale decoding
 // overlap another's products (768-wide Q4_K rows: 49 -> 40 cycles a row from L2).
+// rows > 1 (exact form, one activation row): `rows` weight rows `stride` bytes apart, one after
+// another, each as alone, in one call (super_dot_rows_for).
 template <bool kFive, int T, bool kExact, int R = 1>
 void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
-                   size_t stride = 0) {
+                   size_t stride = 0, int64_t rows = 1) {
   static_assert(R == 1 || (T == 1 && !kExact), "several weight rows only in the lane form of a matvec");
   constexpr int kBytes = kFive ? 176 : 144;
   // Plane p = 2m (low nibbles) or 2m + 1 (high): sub-blocks 4m + p % 2 and 4m + 2 + p % 2.
@@ -584,6 +586,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
     acc[t] = _mm_setzero_ps();
     for (int r = 0; r < R; ++r) lanes[r][t] = _mm512_setzero_ps();
   }
+  const uint8_t* wr = w;  // the row (exact form: `rows` rows `stride` apart, one after another)
   // The kN (<= 4) super-blocks from g: their vectors, then the float terms.
   auto group = [&]<int kN>(int64_t g) {
     __m512i part[4][T];  // per super-block of the group: the dot and min vectors
@@ -611,7 +614,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
           }
         }
     } else {
-      const uint8_t* wg = w + g * kBytes;
+      const uint8_t* wg = wr + g * kBytes;
       const __m256 dm = halves_of4<kN>(wg, kBytes);  // d of each super-block, then dmin
       const __m512i scm4 = scales_mins_k4x4<kN>(wg + 4, kBytes);
       #pragma GCC unroll 4
@@ -632,6 +635,14 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       }
     }
   };
+  if constexpr (kExact && T == 1) {  // `rows` rows, each as alone
+    for (int64_t row = 0; row < rows; ++row, wr += stride) {
+      acc[0] = _mm_setzero_ps();
+      for_groups_of4(nsb, group);
+      out[row] = sum_classes(acc[0]);
+    }
+    return;
+  }
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t)
@@ -644,7 +655,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
 // spread over the lane by one vpermw.
 template <int T, bool kExact, int R = 1>  // R: weight rows `stride` apart, as sdot_q45k_512's
 void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
-                  size_t stride = 0) {
+                  size_t stride = 0, int64_t rows = 1) {  // rows: as sdot_q45k_512's
   static_assert(R == 1 || (T == 1 && !kExact), "several weight rows only in the lane form of a matvec");
   constexpr int kBytes = 210;
   const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
@@ -709,9 +720,10 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
   __m128 acc[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
+  const uint8_t* wr = w;
   auto group = [&]<int kN>(int64_t g) {
     __m512i part[4][T];
-    const uint8_t* wg = w + g * kBytes;
+    const uint8_t* wg = wr + g * kBytes;
     const __m128 d = f16_of4<kN>(wg + 208, kBytes);
     #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
@@ -725,6 +737,14 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
       acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, load4_upto<kN>(dx + t * nsb + g)), dot_totals4(sv), acc[t]);
     }
   };
+  if constexpr (T == 1) {
+    for (int64_t row = 0; row < rows; ++row, wr += stride) {
+      acc[0] = _mm_setzero_ps();
+      for_groups_of4(nsb, group);
+      out[row] = sum_classes(acc[0]);
+    }
+    return;
+  }
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
@@ -1731,6 +1751,24 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 #endif
 }
 
+SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
+#if PAGODA_AVX512_VNNI
+  if (!has_gemm16_k(t, nsb)) return nullptr;  // only the exact form
+  if (t == DType::Q4_K)
+    return [](const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) { sdot_q45k_512<false, 1, true>(w, qx, dx, xs, n, out, stride, rows); };
+  if (t == DType::Q5_K)
+    return [](const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) { sdot_q45k_512<true, 1, true>(w, qx, dx, xs, n, out, stride, rows); };
+  if (t == DType::Q6_K)
+    return [](const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) { sdot_q6k_512<1, true>(w, qx, dx, xs, n, out, stride, rows); };
+#else
+  (void)t, (void)nsb;
+#endif
+  return nullptr;
+}
+
 SuperDotPair super_dot_pair_for(DType t, int64_t nsb) {
 #if PAGODA_AVX512_VNNI
   if (has_gemm16_k(t, nsb)) return nullptr;  // the exact form
@@ -1816,6 +1854,7 @@ IntDot int_dot_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 SuperDotPair super_dot_pair_for(DType, int64_t) { return nullptr; }
+SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }
 UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }
 bool has_gemm16_k(DType, int64_t) { return false; }

@@ -839,6 +839,10 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
     auto it = in.x256.find(key);
     if (it == in.x256.end()) it = in.x256.emplace(key, quantize_x256(pool, x.f32(), 1, n_in, w.dtype)).first;
     const QuantX256* qx = &it->second;
+    if (const fastq::SuperDotRows rows = fastq::super_dot_rows_for(w.dtype, nsb))
+      return [=](int64_t o0, int64_t o1) {
+        rows(w.data + size_t(o0) * stride, stride, o1 - o0, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o0);
+      };
     // Two weight rows per kernel call where the type has it, row i of each half of the range with
     // row i of the other (each half a sequential stream, as the hardware prefetcher wants it;
     // adjacent rows in pairs streamed 15% slower).

@@ -61,6 +61,14 @@ using SuperDotPair = void (*)(const uint8_t* w, size_t stride, const int8_t* qx,
                               int64_t nsb, float* out);
 SuperDotPair super_dot_pair_for(DType t, int64_t nsb);
 
+// `rows` weight rows (w, w + stride, ...) against one activation row quantized as for
+// super_dot_for: out[0..rows), each bit-identical to super_dot_for(t, 1, nsb)'s for its row. One
+// call streams the rows one after another, so the kernel can decode the next rows' scales while
+// it multiplies (and sets itself up once). nullptr where the type, the width or the build has none.
+using SuperDotRows = void (*)(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx,
+                              const int16_t* xs, int64_t nsb, float* out);
+SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
+
 // The same 16-row panels for Q4_K, Q5_K and Q6_K, on rows of at least kGemmKMinSuperBlocks
 // super-blocks (2048 weights; narrower rows keep the row kernels, whose form is cheaper for them),
 // against activations quantized as for super_dot_for (token t at qx + t * 256 * nsb, dx + t * nsb,
