@@ -448,17 +448,20 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
         }
         std::memcpy(rows16.data() + size_t(rep) * rb, wrow.data(), rb);
       }
-      // Two weight rows per call (narrow rows of AVX-512 builds): each result the one-row kernel's.
+      // Rows in pairs (narrow rows of AVX-512 builds): one pair, then seven (rows 1..14, row i
+      // with i + 7), each result the one-row kernel's.
       if (const fastq::SuperDotPair pair = fastq::super_dot_pair_for(dt, nsb)) {
-        for (int64_t j = 0; j < 16; j += 2)
+        for (const auto& [first, pairs] : {std::pair<int64_t, int64_t>{0, 1}, {1, 7}})
           for (int64_t t = 0; t < 4; ++t) {
-            float two[2], one[2];
-            pair(rows16.data() + size_t(j) * rb, rb, q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb, nsb, two);
-            for (int64_t h = 0; h < 2; ++h)
-              fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(j + h) * rb, q.data() + t * n, d.data() + t * nsb,
-                                          sums.data() + t * 16 * nsb, nsb, &one[h]);
-            ASSERT_EQ(two[0], one[0]) << dtype_name(dt) << " super-blocks " << nsb << " pair row " << j;
-            ASSERT_EQ(two[1], one[1]) << dtype_name(dt) << " super-blocks " << nsb << " pair row " << j + 1;
+            float got[14];
+            pair(rows16.data() + size_t(first) * rb, rb, pairs, q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb,
+                 nsb, got);
+            for (int64_t j = 0; j < 2 * pairs; ++j) {
+              float one;
+              fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(first + j) * rb, q.data() + t * n, d.data() + t * nsb,
+                                          sums.data() + t * 16 * nsb, nsb, &one);
+              ASSERT_EQ(got[j], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << first + j << " of " << pairs << " pairs";
+            }
           }
       }
       // Consecutive weight rows per call (wide rows of AVX-512 builds): rows 1..15, each result

@@ -537,11 +537,11 @@ inline void q45k_planes(const uint8_t* wb, __m512i qh, int m, __m512i* q) {
 // activations that quantize_x256 lays out in that order for these types (x256_slot); the int16
 // scale of each sub-block is picked into its 256-bit half. The scale bytes of four super-blocks
 // are decoded together.
-// R > 1 (lane form, one activation row): R weight rows `stride` bytes apart in one pass, each
-// row's arithmetic the same as alone; interleaved, one row's reductions and scale decoding
-// overlap another's products (768-wide Q4_K rows: 49 -> 40 cycles a row from L2).
-// rows > 1 (exact form, one activation row): `rows` weight rows `stride` bytes apart, one after
-// another, each as alone, in one call (super_dot_rows_for).
+// One activation row (T = 1): R * rows weight rows `stride` bytes apart, results out[0..R * rows),
+// each row's arithmetic the same as alone. One call streams them all (the kernel's set-up once,
+// not once a row: 1.05-1.12x a matvec). R > 1 (lane form): row i in one pass with rows i + rows,
+// ..., interleaved, so one row's reductions and scale decoding overlap another's products
+// (768-wide Q4_K rows: 49 -> 40 cycles a row from L2).
 template <bool kFive, int T, bool kExact, int R = 1>
 void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
                    size_t stride = 0, int64_t rows = 1) {
@@ -586,7 +586,8 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
     acc[t] = _mm_setzero_ps();
     for (int r = 0; r < R; ++r) lanes[r][t] = _mm512_setzero_ps();
   }
-  const uint8_t* wr = w;  // the row (exact form: `rows` rows `stride` apart, one after another)
+  const uint8_t* wr = w;                                       // (the first of) the row(s) in hand
+  const size_t apart = R > 1 ? size_t(rows) * stride : stride;  // the R rows in hand
   // The kN (<= 4) super-blocks from g: their vectors, then the float terms.
   auto group = [&]<int kN>(int64_t g) {
     __m512i part[4][T];  // per super-block of the group: the dot and min vectors
@@ -596,7 +597,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       __m512i scm4[R];
       #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const uint8_t* wg = w + r * stride + g * kBytes;
+        const uint8_t* wg = wr + r * apart + g * kBytes;
         _mm256_store_ps(dd[r], halves_of4<kN>(wg, kBytes));
         scm4[r] = scales_mins_k4x4<kN>(wg + 4, kBytes);
       }
@@ -604,7 +605,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       for (int k = 0; k < kN; ++k)
         #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
-          superblock(w + r * stride + (g + k) * kBytes, g + k, lane_to_all(scm4[r], k), part[r], mpart[r]);
+          superblock(wr + r * apart + (g + k) * kBytes, g + k, lane_to_all(scm4[r], k), part[r], mpart[r]);
           #pragma GCC unroll 8
           for (int t = 0; t < T; ++t) {
             const float dxt = dx[t * nsb + g + k];
@@ -635,11 +636,12 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
       }
     }
   };
-  if constexpr (kExact && T == 1) {  // `rows` rows, each as alone
-    for (int64_t row = 0; row < rows; ++row, wr += stride) {
+  if constexpr (T == 1) {
+    for (int64_t i = 0; i < rows; ++i, wr += stride) {
       acc[0] = _mm_setzero_ps();
+      for (int r = 0; r < R; ++r) lanes[r][0] = _mm512_setzero_ps();
       for_groups_of4(nsb, group);
-      out[row] = sum_classes(acc[0]);
+      for (int r = 0; r < R; ++r) out[i + r * rows] = kExact ? sum_classes(acc[0]) : reduce16(lanes[r][0]);
     }
     return;
   }
@@ -655,7 +657,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
 // spread over the lane by one vpermw.
 template <int T, bool kExact, int R = 1>  // R: weight rows `stride` apart, as sdot_q45k_512's
 void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
-                  size_t stride = 0, int64_t rows = 1) {  // rows: as sdot_q45k_512's
+                  size_t stride = 0, int64_t rows = 1) {  // stride, rows: as sdot_q45k_512's
   static_assert(R == 1 || (T == 1 && !kExact), "several weight rows only in the lane form of a matvec");
   constexpr int kBytes = 210;
   const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
@@ -697,24 +699,31 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
     }
   };
   if constexpr (!kExact) {  // lane form, as sdot_q45k_512's
-    __m512 acc[R][T];
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t)
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t sb = 0; sb < nsb; ++sb)
-      #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* wb = w + r * stride + sb * kBytes;
-        __m512i sum[T];
-        superblock(wb, sb, sum);
-        const float d = f16s(wb + 208);
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t)
-          acc[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(sum[t]), acc[r][t]);
-      }
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t)
-      for (int r = 0; r < R; ++r) out[r + t] = reduce16(acc[r][t]);
+    const size_t apart = R > 1 ? size_t(rows) * stride : stride;  // the R rows in hand
+    auto pass = [&](const uint8_t* wr, float* o, int64_t o_apart) {
+      __m512 acc[R][T];
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t)
+        for (int r = 0; r < R; ++r) acc[r][t] = _mm512_setzero_ps();
+      for (int64_t sb = 0; sb < nsb; ++sb)
+        #pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* wb = wr + r * apart + sb * kBytes;
+          __m512i sum[T];
+          superblock(wb, sb, sum);
+          const float d = f16s(wb + 208);
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t)
+            acc[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(sum[t]), acc[r][t]);
+        }
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t)
+        for (int r = 0; r < R; ++r) o[r * o_apart + t] = reduce16(acc[r][t]);
+    };
+    if constexpr (T == 1)
+      for (int64_t i = 0; i < rows; ++i) pass(w + i * stride, out + i, rows);
+    else
+      pass(w, out, 1);
     return;
   }
   __m128 acc[T];
@@ -738,10 +747,10 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
     }
   };
   if constexpr (T == 1) {
-    for (int64_t row = 0; row < rows; ++row, wr += stride) {
+    for (int64_t i = 0; i < rows; ++i, wr += stride) {
       acc[0] = _mm_setzero_ps();
       for_groups_of4(nsb, group);
-      out[row] = sum_classes(acc[0]);
+      out[i] = sum_classes(acc[0]);
     }
     return;
   }
@@ -858,7 +867,7 @@ inline __m512i high_bits(__m512i hm, int p) {
 // R weight rows (stride bytes apart) against T activation rows, one of them 1.
 template <DType kType, int T, int R = 1>
 void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
-                    size_t stride = 0) {
+                    size_t stride = 0, int64_t rows = 1) {  // stride, rows: as sdot_q45k_512's
   static_assert(kType == DType::Q2_K || kType == DType::Q3_K);
   static_assert(T == 1 || R == 1);
   constexpr int kBytes = K16<kType>::kBytes;
@@ -903,6 +912,8 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
   // Two super-blocks' min (offset) terms, 8 int32 lanes each, against [f_0 x 8, f_1 x 8].
   const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i second_pair = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const uint8_t* wr = w;                                       // (the first of) the row(s) in hand
+  const size_t apart = R > 1 ? size_t(rows) * stride : stride;  // the R rows in hand
   __m512 lanes[R][T];
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -912,7 +923,7 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
     alignas(16) float f[R][T][4];  // d * dx of each super-block, per weight and activation row
     #pragma GCC unroll 2
     for (int r = 0; r < R; ++r) {
-      h[r] = k16_headers4<kType, kN>(w + r * stride + g * kBytes);
+      h[r] = k16_headers4<kType, kN>(wr + r * apart + g * kBytes);
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
@@ -934,7 +945,7 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
       auto xv = [&](int t, int p) { return load64(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + (g + k) * 256 + 64 * p)); };
       #pragma GCC unroll 2
       for (int r = 0; r < R; ++r) {
-        const uint8_t* wb = w + r * stride + (g + k) * kBytes;
+        const uint8_t* wb = wr + r * apart + (g + k) * kBytes;
         if (T == 1) prefetch_ahead<kBytes>(wb);
         const __m512i qs = load64(wb + kQs);
         __m512i sum[T];
@@ -967,6 +978,14 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
       }
     }
   };
+  if constexpr (T == 1) {
+    for (int64_t i = 0; i < rows; ++i, wr += stride) {
+      for (int r = 0; r < R; ++r) lanes[r][0] = _mm512_setzero_ps();
+      for_groups_of4(nsb, group);
+      for (int r = 0; r < R; ++r) out[i + r * rows] = reduce16(lanes[r][0]);
+    }
+    return;
+  }
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -1773,24 +1792,29 @@ SuperDotPair super_dot_pair_for(DType t, int64_t nsb) {
 #if PAGODA_AVX512_VNNI
   if (has_gemm16_k(t, nsb)) return nullptr;  // the exact form
   if (t == DType::Q4_K)
-    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
-      sdot_q45k_512<false, 1, false, 2>(w, qx, dx, xs, n, out, stride);
+    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) {
+      sdot_q45k_512<false, 1, false, 2>(w, qx, dx, xs, n, out, stride, pairs);
     };
   if (t == DType::Q5_K)
-    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
-      sdot_q45k_512<true, 1, false, 2>(w, qx, dx, xs, n, out, stride);
+    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) {
+      sdot_q45k_512<true, 1, false, 2>(w, qx, dx, xs, n, out, stride, pairs);
     };
   if (t == DType::Q6_K)
-    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
-      sdot_q6k_512<1, false, 2>(w, qx, dx, xs, n, out, stride);
+    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) {
+      sdot_q6k_512<1, false, 2>(w, qx, dx, xs, n, out, stride, pairs);
     };
   if (t == DType::Q2_K)
-    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
-      sdot_k16x4_512<DType::Q2_K, 1, 2>(w, qx, dx, xs, n, out, stride);
+    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) {
+      sdot_k16x4_512<DType::Q2_K, 1, 2>(w, qx, dx, xs, n, out, stride, pairs);
     };
   if (t == DType::Q3_K)
-    return [](const uint8_t* w, size_t stride, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n, float* out) {
-      sdot_k16x4_512<DType::Q3_K, 1, 2>(w, qx, dx, xs, n, out, stride);
+    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
+              float* out) {
+      sdot_k16x4_512<DType::Q3_K, 1, 2>(w, qx, dx, xs, n, out, stride, pairs);
     };
 #else
   (void)t, (void)nsb;
