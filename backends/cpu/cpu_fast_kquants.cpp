@@ -1406,6 +1406,11 @@ float dot_1(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* 
   dot_blocks32<B, 1>(w, qx, dx, xs, nb, &r);
   return r;
 }
+template <typename B>
+void dot_rows(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb,
+              float* out) {
+  for (int64_t r = 0; r < rows; ++r) dot_blocks32<B, 1>(w + size_t(r) * stride, qx, dx, xs, nb, out + r);
+}
 
 #if PAGODA_AVX512_VNNI
 #pragma GCC diagnostic push
@@ -1724,6 +1729,10 @@ IntDot int_dot_for(DType t) {
   return with_blocks32(t, [](auto b) -> IntDot { return dot_1<decltype(b)>; });
 }
 
+IntDotRows int_dot_rows_for(DType t) {
+  return with_blocks32(t, [](auto b) -> IntDotRows { return dot_rows<decltype(b)>; });
+}
+
 IntDot4 int_dot4_for(DType t) {
   return with_blocks32(t, [](auto b) -> IntDot4 { return dot_t<decltype(b), 4>; });
 }
@@ -1875,6 +1884,7 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
 int x256_slot(DType, int i) { return i; }
 int x256_layout(DType) { return 0; }
 IntDot int_dot_for(DType) { return nullptr; }
+IntDotRows int_dot_rows_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 SuperDotPair super_dot_pair_for(DType, int64_t) { return nullptr; }

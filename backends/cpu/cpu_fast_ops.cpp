@@ -825,12 +825,12 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
   float* y = out.f32();
 #if defined(__AVX2__)
   // Quantized weights with an integer kernel against int8 activations (see matmul).
-  if (const fastq::IntDot kdot = fastq::int_dot_for(w.dtype)) {
+  if (const fastq::IntDotRows kdot = fastq::int_dot_rows_for(w.dtype)) {
     if (!in.x32) in.x32 = quantize_x(pool, x.f32(), 1, n_in);
     const QuantX* qx = &*in.x32;
     const int64_t nb = n_in / 32;
     return [=](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o) y[o] = kdot(w.data + size_t(o) * stride, qx->q.data(), qx->d.data(), qx->sum.data(), nb);
+      kdot(w.data + size_t(o0) * stride, stride, o1 - o0, qx->q.data(), qx->d.data(), qx->sum.data(), nb, y + o0);
     };
   }
   const int64_t nsb = n_in / 256;

@@ -16,6 +16,12 @@ using IntDot = float (*)(const uint8_t* w, const int8_t* qx, const float* dx, co
 // without an integer kernel yet): callers then dequantize and dot in float.
 IntDot int_dot_for(DType t);
 
+// `rows` weight rows (row r at w + r * stride) against one activation row: out[r], each exactly
+// int_dot_for's, in one call (a matvec's row range). nullptr where int_dot_for is.
+using IntDotRows = void (*)(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx,
+                            const int32_t* xs, int64_t nb, float* out);
+IntDotRows int_dot_rows_for(DType t);
+
 // The same dots for four activation rows at once (row t at qx + t * 32 * nb, dx and xs + t * nb),
 // written to out[0..4): the weights are unpacked once for all four, and each row's arithmetic is
 // exactly int_dot_for's, so a result does not depend on how rows were grouped.
