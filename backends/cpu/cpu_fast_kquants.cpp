@@ -655,7 +655,7 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
 // and 1 (2 and 3) are the half's first (last) 64 elements, so each nibble plane faces 64
 // contiguous activations. Every 128-bit lane there is one 16-element sub-block: its scale is
 // spread over the lane by one vpermw.
-template <int T, bool kExact, int R = 1>  // R: weight rows `stride` apart, as sdot_q45k_512's
+template <int T, bool kExact, int R = 1>  // R: as sdot_q45k_512's
 void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
                   size_t stride = 0, int64_t rows = 1) {  // stride, rows: as sdot_q45k_512's
   static_assert(R == 1 || (T == 1 && !kExact), "several weight rows only in the lane form of a matvec");
@@ -864,10 +864,10 @@ inline __m512i high_bits(__m512i hm, int p) {
 #endif
 }
 
-// R weight rows (stride bytes apart) against T activation rows, one of them 1.
+// R weight rows against T activation rows, one of them 1 (R, stride, rows: as sdot_q45k_512's).
 template <DType kType, int T, int R = 1>
 void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
-                    size_t stride = 0, int64_t rows = 1) {  // stride, rows: as sdot_q45k_512's
+                    size_t stride = 0, int64_t rows = 1) {
   static_assert(kType == DType::Q2_K || kType == DType::Q3_K);
   static_assert(T == 1 || R == 1);
   constexpr int kBytes = K16<kType>::kBytes;

@@ -70,8 +70,8 @@ SuperDotPair super_dot_pair_for(DType t, int64_t nsb);
 
 // `rows` weight rows (w, w + stride, ...) against one activation row quantized as for
 // super_dot_for: out[0..rows), each bit-identical to super_dot_for(t, 1, nsb)'s for its row. One
-// call streams the rows one after another, so the kernel can decode the next rows' scales while
-// it multiplies (and sets itself up once). nullptr where the type, the width or the build has none.
+// call streams the rows one after another, so the kernel sets itself up once per range, not once
+// per row. nullptr where the type, the width or the build has none.
 using SuperDotRows = void (*)(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx,
                               const int16_t* xs, int64_t nsb, float* out);
 SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
