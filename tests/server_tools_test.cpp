@@ -501,6 +501,10 @@ TEST(ServerTools, CallsFromAModelComeBackPlainAndStreamed) {
   // validate (their number and values are the sampler's, not the model's own <tool_call> text).
   json many = ask;
   many["tool_choice"] = "required";
+  // Seeded, with room for several calls: each further call is the sampler's choice at temperature
+  // 0.7, so an unseeded array outgrew 32 tokens now and then (finish_reason "length", one CI run).
+  many["seed"] = 11;
+  many["max_tokens"] = 160;
   const json rm = body_of(h.post("/v1/chat/completions", many.dump()));
   ASSERT_TRUE(rm.contains("choices")) << rm;
   EXPECT_EQ(rm["choices"][0]["finish_reason"], "tool_calls") << rm;
