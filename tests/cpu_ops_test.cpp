@@ -448,35 +448,22 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
         }
         std::memcpy(rows16.data() + size_t(rep) * rb, wrow.data(), rb);
       }
-      // Rows in pairs (narrow rows of AVX-512 builds): one pair, then seven (rows 1..14, row i
-      // with i + 7), each result the one-row kernel's.
-      if (const fastq::SuperDotPair pair = fastq::super_dot_pair_for(dt, nsb)) {
-        for (const auto& [first, pairs] : {std::pair<int64_t, int64_t>{0, 1}, {1, 7}})
+      // A matvec's row range in one call (AVX-512 builds): one row, two (a pair in the lane form),
+      // then rows 1..15 (seven pairs and a lone row, or a run of the exact form), each result the
+      // one-row kernel's.
+      if (const fastq::SuperDotRows range = fastq::super_dot_rows_for(dt, nsb)) {
+        for (const auto& [first, rows] : {std::pair<int64_t, int64_t>{0, 1}, {0, 2}, {1, 15}})
           for (int64_t t = 0; t < 4; ++t) {
-            float got[14];
-            pair(rows16.data() + size_t(first) * rb, rb, pairs, q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb,
-                 nsb, got);
-            for (int64_t j = 0; j < 2 * pairs; ++j) {
+            float got[15];
+            range(rows16.data() + size_t(first) * rb, rb, rows, q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb,
+                  nsb, got);
+            for (int64_t j = 0; j < rows; ++j) {
               float one;
               fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(first + j) * rb, q.data() + t * n, d.data() + t * nsb,
                                           sums.data() + t * 16 * nsb, nsb, &one);
-              ASSERT_EQ(got[j], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << first + j << " of " << pairs << " pairs";
+              ASSERT_EQ(got[j], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << first + j << " of a range of " << rows;
             }
           }
-      }
-      // Consecutive weight rows per call (wide rows of AVX-512 builds): rows 1..15, each result
-      // the one-row kernel's.
-      if (const fastq::SuperDotRows many = fastq::super_dot_rows_for(dt, nsb)) {
-        for (int64_t t = 0; t < 4; ++t) {
-          float got[15];
-          many(rows16.data() + rb, rb, 15, q.data() + t * n, d.data() + t * nsb, sums.data() + t * 16 * nsb, nsb, got);
-          for (int64_t j = 1; j < 16; ++j) {
-            float one;
-            fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(j) * rb, q.data() + t * n, d.data() + t * nsb,
-                                        sums.data() + t * 16 * nsb, nsb, &one);
-            ASSERT_EQ(got[j - 1], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << j << " of a run";
-          }
-        }
       }
       // The 16-row panels (AVX-512 builds): 9 tokens (a pass of eight and a lone one, token t is
       // activation row t % 4), each output bit-identical to the one-row kernel's.

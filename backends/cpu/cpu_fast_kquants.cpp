@@ -994,19 +994,43 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
 #pragma GCC diagnostic pop
 #endif
 
+#if PAGODA_AVX512_VNNI
+// The 512-bit kernel of a K-quant type (kExact, R, stride, rows: as sdot_q45k_512's; Q2_K and Q3_K
+// have no exact form).
+template <DType kType, int T, bool kExact, int R = 1>
+void sdot_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
+              size_t stride = 0, int64_t rows = 1) {
+  if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, kExact, R>(w, qx, dx, xs, nsb, out, stride, rows);
+  else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, kExact, R>(w, qx, dx, xs, nsb, out, stride, rows);
+  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, kExact, R>(w, qx, dx, xs, nsb, out, stride, rows);
+  else sdot_k16x4_512<kType, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
+}
+
+// A matvec's rows [0, rows) at w, `stride` apart (SuperDotRows): the exact form row after row; the
+// lane form two rows a pass, row i with row i + rows / 2 (each half a sequential stream, as the
+// hardware prefetcher wants it; adjacent rows in pairs streamed 15% slower), an odd last row alone.
+template <DType kType, bool kExact>
+void sdot_range(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs,
+                int64_t nsb, float* out) {
+  if constexpr (kExact) {
+    sdot_512<kType, 1, true>(w, qx, dx, xs, nsb, out, stride, rows);
+  } else {
+    if (const int64_t pairs = rows / 2) sdot_512<kType, 1, false, 2>(w, qx, dx, xs, nsb, out, stride, pairs);
+    if (rows % 2) sdot_512<kType, 1, false>(w + size_t(rows - 1) * stride, qx, dx, xs, nsb, out + rows - 1);
+  }
+}
+#endif
+
 // kExact: the exact form of the 512-bit kernels (ignored where there are none).
 template <DType kType, int T, bool kExact = false>
 void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
 #if PAGODA_AVX512_VNNI
-  if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, kExact>(w, qx, dx, xs, nsb, out);
-  else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, kExact>(w, qx, dx, xs, nsb, out);
-  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, kExact>(w, qx, dx, xs, nsb, out);
-  else if constexpr (kType == DType::Q2_K || kType == DType::Q3_K) sdot_k16x4_512<kType, T>(w, qx, dx, xs, nsb, out);
+  sdot_512<kType, T, kExact>(w, qx, dx, xs, nsb, out);
 #else
   if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
-#endif
   else sdot_k16<kType, T>(w, qx, dx, xs, nsb, out);
+#endif
 }
 
 // The 32 bits of a Q5 block's qh as 32 bytes: 0x10 where the element's fifth bit is set.
@@ -1781,50 +1805,15 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 
 SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
 #if PAGODA_AVX512_VNNI
-  if (!has_gemm16_k(t, nsb)) return nullptr;  // only the exact form
-  if (t == DType::Q4_K)
-    return [](const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) { sdot_q45k_512<false, 1, true>(w, qx, dx, xs, n, out, stride, rows); };
-  if (t == DType::Q5_K)
-    return [](const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) { sdot_q45k_512<true, 1, true>(w, qx, dx, xs, n, out, stride, rows); };
-  if (t == DType::Q6_K)
-    return [](const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) { sdot_q6k_512<1, true>(w, qx, dx, xs, n, out, stride, rows); };
-#else
-  (void)t, (void)nsb;
-#endif
-  return nullptr;
-}
-
-SuperDotPair super_dot_pair_for(DType t, int64_t nsb) {
-#if PAGODA_AVX512_VNNI
-  if (has_gemm16_k(t, nsb)) return nullptr;  // the exact form
-  if (t == DType::Q4_K)
-    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) {
-      sdot_q45k_512<false, 1, false, 2>(w, qx, dx, xs, n, out, stride, pairs);
-    };
-  if (t == DType::Q5_K)
-    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) {
-      sdot_q45k_512<true, 1, false, 2>(w, qx, dx, xs, n, out, stride, pairs);
-    };
-  if (t == DType::Q6_K)
-    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) {
-      sdot_q6k_512<1, false, 2>(w, qx, dx, xs, n, out, stride, pairs);
-    };
-  if (t == DType::Q2_K)
-    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) {
-      sdot_k16x4_512<DType::Q2_K, 1, 2>(w, qx, dx, xs, n, out, stride, pairs);
-    };
-  if (t == DType::Q3_K)
-    return [](const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx, const int16_t* xs, int64_t n,
-              float* out) {
-      sdot_k16x4_512<DType::Q3_K, 1, 2>(w, qx, dx, xs, n, out, stride, pairs);
-    };
+  const bool exact = has_gemm16_k(t, nsb);
+  switch (t) {
+    case DType::Q4_K: return exact ? sdot_range<DType::Q4_K, true> : sdot_range<DType::Q4_K, false>;
+    case DType::Q5_K: return exact ? sdot_range<DType::Q5_K, true> : sdot_range<DType::Q5_K, false>;
+    case DType::Q6_K: return exact ? sdot_range<DType::Q6_K, true> : sdot_range<DType::Q6_K, false>;
+    case DType::Q2_K: return sdot_range<DType::Q2_K, false>;
+    case DType::Q3_K: return sdot_range<DType::Q3_K, false>;
+    default: break;
+  }
 #else
   (void)t, (void)nsb;
 #endif
@@ -1887,7 +1876,6 @@ IntDot int_dot_for(DType) { return nullptr; }
 IntDotRows int_dot_rows_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
-SuperDotPair super_dot_pair_for(DType, int64_t) { return nullptr; }
 SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }
 UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }

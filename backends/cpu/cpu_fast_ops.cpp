@@ -843,15 +843,6 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
       return [=](int64_t o0, int64_t o1) {
         rows(w.data + size_t(o0) * stride, stride, o1 - o0, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o0);
       };
-    // Two weight rows per kernel call where the type has it, row i of each half of the range with
-    // row i of the other (each half a sequential stream, as the hardware prefetcher wants it;
-    // adjacent rows in pairs streamed 15% slower).
-    if (const fastq::SuperDotPair sdot2 = fastq::super_dot_pair_for(w.dtype, nsb))
-      return [=](int64_t o0, int64_t o1) {
-        if (const int64_t h = (o1 - o0) / 2)
-          sdot2(w.data + size_t(o0) * stride, stride, h, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o0);
-        if ((o1 - o0) % 2) sdot(w.data + size_t(o1 - 1) * stride, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o1 - 1);
-      };
     return [=](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; ++o) sdot(w.data + size_t(o) * stride, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o);
     };

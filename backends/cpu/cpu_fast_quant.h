@@ -59,19 +59,12 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 using SuperDot = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out);
 SuperDot super_dot_for(DType t, int rows, int64_t nsb);
 
-// 2 * pairs weight rows (row r at w + r * stride) against one activation row quantized as for
-// super_dot_for: out[r], each bit-identical to super_dot_for(t, 1, nsb)'s for its row. Rows i and
-// i + pairs go through the kernel together, their work interleaved (one row's reductions overlap
-// the other's products); each half is one sequential stream. nullptr where the type, the width or
-// the build has none; callers then take one row at a time.
-using SuperDotPair = void (*)(const uint8_t* w, size_t stride, int64_t pairs, const int8_t* qx, const float* dx,
-                              const int16_t* xs, int64_t nsb, float* out);
-SuperDotPair super_dot_pair_for(DType t, int64_t nsb);
-
-// `rows` weight rows (w, w + stride, ...) against one activation row quantized as for
-// super_dot_for: out[0..rows), each bit-identical to super_dot_for(t, 1, nsb)'s for its row. One
-// call streams the rows one after another, so the kernel sets itself up once per range, not once
-// per row. nullptr where the type, the width or the build has none.
+// `rows` weight rows (row r at w + r * stride) against one activation row quantized as for
+// super_dot_for: out[r], each bit-identical to super_dot_for(t, 1, nsb)'s for its row (a matvec's
+// row range). One call takes them all, so the kernel sets itself up once per range, not once per
+// row; on rows under kGemmKMinSuperBlocks super-blocks, and for Q2_K/Q3_K, it takes two rows a
+// pass, their work interleaved (one row's reductions overlap the other's products). nullptr where
+// the build has none (AVX2: callers take super_dot_for a row at a time).
 using SuperDotRows = void (*)(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx,
                               const int16_t* xs, int64_t nsb, float* out);
 SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
