@@ -328,7 +328,7 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   }
 }
 
-// matmul_many (a layer's q/k/v or gate/up as one job on the pool, split at byte offsets across
+// matmul_many (a layer's q/k/v or gate/up as one job on the pool, shared out in KiB across
 // matrices of different types) gives each output exactly what matmul gives it, for a decode row
 // and for a batch, at every thread count, and writes nothing past an output.
 TEST(CpuFast, MatmulManyEqualsMatmulBitForBit) {
@@ -509,6 +509,88 @@ TEST(ThreadPool, EveryIndexOnceWhetherWorkersSpinOrSleep) {
   }
   ThreadPool idle(4);
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+// A balanced job (shares sized by each thread's measured speed) still runs every index exactly
+// once, in contiguous ranges, whether workers spin, sleep or come late.
+TEST(ThreadPool, BalancedJobsRunEveryIndexOnceInContiguousRanges) {
+  for (int threads : {1, 2, 3, 5}) {
+    ThreadPool pool(threads);
+    std::vector<std::atomic<int>> hits(3000);
+    for (int job = 0; job < 300; ++job) {
+      const int64_t n = 1 + job * 37 % 3000;
+      std::atomic<int> calls{0};
+      pool.parallel_for_balanced(n, [&](int64_t b, int64_t e) {
+        ASSERT_LT(b, e);
+        calls.fetch_add(1);
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
+      });
+      for (int64_t i = 0; i < 3000; ++i) {
+        ASSERT_EQ(hits[size_t(i)].exchange(0), i < n ? 1 : 0) << "threads " << threads << " job " << job << " index " << i;
+      }
+      // One contiguous range per thread, more only when a thread took a late one's share too.
+      EXPECT_LE(calls.load(), std::max(threads, 1) * 2) << "threads " << threads << " job " << job;
+      if (job % 100 == 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // workers go to sleep
+    }
+    const std::vector<double> sh = pool.shares();
+    ASSERT_EQ(sh.size(), size_t(threads));
+    EXPECT_NEAR(std::accumulate(sh.begin(), sh.end(), 0.0), 1.0, 1e-9);
+  }
+}
+
+// The split follows measured rates: a thread three times slower than the other ends at a quarter
+// of the work (both then finish together), one outlier job moves it by at most kFollow, and a
+// thread that stalls keeps the floor share so it is still measured.
+TEST(ThreadPool, BalancedSharesFollowTheThreadsRates) {
+  std::vector<double> sh = {0.5, 0.5};
+  auto job = [&](double cost0, double cost1) {  // ns per index of each thread, 1000 indices
+    const int64_t d0 = int64_t(std::ceil(1000 * sh[0])), d1 = 1000 - d0;
+    const std::vector<int64_t> done = {d0, d1}, elapsed = {int64_t(double(d0) * cost0), int64_t(double(d1) * cost1)};
+    ThreadPool::follow_rates(sh, done, elapsed);
+  };
+  for (int i = 0; i < 300; ++i) job(100, 300);
+  EXPECT_NEAR(sh[0], 0.75, 0.01);
+  EXPECT_NEAR(sh[0] + sh[1], 1.0, 1e-12);
+  const double before = sh[0];
+  job(100, 3000);  // one job where the worker was ten times slower
+  EXPECT_LE(sh[0] - before, ThreadPool::kFollow + 1e-12);
+  EXPECT_GT(sh[0], before);
+  for (int i = 0; i < 300; ++i) job(100, 100000);  // the worker all but stalls
+  EXPECT_NEAR(sh[1], ThreadPool::kMinShare / 2, 0.01);
+  for (int i = 0; i < 300; ++i) job(100, 100);  // and recovers
+  EXPECT_NEAR(sh[0], 0.5, 0.01);
+  std::vector<double> three = {1.0 / 3, 1.0 / 3, 1.0 / 3};
+  for (int i = 0; i < 300; ++i)
+    ThreadPool::follow_rates(three, std::vector<int64_t>{100, 100, 100}, std::vector<int64_t>{100, 200, 400});
+  EXPECT_NEAR(three[0], 4.0 / 7, 0.01);
+  EXPECT_NEAR(three[2], 1.0 / 7, 0.01);
+}
+
+// A balanced job's ranges are the shares: with the caller pinned at 3/4, whichever thread claims
+// first, the caller's range is 750 of 1000 indices and the worker's the other 250.
+TEST(ThreadPool, BalancedJobsCutAtTheShares) {
+  ThreadPool pool(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  int both = 0;
+  for (int job = 0; job < 2000 && both < 20; ++job) {
+    pool.set_shares(std::vector<double>{0.75, 0.25});
+    std::mutex mu;
+    std::vector<std::pair<bool, int64_t>> ranges;  // (run by the caller, length)
+    pool.parallel_for_balanced(1000, [&](int64_t b, int64_t e) {
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        ranges.emplace_back(std::this_thread::get_id() == caller, e - b);
+      }
+      // Long enough for a spinning worker to claim its range before the caller is done with its own.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    });
+    if (ranges.size() != 2 || ranges[0].first == ranges[1].first) continue;  // the worker came late
+    ++both;
+    for (const auto& [by_caller, len] : ranges) EXPECT_EQ(len, by_caller ? 750 : 250) << "job " << job;
+  }
+  EXPECT_GT(both, 0) << "the worker never took part";
 }
 
 // Whoever runs a chunk (its worker, or the caller when the worker is late), a job is cut at the same

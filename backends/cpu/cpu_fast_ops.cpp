@@ -873,8 +873,11 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
 
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out) {
   if (x.rows == 1) {
+    // Each row's result is the same in any range (the kernels' unit checks), so row pairs (what
+    // the pair kernels take) are shared out by each thread's measured speed.
     MatvecInput in(x);
-    pool.parallel_for(w.rows, prepare_matvec(pool, w, out, in));
+    const RowRange fn = prepare_matvec(pool, w, out, in);
+    pool.parallel_for_balanced((w.rows + 1) / 2, [&](int64_t p0, int64_t p1) { fn(2 * p0, std::min(w.rows, 2 * p1)); });
     return;
   }
   const int64_t n_in = w.cols;
@@ -994,10 +997,10 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
 
 // Several matvecs of one input (decode): one pool job for all of them, so a step waits for the
 // threads once per group instead of once per matrix, and the activations are quantized once per
-// layout. The job is cut at the same byte offsets of the concatenated weights for every thread
-// count's chunk (a thread streams about as many bytes as another, whatever the types), and each
-// row's result is what matmul computes for it. Batches (prompts) take matmul per weight: their
-// work dwarfs a handoff.
+// layout. The job is shared out in KiB of the concatenated weights (a thread's share is about the
+// bytes its speed lets it stream, whatever the types); a row goes with the KiB its first byte is
+// in, and each row's result is what matmul computes for it. Batches (prompts) take matmul per
+// weight: their work dwarfs a handoff.
 void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTensor> ws, std::span<const HostTensor> outs) {
   if (x.rows != 1 || ws.size() < 2) {
     for (size_t i = 0; i < ws.size(); ++i) matmul(pool, ws[i], x, outs[i]);
@@ -1010,19 +1013,19 @@ void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTens
     fn.push_back(prepare_matvec(pool, ws[i], outs[i], in));
     first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
   }
-  const int64_t total = first_byte.back(), parts = pool.size();
-  // The first row of matrix i at or past byte b of the concatenation.
+  constexpr int64_t kUnit = 1024;
+  const int64_t units = (first_byte.back() + kUnit - 1) / kUnit;
+  // The first even row of matrix i at or past byte b of the concatenation (ranges of whole row
+  // pairs, which the pair kernels take fastest).
   auto row_at = [&](size_t i, int64_t b) {
-    const int64_t s = int64_t(ws[i].row_stride());
-    return std::clamp((b - first_byte[i] + s - 1) / s, int64_t(0), ws[i].rows);
+    const int64_t s = 2 * int64_t(ws[i].row_stride());
+    return std::clamp(2 * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
   };
-  pool.parallel_for(parts, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b0 = total * p / parts, b1 = total * (p + 1) / parts;
-      for (size_t i = 0; i < ws.size(); ++i) {
-        const int64_t o0 = row_at(i, b0), o1 = row_at(i, b1);
-        if (o0 < o1) fn[i](o0, o1);
-      }
+  pool.parallel_for_balanced(units, [&](int64_t u0, int64_t u1) {
+    const int64_t b0 = u0 * kUnit, b1 = u1 * kUnit;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const int64_t o0 = row_at(i, b0), o1 = row_at(i, b1);
+      if (o0 < o1) fn[i](o0, o1);
     }
   });
 }
