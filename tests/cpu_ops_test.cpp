@@ -379,6 +379,37 @@ TEST(CpuFast, MatmulManyEqualsMatmulBitForBit) {
   }
 }
 
+// A decode matvec's rows go to the threads by measured speed (parallel_for_balanced), and small
+// ones stay on the calling thread: whatever the split, every row is what one thread computes for it,
+// including odd row counts and shares pinned far from even.
+TEST(CpuFast, MatvecRowsAreTheSameWhateverTheShares) {
+  std::mt19937_64 rng(fresh_seed());
+  const int64_t n_in = 2048;
+  for (DType dt : {DType::Q4_K, DType::Q2_K, DType::Q8_0, DType::F32, DType::IQ4_NL})
+    for (int64_t rows : {301, 7}) {  // 301 rows: 0.2-2.4 MB, split; 7 rows: under the handoff size
+      const auto f = randn(rng, size_t(rows * n_in));
+      const size_t rb = row_bytes(dt, n_in);
+      std::vector<uint8_t> q(rb * size_t(rows));
+      for (int64_t o = 0; o < rows; ++o) quantize_row(dt, f.data() + o * n_in, q.data() + size_t(o) * rb, n_in);
+      auto x = randn(rng, size_t(n_in));
+      const HostTensor w{q.data(), dt, rows, n_in}, xt{reinterpret_cast<uint8_t*>(x.data()), DType::F32, 1, n_in};
+      std::vector<float> want(static_cast<size_t>(rows)), got(static_cast<size_t>(rows));
+      ThreadPool one(1);
+      fast::matmul(one, w, xt, HostTensor{reinterpret_cast<uint8_t*>(want.data()), DType::F32, 1, rows});
+      for (const std::vector<double>& shares : {std::vector<double>{0.5, 0.5, 0.0}, {0.1, 0.8, 0.1}, {0.58, 0.09, 0.33}}) {
+        ThreadPool pool(3);
+        for (int rep = 0; rep < 20; ++rep) {
+          pool.set_shares(shares);
+          std::fill(got.begin(), got.end(), -1.0f);
+          fast::matmul(pool, w, xt, HostTensor{reinterpret_cast<uint8_t*>(got.data()), DType::F32, 1, rows});
+          for (int64_t o = 0; o < rows; ++o)
+            ASSERT_EQ(got[size_t(o)], want[size_t(o)]) << dtype_name(dt) << " row " << o << " of " << rows << ", shares "
+                                                       << shares[0] << "/" << shares[1] << "/" << shares[2];
+        }
+      }
+    }
+}
+
 // The K-quant kernels against the exact dot of the dequantized weights with the dequantized
 // activations (quantized per 256 as the kernels take them). The weight blocks are random bytes
 // (every scale, min and quant bit pattern the format allows, e.g. Q6_K scale -128, Q3_K scale -32),

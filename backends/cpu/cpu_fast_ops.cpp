@@ -815,6 +815,12 @@ struct MatvecInput {
 
 using RowRange = std::function<void(int64_t, int64_t)>;
 
+// Decode work that reads less than this (weights, or K/V for attention) runs on the calling thread:
+// handing a job to the pool and waiting for it costs ~1-2 us on a 2-vCPU VM, about what one core
+// takes to stream 64 KiB from L2, so splitting it gains nothing. A tiny model's whole step stays
+// on one thread (stories260K decode 8.9k -> 13.3k tok/s on 2 threads, docs/perf.md).
+constexpr int64_t kHandoffBytes = 64 << 10;
+
 // out = w · x for one activation row, as a function of a range of weight rows [o0, o1) that
 // writes out[o0 .. o1) (the activations quantized into `in` first, on the caller's thread). A
 // row's result never depends on the range it falls in.
@@ -877,6 +883,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     // the pair kernels take) are shared out by each thread's measured speed.
     MatvecInput in(x);
     const RowRange fn = prepare_matvec(pool, w, out, in);
+    if (w.rows * int64_t(w.row_stride()) < kHandoffBytes) return fn(0, w.rows);
     pool.parallel_for_balanced((w.rows + 1) / 2, [&](int64_t p0, int64_t p1) { fn(2 * p0, std::min(w.rows, 2 * p1)); });
     return;
   }
@@ -1013,6 +1020,10 @@ void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTens
     fn.push_back(prepare_matvec(pool, ws[i], outs[i], in));
     first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
   }
+  if (first_byte.back() < kHandoffBytes) {
+    for (size_t i = 0; i < ws.size(); ++i) fn[i](0, ws[i].rows);
+    return;
+  }
   constexpr int64_t kUnit = 1024;
   const int64_t units = (first_byte.back() + kUnit - 1) / kUnit;
   // The first even row of matrix i at or past byte b of the concatenation (ranges of whole row
@@ -1082,9 +1093,14 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       for (int32_t t0 = lo; t0 < len; t0 += kDecodeSpan)
         spans.push_back({s, r0, t0, std::min(len, t0 + kDecodeSpan), n_parts++, 0, p.n_kv_heads});
     }
+  // K and V bytes the spans read: a short context of a small model is read on this thread.
+  int64_t span_bytes = 0;
+  for (const Span& sp : spans) span_bytes += int64_t(sp.t1 - sp.t0);
+  span_bytes *= int64_t(row_bytes(kc.dtype, int64_t(p.n_kv_heads) * hd) + row_bytes(vc.dtype, int64_t(p.n_kv_heads) * hd));
+  const bool spans_here = span_bytes < kHandoffBytes;
   // Fewer spans than threads (one short decode row): split them by kv head too. A head's
   // arithmetic is the same whichever item computes it, so this keeps results batch-independent.
-  if (!spans.empty() && spans.size() < size_t(pool.size()) * 2) {
+  if (!spans.empty() && !spans_here && spans.size() < size_t(pool.size()) * 2) {
     const int32_t split = std::min<int32_t>(p.n_kv_heads, int32_t((size_t(pool.size()) * 2 + spans.size() - 1) / spans.size()));
     std::vector<Span> split_spans;
     for (const Span& sp : spans)
@@ -1130,7 +1146,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   };
 
   if (!spans.empty()) {
-    pool.parallel_for(int64_t(spans.size()), [&](int64_t i0, int64_t i1) {
+    const RowRange run_spans = [&](int64_t i0, int64_t i1) {
       // F32 caches are read in place; other types convert a tile's rows into kbuf.
       const size_t cols = size_t(p.n_kv_heads) * size_t(hd);
       std::vector<float> kbuf(kc.dtype == DType::F32 && vc.dtype == DType::F32 ? 0 : size_t(kTile) * cols), sc;
@@ -1243,7 +1259,9 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         float* dst = part ? part + 2 * n_heads : out.f32() + row * out.cols;
         std::copy(acc.begin() + ptrdiff_t(a0), acc.begin() + ptrdiff_t(a1), dst + a0);
       }
-    });
+    };
+    if (spans_here) run_spans(0, int64_t(spans.size()));
+    else pool.parallel_for(int64_t(spans.size()), run_spans);
     // Merge spans: each was normalized by its own sum, so weight it by sum * exp(max - overall max).
     if (!merges.empty()) pool.parallel_for(int64_t(merges.size()), [&](int64_t i0, int64_t i1) {
       std::vector<float> w;
