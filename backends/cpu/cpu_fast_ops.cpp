@@ -815,11 +815,13 @@ struct MatvecInput {
 
 using RowRange = std::function<void(int64_t, int64_t)>;
 
-// Decode work that reads less than this (weights, or K/V for attention) runs on the calling thread:
-// handing a job to the pool and waiting for it costs ~1-2 us on a 2-vCPU VM, about what one core
-// takes to stream 64 KiB from L2, so splitting it gains nothing. A tiny model's whole step stays
-// on one thread (stories260K decode 8.9k -> 13.3k tok/s on 2 threads, docs/perf.md).
-constexpr int64_t kHandoffBytes = 64 << 10;
+// Decode work that reads less than this runs on the calling thread: handing a job to the pool and
+// waiting for it costs ~1-2 us on a 2-vCPU VM, about what one core takes to stream 64-128 KiB
+// from L2 or L3, so splitting it gains little or nothing. Weights this small are a tiny model's,
+// cached; attention's K/V threshold is lower since a longer context's cache may come from memory.
+// A tiny model's step then stays on one thread (stories260K decode on 2 threads 9.4-10.3k ->
+// 19.9-21.9k tok/s, docs/perf.md).
+constexpr int64_t kHandoffWeightBytes = 256 << 10, kHandoffKvBytes = 64 << 10;
 
 // out = w · x for one activation row, as a function of a range of weight rows [o0, o1) that
 // writes out[o0 .. o1) (the activations quantized into `in` first, on the caller's thread). A
@@ -883,7 +885,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     // the pair kernels take) are shared out by each thread's measured speed.
     MatvecInput in(x);
     const RowRange fn = prepare_matvec(pool, w, out, in);
-    if (w.rows * int64_t(w.row_stride()) < kHandoffBytes) return fn(0, w.rows);
+    if (w.rows * int64_t(w.row_stride()) < kHandoffWeightBytes) return fn(0, w.rows);
     pool.parallel_for_balanced((w.rows + 1) / 2, [&](int64_t p0, int64_t p1) { fn(2 * p0, std::min(w.rows, 2 * p1)); });
     return;
   }
@@ -1020,7 +1022,7 @@ void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTens
     fn.push_back(prepare_matvec(pool, ws[i], outs[i], in));
     first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
   }
-  if (first_byte.back() < kHandoffBytes) {
+  if (first_byte.back() < kHandoffWeightBytes) {
     for (size_t i = 0; i < ws.size(); ++i) fn[i](0, ws[i].rows);
     return;
   }
@@ -1097,7 +1099,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   int64_t span_bytes = 0;
   for (const Span& sp : spans) span_bytes += int64_t(sp.t1 - sp.t0);
   span_bytes *= int64_t(row_bytes(kc.dtype, int64_t(p.n_kv_heads) * hd) + row_bytes(vc.dtype, int64_t(p.n_kv_heads) * hd));
-  const bool spans_here = span_bytes < kHandoffBytes;
+  const bool spans_here = span_bytes < kHandoffKvBytes;
   // Fewer spans than threads (one short decode row): split them by kv head too. A head's
   // arithmetic is the same whichever item computes it, so this keeps results batch-independent.
   if (!spans.empty() && !spans_here && spans.size() < size_t(pool.size()) * 2) {
