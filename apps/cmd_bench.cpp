@@ -172,8 +172,10 @@ int bench_decode_cmd(const BenchOptions& o) {
   // Peak memory of the model at work: the bandwidth probes' buffers (freed by now) are left out
   // by restarting the high-water mark; where it cannot restart, the peak after loading stands.
   const bool rss_reset = reset_peak_rss();
+  const Backend::HostPoolStats pool_before = (*be)->host_pool_stats();
   auto r = bench_decode(**m, **be, o.prompt, o.gen, o.repeats, ec);
   if (!r) return fail(r.error());
+  const Backend::HostPoolStats pool_after = (*be)->host_pool_stats();
   const uint64_t peak_rss = std::max(rss_load, rss_reset ? peak_rss_bytes() : 0);
   const double read_bw_after = measure_read_bandwidth(threads);
   const double read_bw = std::max(read_bw_before, read_bw_after);
@@ -227,6 +229,14 @@ int bench_decode_cmd(const BenchOptions& o) {
   j["peak_rss_bytes"] = peak_rss;
   j["file_bytes"] = (*m)->file->file_size();
   j["weights_in_place_bytes"] = (*m)->weights.mapped_bytes;
+  // The host pool's split of the decode matvecs (rows shared by each thread's measured speed) over
+  // these runs, warm-up included: the shares at the end, and the fraction of the thread time of
+  // the jobs where every thread took part that a thread spent waiting for the last one.
+  const int64_t pool_jobs = pool_after.balanced_jobs - pool_before.balanced_jobs;
+  const double pool_thread_ns = pool_after.thread_ns - pool_before.thread_ns;
+  const double pool_idle = pool_thread_ns > 0 ? (pool_after.idle_ns - pool_before.idle_ns) / pool_thread_ns : 0.0;
+  if (pool_after.shares.size() > 1)
+    j["host_pool"] = {{"shares", pool_after.shares}, {"balanced_jobs", pool_jobs}, {"idle_fraction", pool_idle}};
   if (o.json) {
     fmt::print("{}\n", j.dump(2));
     return 0;
@@ -240,6 +250,12 @@ int bench_decode_cmd(const BenchOptions& o) {
   fmt::print("  prefill  median {:.1f} tok/s, TTFT median {:.2f} ms\n", r->median_prefill_tok_s, r->median_ttft_ms);
   fmt::print("{}", budget_text(budget));
   fmt::print("{}", roofs_text(j));
+  if (j.contains("host_pool")) {
+    std::string shares;
+    for (double w : pool_after.shares) shares += fmt::format("{}{:.2f}", shares.empty() ? "" : "/", w);
+    fmt::print("  threads  {} share decode rows by measured speed, now {}; waiting for the last thread {:.1f}% of "
+               "those jobs' thread time ({} jobs)\n", pool_after.shares.size(), shares, 100 * pool_idle, pool_jobs);
+  }
   fmt::print("  memory   load {:.3f} s, cold start to first token {:.3f} s; peak RSS {:.1f} MiB = {:.2f} x the file ({:.1f} MiB; "
              "{:.1f} MiB of weights used in place)\n", load_s, j["cold_first_token_s"].get<double>(), mib(peak_rss),
              double(peak_rss) / double(std::max<uint64_t>(1, (*m)->file->file_size())), mib((*m)->file->file_size()),

@@ -197,6 +197,14 @@ class Backend {
     if (n > 0) fn(0, n);
   }
   virtual int host_threads() const { return 1; }  // how many threads host_parallel_for uses
+  // A host thread pool's split of row-independent work (the CPU backend's decode matvecs), for
+  // benchmarks: each thread's share, and what its balanced jobs cost (ThreadPool::BalanceStats).
+  struct HostPoolStats {
+    std::vector<double> shares;  // empty: no pool
+    int64_t balanced_jobs = 0;
+    double thread_ns = 0, idle_ns = 0;
+  };
+  virtual HostPoolStats host_pool_stats() const { return {}; }
 
   // ---- ops (F32 activations unless stated; `out` may not alias inputs unless stated) ----
   // dst = src byte for byte (any dtype; same dtype and shape; the two may not overlap). Used for

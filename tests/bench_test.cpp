@@ -187,6 +187,16 @@ TEST(Bench, DecodeReportsMemoryAndComputeRooflinesWithItsEnvelope) {
   auto t2 = sh("bench decode -m " + kStories + " -n 4 -r 1 -t 1 --backend cpu --json", false);
   ASSERT_EQ(t2.code, 0) << t2.out;
   EXPECT_EQ(nlohmann::json::parse(t2.out)["threads"].get<int>(), 1);
+  EXPECT_FALSE(nlohmann::json::parse(t2.out).contains("host_pool"));  // one thread: nothing to share
+  // Two threads: each one's share of the decode rows, summing to 1, and the waiting as a fraction.
+  auto t3 = sh("bench decode -m " + kStories + " -n 4 -r 1 -t 2 --backend cpu --json", false);
+  ASSERT_EQ(t3.code, 0) << t3.out;
+  const auto p = nlohmann::json::parse(t3.out)["host_pool"];
+  ASSERT_EQ(p["shares"].size(), 2u) << t3.out;
+  EXPECT_NEAR(p["shares"][0].get<double>() + p["shares"][1].get<double>(), 1.0, 1e-9);
+  EXPECT_GE(p["balanced_jobs"].get<int64_t>(), 0);
+  EXPECT_GE(p["idle_fraction"].get<double>(), 0.0);
+  EXPECT_LE(p["idle_fraction"].get<double>(), 1.0);
   auto t = sh("bench decode -m " + kStories + " -n 4 -r 1");
   ASSERT_EQ(t.code, 0) << t.out;
   EXPECT_NE(t.out.find("of roofline"), std::string::npos) << t.out;

@@ -622,6 +622,13 @@ TEST(ThreadPool, BalancedJobsCutAtTheShares) {
     for (const auto& [by_caller, len] : ranges) EXPECT_EQ(len, by_caller ? 750 : 250) << "job " << job;
   }
   EXPECT_GT(both, 0) << "the worker never took part";
+  // Every job both threads ran counts in the pool's stats; a thread waits at most for the job's
+  // whole span, and one of them (the last) not at all.
+  const ThreadPool::BalanceStats st = pool.balance_stats();
+  EXPECT_GE(st.jobs, both);
+  EXPECT_GT(st.thread_ns, 0);
+  EXPECT_GE(st.idle_ns, 0);
+  EXPECT_LE(st.idle_ns, st.thread_ns / 2);
 }
 
 // Whoever runs a chunk (its worker, or the caller when the worker is late), a job is cut at the same

@@ -105,6 +105,10 @@ void CpuBackend::host_parallel_for(int64_t n, const std::function<void(int64_t, 
   pool_->parallel_for(n, fn);
 }
 int CpuBackend::host_threads() const { return pool_->size(); }
+Backend::HostPoolStats CpuBackend::host_pool_stats() const {
+  const ThreadPool::BalanceStats b = pool_->balance_stats();
+  return {pool_->shares(), b.jobs, b.thread_ns, b.idle_ns};
+}
 
 void CpuBackend::upload(const Tensor& dst, const void* src, size_t bytes) {
   std::memcpy(host(dst).data, src, bytes);

@@ -33,6 +33,7 @@ class CpuBackend final : public Backend {
   Status sync() override { return {}; }
   void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override;
   int host_threads() const override;
+  HostPoolStats host_pool_stats() const override;
 
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) override;

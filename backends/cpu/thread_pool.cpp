@@ -143,12 +143,17 @@ void ThreadPool::parallel_for_balanced(int64_t n, const std::function<void(int64
   wait_done(n);
   // Every thread's rate over this job, from the moment it was published to when the thread
   // finished (so a worker that woke late counts as slower, and the split evens the finish times).
+  int64_t last = 0;
   for (int i = 0; i < p; ++i) {
     const Slot& s = slots_[size_t(i)];
     if (s.job != job || s.done == 0) return;  // a thread sat this one out (preempted): no measure
     done_by_[size_t(i)] = s.done;
     elapsed_by_[size_t(i)] = s.end_ns - start;
+    last = std::max(last, s.end_ns - start);
   }
+  ++stats_.jobs;
+  stats_.thread_ns += double(last) * p;
+  for (int64_t e : elapsed_by_) stats_.idle_ns += double(last - e);
   follow_rates(share_, done_by_, elapsed_by_);
 }
 

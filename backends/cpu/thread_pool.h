@@ -52,6 +52,14 @@ class ThreadPool {
   // elapsed_ns[i] after the job was published: each moves kFollow of the way to the thread's
   // fraction of the summed rates (done / elapsed), within [kMinShare, kMaxShare] of an even share.
   static void follow_rates(std::span<double> shares, std::span<const int64_t> done, std::span<const int64_t> elapsed_ns);
+  // Balanced jobs so far in which every thread took part, and their cost in thread time:
+  // thread_ns sums (threads x time from publication to the last thread's finish), idle_ns the time
+  // each thread then waited for the last one. Caller-only, like shares().
+  struct BalanceStats {
+    int64_t jobs = 0;
+    double thread_ns = 0, idle_ns = 0;
+  };
+  BalanceStats balance_stats() const { return stats_; }
   static constexpr double kFollow = 1.0 / 16;
   static constexpr double kMinShare = 0.25, kMaxShare = 1.75;
 
@@ -93,6 +101,7 @@ class ThreadPool {
   std::vector<Slot> slots_;
   std::vector<double> share_;  // caller-only: each thread's share of a balanced job
   std::vector<int64_t> done_by_, elapsed_by_;  // caller-only scratch for follow_rates
+  BalanceStats stats_;
 };
 
 }  // namespace pagoda
