@@ -522,51 +522,39 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
 }
 
 // The pool hands jobs to spinning workers, and to sleeping ones after its spin window: every index
-// runs exactly once per job either way, and destruction never hangs on a sleeping worker.
+// runs exactly once per job either way, for fixed and for balanced jobs (shares sized by each
+// thread's measured speed, in contiguous ranges), and destruction never hangs on a sleeping worker.
 TEST(ThreadPool, EveryIndexOnceWhetherWorkersSpinOrSleep) {
-  for (int threads : {1, 2, 3, 5}) {
-    ThreadPool pool(threads);
-    std::vector<std::atomic<int>> hits(1000);
-    for (int job = 0; job < 300; ++job) {
-      const int64_t n = 1 + job * 7 % 1000;
-      pool.parallel_for(n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
-      });
-      for (int64_t i = 0; i < 1000; ++i) {
-        ASSERT_EQ(hits[size_t(i)].exchange(0), i < n ? 1 : 0) << "threads " << threads << " job " << job << " index " << i;
+  for (bool balanced : {false, true})
+    for (int threads : {1, 2, 3, 5}) {
+      ThreadPool pool(threads);
+      std::vector<std::atomic<int>> hits(3000);
+      for (int job = 0; job < 300; ++job) {
+        const int64_t n = 1 + job * 37 % 3000;
+        std::atomic<int> calls{0};
+        auto fn = [&](int64_t b, int64_t e) {
+          ASSERT_LT(b, e);
+          calls.fetch_add(1);
+          for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
+        };
+        if (balanced) pool.parallel_for_balanced(n, fn);
+        else pool.parallel_for(n, fn);
+        for (int64_t i = 0; i < 3000; ++i) {
+          ASSERT_EQ(hits[size_t(i)].exchange(0), i < n ? 1 : 0)
+              << "threads " << threads << " job " << job << " index " << i << (balanced ? ", balanced" : "");
+        }
+        // One contiguous range per thread, more only when a thread took a late one's share too.
+        if (balanced) {
+          EXPECT_LE(calls.load(), threads * 2) << "threads " << threads << " job " << job;
+        }
+        if (job % 100 == 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // workers go to sleep
       }
-      if (job % 100 == 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // workers go to sleep
+      const std::vector<double> sh = pool.shares();
+      ASSERT_EQ(sh.size(), size_t(threads));
+      EXPECT_NEAR(std::accumulate(sh.begin(), sh.end(), 0.0), 1.0, 1e-9);
     }
-  }
   ThreadPool idle(4);
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
-}
-
-// A balanced job (shares sized by each thread's measured speed) still runs every index exactly
-// once, in contiguous ranges, whether workers spin, sleep or come late.
-TEST(ThreadPool, BalancedJobsRunEveryIndexOnceInContiguousRanges) {
-  for (int threads : {1, 2, 3, 5}) {
-    ThreadPool pool(threads);
-    std::vector<std::atomic<int>> hits(3000);
-    for (int job = 0; job < 300; ++job) {
-      const int64_t n = 1 + job * 37 % 3000;
-      std::atomic<int> calls{0};
-      pool.parallel_for_balanced(n, [&](int64_t b, int64_t e) {
-        ASSERT_LT(b, e);
-        calls.fetch_add(1);
-        for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
-      });
-      for (int64_t i = 0; i < 3000; ++i) {
-        ASSERT_EQ(hits[size_t(i)].exchange(0), i < n ? 1 : 0) << "threads " << threads << " job " << job << " index " << i;
-      }
-      // One contiguous range per thread, more only when a thread took a late one's share too.
-      EXPECT_LE(calls.load(), std::max(threads, 1) * 2) << "threads " << threads << " job " << job;
-      if (job % 100 == 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // workers go to sleep
-    }
-    const std::vector<double> sh = pool.shares();
-    ASSERT_EQ(sh.size(), size_t(threads));
-    EXPECT_NEAR(std::accumulate(sh.begin(), sh.end(), 0.0), 1.0, 1e-9);
-  }
 }
 
 // The split follows measured rates: a thread three times slower than the other ends at a quarter
