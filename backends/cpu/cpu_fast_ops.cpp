@@ -879,14 +879,39 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
   };
 }
 
+// Decode matvecs ws[i], each as its row-range function fn[i], as one pool job. Each row's result
+// is the same in any range (the kernels' unit checks), so the job is shared out by each thread's
+// measured speed, in KiB of the concatenated weights (a thread's share is about the bytes its
+// speed lets it stream, whatever the types); a row goes with the KiB its first byte is in, and
+// ranges are cut at even rows (whole row pairs, which the pair kernels take fastest). Under
+// kHandoffWeightBytes in all, the calling thread runs them.
+void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<const RowRange> fn) {
+  std::vector<int64_t> first_byte(ws.size() + 1, 0);  // matrix i's weights at [first_byte[i], first_byte[i + 1])
+  for (size_t i = 0; i < ws.size(); ++i) first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
+  if (first_byte.back() < kHandoffWeightBytes) {
+    for (size_t i = 0; i < ws.size(); ++i) fn[i](0, ws[i].rows);
+    return;
+  }
+  constexpr int64_t kUnit = 1024;
+  const int64_t units = (first_byte.back() + kUnit - 1) / kUnit;
+  // The first even row of matrix i at or past byte b of the concatenation.
+  auto row_at = [&](size_t i, int64_t b) {
+    const int64_t s = 2 * int64_t(ws[i].row_stride());
+    return std::clamp(2 * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
+  };
+  pool.parallel_for_balanced(units, [&](int64_t u0, int64_t u1) {
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const int64_t o0 = row_at(i, u0 * kUnit), o1 = row_at(i, u1 * kUnit);
+      if (o0 < o1) fn[i](o0, o1);
+    }
+  });
+}
+
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out) {
   if (x.rows == 1) {
-    // Each row's result is the same in any range (the kernels' unit checks), so row pairs (what
-    // the pair kernels take) are shared out by each thread's measured speed.
     MatvecInput in(x);
     const RowRange fn = prepare_matvec(pool, w, out, in);
-    if (w.rows * int64_t(w.row_stride()) < kHandoffWeightBytes) return fn(0, w.rows);
-    pool.parallel_for_balanced((w.rows + 1) / 2, [&](int64_t p0, int64_t p1) { fn(2 * p0, std::min(w.rows, 2 * p1)); });
+    run_matvecs(pool, std::span<const HostTensor>(&w, 1), std::span<const RowRange>(&fn, 1));
     return;
   }
   const int64_t n_in = w.cols;
@@ -1006,41 +1031,16 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
 
 // Several matvecs of one input (decode): one pool job for all of them, so a step waits for the
 // threads once per group instead of once per matrix, and the activations are quantized once per
-// layout. The job is shared out in KiB of the concatenated weights (a thread's share is about the
-// bytes its speed lets it stream, whatever the types); a row goes with the KiB its first byte is
-// in, and each row's result is what matmul computes for it. Batches (prompts) take matmul per
-// weight: their work dwarfs a handoff.
+// layout. Batches (prompts) take matmul per weight: their work dwarfs a handoff.
 void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTensor> ws, std::span<const HostTensor> outs) {
-  if (x.rows != 1 || ws.size() < 2) {
+  if (x.rows != 1) {
     for (size_t i = 0; i < ws.size(); ++i) matmul(pool, ws[i], x, outs[i]);
     return;
   }
   MatvecInput in(x);
   std::vector<RowRange> fn;
-  std::vector<int64_t> first_byte(ws.size() + 1, 0);  // matrix i's weights at [first_byte[i], first_byte[i + 1])
-  for (size_t i = 0; i < ws.size(); ++i) {
-    fn.push_back(prepare_matvec(pool, ws[i], outs[i], in));
-    first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
-  }
-  if (first_byte.back() < kHandoffWeightBytes) {
-    for (size_t i = 0; i < ws.size(); ++i) fn[i](0, ws[i].rows);
-    return;
-  }
-  constexpr int64_t kUnit = 1024;
-  const int64_t units = (first_byte.back() + kUnit - 1) / kUnit;
-  // The first even row of matrix i at or past byte b of the concatenation (ranges of whole row
-  // pairs, which the pair kernels take fastest).
-  auto row_at = [&](size_t i, int64_t b) {
-    const int64_t s = 2 * int64_t(ws[i].row_stride());
-    return std::clamp(2 * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
-  };
-  pool.parallel_for_balanced(units, [&](int64_t u0, int64_t u1) {
-    const int64_t b0 = u0 * kUnit, b1 = u1 * kUnit;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      const int64_t o0 = row_at(i, b0), o1 = row_at(i, b1);
-      if (o0 < o1) fn[i](o0, o1);
-    }
-  });
+  for (size_t i = 0; i < ws.size(); ++i) fn.push_back(prepare_matvec(pool, ws[i], outs[i], in));
+  run_matvecs(pool, ws, fn);
 }
 
 // Multi-row work (prefill chunks, verify rows): (sequence, kv head, chunk of query rows). Each item
@@ -1098,7 +1098,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   // K and V bytes the spans read: a short context of a small model is read on this thread.
   int64_t span_bytes = 0;
   for (const Span& sp : spans) span_bytes += int64_t(sp.t1 - sp.t0);
-  span_bytes *= int64_t(row_bytes(kc.dtype, int64_t(p.n_kv_heads) * hd) + row_bytes(vc.dtype, int64_t(p.n_kv_heads) * hd));
+  span_bytes *= int64_t(kc.row_stride() + vc.row_stride());
   const bool spans_here = span_bytes < kHandoffKvBytes;
   // Fewer spans than threads (one short decode row): split them by kv head too. A head's
   // arithmetic is the same whichever item computes it, so this keeps results batch-independent.
