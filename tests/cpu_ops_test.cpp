@@ -386,7 +386,7 @@ TEST(CpuFast, MatvecRowsAreTheSameWhateverTheShares) {
   std::mt19937_64 rng(fresh_seed());
   const int64_t n_in = 2048;
   for (DType dt : {DType::Q4_K, DType::Q2_K, DType::Q8_0, DType::F32, DType::IQ4_NL})
-    for (int64_t rows : {301, 7}) {  // 301 rows: 0.2-2.4 MB, split; 7 rows: under the handoff size
+    for (int64_t rows : {601, 7}) {  // 601 rows: 0.4-4.9 MB, split; 7 rows: under the handoff size
       const auto f = randn(rng, size_t(rows * n_in));
       const size_t rb = row_bytes(dt, n_in);
       std::vector<uint8_t> q(rb * size_t(rows));
