@@ -204,7 +204,7 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
   CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 3});
   for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
     // Rows: decode, a small batch, and prefill-sized batches with row and column tails for the
-    // packed 6x16 kernel (67 outputs = 4 panels + 3); 288 inputs = one full K block + a partial one.
+    // packed GEMM kernel (67 outputs = 4 panels of 16 + 3, or 2 of 32 + 3); 288 inputs = two K blocks.
     const std::pair<int64_t, int64_t> shapes[] = {{1, 128}, {5, 128}, {23, 128}, {40, 288}, {17, 32}};
     for (const auto& [n, n_in] : shapes) {
       const int64_t n_out = 67;
@@ -498,7 +498,7 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
       }
       // The 16-row panels (AVX-512 builds): 9 tokens (a pass of eight and a lone one, token t is
       // activation row t % 4), each output bit-identical to the one-row kernel's.
-      if (!fastq::has_gemm16_k(dt, nsb)) continue;
+      if (!fastq::has_gemm16_k(dt)) continue;
       const int64_t tokens = 9;
       std::vector<int8_t> q9(size_t(tokens * n));
       std::vector<float> d9(size_t(tokens * nsb));

@@ -401,11 +401,12 @@ inline float reduce16(__m512 a) {
          (_mm_cvtss_f32(_mm_shuffle_ps(w, w, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(w, w, 3)));
 }
 
-// From kGemmKMinSuperBlocks super-blocks a row the kernels take the exact form below instead of
-// the lane form, and prompts go through gemm16_k's panels. Either form is used for every batch size
-// of a row width, so a token's result never depends on the batch. The exact form costs a matvec a
-// few instructions per group of four super-blocks: nothing measurable in 1B-shape decode (weights
-// streamed from memory), but 4-12% of an L2-resident matvec on rows of 768, hence the threshold.
+// The 512-bit Q4_K, Q5_K and Q6_K kernels take the exact form below at every row width and batch
+// size, so a prompt's tokens can go through gemm16_k's panels and still get, bit for bit, what a
+// decode step computes for them. (Until the fifteenth session rows under 2048 weights took a
+// cheaper "lane form", each super-block's 16 lanes scaled in float and reduced once a row, and so
+// kept the row kernels for prompts: 768-wide prompts ran at a third of the panels' rate. Two rows a
+// pass made the exact form as fast on Q4_K, docs/perf.md.)
 
 // The row kernels reduce each super-block to exact integers (the scaled dot, the min or offset
 // term) and accumulate their float terms in four accumulators, super-block sb in sb % 4, so that
@@ -539,13 +540,16 @@ inline void q45k_planes(const uint8_t* wb, __m512i qh, int m, __m512i* q) {
 // are decoded together.
 // One activation row (T = 1): R * rows weight rows `stride` bytes apart, results out[0..R * rows),
 // each row's arithmetic the same as alone. One call streams them all (the kernel's set-up once,
-// not once a row: 1.05-1.12x a matvec). R > 1 (lane form): row i in one pass with rows i + rows,
-// ..., interleaved, so one row's reductions and scale decoding overlap another's products
-// (768-wide Q4_K rows: 49 -> 40 cycles a row from L2).
-template <bool kFive, int T, bool kExact, int R = 1>
+// not once a row: 1.05-1.12x a matvec). R > 1: row i in one pass with rows i + rows, ...,
+// interleaved, so one row's reductions and scale decoding overlap another's products (768-wide
+// Q4_K rows from L2: 60 -> 70 Gweights/s a core).
+// Exact form: each super-block reduced to its integer dot and min totals, four super-blocks at a
+// time, and the float terms d*dx*E - dmin*dx*M accumulated in four classes (super-block sb % 4),
+// which gemm16_k repeats with a weight row per lane.
+template <bool kFive, int T, int R = 1>
 void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
                    size_t stride = 0, int64_t rows = 1) {
-  static_assert(R == 1 || (T == 1 && !kExact), "several weight rows only in the lane form of a matvec");
+  static_assert(R == 1 || T == 1, "several weight rows only in a matvec");
   constexpr int kBytes = kFive ? 176 : 144;
   // Plane p = 2m (low nibbles) or 2m + 1 (high): sub-blocks 4m + p % 2 and 4m + 2 + p % 2.
   __m512i pick[4];
@@ -577,88 +581,65 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
     for (int t = 0; t < T; ++t)
       mv[t] = _mm256_madd_epi16(mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16)));
   };
-  // Lane form: each super-block's lanes scaled and accumulated in float, reduced once a row.
-  // Exact form: totals per super-block, float terms in four classes.
-  __m512 lanes[R][T];
-  __m128 acc[T];
-  #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) {
-    acc[t] = _mm_setzero_ps();
-    for (int r = 0; r < R; ++r) lanes[r][t] = _mm512_setzero_ps();
-  }
+  __m128 acc[R][T];
   const uint8_t* wr = w;                                       // (the first of) the row(s) in hand
   const size_t apart = R > 1 ? size_t(rows) * stride : stride;  // the R rows in hand
   // The kN (<= 4) super-blocks from g: their vectors, then the float terms.
   auto group = [&]<int kN>(int64_t g) {
-    __m512i part[4][T];  // per super-block of the group: the dot and min vectors
-    __m256i mpart[4][T];
-    if constexpr (!kExact) {  // each super-block's terms as soon as it is done (no vectors held)
-      alignas(32) float dd[R][8];  // d of each super-block, then dmin
-      __m512i scm4[R];
+    __m256 dm[R];  // d of each super-block, then dmin
+    __m512i scm4[R], sv[R][4][T];
+    __m256i mvv[R][4][T];
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* wg = wr + r * apart + g * kBytes;
+      dm[r] = halves_of4<kN>(wg, kBytes);
+      scm4[r] = scales_mins_k4x4<kN>(wg + 4, kBytes);
+    }
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k)
       #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const uint8_t* wg = wr + r * apart + g * kBytes;
-        _mm256_store_ps(dd[r], halves_of4<kN>(wg, kBytes));
-        scm4[r] = scales_mins_k4x4<kN>(wg + 4, kBytes);
-      }
-      #pragma GCC unroll 4
-      for (int k = 0; k < kN; ++k)
-        #pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          superblock(wr + r * apart + (g + k) * kBytes, g + k, lane_to_all(scm4[r], k), part[r], mpart[r]);
-          #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t) {
-            const float dxt = dx[t * nsb + g + k];
-            lanes[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(dd[r][k] * dxt), _mm512_cvtepi32_ps(part[r][t]), lanes[r][t]);
-            lanes[r][t] = _mm512_fnmadd_ps(_mm512_set1_ps(dd[r][4 + k] * dxt),
-                                           _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mpart[r][t])), lanes[r][t]);
-          }
-        }
-    } else {
-      const uint8_t* wg = wr + g * kBytes;
-      const __m256 dm = halves_of4<kN>(wg, kBytes);  // d of each super-block, then dmin
-      const __m512i scm4 = scales_mins_k4x4<kN>(wg + 4, kBytes);
-      #pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        if (k < kN) superblock(wg + k * kBytes, g + k, lane_to_all(scm4, k), part[k], mpart[k]);
+        if (k < kN) superblock(wr + r * apart + (g + k) * kBytes, g + k, lane_to_all(scm4[r], k), sv[r][k], mvv[r][k]);
         else
-          for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512(), mpart[k][t] = _mm256_setzero_si256();
+          for (int t = 0; t < T; ++t) sv[r][k][t] = _mm512_setzero_si512(), mvv[r][k][t] = _mm256_setzero_si256();
       }
-      const __m128 d = _mm256_castps256_ps128(dm), dmin = _mm256_extractf128_ps(dm, 1);
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m128 d = _mm256_castps256_ps128(dm[r]), dmin = _mm256_extractf128_ps(dm[r], 1);
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
-        const __m512i sv[4] = {part[0][t], part[1][t], part[2][t], part[3][t]};
-        const __m256i mvv[4] = {mpart[0][t], mpart[1][t], mpart[2][t], mpart[3][t]};
-        const Totals4 tot = totals4(sv, mvv);
-        acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, dxv), tot.e, acc[t]);
-        acc[t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), tot.m, acc[t]);
+        const __m512i s4[4] = {sv[r][0][t], sv[r][1][t], sv[r][2][t], sv[r][3][t]};
+        const __m256i m4[4] = {mvv[r][0][t], mvv[r][1][t], mvv[r][2][t], mvv[r][3][t]};
+        const Totals4 tot = totals4(s4, m4);
+        acc[r][t] = _mm_fmadd_ps(_mm_mul_ps(d, dxv), tot.e, acc[r][t]);
+        acc[r][t] = _mm_fnmadd_ps(_mm_mul_ps(dmin, dxv), tot.m, acc[r][t]);
       }
     }
   };
   if constexpr (T == 1) {
     for (int64_t i = 0; i < rows; ++i, wr += stride) {
-      acc[0] = _mm_setzero_ps();
-      for (int r = 0; r < R; ++r) lanes[r][0] = _mm512_setzero_ps();
+      for (int r = 0; r < R; ++r) acc[r][0] = _mm_setzero_ps();
       for_groups_of4(nsb, group);
-      for (int r = 0; r < R; ++r) out[i + r * rows] = kExact ? sum_classes(acc[0]) : reduce16(lanes[r][0]);
+      for (int r = 0; r < R; ++r) out[i + r * rows] = sum_classes(acc[r][0]);
     }
     return;
   }
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[0][t] = _mm_setzero_ps();
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) out[r + t] = kExact ? sum_classes(acc[t]) : reduce16(lanes[r][t]);
+  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[0][t]);
 }
 
 // Q6_K. Half n's 64 low-bit bytes hold runs 0, 1 (low nibbles) and 2, 3 (high nibbles); runs 0
 // and 1 (2 and 3) are the half's first (last) 64 elements, so each nibble plane faces 64
 // contiguous activations. Every 128-bit lane there is one 16-element sub-block: its scale is
 // spread over the lane by one vpermw.
-template <int T, bool kExact, int R = 1>  // R: as sdot_q45k_512's
+template <int T, int R = 1>  // R, and the exact form: as sdot_q45k_512's
 void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
                   size_t stride = 0, int64_t rows = 1) {  // stride, rows: as sdot_q45k_512's
-  static_assert(R == 1 || (T == 1 && !kExact), "several weight rows only in the lane form of a matvec");
+  static_assert(R == 1 || T == 1, "several weight rows only in a matvec");
   constexpr int kBytes = 210;
   const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
   const __m512i shl01 = halves16(4, 2), shr23 = halves16(0, 2);  // bits 2k, 2k + 1 of qh to bits 4, 5
@@ -698,65 +679,43 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
       sum[t] = _mm512_sub_epi32(sum[t], _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5)));
     }
   };
-  if constexpr (!kExact) {  // lane form, as sdot_q45k_512's
-    const size_t apart = R > 1 ? size_t(rows) * stride : stride;  // the R rows in hand
-    auto pass = [&](const uint8_t* wr, float* o, int64_t o_apart) {
-      __m512 acc[R][T];
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t)
-        for (int r = 0; r < R; ++r) acc[r][t] = _mm512_setzero_ps();
-      for (int64_t sb = 0; sb < nsb; ++sb)
-        #pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          const uint8_t* wb = wr + r * apart + sb * kBytes;
-          __m512i sum[T];
-          superblock(wb, sb, sum);
-          const float d = f16s(wb + 208);
-          #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t)
-            acc[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[t * nsb + sb]), _mm512_cvtepi32_ps(sum[t]), acc[r][t]);
-        }
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t)
-        for (int r = 0; r < R; ++r) o[r * o_apart + t] = reduce16(acc[r][t]);
-    };
-    if constexpr (T == 1)
-      for (int64_t i = 0; i < rows; ++i) pass(w + i * stride, out + i, rows);
-    else
-      pass(w, out, 1);
-    return;
-  }
-  __m128 acc[T];
-  #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
+  __m128 acc[R][T];
   const uint8_t* wr = w;
+  const size_t apart = R > 1 ? size_t(rows) * stride : stride;
   auto group = [&]<int kN>(int64_t g) {
-    __m512i part[4][T];
-    const uint8_t* wg = wr + g * kBytes;
-    const __m128 d = f16_of4<kN>(wg + 208, kBytes);
+    __m512i part[R][4][T];
+    __m128 d[R];
     #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      if (k < kN) superblock(wg + k * kBytes, g + k, part[k]);
-      else
-        for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512();
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m512i sv[4] = {part[0][t], part[1][t], part[2][t], part[3][t]};
-      acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, load4_upto<kN>(dx + t * nsb + g)), dot_totals4(sv), acc[t]);
-    }
+    for (int r = 0; r < R; ++r) d[r] = f16_of4<kN>(wr + r * apart + g * kBytes + 208, kBytes);
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k)
+      #pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        if (k < kN) superblock(wr + r * apart + (g + k) * kBytes, g + k, part[r][k]);
+        else
+          for (int t = 0; t < T; ++t) part[r][k][t] = _mm512_setzero_si512();
+      }
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m512i sv[4] = {part[r][0][t], part[r][1][t], part[r][2][t], part[r][3][t]};
+        acc[r][t] = _mm_fmadd_ps(_mm_mul_ps(d[r], load4_upto<kN>(dx + t * nsb + g)), dot_totals4(sv), acc[r][t]);
+      }
   };
   if constexpr (T == 1) {
     for (int64_t i = 0; i < rows; ++i, wr += stride) {
-      acc[0] = _mm_setzero_ps();
+      for (int r = 0; r < R; ++r) acc[r][0] = _mm_setzero_ps();
       for_groups_of4(nsb, group);
-      out[i] = sum_classes(acc[0]);
+      for (int r = 0; r < R; ++r) out[i + r * rows] = sum_classes(acc[r][0]);
     }
     return;
   }
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[0][t] = _mm_setzero_ps();
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
+  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[0][t]);
 }
 #pragma GCC diagnostic pop
 #endif
@@ -995,37 +954,36 @@ void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const i
 #endif
 
 #if PAGODA_AVX512_VNNI
-// The 512-bit kernel of a K-quant type (kExact, R, stride, rows: as sdot_q45k_512's; Q2_K and Q3_K
-// have no exact form).
-template <DType kType, int T, bool kExact, int R = 1>
+// The 512-bit kernel of a K-quant type (R, stride, rows: as sdot_q45k_512's).
+template <DType kType, int T, int R = 1>
 void sdot_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
               size_t stride = 0, int64_t rows = 1) {
-  if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, kExact, R>(w, qx, dx, xs, nsb, out, stride, rows);
-  else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, kExact, R>(w, qx, dx, xs, nsb, out, stride, rows);
-  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, kExact, R>(w, qx, dx, xs, nsb, out, stride, rows);
+  if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
+  else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
+  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, R>(w, qx, dx, xs, nsb, out, stride, rows);
   else sdot_k16x4_512<kType, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
 }
 
-// A matvec's rows [0, rows) at w, `stride` apart (SuperDotRows): the exact form row after row; the
-// lane form two rows a pass, row i with row i + rows / 2 (each half a sequential stream, as the
-// hardware prefetcher wants it; adjacent rows in pairs streamed 15% slower), an odd last row alone.
-template <DType kType, bool kExact>
+// A matvec's rows [0, rows) at w, `stride` apart (SuperDotRows): two rows a pass, row i with row
+// i + rows / 2 (each half a sequential stream, as the hardware prefetcher wants it; adjacent rows
+// in pairs streamed 15% slower), an odd last row alone; Q6_K row after row (its pairs measured no
+// faster from L2 on 768-wide rows and 4% slower on 2048-wide ones).
+template <DType kType>
 void sdot_range(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs,
                 int64_t nsb, float* out) {
-  if constexpr (kExact) {
-    sdot_512<kType, 1, true>(w, qx, dx, xs, nsb, out, stride, rows);
+  if constexpr (kType == DType::Q6_K) {
+    sdot_512<kType, 1>(w, qx, dx, xs, nsb, out, stride, rows);
   } else {
-    if (const int64_t pairs = rows / 2) sdot_512<kType, 1, false, 2>(w, qx, dx, xs, nsb, out, stride, pairs);
-    if (rows % 2) sdot_512<kType, 1, false>(w + size_t(rows - 1) * stride, qx, dx, xs, nsb, out + rows - 1);
+    if (const int64_t pairs = rows / 2) sdot_512<kType, 1, 2>(w, qx, dx, xs, nsb, out, stride, pairs);
+    if (rows % 2) sdot_512<kType, 1>(w + size_t(rows - 1) * stride, qx, dx, xs, nsb, out + rows - 1);
   }
 }
 #endif
 
-// kExact: the exact form of the 512-bit kernels (ignored where there are none).
-template <DType kType, int T, bool kExact = false>
+template <DType kType, int T>
 void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
 #if PAGODA_AVX512_VNNI
-  sdot_512<kType, T, kExact>(w, qx, dx, xs, nsb, out);
+  sdot_512<kType, T>(w, qx, dx, xs, nsb, out);
 #else
   if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
@@ -1771,14 +1729,12 @@ UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack) {
   });
 }
 
-bool has_gemm16_k(DType t, int64_t nsb) {
-  return PAGODA_AVX512_VNNI && nsb >= kGemmKMinSuperBlocks && (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K);
-}
+bool has_gemm16_k(DType t) { return PAGODA_AVX512_VNNI && (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K); }
 
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo) {
 #if PAGODA_AVX512_VNNI
-  if (!has_gemm16_k(t, nsb)) return false;
+  if (!has_gemm16_k(t)) return false;
   switch (t) {
     case DType::Q4_K: gemm16_k_type<DType::Q4_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     case DType::Q5_K: gemm16_k_type<DType::Q5_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
@@ -1805,13 +1761,12 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 
 SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
 #if PAGODA_AVX512_VNNI
-  const bool exact = has_gemm16_k(t, nsb);
   switch (t) {
-    case DType::Q4_K: return exact ? sdot_range<DType::Q4_K, true> : sdot_range<DType::Q4_K, false>;
-    case DType::Q5_K: return exact ? sdot_range<DType::Q5_K, true> : sdot_range<DType::Q5_K, false>;
-    case DType::Q6_K: return exact ? sdot_range<DType::Q6_K, true> : sdot_range<DType::Q6_K, false>;
-    case DType::Q2_K: return sdot_range<DType::Q2_K, false>;
-    case DType::Q3_K: return sdot_range<DType::Q3_K, false>;
+    case DType::Q4_K: return sdot_range<DType::Q4_K>;
+    case DType::Q5_K: return sdot_range<DType::Q5_K>;
+    case DType::Q6_K: return sdot_range<DType::Q6_K>;
+    case DType::Q2_K: return sdot_range<DType::Q2_K>;
+    case DType::Q3_K: return sdot_range<DType::Q3_K>;
     default: break;
   }
 #else
@@ -1820,15 +1775,7 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
   return nullptr;
 }
 
-SuperDot super_dot_for(DType t, int rows, int64_t nsb) {
-  if (has_gemm16_k(t, nsb)) {  // the exact form
-    switch (t) {
-#define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4, true> : sdot<DType::T, 1, true>;
-      PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)
-#undef PAGODA_SUPER_DOT
-      default: break;
-    }
-  }
+SuperDot super_dot_for(DType t, int rows, int64_t) {
   switch (t) {
 #define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
     PAGODA_SUPER_DOT(Q2_K) PAGODA_SUPER_DOT(Q3_K) PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)
@@ -1879,7 +1826,7 @@ SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }
 UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }
-bool has_gemm16_k(DType, int64_t) { return false; }
+bool has_gemm16_k(DType) { return false; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}

@@ -1,6 +1,7 @@
 // Production CPU kernels: threaded over output rows / (token, kv head) pairs, vectorized with GCC
 // vector extensions (8 floats per lane, four accumulators to hide FMA latency).
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -694,17 +696,26 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
   }
 }
 
-// ---- Batched matmul for prefill: packed weight panels and a 6x16 register-blocked kernel ----
+// ---- Batched matmul for prefill: packed weight panels and a register-blocked kernel ----
 //
-// out[M, N] = x[M, K] . W[N, K]^T. Weights are packed per (16 outputs x kc inputs) panel in
-// k-major order (8 outputs per panel without AVX), so the kernel does an outer product per k: two
-// vector weight loads and six
-// broadcasts of x feed twelve FMAs into twelve accumulators (15 of the 16 AVX registers). The
-// panel (at most 20 KiB) stays in L1 across every row group of x; K blocks keep x's rows in L1 too.
+// out[M, N] = x[M, K] . W[N, K]^T. Weights are packed per (kNr outputs x kc inputs) panel in
+// k-major order, so the kernel does an outer product per k: two vector weight loads and kMr
+// broadcasts of x feed 2 * kMr FMAs into as many accumulators. With AVX-512 the panel is 32 floats
+// wide and the kernel 12 x 32 (24 of the 32 zmm registers: 24 FMAs to 14 loads a step); with AVX
+// it is 16 wide and 6 x 16 (15 of the 16 ymm registers). The 256-bit kernel on an AVX-512 machine
+// ran at 0.45 of the cores' 512-bit FMA peak (docs/perf.md). K blocks keep the panel and the rows
+// of x near L1.
 // Each output element is summed in the same order (k ascending, one FMA chain) whatever M is and
 // whichever rows share its group, so a token's result does not depend on the batch around it.
-// The panel is two native vectors wide.
-constexpr int64_t kNr = 2 * kLanes, kMr = 6, kKcMax = 320;
+#if defined(__AVX512F__)
+typedef float vgf __attribute__((vector_size(64)));
+constexpr int64_t kMr = 12, kKcMax = 256;
+#else
+using vgf = vnf;
+constexpr int64_t kMr = 6, kKcMax = 320;
+#endif
+constexpr int64_t kGLanes = int64_t(sizeof(vgf) / sizeof(float)), kNr = 2 * kGLanes;
+inline vgf loadg(const float* p) { vgf v; std::memcpy(&v, p, sizeof(vgf)); return v; }
 // Below this many rows packing the weights costs more than their reuse saves (decode batches).
 constexpr int64_t kGemmMinRows = 16;
 // Tokens from which the integer kernels unpack 16-row weight panels (fastq::gemm16): the unpack,
@@ -731,12 +742,13 @@ void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, in
 
 // c[r][0..kNr) (+)= sum_k x[r][k] * panel[k][0..kNr) for r < MR; stores the first n_valid columns.
 template <int MR>
-void kernel_6x16(const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo,
-                 int64_t n_valid, bool accumulate) {
-  vnf c0[MR], c1[MR];
-  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vnf{};
+void gemm_kernel(const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo, int64_t n_valid,
+                 bool accumulate) {
+  vgf c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vgf{};
   for (int64_t k = 0; k < kc; ++k) {
-    const vnf b0 = loadn(panel + k * kNr), b1 = loadn(panel + k * kNr + kLanes);
+    const vgf b0 = loadg(panel + k * kNr), b1 = loadg(panel + k * kNr + kGLanes);
+#pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
       const float a = x[r * ldx + k];
       c0[r] += a * b0;
@@ -746,8 +758,8 @@ void kernel_6x16(const float* x, int64_t ldx, const float* panel, int64_t kc, fl
   for (int r = 0; r < MR; ++r) {
     float* o = out + r * ldo;
     float tmp[kNr];
-    std::memcpy(tmp, &c0[r], sizeof(vnf));
-    std::memcpy(tmp + kLanes, &c1[r], sizeof(vnf));
+    std::memcpy(tmp, &c0[r], sizeof(vgf));
+    std::memcpy(tmp + kGLanes, &c1[r], sizeof(vgf));
     if (accumulate) {
       for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
     } else {
@@ -756,29 +768,27 @@ void kernel_6x16(const float* x, int64_t ldx, const float* panel, int64_t kc, fl
   }
 }
 
+// gemm_kernel<mr> for 1 <= mr <= kMr.
 void kernel_rows(int64_t mr, const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo,
                  int64_t n_valid, bool accumulate) {
-  switch (mr) {
-    case 6: return kernel_6x16<6>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-    case 5: return kernel_6x16<5>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-    case 4: return kernel_6x16<4>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-    case 3: return kernel_6x16<3>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-    case 2: return kernel_6x16<2>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-    default: return kernel_6x16<1>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-  }
+  using Kernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool);
+  static constexpr auto kernels = []<size_t... I>(std::index_sequence<I...>) {
+    return std::array<Kernel, sizeof...(I)>{&gemm_kernel<int(I) + 1>...};
+  }(std::make_index_sequence<size_t(kMr)>());
+  kernels[size_t(mr - 1)](x, ldx, panel, kc, out, ldo, n_valid, accumulate);
 }
 
-// Output columns [p0 * 16, p1 * 16) of out (clipped to N), every row of x.
+// Output columns [p0 * kNr, p1 * kNr) of out (clipped to N), every row of x.
 void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out, int64_t p0, int64_t p1) {
   const int64_t M = x.rows, K = x.cols, N = w.rows;
   // Equal K blocks of about kKcMax (a multiple of the block size so quantized rows split on block
-  // boundaries): a panel (16 x kc floats) plus six rows of x stay within a 32 KiB L1.
+  // boundaries): a panel (kNr x kc floats) plus kMr rows of x stay near L1.
   const int64_t n_kb = (K + kKcMax - 1) / kKcMax;
   const int64_t kb = std::max<int64_t>(32, dtype_block_elems(w.dtype));  // K-quants: 256
   const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + kb - 1) / kb * kb);
-  // Rows in equal groups of at most six (32 rows: 6,6,5,5,5,5 rather than 6 x 5 + 2).
+  // Rows in equal groups of at most kMr (32 rows by six: 6,6,5,5,5,5 rather than 6 x 5 + 2).
   const int64_t n_groups = (M + kMr - 1) / kMr;
-  constexpr int64_t kPanelsPerBlock = 4;  // 64 outputs: 80 KiB of packed weights per K block, in L2
+  constexpr int64_t kPanelsPerBlock = 4;  // 64 or 128 outputs: 80 or 128 KiB of packed weights per K block, in L2
   std::vector<float> packed(static_cast<size_t>(kPanelsPerBlock * kNr * kc_max)), tmp(static_cast<size_t>(kc_max));
   for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
     const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
@@ -972,7 +982,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nsb = n_in / 256;
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
-    const int64_t first = x.rows >= kGemm16MinTokens && fastq::has_gemm16_k(w.dtype, nsb)  // as above
+    const int64_t first = x.rows >= kGemm16MinTokens && fastq::has_gemm16_k(w.dtype)  // as above
         ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
@@ -983,7 +993,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     return;
   }
 #endif
-  // Prefill-sized batches: packed panels and the 6x16 kernel (compute-bound, weights reused M times).
+  // Prefill-sized batches: packed panels and the register-blocked kernel (compute-bound, weights reused M times).
   if (x.rows >= kGemmMinRows) {
     const int64_t panels = (w.rows + kNr - 1) / kNr;
     pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels(w, x, out, p0, p1); });

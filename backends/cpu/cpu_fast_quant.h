@@ -62,20 +62,18 @@ SuperDot super_dot_for(DType t, int rows, int64_t nsb);
 // `rows` weight rows (row r at w + r * stride) against one activation row quantized as for
 // super_dot_for: out[r], each bit-identical to super_dot_for(t, 1, nsb)'s for its row (a matvec's
 // row range). One call takes them all, so the kernel sets itself up once per range, not once per
-// row; on rows under kGemmKMinSuperBlocks super-blocks, and for Q2_K/Q3_K, it takes two rows a
-// pass, their work interleaved (one row's reductions overlap the other's products). nullptr where
-// the build has none (AVX2: callers take super_dot_for a row at a time).
+// row; for every type but Q6_K it takes two rows a pass, their work interleaved (one row's
+// reductions overlap the other's products). nullptr where the build has none (AVX2: callers take
+// super_dot_for a row at a time).
 using SuperDotRows = void (*)(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx,
                               const int16_t* xs, int64_t nsb, float* out);
 SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
 
-// The same 16-row panels for Q4_K, Q5_K and Q6_K, on rows of at least kGemmKMinSuperBlocks
-// super-blocks (2048 weights; narrower rows keep the row kernels, whose form is cheaper for them),
-// against activations quantized as for super_dot_for (token t at qx + t * 256 * nsb, dx + t * nsb,
-// xs + t * 16 * nsb): every result bit-identical to super_dot_for(t, 1, nsb)'s. False (nothing
-// written) where the build, the type or the width has none.
-constexpr int64_t kGemmKMinSuperBlocks = 8;
-bool has_gemm16_k(DType t, int64_t nsb);
+// The same 16-row panels for Q4_K, Q5_K and Q6_K, at any row width, against activations quantized
+// as for super_dot_for (token t at qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb): every
+// result bit-identical to super_dot_for(t, 1, nsb)'s. False (nothing written) where the build or
+// the type has none.
+bool has_gemm16_k(DType t);
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo);
 
