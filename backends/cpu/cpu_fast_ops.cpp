@@ -806,6 +806,81 @@ void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out
   }
 }
 
+// ---- Prompt attention: a chunk's queries against its kv head's whole context ----
+//
+// kPromptQ queries at a time, as two register-blocked products like the GEMM's: scores against the
+// keys stored transposed (kt[d][t]), kPosBlock positions a step, each query's element broadcast;
+// then the weighted values, two vectors of head dims a step, each weight broadcast. Every score
+// and output element is one FMA chain in a fixed order (over d, then over t) whichever queries
+// share its block, so a query's result does not depend on the chunk around it. (Until the
+// fifteenth session this was four queries of eight-float vectors, two loads per three FMAs, and a
+// 1000-token prompt spent more time here than in its matmuls.)
+#if defined(__AVX512F__)
+constexpr int32_t kPromptQ = 8;
+#else
+constexpr int32_t kPromptQ = 4;
+#endif
+constexpr int64_t kPosBlock = 2 * kGLanes;
+
+// sc[i * ld + t] = q[i] . kt[.][t] for i < kPromptQ and t < lv (a multiple of kPosBlock).
+void prompt_scores(const float* const* q, const float* kt, int64_t ld, int32_t hd, int64_t lv, float* sc) {
+  for (int64_t t = 0; t < lv; t += kPosBlock) {
+    vgf s0[kPromptQ], s1[kPromptQ];
+    for (int i = 0; i < kPromptQ; ++i) s0[i] = s1[i] = vgf{};
+    for (int32_t d = 0; d < hd; ++d) {
+      const vgf k0 = loadg(kt + int64_t(d) * ld + t), k1 = loadg(kt + int64_t(d) * ld + t + kGLanes);
+#pragma GCC unroll 8
+      for (int i = 0; i < kPromptQ; ++i) {
+        const float a = q[i][d];
+        s0[i] += a * k0;
+        s1[i] += a * k1;
+      }
+    }
+    for (int i = 0; i < kPromptQ; ++i) {
+      std::memcpy(sc + i * ld + t, &s0[i], sizeof(vgf));
+      std::memcpy(sc + i * ld + t + kGLanes, &s1[i], sizeof(vgf));
+    }
+  }
+}
+
+// out[i][d] = sum over t < n of w[i * ld + t] * v[t][d], for the first nq of kPromptQ queries.
+void prompt_values(const float* w, int64_t ld, const float* v, int32_t hd, int32_t n, float* const* out, int32_t nq) {
+  int32_t d0 = 0;
+  auto store = [&](const vgf* a, int32_t at, int32_t lanes) {
+    for (int32_t i = 0; i < nq; ++i) std::memcpy(out[i] + at, &a[i], size_t(lanes) * 4);
+  };
+  for (; d0 + 2 * kGLanes <= hd; d0 += 2 * kGLanes) {
+    vgf a0[kPromptQ], a1[kPromptQ];
+    for (int i = 0; i < kPromptQ; ++i) a0[i] = a1[i] = vgf{};
+    for (int32_t t = 0; t < n; ++t) {
+      const vgf v0 = loadg(v + int64_t(t) * hd + d0), v1 = loadg(v + int64_t(t) * hd + d0 + kGLanes);
+#pragma GCC unroll 8
+      for (int i = 0; i < kPromptQ; ++i) {
+        const float a = w[i * ld + t];
+        a0[i] += a * v0;
+        a1[i] += a * v1;
+      }
+    }
+    store(a0, d0, int32_t(kGLanes));
+    store(a1, d0 + int32_t(kGLanes), int32_t(kGLanes));
+  }
+  for (; d0 + kGLanes <= hd; d0 += kGLanes) {
+    vgf a0[kPromptQ];
+    for (int i = 0; i < kPromptQ; ++i) a0[i] = vgf{};
+    for (int32_t t = 0; t < n; ++t) {
+      const vgf v0 = loadg(v + int64_t(t) * hd + d0);
+      for (int i = 0; i < kPromptQ; ++i) a0[i] += w[i * ld + t] * v0;
+    }
+    store(a0, d0, int32_t(kGLanes));
+  }
+  for (; d0 < hd; ++d0)  // head_dim not a multiple of the vector width
+    for (int32_t i = 0; i < nq; ++i) {
+      float a = 0;
+      for (int32_t t = 0; t < n; ++t) a += w[i * ld + t] * v[int64_t(t) * hd + d0];
+      out[i][d0] = a;
+    }
+}
+
 }  // namespace
 
 namespace fast {
@@ -1053,12 +1128,12 @@ void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTens
   run_matvecs(pool, ws, fn);
 }
 
-// Multi-row work (prefill chunks, verify rows): (sequence, kv head, chunk of query rows). Each item
-// gathers its context's K (transposed, [head_dim][ctx], zero-padded to a multiple of 8) and V
-// ([ctx][head_dim]) as floats once, so an F16 cache is converted once per item rather than once
-// per query row, and the group's query heads of every row in the chunk share the gathered K/V.
-// Scores are then a vector loop over positions (no per-position horizontal sums), four query
-// vectors at a time; softmax is exact (full row).
+// Multi-row work (prefill chunks, verify rows): (sequence, kv head, range of query rows). Each item
+// gathers its context's K (transposed, [head_dim][ctx], zero-padded to a multiple of kPosBlock)
+// and V ([ctx][head_dim]) as floats once, so an F16 cache is converted once per item rather than
+// once per query row, and the group's query heads of every row in the range share the gathered
+// K/V. Scores and values are then register-blocked products (prompt_scores, prompt_values);
+// softmax is exact (full row).
 //
 // A lone query row (decode) has nothing to share a gather with. Its work is split by position
 // instead: (row, span of kDecodeSpan positions), every head at once, so each K/V cache row is read
@@ -1072,7 +1147,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
                      const AttentionParams& p) {
   const auto* info = reinterpret_cast<const SeqInfo*>(seqs.data);
   const int32_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim, n_heads = p.n_heads;
-  constexpr int32_t kRowChunk = 32, kDecodeSpan = 512, kTile = kDotTile;
+  constexpr int32_t kMinItemRows = 8, kDecodeSpan = 512, kTile = kDotTile;
   struct Item {
     int32_t s, kvh, r0, r1;
   };
@@ -1088,14 +1163,37 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   std::vector<Span> spans;
   std::vector<Merge> merges;
   int32_t n_parts = 0;
-  for (int32_t s = 0; s < p.n_seqs; ++s)
-    for (int32_t r0 = 0; r0 < info[s].q_len; r0 += kRowChunk) {
-      const int32_t r1 = std::min(info[s].q_len, r0 + kRowChunk);
-      if (r1 - r0 > 1) {
-        for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh) items.push_back({s, kvh, r0, r1});
-        continue;
+  // Multi-row sequences: each kv head's rows in `ranges` contiguous ranges of about equal work (a
+  // row's work grows with its position), enough items for every thread several times over. An
+  // item gathers its context once for all its rows, so the fewer items the less gathering: with
+  // 32-row items a 1000-token prompt transposed each key 16 times, which took more time than the
+  // products it fed.
+  int32_t prompt_seqs = 0;
+  for (int32_t s = 0; s < p.n_seqs; ++s) prompt_seqs += info[s].q_len > 1;
+  const int32_t heads_in_prompts = std::max(1, prompt_seqs * p.n_kv_heads);
+  const int32_t ranges_wanted = int32_t((4 * int64_t(pool.size()) + heads_in_prompts - 1) / heads_in_prompts);
+  for (int32_t s = 0; s < p.n_seqs; ++s) {
+    const int32_t n_rows = info[s].q_len, first_pos = info[s].ctx_len - info[s].q_len;
+    if (n_rows > 1) {
+      const int32_t ranges = std::max(1, std::min(ranges_wanted, n_rows / kMinItemRows));
+      // Row r costs first_pos + r + 1 positions; range k ends where the running cost passes k / ranges of it all.
+      const double total = double(n_rows) * first_pos + 0.5 * double(n_rows) * (n_rows + 1);
+      int32_t r0 = 0;
+      double cost = 0;
+      for (int32_t k = 1; k <= ranges; ++k) {
+        int32_t r1 = r0;
+        if (k == ranges) r1 = n_rows;
+        else
+          while (r1 < n_rows && cost < total * k / ranges) cost += first_pos + ++r1;
+        if (r1 > r0)
+          for (int32_t kvh = 0; kvh < p.n_kv_heads; ++kvh) items.push_back({s, kvh, r0, r1});
+        r0 = r1;
       }
-      const int32_t len = info[s].ctx_len - info[s].q_len + r0 + 1;
+      continue;
+    }
+    if (n_rows == 1) {
+      constexpr int32_t r0 = 0;
+      const int32_t len = first_pos + r0 + 1;
       const int32_t lo = p.window > 0 ? std::max(0, len - p.window) : 0;  // sliding window: skip older keys
       if (len - lo <= kDecodeSpan) {
         spans.push_back({s, r0, lo, len, -1, 0, p.n_kv_heads});
@@ -1105,6 +1203,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       for (int32_t t0 = lo; t0 < len; t0 += kDecodeSpan)
         spans.push_back({s, r0, t0, std::min(len, t0 + kDecodeSpan), n_parts++, 0, p.n_kv_heads});
     }
+  }
   // K and V bytes the spans read: a short context of a small model is read on this thread.
   int64_t span_bytes = 0;
   for (const Span& sp : spans) span_bytes += int64_t(sp.t1 - sp.t0);
@@ -1303,32 +1402,42 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   if (items.empty()) return;
 
   pool.parallel_for(int64_t(items.size()), [&](int64_t i0, int64_t i1) {
-    std::vector<float> kt, v, tmp(static_cast<size_t>(hd)), sc;
+    constexpr int32_t kGatherRows = 16;
+    std::vector<float> kt, v, tmp(size_t(kGatherRows) * size_t(hd)), sc;
     for (int64_t it = i0; it < i1; ++it) {
       const Item& item = items[size_t(it)];
       const SeqInfo& si = info[item.s];
       const int32_t first_pos = si.ctx_len - si.q_len;
-      const int32_t n_ctx = first_pos + item.r1;  // positions the chunk's last row attends to
-      const int64_t ld = (n_ctx + 7) / 8 * 8;
-      kt.assign(size_t(hd) * size_t(ld), 0.0f);
+      const int32_t n_ctx = first_pos + item.r1;  // positions the item's last row attends to
+      const int64_t ld = (n_ctx + kPosBlock - 1) / kPosBlock * kPosBlock;
+      kt.resize(size_t(hd) * size_t(ld));
       v.resize(size_t(n_ctx) * size_t(hd));
-      for (int32_t t = 0; t < n_ctx; ++t) {
-        const float* kh = kv_head(kc, si, t, item.kvh, tmp.data());
-        for (int32_t d = 0; d < hd; ++d) kt[size_t(d) * size_t(ld) + size_t(t)] = kh[d];
-        float* vt = v.data() + size_t(t) * size_t(hd);
-        const float* vh = kv_head(vc, si, t, item.kvh, vt);
-        if (vh != vt) std::memcpy(vt, vh, size_t(hd) * 4);
+      // kGatherRows positions at a time, so each of kt's rows is written in whole cache lines.
+      for (int32_t t0 = 0; t0 < int32_t(ld); t0 += kGatherRows) {
+        const int32_t m = std::max(0, std::min(kGatherRows, n_ctx - t0)), width = std::min(kGatherRows, int32_t(ld) - t0);
+        const float* kr[kGatherRows];
+        for (int32_t j = 0; j < m; ++j) {
+          kr[j] = kv_head(kc, si, t0 + j, item.kvh, tmp.data() + size_t(j) * size_t(hd));
+          float* vt = v.data() + size_t(t0 + j) * size_t(hd);
+          const float* vh = kv_head(vc, si, t0 + j, item.kvh, vt);
+          if (vh != vt) std::memcpy(vt, vh, size_t(hd) * 4);
+        }
+        for (int32_t d = 0; d < hd; ++d) {
+          float* dst = kt.data() + size_t(d) * size_t(ld) + size_t(t0);
+          for (int32_t j = 0; j < m; ++j) dst[j] = kr[j][d];
+          for (int32_t j = m; j < width; ++j) dst[j] = 0.0f;  // the padding to ld
+        }
       }
-      // The chunk's query vectors: every row, every head of the group.
+      // The chunk's query vectors: every row, every head of the group, kPromptQ at a time.
       const int32_t n_q = (item.r1 - item.r0) * group;
-      sc.resize(size_t(4) * size_t(ld));
-      for (int32_t q0 = 0; q0 < n_q; q0 += 4) {
-        const int32_t nt = std::min(4, n_q - q0);
-        const float* qv[4];
-        float* ov[4];
-        int32_t len[4];
+      sc.resize(size_t(kPromptQ) * size_t(ld));
+      for (int32_t q0 = 0; q0 < n_q; q0 += kPromptQ) {
+        const int32_t nt = std::min(kPromptQ, n_q - q0);
+        const float* qv[kPromptQ];
+        float* ov[kPromptQ];
+        int32_t len[kPromptQ];
         int32_t max_len = 0;
-        for (int32_t i = 0; i < 4; ++i) {
+        for (int32_t i = 0; i < kPromptQ; ++i) {
           const int32_t qi = q0 + std::min(i, nt - 1);
           const int32_t r = item.r0 + qi / group, h = item.kvh * group + qi % group;
           const int64_t row = si.q_start + r;
@@ -1337,22 +1446,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           len[i] = first_pos + r + 1;
           max_len = std::max(max_len, len[i]);
         }
-        const int64_t lv = (max_len + 7) / 8 * 8;
-        // Scores: eight positions at a time, the four queries' sums kept in registers over head_dim.
-        for (int64_t t = 0; t < lv; t += 8) {
-          v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
-          for (int32_t d = 0; d < hd; ++d) {
-            const v8f kk = load8(kt.data() + size_t(d) * size_t(ld) + size_t(t));
-            s0 += qv[0][d] * kk;
-            s1 += qv[1][d] * kk;
-            s2 += qv[2][d] * kk;
-            s3 += qv[3][d] * kk;
-          }
-          std::memcpy(&sc[size_t(t)], &s0, 32);
-          std::memcpy(&sc[size_t(ld + t)], &s1, 32);
-          std::memcpy(&sc[size_t(2 * ld + t)], &s2, 32);
-          std::memcpy(&sc[size_t(3 * ld + t)], &s3, 32);
-        }
+        prompt_scores(qv, kt.data(), ld, hd, (max_len + kPosBlock - 1) / kPosBlock * kPosBlock, sc.data());
         for (int32_t i = 0; i < nt; ++i) {
           float* si_ = sc.data() + size_t(i) * size_t(ld);
           // Keys that left the sliding window: excluded from the softmax, weight exactly 0.
@@ -1364,29 +1458,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           for (int32_t t = 0; t < lo; ++t) si_[t] = 0.0f;
           for (int32_t t = (len[i] + 7) / 8 * 8; t < max_len; ++t) si_[t] = 0.0f;
         }
-        // Output: eight dims at a time, the four queries' sums kept in registers over positions.
-        int32_t d0 = 0;
-        for (; d0 + 8 <= hd; d0 += 8) {
-          v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
-          const float *w0 = &sc[0], *w1 = &sc[size_t(ld)], *w2 = &sc[size_t(2 * ld)], *w3 = &sc[size_t(3 * ld)];
-          for (int32_t t = 0; t < max_len; ++t) {
-            const v8f vv = load8(v.data() + size_t(t) * size_t(hd) + size_t(d0));
-            a0 += w0[t] * vv;
-            a1 += w1[t] * vv;
-            a2 += w2[t] * vv;
-            a3 += w3[t] * vv;
-          }
-          const v8f* res[4] = {&a0, &a1, &a2, &a3};
-          for (int32_t i = 0; i < nt; ++i) std::memcpy(ov[i] + d0, res[i], 32);
-        }
-        for (; d0 < hd; ++d0) {  // head_dim not a multiple of 8
-          for (int32_t i = 0; i < nt; ++i) {
-            const float* w = &sc[size_t(i) * size_t(ld)];
-            float a = 0;
-            for (int32_t t = 0; t < max_len; ++t) a += w[t] * v[size_t(t) * size_t(hd) + size_t(d0)];
-            ov[i][d0] = a;
-          }
-        }
+        prompt_values(sc.data(), ld, v.data(), hd, max_len, ov, nt);
       }
     }
   });
