@@ -328,6 +328,36 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   }
 }
 
+// F32 weights against a small batch (a verify pass, a few streams: the rows below the GEMM) give
+// each row exactly what the one-row decode kernel gives it, at widths with every kind of tail
+// (32-float steps, 8-float steps, single floats).
+TEST(CpuFast, SmallBatchF32RowsEqualDecodeRows) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend fast(CpuOptions{.threads = 3});
+  const int64_t n_out = 37;
+  for (int64_t n_in : {64, 72, 77, 100, 768}) {
+    const auto w = randn(rng, size_t(n_in * n_out));
+    auto run = [&](const float* x, int64_t n) {
+      Buf wb = make(fast, DType::F32, n_out, n_in), xb = make(fast, DType::F32, n, n_in), ob = make(fast, DType::F32, n, n_out);
+      fast.upload(wb.t, w.data(), w.size() * 4);
+      fast.upload(xb.t, x, size_t(n * n_in) * 4);
+      fast.matmul(wb.t, xb.t, ob.t);
+      std::vector<float> got(size_t(n * n_out));
+      fast.download(ob.t, got.data(), got.size() * 4);
+      return got;
+    };
+    for (int64_t n : {3, 4, 5, 8, 15}) {
+      const auto x = randn(rng, size_t(n * n_in));
+      const auto got = run(x.data(), n);
+      for (int64_t r = 0; r < n; ++r) {
+        const auto alone = run(x.data() + r * n_in, 1);
+        for (int64_t o = 0; o < n_out; ++o)
+          ASSERT_EQ(got[size_t(r * n_out + o)], alone[size_t(o)]) << "width " << n_in << " row " << r << " of " << n << " output " << o;
+      }
+    }
+  }
+}
+
 // matmul_many (a layer's q/k/v or gate/up as one job on the pool, shared out in KiB across
 // matrices of different types) gives each output exactly what matmul gives it, for a decode row
 // and for a batch, at every thread count, and writes nothing past an output.

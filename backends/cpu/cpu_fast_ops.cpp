@@ -106,21 +106,6 @@ SoftmaxStats softmax_row(float* row, int32_t len, float scale) {
   return {m, total};
 }
 
-float dot_f32(const float* a, const float* b, int64_t n) {
-  v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 += load8(a + i) * load8(b + i);
-    s1 += load8(a + i + 8) * load8(b + i + 8);
-    s2 += load8(a + i + 16) * load8(b + i + 16);
-    s3 += load8(a + i + 24) * load8(b + i + 24);
-  }
-  for (; i + 8 <= n; i += 8) s0 += load8(a + i) * load8(b + i);
-  float s = hsum((s0 + s1) + (s2 + s3));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // Every half value as a float: the block scales of quantized rows are looked up, not converted.
 const float* half_table() {
   static const std::vector<float> t = [] {
@@ -626,44 +611,77 @@ typedef float vnf __attribute__((vector_size(16)));
 #endif
 constexpr int64_t kLanes = int64_t(sizeof(vnf) / sizeof(float));
 inline vnf loadn(const float* p) { vnf v; std::memcpy(&v, p, sizeof(vnf)); return v; }
+// The widest vector the float products use: 16 floats with AVX-512 (the GEMM, the prompt
+// attention, the small-batch dots), else the native one.
+#if defined(__AVX512F__)
+typedef float vgf __attribute__((vector_size(64)));
+#else
+using vgf = vnf;
+#endif
+constexpr int64_t kGLanes = int64_t(sizeof(vgf) / sizeof(float));
+inline vgf loadg(const float* p) { vgf v; std::memcpy(&v, p, sizeof(vgf)); return v; }
 
+// One (weight row, x row) sum of a small batch, in exactly dot_f32's order: four 8-lane
+// accumulators over 32-float steps (with AVX-512 as two 16-lane ones, lanes 0-7 and 8-15 of `a`
+// being dot_f32's s0 and s1, of `b` s2 and s3), then 8-float steps into s0, the fold
+// (s0 + s1) + (s2 + s3), hsum, and the scalar rest. So a verify pass or a few streams give an F32
+// row exactly what decode gives it.
+struct Dot32 {
+#if defined(__AVX512F__)
+  vgf a{}, b{};
+  void step(const float* w, const float* x) {
+    a += loadg(w) * loadg(x);
+    b += loadg(w + 16) * loadg(x + 16);
+  }
+  float finish(const float* w, const float* x, int64_t i, int64_t n) const {
+    v8f s[4];
+    std::memcpy(&s[0], &a, 64);
+    std::memcpy(&s[2], &b, 64);
+#else
+  v8f s[4] = {};
+  void step(const float* w, const float* x) {
+    for (int k = 0; k < 4; ++k) s[k] += load8(w + 8 * k) * load8(x + 8 * k);
+  }
+  float finish(const float* w, const float* x, int64_t i, int64_t n) const {
+    v8f s[4] = {this->s[0], this->s[1], this->s[2], this->s[3]};
+#endif
+    for (; i + 8 <= n; i += 8) s[0] += load8(w + i) * load8(x + i);
+    float r = hsum((s[0] + s[1]) + (s[2] + s[3]));
+    // An explicit fma: left as r += w * x, GCC vectorized this tail in one caller (products
+    // rounded, then added in order) and fused it in the other.
+    for (; i < n; ++i) r = std::fma(w[i], x[i], r);
+    return r;
+  }
+};
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  Dot32 d;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) d.step(a + i, b + i);
+  return d.finish(a, b, i, n);
+}
+
+// Two weight rows against MR rows of x, each pair summed as dot_f32 sums it.
 template <int MR>
 void dot_2xm(const float* w0, const float* w1, const float* x, int64_t n, float* out0, float* out1) {
-  // Two steps per iteration into separate accumulators: 4 * MR independent FMA chains, enough to
-  // cover FMA latency even for MR = 1.
-  vnf a0[2][MR], a1[2][MR];
-  for (int h = 0; h < 2; ++h)
-    for (int r = 0; r < MR; ++r) a0[h][r] = a1[h][r] = vnf{};
+  Dot32 d0[MR], d1[MR];
   int64_t i = 0;
-  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+  for (; i + 32 <= n; i += 32) {
     // The weights stream from memory exactly once: ask for them well ahead (the hardware
     // prefetcher alone kept this loop at half the bandwidth a plain dot reaches).
     __builtin_prefetch(w0 + i + 256);
+    __builtin_prefetch(w0 + i + 272);
     __builtin_prefetch(w1 + i + 256);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      const vnf u = loadn(w0 + i + h * kLanes), v = loadn(w1 + i + h * kLanes);
+    __builtin_prefetch(w1 + i + 272);
 #pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) {
-        const vnf xv = loadn(x + r * n + i + h * kLanes);
-        a0[h][r] += u * xv;
-        a1[h][r] += v * xv;
-      }
+    for (int r = 0; r < MR; ++r) {
+      d0[r].step(w0 + i, x + r * n + i);
+      d1[r].step(w1 + i, x + r * n + i);
     }
   }
   for (int r = 0; r < MR; ++r) {
-    const vnf b0 = a0[0][r] + a0[1][r], b1 = a1[0][r] + a1[1][r];
-    float s0 = 0, s1 = 0;
-    for (int l = 0; l < kLanes; ++l) {
-      s0 += b0[l];
-      s1 += b1[l];
-    }
-    for (int64_t j = i; j < n; ++j) {
-      s0 += w0[j] * x[r * n + j];
-      s1 += w1[j] * x[r * n + j];
-    }
-    out0[r] = s0;
-    out1[r] = s1;
+    out0[r] = d0[r].finish(w0, x + r * n, i, n);
+    out1[r] = d1[r].finish(w1, x + r * n, i, n);
   }
 }
 
@@ -707,15 +725,7 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
 // of x near L1.
 // Each output element is summed in the same order (k ascending, one FMA chain) whatever M is and
 // whichever rows share its group, so a token's result does not depend on the batch around it.
-#if defined(__AVX512F__)
-typedef float vgf __attribute__((vector_size(64)));
-constexpr int64_t kMr = 12, kKcMax = 256;
-#else
-using vgf = vnf;
-constexpr int64_t kMr = 6, kKcMax = 320;
-#endif
-constexpr int64_t kGLanes = int64_t(sizeof(vgf) / sizeof(float)), kNr = 2 * kGLanes;
-inline vgf loadg(const float* p) { vgf v; std::memcpy(&v, p, sizeof(vgf)); return v; }
+constexpr int64_t kMr = kGLanes == 16 ? 12 : 6, kKcMax = kGLanes == 16 ? 256 : 320, kNr = 2 * kGLanes;
 // Below this many rows packing the weights costs more than their reuse saves (decode batches).
 constexpr int64_t kGemmMinRows = 16;
 // Tokens from which the integer kernels unpack 16-row weight panels (fastq::gemm16): the unpack,
