@@ -328,18 +328,21 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   }
 }
 
-// F32 weights against a small batch (a verify pass, a few streams: the rows below the GEMM) give
-// each row exactly what the one-row decode kernel gives it, at widths with every kind of tail
-// (32-float steps, 8-float steps, single floats).
-TEST(CpuFast, SmallBatchF32RowsEqualDecodeRows) {
+// Float weights (F32, F16, BF16) against a small batch (a verify pass, a few streams: the rows
+// below the GEMM) give each row exactly what the one-row decode kernel gives it, at widths with
+// every kind of tail (32-float steps, 8-float steps, single floats).
+TEST(CpuFast, SmallBatchFloatRowsEqualDecodeRows) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend fast(CpuOptions{.threads = 3});
   const int64_t n_out = 37;
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
   for (int64_t n_in : {64, 72, 77, 100, 768}) {
-    const auto w = randn(rng, size_t(n_in * n_out));
+    const auto wf = randn(rng, size_t(n_in * n_out));
+    std::vector<uint8_t> w(row_bytes(dt, n_in) * size_t(n_out));
+    for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, wf.data() + o * n_in, w.data() + size_t(o) * row_bytes(dt, n_in), n_in);
     auto run = [&](const float* x, int64_t n) {
-      Buf wb = make(fast, DType::F32, n_out, n_in), xb = make(fast, DType::F32, n, n_in), ob = make(fast, DType::F32, n, n_out);
-      fast.upload(wb.t, w.data(), w.size() * 4);
+      Buf wb = make(fast, dt, n_out, n_in), xb = make(fast, DType::F32, n, n_in), ob = make(fast, DType::F32, n, n_out);
+      fast.upload(wb.t, w.data(), w.size());
       fast.upload(xb.t, x, size_t(n * n_in) * 4);
       fast.matmul(wb.t, xb.t, ob.t);
       std::vector<float> got(size_t(n * n_out));
@@ -352,7 +355,8 @@ TEST(CpuFast, SmallBatchF32RowsEqualDecodeRows) {
       for (int64_t r = 0; r < n; ++r) {
         const auto alone = run(x.data() + r * n_in, 1);
         for (int64_t o = 0; o < n_out; ++o)
-          ASSERT_EQ(got[size_t(r * n_out + o)], alone[size_t(o)]) << "width " << n_in << " row " << r << " of " << n << " output " << o;
+          ASSERT_EQ(got[size_t(r * n_out + o)], alone[size_t(o)])
+              << dtype_name(dt) << " width " << n_in << " row " << r << " of " << n << " output " << o;
       }
     }
   }

@@ -194,34 +194,38 @@ TEST(Logprobs, EngineValuesMatchAFullForwardPass) {
 
 // Accepted draft tokens report the target's log-probabilities: with a draft model or n-gram
 // drafts, every token's value and top list equal a run without speculation. Equal, not bit-equal:
-// a verify pass computes k+1 rows at once, and the CPU kernels for several rows round differently
-// from the one-row kernel (the largest difference is printed; it is ~1e-6).
+// the two runs put different rows in one matmul (a verify pass is k+1 rows per stream, and the
+// streams of either run share their steps), and the F32 GEMM (16 rows or more) rounds differently
+// from the row kernels, so values agree to a few parts in a million of their size (the largest
+// differences are printed: ~2e-6 for the tokens' values, ~1e-5 for top-list entries near -7).
 TEST(Logprobs, SpeculationReportsTheSameValues) {
   REQUIRE_MODELS();
   auto reqs = prompts(40);
   for (auto& r : reqs) r.logprobs = 5;
   const auto base = run(EngineConfig{}, reqs);
+  auto near = [](double v) { return 1e-5 + 3e-6 * std::fabs(v); };
   for (const auto& [mode, draft] : {std::pair<std::string, LoadedModel*>{"draft", env().draft.get()}, {"ngram", nullptr}}) {
     Snapshot s;
     const auto spec = run(spec_config(mode, 3), reqs, draft, &s);
     EXPECT_GT(s.counters.spec_accepted, 0u) << mode;
     ASSERT_EQ(spec.size(), base.size());
-    double worst = 0;
+    double worst = 0, worst_top = 0;
     for (size_t i = 0; i < base.size(); ++i) {
       EXPECT_EQ(spec[i].tokens, base[i].tokens) << mode;
       for (size_t j = 0; j < std::min(spec[i].logprob.size(), base[i].logprob.size()); ++j)
         worst = std::max(worst, std::fabs(double(spec[i].logprob[j]) - double(base[i].logprob[j])));
       ASSERT_EQ(spec[i].logprob.size(), base[i].logprob.size()) << mode;
       for (size_t j = 0; j < base[i].logprob.size(); ++j) {
-        EXPECT_NEAR(spec[i].logprob[j], base[i].logprob[j], 1e-5) << mode << " request " << i << " token " << j;
+        EXPECT_NEAR(spec[i].logprob[j], base[i].logprob[j], near(base[i].logprob[j])) << mode << " request " << i << " token " << j;
         ASSERT_EQ(spec[i].top[j].size(), 5u);
         for (size_t t = 0; t < 5; ++t) {
           EXPECT_EQ(spec[i].top[j][t].first, base[i].top[j][t].first) << mode;
-          EXPECT_NEAR(spec[i].top[j][t].second, base[i].top[j][t].second, 1e-5) << mode;
+          EXPECT_NEAR(spec[i].top[j][t].second, base[i].top[j][t].second, near(base[i].top[j][t].second)) << mode;
+          worst_top = std::max(worst_top, std::fabs(double(spec[i].top[j][t].second) - double(base[i].top[j][t].second)));
         }
       }
     }
-    std::printf("%s: largest log-probability difference to no speculation %.3g\n", mode.c_str(), worst);
+    std::printf("%s: largest log-probability difference to no speculation %.3g (top lists: %.3g)\n", mode.c_str(), worst, worst_top);
   }
 }
 

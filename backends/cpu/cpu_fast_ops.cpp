@@ -299,20 +299,6 @@ inline v8f bf16x8_to_f32(const uint8_t* p) {
 inline float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
 
 template <v8f (*To8)(const uint8_t*), float (*To1)(uint16_t)>
-float dot_16bit(const uint8_t* w, const float* x, int64_t n) {
-  v8f s0 = {}, s1 = {};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 += To8(w + 2 * i) * load8(x + i);
-    s1 += To8(w + 2 * i + 16) * load8(x + i + 8);
-  }
-  float s = hsum(s0 + s1);
-  const auto* h = reinterpret_cast<const uint16_t*>(w);
-  for (; i < n; ++i) s += To1(h[i]) * x[i];
-  return s;
-}
-
-template <v8f (*To8)(const uint8_t*), float (*To1)(uint16_t)>
 void widen_16bit(const uint8_t* src, float* dst, int32_t n) {
   int32_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -628,38 +614,92 @@ inline vgf loadg(const float* p) { vgf v; std::memcpy(&v, p, sizeof(vgf)); retur
 // row exactly what decode gives it.
 struct Dot32 {
 #if defined(__AVX512F__)
+  struct W32 {  // 32 weights as floats
+    vgf lo, hi;
+  };
+  static W32 load(const float* w) { return {loadg(w), loadg(w + 16)}; }
   vgf a{}, b{};
-  void step(const float* w, const float* x) {
-    a += loadg(w) * loadg(x);
-    b += loadg(w + 16) * loadg(x + 16);
+  void step(const W32& w, const float* x) {
+    a += w.lo * loadg(x);
+    b += w.hi * loadg(x + 16);
   }
-  float finish(const float* w, const float* x, int64_t i, int64_t n) const {
+  // The sum, with the last len (< 32) weights and activations at wt and xt.
+  float finish(const float* wt, const float* xt, int64_t len) const {
     v8f s[4];
     std::memcpy(&s[0], &a, 64);
     std::memcpy(&s[2], &b, 64);
 #else
+  struct W32 {
+    v8f v[4];
+  };
+  static W32 load(const float* w) { return {{load8(w), load8(w + 8), load8(w + 16), load8(w + 24)}}; }
   v8f s[4] = {};
-  void step(const float* w, const float* x) {
-    for (int k = 0; k < 4; ++k) s[k] += load8(w + 8 * k) * load8(x + 8 * k);
+  void step(const W32& w, const float* x) {
+    for (int k = 0; k < 4; ++k) s[k] += w.v[k] * load8(x + 8 * k);
   }
-  float finish(const float* w, const float* x, int64_t i, int64_t n) const {
+  float finish(const float* wt, const float* xt, int64_t len) const {
     v8f s[4] = {this->s[0], this->s[1], this->s[2], this->s[3]};
 #endif
-    for (; i + 8 <= n; i += 8) s[0] += load8(w + i) * load8(x + i);
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) s[0] += load8(wt + i) * load8(xt + i);
     float r = hsum((s[0] + s[1]) + (s[2] + s[3]));
     // An explicit fma: left as r += w * x, GCC vectorized this tail in one caller (products
     // rounded, then added in order) and fused it in the other.
-    for (; i < n; ++i) r = std::fma(w[i], x[i], r);
+    for (; i < len; ++i) r = std::fma(wt[i], xt[i], r);
     return r;
   }
 };
 
+// (No software prefetch in the decode dots: 8 KiB ahead took one thread's F32 matvec from memory
+// from 23 to 36.5 GB/s in pagoda_kernel_bench, but two-thread 110M F32 decode from 167-171 down
+// to 140-153 tok/s, and F16 within noise: with both threads streaming, the hardware prefetcher
+// keeps up and the extra requests only compete.)
 float dot_f32(const float* a, const float* b, int64_t n) {
   Dot32 d;
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) d.step(a + i, b + i);
-  return d.finish(a, b, i, n);
+  for (; i + 32 <= n; i += 32) d.step(Dot32::load(a + i), b + i);
+  return d.finish(a + i, b + i, n - i);
 }
+
+// 16-bit float rows (F16, BF16) widened 32 weights at a time in registers (exact conversions),
+// then summed as dot_f32 sums: a decode dot straight from the weight bytes that equals, bit for
+// bit, dot_f32 of the widened row (what a small batch computes). (BF16 rows were dequantized
+// element by element into a buffer first, three times slower than F16 at the same bytes.)
+template <Dot32::W32 (*To32)(const uint8_t*), float (*To1)(uint16_t)>
+float dot_16bit(const uint8_t* w, const float* x, int64_t n) {
+  Dot32 d;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) d.step(To32(w + 2 * i), x + i);
+  float tail[32];
+  const auto* h = reinterpret_cast<const uint16_t*>(w);
+  for (int64_t j = i; j < n; ++j) tail[j - i] = To1(h[j]);
+  return d.finish(tail, x + i, n - i);
+}
+
+// 32 F16 or BF16 weights as Dot32's floats.
+#if defined(__AVX512F__)
+#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+inline Dot32::W32 half32_to_f32(const uint8_t* p) {
+  auto cvt = [](const uint8_t* q) { return std::bit_cast<vgf>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)))); };
+  return {cvt(p), cvt(p + 32)};
+}
+inline Dot32::W32 bf16x32_to_f32(const uint8_t* p) {
+  auto cvt = [](const uint8_t* q) {
+    return std::bit_cast<vgf>(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))), 16));
+  };
+  return {cvt(p), cvt(p + 32)};
+}
+#pragma GCC diagnostic pop
+#else
+#if defined(__F16C__)
+inline Dot32::W32 half32_to_f32(const uint8_t* p) { return {{half8_to_f32(p), half8_to_f32(p + 16), half8_to_f32(p + 32), half8_to_f32(p + 48)}}; }
+#endif
+inline Dot32::W32 bf16x32_to_f32(const uint8_t* p) {
+  return {{bf16x8_to_f32(p), bf16x8_to_f32(p + 16), bf16x8_to_f32(p + 32), bf16x8_to_f32(p + 48)}};
+}
+#endif
 
 // Two weight rows against MR rows of x, each pair summed as dot_f32 sums it.
 template <int MR>
@@ -675,13 +715,13 @@ void dot_2xm(const float* w0, const float* w1, const float* x, int64_t n, float*
     __builtin_prefetch(w1 + i + 272);
 #pragma GCC unroll 4
     for (int r = 0; r < MR; ++r) {
-      d0[r].step(w0 + i, x + r * n + i);
-      d1[r].step(w1 + i, x + r * n + i);
+      d0[r].step(Dot32::load(w0 + i), x + r * n + i);
+      d1[r].step(Dot32::load(w1 + i), x + r * n + i);
     }
   }
   for (int r = 0; r < MR; ++r) {
-    out0[r] = d0[r].finish(w0, x + r * n, i, n);
-    out1[r] = d1[r].finish(w1, x + r * n, i, n);
+    out0[r] = d0[r].finish(w0 + i, x + r * n + i, n - i);
+    out1[r] = d1[r].finish(w1 + i, x + r * n + i, n - i);
   }
 }
 
@@ -961,9 +1001,9 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
       const uint8_t* wr = w.data + size_t(o) * stride;
       if (w.dtype == DType::F32) y[o] = dot_f32(reinterpret_cast<const float*>(wr), xv, n_in);
       else if (w.dtype == DType::Q8_0) y[o] = dot_q8_0(wr, xv, n_in);
-      else if (w.dtype == DType::BF16) y[o] = dot_16bit<bf16x8_to_f32, bf16_to_f32>(wr, xv, n_in);
+      else if (w.dtype == DType::BF16) y[o] = dot_16bit<bf16x32_to_f32, bf16_to_f32>(wr, xv, n_in);
 #if defined(__F16C__)
-      else if (w.dtype == DType::F16) y[o] = dot_16bit<half8_to_f32, half_to_float>(wr, xv, n_in);
+      else if (w.dtype == DType::F16) y[o] = dot_16bit<half32_to_f32, half_to_float>(wr, xv, n_in);
 #endif
       else {
         buf.resize(size_t(n_in));
