@@ -1776,6 +1776,12 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
 }
 
 SuperDot super_dot_for(DType t, int rows, int64_t) {
+#if PAGODA_AVX512_VNNI
+  // Eight activation rows a pass for the types without panels: each super-block's tables and
+  // unpacked planes then serve twice the tokens (Q2_K/Q3_K prompts, docs/perf.md).
+  if (rows == 8) return t == DType::Q2_K ? sdot<DType::Q2_K, 8> : t == DType::Q3_K ? sdot<DType::Q3_K, 8> : nullptr;
+#endif
+  if (rows == 8) return nullptr;
   switch (t) {
 #define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
     PAGODA_SUPER_DOT(Q2_K) PAGODA_SUPER_DOT(Q3_K) PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)
