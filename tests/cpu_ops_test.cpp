@@ -291,6 +291,18 @@ TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
 // super-blocks: the K-quants' lane form), 2048 and 2304 (8 and 9: their exact form, two whole
 // groups of four and a partial one), and for the 32-element types 800 (16 + 8 + a tail block) and
 // 1056 (2 x 16 + a tail).
+// out = w · x on backend be: n_out weight rows of type dt (their bytes wq) against n rows of x.
+std::vector<float> matmul_on(Backend& be, DType dt, const std::vector<uint8_t>& wq, int64_t n_out, int64_t n_in,
+                             const float* x, int64_t n) {
+  Buf wb = make(be, dt, n_out, n_in), xb = make(be, DType::F32, n, n_in), ob = make(be, DType::F32, n, n_out);
+  be.upload(wb.t, wq.data(), wq.size());
+  be.upload(xb.t, x, size_t(n * n_in) * 4);
+  be.matmul(wb.t, xb.t, ob.t);
+  std::vector<float> got(size_t(n * n_out));
+  be.download(ob.t, got.data(), got.size() * 4);
+  return got;
+}
+
 TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 3});
@@ -304,15 +316,7 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
     auto w = randn(rng, size_t(n_in * n_out));
     std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
     for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, w.data() + o * n_in, wq.data() + size_t(o) * row_bytes(dt, n_in), n_in);
-    auto run = [&](Backend& be, const float* x, int64_t n) {
-      Buf wb = make(be, dt, n_out, n_in), xb = make(be, DType::F32, n, n_in), ob = make(be, DType::F32, n, n_out);
-      be.upload(wb.t, wq.data(), wq.size());
-      be.upload(xb.t, x, size_t(n * n_in) * 4);
-      be.matmul(wb.t, xb.t, ob.t);
-      std::vector<float> got(size_t(n * n_out));
-      be.download(ob.t, got.data(), got.size() * 4);
-      return got;
-    };
+    auto run = [&](Backend& be, const float* x, int64_t n) { return matmul_on(be, dt, wq, n_out, n_in, x, n); };
     for (int64_t n : {1, 3, 4, 5, 17, 33}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(fast, x.data(), n), want = run(ref, x.data(), n);
@@ -340,15 +344,7 @@ TEST(CpuFast, SmallBatchFloatRowsEqualDecodeRows) {
     const auto wf = randn(rng, size_t(n_in * n_out));
     std::vector<uint8_t> w(row_bytes(dt, n_in) * size_t(n_out));
     for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, wf.data() + o * n_in, w.data() + size_t(o) * row_bytes(dt, n_in), n_in);
-    auto run = [&](const float* x, int64_t n) {
-      Buf wb = make(fast, dt, n_out, n_in), xb = make(fast, DType::F32, n, n_in), ob = make(fast, DType::F32, n, n_out);
-      fast.upload(wb.t, w.data(), w.size());
-      fast.upload(xb.t, x, size_t(n * n_in) * 4);
-      fast.matmul(wb.t, xb.t, ob.t);
-      std::vector<float> got(size_t(n * n_out));
-      fast.download(ob.t, got.data(), got.size() * 4);
-      return got;
-    };
+    auto run = [&](const float* x, int64_t n) { return matmul_on(fast, dt, w, n_out, n_in, x, n); };
     for (int64_t n : {3, 4, 5, 8, 15}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(x.data(), n);

@@ -879,20 +879,28 @@ constexpr int32_t kPromptQ = 4;
 #endif
 constexpr int64_t kPosBlock = 2 * kGLanes;
 
+// The register block of both: acc0[i] (acc1[i]) = the sum over steps s < n of a(i, s) times the
+// first (second) vector at b(s), for the kPromptQ queries i, one FMA chain per element.
+template <typename A, typename B>
+inline void outer_steps(int64_t n, const A& a, const B& b, vgf* acc0, vgf* acc1) {
+  for (int i = 0; i < kPromptQ; ++i) acc0[i] = acc1[i] = vgf{};
+  for (int64_t st = 0; st < n; ++st) {
+    const float* p = b(st);
+    const vgf v0 = loadg(p), v1 = loadg(p + kGLanes);
+#pragma GCC unroll 8
+    for (int i = 0; i < kPromptQ; ++i) {
+      const float x = a(i, st);
+      acc0[i] += x * v0;
+      acc1[i] += x * v1;
+    }
+  }
+}
+
 // sc[i * ld + t] = q[i] . kt[.][t] for i < kPromptQ and t < lv (a multiple of kPosBlock).
 void prompt_scores(const float* const* q, const float* kt, int64_t ld, int32_t hd, int64_t lv, float* sc) {
   for (int64_t t = 0; t < lv; t += kPosBlock) {
     vgf s0[kPromptQ], s1[kPromptQ];
-    for (int i = 0; i < kPromptQ; ++i) s0[i] = s1[i] = vgf{};
-    for (int32_t d = 0; d < hd; ++d) {
-      const vgf k0 = loadg(kt + int64_t(d) * ld + t), k1 = loadg(kt + int64_t(d) * ld + t + kGLanes);
-#pragma GCC unroll 8
-      for (int i = 0; i < kPromptQ; ++i) {
-        const float a = q[i][d];
-        s0[i] += a * k0;
-        s1[i] += a * k1;
-      }
-    }
+    outer_steps(hd, [&](int i, int64_t d) { return q[i][d]; }, [&](int64_t d) { return kt + d * ld + t; }, s0, s1);
     for (int i = 0; i < kPromptQ; ++i) {
       std::memcpy(sc + i * ld + t, &s0[i], sizeof(vgf));
       std::memcpy(sc + i * ld + t + kGLanes, &s1[i], sizeof(vgf));
@@ -908,16 +916,7 @@ void prompt_values(const float* w, int64_t ld, const float* v, int32_t hd, int32
   };
   for (; d0 + 2 * kGLanes <= hd; d0 += 2 * kGLanes) {
     vgf a0[kPromptQ], a1[kPromptQ];
-    for (int i = 0; i < kPromptQ; ++i) a0[i] = a1[i] = vgf{};
-    for (int32_t t = 0; t < n; ++t) {
-      const vgf v0 = loadg(v + int64_t(t) * hd + d0), v1 = loadg(v + int64_t(t) * hd + d0 + kGLanes);
-#pragma GCC unroll 8
-      for (int i = 0; i < kPromptQ; ++i) {
-        const float a = w[i * ld + t];
-        a0[i] += a * v0;
-        a1[i] += a * v1;
-      }
-    }
+    outer_steps(n, [&](int i, int64_t t) { return w[i * ld + t]; }, [&](int64_t t) { return v + t * hd + d0; }, a0, a1);
     store(a0, d0, int32_t(kGLanes));
     store(a1, d0 + int32_t(kGLanes), int32_t(kGLanes));
   }
