@@ -1,5 +1,6 @@
 // Production CPU kernels: threaded over output rows / (token, kv head) pairs, vectorized with GCC
-// vector extensions (8 floats per lane, four accumulators to hide FMA latency).
+// vector extensions (8-float vectors, 16-float ones for the float products where the CPU has
+// AVX-512) and x86 intrinsics.
 #include <algorithm>
 #include <array>
 #include <bit>
