@@ -636,10 +636,11 @@ void sdot_q45k_512(const uint8_t* w, const int8_t* qx, const float* dx, const in
 // and 1 (2 and 3) are the half's first (last) 64 elements, so each nibble plane faces 64
 // contiguous activations. Every 128-bit lane there is one 16-element sub-block: its scale is
 // spread over the lane by one vpermw.
-template <int T, int R = 1>  // R, and the exact form: as sdot_q45k_512's
+// The exact form as sdot_q45k_512's, one weight row a pass (two a pass measured no faster from L2
+// on 768-wide rows and 4% slower on 2048-wide ones).
+template <int T>
 void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
                   size_t stride = 0, int64_t rows = 1) {  // stride, rows: as sdot_q45k_512's
-  static_assert(R == 1 || T == 1, "several weight rows only in a matvec");
   constexpr int kBytes = 210;
   const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
   const __m512i shl01 = halves16(4, 2), shr23 = halves16(0, 2);  // bits 2k, 2k + 1 of qh to bits 4, 5
@@ -679,43 +680,37 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
       sum[t] = _mm512_sub_epi32(sum[t], _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5)));
     }
   };
-  __m128 acc[R][T];
+  __m128 acc[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   const uint8_t* wr = w;
-  const size_t apart = R > 1 ? size_t(rows) * stride : stride;
   auto group = [&]<int kN>(int64_t g) {
-    __m512i part[R][4][T];
-    __m128 d[R];
+    __m512i part[4][T];
+    const uint8_t* wg = wr + g * kBytes;
+    const __m128 d = f16_of4<kN>(wg + 208, kBytes);
     #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) d[r] = f16_of4<kN>(wr + r * apart + g * kBytes + 208, kBytes);
-    #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k)
-      #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        if (k < kN) superblock(wr + r * apart + (g + k) * kBytes, g + k, part[r][k]);
-        else
-          for (int t = 0; t < T; ++t) part[r][k][t] = _mm512_setzero_si512();
-      }
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r)
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const __m512i sv[4] = {part[r][0][t], part[r][1][t], part[r][2][t], part[r][3][t]};
-        acc[r][t] = _mm_fmadd_ps(_mm_mul_ps(d[r], load4_upto<kN>(dx + t * nsb + g)), dot_totals4(sv), acc[r][t]);
-      }
+    for (int k = 0; k < 4; ++k) {
+      if (k < kN) superblock(wg + k * kBytes, g + k, part[k]);
+      else
+        for (int t = 0; t < T; ++t) part[k][t] = _mm512_setzero_si512();
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512i sv[4] = {part[0][t], part[1][t], part[2][t], part[3][t]};
+      acc[t] = _mm_fmadd_ps(_mm_mul_ps(d, load4_upto<kN>(dx + t * nsb + g)), dot_totals4(sv), acc[t]);
+    }
   };
   if constexpr (T == 1) {
     for (int64_t i = 0; i < rows; ++i, wr += stride) {
-      for (int r = 0; r < R; ++r) acc[r][0] = _mm_setzero_ps();
+      acc[0] = _mm_setzero_ps();
       for_groups_of4(nsb, group);
-      for (int r = 0; r < R; ++r) out[i + r * rows] = sum_classes(acc[r][0]);
+      out[i] = sum_classes(acc[0]);
     }
     return;
   }
-  #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[0][t] = _mm_setzero_ps();
   for_groups_of4(nsb, group);
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[0][t]);
+  for (int t = 0; t < T; ++t) out[t] = sum_classes(acc[t]);
 }
 #pragma GCC diagnostic pop
 #endif
@@ -960,14 +955,16 @@ void sdot_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
               size_t stride = 0, int64_t rows = 1) {
   if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
   else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
-  else if constexpr (kType == DType::Q6_K) sdot_q6k_512<T, R>(w, qx, dx, xs, nsb, out, stride, rows);
+  else if constexpr (kType == DType::Q6_K) {
+    static_assert(R == 1, "Q6_K takes one weight row a pass");
+    sdot_q6k_512<T>(w, qx, dx, xs, nsb, out, stride, rows);
+  }
   else sdot_k16x4_512<kType, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
 }
 
 // A matvec's rows [0, rows) at w, `stride` apart (SuperDotRows): two rows a pass, row i with row
 // i + rows / 2 (each half a sequential stream, as the hardware prefetcher wants it; adjacent rows
-// in pairs streamed 15% slower), an odd last row alone; Q6_K row after row (its pairs measured no
-// faster from L2 on 768-wide rows and 4% slower on 2048-wide ones).
+// in pairs streamed 15% slower), an odd last row alone; Q6_K row after row (sdot_q6k_512).
 template <DType kType>
 void sdot_range(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, const float* dx, const int16_t* xs,
                 int64_t nsb, float* out) {

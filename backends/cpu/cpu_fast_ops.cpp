@@ -301,9 +301,8 @@ inline v8f bf16x8_to_f32(const uint8_t* p) {
 #endif
 }
 
-// 16-bit float rows (F16, BF16) converted eight at a time in registers: a decode dot straight from
-// the weight bytes, and a widened row for the batched paths. (BF16 rows were dequantized element by
-// element into a buffer first, three times slower than F16 at the same bytes.)
+// 16-bit float rows (F16, BF16) widened eight at a time in registers, for the batched paths (the
+// decode dot, dot_16bit, widens 32 at a time).
 inline float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
 
 template <v8f (*To8)(const uint8_t*), float (*To1)(uint16_t)>
@@ -593,24 +592,17 @@ void weighted_rows_add(const float* w, const float* const* rows, int32_t m, int3
 }
 
 // Small batches (verify steps, a few streams): each weight row is read once from memory and dotted
-// with every row of x. Two weight rows x up to three x rows per pass, two steps deep: 12
-// accumulators, 10 loads per 12 FMAs, the weight pair staying in L1 across the passes.
-// Each (weight row, x row) sum runs in the same order whatever the batch, as in the GEMM.
-// Native vector: 8 floats with AVX, 4 with baseline SSE (a portable build), so the matmul kernels
-// never ask the compiler to emulate vectors wider than the ISA.
-#if defined(__AVX__)
-typedef float vnf __attribute__((vector_size(32)));
-#else
-typedef float vnf __attribute__((vector_size(16)));
-#endif
-constexpr int64_t kLanes = int64_t(sizeof(vnf) / sizeof(float));
-inline vnf loadn(const float* p) { vnf v; std::memcpy(&v, p, sizeof(vnf)); return v; }
-// The widest vector the float products use: 16 floats with AVX-512 (the GEMM, the prompt
-// attention, the small-batch dots), else the native one.
+// with every row of x, two weight rows against up to three x rows per pass, the weight pair
+// staying in L1 across the passes; each (weight row, x row) sum is Dot32's, below.
+// The vector of the float products (the GEMM, the prompt attention, Dot32 with AVX-512): 16 floats
+// with AVX-512, 8 with AVX, 4 with baseline SSE (a portable build), so these kernels never ask the
+// compiler to emulate vectors wider than the ISA.
 #if defined(__AVX512F__)
 typedef float vgf __attribute__((vector_size(64)));
+#elif defined(__AVX__)
+typedef float vgf __attribute__((vector_size(32)));
 #else
-using vgf = vnf;
+typedef float vgf __attribute__((vector_size(16)));
 #endif
 constexpr int64_t kGLanes = int64_t(sizeof(vgf) / sizeof(float));
 inline vgf loadg(const float* p) { vgf v; std::memcpy(&v, p, sizeof(vgf)); return v; }
@@ -909,36 +901,34 @@ void prompt_scores(const float* const* q, const float* kt, int64_t ld, int32_t h
   }
 }
 
+// prompt_values for the head dims [d0, d0 + lanes of V) alone: V is vgf, or v8f for eight dims
+// the wider vectors leave.
+template <typename V>
+void prompt_values_vector(const float* w, int64_t ld, const float* v, int32_t hd, int32_t n, int32_t d0, float* const* out,
+                          int32_t nq) {
+  V a[kPromptQ];
+  for (int i = 0; i < kPromptQ; ++i) a[i] = V{};
+  for (int32_t t = 0; t < n; ++t) {
+    V vt;
+    std::memcpy(&vt, v + int64_t(t) * hd + d0, sizeof(V));
+    for (int i = 0; i < kPromptQ; ++i) a[i] += w[i * ld + t] * vt;
+  }
+  for (int32_t i = 0; i < nq; ++i) std::memcpy(out[i] + d0, &a[i], sizeof(V));
+}
+
 // out[i][d] = sum over t < n of w[i * ld + t] * v[t][d], for the first nq of kPromptQ queries.
 void prompt_values(const float* w, int64_t ld, const float* v, int32_t hd, int32_t n, float* const* out, int32_t nq) {
   int32_t d0 = 0;
-  auto store = [&](const vgf* a, int32_t at, int32_t lanes) {
-    for (int32_t i = 0; i < nq; ++i) std::memcpy(out[i] + at, &a[i], size_t(lanes) * 4);
-  };
   for (; d0 + 2 * kGLanes <= hd; d0 += 2 * kGLanes) {
     vgf a0[kPromptQ], a1[kPromptQ];
     outer_steps(n, [&](int i, int64_t t) { return w[i * ld + t]; }, [&](int64_t t) { return v + t * hd + d0; }, a0, a1);
-    store(a0, d0, int32_t(kGLanes));
-    store(a1, d0 + int32_t(kGLanes), int32_t(kGLanes));
-  }
-  for (; d0 + kGLanes <= hd; d0 += kGLanes) {
-    vgf a0[kPromptQ];
-    for (int i = 0; i < kPromptQ; ++i) a0[i] = vgf{};
-    for (int32_t t = 0; t < n; ++t) {
-      const vgf v0 = loadg(v + int64_t(t) * hd + d0);
-      for (int i = 0; i < kPromptQ; ++i) a0[i] += w[i * ld + t] * v0;
+    for (int32_t i = 0; i < nq; ++i) {
+      std::memcpy(out[i] + d0, &a0[i], sizeof(vgf));
+      std::memcpy(out[i] + d0 + kGLanes, &a1[i], sizeof(vgf));
     }
-    store(a0, d0, int32_t(kGLanes));
   }
-  for (; d0 + 8 <= hd; d0 += 8) {  // eight dims left (head_dim 8 or 24 with 16-float vectors)
-    v8f a0[kPromptQ];
-    for (int i = 0; i < kPromptQ; ++i) a0[i] = v8f{};
-    for (int32_t t = 0; t < n; ++t) {
-      const v8f v0 = load8(v + int64_t(t) * hd + d0);
-      for (int i = 0; i < kPromptQ; ++i) a0[i] += w[i * ld + t] * v0;
-    }
-    for (int32_t i = 0; i < nq; ++i) std::memcpy(out[i] + d0, &a0[i], 32);
-  }
+  for (; d0 + kGLanes <= hd; d0 += kGLanes) prompt_values_vector<vgf>(w, ld, v, hd, n, d0, out, nq);
+  for (; d0 + 8 <= hd; d0 += 8) prompt_values_vector<v8f>(w, ld, v, hd, n, d0, out, nq);  // head_dim 8 or 24, 16-float vectors
   for (; d0 < hd; ++d0)  // head_dim not a multiple of 8
     for (int32_t i = 0; i < nq; ++i) {
       float a = 0;
