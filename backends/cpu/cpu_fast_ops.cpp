@@ -856,6 +856,109 @@ void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out
   }
 }
 
+#if defined(__AVX512BF16__)
+// ---- BF16 weights in prompts: products of BF16 pairs (vdpbf16ps) ----
+//
+// A BF16 x BF16 product is exact in F32, and vdpbf16ps sums two of them into each of 16 F32 lanes
+// per instruction: twice the multiply-adds of an F32 FMA, on weights read at their file size.
+// The activations are rounded to BF16 (to nearest even) once per call, as llama.cpp does for BF16
+// weights on every path; that rounding (relative 2^-9 at most) is the only difference in the
+// products from the widened F32 GEMM. Same blocking as gemm_panels; the panel holds each output's
+// weights as k-pairs, panel[kp][j] = {w[j][2kp], w[j][2kp + 1]} (one 32-bit word), so one
+// broadcast word of a row of x meets 32 outputs in two registers. Each output is one chain over
+// the pairs in k order, whatever the rows beside it.
+constexpr int64_t kKcMaxBf16 = 512;  // a panel of 32 x 512 BF16s is 32 KiB
+
+// BF16 rounding of n floats (n even) into n / 2 pair words; the tail through a masked load.
+void x_to_bf16_pairs(const float* x, int64_t n, uint32_t* dst) {
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k / 2),
+                                                   std::bit_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(x + k))));
+  if (k < n) {
+    const __mmask16 m = __mmask16((1u << (n - k)) - 1);
+    const __m256i h = std::bit_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + k)));
+    _mm256_mask_storeu_epi16(dst + k / 2, m, h);
+  }
+}
+
+// W[n0 .. n0+kNr) x [k0 .. k0+kc) (kc even) as pair words, zero rows past n_valid.
+void pack_panel_bf16(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, uint32_t* panel) {
+  const size_t stride = w.row_stride();
+  const int64_t kp = kc / 2;
+  for (int64_t j = 0; j < kNr; ++j) {
+    if (j >= n_valid) {
+      for (int64_t k = 0; k < kp; ++k) panel[k * kNr + j] = 0;
+      continue;
+    }
+    const uint8_t* src = w.data + size_t(n0 + j) * stride + size_t(k0) * 2;
+    for (int64_t k = 0; k < kp; ++k) std::memcpy(panel + k * kNr + j, src + 4 * k, 4);
+  }
+}
+
+template <int MR>
+void gemm_kernel_bf16(const uint32_t* x, int64_t ldx, const uint32_t* panel, int64_t kp, float* out, int64_t ldo,
+                      int64_t n_valid, bool accumulate) {
+  __m512 c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kp; ++k) {
+    const __m512bh b0 = std::bit_cast<__m512bh>(_mm512_loadu_si512(panel + k * kNr));
+    const __m512bh b1 = std::bit_cast<__m512bh>(_mm512_loadu_si512(panel + k * kNr + 16));
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh a = std::bit_cast<__m512bh>(_mm512_set1_epi32(int(x[r * ldx + k])));
+      c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* o = out + r * ldo;
+    float tmp[kNr];
+    _mm512_storeu_ps(tmp, c0[r]);
+    _mm512_storeu_ps(tmp + 16, c1[r]);
+    if (accumulate) {
+      for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
+    } else {
+      std::memcpy(o, tmp, size_t(n_valid) * 4);
+    }
+  }
+}
+
+void kernel_rows_bf16(int64_t mr, const uint32_t* x, int64_t ldx, const uint32_t* panel, int64_t kp, float* out,
+                      int64_t ldo, int64_t n_valid, bool accumulate) {
+  using Kernel = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, int64_t, bool);
+  static constexpr auto kernels = []<size_t... I>(std::index_sequence<I...>) {
+    return std::array<Kernel, sizeof...(I)>{&gemm_kernel_bf16<int(I) + 1>...};
+  }(std::make_index_sequence<size_t(kMr)>());
+  kernels[size_t(mr - 1)](x, ldx, panel, kp, out, ldo, n_valid, accumulate);
+}
+
+// gemm_panels for BF16 weights (K even): xb holds x's rows as BF16 pair words, K / 2 per row.
+void gemm_panels_bf16(const HostTensor& w, const uint32_t* xb, int64_t M, const HostTensor& out, int64_t p0, int64_t p1) {
+  const int64_t K = w.cols, N = w.rows, ldx = K / 2;
+  const int64_t n_kb = (K + kKcMaxBf16 - 1) / kKcMaxBf16;
+  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + 31) / 32 * 32);  // even
+  const int64_t n_groups = (M + kMr - 1) / kMr;
+  constexpr int64_t kPanelsPerBlock = 4;
+  std::vector<uint32_t> packed(static_cast<size_t>(kPanelsPerBlock * kNr * kc_max / 2));
+  for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
+    const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
+    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+      const int64_t kc = std::min(kc_max, K - k0);
+      uint32_t* const panels = packed.data();
+      const int64_t panel_words = kNr * kc_max / 2;
+      for (int64_t p = pb; p < pe; ++p)
+        pack_panel_bf16(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, panels + (p - pb) * panel_words);
+      for (int64_t g = 0; g < n_groups; ++g) {
+        const int64_t r0 = M * g / n_groups, mr = M * (g + 1) / n_groups - r0;
+        for (int64_t p = pb; p < pe; ++p)
+          kernel_rows_bf16(mr, xb + r0 * ldx + k0 / 2, ldx, panels + (p - pb) * panel_words, kc / 2,
+                           out.f32() + r0 * out.cols + p * kNr, out.cols, std::min(kNr, N - p * kNr), k0 > 0);
+      }
+    }
+  }
+}
+#endif
+
 // ---- Prompt attention: a chunk's queries against its kv head's whole context ----
 //
 // kPromptQ queries at a time, as two register-blocked products like the GEMM's: scores against the
@@ -1048,6 +1151,14 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
   });
 }
 
+bool bf16_prompts_round_activations() {
+#if defined(__AVX512BF16__)
+  return true;
+#else
+  return false;
+#endif
+}
+
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out) {
   if (x.rows == 1) {
     MatvecInput in(x);
@@ -1129,6 +1240,14 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // Prefill-sized batches: packed panels and the register-blocked kernel (compute-bound, weights reused M times).
   if (x.rows >= kGemmMinRows) {
     const int64_t panels = (w.rows + kNr - 1) / kNr;
+#if defined(__AVX512BF16__)
+    if (w.dtype == DType::BF16 && n_in % 2 == 0) {
+      std::vector<uint32_t> xb(size_t(x.rows * n_in / 2));
+      for (int64_t r = 0; r < x.rows; ++r) x_to_bf16_pairs(x.f32() + r * n_in, n_in, xb.data() + r * n_in / 2);
+      pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels_bf16(w, xb.data(), x.rows, out, p0, p1); });
+      return;
+    }
+#endif
     pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels(w, x, out, p0, p1); });
     return;
   }
