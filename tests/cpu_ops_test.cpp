@@ -358,12 +358,13 @@ TEST(CpuFast, SmallBatchFloatRowsEqualDecodeRows) {
   }
 }
 
-// BF16 weights in prompts: with AVX-512 BF16 the products are those of the activations rounded to
-// BF16 (nearest even) and the weights, exact in F32, so the result is that product sum in double
-// up to F32's summation (NMSE ~1e-14; truncating instead of rounding gives ~1e-6, a wrong pair
-// order or a lost K block ~1). Without it, or at an odd width, the F32 activations. Each row is
-// its own chain: a row's outputs do not depend on the batch around it.
-TEST(CpuFast, Bf16PromptsAreTheProductsOfRoundedActivations) {
+// BF16 weights: with AVX-512 BF16 the products are those of the activations rounded to BF16
+// (nearest even) and the weights, exact in F32, so the result is that product sum in double up to
+// F32's summation (NMSE ~1e-14; truncating instead of rounding gives ~1e-5, a wrong pair order or
+// a lost K block ~1). Without it, or at an odd width, the F32 activations. For decode, small
+// batches and prompts alike; and a row's outputs do not depend on the batch around it, among
+// prompts (16 rows against 40) and below them (each row against the row alone).
+TEST(CpuFast, Bf16WeightsMeetRoundedActivations) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend fast(CpuOptions{.threads = 3});
   const int64_t n_out = 37;
@@ -375,29 +376,33 @@ TEST(CpuFast, Bf16PromptsAreTheProductsOfRoundedActivations) {
       quantize_row(DType::BF16, wf.data() + o * n_in, w.data() + size_t(o) * row_bytes(DType::BF16, n_in), n_in);
       dequantize_row(DType::BF16, w.data() + size_t(o) * row_bytes(DType::BF16, n_in), wd.data() + o * n_in, n_in);
     }
-    const bool rounded = fast::bf16_prompts_round_activations() && n_in % 2 == 0;
-    const int64_t n = 40;
-    const auto x = randn(rng, size_t(n * n_in));
+    const bool rounded = fast::bf16_rounds_activations() && n_in % 2 == 0;
+    const int64_t n_max = 40;
+    const auto x = randn(rng, size_t(n_max * n_in));
     std::vector<float> xr(x.size());
-    for (int64_t r = 0; r < n; ++r) {
-      if (!rounded) break;
+    for (int64_t r = 0; r < n_max && rounded; ++r) {
       std::vector<uint8_t> b(row_bytes(DType::BF16, n_in));
       quantize_row(DType::BF16, x.data() + r * n_in, b.data(), n_in);
       dequantize_row(DType::BF16, b.data(), xr.data() + r * n_in, n_in);
     }
     const float* xa = rounded ? xr.data() : x.data();
-    std::vector<double> want(size_t(n * n_out));
-    for (int64_t r = 0; r < n; ++r)
+    std::vector<double> want(size_t(n_max * n_out));
+    for (int64_t r = 0; r < n_max; ++r)
       for (int64_t o = 0; o < n_out; ++o) {
         double s = 0;
         for (int64_t k = 0; k < n_in; ++k) s += double(xa[r * n_in + k]) * wd[size_t(o * n_in + k)];
         want[size_t(r * n_out + o)] = s;
       }
-    const auto got = matmul_on(fast, DType::BF16, w, n_out, n_in, x.data(), n);
-    EXPECT_LT(nmse(got, want), 1e-10) << "width " << n_in << (rounded ? ", rounded activations" : ", F32 activations");
+    std::vector<float> all;
+    for (int64_t n : {1, 2, 5, 16, 40}) {
+      const auto got = matmul_on(fast, DType::BF16, w, n_out, n_in, x.data(), n);
+      EXPECT_LT(nmse(got, std::vector<double>(want.begin(), want.begin() + n * n_out)), 1e-10)
+          << "width " << n_in << ", " << n << " rows" << (rounded ? ", rounded activations" : ", F32 activations");
+      if (n == 40) all = got;
+    }
     const auto first16 = matmul_on(fast, DType::BF16, w, n_out, n_in, x.data(), 16);
     for (size_t e = 0; e < first16.size(); ++e)
-      ASSERT_EQ(first16[e], got[e]) << "width " << n_in << " row " << e / size_t(n_out) << " of 16 against 40";
+      ASSERT_EQ(first16[e], all[e]) << "width " << n_in << " row " << e / size_t(n_out) << " of 16 against 40";
   }
 }
 

@@ -857,16 +857,19 @@ void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out
 }
 
 #if defined(__AVX512BF16__)
-// ---- BF16 weights in prompts: products of BF16 pairs (vdpbf16ps) ----
+// ---- BF16 weights: products of BF16 pairs (vdpbf16ps) ----
 //
 // A BF16 x BF16 product is exact in F32, and vdpbf16ps sums two of them into each of 16 F32 lanes
 // per instruction: twice the multiply-adds of an F32 FMA, on weights read at their file size.
-// The activations are rounded to BF16 (to nearest even) once per call, as llama.cpp does for BF16
-// weights on every path; that rounding (relative 2^-9 at most) is the only difference in the
-// products from the widened F32 GEMM. Same blocking as gemm_panels; the panel holds each output's
-// weights as k-pairs, panel[kp][j] = {w[j][2kp], w[j][2kp + 1]} (one 32-bit word), so one
-// broadcast word of a row of x meets 32 outputs in two registers. Each output is one chain over
-// the pairs in k order, whatever the rows beside it.
+// With BF16 weights (an even width) the activations are rounded to BF16 (to nearest even) once
+// per matmul, as llama.cpp does for BF16 weights on every path; that rounding (relative 2^-9 at
+// most) is the only difference in the products from widening the weights to meet F32 activations.
+// Decode and small batches take dot_bf16_pairs per (weight row, activation row), so a row's
+// result does not depend on the batch below 16 rows. Prompts take the panels below with
+// gemm_panels' blocking; each output is one chain over the pairs in k order, whatever the rows
+// beside it. The panel holds each output's weights as k-pairs, panel[kp][j] = {w[j][2kp],
+// w[j][2kp + 1]} (one 32-bit word), so one broadcast word of a row of x meets 32 outputs in two
+// registers.
 constexpr int64_t kKcMaxBf16 = 512;  // a panel of 32 x 512 BF16s is 32 KiB
 
 // BF16 rounding of n floats (n even) into n / 2 pair words; the tail through a masked load.
@@ -880,6 +883,41 @@ void x_to_bf16_pairs(const float* x, int64_t n, uint32_t* dst) {
     _mm256_mask_storeu_epi16(dst + k / 2, m, h);
   }
 }
+
+// Rows of x (n even) as BF16 pair words, n / 2 per row.
+std::vector<uint32_t> rows_to_bf16_pairs(const HostTensor& x) {
+  std::vector<uint32_t> xb(size_t(x.rows * x.cols / 2));
+  for (int64_t r = 0; r < x.rows; ++r) x_to_bf16_pairs(x.f32() + r * x.cols, x.cols, xb.data() + r * x.cols / 2);
+  return xb;
+}
+
+// One BF16 weight row against one activation row as pair words (n even): two 16-lane chains over
+// 64-element steps, then one 32-element step into the first, the rest into the second through
+// masked loads (nothing read past the row), then the fold.
+#pragma GCC diagnostic push  // GCC 12 reads _mm512_reduce_add_ps's undefined operands as uninitialized
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+float dot_bf16_pairs(const uint8_t* w, const uint32_t* xb, int64_t n) {
+  auto wv = [&](int64_t i) { return std::bit_cast<__m512bh>(_mm512_loadu_si512(w + 4 * i)); };
+  auto xv = [&](int64_t i) { return std::bit_cast<__m512bh>(_mm512_loadu_si512(xb + i)); };
+  __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+  const int64_t words = n / 2;
+  int64_t i = 0;
+  for (; i + 32 <= words; i += 32) {
+    a = _mm512_dpbf16_ps(a, wv(i), xv(i));
+    b = _mm512_dpbf16_ps(b, wv(i + 16), xv(i + 16));
+  }
+  if (i + 16 <= words) {
+    a = _mm512_dpbf16_ps(a, wv(i), xv(i));
+    i += 16;
+  }
+  if (i < words) {
+    const __mmask16 m = __mmask16((1u << (words - i)) - 1);
+    b = _mm512_dpbf16_ps(b, std::bit_cast<__m512bh>(_mm512_maskz_loadu_epi32(m, w + 4 * i)),
+                         std::bit_cast<__m512bh>(_mm512_maskz_loadu_epi32(m, xb + i)));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+}
+#pragma GCC diagnostic pop
 
 // W[n0 .. n0+kNr) x [k0 .. k0+kc) (kc even) as pair words, zero rows past n_valid.
 void pack_panel_bf16(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, uint32_t* panel) {
@@ -1055,6 +1093,9 @@ struct MatvecInput {
   std::optional<QuantX> x32;        // 32-element blocks (fastq::int_dot_for's types)
   std::map<int, QuantX256> x256;    // per layout, keyed by x256_layout(t)
 #endif
+#if defined(__AVX512BF16__)
+  std::vector<uint32_t> xbf16;      // BF16 pair words (dot_bf16_pairs)
+#endif
 };
 
 using RowRange = std::function<void(int64_t, int64_t)>;
@@ -1101,6 +1142,15 @@ RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor&
   }
 #else
   (void)pool;
+#endif
+#if defined(__AVX512BF16__)
+  if (w.dtype == DType::BF16 && n_in % 2 == 0) {  // against activations rounded to BF16 (see matmul)
+    if (in.xbf16.empty()) in.xbf16 = rows_to_bf16_pairs(x);
+    const uint32_t* xb = in.xbf16.data();
+    return [=](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) y[o] = dot_bf16_pairs(w.data + size_t(o) * stride, xb, n_in);
+    };
+  }
 #endif
   // Fused kernels straight from the weight bytes, the bandwidth-bound case.
   const float* xv = x.f32();
@@ -1151,7 +1201,7 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
   });
 }
 
-bool bf16_prompts_round_activations() {
+bool bf16_rounds_activations() {
 #if defined(__AVX512BF16__)
   return true;
 #else
@@ -1237,17 +1287,26 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     return;
   }
 #endif
+#if defined(__AVX512BF16__)
+  // BF16 weights against activations rounded to BF16: panels for prompts, row dots below 16 rows
+  // (each weight row from L1 for every row of x).
+  if (w.dtype == DType::BF16 && n_in % 2 == 0) {
+    const std::vector<uint32_t> xb = rows_to_bf16_pairs(x);
+    if (x.rows >= kGemmMinRows) {
+      pool.parallel_for((w.rows + kNr - 1) / kNr, [&](int64_t p0, int64_t p1) { gemm_panels_bf16(w, xb.data(), x.rows, out, p0, p1); });
+    } else {
+      pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t r = 0; r < x.rows; ++r)
+            out.f32()[r * out.cols + o] = dot_bf16_pairs(w.data + size_t(o) * stride, xb.data() + r * n_in / 2, n_in);
+      });
+    }
+    return;
+  }
+#endif
   // Prefill-sized batches: packed panels and the register-blocked kernel (compute-bound, weights reused M times).
   if (x.rows >= kGemmMinRows) {
     const int64_t panels = (w.rows + kNr - 1) / kNr;
-#if defined(__AVX512BF16__)
-    if (w.dtype == DType::BF16 && n_in % 2 == 0) {
-      std::vector<uint32_t> xb(size_t(x.rows * n_in / 2));
-      for (int64_t r = 0; r < x.rows; ++r) x_to_bf16_pairs(x.f32() + r * n_in, n_in, xb.data() + r * n_in / 2);
-      pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels_bf16(w, xb.data(), x.rows, out, p0, p1); });
-      return;
-    }
-#endif
     pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels(w, x, out, p0, p1); });
     return;
   }

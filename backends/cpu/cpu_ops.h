@@ -80,10 +80,10 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
 // silu / gelu(gate) * up through a vectorized exp (within ~1e-7 of the reference), threaded for prompts.
 void silu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, const HostTensor& out);
 void gelu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, const HostTensor& out);
-// Whether this build multiplies BF16 weights in prompts (16+ rows, an even width) by activations
-// rounded to BF16, in pairs (AVX-512 BF16's vdpbf16ps), as llama.cpp does; otherwise, and for
-// fewer rows, the weights are widened and meet the F32 activations.
-bool bf16_prompts_round_activations();
+// Whether this build multiplies BF16 weights (rows of an even width) by activations rounded to
+// BF16, in pairs (AVX-512 BF16's vdpbf16ps), as llama.cpp does; otherwise the weights are widened
+// and meet the F32 activations.
+bool bf16_rounds_activations();
 }  // namespace fast
 
 }  // namespace pagoda
