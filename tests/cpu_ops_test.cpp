@@ -205,8 +205,12 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
   for (DType dt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
     // Rows: decode, a small batch, and prefill-sized batches with row and column tails for the
     // packed GEMM kernel (67 outputs = 4 panels of 16 + 3, or 2 of 32 + 3); 288 inputs = two K blocks.
-    const std::pair<int64_t, int64_t> shapes[] = {{1, 128}, {5, 128}, {23, 128}, {40, 288}, {17, 32}};
+    // Float widths that leave K blocks of 77, 232 (1000 in four) and 8 inputs: the panel packing's
+    // 16-input transposes and its scalar rest.
+    const std::pair<int64_t, int64_t> shapes[] = {{1, 128}, {5, 128}, {23, 128}, {40, 288}, {17, 32},
+                                                  {19, 77}, {33, 1000}, {16, 8}};
     for (const auto& [n, n_in] : shapes) {
+      if (n_in % dtype_block_elems(dt) != 0) continue;
       const int64_t n_out = 67;
       auto w = randn(rng, size_t(n_in * n_out)), x = randn(rng, size_t(n * n_in));
       std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
