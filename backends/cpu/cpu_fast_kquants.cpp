@@ -1488,18 +1488,27 @@ void panel16_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const fl
     }
   };
   const __m512 zero = _mm512_setzero_ps();
-  // dot_blocks32's 512-bit accumulators: class c is its lane c.
-  __m512 acc16[16][T], macc16[16][T];
+  // dot_blocks32's 512-bit accumulators: class c is its lane c. Types without a min never write
+  // macc, so it is the zero dot_blocks32 adds (kept as an add: it turns a -0 into +0 there too),
+  // not 16 x T vectors on the stack to clear and read back (a tenth of a 768-wide Q4_0 prompt).
+  __m512 acc16[16][T], macc16[kMin ? 16 : 1][T];
   for (int c = 0; c < 16; ++c)
-    for (int t = 0; t < T; ++t) acc16[c][t] = macc16[c][t] = zero;
+    for (int t = 0; t < T; ++t) {
+      acc16[c][t] = zero;
+      if constexpr (kMin) macc16[c][t] = zero;
+    }
+  auto min16 = [&](int c, int t) {
+    if constexpr (kMin) return macc16[c][t];
+    else return zero;
+  };
   int64_t b = 0;
   for (; b + 16 <= nb; b += 16)
-    for (int j = 0; j < 16; ++j) block(b + j, acc16[lane_of_block(j)], macc16[lane_of_block(j)]);
+    for (int j = 0; j < 16; ++j) block(b + j, acc16[lane_of_block(j)], macc16[kMin ? lane_of_block(j) : 0]);
   // fold512(acc + macc): lane c of the 256-bit accumulator is (acc + macc)[c] + (acc + macc)[c + 8].
   __m512 acc8[8][T], macc8[8][T];
   for (int c = 0; c < 8; ++c)
     for (int t = 0; t < T; ++t) {
-      acc8[c][t] = _mm512_add_ps(_mm512_add_ps(acc16[c][t], macc16[c][t]), _mm512_add_ps(acc16[c + 8][t], macc16[c + 8][t]));
+      acc8[c][t] = _mm512_add_ps(_mm512_add_ps(acc16[c][t], min16(c, t)), _mm512_add_ps(acc16[c + 8][t], min16(c + 8, t)));
       macc8[c][t] = zero;
     }
   for (; b + 8 <= nb; b += 8)
