@@ -987,17 +987,27 @@ float dot_bf16_pairs(const uint8_t* w, const uint32_t* xb, int64_t n) {
 }
 #pragma GCC diagnostic pop
 
-// W[n0 .. n0+kNr) x [k0 .. k0+kc) (kc even) as pair words, zero rows past n_valid.
+// W[n0 .. n0+kNr) x [k0 .. k0+kc) (kc even) as pair words, zero rows past n_valid: 16 words of 16
+// rows at a time through the float panels' register transpose (it moves 32-bit lanes, whatever
+// they hold), the rest one word at a time.
 void pack_panel_bf16(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, uint32_t* panel) {
   const size_t stride = w.row_stride();
-  const int64_t kp = kc / 2;
-  for (int64_t j = 0; j < kNr; ++j) {
-    if (j >= n_valid) {
-      for (int64_t k = 0; k < kp; ++k) panel[k * kNr + j] = 0;
-      continue;
+  const int64_t kp = kc / 2, kp16 = kp / 16 * 16;
+  for (int64_t j0 = 0; j0 < kNr; j0 += 16) {
+    const uint8_t* rows[16];
+    for (int64_t j = 0; j < 16; ++j)
+      rows[j] = j0 + j < n_valid ? w.data + size_t(n0 + j0 + j) * stride + size_t(k0) * 2 : nullptr;
+    for (int64_t k = 0; k < kp16; k += 16) {
+      __m512 r[16];
+      for (int j = 0; j < 16; ++j) r[j] = rows[j] ? _mm512_loadu_ps(rows[j] + 4 * k) : _mm512_setzero_ps();
+      transpose16_to_panel(r, reinterpret_cast<float*>(panel + k * kNr + j0));
     }
-    const uint8_t* src = w.data + size_t(n0 + j) * stride + size_t(k0) * 2;
-    for (int64_t k = 0; k < kp; ++k) std::memcpy(panel + k * kNr + j, src + 4 * k, 4);
+    for (int64_t j = 0; j < 16; ++j)
+      for (int64_t k = kp16; k < kp; ++k) {
+        uint32_t v = 0;
+        if (rows[j]) std::memcpy(&v, rows[j] + 4 * k, 4);
+        panel[k * kNr + j0 + j] = v;
+      }
   }
 }
 
