@@ -858,6 +858,16 @@ void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, in
   }
 }
 
+// Row r of a kernel's tile (kNr floats in tmp) into o: its first n_valid columns, added to what
+// the earlier K blocks left there when accumulate.
+inline void store_tile_row(const float* tmp, float* o, int64_t n_valid, bool accumulate) {
+  if (accumulate) {
+    for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
+  } else {
+    std::memcpy(o, tmp, size_t(n_valid) * 4);
+  }
+}
+
 // c[r][0..kNr) (+)= sum_k x[r][k] * panel[k][0..kNr) for r < MR; stores the first n_valid columns.
 template <int MR>
 void gemm_kernel(const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo, int64_t n_valid,
@@ -874,55 +884,27 @@ void gemm_kernel(const float* x, int64_t ldx, const float* panel, int64_t kc, fl
     }
   }
   for (int r = 0; r < MR; ++r) {
-    float* o = out + r * ldo;
     float tmp[kNr];
     std::memcpy(tmp, &c0[r], sizeof(vgf));
     std::memcpy(tmp + kGLanes, &c1[r], sizeof(vgf));
-    if (accumulate) {
-      for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
-    } else {
-      std::memcpy(o, tmp, size_t(n_valid) * 4);
-    }
+    store_tile_row(tmp, out + r * ldo, n_valid, accumulate);
   }
 }
 
-// gemm_kernel<mr> for 1 <= mr <= kMr.
-void kernel_rows(int64_t mr, const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo,
-                 int64_t n_valid, bool accumulate) {
-  using Kernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool);
-  static constexpr auto kernels = []<size_t... I>(std::index_sequence<I...>) {
-    return std::array<Kernel, sizeof...(I)>{&gemm_kernel<int(I) + 1>...};
-  }(std::make_index_sequence<size_t(kMr)>());
-  kernels[size_t(mr - 1)](x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-}
-
-// Output columns [p0 * kNr, p1 * kNr) of out (clipped to N), every row of x.
-void gemm_panels(const HostTensor& w, const HostTensor& x, const HostTensor& out, int64_t p0, int64_t p1) {
-  const int64_t M = x.rows, K = x.cols, N = w.rows;
-  // Equal K blocks of about kKcMax (a multiple of the block size so quantized rows split on block
-  // boundaries): a panel (kNr x kc floats) plus kMr rows of x stay near L1.
-  const int64_t n_kb = (K + kKcMax - 1) / kKcMax;
-  const int64_t kb = std::max<int64_t>(32, dtype_block_elems(w.dtype));  // K-quants: 256
-  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + kb - 1) / kb * kb);
-  // Rows in equal groups of at most kMr (32 rows by six: 6,6,5,5,5,5 rather than 6 x 5 + 2).
-  const int64_t n_groups = (M + kMr - 1) / kMr;
-  constexpr int64_t kPanelsPerBlock = 4;  // 64 or 128 outputs: 80 or 128 KiB of packed weights per K block, in L2
-  std::vector<float> packed(static_cast<size_t>(kPanelsPerBlock * kNr * kc_max)), tmp(static_cast<size_t>(kc_max));
-  for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
-    const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
-    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-      const int64_t kc = std::min(kc_max, K - k0);
-      for (int64_t p = pb; p < pe; ++p)
-        pack_panel(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, packed.data() + (p - pb) * kNr * kc_max, tmp.data());
-      for (int64_t g = 0; g < n_groups; ++g) {
-        const int64_t r0 = M * g / n_groups, mr = M * (g + 1) / n_groups - r0;
-        for (int64_t p = pb; p < pe; ++p)
-          kernel_rows(mr, x.f32() + r0 * K + k0, K, packed.data() + (p - pb) * kNr * kc_max, kc,
-                      out.f32() + r0 * out.cols + p * kNr, out.cols, std::min(kNr, N - p * kNr), k0 > 0);
-      }
-    }
+// The float GEMM's panels for gemm_panels: F32 activations, F32 panels (weights widened when packed).
+struct FloatPanels {
+  using X = float;  // an activation element
+  using P = float;  // a panel element
+  static constexpr int64_t kPer = 1, kKcMax = pagoda::kKcMax;  // inputs per element; K block
+  static void pack(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, P* panel, float* tmp) {
+    pack_panel(w, n0, n_valid, k0, kc, panel, tmp);
   }
-}
+  template <int MR>
+  static void kernel(const X* x, int64_t ldx, const P* panel, int64_t kc, float* out, int64_t ldo, int64_t n_valid,
+                     bool accumulate) {
+    gemm_kernel<MR>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
+  }
+};
 
 #if defined(__AVX512BF16__)
 // ---- BF16 weights: products of BF16 pairs (vdpbf16ps) ----
@@ -1027,53 +1009,71 @@ void gemm_kernel_bf16(const uint32_t* x, int64_t ldx, const uint32_t* panel, int
     }
   }
   for (int r = 0; r < MR; ++r) {
-    float* o = out + r * ldo;
     float tmp[kNr];
     _mm512_storeu_ps(tmp, c0[r]);
     _mm512_storeu_ps(tmp + 16, c1[r]);
-    if (accumulate) {
-      for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
-    } else {
-      std::memcpy(o, tmp, size_t(n_valid) * 4);
-    }
+    store_tile_row(tmp, out + r * ldo, n_valid, accumulate);
   }
 }
 
-void kernel_rows_bf16(int64_t mr, const uint32_t* x, int64_t ldx, const uint32_t* panel, int64_t kp, float* out,
-                      int64_t ldo, int64_t n_valid, bool accumulate) {
-  using Kernel = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, int64_t, bool);
+// The BF16 pair panels for gemm_panels: activations and panels as pair words (K even).
+struct Bf16Panels {
+  using X = uint32_t;
+  using P = uint32_t;
+  static constexpr int64_t kPer = 2, kKcMax = kKcMaxBf16;
+  static void pack(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, P* panel, float*) {
+    pack_panel_bf16(w, n0, n_valid, k0, kc, panel);
+  }
+  template <int MR>
+  static void kernel(const X* x, int64_t ldx, const P* panel, int64_t kp, float* out, int64_t ldo, int64_t n_valid,
+                     bool accumulate) {
+    gemm_kernel_bf16<MR>(x, ldx, panel, kp, out, ldo, n_valid, accumulate);
+  }
+};
+#endif
+
+// F::kernel<mr> for 1 <= mr <= kMr.
+template <class F>
+void kernel_rows(int64_t mr, const typename F::X* x, int64_t ldx, const typename F::P* panel, int64_t kc, float* out,
+                 int64_t ldo, int64_t n_valid, bool accumulate) {
+  using Kernel = void (*)(const typename F::X*, int64_t, const typename F::P*, int64_t, float*, int64_t, int64_t, bool);
   static constexpr auto kernels = []<size_t... I>(std::index_sequence<I...>) {
-    return std::array<Kernel, sizeof...(I)>{&gemm_kernel_bf16<int(I) + 1>...};
+    return std::array<Kernel, sizeof...(I)>{&F::template kernel<int(I) + 1>...};
   }(std::make_index_sequence<size_t(kMr)>());
-  kernels[size_t(mr - 1)](x, ldx, panel, kp, out, ldo, n_valid, accumulate);
+  kernels[size_t(mr - 1)](x, ldx, panel, kc, out, ldo, n_valid, accumulate);
 }
 
-// gemm_panels for BF16 weights (K even): xb holds x's rows as BF16 pair words, K / 2 per row.
-void gemm_panels_bf16(const HostTensor& w, const uint32_t* xb, int64_t M, const HostTensor& out, int64_t p0, int64_t p1) {
-  const int64_t K = w.cols, N = w.rows, ldx = K / 2;
-  const int64_t n_kb = (K + kKcMaxBf16 - 1) / kKcMaxBf16;
-  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + 31) / 32 * 32);  // even
+// Output columns [p0 * kNr, p1 * kNr) of out (clipped to N), every one of the M rows of x (row r
+// at x + r * K / F::kPer), in panels of format F (FloatPanels, Bf16Panels).
+template <class F>
+void gemm_panels(const HostTensor& w, const typename F::X* x, int64_t M, const HostTensor& out, int64_t p0, int64_t p1) {
+  const int64_t K = w.cols, N = w.rows, ldx = K / F::kPer;
+  // Equal K blocks of about F::kKcMax (a multiple of the block size so quantized rows split on
+  // block boundaries; of 32, so pair words never split): a panel plus kMr rows of x stay near L1.
+  const int64_t n_kb = (K + F::kKcMax - 1) / F::kKcMax;
+  const int64_t kb = std::max<int64_t>(32, dtype_block_elems(w.dtype));  // K-quants: 256
+  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + kb - 1) / kb * kb);
+  // Rows in equal groups of at most kMr (32 rows by six: 6,6,5,5,5,5 rather than 6 x 5 + 2).
   const int64_t n_groups = (M + kMr - 1) / kMr;
-  constexpr int64_t kPanelsPerBlock = 4;
-  std::vector<uint32_t> packed(static_cast<size_t>(kPanelsPerBlock * kNr * kc_max / 2));
+  constexpr int64_t kPanelsPerBlock = 4;  // 64 or 128 outputs: 80 or 128 KiB of packed float weights per K block, in L2
+  const int64_t panel_elems = kNr * kc_max / F::kPer;
+  std::vector<typename F::P> packed(static_cast<size_t>(kPanelsPerBlock * panel_elems));
+  std::vector<float> tmp(static_cast<size_t>(kc_max));
   for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
     const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
     for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
       const int64_t kc = std::min(kc_max, K - k0);
-      uint32_t* const panels = packed.data();
-      const int64_t panel_words = kNr * kc_max / 2;
       for (int64_t p = pb; p < pe; ++p)
-        pack_panel_bf16(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, panels + (p - pb) * panel_words);
+        F::pack(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, packed.data() + (p - pb) * panel_elems, tmp.data());
       for (int64_t g = 0; g < n_groups; ++g) {
         const int64_t r0 = M * g / n_groups, mr = M * (g + 1) / n_groups - r0;
         for (int64_t p = pb; p < pe; ++p)
-          kernel_rows_bf16(mr, xb + r0 * ldx + k0 / 2, ldx, panels + (p - pb) * panel_words, kc / 2,
-                           out.f32() + r0 * out.cols + p * kNr, out.cols, std::min(kNr, N - p * kNr), k0 > 0);
+          kernel_rows<F>(mr, x + r0 * ldx + k0 / F::kPer, ldx, packed.data() + (p - pb) * panel_elems, kc / F::kPer,
+                         out.f32() + r0 * out.cols + p * kNr, out.cols, std::min(kNr, N - p * kNr), k0 > 0);
       }
     }
   }
 }
-#endif
 
 // ---- Prompt attention: a chunk's queries against its kv head's whole context ----
 //
@@ -1371,7 +1371,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   if (w.dtype == DType::BF16 && n_in % 2 == 0) {
     const std::vector<uint32_t> xb = rows_to_bf16_pairs(x);
     if (x.rows >= kGemmMinRows) {
-      pool.parallel_for((w.rows + kNr - 1) / kNr, [&](int64_t p0, int64_t p1) { gemm_panels_bf16(w, xb.data(), x.rows, out, p0, p1); });
+      pool.parallel_for((w.rows + kNr - 1) / kNr, [&](int64_t p0, int64_t p1) { gemm_panels<Bf16Panels>(w, xb.data(), x.rows, out, p0, p1); });
     } else {
       pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o)
@@ -1385,7 +1385,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // Prefill-sized batches: packed panels and the register-blocked kernel (compute-bound, weights reused M times).
   if (x.rows >= kGemmMinRows) {
     const int64_t panels = (w.rows + kNr - 1) / kNr;
-    pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels(w, x, out, p0, p1); });
+    pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels<FloatPanels>(w, x.f32(), x.rows, out, p0, p1); });
     return;
   }
   // Small batches: dequantize each weight row once and reuse it across every row of x.
