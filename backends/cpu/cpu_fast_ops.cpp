@@ -804,34 +804,42 @@ inline void transpose16_to_panel(const __m512 r[16], float* dst) {
   }
 }
 
-// pack_panel for F32 and F16 weights: 16 floats of 16 rows at a time, F16 widened in registers
-// (the scalar transpose and the widening through a buffer were a fifth of an F16 prompt's GEMM).
-// Returns false for other types.
-bool pack_panel_vec(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, float* panel) {
-  if (w.dtype != DType::F32 && w.dtype != DType::F16) return false;
-  const size_t stride = w.row_stride(), esize = w.dtype == DType::F32 ? 4 : 2;
-  const int64_t k16 = kc / 16 * 16;
+// panel[k * kNr + j] = 32-bit lane k of row n0 + j of w from byte `off` on (k < n, j < 16 of the
+// kNr rows; zero rows past n_valid): 16 lanes of 16 rows at a time through the register
+// transpose, the rest one at a time. kHalf: the row holds F16s, widened on load; otherwise the
+// lanes are moved as they are (F32s, BF16 pair words).
+template <bool kHalf>
+void pack_lanes(const HostTensor& w, int64_t n0, int64_t n_valid, size_t off, int64_t n, float* panel) {
+  const size_t stride = w.row_stride();
+  const int64_t n16 = n / 16 * 16;
   for (int64_t j0 = 0; j0 < kNr; j0 += 16) {
     const uint8_t* rows[16];
-    for (int64_t j = 0; j < 16; ++j)
-      rows[j] = j0 + j < n_valid ? w.data + size_t(n0 + j0 + j) * stride + size_t(k0) * esize : nullptr;
-    for (int64_t k = 0; k < k16; k += 16) {
+    for (int64_t j = 0; j < 16; ++j) rows[j] = j0 + j < n_valid ? w.data + size_t(n0 + j0 + j) * stride + off : nullptr;
+    for (int64_t k = 0; k < n16; k += 16) {
       __m512 r[16];
       for (int j = 0; j < 16; ++j) {
         if (!rows[j]) r[j] = _mm512_setzero_ps();
-        else if (esize == 4) r[j] = _mm512_loadu_ps(rows[j] + 4 * k);
-        else r[j] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + 2 * k)));
+        else if constexpr (kHalf) r[j] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + 2 * k)));
+        else r[j] = _mm512_loadu_ps(rows[j] + 4 * k);
       }
       transpose16_to_panel(r, panel + k * kNr + j0);
     }
-    for (int64_t j = 0; j < 16; ++j)  // the last kc % 16 inputs
-      for (int64_t k = k16; k < kc; ++k) {
-        float v = 0;
-        if (rows[j] && esize == 4) std::memcpy(&v, rows[j] + 4 * k, 4);
-        else if (rows[j]) v = half_to_float(uint16_t(rows[j][2 * k] | rows[j][2 * k + 1] << 8));
-        panel[k * kNr + j0 + j] = v;
+    for (int64_t j = 0; j < 16; ++j)  // the last n % 16 lanes
+      for (int64_t k = n16; k < n; ++k) {
+        float* dst = panel + k * kNr + j0 + j;
+        if (!rows[j]) *dst = 0;
+        else if constexpr (kHalf) *dst = half_to_float(uint16_t(rows[j][2 * k] | rows[j][2 * k + 1] << 8));
+        else std::memcpy(dst, rows[j] + 4 * k, 4);
       }
   }
+}
+
+// pack_panel for F32 and F16 weights (the scalar transpose and the widening through a buffer
+// were a fifth of an F16 prompt's GEMM). Returns false for other types.
+bool pack_panel_vec(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, float* panel) {
+  if (w.dtype == DType::F32) pack_lanes<false>(w, n0, n_valid, size_t(k0) * 4, kc, panel);
+  else if (w.dtype == DType::F16) pack_lanes<true>(w, n0, n_valid, size_t(k0) * 2, kc, panel);
+  else return false;
   return true;
 }
 #pragma GCC diagnostic pop
@@ -969,28 +977,10 @@ float dot_bf16_pairs(const uint8_t* w, const uint32_t* xb, int64_t n) {
 }
 #pragma GCC diagnostic pop
 
-// W[n0 .. n0+kNr) x [k0 .. k0+kc) (kc even) as pair words, zero rows past n_valid: 16 words of 16
-// rows at a time through the float panels' register transpose (it moves 32-bit lanes, whatever
-// they hold), the rest one word at a time.
+// W[n0 .. n0+kNr) x [k0 .. k0+kc) (kc even) as pair words, zero rows past n_valid: the float
+// panels' packing, which moves 32-bit lanes whatever they hold.
 void pack_panel_bf16(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, uint32_t* panel) {
-  const size_t stride = w.row_stride();
-  const int64_t kp = kc / 2, kp16 = kp / 16 * 16;
-  for (int64_t j0 = 0; j0 < kNr; j0 += 16) {
-    const uint8_t* rows[16];
-    for (int64_t j = 0; j < 16; ++j)
-      rows[j] = j0 + j < n_valid ? w.data + size_t(n0 + j0 + j) * stride + size_t(k0) * 2 : nullptr;
-    for (int64_t k = 0; k < kp16; k += 16) {
-      __m512 r[16];
-      for (int j = 0; j < 16; ++j) r[j] = rows[j] ? _mm512_loadu_ps(rows[j] + 4 * k) : _mm512_setzero_ps();
-      transpose16_to_panel(r, reinterpret_cast<float*>(panel + k * kNr + j0));
-    }
-    for (int64_t j = 0; j < 16; ++j)
-      for (int64_t k = kp16; k < kp; ++k) {
-        uint32_t v = 0;
-        if (rows[j]) std::memcpy(&v, rows[j] + 4 * k, 4);
-        panel[k * kNr + j0 + j] = v;
-      }
-  }
+  pack_lanes<false>(w, n0, n_valid, size_t(k0) * 2, kc / 2, reinterpret_cast<float*>(panel));
 }
 
 template <int MR>
