@@ -4,7 +4,7 @@
 # they load except glibc's own, the models, and the llama parity fixtures (one file per weight
 # type, with llama.cpp's logits). Usage: bash docs/gpu_bundle.sh [BUILD_DIR]
 # (default build-gpu, configured with -DPAGODA_CUDA=ON -DPAGODA_VULKAN=ON -DPAGODA_UI=OFF
-# -DPAGODA_NATIVE=OFF) -> .dev/ (ignored by git).
+# -DPAGODA_NATIVE=OFF) -> .dev/bundle.tar.xz (ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build-gpu}
@@ -26,4 +26,8 @@ cp "$S/parity/MANIFEST.json" "$D/models/parity/"
 for f in "$S/parity"/llama-*.gguf; do
   [[ $f == */llama-f32.gguf ]] || cp "$f" "$f.logits.f32" "$D/models/parity/"
 done
+# The transfer to the GPU machine is capped at 64 MiB and the unpacked bundle is about 65: it travels
+# as one xz archive, which gpu_check.sh unpacks in place (about 20 MiB).
+tar -C "$D" -cf - . | xz -T2 -6 > bundle.tar.xz.tmp
+rm -rf "$D" && mkdir -p "$D" && mv bundle.tar.xz.tmp "$D/bundle.tar.xz"
 du -sh "$D"

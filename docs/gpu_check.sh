@@ -8,14 +8,22 @@
 # failed, including a test run in which every test skipped or a conformance run that passed no
 # case: on the GPU machine that means the GPU was never exercised, which is a failure, not a pass.
 # Usage: bash docs/gpu_check.sh [SECTION...]  sections: env tests conformance parity greedy decode
-# batch attention ops (default: all).
+# prefill batch attention ops profile (default: all but profile). DECODE_BACKENDS (default "cuda vulkan")
+# narrows the decode section. Only gpu_check.log and results.tar.gz (every
+# per-step file) land in $OUT: the device tool returns at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=$PWD/.dev
 R=${OUT:-/tmp/gpu_check}
-mkdir -p "$R"
+F=/tmp/gpu_check_files  # per-step logs and --json results; archived into $R/results.tar.gz at the end
+mkdir -p "$R" "$F"
+# gpu_bundle.sh ships the bundle as one archive (the transfer's size cap); unpack it once.
+[[ -f $D/bundle.tar.xz && ! -x $D/bin/pagoda ]] && xz -dc "$D/bundle.tar.xz" | tar -C "$D" -xf -
 exec > >(tee -a "$R/gpu_check.log") 2>&1
 SECTIONS=${*:-env tests conformance parity greedy decode batch attention ops}
+# The NVIDIA Vulkan driver needs the GL vendor-neutral dispatch libraries, which the machine's image
+# lacks: the Debian packages travel in .gl/ (see docs/perf.md) and are unpacked here.
+if compgen -G ".gl/*.deb" > /dev/null; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=$D/lib
 ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -31,62 +39,99 @@ if [[ -f $D/models_dir.txt ]]; then  # the exact path compiled into the tests (P
   mkdir -p "$(dirname "$MD")" 2>/dev/null && ln -sfn "$M" "$MD" 2>/dev/null
 fi
 step() { local t=$1; shift; echo "=== $(date +%T) [limit ${t}s] $*"; timeout "$t" "$@"; local rc=$?; echo "=== rc $rc"; return $rc; }
-json() { local name=$1 t=$2; shift 2; echo "=== $(date +%T) [limit ${t}s] $* --json > $name.json"; timeout "$t" "$@" --json > "$R/$name.json"; local rc=$?; cat "$R/$name.json"; echo "=== rc $rc"; }
+json() { local name=$1 t=$2; shift 2; echo "=== $(date +%T) [limit ${t}s] $* --json > $name.json"; timeout "$t" "$@" --json > "$F/$name.json"; local rc=$?; cat "$F/$name.json"; echo "=== rc $rc"; }
 if want env; then
   step 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+fi
+# The 1B models for the speed sections are generated in the background (one process per type, on
+# the machine's spare cores) while the correctness sections run; each lands under its final name
+# only when complete.
+SYNTH_PIDS=()
+if want decode || want prefill || want batch || want attention || want profile; then
+  for dt in f16 q8_0 q4_k_m q6_k; do
+    [[ -f $W/1B-$dt.gguf ]] && continue
+    ( timeout 300 "$P" synth --preset 1B --dtype $dt --vocab-from "$M/vocab/ggml-vocab-llama-spm.gguf" \
+        -o "$W/1B-$dt.gguf.part" > "$F/synth-$dt.log" 2>&1 && mv "$W/1B-$dt.gguf.part" "$W/1B-$dt.gguf" ) &
+    SYNTH_PIDS+=($!)
+  done
 fi
 FAILED=()
 failed() { echo "CHECK FAILED: $*"; FAILED+=("$*"); }
 if want tests; then
-  step 90 "$D/bin/cuda_test" | tee "$R/cuda_test.log"
+  step 90 "$D/bin/cuda_test" | tee "$F/cuda_test.log"
   rc=${PIPESTATUS[0]}
-  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$R/cuda_test.log" | grep -o '[0-9]*$')
+  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$F/cuda_test.log" | grep -o '[0-9]*$')
   ((rc == 0)) || failed "cuda_test exited $rc"
   ((${passed:-0} > 0)) || failed "cuda_test passed no test (all skipped or none ran)"
 fi
 if want conformance; then
   json conformance 120 "$P" conformance --backend cuda vulkan -m "$M/stories260K.gguf" -n 200 --seed 7
-  grep -q '"status": *"pass"' "$R/conformance.json" || failed "conformance passed no case (all skipped or none ran)"
-  grep -q '"status": *"fail"' "$R/conformance.json" && failed "conformance has failing cases"
+  grep -q '"status": *"pass"' "$F/conformance.json" || failed "conformance passed no case (all skipped or none ran)"
+  grep -q '"status": *"fail"' "$F/conformance.json" && failed "conformance has failing cases"
 fi
 if want parity; then
   # The llama fixtures the bundle carries (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_1, Q5_0, Q4_K_M, Q4_1,
   # Q4_0, IQ4_NL, Q3_K_M, Q2_K; rope_freqs in all) on CUDA against llama.cpp's logits and greedy
   # ids. None may skip: CUDA has kernels for every type, so a skip is a refusal it should not make.
   step 180 "$D/bin/parity_test" --gtest_filter='*Parity.LogitsAndGreedyMatchLlamaCpp/llama_*_cuda-*llama_f32_*' |
-    tee "$R/parity_test.log"
+    tee "$F/parity_test.log"
   rc=${PIPESTATUS[0]}
-  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$R/parity_test.log" | grep -o '[0-9]*$')
-  skipped=$(grep -o '\[  SKIPPED \] [0-9]*' "$R/parity_test.log" | grep -o '[0-9]*$')
+  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$F/parity_test.log" | grep -o '[0-9]*$')
+  skipped=$(grep -o '\[  SKIPPED \] [0-9]*' "$F/parity_test.log" | grep -o '[0-9]*$')
   ((rc == 0)) || failed "parity_test on cuda exited $rc"
   ((${passed:-0} >= 13)) || failed "parity_test on cuda passed ${passed:-0} of the 13 llama fixtures"
   ((${skipped:-0} == 0)) || failed "parity_test on cuda skipped ${skipped} fixtures"
 fi
 if want greedy; then
   for b in cpu cuda vulkan; do
-    timeout 60 "$P" run -m "$M/stories260K.gguf" -p "Once upon a time" -n 200 --temp 0 --json --backend $b > "$R/greedy-$b.json"
-    echo "greedy $b rc $? tokens $(tr -d ' \n' < "$R/greedy-$b.json" | grep -o '"tokens":\[[0-9,]*\]' | md5sum)"
+    timeout 60 "$P" run -m "$M/stories260K.gguf" -p "Once upon a time" -n 200 --temp 0 --json --backend $b > "$F/greedy-$b.json"
+    echo "greedy $b rc $? tokens $(tr -d ' \n' < "$F/greedy-$b.json" | grep -o '"tokens":\[[0-9,]*\]' | md5sum)"
   done
   for b in cuda vulkan; do
-    if [[ "$(tr -d ' \n' < "$R/greedy-$b.json" | grep -o '"tokens":\[[0-9,]*\]')" == "$(tr -d ' \n' < "$R/greedy-cpu.json" | grep -o '"tokens":\[[0-9,]*\]')" ]]; then
+    if [[ "$(tr -d ' \n' < "$F/greedy-$b.json" | grep -o '"tokens":\[[0-9,]*\]')" == "$(tr -d ' \n' < "$F/greedy-cpu.json" | grep -o '"tokens":\[[0-9,]*\]')" ]]; then
       echo "GREEDY $b == cpu (200 tokens)"; else failed "greedy $b differs from cpu"; fi
   done
 fi
-if want decode || want batch || want attention; then
-  for dt in f16 q8_0 q4_k_m q6_k; do
-    [[ -f $W/1B-$dt.gguf ]] || step 120 "$P" synth --preset 1B --dtype $dt --vocab-from "$M/vocab/ggml-vocab-llama-spm.gguf" -o "$W/1B-$dt.gguf"
-  done
+if ((${#SYNTH_PIDS[@]})); then
+  echo "=== $(date +%T) waiting for the 1B models"
+  wait "${SYNTH_PIDS[@]}"
+  ls -l "$W"
 fi
 if want decode; then
-  for dt in f16 q8_0 q4_k_m q6_k; do for b in cuda vulkan; do
+  for dt in f16 q8_0 q4_k_m q6_k; do for b in ${DECODE_BACKENDS:-cuda vulkan}; do
     json decode-1B-$dt-$b 60 "$P" bench decode -m "$W/1B-$dt.gguf" --prompt-tokens 16 -n 128 -r 2 --backend $b
   done; done
+  # 5 layers against the 1B's 22 at a 512-entry vocabulary: what a token costs beyond its layers.
+  for b in ${DECODE_BACKENDS:-cuda vulkan}; do
+    json decode-stories260K-$b 30 "$P" bench decode -m "$M/stories260K.gguf" --prompt-tokens 16 -n 128 -r 2 --backend $b
+  done
+fi
+if want prefill; then
+  # Prompt length against prefill rate on CUDA: up to 64 rows the matmuls run as 8-row matvec
+  # passes, beyond as the tiled GEMM; the rows show where one overtakes the other.
+  for pt in 16 64 65 128 512; do
+    json prefill-1B-q4_k_m-cuda-$pt 60 "$P" bench decode -m "$W/1B-q4_k_m.gguf" --prompt-tokens $pt -n 8 -r 2 --backend cuda
+  done
 fi
 if want batch; then json batch-1B-f16-cuda 90 "$P" bench batch -m "$W/1B-f16.gguf" --streams 1,16,64 -n 32 -r 1 --backend cuda; fi
 if want attention; then
   for b in cuda vulkan; do json attention-$b 120 "$P" bench attention --backend $b --ctx 1024,8192,32768; done
 fi
 if want ops; then json ops 90 "$P" bench ops --backend cuda,vulkan -r 10; fi
+if want profile; then
+  # Every kernel of one decode step of the 1B Q4_K_M model, timed by ncu (device time per launch):
+  # their sum against the measured time per token says whether the GPU or the host sets the pace.
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  if [[ -n $NCU ]]; then
+    step 150 "$NCU" --clock-control none --launch-skip 4000 --launch-count 400 --metrics gpu__time_duration.sum \
+      --print-summary per-kernel "$P" bench decode -m "$W/1B-q4_k_m.gguf" --prompt-tokens 16 -n 16 -r 1 --backend cuda \
+      > "$F/ncu-decode.txt" 2>&1
+    grep -v '^==PROF==' "$F/ncu-decode.txt" | tail -80
+  else
+    echo "no ncu on this machine"
+  fi
+fi
 echo "=== done $(date +%T)"
+tar -C "$F" -czf "$R/results.tar.gz" .
 if ((${#FAILED[@]})); then printf 'FAILED: %s\n' "${FAILED[@]}"; exit 1; fi
 echo "all checks passed"
