@@ -58,15 +58,41 @@ __global__ void embed_quant_kernel(const uint8_t* __restrict__ table, size_t tab
   }
 }
 
+// Rows up to kNormCached * kRowThreads (4096) keep each thread's values in registers: their loads
+// issue together, and the scaling pass reads no x after the barrier. Reading x again there (out may
+// alias x, so no load can pass an earlier store) made a 2048-wide row eight dependent round trips,
+// 8 us of a 1B model's 2.8 ms token on an H200 (ncu). The sum's order is the same in both paths.
+constexpr int kNormCached = 16;
+
 __global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, float* out, int64_t cols, float eps) {
   __shared__ float scratch[32];
   const float* xr = x + blockIdx.x * cols;
   float* o = out + blockIdx.x * cols;
+  const bool cached = cols <= int64_t(kNormCached) * blockDim.x;
+  float v[kNormCached];
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
+  if (cached) {
+#pragma unroll
+    for (int k = 0; k < kNormCached; ++k) {
+      const int64_t i = threadIdx.x + int64_t(k) * blockDim.x;
+      v[k] = i < cols ? xr[i] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < kNormCached; ++k) ss += v[k] * v[k];  // the padding adds exact zeros
+  } else {
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
+  }
   ss = block_sum(ss, scratch);  // every read of xr happens before this barrier, so out may alias x
   const float scale = 1.0f / sqrtf(ss / float(cols) + eps);
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+  if (cached) {
+#pragma unroll
+    for (int k = 0; k < kNormCached; ++k) {
+      const int64_t i = threadIdx.x + int64_t(k) * blockDim.x;
+      if (i < cols) o[i] = v[k] * scale * w[i];
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+  }
 }
 
 // freqs: theta^(-2i/head_dim) per pair, computed on the host with the reference's expression
