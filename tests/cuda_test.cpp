@@ -196,10 +196,13 @@ TEST_F(CudaTest, MatmulMatchesReferenceForEveryWeightType) {
   struct Shape {
     int64_t n, n_in, n_out;
   };
-  const Shape shapes[] = {{1, 4096, 256}, {2, 320, 130}, {3, 1088, 67}, {8, 256, 33}, {9, 320, 130}, {70, 1024, 200}};
+  // 9 and 23 rows: matvec passes of 8 (the last partial); 65 and 70: the tiled GEMM (over 32 rows).
+  const Shape shapes[] = {{1, 4096, 256}, {2, 320, 130}, {3, 1088, 67}, {8, 256, 33}, {9, 320, 130},
+                          {23, 1088, 67}, {65, 256, 40}, {70, 1024, 200}};
   // 256-element super-blocks: widths cover one and several staging chunks (1024 or 2048 elements)
   // and partial ones.
-  const Shape k_shapes[] = {{1, 4096, 256}, {2, 512, 130}, {3, 2304, 67}, {8, 256, 33}, {9, 768, 130}, {70, 1024, 200}};
+  const Shape k_shapes[] = {{1, 4096, 256}, {2, 512, 130}, {3, 2304, 67}, {8, 256, 33}, {9, 768, 130},
+                            {23, 2304, 67}, {65, 512, 40}, {70, 1024, 200}};
   for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
                    DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const bool super = dtype_block_elems(dt) == 256;
@@ -223,6 +226,29 @@ TEST_F(CudaTest, MatmulMatchesReferenceForEveryWeightType) {
       gpu_->matmul(tw.g.t, tx.g.t, to.g.t);
       cpu_.matmul(tw.c.t, tx.c.t, to.c.t);
       expect_close(to, 5e-4, std::string(dtype_name(dt)) + " odd n_in, n=" + std::to_string(n));
+    }
+  }
+}
+
+// Up to kMatvecPassRows (32) rows, a row's result is bit-identical to the same row computed alone: a
+// speculative verify batch or a short prompt must score a token exactly as decode does.
+TEST_F(CudaTest, MatmulRowsDoNotDependOnTheirBatch) {
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                   DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const int64_t n = 23, n_in = dtype_block_elems(dt) == 256 ? 2304 : 1088, n_out = 67;
+    const auto x = randn(size_t(n * n_in));
+    const auto wq = quantize(dt, randn(size_t(n_out * n_in)), n_out, n_in);
+    Twin tw = twin(dt, n_out, n_in, wq.data()), tx = twin_f32(n, n_in, x), to = twin_out(DType::F32, n, n_out);
+    gpu_->matmul(tw.g.t, tx.g.t, to.g.t);
+    const auto all = read<float>(*gpu_, to.g);
+    for (int64_t r : {0, 7, 8, 17, 22}) {
+      Twin t1 = twin_f32(1, n_in, std::vector<float>(x.begin() + r * n_in, x.begin() + (r + 1) * n_in));
+      Twin o1 = twin_out(DType::F32, 1, n_out);
+      gpu_->matmul(tw.g.t, t1.g.t, o1.g.t);
+      const auto one = read<float>(*gpu_, o1.g);
+      expect_synced();
+      EXPECT_TRUE(std::equal(one.begin(), one.end(), all.begin() + r * n_out))
+          << dtype_name(dt) << ": row " << r << " of " << n << " differs from the row alone";
     }
   }
 }

@@ -1,15 +1,17 @@
 // out[n, o] = sum_i x[n, i] * w[o, i] for every weight type: F32, F16, BF16 and the ggml blocks
 // (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K).
-// Decode (n <= 8): one warp per weight row, every x row reusing that row's weights from registers;
+// Decode and short batches (n <= 32, in passes of up to 8 rows): one warp per weight row, every x
+// row reusing that row's weights from registers;
 // quantized rows are staged through shared memory with coalesced 16-byte loads because their blocks
 // (18 to 210 bytes) are only 2-byte aligned, then each lane decodes 8 consecutive elements in
 // registers (cuda_quant_blocks.h) 16 at a time (one scale decode per 16), and the warp reduces with
-// shuffles. Prefill (n > 8): 64x64 output tiles on tensor cores, weights dequantized into shared
+// shuffles. Each row's loads are issued before the previous chunk is decoded (two chunks in
+// flight). Prefill (n > 32): 64x64 output tiles on tensor cores, weights dequantized into shared
 // memory once per tile. Each operand is split into a TF32 high part and a TF32 remainder and three
 // products are accumulated in F32 (hi*hi + hi*lo + lo*hi, "3xTF32"): plain TF32 keeps 10 mantissa
 // bits (~5e-4 relative per product), which would make a token's logits depend on whether it was
-// computed in a batch of 8 rows (the F32 matvec) or 9 (this kernel), e.g. plain decode against a
-// speculative verify batch; the split brings the products to about F32's accuracy.
+// computed in a batch of 32 rows (matvec passes) or 33 (this kernel); the split brings the products
+// to about F32's accuracy.
 #include <mma.h>
 
 #include "backends/cuda/cuda_common.cuh"
@@ -153,63 +155,142 @@ struct Stage {
   static constexpr int kBytes = kElems / B::kElems * B::kBytes;
 };
 
+// Decodes the nblk blocks staged for blocks b0.. of the row against the x rows into acc.
 template <DType T, int NX>
-__device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t* stage) {
+__device__ __forceinline__ void decode_chunk(const MmArgs& a, const uint8_t* stage, int b0, int nblk, int lane,
+                                             float acc[NX]) {
   using B = qblocks::Traits<T>;
   constexpr int kBB = B::kBytes, kBE = B::kElems;
-  constexpr int kStageBlocks = Stage<T>::kElems / kBE, kSteps = Stage<T>::kElems / 512;
+  constexpr int kSteps = Stage<T>::kElems / 512;
   constexpr int kAlign = B::kStagedAlign;  // blocks sit at 16-byte boundary + n * kBB in the stage
-  const uint8_t* wrow = a.w + row * a.w_stride;
-  // 32-bit indices within the row keep register pressure down (n_in < 2^31 is checked on the host).
-  const int nb = int(a.n_in / kBE);
   const int x_stride = int(a.x_stride);
-  float acc[NX] = {};
-  for (int b0 = 0; b0 < nb; b0 += kStageBlocks) {
-    const int nblk = min(kStageBlocks, nb - b0);
-    warp_copy(stage, wrow + size_t(b0) * kBB, nblk * kBB, lane);
-    __syncwarp();
-    // Each lane decodes a run of 16 consecutive elements per step (one scale decode for 16; two
-    // lanes per 32-element block, sixteen per super-block); a step covers 512 elements.
+  // Each lane decodes a run of 16 consecutive elements per step (one scale decode for 16; two
+  // lanes per 32-element block, sixteen per super-block); a step covers 512 elements.
 #pragma unroll
-    for (int step = 0; step < kSteps; ++step) {
-      const int e = step * 512 + lane * 16;
-      const int bl = e / kBE;
-      if (bl < nblk) {
-        const uint8_t* blk = stage + bl * kBB;
-        const int sub = e % kBE;
-        const qblocks::Affine g = qblocks::scale8<T>(blk, sub);
-        const float* xe = a.x + b0 * kBE + e;
+  for (int step = 0; step < kSteps; ++step) {
+    const int e = step * 512 + lane * 16;
+    const int bl = e / kBE;
+    if (bl < nblk) {
+      const uint8_t* blk = stage + bl * kBB;
+      const int sub = e % kBE;
+      const qblocks::Affine g = qblocks::scale8<T>(blk, sub);
+      const float* xe = a.x + b0 * kBE + e;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float q[8];
-          qblocks::quants8<T, kAlign>(blk, sub + 8 * h, q);
-          if constexpr (B::kHasMin) {
-            // y = a*q + b: dequantize once, then one dot per x row.
-            float w[8];
+      for (int h = 0; h < 2; ++h) {
+        float q[8];
+        qblocks::quants8<T, kAlign>(blk, sub + 8 * h, q);
+        if constexpr (B::kHasMin) {
+          // y = a*q + b: dequantize once, then one dot per x row.
+          float w[8];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) w[i] = fmaf(g.a, q[i], g.b);
+          for (int i = 0; i < 8; ++i) w[i] = fmaf(g.a, q[i], g.b);
 #pragma unroll
-            for (int j = 0; j < NX; ++j) {
-              if (j < a.n) {
-                float xv[8];
-                load_x8(xe + j * x_stride + 8 * h, a.x_vec, xv);
-                acc[j] += dot8(w, xv);
-              }
+          for (int j = 0; j < NX; ++j) {
+            if (j < a.n) {
+              float xv[8];
+              load_x8(xe + j * x_stride + 8 * h, a.x_vec, xv);
+              acc[j] += dot8(w, xv);
             }
-          } else {
+          }
+        } else {
 #pragma unroll
-            for (int j = 0; j < NX; ++j) {
-              if (j < a.n) {
-                float xv[8];
-                load_x8(xe + j * x_stride + 8 * h, a.x_vec, xv);
-                acc[j] = fmaf(g.a, dot8(q, xv), acc[j]);
-              }
+          for (int j = 0; j < NX; ++j) {
+            if (j < a.n) {
+              float xv[8];
+              load_x8(xe + j * x_stride + 8 * h, a.x_vec, xv);
+              acc[j] = fmaf(g.a, dot8(q, xv), acc[j]);
             }
           }
         }
       }
     }
-    __syncwarp();  // the next copy overwrites the stage
+  }
+}
+
+// One staged chunk of a row held in registers between its load and its store to the stage: V is
+// the load width the row's alignment allows (16 or 4 bytes; chunks are multiples of 16 bytes, so
+// every chunk of a row shares the row's alignment).
+template <DType T, typename V>
+struct ChunkRegs {
+  static constexpr int kPer = (Stage<T>::kBytes / int(sizeof(V)) + 31) / 32;
+  V v[kPer];
+};
+
+template <DType T, typename V>
+__device__ __forceinline__ void chunk_load(ChunkRegs<T, V>& c, const uint8_t* src, int bytes, int lane) {
+  const int n = bytes / int(sizeof(V));
+#pragma unroll
+  for (int i = 0; i < ChunkRegs<T, V>::kPer; ++i) {
+    const int k = lane + 32 * i;
+    if (k < n) c.v[i] = __ldg(reinterpret_cast<const V*>(src) + k);
+  }
+}
+
+// Stores the chunk to the stage; a short last chunk's bytes past the last whole V (blocks are an
+// even number of bytes) are copied as 2-byte words straight from the row.
+template <DType T, typename V>
+__device__ __forceinline__ void chunk_store(uint8_t* stage, const ChunkRegs<T, V>& c, const uint8_t* src, int bytes,
+                                            int lane) {
+  const int n = bytes / int(sizeof(V));
+#pragma unroll
+  for (int i = 0; i < ChunkRegs<T, V>::kPer; ++i) {
+    const int k = lane + 32 * i;
+    if (k < n) reinterpret_cast<V*>(stage)[k] = c.v[i];
+  }
+  for (int i = n * int(sizeof(V)) / 2 + lane; i < bytes / 2; i += 32)
+    reinterpret_cast<uint16_t*>(stage)[i] = ld_u16(src + 2 * i);
+}
+
+// A row whose start is V-aligned, software-pipelined: the loads of chunk c+1 are issued before
+// chunk c is stored and decoded, so two chunks' memory latencies overlap instead of adding up (a
+// 2048-wide row is two chunks: one round trip to memory instead of two). Two register buffers
+// alternate by unrolling the loop twice; a copy between them would wait for the pending loads.
+template <DType T, int NX, typename V>
+__device__ __forceinline__ void matvec_quant_pipelined(const MmArgs& a, const uint8_t* wrow, int nb, int lane,
+                                                       uint8_t* stage, float acc[NX]) {
+  constexpr int kSB = Stage<T>::kElems / qblocks::Traits<T>::kElems, kBB = qblocks::Traits<T>::kBytes;
+  const auto blocks_at = [nb](int b) { return min(kSB, nb - b); };
+  ChunkRegs<T, V> c0, c1;
+  chunk_load(c0, wrow, blocks_at(0) * kBB, lane);
+  for (int b0 = 0; b0 < nb; b0 += 2 * kSB) {
+    const int b1 = b0 + kSB;
+    if (b1 < nb) chunk_load(c1, wrow + size_t(b1) * kBB, blocks_at(b1) * kBB, lane);
+    chunk_store(stage, c0, wrow + size_t(b0) * kBB, blocks_at(b0) * kBB, lane);
+    __syncwarp();
+    decode_chunk<T, NX>(a, stage, b0, blocks_at(b0), lane, acc);
+    __syncwarp();  // the next store overwrites the stage
+    if (b1 >= nb) break;
+    const int b2 = b1 + kSB;
+    if (b2 < nb) chunk_load(c0, wrow + size_t(b2) * kBB, blocks_at(b2) * kBB, lane);
+    chunk_store(stage, c1, wrow + size_t(b1) * kBB, blocks_at(b1) * kBB, lane);
+    __syncwarp();
+    decode_chunk<T, NX>(a, stage, b1, blocks_at(b1), lane, acc);
+    __syncwarp();
+  }
+}
+
+template <DType T, int NX>
+__device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t* stage) {
+  using B = qblocks::Traits<T>;
+  constexpr int kBB = B::kBytes, kStageBlocks = Stage<T>::kElems / B::kElems;
+  static_assert(Stage<T>::kBytes % 16 == 0, "every chunk of a row keeps the row's alignment");
+  const uint8_t* wrow = a.w + row * a.w_stride;
+  // 32-bit indices within the row keep register pressure down (n_in < 2^31 is checked on the host).
+  const int nb = int(a.n_in / B::kElems);
+  float acc[NX] = {};
+  const auto addr = reinterpret_cast<uintptr_t>(wrow);
+  if ((addr & 15) == 0) {
+    matvec_quant_pipelined<T, NX, uint4>(a, wrow, nb, lane, stage, acc);
+  } else if ((addr & 3) == 0) {
+    matvec_quant_pipelined<T, NX, unsigned>(a, wrow, nb, lane, stage, acc);
+  } else {
+    for (int b0 = 0; b0 < nb; b0 += kStageBlocks) {
+      const int nblk = min(kStageBlocks, nb - b0);
+      warp_copy(stage, wrow + size_t(b0) * kBB, nblk * kBB, lane);
+      __syncwarp();
+      decode_chunk<T, NX>(a, stage, b0, nblk, lane, acc);
+      __syncwarp();  // the next copy overwrites the stage
+    }
   }
   reduce_and_store<NX>(acc, a, row, lane);
 }
@@ -374,16 +455,28 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(MmArgs a) {
 }
 
 template <DType T>
+void launch_matvec(cudaStream_t s, const MmArgs& a) {
+  const unsigned grid = ceil_div_u(a.n_out, kMvWarps);
+  if (a.n <= 1) matvec_kernel<T, 1><<<grid, kMvThreads, 0, s>>>(a);
+  else if (a.n <= 2) matvec_kernel<T, 2><<<grid, kMvThreads, 0, s>>>(a);
+  else if (a.n <= 4) matvec_kernel<T, 4><<<grid, kMvThreads, 0, s>>>(a);
+  else matvec_kernel<T, 8><<<grid, kMvThreads, 0, s>>>(a);
+}
+
+template <DType T>
 cudaError_t launch_typed(cudaStream_t s, const MmArgs& a) {
-  if (a.n > kMatvecMaxRows) {
+  if (a.n > kMatvecPassRows) {
     const dim3 grid(ceil_div_u(a.n_out, kTileO), ceil_div_u(a.n, kTileN));
     gemm_kernel<T><<<grid, kGemmThreads, 0, s>>>(a);
   } else {
-    const unsigned grid = ceil_div_u(a.n_out, kMvWarps);
-    if (a.n <= 1) matvec_kernel<T, 1><<<grid, kMvThreads, 0, s>>>(a);
-    else if (a.n <= 2) matvec_kernel<T, 2><<<grid, kMvThreads, 0, s>>>(a);
-    else if (a.n <= 4) matvec_kernel<T, 4><<<grid, kMvThreads, 0, s>>>(a);
-    else matvec_kernel<T, 8><<<grid, kMvThreads, 0, s>>>(a);
+    // Passes of 8 rows (x_stride % 4 == 0 keeps every pass's rows as aligned as the first's).
+    for (int64_t r0 = 0; r0 < a.n; r0 += kMatvecMaxRows) {
+      MmArgs p = a;
+      p.x = a.x + r0 * a.x_stride;
+      p.out = a.out + r0 * a.out_stride;
+      p.n = a.n - r0 < kMatvecMaxRows ? a.n - r0 : kMatvecMaxRows;
+      launch_matvec<T>(s, p);
+    }
   }
   return cudaGetLastError();
 }
