@@ -607,7 +607,7 @@ int bench_ops_cmd(const OpsOptions& oo) {
   const auto cases = bench_op_cases(oo.filter);
   if (cases.empty()) return fail("--filter '" + oo.filter + "' matches no op case");
   nlohmann::json j = {{"workload", "ops"}, {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT},
-                      {"repeats", oo.repeats}, {"warmup_runs", 1}, {"timing", "wall ms per call incl. submit + sync"}};
+                      {"repeats", oo.repeats}, {"warmup_runs", 1}, {"timing", "wall ms per call incl. submit + sync; inputs resident before the clock starts"}};
   j["backends"] = nlohmann::json::array();
   std::string text;
   int failed = 0;
