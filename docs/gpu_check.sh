@@ -21,9 +21,14 @@ mkdir -p "$R" "$F"
 [[ -f $D/bundle.tar.xz && ! -x $D/bin/pagoda ]] && xz -dc "$D/bundle.tar.xz" | tar -C "$D" -xf -
 exec > >(tee -a "$R/gpu_check.log") 2>&1
 SECTIONS=${*:-env tests conformance parity greedy decode batch attention ops}
-# The NVIDIA Vulkan driver needs the GL vendor-neutral dispatch libraries, which the machine's image
-# lacks: the Debian packages travel in .gl/ (see docs/perf.md) and are unpacked here.
-if compgen -G ".gl/*.deb" > /dev/null; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
+# The NVIDIA Vulkan driver needs the GL vendor-neutral dispatch libraries, which the GPU machine's
+# image lacks: the Debian packages travel in .gl/ (see docs/perf.md) and are unpacked into / there.
+# Only there: that image mounts its driver at /usr/local/nvidia, a workstation's libraries are never
+# overwritten.
+if [[ -d /usr/local/nvidia ]] && compgen -G ".gl/*.deb" > /dev/null; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=$D/lib
 ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
