@@ -2,8 +2,8 @@
 // (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K).
 // Decode and short batches (n <= 32, in passes of up to 8 rows): one warp per weight row, every x
 // row reusing that row's weights from registers;
-// quantized rows are staged through shared memory with coalesced 16-byte loads because their blocks
-// (18 to 210 bytes) are only 2-byte aligned, then each lane decodes 8 consecutive elements in
+// quantized rows are staged through shared memory with coalesced 16-byte (or 4-byte) loads because
+// their blocks (18 to 210 bytes) are only 2-byte aligned, then each lane decodes 8 consecutive elements in
 // registers (cuda_quant_blocks.h) 16 at a time (one scale decode per 16), and the warp reduces with
 // shuffles. Each row's loads are issued before the previous chunk is decoded (two chunks in
 // flight). Prefill (n > 32): 64x64 output tiles on tensor cores, weights dequantized into shared
@@ -111,29 +111,15 @@ __device__ void matvec_dense_row(const MmArgs& a, int64_t row, int lane) {
   reduce_and_store<NX>(acc, a, row, lane);
 }
 
-// Copies n whole vectors of type V with the warp; returns the bytes copied.
-template <typename V>
-__device__ __forceinline__ int warp_copy_vec(uint8_t* dst, const uint8_t* src, int bytes, int lane) {
-  const int n = bytes / int(sizeof(V));
-  for (int i = lane; i < n; i += 32) reinterpret_cast<V*>(dst)[i] = __ldg(reinterpret_cast<const V*>(src) + i);
-  return n * int(sizeof(V));
-}
-
-// Copies `bytes` (even) from global to shared memory (dst 16-byte aligned) with the whole warp: the
-// widest vectors (16, 8 or 4 bytes) the source alignment allows, then 2-byte words for the
-// remainder (or single bytes for an odd source).
-__device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, int bytes, int lane) {
-  const auto addr = reinterpret_cast<uintptr_t>(src);
-  int done = 0;
-  if ((addr & 15) == 0) done = warp_copy_vec<uint4>(dst, src, bytes, lane);
-  else if ((addr & 7) == 0) done = warp_copy_vec<uint2>(dst, src, bytes, lane);
-  else if ((addr & 3) == 0) done = warp_copy_vec<unsigned>(dst, src, bytes, lane);
-  if ((addr & 1) == 0) {
-    for (int i = (done >> 1) + lane; i < (bytes >> 1); i += 32)
-      reinterpret_cast<uint16_t*>(dst)[i] = ld_u16(src + 2 * i);
+// Copies `bytes` from global to shared memory with the whole warp in 2-byte words (single bytes
+// for an odd source). Only for rows no wider load fits: 4-byte aligned rows take the pipelined
+// register path, and a chunk starts as aligned as its row.
+__device__ __forceinline__ void warp_copy_narrow(uint8_t* dst, const uint8_t* src, int bytes, int lane) {
+  if ((reinterpret_cast<uintptr_t>(src) & 1) == 0) {
+    for (int i = lane; i < (bytes >> 1); i += 32) reinterpret_cast<uint16_t*>(dst)[i] = ld_u16(src + 2 * i);
     if ((bytes & 1) && lane == 0) dst[bytes - 1] = __ldg(src + bytes - 1);
   } else {
-    for (int i = done + lane; i < bytes; i += 32) dst[i] = __ldg(src + i);
+    for (int i = lane; i < bytes; i += 32) dst[i] = __ldg(src + i);
   }
 }
 
@@ -286,7 +272,7 @@ __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t
   } else {
     for (int b0 = 0; b0 < nb; b0 += kStageBlocks) {
       const int nblk = min(kStageBlocks, nb - b0);
-      warp_copy(stage, wrow + size_t(b0) * kBB, nblk * kBB, lane);
+      warp_copy_narrow(stage, wrow + size_t(b0) * kBB, nblk * kBB, lane);
       __syncwarp();
       decode_chunk<T, NX>(a, stage, b0, nblk, lane, acc);
       __syncwarp();  // the next copy overwrites the stage
