@@ -180,6 +180,11 @@ class CudaTest : public ::testing::Test {
   std::mt19937_64 rng_;
 };
 
+// Every weight type the CUDA backend has kernels for.
+constexpr DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16,   DType::Q8_0, DType::Q4_0,
+                                  DType::Q4_1, DType::Q5_0, DType::Q5_1,   DType::IQ4_NL, DType::Q2_K,
+                                  DType::Q3_K, DType::Q4_K, DType::Q5_K,   DType::Q6_K};
+
 TEST_F(CudaTest, ReportsDeviceInfo) {
   const BackendInfo i = gpu_->info();
   EXPECT_EQ(i.name, "cuda");
@@ -203,8 +208,7 @@ TEST_F(CudaTest, MatmulMatchesReferenceForEveryWeightType) {
   // and partial ones.
   const Shape k_shapes[] = {{1, 4096, 256}, {2, 512, 130}, {3, 2304, 67}, {8, 256, 33}, {9, 768, 130},
                             {23, 2304, 67}, {65, 512, 40}, {70, 1024, 200}};
-  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                   DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType dt : kWeightTypes) {
     const bool super = dtype_block_elems(dt) == 256;
     for (const Shape& s : super ? k_shapes : shapes) {
       const auto w = randn(size_t(s.n_out * s.n_in)), x = randn(size_t(s.n * s.n_in));
@@ -233,8 +237,7 @@ TEST_F(CudaTest, MatmulMatchesReferenceForEveryWeightType) {
 // Up to kMatvecPassRows (32) rows, a row's result is bit-identical to the same row computed alone: a
 // speculative verify batch or a short prompt must score a token exactly as decode does.
 TEST_F(CudaTest, MatmulRowsDoNotDependOnTheirBatch) {
-  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                   DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType dt : kWeightTypes) {
     const int64_t n = 23, n_in = dtype_block_elems(dt) == 256 ? 2304 : 1088, n_out = 67;
     const auto x = randn(size_t(n * n_in));
     const auto wq = quantize(dt, randn(size_t(n_out * n_in)), n_out, n_in);
@@ -269,8 +272,7 @@ TEST_F(CudaTest, PagedAttentionMatchesReference) {
 TEST_F(CudaTest, ElementwiseOpsMatchReference) {
   const int64_t n = 5, dim = 256, heads = 4, hd = 64, vocab = 40;
   // embed, every table type
-  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                   DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType dt : kWeightTypes) {
     EXPECT_TRUE(gpu_->supports(Op::Embed, dt) && gpu_->supports(Op::Matmul, dt)) << dtype_name(dt);
     const auto table = quantize(dt, randn(size_t(vocab * dim)), vocab, dim);
     Twin tt = twin(dt, vocab, dim, table.data()), ti = twin_i32(n, 1, {3, 0, 39, 3, 17});
