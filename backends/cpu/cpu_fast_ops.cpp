@@ -904,6 +904,7 @@ struct FloatPanels {
   using X = float;  // an activation element
   using P = float;  // a panel element
   static constexpr int64_t kPer = 1, kKcMax = pagoda::kKcMax;  // inputs per element; K block
+  static constexpr bool kPackScratch = true;  // pack() may widen or zero a row through a K block of floats
   static void pack(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, P* panel, float* tmp) {
     pack_panel(w, n0, n_valid, k0, kc, panel, tmp);
   }
@@ -943,9 +944,15 @@ void x_to_bf16_pairs(const float* x, int64_t n, uint32_t* dst) {
 }
 
 // Rows of x (n even) as BF16 pair words, n / 2 per row.
-std::vector<uint32_t> rows_to_bf16_pairs(const HostTensor& x) {
+// Rounded on the pool when there is one (a prompt's rows), so the threaded GEMM after it does
+// not wait on one thread.
+std::vector<uint32_t> rows_to_bf16_pairs(const HostTensor& x, ThreadPool* pool = nullptr) {
   std::vector<uint32_t> xb(size_t(x.rows * x.cols / 2));
-  for (int64_t r = 0; r < x.rows; ++r) x_to_bf16_pairs(x.f32() + r * x.cols, x.cols, xb.data() + r * x.cols / 2);
+  auto rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) x_to_bf16_pairs(x.f32() + r * x.cols, x.cols, xb.data() + r * x.cols / 2);
+  };
+  if (pool) pool->parallel_for(x.rows, rows);
+  else rows(0, x.rows);
   return xb;
 }
 
@@ -1011,6 +1018,7 @@ struct Bf16Panels {
   using X = uint32_t;
   using P = uint32_t;
   static constexpr int64_t kPer = 2, kKcMax = kKcMaxBf16;
+  static constexpr bool kPackScratch = false;
   static void pack(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, P* panel, float*) {
     pack_panel_bf16(w, n0, n_valid, k0, kc, panel);
   }
@@ -1048,7 +1056,7 @@ void gemm_panels(const HostTensor& w, const typename F::X* x, int64_t M, const H
   constexpr int64_t kPanelsPerBlock = 4;  // 64 or 128 outputs: 80 or 128 KiB of packed float weights per K block, in L2
   const int64_t panel_elems = kNr * kc_max / F::kPer;
   std::vector<typename F::P> packed(static_cast<size_t>(kPanelsPerBlock * panel_elems));
-  std::vector<float> tmp(static_cast<size_t>(kc_max));
+  std::vector<float> tmp(F::kPackScratch ? static_cast<size_t>(kc_max) : 0);
   for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
     const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
     for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
@@ -1359,7 +1367,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // BF16 weights against activations rounded to BF16: panels for prompts, row dots below 16 rows
   // (each weight row from L1 for every row of x).
   if (w.dtype == DType::BF16 && n_in % 2 == 0) {
-    const std::vector<uint32_t> xb = rows_to_bf16_pairs(x);
+    const std::vector<uint32_t> xb = rows_to_bf16_pairs(x, &pool);
     if (x.rows >= kGemmMinRows) {
       pool.parallel_for((w.rows + kNr - 1) / kNr, [&](int64_t p0, int64_t p1) { gemm_panels<Bf16Panels>(w, xb.data(), x.rows, out, p0, p1); });
     } else {
