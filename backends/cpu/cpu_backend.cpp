@@ -8,6 +8,10 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace pagoda {
 namespace {
@@ -29,11 +33,43 @@ class HostBuffer final : public DeviceBuffer {
   uint8_t* data() const { return data_; }
   bool ok() const { return data_ != nullptr || size_ == 0; }
 
+  // Makes the pages under bytes [off, off + n) of the buffer present before they are written,
+  // kPopulateChunk of address space at a time, each chunk once. A first write to a page is a
+  // fault: on this project's 2-vCPU VM 10 us each (a paravirtualized MMU), against 0.6 us a page
+  // for MADV_POPULATE_WRITE over 64 MiB. Decode writes each new position's K and V rows into
+  // pages never touched before (110M: 18 faults a token; `pagoda run` to 1200 tokens decodes
+  // 1.05-1.07x faster with this, docs/perf.md). The KV cache is allocated whole but filled as
+  // used, so it is populated as used too, 64 KiB at a time. Only advice: a kernel without MADV_POPULATE_WRITE (before 5.14) faults as before.
+  void populate(size_t off, size_t n) {
+#if defined(MADV_POPULATE_WRITE)
+    if (borrowed_ || data_ == nullptr || n == 0 || off >= size_) return;
+    n = std::min(n, size_ - off);
+    // Chunks of the page-aligned span around the buffer: the pages its ends share with the
+    // allocator's neighbouring memory are mapped and writable too, and populating a present page
+    // changes nothing.
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t base = reinterpret_cast<uintptr_t>(data_) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data_) + size_ + page - 1) / page * page;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(data_) + off;
+    if (populated_.empty()) populated_.assign((end - base + kPopulateChunk - 1) / kPopulateChunk, false);
+    for (size_t c = (a - base) / kPopulateChunk; c <= (a + n - 1 - base) / kPopulateChunk; ++c) {
+      if (populated_[c]) continue;
+      populated_[c] = true;
+      const uintptr_t c0 = base + c * kPopulateChunk, c1 = std::min(end, c0 + kPopulateChunk);
+      madvise(reinterpret_cast<void*>(c0), c1 - c0, MADV_POPULATE_WRITE);  // on failure the write faults, as before
+    }
+#else
+    (void)off, (void)n;
+#endif
+  }
+
  private:
+  static constexpr uintptr_t kPopulateChunk = 64 << 10;
   uint8_t* data_ = nullptr;
   size_t size_;
   bool borrowed_ = false;
   std::shared_ptr<const void> owner_;
+  std::vector<bool> populated_;  // per kPopulateChunk, once populate() is first called
 };
 
 std::string cpu_model_name() {
@@ -168,6 +204,13 @@ void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
 }
 void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) { ref::add(host(a), host(b), host(out)); }
 void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots) {
+  const HostTensor hs = host(slots);
+  for (const Tensor* c : {&kc, &vc}) {
+    auto* buf = static_cast<HostBuffer*>(c->buf);
+    const size_t stride = host(*c).row_stride();
+    for (int64_t i = 0; i < k.rows; ++i)
+      if (const int32_t s = hs.i32()[i]; s >= 0 && buf) buf->populate(c->offset + size_t(s) * stride, stride);
+  }
   ref::kv_store(host(k), host(v), host(kc), host(vc), host(slots));
 }
 void CpuBackend::paged_attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& seqs,
