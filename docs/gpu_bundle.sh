@@ -26,6 +26,12 @@ cp "$S/parity/MANIFEST.json" "$D/models/parity/"
 for f in "$S/parity"/llama-*.gguf; do
   [[ $f == */llama-f32.gguf ]] || cp "$f" "$f.logits.f32" "$D/models/parity/"
 done
+# The other architectures (gemma2, phi3, qwen2, qwen3) in Q8_0, Q6_K and Q4_K_M, about 14 MB: their
+# wiring (soft caps, biases, fused QKV, q/k norms) on CUDA against llama.cpp's logits. Their F16
+# and F32 files would put the archive over the cap.
+for a in gemma2 phi3 qwen2 qwen3; do for t in q8_0 q6_k q4_k_m; do
+  cp "$S/parity/$a-$t.gguf" "$S/parity/$a-$t.gguf.logits.f32" "$D/models/parity/"
+done; done
 # The transfer to the GPU machine is capped at 64 MiB and the unpacked bundle is about 65: it travels
 # as one xz archive, which gpu_check.sh unpacks in place (about 20 MiB).
 tar -C "$D" -cf - . | xz -T2 -6 > bundle.tar.xz.tmp

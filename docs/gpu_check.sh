@@ -8,7 +8,7 @@
 # failed, including a test run in which every test skipped or a conformance run that passed no
 # case: on the GPU machine that means the GPU was never exercised, which is a failure, not a pass.
 # Usage: bash docs/gpu_check.sh [SECTION...]  sections: env tests conformance parity greedy decode
-# prefill batch attention ops profile (default: all but profile). DECODE_BACKENDS (default "cuda vulkan")
+# prefill batch attention ops device mixed profile (default: all but prefill, device, mixed, profile). DECODE_BACKENDS (default "cuda vulkan")
 # narrows the decode section. Only gpu_check.log and results.tar.gz (every
 # per-step file) land in $OUT: the device tool returns at most 8 files.
 set -uo pipefail
@@ -52,7 +52,7 @@ fi
 # the machine's spare cores) while the correctness sections run; each lands under its final name
 # only when complete.
 SYNTH_PIDS=()
-if want decode || want prefill || want batch || want attention || want profile; then
+if want decode || want prefill || want batch || want attention || want profile || want device || want mixed; then
   for dt in f16 q8_0 q4_k_m q6_k; do
     [[ -f $W/1B-$dt.gguf ]] && continue
     ( timeout 300 "$P" synth --preset 1B --dtype $dt --vocab-from "$M/vocab/ggml-vocab-llama-spm.gguf" \
@@ -86,6 +86,14 @@ if want parity; then
   ((rc == 0)) || failed "parity_test on cuda exited $rc"
   ((${passed:-0} >= 13)) || failed "parity_test on cuda passed ${passed:-0} of the 13 llama fixtures"
   ((${skipped:-0} == 0)) || failed "parity_test on cuda skipped ${skipped} fixtures"
+  # The other architectures the bundle carries (Q8_0, Q6_K, Q4_K_M of each): 12 fixtures.
+  step 180 "$D/bin/parity_test" --gtest_filter="$(printf '*Parity.LogitsAndGreedyMatchLlamaCpp/%s_%s_gguf_cuda:' \
+      gemma2 q8_0 gemma2 q6_k gemma2 q4_k_m phi3 q8_0 phi3 q6_k phi3 q4_k_m qwen2 q8_0 qwen2 q6_k qwen2 q4_k_m \
+      qwen3 q8_0 qwen3 q6_k qwen3 q4_k_m)" | tee "$F/parity_test_archs.log"
+  rc=${PIPESTATUS[0]}
+  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$F/parity_test_archs.log" | grep -o '[0-9]*$')
+  ((rc == 0)) || failed "parity_test (gemma2, phi3, qwen2, qwen3) on cuda exited $rc"
+  ((${passed:-0} >= 12)) || failed "parity_test on cuda passed ${passed:-0} of the 12 other-architecture fixtures"
 fi
 if want greedy; then
   for b in cpu cuda vulkan; do
@@ -123,6 +131,14 @@ if want attention; then
   for b in cuda vulkan; do json attention-$b 120 "$P" bench attention --backend $b --ctx 1024,8192,32768; done
 fi
 if want ops; then json ops 90 "$P" bench ops --backend cuda,vulkan -r 10; fi
+if want device; then
+  # Device-resident decode (sampling on the GPU) against host sampling, 8 streams, greedy identity.
+  for b in cuda vulkan; do json device-1B-q4_k_m-$b 90 "$P" bench device -m "$W/1B-q4_k_m.gguf" --streams 8 -n 64 -r 2 --backend $b; done
+fi
+if want mixed; then
+  # Poisson arrivals through the engine on CUDA: throughput, TTFT/ITL percentiles, goodput.
+  json mixed-1B-q4_k_m-cuda 150 "$P" bench mixed -m "$W/1B-q4_k_m.gguf" --rate 4,16,64 --requests 64 --backend cuda
+fi
 if want profile; then
   # Every kernel of one decode step of the 1B Q4_K_M model, timed by ncu (device time per launch):
   # their sum against the measured time per token says whether the GPU or the host sets the pace.
