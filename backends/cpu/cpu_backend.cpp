@@ -39,7 +39,8 @@ class HostBuffer final : public DeviceBuffer {
   // for MADV_POPULATE_WRITE over 64 MiB. Decode writes each new position's K and V rows into
   // pages never touched before (110M: 18 faults a token; `pagoda run` to 1200 tokens decodes
   // 1.05-1.07x faster with this, docs/perf.md). The KV cache is allocated whole but filled as
-  // used, so it is populated as used too, 64 KiB at a time. Only advice: a kernel without MADV_POPULATE_WRITE (before 5.14) faults as before.
+  // used, so it is populated as used too, 64 KiB at a time. Only advice: under a kernel without
+  // MADV_POPULATE_WRITE (before 5.14) the writes fault as before.
   void populate(size_t off, size_t n) {
 #if defined(MADV_POPULATE_WRITE)
     if (borrowed_ || data_ == nullptr || n == 0 || off >= size_) return;

@@ -1467,6 +1467,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
     k_off[size_t(kvh)] = row_bytes(kc.dtype, int64_t(kvh) * hd);
     v_off[size_t(kvh)] = row_bytes(vc.dtype, int64_t(kvh) * hd);
   }
+  // For the lambdas below that take either cache (always kc or vc itself, never a copy).
   auto stride_of = [&](const HostTensor& c) { return &c == &kc ? k_stride : v_stride; };
   auto off_of = [&](const HostTensor& c, int32_t kvh) { return (&c == &kc ? k_off : v_off)[size_t(kvh)]; };
   constexpr int32_t kMinItemRows = 8, kDecodeSpan = 512, kTile = kDotTile;
