@@ -1459,17 +1459,14 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
                      const AttentionParams& p) {
   const auto* info = reinterpret_cast<const SeqInfo*>(seqs.data);
   const int32_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim, n_heads = p.n_heads;
-  // The caches' row strides and each kv head's byte offset in a row, once: row_bytes is a call
-  // into core, and the tile loops below made it per row and per head (2% of a 110M decode step).
+  // The caches' row strides and head sizes in bytes, once: row_bytes is a call into core, and the
+  // tile loops below made it per row and per head (2% of a 110M decode step). The caches hold F32
+  // or F16 (CpuBackend::supports), so kv head h starts h head sizes into a row.
   const size_t k_stride = kc.row_stride(), v_stride = vc.row_stride();
-  std::vector<size_t> k_off(size_t(p.n_kv_heads) + 1), v_off(size_t(p.n_kv_heads) + 1);
-  for (int32_t kvh = 0; kvh <= p.n_kv_heads; ++kvh) {
-    k_off[size_t(kvh)] = row_bytes(kc.dtype, int64_t(kvh) * hd);
-    v_off[size_t(kvh)] = row_bytes(vc.dtype, int64_t(kvh) * hd);
-  }
+  const size_t k_head = row_bytes(kc.dtype, hd), v_head = row_bytes(vc.dtype, hd);
   // For the lambdas below that take either cache (always kc or vc itself, never a copy).
   auto stride_of = [&](const HostTensor& c) { return &c == &kc ? k_stride : v_stride; };
-  auto off_of = [&](const HostTensor& c, int32_t kvh) { return (&c == &kc ? k_off : v_off)[size_t(kvh)]; };
+  auto off_of = [&](const HostTensor& c, int32_t kvh) { return size_t(kvh) * (&c == &kc ? k_head : v_head); };
   constexpr int32_t kMinItemRows = 8, kDecodeSpan = 512, kTile = kDotTile;
   struct Item {
     int32_t s, kvh, r0, r1;
@@ -1625,7 +1622,6 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
         for (int32_t t = 0; t < n; ++t) slots[size_t(t)] = slot_of(si, sp.t0 + t);
         const float* qr = q.f32() + row * q.cols;
 #if PAGODA_GROUPED_ATTENTION
-        const size_t head_bytes = row_bytes(kc.dtype, hd);
         constexpr int32_t kAheadTiles = 1;
 #endif
         // Scores, kTile positions at a time, every kv head of the span in those positions' cache
@@ -1638,9 +1634,9 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
             for (int32_t j = 0; j < kTile; ++j)  // past the span: the last row again, its score unused
               raw[j] = kc.data + size_t(slots[size_t(t + std::min(j, m - 1))]) * k_stride;
             for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
-              const size_t off = k_off[size_t(kvh)];
+              const size_t off = size_t(kvh) * k_head;
               if (t + kAheadTiles * kTile < n)
-                prefetch_tile(kc.data, k_stride, slots.data() + t + kAheadTiles * kTile, std::min(kTile, n - t - kAheadTiles * kTile), off, head_bytes);
+                prefetch_tile(kc.data, k_stride, slots.data() + t + kAheadTiles * kTile, std::min(kTile, n - t - kAheadTiles * kTile), off, k_head);
               float* o = sc.data() + size_t(kvh * group) * size_t(ld) + size_t(t);
               if (kc.dtype == DType::F32) group_scores_any<float>(qr + int64_t(kvh * group) * hd, group, raw, off, hd, o, ld);
               else group_scores_any<uint16_t>(qr + int64_t(kvh * group) * hd, group, raw, off, hd, o, ld);
@@ -1672,9 +1668,9 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           if (grouped) {
             for (int32_t j = 0; j < m; ++j) raw[j] = vc.data + size_t(slots[size_t(t + j)]) * v_stride;
             for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
-              const size_t off = v_off[size_t(kvh)];
+              const size_t off = size_t(kvh) * v_head;
               if (t + kAheadTiles * kTile < n)
-                prefetch_tile(vc.data, v_stride, slots.data() + t + kAheadTiles * kTile, std::min(kTile, n - t - kAheadTiles * kTile), off, head_bytes);
+                prefetch_tile(vc.data, v_stride, slots.data() + t + kAheadTiles * kTile, std::min(kTile, n - t - kAheadTiles * kTile), off, v_head);
               const float* w = sc.data() + size_t(kvh * group) * size_t(ld) + size_t(t);
               float* a = acc.data() + size_t(kvh * group) * size_t(hd);
               if (vc.dtype == DType::F32) group_values_any<float>(w, ld, group, raw, off, m, hd, a);
