@@ -138,7 +138,8 @@ template <DType T>
 struct Stage {
   using B = qblocks::Traits<T>;
   static constexpr int kElems = B::kElems == 32 || (4 * B::kBytes) % 16 == 0 ? 1024 : 2048;
-  static constexpr int kBytes = kElems / B::kElems * B::kBytes;
+  static constexpr int kBlocks = kElems / B::kElems;  // a chunk's blocks
+  static constexpr int kBytes = kBlocks * B::kBytes;
 };
 
 // Decodes the nblk blocks staged for blocks b0.. of the row against the x rows into acc.
@@ -234,7 +235,7 @@ __device__ __forceinline__ void chunk_store(uint8_t* stage, const ChunkRegs<T, V
 template <DType T, int NX, typename V>
 __device__ __forceinline__ void matvec_quant_pipelined(const MmArgs& a, const uint8_t* wrow, int nb, int lane,
                                                        uint8_t* stage, float acc[NX]) {
-  constexpr int kSB = Stage<T>::kElems / qblocks::Traits<T>::kElems, kBB = qblocks::Traits<T>::kBytes;
+  constexpr int kSB = Stage<T>::kBlocks, kBB = qblocks::Traits<T>::kBytes;
   const auto blocks_at = [nb](int b) { return min(kSB, nb - b); };
   ChunkRegs<T, V> c0, c1;
   chunk_load(c0, wrow, blocks_at(0) * kBB, lane);
@@ -258,7 +259,7 @@ __device__ __forceinline__ void matvec_quant_pipelined(const MmArgs& a, const ui
 template <DType T, int NX>
 __device__ void matvec_quant_row(const MmArgs& a, int64_t row, int lane, uint8_t* stage) {
   using B = qblocks::Traits<T>;
-  constexpr int kBB = B::kBytes, kStageBlocks = Stage<T>::kElems / B::kElems;
+  constexpr int kBB = B::kBytes, kStageBlocks = Stage<T>::kBlocks;
   static_assert(Stage<T>::kBytes % 16 == 0, "every chunk of a row keeps the row's alignment");
   const uint8_t* wrow = a.w + row * a.w_stride;
   // 32-bit indices within the row keep register pressure down (n_in < 2^31 is checked on the host).
