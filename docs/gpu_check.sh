@@ -62,13 +62,22 @@ if want decode || want prefill || want batch || want attention || want profile |
 fi
 FAILED=()
 failed() { echo "CHECK FAILED: $*"; FAILED+=("$*"); }
-if want tests; then
-  step 90 "$D/bin/cuda_test" | tee "$F/cuda_test.log"
+# gtest_check LOG MIN_PASSED MAX_SKIPPED LIMIT CMD...: runs a GoogleTest binary under the time limit
+# into $F/LOG.log; the check fails when it exits non-zero, passes fewer than MIN_PASSED tests, or
+# skips more than MAX_SKIPPED (-1: any number). On the GPU machine a test that skips is a GPU never
+# exercised, so MIN_PASSED is what proves the binary ran at all.
+gtest_check() {
+  local log=$1 min=$2 max_skipped=$3 limit=$4 rc passed skipped
+  shift 4
+  step "$limit" "$@" | tee "$F/$log.log"
   rc=${PIPESTATUS[0]}
-  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$F/cuda_test.log" | grep -o '[0-9]*$')
-  ((rc == 0)) || failed "cuda_test exited $rc"
-  ((${passed:-0} > 0)) || failed "cuda_test passed no test (all skipped or none ran)"
-fi
+  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$F/$log.log" | grep -o '[0-9]*$')
+  skipped=$(grep -o '\[  SKIPPED \] [0-9]*' "$F/$log.log" | grep -o '[0-9]*$')
+  ((rc == 0)) || failed "$log exited $rc"
+  ((${passed:-0} >= min)) || failed "$log passed ${passed:-0} tests, fewer than $min (skipped or not run)"
+  ((max_skipped < 0 || ${skipped:-0} <= max_skipped)) || failed "$log skipped ${skipped} tests"
+}
+if want tests; then gtest_check cuda_test 1 -1 90 "$D/bin/cuda_test"; fi
 if want conformance; then
   json conformance 120 "$P" conformance --backend cuda vulkan -m "$M/stories260K.gguf" -n 200 --seed 7
   grep -q '"status": *"pass"' "$F/conformance.json" || failed "conformance passed no case (all skipped or none ran)"
@@ -78,22 +87,13 @@ if want parity; then
   # The llama fixtures the bundle carries (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_1, Q5_0, Q4_K_M, Q4_1,
   # Q4_0, IQ4_NL, Q3_K_M, Q2_K; rope_freqs in all) on CUDA against llama.cpp's logits and greedy
   # ids. None may skip: CUDA has kernels for every type, so a skip is a refusal it should not make.
-  step 180 "$D/bin/parity_test" --gtest_filter='*Parity.LogitsAndGreedyMatchLlamaCpp/llama_*_cuda-*llama_f32_*' |
-    tee "$F/parity_test.log"
-  rc=${PIPESTATUS[0]}
-  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$F/parity_test.log" | grep -o '[0-9]*$')
-  skipped=$(grep -o '\[  SKIPPED \] [0-9]*' "$F/parity_test.log" | grep -o '[0-9]*$')
-  ((rc == 0)) || failed "parity_test on cuda exited $rc"
-  ((${passed:-0} >= 13)) || failed "parity_test on cuda passed ${passed:-0} of the 13 llama fixtures"
-  ((${skipped:-0} == 0)) || failed "parity_test on cuda skipped ${skipped} fixtures"
-  # The other architectures the bundle carries (Q8_0, Q6_K, Q4_K_M of each): 12 fixtures.
-  step 180 "$D/bin/parity_test" --gtest_filter="$(printf '*Parity.LogitsAndGreedyMatchLlamaCpp/%s_%s_gguf_cuda:' \
+  gtest_check parity_test 13 0 180 "$D/bin/parity_test" \
+    --gtest_filter='*Parity.LogitsAndGreedyMatchLlamaCpp/llama_*_cuda-*llama_f32_*'
+  # The other architectures the bundle carries (Q8_0, Q6_K, Q4_K_M of each): all 12 must pass.
+  gtest_check parity_test_archs 12 0 180 "$D/bin/parity_test" \
+    --gtest_filter="$(printf '*Parity.LogitsAndGreedyMatchLlamaCpp/%s_%s_gguf_cuda:' \
       gemma2 q8_0 gemma2 q6_k gemma2 q4_k_m phi3 q8_0 phi3 q6_k phi3 q4_k_m qwen2 q8_0 qwen2 q6_k qwen2 q4_k_m \
-      qwen3 q8_0 qwen3 q6_k qwen3 q4_k_m)" | tee "$F/parity_test_archs.log"
-  rc=${PIPESTATUS[0]}
-  passed=$(grep -o '\[  PASSED  \] [0-9]*' "$F/parity_test_archs.log" | grep -o '[0-9]*$')
-  ((rc == 0)) || failed "parity_test (gemma2, phi3, qwen2, qwen3) on cuda exited $rc"
-  ((${passed:-0} >= 12)) || failed "parity_test on cuda passed ${passed:-0} of the 12 other-architecture fixtures"
+      qwen3 q8_0 qwen3 q6_k qwen3 q4_k_m)"
 fi
 if want greedy; then
   for b in cpu cuda vulkan; do
