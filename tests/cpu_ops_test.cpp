@@ -253,6 +253,42 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
   EXPECT_EQ(got, src) << "threaded copy";
 }
 
+// kv_store makes each 64 KiB chunk of a cache present (shared out over the pool's threads) the
+// first time it writes there. That must leave every byte already in the cache as it was: here the
+// whole cache is uploaded first (which does not populate), then single rows are stored into fresh
+// chunks, the first and the last row included (the chunks at the buffer's ends reach past it,
+// where ASan would catch a read), and every other row must still hold its uploaded bytes.
+TEST(CpuFast, KvStorePopulatingFreshChunksKeepsTheCacheContents) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend be(CpuOptions{.threads = 3});
+  const int64_t slots = 1031, cols = 100;  // 400 KiB per cache, not a whole number of pages
+  Buf kc = make(be, DType::F32, slots, cols), vc = make(be, DType::F32, slots, cols);
+  const auto k0 = randn(rng, size_t(slots * cols)), v0 = randn(rng, size_t(slots * cols));
+  be.upload(kc.t, k0.data(), k0.size() * 4);
+  be.upload(vc.t, v0.data(), v0.size() * 4);
+  auto want_k = k0, want_v = v0;
+  Buf k = make(be, DType::F32, 3, cols), v = make(be, DType::F32, 3, cols), sl = make(be, DType::I32, 3, 1);
+  const int32_t writes[][3] = {{0, 700, -1}, {slots - 1, 300, 301}, {500, 0, slots - 2}};
+  for (const auto& w : writes) {
+    const auto kr = randn(rng, size_t(3 * cols)), vr = randn(rng, size_t(3 * cols));
+    be.upload(k.t, kr.data(), kr.size() * 4);
+    be.upload(v.t, vr.data(), vr.size() * 4);
+    be.upload(sl.t, w, sizeof(w));
+    be.kv_store(k.t, v.t, kc.t, vc.t, sl.t);
+    for (int i = 0; i < 3; ++i) {
+      if (w[i] < 0) continue;  // a padding row: stored nowhere
+      std::copy_n(kr.begin() + i * cols, cols, want_k.begin() + w[i] * cols);
+      std::copy_n(vr.begin() + i * cols, cols, want_v.begin() + w[i] * cols);
+    }
+  }
+  ASSERT_TRUE(be.sync().ok());
+  std::vector<float> got_k(want_k.size()), got_v(want_v.size());
+  be.download(kc.t, got_k.data(), got_k.size() * 4);
+  be.download(vc.t, got_v.data(), got_v.size() * 4);
+  EXPECT_EQ(got_k, want_k);
+  EXPECT_EQ(got_v, want_v);
+}
+
 // Rope in the fast backend mode must give the reference's values exactly (a model's output may not
 // depend on the backend mode in f32), with and without per-pair frequency factors, at large
 // positions where an angle's rounding shows.

@@ -33,35 +33,62 @@ class HostBuffer final : public DeviceBuffer {
   uint8_t* data() const { return data_; }
   bool ok() const { return data_ != nullptr || size_ == 0; }
 
-  // Makes the pages under bytes [off, off + n) of the buffer present before they are written,
-  // kPopulateChunk of address space at a time, each chunk once. A first write to a page is a
-  // fault: on this project's 2-vCPU VM 10 us each (a paravirtualized MMU), against 0.6 us a page
-  // for MADV_POPULATE_WRITE over 64 MiB. Decode writes each new position's K and V rows into
-  // pages never touched before (110M: 18 faults a token; `pagoda run` to 1200 tokens decodes
-  // 1.05-1.07x faster with this, docs/perf.md). The KV cache is allocated whole but filled as
-  // used, so it is populated as used too, 64 KiB at a time. Only advice: under a kernel without
-  // MADV_POPULATE_WRITE (before 5.14) the writes fault as before.
-  void populate(size_t off, size_t n) {
-#if defined(MADV_POPULATE_WRITE)
+  // The chunks under bytes [off, off + n) of the buffer that were never made present, appended
+  // to `fresh` (each chunk once; the caller then makes them present with populate()). Decode
+  // writes each new position's K and V rows into pages never touched before, and the first write
+  // to a page is a fault; populating ahead of the writes is cheaper and can be shared out. The KV
+  // cache is allocated whole but filled as used, so it is populated as used too, kPopulateChunk of
+  // address space at a time.
+  struct Chunk {
+    uintptr_t begin, end;  // page-aligned
+    uintptr_t lo, hi;      // the buffer's own bytes within it
+  };
+  void unpopulated(size_t off, size_t n, std::vector<Chunk>& fresh) {
     if (borrowed_ || data_ == nullptr || n == 0 || off >= size_) return;
     n = std::min(n, size_ - off);
     // Chunks of the page-aligned span around the buffer: the pages its ends share with the
     // allocator's neighbouring memory are mapped and writable too, and populating a present page
-    // changes nothing.
+    // changes nothing; only the buffer's own bytes are ever read (populate()).
     const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-    const uintptr_t base = reinterpret_cast<uintptr_t>(data_) / page * page;
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(data_) + size_ + page - 1) / page * page;
-    const uintptr_t a = reinterpret_cast<uintptr_t>(data_) + off;
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(data_), hi = lo + size_;
+    const uintptr_t base = lo / page * page, end = (hi + page - 1) / page * page;
+    const uintptr_t a = lo + off;
     if (populated_.empty()) populated_.assign((end - base + kPopulateChunk - 1) / kPopulateChunk, false);
     for (size_t c = (a - base) / kPopulateChunk; c <= (a + n - 1 - base) / kPopulateChunk; ++c) {
       if (populated_[c]) continue;
       populated_[c] = true;
       const uintptr_t c0 = base + c * kPopulateChunk, c1 = std::min(end, c0 + kPopulateChunk);
-      madvise(reinterpret_cast<void*>(c0), c1 - c0, MADV_POPULATE_WRITE);  // on failure the write faults, as before
+      fresh.push_back({c0, c1, std::max(c0, lo), std::min(c1, hi)});
     }
+  }
+
+  // Makes the pages of `chunks` present, the pool's threads each taking a share of the pages.
+  // On this project's 2-vCPU VM (a paravirtualized MMU) a first write to a page costs about 10 us;
+  // MADV_POPULATE_WRITE maps a page for 0.6 us, but the first access from user space then still
+  // costs a hypervisor exit (about 5 us a page), so each populated page is also read once here,
+  // on whichever thread populated it. Reading leaves what the buffer holds untouched, and only the
+  // buffer's own bytes are read. Where MADV_POPULATE_WRITE is missing (kernels before 5.14) or
+  // fails, nothing is done: a read would only map the zero page, and the write fault as before.
+  static void populate(ThreadPool& pool, const std::vector<Chunk>& chunks) {
+    if (chunks.empty()) return;
+    const int64_t page = int64_t(sysconf(_SC_PAGESIZE));
+    std::vector<int64_t> first(chunks.size() + 1, 0);  // chunk i's pages are [first[i], first[i + 1])
+    for (size_t i = 0; i < chunks.size(); ++i) first[i + 1] = first[i] + int64_t(chunks[i].end - chunks[i].begin) / page;
+    pool.parallel_for(first.back(), [&](int64_t p0, int64_t p1) {
+      for (size_t i = 0; i < chunks.size(); ++i) {
+        const int64_t b = std::max(p0, first[i]), e = std::min(p1, first[i + 1]);
+        if (b >= e) continue;
+        const Chunk& c = chunks[i];
+        const uintptr_t from = c.begin + uintptr_t((b - first[i]) * page), to = c.begin + uintptr_t((e - first[i]) * page);
+#if defined(MADV_POPULATE_WRITE)
+        if (madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE) != 0) continue;
 #else
-    (void)off, (void)n;
+        continue;
 #endif
+        for (uintptr_t p = from; p < to; p += uintptr_t(page))
+          if (const uintptr_t at = std::max(p, c.lo); at < c.hi) (void)*reinterpret_cast<const volatile uint8_t*>(at);
+      }
+    });
   }
 
  private:
@@ -70,7 +97,7 @@ class HostBuffer final : public DeviceBuffer {
   size_t size_;
   bool borrowed_ = false;
   std::shared_ptr<const void> owner_;
-  std::vector<bool> populated_;  // per kPopulateChunk, once populate() is first called
+  std::vector<bool> populated_;  // per kPopulateChunk, once unpopulated() is first called
 };
 
 std::string cpu_model_name() {
@@ -206,12 +233,14 @@ void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
 void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) { ref::add(host(a), host(b), host(out)); }
 void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc, const Tensor& slots) {
   const HostTensor hs = host(slots);
+  std::vector<HostBuffer::Chunk> fresh;
   for (const Tensor* c : {&kc, &vc}) {
     auto* buf = static_cast<HostBuffer*>(c->buf);
     const size_t stride = host(*c).row_stride();
     for (int64_t i = 0; i < k.rows; ++i)
-      if (const int32_t s = hs.i32()[i]; s >= 0 && buf) buf->populate(c->offset + size_t(s) * stride, stride);
+      if (const int32_t s = hs.i32()[i]; s >= 0 && buf) buf->unpopulated(c->offset + size_t(s) * stride, stride, fresh);
   }
+  HostBuffer::populate(*pool_, fresh);
   ref::kv_store(host(k), host(v), host(kc), host(vc), host(slots));
 }
 void CpuBackend::paged_attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& seqs,
