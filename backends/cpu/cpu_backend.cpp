@@ -194,9 +194,13 @@ void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
 }
 void CpuBackend::matmul_many(const Tensor& x, const Tensor* ws, const Tensor* outs, size_t n) {
   if (opt_.reference) return Backend::matmul_many(x, ws, outs, n);
-  std::vector<HostTensor> hw, ho;
-  for (size_t i = 0; i < n; ++i) hw.push_back(host(ws[i])), ho.push_back(host(outs[i]));
-  fast::matmul_many(*pool_, host(x), hw, ho);
+  constexpr size_t kFew = 8;  // a step's groups (Q/K/V, gate/up): no heap
+  HostTensor few_w[kFew], few_o[kFew];
+  std::vector<HostTensor> many_w(n > kFew ? n : 0), many_o(n > kFew ? n : 0);
+  HostTensor* hw = n > kFew ? many_w.data() : few_w;
+  HostTensor* ho = n > kFew ? many_o.data() : few_o;
+  for (size_t i = 0; i < n; ++i) hw[i] = host(ws[i]), ho[i] = host(outs[i]);
+  fast::matmul_many(*pool_, host(x), std::span<const HostTensor>(hw, n), std::span<const HostTensor>(ho, n));
 }
 void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
   ref::rope(host(x), host(pos), n_heads, head_dim, theta);

@@ -194,14 +194,18 @@ void quantize_x_blocks(const float* x, int64_t b0, int64_t b1, QuantX& out) {
   }
 }
 
-QuantX quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
-  QuantX out;
+// Into `out`, whose storage is reused (a decode row's buffers are kept between steps).
+void quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n, QuantX& out) {
   out.q.resize(size_t(rows * n));
   out.d.resize(size_t(rows * n / 32));
   out.sum.resize(size_t(rows * n / 32));
   const int64_t blocks = rows * n / 32;
   if (blocks < 1024) quantize_x_blocks(x, 0, blocks, out);  // a decode row: not worth a pool handoff
   else pool.parallel_for(blocks, [&](int64_t b0, int64_t b1) { quantize_x_blocks(x, b0, b1, out); });
+}
+QuantX quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
+  QuantX out;
+  quantize_x(pool, x, rows, n, out);
   return out;
 }
 
@@ -213,8 +217,7 @@ struct QuantX256 {
   std::vector<int16_t> sum16;  // per 16 values of q: their sum
 };
 
-QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t n, DType for_type) {
-  QuantX256 out;
+void quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t n, DType for_type, QuantX256& out) {
   out.q.resize(size_t(rows * n));
   out.d.resize(size_t(rows * n / 256));
   out.sum16.resize(size_t(rows * n / 16));
@@ -222,6 +225,10 @@ QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t 
   auto run = [&](int64_t s0, int64_t s1) { fastq::quantize_x256(x, s0, s1, out.q.data(), out.d.data(), out.sum16.data(), for_type); };
   if (sbs < 128) run(0, sbs);  // a decode row: not worth a pool handoff
   else pool.parallel_for(sbs, run);
+}
+QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t n, DType for_type) {
+  QuantX256 out;
+  quantize_x256(pool, x, rows, n, for_type, out);
   return out;
 }
 
@@ -1162,19 +1169,28 @@ namespace fast {
 
 // The activations of a decode step's matvecs, quantized once for every weight that reads them the
 // same way (q, k and v share one input, as do gate and up: matmul_many).
+// A decode row's activations, converted once per form the step's weight types read (each K-quant
+// layout once), into buffers that live as long as the thread: a 110M step converts them ~50
+// times, and fresh buffers each time were a good part of its ~670 heap allocations a token. One
+// MatvecInput at a time per thread (a matvec never starts another).
 struct MatvecInput {
   explicit MatvecInput(const HostTensor& in) : x(in) {}
   const HostTensor& x;
 #if defined(__AVX2__)
-  std::optional<QuantX> x32;        // 32-element blocks (fastq::int_dot_for's types)
-  std::map<int, QuantX256> x256;    // per layout, keyed by x256_layout(t)
+  struct Kept {
+    QuantX x32;         // 32-element blocks (fastq::int_dot_for's types)
+    QuantX256 x256[3];  // per layout, x256_layout(t)
+  };
+  static Kept& kept() {
+    thread_local Kept k;
+    return k;
+  }
+  bool has_x32 = false, has_x256[3] = {};
 #endif
 #if defined(__AVX512BF16__)
-  std::vector<uint32_t> xbf16;      // BF16 pair words (dot_bf16_pairs)
+  std::vector<uint32_t> xbf16;  // BF16 pair words (dot_bf16_pairs)
 #endif
 };
-
-using RowRange = std::function<void(int64_t, int64_t)>;
 
 // Decode work that reads less than this runs on the calling thread: handing a job to the pool and
 // waiting for it costs ~1-2 us on a 2-vCPU VM, about what one core takes to stream 64-128 KiB
@@ -1184,95 +1200,145 @@ using RowRange = std::function<void(int64_t, int64_t)>;
 // 19.9-21.9k tok/s, docs/perf.md).
 constexpr int64_t kHandoffWeightBytes = 256 << 10, kHandoffKvBytes = 64 << 10;
 
-// out = w · x for one activation row, as a function of a range of weight rows [o0, o1) that
-// writes out[o0 .. o1) (the activations quantized into `in` first, on the caller's thread). A
-// row's result never depends on the range it falls in.
-RowRange prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor& out, MatvecInput& in) {
-  const HostTensor& x = in.x;
-  const int64_t n_in = w.cols;
-  const size_t stride = w.row_stride();
-  float* y = out.f32();
+// out = w x for one activation row, ready to run over any range of weight rows [o0, o1) (which
+// writes out[o0 .. o1)); the activations are converted into `in` first, on the caller's thread. A
+// row's result never depends on the range it falls in. A plain struct rather than a closure, so a
+// step's ~50 of them need no heap.
+struct MatvecPlan {
+  enum class Kind { IntRows, SuperRows, SuperEach, Bf16Pairs, Fused } kind = Kind::Fused;
+  const uint8_t* w = nullptr;
+  DType dtype = DType::F32;
+  size_t stride = 0;
+  int64_t n_in = 0;
+  float* y = nullptr;
+  const float* xv = nullptr;  // the activations as floats (Fused)
 #if defined(__AVX2__)
+  fastq::IntDotRows int_rows = nullptr;
+  fastq::SuperDotRows super_rows = nullptr;
+  fastq::SuperDot super_each = nullptr;
+  const QuantX* x32 = nullptr;
+  const QuantX256* x256 = nullptr;
+#endif
+  const uint32_t* xbf16 = nullptr;
+
+  void operator()(int64_t o0, int64_t o1) const {
+    switch (kind) {
+#if defined(__AVX2__)
+      case Kind::IntRows:
+        int_rows(w + size_t(o0) * stride, stride, o1 - o0, x32->q.data(), x32->d.data(), x32->sum.data(), n_in / 32, y + o0);
+        return;
+      case Kind::SuperRows:
+        super_rows(w + size_t(o0) * stride, stride, o1 - o0, x256->q.data(), x256->d.data(), x256->sum16.data(), n_in / 256,
+                   y + o0);
+        return;
+      case Kind::SuperEach:
+        for (int64_t o = o0; o < o1; ++o)
+          super_each(w + size_t(o) * stride, x256->q.data(), x256->d.data(), x256->sum16.data(), n_in / 256, y + o);
+        return;
+#endif
+#if defined(__AVX512BF16__)
+      case Kind::Bf16Pairs:
+        for (int64_t o = o0; o < o1; ++o) y[o] = dot_bf16_pairs(w + size_t(o) * stride, xbf16, n_in);
+        return;
+#endif
+      default: break;
+    }
+    // Fused kernels straight from the weight bytes, the bandwidth-bound case.
+    std::vector<float> buf;
+    for (int64_t o = o0; o < o1; ++o) {
+      const uint8_t* wr = w + size_t(o) * stride;
+      if (dtype == DType::F32) y[o] = dot_f32(reinterpret_cast<const float*>(wr), xv, n_in);
+      else if (dtype == DType::Q8_0) y[o] = dot_q8_0(wr, xv, n_in);
+      else if (dtype == DType::BF16) y[o] = dot_16bit<bf16x32_to_f32, bf16_to_f32>(wr, xv, n_in);
+#if defined(__F16C__)
+      else if (dtype == DType::F16) y[o] = dot_16bit<half32_to_f32, half_to_float>(wr, xv, n_in);
+#endif
+      else {
+        buf.resize(size_t(n_in));
+        row_to_f32(dtype, wr, buf.data(), n_in);
+        y[o] = dot_f32(buf.data(), xv, n_in);
+      }
+    }
+  }
+};
+
+MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTensor& out, MatvecInput& in) {
+  const HostTensor& x = in.x;
+  MatvecPlan p;
+  p.w = w.data;
+  p.dtype = w.dtype;
+  p.stride = w.row_stride();
+  p.n_in = w.cols;
+  p.y = out.f32();
+  p.xv = x.f32();
+#if defined(__AVX2__)
+  MatvecInput::Kept& kept = MatvecInput::kept();
   // Quantized weights with an integer kernel against int8 activations (see matmul).
   if (const fastq::IntDotRows kdot = fastq::int_dot_rows_for(w.dtype)) {
-    if (!in.x32) in.x32 = quantize_x(pool, x.f32(), 1, n_in);
-    const QuantX* qx = &*in.x32;
-    const int64_t nb = n_in / 32;
-    return [=](int64_t o0, int64_t o1) {
-      kdot(w.data + size_t(o0) * stride, stride, o1 - o0, qx->q.data(), qx->d.data(), qx->sum.data(), nb, y + o0);
-    };
+    if (!in.has_x32) quantize_x(pool, x.f32(), 1, p.n_in, kept.x32), in.has_x32 = true;
+    p.kind = MatvecPlan::Kind::IntRows;
+    p.int_rows = kdot;
+    p.x32 = &kept.x32;
+    return p;
   }
-  const int64_t nsb = n_in / 256;
-  if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, nsb)) {
+  if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, p.n_in / 256)) {
     const int key = fastq::x256_layout(w.dtype);
-    auto it = in.x256.find(key);
-    if (it == in.x256.end()) it = in.x256.emplace(key, quantize_x256(pool, x.f32(), 1, n_in, w.dtype)).first;
-    const QuantX256* qx = &it->second;
-    if (const fastq::SuperDotRows rows = fastq::super_dot_rows_for(w.dtype, nsb))
-      return [=](int64_t o0, int64_t o1) {
-        rows(w.data + size_t(o0) * stride, stride, o1 - o0, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o0);
-      };
-    return [=](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o) sdot(w.data + size_t(o) * stride, qx->q.data(), qx->d.data(), qx->sum16.data(), nsb, y + o);
-    };
+    if (!in.has_x256[key]) quantize_x256(pool, x.f32(), 1, p.n_in, w.dtype, kept.x256[key]), in.has_x256[key] = true;
+    p.x256 = &kept.x256[key];
+    p.super_each = sdot;
+    p.super_rows = fastq::super_dot_rows_for(w.dtype, p.n_in / 256);
+    p.kind = p.super_rows ? MatvecPlan::Kind::SuperRows : MatvecPlan::Kind::SuperEach;
+    return p;
   }
 #else
   (void)pool;
 #endif
 #if defined(__AVX512BF16__)
-  if (w.dtype == DType::BF16 && n_in % 2 == 0) {  // against activations rounded to BF16 (see matmul)
+  if (w.dtype == DType::BF16 && p.n_in % 2 == 0) {  // against activations rounded to BF16 (see matmul)
     if (in.xbf16.empty()) in.xbf16 = rows_to_bf16_pairs(x);
-    const uint32_t* xb = in.xbf16.data();
-    return [=](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o) y[o] = dot_bf16_pairs(w.data + size_t(o) * stride, xb, n_in);
-    };
+    p.kind = MatvecPlan::Kind::Bf16Pairs;
+    p.xbf16 = in.xbf16.data();
+    return p;
   }
 #endif
-  // Fused kernels straight from the weight bytes, the bandwidth-bound case.
-  const float* xv = x.f32();
-  return [=](int64_t o0, int64_t o1) {
-    std::vector<float> buf;
-    for (int64_t o = o0; o < o1; ++o) {
-      const uint8_t* wr = w.data + size_t(o) * stride;
-      if (w.dtype == DType::F32) y[o] = dot_f32(reinterpret_cast<const float*>(wr), xv, n_in);
-      else if (w.dtype == DType::Q8_0) y[o] = dot_q8_0(wr, xv, n_in);
-      else if (w.dtype == DType::BF16) y[o] = dot_16bit<bf16x32_to_f32, bf16_to_f32>(wr, xv, n_in);
-#if defined(__F16C__)
-      else if (w.dtype == DType::F16) y[o] = dot_16bit<half32_to_f32, half_to_float>(wr, xv, n_in);
-#endif
-      else {
-        buf.resize(size_t(n_in));
-        row_to_f32(w.dtype, wr, buf.data(), n_in);
-        y[o] = dot_f32(buf.data(), xv, n_in);
-      }
-    }
-  };
+  return p;
 }
 
-// Decode matvecs ws[i], each as its row-range function fn[i], as one pool job. Each row's result
+// Decode matvecs ws[i], each as its plan fn[i], as one pool job. Each row's result
 // is the same in any range (the kernels' unit checks), so the job is shared out by each thread's
 // measured speed, in KiB of the concatenated weights (a thread's share is about the bytes its
 // speed lets it stream, whatever the types); a row goes with the KiB its first byte is in, and
 // ranges are cut at even rows (whole row pairs, which the pair kernels take fastest). Under
 // kHandoffWeightBytes in all, the calling thread runs them.
-void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<const RowRange> fn) {
-  std::vector<int64_t> first_byte(ws.size() + 1, 0);  // matrix i's weights at [first_byte[i], first_byte[i + 1])
+void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<const MatvecPlan> fn) {
+  // Matrix i's weights at [first_byte[i], first_byte[i + 1]) (on the stack for a step's groups).
+  constexpr size_t kFew = 8;
+  int64_t few[kFew + 1];
+  std::vector<int64_t> many(ws.size() > kFew ? ws.size() + 1 : 0);
+  int64_t* first_byte = ws.size() > kFew ? many.data() : few;
+  first_byte[0] = 0;
   for (size_t i = 0; i < ws.size(); ++i) first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
-  if (first_byte.back() < kHandoffWeightBytes) {
+  if (first_byte[ws.size()] < kHandoffWeightBytes) {
     for (size_t i = 0; i < ws.size(); ++i) fn[i](0, ws[i].rows);
     return;
   }
   constexpr int64_t kUnit = 1024;
-  const int64_t units = (first_byte.back() + kUnit - 1) / kUnit;
-  // The first even row of matrix i at or past byte b of the concatenation.
-  auto row_at = [&](size_t i, int64_t b) {
-    const int64_t s = 2 * int64_t(ws[i].row_stride());
-    return std::clamp(2 * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
-  };
-  pool.parallel_for_balanced(units, [&](int64_t u0, int64_t u1) {
-    for (size_t i = 0; i < ws.size(); ++i) {
-      const int64_t o0 = row_at(i, u0 * kUnit), o1 = row_at(i, u1 * kUnit);
-      if (o0 < o1) fn[i](o0, o1);
+  const int64_t units = (first_byte[ws.size()] + kUnit - 1) / kUnit;
+  struct Job {
+    std::span<const HostTensor> ws;
+    std::span<const MatvecPlan> fn;
+    const int64_t* first_byte;
+    // The first even row of matrix i at or past byte b of the concatenation.
+    int64_t row_at(size_t i, int64_t b) const {
+      const int64_t s = 2 * int64_t(ws[i].row_stride());
+      return std::clamp(2 * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
+    }
+  } job{ws, fn, first_byte};
+  // The closure holds one pointer, which std::function keeps without a heap allocation.
+  pool.parallel_for_balanced(units, [j = &job](int64_t u0, int64_t u1) {
+    for (size_t i = 0; i < j->ws.size(); ++i) {
+      const int64_t o0 = j->row_at(i, u0 * kUnit), o1 = j->row_at(i, u1 * kUnit);
+      if (o0 < o1) j->fn[i](o0, o1);
     }
   });
 }
@@ -1288,8 +1354,8 @@ bool bf16_rounds_activations() {
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out) {
   if (x.rows == 1) {
     MatvecInput in(x);
-    const RowRange fn = prepare_matvec(pool, w, out, in);
-    run_matvecs(pool, std::span<const HostTensor>(&w, 1), std::span<const RowRange>(&fn, 1));
+    const MatvecPlan fn = prepare_matvec(pool, w, out, in);
+    run_matvecs(pool, std::span<const HostTensor>(&w, 1), std::span<const MatvecPlan>(&fn, 1));
     return;
   }
   const int64_t n_in = w.cols;
@@ -1435,9 +1501,12 @@ void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTens
     return;
   }
   MatvecInput in(x);
-  std::vector<RowRange> fn;
-  for (size_t i = 0; i < ws.size(); ++i) fn.push_back(prepare_matvec(pool, ws[i], outs[i], in));
-  run_matvecs(pool, ws, fn);
+  constexpr size_t kFew = 8;  // a step's groups (Q/K/V, gate/up) fit on the stack
+  MatvecPlan few[kFew];
+  std::vector<MatvecPlan> many(ws.size() > kFew ? ws.size() : 0);
+  MatvecPlan* fn = ws.size() > kFew ? many.data() : few;
+  for (size_t i = 0; i < ws.size(); ++i) fn[i] = prepare_matvec(pool, ws[i], outs[i], in);
+  run_matvecs(pool, ws, std::span<const MatvecPlan>(fn, ws.size()));
 }
 
 // Multi-row work (prefill chunks, verify rows): (sequence, kv head, range of query rows). Each item
@@ -1577,7 +1646,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   };
 
   if (!spans.empty()) {
-    const RowRange run_spans = [&](int64_t i0, int64_t i1) {
+    const std::function<void(int64_t, int64_t)> run_spans = [&](int64_t i0, int64_t i1) {
       // F32 caches are read in place; other types convert a tile's rows into kbuf.
       const size_t cols = size_t(p.n_kv_heads) * size_t(hd);
       std::vector<float> kbuf(kc.dtype == DType::F32 && vc.dtype == DType::F32 ? 0 : size_t(kTile) * cols), sc;
