@@ -2,6 +2,7 @@
 // conversation and compared byte for byte with Jinja2's output, plus focused interpreter cases.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -174,6 +175,57 @@ TEST(Jinja, OutputAndWorkAreBounded) {
   EXPECT_NE(r.error().find("steps"), std::string::npos) << r.error();
   EXPECT_FALSE(render_str("{{ 'x' * 1000000000000 }}").ok());
   EXPECT_FALSE(render_str("{{ 9223372036854775807 + 1 }}").ok());
+}
+
+// A GGUF's chat template is untrusted: values that double in a loop, or a namespace that holds
+// itself, must end in an error within the work budget, not in exhausted memory, a hang or a stack
+// overflow (each of these took minutes and gigabytes, or crashed, before the budget).
+TEST(Jinja, HostileTemplatesEndInAnErrorNotInExhaustion) {
+  const char* hostile[] = {
+      // doubling a list, a string, a dict and a nested list, through +, ~, *, literals and filters
+      "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = ns.x + ns.x %}{% endfor %}",
+      "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = ns.x * 2 %}{% endfor %}",
+      "{% set ns = namespace(s='a') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+      "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s|replace('a', ns.s) %}{% endfor %}",
+      "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = '%s%s'|format(ns.s, ns.s) %}{% endfor %}",
+      "{% set ns = namespace(s='a') %}{% for i in range(60) %}{% set ns.s = '{0}{0}'.format(ns.s) %}{% endfor %}",
+      // sharing: small in memory, exponentially large to print, serialize or compare
+      "{% set ns = namespace(d={}) %}{% for i in range(60) %}{% set ns.d = {'a': ns.d, 'b': ns.d} %}{% endfor %}"
+      "{{ ns.d|tojson }}",
+      "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ ns.x }}",
+      "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}"
+      "{{ ns.x == ns.x }}",
+      // copies of one large string
+      "{% set s = 'x' * 6000000 %}{{ ([s] * 1000)|length }}",
+      "{% set s = 'x' * 6000000 %}{% set l = [s, s, s, s, s, s, s, s, s, s] %}{{ l|length }}",
+      "{% set s = ('x\n' * 1000000) %}{{ s|indent(1000)|length }}",
+      // quadratic: a growing string copied on every step
+      "{% set ns = namespace(s='') %}{% for i in range(200000) %}{% set ns.s = ns.s ~ '0123456789abcdef' %}{% endfor %}",
+  };
+  ChatRenderOptions small;
+  small.limits.max_work = 32 << 20;  // the default is 256 MiB: the first case below checks it, the rest run faster
+  for (const char* t : hostile) {
+    const auto start = std::chrono::steady_clock::now();
+    auto r = render_str(t, "{}", t == hostile[0] ? ChatRenderOptions{} : small);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_FALSE(r.ok()) << t;
+    EXPECT_NE(r.error().find("MiB of values"), std::string::npos) << t << "\n" << r.error();
+    EXPECT_LT(s, 30.0) << t;  // a generous bound (sanitizer builds); it was minutes, or never
+  }
+  // A namespace that contains itself: printing or comparing it is an error, not a stack overflow.
+  for (const char* t : {"{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns }}",
+                        "{% set ns = namespace(a=1) %}{% set ns.me = [ns] %}{{ ns == ns }}",
+                        "{% set ns = namespace(a=1) %}{% set ns.me = [ns] %}{{ [ns] < [ns] }}"}) {
+    auto r = render_str(t);
+    ASSERT_FALSE(r.ok()) << t;
+    EXPECT_NE(r.error().find("contain itself"), std::string::npos) << t << "\n" << r.error();
+  }
+  // A smaller budget is the caller's to set; ordinary work within it still renders.
+  ChatRenderOptions o;
+  o.limits.max_work = 1 << 20;
+  EXPECT_FALSE(render_str("{% set s = 'x' * 600000 %}{{ [s, s]|length }}", "{}", o).ok());
+  EXPECT_TRUE(render_str("{% set s = 'x' * 600000 %}{{ [s, s]|length }}").ok());
+  EXPECT_EQ(*render_str("{% set s = 'x' * 1000 %}{{ [s, s]|join|length }}", "{}", o), "2000");
 }
 
 TEST(Jinja, VariablesMustBeAnObject) {

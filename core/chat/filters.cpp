@@ -288,6 +288,7 @@ Value f_indent(Interpreter&, const Value& v, CallArgs& a) {
   const std::string pad = width.is_string() ? width.str_ref() : std::string(size_t(std::max<int64_t>(width.as_int(), 0)), ' ');
   std::vector<std::string> lines = py_split(v.to_str() + "\n", Value::string("\n"), -1);
   lines.pop_back();  // the text ended with the "\n" appended above
+  charge(lines.size() * pad.size());  // before padding every line
   std::string out;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (i) out += "\n";

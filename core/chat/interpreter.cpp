@@ -65,6 +65,7 @@ void Interpreter::step() {
 }
 
 std::string Interpreter::render(const Body& body, const ValueDict& vars) {
+  const WorkBudget budget(limits_.max_work);
   auto globals = std::make_shared<Frame>();
   install_globals(*globals);
   for (const auto& [k, v] : vars.entries) (*globals)[k] = v;
@@ -367,7 +368,11 @@ Value Interpreter::eval(const Expr& e) {
   line_ = e.line;
   switch (e.kind) {
     case Expr::Kind::Literal: return e.value;
-    case Expr::Kind::Name: return lookup(e.name);
+    case Expr::Kind::Name: {  // a copy: a string's bytes are copied, a list or dict is shared
+      Value v = lookup(e.name);
+      charge(v.copy_bytes());
+      return v;
+    }
     case Expr::Kind::List:
     case Expr::Kind::Tuple: {
       ValueList items;
@@ -382,13 +387,17 @@ Value Interpreter::eval(const Expr& e) {
     case Expr::Kind::Attr: {
       const Value obj = eval(*e.args[0]);
       line_ = e.line;
-      return get_attr(obj, e.name);
+      Value v = get_attr(obj, e.name);
+      charge(v.copy_bytes());
+      return v;
     }
     case Expr::Kind::Item: {
       const Value obj = eval(*e.args[0]);
       const Value key = eval(*e.args[1]);
       line_ = e.line;
-      return get_item(obj, key);
+      Value v = get_item(obj, key);
+      charge(v.copy_bytes());
+      return v;
     }
     case Expr::Kind::Slice: return eval_slice(e);
     case Expr::Kind::Call: return eval_call(e, nullptr);
@@ -487,6 +496,7 @@ Value Interpreter::eval_binary(const std::string& op, const Value& a, const Valu
       return Value::string(esc(a) + esc(b), markup);
     }
     if (a.is_list() && b.is_list() && a.flavor() == b.flavor() && a.flavor() != Value::Flavor::Generator) {
+      charge((a.items().size() + b.items().size()) * sizeof(Value));  // before the copy, as for *
       ValueList out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
       return Value::list(std::move(out), a.flavor());
@@ -503,6 +513,11 @@ Value Interpreter::eval_binary(const std::string& op, const Value& a, const Valu
     const int64_t n = std::max<int64_t>(count.as_int(), 0);
     const size_t unit = seq.is_string() ? seq.str_ref().size() : seq.items().size();
     if (unit > 0 && size_t(n) > limits_.max_output / unit) fail("repetition result too large");
+    // Before building it: n copies of the sequence (a list's elements hold strings of their own).
+    size_t each = seq.is_string() ? unit : 0;
+    if (seq.is_list())
+      for (const auto& x : seq.items()) each += x.copy_bytes();
+    if (n > 0) charge(each > SIZE_MAX / size_t(n) ? SIZE_MAX : each * size_t(n));
     if (seq.is_string()) {
       std::string s;
       for (int64_t i = 0; i < n; ++i) s += seq.str_ref();

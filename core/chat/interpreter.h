@@ -16,6 +16,7 @@ struct RenderLimits {
   size_t max_output = 64u << 20;  // bytes of rendered text
   int max_call_depth = 64;        // nested macro calls (recursion ends here, not in a stack overflow)
   int64_t max_steps = 20'000'000;  // loop iterations + calls + outputs
+  int64_t max_work = 256 << 20;    // bytes of values built (WorkBudget)
 };
 
 class Interpreter {

@@ -70,13 +70,14 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
   int64_t done = 0;
   if (from.empty()) {  // Python inserts `to` between every character
     for (const auto& c : utf8_chars(s)) {
-      if (count < 0 || done < count) { out += to; ++done; }
+      if (count < 0 || done < count) { charge(to.size()); out += to; ++done; }
       out += c;
     }
     if (count < 0 || done < count) out += to;
     return out;
   }
   for (size_t p; (count < 0 || done < count) && (p = s.find(from, start)) != std::string::npos; ++done) {
+    charge(p - start + to.size());  // as it grows: each `to` may be as long as the budget allows
     out += s.substr(start, p - start) + to;
     start = p + from.size();
   }
@@ -161,7 +162,9 @@ std::string python_str_format(const std::string& fmt, const CallArgs& args) {
     else if (std::isdigit(static_cast<unsigned char>(field[0]))) v = arg(args, size_t(std::stoul(field)), "");
     else v = arg(args, size_t(-1), field.c_str());
     if (v.is_undefined()) fail("format: no argument for field '{" + field + "}'");
-    out += v.to_str();
+    const std::string text = v.to_str();
+    charge(text.size());  // a field may name the same argument any number of times
+    out += text;
     i = close;
   }
   return out;

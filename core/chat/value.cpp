@@ -10,6 +10,40 @@ namespace pagoda::jinja {
 
 void fail(std::string message) { throw TemplateError{std::move(message)}; }
 
+namespace {
+thread_local WorkBudget* g_budget = nullptr;
+thread_local int g_nest = 0;
+
+// The bytes a list's elements hold as copies (what copying the list's vector costs).
+size_t elements_bytes(const ValueList& items) {
+  size_t n = 0;
+  for (const auto& v : items) n += v.copy_bytes();
+  return n;
+}
+}  // namespace
+
+WorkBudget::WorkBudget(int64_t bytes) : limit_(bytes), left_(bytes), outer_(g_budget) { g_budget = this; }
+WorkBudget::~WorkBudget() { g_budget = outer_; }
+
+void charge(size_t bytes) {
+  WorkBudget* b = g_budget;
+  if (!b) return;
+  b->left_ -= int64_t(std::min<size_t>(bytes, size_t(INT64_MAX / 2)));
+  if (b->left_ < 0)
+    fail("template built more than " + std::to_string(b->limit_ >> 20) + " MiB of values (a string or list that "
+         "keeps doubling?)");
+}
+
+NestGuard::NestGuard() {
+  if (++g_nest > kMaxDepth) {
+    g_nest = 0;  // the throw unwinds every guard below; they must not count it down below zero
+    fail("value nested more than " + std::to_string(kMaxDepth) + " levels deep (does it contain itself?)");
+  }
+}
+NestGuard::~NestGuard() {
+  if (g_nest > 0) --g_nest;
+}
+
 const Value* ValueDict::find(const std::string& key) const {
   for (const auto& [k, v] : entries)
     if (k == key) return &v;
@@ -23,6 +57,7 @@ void ValueDict::set(const std::string& key, Value v) {
 }
 
 Value Value::list(ValueList items, Flavor fl) {
+  charge(elements_bytes(items));
   Value v;
   v.kind_ = Kind::List;
   v.flavor_ = fl;
@@ -31,6 +66,7 @@ Value Value::list(ValueList items, Flavor fl) {
 }
 
 Value Value::dict(ValueDict d, Flavor fl) {
+  for (const auto& [k, e] : d.entries) charge(k.size() + e.copy_bytes());
   Value v;
   v.kind_ = Kind::Dict;
   v.flavor_ = fl;
@@ -156,6 +192,8 @@ std::string string_repr(const std::string& s) {
 }  // namespace
 
 std::string Value::repr() const {
+  const NestGuard nest;
+  charge(copy_bytes());
   switch (kind_) {
     case Kind::String: return string_repr(s_);
     case Kind::Undefined: return "Undefined";
@@ -226,6 +264,7 @@ std::string Value::to_json(int indent, const std::string& item_sep, const std::s
 void Value::json_into(std::string& out, int indent, int depth, const std::string& item_sep, const std::string& key_sep,
                       bool sort_keys) const {
   if (depth > 200) fail("tojson: value nested too deeply");
+  charge(copy_bytes() + (indent > 0 ? size_t(indent) * size_t(depth + 1) : 0));
   // Python's json with indent puts each item on its own line, indented one level deeper.
   auto open_item = [&](size_t i) {
     if (i) out += item_sep;
@@ -310,15 +349,17 @@ size_t utf8_length(const std::string& s) {
 ValueList Value::iterate() const {
   switch (kind_) {
     case Kind::Undefined: return {};
-    case Kind::List: return *list_;
+    case Kind::List: charge(elements_bytes(*list_)); return *list_;
     case Kind::Dict: {
       if (flavor_ == Flavor::Namespace) break;
       ValueList keys;
+      charge(dict_->entries.size() * sizeof(Value));
       for (const auto& e : dict_->entries) keys.push_back(string(e.first));
       return keys;
     }
     case Kind::String: {
       ValueList chars;
+      charge(s_.size() * sizeof(Value));
       for (auto& c : utf8_chars(s_)) chars.push_back(string(std::move(c)));
       return chars;
     }
@@ -329,6 +370,8 @@ ValueList Value::iterate() const {
 
 bool values_equal(const Value& a, const Value& b) {
   using K = Value::Kind;
+  const NestGuard nest;
+  charge(sizeof(Value));
   if (a.is_number() && b.is_number()) {
     if (a.kind() == K::Float || b.kind() == K::Float) return a.as_double() == b.as_double();
     return a.as_int() == b.as_int();
@@ -359,6 +402,8 @@ bool values_equal(const Value& a, const Value& b) {
 }
 
 int compare_values(const Value& a, const Value& b) {
+  const NestGuard nest;
+  charge(sizeof(Value));
   if (a.is_number() && b.is_number()) {
     const double x = a.as_double(), y = b.as_double();
     return x < y ? -1 : x > y ? 1 : 0;

@@ -41,6 +41,37 @@ struct TemplateError {
 };
 [[noreturn]] void fail(std::string message);
 
+// The work a render may do building values, in bytes: strings made or copied, list and dict
+// slots, and every element a repr, tojson or comparison visits. A GGUF's chat template is
+// untrusted input, and doubling a string or list in a loop, or nesting one shared list in itself,
+// reaches terabytes (and, through sharing, exponentially many elements to visit) within a few
+// dozen loop steps: the steps and output limits do not bound it. The budget of the render running
+// on this thread is set by a WorkBudget for its lifetime; outside a render nothing is counted.
+class WorkBudget {
+ public:
+  explicit WorkBudget(int64_t bytes);
+  ~WorkBudget();
+  WorkBudget(const WorkBudget&) = delete;
+  WorkBudget& operator=(const WorkBudget&) = delete;
+
+ private:
+  int64_t limit_, left_;
+  WorkBudget* outer_;
+  friend void charge(size_t bytes);
+};
+// Counts bytes against the current render's budget; fails once it is spent.
+void charge(size_t bytes);
+// Bounds the nesting depth of a walk over a value (repr, tojson, comparison): a namespace can be
+// made to contain itself, and walking it must end in an error, not in a stack overflow.
+class NestGuard {
+ public:
+  NestGuard();
+  ~NestGuard();
+  NestGuard(const NestGuard&) = delete;
+  NestGuard& operator=(const NestGuard&) = delete;
+  static constexpr int kMaxDepth = 200;
+};
+
 class Value {
  public:
   enum class Kind : uint8_t { Undefined, None, Bool, Int, Float, String, List, Dict, Function };
@@ -57,6 +88,7 @@ class Value {
   static Value number(double f) { Value v; v.kind_ = Kind::Float; v.f_ = f; return v; }
   static Value string(std::string s, Flavor fl = Flavor::Plain) {
     Value v;
+    charge(s.size());
     v.kind_ = Kind::String;
     v.flavor_ = fl;
     v.s_ = std::move(s);
@@ -99,6 +131,9 @@ class Value {
   std::string to_json(int indent, const std::string& item_sep, const std::string& key_sep, bool sort_keys) const;
   // The values iteration yields: list items, dict keys, string characters, nothing for Undefined.
   ValueList iterate() const;
+  // The bytes a copy of this value holds apart from what it shares: a string's bytes, one slot
+  // for anything else (a list or dict copy shares its elements).
+  size_t copy_bytes() const { return kind_ == Kind::String ? sizeof(Value) + s_.size() : sizeof(Value); }
 
  private:
   void json_into(std::string& out, int indent, int depth, const std::string& item_sep, const std::string& key_sep,
