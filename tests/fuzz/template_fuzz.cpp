@@ -29,6 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Smaller than the defaults so each input runs quickly; the limits' checks are what is tested.
   opt.limits.max_output = 1u << 20;
   opt.limits.max_steps = 200'000;
+  opt.limits.max_work = 16 << 20;
   auto r = t->render(vars, opt);
   if (!r && r.error().empty()) std::abort();
   if (r && r->size() > opt.limits.max_output) std::abort();
