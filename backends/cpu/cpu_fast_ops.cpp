@@ -1168,11 +1168,10 @@ namespace fast {
 // ---- Decode: one activation row, run by ranges of weight rows ----
 
 // The activations of a decode step's matvecs, quantized once for every weight that reads them the
-// same way (q, k and v share one input, as do gate and up: matmul_many).
-// A decode row's activations, converted once per form the step's weight types read (each K-quant
-// layout once), into buffers that live as long as the thread: a 110M step converts them ~50
-// times, and fresh buffers each time were a good part of its ~670 heap allocations a token. One
-// MatvecInput at a time per thread (a matvec never starts another).
+// same way (q, k and v share one input, as do gate and up: matmul_many), into buffers that live as
+// long as the thread: a 110M step quantizes ~50 times, and fresh buffers each time were a good
+// part of its ~670 heap allocations a token. One MatvecInput at a time per thread (a matvec never
+// starts another).
 struct MatvecInput {
   explicit MatvecInput(const HostTensor& in) : x(in) {}
   const HostTensor& x;
@@ -1200,7 +1199,7 @@ struct MatvecInput {
 // 19.9-21.9k tok/s, docs/perf.md).
 constexpr int64_t kHandoffWeightBytes = 256 << 10, kHandoffKvBytes = 64 << 10;
 
-// out = w x for one activation row, ready to run over any range of weight rows [o0, o1) (which
+// out = w · x for one activation row, ready to run over any range of weight rows [o0, o1) (which
 // writes out[o0 .. o1)); the activations are converted into `in` first, on the caller's thread. A
 // row's result never depends on the range it falls in. A plain struct rather than a closure, so a
 // step's ~50 of them need no heap.
