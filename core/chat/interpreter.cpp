@@ -496,7 +496,10 @@ Value Interpreter::eval_binary(const std::string& op, const Value& a, const Valu
       return Value::string(esc(a) + esc(b), markup);
     }
     if (a.is_list() && b.is_list() && a.flavor() == b.flavor() && a.flavor() != Value::Flavor::Generator) {
-      charge((a.items().size() + b.items().size()) * sizeof(Value));  // before the copy, as for *
+      size_t bytes = 0;  // before the copy, as for *: the elements' strings are copied with them
+      for (const ValueList* l : {&a.items(), &b.items()})
+        for (const auto& x : *l) bytes += x.copy_bytes();
+      charge(bytes);
       ValueList out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
       return Value::list(std::move(out), a.flavor());
