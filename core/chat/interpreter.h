@@ -16,7 +16,10 @@ struct RenderLimits {
   size_t max_output = 64u << 20;  // bytes of rendered text
   int max_call_depth = 64;        // nested macro calls (recursion ends here, not in a stack overflow)
   int64_t max_steps = 20'000'000;  // loop iterations + calls + outputs
-  int64_t max_work = 256 << 20;    // bytes of values built (WorkBudget)
+  // Bytes of values built (WorkBudget), and at least kWorkPerInputByte per byte of the variables'
+  // strings: the 40 real templates build 4-16 bytes of values per byte of message content.
+  int64_t max_work = 256 << 20;
+  static constexpr int64_t kWorkPerInputByte = 32;
 };
 
 class Interpreter {

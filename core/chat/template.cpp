@@ -1,10 +1,26 @@
 #include "core/chat/template.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "core/chat/parser.h"
 
 namespace pagoda {
+namespace {
+
+// The bytes of a JSON value's strings and keys: what its text costs a template to copy once.
+int64_t string_bytes(const nlohmann::ordered_json& j) {
+  if (j.is_string()) return int64_t(j.get_ref<const std::string&>().size());
+  int64_t n = 0;
+  if (j.is_object())
+    for (const auto& [k, v] : j.items()) n += int64_t(k.size()) + string_bytes(v);
+  else if (j.is_array())
+    for (const auto& v : j) n += string_bytes(v);
+  return n;
+}
+
+}  // namespace
 
 Result<ChatTemplate> ChatTemplate::parse(const std::string& source) {
   try {
@@ -27,7 +43,9 @@ Result<std::string> ChatTemplate::render(const nlohmann::ordered_json& vars, con
     const std::time_t t = std::time(nullptr);
     localtime_r(&t, &now);
   }
-  jinja::Interpreter in(opt.limits, now);
+  jinja::RenderLimits limits = opt.limits;
+  limits.max_work = std::max(limits.max_work, jinja::RenderLimits::kWorkPerInputByte * string_bytes(vars));
+  jinja::Interpreter in(limits, now);
   try {
     const jinja::Value v = jinja::Value::from_json(vars);
     return in.render(*body_, v.entries());
