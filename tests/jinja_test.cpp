@@ -220,6 +220,21 @@ TEST(Jinja, HostileTemplatesEndInAnErrorNotInExhaustion) {
     ASSERT_FALSE(r.ok()) << t;
     EXPECT_NE(r.error().find("contain itself"), std::string::npos) << t << "\n" << r.error();
   }
+  // A list nested in itself a step at a time is as deep as the loop is long: destroying it must
+  // not recurse that deep (this crashed at 250,000 levels with the budget raised to allow it).
+  ChatRenderOptions big;
+  big.limits.max_work = int64_t(4) << 30;
+  EXPECT_EQ(*render_str("{% set ns = namespace(x=[]) %}{% for i in range(400000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+                        "done", "{}", big), "done");
+  EXPECT_EQ(*render_str("{% set ns = namespace(x={}) %}{% for i in range(400000) %}{% set ns.x = {'a': ns.x} %}"
+                        "{% endfor %}done", "{}", big), "done");
+  // Variables nested past the bound are refused as such, not a stack overflow.
+  std::string deep = "{\"x\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto t = ChatTemplate::parse("{{ x }}");
+  ASSERT_TRUE(t.ok());
+  auto rv = t->render(ojson::parse(deep));
+  ASSERT_FALSE(rv.ok());
+  EXPECT_NE(rv.error().find("template variables: value nested more than"), std::string::npos) << rv.error();
   // A smaller budget is the caller's to set; ordinary work within it still renders.
   ChatRenderOptions o;
   o.limits.max_work = 1 << 20;

@@ -10,13 +10,15 @@ namespace pagoda {
 namespace {
 
 // The bytes of a JSON value's strings and keys: what its text costs a template to copy once.
-int64_t string_bytes(const nlohmann::ordered_json& j) {
+// (Past the nesting a render accepts, Value::from_json refuses the variables anyway.)
+int64_t string_bytes(const nlohmann::ordered_json& j, int depth = 0) {
   if (j.is_string()) return int64_t(j.get_ref<const std::string&>().size());
   int64_t n = 0;
+  if (depth > jinja::NestGuard::kMaxDepth) return n;
   if (j.is_object())
-    for (const auto& [k, v] : j.items()) n += int64_t(k.size()) + string_bytes(v);
+    for (const auto& [k, v] : j.items()) n += int64_t(k.size()) + string_bytes(v, depth + 1);
   else if (j.is_array())
-    for (const auto& v : j) n += string_bytes(v);
+    for (const auto& v : j) n += string_bytes(v, depth + 1);
   return n;
 }
 
@@ -46,8 +48,15 @@ Result<std::string> ChatTemplate::render(const nlohmann::ordered_json& vars, con
   jinja::RenderLimits limits = opt.limits;
   limits.max_work = std::max(limits.max_work, jinja::RenderLimits::kWorkPerInputByte * string_bytes(vars));
   jinja::Interpreter in(limits, now);
+  jinja::Value v;
   try {
-    const jinja::Value v = jinja::Value::from_json(vars);
+    v = jinja::Value::from_json(vars);
+  } catch (const jinja::TemplateError& e) {
+    return make_error("template variables: " + e.message);
+  } catch (const std::exception& e) {
+    return make_error(std::string("template variables: ") + e.what());
+  }
+  try {
     return in.render(*body_, v.entries());
   } catch (const jinja::TemplateError& e) {
     return make_error("template line " + std::to_string(in.line()) + ": " + e.message);

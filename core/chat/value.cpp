@@ -34,14 +34,43 @@ void charge(size_t bytes) {
          "keeps doubling?)");
 }
 
-NestGuard::NestGuard() {
+NestGuard::NestGuard(const char* hint) {
   if (++g_nest > kMaxDepth) {
     g_nest = 0;  // the throw unwinds every guard below; they must not count it down below zero
-    fail("value nested more than " + std::to_string(kMaxDepth) + " levels deep (does it contain itself?)");
+    fail("value nested more than " + std::to_string(kMaxDepth) + " levels deep" + hint);
   }
 }
 NestGuard::~NestGuard() {
   if (g_nest > 0) --g_nest;
+}
+
+void Value::release_children() noexcept {
+  struct Queue {
+    std::vector<std::shared_ptr<ValueList>> lists;
+    std::vector<std::shared_ptr<ValueDict>> dicts;
+    bool draining = false;
+  };
+  thread_local Queue q;
+  try {
+    if (list_ && list_.use_count() == 1) q.lists.push_back(std::move(list_));
+    if (dict_ && dict_.use_count() == 1) q.dicts.push_back(std::move(dict_));
+  } catch (...) {  // no memory for the queue: release here, recursively, as before
+    return;
+  }
+  if (q.draining) return;  // an outer destruction on this thread empties the queue
+  q.draining = true;
+  while (!q.lists.empty() || !q.dicts.empty()) {
+    if (!q.lists.empty()) {
+      std::shared_ptr<ValueList> l = std::move(q.lists.back());
+      q.lists.pop_back();
+      l.reset();  // its elements queue their own lists and dicts
+    } else {
+      std::shared_ptr<ValueDict> d = std::move(q.dicts.back());
+      q.dicts.pop_back();
+      d.reset();
+    }
+  }
+  q.draining = false;
 }
 
 const Value* ValueDict::find(const std::string& key) const {
@@ -82,6 +111,7 @@ Value Value::function(std::string name, std::function<Value(Interpreter&, CallAr
 }
 
 Value Value::from_json(const nlohmann::ordered_json& j) {
+  const NestGuard nest("");  // variables nested past the bound are an error, not a stack overflow
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return none();
     case nlohmann::ordered_json::value_t::boolean: return boolean(j.get<bool>());

@@ -65,7 +65,8 @@ void charge(size_t bytes);
 // made to contain itself, and walking it must end in an error, not in a stack overflow.
 class NestGuard {
  public:
-  NestGuard();
+  // `hint` ends the error message.
+  explicit NestGuard(const char* hint = " (does it contain itself?)");
   ~NestGuard();
   NestGuard(const NestGuard&) = delete;
   NestGuard& operator=(const NestGuard&) = delete;
@@ -81,6 +82,16 @@ class Value {
   enum class Flavor : uint8_t { Plain, Tuple, Generator, Namespace, Markup };
 
   Value() = default;  // Undefined
+  Value(const Value&) = default;
+  Value(Value&&) noexcept = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) noexcept = default;
+  // A list nested in a list a few hundred thousand times deep (one loop step a level) would be
+  // destroyed by as deep a recursion, past the stack: the last owner of a list or dict hands it to
+  // a per-thread queue that the outermost destruction empties, one level at a time.
+  ~Value() {
+    if (list_ || dict_) release_children();
+  }
   static Value undefined(std::string hint) { Value v; v.s_ = std::move(hint); return v; }
   static Value none() { Value v; v.kind_ = Kind::None; return v; }
   static Value boolean(bool b) { Value v; v.kind_ = Kind::Bool; v.i_ = b; return v; }
@@ -138,6 +149,7 @@ class Value {
  private:
   void json_into(std::string& out, int indent, int depth, const std::string& item_sep, const std::string& key_sep,
                  bool sort_keys) const;
+  void release_children() noexcept;
 
   Kind kind_ = Kind::Undefined;
   Flavor flavor_ = Flavor::Plain;
