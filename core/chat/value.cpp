@@ -45,32 +45,38 @@ NestGuard::~NestGuard() {
 }
 
 void Value::release_children() noexcept {
-  struct Queue {
-    std::vector<std::shared_ptr<ValueList>> lists;
-    std::vector<std::shared_ptr<ValueDict>> dicts;
-    bool draining = false;
+  // Whether v is the last owner of a list or dict, which its destruction would then recurse into.
+  auto owns = [](const Value& v) { return (v.list_ && v.list_.use_count() == 1) || (v.dict_ && v.dict_.use_count() == 1); };
+  bool nested = false;  // a flat list or dict is destroyed as usual, one level deep
+  if (list_ && list_.use_count() == 1)
+    for (const auto& e : *list_) nested = nested || owns(e);
+  if (dict_ && dict_.use_count() == 1)
+    for (const auto& [k, e] : dict_->entries) nested = nested || owns(e);
+  if (!nested) return;
+  // Take the tree apart level by level: each element's own list or dict is moved out before the
+  // element is destroyed, so no destruction recurses. (Without memory for the work lists, what is
+  // left is destroyed the usual way.)
+  std::vector<std::shared_ptr<ValueList>> lists;
+  std::vector<std::shared_ptr<ValueDict>> dicts;
+  auto take = [&](Value& v) {
+    if (v.list_ && v.list_.use_count() == 1) lists.push_back(std::move(v.list_));
+    if (v.dict_ && v.dict_.use_count() == 1) dicts.push_back(std::move(v.dict_));
   };
-  thread_local Queue q;
   try {
-    if (list_ && list_.use_count() == 1) q.lists.push_back(std::move(list_));
-    if (dict_ && dict_.use_count() == 1) q.dicts.push_back(std::move(dict_));
-  } catch (...) {  // no memory for the queue: release here, recursively, as before
-    return;
-  }
-  if (q.draining) return;  // an outer destruction on this thread empties the queue
-  q.draining = true;
-  while (!q.lists.empty() || !q.dicts.empty()) {
-    if (!q.lists.empty()) {
-      std::shared_ptr<ValueList> l = std::move(q.lists.back());
-      q.lists.pop_back();
-      l.reset();  // its elements queue their own lists and dicts
-    } else {
-      std::shared_ptr<ValueDict> d = std::move(q.dicts.back());
-      q.dicts.pop_back();
-      d.reset();
+    take(*this);
+    while (!lists.empty() || !dicts.empty()) {
+      if (!lists.empty()) {
+        std::shared_ptr<ValueList> l = std::move(lists.back());
+        lists.pop_back();
+        for (auto& e : *l) take(e);
+      } else {
+        std::shared_ptr<ValueDict> d = std::move(dicts.back());
+        dicts.pop_back();
+        for (auto& [k, e] : d->entries) take(e);
+      }
     }
+  } catch (...) {
   }
-  q.draining = false;
 }
 
 const Value* ValueDict::find(const std::string& key) const {

@@ -87,8 +87,8 @@ class Value {
   Value& operator=(const Value&) = default;
   Value& operator=(Value&&) noexcept = default;
   // A list nested in a list a few hundred thousand times deep (one loop step a level) would be
-  // destroyed by as deep a recursion, past the stack: the last owner of a list or dict hands it to
-  // a per-thread queue that the outermost destruction empties, one level at a time.
+  // destroyed by as deep a recursion, past the stack: the last owner of nested lists or dicts takes
+  // them apart level by level instead.
   ~Value() {
     if (list_ || dict_) release_children();
   }
