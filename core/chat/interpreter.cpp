@@ -196,6 +196,8 @@ void Interpreter::exec_set(const Stmt& s) {
     Value ns = lookup(s.targets[0]);
     if (!ns.is_dict() || ns.flavor() != Value::Flavor::Namespace)
       fail("cannot assign attribute on non-namespace object '" + s.targets[0] + "'");
+    if (reaches_dict(v, &ns.entries()))
+      fail("setting " + s.targets[0] + "." + s.name + " would make the namespace contain itself");
     ns.entries_mut().set(s.name, std::move(v));
     return;
   }

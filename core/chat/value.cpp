@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <unordered_set>
 
 namespace pagoda::jinja {
 
@@ -402,6 +403,29 @@ ValueList Value::iterate() const {
     default: break;
   }
   fail("'" + type_name() + "' object is not iterable");
+}
+
+bool reaches_dict(const Value& v, const ValueDict* target) {
+  std::vector<const Value*> todo{&v};
+  std::unordered_set<const void*> seen;
+  while (!todo.empty()) {
+    const Value* x = todo.back();
+    todo.pop_back();
+    if (x->is_dict()) {
+      const ValueDict* d = &x->entries();
+      if (d == target) return true;
+      if (seen.insert(d).second) {
+        charge(d->entries.size() * sizeof(void*));
+        for (const auto& [k, e] : d->entries) todo.push_back(&e);
+      }
+    } else if (x->is_list()) {
+      if (seen.insert(&x->items()).second) {
+        charge(x->items().size() * sizeof(void*));
+        for (const auto& e : x->items()) todo.push_back(&e);
+      }
+    }
+  }
+  return false;
 }
 
 bool values_equal(const Value& a, const Value& b) {

@@ -162,6 +162,12 @@ class Value {
 };
 
 bool values_equal(const Value& a, const Value& b);
+// Whether `target` is v's own dict or reachable through v's lists and dicts. Namespaces are the
+// only containers a template can change, so refusing an assignment that would put a namespace
+// inside itself keeps values acyclic (a cycle of shared pointers is never freed). Each container
+// is visited once, however often it is shared, and the visits count against the work budget (a
+// value grown by one level a step would otherwise make each step's check longer).
+bool reaches_dict(const Value& v, const ValueDict* target);
 int compare_values(const Value& a, const Value& b);  // <0, 0, >0; fails on unorderable types
 std::string python_float_repr(double d);
 std::string json_quote(const std::string& s);
