@@ -61,8 +61,10 @@ class WorkBudget {
 };
 // Counts bytes against the current render's budget; fails once it is spent.
 void charge(size_t bytes);
-// Bounds the nesting depth of a walk over a value (repr, tojson, comparison): a namespace can be
-// made to contain itself, and walking it must end in an error, not in a stack overflow.
+// Bounds the nesting depth of a walk over a value (repr, tojson, comparison, reading the
+// variables): a value can be grown a level per loop step through a namespace, and walking one
+// thousands of levels deep must end in an error, not in a stack overflow. (A namespace inside
+// itself, the infinitely deep case, is refused where it would be made: Interpreter::exec_set.)
 class NestGuard {
  public:
   // `hint` ends the error message.
