@@ -49,7 +49,7 @@ class HostBuffer final : public DeviceBuffer {
     // Chunks of the page-aligned span around the buffer: the pages its ends share with the
     // allocator's neighbouring memory are mapped and writable too, and populating a present page
     // changes nothing; only the buffer's own bytes are ever read (populate()).
-    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t page = page_size();
     const uintptr_t lo = reinterpret_cast<uintptr_t>(data_), hi = lo + size_;
     const uintptr_t base = lo / page * page, end = (hi + page - 1) / page * page;
     const uintptr_t a = lo + off;
@@ -70,8 +70,9 @@ class HostBuffer final : public DeviceBuffer {
   // buffer's own bytes are read. Where MADV_POPULATE_WRITE is missing (kernels before 5.14) or
   // fails, nothing is done: a read would only map the zero page, and the write fault as before.
   static void populate(ThreadPool& pool, const std::vector<Chunk>& chunks) {
+#if defined(MADV_POPULATE_WRITE)
     if (chunks.empty()) return;
-    const int64_t page = int64_t(sysconf(_SC_PAGESIZE));
+    const int64_t page = int64_t(page_size());
     std::vector<int64_t> first(chunks.size() + 1, 0);  // chunk i's pages are [first[i], first[i + 1])
     for (size_t i = 0; i < chunks.size(); ++i) first[i + 1] = first[i] + int64_t(chunks[i].end - chunks[i].begin) / page;
     pool.parallel_for(first.back(), [&](int64_t p0, int64_t p1) {
@@ -80,18 +81,21 @@ class HostBuffer final : public DeviceBuffer {
         if (b >= e) continue;
         const Chunk& c = chunks[i];
         const uintptr_t from = c.begin + uintptr_t((b - first[i]) * page), to = c.begin + uintptr_t((e - first[i]) * page);
-#if defined(MADV_POPULATE_WRITE)
         if (madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE) != 0) continue;
-#else
-        continue;
-#endif
         for (uintptr_t p = from; p < to; p += uintptr_t(page))
           if (const uintptr_t at = std::max(p, c.lo); at < c.hi) (void)*reinterpret_cast<const volatile uint8_t*>(at);
       }
     });
+#else
+    (void)pool, (void)chunks;
+#endif
   }
 
  private:
+  static uintptr_t page_size() {  // asked once: unpopulated() runs for every K/V row a step writes
+    static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    return page;
+  }
   static constexpr uintptr_t kPopulateChunk = 64 << 10;
   uint8_t* data_ = nullptr;
   size_t size_;
@@ -194,13 +198,9 @@ void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
 }
 void CpuBackend::matmul_many(const Tensor& x, const Tensor* ws, const Tensor* outs, size_t n) {
   if (opt_.reference) return Backend::matmul_many(x, ws, outs, n);
-  constexpr size_t kFew = 8;  // a step's groups (Q/K/V, gate/up): no heap
-  HostTensor few_w[kFew], few_o[kFew];
-  std::vector<HostTensor> many_w(n > kFew ? n : 0), many_o(n > kFew ? n : 0);
-  HostTensor* hw = n > kFew ? many_w.data() : few_w;
-  HostTensor* ho = n > kFew ? many_o.data() : few_o;
+  FewOrMany<HostTensor, 8> hw(n), ho(n);
   for (size_t i = 0; i < n; ++i) hw[i] = host(ws[i]), ho[i] = host(outs[i]);
-  fast::matmul_many(*pool_, host(x), std::span<const HostTensor>(hw, n), std::span<const HostTensor>(ho, n));
+  fast::matmul_many(*pool_, host(x), hw.span(), ho.span());
 }
 void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
   ref::rope(host(x), host(pos), n_heads, head_dim, theta);

@@ -1310,11 +1310,7 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
 // ranges are cut at even rows (whole row pairs, which the pair kernels take fastest). Under
 // kHandoffWeightBytes in all, the calling thread runs them.
 void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<const MatvecPlan> fn) {
-  // Matrix i's weights at [first_byte[i], first_byte[i + 1]) (on the stack for a step's groups).
-  constexpr size_t kFew = 8;
-  int64_t few[kFew + 1];
-  std::vector<int64_t> many(ws.size() > kFew ? ws.size() + 1 : 0);
-  int64_t* first_byte = ws.size() > kFew ? many.data() : few;
+  FewOrMany<int64_t, 9> first_byte(ws.size() + 1);  // matrix i's weights at [first_byte[i], first_byte[i + 1])
   first_byte[0] = 0;
   for (size_t i = 0; i < ws.size(); ++i) first_byte[i + 1] = first_byte[i] + ws[i].rows * int64_t(ws[i].row_stride());
   if (first_byte[ws.size()] < kHandoffWeightBytes) {
@@ -1332,7 +1328,7 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
       const int64_t s = 2 * int64_t(ws[i].row_stride());
       return std::clamp(2 * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
     }
-  } job{ws, fn, first_byte};
+  } job{ws, fn, first_byte.data()};
   // The closure holds one pointer, which std::function keeps without a heap allocation.
   pool.parallel_for_balanced(units, [j = &job](int64_t u0, int64_t u1) {
     for (size_t i = 0; i < j->ws.size(); ++i) {
@@ -1500,12 +1496,9 @@ void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTens
     return;
   }
   MatvecInput in(x);
-  constexpr size_t kFew = 8;  // a step's groups (Q/K/V, gate/up) fit on the stack
-  MatvecPlan few[kFew];
-  std::vector<MatvecPlan> many(ws.size() > kFew ? ws.size() : 0);
-  MatvecPlan* fn = ws.size() > kFew ? many.data() : few;
+  FewOrMany<MatvecPlan, 8> fn(ws.size());
   for (size_t i = 0; i < ws.size(); ++i) fn[i] = prepare_matvec(pool, ws[i], outs[i], in);
-  run_matvecs(pool, ws, std::span<const MatvecPlan>(fn, ws.size()));
+  run_matvecs(pool, ws, fn.span());
 }
 
 // Multi-row work (prefill chunks, verify rows): (sequence, kv head, range of query rows). Each item

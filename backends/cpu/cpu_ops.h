@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "backends/backend.h"
 
@@ -27,6 +28,22 @@ inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
     m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
 }
+
+// n default-initialized Ts, on the stack when n <= N: a decode step's per-call arrays (its matrix
+// groups are Q/K/V and gate/up) without a heap allocation, any n still served.
+template <typename T, size_t N>
+class FewOrMany {
+ public:
+  explicit FewOrMany(size_t n) : n_(n), many_(n > N ? n : 0) {}
+  T* data() { return n_ > N ? many_.data() : few_; }
+  T& operator[](size_t i) { return data()[i]; }
+  std::span<const T> span() { return {data(), n_}; }
+
+ private:
+  size_t n_;
+  T few_[N];
+  std::vector<T> many_;
+};
 
 // Host view of a Tensor: pointers resolved by the backend.
 struct HostTensor {
