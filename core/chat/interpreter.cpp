@@ -498,10 +498,7 @@ Value Interpreter::eval_binary(const std::string& op, const Value& a, const Valu
       return Value::string(esc(a) + esc(b), markup);
     }
     if (a.is_list() && b.is_list() && a.flavor() == b.flavor() && a.flavor() != Value::Flavor::Generator) {
-      size_t bytes = 0;  // before the copy, as for *: the elements' strings are copied with them
-      for (const ValueList* l : {&a.items(), &b.items()})
-        for (const auto& x : *l) bytes += x.copy_bytes();
-      charge(bytes);
+      charge(elements_bytes(a.items()) + elements_bytes(b.items()));  // before the copy, as for *
       ValueList out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
       return Value::list(std::move(out), a.flavor());
@@ -519,9 +516,7 @@ Value Interpreter::eval_binary(const std::string& op, const Value& a, const Valu
     const size_t unit = seq.is_string() ? seq.str_ref().size() : seq.items().size();
     if (unit > 0 && size_t(n) > limits_.max_output / unit) fail("repetition result too large");
     // Before building it: n copies of the sequence (a list's elements hold strings of their own).
-    size_t each = seq.is_string() ? unit : 0;
-    if (seq.is_list())
-      for (const auto& x : seq.items()) each += x.copy_bytes();
+    const size_t each = seq.is_string() ? unit : elements_bytes(seq.items());
     if (n > 0) charge(each > SIZE_MAX / size_t(n) ? SIZE_MAX : each * size_t(n));
     if (seq.is_string()) {
       std::string s;

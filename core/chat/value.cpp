@@ -14,14 +14,13 @@ void fail(std::string message) { throw TemplateError{std::move(message)}; }
 namespace {
 thread_local WorkBudget* g_budget = nullptr;
 thread_local int g_nest = 0;
+}  // namespace
 
-// The bytes a list's elements hold as copies (what copying the list's vector costs).
 size_t elements_bytes(const ValueList& items) {
   size_t n = 0;
   for (const auto& v : items) n += v.copy_bytes();
   return n;
 }
-}  // namespace
 
 WorkBudget::WorkBudget(int64_t bytes) : limit_(bytes), left_(bytes), outer_(g_budget) { g_budget = this; }
 WorkBudget::~WorkBudget() { g_budget = outer_; }
@@ -35,10 +34,10 @@ void charge(size_t bytes) {
          "keeps doubling?)");
 }
 
-NestGuard::NestGuard(const char* hint) {
+NestGuard::NestGuard() {
   if (++g_nest > kMaxDepth) {
     g_nest = 0;  // the throw unwinds every guard below; they must not count it down below zero
-    fail("value nested more than " + std::to_string(kMaxDepth) + " levels deep" + hint);
+    fail("value nested more than " + std::to_string(kMaxDepth) + " levels deep");
   }
 }
 NestGuard::~NestGuard() {
@@ -118,7 +117,7 @@ Value Value::function(std::string name, std::function<Value(Interpreter&, CallAr
 }
 
 Value Value::from_json(const nlohmann::ordered_json& j) {
-  const NestGuard nest("");  // variables nested past the bound are an error, not a stack overflow
+  const NestGuard nest;  // variables nested past the bound are an error, not a stack overflow
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return none();
     case nlohmann::ordered_json::value_t::boolean: return boolean(j.get<bool>());
@@ -300,7 +299,7 @@ std::string Value::to_json(int indent, const std::string& item_sep, const std::s
 
 void Value::json_into(std::string& out, int indent, int depth, const std::string& item_sep, const std::string& key_sep,
                       bool sort_keys) const {
-  if (depth > 200) fail("tojson: value nested too deeply");
+  if (depth > NestGuard::kMaxDepth) fail("tojson: value nested too deeply");
   charge(copy_bytes() + (indent > 0 ? size_t(indent) * size_t(depth + 1) : 0));
   // Python's json with indent puts each item on its own line, indented one level deeper.
   auto open_item = [&](size_t i) {

@@ -67,8 +67,7 @@ void charge(size_t bytes);
 // itself, the infinitely deep case, is refused where it would be made: Interpreter::exec_set.)
 class NestGuard {
  public:
-  // `hint` ends the error message.
-  explicit NestGuard(const char* hint = " (does it contain itself?)");
+  NestGuard();
   ~NestGuard();
   NestGuard(const NestGuard&) = delete;
   NestGuard& operator=(const NestGuard&) = delete;
@@ -164,6 +163,8 @@ class Value {
 };
 
 bool values_equal(const Value& a, const Value& b);
+// The bytes a list's elements hold as copies (Value::copy_bytes each): what copying it costs.
+size_t elements_bytes(const ValueList& items);
 // Whether `target` is v's own dict or reachable through v's lists and dicts. Namespaces are the
 // only containers a template can change, so refusing an assignment that would put a namespace
 // inside itself keeps values acyclic (a cycle of shared pointers is never freed). Each container
