@@ -2,6 +2,7 @@
 // reference, on fresh random inputs (seed printed).
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include "backends/cpu/cpu_fast_quant.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
+#include "core/kv/kv_cache.h"
 #include "core/util/half.h"
 
 using namespace pagoda;
@@ -375,6 +377,104 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
 // Float weights (F32, F16, BF16) against a small batch (a verify pass, a few streams: the rows
 // below the GEMM) give each row exactly what the one-row decode kernel gives it, at widths with
 // every kind of tail (32-float steps, 8-float steps, single floats).
+// A query row's attention is the same bits whether it is computed alone (decode) or among other
+// rows of its sequence (a prompt chunk, a verify pass), and whatever other sequences share the
+// call: otherwise a prefix cache hit, a different chunking or speculation could change a greedy
+// continuation. Across the kernels' paths: head sizes that take the grouped kernels (16, 64) and
+// those that do not (8, 24, 72 with AVX-512), grouped-query and multi-head layouts, F32 and F16
+// caches, contexts past the decode span (512 positions, merged), a sliding window and a soft cap.
+// Slots no row may read (free blocks, and positions that left the window) hold NaN, and blocks
+// wholly behind the window are released in the block table.
+TEST(CpuFast, AttentionRowsAreTheSameAloneOrInAChunk) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend be(CpuOptions{.threads = 3});
+  struct Shape {
+    int32_t nh, nkv, hd;
+  };
+  const int32_t bs = 16;
+  for (Shape sh : {Shape{4, 4, 64}, Shape{8, 2, 16}, Shape{6, 2, 24}, Shape{4, 2, 8}, Shape{3, 1, 72}, Shape{10, 2, 64}})
+  for (DType kvt : {DType::F32, DType::F16})
+  for (auto [window, softcap] : {std::pair{0, 0.0f}, std::pair{37, 0.0f}, std::pair{300, 20.0f}}) {
+    // Sequence 0: a chunk of 21 rows ending at position 700 (spans of 512 and their merge);
+    // sequence 1: a chunk of 5 rows from position 0; sequence 2: one decode row at 40.
+    const std::vector<std::pair<int32_t, int32_t>> seqs = {{21, 700}, {5, 5}, {1, 40}};  // (q_len, ctx_len)
+    const int32_t kvc = sh.nkv * sh.hd, qc = sh.nh * sh.hd;
+    int32_t total_q = 0, total_blocks = 0;
+    for (auto [q, c] : seqs) {
+      total_q += q;
+      total_blocks += (c + bs - 1) / bs;
+    }
+    std::vector<int32_t> perm(size_t(total_blocks + 4));  // four free blocks
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    const int64_t slots = int64_t(perm.size()) * bs;
+    std::vector<float> kf(size_t(slots * kvc), NAN), vf(size_t(slots * kvc), NAN);
+    std::vector<SeqInfo> info;
+    std::vector<int32_t> bt;
+    int32_t qs = 0;
+    for (auto [q, c] : seqs) {
+      info.push_back({qs, q, c, int32_t(bt.size())});
+      const int32_t first_row_lo = window > 0 ? std::max(0, c - q + 1 - window) : 0;
+      for (int32_t b = 0; b < (c + bs - 1) / bs; ++b) bt.push_back(perm[bt.size()]);
+      for (int32_t t = first_row_lo; t < c; ++t) {  // older positions left the window: NaN
+        const int64_t slot = int64_t(bt[size_t(info.back().bt_offset + t / bs)]) * bs + t % bs;
+        const auto k = randn(rng, size_t(kvc)), v = randn(rng, size_t(kvc));
+        std::copy(k.begin(), k.end(), kf.begin() + slot * kvc);
+        std::copy(v.begin(), v.end(), vf.begin() + slot * kvc);
+      }
+      // Blocks wholly behind the window are given back as the scheduler does (kReleased): a
+      // kernel that looked them up would read outside the cache.
+      for (int32_t b = 0; (b + 1) * bs <= first_row_lo; ++b) bt[size_t(info.back().bt_offset + b)] = BlockTable::kReleased;
+      qs += q;
+    }
+    const auto qdata = randn(rng, size_t(total_q * qc));
+    Buf kb = make(be, kvt, slots, kvc), vb = make(be, kvt, slots, kvc);
+    std::vector<uint8_t> kbytes(row_bytes(kvt, kvc) * size_t(slots)), vbytes(kbytes.size());
+    for (int64_t r = 0; r < slots; ++r) {
+      quantize_row(kvt, kf.data() + r * kvc, kbytes.data() + size_t(r) * row_bytes(kvt, kvc), kvc);
+      quantize_row(kvt, vf.data() + r * kvc, vbytes.data() + size_t(r) * row_bytes(kvt, kvc), kvc);
+    }
+    be.upload(kb.t, kbytes.data(), kbytes.size());
+    be.upload(vb.t, vbytes.data(), vbytes.size());
+    Buf bb = make(be, DType::I32, int64_t(bt.size()), 1);
+    be.upload(bb.t, bt.data(), bt.size() * 4);
+    AttentionParams p{0, sh.nh, sh.nkv, sh.hd, bs, 0, 1.0f / std::sqrt(float(sh.hd)), window, softcap};
+    // Runs the given sequences (their rows of q) in one call; returns each row's output.
+    auto attend = [&](const std::vector<SeqInfo>& run, const std::vector<const float*>& q_rows) {
+      const int64_t n = int64_t(q_rows.size());
+      std::vector<float> qv;
+      for (const float* r : q_rows) qv.insert(qv.end(), r, r + qc);
+      Buf qb = make(be, DType::F32, n, qc), ob = make(be, DType::F32, n, qc);
+      Buf sb = make(be, DType::I32, int64_t(run.size()), 4);
+      be.upload(qb.t, qv.data(), qv.size() * 4);
+      be.upload(sb.t, run.data(), run.size() * 16);
+      AttentionParams pr = p;
+      pr.n_seqs = int32_t(run.size());
+      for (const auto& si : run) pr.max_ctx_len = std::max(pr.max_ctx_len, si.ctx_len);
+      be.paged_attention(qb.t, kb.t, vb.t, sb.t, bb.t, ob.t, pr);
+      std::vector<float> o(size_t(n * qc));
+      be.download(ob.t, o.data(), o.size() * 4);
+      return o;
+    };
+    std::vector<const float*> all_rows;
+    for (int32_t r = 0; r < total_q; ++r) all_rows.push_back(qdata.data() + size_t(r) * size_t(qc));
+    const auto together = attend(info, all_rows);
+    for (const auto& si : info)
+      for (int32_t j = 0; j < si.q_len; ++j) {
+        const int32_t row = si.q_start + j;
+        const auto alone = attend({{0, 1, si.ctx_len - si.q_len + j + 1, si.bt_offset}}, {all_rows[size_t(row)]});
+        for (int32_t e = 0; e < qc; ++e) {
+          const float a = alone[size_t(e)], t = together[size_t(row * qc + e)];
+          ASSERT_FALSE(std::isnan(a)) << "decode read a slot it may not";
+          ASSERT_EQ(std::bit_cast<uint32_t>(a), std::bit_cast<uint32_t>(t))
+              << "heads " << sh.nh << "/" << sh.nkv << " head_dim " << sh.hd << " " << dtype_name(kvt) << " window " << window
+              << " softcap " << softcap << ": row " << j << " of a " << si.q_len << "-row chunk at context " << si.ctx_len
+              << ", element " << e;
+        }
+      }
+  }
+}
+
 TEST(CpuFast, SmallBatchFloatRowsEqualDecodeRows) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend fast(CpuOptions{.threads = 3});

@@ -82,7 +82,7 @@ struct SoftmaxStats {
 };
 
 // In place: row[0..len) = softmax(row * scale); row[len..pad) = 0 where pad = len rounded up to 8.
-SoftmaxStats softmax_row(float* row, int32_t len, float scale) {
+__attribute__((noinline)) SoftmaxStats softmax_row(float* row, int32_t len, float scale) {
   const int32_t pad = (len + 7) / 8 * 8;
   for (int32_t t = len; t < pad; ++t) row[t] = -INFINITY;
   v8f mx = v8f{} - INFINITY;
@@ -365,8 +365,9 @@ inline v8f transpose_sum8(const v8f* a) {
 }
 
 // out[j] = dot(q, rows[j]) for j < kDotTile, n floats each: one load of q feeds eight FMAs, and the
-// eight sums reduce together.
-void dots_tile(const float* q, const float* const* rows, int32_t n, float* out) {
+// eight sums reduce together. Not inlined (like the other kernels decode and prompts share), so
+// the compiler cannot contract or vectorize it differently at two call sites.
+__attribute__((noinline)) void dots_tile(const float* q, const float* const* rows, int32_t n, float* out) {
   static_assert(kDotTile == 8);
   v8f a[8] = {};
   int32_t d = 0;
@@ -463,7 +464,7 @@ inline void prefetch_tile(const uint8_t* data, size_t stride, const int64_t* slo
 // rows[j] + off): kW / 4 rows at a time (G x kW / 4 = kW sums reduced together), each chunk of a
 // row loaded once for the G heads.
 template <typename E, int G>
-void group_scores(const float* q, const uint8_t* const* rows, size_t off, int32_t hd, float* out, int64_t ld) {
+void group_scores(const float* const* q, const uint8_t* const* rows, size_t off, int32_t hd, float* out, int64_t ld) {
   constexpr int kR = kSimdW / 4;
   static_assert(kDotTile % kR == 0 && G <= 4);
   for (int j0 = 0; j0 < kDotTile; j0 += kR) {
@@ -477,15 +478,24 @@ void group_scores(const float* q, const uint8_t* const* rows, size_t off, int32_
       for (int j = 0; j < kR; ++j) k[j] = kv_chunk<E>(r[j], d);
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) {
-        const Simd::V qv = Simd::load(q + int64_t(g) * hd + d);
+        const Simd::V qv = Simd::load(q[g] + d);
 #pragma GCC unroll 4
         for (int j = 0; j < kR; ++j) a[kR * g + j] = Simd::fma(qv, k[j], a[kR * g + j]);
       }
     }
-    alignas(64) float sums[kSimdW];  // lane kR * g + j: head g, row j0 + j
+    // Lane kR * g + j: head g, row j0 + j.
+#if defined(__AVX512F__)
+    const __m512 sums = Simd::transpose_sum(a);  // quarter g: head g's four rows, stored whole
+    _mm_storeu_ps(out + j0, _mm512_castps512_ps128(sums));
+    if constexpr (G > 1) _mm_storeu_ps(out + ld + j0, _mm512_extractf32x4_ps(sums, 1));
+    if constexpr (G > 2) _mm_storeu_ps(out + 2 * ld + j0, _mm512_extractf32x4_ps(sums, 2));
+    if constexpr (G > 3) _mm_storeu_ps(out + 3 * ld + j0, _mm512_extractf32x4_ps(sums, 3));
+#else
+    alignas(64) float sums[kSimdW];
     Simd::store(sums, Simd::transpose_sum(a));
     for (int g = 0; g < G; ++g)
       for (int j = 0; j < kR; ++j) out[g * ld + j0 + j] = sums[kR * g + j];
+#endif
   }
 }
 
@@ -517,11 +527,15 @@ void group_values(const float* w, int64_t ld, const uint8_t* const* rows, size_t
     for (int c = 0; c < C; ++c) Simd::store(acc + int64_t(g) * hd + kSimdW * c, a[g][c]);
 }
 
-// Scores of n heads sharing one kv head (q at their first head) for a tile's rows.
+// Scores of n query vectors q[i] (a decode row's heads sharing one kv head, or a prompt's
+// queries) against a tile's rows, query i's at out + i * ld. Each score is one tree: kW lane sums
+// over the head dims in order, then transpose_sum's fixed reduction, whichever queries and rows
+// share the call. Not inlined, so decode and prompts run the same compiled arithmetic.
 template <typename E>
-void group_scores_any(const float* q, int32_t n, const uint8_t* const* rows, size_t off, int32_t hd, float* out, int64_t ld) {
+__attribute__((noinline)) void group_scores_any(const float* const* q, int32_t n, const uint8_t* const* rows, size_t off,
+                                                int32_t hd, float* out, int64_t ld) {
   for (int32_t g0 = 0; g0 < n; g0 += 4) {
-    const float* qg = q + int64_t(g0) * hd;
+    const float* const* qg = q + g0;
     float* og = out + g0 * ld;
     switch (std::min(4, n - g0)) {
       case 1: group_scores<E, 1>(qg, rows, off, hd, og, ld); break;
@@ -548,9 +562,11 @@ void group_values_dims(const float* w, int64_t ld, const uint8_t* const* rows, s
     }
   }
 }
+// acc[i * hd ..] += the weighted rows for the n queries whose weights are at w + i * ld: per head
+// dim one FMA chain over the rows in order, however the rows are cut into calls.
 template <typename E>
-void group_values_any(const float* w, int64_t ld, int32_t n, const uint8_t* const* rows, size_t off, int32_t m, int32_t hd,
-                      float* acc) {
+__attribute__((noinline)) void group_values_any(const float* w, int64_t ld, int32_t n, const uint8_t* const* rows, size_t off,
+                                                int32_t m, int32_t hd, float* acc) {
   for (int32_t g0 = 0; g0 < n; g0 += 4) {
     const float* wg = w + g0 * ld;
     float* ag = acc + int64_t(g0) * hd;
@@ -581,7 +597,7 @@ inline void weighted_rows_chunk(const float* w, const float* const* rows, int32_
   for (int i = 0; i < V; ++i) std::memcpy(acc + d0 + 8 * i, &a[i], 32);
 }
 
-void weighted_rows_add(const float* w, const float* const* rows, int32_t m, int32_t n, float* acc) {
+__attribute__((noinline)) void weighted_rows_add(const float* w, const float* const* rows, int32_t m, int32_t n, float* acc) {
   int32_t d0 = 0;
   for (; d0 + 64 <= n; d0 += 64) weighted_rows_chunk<8>(w, rows, m, d0, acc);
   switch ((n - d0) / 8) {
@@ -1080,85 +1096,23 @@ void gemm_panels(const HostTensor& w, const typename F::X* x, int64_t M, const H
   }
 }
 
-// ---- Prompt attention: a chunk's queries against its kv head's whole context ----
-//
-// kPromptQ queries at a time, as two register-blocked products like the GEMM's: scores against the
-// keys stored transposed (kt[d][t]), kPosBlock positions a step, each query's element broadcast;
-// then the weighted values, two vectors of head dims a step, each weight broadcast. Every score
-// and output element is one FMA chain in a fixed order (over d, then over t) whichever queries
-// share its block, so a query's result does not depend on the chunk around it. (Until the
-// fifteenth session this was four queries of eight-float vectors, two loads per three FMAs, and a
-// 1000-token prompt spent more time here than in its matmuls.)
-#if defined(__AVX512F__)
-constexpr int32_t kPromptQ = 8;
-#else
-constexpr int32_t kPromptQ = 4;
-#endif
-constexpr int64_t kPosBlock = 2 * kGLanes;
-
-// The register block of both: acc0[i] (acc1[i]) = the sum over steps s < n of a(i, s) times the
-// first (second) vector at b(s), for the kPromptQ queries i, one FMA chain per element.
-template <typename A, typename B>
-inline void outer_steps(int64_t n, const A& a, const B& b, vgf* acc0, vgf* acc1) {
-  for (int i = 0; i < kPromptQ; ++i) acc0[i] = acc1[i] = vgf{};
-  for (int64_t st = 0; st < n; ++st) {
-    const float* p = b(st);
-    const vgf v0 = loadg(p), v1 = loadg(p + kGLanes);
-#pragma GCC unroll 8
-    for (int i = 0; i < kPromptQ; ++i) {
-      const float x = a(i, st);
-      acc0[i] += x * v0;
-      acc1[i] += x * v1;
-    }
+// out[0..hd) = the n spans' outputs acc[c], each normalized by its own softmax sum st[c].sum,
+// merged (flash-decoding): span c weighs st[c].sum * exp(st[c].max - the largest max), over the
+// total of those weights. w: n floats of scratch. Decode rows and prompt rows merge their spans
+// through this one body.
+__attribute__((noinline)) void merge_spans(int32_t n, const SoftmaxStats* st, const float* const* acc, int32_t hd, float* out,
+                                           float* w) {
+  float m = -INFINITY, total = 0;
+  for (int32_t c = 0; c < n; ++c) m = std::max(m, st[c].max);
+  for (int32_t c = 0; c < n; ++c) {
+    w[c] = st[c].sum * std::exp(st[c].max - m);
+    total += w[c];
   }
-}
-
-// sc[i * ld + t] = q[i] . kt[.][t] for i < kPromptQ and t < lv (a multiple of kPosBlock).
-void prompt_scores(const float* const* q, const float* kt, int64_t ld, int32_t hd, int64_t lv, float* sc) {
-  for (int64_t t = 0; t < lv; t += kPosBlock) {
-    vgf s0[kPromptQ], s1[kPromptQ];
-    outer_steps(hd, [&](int i, int64_t d) { return q[i][d]; }, [&](int64_t d) { return kt + d * ld + t; }, s0, s1);
-    for (int i = 0; i < kPromptQ; ++i) {
-      std::memcpy(sc + i * ld + t, &s0[i], sizeof(vgf));
-      std::memcpy(sc + i * ld + t + kGLanes, &s1[i], sizeof(vgf));
-    }
+  std::fill(out, out + hd, 0.0f);
+  for (int32_t c = 0; c < n; ++c) {
+    const float wc = w[c] / total;
+    for (int32_t d = 0; d < hd; ++d) out[d] = std::fma(wc, acc[c][d], out[d]);
   }
-}
-
-// prompt_values for the head dims [d0, d0 + lanes of V) alone: V is vgf, or v8f for eight dims
-// the wider vectors leave.
-template <typename V>
-void prompt_values_vector(const float* w, int64_t ld, const float* v, int32_t hd, int32_t n, int32_t d0, float* const* out,
-                          int32_t nq) {
-  V a[kPromptQ];
-  for (int i = 0; i < kPromptQ; ++i) a[i] = V{};
-  for (int32_t t = 0; t < n; ++t) {
-    V vt;
-    std::memcpy(&vt, v + int64_t(t) * hd + d0, sizeof(V));
-    for (int i = 0; i < kPromptQ; ++i) a[i] += w[i * ld + t] * vt;
-  }
-  for (int32_t i = 0; i < nq; ++i) std::memcpy(out[i] + d0, &a[i], sizeof(V));
-}
-
-// out[i][d] = sum over t < n of w[i * ld + t] * v[t][d], for the first nq of kPromptQ queries.
-void prompt_values(const float* w, int64_t ld, const float* v, int32_t hd, int32_t n, float* const* out, int32_t nq) {
-  int32_t d0 = 0;
-  for (; d0 + 2 * kGLanes <= hd; d0 += 2 * kGLanes) {
-    vgf a0[kPromptQ], a1[kPromptQ];
-    outer_steps(n, [&](int i, int64_t t) { return w[i * ld + t]; }, [&](int64_t t) { return v + t * hd + d0; }, a0, a1);
-    for (int32_t i = 0; i < nq; ++i) {
-      std::memcpy(out[i] + d0, &a0[i], sizeof(vgf));
-      std::memcpy(out[i] + d0 + kGLanes, &a1[i], sizeof(vgf));
-    }
-  }
-  for (; d0 + kGLanes <= hd; d0 += kGLanes) prompt_values_vector<vgf>(w, ld, v, hd, n, d0, out, nq);
-  for (; d0 + 8 <= hd; d0 += 8) prompt_values_vector<v8f>(w, ld, v, hd, n, d0, out, nq);  // head_dim 8 or 24, 16-float vectors
-  for (; d0 < hd; ++d0)  // head_dim not a multiple of 8
-    for (int32_t i = 0; i < nq; ++i) {
-      float a = 0;
-      for (int32_t t = 0; t < n; ++t) a += w[i * ld + t] * v[int64_t(t) * hd + d0];
-      out[i][d0] = a;
-    }
 }
 
 }  // namespace
@@ -1619,6 +1573,11 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
     for (int32_t t = 0; t < n; ++t) row[t] = p.softcap * std::tanh(row[t] * p.scale / p.softcap);
     return softmax_row(row, n, 1.0f);
   };
+#if PAGODA_GROUPED_ATTENTION
+  // F32 and F16 caches with whole vector chunks per head: the grouped kernels, reading the cache
+  // rows in place (decode) or the gathered rows (prompts).
+  const bool grouped = hd % kSimdW == 0 && kc.dtype == vc.dtype && (kc.dtype == DType::F32 || kc.dtype == DType::F16);
+#endif
   // Per partial, per head: (max, sum) then head_dim accumulators (already divided by sum).
   const size_t part_floats = size_t(n_heads) * size_t(hd + 2);
   std::vector<float> parts(size_t(n_parts) * part_floats);
@@ -1647,10 +1606,8 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       const float* rows[kTile];
       const float* base[kTile];
 #if PAGODA_GROUPED_ATTENTION
-      // F32 and F16 caches with whole vector chunks per head: the grouped kernels, reading the
-      // cache rows in place.
-      const bool grouped = hd % kSimdW == 0 && kc.dtype == vc.dtype && (kc.dtype == DType::F32 || kc.dtype == DType::F16);
       const uint8_t* raw[kTile];
+      FewOrMany<const float*, 16> qp{size_t(group)};  // the query heads of one kv head
 #endif
       // base[j]: the span's kv heads of the cache row of position t + min(j, m - 1), as floats: in
       // place for F32, else the tile's rows converted whole, one row after the other.
@@ -1699,8 +1656,9 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
               if (t + kAheadTiles * kTile < n)
                 prefetch_tile(kc.data, k_stride, slots.data() + t + kAheadTiles * kTile, std::min(kTile, n - t - kAheadTiles * kTile), off, k_head);
               float* o = sc.data() + size_t(kvh * group) * size_t(ld) + size_t(t);
-              if (kc.dtype == DType::F32) group_scores_any<float>(qr + int64_t(kvh * group) * hd, group, raw, off, hd, o, ld);
-              else group_scores_any<uint16_t>(qr + int64_t(kvh * group) * hd, group, raw, off, hd, o, ld);
+              for (int32_t g = 0; g < group; ++g) qp[size_t(g)] = qr + int64_t(kvh * group + g) * hd;
+              if (kc.dtype == DType::F32) group_scores_any<float>(qp.data(), group, raw, off, hd, o, ld);
+              else group_scores_any<uint16_t>(qp.data(), group, raw, off, hd, o, ld);
             }
             continue;
           }
@@ -1755,90 +1713,147 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
     else pool.parallel_for(int64_t(spans.size()), run_spans);
     // Merge spans: each was normalized by its own sum, so weight it by sum * exp(max - overall max).
     if (!merges.empty()) pool.parallel_for(int64_t(merges.size()), [&](int64_t i0, int64_t i1) {
+      std::vector<SoftmaxStats> st;
+      std::vector<const float*> acc;
       std::vector<float> w;
       for (int64_t i = i0; i < i1; ++i) {
         const Merge& mg = merges[size_t(i)];
         float* o = out.f32() + (info[mg.s].q_start + mg.r) * out.cols;
+        st.resize(size_t(mg.n_parts));
+        acc.resize(size_t(mg.n_parts));
         w.resize(size_t(mg.n_parts));
         for (int32_t h = 0; h < n_heads; ++h) {
-          float m = -INFINITY, total = 0;
-          for (int32_t c = 0; c < mg.n_parts; ++c) m = std::max(m, parts[size_t(mg.first_part + c) * part_floats + size_t(2 * h)]);
           for (int32_t c = 0; c < mg.n_parts; ++c) {
             const float* part = parts.data() + size_t(mg.first_part + c) * part_floats;
-            w[size_t(c)] = part[2 * h + 1] * std::exp(part[2 * h] - m);
-            total += w[size_t(c)];
+            st[size_t(c)] = {part[2 * h], part[2 * h + 1]};
+            acc[size_t(c)] = part + 2 * n_heads + int64_t(h) * hd;
           }
-          float* oh = o + int64_t(h) * hd;
-          std::fill(oh, oh + hd, 0.0f);
-          for (int32_t c = 0; c < mg.n_parts; ++c) {
-            const float wc = w[size_t(c)] / total;
-            const float* a = parts.data() + size_t(mg.first_part + c) * part_floats + size_t(2 * n_heads + h * hd);
-            for (int32_t d = 0; d < hd; ++d) oh[d] += wc * a[d];
-          }
+          merge_spans(mg.n_parts, st.data(), acc.data(), hd, o + int64_t(h) * hd, w.data());
         }
       }
     });
   }
   if (items.empty()) return;
 
+  // Multi-row items. Each query row is computed exactly as decode computes it: the same score and
+  // value kernels (one compiled body each), the same spans of kDecodeSpan positions from the same
+  // first position, merged by the same merge_spans. So a row's output is the same bits whether it
+  // came alone (decode), in a verify pass or in a prompt chunk of any size, and a prefix cache hit
+  // or a different chunking cannot change a greedy continuation. What is shared is memory traffic:
+  // the item's K/V rows are found (F16 converted) once, and each K and V chunk is loaded once for
+  // up to kQueryBlock queries.
   pool.parallel_for(int64_t(items.size()), [&](int64_t i0, int64_t i1) {
-    constexpr int32_t kGatherRows = 16;
-    std::vector<float> kt, v, tmp(size_t(kGatherRows) * size_t(hd)), sc;
+    constexpr int32_t kQueryBlock = 4;
+    std::vector<float> kbuf, vbuf, sc, acc, w;
+    std::vector<const float*> krow, vrow, accp;
+    std::vector<const uint8_t*> vraw;
+    std::vector<SoftmaxStats> st, qst;
     for (int64_t it = i0; it < i1; ++it) {
       const Item& item = items[size_t(it)];
       const SeqInfo& si = info[item.s];
       const int32_t first_pos = si.ctx_len - si.q_len;
-      const int32_t n_ctx = first_pos + item.r1;  // positions the item's last row attends to
-      const int64_t ld = (n_ctx + kPosBlock - 1) / kPosBlock * kPosBlock;
-      kt.resize(size_t(hd) * size_t(ld));
-      v.resize(size_t(n_ctx) * size_t(hd));
-      // kGatherRows positions at a time, so each of kt's rows is written in whole cache lines.
-      for (int32_t t0 = 0; t0 < int32_t(ld); t0 += kGatherRows) {
-        const int32_t m = std::max(0, std::min(kGatherRows, n_ctx - t0)), width = std::min(kGatherRows, int32_t(ld) - t0);
-        const float* kr[kGatherRows];
-        for (int32_t j = 0; j < m; ++j) {
-          kr[j] = kv_head(kc, si, t0 + j, item.kvh, tmp.data() + size_t(j) * size_t(hd));
-          float* vt = v.data() + size_t(t0 + j) * size_t(hd);
-          const float* vh = kv_head(vc, si, t0 + j, item.kvh, vt);
-          if (vh != vt) std::memcpy(vt, vh, size_t(hd) * 4);
-        }
-        for (int32_t d = 0; d < hd; ++d) {
-          float* dst = kt.data() + size_t(d) * size_t(ld) + size_t(t0);
-          for (int32_t j = 0; j < m; ++j) dst[j] = kr[j][d];
-          for (int32_t j = m; j < width; ++j) dst[j] = 0.0f;  // the padding to ld
-        }
+      // Query qi of the item: row item.r0 + qi / group, head item.kvh * group + qi % group.
+      auto len_of = [&](int32_t qi) { return first_pos + item.r0 + qi / group + 1; };
+      auto lo_of = [&](int32_t qi) { return p.window > 0 ? std::max(0, len_of(qi) - p.window) : 0; };
+      // Positions [lo0, n_ctx): what any of the item's rows attends to (older keys may have left
+      // a sliding window's cache).
+      const int32_t lo0 = lo_of(0), n_ctx = first_pos + item.r1, n_g = n_ctx - lo0;
+      krow.resize(size_t(n_g));
+      vrow.resize(size_t(n_g));
+      vraw.resize(size_t(n_g));
+      kbuf.resize(kc.dtype == DType::F32 ? 0 : size_t(n_g) * size_t(hd));
+      vbuf.resize(vc.dtype == DType::F32 ? 0 : size_t(n_g) * size_t(hd));
+      for (int32_t t = 0; t < n_g; ++t) {
+        krow[size_t(t)] = kv_head(kc, si, lo0 + t, item.kvh, kbuf.empty() ? nullptr : kbuf.data() + size_t(t) * size_t(hd));
+        vrow[size_t(t)] = kv_head(vc, si, lo0 + t, item.kvh, vbuf.empty() ? nullptr : vbuf.data() + size_t(t) * size_t(hd));
+        vraw[size_t(t)] = reinterpret_cast<const uint8_t*>(vrow[size_t(t)]);
       }
-      // The chunk's query vectors: every row, every head of the group, kPromptQ at a time.
       const int32_t n_q = (item.r1 - item.r0) * group;
-      sc.resize(size_t(kPromptQ) * size_t(ld));
-      for (int32_t q0 = 0; q0 < n_q; q0 += kPromptQ) {
-        const int32_t nt = std::min(kPromptQ, n_q - q0);
-        const float* qv[kPromptQ];
-        float* ov[kPromptQ];
-        int32_t len[kPromptQ];
-        int32_t max_len = 0;
-        for (int32_t i = 0; i < kPromptQ; ++i) {
-          const int32_t qi = q0 + std::min(i, nt - 1);
-          const int32_t r = item.r0 + qi / group, h = item.kvh * group + qi % group;
-          const int64_t row = si.q_start + r;
+      for (int32_t q0 = 0; q0 < n_q;) {
+        // Up to kQueryBlock consecutive queries with the same first position (all of them, but
+        // for a sliding window): their spans start together. Their lengths do not decrease.
+        const int32_t lo = lo_of(q0);
+        int32_t nb = 1;
+        while (nb < kQueryBlock && q0 + nb < n_q && lo_of(q0 + nb) == lo) ++nb;
+        const float* qv[kQueryBlock];
+        float* ov[kQueryBlock];
+        int32_t len[kQueryBlock];  // positions from lo
+        for (int32_t i = 0; i < nb; ++i) {
+          const int32_t qi = q0 + i;
+          const int64_t row = si.q_start + item.r0 + qi / group;
+          const int32_t h = item.kvh * group + qi % group;
           qv[i] = q.f32() + row * q.cols + int64_t(h) * hd;
           ov[i] = out.f32() + row * out.cols + int64_t(h) * hd;
-          len[i] = first_pos + r + 1;
-          max_len = std::max(max_len, len[i]);
+          len[i] = len_of(qi) - lo;
         }
-        prompt_scores(qv, kt.data(), ld, hd, (max_len + kPosBlock - 1) / kPosBlock * kPosBlock, sc.data());
-        for (int32_t i = 0; i < nt; ++i) {
-          float* si_ = sc.data() + size_t(i) * size_t(ld);
-          // Keys that left the sliding window: excluded from the softmax, weight exactly 0.
-          const int32_t lo = p.window > 0 ? std::max(0, len[i] - p.window) : 0;
-          if (p.softcap > 0)
-            for (int32_t t = lo; t < len[i]; ++t) si_[t] = p.softcap * std::tanh(si_[t] * p.scale / p.softcap);
-          for (int32_t t = 0; t < lo; ++t) si_[t] = -INFINITY;
-          softmax_row(si_, len[i], p.softcap > 0 ? 1.0f : p.scale);
-          for (int32_t t = 0; t < lo; ++t) si_[t] = 0.0f;
-          for (int32_t t = (len[i] + 7) / 8 * 8; t < max_len; ++t) si_[t] = 0.0f;
+        const int32_t n_max = len[nb - 1];
+        const int64_t ld = (n_max + kTile - 1) / kTile * kTile + 16;  // as decode's score rows
+        sc.resize(size_t(kQueryBlock) * size_t(ld));
+        // Scores, kTile positions at a time, the last tile padded with its last row as decode's.
+        const float* const* kr = krow.data() + (lo - lo0);
+        for (int32_t t = 0; t < n_max; t += kTile) {
+          const int32_t m = std::min(kTile, n_max - t);
+          const float* rows[kTile];
+          for (int32_t j = 0; j < kTile; ++j) rows[j] = kr[t + std::min(j, m - 1)];
+#if PAGODA_GROUPED_ATTENTION
+          if (grouped) {
+            const uint8_t* raw[kTile];
+            for (int32_t j = 0; j < kTile; ++j) raw[j] = reinterpret_cast<const uint8_t*>(rows[j]);
+            group_scores_any<float>(qv, nb, raw, 0, hd, sc.data() + t, ld);
+            continue;
+          }
+#endif
+          for (int32_t i = 0; i < nb; ++i) dots_tile(qv[i], rows, hd, sc.data() + size_t(i) * size_t(ld) + size_t(t));
         }
-        prompt_values(sc.data(), ld, v.data(), hd, max_len, ov, nt);
+        // Spans of kDecodeSpan positions from lo, as decode cuts them; each query's softmax and
+        // weighted values per span, into acc[(span * kQueryBlock + query) * hd].
+        const int32_t n_spans = (n_max + kDecodeSpan - 1) / kDecodeSpan;
+        acc.resize(size_t(n_spans) * kQueryBlock * size_t(hd));
+        st.resize(size_t(n_spans) * kQueryBlock);
+        for (int32_t k = 0; k < n_spans; ++k) {
+          const int32_t t0 = k * kDecodeSpan;
+          int32_t first = nb;  // the queries with this span: a suffix of the block
+          for (int32_t i = nb - 1; i >= 0 && len[i] > t0; --i) {
+            st[size_t(k * kQueryBlock + i)] = probs(sc.data() + size_t(i) * size_t(ld) + size_t(t0), std::min(kDecodeSpan, len[i] - t0));
+            first = i;
+          }
+          float* a = acc.data() + size_t(k * kQueryBlock + first) * size_t(hd);
+          std::fill(a, a + size_t(nb - first) * size_t(hd), 0.0f);
+#if PAGODA_GROUPED_ATTENTION
+          if (grouped) {
+            // Rows [0, end of query i) for queries i.. at once, then the next query's further rows:
+            // each query's chain over its own rows in order, as decode's.
+            for (int32_t i = first, done = 0; i < nb; ++i) {
+              const int32_t end = std::min(kDecodeSpan, len[i] - t0);
+              if (end > done)
+                group_values_any<float>(sc.data() + size_t(i) * size_t(ld) + size_t(t0 + done), ld, nb - i,
+                                        vraw.data() + (lo - lo0) + t0 + done, 0, end - done, hd,
+                                        a + size_t(i - first) * size_t(hd));
+              done = std::max(done, end);
+            }
+            continue;
+          }
+#endif
+          for (int32_t i = first; i < nb; ++i)
+            weighted_rows_add(sc.data() + size_t(i) * size_t(ld) + size_t(t0), vrow.data() + (lo - lo0) + t0,
+                              std::min(kDecodeSpan, len[i] - t0), hd, a + size_t(i - first) * size_t(hd));
+        }
+        for (int32_t i = 0; i < nb; ++i) {
+          const int32_t spans_i = (len[i] + kDecodeSpan - 1) / kDecodeSpan;
+          if (spans_i == 1) {
+            std::copy_n(acc.data() + size_t(i) * size_t(hd), hd, ov[i]);
+            continue;
+          }
+          qst.resize(size_t(spans_i));
+          accp.resize(size_t(spans_i));
+          w.resize(size_t(spans_i));
+          for (int32_t k = 0; k < spans_i; ++k) {
+            qst[size_t(k)] = st[size_t(k * kQueryBlock + i)];
+            accp[size_t(k)] = acc.data() + size_t(k * kQueryBlock + i) * size_t(hd);
+          }
+          merge_spans(spans_i, qst.data(), accp.data(), hd, ov[i], w.data());
+        }
+        q0 += nb;
       }
     }
   });
