@@ -57,11 +57,13 @@ Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide) {
     for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = pagoda::philox_uniform(7, uint32_t(r), uint64_t(i)) - 0.5f;
     pagoda::quantize_row(t, row.data(), c.w.data() + size_t(r) * stride, cols);
   }
-  c.x.resize(size_t(tokens * cols));
-  for (size_t i = 0; i < c.x.size(); ++i) c.x[i] = pagoda::philox_uniform(8, 0, i) * 2.0f - 1.0f;
+  // On a cache line, as the backend allocates activations (a vector's data is 16-byte aligned).
+  c.x.resize(size_t(tokens * cols) + 16);
+  float* x = c.x.data() + (64 - reinterpret_cast<uintptr_t>(c.x.data()) % 64) % 64 / sizeof(float);
+  for (size_t i = 0; i < size_t(tokens * cols); ++i) x[i] = pagoda::philox_uniform(8, 0, i) * 2.0f - 1.0f;
   c.out.resize(size_t(tokens * rows));
   c.tw = {c.w.data(), t, rows, cols};
-  c.tx = {reinterpret_cast<uint8_t*>(c.x.data()), DType::F32, tokens, cols};
+  c.tx = {reinterpret_cast<uint8_t*>(x), DType::F32, tokens, cols};
   c.tout = {reinterpret_cast<uint8_t*>(c.out.data()), DType::F32, tokens, rows};
   return c;
 }

@@ -475,17 +475,21 @@ TEST(CpuFast, AttentionRowsAreTheSameAloneOrInAChunk) {
   }
 }
 
-TEST(CpuFast, SmallBatchFloatRowsEqualDecodeRows) {
+// A float row's outputs are decode's bits at every batch size: small batches (verify steps, a few
+// streams) and prompt-sized ones (16+ rows, the tiled GEMM), across widths with and without a
+// tail past the last 32 (or 64) elements, rows that are not on cache lines (72, 77, 100 floats),
+// widths past the GEMM's K block (2100), and output counts that leave partial tiles.
+TEST(CpuFast, FloatRowsEqualDecodeRowsAtEveryBatchSize) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend fast(CpuOptions{.threads = 3});
   const int64_t n_out = 37;
   for (DType dt : {DType::F32, DType::F16, DType::BF16})
-  for (int64_t n_in : {64, 72, 77, 100, 768}) {
+  for (int64_t n_in : {64, 72, 77, 100, 768, 2100}) {
     const auto wf = randn(rng, size_t(n_in * n_out));
     std::vector<uint8_t> w(row_bytes(dt, n_in) * size_t(n_out));
     for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, wf.data() + o * n_in, w.data() + size_t(o) * row_bytes(dt, n_in), n_in);
     auto run = [&](const float* x, int64_t n) { return matmul_on(fast, dt, w, n_out, n_in, x, n); };
-    for (int64_t n : {3, 4, 5, 8, 15}) {
+    for (int64_t n : {3, 4, 5, 8, 15, 16, 17, 34}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(x.data(), n);
       for (int64_t r = 0; r < n; ++r) {

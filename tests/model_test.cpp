@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <filesystem>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include "tests/generate_oracle.h"
 #include "core/model/llama2c_import.h"
 #include "core/model/loaded_model.h"
+#include "core/model/model_runner.h"
 #include "apps/bench/widen.h"
 
 using namespace pagoda;
@@ -129,6 +131,58 @@ TEST(Model, BlockSizeAndPrefillChunkDoNotChangeOutput) {
   EXPECT_EQ(greedy(f, prompt, 48, 1, 512), base);
   EXPECT_EQ(greedy(f, prompt, 48, 7, 3), base);
   EXPECT_EQ(greedy(f, prompt, 48, 32, 1), base);
+}
+
+// Stronger than equal tokens: the logits of every position are the same bits whether the
+// sequence ran one token a step (decode), in chunks of a few rows (verify passes, a prompt's
+// tail after a prefix cache hit) or as prompt-sized batches, with the same KV block size. That
+// is what makes prefix reuse, chunked prefill and greedy speculation exact rather than "usually
+// the same tokens". Weight types through each matmul path (F32, F16 and BF16 tiles; Q8_0 and
+// Q4_K_M integer panels), Gemma 2's window and soft caps, and an F16 cache.
+TEST(Model, EveryPositionsLogitsAreTheSameBitsWhateverTheChunking) {
+  struct Case {
+    const char* file;
+    DType kv;
+  };
+  const Case cases[] = {{"llama-f32.gguf", DType::F32}, {"qwen3-f16.gguf", DType::F32}, {"llama-bf16.gguf", DType::F32},
+                        {"llama-q8_0.gguf", DType::F16}, {"llama-q4_k_m.gguf", DType::F32}, {"gemma2-q8_0.gguf", DType::F32},
+                        {"gemma2-f32.gguf", DType::F16}};
+  for (const Case& c : cases) {
+    const std::string path = kModels + "/parity/" + c.file;
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << "missing " << path;
+    auto f = load(path, CpuOptions{.threads = 2});
+    ASSERT_TRUE(f.m);
+    const int32_t n = 40, vocab = f.m->config.vocab;
+    std::vector<int32_t> toks;
+    for (int32_t i = 0; i < n; ++i) toks.push_back(1 + (i * 7919) % (vocab - 1));
+    auto logits_in_chunks = [&](int32_t chunk) {
+      auto kv = KvCache::create(*f.be, kv_shape(f.m->config, 16, c.kv), n / 16 + 2);
+      EXPECT_TRUE(kv.ok());
+      ModelRunner runner(*f.be, f.m->config, f.m->weights);
+      BlockTable table;
+      std::vector<float> all, part;
+      for (int32_t s = 0; s < n; s += chunk) {
+        const int32_t k = std::min(chunk, n - s);
+        EXPECT_TRUE(kv->grow(table, s + k).ok());
+        ForwardBatch b;
+        b.add_sequence(toks.data() + s, k, s, table, 16, 2);
+        EXPECT_TRUE(runner.forward(b, *kv, &part).ok());
+        all.insert(all.end(), part.begin(), part.end());
+      }
+      kv->release(table);
+      return all;
+    };
+    const auto one_by_one = logits_in_chunks(1);
+    ASSERT_EQ(one_by_one.size(), size_t(n) * size_t(vocab));
+    for (int32_t chunk : {3, 16, 17, n}) {
+      const auto got = logits_in_chunks(chunk);
+      ASSERT_EQ(got.size(), one_by_one.size());
+      for (size_t e = 0; e < got.size(); ++e)
+        ASSERT_EQ(std::bit_cast<uint32_t>(got[e]), std::bit_cast<uint32_t>(one_by_one[e]))
+            << c.file << " (" << dtype_name(c.kv) << " cache), chunks of " << chunk << ": position " << e / size_t(vocab)
+            << ", logit " << e % size_t(vocab);
+    }
+  }
 }
 
 TEST(Model, ReferenceAndFastCpuAgree) {

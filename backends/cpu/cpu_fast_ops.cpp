@@ -642,9 +642,11 @@ struct Dot32 {
   };
   static W32 load(const float* w) { return {loadg(w), loadg(w + 16)}; }
   vgf a{}, b{};
-  void step(const W32& w, const float* x) {
-    a += w.lo * loadg(x);
-    b += w.hi * loadg(x + 16);
+  void step(const W32& w, const float* x) { step(w, load(x)); }
+  // The same step with the activations loaded: the GEMM's tiles load them once for several rows.
+  void step(const W32& w, const W32& x) {
+    a += w.lo * x.lo;
+    b += w.hi * x.hi;
   }
   // The sum, with the last len (< 32) weights and activations at wt and xt.
   float finish(const float* wt, const float* xt, int64_t len) const {
@@ -1096,6 +1098,255 @@ void gemm_panels(const HostTensor& w, const typename F::X* x, int64_t M, const H
   }
 }
 
+// ---- Prompt-sized float batches in decode's own summation order ----
+//
+// F32, F16 and BF16 weights against 16 rows or more. The panel GEMM above summed each output as
+// one chain over k, which rounds differently from decode's dot (Dot32's 32 lanes and fold, or
+// dot_bf16_pairs' pair lanes): a prompt's row and the same row decoded alone differed in the last
+// bits, and so could a greedy continuation after a prefix cache hit, another chunking or a verify
+// pass of 16+ rows. Here each output IS decode's sum: a tile of MR activation rows x NR weight rows
+// keeps one decode accumulator per output, each weight vector loaded (and widened) once for the
+// MR rows, each activation vector once for the NR weight rows, and every output finished by the
+// decode dot's own tail and fold. A block of weight rows stays in L2 while every group of rows
+// passes it.
+//
+// A form: the accumulator (Acc), one step's weights (W, kStep elements or pair words), the step,
+// and the finish from element (word) i of an n-long row.
+struct F32Form {
+  using Acc = Dot32;
+  using W = Dot32::W32;
+  using X = float;
+  using XV = Dot32::W32;  // one step's activations
+  using P = float;  // a packed step: kStep of them, 128 bytes
+  static constexpr int64_t kStep = 32;
+  static void pack(const uint8_t* w, int64_t i, P* dst) { std::memcpy(dst, w + 4 * i, 128); }
+  static W load(const P* p) { return Dot32::load(p); }
+  static XV load_x(const X* x, int64_t i) { return Dot32::load(x + i); }
+  static void step(Acc& a, const W& w, const XV& x) { a.step(w, x); }
+  static float finish(const Acc& a, const uint8_t* w, const X* x, int64_t i, int64_t n) {
+    return a.finish(reinterpret_cast<const float*>(w) + i, x + i, n - i);
+  }
+  // finish() of `count` sums with no tail left, eight at a time: Dot32::finish's fold
+  // (s0 + s1) + (s2 + s3) of each, then hsum's additions in lane order (0 + v[0] + v[1] ... +
+  // v[7]) done lane-wise on the transposed folds: the same additions, a sum per lane.
+  static void finish_whole(const Acc* acc, int count, float* res) {
+    for (int g = 0; g < count; g += 8) {
+      v8f f[8];
+      for (int j = 0; j < 8; ++j) {
+        const Acc& d = acc[std::min(g + j, count - 1)];
+        const v8f s0 = __builtin_shufflevector(d.a, d.a, 0, 1, 2, 3, 4, 5, 6, 7);
+        const v8f s1 = __builtin_shufflevector(d.a, d.a, 8, 9, 10, 11, 12, 13, 14, 15);
+        const v8f s2 = __builtin_shufflevector(d.b, d.b, 0, 1, 2, 3, 4, 5, 6, 7);
+        const v8f s3 = __builtin_shufflevector(d.b, d.b, 8, 9, 10, 11, 12, 13, 14, 15);
+        f[j] = (s0 + s1) + (s2 + s3);
+      }
+      v8f a[8], b[8], t[8];
+      for (int p = 0; p < 8; p += 2) {
+        a[p] = __builtin_shufflevector(f[p], f[p + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        a[p + 1] = __builtin_shufflevector(f[p], f[p + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+      }
+      for (int p = 0; p < 8; p += 4)
+        for (int q = 0; q < 2; ++q) {
+          b[p + 2 * q] = __builtin_shufflevector(a[p + q], a[p + q + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+          b[p + 2 * q + 1] = __builtin_shufflevector(a[p + q], a[p + q + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+      for (int k = 0; k < 4; ++k) {  // t[k] (t[k + 4]): lane k (k + 4) of the eight folds
+        t[k] = __builtin_shufflevector(b[k], b[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        t[k + 4] = __builtin_shufflevector(b[k], b[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+      }
+      v8f r = {};
+      for (int k = 0; k < 8; ++k) r += t[k];
+      for (int j = 0; j < 8 && g + j < count; ++j) res[g + j] = r[j];
+    }
+  }
+};
+// F16 or BF16 weights widened 32 at a time, as dot_16bit.
+template <Dot32::W32 (*To32)(const uint8_t*), float (*To1)(uint16_t)>
+struct HalfForm : F32Form {
+  static void pack(const uint8_t* w, int64_t i, P* dst) {  // widened once (exactly) for every row group
+    const W v = To32(w + 2 * i);
+    std::memcpy(dst, &v, 128);
+  }
+  static float finish(const Acc& a, const uint8_t* w, const X* x, int64_t i, int64_t n) {
+    float tail[32];
+    const auto* h = reinterpret_cast<const uint16_t*>(w);
+    for (int64_t j = i; j < n; ++j) tail[j - i] = To1(h[j]);
+    return a.finish(tail, x + i, n - i);
+  }
+};
+#if defined(__AVX512BF16__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// BF16 weights against activations rounded to BF16, as dot_bf16_pairs (n, i in pair words).
+struct Bf16PairForm {
+  struct Acc {
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+  };
+  struct W {
+    __m512bh lo, hi;
+  };
+  using X = uint32_t;
+  using XV = W;
+  using P = uint32_t;
+  static constexpr int64_t kStep = 32;
+  static __m512bh words(const void* p) { return std::bit_cast<__m512bh>(_mm512_loadu_si512(p)); }
+  static void pack(const uint8_t* w, int64_t i, P* dst) { std::memcpy(dst, w + 4 * i, 128); }
+  static W load(const P* p) { return {words(p), words(p + 16)}; }
+  static XV load_x(const X* x, int64_t i) { return {words(x + i), words(x + i + 16)}; }
+  static void step(Acc& acc, const W& w, const XV& x) {
+    acc.a = _mm512_dpbf16_ps(acc.a, w.lo, x.lo);
+    acc.b = _mm512_dpbf16_ps(acc.b, w.hi, x.hi);
+  }
+  static float finish(Acc acc, const uint8_t* w, const X* x, int64_t i, int64_t n) {
+    if (i + 16 <= n) {
+      acc.a = _mm512_dpbf16_ps(acc.a, words(w + 4 * i), words(x + i));
+      i += 16;
+    }
+    if (i < n) {
+      const __mmask16 m = __mmask16((1u << (n - i)) - 1);
+      acc.b = _mm512_dpbf16_ps(acc.b, std::bit_cast<__m512bh>(_mm512_maskz_loadu_epi32(m, w + 4 * i)),
+                               std::bit_cast<__m512bh>(_mm512_maskz_loadu_epi32(m, x + i)));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc.a, acc.b));
+  }
+};
+#pragma GCC diagnostic pop
+#endif
+
+// Steps [i0, i1) (multiples of kStep) of the decode sums of weight rows wr[c] and activation
+// rows xr[r] (n elements or words), r < MR, c < NR, carried in `state` from the steps before i0;
+// when i1 is the last whole step the sums are finished into out[r * ldo + c], else kept in state.
+// The steps read the weights packed (pk: step i0's PackNR rows of kStep, then the next step's)
+// and the activations from a copy of the block (xs[r], from element i0); the finish reads the
+// rows' tails from wr and xr. (Not inlined: inside the blocking loops GCC spilled the
+// accumulators to the stack, 30 against 49 Gmadds/s.)
+template <class F, int MR, int NR, int PackNR>
+__attribute__((noinline)) void decode_order_tile(const typename F::P* pk, const uint8_t* const* wr, const typename F::X* const* xs,
+                       const typename F::X* const* xr, int64_t i0, int64_t i1, int64_t n, typename F::Acc* state, float* out,
+                       int64_t ldo) {
+  typename F::Acc acc[MR][NR];
+  if (i0 > 0)
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = state[r * NR + c];
+  for (int64_t i = i0; i < i1; i += F::kStep, pk += PackNR * F::kStep) {
+    typename F::W w[NR];
+    // Weights and activations each loaded once into registers (left to itself GCC folded the
+    // loads into the FMAs: 30 to 32 loads to 24 FMAs a step instead of 14).
+#pragma GCC unroll 4
+    for (int c = 0; c < NR; ++c) {
+      w[c] = F::load(pk + c * F::kStep);
+      asm("" : "+v"(w[c].lo), "+v"(w[c].hi));
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      typename F::XV xv = F::load_x(xs[r], i - i0);
+      asm("" : "+v"(xv.lo), "+v"(xv.hi));
+#pragma GCC unroll 4
+      for (int c = 0; c < NR; ++c) F::step(acc[r][c], w[c], xv);
+    }
+  }
+  if (i1 < n / F::kStep * F::kStep) {
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) state[r * NR + c] = acc[r][c];
+    return;
+  }
+  if constexpr (requires { F::finish_whole(&acc[0][0], MR * NR, out); }) {
+    if (i1 == n) {
+      float res[MR * NR];
+      F::finish_whole(&acc[0][0], MR * NR, res);
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) out[r * ldo + c] = res[r * NR + c];
+      return;
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NR; ++c) out[r * ldo + c] = F::finish(acc[r][c], wr[c], xr[r], i1, n);
+}
+
+// Weight rows [o0, o1) against every one of the M rows of x (row r at x + r * ldx; n elements or
+// words a row). 4 x 3 tiles (24 of AVX-512's 32 vector registers hold the accumulators) over K
+// blocks: a row group's block of activations stays in L1 while the block's weight rows pass
+// from L2, each tile's sums carried between K blocks in memory (exactly: a sum is the same
+// whether its accumulators wait in a register or in memory).
+template <class F>
+void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx, int64_t M, int64_t n, const HostTensor& out,
+                       int64_t o0, int64_t o1) {
+  constexpr int kMR = 4, kNR = 3;
+  constexpr int64_t kKc = 32 * F::kStep;  // 1024 floats (F32/F16) or pair words a K block
+  const size_t stride = w.row_stride();
+  // Weight rows a block: about 512 KiB of them, so they stay in L2 while the row groups pass.
+  const int64_t block = std::clamp<int64_t>(int64_t((512u << 10) / std::max<size_t>(stride, 1)) / kNR * kNR, kNR, 96);
+  const int64_t n_full = n / F::kStep * F::kStep, n_steps = n_full / F::kStep, tile_elems = kNR * n_full;
+  const int64_t max_tiles = (block + kNR - 1) / kNR;
+  thread_local std::vector<typename F::Acc> state;
+  thread_local std::vector<typename F::P> packed_store;
+  state.resize(size_t(max_tiles * kMR * kNR));
+  packed_store.resize(size_t(max_tiles * tile_elems + 16));
+  // Both on cache lines: a 64-byte load that straddles two lines costs two. The row group's
+  // activations are copied a K block at a time when x's rows are not.
+  auto on_line = [](auto* p) { return p + (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64 / sizeof(*p); };
+  typename F::P* packed = on_line(packed_store.data());
+  alignas(64) typename F::X xblock[kMR * kKc];
+  const bool x_on_lines = reinterpret_cast<uintptr_t>(x) % 64 == 0 && ldx * sizeof(typename F::X) % 64 == 0;
+  for (int64_t ob = o0; ob < o1; ob += block) {
+    const int64_t oe = std::min(o1, ob + block);
+    // The block's whole steps packed tile by tile, step by step (one stream per tile, in the
+    // order the tiles read them; F16/BF16 widened here once rather than once per row group).
+    for (int64_t o = ob, t = 0; o < oe; ++t) {
+      const int64_t nr = oe - o >= kNR ? kNR : 1;
+      for (int64_t c = 0; c < nr; ++c)
+        for (int64_t st = 0; st < n_steps; ++st)
+          F::pack(w.data + size_t(o + c) * stride, st * F::kStep, packed + t * tile_elems + (st * kNR + c) * F::kStep);
+      o += nr;
+    }
+    for (int64_t r0 = 0; r0 < M; r0 += kMR) {
+      const int64_t mr = std::min<int64_t>(kMR, M - r0);
+      const typename F::X* xr[kMR];
+      for (int64_t r = 0; r < kMR; ++r) xr[r] = x + (r0 + std::min(r, mr - 1)) * ldx;
+      for (int64_t i0 = 0;; i0 += kKc) {
+        const int64_t i1 = std::min(n_full, i0 + kKc);
+        const typename F::X* xs[kMR];
+        for (int64_t r = 0; r < kMR; ++r) {
+          if (x_on_lines) {
+            xs[r] = xr[r] + i0;
+            continue;
+          }
+          std::memcpy(xblock + r * kKc, xr[r] + i0, size_t(i1 - i0) * sizeof(typename F::X));
+          xs[r] = xblock + r * kKc;
+        }
+        for (int64_t o = ob, t = 0; o < oe; ++t) {
+          const int64_t nr = oe - o >= kNR ? kNR : 1;
+          const uint8_t* wr[kNR];
+          for (int64_t c = 0; c < kNR; ++c) wr[c] = w.data + size_t(o + std::min(c, nr - 1)) * stride;
+          float* op = out.f32() + r0 * out.cols + o;
+          typename F::Acc* st = state.data() + t * kMR * kNR;
+          const typename F::P* pk = packed + t * tile_elems + i0 / F::kStep * kNR * F::kStep;
+#define PAGODA_TILE(MR, NR) decode_order_tile<F, MR, NR, kNR>(pk, wr, xs, xr, i0, i1, n, st, op, out.cols)
+          if (nr == kNR) {
+            switch (mr) {
+              case 4: PAGODA_TILE(4, kNR); break;
+              case 3: PAGODA_TILE(3, kNR); break;
+              case 2: PAGODA_TILE(2, kNR); break;
+              default: PAGODA_TILE(1, kNR); break;
+            }
+          } else {
+            switch (mr) {
+              case 4: PAGODA_TILE(4, 1); break;
+              case 3: PAGODA_TILE(3, 1); break;
+              case 2: PAGODA_TILE(2, 1); break;
+              default: PAGODA_TILE(1, 1); break;
+            }
+          }
+#undef PAGODA_TILE
+          o += nr;
+        }
+        if (i1 >= n_full) break;
+      }
+    }
+  }
+}
+
 // out[0..hd) = the n spans' outputs acc[c], each normalized by its own softmax sum st[c].sum,
 // merged (flash-decoding): span c weighs st[c].sum * exp(st[c].max - the largest max), over the
 // total of those weights. w: n floats of scratch. Decode rows and prompt rows merge their spans
@@ -1384,7 +1635,9 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   if (w.dtype == DType::BF16 && n_in % 2 == 0) {
     const std::vector<uint32_t> xb = rows_to_bf16_pairs(x, &pool);
     if (x.rows >= kGemmMinRows) {
-      pool.parallel_for((w.rows + kNr - 1) / kNr, [&](int64_t p0, int64_t p1) { gemm_panels<Bf16Panels>(w, xb.data(), x.rows, out, p0, p1); });
+      pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+        decode_order_gemm<Bf16PairForm>(w, xb.data(), n_in / 2, x.rows, n_in / 2, out, o0, o1);
+      });
     } else {
       pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o)
@@ -1395,8 +1648,23 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     return;
   }
 #endif
-  // Prefill-sized batches: packed panels and the register-blocked kernel (compute-bound, weights reused M times).
-  if (x.rows >= kGemmMinRows) {
+  // Prefill-sized batches of float weights: tiles that sum each output exactly as decode does.
+  const bool float_weights = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+#if defined(__AVX512F__)
+  if (x.rows >= kGemmMinRows && float_weights) {
+    pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
+      if (w.dtype == DType::F32) decode_order_gemm<F32Form>(w, x.f32(), x.cols, x.rows, n_in, out, o0, o1);
+      else if (w.dtype == DType::F16) decode_order_gemm<HalfForm<half32_to_f32, half_to_float>>(w, x.f32(), x.cols, x.rows, n_in, out, o0, o1);
+      else decode_order_gemm<HalfForm<bf16x32_to_f32, bf16_to_f32>>(w, x.f32(), x.cols, x.rows, n_in, out, o0, o1);
+    });
+    return;
+  }
+#endif
+  // Other prefill-sized batches (weights dequantized into panels, where no integer kernel takes
+  // them): packed panels and the register-blocked kernel (compute-bound, weights reused M times).
+  // Without AVX-512, float weights take the small-batch dots below at every batch size, the
+  // decode dot's order again.
+  if (x.rows >= kGemmMinRows && !float_weights) {
     const int64_t panels = (w.rows + kNr - 1) / kNr;
     pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels<FloatPanels>(w, x.f32(), x.rows, out, p0, p1); });
     return;
