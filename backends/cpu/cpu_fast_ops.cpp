@@ -1129,7 +1129,7 @@ struct F32Form {
   // finish() of `count` sums with no tail left, eight at a time: Dot32::finish's fold
   // (s0 + s1) + (s2 + s3) of each, then hsum's additions in lane order (0 + v[0] + v[1] ... +
   // v[7]) done lane-wise on the transposed folds: the same additions, a sum per lane.
-  static void finish_whole(const Acc* acc, int count, float* res) {
+  __attribute__((noinline)) static void finish_whole(const Acc* acc, int count, float* res) {
     for (int g = 0; g < count; g += 8) {
       v8f f[8];
       for (int j = 0; j < 8; ++j) {
@@ -1251,10 +1251,15 @@ __attribute__((noinline)) void decode_order_tile(const typename F::P* pk, const 
       for (int c = 0; c < NR; ++c) state[r * NR + c] = acc[r][c];
     return;
   }
-  if constexpr (requires { F::finish_whole(&acc[0][0], MR * NR, out); }) {
+  if constexpr (requires(const typename F::Acc* a) { F::finish_whole(a, MR * NR, out); }) {
     if (i1 == n) {
+      // A copy goes to the (not inlined) finish: were acc's own address to escape, GCC would
+      // keep the accumulators in memory through the loop above.
+      typename F::Acc sums[MR * NR];
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) sums[r * NR + c] = acc[r][c];
       float res[MR * NR];
-      F::finish_whole(&acc[0][0], MR * NR, res);
+      F::finish_whole(sums, MR * NR, res);
       for (int r = 0; r < MR; ++r)
         for (int c = 0; c < NR; ++c) out[r * ldo + c] = res[r * NR + c];
       return;
