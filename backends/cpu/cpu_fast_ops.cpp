@@ -107,38 +107,6 @@ __attribute__((noinline)) SoftmaxStats softmax_row(float* row, int32_t len, floa
   return {m, total};
 }
 
-// Every half value as a float: the block scales of quantized rows are looked up, not converted.
-const float* half_table() {
-  static const std::vector<float> t = [] {
-    std::vector<float> v(65536);
-    for (uint32_t h = 0; h < 65536; ++h) v[h] = half_to_float(uint16_t(h));
-    return v;
-  }();
-  return t.data();
-}
-
-// Fused dequantize-and-dot for one Q8_0 row against floats (n multiple of 32). Two blocks per
-// iteration into independent accumulators so the int8->float converts overlap the FMAs.
-float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
-  const float* ht = half_table();
-  v8f acc0 = {}, acc1 = {};
-  auto block = [&](const uint8_t* b, const float* xb) {
-    v8f part = {};
-    for (int j = 0; j < 32; j += 8) part += int8x8_to_f32(b + 2 + j) * load8(xb + j);
-    uint16_t d16;
-    std::memcpy(&d16, b, 2);
-    return part * ht[d16];
-  };
-  const int64_t nb = n / 32;
-  int64_t blk = 0;
-  for (; blk + 2 <= nb; blk += 2) {
-    acc0 += block(w + blk * 34, x + blk * 32);
-    acc1 += block(w + (blk + 1) * 34, x + (blk + 1) * 32);
-  }
-  if (blk < nb) acc0 += block(w + blk * 34, x + blk * 32);
-  return hsum(acc0 + acc1);
-}
-
 #if defined(__AVX2__)
 // Storage on 64-byte boundaries: the kernels read activations in 64-byte vectors (a misaligned
 // one spans two cache lines, which costs the core two of its loads).
@@ -779,166 +747,12 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
   }
 }
 
-// ---- Batched matmul for prefill: packed weight panels and a register-blocked kernel ----
-//
-// out[M, N] = x[M, K] . W[N, K]^T. Weights are packed per (kNr outputs x kc inputs) panel in
-// k-major order, so the kernel does an outer product per k: two vector weight loads and kMr
-// broadcasts of x feed 2 * kMr FMAs into as many accumulators. With AVX-512 the panel is 32 floats
-// wide and the kernel 12 x 32 (24 of the 32 zmm registers: 24 FMAs to 14 loads a step); with AVX
-// it is 16 wide and 6 x 16 (15 of the 16 ymm registers). The 256-bit kernel on an AVX-512 machine
-// ran at 0.45 of the cores' 512-bit FMA peak (docs/perf.md). K blocks keep the panel and the rows
-// of x near L1.
-// Each output element is summed in the same order (k ascending, one FMA chain) whatever M is and
-// whichever rows share its group, so a token's result does not depend on the batch around it.
-constexpr int64_t kMr = kGLanes == 16 ? 12 : 6, kKcMax = kGLanes == 16 ? 256 : 320, kNr = 2 * kGLanes;
-// Below this many rows packing the weights costs more than their reuse saves (decode batches).
+// Rows from which float weights are packed into the tiles (decode_order_gemm): below, packing
+// costs more than the reuse saves (verify passes, a few streams).
 constexpr int64_t kGemmMinRows = 16;
 // Tokens from which the integer kernels unpack 16-row weight panels (fastq::gemm16): the unpack,
 // once per panel, is then under a tenth of the products.
 constexpr int64_t kGemm16MinTokens = 16;
-
-#if defined(__AVX512F__)
-#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// r[j] = 16 floats of row j (j < 16) -> dst[k * kNr + j] for k < 16: a 16 x 16 transpose in
-// registers (32-bit interleaves, 64-bit interleaves, then two rounds of 128-bit lane selects).
-inline void transpose16_to_panel(const __m512 r[16], float* dst) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // u[4i + m], 128-bit lane L: rows 4i .. 4i+3 at k = 4L + m.
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  // k = 4L + m gathers lane L of u[m], u[4 + m], u[8 + m], u[12 + m].
-  for (int m = 0; m < 4; ++m) {
-    const __m512 a = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), b = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
-    const __m512 c = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88), d = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
-    _mm512_storeu_ps(dst + (0 + m) * kNr, _mm512_shuffle_f32x4(a, c, 0x88));
-    _mm512_storeu_ps(dst + (8 + m) * kNr, _mm512_shuffle_f32x4(a, c, 0xDD));
-    _mm512_storeu_ps(dst + (4 + m) * kNr, _mm512_shuffle_f32x4(b, d, 0x88));
-    _mm512_storeu_ps(dst + (12 + m) * kNr, _mm512_shuffle_f32x4(b, d, 0xDD));
-  }
-}
-
-// panel[k * kNr + j] = 32-bit lane k of row n0 + j of w from byte `off` on (k < n, j < 16 of the
-// kNr rows; zero rows past n_valid): 16 lanes of 16 rows at a time through the register
-// transpose, the rest one at a time. kHalf: the row holds F16s, widened on load; otherwise the
-// lanes are moved as they are (F32s, BF16 pair words).
-template <bool kHalf>
-void pack_lanes(const HostTensor& w, int64_t n0, int64_t n_valid, size_t off, int64_t n, float* panel) {
-  const size_t stride = w.row_stride();
-  const int64_t n16 = n / 16 * 16;
-  for (int64_t j0 = 0; j0 < kNr; j0 += 16) {
-    const uint8_t* rows[16];
-    for (int64_t j = 0; j < 16; ++j) rows[j] = j0 + j < n_valid ? w.data + size_t(n0 + j0 + j) * stride + off : nullptr;
-    for (int64_t k = 0; k < n16; k += 16) {
-      __m512 r[16];
-      for (int j = 0; j < 16; ++j) {
-        if (!rows[j]) r[j] = _mm512_setzero_ps();
-        else if constexpr (kHalf) r[j] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + 2 * k)));
-        else r[j] = _mm512_loadu_ps(rows[j] + 4 * k);
-      }
-      transpose16_to_panel(r, panel + k * kNr + j0);
-    }
-    for (int64_t j = 0; j < 16; ++j)  // the last n % 16 lanes
-      for (int64_t k = n16; k < n; ++k) {
-        float* dst = panel + k * kNr + j0 + j;
-        if (!rows[j]) *dst = 0;
-        else if constexpr (kHalf) *dst = half_to_float(uint16_t(rows[j][2 * k] | rows[j][2 * k + 1] << 8));
-        else std::memcpy(dst, rows[j] + 4 * k, 4);
-      }
-  }
-}
-
-// pack_panel for F32 and F16 weights (the scalar transpose and the widening through a buffer
-// were a fifth of an F16 prompt's GEMM). Returns false for other types.
-bool pack_panel_vec(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, float* panel) {
-  if (w.dtype == DType::F32) pack_lanes<false>(w, n0, n_valid, size_t(k0) * 4, kc, panel);
-  else if (w.dtype == DType::F16) pack_lanes<true>(w, n0, n_valid, size_t(k0) * 2, kc, panel);
-  else return false;
-  return true;
-}
-#pragma GCC diagnostic pop
-#endif
-
-// Packs W[n0 .. n0+kNr) x [k0 .. k0+kc) as panel[k][j] (j < kNr), zero rows past `n_valid`.
-void pack_panel(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, float* panel, float* tmp) {
-#if defined(__AVX512F__)
-  if (pack_panel_vec(w, n0, n_valid, k0, kc, panel)) return;
-#endif
-  const size_t stride = w.row_stride();
-  for (int64_t j = 0; j < kNr; ++j) {
-    const float* src;
-    if (j >= n_valid) {
-      std::fill(tmp, tmp + kc, 0.0f);
-      src = tmp;
-    } else if (w.dtype == DType::F32) {
-      src = reinterpret_cast<const float*>(w.data + size_t(n0 + j) * stride) + k0;
-    } else {
-      row_to_f32(w.dtype, w.data + size_t(n0 + j) * stride + row_bytes(w.dtype, k0), tmp, kc);
-      src = tmp;
-    }
-    for (int64_t k = 0; k < kc; ++k) panel[k * kNr + j] = src[k];
-  }
-}
-
-// Row r of a kernel's tile (kNr floats in tmp) into o: its first n_valid columns, added to what
-// the earlier K blocks left there when accumulate.
-inline void store_tile_row(const float* tmp, float* o, int64_t n_valid, bool accumulate) {
-  if (accumulate) {
-    for (int64_t j = 0; j < n_valid; ++j) o[j] += tmp[j];
-  } else {
-    std::memcpy(o, tmp, size_t(n_valid) * 4);
-  }
-}
-
-// c[r][0..kNr) (+)= sum_k x[r][k] * panel[k][0..kNr) for r < MR; stores the first n_valid columns.
-template <int MR>
-void gemm_kernel(const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo, int64_t n_valid,
-                 bool accumulate) {
-  vgf c0[MR], c1[MR];
-  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vgf{};
-  for (int64_t k = 0; k < kc; ++k) {
-    const vgf b0 = loadg(panel + k * kNr), b1 = loadg(panel + k * kNr + kGLanes);
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      const float a = x[r * ldx + k];
-      c0[r] += a * b0;
-      c1[r] += a * b1;
-    }
-  }
-  for (int r = 0; r < MR; ++r) {
-    float tmp[kNr];
-    std::memcpy(tmp, &c0[r], sizeof(vgf));
-    std::memcpy(tmp + kGLanes, &c1[r], sizeof(vgf));
-    store_tile_row(tmp, out + r * ldo, n_valid, accumulate);
-  }
-}
-
-// The float GEMM's panels for gemm_panels: F32 activations, F32 panels (weights widened when packed).
-struct FloatPanels {
-  using X = float;  // an activation element
-  using P = float;  // a panel element
-  static constexpr int64_t kPer = 1, kKcMax = pagoda::kKcMax;  // inputs per element; K block
-  static constexpr bool kPackScratch = true;  // pack() may widen or zero a row through a K block of floats
-  static void pack(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, P* panel, float* tmp) {
-    pack_panel(w, n0, n_valid, k0, kc, panel, tmp);
-  }
-  template <int MR>
-  static void kernel(const X* x, int64_t ldx, const P* panel, int64_t kc, float* out, int64_t ldo, int64_t n_valid,
-                     bool accumulate) {
-    gemm_kernel<MR>(x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-  }
-};
 
 #if defined(__AVX512BF16__)
 // ---- BF16 weights: products of BF16 pairs (vdpbf16ps) ----
@@ -948,13 +762,8 @@ struct FloatPanels {
 // With BF16 weights (an even width) the activations are rounded to BF16 (to nearest even) once
 // per matmul, as llama.cpp does for BF16 weights on every path; that rounding (relative 2^-9 at
 // most) is the only difference in the products from widening the weights to meet F32 activations.
-// Decode and small batches take dot_bf16_pairs per (weight row, activation row), so a row's
-// result does not depend on the batch below 16 rows. Prompts take the panels below with
-// gemm_panels' blocking; each output is one chain over the pairs in k order, whatever the rows
-// beside it. The panel holds each output's weights as k-pairs, panel[kp][j] = {w[j][2kp],
-// w[j][2kp + 1]} (one 32-bit word), so one broadcast word of a row of x meets 32 outputs in two
-// registers.
-constexpr int64_t kKcMaxBf16 = 512;  // a panel of 32 x 512 BF16s is 32 KiB
+// Every batch size sums a (weight row, activation row) pair as dot_bf16_pairs does: decode and
+// small batches call it, prompts run its accumulators in the tiles below (Bf16PairForm).
 
 // BF16 rounding of n floats (n even) into n / 2 pair words; the tail through a masked load.
 void x_to_bf16_pairs(const float* x, int64_t n, uint32_t* dst) {
@@ -985,6 +794,7 @@ std::vector<uint32_t> rows_to_bf16_pairs(const HostTensor& x, ThreadPool* pool =
 // 64-element steps, then one 32-element step into the first, the rest into the second through
 // masked loads (nothing read past the row), then the fold.
 #pragma GCC diagnostic push  // GCC 12 reads _mm512_reduce_add_ps's undefined operands as uninitialized
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 float dot_bf16_pairs(const uint8_t* w, const uint32_t* xb, int64_t n) {
   auto wv = [&](int64_t i) { return std::bit_cast<__m512bh>(_mm512_loadu_si512(w + 4 * i)); };
@@ -1009,99 +819,12 @@ float dot_bf16_pairs(const uint8_t* w, const uint32_t* xb, int64_t n) {
 }
 #pragma GCC diagnostic pop
 
-// W[n0 .. n0+kNr) x [k0 .. k0+kc) (kc even) as pair words, zero rows past n_valid: the float
-// panels' packing, which moves 32-bit lanes whatever they hold.
-void pack_panel_bf16(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, uint32_t* panel) {
-  pack_lanes<false>(w, n0, n_valid, size_t(k0) * 2, kc / 2, reinterpret_cast<float*>(panel));
-}
-
-template <int MR>
-void gemm_kernel_bf16(const uint32_t* x, int64_t ldx, const uint32_t* panel, int64_t kp, float* out, int64_t ldo,
-                      int64_t n_valid, bool accumulate) {
-  __m512 c0[MR], c1[MR];
-  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kp; ++k) {
-    const __m512bh b0 = std::bit_cast<__m512bh>(_mm512_loadu_si512(panel + k * kNr));
-    const __m512bh b1 = std::bit_cast<__m512bh>(_mm512_loadu_si512(panel + k * kNr + 16));
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      const __m512bh a = std::bit_cast<__m512bh>(_mm512_set1_epi32(int(x[r * ldx + k])));
-      c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
-      c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
-    }
-  }
-  for (int r = 0; r < MR; ++r) {
-    float tmp[kNr];
-    _mm512_storeu_ps(tmp, c0[r]);
-    _mm512_storeu_ps(tmp + 16, c1[r]);
-    store_tile_row(tmp, out + r * ldo, n_valid, accumulate);
-  }
-}
-
-// The BF16 pair panels for gemm_panels: activations and panels as pair words (K even).
-struct Bf16Panels {
-  using X = uint32_t;
-  using P = uint32_t;
-  static constexpr int64_t kPer = 2, kKcMax = kKcMaxBf16;
-  static constexpr bool kPackScratch = false;
-  static void pack(const HostTensor& w, int64_t n0, int64_t n_valid, int64_t k0, int64_t kc, P* panel, float*) {
-    pack_panel_bf16(w, n0, n_valid, k0, kc, panel);
-  }
-  template <int MR>
-  static void kernel(const X* x, int64_t ldx, const P* panel, int64_t kp, float* out, int64_t ldo, int64_t n_valid,
-                     bool accumulate) {
-    gemm_kernel_bf16<MR>(x, ldx, panel, kp, out, ldo, n_valid, accumulate);
-  }
-};
 #endif
-
-// F::kernel<mr> for 1 <= mr <= kMr.
-template <class F>
-void kernel_rows(int64_t mr, const typename F::X* x, int64_t ldx, const typename F::P* panel, int64_t kc, float* out,
-                 int64_t ldo, int64_t n_valid, bool accumulate) {
-  using Kernel = void (*)(const typename F::X*, int64_t, const typename F::P*, int64_t, float*, int64_t, int64_t, bool);
-  static constexpr auto kernels = []<size_t... I>(std::index_sequence<I...>) {
-    return std::array<Kernel, sizeof...(I)>{&F::template kernel<int(I) + 1>...};
-  }(std::make_index_sequence<size_t(kMr)>());
-  kernels[size_t(mr - 1)](x, ldx, panel, kc, out, ldo, n_valid, accumulate);
-}
-
-// Output columns [p0 * kNr, p1 * kNr) of out (clipped to N), every one of the M rows of x (row r
-// at x + r * K / F::kPer), in panels of format F (FloatPanels, Bf16Panels).
-template <class F>
-void gemm_panels(const HostTensor& w, const typename F::X* x, int64_t M, const HostTensor& out, int64_t p0, int64_t p1) {
-  const int64_t K = w.cols, N = w.rows, ldx = K / F::kPer;
-  // Equal K blocks of about F::kKcMax (a multiple of the block size so quantized rows split on
-  // block boundaries; of 32, so pair words never split): a panel plus kMr rows of x stay near L1.
-  const int64_t n_kb = (K + F::kKcMax - 1) / F::kKcMax;
-  const int64_t kb = std::max<int64_t>(32, dtype_block_elems(w.dtype));  // K-quants: 256
-  const int64_t kc_max = std::min(K, ((K + n_kb - 1) / n_kb + kb - 1) / kb * kb);
-  // Rows in equal groups of at most kMr (32 rows by six: 6,6,5,5,5,5 rather than 6 x 5 + 2).
-  const int64_t n_groups = (M + kMr - 1) / kMr;
-  constexpr int64_t kPanelsPerBlock = 4;  // 64 or 128 outputs: 80 or 128 KiB of packed float weights per K block, in L2
-  const int64_t panel_elems = kNr * kc_max / F::kPer;
-  std::vector<typename F::P> packed(static_cast<size_t>(kPanelsPerBlock * panel_elems));
-  std::vector<float> tmp(F::kPackScratch ? static_cast<size_t>(kc_max) : 0);
-  for (int64_t pb = p0; pb < p1; pb += kPanelsPerBlock) {
-    const int64_t pe = std::min(p1, pb + kPanelsPerBlock);
-    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-      const int64_t kc = std::min(kc_max, K - k0);
-      for (int64_t p = pb; p < pe; ++p)
-        F::pack(w, p * kNr, std::min(kNr, N - p * kNr), k0, kc, packed.data() + (p - pb) * panel_elems, tmp.data());
-      for (int64_t g = 0; g < n_groups; ++g) {
-        const int64_t r0 = M * g / n_groups, mr = M * (g + 1) / n_groups - r0;
-        for (int64_t p = pb; p < pe; ++p)
-          kernel_rows<F>(mr, x + r0 * ldx + k0 / F::kPer, ldx, packed.data() + (p - pb) * panel_elems, kc / F::kPer,
-                         out.f32() + r0 * out.cols + p * kNr, out.cols, std::min(kNr, N - p * kNr), k0 > 0);
-      }
-    }
-  }
-}
 
 // ---- Prompt-sized float batches in decode's own summation order ----
 //
-// F32, F16 and BF16 weights against 16 rows or more. The panel GEMM above summed each output as
-// one chain over k, which rounds differently from decode's dot (Dot32's 32 lanes and fold, or
+// F32, F16 and BF16 weights against 16 rows or more. A panel GEMM (until the twentieth session)
+// summed each output as one chain over k, which rounds differently from decode's dot (Dot32's 32 lanes and fold, or
 // dot_bf16_pairs' pair lanes): a prompt's row and the same row decoded alone differed in the last
 // bits, and so could a greedy continuation after a prefix cache hit, another chunking or a verify
 // pass of 16+ rows. Here each output IS decode's sum: a tile of MR activation rows x NR weight rows
@@ -1111,7 +834,12 @@ void gemm_panels(const HostTensor& w, const typename F::X* x, int64_t M, const H
 // passes it.
 //
 // A form: the accumulator (Acc), one step's weights (W, kStep elements or pair words), the step,
-// and the finish from element (word) i of an n-long row.
+// and the finish from element (word) i of an n-long row. AVX-512 builds only (the tiles need its
+// 32 vector registers; other builds take the small-batch dots).
+#if defined(__AVX512F__)
+#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined operands as uninitialized
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 struct F32Form {
   using Acc = Dot32;
   using W = Dot32::W32;
@@ -1352,6 +1080,9 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
   }
 }
 
+#pragma GCC diagnostic pop
+#endif  // __AVX512F__
+
 // out[0..hd) = the n spans' outputs acc[c], each normalized by its own softmax sum st[c].sum,
 // merged (flash-decoding): span c weighs st[c].sum * exp(st[c].max - the largest max), over the
 // total of those weights. w: n floats of scratch. Decode rows and prompt rows merge their spans
@@ -1457,7 +1188,6 @@ struct MatvecPlan {
     for (int64_t o = o0; o < o1; ++o) {
       const uint8_t* wr = w + size_t(o) * stride;
       if (dtype == DType::F32) y[o] = dot_f32(reinterpret_cast<const float*>(wr), xv, n_in);
-      else if (dtype == DType::Q8_0) y[o] = dot_q8_0(wr, xv, n_in);
       else if (dtype == DType::BF16) y[o] = dot_16bit<bf16x32_to_f32, bf16_to_f32>(wr, xv, n_in);
 #if defined(__F16C__)
       else if (dtype == DType::F16) y[o] = dot_16bit<half32_to_f32, half_to_float>(wr, xv, n_in);
@@ -1653,10 +1383,9 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     return;
   }
 #endif
-  // Prefill-sized batches of float weights: tiles that sum each output exactly as decode does.
-  const bool float_weights = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
 #if defined(__AVX512F__)
-  if (x.rows >= kGemmMinRows && float_weights) {
+  // Prefill-sized batches of float weights: tiles that sum each output exactly as decode does.
+  if (x.rows >= kGemmMinRows && (w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16)) {
     pool.parallel_for(w.rows, [&](int64_t o0, int64_t o1) {
       if (w.dtype == DType::F32) decode_order_gemm<F32Form>(w, x.f32(), x.cols, x.rows, n_in, out, o0, o1);
       else if (w.dtype == DType::F16) decode_order_gemm<HalfForm<half32_to_f32, half_to_float>>(w, x.f32(), x.cols, x.rows, n_in, out, o0, o1);
@@ -1665,16 +1394,10 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     return;
   }
 #endif
-  // Other prefill-sized batches (weights dequantized into panels, where no integer kernel takes
-  // them): packed panels and the register-blocked kernel (compute-bound, weights reused M times).
-  // Without AVX-512, float weights take the small-batch dots below at every batch size, the
-  // decode dot's order again.
-  if (x.rows >= kGemmMinRows && !float_weights) {
-    const int64_t panels = (w.rows + kNr - 1) / kNr;
-    pool.parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_panels<FloatPanels>(w, x.f32(), x.rows, out, p0, p1); });
-    return;
-  }
-  // Small batches: dequantize each weight row once and reuse it across every row of x.
+  // Everything else (float weights without AVX-512; quantized ones without AVX2, whose decode
+  // dequantizes a row and takes dot_f32) runs the small-batch dots at every batch size: decode's
+  // order, so a row's result never depends on the batch. Each weight row is dequantized once and
+  // dotted with every row of x.
   if (x.rows >= 3) {
     // Batches: weight rows as floats (F32 in place, others dequantized per chunk), then 2 x M dots.
     // (Two rows take the per-row fused dots below: measured faster than a 2 x 2 pass.)
