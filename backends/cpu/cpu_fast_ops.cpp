@@ -854,39 +854,6 @@ struct F32Form {
   static float finish(const Acc& a, const uint8_t* w, const X* x, int64_t i, int64_t n) {
     return a.finish(reinterpret_cast<const float*>(w) + i, x + i, n - i);
   }
-  // finish() of `count` sums with no tail left, eight at a time: Dot32::finish's fold
-  // (s0 + s1) + (s2 + s3) of each, then hsum's additions in lane order (0 + v[0] + v[1] ... +
-  // v[7]) done lane-wise on the transposed folds: the same additions, a sum per lane.
-  __attribute__((noinline)) static void finish_whole(const Acc* acc, int count, float* res) {
-    for (int g = 0; g < count; g += 8) {
-      v8f f[8];
-      for (int j = 0; j < 8; ++j) {
-        const Acc& d = acc[std::min(g + j, count - 1)];
-        const v8f s0 = __builtin_shufflevector(d.a, d.a, 0, 1, 2, 3, 4, 5, 6, 7);
-        const v8f s1 = __builtin_shufflevector(d.a, d.a, 8, 9, 10, 11, 12, 13, 14, 15);
-        const v8f s2 = __builtin_shufflevector(d.b, d.b, 0, 1, 2, 3, 4, 5, 6, 7);
-        const v8f s3 = __builtin_shufflevector(d.b, d.b, 8, 9, 10, 11, 12, 13, 14, 15);
-        f[j] = (s0 + s1) + (s2 + s3);
-      }
-      v8f a[8], b[8], t[8];
-      for (int p = 0; p < 8; p += 2) {
-        a[p] = __builtin_shufflevector(f[p], f[p + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        a[p + 1] = __builtin_shufflevector(f[p], f[p + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-      }
-      for (int p = 0; p < 8; p += 4)
-        for (int q = 0; q < 2; ++q) {
-          b[p + 2 * q] = __builtin_shufflevector(a[p + q], a[p + q + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-          b[p + 2 * q + 1] = __builtin_shufflevector(a[p + q], a[p + q + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-        }
-      for (int k = 0; k < 4; ++k) {  // t[k] (t[k + 4]): lane k (k + 4) of the eight folds
-        t[k] = __builtin_shufflevector(b[k], b[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-        t[k + 4] = __builtin_shufflevector(b[k], b[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-      }
-      v8f r = {};
-      for (int k = 0; k < 8; ++k) r += t[k];
-      for (int j = 0; j < 8 && g + j < count; ++j) res[g + j] = r[j];
-    }
-  }
 };
 // F16 or BF16 weights widened 32 at a time, as dot_16bit.
 template <Dot32::W32 (*To32)(const uint8_t*), float (*To1)(uint16_t)>
@@ -978,20 +945,6 @@ __attribute__((noinline)) void decode_order_tile(const typename F::P* pk, const 
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) state[r * NR + c] = acc[r][c];
     return;
-  }
-  if constexpr (requires(const typename F::Acc* a) { F::finish_whole(a, MR * NR, out); }) {
-    if (i1 == n) {
-      // A copy goes to the (not inlined) finish: were acc's own address to escape, GCC would
-      // keep the accumulators in memory through the loop above.
-      typename F::Acc sums[MR * NR];
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) sums[r * NR + c] = acc[r][c];
-      float res[MR * NR];
-      F::finish_whole(sums, MR * NR, res);
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) out[r * ldo + c] = res[r * NR + c];
-      return;
-    }
   }
   for (int r = 0; r < MR; ++r)
     for (int c = 0; c < NR; ++c) out[r * ldo + c] = F::finish(acc[r][c], wr[c], xr[r], i1, n);
@@ -1452,11 +1405,9 @@ void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTens
 }
 
 // Multi-row work (prefill chunks, verify rows): (sequence, kv head, range of query rows). Each item
-// gathers its context's K (transposed, [head_dim][ctx], zero-padded to a multiple of kPosBlock)
-// and V ([ctx][head_dim]) as floats once, so an F16 cache is converted once per item rather than
-// once per query row, and the group's query heads of every row in the range share the gathered
-// K/V. Scores and values are then register-blocked products (prompt_scores, prompt_values);
-// softmax is exact (full row).
+// finds its context's K and V rows once (F16 converted once per item rather than once per query
+// row), and every query row of the range is then computed with decode's kernels on decode's
+// spans, four queries sharing each K/V load (see the items' loop below).
 //
 // A lone query row (decode) has nothing to share a gather with. Its work is split by position
 // instead: (row, span of kDecodeSpan positions), every head at once, so each K/V cache row is read
@@ -1496,9 +1447,9 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   int32_t n_parts = 0;
   // Multi-row sequences: each kv head's rows in `ranges` contiguous ranges of about equal work (a
   // row's work grows with its position), enough items for every thread several times over. An
-  // item gathers its context once for all its rows, so the fewer items the less gathering: with
-  // 32-row items a 1000-token prompt transposed each key 16 times, which took more time than the
-  // products it fed.
+  // item finds (and converts) its context once for all its rows, so the fewer items the less of
+  // that: with 32-row items a 1000-token prompt transposed each key 16 times (the fifteenth
+  // session's layout), which took more time than the products it fed.
   int32_t prompt_seqs = 0;
   for (int32_t s = 0; s < p.n_seqs; ++s) prompt_seqs += info[s].q_len > 1;
   const int32_t heads_in_prompts = std::max(1, prompt_seqs * p.n_kv_heads);
