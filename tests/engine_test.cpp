@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <bit>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
@@ -35,6 +36,7 @@ Env env() {
 
 struct Outcome {
   std::vector<int32_t> tokens;
+  std::vector<float> logprob;  // when the request asked for log-probabilities
   std::string text;
   FinishReason reason = FinishReason::None;
   std::string error;
@@ -49,6 +51,7 @@ std::vector<Outcome> run_all(Engine& e, const std::vector<Request>& reqs, std::v
   for (size_t i = 0; i < reqs.size(); ++i) {
     auto r = e.submit(reqs[i], [&out, i](const TokenEvent& ev) {
       if (ev.token >= 0) out[i].tokens.push_back(ev.token);
+      if (ev.has_logprobs) out[i].logprob.push_back(ev.logprob);
       out[i].text += ev.text;
       if (ev.finished) {
         out[i].finished = true;
@@ -160,9 +163,12 @@ TEST(Engine, CompleteRunsOnePromptToItsEndLikeTheOracle) {
   expect_no_leaks(*e);
 }
 
+// Not only the same tokens: every token's log-probability is the same bits, although with reuse
+// on the later requests compute only their uncached tails (other chunks, other batch mates).
 TEST(Engine, PrefixReuseOnIsTokenIdenticalToOff) {
   REQUIRE_MODELS();
   auto reqs = sharing_workload();
+  for (auto& r : reqs) r.logprobs = 0;  // the chosen token's log-probability
   EngineConfig on, off;
   on.max_batch_tokens = off.max_batch_tokens = 48;
   off.prefix_caching = false;
@@ -171,8 +177,20 @@ TEST(Engine, PrefixReuseOnIsTokenIdenticalToOff) {
   std::vector<Request> w1(reqs.begin(), reqs.begin() + 3), w2(reqs.begin() + 3, reqs.end());
   auto a1 = run_all(*e_on, w1), a2 = run_all(*e_on, w2);
   auto b1 = run_all(*e_off, w1), b2 = run_all(*e_off, w2);
-  for (size_t i = 0; i < a1.size(); ++i) EXPECT_EQ(a1[i].tokens, b1[i].tokens) << "wave 1 request " << i;
-  for (size_t i = 0; i < a2.size(); ++i) EXPECT_EQ(a2[i].tokens, b2[i].tokens) << "wave 2 request " << i;
+  auto bits = [](const std::vector<float>& v) {
+    std::vector<uint32_t> b;
+    for (float f : v) b.push_back(std::bit_cast<uint32_t>(f));
+    return b;
+  };
+  for (size_t i = 0; i < a1.size(); ++i) {
+    EXPECT_EQ(a1[i].tokens, b1[i].tokens) << "wave 1 request " << i;
+    EXPECT_EQ(bits(a1[i].logprob), bits(b1[i].logprob)) << "wave 1 request " << i;
+  }
+  for (size_t i = 0; i < a2.size(); ++i) {
+    EXPECT_EQ(a2[i].tokens, b2[i].tokens) << "wave 2 request " << i;
+    ASSERT_EQ(a2[i].logprob.size(), a2[i].tokens.size()) << "wave 2 request " << i;
+    EXPECT_EQ(bits(a2[i].logprob), bits(b2[i].logprob)) << "wave 2 request " << i;
+  }
   const auto s_on = e_on->snapshot(), s_off = e_off->snapshot();
   EXPECT_GT(s_on->counters.avoided_prefill_tokens, 0u);
   EXPECT_EQ(s_off->counters.avoided_prefill_tokens, 0u);
