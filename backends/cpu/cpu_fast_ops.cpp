@@ -824,14 +824,14 @@ float dot_bf16_pairs(const uint8_t* w, const uint32_t* xb, int64_t n) {
 // ---- Prompt-sized float batches in decode's own summation order ----
 //
 // F32, F16 and BF16 weights against 16 rows or more. A panel GEMM (until the twentieth session)
-// summed each output as one chain over k, which rounds differently from decode's dot (Dot32's 32 lanes and fold, or
-// dot_bf16_pairs' pair lanes): a prompt's row and the same row decoded alone differed in the last
-// bits, and so could a greedy continuation after a prefix cache hit, another chunking or a verify
-// pass of 16+ rows. Here each output IS decode's sum: a tile of MR activation rows x NR weight rows
-// keeps one decode accumulator per output, each weight vector loaded (and widened) once for the
-// MR rows, each activation vector once for the NR weight rows, and every output finished by the
-// decode dot's own tail and fold. A block of weight rows stays in L2 while every group of rows
-// passes it.
+// summed each output as one chain over k, which rounds differently from decode's dot (Dot32's 32
+// lanes and fold, or dot_bf16_pairs' pair lanes): a prompt's row and the same row decoded alone
+// differed in the last bits, and so could a greedy continuation after a prefix cache hit, another
+// chunking or a verify pass of 16+ rows. Here each output IS decode's sum: a tile of MR activation
+// rows x NR weight rows keeps one decode accumulator per output, each weight vector (packed, and
+// widened, once per block) loaded once for the MR rows, each activation vector once for the NR
+// weight rows, and every output finished by the decode dot's own tail and fold. A block of weight
+// rows stays in L2 while every group of rows passes it.
 //
 // A form: the accumulator (Acc), one step's weights (W, kStep elements or pair words), the step,
 // and the finish from element (word) i of an n-long row. AVX-512 builds only (the tiles need its
