@@ -481,14 +481,17 @@ TEST(CpuFast, AttentionRowsAreTheSameAloneOrInAChunk) {
 // widths past the GEMM's K block (2100), and output counts that leave partial tiles.
 TEST(CpuFast, FloatRowsEqualDecodeRowsAtEveryBatchSize) {
   std::mt19937_64 rng(fresh_seed());
-  CpuBackend fast(CpuOptions{.threads = 3});
-  const int64_t n_out = 37;
+  CpuBackend fast(CpuOptions{.threads = 3}), single(CpuOptions{.threads = 1});
+  // 37 outputs: partial tiles; 95 on one thread: a 96-row weight block ending in two single-row
+  // tiles (which once overran the tile buffers).
+  for (auto [n_out, threads] : {std::pair<int64_t, int>{37, 3}, std::pair<int64_t, int>{95, 1}})
   for (DType dt : {DType::F32, DType::F16, DType::BF16})
   for (int64_t n_in : {64, 72, 77, 100, 768, 2100}) {
+    CpuBackend& be = threads == 1 ? single : fast;
     const auto wf = randn(rng, size_t(n_in * n_out));
     std::vector<uint8_t> w(row_bytes(dt, n_in) * size_t(n_out));
     for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, wf.data() + o * n_in, w.data() + size_t(o) * row_bytes(dt, n_in), n_in);
-    auto run = [&](const float* x, int64_t n) { return matmul_on(fast, dt, w, n_out, n_in, x, n); };
+    auto run = [&](const float* x, int64_t n) { return matmul_on(be, dt, w, n_out, n_in, x, n); };
     for (int64_t n : {3, 4, 5, 8, 15, 16, 17, 34}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(x.data(), n);

@@ -964,7 +964,9 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
   // Weight rows a block: about 512 KiB of them, so they stay in L2 while the row groups pass.
   const int64_t block = std::clamp<int64_t>(int64_t((512u << 10) / std::max<size_t>(stride, 1)) / kNR * kNR, kNR, 96);
   const int64_t n_full = n / F::kStep * F::kStep, n_steps = n_full / F::kStep, tile_elems = kNR * n_full;
-  const int64_t max_tiles = (block + kNR - 1) / kNR;
+  // Tiles a block can have: whole ones of kNR rows, then up to kNR - 1 single-row ones (a block
+  // of 95 rows is 31 + 2; counting (block + 2) / 3 of them overran the buffers by one tile).
+  const int64_t max_tiles = block / kNR + kNR - 1;
   thread_local std::vector<typename F::Acc> state;
   thread_local std::vector<typename F::P> packed_store;
   state.resize(size_t(max_tiles * kMR * kNR));
