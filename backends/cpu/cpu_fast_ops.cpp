@@ -870,9 +870,6 @@ struct HalfForm : F32Form {
   }
 };
 #if defined(__AVX512BF16__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // BF16 weights against activations rounded to BF16, as dot_bf16_pairs (n, i in pair words).
 struct Bf16PairForm {
   struct Acc {
@@ -906,7 +903,6 @@ struct Bf16PairForm {
     return _mm512_reduce_add_ps(_mm512_add_ps(acc.a, acc.b));
   }
 };
-#pragma GCC diagnostic pop
 #endif
 
 // Steps [i0, i1) (multiples of kStep) of the decode sums of weight rows wr[c] and activation
@@ -979,15 +975,21 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
   const bool x_on_lines = reinterpret_cast<uintptr_t>(x) % 64 == 0 && ldx * sizeof(typename F::X) % 64 == 0;
   for (int64_t ob = o0; ob < o1; ob += block) {
     const int64_t oe = std::min(o1, ob + block);
+    // The block's tiles: kNR rows each, the last rows one at a time; fn(tile, first row, rows).
+    auto each_tile = [&](auto&& fn) {
+      for (int64_t o = ob, t = 0; o < oe; ++t) {
+        const int64_t nr = oe - o >= kNR ? kNR : 1;
+        fn(t, o, nr);
+        o += nr;
+      }
+    };
     // The block's whole steps packed tile by tile, step by step (one stream per tile, in the
     // order the tiles read them; F16/BF16 widened here once rather than once per row group).
-    for (int64_t o = ob, t = 0; o < oe; ++t) {
-      const int64_t nr = oe - o >= kNR ? kNR : 1;
+    each_tile([&](int64_t t, int64_t o, int64_t nr) {
       for (int64_t c = 0; c < nr; ++c)
         for (int64_t st = 0; st < n_steps; ++st)
           F::pack(w.data + size_t(o + c) * stride, st * F::kStep, packed + t * tile_elems + (st * kNR + c) * F::kStep);
-      o += nr;
-    }
+    });
     for (int64_t r0 = 0; r0 < M; r0 += kMR) {
       const int64_t mr = std::min<int64_t>(kMR, M - r0);
       const typename F::X* xr[kMR];
@@ -1003,8 +1005,7 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
           std::memcpy(xblock + r * kKc, xr[r] + i0, size_t(i1 - i0) * sizeof(typename F::X));
           xs[r] = xblock + r * kKc;
         }
-        for (int64_t o = ob, t = 0; o < oe; ++t) {
-          const int64_t nr = oe - o >= kNR ? kNR : 1;
+        each_tile([&](int64_t t, int64_t o, int64_t nr) {
           const uint8_t* wr[kNR];
           for (int64_t c = 0; c < kNR; ++c) wr[c] = w.data + size_t(o + std::min(c, nr - 1)) * stride;
           float* op = out.f32() + r0 * out.cols + o;
@@ -1027,8 +1028,7 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
             }
           }
 #undef PAGODA_TILE
-          o += nr;
-        }
+        });
         if (i1 >= n_full) break;
       }
     }
@@ -1696,7 +1696,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
     std::vector<float> kbuf, vbuf, sc, acc, w;
     std::vector<const float*> krow, vrow, accp;
     std::vector<const uint8_t*> vraw;
-    std::vector<SoftmaxStats> st, qst;
+    std::vector<SoftmaxStats> st;
     for (int64_t it = i0; it < i1; ++it) {
       const Item& item = items[size_t(it)];
       const SeqInfo& si = info[item.s];
@@ -1755,7 +1755,9 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           for (int32_t i = 0; i < nb; ++i) dots_tile(qv[i], rows, hd, sc.data() + size_t(i) * size_t(ld) + size_t(t));
         }
         // Spans of kDecodeSpan positions from lo, as decode cuts them; each query's softmax and
-        // weighted values per span, into acc[(span * kQueryBlock + query) * hd].
+        // weighted values per span, into st[query * n_spans + span] and
+        // acc[(span * kQueryBlock + query) * hd] (a span's queries side by side, as the value
+        // kernel writes them).
         const int32_t n_spans = (n_max + kDecodeSpan - 1) / kDecodeSpan;
         acc.resize(size_t(n_spans) * kQueryBlock * size_t(hd));
         st.resize(size_t(n_spans) * kQueryBlock);
@@ -1763,7 +1765,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           const int32_t t0 = k * kDecodeSpan;
           int32_t first = nb;  // the queries with this span: a suffix of the block
           for (int32_t i = nb - 1; i >= 0 && len[i] > t0; --i) {
-            st[size_t(k * kQueryBlock + i)] = probs(sc.data() + size_t(i) * size_t(ld) + size_t(t0), std::min(kDecodeSpan, len[i] - t0));
+            st[size_t(i * n_spans + k)] = probs(sc.data() + size_t(i) * size_t(ld) + size_t(t0), std::min(kDecodeSpan, len[i] - t0));
             first = i;
           }
           float* a = acc.data() + size_t(k * kQueryBlock + first) * size_t(hd);
@@ -1793,14 +1795,10 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
             std::copy_n(acc.data() + size_t(i) * size_t(hd), hd, ov[i]);
             continue;
           }
-          qst.resize(size_t(spans_i));
           accp.resize(size_t(spans_i));
           w.resize(size_t(spans_i));
-          for (int32_t k = 0; k < spans_i; ++k) {
-            qst[size_t(k)] = st[size_t(k * kQueryBlock + i)];
-            accp[size_t(k)] = acc.data() + size_t(k * kQueryBlock + i) * size_t(hd);
-          }
-          merge_spans(spans_i, qst.data(), accp.data(), hd, ov[i], w.data());
+          for (int32_t k = 0; k < spans_i; ++k) accp[size_t(k)] = acc.data() + size_t(k * kQueryBlock + i) * size_t(hd);
+          merge_spans(spans_i, st.data() + size_t(i * n_spans), accp.data(), hd, ov[i], w.data());
         }
         q0 += nb;
       }
