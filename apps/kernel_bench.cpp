@@ -19,6 +19,9 @@
 //   Decode1B/q4_k       one decode token's 112 Q4_K matvecs of the 1B shape on two threads, as
 //                       the engine issues them (real time): against Matvec2t, what cutting a
 //                       token into the pool jobs its data dependencies require costs.
+// <type>+panels: F32, F16 and BF16 weights packed into panels as the CPU backend loads them
+// (CpuBackend::repack_matmul_weight); the plain <type> cases are the file's row-major layout
+// (weights the loader did not pack: a tied token_embd as the output matrix).
 // Rows are 2048 weights (the 1B shape's width) unless a name says otherwise. Weights are random
 // floats quantized with the backend's quantizer, so every block's scales are valid.
 // Run: ./build/pagoda_kernel_bench [--benchmark_filter=q4_k] [--benchmark_format=json]
@@ -42,13 +45,13 @@ using pagoda::DType;
 constexpr int64_t kWide = 2048;
 
 struct Case {
-  std::vector<uint8_t> w;
+  std::vector<uint8_t> w, packed;
   std::vector<float> x, out;
   pagoda::HostTensor tw, tx, tout;
 };
 
 // `rows` weight rows of type t and `cols` weights, `tokens` activation rows.
-Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide) {
+Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide, bool panels = false) {
   Case c;
   const size_t stride = pagoda::row_bytes(t, cols);
   c.w.resize(size_t(rows) * stride);
@@ -63,6 +66,13 @@ Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide) {
   for (size_t i = 0; i < size_t(tokens * cols); ++i) x[i] = pagoda::philox_uniform(8, 0, i) * 2.0f - 1.0f;
   c.out.resize(size_t(tokens * rows));
   c.tw = {c.w.data(), t, rows, cols};
+  if (panels) {
+    pagoda::ThreadPool pool(1);
+    c.packed.resize(pagoda::fast::panel_bytes(t, rows, cols) + 64);
+    uint8_t* p = c.packed.data() + (64 - reinterpret_cast<uintptr_t>(c.packed.data()) % 64) % 64;
+    pagoda::fast::pack_panels(pool, t, c.w.data(), rows, cols, p);
+    c.tw = {p, t, rows, cols, true};
+  }
   c.tx = {reinterpret_cast<uint8_t*>(x), DType::F32, tokens, cols};
   c.tout = {reinterpret_cast<uint8_t*>(c.out.data()), DType::F32, tokens, rows};
   return c;
@@ -72,9 +82,9 @@ Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide) {
 int64_t rows_in(DType t, size_t bytes) { return int64_t(std::max<size_t>(1, bytes / pagoda::row_bytes(t, kWide))); }
 
 void run(benchmark::State& state, DType t, int64_t rows, int64_t tokens, bool per_byte, int64_t cols = kWide,
-         int threads = 1) {
+         int threads = 1, bool panels = false) {
   pagoda::ThreadPool pool(threads);
-  Case c = make_case(t, rows, tokens, cols);
+  Case c = make_case(t, rows, tokens, cols, panels);
   for (auto _ : state) {
     pagoda::fast::matmul(pool, c.tw, c.tx, c.tout);
     benchmark::DoNotOptimize(c.out.data());
@@ -145,20 +155,22 @@ int main(int argc, char** argv) {
   const DType types[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
                          DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL, DType::Q2_K,
                          DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-  for (DType t : types) {
-    const std::string name = pagoda::dtype_name(t);
+  for (DType t : types)
+  for (bool p : {false, true}) {
+    if (p && t != DType::F32 && t != DType::F16 && t != DType::BF16) continue;
+    const std::string name = pagoda::dtype_name(t) + std::string(p ? "+panels" : "");
     benchmark::RegisterBenchmark(("Matvec/" + name + "/l2").c_str(),
-                                 [t](benchmark::State& s) { run(s, t, rows_in(t, 192 << 10), 1, false); });
-    benchmark::RegisterBenchmark(("Matvec768/" + name + "/l2").c_str(), [t](benchmark::State& s) {
-      run(s, t, int64_t((192 << 10) / pagoda::row_bytes(t, 768)), 1, false, 768);
+                                 [t, p](benchmark::State& s) { run(s, t, rows_in(t, 192 << 10), 1, false, kWide, 1, p); });
+    benchmark::RegisterBenchmark(("Matvec768/" + name + "/l2").c_str(), [t, p](benchmark::State& s) {
+      run(s, t, int64_t((192 << 10) / pagoda::row_bytes(t, 768)), 1, false, 768, 1, p);
     });
     benchmark::RegisterBenchmark(("Matvec/" + name + "/dram").c_str(),
-                                 [t](benchmark::State& s) { run(s, t, rows_in(t, 64 << 20), 1, true); })
+                                 [t, p](benchmark::State& s) { run(s, t, rows_in(t, 64 << 20), 1, true, kWide, 1, p); })
         ->MinTime(0.5);
-    benchmark::RegisterBenchmark(("Matmul64/" + name).c_str(), [t](benchmark::State& s) { run(s, t, 512, 64, false); });
-    benchmark::RegisterBenchmark(("Matmul256/" + name).c_str(), [t](benchmark::State& s) { run(s, t, 768, 256, false); });
+    benchmark::RegisterBenchmark(("Matmul64/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 64, false, kWide, 1, p); });
+    benchmark::RegisterBenchmark(("Matmul256/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 768, 256, false, kWide, 1, p); });
     benchmark::RegisterBenchmark(("Matmul256w768/" + name).c_str(),
-                                 [t](benchmark::State& s) { run(s, t, 2048, 256, false, 768); });
+                                 [t, p](benchmark::State& s) { run(s, t, 2048, 256, false, 768, 1, p); });
   }
   // The decode case on two threads: one 64 MiB matrix (one pool job a call), then a token's
   // matvecs of the 1B shape as the engine issues them.

@@ -185,6 +185,16 @@ class Backend {
   // them in place, keeps `owner` and sets *in_place; the default allocates a buffer and uploads a
   // copy (*in_place false: the caller may then drop its own pages). Ops never write to it.
   virtual Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place);
+  // Lets the backend keep a weight in a layout of its own, made once: `w` fills its buffer from
+  // byte 0 to the end and is from now on only ever matmul's or matmul_many's `w` (never embed's
+  // table, copied or downloaded). Returns whether it did; the bytes the buffer held (a mapped
+  // file's, for adopt_host) are then no longer read. The CPU backend packs F32, F16 and BF16 weights
+  // into k-major panels, so that every batch size sums an output in the same order; the default
+  // keeps the buffer as it is.
+  virtual Result<bool> repack_matmul_weight(const Tensor& w) {
+    (void)w;
+    return false;
+  }
   // Waits for every enqueued op, then copies `bytes` from the tensor's start into dst.
   virtual void download(const Tensor& src, void* dst, size_t bytes) = 0;
   // Waits until every enqueued op has finished. Returns an error if the device was lost.

@@ -334,10 +334,15 @@ TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
 // groups of four and a partial one), and for the 32-element types 800 (16 + 8 + a tail block) and
 // 1056 (2 x 16 + a tail).
 // out = w · x on backend be: n_out weight rows of type dt (their bytes wq) against n rows of x.
+// `packed`: the weight goes through Backend::repack_matmul_weight first, as the model loader's do.
 std::vector<float> matmul_on(Backend& be, DType dt, const std::vector<uint8_t>& wq, int64_t n_out, int64_t n_in,
-                             const float* x, int64_t n) {
+                             const float* x, int64_t n, bool packed = false) {
   Buf wb = make(be, dt, n_out, n_in), xb = make(be, DType::F32, n, n_in), ob = make(be, DType::F32, n, n_out);
   be.upload(wb.t, wq.data(), wq.size());
+  if (packed) {
+    Result<bool> r = be.repack_matmul_weight(wb.t);
+    EXPECT_TRUE(r.ok() && *r) << dtype_name(dt) << " weight not packed";
+  }
   be.upload(xb.t, x, size_t(n * n_in) * 4);
   be.matmul(wb.t, xb.t, ob.t);
   std::vector<float> got(size_t(n * n_out));
@@ -503,6 +508,74 @@ TEST(CpuFast, FloatRowsEqualDecodeRowsAtEveryBatchSize) {
       }
     }
   }
+}
+
+// Float weights packed into panels at load (CpuBackend::repack_matmul_weight): every row of a
+// batch gets the bits it gets alone, at every batch size (the decode tile, the prompt tiles of
+// 1-6 rows, groups of four panels and single ones, a last panel part empty), on several threads
+// (whose decode ranges must fall on panel boundaries) and one; and the results are the reference
+// product up to F32 summation (with AVX-512 BF16, of the activations rounded to BF16). A panel
+// packed from the wrong rows, steps out of order or a lost tail shows as an NMSE near 1.
+TEST(CpuFast, PackedFloatWeightsGiveEveryRowItsDecodeBits) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend fast(CpuOptions{.threads = 3}), single(CpuOptions{.threads = 1});
+  for (auto [n_out, threads] : {std::pair<int64_t, int>{37, 3}, std::pair<int64_t, int>{95, 1}, std::pair<int64_t, int>{160, 3}})
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+  for (int64_t n_in : {7, 64, 77, 768, 2100}) {
+    CpuBackend& be = threads == 1 ? single : fast;
+    const auto wf = randn(rng, size_t(n_in * n_out));
+    const size_t stride = row_bytes(dt, n_in);
+    std::vector<uint8_t> w(stride * size_t(n_out));
+    std::vector<float> wd(wf.size());
+    for (int64_t o = 0; o < n_out; ++o) {
+      quantize_row(dt, wf.data() + o * n_in, w.data() + size_t(o) * stride, n_in);
+      dequantize_row(dt, w.data() + size_t(o) * stride, wd.data() + o * n_in, n_in);
+    }
+    const bool rounded = dt == DType::BF16 && fast::bf16_rounds_activations() && n_in % 2 == 0;
+    auto run = [&](const float* x, int64_t n) { return matmul_on(be, dt, w, n_out, n_in, x, n, true); };
+    for (int64_t n : {1, 2, 3, 5, 6, 7, 13, 16, 34}) {
+      const auto x = randn(rng, size_t(n * n_in));
+      const auto got = run(x.data(), n);
+      std::vector<double> want(size_t(n * n_out));
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<float> xr(x.begin() + r * n_in, x.begin() + (r + 1) * n_in);
+        if (rounded) {
+          std::vector<uint8_t> b(row_bytes(DType::BF16, n_in));
+          quantize_row(DType::BF16, xr.data(), b.data(), n_in);
+          dequantize_row(DType::BF16, b.data(), xr.data(), n_in);
+        }
+        for (int64_t o = 0; o < n_out; ++o) {
+          double s = 0;
+          for (int64_t k = 0; k < n_in; ++k) s += double(xr[size_t(k)]) * wd[size_t(o * n_in + k)];
+          want[size_t(r * n_out + o)] = s;
+        }
+      }
+      EXPECT_LT(nmse(got, want), 1e-10) << dtype_name(dt) << " " << n_out << " x " << n_in << ", " << n << " rows";
+      if (n == 1) continue;
+      for (int64_t r = 0; r < n; ++r) {
+        const auto alone = run(x.data() + r * n_in, 1);
+        for (int64_t o = 0; o < n_out; ++o)
+          ASSERT_EQ(got[size_t(r * n_out + o)], alone[size_t(o)])
+              << dtype_name(dt) << " " << n_out << " x " << n_in << ", row " << r << " of " << n << ", output " << o;
+      }
+    }
+  }
+}
+
+// What repack_matmul_weight leaves alone: the reference backend's weights (its kernels read the
+// file's layout), quantized types, a tensor that does not fill its buffer, and one packed already.
+TEST(CpuFast, RepackTakesOnlyWholeFloatWeights) {
+  CpuBackend fast(CpuOptions{.threads = 2}), ref(CpuOptions{.reference = true});
+  Buf a = make(ref, DType::F32, 32, 64);
+  EXPECT_FALSE(*ref.repack_matmul_weight(a.t));
+  Buf q = make(fast, DType::Q8_0, 32, 64);
+  EXPECT_FALSE(*fast.repack_matmul_weight(q.t));
+  Buf f = make(fast, DType::F32, 32, 64);
+  EXPECT_FALSE(*fast.repack_matmul_weight(f.t.row_slice(0, 16)));
+  EXPECT_FALSE(CpuBackend::host(f.t).panels);
+  EXPECT_TRUE(*fast.repack_matmul_weight(f.t));
+  EXPECT_TRUE(CpuBackend::host(f.t).panels);
+  EXPECT_FALSE(*fast.repack_matmul_weight(f.t));
 }
 
 // BF16 weights: with AVX-512 BF16 the products are those of the activations rounded to BF16

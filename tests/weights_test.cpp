@@ -1,5 +1,7 @@
 // Weights in place (issue 13 part 7): on the CPU backend the model's tensors are the bytes of the
-// mapped file, with no second copy in memory, and they stay valid after the GgufFile is gone.
+// mapped file, with no second copy in memory, and they stay valid after the GgufFile is gone. The
+// float matmul weights are the exception: packed once into panels (CpuBackend::repack_matmul_weight)
+// in memory that replaces their mapped pages, so the resident set is still about one file.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -58,15 +60,32 @@ TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
   ASSERT_TRUE(m.ok()) << m.error();
   const GgufFile& f = *(*m)->file;
   const ModelWeights& w = (*m)->weights;
-  EXPECT_EQ(w.mapped_bytes, w.bytes) << "every tensor should be used where the file is mapped";
-  const std::pair<const Tensor*, const char*> named[] = {
-      {&w.tok_embd, "token_embd.weight"}, {&w.output, "output.weight"}, {&w.layers[0].wq, "blk.0.attn_q.weight"},
-      {&w.layers[2].w_down, "blk.2.ffn_down.weight"}, {&w.layers[1].attn_norm, "blk.1.attn_norm.weight"}};
-  for (const auto& [t, name] : named) {
+  const bool packed = GetParam() == GgmlType::F32;  // float matmul weights go into panels
+  const std::pair<const Tensor*, const char*> matrices[] = {
+      {&w.output, "output.weight"}, {&w.layers[0].wq, "blk.0.attn_q.weight"}, {&w.layers[2].w_down, "blk.2.ffn_down.weight"}};
+  const std::pair<const Tensor*, const char*> others[] = {{&w.tok_embd, "token_embd.weight"},
+                                                          {&w.layers[1].attn_norm, "blk.1.attn_norm.weight"}};
+  uint64_t matrix_bytes = 0;
+  for (const auto& [t, name] : matrices) {
     const GgufTensorInfo* info = f.find_tensor(name);
     ASSERT_NE(info, nullptr) << name;
+    const HostTensor h = CpuBackend::host(*t);
+    EXPECT_EQ(h.panels, packed) << name;
+    if (packed) EXPECT_NE(h.data, f.tensor_data(*info)) << name << " should be packed, not the mapped bytes";
+    else EXPECT_EQ(h.data, f.tensor_data(*info)) << name << " is a copy, not the mapped bytes";
+  }
+  for (const auto& [t, name] : others) {
+    const GgufTensorInfo* info = f.find_tensor(name);
+    ASSERT_NE(info, nullptr) << name;
+    EXPECT_FALSE(CpuBackend::host(*t).panels) << name;
     EXPECT_EQ(CpuBackend::host(*t).data, f.tensor_data(*info)) << name << " is a copy, not the mapped bytes";
   }
+  if (packed) {
+    for (const auto& L : w.layers)
+      for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) matrix_bytes += t->bytes();
+    matrix_bytes += w.output.bytes();
+  }
+  EXPECT_EQ(w.mapped_bytes, w.bytes - matrix_bytes) << "every other tensor should be used where the file is mapped";
   std::filesystem::remove(path);
 }
 
@@ -87,7 +106,8 @@ TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
   ASSERT_TRUE(m.ok()) << m.error();
   greedy(**m, be, 2);  // every weight read once more, as decode does
   const uint64_t grown = status_bytes("VmRSS") - std::min(before, status_bytes("VmRSS"));
-  // A copy of the weights next to the mapping (what loading did before) doubles this.
+  // A copy of the weights next to the mapping (what loading did before) doubles this; so would
+  // the F32 weights' panels if the mapped pages they were packed from stayed resident.
   EXPECT_LT(double(grown), 1.25 * double(file) + double(4 << 20))
       << "resident set grew " << grown << " bytes for a " << file << "-byte file";
   std::filesystem::remove(path);

@@ -138,6 +138,8 @@ Result<double> measure_matmul_rate(Backend& be, int64_t m, int64_t k, int64_t n,
     for (size_t j = 0; j < v.size(); ++j) v[j] = float(int(j * 2654435761u % 2001) - 1000) * 1e-3f;
     be.upload(t[i], v.data(), v.size() * 4);
   }
+  // In the layout the model loader gives F32 weights (the CPU backend's panels).
+  if (Result<bool> packed = be.repack_matmul_weight(t[0]); !packed) return make_error("matmul rate: " + packed.error());
   std::vector<double> rates;
   for (int r = 0; r <= repeats; ++r) {
     const auto t0 = std::chrono::steady_clock::now();

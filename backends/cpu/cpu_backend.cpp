@@ -1,6 +1,7 @@
 #include "backends/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -31,6 +32,18 @@ class HostBuffer final : public DeviceBuffer {
   }
   size_t size() const override { return size_; }
   uint8_t* data() const { return data_; }
+  bool panels() const { return panels_; }
+  // From now on the buffer holds `data` (n bytes from aligned_alloc, owned) in fast::pack_panels'
+  // layout; what it held is freed or, when borrowed, let go.
+  void replace_with_panels(uint8_t* data, size_t n) {
+    if (!borrowed_) std::free(data_);
+    data_ = data;
+    size_ = n;
+    borrowed_ = false;
+    owner_.reset();
+    populated_.clear();
+    panels_ = true;
+  }
   bool ok() const { return data_ != nullptr || size_ == 0; }
 
   // The chunks under bytes [off, off + n) of the buffer that were never made present, appended
@@ -100,6 +113,7 @@ class HostBuffer final : public DeviceBuffer {
   uint8_t* data_ = nullptr;
   size_t size_;
   bool borrowed_ = false;
+  bool panels_ = false;
   std::shared_ptr<const void> owner_;
   std::vector<bool> populated_;  // per kPopulateChunk, once unpopulated() is first called
 };
@@ -120,7 +134,7 @@ std::string cpu_model_name() {
 
 HostTensor CpuBackend::host(const Tensor& t) {
   auto* hb = static_cast<HostBuffer*>(t.buf);
-  return HostTensor{hb ? hb->data() + t.offset : nullptr, t.dtype, t.rows, t.cols};
+  return HostTensor{hb ? hb->data() + t.offset : nullptr, t.dtype, t.rows, t.cols, hb && hb->panels()};
 }
 
 Status check_cpu_threads(int threads) {
@@ -169,6 +183,24 @@ Result<BufferPtr> CpuBackend::adopt_host(const void* src, size_t bytes, std::sha
   return BufferPtr(std::make_shared<HostBuffer>(src, bytes, std::move(owner)));
 }
 
+Result<bool> CpuBackend::repack_matmul_weight(const Tensor& w) {
+  auto* hb = static_cast<HostBuffer*>(w.buf);
+  if (opt_.reference || !hb || hb->panels() || w.offset != 0 || w.bytes() != hb->size()) return false;
+  const size_t n = fast::panel_bytes(w.dtype, w.rows, w.cols);
+  if (n == 0) return false;
+  // On a 2 MiB boundary and advised for huge pages, as the mapped file is (GgufFile::map): decode
+  // streams every weight once a step, and 4 KiB pages cost it TLB misses (docs/perf.md).
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t align = n >= kHuge ? kHuge : 64, alloc = (n + 63) / 64 * 64;
+  auto* packed = static_cast<uint8_t*>(std::aligned_alloc(align, (alloc + align - 1) / align * align));
+  if (!packed) return make_error("out of host memory packing a " + std::to_string(w.bytes()) + "-byte weight");
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  if (align == kHuge) madvise(packed, (alloc + page - 1) / page * page, MADV_HUGEPAGE);
+  fast::pack_panels(*pool_, w.dtype, hb->data(), w.rows, w.cols, packed);
+  hb->replace_with_panels(packed, n);
+  return true;
+}
+
 void CpuBackend::host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
   pool_->parallel_for(n, fn);
 }
@@ -187,6 +219,10 @@ void CpuBackend::download(const Tensor& src, void* dst, size_t bytes) {
 }
 
 void CpuBackend::embed(const Tensor& table, const Tensor& ids, const Tensor& out) {
+  if (host(table).panels) {  // a caller's bug (repack_matmul_weight's contract), never input's
+    std::fprintf(stderr, "pagoda: internal error: embed() on a weight repacked for matmul\n");
+    std::abort();
+  }
   ref::embed(host(table), host(ids), host(out));
 }
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) {

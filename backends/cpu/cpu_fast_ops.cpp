@@ -11,6 +11,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -1038,6 +1039,260 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
 #pragma GCC diagnostic pop
 #endif  // __AVX512F__
 
+// ---- Float weights in k-major panels, packed once at load ----
+//
+// The CPU backend keeps F32, F16 and BF16 matmul weights as panels of kPanel rows
+// (CpuBackend::repack_matmul_weight): panel p holds rows kPanel p .. kPanel p + 15 (rows past the
+// end are zeros) and its step s the 16 rows' elements at s side by side (in AVX-512 BF16 builds a
+// BF16 step is the pair word of elements 2s and 2s + 1, multiplied by vdpbf16ps). An output is one
+// multiply-add chain over the steps in order, in one vector lane, whatever the batch: decode runs
+// a few panels against one activation row, a prompt kPanelMR activation rows against kPanelNP
+// panels, each output with the same chain. So decode and prompts agree bit for bit by
+// construction, nothing is packed per call, and a prompt step loads one vector per panel and
+// broadcasts one element per activation row (the decode-order tiles above, for weights left in
+// the file's layout, load both as vectors and finish every output with a reduction).
+constexpr int64_t kPanel = 16;
+#if defined(__AVX512F__)
+constexpr int kPanelMR = 6, kPanelNP = 4, kPanelDecodeNP = 4;  // 24 of the 32 registers accumulate
+#elif defined(__AVX__)
+constexpr int kPanelMR = 6, kPanelNP = 1, kPanelDecodeNP = 2;  // 12 of the 16
+#else
+constexpr int kPanelMR = 2, kPanelNP = 1, kPanelDecodeNP = 1;  // 8 of the 16 (a panel is 4 registers)
+#endif
+
+// 16 lanes of a panel step, in the build's float vectors.
+struct V16 {
+  vgf v[kPanel / kGLanes];
+};
+// w * x + a rounded once where the build has FMA; a multiply and an add (each rounded) where it
+// has not, at every call site alike.
+inline vgf fmag(vgf w, vgf x, vgf a) {
+#if defined(__AVX512F__)
+  return std::bit_cast<vgf>(_mm512_fmadd_ps(std::bit_cast<__m512>(w), std::bit_cast<__m512>(x), std::bit_cast<__m512>(a)));
+#elif defined(__FMA__) && defined(__AVX2__)
+  return std::bit_cast<vgf>(_mm256_fmadd_ps(std::bit_cast<__m256>(w), std::bit_cast<__m256>(x), std::bit_cast<__m256>(a)));
+#else
+  return w * x + a;
+#endif
+}
+
+// Panel forms: the bytes of one row's element at a step (kElem), the accumulator and widened
+// weights (V), one activation element broadcast (XV), and a step's product.
+struct PanelF32 {
+  using X = float;
+  using V = V16;
+  using XV = vgf;
+  static constexpr size_t kElem = 4;
+  static V zero() { return {}; }
+  static V load(const uint8_t* p) {
+    V r;
+    for (int64_t i = 0; i < kPanel / kGLanes; ++i) r.v[i] = loadg(reinterpret_cast<const float*>(p) + i * kGLanes);
+    return r;
+  }
+  static XV bcast(const X* x, int64_t s) { return vgf{} + x[s]; }
+  static void step(V& a, const V& w, XV x) {
+    for (int64_t i = 0; i < kPanel / kGLanes; ++i) a.v[i] = fmag(w.v[i], x, a.v[i]);
+  }
+  static void pin(V& w) {
+    for (int64_t i = 0; i < kPanel / kGLanes; ++i) asm("" : "+v"(w.v[i]));
+  }
+  static void store(const V& a, float* dst) { std::memcpy(dst, &a, sizeof(a)); }
+};
+// F16 or BF16 elements, widened exactly to floats at each step.
+template <bool kBf16>
+struct PanelHalf : PanelF32 {
+  static constexpr size_t kElem = 2;
+#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+  static V load(const uint8_t* p) {
+#if defined(__AVX512F__)
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    if constexpr (kBf16) return {{std::bit_cast<vgf>(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))}};
+    else return {{std::bit_cast<vgf>(_mm512_cvtph_ps(h))}};
+#else
+    alignas(64) float f[kPanel];
+    if constexpr (kBf16) widen_16bit<bf16x8_to_f32, bf16_to_f32>(p, f, kPanel);
+    else {
+#if defined(__F16C__)
+      widen_16bit<half8_to_f32, half_to_float>(p, f, kPanel);
+#else
+      for (int64_t j = 0; j < kPanel; ++j) f[j] = half_to_float(reinterpret_cast<const uint16_t*>(p)[j]);
+#endif
+    }
+    return PanelF32::load(reinterpret_cast<const uint8_t*>(f));
+#endif
+  }
+#pragma GCC diagnostic pop
+};
+#if defined(__AVX512BF16__)
+// BF16 pair words against activations rounded to BF16 pairs (as dot_bf16_pairs' products).
+struct PanelBf16Pairs {
+  using X = uint32_t;
+  struct V {
+    __m512 v;
+  };
+  using XV = __m512bh;
+  static constexpr size_t kElem = 4;
+  static V zero() { return {_mm512_setzero_ps()}; }
+  static V load(const uint8_t* p) { return {_mm512_loadu_ps(p)}; }
+  static XV bcast(const X* x, int64_t s) { return std::bit_cast<__m512bh>(_mm512_set1_epi32(int32_t(x[s]))); }
+  static void step(V& a, const V& w, XV x) { a.v = _mm512_dpbf16_ps(a.v, std::bit_cast<__m512bh>(w.v), x); }
+  static void pin(V& w) { asm("" : "+v"(w.v)); }
+  static void store(const V& a, float* dst) { _mm512_storeu_ps(dst, a.v); }
+};
+#endif
+
+// The panels' element size and steps for weights of dtype t, `cols` wide; {0, 0} for a dtype the
+// panels do not take.
+struct PanelLayout {
+  size_t elem = 0;
+  int64_t steps = 0;
+};
+PanelLayout panel_layout(DType t, int64_t cols) {
+  if (t == DType::F32) return {4, cols};
+  if (t == DType::F16) return {2, cols};
+#if defined(__AVX512BF16__)
+  if (t == DType::BF16 && cols % 2 == 0) return {4, cols / 2};
+#endif
+  if (t == DType::BF16) return {2, cols};
+  return {};
+}
+
+// Where the panels lie: in bands of kPanelNP, the last band perhaps fewer. A band's steps follow
+// one another, each step its panels' kPanel elements side by side, so the tile over a band (a
+// prompt's, or decode's) reads one sequential stream (with four panels each a stream of its own,
+// two threads' eight streams read F16 decode at 0.9x of the row dots).
+struct PanelBands {
+  size_t elem;
+  int64_t steps, n_panels;
+  PanelBands(DType t, int64_t rows, int64_t cols) {
+    const PanelLayout l = panel_layout(t, cols);
+    elem = l.elem;
+    steps = l.steps;
+    n_panels = (rows + kPanel - 1) / kPanel;
+  }
+  int64_t panels_in(int64_t b) const { return std::min<int64_t>(kPanelNP, n_panels - b * kPanelNP); }
+  size_t step_stride(int64_t p) const { return size_t(panels_in(p / kPanelNP)) * kPanel * elem; }
+  // Panel p's step 0.
+  size_t offset(int64_t p) const {
+    return size_t(p / kPanelNP) * kPanelNP * kPanel * size_t(steps) * elem + size_t(p % kPanelNP) * kPanel * elem;
+  }
+};
+
+// out[r * ldo + c * kPanel + j] for the MR activation rows r (at x + r * ldx) and the NP panels c,
+// panel c's step s at pw + c * panel_stride + s * step_stride, j < kPanel, the outputs before
+// n_out only: steps [s0, s1) of `steps`, the sums before s0 taken from `carry` and, when
+// s1 < steps, left there (exactly: a sum is the same whether it waits in a register or in memory;
+// decode's instances, kCarry false, take every step at once). Not inlined: decode and prompts
+// call different instances, each the same chain per output.
+template <class F, int MR, int NP, bool kCarry = true>
+__attribute__((noinline)) void panel_tile(const uint8_t* pw, size_t panel_stride, size_t step_stride, const typename F::X* x,
+                                          int64_t ldx, int64_t s0, int64_t s1, int64_t steps, typename F::V* carry, float* out,
+                                          int64_t ldo, int64_t n_out) {
+  typename F::V acc[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) acc[r][c] = kCarry && s0 > 0 ? carry[r * NP + c] : F::zero();
+  const uint8_t* ws = pw + size_t(s0) * step_stride;
+  for (int64_t s = s0; s < s1; ++s, ws += step_stride) {
+    typename F::V w[NP];
+#pragma GCC unroll 4
+    for (int c = 0; c < NP; ++c) {
+      w[c] = F::load(ws + size_t(c) * panel_stride);
+      F::pin(w[c]);  // loaded once into a register for the MR rows (see decode_order_tile)
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const typename F::XV xb = F::bcast(x + r * ldx, s);
+#pragma GCC unroll 4
+      for (int c = 0; c < NP; ++c) F::step(acc[r][c], w[c], xb);
+    }
+  }
+  if (kCarry && s1 < steps) {
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NP; ++c) carry[r * NP + c] = acc[r][c];
+    return;
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) {
+      alignas(64) float t[kPanel];
+      F::store(acc[r][c], t);
+      const int64_t m = std::min<int64_t>(kPanel, n_out - c * kPanel);
+      if (m > 0) std::memcpy(out + r * ldo + c * kPanel, t, size_t(m) * sizeof(float));
+    }
+}
+
+template <class F, int NP, bool kCarry, int... MR>
+constexpr auto panel_tiles(std::integer_sequence<int, MR...>) {
+  return std::array{&panel_tile<F, MR + 1, NP, kCarry>...};
+}
+template <class F, int... NP>
+constexpr auto decode_tiles(std::integer_sequence<int, NP...>) {
+  return std::array{&panel_tile<F, 1, NP + 1, false>...};
+}
+
+// Outputs [o0, o1) of one activation row (o0 on a band; o1 too, or the end): a band's panels
+// together (each panel's chain waits on its multiply-add's latency; several interleave), or
+// with single-panel bands kPanelDecodeNP neighbours at a time.
+template <class F>
+void panel_matvec(const uint8_t* w, const PanelBands& pb, const typename F::X* x, float* y, int64_t o0, int64_t o1) {
+  static constexpr auto kDecode = decode_tiles<F>(std::make_integer_sequence<int, std::max(kPanelNP, kPanelDecodeNP)>{});
+  const int64_t p1 = (o1 + kPanel - 1) / kPanel;
+  for (int64_t p = o0 / kPanel; p < p1;) {
+    int64_t np;
+    size_t panel_stride;
+    if constexpr (kPanelNP > 1) {
+      np = std::min(p1, (p / kPanelNP + 1) * kPanelNP) - p;  // to the band's end
+      panel_stride = kPanel * pb.elem;
+    } else {
+      np = std::min<int64_t>(kPanelDecodeNP, p1 - p);  // single-panel bands, one after another
+      panel_stride = kPanel * pb.elem * size_t(pb.steps);
+    }
+    kDecode[size_t(np - 1)](w + pb.offset(p), panel_stride, pb.step_stride(p), x, 0, 0, pb.steps, pb.steps, nullptr,
+                            y + p * kPanel, 0, o1 - p * kPanel);
+    p += np;
+  }
+}
+
+// Every output for the M activation rows (row r at x + r * ldx): the bands spread over the pool;
+// within a band, blocks of kPanelKc steps (128 KiB of F32 weights, which stay in L2 while every
+// row group passes), the sums carried between blocks.
+template <class F>
+void panel_matmul(ThreadPool& pool, const HostTensor& w, const typename F::X* x, int64_t ldx, int64_t M, const HostTensor& out) {
+  static constexpr auto kFull = panel_tiles<F, kPanelNP, true>(std::make_integer_sequence<int, kPanelMR>{});
+  static constexpr auto kOne = panel_tiles<F, 1, true>(std::make_integer_sequence<int, kPanelMR>{});
+  constexpr int64_t kPanelKc = 512;
+  const PanelBands pb(w.dtype, w.rows, w.cols);
+  const int64_t steps = pb.steps, n_bands = (pb.n_panels + kPanelNP - 1) / kPanelNP;
+  const int64_t row_groups = (M + kPanelMR - 1) / kPanelMR;
+  pool.parallel_for(n_bands, [&](int64_t b0, int64_t b1) {
+    // The carried sums: a row group's MR x NP accumulators (the single-panel tiles use MR of them
+    // per panel, so a band's panels carry at most that many together).
+    thread_local std::vector<typename F::V> carry_store;
+    if (steps > kPanelKc) carry_store.resize(size_t(row_groups * kPanelMR * kPanelNP));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t p0 = b * kPanelNP, np = pb.panels_in(b);
+      const size_t step_stride = pb.step_stride(p0), panel_stride = kPanel * pb.elem;
+      for (int64_t s0 = 0; s0 < steps; s0 += kPanelKc) {
+        const int64_t s1 = std::min(steps, s0 + kPanelKc);
+        for (int64_t r0 = 0, rg = 0; r0 < M; r0 += kPanelMR, ++rg) {
+          const int64_t mr = std::min<int64_t>(kPanelMR, M - r0);
+          float* o = out.f32() + r0 * out.cols;
+          typename F::V* carry = steps > kPanelKc ? carry_store.data() + rg * kPanelMR * kPanelNP : nullptr;
+          if (np == kPanelNP) {
+            kFull[size_t(mr - 1)](w.data + pb.offset(p0), panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps, carry,
+                                  o + p0 * kPanel, out.cols, w.rows - p0 * kPanel);
+            continue;
+          }
+          for (int64_t p = p0; p < p0 + np; ++p)
+            kOne[size_t(mr - 1)](w.data + pb.offset(p), panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps,
+                                 carry ? carry + (p - p0) * kPanelMR : nullptr, o + p * kPanel, out.cols, w.rows - p * kPanel);
+        }
+      }
+    }
+  });
+}
+
 // out[0..hd) = the n spans' outputs acc[c], each normalized by its own softmax sum st[c].sum,
 // merged (flash-decoding): span c weighs st[c].sum * exp(st[c].max - the largest max), over the
 // total of those weights. w: n floats of scratch. Decode rows and prompt rows merge their spans
@@ -1100,7 +1355,7 @@ constexpr int64_t kHandoffWeightBytes = 256 << 10, kHandoffKvBytes = 64 << 10;
 // row's result never depends on the range it falls in. A plain struct rather than a closure, so a
 // step's ~50 of them need no heap.
 struct MatvecPlan {
-  enum class Kind { IntRows, SuperRows, SuperEach, Bf16Pairs, Fused } kind = Kind::Fused;
+  enum class Kind { IntRows, SuperRows, SuperEach, Bf16Pairs, Panels, Fused } kind = Kind::Fused;
   const uint8_t* w = nullptr;
   DType dtype = DType::F32;
   size_t stride = 0;
@@ -1115,9 +1370,19 @@ struct MatvecPlan {
   const QuantX256* x256 = nullptr;
 #endif
   const uint32_t* xbf16 = nullptr;
+  int64_t rows = 0;  // Panels: the weight's rows
 
   void operator()(int64_t o0, int64_t o1) const {
     switch (kind) {
+      case Kind::Panels: {
+        const PanelBands pb(dtype, rows, n_in);
+        if (dtype == DType::F32) return panel_matvec<PanelF32>(w, pb, xv, y, o0, o1);
+        if (dtype == DType::F16) return panel_matvec<PanelHalf<false>>(w, pb, xv, y, o0, o1);
+#if defined(__AVX512BF16__)
+        if (xbf16) return panel_matvec<PanelBf16Pairs>(w, pb, xbf16, y, o0, o1);
+#endif
+        return panel_matvec<PanelHalf<true>>(w, pb, xv, y, o0, o1);
+      }
 #if defined(__AVX2__)
       case Kind::IntRows:
         int_rows(w + size_t(o0) * stride, stride, o1 - o0, x32->q.data(), x32->d.data(), x32->sum.data(), n_in / 32, y + o0);
@@ -1165,6 +1430,18 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
   p.n_in = w.cols;
   p.y = out.f32();
   p.xv = x.f32();
+  if (w.panels) {
+    const PanelLayout l = panel_layout(w.dtype, w.cols);
+    p.kind = MatvecPlan::Kind::Panels;
+    p.rows = w.rows;
+#if defined(__AVX512BF16__)
+    if (w.dtype == DType::BF16 && l.elem == 4) {  // pair words (see panel_layout)
+      if (in.xbf16.empty()) in.xbf16 = rows_to_bf16_pairs(x);
+      p.xbf16 = in.xbf16.data();
+    }
+#endif
+    return p;
+  }
 #if defined(__AVX2__)
   MatvecInput::Kept& kept = MatvecInput::kept();
   // Quantized weights with an integer kernel against int8 activations (see matmul).
@@ -1218,10 +1495,10 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
     std::span<const HostTensor> ws;
     std::span<const MatvecPlan> fn;
     const int64_t* first_byte;
-    // The first even row of matrix i at or past byte b of the concatenation.
+    // The first even row (first row of a band of panels) of matrix i at or past byte b of the concatenation.
     int64_t row_at(size_t i, int64_t b) const {
-      const int64_t s = 2 * int64_t(ws[i].row_stride());
-      return std::clamp(2 * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
+      const int64_t g = ws[i].panels ? kPanel * kPanelNP : 2, s = g * int64_t(ws[i].row_stride());
+      return std::clamp(g * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
     }
   } job{ws, fn, first_byte.data()};
   // The closure holds one pointer, which std::function keeps without a heap allocation.
@@ -1230,6 +1507,38 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
       const int64_t o0 = j->row_at(i, u0 * kUnit), o1 = j->row_at(i, u1 * kUnit);
       if (o0 < o1) j->fn[i](o0, o1);
     }
+  });
+}
+
+size_t panel_bytes(DType t, int64_t rows, int64_t cols) {
+  const PanelLayout l = panel_layout(t, cols);
+  if (l.elem == 0 || rows <= 0 || cols <= 0) return 0;
+  return size_t((rows + kPanel - 1) / kPanel) * size_t(kPanel) * size_t(l.steps) * l.elem;
+}
+
+void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  const PanelBands pb(t, rows, cols);
+  const size_t stride = row_bytes(t, cols);
+  // Band by band: element s of the band's row i (panel i / kPanel) to step s, slot i.
+  auto pack = [&](auto elem, int64_t b0, int64_t b1) {
+    using E = decltype(elem);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t width = pb.panels_in(b) * kPanel;  // elements a step
+      E* d = reinterpret_cast<E*>(dst + pb.offset(b * kPanelNP));
+      for (int64_t i = 0; i < width; ++i) {
+        const int64_t row = b * kPanelNP * kPanel + i;
+        if (row >= rows) {
+          for (int64_t s = 0; s < pb.steps; ++s) d[s * width + i] = E{};
+          continue;
+        }
+        const uint8_t* r = src + size_t(row) * stride;
+        for (int64_t s = 0; s < pb.steps; ++s) std::memcpy(&d[s * width + i], r + size_t(s) * sizeof(E), sizeof(E));
+      }
+    }
+  };
+  pool.parallel_for((pb.n_panels + kPanelNP - 1) / kPanelNP, [&](int64_t b0, int64_t b1) {
+    if (pb.elem == 4) pack(uint32_t{}, b0, b1);
+    else pack(uint16_t{}, b0, b1);
   });
 }
 
@@ -1250,6 +1559,17 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   }
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
+  if (w.panels) {  // float weights packed at load: the same chain per output at every batch size
+    if (w.dtype == DType::F32) return panel_matmul<PanelF32>(pool, w, x.f32(), x.cols, x.rows, out);
+    if (w.dtype == DType::F16) return panel_matmul<PanelHalf<false>>(pool, w, x.f32(), x.cols, x.rows, out);
+#if defined(__AVX512BF16__)
+    if (panel_layout(w.dtype, n_in).elem == 4) {
+      const std::vector<uint32_t> xb = rows_to_bf16_pairs(x, &pool);
+      return panel_matmul<PanelBf16Pairs>(pool, w, xb.data(), x.cols / 2, x.rows, out);
+    }
+#endif
+    return panel_matmul<PanelHalf<true>>(pool, w, x.f32(), x.cols, x.rows, out);
+  }
 #if defined(__AVX2__)
   // Quantized weights with an integer kernel: dots against int8-quantized activations at every
   // batch size, so a token's result never depends on the batch or the prompt chunking. Decode

@@ -51,6 +51,9 @@ struct HostTensor {
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
+  // Float weights packed by fast::pack_panels (k-major panels of 16 rows) rather than row-major:
+  // only fast::matmul and fast::matmul_many read them.
+  bool panels = false;
   float* f32() const { return reinterpret_cast<float*>(data); }
   int32_t* i32() const { return reinterpret_cast<int32_t*>(data); }
   size_t row_stride() const { return row_bytes(dtype, cols); }
@@ -101,6 +104,12 @@ void gelu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, co
 // BF16, in pairs (AVX-512 BF16's vdpbf16ps), as llama.cpp does; otherwise the weights are widened
 // and meet the F32 activations.
 bool bf16_rounds_activations();
+// Float matmul weights (F32, F16, BF16) as k-major panels of 16 rows, which matmul and
+// matmul_many take at every batch size with one multiply-add chain per output: the bytes that
+// weights of dtype t, rows x cols, take packed (0: not a type the panels take), and the packing of
+// `src` (row-major, as in the file) into dst, on the pool.
+size_t panel_bytes(DType t, int64_t rows, int64_t cols);
+void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
 }  // namespace fast
 
 }  // namespace pagoda

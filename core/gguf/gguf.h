@@ -106,6 +106,9 @@ class GgufFile {
   // later read faults pages back in from the page cache): for when every tensor was copied to a
   // device. No-op for an in-memory image.
   void release_tensor_pages() const;
+  // The same for the whole pages within [p, p + n) of the mapping (one tensor's bytes, once the
+  // backend has made its own copy of them).
+  void release_pages(const void* p, size_t n) const;
 
   // Typed metadata access with a clear error when missing or of the wrong type.
   Result<int64_t> get_int(const std::string& key) const;

@@ -124,8 +124,21 @@ struct Loader {
   uint64_t total = 0, done = 0;
   const std::function<void(uint64_t, uint64_t)>& progress;
   std::set<std::string> used;  // tensors the runner consumes; anything else in the file is refused
+  // Weights only ever multiplied by (Backend::repack_matmul_weight), with the file bytes they came from.
+  struct MatmulWeight {
+    Tensor t;
+    const uint8_t* src;
+    size_t n_bytes;
+    bool in_place;
+  };
+  std::vector<MatmulWeight> matmul;
 
-  Result<Tensor> get(const std::string& name, int64_t rows, int64_t cols, Part part = Part{}) {
+  // A matmul weight: as get(), and offered to the backend's own layout once the file is hashed.
+  Result<Tensor> matmul_weight(const std::string& name, int64_t rows, int64_t cols, Part part = Part{}) {
+    return get(name, rows, cols, part, true);
+  }
+
+  Result<Tensor> get(const std::string& name, int64_t rows, int64_t cols, Part part = Part{}, bool for_matmul = false) {
     const auto* t = f.find_tensor(name);
     if (!t) return make_error("missing tensor '" + name + "'");
     const int64_t got_cols = int64_t(t->dims[0]);
@@ -162,8 +175,8 @@ struct Loader {
     }
     // As it lies in the file: the backend may use the mapped bytes in place (CPU) or copy them.
     Result<BufferPtr> buf = make_error("");
+    bool in_place = false;
     if (permuted.empty()) {
-      bool in_place = false;
       buf = be.adopt_host(src, n_bytes, f.bytes_owner(), &in_place);
       if (buf && in_place) w.mapped_bytes += n_bytes;
     } else {
@@ -172,6 +185,7 @@ struct Loader {
     }
     if (!buf) return make_error("allocating '" + name + "': " + buf.error());
     Tensor out{buf->get(), 0, *dt, n_rows, cols};
+    if (for_matmul) matmul.push_back({out, src, n_bytes, in_place});
     // The digest covers names, types and shapes as well as the file's bytes, so a re-shaped file
     // differs; a part also hashes where it starts.
     Hashed h;
@@ -217,7 +231,7 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
                                         const std::function<void(uint64_t, uint64_t)>& progress) {
   ModelWeights w;
   std::vector<Hashed> hashed;
-  Loader ld{f, be, w, hashed, 0, 0, progress, {}};
+  Loader ld{f, be, w, hashed, 0, 0, progress, {}, {}};
   for (const auto& t : f.tensors()) ld.total += t.n_bytes;
 
   const ArchDesc& d = c.desc;
@@ -241,13 +255,13 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
     if (d.fused_qkv) {
       const std::string n = p + "attn_qkv.weight";
       const int64_t rows = q_dim + 2 * kv_dim;
-      PAGODA_TRY(assign(L.wq, ld.get(n, rows, c.dim, {0, q_dim, neox})));
-      PAGODA_TRY(assign(L.wk, ld.get(n, rows, c.dim, {q_dim, kv_dim, neox})));
-      PAGODA_TRY(assign(L.wv, ld.get(n, rows, c.dim, {q_dim + kv_dim, kv_dim, 0})));
+      PAGODA_TRY(assign(L.wq, ld.matmul_weight(n, rows, c.dim, {0, q_dim, neox})));
+      PAGODA_TRY(assign(L.wk, ld.matmul_weight(n, rows, c.dim, {q_dim, kv_dim, neox})));
+      PAGODA_TRY(assign(L.wv, ld.matmul_weight(n, rows, c.dim, {q_dim + kv_dim, kv_dim, 0})));
     } else {
-      PAGODA_TRY(assign(L.wq, ld.get(p + "attn_q.weight", q_dim, c.dim, {0, 0, neox})));
-      PAGODA_TRY(assign(L.wk, ld.get(p + "attn_k.weight", kv_dim, c.dim, {0, 0, neox})));
-      PAGODA_TRY(assign(L.wv, ld.get(p + "attn_v.weight", kv_dim, c.dim)));
+      PAGODA_TRY(assign(L.wq, ld.matmul_weight(p + "attn_q.weight", q_dim, c.dim, {0, 0, neox})));
+      PAGODA_TRY(assign(L.wk, ld.matmul_weight(p + "attn_k.weight", kv_dim, c.dim, {0, 0, neox})));
+      PAGODA_TRY(assign(L.wv, ld.matmul_weight(p + "attn_v.weight", kv_dim, c.dim)));
     }
     if (d.qkv_bias) {
       PAGODA_TRY(f32_gain(L.bq, p + "attn_q.bias", q_dim, neox));
@@ -258,24 +272,24 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
       PAGODA_TRY(f32_gain(L.q_norm, p + "attn_q_norm.weight", c.head_dim, neox));
       PAGODA_TRY(f32_gain(L.k_norm, p + "attn_k_norm.weight", c.head_dim, neox));
     }
-    PAGODA_TRY(assign(L.wo, ld.get(p + "attn_output.weight", c.dim, q_dim)));
+    PAGODA_TRY(assign(L.wo, ld.matmul_weight(p + "attn_output.weight", c.dim, q_dim)));
     if (d.post_norms) PAGODA_TRY(f32_gain(L.post_attn_norm, p + "post_attention_norm.weight", c.dim));
     PAGODA_TRY(f32_gain(L.ffn_norm, p + "ffn_norm.weight", c.dim));
     if (d.fused_gate_up) {
       const std::string n = p + "ffn_up.weight";
-      PAGODA_TRY(assign(L.w_gate, ld.get(n, 2 * int64_t(c.ffn_dim), c.dim, {0, c.ffn_dim, 0})));
-      PAGODA_TRY(assign(L.w_up, ld.get(n, 2 * int64_t(c.ffn_dim), c.dim, {c.ffn_dim, c.ffn_dim, 0})));
+      PAGODA_TRY(assign(L.w_gate, ld.matmul_weight(n, 2 * int64_t(c.ffn_dim), c.dim, {0, c.ffn_dim, 0})));
+      PAGODA_TRY(assign(L.w_up, ld.matmul_weight(n, 2 * int64_t(c.ffn_dim), c.dim, {c.ffn_dim, c.ffn_dim, 0})));
     } else {
-      PAGODA_TRY(assign(L.w_gate, ld.get(p + "ffn_gate.weight", c.ffn_dim, c.dim)));
-      PAGODA_TRY(assign(L.w_up, ld.get(p + "ffn_up.weight", c.ffn_dim, c.dim)));
+      PAGODA_TRY(assign(L.w_gate, ld.matmul_weight(p + "ffn_gate.weight", c.ffn_dim, c.dim)));
+      PAGODA_TRY(assign(L.w_up, ld.matmul_weight(p + "ffn_up.weight", c.ffn_dim, c.dim)));
     }
-    PAGODA_TRY(assign(L.w_down, ld.get(p + "ffn_down.weight", c.dim, c.ffn_dim)));
+    PAGODA_TRY(assign(L.w_down, ld.matmul_weight(p + "ffn_down.weight", c.dim, c.ffn_dim)));
     if (d.post_norms) PAGODA_TRY(f32_gain(L.post_ffn_norm, p + "post_ffw_norm.weight", c.dim));
     w.layers.push_back(L);
   }
   PAGODA_TRY(f32_gain(w.output_norm, "output_norm.weight", c.dim));
   if (c.tied_output) w.output = w.tok_embd;
-  else PAGODA_TRY(assign(w.output, ld.get("output.weight", c.vocab, c.dim)));
+  else PAGODA_TRY(assign(w.output, ld.matmul_weight("output.weight", c.vocab, c.dim)));
   // RoPE frequency divisors of the global layers, multiplied together: Llama 3's rope_freqs.weight,
   // Phi-3's LongRoPE factors for the context length, and the scaling type's own (linear, YaRN).
   const int64_t half = c.head_dim / 2;
@@ -338,6 +352,17 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
 
   w.digest = weights_digest(hashed);
   PAGODA_TRY(be.sync());
+  // Weights the backend keeps in a layout of its own (the CPU backend's float panels), made after
+  // the digest has read the file's bytes, one at a time, each one's mapped pages dropped once it
+  // is packed: the peak stays near the file's size plus one weight.
+  for (const auto& m : ld.matmul) {
+    Result<bool> packed = be.repack_matmul_weight(m.t);
+    if (!packed) return make_error("packing weights: " + packed.error());
+    if (*packed && m.in_place) {
+      w.mapped_bytes -= m.n_bytes;
+      f.release_pages(m.src, m.n_bytes);
+    }
+  }
   // Every tensor was copied to the device: the mapping's pages are no longer needed resident.
   if (w.mapped_bytes == 0) f.release_tensor_pages();
   return w;
