@@ -70,7 +70,7 @@ Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide, bool
     pagoda::ThreadPool pool(1);
     c.packed.resize(pagoda::fast::panel_bytes(t, rows, cols) + 64);
     uint8_t* p = c.packed.data() + (64 - reinterpret_cast<uintptr_t>(c.packed.data()) % 64) % 64;
-    pagoda::fast::pack_panels(pool, t, c.w.data(), rows, cols, p);
+    pagoda::fast::pack_panels(pool, t, c.w.data(), rows, cols, 0, rows, p);
     c.tw = {p, t, rows, cols, true};
   }
   c.tx = {reinterpret_cast<uint8_t*>(x), DType::F32, tokens, cols};

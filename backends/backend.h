@@ -188,11 +188,14 @@ class Backend {
   // Lets the backend keep a weight in a layout of its own, made once: `w` fills its buffer from
   // byte 0 to the end and is from now on only ever matmul's or matmul_many's `w` (never embed's
   // table, copied or downloaded). Returns whether it did; the bytes the buffer held (a mapped
-  // file's, for adopt_host) are then no longer read. The CPU backend packs F32, F16 and BF16 weights
-  // into k-major panels, so that every batch size sums an output in the same order; the default
-  // keeps the buffer as it is.
-  virtual Result<bool> repack_matmul_weight(const Tensor& w) {
+  // file's, for adopt_host) are then no longer read, and as it goes the backend calls
+  // read_done(offset, bytes) (if given) for each range of them it has finished with, so the
+  // caller can drop those pages before the next are copied. The CPU backend packs F32, F16 and
+  // BF16 weights into k-major panels, so that every batch size sums an output in the same order;
+  // the default keeps the buffer as it is.
+  virtual Result<bool> repack_matmul_weight(const Tensor& w, const std::function<void(size_t, size_t)>& read_done = {}) {
     (void)w;
+    (void)read_done;
     return false;
   }
   // Waits for every enqueued op, then copies `bytes` from the tensor's start into dst.

@@ -578,6 +578,39 @@ TEST(CpuFast, RepackTakesOnlyWholeFloatWeights) {
   EXPECT_FALSE(*fast.repack_matmul_weight(f.t));
 }
 
+// A weight bigger than the packing's chunk (4 MiB of the source) is packed chunk by chunk, and each
+// chunk's source bytes are handed back once, in order, covering the weight exactly (the model
+// loader drops those mapped pages as they come); the packed result is still the weight.
+TEST(CpuFast, PackingHandsBackEachChunkOfTheSource) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend fast(CpuOptions{.threads = 2}), ref(CpuOptions{.reference = true});
+  const int64_t n_out = 1100, n_in = 1024;  // 4.3 MiB of F32
+  const auto w = randn(rng, size_t(n_out * n_in));
+  std::vector<uint8_t> bytes(w.size() * 4);
+  std::memcpy(bytes.data(), w.data(), bytes.size());
+  Buf wb = make(fast, DType::F32, n_out, n_in);
+  fast.upload(wb.t, bytes.data(), bytes.size());
+  std::vector<std::pair<size_t, size_t>> done;
+  Result<bool> r = fast.repack_matmul_weight(wb.t, [&](size_t off, size_t n) { done.emplace_back(off, n); });
+  ASSERT_TRUE(r.ok() && *r);
+  ASSERT_GE(done.size(), 2u);
+  size_t next = 0;
+  for (const auto& [off, n] : done) {
+    EXPECT_EQ(off, next);
+    next = off + n;
+  }
+  EXPECT_EQ(next, bytes.size());
+  const int64_t rows = 7;
+  const auto x = randn(rng, size_t(rows * n_in));
+  Buf xb = make(fast, DType::F32, rows, n_in), ob = make(fast, DType::F32, rows, n_out);
+  fast.upload(xb.t, x.data(), x.size() * 4);
+  fast.matmul(wb.t, xb.t, ob.t);
+  std::vector<float> got(size_t(rows * n_out));
+  fast.download(ob.t, got.data(), got.size() * 4);
+  const auto want = matmul_on(ref, DType::F32, bytes, n_out, n_in, x.data(), rows);
+  EXPECT_LT(nmse(got, std::vector<double>(want.begin(), want.end())), 1e-10);
+}
+
 // BF16 weights: with AVX-512 BF16 the products are those of the activations rounded to BF16
 // (nearest even) and the weights, exact in F32, so the result is that product sum in double up to
 // F32's summation (NMSE ~1e-14; truncating instead of rounding gives ~1e-5, a wrong pair order or

@@ -183,7 +183,7 @@ Result<BufferPtr> CpuBackend::adopt_host(const void* src, size_t bytes, std::sha
   return BufferPtr(std::make_shared<HostBuffer>(src, bytes, std::move(owner)));
 }
 
-Result<bool> CpuBackend::repack_matmul_weight(const Tensor& w) {
+Result<bool> CpuBackend::repack_matmul_weight(const Tensor& w, const std::function<void(size_t, size_t)>& read_done) {
   auto* hb = static_cast<HostBuffer*>(w.buf);
   if (opt_.reference || !hb || hb->panels() || w.offset != 0 || w.bytes() != hb->size()) return false;
   const size_t n = fast::panel_bytes(w.dtype, w.rows, w.cols);
@@ -196,7 +196,16 @@ Result<bool> CpuBackend::repack_matmul_weight(const Tensor& w) {
   if (!packed) return make_error("out of host memory packing a " + std::to_string(w.bytes()) + "-byte weight");
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
   if (align == kHuge) madvise(packed, (alloc + page - 1) / page * page, MADV_HUGEPAGE);
-  fast::pack_panels(*pool_, w.dtype, hb->data(), w.rows, w.cols, packed);
+  // About 4 MiB of the source at a time, handed back as done: the resident set grows by a chunk
+  // at most while a mapped weight is packed.
+  const size_t stride = w.row_stride();
+  const int64_t band = fast::panel_band_rows();
+  const int64_t chunk = std::max<int64_t>(1, int64_t((size_t(4) << 20) / (stride * size_t(band)))) * band;
+  for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
+    const int64_t r1 = std::min(w.rows, r0 + chunk);
+    fast::pack_panels(*pool_, w.dtype, hb->data(), w.rows, w.cols, r0, r1, packed);
+    if (read_done) read_done(size_t(r0) * stride, size_t(r1 - r0) * stride);
+  }
   hb->replace_with_panels(packed, n);
   return true;
 }

@@ -31,7 +31,7 @@ class CpuBackend final : public Backend {
   Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place) override;
   // F32, F16 and BF16 weights into panels (fast::pack_panels), in memory that replaces the
   // buffer's; not in reference mode (its kernels read the file's layout).
-  Result<bool> repack_matmul_weight(const Tensor& w) override;
+  Result<bool> repack_matmul_weight(const Tensor& w, const std::function<void(size_t, size_t)>& read_done = {}) override;
   void download(const Tensor& src, void* dst, size_t bytes) override;
   Status sync() override { return {}; }
   void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override;

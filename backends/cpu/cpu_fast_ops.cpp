@@ -1431,11 +1431,10 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
   p.y = out.f32();
   p.xv = x.f32();
   if (w.panels) {
-    const PanelLayout l = panel_layout(w.dtype, w.cols);
     p.kind = MatvecPlan::Kind::Panels;
     p.rows = w.rows;
 #if defined(__AVX512BF16__)
-    if (w.dtype == DType::BF16 && l.elem == 4) {  // pair words (see panel_layout)
+    if (w.dtype == DType::BF16 && panel_layout(w.dtype, w.cols).elem == 4) {  // pair words (see panel_layout)
       if (in.xbf16.empty()) in.xbf16 = rows_to_bf16_pairs(x);
       p.xbf16 = in.xbf16.data();
     }
@@ -1516,29 +1515,31 @@ size_t panel_bytes(DType t, int64_t rows, int64_t cols) {
   return size_t((rows + kPanel - 1) / kPanel) * size_t(kPanel) * size_t(l.steps) * l.elem;
 }
 
-void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+int64_t panel_band_rows() { return kPanel * kPanelNP; }
+
+void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                 uint8_t* dst) {
   const PanelBands pb(t, rows, cols);
   const size_t stride = row_bytes(t, cols);
-  // Band by band: element s of the band's row i (panel i / kPanel) to step s, slot i.
+  const int64_t band_rows = kPanel * kPanelNP;
+  // Band by band, step by step: step s is element s of each of the band's rows (zero past the
+  // last row). Written in order; the band's rows are read a cache line at a time each.
   auto pack = [&](auto elem, int64_t b0, int64_t b1) {
     using E = decltype(elem);
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t width = pb.panels_in(b) * kPanel;  // elements a step
+      const int64_t width = pb.panels_in(b) * kPanel, have = std::min(width, rows - b * band_rows);
+      const uint8_t* first = src + size_t(b * band_rows) * stride;
       E* d = reinterpret_cast<E*>(dst + pb.offset(b * kPanelNP));
-      for (int64_t i = 0; i < width; ++i) {
-        const int64_t row = b * kPanelNP * kPanel + i;
-        if (row >= rows) {
-          for (int64_t s = 0; s < pb.steps; ++s) d[s * width + i] = E{};
-          continue;
-        }
-        const uint8_t* r = src + size_t(row) * stride;
-        for (int64_t s = 0; s < pb.steps; ++s) std::memcpy(&d[s * width + i], r + size_t(s) * sizeof(E), sizeof(E));
+      for (int64_t s = 0; s < pb.steps; ++s, d += width) {
+        const uint8_t* e = first + size_t(s) * sizeof(E);
+        for (int64_t i = 0; i < have; ++i, e += stride) std::memcpy(d + i, e, sizeof(E));
+        for (int64_t i = have; i < width; ++i) d[i] = E{};
       }
     }
   };
-  pool.parallel_for((pb.n_panels + kPanelNP - 1) / kPanelNP, [&](int64_t b0, int64_t b1) {
-    if (pb.elem == 4) pack(uint32_t{}, b0, b1);
-    else pack(uint16_t{}, b0, b1);
+  pool.parallel_for((std::min(r1, rows) - r0 + band_rows - 1) / band_rows, [&](int64_t b0, int64_t b1) {
+    if (pb.elem == 4) pack(uint32_t{}, r0 / band_rows + b0, r0 / band_rows + b1);
+    else pack(uint16_t{}, r0 / band_rows + b0, r0 / band_rows + b1);
   });
 }
 

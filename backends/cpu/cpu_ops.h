@@ -104,12 +104,15 @@ void gelu_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, co
 // BF16, in pairs (AVX-512 BF16's vdpbf16ps), as llama.cpp does; otherwise the weights are widened
 // and meet the F32 activations.
 bool bf16_rounds_activations();
-// Float matmul weights (F32, F16, BF16) as k-major panels of 16 rows, which matmul and
-// matmul_many take at every batch size with one multiply-add chain per output: the bytes that
-// weights of dtype t, rows x cols, take packed (0: not a type the panels take), and the packing of
-// `src` (row-major, as in the file) into dst, on the pool.
+// Float matmul weights (F32, F16, BF16) as k-major panels of 16 rows in bands of a few, which
+// matmul and matmul_many take at every batch size with one multiply-add chain per output: the
+// bytes that weights of dtype t, rows x cols, take packed (0: not a type the panels take); the
+// rows of a band; and the packing of rows [r0, r1) of `src` (row-major, as in the file; r0 on a
+// band, r1 on one or at the end) into their place in dst, on the pool.
 size_t panel_bytes(DType t, int64_t rows, int64_t cols);
-void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
+int64_t panel_band_rows();
+void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                 uint8_t* dst);
 }  // namespace fast
 
 }  // namespace pagoda

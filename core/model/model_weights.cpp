@@ -174,14 +174,17 @@ struct Loader {
       }
     }
     // As it lies in the file: the backend may use the mapped bytes in place (CPU) or copy them.
+    // Vectors (norm gains, biases: a few KiB) are always copied. In place, each would keep its
+    // 2 MiB page of the mapping resident after the matrices around it were packed and their pages
+    // dropped (a 110M F32 file kept 36 MiB so).
     Result<BufferPtr> buf = make_error("");
     bool in_place = false;
-    if (permuted.empty()) {
+    if (permuted.empty() && n_rows > 1) {
       buf = be.adopt_host(src, n_bytes, f.bytes_owner(), &in_place);
       if (buf && in_place) w.mapped_bytes += n_bytes;
     } else {
       buf = be.alloc(n_bytes);
-      if (buf) be.upload(Tensor{buf->get(), 0, *dt, n_rows, cols}, permuted.data(), n_bytes);
+      if (buf) be.upload(Tensor{buf->get(), 0, *dt, n_rows, cols}, permuted.empty() ? src : permuted.data(), n_bytes);
     }
     if (!buf) return make_error("allocating '" + name + "': " + buf.error());
     Tensor out{buf->get(), 0, *dt, n_rows, cols};
@@ -353,15 +356,14 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
   w.digest = weights_digest(hashed);
   PAGODA_TRY(be.sync());
   // Weights the backend keeps in a layout of its own (the CPU backend's float panels), made after
-  // the digest has read the file's bytes, one at a time, each one's mapped pages dropped once it
-  // is packed: the peak stays near the file's size plus one weight.
+  // the digest has read the file's bytes, the mapped pages of each part dropped as soon as it is
+  // copied: the resident set stays near the file's size.
   for (const auto& m : ld.matmul) {
-    Result<bool> packed = be.repack_matmul_weight(m.t);
+    Result<bool> packed = m.in_place
+        ? be.repack_matmul_weight(m.t, [&](size_t off, size_t n) { f.release_pages(m.src + off, n); })
+        : be.repack_matmul_weight(m.t);
     if (!packed) return make_error("packing weights: " + packed.error());
-    if (*packed && m.in_place) {
-      w.mapped_bytes -= m.n_bytes;
-      f.release_pages(m.src, m.n_bytes);
-    }
+    if (*packed && m.in_place) w.mapped_bytes -= m.n_bytes;
   }
   // Every tensor was copied to the device: the mapping's pages are no longer needed resident.
   if (w.mapped_bytes == 0) f.release_tensor_pages();
