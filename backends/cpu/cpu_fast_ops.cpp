@@ -11,7 +11,6 @@
 #include <new>
 #include <optional>
 #include <span>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
