@@ -1058,6 +1058,7 @@ constexpr int kPanelMR = 6, kPanelNP = 1, kPanelDecodeNP = 3;  // 12 of the 16; 
 #else
 constexpr int kPanelMR = 2, kPanelNP = 1, kPanelDecodeNP = 1;  // 8 of the 16 (a panel is 4 registers)
 #endif
+constexpr int64_t kPanelBandRows = kPanel * kPanelNP;  // rows a band of panels holds
 
 // 16 lanes of a panel step, in the build's float vectors.
 struct V16 {
@@ -1499,7 +1500,7 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
     const int64_t* first_byte;
     // The first even row (first row of a band of panels) of matrix i at or past byte b of the concatenation.
     int64_t row_at(size_t i, int64_t b) const {
-      const int64_t g = ws[i].panels ? kPanel * kPanelNP : 2, s = g * int64_t(ws[i].row_stride());
+      const int64_t g = ws[i].panels ? kPanelBandRows : 2, s = g * int64_t(ws[i].row_stride());
       return std::clamp(g * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
     }
   } job{ws, fn, first_byte.data()};
@@ -1518,20 +1519,19 @@ size_t panel_bytes(DType t, int64_t rows, int64_t cols) {
   return size_t((rows + kPanel - 1) / kPanel) * size_t(kPanel) * size_t(l.steps) * l.elem;
 }
 
-int64_t panel_band_rows() { return kPanel * kPanelNP; }
+int64_t panel_band_rows() { return kPanelBandRows; }
 
 void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                  uint8_t* dst) {
   const PanelBands pb(t, rows, cols);
   const size_t stride = row_bytes(t, cols);
-  const int64_t band_rows = kPanel * kPanelNP;
   // Band by band, step by step: step s is element s of each of the band's rows (zero past the
   // last row). Written in order; the band's rows are read a cache line at a time each.
   auto pack = [&](auto elem, int64_t b0, int64_t b1) {
     using E = decltype(elem);
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t width = pb.panels_in(b) * kPanel, have = std::min(width, rows - b * band_rows);
-      const uint8_t* first = src + size_t(b * band_rows) * stride;
+      const int64_t width = pb.panels_in(b) * kPanel, have = std::min(width, rows - b * kPanelBandRows);
+      const uint8_t* first = src + size_t(b * kPanelBandRows) * stride;
       E* d = reinterpret_cast<E*>(dst + pb.offset(b * kPanelNP));
       for (int64_t s = 0; s < pb.steps; ++s, d += width) {
         const uint8_t* e = first + size_t(s) * sizeof(E);
@@ -1540,9 +1540,9 @@ void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, in
       }
     }
   };
-  pool.parallel_for((std::min(r1, rows) - r0 + band_rows - 1) / band_rows, [&](int64_t b0, int64_t b1) {
-    if (pb.elem == 4) pack(uint32_t{}, r0 / band_rows + b0, r0 / band_rows + b1);
-    else pack(uint16_t{}, r0 / band_rows + b0, r0 / band_rows + b1);
+  pool.parallel_for((std::min(r1, rows) - r0 + kPanelBandRows - 1) / kPanelBandRows, [&](int64_t b0, int64_t b1) {
+    if (pb.elem == 4) pack(uint32_t{}, r0 / kPanelBandRows + b0, r0 / kPanelBandRows + b1);
+    else pack(uint16_t{}, r0 / kPanelBandRows + b0, r0 / kPanelBandRows + b1);
   });
 }
 
