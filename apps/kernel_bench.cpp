@@ -19,9 +19,11 @@
 //   Decode1B/q4_k       one decode token's 112 Q4_K matvecs of the 1B shape on two threads, as
 //                       the engine issues them (real time): against Matvec2t, what cutting a
 //                       token into the pool jobs its data dependencies require costs.
-// <type>+panels: F32, F16 and BF16 weights packed into panels as the CPU backend loads them
-// (CpuBackend::repack_matmul_weight); the plain <type> cases are the file's row-major layout
-// (weights the loader did not pack: a tied token_embd as the output matrix).
+// <type>+panels: F32, F16 and BF16 weights packed into panels as the CPU backend packs them at a
+// weight's first decode-sized matmul (CpuBackend::repack_matmul_weight); <type>+later: the same
+// weights before that (the file's layout, packed per call into the same panels); the plain <type>
+// cases are the file's row-major layout of a weight never packed (a tied token_embd as the
+// output matrix).
 // Rows are 2048 weights (the 1B shape's width) unless a name says otherwise. Weights are random
 // floats quantized with the backend's quantizer, so every block's scales are valid.
 // Run: ./build/pagoda_kernel_bench [--benchmark_filter=q4_k] [--benchmark_format=json]
@@ -51,7 +53,7 @@ struct Case {
 };
 
 // `rows` weight rows of type t and `cols` weights, `tokens` activation rows.
-Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide, bool panels = false) {
+Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide, int layout = 0) {
   Case c;
   const size_t stride = pagoda::row_bytes(t, cols);
   c.w.resize(size_t(rows) * stride);
@@ -66,7 +68,8 @@ Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide, bool
   for (size_t i = 0; i < size_t(tokens * cols); ++i) x[i] = pagoda::philox_uniform(8, 0, i) * 2.0f - 1.0f;
   c.out.resize(size_t(tokens * rows));
   c.tw = {c.w.data(), t, rows, cols};
-  if (panels) {
+  c.tw.packable = layout == 2;
+  if (layout == 1) {
     pagoda::ThreadPool pool(1);
     c.packed.resize(pagoda::fast::panel_bytes(t, rows, cols) + 64);
     uint8_t* p = c.packed.data() + (64 - reinterpret_cast<uintptr_t>(c.packed.data()) % 64) % 64;
@@ -82,9 +85,9 @@ Case make_case(DType t, int64_t rows, int64_t tokens, int64_t cols = kWide, bool
 int64_t rows_in(DType t, size_t bytes) { return int64_t(std::max<size_t>(1, bytes / pagoda::row_bytes(t, kWide))); }
 
 void run(benchmark::State& state, DType t, int64_t rows, int64_t tokens, bool per_byte, int64_t cols = kWide,
-         int threads = 1, bool panels = false) {
+         int threads = 1, int layout = 0) {
   pagoda::ThreadPool pool(threads);
-  Case c = make_case(t, rows, tokens, cols, panels);
+  Case c = make_case(t, rows, tokens, cols, layout);
   for (auto _ : state) {
     pagoda::fast::matmul(pool, c.tw, c.tx, c.tout);
     benchmark::DoNotOptimize(c.out.data());
@@ -156,9 +159,9 @@ int main(int argc, char** argv) {
                          DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL, DType::Q2_K,
                          DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
   for (DType t : types)
-  for (bool p : {false, true}) {
+  for (int p : {0, 1, 2}) {
     if (p && t != DType::F32 && t != DType::F16 && t != DType::BF16) continue;
-    const std::string name = pagoda::dtype_name(t) + std::string(p ? "+panels" : "");
+    const std::string name = pagoda::dtype_name(t) + std::string(p == 1 ? "+panels" : p == 2 ? "+later" : "");
     benchmark::RegisterBenchmark(("Matvec/" + name + "/l2").c_str(),
                                  [t, p](benchmark::State& s) { run(s, t, rows_in(t, 192 << 10), 1, false, kWide, 1, p); });
     benchmark::RegisterBenchmark(("Matvec768/" + name + "/l2").c_str(), [t, p](benchmark::State& s) {

@@ -185,15 +185,18 @@ class Backend {
   // them in place, keeps `owner` and sets *in_place; the default allocates a buffer and uploads a
   // copy (*in_place false: the caller may then drop its own pages). Ops never write to it.
   virtual Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place);
-  // Lets the backend keep a weight in a layout of its own, made once: `w` fills its buffer from
-  // byte 0 to the end and is from now on only ever matmul's or matmul_many's `w` (never embed's
-  // table, copied or downloaded). Returns whether it did; the bytes the buffer held (a mapped
-  // file's, for adopt_host) are then no longer read, and as it goes the backend calls
-  // read_done(offset, bytes) (if given) for each range of them it has finished with, so the
-  // caller can drop those pages before the next are copied. The CPU backend packs F32, F16 and
-  // BF16 weights into k-major panels, so that every batch size sums an output in the same order;
-  // the default keeps the buffer as it is.
-  virtual Result<bool> repack_matmul_weight(const Tensor& w, const std::function<void(size_t, size_t)>& read_done = {}) {
+  // Lets the backend keep a weight in a layout of its own, made once, when the backend chooses:
+  // `w` fills its buffer from byte 0 to the end and is from now on only ever matmul's or
+  // matmul_many's `w` (never embed's table, copied or downloaded). Returns whether it takes the
+  // weight. Once it has made its layout, the bytes the buffer held (a mapped file's, for
+  // adopt_host) are no longer read, and as it copies them the backend calls read_done(offset,
+  // bytes) (if given; possibly later, from the thread of a matmul) for each range it has finished
+  // with, so their pages can be dropped before the next are copied: read_done must stay callable
+  // as long as the buffer lives. The CPU backend packs F32, F16 and BF16 weights into k-major
+  // panels at a weight's first decode-sized matmul (a prompt before that multiplies from the
+  // file's layout with the same bits), so every batch size sums an output in the same order and a
+  // cold start does not wait for the packing; the default keeps the buffer as it is.
+  virtual Result<bool> repack_matmul_weight(const Tensor& w, std::function<void(size_t, size_t)> read_done = {}) {
     (void)w;
     (void)read_done;
     return false;

@@ -334,14 +334,25 @@ TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
 // groups of four and a partial one), and for the 32-element types 800 (16 + 8 + a tail block) and
 // 1056 (2 x 16 + a tail).
 // out = w · x on backend be: n_out weight rows of type dt (their bytes wq) against n rows of x.
-// `packed`: the weight goes through Backend::repack_matmul_weight first, as the model loader's do.
+// `layout`: File, the weight as uploaded; Later, offered to Backend::repack_matmul_weight as the
+// model loader's are, and multiplied at its first use (the CPU backend packs per call then);
+// Packed, the same after two single-row matmuls (the second packs it into panels).
+enum class Layout { File, Later, Packed };
 std::vector<float> matmul_on(Backend& be, DType dt, const std::vector<uint8_t>& wq, int64_t n_out, int64_t n_in,
-                             const float* x, int64_t n, bool packed = false) {
+                             const float* x, int64_t n, Layout layout = Layout::File) {
   Buf wb = make(be, dt, n_out, n_in), xb = make(be, DType::F32, n, n_in), ob = make(be, DType::F32, n, n_out);
   be.upload(wb.t, wq.data(), wq.size());
-  if (packed) {
+  if (layout != Layout::File) {
     Result<bool> r = be.repack_matmul_weight(wb.t);
-    EXPECT_TRUE(r.ok() && *r) << dtype_name(dt) << " weight not packed";
+    EXPECT_TRUE(r.ok() && *r) << dtype_name(dt) << " weight not taken";
+  }
+  if (layout == Layout::Packed) {
+    Buf x1 = make(be, DType::F32, 1, n_in), o1 = make(be, DType::F32, 1, n_out);
+    std::vector<float> zeros(static_cast<size_t>(n_in));
+    be.upload(x1.t, zeros.data(), zeros.size() * 4);
+    be.matmul(wb.t, x1.t, o1.t);
+    be.matmul(wb.t, x1.t, o1.t);
+    EXPECT_TRUE(CpuBackend::host(wb.t).panels) << dtype_name(dt) << " weight not packed";
   }
   be.upload(xb.t, x, size_t(n * n_in) * 4);
   be.matmul(wb.t, xb.t, ob.t);
@@ -510,12 +521,15 @@ TEST(CpuFast, FloatRowsEqualDecodeRowsAtEveryBatchSize) {
   }
 }
 
-// Float weights packed into panels at load (CpuBackend::repack_matmul_weight): every row of a
-// batch gets the bits it gets alone, at every batch size (the decode tile, the prompt tiles of
-// 1-6 rows, groups of four panels and single ones, a last panel part empty), on several threads
-// (whose decode ranges must fall on panel boundaries) and one; and the results are the reference
-// product up to F32 summation (with AVX-512 BF16, of the activations rounded to BF16). A panel
-// packed from the wrong rows, steps out of order or a lost tail shows as an NMSE near 1.
+// Float weights packed into panels (CpuBackend::repack_matmul_weight, at a weight's first
+// decode-sized matmul): every row of a batch gets the bits it gets alone, at every batch size (the
+// decode tile, the prompt tiles of 1-6 rows, groups of four panels and single ones, a last panel
+// part empty), on several threads (whose decode ranges must fall on panel boundaries) and one, and
+// the same bits before the weight is packed (each band packed per call, with register transposes
+// of 16 or 8 lanes and a scalar tail: widths of 7, 77 and 2100 leave tails, 2100 spans K blocks);
+// and the results are the reference product up to F32 summation (with AVX-512 BF16, of the
+// activations rounded to BF16). A panel packed from the wrong rows, steps out of order or a lost
+// tail shows as an NMSE near 1.
 TEST(CpuFast, PackedFloatWeightsGiveEveryRowItsDecodeBits) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend fast(CpuOptions{.threads = 3}), single(CpuOptions{.threads = 1});
@@ -532,7 +546,7 @@ TEST(CpuFast, PackedFloatWeightsGiveEveryRowItsDecodeBits) {
       dequantize_row(dt, w.data() + size_t(o) * stride, wd.data() + o * n_in, n_in);
     }
     const bool rounded = dt == DType::BF16 && fast::bf16_rounds_activations() && n_in % 2 == 0;
-    auto run = [&](const float* x, int64_t n) { return matmul_on(be, dt, w, n_out, n_in, x, n, true); };
+    auto run = [&](const float* x, int64_t n, Layout l = Layout::Packed) { return matmul_on(be, dt, w, n_out, n_in, x, n, l); };
     for (int64_t n : {1, 2, 3, 5, 6, 7, 13, 16, 34}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(x.data(), n);
@@ -551,6 +565,10 @@ TEST(CpuFast, PackedFloatWeightsGiveEveryRowItsDecodeBits) {
         }
       }
       EXPECT_LT(nmse(got, want), 1e-10) << dtype_name(dt) << " " << n_out << " x " << n_in << ", " << n << " rows";
+      const auto before = run(x.data(), n, Layout::Later);
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_EQ(got[i], before[i]) << dtype_name(dt) << " " << n_out << " x " << n_in << ", " << n << " rows, output " << i
+                                     << ": packed per call and packed once differ";
       if (n == 1) continue;
       for (int64_t r = 0; r < n; ++r) {
         const auto alone = run(x.data() + r * n_in, 1);
@@ -574,8 +592,21 @@ TEST(CpuFast, RepackTakesOnlyWholeFloatWeights) {
   EXPECT_FALSE(*fast.repack_matmul_weight(f.t.row_slice(0, 16)));
   EXPECT_FALSE(CpuBackend::host(f.t).panels);
   EXPECT_TRUE(*fast.repack_matmul_weight(f.t));
-  EXPECT_TRUE(CpuBackend::host(f.t).panels);
+  EXPECT_TRUE(CpuBackend::host(f.t).packable);
   EXPECT_FALSE(*fast.repack_matmul_weight(f.t));
+  // Packed at its first decode-sized matmul after its first use; a prompt-sized one (64 rows or
+  // more) leaves it as it is.
+  Buf x64 = make(fast, DType::F32, 64, 64), o64 = make(fast, DType::F32, 64, 32);
+  Buf x1 = make(fast, DType::F32, 1, 64), o1 = make(fast, DType::F32, 1, 32);
+  fast.matmul(f.t, x1.t, o1.t);
+  EXPECT_FALSE(CpuBackend::host(f.t).panels) << "packed at its first use";
+  fast.matmul(f.t, x64.t, o64.t);
+  EXPECT_FALSE(CpuBackend::host(f.t).panels) << "packed for a prompt";
+  const Tensor many[] = {f.t};
+  const Tensor outs[] = {o1.t};
+  fast.matmul_many(x1.t, many, outs, 1);
+  EXPECT_TRUE(CpuBackend::host(f.t).panels);
+  EXPECT_FALSE(CpuBackend::host(f.t).packable);
 }
 
 // A weight bigger than the packing's chunk (4 MiB of the source) is packed chunk by chunk, and each
@@ -593,6 +624,11 @@ TEST(CpuFast, PackingHandsBackEachChunkOfTheSource) {
   std::vector<std::pair<size_t, size_t>> done;
   Result<bool> r = fast.repack_matmul_weight(wb.t, [&](size_t off, size_t n) { done.emplace_back(off, n); });
   ASSERT_TRUE(r.ok() && *r);
+  EXPECT_TRUE(done.empty()) << "nothing is packed before a matmul asks";
+  Buf x1 = make(fast, DType::F32, 1, n_in), o1 = make(fast, DType::F32, 1, n_out);
+  fast.matmul(wb.t, x1.t, o1.t);
+  fast.matmul(wb.t, x1.t, o1.t);
+  ASSERT_TRUE(CpuBackend::host(wb.t).panels);
   ASSERT_GE(done.size(), 2u);
   size_t next = 0;
   for (const auto& [off, n] : done) {

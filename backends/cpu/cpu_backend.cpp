@@ -1,11 +1,13 @@
 #include "backends/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -29,20 +31,47 @@ class HostBuffer final : public DeviceBuffer {
       : data_(static_cast<uint8_t*>(const_cast<void*>(p))), size_(n), borrowed_(true), owner_(std::move(owner)) {}
   ~HostBuffer() override {
     if (!borrowed_) std::free(data_);
+    std::free(panels_.load());
   }
   size_t size() const override { return size_; }
   uint8_t* data() const { return data_; }
-  bool panels() const { return panels_; }
-  // From now on the buffer holds `data` (n bytes from aligned_alloc, owned) in fast::pack_panels'
-  // layout; what it held is freed or, when borrowed, let go.
-  void replace_with_panels(uint8_t* data, size_t n) {
-    if (!borrowed_) std::free(data_);
-    data_ = data;
-    size_ = n;
-    borrowed_ = false;
-    owner_.reset();
-    populated_.clear();
-    panels_ = true;
+  // The panels (fast::pack_panels) the weight in this buffer is packed into once made, else null;
+  // the buffer's own bytes are then no longer read.
+  uint8_t* panels() const { return panels_.load(std::memory_order_acquire); }
+  // A float weight (dtype, rows x cols, the whole buffer) to be packed into panels when a matmul
+  // asks (CpuBackend::settle); read_done as for Backend::repack_matmul_weight.
+  void plan_panels(DType dtype, int64_t rows, int64_t cols, std::function<void(size_t, size_t)> read_done) {
+    plan_ = std::make_unique<PanelPlan>();
+    plan_->dtype = dtype, plan_->rows = rows, plan_->cols = cols, plan_->read_done = std::move(read_done);
+  }
+  bool packable() const { return plan_ != nullptr; }
+  // Whether a matmul used the weight before (and marks that one has now).
+  bool used_before() { return plan_->used.exchange(true, std::memory_order_relaxed); }
+  // Packs the weight now (once, whichever thread comes first), about 4 MiB of the source at a time,
+  // handing each range back as done: the resident set grows by a chunk at most while a mapped
+  // weight is packed. Without the memory for it the weight stays as it is (matmul then packs per
+  // call, with the same results).
+  void pack(ThreadPool& pool) {
+    std::lock_guard<std::mutex> lock(plan_->mu);
+    if (panels()) return;
+    const PanelPlan& pl = *plan_;
+    const size_t n = fast::panel_bytes(pl.dtype, pl.rows, pl.cols);
+    // On a 2 MiB boundary and advised for huge pages, as the mapped file is (GgufFile::map): decode
+    // streams every weight once a step, and 4 KiB pages cost it TLB misses (docs/perf.md).
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t align = n >= kHuge ? kHuge : 64, alloc = (n + 63) / 64 * 64;
+    auto* packed = static_cast<uint8_t*>(std::aligned_alloc(align, (alloc + align - 1) / align * align));
+    if (!packed) return;
+    if (align == kHuge) madvise(packed, (alloc + page_size() - 1) / page_size() * page_size(), MADV_HUGEPAGE);
+    const size_t stride = row_bytes(pl.dtype, pl.cols);
+    const int64_t band = fast::panel_band_rows();
+    const int64_t chunk = std::max<int64_t>(1, int64_t((size_t(4) << 20) / (stride * size_t(band)))) * band;
+    for (int64_t r0 = 0; r0 < pl.rows; r0 += chunk) {
+      const int64_t r1 = std::min(pl.rows, r0 + chunk);
+      fast::pack_panels(pool, pl.dtype, data_, pl.rows, pl.cols, r0, r1, packed);
+      if (pl.read_done) pl.read_done(size_t(r0) * stride, size_t(r1 - r0) * stride);
+    }
+    panels_.store(packed, std::memory_order_release);
   }
   bool ok() const { return data_ != nullptr || size_ == 0; }
 
@@ -113,8 +142,16 @@ class HostBuffer final : public DeviceBuffer {
   uint8_t* data_ = nullptr;
   size_t size_;
   bool borrowed_ = false;
-  bool panels_ = false;
   std::shared_ptr<const void> owner_;
+  struct PanelPlan {
+    DType dtype = DType::F32;
+    int64_t rows = 0, cols = 0;
+    std::function<void(size_t, size_t)> read_done;
+    std::mutex mu;
+    std::atomic<bool> used{false};
+  };
+  std::unique_ptr<PanelPlan> plan_;
+  std::atomic<uint8_t*> panels_{nullptr};
   std::vector<bool> populated_;  // per kPopulateChunk, once unpopulated() is first called
 };
 
@@ -134,7 +171,9 @@ std::string cpu_model_name() {
 
 HostTensor CpuBackend::host(const Tensor& t) {
   auto* hb = static_cast<HostBuffer*>(t.buf);
-  return HostTensor{hb ? hb->data() + t.offset : nullptr, t.dtype, t.rows, t.cols, hb && hb->panels()};
+  if (!hb) return HostTensor{nullptr, t.dtype, t.rows, t.cols};
+  if (uint8_t* p = hb->panels()) return HostTensor{p, t.dtype, t.rows, t.cols, true};
+  return HostTensor{hb->data() + t.offset, t.dtype, t.rows, t.cols, false, hb->packable()};
 }
 
 Status check_cpu_threads(int threads) {
@@ -183,31 +222,24 @@ Result<BufferPtr> CpuBackend::adopt_host(const void* src, size_t bytes, std::sha
   return BufferPtr(std::make_shared<HostBuffer>(src, bytes, std::move(owner)));
 }
 
-Result<bool> CpuBackend::repack_matmul_weight(const Tensor& w, const std::function<void(size_t, size_t)>& read_done) {
+Result<bool> CpuBackend::repack_matmul_weight(const Tensor& w, std::function<void(size_t, size_t)> read_done) {
   auto* hb = static_cast<HostBuffer*>(w.buf);
-  if (opt_.reference || !hb || hb->panels() || w.offset != 0 || w.bytes() != hb->size()) return false;
-  const size_t n = fast::panel_bytes(w.dtype, w.rows, w.cols);
-  if (n == 0) return false;
-  // On a 2 MiB boundary and advised for huge pages, as the mapped file is (GgufFile::map): decode
-  // streams every weight once a step, and 4 KiB pages cost it TLB misses (docs/perf.md).
-  constexpr size_t kHuge = size_t(2) << 20;
-  const size_t align = n >= kHuge ? kHuge : 64, alloc = (n + 63) / 64 * 64;
-  auto* packed = static_cast<uint8_t*>(std::aligned_alloc(align, (alloc + align - 1) / align * align));
-  if (!packed) return make_error("out of host memory packing a " + std::to_string(w.bytes()) + "-byte weight");
-  const size_t page = size_t(sysconf(_SC_PAGESIZE));
-  if (align == kHuge) madvise(packed, (alloc + page - 1) / page * page, MADV_HUGEPAGE);
-  // About 4 MiB of the source at a time, handed back as done: the resident set grows by a chunk
-  // at most while a mapped weight is packed.
-  const size_t stride = w.row_stride();
-  const int64_t band = fast::panel_band_rows();
-  const int64_t chunk = std::max<int64_t>(1, int64_t((size_t(4) << 20) / (stride * size_t(band)))) * band;
-  for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
-    const int64_t r1 = std::min(w.rows, r0 + chunk);
-    fast::pack_panels(*pool_, w.dtype, hb->data(), w.rows, w.cols, r0, r1, packed);
-    if (read_done) read_done(size_t(r0) * stride, size_t(r1 - r0) * stride);
-  }
-  hb->replace_with_panels(packed, n);
+  if (opt_.reference || !hb || hb->packable() || w.offset != 0 || w.bytes() != hb->size()) return false;
+  if (fast::panel_bytes(w.dtype, w.rows, w.cols) == 0) return false;
+  hb->plan_panels(w.dtype, w.rows, w.cols, std::move(read_done));
   return true;
+}
+
+// A weight planned for panels is packed at its first matmul of fewer than kPanelsBelowRows rows
+// that is not its first use: decode, a verify pass, a batch of a few streams. Its first use (a
+// cold start's prompt, however short) and prompt-sized batches take the file's layout, packed per
+// call (which costs those nothing measurable from 64 rows up), so a cold start's first token
+// does not wait for the packing, and a run that never decodes (perplexity, eval) never packs.
+void CpuBackend::settle(const Tensor& w, int64_t rows) {
+  constexpr int64_t kPanelsBelowRows = 64;
+  auto* hb = static_cast<HostBuffer*>(w.buf);
+  if (!hb || !hb->packable() || hb->panels()) return;
+  if (hb->used_before() && rows < kPanelsBelowRows) hb->pack(*pool_);
 }
 
 void CpuBackend::host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
@@ -238,13 +270,14 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, f
   ref::rms_norm(host(x), host(w), host(out), eps);
 }
 void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
-  if (opt_.reference) ref::matmul(host(w), host(x), host(out));
-  else fast::matmul(*pool_, host(w), host(x), host(out));
+  if (opt_.reference) return ref::matmul(host(w), host(x), host(out));
+  settle(w, x.rows);
+  fast::matmul(*pool_, host(w), host(x), host(out));
 }
 void CpuBackend::matmul_many(const Tensor& x, const Tensor* ws, const Tensor* outs, size_t n) {
   if (opt_.reference) return Backend::matmul_many(x, ws, outs, n);
   FewOrMany<HostTensor, 8> hw(n), ho(n);
-  for (size_t i = 0; i < n; ++i) hw[i] = host(ws[i]), ho[i] = host(outs[i]);
+  for (size_t i = 0; i < n; ++i) settle(ws[i], x.rows), hw[i] = host(ws[i]), ho[i] = host(outs[i]);
   fast::matmul_many(*pool_, host(x), hw.span(), ho.span());
 }
 void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {

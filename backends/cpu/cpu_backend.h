@@ -30,8 +30,9 @@ class CpuBackend final : public Backend {
   // Uses the memory in place: weights are computed on where the model file is mapped.
   Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place) override;
   // F32, F16 and BF16 weights into panels (fast::pack_panels), in memory that replaces the
-  // buffer's; not in reference mode (its kernels read the file's layout).
-  Result<bool> repack_matmul_weight(const Tensor& w, const std::function<void(size_t, size_t)>& read_done = {}) override;
+  // buffer's, at the weight's first decode-sized matmul (settle); not in reference mode (its
+  // kernels read the file's layout).
+  Result<bool> repack_matmul_weight(const Tensor& w, std::function<void(size_t, size_t)> read_done = {}) override;
   void download(const Tensor& src, void* dst, size_t bytes) override;
   Status sync() override { return {}; }
   void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override;
@@ -67,6 +68,8 @@ class CpuBackend final : public Backend {
   static HostTensor host(const Tensor& t);
 
  private:
+  // Packs w (planned for panels) now if a matmul of `rows` rows should find it packed.
+  void settle(const Tensor& w, int64_t rows);
   CpuOptions opt_;
   std::unique_ptr<ThreadPool> pool_;
 };

@@ -1038,7 +1038,7 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
 #pragma GCC diagnostic pop
 #endif  // __AVX512F__
 
-// ---- Float weights in k-major panels, packed once at load ----
+// ---- Float weights in k-major panels ----
 //
 // The CPU backend keeps F32, F16 and BF16 matmul weights as panels of kPanel rows
 // (CpuBackend::repack_matmul_weight): panel p holds rows kPanel p .. kPanel p + 15 (rows past the
@@ -1047,9 +1047,14 @@ void decode_order_gemm(const HostTensor& w, const typename F::X* x, int64_t ldx,
 // multiply-add chain over the steps in order, in one vector lane, whatever the batch: decode runs
 // a few panels against one activation row, a prompt kPanelMR activation rows against kPanelNP
 // panels, each output with the same chain. So decode and prompts agree bit for bit by
-// construction, nothing is packed per call, and a prompt step loads one vector per panel and
-// broadcasts one element per activation row (the decode-order tiles above, for weights left in
-// the file's layout, load both as vectors and finish every output with a reduction).
+// construction, and a prompt step loads one vector per panel and broadcasts one element per
+// activation row (the decode-order tiles above, for weights left in the file's layout, load both
+// as vectors and finish every output with a reduction). The backend packs a weight at its first
+// decode-sized matmul, not at load: packing writes fresh memory, which tripled a cold start on a
+// VM that hands freed pages back to its host (docs/perf.md). Before that, a matmul packs each
+// band's K blocks into a buffer of the thread's, once per call (panel_matmul_file), with the
+// same chains; from the file's layout decode would read sixteen rows side by side, which streamed
+// at a third of the packed panels' rate, so decode always waits for the packing.
 constexpr int64_t kPanel = 16;
 #if defined(__AVX512F__)
 constexpr int kPanelMR = 6, kPanelNP = 4, kPanelDecodeNP = 4;  // 24 of the 32 registers accumulate
@@ -1059,6 +1064,7 @@ constexpr int kPanelMR = 6, kPanelNP = 1, kPanelDecodeNP = 3;  // 12 of the 16; 
 constexpr int kPanelMR = 2, kPanelNP = 1, kPanelDecodeNP = 1;  // 8 of the 16 (a panel is 4 registers)
 #endif
 constexpr int64_t kPanelBandRows = kPanel * kPanelNP;  // rows a band of panels holds
+constexpr int64_t kPanelKc = 512;  // steps a prompt's K block: 128 KiB of a band's F32 lanes
 
 // 16 lanes of a panel step, in the build's float vectors.
 struct V16 {
@@ -1184,8 +1190,160 @@ struct PanelBands {
   }
 };
 
+// How a weight row's elements become 4-byte lanes: moved as they are (F32, and BF16 pair words),
+// or 16-bit floats widened exactly.
+enum class Lanes { Move32, F16, BF16 };
+
+template <Lanes L>
+inline float lane_at(const uint8_t* row, int64_t s) {
+  if constexpr (L == Lanes::Move32) {
+    float f;
+    std::memcpy(&f, row + 4 * s, 4);
+    return f;
+  } else {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * s, 2);
+    if constexpr (L == Lanes::F16) return half_to_float(h);
+    else return bf16_to_f32(h);
+  }
+}
+
+#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+// Lanes 0 .. 3 of rows i, 4 + i, 8 + i and 12 + i (at p, p + s4, p + 2 s4, p + 3 s4 bytes, s4 four
+// rows' bytes) in the four 128-bit lanes of one register (as floats): put together by masked
+// broadcast loads, which need no shuffle unit (a 16 x 16 transpose in registers takes 64
+// shuffles; this leaves 32).
+template <Lanes L>
+inline __m512 quad_rows(const uint8_t* p, size_t s4) {
+  const uint8_t* q = p + 2 * s4;
+  if constexpr (L == Lanes::Move32) {
+    auto f = [](const uint8_t* a) { return _mm_loadu_ps(reinterpret_cast<const float*>(a)); };
+    __m512 v = _mm512_broadcast_f32x4(f(p));
+    v = _mm512_mask_broadcast_f32x4(v, 0x00F0, f(p + s4));
+    v = _mm512_mask_broadcast_f32x4(v, 0x0F00, f(q));
+    return _mm512_mask_broadcast_f32x4(v, 0xF000, f(q + s4));
+  } else {
+    // Four 16-bit lanes a row: 64 bits, into 64-bit element L of a 256-bit register (F16, then
+    // widened by vcvtph2ps) or the low half of 128-bit lane L (BF16, then interleaved with zeros).
+    auto f = [](const uint8_t* a) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a)); };
+    if constexpr (L == Lanes::F16) {
+      __m256i h = _mm256_broadcastq_epi64(f(p));
+      h = _mm256_mask_broadcastq_epi64(h, 0x2, f(p + s4));
+      h = _mm256_mask_broadcastq_epi64(h, 0x4, f(q));
+      h = _mm256_mask_broadcastq_epi64(h, 0x8, f(q + s4));
+      return _mm512_cvtph_ps(h);
+    } else {
+      __m512i h = _mm512_broadcastq_epi64(f(p));
+      h = _mm512_mask_broadcastq_epi64(h, 0x04, f(p + s4));
+      h = _mm512_mask_broadcastq_epi64(h, 0x10, f(q));
+      h = _mm512_mask_broadcastq_epi64(h, 0x40, f(q + s4));
+      return _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), h));
+    }
+  }
+}
+// Lanes 0 .. 15 of 16 rows (row j at b + j stride) to dst[k * ld + j]: per four lanes, four
+// quad_rows registers and a 4 x 4 transpose within each 128-bit lane.
+template <Lanes L>
+inline void transpose16_store(const uint8_t* b, size_t stride, float* dst, int64_t ld) {
+  constexpr size_t kE = L == Lanes::Move32 ? 4 : 2;
+  const size_t s4 = 4 * stride;
+#pragma GCC unroll 4
+  for (int h = 0; h < 4; ++h) {
+    const uint8_t* p = b + 4 * kE * h;
+    const __m512 r0 = quad_rows<L>(p, s4), r1 = quad_rows<L>(p + stride, s4);
+    const __m512 r2 = quad_rows<L>(p + 2 * stride, s4), r3 = quad_rows<L>(p + 3 * stride, s4);
+    const __m512d t0 = _mm512_castps_pd(_mm512_unpacklo_ps(r0, r1)), t1 = _mm512_castps_pd(_mm512_unpackhi_ps(r0, r1));
+    const __m512d t2 = _mm512_castps_pd(_mm512_unpacklo_ps(r2, r3)), t3 = _mm512_castps_pd(_mm512_unpackhi_ps(r2, r3));
+    float* d = dst + 4 * h * ld;
+    _mm512_store_ps(d, _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2)));
+    _mm512_store_ps(d + ld, _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2)));
+    _mm512_store_ps(d + 2 * ld, _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3)));
+    _mm512_store_ps(d + 3 * ld, _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3)));
+  }
+}
+#elif defined(__AVX2__)
+template <Lanes L>
+inline __m256 lanes8(const uint8_t* row, int64_t s) {
+  if constexpr (L == Lanes::Move32) return _mm256_loadu_ps(reinterpret_cast<const float*>(row + 4 * s));
+  else if constexpr (L == Lanes::F16) return std::bit_cast<__m256>(half8_to_f32(row + 2 * s));
+  else return std::bit_cast<__m256>(bf16x8_to_f32(row + 2 * s));
+}
+// r[j] = 8 lanes of row j (j < 8) -> dst[k * ld + j] for k < 8.
+inline void transpose8_store(const __m256 r[8], float* dst, int64_t ld) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + m], 128-bit half H: rows 4i .. 4i+3 at k = 4H + m.
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int m = 0; m < 4; ++m) {
+    _mm256_store_ps(dst + m * ld, _mm256_permute2f128_ps(u[m], u[4 + m], 0x20));
+    _mm256_store_ps(dst + (4 + m) * ld, _mm256_permute2f128_ps(u[m], u[4 + m], 0x31));
+  }
+}
+#endif
+
+// Rows r0 .. r0 + 16 np of w (row-major, `stride` bytes a row; rows at or past n_rows read as
+// zeros), lanes [s0, s1), into panels: lane s of panel c's row j at dst[(s - s0) * 16 np + 16 c + j]
+// (dst on a 64-byte line). Whole blocks of 16 (AVX-512) or 8 (AVX2) lanes through register
+// transposes, the rest one lane at a time.
+template <Lanes L>
+void pack_panel_steps(const uint8_t* w, size_t stride, int64_t n_rows, int64_t r0, int np, int64_t s0, int64_t s1,
+                      float* dst) {
+  const int64_t ld = kPanel * np;
+  int64_t s = s0;
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+  constexpr size_t kE = L == Lanes::Move32 ? 4 : 2;
+  for (int c = 0; c < np; ++c) {
+    const int64_t first = r0 + c * kPanel, have = std::min<int64_t>(kPanel, n_rows - first);
+    // A part panel (the weight's last) goes through a copy with zero rows below it.
+    alignas(64) uint8_t part[kPanel * 16 * 4];
+    for (s = s0; s + 16 <= s1; s += 16) {
+      float* d = dst + (s - s0) * ld + c * kPanel;
+      if (have == kPanel) {
+        const uint8_t* b = w + size_t(first) * stride + kE * size_t(s);
+        transpose16_store<L>(b, stride, d, ld);
+        continue;
+      }
+      std::memset(part, 0, sizeof(part));
+      for (int64_t j = 0; j < have; ++j) std::memcpy(part + j * 16 * kE, w + size_t(first + j) * stride + kE * size_t(s), 16 * kE);
+      transpose16_store<L>(part, 16 * kE, d, ld);
+    }
+  }
+#elif defined(__AVX2__)
+  for (int c = 0; c < np; ++c)
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* rows[8];
+      for (int j = 0; j < 8; ++j) {
+        const int64_t r = r0 + c * kPanel + h * 8 + j;
+        rows[j] = r < n_rows ? w + size_t(r) * stride : nullptr;
+      }
+      for (s = s0; s + 8 <= s1; s += 8) {
+        __m256 v[8];
+        for (int j = 0; j < 8; ++j) v[j] = rows[j] ? lanes8<L>(rows[j], s) : _mm256_setzero_ps();
+        transpose8_store(v, dst + (s - s0) * ld + c * kPanel + h * 8, ld);
+      }
+    }
+#endif
+  for (int64_t j = 0; j < ld; ++j) {  // the lanes past the last whole block (all of them in portable builds)
+    const int64_t r = r0 + j;
+    for (int64_t t = s; t < s1; ++t) dst[(t - s0) * ld + j] = r < n_rows ? lane_at<L>(w + size_t(r) * stride, t) : 0.0f;
+  }
+}
+#pragma GCC diagnostic pop
+
+
 // out[r * ldo + c * kPanel + j] for the MR activation rows r (at x + r * ldx) and the NP panels c,
-// panel c's step s at pw + c * panel_stride + s * step_stride, j < kPanel, the outputs before
+// panel c's step s at pw + c * panel_stride + (s - s0) * step_stride, j < kPanel, the outputs before
 // n_out only: steps [s0, s1) of `steps`, the sums before s0 taken from `carry` and, when
 // s1 < steps, left there (exactly: a sum is the same whether it waits in a register or in memory;
 // decode's instances, kCarry false, take every step at once). Not inlined: decode and prompts
@@ -1197,7 +1355,7 @@ __attribute__((noinline)) void panel_tile(const uint8_t* pw, size_t panel_stride
   typename F::V acc[MR][NP];
   for (int r = 0; r < MR; ++r)
     for (int c = 0; c < NP; ++c) acc[r][c] = kCarry && s0 > 0 ? carry[r * NP + c] : F::zero();
-  const uint8_t* ws = pw + size_t(s0) * step_stride;
+  const uint8_t* ws = pw;  // step s0
   for (int64_t s = s0; s < s1; ++s, ws += step_stride) {
     typename F::V w[NP];
 #pragma GCC unroll 4
@@ -1265,7 +1423,6 @@ template <class F>
 void panel_matmul(ThreadPool& pool, const HostTensor& w, const typename F::X* x, int64_t ldx, int64_t M, const HostTensor& out) {
   static constexpr auto kFull = panel_tiles<F, kPanelNP, true>(std::make_integer_sequence<int, kPanelMR>{});
   static constexpr auto kOne = panel_tiles<F, 1, true>(std::make_integer_sequence<int, kPanelMR>{});
-  constexpr int64_t kPanelKc = 512;
   const PanelBands pb(w.dtype, w.rows, w.cols);
   const int64_t steps = pb.steps, n_bands = (pb.n_panels + kPanelNP - 1) / kPanelNP;
   const int64_t row_groups = (M + kPanelMR - 1) / kPanelMR;
@@ -1284,18 +1441,65 @@ void panel_matmul(ThreadPool& pool, const HostTensor& w, const typename F::X* x,
           float* o = out.f32() + r0 * out.cols;
           typename F::V* carry = steps > kPanelKc ? carry_store.data() + rg * kPanelMR * kPanelNP : nullptr;
           if (np == kPanelNP) {
-            kFull[size_t(mr - 1)](w.data + pb.offset(p0), panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps, carry,
+            kFull[size_t(mr - 1)](w.data + pb.offset(p0) + size_t(s0) * step_stride, panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps, carry,
                                   o + p0 * kPanel, out.cols, w.rows - p0 * kPanel);
             continue;
           }
           for (int64_t p = p0; p < p0 + np; ++p)
-            kOne[size_t(mr - 1)](w.data + pb.offset(p), panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps,
+            kOne[size_t(mr - 1)](w.data + pb.offset(p) + size_t(s0) * step_stride, panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps,
                                  carry ? carry + (p - p0) * kPanelMR : nullptr, o + p * kPanel, out.cols, w.rows - p * kPanel);
         }
       }
     }
   });
 }
+
+// panel_matmul for float weights still in the file's layout that the backend will pack
+// (HostTensor::packable), before it has: each band's blocks of kPanelKc steps packed here, once
+// per call, into a buffer of the thread's (pack_panel_steps), and passed by every row group, the
+// sums carried between blocks. The same chain per output as the packed panels, so a row's bits
+// do not depend on whether the weight was packed yet. F: PanelF32 (F16, BF16 widened) or
+// PanelBf16Pairs.
+template <class F, Lanes L>
+void panel_matmul_file(ThreadPool& pool, const HostTensor& w, int64_t steps, const typename F::X* x, int64_t ldx, int64_t M,
+                  const HostTensor& out) {
+  static constexpr auto kFull = panel_tiles<F, kPanelNP, true>(std::make_integer_sequence<int, kPanelMR>{});
+  static constexpr auto kOne = panel_tiles<F, 1, true>(std::make_integer_sequence<int, kPanelMR>{});
+  const int64_t n_panels = (w.rows + kPanel - 1) / kPanel, n_bands = (n_panels + kPanelNP - 1) / kPanelNP;
+  const int64_t row_groups = (M + kPanelMR - 1) / kPanelMR;
+  const size_t stride = w.row_stride();
+  pool.parallel_for(n_bands, [&](int64_t b0, int64_t b1) {
+    // The band's packed block, and the carried sums: a row group's MR x NP accumulators (the
+    // single-panel tiles use MR of them per panel, so a band's panels carry at most that many).
+    thread_local std::vector<V16> pk_store;
+    thread_local std::vector<typename F::V> carry_store;
+    pk_store.resize(size_t(kPanelNP * kPanelKc));
+    float* pk = reinterpret_cast<float*>(pk_store.data());
+    if (steps > kPanelKc) carry_store.resize(size_t(row_groups * kPanelMR * kPanelNP));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t p0 = b * kPanelNP;
+      const int np = int(std::min<int64_t>(kPanelNP, n_panels - p0));
+      for (int64_t s0 = 0; s0 < steps; s0 += kPanelKc) {
+        const int64_t s1 = std::min(steps, s0 + kPanelKc);
+        pack_panel_steps<L>(w.data, stride, w.rows, p0 * kPanel, np, s0, s1, pk);
+        for (int64_t r0 = 0, rg = 0; r0 < M; r0 += kPanelMR, ++rg) {
+          const int64_t mr = std::min<int64_t>(kPanelMR, M - r0);
+          float* o = out.f32() + r0 * out.cols;
+          typename F::V* carry = steps > kPanelKc ? carry_store.data() + rg * kPanelMR * kPanelNP : nullptr;
+          if (np == kPanelNP) {
+            kFull[size_t(mr - 1)](reinterpret_cast<const uint8_t*>(pk), kPanel * 4, kPanel * np * 4, x + r0 * ldx, ldx, s0, s1, steps, carry, o + p0 * kPanel, out.cols,
+                                  w.rows - p0 * kPanel);
+            continue;
+          }
+          for (int64_t p = p0; p < p0 + np; ++p)
+            kOne[size_t(mr - 1)](reinterpret_cast<const uint8_t*>(pk + (p - p0) * kPanel), kPanel * 4, kPanel * np * 4, x + r0 * ldx, ldx, s0, s1, steps,
+                                 carry ? carry + (p - p0) * kPanelMR : nullptr, o + p * kPanel, out.cols, w.rows - p * kPanel);
+        }
+      }
+    }
+  });
+}
+
 
 // out[0..hd) = the n spans' outputs acc[c], each normalized by its own softmax sum st[c].sum,
 // merged (flash-decoding): span c weighs st[c].sum * exp(st[c].max - the largest max), over the
@@ -1555,6 +1759,18 @@ bool bf16_rounds_activations() {
 }
 
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out) {
+  if (w.packable) {  // float weights to be packed, not yet: the panels' chains, packed per call
+    const int64_t steps = panel_layout(w.dtype, w.cols).steps;
+    if (w.dtype == DType::F32) return panel_matmul_file<PanelF32, Lanes::Move32>(pool, w, steps, x.f32(), x.cols, x.rows, out);
+    if (w.dtype == DType::F16) return panel_matmul_file<PanelF32, Lanes::F16>(pool, w, steps, x.f32(), x.cols, x.rows, out);
+#if defined(__AVX512BF16__)
+    if (panel_layout(w.dtype, w.cols).elem == 4) {  // pair words (see panel_layout)
+      const std::vector<uint32_t> xb = rows_to_bf16_pairs(x, &pool);
+      return panel_matmul_file<PanelBf16Pairs, Lanes::Move32>(pool, w, steps, xb.data(), x.cols / 2, x.rows, out);
+    }
+#endif
+    return panel_matmul_file<PanelF32, Lanes::BF16>(pool, w, steps, x.f32(), x.cols, x.rows, out);
+  }
   if (x.rows == 1) {
     MatvecInput in(x);
     const MatvecPlan fn = prepare_matvec(pool, w, out, in);
@@ -1563,7 +1779,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   }
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
-  if (w.panels) {  // float weights packed at load: the same chain per output at every batch size
+  if (w.panels) {  // float weights packed: the same chain per output at every batch size
     if (w.dtype == DType::F32) return panel_matmul<PanelF32>(pool, w, x.f32(), x.cols, x.rows, out);
     if (w.dtype == DType::F16) return panel_matmul<PanelHalf<false>>(pool, w, x.f32(), x.cols, x.rows, out);
 #if defined(__AVX512BF16__)
@@ -1720,7 +1936,9 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
 // threads once per group instead of once per matrix, and the activations are quantized once per
 // layout. Batches (prompts) take matmul per weight: their work dwarfs a handoff.
 void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTensor> ws, std::span<const HostTensor> outs) {
-  if (x.rows != 1) {
+  bool each = x.rows != 1;
+  for (const HostTensor& w : ws) each = each || w.packable;  // packed per call: one at a time
+  if (each) {
     for (size_t i = 0; i < ws.size(); ++i) matmul(pool, ws[i], x, outs[i]);
     return;
   }

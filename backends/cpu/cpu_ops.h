@@ -54,6 +54,9 @@ struct HostTensor {
   // Float weights packed by fast::pack_panels (k-major panels of 16 rows) rather than row-major:
   // only fast::matmul and fast::matmul_many read them.
   bool panels = false;
+  // Float weights, still row-major, that the backend packs into panels later: until then matmul
+  // packs them per call, so an output has the same bits before and after.
+  bool packable = false;
   float* f32() const { return reinterpret_cast<float*>(data); }
   int32_t* i32() const { return reinterpret_cast<int32_t*>(data); }
   size_t row_stride() const { return row_bytes(dtype, cols); }

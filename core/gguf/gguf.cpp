@@ -344,9 +344,8 @@ void GgufFile::release_tensor_pages() const {
   if (start < size_) madvise(const_cast<uint8_t*>(data_) + start, size_t(size_ - start), MADV_DONTNEED);
 }
 
-void GgufFile::release_pages(const void* p, size_t n) const {
+void GgufFile::drop_pages(const void* p, size_t n) {
   const auto* b = static_cast<const uint8_t*>(p);
-  if (!mapped_ || b < data_ || b + n > data_ + size_) return;
   const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
   const uintptr_t lo = (reinterpret_cast<uintptr_t>(b) + page - 1) / page * page, hi = reinterpret_cast<uintptr_t>(b + n) / page * page;
   if (lo < hi) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);

@@ -106,9 +106,13 @@ class GgufFile {
   // later read faults pages back in from the page cache): for when every tensor was copied to a
   // device. No-op for an in-memory image.
   void release_tensor_pages() const;
-  // The same for the whole pages within [p, p + n) of the mapping (one tensor's bytes, once the
-  // backend has made its own copy of them).
-  void release_pages(const void* p, size_t n) const;
+  // Whether the bytes are a mapping of the file (else a copy in memory).
+  bool mapped() const { return mapped_; }
+  // Drops this process's resident pages among the whole pages within [p, p + n) of a file
+  // mapping (one tensor's bytes, once a backend has made its own copy of them; a later read
+  // faults them back in from the page cache). Static, so a backend can call it after the
+  // GgufFile is gone, as long as it keeps the mapping (bytes_owner()); only for a mapped file.
+  static void drop_pages(const void* p, size_t n);
 
   // Typed metadata access with a clear error when missing or of the wrong type.
   Result<int64_t> get_int(const std::string& key) const;

@@ -355,15 +355,15 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
 
   w.digest = weights_digest(hashed);
   PAGODA_TRY(be.sync());
-  // Weights the backend keeps in a layout of its own (the CPU backend's float panels), made after
-  // the digest has read the file's bytes, the mapped pages of each part dropped as soon as it is
-  // copied: the resident set stays near the file's size.
+  // Weights the backend may keep in a layout of its own (the CPU backend's float panels, made at a
+  // weight's first decode-sized use): the mapped pages of each part are dropped as it is copied,
+  // so the resident set stays near the file's size. The callback outlives this GgufFile object
+  // (the backend keeps the mapping itself alive).
   for (const auto& m : ld.matmul) {
-    Result<bool> packed = m.in_place
-        ? be.repack_matmul_weight(m.t, [&](size_t off, size_t n) { f.release_pages(m.src + off, n); })
-        : be.repack_matmul_weight(m.t);
-    if (!packed) return make_error("packing weights: " + packed.error());
-    if (*packed && m.in_place) w.mapped_bytes -= m.n_bytes;
+    std::function<void(size_t, size_t)> read_done;
+    if (m.in_place && f.mapped()) read_done = [src = m.src](size_t off, size_t n) { GgufFile::drop_pages(src + off, n); };
+    Result<bool> taken = be.repack_matmul_weight(m.t, read_done);
+    if (!taken) return make_error("packing weights: " + taken.error());
   }
   // Every tensor was copied to the device: the mapping's pages are no longer needed resident.
   if (w.mapped_bytes == 0) f.release_tensor_pages();
