@@ -1416,15 +1416,24 @@ void panel_matvec(const uint8_t* w, const PanelBands& pb, const typename F::X* x
   }
 }
 
-// Every output for the M activation rows (row r at x + r * ldx): the bands spread over the pool;
-// within a band, blocks of kPanelKc steps (128 KiB of F32 weights, which stay in L2 while every
-// row group passes), the sums carried between blocks.
-template <class F>
-void panel_matmul(ThreadPool& pool, const HostTensor& w, const typename F::X* x, int64_t ldx, int64_t M, const HostTensor& out) {
+// Steps [s0, s1) of one band of panels: step s0 of its first panel, and the bytes from one panel
+// to the next and from one step to the next.
+struct BandBlock {
+  const uint8_t* pw;
+  size_t panel_stride, step_stride;
+};
+
+// Every output for the M activation rows (row r at x + r * ldx) of a weight of `rows` rows and
+// `steps` steps: its bands of kPanelNP panels spread over the pool; within a band, blocks of
+// kPanelKc steps (128 KiB of F32 weights, which stay in L2 while every row group passes), the
+// sums carried between blocks. block(b, np, s0, s1) gives band b's (np panels') block, on the
+// thread that runs the band.
+template <class F, class Block>
+void panel_bands_matmul(ThreadPool& pool, int64_t rows, int64_t steps, const typename F::X* x, int64_t ldx, int64_t M,
+                        const HostTensor& out, const Block& block) {
   static constexpr auto kFull = panel_tiles<F, kPanelNP, true>(std::make_integer_sequence<int, kPanelMR>{});
   static constexpr auto kOne = panel_tiles<F, 1, true>(std::make_integer_sequence<int, kPanelMR>{});
-  const PanelBands pb(w.dtype, w.rows, w.cols);
-  const int64_t steps = pb.steps, n_bands = (pb.n_panels + kPanelNP - 1) / kPanelNP;
+  const int64_t n_panels = (rows + kPanel - 1) / kPanel, n_bands = (n_panels + kPanelNP - 1) / kPanelNP;
   const int64_t row_groups = (M + kPanelMR - 1) / kPanelMR;
   pool.parallel_for(n_bands, [&](int64_t b0, int64_t b1) {
     // The carried sums: a row group's MR x NP accumulators (the single-panel tiles use MR of them
@@ -1432,74 +1441,56 @@ void panel_matmul(ThreadPool& pool, const HostTensor& w, const typename F::X* x,
     thread_local std::vector<typename F::V> carry_store;
     if (steps > kPanelKc) carry_store.resize(size_t(row_groups * kPanelMR * kPanelNP));
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t p0 = b * kPanelNP, np = pb.panels_in(b);
-      const size_t step_stride = pb.step_stride(p0), panel_stride = kPanel * pb.elem;
-      for (int64_t s0 = 0; s0 < steps; s0 += kPanelKc) {
-        const int64_t s1 = std::min(steps, s0 + kPanelKc);
-        for (int64_t r0 = 0, rg = 0; r0 < M; r0 += kPanelMR, ++rg) {
-          const int64_t mr = std::min<int64_t>(kPanelMR, M - r0);
-          float* o = out.f32() + r0 * out.cols;
-          typename F::V* carry = steps > kPanelKc ? carry_store.data() + rg * kPanelMR * kPanelNP : nullptr;
-          if (np == kPanelNP) {
-            kFull[size_t(mr - 1)](w.data + pb.offset(p0) + size_t(s0) * step_stride, panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps, carry,
-                                  o + p0 * kPanel, out.cols, w.rows - p0 * kPanel);
-            continue;
-          }
-          for (int64_t p = p0; p < p0 + np; ++p)
-            kOne[size_t(mr - 1)](w.data + pb.offset(p) + size_t(s0) * step_stride, panel_stride, step_stride, x + r0 * ldx, ldx, s0, s1, steps,
-                                 carry ? carry + (p - p0) * kPanelMR : nullptr, o + p * kPanel, out.cols, w.rows - p * kPanel);
-        }
-      }
-    }
-  });
-}
-
-// panel_matmul for float weights still in the file's layout that the backend will pack
-// (HostTensor::packable), before it has: each band's blocks of kPanelKc steps packed here, once
-// per call, into a buffer of the thread's (pack_panel_steps), and passed by every row group, the
-// sums carried between blocks. The same chain per output as the packed panels, so a row's bits
-// do not depend on whether the weight was packed yet. F: PanelF32 (F16, BF16 widened) or
-// PanelBf16Pairs.
-template <class F, Lanes L>
-void panel_matmul_file(ThreadPool& pool, const HostTensor& w, int64_t steps, const typename F::X* x, int64_t ldx, int64_t M,
-                  const HostTensor& out) {
-  static constexpr auto kFull = panel_tiles<F, kPanelNP, true>(std::make_integer_sequence<int, kPanelMR>{});
-  static constexpr auto kOne = panel_tiles<F, 1, true>(std::make_integer_sequence<int, kPanelMR>{});
-  const int64_t n_panels = (w.rows + kPanel - 1) / kPanel, n_bands = (n_panels + kPanelNP - 1) / kPanelNP;
-  const int64_t row_groups = (M + kPanelMR - 1) / kPanelMR;
-  const size_t stride = w.row_stride();
-  pool.parallel_for(n_bands, [&](int64_t b0, int64_t b1) {
-    // The band's packed block, and the carried sums: a row group's MR x NP accumulators (the
-    // single-panel tiles use MR of them per panel, so a band's panels carry at most that many).
-    thread_local std::vector<V16> pk_store;
-    thread_local std::vector<typename F::V> carry_store;
-    pk_store.resize(size_t(kPanelNP * kPanelKc));
-    float* pk = reinterpret_cast<float*>(pk_store.data());
-    if (steps > kPanelKc) carry_store.resize(size_t(row_groups * kPanelMR * kPanelNP));
-    for (int64_t b = b0; b < b1; ++b) {
       const int64_t p0 = b * kPanelNP;
       const int np = int(std::min<int64_t>(kPanelNP, n_panels - p0));
       for (int64_t s0 = 0; s0 < steps; s0 += kPanelKc) {
         const int64_t s1 = std::min(steps, s0 + kPanelKc);
-        pack_panel_steps<L>(w.data, stride, w.rows, p0 * kPanel, np, s0, s1, pk);
+        const BandBlock bb = block(b, np, s0, s1);
         for (int64_t r0 = 0, rg = 0; r0 < M; r0 += kPanelMR, ++rg) {
           const int64_t mr = std::min<int64_t>(kPanelMR, M - r0);
           float* o = out.f32() + r0 * out.cols;
           typename F::V* carry = steps > kPanelKc ? carry_store.data() + rg * kPanelMR * kPanelNP : nullptr;
           if (np == kPanelNP) {
-            kFull[size_t(mr - 1)](reinterpret_cast<const uint8_t*>(pk), kPanel * 4, kPanel * np * 4, x + r0 * ldx, ldx, s0, s1, steps, carry, o + p0 * kPanel, out.cols,
-                                  w.rows - p0 * kPanel);
+            kFull[size_t(mr - 1)](bb.pw, bb.panel_stride, bb.step_stride, x + r0 * ldx, ldx, s0, s1, steps, carry,
+                                  o + p0 * kPanel, out.cols, rows - p0 * kPanel);
             continue;
           }
           for (int64_t p = p0; p < p0 + np; ++p)
-            kOne[size_t(mr - 1)](reinterpret_cast<const uint8_t*>(pk + (p - p0) * kPanel), kPanel * 4, kPanel * np * 4, x + r0 * ldx, ldx, s0, s1, steps,
-                                 carry ? carry + (p - p0) * kPanelMR : nullptr, o + p * kPanel, out.cols, w.rows - p * kPanel);
+            kOne[size_t(mr - 1)](bb.pw + size_t(p - p0) * bb.panel_stride, bb.panel_stride, bb.step_stride, x + r0 * ldx, ldx,
+                                 s0, s1, steps, carry ? carry + (p - p0) * kPanelMR : nullptr, o + p * kPanel, out.cols,
+                                 rows - p * kPanel);
         }
       }
     }
   });
 }
 
+// Float weights packed into panels (fast::pack_panels).
+template <class F>
+void panel_matmul(ThreadPool& pool, const HostTensor& w, const typename F::X* x, int64_t ldx, int64_t M, const HostTensor& out) {
+  const PanelBands pb(w.dtype, w.rows, w.cols);
+  panel_bands_matmul<F>(pool, w.rows, pb.steps, x, ldx, M, out, [&](int64_t b, int, int64_t s0, int64_t) {
+    const size_t step_stride = pb.step_stride(b * kPanelNP);
+    return BandBlock{w.data + pb.offset(b * kPanelNP) + size_t(s0) * step_stride, kPanel * pb.elem, step_stride};
+  });
+}
+
+// Float weights still in the file's layout that the backend will pack (HostTensor::packable),
+// before it has: each band's block packed here, once per call, into a buffer of the thread's
+// (pack_panel_steps, 4-byte lanes). The same chain per output as the packed panels, so a row's
+// bits do not depend on whether the weight was packed yet. F: PanelF32 (F16, BF16 widened) or
+// PanelBf16Pairs.
+template <class F, Lanes L>
+void panel_matmul_file(ThreadPool& pool, const HostTensor& w, int64_t steps, const typename F::X* x, int64_t ldx, int64_t M,
+                       const HostTensor& out) {
+  const size_t stride = w.row_stride();
+  panel_bands_matmul<F>(pool, w.rows, steps, x, ldx, M, out, [&](int64_t b, int np, int64_t s0, int64_t s1) {
+    thread_local std::vector<V16> pk_store(size_t(kPanelNP * kPanelKc));
+    float* pk = reinterpret_cast<float*>(pk_store.data());
+    pack_panel_steps<L>(w.data, stride, w.rows, b * kPanelBandRows, np, s0, s1, pk);
+    return BandBlock{reinterpret_cast<const uint8_t*>(pk), size_t(kPanel) * 4, size_t(kPanel) * size_t(np) * 4};
+  });
+}
 
 // out[0..hd) = the n spans' outputs acc[c], each normalized by its own softmax sum st[c].sum,
 // merged (flash-decoding): span c weighs st[c].sum * exp(st[c].max - the largest max), over the

@@ -128,7 +128,6 @@ struct Loader {
   struct MatmulWeight {
     Tensor t;
     const uint8_t* src;
-    size_t n_bytes;
     bool in_place;
   };
   std::vector<MatmulWeight> matmul;
@@ -188,7 +187,7 @@ struct Loader {
     }
     if (!buf) return make_error("allocating '" + name + "': " + buf.error());
     Tensor out{buf->get(), 0, *dt, n_rows, cols};
-    if (for_matmul) matmul.push_back({out, src, n_bytes, in_place});
+    if (for_matmul) matmul.push_back({out, src, in_place});
     // The digest covers names, types and shapes as well as the file's bytes, so a re-shaped file
     // differs; a part also hashes where it starts.
     Hashed h;
