@@ -36,7 +36,7 @@ Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet) {
   return be;
 }
 
-Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet) {
+Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet, bool serving) {
   const bool bar = !quiet && isatty(STDERR_FILENO);
   int last = -1;
   auto progress = [&](uint64_t done, uint64_t total) {
@@ -49,7 +49,9 @@ Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend
                std::string(size_t(w - fill), ' '), pct, double(done) / (1 << 20), double(total) / (1 << 20));
     if (done == total) fmt::print(stderr, "\n");
   };
-  return LoadedModel::load(path, be, progress);
+  LoadOptions opt;
+  opt.digest_in_background = serving;
+  return LoadedModel::load(path, be, progress, opt);
 }
 
 Result<uint64_t> parse_size(const std::string& s) {

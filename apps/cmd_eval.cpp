@@ -51,7 +51,7 @@ Result<std::vector<int32_t>> parse_ids(const std::string& s) {
 nlohmann::json envelope(const EvalOptions& o, Backend& be, const LoadedModel& m) {
   const auto info = be.info();
   return {{"backend", info.name}, {"device", info.device}, {"model", o.model}, {"model_name", m.config.name},
-          {"weights_digest", m.weights.digest.substr(0, 16)}, {"build_type", PAGODA_BUILD_TYPE},
+          {"weights_digest", m.weights.digest.get().substr(0, 16)}, {"build_type", PAGODA_BUILD_TYPE},
           {"git_commit", PAGODA_GIT_COMMIT}};
 }
 
@@ -102,7 +102,7 @@ int eval_cmd(const EvalOptions& o) {
   }
   const auto info = (*be)->info();
   fmt::print("envelope: backend={} model={} weights={}… build={} commit={}\n", info.name, o.model,
-             model.weights.digest.substr(0, 16), PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+             model.weights.digest.get().substr(0, 16), PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
   fmt::print("argmax per position: {}\n", fmt::join(top, " "));
   if (!o.logits_out.empty()) fmt::print("logits: {} x {} float32 written to {}\n", n, vocab, o.logits_out);
   if (o.greedy > 0) fmt::print("greedy continuation ({} ids):\n{}\n", o.greedy, fmt::join(r->greedy, " "));

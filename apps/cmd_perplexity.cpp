@@ -56,13 +56,13 @@ int perplexity_cmd(const PerplexityOptions& o) {
         {"perplexity", r->perplexity}, {"mean_nll", r->mean_nll}, {"scored_tokens", r->scored_tokens},
         {"windows", r->windows}, {"ctx", r->ctx}, {"text_tokens", r->text_tokens}, {"text", o.file},
         {"envelope", {{"backend", info.name}, {"device", info.device}, {"model", o.model}, {"model_name", model.config.name},
-                      {"weights_digest", model.weights.digest.substr(0, 16)}, {"weight_bytes", model.weights.bytes},
+                      {"weights_digest", model.weights.digest.get().substr(0, 16)}, {"weight_bytes", model.weights.bytes},
                       {"build_type", PAGODA_BUILD_TYPE}, {"git_commit", PAGODA_GIT_COMMIT}}}};
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
   fmt::print("envelope: backend={} device=\"{}\" model={} weights={}… build={} commit={}\n", info.name, info.device,
-             o.model, model.weights.digest.substr(0, 16), PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
+             o.model, model.weights.digest.get().substr(0, 16), PAGODA_BUILD_TYPE, PAGODA_GIT_COMMIT);
   fmt::print("perplexity: {:.4f} over {} scored tokens ({} windows of {}, second half of each scored; text {} tokens)\n",
              r->perplexity, r->scored_tokens, r->windows, r->ctx, r->text_tokens);
   return 0;

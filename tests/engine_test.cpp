@@ -210,6 +210,66 @@ TEST(Engine, SecondIdenticalRequestHitsEveryFullBlockButTheLastToken) {
   EXPECT_EQ(second[0].metrics.cached_tokens, (n - 1) / 16 * 16);
 }
 
+// A model whose weights digest is hashed in the background (as `run`, `serve` and `chat` load
+// one): the first request is served before the digest is known (held back here until its one
+// token is out), and ends only once it is, so a second identical request hits exactly as with the
+// digest known up front, under the same identity.
+TEST(Engine, DigestInTheBackgroundKeysWhatTheFirstRequestComputed) {
+  REQUIRE_MODELS();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  auto release = [&] {
+    std::lock_guard<std::mutex> lk(mu);
+    open = true;
+    cv.notify_all();
+  };
+  LoadOptions bg;
+  bg.digest_in_background = true;
+  bg.digest_gate = [&] {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return open; });
+  };
+  auto m = LoadedModel::load(pagoda::testing::stories260K_path(), env().be, {}, bg);
+  ASSERT_TRUE(m.ok()) << m.error();
+  struct Opener {  // whatever happens below, the hashing threads are let go before the model
+    std::function<void()> f;
+    ~Opener() { f(); }
+  } opener{release};
+  EXPECT_FALSE((*m)->weights.digest.ready());
+  auto e = Engine::create(**m, env().be, {});
+  ASSERT_TRUE(e.ok()) << e.error();
+  EXPECT_FALSE((*e)->identity_known());
+  EXPECT_TRUE((*e)->identity().weights_digest.empty());
+  const auto r = greedy_req(kSystem, 1);
+  std::vector<int32_t> first;
+  bool known_at_first_token = true;
+  auto sub = (*e)->submit(r, [&](const TokenEvent& ev) {
+    if (ev.token < 0) return;
+    if (first.empty()) {
+      known_at_first_token = (*e)->identity_known();
+      release();
+    }
+    first.push_back(ev.token);
+  });
+  ASSERT_TRUE(sub.ok());
+  for (int s = 0; s < 1000 && !(*e)->idle(); ++s) ASSERT_TRUE((*e)->step().ok());
+  EXPECT_FALSE(known_at_first_token) << "the first token waited for the digest";
+  EXPECT_TRUE((*e)->identity_known());
+  EXPECT_EQ((*e)->identity().weights_digest, env().m->weights.digest.get());
+  auto second = run_all(**e, {r});
+  const auto toks = env().m->tokenizer->encode(kSystem, true);
+  EXPECT_EQ(second[0].metrics.cached_tokens, (int32_t(toks.size()) - 1) / 16 * 16)
+      << "the first request's blocks were not keyed when it ended";
+  auto want = oracle_greedy(*env().m, env().be, toks, 1);
+  ASSERT_TRUE(want.ok()) << want.error();
+  EXPECT_EQ(first, *want);
+  EXPECT_EQ(second[0].tokens, *want);
+  // The same keys as an engine whose model was hashed before loading returned.
+  EXPECT_EQ(block_keys((*e)->identity(), toks), block_keys(make_engine({})->identity(), toks));
+  expect_no_leaks(**e);
+}
+
 TEST(Engine, DifferentTenantNeverMatches) {
   REQUIRE_MODELS();
   auto e = make_engine({});

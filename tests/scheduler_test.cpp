@@ -265,3 +265,45 @@ TEST(Scheduler, SlidingWindowReleasesBlocksBehindTheWindow) {
   EXPECT_EQ(f.kv->pool().num_in_use(), 0);
   EXPECT_EQ(f.kv->pool().check_invariants(), "");
 }
+
+// While the identity waits for the weights digest, nothing is keyed and nothing matches: a block
+// keyed under an identity without the digest could be reused by another model's request. Once it
+// is set, a sequence still running keys its blocks at its next commit under the whole identity.
+TEST(Scheduler, NothingIsKeyedBeforeTheIdentityIsComplete) {
+  Fixture f(32);
+  CacheIdentity pending = f.id;
+  pending.weights_digest.clear();
+  f.sched = std::make_unique<Scheduler>(SchedulerConfig{.ctx_len = 1024}, *f.kv, *f.index, pending, f.counters, f.hist);
+  f.sched->defer_identity();
+  EXPECT_FALSE(f.sched->identity_known());
+  const auto toks = iota_tokens(3 * kBs + 1, 100);  // 3 full blocks + 1 token
+  Sequence* a = f.add(toks);
+  f.step();  // the whole prompt in one chunk
+  EXPECT_EQ(a->n_computed, 3 * kBs + 1);
+  EXPECT_EQ(f.index->size(), 0u) << "keyed without the weights digest";
+  EXPECT_TRUE(a->keys.empty());
+  EXPECT_EQ(f.kv->pool().num_cached(), 0);
+  // A second request with the same prompt matches nothing meanwhile (and is counted as asked).
+  const uint64_t asked = f.counters.prefix_query_tokens;
+  Sequence* b = f.add(toks);
+  f.step();
+  EXPECT_EQ(b->metrics.cached_tokens, 0);
+  EXPECT_EQ(f.counters.prefix_query_tokens, asked + toks.size());
+  EXPECT_EQ(f.counters.prefix_hit_tokens, 0u);
+  f.sched->finish(b);
+
+  // The digest arrives: `a`'s next commit keys its three blocks under the complete identity.
+  f.sched->set_identity(f.id);
+  EXPECT_TRUE(f.sched->identity_known());
+  f.step();  // one decode token for `a`
+  EXPECT_EQ(f.index->size(), 3u);
+  ASSERT_GE(a->keys.size(), 3u);
+  const auto expect = block_keys(f.id, a->tokens);
+  EXPECT_TRUE(std::equal(expect.begin(), expect.begin() + 3, a->keys.begin()));
+  f.sched->finish(a);
+  Sequence* c = f.add(toks);
+  f.step();
+  EXPECT_EQ(c->metrics.cached_tokens, 3 * kBs);
+  f.sched->finish(c);
+  EXPECT_EQ(f.kv->pool().check_invariants(), "");
+}

@@ -110,14 +110,22 @@ TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
   // CpuTensorsAreTheMappedFileBytes still checks the pointers under ASan.
   GTEST_SKIP() << "resident-set bound not meaningful under AddressSanitizer";
 #endif
-  auto m = LoadedModel::load(path, be);
-  ASSERT_TRUE(m.ok()) << m.error();
-  greedy(**m, be, 2);  // every weight read once more, as decode does
-  const uint64_t grown = status_bytes("VmRSS") - std::min(before, status_bytes("VmRSS"));
-  // A copy of the weights next to the mapping (what loading did before) doubles this; so would
-  // the F32 weights' panels if the mapped pages they were packed from stayed resident.
-  EXPECT_LT(double(grown), 1.25 * double(file) + double(4 << 20))
-      << "resident set grew " << grown << " bytes for a " << file << "-byte file";
+  // Both ways of hashing: with the digest in the background, a page the packing dropped and the
+  // hashing then read would stay resident next to its panel.
+  for (const bool background : {false, true}) {
+    LoadOptions opt;
+    opt.digest_in_background = background;
+    auto m = LoadedModel::load(path, be, {}, opt);
+    ASSERT_TRUE(m.ok()) << m.error();
+    greedy(**m, be, 2);  // every weight read once more, as decode does
+    (*m)->weights.digest.get();
+    const uint64_t grown = status_bytes("VmRSS") - std::min(before, status_bytes("VmRSS"));
+    // A copy of the weights next to the mapping (what loading did before) doubles this; so would
+    // the F32 weights' panels if the mapped pages they were packed from stayed resident.
+    EXPECT_LT(double(grown), 1.25 * double(file) + double(4 << 20))
+        << "resident set grew " << grown << " bytes for a " << file << "-byte file, digest in the "
+        << (background ? "background" : "foreground");
+  }
   std::filesystem::remove(path);
 }
 
@@ -131,6 +139,37 @@ TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
   (*m)->file.reset();  // the tensors' buffers keep the mapping alive
   std::filesystem::remove(path);
   EXPECT_EQ(greedy(**m, be, 6), expected);
+}
+
+// The digest hashed in the background is the digest hashed before loading returns, and the
+// model computes the same tokens meanwhile (the F32 weights' packing waits for the hashing to
+// have read their pages before dropping them).
+TEST_P(WeightsInPlace, DigestInTheBackgroundIsTheSameDigest) {
+  const std::string path = synth_file(GetParam(), std::string("digest_") + ggml_type_name(GetParam()));
+  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  CpuBackend be(CpuOptions{false, 2});
+  auto a = LoadedModel::load(path, be);
+  ASSERT_TRUE(a.ok()) << a.error();
+  EXPECT_TRUE((*a)->weights.digest.ready());
+  const std::string digest = (*a)->weights.digest.get();
+  ASSERT_EQ(digest.size(), 64u);
+  const std::vector<int32_t> expected = greedy(**a, be, 4);
+  a->reset();
+  LoadOptions bg;
+  bg.digest_in_background = true;
+  auto b = LoadedModel::load(path, be, {}, bg);
+  ASSERT_TRUE(b.ok()) << b.error();
+  EXPECT_EQ(greedy(**b, be, 4), expected);
+  EXPECT_EQ((*b)->weights.digest.get(), digest);
+  EXPECT_TRUE((*b)->weights.digest.ready());
+  EXPECT_GE((*b)->weights.digest.seconds(), 0.0);
+  // A model freed while its digest is still being hashed stops the hashing threads (they read
+  // the mapping, which goes with it) instead of leaving them running.
+  for (int i = 0; i < 3; ++i) {
+    auto c = LoadedModel::load(path, be, {}, bg);
+    ASSERT_TRUE(c.ok()) << c.error();
+  }
+  std::filesystem::remove(path);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, WeightsInPlace, ::testing::Values(GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_K),

@@ -217,7 +217,7 @@ double measure_read_bandwidth(int threads, uint64_t bytes, int repeats) {
 }
 
 Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prompt_tokens, int32_t gen_tokens,
-                                       int repeats, EngineConfig ec) {
+                                       int repeats, EngineConfig ec, const std::function<void()>& after_warmup) {
   const int32_t ctx = prompt_tokens + gen_tokens + 1;
   if (ctx > m.config.ctx_len) return make_error("prompt + generated tokens exceed the model context");
   ec.num_blocks = (ctx + ec.block_size - 1) / ec.block_size + 1;
@@ -236,6 +236,7 @@ Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prom
   DecodeBenchResult r;
   r.prompt_tokens = prompt_tokens;
   for (int i = 0; i <= repeats; ++i) {
+    const auto submitted = std::chrono::steady_clock::now();
     auto c = complete(**e, req);
     if (!c) return c.take_error();
     const RequestMetrics& rm = c->metrics;
@@ -245,6 +246,9 @@ Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prom
     const double decode_s = rm.e2e_s - rm.ttft_s;
     if (i == 0) {  // warm-up
       r.first_ttft_ms = rm.ttft_s * 1e3;
+      r.first_token_at = submitted + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                         std::chrono::duration<double>(rm.ttft_s));
+      if (after_warmup) after_warmup();
       continue;
     }
     const int32_t n = int32_t(c->tokens.size());

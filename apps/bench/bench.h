@@ -1,6 +1,8 @@
 // Measurements behind `pagoda bench`: host copy bandwidth (the memory roofline) and single-stream
 // decode speed, with warm-up excluded and medians over repeats.
 #pragma once
+#include <chrono>
+#include <functional>
 #include "core/engine/engine.h"
 #include <cstdint>
 #include <string>
@@ -57,15 +59,18 @@ struct DecodeBenchResult {
   double median_decode_tok_s = 0, p99_decode_tok_s = 0;
   double median_prefill_tok_s = 0, median_ttft_ms = 0;
   double first_ttft_ms = 0;  // the warm-up run's: the first token after the model loaded (cold)
+  std::chrono::steady_clock::time_point first_token_at;  // when the warm-up's first token came
   int32_t prompt_tokens = 0, generated_tokens = 0;
 };
 
 // One stream through the Engine (as `pagoda run` serves a prompt): `prompt_tokens` fixed ordinary
 // tokens, then exactly `gen_tokens` greedy tokens, once to warm up and `repeats` times measured.
 // `ec` gives the KV dtype and device sampling; the cache is sized to the request and the prefix
-// cache is off, so every repeat computes its whole prompt.
+// cache is off, so every repeat computes its whole prompt. `after_warmup` runs between the
+// warm-up and the measured repeats.
 Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prompt_tokens, int32_t gen_tokens,
-                                       int repeats, EngineConfig ec = {});
+                                       int repeats, EngineConfig ec = {},
+                                       const std::function<void()>& after_warmup = {});
 
 double median(std::vector<double> v);
 double percentile(std::vector<double> v, double p);

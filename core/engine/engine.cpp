@@ -101,7 +101,8 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   e->index_ = std::make_unique<PrefixIndex>(e->kv_->pool());
   e->runner_ = std::make_unique<ModelRunner>(be, model.config, model.weights);
   // Everything that decides the bytes of a cached block goes into its identity.
-  e->identity_.weights_digest = model.weights.digest;
+  const bool digest_known = model.weights.digest.ready();
+  if (digest_known) e->identity_.weights_digest = model.weights.digest.get();
   e->identity_.tokenizer_digest = model.tokenizer->digest();
   e->identity_.model_compute = model.config.compute_signature();
   e->identity_.adapter_id = cfg.adapter_id;
@@ -116,6 +117,7 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   sc.max_preemptions = cfg.max_preemptions;
   sc.tenant_cached_blocks = cfg.tenant_cached_blocks;
   e->sched_ = std::make_unique<Scheduler>(sc, *e->kv_, *e->index_, e->identity_, e->counters_, e->hist_);
+  if (!digest_known) e->sched_->defer_identity();
   if (cfg.spec.mode == "ngram") {
     e->drafter_ = std::make_unique<NgramDrafter>(std::max(1, cfg.spec.ngram_n), model.config.vocab);
   } else if (cfg.spec.mode == "draft") {
@@ -152,6 +154,12 @@ Engine::~Engine() {
 void Engine::set_spec_policy(int32_t k, bool adaptive) {
   ctrl_->set_fixed_k(std::clamp(k, 0, 16));
   ctrl_->set_adaptive(adaptive);
+}
+
+void Engine::resolve_identity(bool wait) {
+  if (sched_->identity_known() || (!wait && !model_.weights.digest.ready())) return;
+  identity_.weights_digest = model_.weights.digest.get();
+  sched_->set_identity(identity_);
 }
 
 bool Engine::idle() const { return pending_.load() == 0; }

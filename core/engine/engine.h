@@ -179,7 +179,10 @@ class Engine {
   void publish_snapshot();
   const ModelConfig& config() const { return model_.config; }
   const Tokenizer& tokenizer() const { return *model_.tokenizer; }
+  // The prefix cache identity; its weights_digest stays empty until the digest is known (a model
+  // loaded with LoadOptions::digest_in_background), and until then no block is keyed.
   const CacheIdentity& identity() const { return identity_; }
+  bool identity_known() const { return sched_->identity_known(); }
   // Draft length policy (engine thread or paused engine only): k >= 0 fixed, or adaptive.
   void set_spec_policy(int32_t k, bool adaptive);
   const Drafter* drafter() const { return drafter_.get(); }
@@ -244,6 +247,9 @@ class Engine {
   std::span<float> constrained_row(Sequence& s, float* row, std::vector<float>& buf);
   void attach_grammar(Sequence& s);  // engine thread: the matcher for a newly queued request
   ChunkOutcome end_without_continuation(const Sequence& s, int32_t kv_valid) const;
+  // Completes the identity once the weights digest is known: at once when it is, else only with
+  // `wait` (a request is about to end, and what it computed is kept for reuse only if keyed).
+  void resolve_identity(bool wait);
 
   LoadedModel& model_;
   Backend& be_;

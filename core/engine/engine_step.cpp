@@ -70,6 +70,7 @@ void Engine::account_step(const std::vector<ScheduledChunk>& plan, const std::ve
 Status Engine::step() {
   const auto t_begin = Clock::now();
   drain_inbox();
+  resolve_identity(false);
   bool paused = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -150,6 +151,11 @@ Status Engine::step() {
     if (tally.any) hist_.stage[size_t(Stage::Verify)].observe(times.verify);
     hist_.stage[size_t(Stage::Emit)].observe(times.emit);
     std::vector<std::unique_ptr<Sequence>> finished;
+    // A request ending before the weights digest is known waits for it here (its tokens are out
+    // already), so that its blocks are keyed like those of any request that ends.
+    if (cfg_.prefix_caching && !sched_->identity_known() &&
+        std::any_of(out.begin(), out.end(), [](const ChunkOutcome& o) { return o.finish != FinishReason::None; }))
+      resolve_identity(true);
     sched_->postprocess(plan, out, finished);
     const auto t_end = Clock::now();
     times.postprocess = secs(t_end - t_post);

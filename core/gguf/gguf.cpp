@@ -336,14 +336,6 @@ bool GgufFile::prefer_huge_pages() {
   return huge_page_share() >= 0.9;
 }
 
-void GgufFile::release_tensor_pages() const {
-  if (!mapped_ || data_offset_ >= size_) return;
-  // Whole pages only: the page holding the end of the metadata stays (its parse results were
-  // copied, but a partial page cannot be dropped alone anyway).
-  const uint64_t page = uint64_t(sysconf(_SC_PAGESIZE)), start = (data_offset_ + page - 1) / page * page;
-  if (start < size_) madvise(const_cast<uint8_t*>(data_) + start, size_t(size_ - start), MADV_DONTNEED);
-}
-
 void GgufFile::drop_pages(const void* p, size_t n) {
   const auto* b = static_cast<const uint8_t*>(p);
   const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));

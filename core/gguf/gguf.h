@@ -102,10 +102,6 @@ class GgufFile {
   // The share of the file's whole 2 MiB pages this mapping reaches through 2 MiB entries, after
   // touching one byte per 2 MiB (0 for an in-memory image).
   double huge_page_share() const;
-  // Drops this process's resident pages of the tensor data section (the file stays mapped and a
-  // later read faults pages back in from the page cache): for when every tensor was copied to a
-  // device. No-op for an in-memory image.
-  void release_tensor_pages() const;
   // Whether the bytes are a mapping of the file (else a copy in memory).
   bool mapped() const { return mapped_; }
   // Drops this process's resident pages among the whole pages within [p, p + n) of a file

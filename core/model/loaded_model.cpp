@@ -3,7 +3,8 @@
 namespace pagoda {
 
 Result<std::unique_ptr<LoadedModel>> LoadedModel::load(const std::string& path, Backend& be,
-                                                       const std::function<void(uint64_t, uint64_t)>& progress) {
+                                                       const std::function<void(uint64_t, uint64_t)>& progress,
+                                                       const LoadOptions& opt) {
   auto m = std::make_unique<LoadedModel>();
   auto f = GgufFile::open(path);
   if (!f) return f.take_error();
@@ -21,7 +22,7 @@ Result<std::unique_ptr<LoadedModel>> LoadedModel::load(const std::string& path, 
                       " tokens but token_embd.weight has " + std::to_string(m->config.vocab) + " rows");
   // A host backend computes on the file's bytes where they lie: in 2 MiB pages where possible.
   if (!be.info().is_gpu) m->file->prefer_huge_pages();
-  auto w = ModelWeights::load(*m->file, m->config, be, progress);
+  auto w = ModelWeights::load(*m->file, m->config, be, progress, opt);
   if (!w) return make_error(path + ": " + w.error());
   m->weights = std::move(*w);
   return m;

@@ -19,7 +19,8 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 
   static Result<std::unique_ptr<LoadedModel>> load(const std::string& path, Backend& be,
-                                                   const std::function<void(uint64_t, uint64_t)>& progress = {});
+                                                   const std::function<void(uint64_t, uint64_t)>& progress = {},
+                                                   const LoadOptions& opt = {});
 };
 
 }  // namespace pagoda

@@ -1,9 +1,18 @@
 #include "core/model/model_weights.h"
 
 #include <openssl/evp.h>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <system_error>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -79,41 +88,140 @@ struct Hashed {
   unsigned char md[32] = {};  // SHA-256 of the bytes
 };
 
-// SHA-256 over every tensor's header and the SHA-256 of its bytes, in load order. The byte
-// digests are computed on several threads: hashing the file is most of loading it when the
-// weights are used in place (one pass over a 512 MiB file is ~0.3 s on one core).
-std::string weights_digest(std::vector<Hashed>& hashed) {
+}  // namespace
+
+// The hashing threads' shared state. Workers take tensors largest first (in load order a file
+// ends with its output matrix, a fifth of a small model's bytes, which one thread would hash
+// alone while the others had finished), hash them in pieces so that a cancel is seen within a
+// millisecond, and the last one to finish combines the tensors' digests in load order.
+struct WeightsDigest::State {
+  std::vector<Hashed> hashed;
+  std::vector<size_t> order;                // indices into hashed, largest first
+  std::shared_ptr<const void> keep;         // the file's bytes, alive while hashing
+  std::function<void()> after;              // once hashed (not when cancelled)
+  std::function<void()> gate;               // LoadOptions::digest_gate
   std::atomic<size_t> next{0};
-  auto work = [&] {
-    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    for (size_t i = next++; i < hashed.size(); i = next++) {
-      EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-      EVP_DigestUpdate(ctx.get(), hashed[i].src, hashed[i].n_bytes);
-      unsigned int len = 0;
-      EVP_DigestFinal_ex(ctx.get(), hashed[i].md, &len);
-    }
-  };
-  const unsigned n_threads = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  std::atomic<unsigned> running{0};
+  std::atomic<bool> cancel{false};
   std::vector<std::thread> threads;
-  for (unsigned i = 1; i < n_threads; ++i) threads.emplace_back(work);
-  work();
-  for (auto& t : threads) t.join();
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
-  for (const Hashed& h : hashed) {
-    EVP_DigestUpdate(sha.get(), h.header.data(), h.header.size());
-    EVP_DigestUpdate(sha.get(), h.md, sizeof(h.md));
-  }
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(sha.get(), md, &len);
-  static const char* kHex = "0123456789abcdef";
+  mutable std::mutex mu;
+  mutable std::condition_variable cv;
+  bool done = false;
   std::string hex;
-  for (unsigned i = 0; i < len; ++i) {
-    hex += kHex[md[i] >> 4];
-    hex += kHex[md[i] & 15];
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now(), ended;
+
+  ~State() {
+    cancel = true;
+    for (auto& t : threads) t.join();
   }
-  return hex;
+
+  void work() {
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    constexpr size_t kPiece = size_t(4) << 20;
+    if (gate) gate();
+    for (size_t k = next++; k < order.size() && !cancel; k = next++) {
+      Hashed& h = hashed[order[k]];
+      EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+      for (size_t off = 0; off < h.n_bytes && !cancel; off += kPiece)
+        EVP_DigestUpdate(ctx.get(), h.src + off, std::min(kPiece, h.n_bytes - off));
+      unsigned int len = 0;
+      EVP_DigestFinal_ex(ctx.get(), h.md, &len);
+    }
+    if (--running == 0) finish();
+  }
+
+  void finish() {
+    std::string out;
+    if (!cancel) {
+      std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+      EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
+      for (const Hashed& h : hashed) {
+        EVP_DigestUpdate(sha.get(), h.header.data(), h.header.size());
+        EVP_DigestUpdate(sha.get(), h.md, sizeof(h.md));
+      }
+      unsigned char md[32];
+      unsigned int len = 0;
+      EVP_DigestFinal_ex(sha.get(), md, &len);
+      static const char* kHex = "0123456789abcdef";
+      for (unsigned i = 0; i < len; ++i) {
+        out += kHex[md[i] >> 4];
+        out += kHex[md[i] & 15];
+      }
+      if (after) after();
+    }
+    std::lock_guard<std::mutex> lk(mu);
+    hex = std::move(out);
+    ended = std::chrono::steady_clock::now();
+    done = true;
+    cv.notify_all();
+  }
+};
+
+const std::string& WeightsDigest::get() const {
+  static const std::string kNone;
+  if (!s_) return kNone;
+  std::unique_lock<std::mutex> lk(s_->mu);
+  s_->cv.wait(lk, [&] { return s_->done; });
+  return s_->hex;
+}
+
+double WeightsDigest::seconds() const {
+  if (!s_) return 0;
+  get();
+  std::lock_guard<std::mutex> lk(s_->mu);
+  return std::chrono::duration<double>(s_->ended - s_->started).count();
+}
+
+bool WeightsDigest::ready() const {
+  if (!s_) return true;
+  std::lock_guard<std::mutex> lk(s_->mu);
+  return s_->done;
+}
+
+namespace {
+
+// Hashes on up to 8 threads: in the background at nice 10 (the first token's threads keep the
+// cores they need, and the hashing takes what they leave), else on this thread and others
+// before returning. Threads that cannot be had leave the work to those that could, or to this
+// thread.
+WeightsDigest start_digest(std::vector<Hashed> hashed, std::shared_ptr<const void> keep, std::function<void()> after,
+                           bool background, std::function<void()> gate) {
+  auto s = std::make_shared<WeightsDigest::State>();
+  s->gate = std::move(gate);
+  s->hashed = std::move(hashed);
+  s->keep = std::move(keep);
+  s->after = std::move(after);
+  s->order.resize(s->hashed.size());
+  for (size_t i = 0; i < s->order.size(); ++i) s->order[i] = i;
+  std::stable_sort(s->order.begin(), s->order.end(),
+                   [&](size_t a, size_t b) { return s->hashed[a].n_bytes > s->hashed[b].n_bytes; });
+  const unsigned n_threads = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  WeightsDigest::State* st = s.get();
+  const unsigned spawn = background ? n_threads : n_threads - 1;
+  st->running = spawn + 1;  // and this thread's share, given up below when it does not hash
+  unsigned started = 0;
+  for (; started < spawn; ++started) {
+    try {
+      st->threads.emplace_back([st, background] {
+#ifdef __linux__
+        if (background) setpriority(PRIO_PROCESS, id_t(syscall(SYS_gettid)), 10);
+#endif
+        st->work();
+      });
+    } catch (const std::system_error&) {
+      break;
+    }
+  }
+  const unsigned missing = spawn - started;
+  if (!background || started == 0) {
+    st->running -= missing;
+    st->work();
+    for (auto& t : st->threads) t.join();
+    st->threads.clear();
+  } else if ((st->running -= missing + 1) == 0) {
+    st->finish();  // every thread was done before this one gave up its share
+  }
+  return WeightsDigest(std::move(s));
 }
 
 struct Loader {
@@ -230,7 +338,8 @@ struct Loader {
 }  // namespace
 
 Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c, Backend& be,
-                                        const std::function<void(uint64_t, uint64_t)>& progress) {
+                                        const std::function<void(uint64_t, uint64_t)>& progress,
+                                        const LoadOptions& opt) {
   ModelWeights w;
   std::vector<Hashed> hashed;
   Loader ld{f, be, w, hashed, 0, 0, progress, {}, {}};
@@ -352,20 +461,31 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
       return make_error("tensor '" + t.name + "' is not used by Pagoda's " + c.arch +
                         " runner; the file needs something the architecture description does not have");
 
-  w.digest = weights_digest(hashed);
   PAGODA_TRY(be.sync());
+  // Every tensor was copied to the device: the mapping's pages are no longer needed resident once
+  // the digest has read them.
+  std::function<void()> after;
+  if (w.mapped_bytes == 0 && f.mapped() && !hashed.empty()) {
+    const uint8_t *lo = hashed[0].src, *hi = hashed[0].src;
+    for (const Hashed& h : hashed) lo = std::min(lo, h.src), hi = std::max(hi, h.src + h.n_bytes);
+    after = [lo, hi] { GgufFile::drop_pages(lo, size_t(hi - lo)); };
+  }
+  w.digest = start_digest(std::move(hashed), f.bytes_owner(), std::move(after), opt.digest_in_background, opt.digest_gate);
   // Weights the backend may keep in a layout of its own (the CPU backend's float panels, made at a
   // weight's first decode-sized use): the mapped pages of each part are dropped as it is copied,
-  // so the resident set stays near the file's size. The callback outlives this GgufFile object
-  // (the backend keeps the mapping itself alive).
+  // so the resident set stays near the file's size, but not before the digest has read them (a
+  // page read again would stay resident). The callback outlives this GgufFile object (the
+  // backend keeps the mapping itself alive).
   for (const auto& m : ld.matmul) {
     std::function<void(size_t, size_t)> read_done;
-    if (m.in_place && f.mapped()) read_done = [src = m.src](size_t off, size_t n) { GgufFile::drop_pages(src + off, n); };
+    if (m.in_place && f.mapped())
+      read_done = [src = m.src, digest = w.digest](size_t off, size_t n) {
+        digest.get();
+        GgufFile::drop_pages(src + off, n);
+      };
     Result<bool> taken = be.repack_matmul_weight(m.t, read_done);
     if (!taken) return make_error("packing weights: " + taken.error());
   }
-  // Every tensor was copied to the device: the mapping's pages are no longer needed resident.
-  if (w.mapped_bytes == 0) f.release_tensor_pages();
   return w;
 }
 

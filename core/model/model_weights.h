@@ -2,6 +2,7 @@
 // config, plus the SHA-256 digest of the weight bytes that the prefix cache identity binds to.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,37 @@ struct LayerWeights {
   Tensor post_attn_norm, post_ffn_norm; // [1, dim] F32 gains (post_norms)
 };
 
+// The weights digest: hex SHA-256 over tensor names, types and shapes and the SHA-256 of each
+// one's bytes, the part of the prefix cache identity that says which weights computed a block.
+// Loading may leave it to threads of its own at a lower priority (LoadOptions): with the weights
+// used where the file is mapped, one pass over the whole file is most of a cold start, and only
+// the prefix cache needs the digest, so the first token need not wait for it. Copies share the
+// one computation; the last copy to go stops threads still hashing.
+class WeightsDigest {
+ public:
+  struct State;
+  WeightsDigest() = default;  // known and empty (a model that was not loaded from a file)
+  explicit WeightsDigest(std::shared_ptr<State> s) : s_(std::move(s)) {}
+  // The digest, waiting for the hashing threads if they are still at work.
+  const std::string& get() const;
+  // Whether get() would return without waiting.
+  bool ready() const;
+  // Seconds the hashing took, from its start to the digest (waits as get() does; 0 when known
+  // from the start).
+  double seconds() const;
+
+ private:
+  std::shared_ptr<State> s_;
+};
+
+struct LoadOptions {
+  // Hash the weights on background threads (nice 10) instead of before load returns. The CLI
+  // does; tests and tools that compare digests right away need not.
+  bool digest_in_background = false;
+  // Tests: called on each hashing thread before it hashes anything (to hold the digest back).
+  std::function<void()> digest_gate;
+};
+
 struct ModelWeights {
   Tensor tok_embd, output_norm, output;
   // RoPE frequency divisors of the global layers [1, head_dim/2] F32: Llama 3's rope_freqs.weight,
@@ -30,7 +62,7 @@ struct ModelWeights {
   Tensor rope_freqs;
   std::vector<LayerWeights> layers;
   std::vector<BufferPtr> buffers;  // owners of the tensors above
-  std::string digest;              // hex SHA-256 over tensor names, types, shapes and each one's bytes' SHA-256
+  WeightsDigest digest;
   uint64_t bytes = 0;              // total weight bytes on the device
   // Of `bytes`, those used in place where the file is mapped (Backend::adopt_host; the CPU
   // backend): no copy in memory. The rest were copied (a GPU, or rows permuted at load).
@@ -38,7 +70,8 @@ struct ModelWeights {
 
   // progress(done_bytes, total_bytes) is called while tensors upload (for a progress bar).
   static Result<ModelWeights> load(const GgufFile& f, const ModelConfig& c, Backend& be,
-                                   const std::function<void(uint64_t, uint64_t)>& progress = {});
+                                   const std::function<void(uint64_t, uint64_t)>& progress = {},
+                                   const LoadOptions& opt = {});
 };
 
 // The backend dtype of a GGUF tensor type; the error reads "type X, which Pagoda does not support".

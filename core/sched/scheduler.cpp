@@ -91,7 +91,7 @@ void Scheduler::release_blocks(Sequence& s) {
 void Scheduler::commit(Sequence& s, int32_t n_computed) {
   s.n_computed = n_computed;
   const int32_t full = n_computed / kv_.block_size();
-  if (cfg_.prefix_caching && full > s.n_keyed) {
+  if (cfg_.prefix_caching && identity_known_ && full > s.n_keyed) {
     ensure_keys(s);
     const int32_t bs = kv_.block_size(), tenant_group = group_of(s.tenant);
     for (int32_t b = s.n_keyed; b < full; ++b) {
@@ -187,7 +187,9 @@ bool Scheduler::admit(Sequence& s) {
     if (forked < 0) return false;
     if (forked == 0) s.prefill_from = 0;
   }
-  if (forked == 0 && cfg_.prefix_caching) {
+  if (forked == 0 && cfg_.prefix_caching && !identity_known_) {
+    counters_.prefix_query_tokens += uint64_t(s.tokens.size());  // asked, and nothing can be keyed yet
+  } else if (forked == 0 && cfg_.prefix_caching) {
     ensure_keys(s);
     // The last token is always computed (its logits pick the next token), so match at most len-1.
     const size_t usable = std::min(s.keys.size(), size_t((int32_t(s.tokens.size()) - 1) / bs));

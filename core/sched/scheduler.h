@@ -86,6 +86,16 @@ class Scheduler {
   Sequence* find(uint64_t id);
   bool idle() const { return waiting_.empty() && running_.empty(); }
   const CacheIdentity& identity() const { return identity_; }
+  // While the identity is incomplete (the weights digest still being computed, WeightsDigest), no
+  // block is keyed: admission matches nothing (the index is empty of this model's blocks anyway)
+  // and commits key nothing. set_identity() completes it; blocks still held are keyed at their
+  // sequence's next commit.
+  void defer_identity() { identity_known_ = false; }
+  void set_identity(const CacheIdentity& id) {
+    identity_ = id;
+    identity_known_ = true;
+  }
+  bool identity_known() const { return identity_known_; }
   KvCache& kv() { return kv_; }
 
   // Stage times of the last schedule() call (seconds).
@@ -111,6 +121,7 @@ class Scheduler {
   KvCache& kv_;
   PrefixIndex& index_;
   CacheIdentity identity_;
+  bool identity_known_ = true;
   Counters& counters_;
   Histograms& hist_;
   std::deque<std::unique_ptr<Sequence>> waiting_;
