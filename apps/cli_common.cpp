@@ -36,7 +36,7 @@ Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet) {
   return be;
 }
 
-Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet, bool serving) {
+Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet, DigestAt digest) {
   const bool bar = !quiet && isatty(STDERR_FILENO);
   int last = -1;
   auto progress = [&](uint64_t done, uint64_t total) {
@@ -50,7 +50,8 @@ Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend
     if (done == total) fmt::print(stderr, "\n");
   };
   LoadOptions opt;
-  opt.digest_in_background = serving;
+  opt.digest_in_background = digest == DigestAt::Background;
+  opt.skip_digest = digest == DigestAt::Never;
   return LoadedModel::load(path, be, progress, opt);
 }
 

@@ -21,11 +21,15 @@ void add_backend_options(CLI::App* app, BackendOptions& o);
 void add_backend_flags(CLI::App* app, std::string& backend, int& device, int& threads);
 Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet);
 
+// When loading hashes the weights digest (LoadOptions). Commands that serve requests (chat, serve,
+// inspect, run with several prompts) hash in the background, so their first token does not wait
+// for it; measuring and scoring commands hash before they start, so the hashing takes nothing from
+// what they measure; a single prompt and draft models key no blocks and never hash.
+enum class DigestAt { Load, Background, Never };
+
 // Loads a model, drawing a progress bar on stderr for files over 64 MiB when stderr is a terminal.
-// `serving`: the commands that serve requests (run, chat, serve, inspect) hash the weights in the
-// background (LoadOptions), so their first token does not wait for the digest; measuring and
-// scoring commands hash before they start, so the hashing takes nothing from what they measure.
-Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet, bool serving = false);
+Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet,
+                                                DigestAt digest = DigestAt::Load);
 
 // "512MiB", "2GiB", "1.5GiB", "1000000" -> bytes; "1.2.3MiB" and sizes past 2^64 are errors.
 Result<uint64_t> parse_size(const std::string& s);

@@ -160,7 +160,7 @@ int bench_decode_cmd(const BenchOptions& o) {
   // Loaded as `run` and `serve` load (the digest hashed in the background), and the warm-up
   // request sent at once: its first token is a cold start's.
   const auto load_start = std::chrono::steady_clock::now();
-  auto m = load_model(o.model, **be, o.json, true);
+  auto m = load_model(o.model, **be, o.json, DigestAt::Background);
   if (!m) return fail(m.error());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   const int threads = backend_threads(backend_options(o.engine), **be);

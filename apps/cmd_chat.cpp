@@ -192,7 +192,7 @@ int chat(ChatOptions& o) {
   if (!cfg) return fail(cfg.error());
   auto be = open_backend(backend_options(o.engine), true);
   if (!be) return fail(be.error());
-  auto m = load_model(o.model, **be, true, true);
+  auto m = load_model(o.model, **be, true, DigestAt::Background);
   if (!m) return fail(m.error());
   auto engine = Engine::create(**m, **be, *cfg);
   if (!engine) return fail(engine.error());

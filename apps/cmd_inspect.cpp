@@ -87,11 +87,11 @@ Result<Loaded> load_all(const InspectOptions& o) {
   auto be = open_backend(backend_options(o.engine), false);
   if (!be) return be.take_error();
   l.be = std::move(*be);
-  auto m = load_model(o.model, *l.be, false, true);
+  auto m = load_model(o.model, *l.be, false, DigestAt::Background);
   if (!m) return m.take_error();
   l.model = std::move(*m);
   if (!o.engine.draft.empty()) {
-    auto d = load_model(o.engine.draft, *l.be, false, true);
+    auto d = load_model(o.engine.draft, *l.be, false, DigestAt::Never);
     if (!d) return make_error("draft model: " + d.error());
     l.draft = std::move(*d);
   }

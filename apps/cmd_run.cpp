@@ -122,11 +122,11 @@ int run(RunOptions& o) {
     if (!o.seed_set) o.sampling.seed = std::random_device{}();
     auto be = open_backend(backend_options(o.engine), o.json);
     if (!be) return fail(be.error());
-    auto m = load_model(o.model, **be, o.json, true);
+    auto m = load_model(o.model, **be, o.json, DigestAt::Background);
     if (!m) return fail(m.error());
     std::unique_ptr<LoadedModel> draft;
     if (!o.engine.draft.empty()) {
-      auto d = load_model(o.engine.draft, **be, o.json, true);
+      auto d = load_model(o.engine.draft, **be, o.json, DigestAt::Never);
       if (!d) return fail("draft model: " + d.error());
       draft = std::move(*d);
     }
@@ -138,10 +138,10 @@ int run(RunOptions& o) {
 
   auto be = open_backend(backend_options(o.engine), o.json);
   if (!be) return fail(be.error());
-  auto m = load_model(o.model, **be, o.json, true);
+  // One request: nothing after it could reuse its blocks, so none are keyed, and the weights
+  // digest that keys need is never computed (a pass over the whole file).
+  auto m = load_model(o.model, **be, o.json, DigestAt::Never);
   if (!m) return fail(m.error());
-  // One request: nothing after it could reuse its blocks, so none are keyed, and the process
-  // never waits for the weights digest (WeightsDigest) that keys need.
   cfg->prefix_caching = false;
   auto e = Engine::create(**m, **be, *cfg);
   if (!e) return fail(e.error());

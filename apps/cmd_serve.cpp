@@ -113,11 +113,11 @@ int serve(ServeCommand& c) {
 
   auto be = open_backend(backend_options(s), false);
   if (!be) return fail(be.error());
-  auto m = load_model(s.model, **be, false, true);
+  auto m = load_model(s.model, **be, false, DigestAt::Background);
   if (!m) return fail(m.error());
   std::unique_ptr<LoadedModel> draft;
   if (!s.draft.empty()) {
-    auto d = load_model(s.draft, **be, false, true);
+    auto d = load_model(s.draft, **be, false, DigestAt::Never);
     if (!d) return fail("draft model: " + d.error());
     draft = std::move(*d);
   }

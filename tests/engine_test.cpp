@@ -270,6 +270,29 @@ TEST(Engine, DigestInTheBackgroundKeysWhatTheFirstRequestComputed) {
   expect_no_leaks(**e);
 }
 
+// A model loaded without its digest (a single prompt, a draft) serves with prefix caching off and
+// is refused with it on: its blocks would be keyed without the weights that computed them.
+TEST(Engine, ModelWithoutItsDigestIsRefusedByThePrefixCache) {
+  REQUIRE_MODELS();
+  LoadOptions none;
+  none.skip_digest = true;
+  auto m = LoadedModel::load(pagoda::testing::stories260K_path(), env().be, {}, none);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_TRUE((*m)->weights.digest.get().empty());
+  auto refused = Engine::create(**m, env().be, {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().find("without its weights digest"), std::string::npos) << refused.error();
+  EngineConfig off;
+  off.prefix_caching = false;
+  auto e = Engine::create(**m, env().be, off);
+  ASSERT_TRUE(e.ok()) << e.error();
+  const auto out = run_all(**e, {greedy_req(kSystem, 6)});
+  auto want = oracle_greedy(*env().m, env().be, env().m->tokenizer->encode(kSystem, true), 6);
+  ASSERT_TRUE(want.ok()) << want.error();
+  EXPECT_EQ(out[0].tokens, *want);
+  expect_no_leaks(**e);
+}
+
 TEST(Engine, DifferentTenantNeverMatches) {
   REQUIRE_MODELS();
   auto e = make_engine({});

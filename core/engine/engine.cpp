@@ -102,6 +102,9 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   e->runner_ = std::make_unique<ModelRunner>(be, model.config, model.weights);
   // Everything that decides the bytes of a cached block goes into its identity.
   const bool digest_known = model.weights.digest.ready();
+  if (cfg.prefix_caching && digest_known && model.weights.digest.get().empty())
+    return make_error("the model was loaded without its weights digest (LoadOptions::skip_digest), which the prefix "
+                      "cache keys blocks with: turn prefix caching off or load the model with its digest");
   if (digest_known) e->identity_.weights_digest = model.weights.digest.get();
   e->identity_.tokenizer_digest = model.tokenizer->digest();
   e->identity_.model_compute = model.config.compute_signature();

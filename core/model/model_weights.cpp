@@ -470,7 +470,11 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
     for (const Hashed& h : hashed) lo = std::min(lo, h.src), hi = std::max(hi, h.src + h.n_bytes);
     after = [lo, hi] { GgufFile::drop_pages(lo, size_t(hi - lo)); };
   }
-  w.digest = start_digest(std::move(hashed), f.bytes_owner(), std::move(after), opt.digest_in_background, opt.digest_gate);
+  if (opt.skip_digest) {
+    if (after) after();
+  } else {
+    w.digest = start_digest(std::move(hashed), f.bytes_owner(), std::move(after), opt.digest_in_background, opt.digest_gate);
+  }
   // Weights the backend may keep in a layout of its own (the CPU backend's float panels, made at a
   // weight's first decode-sized use): the mapped pages of each part are dropped as it is copied,
   // so the resident set stays near the file's size, but not before the digest has read them (a
