@@ -50,8 +50,7 @@ Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend
     if (done == total) fmt::print(stderr, "\n");
   };
   LoadOptions opt;
-  opt.digest_in_background = digest == DigestAt::Background;
-  opt.skip_digest = digest == DigestAt::Never;
+  opt.digest = digest;
   return LoadedModel::load(path, be, progress, opt);
 }
 

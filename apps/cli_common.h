@@ -21,11 +21,11 @@ void add_backend_options(CLI::App* app, BackendOptions& o);
 void add_backend_flags(CLI::App* app, std::string& backend, int& device, int& threads);
 Result<BackendPtr> open_backend(const BackendOptions& o, bool quiet);
 
-// When loading hashes the weights digest (LoadOptions). Commands that serve requests (chat, serve,
-// inspect, run with several prompts) hash in the background, so their first token does not wait
-// for it; measuring and scoring commands hash before they start, so the hashing takes nothing from
-// what they measure; a single prompt and draft models key no blocks and never hash.
-enum class DigestAt { Load, Background, Never };
+// When loading hashes the weights digest. Commands that serve requests (chat, serve, inspect, run
+// with several prompts) hash in the background, so their first token does not wait for it;
+// measuring and scoring commands hash before they start, so the hashing takes nothing from what
+// they measure; a single prompt and draft models key no blocks and never hash.
+using DigestAt = LoadOptions::Digest;
 
 // Loads a model, drawing a progress bar on stderr for files over 64 MiB when stderr is a terminal.
 Result<std::unique_ptr<LoadedModel>> load_model(const std::string& path, Backend& be, bool quiet,

@@ -171,8 +171,7 @@ int bench_decode_cmd(const BenchOptions& o) {
   bool rss_reset = false;
   // After the warm-up, before anything is timed: the digest finished, then the probes.
   auto between = [&] {
-    (*m)->weights.digest.get();
-    digest_s = (*m)->weights.digest.seconds();
+    digest_s = (*m)->weights.digest.seconds();  // waits for it
     rss_warm = peak_rss_bytes();
     bw = measure_copy_bandwidth();
     // The read roof is sampled before and after the decode runs and the best sample kept: on a

@@ -225,7 +225,7 @@ TEST(Engine, DigestInTheBackgroundKeysWhatTheFirstRequestComputed) {
     cv.notify_all();
   };
   LoadOptions bg;
-  bg.digest_in_background = true;
+  bg.digest = LoadOptions::Digest::Background;
   bg.digest_gate = [&] {
     std::unique_lock<std::mutex> lk(mu);
     cv.wait(lk, [&] { return open; });
@@ -275,7 +275,7 @@ TEST(Engine, DigestInTheBackgroundKeysWhatTheFirstRequestComputed) {
 TEST(Engine, ModelWithoutItsDigestIsRefusedByThePrefixCache) {
   REQUIRE_MODELS();
   LoadOptions none;
-  none.skip_digest = true;
+  none.digest = LoadOptions::Digest::Never;
   auto m = LoadedModel::load(pagoda::testing::stories260K_path(), env().be, {}, none);
   ASSERT_TRUE(m.ok()) << m.error();
   EXPECT_TRUE((*m)->weights.digest.get().empty());

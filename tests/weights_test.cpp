@@ -114,7 +114,7 @@ TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
   // hashing then read would stay resident next to its panel.
   for (const bool background : {false, true}) {
     LoadOptions opt;
-    opt.digest_in_background = background;
+    opt.digest = background ? LoadOptions::Digest::Background : LoadOptions::Digest::Load;
     auto m = LoadedModel::load(path, be, {}, opt);
     ASSERT_TRUE(m.ok()) << m.error();
     greedy(**m, be, 2);  // every weight read once more, as decode does
@@ -156,7 +156,7 @@ TEST_P(WeightsInPlace, DigestInTheBackgroundIsTheSameDigest) {
   const std::vector<int32_t> expected = greedy(**a, be, 4);
   a->reset();
   LoadOptions bg;
-  bg.digest_in_background = true;
+  bg.digest = LoadOptions::Digest::Background;
   auto b = LoadedModel::load(path, be, {}, bg);
   ASSERT_TRUE(b.ok()) << b.error();
   EXPECT_EQ(greedy(**b, be, 4), expected);

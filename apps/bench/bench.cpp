@@ -245,7 +245,6 @@ Result<DecodeBenchResult> bench_decode(LoadedModel& m, Backend& be, int32_t prom
     const double prefill_s = rm.ttft_s - rm.queue_s;
     const double decode_s = rm.e2e_s - rm.ttft_s;
     if (i == 0) {  // warm-up
-      r.first_ttft_ms = rm.ttft_s * 1e3;
       r.first_token_at = submitted + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                          std::chrono::duration<double>(rm.ttft_s));
       if (after_warmup) after_warmup();

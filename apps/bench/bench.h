@@ -58,8 +58,8 @@ struct DecodeBenchResult {
   std::vector<double> ttft_ms;
   double median_decode_tok_s = 0, p99_decode_tok_s = 0;
   double median_prefill_tok_s = 0, median_ttft_ms = 0;
-  double first_ttft_ms = 0;  // the warm-up run's: the first token after the model loaded (cold)
-  std::chrono::steady_clock::time_point first_token_at;  // when the warm-up's first token came
+  // When the warm-up's first token came: the first token after the model loaded (cold).
+  std::chrono::steady_clock::time_point first_token_at;
   int32_t prompt_tokens = 0, generated_tokens = 0;
 };
 

@@ -103,7 +103,7 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   // Everything that decides the bytes of a cached block goes into its identity.
   const bool digest_known = model.weights.digest.ready();
   if (cfg.prefix_caching && digest_known && model.weights.digest.get().empty())
-    return make_error("the model was loaded without its weights digest (LoadOptions::skip_digest), which the prefix "
+    return make_error("the model was loaded without its weights digest (LoadOptions::Digest::Never), which the prefix "
                       "cache keys blocks with: turn prefix caching off or load the model with its digest");
   if (digest_known) e->identity_.weights_digest = model.weights.digest.get();
   e->identity_.tokenizer_digest = model.tokenizer->digest();

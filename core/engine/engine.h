@@ -180,7 +180,7 @@ class Engine {
   const ModelConfig& config() const { return model_.config; }
   const Tokenizer& tokenizer() const { return *model_.tokenizer; }
   // The prefix cache identity; its weights_digest stays empty until the digest is known (a model
-  // loaded with LoadOptions::digest_in_background), and until then no block is keyed.
+  // loaded with LoadOptions::Digest::Background), and until then no block is keyed.
   const CacheIdentity& identity() const { return identity_; }
   bool identity_known() const { return sched_->identity_known(); }
   // Draft length policy (engine thread or paused engine only): k >= 0 fixed, or adaptive.

@@ -1,5 +1,7 @@
 #include "core/model/model_weights.h"
 
+#include "core/prefix/cache_identity.h"
+
 #include <openssl/evp.h>
 #ifdef __linux__
 #include <sys/resource.h>
@@ -139,14 +141,10 @@ struct WeightsDigest::State {
         EVP_DigestUpdate(sha.get(), h.header.data(), h.header.size());
         EVP_DigestUpdate(sha.get(), h.md, sizeof(h.md));
       }
-      unsigned char md[32];
+      BlockKey md{};
       unsigned int len = 0;
-      EVP_DigestFinal_ex(sha.get(), md, &len);
-      static const char* kHex = "0123456789abcdef";
-      for (unsigned i = 0; i < len; ++i) {
-        out += kHex[md[i] >> 4];
-        out += kHex[md[i] & 15];
-      }
+      EVP_DigestFinal_ex(sha.get(), md.data(), &len);
+      out = to_hex(md);
       if (after) after();
     }
     std::lock_guard<std::mutex> lk(mu);
@@ -470,10 +468,10 @@ Result<ModelWeights> ModelWeights::load(const GgufFile& f, const ModelConfig& c,
     for (const Hashed& h : hashed) lo = std::min(lo, h.src), hi = std::max(hi, h.src + h.n_bytes);
     after = [lo, hi] { GgufFile::drop_pages(lo, size_t(hi - lo)); };
   }
-  if (opt.skip_digest) {
+  if (opt.digest == LoadOptions::Digest::Never) {
     if (after) after();
   } else {
-    w.digest = start_digest(std::move(hashed), f.bytes_owner(), std::move(after), opt.digest_in_background, opt.digest_gate);
+    w.digest = start_digest(std::move(hashed), f.bytes_owner(), std::move(after), opt.digest == LoadOptions::Digest::Background, opt.digest_gate);
   }
   // Weights the backend may keep in a layout of its own (the CPU backend's float panels, made at a
   // weight's first decode-sized use): the mapped pages of each part are dropped as it is copied,

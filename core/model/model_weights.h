@@ -48,12 +48,12 @@ class WeightsDigest {
 };
 
 struct LoadOptions {
-  // Hash the weights on background threads (nice 10) instead of before load returns. The CLI
-  // does; tests and tools that compare digests right away need not.
-  bool digest_in_background = false;
-  // No digest at all, for a model whose KV blocks nothing will key (a single prompt, a draft
-  // model): get() is empty, and an Engine with prefix caching refuses the model.
-  bool skip_digest = false;
+  // When the weights digest is hashed: before load returns; on background threads (nice 10),
+  // so that the first token does not wait for it; or never, for a model whose KV blocks nothing
+  // will key (a single prompt, a draft model): get() is empty, and an Engine with prefix caching
+  // refuses the model.
+  enum class Digest { Load, Background, Never };
+  Digest digest = Digest::Load;
   // Tests: called on each hashing thread before it hashes anything (to hold the digest back).
   std::function<void()> digest_gate;
 };

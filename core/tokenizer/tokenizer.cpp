@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "core/prefix/cache_identity.h"
 #include "core/tokenizer/unicode.h"
 #include "core/tokenizer/vocab.h"
 
@@ -148,16 +149,10 @@ std::string compute_digest(const Vocab& v) {
   put_u64(buf, uint64_t(int64_t(v.unk)));
   put_u64(buf, v.add_space_prefix ? 1 : 0);
 
-  unsigned char md[EVP_MAX_MD_SIZE];
+  BlockKey md{};
   unsigned int md_len = 0;
-  if (EVP_Digest(buf.data(), buf.size(), md, &md_len, EVP_sha256(), nullptr) != 1) return "";
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < md_len; ++i) {
-    hex += kHex[md[i] >> 4];
-    hex += kHex[md[i] & 15];
-  }
-  return hex;
+  if (EVP_Digest(buf.data(), buf.size(), md.data(), &md_len, EVP_sha256(), nullptr) != 1) return "";
+  return to_hex(md);
 }
 
 }  // namespace
