@@ -18,6 +18,7 @@ struct RunOptions {
   std::string model = default_model_path();
   std::string prompt;
   bool prompt_set = false;
+  std::string prompt_file;  // -f: the prompt is this file's text
   int32_t n = 128;
   SamplingParams sampling;
   bool seed_set = false;
@@ -111,8 +112,13 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
 }
 
 int run(RunOptions& o) {
-  if (!o.prompt_set && o.prompts_file.empty() && !isatty(STDIN_FILENO))
-    o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  if (!o.prompt_file.empty()) {
+    auto text = read_file(o.prompt_file);
+    if (!text) return fail("prompt file: " + text.error());
+    o.prompt = without_final_newline(std::move(*text));
+  } else if (!o.prompt_set && o.prompts_file.empty() && !isatty(STDIN_FILENO)) {
+    o.prompt = without_final_newline(std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()));
+  }
   // Many prompts, or speculation: batched through the engine on its thread (run_many); a single
   // plain prompt: one request through the engine, stepped here, streaming as it goes.
   auto cfg = engine_config(o.engine);  // every engine setting checked before a model loads
@@ -195,7 +201,10 @@ void register_run(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
   cmd->add_option("-m,--model", o->model, "GGUF model (any llama-family model)")->capture_default_str();
-  cmd->add_option("-p,--prompt", o->prompt, "Prompt text (default: read stdin)")->each([o](const std::string&) { o->prompt_set = true; });
+  auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text (default: read stdin, less one trailing newline)")
+                     ->each([o](const std::string&) { o->prompt_set = true; });
+  cmd->add_option("-f,--file", o->prompt_file, "File whose text is the prompt, less one trailing newline (as llama.cpp's -f)")
+      ->excludes(prompt);
   cmd->add_option("-n,--n-predict", o->n, "Tokens to generate")->capture_default_str()->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--temp", o->sampling.temperature, "Temperature (0 = greedy)")->capture_default_str();
   cmd->add_option("--top-k", o->sampling.top_k, "Top-k (0 = off)")->capture_default_str();
@@ -211,7 +220,8 @@ void register_run(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print a machine-readable result instead of streaming text");
   cmd->add_flag("--no-bos", o->no_bos, "Do not prepend the BOS token");
   cmd->add_option("--prompts", o->prompts_file, "Run many prompts concurrently: a file with one prompt per line, "
-                  "or JSONL {\"prompt\", \"tenant\", \"priority\", \"max_tokens\", \"timeout\"}");
+                  "or JSONL {\"prompt\", \"tenant\", \"priority\", \"max_tokens\", \"timeout\"}")
+      ->excludes(prompt)->excludes("--file");
   add_engine_options(cmd, o->engine, kServingFlags);
   cmd->callback([o] {
     const int rc = run(*o);

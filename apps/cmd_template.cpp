@@ -2,9 +2,7 @@
 // model would see (no trailing newline added), to check a template or a conversation by eye.
 #include <fmt/core.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "apps/cli_common.h"
 #include "core/chat/template.h"
@@ -22,14 +20,6 @@ struct TemplateOptions {
   std::string vars_path;
   std::string messages_path;
 };
-
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error("cannot open " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 Result<ojson> read_json(const std::string& path) {
   auto text = read_file(path);

@@ -60,6 +60,40 @@ TEST(Cli, PromptFromStdin) {
   EXPECT_EQ(nlohmann::json::parse(out)["prompt"].get<std::string>(), "Once upon a time");
 }
 
+// A prompt from stdin or -f loses one trailing newline, as llama.cpp's -f: `echo TEXT |` and a file
+// an editor saved prompt the model with TEXT, the same tokens as -p TEXT.
+TEST(Cli, PromptFromStdinOrFileLosesOneTrailingNewline) {
+  REQUIRE_MODELS();
+  const std::string args = " -m " + kStories + " -n 6 --temp 0 --json";
+  auto json_of = [](const pagoda::testing::ShellResult& r) { return nlohmann::json::parse(r.out); };
+  const auto by_flag = pagoda::testing::run_shell(kBin + " run -p 'Once upon a time'" + args, false);
+  ASSERT_EQ(by_flag.code, 0) << by_flag.out;
+  const auto want = json_of(by_flag)["tokens"];
+  const auto piped = pagoda::testing::run_shell("echo 'Once upon a time' | " + kBin + " run" + args, false);
+  ASSERT_EQ(piped.code, 0) << piped.out;
+  EXPECT_EQ(json_of(piped)["prompt"].get<std::string>(), "Once upon a time");
+  EXPECT_EQ(json_of(piped)["tokens"], want);
+  // Only one: a blank line the user typed stays.
+  const auto two = pagoda::testing::run_shell("printf 'Once upon a time\\n\\n' | " + kBin + " run" + args, false);
+  ASSERT_EQ(two.code, 0) << two.out;
+  EXPECT_EQ(json_of(two)["prompt"].get<std::string>(), "Once upon a time\n");
+
+  const std::string file = ::testing::TempDir() + "/pagoda_prompt.txt";
+  ASSERT_EQ(pagoda::testing::run_shell("printf 'Once upon a time\\n' > '" + file + "'").code, 0);
+  const auto from_file = pagoda::testing::run_shell(kBin + " run -f '" + file + "'" + args, false);
+  ASSERT_EQ(from_file.code, 0) << from_file.out;
+  EXPECT_EQ(json_of(from_file)["prompt"].get<std::string>(), "Once upon a time");
+  EXPECT_EQ(json_of(from_file)["tokens"], want);
+
+  const auto missing = sh("run -m " + kStories + " -f /nonexistent/prompt.txt");
+  EXPECT_EQ(missing.code, 1) << missing.out;
+  EXPECT_NE(missing.out.find("error: prompt file: cannot open /nonexistent/prompt.txt"), std::string::npos) << missing.out;
+  const auto both = sh("run -m " + kStories + " -f '" + file + "' -p hi");
+  EXPECT_NE(both.code, 0);
+  EXPECT_NE(both.out.find("excludes"), std::string::npos) << both.out;
+  std::filesystem::remove(file);
+}
+
 TEST(Cli, MissingModelIsErrorWithNonZeroExit) {
   auto r = sh("run -m /nonexistent.gguf -p hi");
   EXPECT_NE(r.code, 0);
