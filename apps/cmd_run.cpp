@@ -14,6 +14,8 @@
 namespace pagoda::cli {
 namespace {
 
+constexpr int32_t kMaxPredict = 1 << 24;
+
 struct RunOptions {
   std::string model = default_model_path();
   std::string prompt;
@@ -112,6 +114,7 @@ int run_many(const RunOptions& o, Backend& be, LoadedModel& model, LoadedModel* 
 }
 
 int run(RunOptions& o) {
+  if (o.n < 0) o.n = kMaxPredict;  // the engine stops it at the context's end
   if (!o.prompt_file.empty()) {
     auto text = read_file(o.prompt_file);
     if (!text) return fail("prompt file: " + text.error());
@@ -205,7 +208,8 @@ void register_run(CLI::App& app) {
                      ->each([o](const std::string&) { o->prompt_set = true; });
   cmd->add_option("-f,--file", o->prompt_file, "File whose text is the prompt, less one trailing newline (as llama.cpp's -f)")
       ->excludes(prompt);
-  cmd->add_option("-n,--n-predict", o->n, "Tokens to generate")->capture_default_str()->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-n,--n-predict", o->n, "Tokens to generate (-1: until end of text or the context is full, as llama.cpp's -1)")
+      ->capture_default_str()->check(CLI::Range(-1, kMaxPredict));
   cmd->add_option("--temp", o->sampling.temperature, "Temperature (0 = greedy)")->capture_default_str();
   cmd->add_option("--top-k", o->sampling.top_k, "Top-k (0 = off)")->capture_default_str();
   cmd->add_option("--top-p", o->sampling.top_p, "Top-p (1 = off)")->capture_default_str();

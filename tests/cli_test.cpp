@@ -94,6 +94,21 @@ TEST(Cli, PromptFromStdinOrFileLosesOneTrailingNewline) {
   std::filesystem::remove(file);
 }
 
+// -n -1, as llama.cpp's: until end of text or the context (2048 for stories260K) is full.
+TEST(Cli, NPredictMinusOneRunsToTheEndOfTheContext) {
+  REQUIRE_MODELS();
+  const auto r = pagoda::testing::run_shell(kBin + " run -m " + kStories + " -p 'Once upon a time' -n -1 --temp 0 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  if (!j["stopped_by_eos"].get<bool>()) {
+    EXPECT_EQ(j["prompt_tokens"].get<int>() + j["generated_tokens"].get<int>(), 2048) << r.out;
+  }
+  EXPECT_GT(j["generated_tokens"].get<int>(), 128);  // more than the default
+  const auto bad = sh("run -m " + kStories + " -p hi -n -2");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("not in range"), std::string::npos) << bad.out;
+}
+
 TEST(Cli, MissingModelIsErrorWithNonZeroExit) {
   auto r = sh("run -m /nonexistent.gguf -p hi");
   EXPECT_NE(r.code, 0);
