@@ -252,7 +252,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--top-k", o->sampling.top_k, "Top-k (0 = off)")->capture_default_str();
   cmd->add_option("--top-p", o->sampling.top_p, "Top-p (1 = off)")->capture_default_str();
   cmd->add_option("--min-p", o->sampling.min_p, "Min-p (0 = off)")->capture_default_str();
-  cmd->add_option("--seed", o->sampling.seed, "Sampling seed of the first answer (then +1 per answer; default: random)")
+  cmd->add_option("-s,--seed", o->sampling.seed, "Sampling seed of the first answer (then +1 per answer; default: random)")
       ->each([o](const std::string&) { o->seed_set = true; });
   add_engine_options(cmd, o->engine, kKvMemoryFlag | kBackendFlags);
   cmd->callback([o] {

@@ -220,7 +220,7 @@ void register_run(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(-2.0f, 2.0f));
   cmd->add_option("--frequency-penalty", o->sampling.frequency_penalty, "Subtracted per occurrence in the generated tokens (-2..2)")
       ->capture_default_str()->check(CLI::Range(-2.0f, 2.0f));
-  cmd->add_option("--seed", o->sampling.seed, "Sampling seed (default: random)")->each([o](const std::string&) { o->seed_set = true; });
+  cmd->add_option("-s,--seed", o->sampling.seed, "Sampling seed (default: random)")->each([o](const std::string&) { o->seed_set = true; });
   cmd->add_flag("--json", o->json, "Print a machine-readable result instead of streaming text");
   cmd->add_flag("--no-bos", o->no_bos, "Do not prepend the BOS token");
   cmd->add_option("--prompts", o->prompts_file, "Run many prompts concurrently: a file with one prompt per line, "

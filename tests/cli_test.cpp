@@ -94,6 +94,18 @@ TEST(Cli, PromptFromStdinOrFileLosesOneTrailingNewline) {
   std::filesystem::remove(file);
 }
 
+// -s is llama.cpp's spelling of --seed: the same seed samples the same tokens either way.
+TEST(Cli, ShortSeedFlagIsTheSeed) {
+  REQUIRE_MODELS();
+  auto tokens = [](const std::string& flag) {
+    const auto r = pagoda::testing::run_shell(kBin + " run -m " + kStories + " -p 'Once upon a time' -n 16 " + flag + " --json", false);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return nlohmann::json::parse(r.out)["tokens"];
+  };
+  EXPECT_EQ(tokens("-s 11"), tokens("--seed 11"));
+  EXPECT_EQ(tokens("-s 11"), tokens("-s 11"));
+}
+
 // -n -1, as llama.cpp's: until end of text or the context (2048 for stories260K) is full.
 TEST(Cli, NPredictMinusOneRunsToTheEndOfTheContext) {
   REQUIRE_MODELS();
