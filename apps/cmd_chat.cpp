@@ -88,7 +88,7 @@ class ChatSession {
   Status answer() {
     auto ids = renderer_.apply(messages_, ojson());
     if (!ids) return ids.take_error();
-    const int32_t ctx = engine_.config().ctx_len, n = int32_t(ids->size());
+    const int32_t ctx = engine_.context_length(), n = int32_t(ids->size());
     if (n >= ctx)
       return make_error(fmt::format("the conversation has {} tokens and the context holds {}; /reset to start over", n, ctx));
     Request r;
@@ -254,7 +254,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--min-p", o->sampling.min_p, "Min-p (0 = off)")->capture_default_str();
   cmd->add_option("-s,--seed", o->sampling.seed, "Sampling seed of the first answer (then +1 per answer; default: random)")
       ->each([o](const std::string&) { o->seed_set = true; });
-  add_engine_options(cmd, o->engine, kKvMemoryFlag | kBackendFlags);
+  add_engine_options(cmd, o->engine, kKvMemoryFlag | kContextFlag | kBackendFlags);
   cmd->callback([o] {
     const int rc = chat(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);

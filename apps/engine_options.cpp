@@ -11,6 +11,7 @@ namespace pagoda::cli {
 namespace {
 
 // The accepted ranges, named once: the help texts quote them and validation enforces them.
+constexpr int32_t kMaxContext = 1 << 24;
 constexpr int32_t kMaxBlockSize = 1024, kMaxBatchTokens = 1 << 20, kMaxRunning = 1 << 16, kMaxWaiting = 1 << 20;
 constexpr int32_t kMaxNgram = 16, kMaxPreemptions = 1 << 20, kMaxTenantBlocks = 1 << 30, kMaxKvBlocks = 1 << 20;
 constexpr double kMaxSpecSloMs = 1e6, kMaxProbeS = 3600;
@@ -31,6 +32,10 @@ void add_engine_options(CLI::App* app, EngineOptions& o, unsigned flags) {
   if (flags & kKvDtypeFlag) app->add_option("--kv-dtype", o.kv_dtype, "KV cache element type: f32 or f16")->capture_default_str();
   if (flags & kBlockSizeFlag)
     app->add_option("--block-size", o.block_size, fmt::format("Tokens per KV block (1..{})", kMaxBlockSize))->capture_default_str();
+  if (flags & kContextFlag)
+    app->add_option("-c,--ctx-size", o.ctx_size,
+                    "Most tokens one sequence holds, prompt and generated (0 = the model's context; as llama.cpp's -c)")
+        ->capture_default_str();
   if (flags & kBatchTokensFlag)
     app->add_option("--max-batch-tokens", o.max_batch_tokens, "Token budget per engine step")->capture_default_str();
   if (flags & kMaxRunningFlag) app->add_option("--max-running", o.max_running, "Most requests decoding at once")->capture_default_str();
@@ -69,6 +74,7 @@ Status validate_engine_options(const EngineOptions& o) {
   PAGODA_TRY(in_range("--kv-blocks", o.kv_blocks, 0, kMaxKvBlocks));
   if (auto d = parse_kv_dtype(o.kv_dtype); !d) return make_error("--" + d.error());
   PAGODA_TRY(in_range("--block-size", o.block_size, 1, kMaxBlockSize));
+  PAGODA_TRY(in_range("-c/--ctx-size", o.ctx_size, 0, kMaxContext));
   PAGODA_TRY(in_range("--max-batch-tokens", o.max_batch_tokens, 1, kMaxBatchTokens));
   PAGODA_TRY(in_range("--max-running", o.max_running, 1, kMaxRunning));
   PAGODA_TRY(in_range("--max-waiting", o.max_waiting, 1, kMaxWaiting));
@@ -102,6 +108,7 @@ Result<EngineConfig> engine_config(const EngineOptions& o) {
   c.kv_dtype = *parse_kv_dtype(o.kv_dtype);
   c.block_size = o.block_size;
   c.max_batch_tokens = o.max_batch_tokens;
+  c.max_context = o.ctx_size;
   c.max_running = o.max_running;
   c.max_waiting = o.max_waiting;
   c.prefix_caching = !o.no_prefix_cache;

@@ -22,6 +22,7 @@ struct EngineOptions {
   int32_t kv_blocks = 0;             // > 0: the KV cache in blocks, instead of kv_memory
   std::string kv_dtype = "f32";
   int32_t block_size = 16;
+  int32_t ctx_size = 0;              // most tokens one sequence holds (0 = the model's context)
   int32_t max_batch_tokens = 512;
   int32_t max_running = 64;
   int32_t max_waiting = 256;
@@ -53,10 +54,11 @@ enum EngineFlags : unsigned {
   kSpecSloFlag = 1u << 12,     // --spec-latency-slo
   kProbeFlag = 1u << 13,       // --probe-interval
   kDeviceSamplingFlag = 1u << 14,  // --device-sampling
+  kContextFlag = 1u << 15,     // -c/--ctx-size
   // What `pagoda run` offers; `serve` adds the recovery probe.
   kServingFlags = kBackendFlags | kKvMemoryFlag | kKvDtypeFlag | kBlockSizeFlag | kBatchTokensFlag | kMaxRunningFlag |
                   kMaxWaitingFlag | kPrefixCacheFlag | kPreemptionFlag | kTenantCacheFlag | kSpeculationFlags | kSpecSloFlag |
-                  kDeviceSamplingFlag,
+                  kDeviceSamplingFlag | kContextFlag,
 };
 
 void add_engine_options(CLI::App* app, EngineOptions& o, unsigned flags);

@@ -121,6 +121,21 @@ TEST(Cli, NPredictMinusOneRunsToTheEndOfTheContext) {
   EXPECT_NE(bad.out.find("not in range"), std::string::npos) << bad.out;
 }
 
+// -c, as llama.cpp's: the sequence stops at that many tokens; a prompt that fills it is refused.
+TEST(Cli, ContextSizeCapsTheRun) {
+  REQUIRE_MODELS();
+  const auto r = pagoda::testing::run_shell(kBin + " run -m " + kStories + " -p 'Once upon a time' -c 64 -n -1 --temp 0 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["prompt_tokens"].get<int>() + j["generated_tokens"].get<int>(), 64) << r.out;
+  const auto full = sh("run -m " + kStories + " -p 'Once upon a time' -c 5");
+  EXPECT_EQ(full.code, 1) << full.out;
+  EXPECT_NE(full.out.find("the context of 5 must leave room"), std::string::npos) << full.out;
+  const auto past = sh("run -m " + kStories + " -p 'Once upon a time' -c 4096");
+  EXPECT_EQ(past.code, 1) << past.out;
+  EXPECT_NE(past.out.find("a context of 4096 tokens exceeds the model's context of 2048"), std::string::npos) << past.out;
+}
+
 TEST(Cli, MissingModelIsErrorWithNonZeroExit) {
   auto r = sh("run -m /nonexistent.gguf -p hi");
   EXPECT_NE(r.code, 0);
@@ -244,6 +259,7 @@ TEST(Cli, EveryEngineCommandRejectsABadEngineValueWithTheSameError) {
       {"--kv-memory 1.2.3MiB", "error: --kv-memory: invalid size '1.2.3MiB'", {"run -p hi", "serve --port 0", "chat"}},
       {"--ngram 17", "error: --ngram must be in 0..16 (got 17)", {"run -p hi", "serve --port 0"}},
       {"--spec-k 0", "error: --spec-k must be 1..16 or auto", {"run -p hi", "serve --port 0"}},
+      {"--ctx-size -5", "error: -c/--ctx-size must be in 0..16777216 (got -5)", {"run -p hi", "serve --port 0", "chat"}},
       {"-t 100000", "error: -t/--threads", {"run -p hi", "serve --port 0", "chat", "bench decode"}},
   };
   if (inspect) {

@@ -465,6 +465,45 @@ TEST(Engine, InvalidRequestsAreRejectedWithReasons) {
   EXPECT_EQ(e->snapshot()->counters.rejections.at("invalid_request"), 3u);
 }
 
+// EngineConfig::max_context (llama.cpp's -c): a sequence holds at most that many tokens. A
+// prompt that leaves no room is refused naming the cap; generation stops at it, with the tokens a
+// full-context engine gives up to there; a cap past the model's context is an error.
+TEST(Engine, ContextSizeCapsEverySequence) {
+  REQUIRE_MODELS();
+  EngineConfig capped;
+  capped.max_context = 24;
+  auto e = make_engine(capped);
+  EXPECT_EQ(e->context_length(), 24);
+  Request too_long;
+  too_long.prompt_tokens.assign(24, 5);
+  const auto r = e->submit(too_long, {});
+  EXPECT_EQ(r.rejection, Rejection::PromptTooLong);
+  EXPECT_NE(r.message.find("the context of 24"), std::string::npos) << r.message;
+
+  const Request req = greedy_req("Once upon a time", 100);
+  auto c = complete(*e, req);
+  ASSERT_TRUE(c.ok()) << c.error();
+  const int32_t prompt = c->metrics.prompt_tokens;
+  EXPECT_EQ(prompt + int32_t(c->tokens.size()), 24);
+  EXPECT_EQ(c->reason, FinishReason::Length);
+  auto full = make_engine(EngineConfig{});
+  EXPECT_EQ(full->context_length(), env().m->config.ctx_len);
+  auto f = complete(*full, req);
+  ASSERT_TRUE(f.ok()) << f.error();
+  ASSERT_GT(f->tokens.size(), c->tokens.size());
+  EXPECT_TRUE(std::equal(c->tokens.begin(), c->tokens.end(), f->tokens.begin()));
+  expect_no_leaks(*e);
+
+  EngineConfig past;
+  past.max_context = env().m->config.ctx_len + 1;
+  auto bad = Engine::create(*env().m, env().be, past);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("exceeds the model's context"), std::string::npos) << bad.error();
+  EngineConfig negative;
+  negative.max_context = -1;
+  EXPECT_FALSE(Engine::create(*env().m, env().be, negative).ok());
+}
+
 TEST(Engine, BackgroundThreadServesConcurrentSubmitters) {
   REQUIRE_MODELS();
   auto e = make_engine({});

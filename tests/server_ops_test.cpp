@@ -208,6 +208,7 @@ TEST(ServerOps, EngineOptionsFromFlagsAndConfig) {
   out_of_range([](ServeSettings& t) { t.spec_latency_slo = -1; }, "spec-latency-slo");
   out_of_range([](ServeSettings& t) { t.probe_interval = 0; }, "probe-interval");
   out_of_range([](ServeSettings& t) { t.retry_after_max = 0; }, "retry-after-max");
+  out_of_range([](ServeSettings& t) { t.ctx_size = -1; }, "ctx-size");
 }
 
 // Every config key is a flag `pagoda serve --help` lists (the keys are the flag names).

@@ -724,6 +724,29 @@ TEST(ServerE2E, StopSequencesGzipClientsAndInspectorStream) {
   EXPECT_TRUE(blocks_absent);
 }
 
+// A server started with a context cap (-c) says so in /v1/models, refuses a prompt that fills it
+// as context_length_exceeded, bounds max_tokens by it, and stops a completion at it.
+TEST(ServerE2E, ContextSizeIsTheServersContext) {
+  EngineConfig ec = small_engine();
+  ec.max_context = 32;
+  Harness h(ec);
+  auto models = h.get("/v1/models");
+  ASSERT_TRUE(models && models->status == 200);
+  EXPECT_EQ(body_of(models)["data"][0]["context_length"], 32);
+  std::string words;
+  for (int i = 0; i < 20; ++i) words += " story time";
+  auto long_prompt = h.post("/v1/completions", json{{"prompt", words}}.dump());
+  expect_error(long_prompt, 400);
+  EXPECT_EQ(body_of(long_prompt)["error"]["code"], "context_length_exceeded");
+  expect_error(h.post("/v1/completions", R"({"prompt":"x","max_tokens":33})"), 400);
+  auto ok = h.post("/v1/completions", completion_body("Once upon a time", 32).dump());
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  const json usage = body_of(ok)["usage"];
+  EXPECT_LE(usage["prompt_tokens"].get<int>() + usage["completion_tokens"].get<int>(), 32) << ok->body;
+  EXPECT_EQ(body_of(ok)["choices"][0]["finish_reason"], "length");
+}
+
 TEST(ServerE2E, MalformedRequestsGetClearErrors) {
   ServerConfig sc;
   sc.max_body_bytes = 1 << 20;

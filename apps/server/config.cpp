@@ -83,6 +83,7 @@ const std::vector<std::pair<std::string, Setter>>& setters() {
       {"kv-memory", text(&ServeSettings::kv_memory, "kv-memory", true)},
       {"kv-dtype", text(&ServeSettings::kv_dtype, "kv-dtype")},
       {"block-size", integer(&ServeSettings::block_size, "block-size")},
+      {"ctx-size", integer(&ServeSettings::ctx_size, "ctx-size")},
       {"max-batch-tokens", integer(&ServeSettings::max_batch_tokens, "max-batch-tokens")},
       {"max-running", integer(&ServeSettings::max_running, "max-running")},
       {"max-waiting", integer(&ServeSettings::max_waiting, "max-waiting")},

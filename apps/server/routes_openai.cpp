@@ -60,7 +60,7 @@ void Server::Impl::route_openai() {
 // Request::received). Whether it fits the context and the KV pool is the engine's admission check
 // (Engine::submit), whose typed rejection rejection_error() maps to 400/413.
 std::optional<HttpError> Server::Impl::build_request(const ParsedRequest& p, const Principal& who, Request& r) {
-  const int32_t ctx = engine.config().ctx_len;
+  const int32_t ctx = engine.context_length();
   if (p.endpoint == Endpoint::Chat) {
     auto ids = chat.apply(p.chat_messages, p.chat_tools);  // a template error names its line
     if (!ids) return HttpError{400, ids.error(), "invalid_request_error", ""};

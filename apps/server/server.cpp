@@ -19,7 +19,7 @@ namespace {
 
 ParseLimits limits_for(const Engine& e, const ServerConfig& c) {
   ParseLimits l;
-  l.ctx_len = e.config().ctx_len;
+  l.ctx_len = e.context_length();
   l.vocab = e.config().vocab;
   l.default_max_tokens = c.default_max_tokens;
   return l;
@@ -359,7 +359,7 @@ void Server::Impl::route_monitoring() {
   transport.route("GET", "/v1/models", [this](const http::Request& req, http::Response& res) {
     if (!authenticate(req, res)) return;
     json m = {{"id", cfg.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "pagoda"},
-              {"context_length", engine.config().ctx_len}, {"chat_format", chat_format_name(chat.format())}};
+              {"context_length", engine.context_length()}, {"chat_format", chat_format_name(chat.format())}};
     send_json(res, {{"object", "list"}, {"data", json::array({m})}});
   });
   // Request metadata (never text), filtered by the caller's role: see views.h.

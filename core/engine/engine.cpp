@@ -57,6 +57,7 @@ Status validate_engine_config(const EngineConfig& c) {
   if (c.max_batch_tokens < 1 || c.max_running < 1 || c.max_waiting < 1)
     return make_error("batch token budget, max running and queue bound must be positive");
   if (c.num_blocks < 0) return make_error("num_blocks must be >= 0");
+  if (c.max_context < 0) return make_error("the context size must be >= 0 (0: the model's)");
   if (c.kv_fraction < 0 || c.kv_fraction > 1) return make_error("the KV share of free device memory must be in (0, 1]");
   if (c.max_preemptions < 0) return make_error("max preemptions must be >= 0");
   if (c.tenant_cached_blocks < 0) return make_error("per-tenant cached block cap must be >= 0");
@@ -92,9 +93,13 @@ Engine::Engine(LoadedModel& model, Backend& be, const EngineConfig& cfg) : model
 Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, const EngineConfig& cfg,
                                                LoadedModel* draft_model) {
   PAGODA_TRY(validate_engine_config(cfg));
+  if (cfg.max_context > model.config.ctx_len)
+    return make_error("a context of " + std::to_string(cfg.max_context) + " tokens exceeds the model's context of " +
+                      std::to_string(model.config.ctx_len));
   auto n_blocks = kv_block_count(model, be, cfg);
   if (!n_blocks) return n_blocks.take_error();
   std::unique_ptr<Engine> e(new Engine(model, be, cfg));
+  e->ctx_len_ = cfg.max_context > 0 ? cfg.max_context : model.config.ctx_len;
   auto kv = KvCache::create(be, kv_shape(model.config, cfg.block_size, cfg.kv_dtype), *n_blocks);
   if (!kv) return kv.take_error();
   e->kv_ = std::make_unique<KvCache>(std::move(*kv));
@@ -116,7 +121,7 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel& model, Backend& be, 
   sc.max_batch_tokens = cfg.max_batch_tokens;
   sc.max_running = cfg.max_running;
   sc.prefix_caching = cfg.prefix_caching;
-  sc.ctx_len = model.config.ctx_len;
+  sc.ctx_len = e->ctx_len_;
   sc.max_preemptions = cfg.max_preemptions;
   sc.tenant_cached_blocks = cfg.tenant_cached_blocks;
   e->sched_ = std::make_unique<Scheduler>(sc, *e->kv_, *e->index_, e->identity_, e->counters_, e->hist_);

@@ -72,6 +72,8 @@ struct EngineConfig {
   double kv_fraction = 0;
   DType kv_dtype = DType::F32;
   int32_t max_batch_tokens = 512;
+  // Most tokens one sequence holds, prompt and generated (llama.cpp's -c); 0: the model's context.
+  int32_t max_context = 0;
   int32_t max_running = 64;
   int32_t max_waiting = 256;
   bool prefix_caching = true;
@@ -179,6 +181,7 @@ class Engine {
   void publish_snapshot();
   const ModelConfig& config() const { return model_.config; }
   const Tokenizer& tokenizer() const { return *model_.tokenizer; }
+  int32_t context_length() const { return ctx_len_; }  // most tokens one sequence holds
   // The prefix cache identity; its weights_digest stays empty until the digest is known (a model
   // loaded with LoadOptions::Digest::Background), and until then no block is keyed.
   const CacheIdentity& identity() const { return identity_; }
@@ -254,6 +257,7 @@ class Engine {
   LoadedModel& model_;
   Backend& be_;
   EngineConfig cfg_;
+  int32_t ctx_len_ = 0;  // most tokens one sequence holds: EngineConfig::max_context, else the model's
   CacheIdentity identity_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<PrefixIndex> index_;

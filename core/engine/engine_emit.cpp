@@ -46,7 +46,7 @@ ChunkOutcome Engine::end_without_continuation(const Sequence& s, int32_t kv_vali
 FinishReason Engine::stop_reason(const Sequence& s, int32_t tok, int32_t nth, int32_t len) const {
   if ((s.stop_at_eos || s.grammar) && model_.tokenizer->is_eog(tok)) return FinishReason::Eos;
   // A finished grammar without an end-of-sequence token, the token limit or the context.
-  if ((s.grammar && s.grammar->is_finished()) || nth >= s.max_tokens || len >= model_.config.ctx_len)
+  if ((s.grammar && s.grammar->is_finished()) || nth >= s.max_tokens || len >= ctx_len_)
     return FinishReason::Length;
   return FinishReason::None;
 }

@@ -26,7 +26,7 @@ Status Engine::propose_drafts(DraftMap& drafts) {
   for (const auto& sp : sched_->running()) {
     Sequence& s = *sp;
     if (s.prefilling()) continue;
-    const int32_t room = std::min(s.max_tokens - s.generated() - 1, model_.config.ctx_len - int32_t(s.tokens.size()) - 1);
+    const int32_t room = std::min(s.max_tokens - s.generated() - 1, ctx_len_ - int32_t(s.tokens.size()) - 1);
     const int32_t kk = std::min(k, room);
     if (kk <= 0) continue;
     seqs.push_back(&s);

@@ -53,9 +53,9 @@ Rejection Engine::normalize(Request& req, Sequence& s, std::string& message) {
   for (int32_t t : s.tokens)
     if (t < 0 || t >= model_.config.vocab)
       return reject(Rejection::InvalidRequest, "token id " + std::to_string(t) + " is outside the vocabulary");
-  if (int32_t(s.tokens.size()) >= model_.config.ctx_len)
-    return reject(Rejection::PromptTooLong, "the prompt has " + std::to_string(s.tokens.size()) + " tokens; the model's context of " +
-                                                std::to_string(model_.config.ctx_len) + " must leave room for at least one generated token");
+  if (int32_t(s.tokens.size()) >= ctx_len_)
+    return reject(Rejection::PromptTooLong, "the prompt has " + std::to_string(s.tokens.size()) + " tokens; the context of " +
+                                                std::to_string(ctx_len_) + " must leave room for at least one generated token");
   const int32_t bs = kv_->block_size(), need = (int32_t(s.tokens.size()) + bs) / bs;
   if (need > kv_->pool().num_blocks())
     return reject(Rejection::KvCapacity, "the prompt needs " + std::to_string(need) + " KV blocks of " + std::to_string(bs) +
@@ -66,7 +66,7 @@ Rejection Engine::normalize(Request& req, Sequence& s, std::string& message) {
   s.trace_id = req.trace_id;
   s.metrics.trace_id = req.trace_id;
   s.priority = req.priority;
-  s.max_tokens = std::min<int32_t>(req.max_tokens, model_.config.ctx_len - s.prompt_len);
+  s.max_tokens = std::min<int32_t>(req.max_tokens, ctx_len_ - s.prompt_len);
   s.stop_at_eos = req.stop_at_eos;
   s.sampling = req.sampling;
   s.logprobs = req.logprobs;
