@@ -189,7 +189,8 @@ int run(RunOptions& o) {
         {"model", o.model}, {"backend", (*be)->info().name}, {"prompt", o.prompt}, {"text", text},
         {"prompt_tokens", rm.prompt_tokens}, {"generated_tokens", generated}, {"tokens", out},
         {"prefill_tok_s", prefill_tok_s}, {"decode_tok_s", decode_tok_s},
-        {"ttft_ms", rm.ttft_s * 1e3}, {"stopped_by_eos", done->reason == FinishReason::Eos}, {"seed", o.sampling.seed}};
+        {"ttft_ms", rm.ttft_s * 1e3}, {"stopped_by_eos", done->reason == FinishReason::Eos},
+        {"finish_reason", finish_reason_name(done->reason)}, {"seed", o.sampling.seed}};
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print(stderr, "\nprompt tokens: {} | generated: {} | prefill: {:.1f} tok/s | decode: {:.1f} tok/s | TTFT: {:.2f} ms\n",

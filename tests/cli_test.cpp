@@ -128,6 +128,7 @@ TEST(Cli, ContextSizeCapsTheRun) {
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["prompt_tokens"].get<int>() + j["generated_tokens"].get<int>(), 64) << r.out;
+  EXPECT_EQ(j["finish_reason"], "length");  // as OpenAI's: "stop" at end of text, "length" at a limit
   const auto full = sh("run -m " + kStories + " -p 'Once upon a time' -c 5");
   EXPECT_EQ(full.code, 1) << full.out;
   EXPECT_NE(full.out.find("the context of 5 must leave room"), std::string::npos) << full.out;
