@@ -94,6 +94,24 @@ TEST(Cli, PromptFromStdinOrFileLosesOneTrailingNewline) {
   std::filesystem::remove(file);
 }
 
+// A prompts file saved with CRLF line endings gives the same prompts as one with LF.
+TEST(Cli, PromptsFileWithCrlfLineEndings) {
+  REQUIRE_MODELS();
+  const std::string dir = ::testing::TempDir();
+  ASSERT_EQ(pagoda::testing::run_shell("printf 'Once upon a time\\r\\n\\r\\nThe cat\\r\\n' > '" + dir + "/crlf.txt' && "
+                                       "printf 'Once upon a time\\n\\nThe cat\\n' > '" + dir + "/lf.txt'").code, 0);
+  auto run = [&](const std::string& file) {
+    const auto r = pagoda::testing::run_shell(kBin + " run -m " + kStories + " --prompts '" + dir + "/" + file + "' -n 4 --temp 0 --json", false);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return nlohmann::json::parse(r.out)["requests"];
+  };
+  const auto crlf = run("crlf.txt"), lf = run("lf.txt");
+  ASSERT_EQ(crlf.size(), 2u);
+  EXPECT_EQ(crlf[0]["prompt"], "Once upon a time");
+  EXPECT_EQ(crlf[1]["prompt"], "The cat");
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(crlf[i]["text"], lf[i]["text"]) << i;
+}
+
 // -s is llama.cpp's spelling of --seed: the same seed samples the same tokens either way.
 TEST(Cli, ShortSeedFlagIsTheSeed) {
   REQUIRE_MODELS();

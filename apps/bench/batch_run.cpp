@@ -18,7 +18,8 @@ Result<std::vector<Request>> parse_prompts(const std::string& text, const Reques
   int lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a CRLF line ending is a line ending
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
     Request r = defaults;
     if (line[line.find_first_not_of(" \t")] != '{') {
       r.prompt = line;

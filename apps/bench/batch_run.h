@@ -9,7 +9,8 @@
 namespace pagoda {
 
 // One prompt per line, or JSONL objects {"prompt", "tenant", "priority", "max_tokens", "timeout"}.
-// Blank lines are skipped; a malformed JSON line is an error naming its line number.
+// Lines may end in CRLF. Blank lines are skipped; a malformed JSON line is an error naming its
+// line number.
 Result<std::vector<Request>> parse_prompts(const std::string& text, const Request& defaults);
 Result<std::vector<Request>> read_prompts_file(const std::string& path, const Request& defaults);
 
