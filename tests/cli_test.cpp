@@ -88,6 +88,10 @@ TEST(Cli, PromptFromStdinOrFileLosesOneTrailingNewline) {
   const auto missing = sh("run -m " + kStories + " -f /nonexistent/prompt.txt");
   EXPECT_EQ(missing.code, 1) << missing.out;
   EXPECT_NE(missing.out.find("error: prompt file: cannot open /nonexistent/prompt.txt"), std::string::npos) << missing.out;
+  const auto dir = sh("run -m " + kStories + " -f '" + ::testing::TempDir() + "'");
+  EXPECT_EQ(dir.code, 1) << dir.out;
+  EXPECT_NE(dir.out.find("error: prompt file: cannot read "), std::string::npos) << dir.out;
+  EXPECT_NE(dir.out.find(": it is a directory"), std::string::npos) << dir.out;
   const auto both = sh("run -m " + kStories + " -f '" + file + "' -p hi");
   EXPECT_NE(both.code, 0);
   EXPECT_NE(both.out.find("excludes"), std::string::npos) << both.out;
