@@ -5,10 +5,17 @@ namespace pagoda {
 Result<std::unique_ptr<LoadedModel>> LoadedModel::load(const std::string& path, Backend& be,
                                                        const std::function<void(uint64_t, uint64_t)>& progress,
                                                        const LoadOptions& opt) {
-  auto m = std::make_unique<LoadedModel>();
   auto f = GgufFile::open(path);
   if (!f) return f.take_error();
-  m->file = std::move(*f);
+  return from_file(std::move(*f), path, be, progress, opt);
+}
+
+Result<std::unique_ptr<LoadedModel>> LoadedModel::from_file(std::unique_ptr<GgufFile> file, const std::string& path,
+                                                            Backend& be,
+                                                            const std::function<void(uint64_t, uint64_t)>& progress,
+                                                            const LoadOptions& opt) {
+  auto m = std::make_unique<LoadedModel>();
+  m->file = std::move(file);
   // Unsupported types first, without the path prefix: the message names the tensor and its type.
   PAGODA_TRY(check_tensor_types(*m->file));
   auto cfg = ModelConfig::from_gguf(*m->file);

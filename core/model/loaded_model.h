@@ -21,6 +21,11 @@ struct LoadedModel {
   static Result<std::unique_ptr<LoadedModel>> load(const std::string& path, Backend& be,
                                                    const std::function<void(uint64_t, uint64_t)>& progress = {},
                                                    const LoadOptions& opt = {});
+  // The same checks and upload for a file already opened or parsed (`name` prefixes errors).
+  static Result<std::unique_ptr<LoadedModel>> from_file(std::unique_ptr<GgufFile> file, const std::string& name,
+                                                        Backend& be,
+                                                        const std::function<void(uint64_t, uint64_t)>& progress = {},
+                                                        const LoadOptions& opt = {});
 };
 
 }  // namespace pagoda
