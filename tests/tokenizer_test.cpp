@@ -11,7 +11,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/gguf/gguf.h"
+#include "core/tokenizer/pretokenize.h"
 
 #ifndef PAGODA_MODELS_DIR
 #define PAGODA_MODELS_DIR "../shared/models"
@@ -357,6 +360,99 @@ TEST(Tokenizer, InconsistentMetadataIsClearError) {
   GgufImage no_merges;
   no_merges.str("tokenizer.ggml.model", "gpt2").strings("tokenizer.ggml.tokens", {"a"});
   EXPECT_NE(from_gguf_error(no_merges).find("tokenizer.ggml.merges"), std::string::npos) << from_gguf_error(no_merges);
+}
+
+// The hand-written pre-tokenizers split as a regex engine with Unicode classes splits by the
+// patterns they stand for (tests/data/pretokenize_ref.py wrote the file with Python's `regex`):
+// llama.cpp's test texts, hard cases and seeded random strings.
+TEST(PreTokenizer, SplitsAsTheRegexReference) {
+  std::ifstream in(std::string(PAGODA_TEST_DATA_DIR) + "/pretokenize_ref.json");
+  ASSERT_TRUE(in.good()) << "tests/data/pretokenize_ref.json missing";
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  ASSERT_GT(ref["cases"].size(), 400u);
+  const std::pair<const char*, tok::PreTokenizer> kinds[] = {
+      {"llama3", tok::PreTokenizer::kLlama3}, {"qwen2", tok::PreTokenizer::kQwen2},
+      {"deepseek-coder", tok::PreTokenizer::kDeepseekCoder}};
+  int failures = 0;
+  for (const auto& c : ref["cases"]) {
+    const std::string text = c["text"];
+    for (const auto& [name, kind] : kinds) {
+      std::vector<std::string_view> got;
+      tok::pretokenize(kind, text, got);
+      const std::vector<std::string> want = c[name];
+      if (std::vector<std::string>(got.begin(), got.end()) != want && ++failures <= 10)
+        ADD_FAILURE() << name << " splits " << nlohmann::json(text).dump() << " as "
+                      << nlohmann::json(std::vector<std::string>(got.begin(), got.end())).dump() << ", the regex as "
+                      << nlohmann::json(want).dump();
+    }
+  }
+  EXPECT_EQ(failures, 0);
+}
+
+// The names llama.cpp's converter writes for these patterns are accepted; others still refused.
+TEST(PreTokenizer, KnowsTheNamesOfLlama3Qwen2AndDeepseekCoder) {
+  for (const char* n : {"llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral"})
+    EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kLlama3) << n;
+  for (const char* n : {"qwen2", "deepseek-r1-qwen"}) EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kQwen2) << n;
+  EXPECT_EQ(*tok::pre_tokenizer_for("deepseek-coder"), tok::PreTokenizer::kDeepseekCoder);
+  auto bad = tok::pre_tokenizer_for("deepseek-llm");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("'deepseek-llm'"), std::string::npos) << bad.error();
+}
+
+// A byte-level BPE vocabulary: the 256 byte characters (but for the ones `drop`), "ab" with no merge
+// that makes it, and "cd" with one.
+GgufImage tiny_gpt2(const std::string& pre, const std::vector<int>& drop = {}) {
+  std::vector<std::string> pieces;
+  for (int b = 0; b < 256; ++b) {
+    // GPT-2's byte characters: printable Latin-1 as itself, the rest from U+0100 up.
+    static std::vector<uint32_t> cps = [] {
+      std::vector<uint32_t> m(256);
+      uint32_t next = 256;
+      for (uint32_t x = 0; x < 256; ++x)
+        m[x] = (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174) ? x : next++;
+      return m;
+    }();
+    std::string ch;
+    const uint32_t cp = cps[size_t(b)];
+    if (cp < 0x80) ch += char(cp);
+    else {
+      ch += char(0xC0 | (cp >> 6));
+      ch += char(0x80 | (cp & 0x3F));
+    }
+    bool dropped = false;
+    for (int d : drop) dropped = dropped || d == b;
+    pieces.push_back(dropped ? "<unused" + std::to_string(b) + ">" : ch);
+  }
+  pieces.push_back("ab");
+  pieces.push_back("cd");
+  pieces.push_back("<|end|>");
+  GgufImage g;
+  g.str("tokenizer.ggml.model", "gpt2").strings("tokenizer.ggml.tokens", pieces).strings("tokenizer.ggml.merges", {"c d"});
+  if (!pre.empty()) g.str("tokenizer.ggml.pre", pre);
+  return g.u32("tokenizer.ggml.bos_token_id", 258).u32("tokenizer.ggml.unknown_token_id", 258);
+}
+
+// Llama 3 takes a pre-token that is a vocabulary entry whole (its tokenizer.json's ignore_merges)
+// and adds BOS when the file does not say; GPT-2's pattern merges, and adds none.
+TEST(Tokenizer, Llama3TakesVocabularyWordsWholeAndAddsBos) {
+  auto llama3 = from_image(tiny_gpt2("llama-bpe"));
+  auto gpt2 = from_image(tiny_gpt2("gpt-2"));
+  ASSERT_TRUE(llama3 && gpt2);
+  EXPECT_EQ(llama3->encode("ab", false), (std::vector<int32_t>{256}));
+  EXPECT_EQ(gpt2->encode("ab", false), (std::vector<int32_t>{'a', 'b'}));  // a byte's id is the byte
+  EXPECT_EQ(gpt2->encode("cd", false), (std::vector<int32_t>{257}));
+  EXPECT_TRUE(llama3->add_bos());
+  EXPECT_FALSE(gpt2->add_bos());
+}
+
+// A byte the vocabulary has no character for is dropped (as llama.cpp drops it), never replaced
+// by the UNK id, which a byte-level vocabulary often shares with a control token.
+TEST(Tokenizer, BpeDropsABytesItCannotSpell) {
+  auto t = from_image(tiny_gpt2("gpt-2", {0xF1}));
+  ASSERT_TRUE(t);
+  const std::vector<int32_t> ids = t->encode("x\xF1y", false);
+  EXPECT_EQ(ids, (std::vector<int32_t>{'x', 'y'}));
 }
 
 TEST(Tokenizer, Stories260KBosEos) {

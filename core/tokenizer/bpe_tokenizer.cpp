@@ -130,6 +130,15 @@ class BpeTokenizer final : public VocabTokenizer {
   }
 
   void encode_word(std::string_view w, std::vector<int32_t>& out) const {
+    if (pre_tokenizer_ignores_merges(pre_) && w.size() > 1) {
+      std::string chars;  // the word as the vocabulary spells it, a character per byte
+      for (char b : w) utf8_append(chars, byte_to_codepoint(static_cast<unsigned char>(b)));
+      // (Never a control token: text does not become one; see split_user_defined.)
+      if (const int32_t id = v_.find(chars); id >= 0 && v_.types[size_t(id)] != kTypeControl) {
+        out.push_back(id);
+        return;
+      }
+    }
     std::vector<Symbol> syms(w.size());
     for (size_t i = 0; i < w.size(); ++i)
       syms[i] = {byte_ids_[static_cast<unsigned char>(w[i])], int32_t(i) - 1,
@@ -155,10 +164,11 @@ class BpeTokenizer final : public VocabTokenizer {
       try_add(l.prev, p.left);
       try_add(p.left, l.next);
     }
-    for (int32_t i = syms.empty() ? -1 : 0; i >= 0; i = syms[size_t(i)].next) {
+    // A byte whose character the vocabulary lacks (StarCoder's has no 0xF1, Falcon's no control
+    // bytes) is dropped, as llama.cpp drops it. Its UNK may be a control token (StarCoder's is
+    // <|endoftext|>), which would end or steer the text where the byte stood.
+    for (int32_t i = syms.empty() ? -1 : 0; i >= 0; i = syms[size_t(i)].next)
       if (syms[size_t(i)].id >= 0) out.push_back(syms[size_t(i)].id);
-      else if (v_.unk >= 0) out.push_back(v_.unk);
-    }
   }
 
   PreTokenizer pre_;

@@ -39,13 +39,16 @@ bool is_letter(uint32_t c) { return unicode_class(c) == kClassLetter; }
 bool is_number(uint32_t c) { return unicode_class(c) == kClassNumber; }
 bool is_other(uint32_t c) { return !unicode_is_space(c) && unicode_class(c) != kClassLetter && unicode_class(c) != kClassNumber; }
 
-// Length of a contraction ('s 't 're 've 'm 'll 'd) at i, or 0.
-size_t contraction_len(const std::vector<uint32_t>& c, size_t i, size_t e) {
+bool is_cr_or_lf(uint32_t c) { return c == '\r' || c == '\n'; }
+
+// Length of a contraction ('s 't 're 've 'm 'll 'd) at i, or 0; `any_case` also takes 'S, 'Re, ...
+size_t contraction_len(const std::vector<uint32_t>& c, size_t i, size_t e, bool any_case = false) {
   if (c[i] != '\'' || i + 1 >= e) return 0;
-  const uint32_t a = c[i + 1];
+  auto lower = [any_case](uint32_t x) { return any_case && x >= 'A' && x <= 'Z' ? x + ('a' - 'A') : x; };
+  const uint32_t a = lower(c[i + 1]);
   if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
   if (i + 2 < e) {
-    const uint32_t b = c[i + 2];
+    const uint32_t b = lower(c[i + 2]);
     if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
   }
   return 0;
@@ -70,17 +73,55 @@ size_t gpt2_match(const std::vector<uint32_t>& c, size_t i, size_t e) {
   return k - i - 1;
 }
 
-Spans split_gpt2(const Decoded& d, const Spans& in) {
+// Length of the Llama 3 pattern's match at i (< e), numbers at most `digits` long; the
+// alternatives in regex order.
+size_t llama3_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t digits) {
+  if (size_t n = contraction_len(c, i, e, /*any_case=*/true)) return n;
+  // [^\r\n\p{L}\p{N}]?\p{L}+ : one leading character that is none of those, then letters.
+  const size_t j = !is_cr_or_lf(c[i]) && !is_letter(c[i]) && !is_number(c[i]) && i + 1 < e && is_letter(c[i + 1]) ? i + 1 : i;
+  if (is_letter(c[j])) {
+    size_t k = j + 1;
+    while (k < e && is_letter(c[k])) ++k;
+    return k - i;
+  }
+  if (is_number(c[i])) {
+    size_t k = i + 1;
+    while (k < e && k - i < digits && is_number(c[k])) ++k;
+    return k - i;
+  }
+  //  ?[^\s\p{L}\p{N}]+[\r\n]* : an optional space, symbols, then any line breaks.
+  const size_t s = c[i] == ' ' && i + 1 < e && is_other(c[i + 1]) ? i + 1 : i;
+  if (is_other(c[s])) {
+    size_t k = s + 1;
+    while (k < e && is_other(c[k])) ++k;
+    while (k < e && is_cr_or_lf(c[k])) ++k;
+    return k - i;
+  }
+  // c[i] is whitespace. \s*[\r\n]+ : the run up to and including its last line break.
+  size_t k = i, last_break = e;
+  for (; k < e && unicode_is_space(c[k]); ++k)
+    if (is_cr_or_lf(c[k])) last_break = k;
+  if (last_break < e) return last_break + 1 - i;
+  // \s+(?!\S) leaves the last space of a run to the next piece; \s+ takes a lone one.
+  if (k == e || k - i == 1) return k - i;
+  return k - i - 1;
+}
+
+// Cuts every span into consecutive matches of `match` (a pattern that matches at every position).
+template <typename Match>
+Spans split_all(const Decoded& d, const Spans& in, Match match) {
   Spans out;
   for (const Span& s : in) {
     for (size_t i = s.b; i < s.e;) {
-      const size_t n = gpt2_match(d.cps, i, s.e);
+      const size_t n = match(d.cps, i, s.e);
       out.push_back({i, i + n});
       i += n;
     }
   }
   return out;
 }
+
+Spans split_gpt2(const Decoded& d, const Spans& in) { return split_all(d, in, gpt2_match); }
 
 // Splits each span into maximal runs where `match(d, i, e)` (the length of a match starting at i,
 // 0 for none) finds matches, keeping the text between matches as spans too.
@@ -125,7 +166,33 @@ size_t match_three_digits(const Decoded& d, size_t i, size_t e) {
   return i + 3 <= e && digit(i) && digit(i + 1) && digit(i + 2) ? 3 : 0;
 }
 
+// \s?X+ for a class X: an optional whitespace character, then a run of X.
+template <bool (*kIs)(uint32_t)>
+size_t match_space_run(const Decoded& d, size_t i, size_t e) {
+  const size_t j = unicode_is_space(d.cps[i]) && i + 1 < e && kIs(d.cps[i + 1]) ? i + 1 : i;
+  if (!kIs(d.cps[j])) return 0;
+  size_t k = j + 1;
+  while (k < e && kIs(d.cps[k])) ++k;
+  return k - i;
+}
+
+bool is_punct(uint32_t c) { return unicode_class(c) == kClassPunct; }
+
+// DeepSeek's CJK ranges: U+4E00..U+9FA5, U+0800..U+4E00, U+AC00..U+D7FF.
+bool is_deepseek_cjk(uint32_t c) { return (c >= 0x0800 && c <= 0x9FA5) || (c >= 0xAC00 && c <= 0xD7FF); }
+
+size_t match_cr_or_lf(const Decoded& d, size_t i, size_t) { return is_cr_or_lf(d.cps[i]) ? 1 : 0; }
+
+size_t match_cjk_run(const Decoded& d, size_t i, size_t e) {
+  size_t k = i;
+  while (k < e && is_deepseek_cjk(d.cps[k])) ++k;
+  return k - i;
+}
+
 }  // namespace
+
+bool pre_tokenizer_ignores_merges(PreTokenizer kind) { return kind == PreTokenizer::kLlama3; }
+bool pre_tokenizer_adds_bos(PreTokenizer kind) { return kind == PreTokenizer::kLlama3; }
 
 Result<PreTokenizer> pre_tokenizer_for(std::string_view name) {
   if (name.empty() || name == "default" || name == "gpt-2" || name == "gpt2" || name == "mpt" ||
@@ -135,9 +202,15 @@ Result<PreTokenizer> pre_tokenizer_for(std::string_view name) {
       name == "codeshell")
     return PreTokenizer::kStarcoder;
   if (name == "falcon") return PreTokenizer::kFalcon;
+  // The names llama.cpp gives these patterns (as convert_hf_to_gguf.py writes them).
+  if (name == "llama3" || name == "llama-v3" || name == "llama-bpe" || name == "falcon3" || name == "pixtral")
+    return PreTokenizer::kLlama3;
+  if (name == "qwen2" || name == "deepseek-r1-qwen") return PreTokenizer::kQwen2;
+  if (name == "deepseek-coder") return PreTokenizer::kDeepseekCoder;
   return make_error("unsupported tokenizer.ggml.pre '" + std::string(name) +
                     "' (supported: default, gpt-2, mpt, olmo, jais, starcoder, refact, command-r, smollm, "
-                    "codeshell, falcon)");
+                    "codeshell, falcon, llama-bpe (llama3, llama-v3, falcon3, pixtral), qwen2 (deepseek-r1-qwen), "
+                    "deepseek-coder)");
 }
 
 void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::string_view>& out) {
@@ -153,6 +226,21 @@ void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::stri
       break;
     case PreTokenizer::kFalcon:
       spans = split_matches(d, split_gpt2(d, split_matches(d, spans, match_falcon_punct)), match_three_digits);
+      break;
+    case PreTokenizer::kLlama3:
+    case PreTokenizer::kQwen2: {
+      const size_t digits = kind == PreTokenizer::kLlama3 ? 3 : 1;
+      spans = split_all(d, spans, [digits](const std::vector<uint32_t>& c, size_t i, size_t e) {
+        return llama3_match(c, i, e, digits);
+      });
+      break;
+    }
+    case PreTokenizer::kDeepseekCoder:
+      spans = split_matches(d, spans, match_cr_or_lf);
+      spans = split_matches(d, spans, match_space_run<is_letter>);
+      spans = split_matches(d, spans, match_space_run<is_punct>);
+      spans = split_matches(d, spans, match_cjk_run);
+      spans = split_matches(d, spans, match_number);
       break;
   }
   for (const Span& s : spans) out.push_back(text.substr(d.offs[s.b], d.offs[s.e] - d.offs[s.b]));

@@ -12,7 +12,20 @@ enum class PreTokenizer {
   kGpt2,       // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
   kStarcoder,  // every \p{N} alone, then the GPT-2 pattern
   kFalcon,     // runs of [\p{P}$+<=>^~|`], then the GPT-2 pattern, then [0-9]{3} groups
+  // Llama 3 (and Qwen2 with one digit a piece): (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|
+  // \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+  kLlama3,
+  kQwen2,
+  // DeepSeek Coder: [\r\n], \s?\p{L}+, \s?\p{P}+, [\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+ and \p{N},
+  // each splitting the pieces of the one before it (what none matches stays a piece).
+  kDeepseekCoder,
 };
+
+// Whether a pre-token that is itself a vocabulary entry is taken whole, before any merge (Llama 3's
+// tokenizer.json sets ignore_merges: some such words have no merge path to their own token).
+bool pre_tokenizer_ignores_merges(PreTokenizer kind);
+// Whether BOS is added when the file has no tokenizer.ggml.add_bos_token (Llama 3 adds it).
+bool pre_tokenizer_adds_bos(PreTokenizer kind);
 
 // Maps a tokenizer.ggml.pre value to its pre-tokenizer; an unknown name is an error rather than a
 // silently different tokenization.

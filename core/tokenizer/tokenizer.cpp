@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "core/prefix/cache_identity.h"
+#include "core/tokenizer/pretokenize.h"
 #include "core/tokenizer/unicode.h"
 #include "core/tokenizer/vocab.h"
 
@@ -200,7 +201,10 @@ Result<Vocab> load_vocab(const GgufFile& f) {
   } else {
     v.add_space_prefix = v.model == "llama";  // SentencePiece's default; byte-level BPE has none
   }
+  // SentencePiece adds BOS unless told otherwise, and so does Llama 3's byte-level BPE.
   v.add_bos = v.model == "llama";
+  if (v.model == "gpt2")
+    if (auto pre = pre_tokenizer_for(v.pre); pre && pre_tokenizer_adds_bos(*pre)) v.add_bos = true;
   if (const GgufValue* ab = f.find("tokenizer.ggml.add_bos_token")) {
     auto b = ab->as_int();
     if (!b) return make_error("metadata key 'tokenizer.ggml.add_bos_token' is not a boolean");

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Writes pretokenize_ref.json: how the regexes that tokenizer.ggml.pre names split texts, as an
+independent regex engine (the `regex` module, with Unicode classes) splits them. The C++
+pre-tokenizers are hand-written, so tests/tokenizer_test.cpp checks them against this file.
+
+Inputs: llama.cpp's tokenizer test texts (../shared/models/vocab/*.inp, when present), a list of
+hard cases, and seeded random strings over a pool of characters from every class the patterns
+distinguish. Usage: python3 pretokenize_ref.py [VOCAB_DIR] > pretokenize_ref.json
+"""
+import json
+import os
+import random
+import sys
+
+import regex
+
+# The Llama 3 and Qwen2 patterns of their tokenizer.json, with the contractions spelled case by
+# case as llama.cpp runs them ((?i:...) would also fold U+017F into 's').
+CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+LLAMA3 = CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2 = CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+# DeepSeek Coder: a sequence of patterns, each splitting the pieces the one before left.
+DEEPSEEK_CODER = [r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+", r"\p{N}"]
+
+
+def split_all(pattern, text):
+    """A pattern that matches everywhere: its consecutive matches."""
+    pieces = [m.group(0) for m in regex.finditer(pattern, text)]
+    assert "".join(pieces) == text, (pattern, text)
+    return pieces
+
+
+def split_sequence(patterns, text):
+    """Each pattern splits every piece into its matches and the text between them."""
+    pieces = [text] if text else []
+    for p in patterns:
+        out = []
+        for piece in pieces:
+            at = 0
+            for m in regex.finditer(p, piece):
+                if m.start() > at:
+                    out.append(piece[at:m.start()])
+                out.append(m.group(0))
+                at = m.end()
+            if at < len(piece):
+                out.append(piece[at:])
+        pieces = out
+    return pieces
+
+
+HARD = [
+    "", " ", "  ", "a", "'s", "'S", "'LL", "'Re", "don't", "DON'T", "I'M here", "x'y", "''s", "'", "' s",
+    "hello world", " hello", "  hello", "\thello", "\t\thello", "!hello", "!!hello", "hello!", "hello !!",
+    "a  b", "a   b", "a \n b", "a\n\nb", "a \r\n\r\n b", "a\u00a0b", "a\u3000\u3000b", " \n", "\n ", "\n", "\r\n",
+    "1", "12", "123", "1234", "1234567", " 123", "a1b2c3", "\u0663\u0664\u0665\u0666", "x\u00b2", "\u2167\u2168",
+    "3.14159", "$100,000.00", "(a+b)*c=d;", "...\n\n", "!!\r\n\r\nx", " !!\n", "\U0001F999.cpp", " \U0001F600\U0001F600",
+    "caf\u00e9", "cafe\u0301", "\u0301a", " \u0301", "\u4e2d\u6587abc", "\ud55c\uad6d\uc5b4", "\u0800\u4e00\u9fa5\u9fa6",
+    "\u00b5m", "\u02bc", "\u0394x", "\u0416\u0436", "\u0e01\u0e32", "\u05d0\u05d1 \u05d2", "a_b", "snake_case_name",
+    "int main() {\n    return 0;\n}\n", "    indented", "\t\t\ttabs\t", "trailing   ", "x \u2028y", "\u0085z",
+]
+
+POOL = (list("aAzZeEsStTmMdDlLrRvV") + list("0123456789") + [" ", " ", " ", "\t", "\n", "\r", "'", "'"] +
+        list("!?.,;:-_()[]{}<>\"/\\@#$%^&*+=|~`") +
+        ["\u00e9", "\u00c4", "\u00df", "\u0301", "\u0308", "\u4e2d", "\u6587", "\ud55c", "\u0416", "\u03b1", "\u05d0",
+         "\u0663", "\u00b2", "\u2167", "\u00a0", "\u3000", "\u2009", "\u2028", "\U0001F600", "\U0001F999",
+         "\u00b5", "\u0e01", "\u0e32", "\u2014", "\u201c", "\u00bf", "\u0800", "\u9fa6"])
+
+
+def texts(vocab_dir):
+    out = list(HARD)
+    for name in ("ggml-vocab-llama-bpe.gguf.inp", "ggml-vocab-qwen2.gguf.inp", "ggml-vocab-deepseek-coder.gguf.inp"):
+        path = os.path.join(vocab_dir, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                out += f.read().split("\n__ggml_vocab_test__\n")
+    rng = random.Random(20261205)
+    for _ in range(400):
+        out.append("".join(rng.choice(POOL) for _ in range(rng.randint(1, 24))))
+    seen, uniq = set(), []
+    for t in out:
+        if t not in seen:
+            seen.add(t)
+            uniq.append(t)
+    return uniq
+
+
+def main():
+    vocab_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "../../../shared/models/vocab")
+    cases = []
+    for t in texts(vocab_dir):
+        cases.append({"text": t, "llama3": split_all(LLAMA3, t), "qwen2": split_all(QWEN2, t),
+                      "deepseek-coder": split_sequence(DEEPSEEK_CODER, t)})
+    json.dump({"generator": "tests/data/pretokenize_ref.py", "regex_module": regex.__version__, "cases": cases},
+              sys.stdout, ensure_ascii=True, indent=0)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
