@@ -372,6 +372,7 @@ TEST(PreTokenizer, SplitsAsTheRegexReference) {
   ASSERT_GT(ref["cases"].size(), 400u);
   const std::pair<const char*, tok::PreTokenizer> kinds[] = {
       {"llama3", tok::PreTokenizer::kLlama3}, {"qwen2", tok::PreTokenizer::kQwen2},
+      {"tekken", tok::PreTokenizer::kTekken}, {"gpt-4o", tok::PreTokenizer::kGpt4o},
       {"deepseek-coder", tok::PreTokenizer::kDeepseekCoder}};
   int failures = 0;
   for (const auto& c : ref["cases"]) {
@@ -390,11 +391,13 @@ TEST(PreTokenizer, SplitsAsTheRegexReference) {
 }
 
 // The names llama.cpp's converter writes for these patterns are accepted; others still refused.
-TEST(PreTokenizer, KnowsTheNamesOfLlama3Qwen2AndDeepseekCoder) {
+TEST(PreTokenizer, KnowsTheNamesLlamaCppGivesThem) {
   for (const char* n : {"llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral"})
     EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kLlama3) << n;
   for (const char* n : {"qwen2", "deepseek-r1-qwen"}) EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kQwen2) << n;
   EXPECT_EQ(*tok::pre_tokenizer_for("deepseek-coder"), tok::PreTokenizer::kDeepseekCoder);
+  EXPECT_EQ(*tok::pre_tokenizer_for("tekken"), tok::PreTokenizer::kTekken);
+  for (const char* n : {"gpt-4o", "llama4"}) EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kGpt4o) << n;
   auto bad = tok::pre_tokenizer_for("deepseek-llm");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("'deepseek-llm'"), std::string::npos) << bad.error();

@@ -73,17 +73,10 @@ size_t gpt2_match(const std::vector<uint32_t>& c, size_t i, size_t e) {
   return k - i - 1;
 }
 
-// Length of the Llama 3 pattern's match at i (< e), numbers at most `digits` long; the
-// alternatives in regex order.
-size_t llama3_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t digits) {
-  if (size_t n = contraction_len(c, i, e, /*any_case=*/true)) return n;
-  // [^\r\n\p{L}\p{N}]?\p{L}+ : one leading character that is none of those, then letters.
-  const size_t j = !is_cr_or_lf(c[i]) && !is_letter(c[i]) && !is_number(c[i]) && i + 1 < e && is_letter(c[i + 1]) ? i + 1 : i;
-  if (is_letter(c[j])) {
-    size_t k = j + 1;
-    while (k < e && is_letter(c[k])) ++k;
-    return k - i;
-  }
+// The alternatives Llama 3, Qwen2, Tekken and GPT-4o share after their word alternatives, at i
+// (< e): \p{N}{1,digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ (with `slash`, [\r\n/]*
+// after the symbols). Whatever is at i, one of them matches.
+size_t tail_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t digits, bool slash) {
   if (is_number(c[i])) {
     size_t k = i + 1;
     while (k < e && k - i < digits && is_number(c[k])) ++k;
@@ -94,7 +87,7 @@ size_t llama3_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t d
   if (is_other(c[s])) {
     size_t k = s + 1;
     while (k < e && is_other(c[k])) ++k;
-    while (k < e && is_cr_or_lf(c[k])) ++k;
+    while (k < e && (is_cr_or_lf(c[k]) || (slash && c[k] == '/'))) ++k;
     return k - i;
   }
   // c[i] is whitespace. \s*[\r\n]+ : the run up to and including its last line break.
@@ -105,6 +98,48 @@ size_t llama3_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t d
   // \s+(?!\S) leaves the last space of a run to the next piece; \s+ takes a lone one.
   if (k == e || k - i == 1) return k - i;
   return k - i - 1;
+}
+
+// [^\r\n\p{L}\p{N}] : the one character a word may start with before its letters.
+bool is_word_lead(uint32_t c) { return !is_cr_or_lf(c) && !is_letter(c) && !is_number(c); }
+
+// Length of the Llama 3 pattern's match at i (< e), numbers at most `digits` long (Qwen2: 1).
+size_t llama3_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t digits) {
+  if (size_t n = contraction_len(c, i, e, /*any_case=*/true)) return n;
+  // [^\r\n\p{L}\p{N}]?\p{L}+
+  const size_t j = is_word_lead(c[i]) && i + 1 < e && is_letter(c[i + 1]) ? i + 1 : i;
+  if (is_letter(c[j])) {
+    size_t k = j + 1;
+    while (k < e && is_letter(c[k])) ++k;
+    return k - i;
+  }
+  return tail_match(c, i, e, digits, false);
+}
+
+// Tekken's and GPT-4o's words, as llama.cpp runs them: "upper" is a letter other than a-z, "lower"
+// one other than A-Z (so a letter outside ASCII is both). [^\r\n\p{L}\p{N}]?U*L+C? or else
+// [^\r\n\p{L}\p{N}]?U+L*C?, C an optional contraction ('s 't 're 've 'm 'll 'd, any case) for GPT-4o.
+bool is_upper_like(uint32_t c) { return is_letter(c) && !(c >= 'a' && c <= 'z'); }
+bool is_lower_like(uint32_t c) { return is_letter(c) && !(c >= 'A' && c <= 'Z'); }
+
+size_t cased_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t digits, bool contractions) {
+  const size_t j = is_word_lead(c[i]) && i + 1 < e && is_letter(c[i + 1]) ? i + 1 : i;
+  if (!is_letter(c[j])) return tail_match(c, i, e, digits, true);
+  size_t u = j;  // the run of upper-like letters: U* as far as it goes
+  while (u < e && is_upper_like(c[u])) ++u;
+  size_t end;
+  if (u < e && c[u] >= 'a' && c[u] <= 'z') {
+    end = u;  // U* whole, then L+ over the lower-like letters that follow
+    while (end < e && is_lower_like(c[end])) ++end;
+  } else {
+    // L+ cannot start past the run: U* gives back letters until one is lower-like (a letter
+    // outside ASCII); L+ is that letter, the run's rest being A-Z. With none, U+L* is the run.
+    end = u;
+    while (end > j && !is_lower_like(c[end - 1])) --end;
+    if (end == j) end = u;
+  }
+  if (contractions && end < e) end += contraction_len(c, end, e, /*any_case=*/true);
+  return end - i;
 }
 
 // Cuts every span into consecutive matches of `match` (a pattern that matches at every position).
@@ -191,7 +226,7 @@ size_t match_cjk_run(const Decoded& d, size_t i, size_t e) {
 
 }  // namespace
 
-bool pre_tokenizer_ignores_merges(PreTokenizer kind) { return kind == PreTokenizer::kLlama3; }
+bool pre_tokenizer_ignores_merges(PreTokenizer kind) { return kind == PreTokenizer::kLlama3 || kind == PreTokenizer::kTekken; }
 bool pre_tokenizer_adds_bos(PreTokenizer kind) { return kind == PreTokenizer::kLlama3; }
 
 Result<PreTokenizer> pre_tokenizer_for(std::string_view name) {
@@ -207,10 +242,12 @@ Result<PreTokenizer> pre_tokenizer_for(std::string_view name) {
     return PreTokenizer::kLlama3;
   if (name == "qwen2" || name == "deepseek-r1-qwen") return PreTokenizer::kQwen2;
   if (name == "deepseek-coder") return PreTokenizer::kDeepseekCoder;
+  if (name == "tekken") return PreTokenizer::kTekken;
+  if (name == "gpt-4o" || name == "llama4") return PreTokenizer::kGpt4o;
   return make_error("unsupported tokenizer.ggml.pre '" + std::string(name) +
                     "' (supported: default, gpt-2, mpt, olmo, jais, starcoder, refact, command-r, smollm, "
                     "codeshell, falcon, llama-bpe (llama3, llama-v3, falcon3, pixtral), qwen2 (deepseek-r1-qwen), "
-                    "deepseek-coder)");
+                    "deepseek-coder, tekken, gpt-4o (llama4))");
 }
 
 void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::string_view>& out) {
@@ -232,6 +269,14 @@ void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::stri
       const size_t digits = kind == PreTokenizer::kLlama3 ? 3 : 1;
       spans = split_all(d, spans, [digits](const std::vector<uint32_t>& c, size_t i, size_t e) {
         return llama3_match(c, i, e, digits);
+      });
+      break;
+    }
+    case PreTokenizer::kTekken:
+    case PreTokenizer::kGpt4o: {
+      const bool gpt4o = kind == PreTokenizer::kGpt4o;
+      spans = split_all(d, spans, [gpt4o](const std::vector<uint32_t>& c, size_t i, size_t e) {
+        return cased_match(c, i, e, gpt4o ? 3 : 1, gpt4o);
       });
       break;
     }

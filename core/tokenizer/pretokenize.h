@@ -19,10 +19,16 @@ enum class PreTokenizer {
   // DeepSeek Coder: [\r\n], \s?\p{L}+, \s?\p{P}+, [\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+ and \p{N},
   // each splitting the pieces of the one before it (what none matches stays a piece).
   kDeepseekCoder,
+  // Mistral's Tekken and GPT-4o (Llama 4), in the form llama.cpp runs them (case classes by ASCII):
+  // [^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|...+((?=[\p{L}])([^A-Z]))*|\p{N}|
+  // ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+ ; GPT-4o adds an optional contraction to
+  // each word and takes numbers three digits at a time.
+  kTekken,
+  kGpt4o,
 };
 
 // Whether a pre-token that is itself a vocabulary entry is taken whole, before any merge (Llama 3's
-// tokenizer.json sets ignore_merges: some such words have no merge path to their own token).
+// and Tekken's tokenizer.json set ignore_merges: some such words have no merge path to their token).
 bool pre_tokenizer_ignores_merges(PreTokenizer kind);
 // Whether BOS is added when the file has no tokenizer.ggml.add_bos_token (Llama 3 adds it).
 bool pre_tokenizer_adds_bos(PreTokenizer kind);

@@ -19,6 +19,15 @@ import regex
 CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 LLAMA3 = CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 QWEN2 = CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+# Tekken and GPT-4o as llama.cpp runs them: the case classes \p{Lu}... of tokenizer.json become
+# "a letter other than a-z" and "a letter other than A-Z".
+UPPER = r"((?=[\p{L}])([^a-z]))"
+LOWER = r"((?=[\p{L}])([^A-Z]))"
+LEAD = r"[^\r\n\p{L}\p{N}]?"
+TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+TEKKEN = LEAD + UPPER + "*" + LOWER + "+|" + LEAD + UPPER + "+" + LOWER + "*|\\p{N}" + TAIL
+GPT4O = (LEAD + UPPER + "*" + LOWER + "+" + CONTRACTIONS + "?|" + LEAD + UPPER + "+" + LOWER + "*" + CONTRACTIONS +
+         "?|\\p{N}{1,3}" + TAIL)
 # DeepSeek Coder: a sequence of patterns, each splitting the pieces the one before left.
 DEEPSEEK_CODER = [r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+", r"\p{N}"]
 
@@ -56,7 +65,8 @@ HARD = [
     "3.14159", "$100,000.00", "(a+b)*c=d;", "...\n\n", "!!\r\n\r\nx", " !!\n", "\U0001F999.cpp", " \U0001F600\U0001F600",
     "caf\u00e9", "cafe\u0301", "\u0301a", " \u0301", "\u4e2d\u6587abc", "\ud55c\uad6d\uc5b4", "\u0800\u4e00\u9fa5\u9fa6",
     "\u00b5m", "\u02bc", "\u0394x", "\u0416\u0436", "\u0e01\u0e32", "\u05d0\u05d1 \u05d2", "a_b", "snake_case_name",
-    "int main() {\n    return 0;\n}\n", "    indented", "\t\t\ttabs\t", "trailing   ", "x \u2028y", "\u0085z",
+    "int main() {\n    return 0;\n}\n", "HELLOworld", "HELLO", "Hello", "helloWORLD", "aB", "\u00e9a", "\u00e9\u00c9",
+    "\u00c0Bc", "AB\u00c0", "AB\u00c0C", "McDonald's", "IT'S", "it's", "x/y/\n", "a//b", "!!/\n/", "\u00dfE\u00e9", "    indented", "\t\t\ttabs\t", "trailing   ", "x \u2028y", "\u0085z",
 ]
 
 POOL = (list("aAzZeEsStTmMdDlLrRvV") + list("0123456789") + [" ", " ", " ", "\t", "\n", "\r", "'", "'"] +
@@ -89,6 +99,7 @@ def main():
     cases = []
     for t in texts(vocab_dir):
         cases.append({"text": t, "llama3": split_all(LLAMA3, t), "qwen2": split_all(QWEN2, t),
+                      "tekken": split_all(TEKKEN, t), "gpt-4o": split_all(GPT4O, t),
                       "deepseek-coder": split_sequence(DEEPSEEK_CODER, t)})
     json.dump({"generator": "tests/data/pretokenize_ref.py", "regex_module": regex.__version__, "cases": cases},
               sys.stdout, ensure_ascii=True, indent=0)
