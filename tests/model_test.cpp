@@ -123,6 +123,73 @@ TEST(Model, Llama2xsConvertsAndRuns) {
   std::filesystem::remove(out_path);
 }
 
+// A hostile llama2.c header or tokenizer is a clear error, never an overflow or a read past the
+// file (the ASan/UBSan build runs this too): INT32_MIN as the vocabulary (negated, it overflows
+// 32 bits), zero and mismatched dimensions, a body shorter than the header promises, a token
+// length past the end.
+TEST(Model, Llama2cHostileFilesAreClearErrors) {
+  auto write = [](const std::string& path, const std::vector<int32_t>& ints) {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fwrite(ints.data(), 4, ints.size(), f);
+    std::fclose(f);
+  };
+  const std::string ckpt = tmp("hostile.bin"), tok = tmp("hostile_tok.bin"), out = tmp("hostile.gguf");
+  // A tokenizer of two tokens "a", "b" (max_len, then score, length, bytes per token).
+  {
+    std::FILE* f = std::fopen(tok.c_str(), "wb");
+    const int32_t max_len = 1, len = 1;
+    const float score = 0;
+    std::fwrite(&max_len, 4, 1, f);
+    for (char c : {'a', 'b'}) {
+      std::fwrite(&score, 4, 1, f);
+      std::fwrite(&len, 4, 1, f);
+      std::fwrite(&c, 1, 1, f);
+    }
+    std::fclose(f);
+  }
+  const std::vector<std::vector<int32_t>> headers = {
+      {8, 16, 1, 2, 2, INT32_MIN, 16},  // vocab -INT32_MIN
+      {0, 16, 1, 2, 2, 2, 16},          // dim 0
+      {8, 16, 1, 3, 3, 2, 16},          // 3 heads do not divide 8
+      {8, 16, 1, 2, 2, 2, 16},          // a valid header with no body
+      {65536, 1 << 18, 1024, 1, 1, 1 << 22, 1 << 24},  // the largest header: petabytes promised
+  };
+  for (const auto& h : headers) {
+    SCOPED_TRACE(h[0]);
+    write(ckpt, h);
+    auto st = import_llama2c({ckpt, tok, out, ""});
+    ASSERT_FALSE(st.ok());
+    EXPECT_TRUE(st.error().find("invalid header") != std::string::npos || st.error().find("truncated") != std::string::npos)
+        << st.error();
+  }
+  // A whole checkpoint (dim 8, ffn 16, 1 layer, 2 heads, vocab 2, seq 4) with a tokenizer whose
+  // second token claims 1000 bytes.
+  std::vector<int32_t> body = {8, 16, 1, 2, 2, 2, 4};
+  // embedding, attention norm, wq wk wv wo, ffn norm, w1 w2 w3, final norm, the RoPE tables.
+  const int64_t floats = 2 * 8 + 8 + 64 + 64 + 64 + 64 + 8 + 128 + 128 + 128 + 8 + 4 * 4 / 2 * 2;
+  body.resize(size_t(7 + floats), 0);
+  write(ckpt, body);
+  ASSERT_TRUE(import_llama2c({ckpt, tok, out, ""}).ok());
+  {
+    std::FILE* f = std::fopen(tok.c_str(), "wb");
+    const int32_t max_len = 1, len1 = 1, len2 = 1000;
+    const float score = 0;
+    const char a = 'a';
+    std::fwrite(&max_len, 4, 1, f);
+    std::fwrite(&score, 4, 1, f);
+    std::fwrite(&len1, 4, 1, f);
+    std::fwrite(&a, 1, 1, f);
+    std::fwrite(&score, 4, 1, f);
+    std::fwrite(&len2, 4, 1, f);
+    std::fclose(f);
+  }
+  auto bad_tok = import_llama2c({ckpt, tok, out, ""});
+  ASSERT_FALSE(bad_tok.ok());
+  EXPECT_NE(bad_tok.error().find("bad length for token 1"), std::string::npos) << bad_tok.error();
+  for (const auto& p : {ckpt, tok, out}) std::filesystem::remove(p);
+}
+
 TEST(Model, BlockSizeAndPrefillChunkDoNotChangeOutput) {
   REQUIRE_MODELS();
   auto f = load(kStories);

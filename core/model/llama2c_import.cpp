@@ -81,11 +81,13 @@ Status import_llama2c(const Llama2cImportOptions& opt) {
   std::memcpy(h, data->data(), 28);
   const int32_t dim = h[0], hidden = h[1], n_layers = h[2], n_heads = h[3], n_kv = h[4], seq_len = h[6];
   const bool shared = h[5] > 0;
-  const int32_t vocab = shared ? h[5] : -h[5];
-  if (dim <= 0 || hidden <= 0 || n_layers <= 0 || n_heads <= 0 || n_kv <= 0 || vocab <= 0 || seq_len <= 0 ||
-      dim > 65536 || hidden > 1 << 18 || n_layers > 1024 || vocab > 1 << 22 || seq_len > 1 << 24 ||
+  // (Negated in 64 bits: a header of INT32_MIN must be an error, not an overflow.)
+  const int64_t vocab64 = shared ? int64_t(h[5]) : -int64_t(h[5]);
+  if (dim <= 0 || hidden <= 0 || n_layers <= 0 || n_heads <= 0 || n_kv <= 0 || vocab64 <= 0 || seq_len <= 0 ||
+      dim > 65536 || hidden > 1 << 18 || n_layers > 1024 || vocab64 > 1 << 22 || seq_len > 1 << 24 ||
       dim % n_heads != 0 || n_heads % n_kv != 0)
     return make_error("checkpoint '" + opt.checkpoint + "' has an invalid header");
+  const int32_t vocab = int32_t(vocab64);
   const int64_t head = dim / n_heads, kv_dim = head * n_kv;
   const int64_t L = n_layers;
   // Float counts of each tensor group, in file order.
