@@ -116,17 +116,6 @@ Result<std::vector<int32_t>> parse_ints(const std::string& s, const std::string&
   return v;
 }
 
-Result<std::string> read_file(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return make_error("cannot read " + path + ": it is a directory");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error("cannot open " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return make_error("cannot read " + path);
-  return ss.str();
-}
-
 std::string without_final_newline(std::string text) {
   if (!text.empty() && text.back() == '\n') text.pop_back();
   return text;

@@ -8,6 +8,7 @@
 
 #include "backends/backend.h"
 #include "core/model/loaded_model.h"
+#include "core/util/file.h"
 
 namespace pagoda::cli {
 
@@ -44,8 +45,6 @@ Result<std::vector<int32_t>> parse_ints(const std::string& s, const std::string&
 
 std::string default_model_path();
 int fail(const std::string& msg);  // prints "error: msg" to stderr, returns 1
-// The whole file as bytes ("cannot open PATH" if it cannot be read).
-Result<std::string> read_file(const std::string& path);
 // A prompt read from a file or stdin, as llama.cpp's -f takes it: one trailing '\n' dropped (the
 // newline an editor or `echo` ends the text with is not part of the prompt).
 std::string without_final_newline(std::string text);

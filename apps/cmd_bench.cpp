@@ -432,9 +432,9 @@ int bench_workload(const std::string& w, const BenchOptions& o, const WorkloadOp
     for (int32_t k = 1; k <= wo.k_max; ++k) ks.push_back(k);
     std::shared_ptr<const grammar::Grammar> schema;
     if (!wo.schema.empty()) {
-      std::ifstream f(wo.schema);
-      if (!f) return fail("cannot open schema file '" + wo.schema + "'");
-      const auto js = nlohmann::ordered_json::parse(f, nullptr, false);
+      auto text = read_file(wo.schema);
+      if (!text) return fail("schema file: " + text.error());
+      const auto js = nlohmann::ordered_json::parse(*text, nullptr, false);
       if (js.is_discarded()) return fail(wo.schema + ": not valid JSON");
       auto g = grammar::compile_json_schema(js);
       if (!g) return fail(wo.schema + ": " + g.error());
@@ -710,9 +710,9 @@ struct PlotOptions {
 };
 
 Result<nlohmann::json> read_json(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return make_error("cannot open '" + path + "'");
-  auto j = nlohmann::json::parse(f, nullptr, false);
+  auto text = read_file(path);
+  if (!text) return make_error(text.error());
+  auto j = nlohmann::json::parse(*text, nullptr, false);
   if (j.is_discarded()) return make_error(path + ": not valid JSON");
   return j;
 }

@@ -23,11 +23,9 @@ struct PerplexityOptions {
 };
 
 int perplexity_cmd(const PerplexityOptions& o) {
-  std::ifstream in(o.file, std::ios::binary);
-  if (!in) return fail("cannot read text file '" + o.file + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  auto read = read_file(o.file);
+  if (!read) return fail("text file: " + read.error());
+  const std::string& text = *read;
   if (text.empty()) return fail("text file '" + o.file + "' is empty");
   auto be = open_backend(o.be, o.json);
   if (!be) return fail(be.error());

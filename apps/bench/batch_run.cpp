@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "apps/bench/bench.h"
+#include "core/util/file.h"
 
 namespace pagoda {
 
@@ -54,11 +55,9 @@ Result<std::vector<Request>> parse_prompts(const std::string& text, const Reques
 }
 
 Result<std::vector<Request>> read_prompts_file(const std::string& path, const Request& defaults) {
-  std::ifstream f(path);
-  if (!f) return make_error("cannot open prompts file '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  auto r = parse_prompts(ss.str(), defaults);
+  auto text = read_file(path);
+  if (!text) return make_error("prompts file: " + text.error());
+  auto r = parse_prompts(*text, defaults);
   if (!r) return make_error(path + ": " + r.error());
   return r;
 }

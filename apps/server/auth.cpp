@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "apps/server/request_parse.h"
+#include "core/util/file.h"
 
 namespace pagoda::server {
 namespace {
@@ -163,11 +164,9 @@ Result<ApiKeys> ApiKeys::parse(const std::string& raw) {
 }
 
 Result<ApiKeys> ApiKeys::load(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error("api keys: cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  auto keys = parse(ss.str());
+  auto text = read_file(path);
+  if (!text) return make_error("api keys: " + text.error());
+  auto keys = parse(*text);
   if (!keys) return make_error(keys.error() + " (in '" + path + "')");
   if (keys->empty()) return make_error("api keys: '" + path + "' lists no keys");
   return keys;

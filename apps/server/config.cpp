@@ -1,4 +1,5 @@
 #include "apps/server/config.h"
+#include "core/util/file.h"
 
 #include <fmt/core.h>
 
@@ -141,12 +142,10 @@ Status apply_config_json(const json& j, ServeSettings& s, const std::function<bo
 }
 
 Result<json> read_config_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error("config: cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
+  auto text = read_file(path);
+  if (!text) return make_error("config: " + text.error());
   try {
-    return json::parse(ss.str());
+    return json::parse(*text);
   } catch (const json::exception& e) {
     return make_error("config: '" + path + "' is not valid JSON: " + e.what());
   }

@@ -1,4 +1,5 @@
 #include "apps/server/public_prefix.h"
+#include "core/util/file.h"
 
 #include <algorithm>
 #include <fstream>
@@ -46,11 +47,9 @@ Status add_public_prefixes(const std::vector<std::string>& files, const Tokenize
   if (files.empty()) return {};
   const ChatRenderer chat(tok, chat_template);
   for (const auto& path : files) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) return make_error("public-prefix: cannot open '" + path + "'");
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    std::string text = ss.str();
+    auto read = read_file(path);
+    if (!read) return make_error("public-prefix: " + read.error());
+    std::string text = std::move(*read);
     if (!text.empty() && text.back() == '\n') text.pop_back();
     if (!text.empty() && text.back() == '\r') text.pop_back();
     if (text.empty()) return make_error("public-prefix: '" + path + "' is empty");
