@@ -373,7 +373,8 @@ TEST(PreTokenizer, SplitsAsTheRegexReference) {
   const std::pair<const char*, tok::PreTokenizer> kinds[] = {
       {"llama3", tok::PreTokenizer::kLlama3}, {"qwen2", tok::PreTokenizer::kQwen2},
       {"tekken", tok::PreTokenizer::kTekken}, {"gpt-4o", tok::PreTokenizer::kGpt4o},
-      {"deepseek-coder", tok::PreTokenizer::kDeepseekCoder}};
+      {"deepseek-coder", tok::PreTokenizer::kDeepseekCoder}, {"default", tok::PreTokenizer::kDefault},
+      {"gpt-2", tok::PreTokenizer::kGpt2}};
   int failures = 0;
   for (const auto& c : ref["cases"]) {
     const std::string text = c["text"];

@@ -183,16 +183,25 @@ Spans split_matches(const Decoded& d, const Spans& in, Match match) {
 
 size_t match_number(const Decoded& d, size_t i, size_t) { return is_number(d.cps[i]) ? 1 : 0; }
 
-bool is_falcon_punct(uint32_t c) {
+// [\p{P}$+<=>^~|] (llama.cpp's default pattern), with '`' too for Falcon's.
+template <bool kBacktick>
+bool is_punct_run_char(uint32_t c) {
   if (c < 0x80 && (c == '$' || c == '+' || c == '<' || c == '=' || c == '>' || c == '^' || c == '~' ||
-                   c == '|' || c == '`'))
+                   c == '|' || (kBacktick && c == '`')))
     return true;
   return unicode_class(c) == kClassPunct;
 }
 
-size_t match_falcon_punct(const Decoded& d, size_t i, size_t e) {
+template <bool kBacktick>
+size_t match_punct_run(const Decoded& d, size_t i, size_t e) {
   size_t k = i;
-  while (k < e && is_falcon_punct(d.cps[k])) ++k;
+  while (k < e && is_punct_run_char<kBacktick>(d.cps[k])) ++k;
+  return k - i;
+}
+
+size_t match_number_run(const Decoded& d, size_t i, size_t e) {
+  size_t k = i;
+  while (k < e && is_number(d.cps[k])) ++k;
   return k - i;
 }
 
@@ -230,9 +239,9 @@ bool pre_tokenizer_ignores_merges(PreTokenizer kind) { return kind == PreTokeniz
 bool pre_tokenizer_adds_bos(PreTokenizer kind) { return kind == PreTokenizer::kLlama3; }
 
 Result<PreTokenizer> pre_tokenizer_for(std::string_view name) {
-  if (name.empty() || name == "default" || name == "gpt-2" || name == "gpt2" || name == "mpt" ||
-      name == "olmo" || name == "jais")
-    return PreTokenizer::kGpt2;
+  // A file without the key (older conversions) gets llama.cpp's default, not GPT-2's pattern.
+  if (name.empty() || name == "default") return PreTokenizer::kDefault;
+  if (name == "gpt-2" || name == "gpt2" || name == "mpt" || name == "olmo" || name == "jais") return PreTokenizer::kGpt2;
   if (name == "starcoder" || name == "refact" || name == "command-r" || name == "smollm" ||
       name == "codeshell")
     return PreTokenizer::kStarcoder;
@@ -262,7 +271,11 @@ void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::stri
       spans = split_gpt2(d, split_matches(d, spans, match_number));
       break;
     case PreTokenizer::kFalcon:
-      spans = split_matches(d, split_gpt2(d, split_matches(d, spans, match_falcon_punct)), match_three_digits);
+      spans = split_matches(d, split_gpt2(d, split_matches(d, spans, match_punct_run<true>)), match_three_digits);
+      break;
+    case PreTokenizer::kDefault:
+      spans = split_gpt2(d, split_matches(d, spans, match_punct_run<false>));
+      spans = split_matches(d, split_matches(d, spans, match_number_run), match_three_digits);
       break;
     case PreTokenizer::kLlama3:
     case PreTokenizer::kQwen2: {

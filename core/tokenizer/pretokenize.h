@@ -9,6 +9,9 @@
 namespace pagoda::tok {
 
 enum class PreTokenizer {
+  // llama.cpp's default (no tokenizer.ggml.pre, or "default"): runs of [\p{P}$+<=>^~|], then the
+  // GPT-2 pattern, then \p{N}+, then [0-9]{3}, each splitting the pieces of the one before.
+  kDefault,
   kGpt2,       // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
   kStarcoder,  // every \p{N} alone, then the GPT-2 pattern
   kFalcon,     // runs of [\p{P}$+<=>^~|`], then the GPT-2 pattern, then [0-9]{3} groups

@@ -28,6 +28,10 @@ TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 TEKKEN = LEAD + UPPER + "*" + LOWER + "+|" + LEAD + UPPER + "+" + LOWER + "*|\\p{N}" + TAIL
 GPT4O = (LEAD + UPPER + "*" + LOWER + "+" + CONTRACTIONS + "?|" + LEAD + UPPER + "+" + LOWER + "*" + CONTRACTIONS +
          "?|\\p{N}{1,3}" + TAIL)
+# GPT-2's pattern as llama.cpp writes it (a lone trailing space is left between matches), and
+# llama.cpp's default for a file that names no pre-tokenizer: a sequence around it.
+GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+DEFAULT = [r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"]
 # DeepSeek Coder: a sequence of patterns, each splitting the pieces the one before left.
 DEEPSEEK_CODER = [r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+", r"\p{N}"]
 
@@ -100,10 +104,12 @@ def main():
     for t in texts(vocab_dir):
         cases.append({"text": t, "llama3": split_all(LLAMA3, t), "qwen2": split_all(QWEN2, t),
                       "tekken": split_all(TEKKEN, t), "gpt-4o": split_all(GPT4O, t),
-                      "deepseek-coder": split_sequence(DEEPSEEK_CODER, t)})
-    json.dump({"generator": "tests/data/pretokenize_ref.py", "regex_module": regex.__version__, "cases": cases},
-              sys.stdout, ensure_ascii=True, indent=0)
-    sys.stdout.write("\n")
+                      "deepseek-coder": split_sequence(DEEPSEEK_CODER, t), "default": split_sequence(DEFAULT, t),
+                      "gpt-2": split_sequence([GPT2], t)})
+    # One case a line, so that a change to the patterns or the inputs diffs readably.
+    sys.stdout.write('{"generator": "tests/data/pretokenize_ref.py", "regex_module": "%s", "cases": [\n' % regex.__version__)
+    sys.stdout.write(",\n".join(json.dumps(c, ensure_ascii=True, separators=(",", ":")) for c in cases))
+    sys.stdout.write("\n]}\n")
 
 
 if __name__ == "__main__":
