@@ -8,7 +8,8 @@
 # vocabularies are not in ../shared, Llama 3's, Qwen2's, Tekken's, GPT-4o's, meet llama.cpp's
 # splitting on real merges).
 # Usage: bash docs/tokenizer_vs_llamacpp.sh   (after a build in BUILD, default build)
-# Output: per vocabulary, how many texts tokenize differently; the differing texts with both id lists.
+# Output: per vocabulary, how many texts tokenize differently (the differing texts with both id
+# lists), and how many pieces detokenize differently (each id alone, after an ordinary word).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -56,6 +57,37 @@ int main(int argc, char** argv) {
   }
 }
 EOF
+cat > "$T/pgp.cpp" <<'EOF'
+#include <cstdio>
+#include <string>
+#include "core/gguf/gguf.h"
+#include "core/tokenizer/tokenizer.h"
+using namespace pagoda;
+int main(int argc, char** argv) {
+  auto f = GgufFile::open(argv[1]); auto t = Tokenizer::from_gguf(**f);
+  if (!t) return 1;
+  const int prev = (*t)->vocab_size() > 300 ? 300 : 0;
+  for (int id = 0; id < (*t)->vocab_size(); ++id) {
+    std::string b = (*t)->token_bytes(prev, id);
+    std::printf("%d", id); for (unsigned char c : b) std::printf(" %02x", c); std::printf("\n");
+  }
+}
+EOF
+cat > "$T/lcp.cpp" <<'EOF'
+#include <cstdio>
+#include "llama.h"
+int main(int argc, char** argv) {
+  llama_backend_init();
+  auto mp = llama_model_default_params(); mp.vocab_only = true;
+  llama_model* m = llama_model_load_from_file(argv[1], mp);
+  const llama_vocab* v = llama_model_get_vocab(m);
+  char buf[4096];
+  for (int id = 0; id < llama_vocab_n_tokens(v); ++id) {
+    int n = llama_token_to_piece(v, id, buf, sizeof buf, 0, false);
+    std::printf("%d", id); for (int i = 0; i < n; ++i) std::printf(" %02x", (unsigned char)buf[i]); std::printf("\n");
+  }
+}
+EOF
 cat > "$T/lc.cpp" <<'EOF'
 // llama.cpp's token ids (no BOS, specials not parsed) for each text of an .inp-style file.
 #include <cstdio>
@@ -86,8 +118,11 @@ EOF
 CORE="$BUILD/core/libpagoda_core.a"
 g++ -std=c++20 -O1 -I. "$T/mkvocab.cpp" "$CORE" -lssl -lcrypto -o "$T/mkvocab"
 g++ -std=c++20 -O1 -I. "$T/pg.cpp" "$CORE" -lssl -lcrypto -o "$T/pg"
-g++ -std=c++17 -O1 -I"$WORK/src/include" -I"$WORK/src/ggml/include" "$T/lc.cpp" -L"$WORK/build/bin" -lllama \
-  -Wl,-rpath,"$WORK/build/bin" -o "$T/lc"
+g++ -std=c++20 -O1 -I. "$T/pgp.cpp" "$CORE" -lssl -lcrypto -o "$T/pgp"
+for p in lc lcp; do
+  g++ -std=c++17 -O1 -I"$WORK/src/include" -I"$WORK/src/ggml/include" "$T/$p.cpp" -L"$WORK/build/bin" -lllama \
+    -Wl,-rpath,"$WORK/build/bin" -o "$T/$p"
+done
 python3 -c "
 import json, sys
 d = json.load(open('tests/data/pretokenize_ref.json'))
@@ -98,6 +133,9 @@ compare() {  # name gguf
   "$T/lc" "$2" "$T/texts.inp" > "$T/lc.txt" 2> /dev/null || { echo "$1: llama.cpp refuses it"; return; }
   echo "$1: $(diff "$T/pg.txt" "$T/lc.txt" | grep -c '^<' || true) of $(wc -l < "$T/lc.txt") texts differ"
   diff "$T/pg.txt" "$T/lc.txt" | sed 's/^</  Pagoda:   /; s/^>/  llama.cpp:/' | grep -v '^---' || true
+  "$T/pgp" "$2" > "$T/pgp.txt" 2> /dev/null
+  "$T/lcp" "$2" > "$T/lcp.txt" 2> /dev/null
+  echo "$1: $(diff "$T/pgp.txt" "$T/lcp.txt" | grep -c '^<' || true) of $(wc -l < "$T/lcp.txt") pieces differ"
 }
 for f in "$VOCAB"/ggml-vocab-*.gguf; do compare "$(basename "$f" .gguf)" "$f"; done
 for pre in default gpt-2 llama-bpe qwen2 tekken gpt-4o deepseek-coder starcoder falcon; do

@@ -229,6 +229,25 @@ TEST(Tokenizer, TokenBytesFollowPieceKinds) {
   EXPECT_EQ(t.token_bytes(-1, hello), "Hello");
   EXPECT_EQ(t.token_bytes(hello, hello), " Hello");  // a real space between words
   EXPECT_EQ(t.token_bytes(-1, t.vocab_size()), "");
+  EXPECT_EQ(t.token_bytes(hello, find_piece(t, "<unk>")), "");  // unknown, as llama.cpp prints it
+}
+
+// As llama.cpp reads a vocabulary: a token spelled like an end of turn is a control token that
+// ends generation whatever type the file gives it (Phi-3 types its </s> user-defined), and pieces
+// typed unknown (Phi-3's [PAD32011]..) print nothing. docs/tokenizer_vs_llamacpp.sh compares every
+// piece of the shared vocabularies with llama.cpp's.
+TEST(Tokenizer, EndOfTurnSpellingsAreControlAndUnknownPiecesPrintNothing) {
+  LOAD_OR_SKIP(l, "vocab/ggml-vocab-phi-3.gguf");
+  const Tokenizer& t = *l.tok;
+  const int32_t eos_text = find_piece(t, "</s>"), pad = find_piece(t, "[PAD32011]"), word = find_piece(t, "\xE2\x96\x81Hello");
+  ASSERT_GE(eos_text, 0);
+  ASSERT_GE(pad, 0);
+  EXPECT_TRUE(t.is_eog(eos_text));
+  EXPECT_TRUE(t.is_special(eos_text));
+  EXPECT_EQ(t.token_bytes(word, eos_text), "");
+  EXPECT_EQ(t.token_bytes(word, pad), "");
+  // Text that spells it is text, not the token.
+  for (int32_t id : t.encode("a</s>b", false)) EXPECT_NE(id, eos_text);
 }
 
 TEST(StreamDecoder, NeverSplitsUtf8Character) {

@@ -84,11 +84,15 @@ int32_t default_id(const Vocab& v, std::string_view piece, int32_t type) {
 
 // Chat models end a turn with a token of their own that is not EOS (Llama 3's EOS is
 // <|end_of_text|> but a reply ends with <|eot_id|>). The file may name them; many files only
-// carry them in the vocabulary, so control tokens with these spellings count too.
+// carry them in the vocabulary, so tokens with these spellings count too, whatever their type,
+// and become control tokens (never printed, never read from text), as llama.cpp makes them: a
+// Phi-3 file types its </s> user-defined, and llama.cpp stops there and prints nothing.
 Status load_eog_ids(const GgufFile& f, Vocab& v) {
   static constexpr const char* kKeys[] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
-  static constexpr const char* kPieces[] = {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
-                                            "<|endoftext|>", "<|end_of_text|>", "<EOT>", "<|return|>"};
+  static constexpr const char* kPieces[] = {
+      "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+      "<EOT>", "_<EOT>", "<|return|>", "<|call|>", "</s>", "<end_of_utterance>", "<eos>",
+      "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>"};  // DeepSeek's <｜end▁of▁sentence｜>
   std::vector<int32_t> ids;
   if (v.eos >= 0) ids.push_back(v.eos);
   for (const char* key : kKeys) {
@@ -98,7 +102,9 @@ Status load_eog_ids(const GgufFile& f, Vocab& v) {
   }
   for (const char* piece : kPieces) {
     const int32_t id = v.find(piece);
-    if (id >= 0 && (v.types[size_t(id)] == kTypeControl || v.types[size_t(id)] == kTypeUserDefined)) ids.push_back(id);
+    if (id < 0) continue;
+    ids.push_back(id);
+    v.types[size_t(id)] = kTypeControl;
   }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
