@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
 }
 EOF
 cat > "$T/pg.cpp" <<'EOF'
-// Pagoda's token ids for each text of an .inp-style file, one line each.
+// Pagoda's token ids for each text of an .inp-style file, one line each (a third argument: with
+// BOS where the vocabulary adds it).
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
   size_t at = 0;
   while (at < all.size()) {
     size_t e = all.find(sep, at); if (e == std::string::npos) break;
-    for (int id : (*t)->encode(all.substr(at, e - at), false)) std::printf(" %d", id);
+    for (int id : (*t)->encode(all.substr(at, e - at), argc > 3 && (*t)->add_bos())) std::printf(" %d", id);
     std::printf("\n"); at = e + sep.size();
   }
 }
@@ -89,7 +90,8 @@ int main(int argc, char** argv) {
 }
 EOF
 cat > "$T/lc.cpp" <<'EOF'
-// llama.cpp's token ids (no BOS, specials not parsed) for each text of an .inp-style file.
+// llama.cpp's token ids (specials not parsed) for each text of an .inp-style file (a third
+// argument: add_special, its BOS and EOS where the vocabulary adds them).
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -109,7 +111,7 @@ int main(int argc, char** argv) {
     size_t e = all.find(sep, at); if (e == std::string::npos) break;
     const std::string text = all.substr(at, e - at);
     std::vector<llama_token> ids(text.size() * 2 + 8);
-    int n = llama_tokenize(v, text.data(), int(text.size()), ids.data(), int(ids.size()), false, false);
+    int n = llama_tokenize(v, text.data(), int(text.size()), ids.data(), int(ids.size()), argc > 3, false);
     for (int i = 0; i < n; ++i) std::printf(" %d", ids[i]);
     std::printf("\n"); at = e + sep.size();
   }
@@ -132,6 +134,9 @@ compare() {  # name gguf
   "$T/pg" "$2" "$T/texts.inp" > "$T/pg.txt" 2> /dev/null || { echo "$1: Pagoda refuses it"; return; }
   "$T/lc" "$2" "$T/texts.inp" > "$T/lc.txt" 2> /dev/null || { echo "$1: llama.cpp refuses it"; return; }
   echo "$1: $(diff "$T/pg.txt" "$T/lc.txt" | grep -c '^<' || true) of $(wc -l < "$T/lc.txt") texts differ"
+  "$T/pg" "$2" "$T/texts.inp" bos > "$T/pgb.txt" 2> /dev/null
+  "$T/lc" "$2" "$T/texts.inp" bos > "$T/lcb.txt" 2> /dev/null
+  echo "$1: $(diff "$T/pgb.txt" "$T/lcb.txt" | grep -c '^<' || true) of $(wc -l < "$T/lcb.txt") texts differ with BOS/EOS as each adds them"
   diff "$T/pg.txt" "$T/lc.txt" | sed 's/^</  Pagoda:   /; s/^>/  llama.cpp:/' | grep -v '^---' || true
   "$T/pgp" "$2" > "$T/pgp.txt" 2> /dev/null
   "$T/lcp" "$2" > "$T/lcp.txt" 2> /dev/null

@@ -467,6 +467,10 @@ TEST(Tokenizer, Llama3TakesVocabularyWordsWholeAndAddsBos) {
   EXPECT_EQ(gpt2->encode("cd", false), (std::vector<int32_t>{257}));
   EXPECT_TRUE(llama3->add_bos());
   EXPECT_FALSE(gpt2->add_bos());
+  auto tekken = from_image(tiny_gpt2("tekken"));
+  ASSERT_TRUE(tekken);
+  EXPECT_TRUE(tekken->add_bos());  // as llama.cpp defaults it
+  EXPECT_EQ(tekken->encode("ab", false), (std::vector<int32_t>{256}));  // whole, as Llama 3
 }
 
 // A byte the vocabulary has no character for is dropped (as llama.cpp drops it), never replaced

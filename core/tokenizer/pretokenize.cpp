@@ -236,7 +236,7 @@ size_t match_cjk_run(const Decoded& d, size_t i, size_t e) {
 }  // namespace
 
 bool pre_tokenizer_ignores_merges(PreTokenizer kind) { return kind == PreTokenizer::kLlama3 || kind == PreTokenizer::kTekken; }
-bool pre_tokenizer_adds_bos(PreTokenizer kind) { return kind == PreTokenizer::kLlama3; }
+bool pre_tokenizer_adds_bos(PreTokenizer kind) { return kind == PreTokenizer::kLlama3 || kind == PreTokenizer::kTekken; }
 
 Result<PreTokenizer> pre_tokenizer_for(std::string_view name) {
   // A file without the key (older conversions) gets llama.cpp's default, not GPT-2's pattern.

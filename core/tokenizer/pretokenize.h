@@ -33,7 +33,7 @@ enum class PreTokenizer {
 // Whether a pre-token that is itself a vocabulary entry is taken whole, before any merge (Llama 3's
 // and Tekken's tokenizer.json set ignore_merges: some such words have no merge path to their token).
 bool pre_tokenizer_ignores_merges(PreTokenizer kind);
-// Whether BOS is added when the file has no tokenizer.ggml.add_bos_token (Llama 3 adds it).
+// Whether BOS is added when the file has no tokenizer.ggml.add_bos_token (Llama 3 and Tekken add it).
 bool pre_tokenizer_adds_bos(PreTokenizer kind);
 
 // Maps a tokenizer.ggml.pre value to its pre-tokenizer; an unknown name is an error rather than a
