@@ -250,6 +250,7 @@ TEST(Tokenizer, EndOfTurnSpellingsAreControlAndUnknownPiecesPrintNothing) {
   for (int32_t id : t.encode("a</s>b", false)) EXPECT_NE(id, eos_text);
 }
 
+
 TEST(StreamDecoder, NeverSplitsUtf8Character) {
   LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");
   // 🦙 is F0 9F A6 99 and has no piece of its own, so it travels as four byte tokens.
@@ -425,7 +426,7 @@ TEST(PreTokenizer, KnowsTheNamesLlamaCppGivesThem) {
 
 // A byte-level BPE vocabulary: the 256 byte characters (but for the ones `drop`), "ab" with no merge
 // that makes it, and "cd" with one.
-GgufImage tiny_gpt2(const std::string& pre, const std::vector<int>& drop = {}) {
+GgufImage tiny_gpt2(const std::string& pre, const std::vector<int>& drop = {}, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> pieces;
   for (int b = 0; b < 256; ++b) {
     // GPT-2's byte characters: printable Latin-1 as itself, the rest from U+0100 up.
@@ -450,6 +451,7 @@ GgufImage tiny_gpt2(const std::string& pre, const std::vector<int>& drop = {}) {
   pieces.push_back("ab");
   pieces.push_back("cd");
   pieces.push_back("<|end|>");
+  for (const auto& e : extra) pieces.push_back(e);
   GgufImage g;
   g.str("tokenizer.ggml.model", "gpt2").strings("tokenizer.ggml.tokens", pieces).strings("tokenizer.ggml.merges", {"c d"});
   if (!pre.empty()) g.str("tokenizer.ggml.pre", pre);
@@ -480,6 +482,22 @@ TEST(Tokenizer, BpeDropsABytesItCannotSpell) {
   ASSERT_TRUE(t);
   const std::vector<int32_t> ids = t->encode("x\xF1y", false);
   EXPECT_EQ(ids, (std::vector<int32_t>{'x', 'y'}));
+}
+
+// Fill-in-the-middle markers are control tokens (DeepSeek Coder types its own user-defined, and
+// printed them); padding, repository and file separators also end generation (Qwen2.5-Coder's
+// <|file_sep|>), as llama.cpp reads them.
+TEST(Tokenizer, FillInTheMiddleMarkersAreControlAndItsSeparatorsEndGeneration) {
+  auto t = from_image(tiny_gpt2("qwen2", {}, {"<|fim_prefix|>", "<|file_sep|>", "<|repo_name|>"}));
+  ASSERT_TRUE(t);
+  const int32_t pre = 259, sep = 260, repo = 261;
+  for (int32_t id : {pre, sep, repo}) {
+    EXPECT_TRUE(t->is_special(id)) << id;
+    EXPECT_EQ(t->token_bytes('a', id), "") << id;
+  }
+  EXPECT_FALSE(t->is_eog(pre));
+  EXPECT_TRUE(t->is_eog(sep));
+  EXPECT_TRUE(t->is_eog(repo));
 }
 
 TEST(Tokenizer, Stories260KBosEos) {

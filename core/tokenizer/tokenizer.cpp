@@ -91,7 +91,8 @@ Status load_eog_ids(const GgufFile& f, Vocab& v) {
   static constexpr const char* kKeys[] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
   static constexpr const char* kPieces[] = {
       "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-      "<EOT>", "_<EOT>", "<|return|>", "<|call|>", "</s>", "<end_of_utterance>", "<eos>",
+      "<EOT>", "_<EOT>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "</s>", "[EOT]", "[EOS]",
+      "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "[e~[",
       "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>"};  // DeepSeek's <｜end▁of▁sentence｜>
   std::vector<int32_t> ids;
   if (v.eos >= 0) ids.push_back(v.eos);
@@ -101,6 +102,25 @@ Status load_eog_ids(const GgufFile& f, Vocab& v) {
     if (*id >= 0) ids.push_back(*id);
   }
   for (const char* piece : kPieces) {
+    const int32_t id = v.find(piece);
+    if (id < 0) continue;
+    ids.push_back(id);
+    v.types[size_t(id)] = kTypeControl;
+  }
+  // Fill-in-the-middle markers are control tokens too (DeepSeek Coder types its own user-defined);
+  // padding, repository and file separators also end generation (Qwen2.5-Coder's), as in llama.cpp.
+  static constexpr const char* kFim[] = {
+      "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>",
+      "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>",
+      "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>",
+      "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>",
+      "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>"};  // DeepSeek's <｜fim▁begin｜>, hole, end
+  static constexpr const char* kFimEnds[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+                                             "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+                                             "<|file_sep|>"};
+  for (const char* piece : kFim)
+    if (const int32_t id = v.find(piece); id >= 0) v.types[size_t(id)] = kTypeControl;
+  for (const char* piece : kFimEnds) {
     const int32_t id = v.find(piece);
     if (id < 0) continue;
     ids.push_back(id);
