@@ -106,16 +106,6 @@ void expect_vectors_pass(const std::string& rel) {
   EXPECT_EQ(failed, 0) << failed << " of " << vectors.size() << " vectors differ";
 }
 
-std::string decode_all(const Tokenizer& t, const std::vector<int32_t>& ids) {
-  std::string out;
-  int32_t prev = -1;
-  for (int32_t id : ids) {
-    out += t.token_bytes(prev, id);
-    prev = id;
-  }
-  return out;
-}
-
 int32_t find_piece(const Tokenizer& t, const std::string& piece) {
   for (int32_t i = 0; i < t.vocab_size(); ++i)
     if (t.piece(i) == piece) return i;
@@ -176,7 +166,7 @@ TEST(Tokenizer, RoundTripsText) {
   for (const char* rel : {"vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-gpt-2.gguf", "stories260K.gguf"}) {
     LOAD_OR_SKIP(l, rel);
     for (const auto& text : texts) {
-      EXPECT_EQ(decode_all(*l.tok, l.tok->encode(text, false)), text) << rel;
+      EXPECT_EQ(detokenize(*l.tok, l.tok->encode(text, false)), text) << rel;
       // With BOS first the same text comes back: BOS prints nothing and the prefix space is dropped.
       StreamDecoder dec(*l.tok);
       std::string streamed;
@@ -201,7 +191,7 @@ TEST(Tokenizer, RoundTripsArbitraryBytes) {
         // Mix in plenty of spaces and lead bytes so that malformed sequences meet space marks.
         text += (r % 5 == 0) ? ' ' : (r % 7 == 0) ? char(0xE2) : char(r & 0xFF);
       }
-      EXPECT_EQ(decode_all(*l.tok, l.tok->encode(text, false)), text) << rel << " iteration " << iter;
+      EXPECT_EQ(detokenize(*l.tok, l.tok->encode(text, false)), text) << rel << " iteration " << iter;
     }
   }
 }
@@ -508,7 +498,7 @@ TEST(Tokenizer, Stories260KBosEos) {
   const auto ids = l.tok->encode("Once upon a time", true);
   ASSERT_GT(ids.size(), 1u);
   EXPECT_EQ(ids[0], 1);
-  EXPECT_EQ(decode_all(*l.tok, ids), "Once upon a time");
+  EXPECT_EQ(detokenize(*l.tok, ids), "Once upon a time");
 }
 
 TEST(Tokenizer, DigestDiffersForDifferentVocab) {
@@ -544,7 +534,7 @@ TEST(Tokenizer, LongInputEncodesInLinearithmicTime) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto ids = l.tok->encode(text, false);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_EQ(decode_all(*l.tok, ids), text);
+  EXPECT_EQ(detokenize(*l.tok, ids), text);
   EXPECT_LT(secs, 20.0);
 }
 

@@ -51,7 +51,7 @@ Result<std::unique_ptr<DraftModel>> DraftModel::create(LoadedModel& draft, Backe
     return make_error("the draft model's vocabulary differs from the target's (tokenizer digests " +
                       draft.tokenizer->digest().substr(0, 12) + " vs " + target_tok.digest().substr(0, 12) +
                       "); a draft must share the target's tokenizer");
-  std::unique_ptr<DraftModel> d(new DraftModel(draft, be));
+  std::unique_ptr<DraftModel> d(new DraftModel(draft));
   const KvShape shape = kv_shape(draft.config, block_size, DType::F32);
   auto kv = KvCache::create(be, shape, kv_blocks_for_budget(shape, kv_bytes));
   if (!kv) return make_error("draft model: " + kv.error());

@@ -57,7 +57,7 @@ class DraftModel final : public Drafter {
   int32_t blocks_in_use() const { return kv_->pool().num_in_use(); }
 
  private:
-  DraftModel(LoadedModel& m, Backend& be) : m_(m), be_(be) {}
+  explicit DraftModel(LoadedModel& m) : m_(m) {}
   struct State {
     BlockTable table;
     int32_t n_computed = 0;
@@ -65,7 +65,6 @@ class DraftModel final : public Drafter {
   bool reserve(State& st, int32_t n_tokens);
 
   LoadedModel& m_;
-  Backend& be_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<ModelRunner> runner_;
   std::unordered_map<uint64_t, State> states_;

@@ -316,6 +316,15 @@ std::string drain_utf8(std::string& pending, bool final) {
 
 }  // namespace
 
+std::string detokenize(const Tokenizer& tok, const std::vector<int32_t>& ids, int32_t prev) {
+  std::string out;
+  for (int32_t id : ids) {
+    out += tok.token_bytes(prev, id);
+    prev = id;
+  }
+  return out;
+}
+
 std::string StreamDecoder::push(int32_t id) {
   pending_ += tok_.token_bytes(prev_, id);
   prev_ = id;

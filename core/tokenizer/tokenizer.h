@@ -44,6 +44,10 @@ class Tokenizer {
   virtual const std::string& digest() const = 0;
 };
 
+// The bytes of `ids` one after another (token_bytes, each after the one before it; `prev` before
+// the first): the whole text at once, where StreamDecoder gives it piece by piece.
+std::string detokenize(const Tokenizer& tok, const std::vector<int32_t>& ids, int32_t prev = -1);
+
 // Streaming detokenizer: feeds token ids, returns text that is safe to print now. Holds back an
 // incomplete UTF-8 sequence until its remaining bytes arrive, so no character is ever split.
 class StreamDecoder {

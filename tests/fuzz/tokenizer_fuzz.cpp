@@ -32,23 +32,13 @@ struct Vocab {
   std::bitset<256> kept;  // the bytes that decode back alone (bytes_kept)
 };
 
-std::string decode(const Tokenizer& tok, const std::vector<int32_t>& ids) {
-  std::string out;
-  int32_t prev = -1;
-  for (int32_t id : ids) {
-    out += tok.token_bytes(prev, id);
-    prev = id;
-  }
-  return out;
-}
-
 // The bytes a vocabulary can give back alone: a byte-level BPE without a token for a byte (as
 // StarCoder's lacks 0xF1, Falcon's the control bytes) drops it, as llama.cpp does.
 std::bitset<256> bytes_kept(const Tokenizer& tok) {
   std::bitset<256> kept;
   for (int b = 0; b < 256; ++b) {
     const std::string t(1, char(b));
-    kept[size_t(b)] = decode(tok, tok.encode(t, false)) == t;
+    kept[size_t(b)] = detokenize(tok, tok.encode(t, false)) == t;
   }
   return kept;
 }
@@ -116,8 +106,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (char c : text) every_byte_kept = every_byte_kept && v.kept[static_cast<unsigned char>(c)];
   const bool plain = every_byte_kept && text.find_first_of("<[|") == std::string::npos &&
                      text.find("\xe2\x96\x81") == std::string::npos && valid_utf8(text);
-  if (plain && decode(tok, ids) != text) {
-    std::fprintf(stderr, "round trip differs on %s: %zu bytes in, %zu out\n", v.name.c_str(), text.size(), decode(tok, ids).size());
+  if (plain && detokenize(tok, ids) != text) {
+    std::fprintf(stderr, "round trip differs on %s: %zu bytes in, %zu out\n", v.name.c_str(), text.size(), detokenize(tok, ids).size());
     std::abort();
   }
 
