@@ -94,6 +94,7 @@ size_t tail_match(const std::vector<uint32_t>& c, size_t i, size_t e, size_t dig
   size_t k = i, last_break = e;
   for (; k < e && unicode_is_space(c[k]); ++k)
     if (is_cr_or_lf(c[k])) last_break = k;
+  if (k == i) return 1;  // (every character is a letter, number, symbol or space: not reached)
   if (last_break < e) return last_break + 1 - i;
   // \s+(?!\S) leaves the last space of a run to the next piece; \s+ takes a lone one.
   if (k == e || k - i == 1) return k - i;

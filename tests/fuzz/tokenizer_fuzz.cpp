@@ -3,7 +3,8 @@
 // input byte picks the vocabulary; the rest is the text. For valid UTF-8 that names no special
 // token (no '<', '[' or '|') and has no U+2581 (SentencePiece's space), made of bytes the
 // vocabulary keeps (bytes_kept), decoding the ids must give the text back byte for byte. Any id
-// sequence (the input read as 16-bit ids) must detokenize to valid UTF-8 without a crash.
+// sequence (the input read as 16-bit ids) must detokenize to valid UTF-8 without a crash, and every
+// pre-tokenizer must cut the text into non-empty pieces that cover it end to end.
 #include <bitset>
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "core/gguf/gguf.h"
+#include "core/tokenizer/pretokenize.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/unicode.h"
 
@@ -109,6 +111,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (plain && detokenize(tok, ids) != text) {
     std::fprintf(stderr, "round trip differs on %s: %zu bytes in, %zu out\n", v.name.c_str(), text.size(), detokenize(tok, ids).size());
     std::abort();
+  }
+
+  // Every pre-tokenizer, those no vocabulary above uses included: non-empty pieces that lie end to
+  // end over the whole text, whatever its bytes.
+  for (const auto kind : {tok::PreTokenizer::kDefault, tok::PreTokenizer::kGpt2, tok::PreTokenizer::kStarcoder,
+                          tok::PreTokenizer::kFalcon, tok::PreTokenizer::kLlama3, tok::PreTokenizer::kQwen2,
+                          tok::PreTokenizer::kDeepseekCoder, tok::PreTokenizer::kTekken, tok::PreTokenizer::kGpt4o}) {
+    std::vector<std::string_view> pieces;
+    tok::pretokenize(kind, text, pieces);
+    const char* at = text.data();
+    for (std::string_view p : pieces) {
+      if (p.empty() || p.data() != at) std::abort();
+      at += p.size();
+    }
+    if (at != text.data() + text.size()) std::abort();
   }
 
   // The input as 16-bit ids, streamed out: valid UTF-8 whatever the ids.
