@@ -15,6 +15,7 @@
 
 #include "core/gguf/gguf.h"
 #include "core/tokenizer/pretokenize.h"
+#include "core/tokenizer/unicode.h"
 
 #ifndef PAGODA_MODELS_DIR
 #define PAGODA_MODELS_DIR "../shared/models"
@@ -240,6 +241,16 @@ TEST(Tokenizer, EndOfTurnSpellingsAreControlAndUnknownPiecesPrintNothing) {
   for (int32_t id : t.encode("a</s>b", false)) EXPECT_NE(id, eos_text);
 }
 
+
+// The one UTF-8 check the server (token pieces, logprob bytes) and the tokenizer fuzzer use.
+TEST(Unicode, Utf8ValidAcceptsWellFormedTextOnly) {
+  for (const char* ok : {"", "plain", "caf\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\xa6\x99", "\xef\xbf\xbd", "\xf4\x8f\xbf\xbf"})
+    EXPECT_TRUE(tok::utf8_valid(ok)) << ok;
+  // Overlong, lone continuation, truncated, surrogate, past U+10FFFF, bytes that never start one.
+  for (const char* bad : {"\xc0\xaf", "\xe0\x80\xaf", "\x80", "caf\xc3", "\xe4\xb8", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                          "\xf5\x80\x80\x80", "\xff"})
+    EXPECT_FALSE(tok::utf8_valid(bad)) << bad;
+}
 
 TEST(StreamDecoder, NeverSplitsUtf8Character) {
   LOAD_OR_SKIP(l, "vocab/ggml-vocab-llama-spm.gguf");

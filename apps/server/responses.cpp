@@ -2,6 +2,8 @@
 
 #include <fmt/core.h>
 
+#include "core/tokenizer/unicode.h"
+
 namespace pagoda::server {
 
 using nlohmann::json;
@@ -46,21 +48,6 @@ size_t utf8_chars(std::string_view s) {
 }
 
 namespace {
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const uint8_t c = uint8_t(s[i]);
-    const size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k)
-      if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return false;
-    if ((c == 0xE0 && uint8_t(s[i + 1]) < 0xA0) || (c == 0xED && uint8_t(s[i + 1]) > 0x9F) ||
-        (c == 0xF0 && uint8_t(s[i + 1]) < 0x90) || (c == 0xF4 && uint8_t(s[i + 1]) > 0x8F))
-      return false;
-    i += n;
-  }
-  return true;
-}
-
 json bytes_json(std::string_view s) {
   json a = json::array();
   for (char c : s) a.push_back(int(uint8_t(c)));
@@ -76,7 +63,7 @@ std::string LogprobsBuilder::token_text(int32_t id, int32_t prev) const {
 
 void LogprobsBuilder::add(const TokenEvent& ev, size_t text_offset) {
   auto shown = [](const std::string& b) {
-    if (valid_utf8(b)) return b;
+    if (tok::utf8_valid(b)) return b;
     std::string out = "bytes:";
     for (char c : b) out += fmt::format("\\x{:02x}", uint8_t(c));
     return out;

@@ -11,17 +11,6 @@ namespace {
 
 using nlohmann::json;
 
-// A malformed sequence decodes as one byte of U+FFFD; a real U+FFFD takes three.
-bool valid_utf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    uint32_t cp = 0;
-    const size_t n = tok::utf8_decode(s.data() + i, s.size() - i, &cp);
-    if (cp == tok::kReplacementChar && n != 3) return false;
-    i += n;
-  }
-  return true;
-}
-
 // A JSON body that must be an object; the error names what is wrong.
 std::optional<HttpError> read_object(const std::string& body, json& out) {
   if (json_nesting_depth(body) > 32) return HttpError{400, "request body nests deeper than 32 levels", "invalid_request_error", ""};
@@ -80,9 +69,9 @@ void Server::Impl::route_tokenize() {
       const std::string piece = tok.is_special(id) ? tok.piece(id) : tok.token_bytes(prev, id);
       prev = id;
       json bytes = json::array();
-      if (!valid_utf8(piece))
+      if (!tok::utf8_valid(piece))
         for (unsigned char b : piece) bytes.push_back(int(b));
-      tokens.push_back({{"id", id}, {"piece", valid_utf8(piece) ? json(piece) : bytes}});
+      tokens.push_back({{"id", id}, {"piece", tok::utf8_valid(piece) ? json(piece) : bytes}});
     }
     send_json(res, {{"tokens", tokens}});
   });

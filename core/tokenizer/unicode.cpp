@@ -61,6 +61,17 @@ size_t utf8_decode(const char* s, size_t n, uint32_t* cp) {
   return len;
 }
 
+bool utf8_valid(std::string_view s) {
+  // utf8_decode turns a malformed sequence into one byte of U+FFFD; a real U+FFFD takes three.
+  for (size_t i = 0; i < s.size();) {
+    uint32_t cp = 0;
+    const size_t n = utf8_decode(s.data() + i, s.size() - i, &cp);
+    if (cp == kReplacementChar && n != 3) return false;
+    i += n;
+  }
+  return true;
+}
+
 void utf8_append(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
     out += char(cp);

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace pagoda::tok {
 
@@ -17,6 +18,8 @@ size_t utf8_decode(const char* s, size_t n, uint32_t* cp);
 // Length a lead byte announces (1 for ASCII and for bytes that cannot start a sequence).
 size_t utf8_lead_len(unsigned char lead);
 void utf8_append(std::string& out, uint32_t cp);
+// Whether `s` is well-formed UTF-8 (shortest forms, no surrogates, nothing past U+10FFFF).
+bool utf8_valid(std::string_view s);
 
 int unicode_class(uint32_t cp);
 // Unicode White_Space (what \s matches in the pre-tokenizer regexes).

@@ -18,6 +18,7 @@
 #include "core/tokenizer/pretokenize.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/unicode.h"
+#include "core/tokenizer/unicode.h"
 
 #ifndef PAGODA_SHARED_MODELS_DIR
 #define PAGODA_SHARED_MODELS_DIR "../shared/models"
@@ -72,25 +73,6 @@ std::vector<Vocab>& vocabs() {
   return v;
 }
 
-// Well-formed UTF-8: shortest forms only, no surrogates, nothing past U+10FFFF.
-bool valid_utf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const int n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
-    if (n < 0 || i + size_t(n) >= s.size()) return false;
-    uint32_t cp = n == 0 ? c : n == 1 ? (c & 0x1Fu) : n == 2 ? (c & 0x0Fu) : (c & 0x07u);
-    for (int k = 1; k <= n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + size_t(k)]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = cp << 6 | (d & 0x3Fu);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += size_t(n) + 1;
-  }
-  return true;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -107,7 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool every_byte_kept = true;
   for (char c : text) every_byte_kept = every_byte_kept && v.kept[static_cast<unsigned char>(c)];
   const bool plain = every_byte_kept && text.find_first_of("<[|") == std::string::npos &&
-                     text.find("\xe2\x96\x81") == std::string::npos && valid_utf8(text);
+                     text.find("\xe2\x96\x81") == std::string::npos && tok::utf8_valid(text);
   if (plain && detokenize(tok, ids) != text) {
     std::fprintf(stderr, "round trip differs on %s: %zu bytes in, %zu out\n", v.name.c_str(), text.size(), detokenize(tok, ids).size());
     std::abort();
@@ -136,6 +118,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     out += dec.push(id);
   }
   out += dec.flush();
-  if (!valid_utf8(out)) std::abort();
+  if (!tok::utf8_valid(out)) std::abort();
   return 0;
 }
