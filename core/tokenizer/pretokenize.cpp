@@ -184,6 +184,14 @@ Spans split_matches(const Decoded& d, const Spans& in, Match match) {
 
 size_t match_number(const Decoded& d, size_t i, size_t) { return is_number(d.cps[i]) ? 1 : 0; }
 
+// X+ for a class X: the run of it at i (0 for none).
+template <bool (*kIs)(uint32_t)>
+size_t match_run(const Decoded& d, size_t i, size_t e) {
+  size_t k = i;
+  while (k < e && kIs(d.cps[k])) ++k;
+  return k - i;
+}
+
 // [\p{P}$+<=>^~|] (llama.cpp's default pattern), with '`' too for Falcon's.
 template <bool kBacktick>
 bool is_punct_run_char(uint32_t c) {
@@ -191,19 +199,6 @@ bool is_punct_run_char(uint32_t c) {
                    c == '|' || (kBacktick && c == '`')))
     return true;
   return unicode_class(c) == kClassPunct;
-}
-
-template <bool kBacktick>
-size_t match_punct_run(const Decoded& d, size_t i, size_t e) {
-  size_t k = i;
-  while (k < e && is_punct_run_char<kBacktick>(d.cps[k])) ++k;
-  return k - i;
-}
-
-size_t match_number_run(const Decoded& d, size_t i, size_t e) {
-  size_t k = i;
-  while (k < e && is_number(d.cps[k])) ++k;
-  return k - i;
 }
 
 size_t match_three_digits(const Decoded& d, size_t i, size_t e) {
@@ -215,10 +210,8 @@ size_t match_three_digits(const Decoded& d, size_t i, size_t e) {
 template <bool (*kIs)(uint32_t)>
 size_t match_space_run(const Decoded& d, size_t i, size_t e) {
   const size_t j = unicode_is_space(d.cps[i]) && i + 1 < e && kIs(d.cps[i + 1]) ? i + 1 : i;
-  if (!kIs(d.cps[j])) return 0;
-  size_t k = j + 1;
-  while (k < e && kIs(d.cps[k])) ++k;
-  return k - i;
+  const size_t n = match_run<kIs>(d, j, e);
+  return n ? j + n - i : 0;
 }
 
 bool is_punct(uint32_t c) { return unicode_class(c) == kClassPunct; }
@@ -227,12 +220,6 @@ bool is_punct(uint32_t c) { return unicode_class(c) == kClassPunct; }
 bool is_deepseek_cjk(uint32_t c) { return (c >= 0x0800 && c <= 0x9FA5) || (c >= 0xAC00 && c <= 0xD7FF); }
 
 size_t match_cr_or_lf(const Decoded& d, size_t i, size_t) { return is_cr_or_lf(d.cps[i]) ? 1 : 0; }
-
-size_t match_cjk_run(const Decoded& d, size_t i, size_t e) {
-  size_t k = i;
-  while (k < e && is_deepseek_cjk(d.cps[k])) ++k;
-  return k - i;
-}
 
 }  // namespace
 
@@ -272,11 +259,11 @@ void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::stri
       spans = split_gpt2(d, split_matches(d, spans, match_number));
       break;
     case PreTokenizer::kFalcon:
-      spans = split_matches(d, split_gpt2(d, split_matches(d, spans, match_punct_run<true>)), match_three_digits);
+      spans = split_matches(d, split_gpt2(d, split_matches(d, spans, match_run<is_punct_run_char<true>>)), match_three_digits);
       break;
     case PreTokenizer::kDefault:
-      spans = split_gpt2(d, split_matches(d, spans, match_punct_run<false>));
-      spans = split_matches(d, split_matches(d, spans, match_number_run), match_three_digits);
+      spans = split_gpt2(d, split_matches(d, spans, match_run<is_punct_run_char<false>>));
+      spans = split_matches(d, split_matches(d, spans, match_run<is_number>), match_three_digits);
       break;
     case PreTokenizer::kLlama3:
     case PreTokenizer::kQwen2: {
@@ -298,7 +285,7 @@ void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::stri
       spans = split_matches(d, spans, match_cr_or_lf);
       spans = split_matches(d, spans, match_space_run<is_letter>);
       spans = split_matches(d, spans, match_space_run<is_punct>);
-      spans = split_matches(d, spans, match_cjk_run);
+      spans = split_matches(d, spans, match_run<is_deepseek_cjk>);
       spans = split_matches(d, spans, match_number);
       break;
   }
