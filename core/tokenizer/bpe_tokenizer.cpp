@@ -99,8 +99,7 @@ class BpeTokenizer final : public VocabTokenizer {
     if (id < 0 || id >= v_.size()) return "";
     const int32_t type = v_.types[size_t(id)];
     const std::string& p = v_.pieces[size_t(id)];
-    // Control, unknown, unused and undefined pieces print nothing, as llama.cpp prints them.
-    if (type != kTypeNormal && type != kTypeUserDefined && type != kTypeByte) return "";
+    if (!is_text_type(type)) return "";
     if (type == kTypeUserDefined) return p;  // added tokens are stored as plain text
     std::string out;
     for (size_t i = 0; i < p.size();) {

@@ -76,9 +76,7 @@ class SpmTokenizer final : public VocabTokenizer {
     if (id < 0 || id >= v_.size()) return "";
     const int32_t type = v_.types[size_t(id)];
     const std::string& p = v_.pieces[size_t(id)];
-    // Only normal, user-defined and byte pieces are text; control, unknown (<unk>, Phi-3's
-    // [PAD...]), unused and undefined ones print nothing, as llama.cpp prints them.
-    if (type != kTypeNormal && type != kTypeUserDefined && type != kTypeByte) return "";
+    if (!is_text_type(type)) return "";
     if (type == kTypeByte) {
       const int b = byte_piece_value(p);
       return b < 0 ? p : std::string(1, char(b));

@@ -101,12 +101,6 @@ Status load_eog_ids(const GgufFile& f, Vocab& v) {
     if (!id) return id.take_error();
     if (*id >= 0) ids.push_back(*id);
   }
-  for (const char* piece : kPieces) {
-    const int32_t id = v.find(piece);
-    if (id < 0) continue;
-    ids.push_back(id);
-    v.types[size_t(id)] = kTypeControl;
-  }
   // Fill-in-the-middle markers are control tokens too (DeepSeek Coder types its own user-defined);
   // padding, repository and file separators also end generation (Qwen2.5-Coder's), as in llama.cpp.
   static constexpr const char* kFim[] = {
@@ -118,14 +112,17 @@ Status load_eog_ids(const GgufFile& f, Vocab& v) {
   static constexpr const char* kFimEnds[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
                                              "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
                                              "<|file_sep|>"};
-  for (const char* piece : kFim)
-    if (const int32_t id = v.find(piece); id >= 0) v.types[size_t(id)] = kTypeControl;
-  for (const char* piece : kFimEnds) {
-    const int32_t id = v.find(piece);
-    if (id < 0) continue;
-    ids.push_back(id);
-    v.types[size_t(id)] = kTypeControl;
-  }
+  // Each spelling present becomes a control token; the ends of turn and FIM ends end generation.
+  auto mark = [&](const auto& pieces, bool ends) {
+    for (const char* piece : pieces)
+      if (const int32_t id = v.find(piece); id >= 0) {
+        v.types[size_t(id)] = kTypeControl;
+        if (ends) ids.push_back(id);
+      }
+  };
+  mark(kPieces, true);
+  mark(kFim, false);
+  mark(kFimEnds, true);
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   v.eog = std::move(ids);

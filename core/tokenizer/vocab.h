@@ -25,6 +25,10 @@ enum TokenType : int32_t {
   kTypeByte = 6,
 };
 
+// Whether a piece of this type is text: normal, user-defined and byte pieces are; control, unknown,
+// unused and undefined ones print nothing, as llama.cpp prints them (<unk>, Phi-3's [PAD...]).
+inline bool is_text_type(int32_t type) { return type == kTypeNormal || type == kTypeUserDefined || type == kTypeByte; }
+
 // Transparent hashing so that lookups by string_view do not allocate on the encode path.
 struct PieceHash {
   using is_transparent = void;
