@@ -143,7 +143,7 @@ compare() {  # name gguf
   echo "$1: $(diff "$T/pgp.txt" "$T/lcp.txt" | grep -c '^<' || true) of $(wc -l < "$T/lcp.txt") pieces differ"
 }
 for f in "$VOCAB"/ggml-vocab-*.gguf; do compare "$(basename "$f" .gguf)" "$f"; done
-for pre in default gpt-2 llama-bpe qwen2 tekken gpt-4o deepseek-coder starcoder falcon; do
+for pre in default gpt-2 llama-bpe qwen2 tekken gpt-4o deepseek-coder starcoder falcon deepseek-llm seed-coder smaug-bpe bloom viking; do
   "$T/mkvocab" "$VOCAB/ggml-vocab-gpt-2.gguf" "$T/gpt2-$pre.gguf" "$pre"
   compare "gpt-2 vocabulary, pre $pre" "$T/gpt2-$pre.gguf"
 done

@@ -395,7 +395,9 @@ TEST(PreTokenizer, SplitsAsTheRegexReference) {
       {"llama3", tok::PreTokenizer::kLlama3}, {"qwen2", tok::PreTokenizer::kQwen2},
       {"tekken", tok::PreTokenizer::kTekken}, {"gpt-4o", tok::PreTokenizer::kGpt4o},
       {"deepseek-coder", tok::PreTokenizer::kDeepseekCoder}, {"default", tok::PreTokenizer::kDefault},
-      {"gpt-2", tok::PreTokenizer::kGpt2}};
+      {"gpt-2", tok::PreTokenizer::kGpt2}, {"seed-coder", tok::PreTokenizer::kSeedCoder},
+      {"deepseek-llm", tok::PreTokenizer::kDeepseekLlm}, {"bloom", tok::PreTokenizer::kBloom},
+      {"viking", tok::PreTokenizer::kViking}};
   int failures = 0;
   for (const auto& c : ref["cases"]) {
     const std::string text = c["text"];
@@ -414,15 +416,76 @@ TEST(PreTokenizer, SplitsAsTheRegexReference) {
 
 // The names llama.cpp's converter writes for these patterns are accepted; others still refused.
 TEST(PreTokenizer, KnowsTheNamesLlamaCppGivesThem) {
-  for (const char* n : {"llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral"})
-    EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kLlama3) << n;
-  for (const char* n : {"qwen2", "deepseek-r1-qwen"}) EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kQwen2) << n;
-  EXPECT_EQ(*tok::pre_tokenizer_for("deepseek-coder"), tok::PreTokenizer::kDeepseekCoder);
-  EXPECT_EQ(*tok::pre_tokenizer_for("tekken"), tok::PreTokenizer::kTekken);
-  for (const char* n : {"gpt-4o", "llama4"}) EXPECT_EQ(*tok::pre_tokenizer_for(n), tok::PreTokenizer::kGpt4o) << n;
-  auto bad = tok::pre_tokenizer_for("deepseek-llm");
-  ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.error().find("'deepseek-llm'"), std::string::npos) << bad.error();
+  using P = tok::PreTokenizer;
+  auto kind = [](const char* n) { return tok::pre_tokenizer_for(n)->kind; };
+  for (const char* n : {"llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral", "midm-2.0", "smaug-bpe", "dbrx"})
+    EXPECT_EQ(kind(n), P::kLlama3) << n;
+  for (const char* n : {"qwen2", "deepseek-r1-qwen", "megrez", "stablelm2", "grok-2"}) EXPECT_EQ(kind(n), P::kQwen2) << n;
+  EXPECT_EQ(kind("deepseek-coder"), P::kDeepseekCoder);
+  EXPECT_EQ(kind("deepseek-llm"), P::kDeepseekLlm);
+  EXPECT_EQ(kind("seed-coder"), P::kSeedCoder);
+  EXPECT_EQ(kind("tekken"), P::kTekken);
+  for (const char* n : {"gpt-4o", "llama4", "kanana2"}) EXPECT_EQ(kind(n), P::kGpt4o) << n;
+  for (const char* n : {"minerva-7b", "exaone", "command-r"}) EXPECT_EQ(kind(n), P::kStarcoder) << n;
+  for (const char* n : {"phi-2", "a.x-4.0", "trillion"}) EXPECT_EQ(kind(n), P::kGpt2) << n;
+  for (const char* n : {"bloom", "poro-chat"}) EXPECT_EQ(kind(n), P::kBloom) << n;
+  EXPECT_EQ(kind("viking"), P::kViking);
+  EXPECT_EQ(kind(""), P::kDefault);
+  // ignore_merges and the BOS default go with the name, not the pattern: Smaug's pattern is Llama 3's.
+  for (const char* n : {"llama-bpe", "falcon3", "tekken"}) {
+    EXPECT_TRUE(tok::pre_tokenizer_for(n)->ignore_merges) << n;
+    EXPECT_TRUE(tok::pre_tokenizer_for(n)->add_bos) << n;
+  }
+  for (const char* n : {"smaug-bpe", "qwen2", "gpt-4o", "deepseek-llm", "default"}) {
+    EXPECT_FALSE(tok::pre_tokenizer_for(n)->ignore_merges) << n;
+    EXPECT_FALSE(tok::pre_tokenizer_for(n)->add_bos) << n;
+  }
+  for (std::string_view n : {"'deepseek-v3'", "'chatglm-bpe'", "'Llama-bpe'", "'llama-bpe '"}) {
+    auto bad = tok::pre_tokenizer_for(n.substr(1, n.size() - 2));
+    ASSERT_FALSE(bad.ok()) << n;
+    EXPECT_NE(bad.error().find(n), std::string::npos) << bad.error();
+    EXPECT_NE(bad.error().find("deepseek-llm"), std::string::npos) << "the error lists what is supported";
+  }
+}
+
+// Long runs that a search from every position would make quadratic (a million spaces before a digit
+// meets DeepSeek LLM's \s+$, BLOOM's separators, the lookahead of \s+(?!\S)): every pattern cuts
+// them end to end, in seconds under the sanitizers rather than hours.
+TEST(PreTokenizer, LongRunsSplitInLinearTime) {
+  using P = tok::PreTokenizer;
+  const std::string texts[] = {std::string(1 << 20, ' ') + "1", std::string(1 << 20, ' ') + "x!",
+                               std::string(1 << 20, '.') + "a", std::string(1 << 19, 'a') + std::string(1 << 19, '1')};
+  const auto t0 = std::chrono::steady_clock::now();
+  for (P kind : {P::kDefault, P::kGpt2, P::kStarcoder, P::kFalcon, P::kLlama3, P::kQwen2, P::kSeedCoder,
+                 P::kDeepseekCoder, P::kDeepseekLlm, P::kTekken, P::kGpt4o, P::kBloom, P::kViking})
+    for (const std::string& text : texts) {
+      std::vector<std::string_view> pieces;
+      tok::pretokenize(kind, text, pieces);
+      size_t at = 0;
+      for (std::string_view p : pieces) {
+        ASSERT_EQ(p.data(), text.data() + at) << int(kind);
+        at += p.size();
+      }
+      EXPECT_EQ(at, text.size()) << int(kind);
+    }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0);
+}
+
+// DeepSeek LLM's pattern, by hand: its trailing whitespace, its letters (a list, not \p{L}: U+01BB is
+// a letter outside it) and its punctuation runs.
+TEST(PreTokenizer, DeepseekLlmSplitsItsWay) {
+  auto split = [](std::string_view text) {
+    std::vector<std::string_view> pieces;
+    tok::pretokenize(tok::PreTokenizer::kDeepseekLlm, text, pieces);
+    return std::vector<std::string>(pieces.begin(), pieces.end());
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(split("12  "), (V{"12", "  "}));
+  EXPECT_EQ(split("Hello, world!\n"), (V{"Hello", ",", " world", "!", "\n"}));
+  EXPECT_EQ(split("a\u01bbb"), (V{"a", "\u01bb", "b"}));
+  // U+3000 is a space to llama.cpp's regex engine, in none of the ranges; U+3001 then is also CJK.
+  EXPECT_EQ(split("x\u3000\u3001y"), (V{"x", "\u3000", "\u3001", "y"}));
+  EXPECT_EQ(split("\u4e2d\u6587 123"), (V{"\u4e2d\u6587", " ", "123"}));
 }
 
 // A byte-level BPE vocabulary: the 256 byte characters (but for the ones `drop`), "ab" with no merge

@@ -69,7 +69,7 @@ uint64_t pair_key(int32_t l, int32_t r) { return (uint64_t(uint32_t(l)) << 32) |
 
 class BpeTokenizer final : public VocabTokenizer {
  public:
-  BpeTokenizer(Vocab v, PreTokenizer pre) : VocabTokenizer(std::move(v)), pre_(pre), user_ids_(user_defined_ids(v_)) {
+  BpeTokenizer(Vocab v, PreTokenizerSpec pre) : VocabTokenizer(std::move(v)), pre_(pre), user_ids_(user_defined_ids(v_)) {
     for (unsigned b = 0; b < 256; ++b) {
       std::string ch;
       utf8_append(ch, byte_to_codepoint(b));
@@ -89,7 +89,7 @@ class BpeTokenizer final : public VocabTokenizer {
         continue;
       }
       words.clear();
-      pretokenize(pre_, fr.text, words);
+      pretokenize(pre_.kind, fr.text, words);
       for (std::string_view w : words) encode_word(w, out);
     }
     return out;
@@ -130,7 +130,7 @@ class BpeTokenizer final : public VocabTokenizer {
   }
 
   void encode_word(std::string_view w, std::vector<int32_t>& out) const {
-    if (pre_tokenizer_ignores_merges(pre_) && w.size() > 1) {
+    if (pre_.ignore_merges && w.size() > 1) {
       std::string chars;  // the word as the vocabulary spells it, a character per byte
       for (char b : w) utf8_append(chars, byte_to_codepoint(static_cast<unsigned char>(b)));
       // (Never a control token: text does not become one; see split_user_defined.)
@@ -171,7 +171,7 @@ class BpeTokenizer final : public VocabTokenizer {
       if (syms[size_t(i)].id >= 0) out.push_back(syms[size_t(i)].id);
   }
 
-  PreTokenizer pre_;
+  PreTokenizerSpec pre_;
   std::vector<int32_t> user_ids_;
   int32_t byte_ids_[256];
   std::unordered_map<uint64_t, Merge> merges_;

@@ -28,17 +28,32 @@ enum class PreTokenizer {
   // each word and takes numbers three digits at a time.
   kTekken,
   kGpt4o,
+  // Seed-Coder: Qwen2's pattern but for the symbols, which take no line breaks after them:
+  // ... ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|...
+  kSeedCoder,
+  // DeepSeek LLM: [\r\n], \s?[cased letters]+ (a fixed list of ranges, not \p{L}), \s?[ASCII and
+  // full-width punctuation]+, \s+$, the CJK runs of DeepSeek Coder, then \p{N}+, each splitting the
+  // pieces of the one before.
+  kDeepseekLlm,
+  // BLOOM (Poro, GPT-3 Finnish):  ?[^(\s|.,!?…。，、।۔،)]+ ; Viking adds \p{N} after it.
+  kBloom,
+  kViking,
 };
 
-// Whether a pre-token that is itself a vocabulary entry is taken whole, before any merge (Llama 3's
-// and Tekken's tokenizer.json set ignore_merges: some such words have no merge path to their token).
-bool pre_tokenizer_ignores_merges(PreTokenizer kind);
-// Whether BOS is added when the file has no tokenizer.ggml.add_bos_token (Llama 3 and Tekken add it).
-bool pre_tokenizer_adds_bos(PreTokenizer kind);
+// A tokenizer.ggml.pre value's pattern and the two settings llama.cpp ties to the name, not to
+// the pattern (Smaug's and Llama 3's patterns are one, only Llama 3 sets them).
+struct PreTokenizerSpec {
+  PreTokenizer kind = PreTokenizer::kDefault;
+  // A pre-token that is itself a vocabulary entry is taken whole, before any merge (Llama 3's and
+  // Tekken's tokenizer.json set ignore_merges: some such words have no merge path to their token).
+  bool ignore_merges = false;
+  // BOS is added when the file has no tokenizer.ggml.add_bos_token (Llama 3 and Tekken).
+  bool add_bos = false;
+};
 
 // Maps a tokenizer.ggml.pre value to its pre-tokenizer; an unknown name is an error rather than a
 // silently different tokenization.
-Result<PreTokenizer> pre_tokenizer_for(std::string_view name);
+Result<PreTokenizerSpec> pre_tokenizer_for(std::string_view name);
 
 // Appends the pre-tokens of `text` (views into it, in order, covering every byte) to `out`.
 void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::string_view>& out);

@@ -227,7 +227,7 @@ Result<Vocab> load_vocab(const GgufFile& f) {
   // SentencePiece adds BOS unless told otherwise, and so does Llama 3's byte-level BPE.
   v.add_bos = v.model == "llama";
   if (v.model == "gpt2")
-    if (auto pre = pre_tokenizer_for(v.pre); pre && pre_tokenizer_adds_bos(*pre)) v.add_bos = true;
+    if (auto pre = pre_tokenizer_for(v.pre); pre && pre->add_bos) v.add_bos = true;
   if (const GgufValue* ab = f.find("tokenizer.ggml.add_bos_token")) {
     auto b = ab->as_int();
     if (!b) return make_error("metadata key 'tokenizer.ggml.add_bos_token' is not a boolean");
