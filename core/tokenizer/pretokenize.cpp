@@ -211,12 +211,17 @@ size_t match_three_digits(const Decoded& d, size_t i, size_t e) {
   return i + 3 <= e && digit(i) && digit(i + 1) && digit(i + 2) ? 3 : 0;
 }
 
-// \s?X+ for a class X: an optional whitespace character, then a run of X.
-template <bool (*kIs)(uint32_t)>
-size_t match_space_run(const Decoded& d, size_t i, size_t e) {
-  const size_t j = unicode_is_space(d.cps[i]) && i + 1 < e && kIs(d.cps[i + 1]) ? i + 1 : i;
+// L?X+ for classes L and X: an optional character of L, then a run of X.
+template <bool (*kLead)(uint32_t), bool (*kIs)(uint32_t)>
+size_t match_led_run(const Decoded& d, size_t i, size_t e) {
+  const size_t j = kLead(d.cps[i]) && i + 1 < e && kIs(d.cps[i + 1]) ? i + 1 : i;
   const size_t n = match_run<kIs>(d, j, e);
   return n ? j + n - i : 0;
+}
+// \s?X+ : an optional whitespace character, then a run of X.
+template <bool (*kIs)(uint32_t)>
+size_t match_space_run(const Decoded& d, size_t i, size_t e) {
+  return match_led_run<unicode_is_space, kIs>(d, i, e);
 }
 
 bool is_punct(uint32_t c) { return unicode_class(c) == kClassPunct; }
@@ -287,12 +292,7 @@ bool is_bloom_char(uint32_t c) {
   }
 }
 
-//  ?[^(\s|.,!?…。，、।۔،)]+ : an optional U+0020, then a run of BLOOM's word characters.
-size_t match_bloom_word(const Decoded& d, size_t i, size_t e) {
-  const size_t j = d.cps[i] == ' ' && i + 1 < e && is_bloom_char(d.cps[i + 1]) ? i + 1 : i;
-  const size_t n = match_run<is_bloom_char>(d, j, e);
-  return n ? j + n - i : 0;
-}
+bool is_space_char(uint32_t c) { return c == ' '; }
 
 // \s+$ over each span: its trailing whitespace becomes a span of its own (one backward scan; a
 // search from every position would be quadratic in a long run of spaces).
@@ -411,7 +411,7 @@ void pretokenize(PreTokenizer kind, std::string_view text, std::vector<std::stri
       break;
     case PreTokenizer::kBloom:
     case PreTokenizer::kViking:
-      spans = split_matches(d, spans, match_bloom_word);
+      spans = split_matches(d, spans, match_led_run<is_space_char, is_bloom_char>);  //  ?[^(\s|.,!?…。，、।۔،)]+
       if (kind == PreTokenizer::kViking) spans = split_matches(d, spans, match_number);
       break;
   }

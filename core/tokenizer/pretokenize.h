@@ -39,6 +39,13 @@ enum class PreTokenizer {
   kBloom,
   kViking,
 };
+// Every pre-tokenizer, for the checks that run them all (the fuzzer, the long-input test).
+inline constexpr PreTokenizer kEveryPreTokenizer[] = {
+    PreTokenizer::kDefault, PreTokenizer::kGpt2, PreTokenizer::kStarcoder, PreTokenizer::kFalcon,
+    PreTokenizer::kLlama3, PreTokenizer::kQwen2, PreTokenizer::kDeepseekCoder, PreTokenizer::kTekken,
+    PreTokenizer::kGpt4o, PreTokenizer::kSeedCoder, PreTokenizer::kDeepseekLlm, PreTokenizer::kBloom,
+    PreTokenizer::kViking,
+};
 
 // A tokenizer.ggml.pre value's pattern and the two settings llama.cpp ties to the name, not to
 // the pattern (Smaug's and Llama 3's patterns are one, only Llama 3 sets them).

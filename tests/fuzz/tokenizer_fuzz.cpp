@@ -97,11 +97,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // Every pre-tokenizer, those no vocabulary above uses included: non-empty pieces that lie end to
   // end over the whole text, whatever its bytes.
-  for (const auto kind : {tok::PreTokenizer::kDefault, tok::PreTokenizer::kGpt2, tok::PreTokenizer::kStarcoder,
-                          tok::PreTokenizer::kFalcon, tok::PreTokenizer::kLlama3, tok::PreTokenizer::kQwen2,
-                          tok::PreTokenizer::kDeepseekCoder, tok::PreTokenizer::kTekken, tok::PreTokenizer::kGpt4o,
-                          tok::PreTokenizer::kSeedCoder, tok::PreTokenizer::kDeepseekLlm, tok::PreTokenizer::kBloom,
-                          tok::PreTokenizer::kViking}) {
+  for (const auto kind : tok::kEveryPreTokenizer) {
     std::vector<std::string_view> pieces;
     tok::pretokenize(kind, text, pieces);
     const char* at = text.data();
