@@ -53,28 +53,32 @@ inline float hsum(v8f v) {
 
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-// e^x for 8 lanes (Cephes-style: 2^n * polynomial on the reduced argument, relative error ~1e-7).
-// Inputs are clamped to [-87.3, 88.7], so very negative scores give ~1e-38 rather than 0.
-inline v8f exp8(v8f x) {
-  const v8f lo = v8f{} - 87.3f, hi = v8f{} + 88.7f;
+// e^x lane by lane (Cephes-style: 2^n * polynomial on the reduced argument, relative error
+// ~1e-7), for a float vector F and the int vector I of its width. Inputs are clamped to
+// [-87.3, 88.7], so very negative scores give ~1e-38 rather than 0. Every lane's arithmetic is
+// the same at every width, so exp16's lanes are exp8's bits.
+template <typename F, typename I>
+inline F exp_lanes(F x) {
+  const F lo = F{} - 87.3f, hi = F{} + 88.7f;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const v8f fx = x * 1.44269504088896341f;
-  const v8i n = __builtin_convertvector(fx + (fx >= 0 ? v8f{} + 0.5f : v8f{} - 0.5f), v8i);
-  const v8f nf = __builtin_convertvector(n, v8f);
-  const v8f r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-  v8f y = v8f{} + 1.9875691500e-4f;
+  const F fx = x * 1.44269504088896341f;
+  const I n = __builtin_convertvector(fx + (fx >= 0 ? F{} + 0.5f : F{} - 0.5f), I);
+  const F nf = __builtin_convertvector(n, F);
+  const F r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  F y = F{} + 1.9875691500e-4f;
   y = y * r + 1.3981999507e-3f;
   y = y * r + 8.3334519073e-3f;
   y = y * r + 4.1665795894e-2f;
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * r * r + r + 1.0f;
-  const v8i bits = (n + 127) << 23;
-  v8f scale;
-  std::memcpy(&scale, &bits, 32);
+  const I bits = (n + 127) << 23;
+  F scale;
+  std::memcpy(&scale, &bits, sizeof(F));
   return y * scale;
 }
+inline v8f exp8(v8f x) { return exp_lanes<v8f, v8i>(x); }
 
 struct SoftmaxStats {
   float max;  // of row * scale
@@ -82,25 +86,66 @@ struct SoftmaxStats {
 };
 
 // In place: row[0..len) = softmax(row * scale); row[len..pad) = 0 where pad = len rounded up to 8.
+// Sixteen lanes at a time where the CPU has AVX-512 (then the last eight, if any), with eight-lane
+// results: each element's exponent and quotient are lane-wise, and the sum takes its eight lanes
+// in the eight-lane loop's order (the 16 values' low half, then the high half), so a row's bits do
+// not depend on the width. The exponents are summed as they are made (one pass fewer).
 __attribute__((noinline)) SoftmaxStats softmax_row(float* row, int32_t len, float scale) {
   const int32_t pad = (len + 7) / 8 * 8;
   for (int32_t t = len; t < pad; ++t) row[t] = -INFINITY;
+#if defined(__AVX512F__)
+  typedef float v16f __attribute__((vector_size(64)));
+  typedef int32_t v16i __attribute__((vector_size(64)));
+  constexpr int32_t kWide = 16;
+  auto load16 = [](const float* p) { v16f v; std::memcpy(&v, p, 64); return v; };
+  auto lo = [](v16f v) -> v8f { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); };
+  auto hi = [](v16f v) -> v8f { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); };
+  const int32_t wide_end = pad / kWide * kWide;
+#endif
   v8f mx = v8f{} - INFINITY;
-  for (int32_t t = 0; t < pad; t += 8) {
+  int32_t t = 0;
+#if defined(__AVX512F__)
+  v16f mx16 = v16f{} - INFINITY;
+  for (; t < wide_end; t += kWide) {
+    const v16f x = load16(row + t) * scale;
+    mx16 = x > mx16 ? x : mx16;
+  }
+  mx = lo(mx16) > hi(mx16) ? lo(mx16) : hi(mx16);
+#endif
+  for (; t < pad; t += 8) {
     const v8f x = load8(row + t) * scale;
     mx = x > mx ? x : mx;
   }
   float m = mx[0];
   for (int i = 1; i < 8; ++i) m = std::max(m, mx[i]);
+  // Exponents, stored and summed; the padding (past len, in the last eight) is stored as 0 and
+  // adds 0, as if zeroed before the sum.
   v8f sum = {};
-  for (int32_t t = 0; t < pad; t += 8) {
-    v8f e = exp8(load8(row + t) * scale - m);
-    std::memcpy(row + t, &e, 32);
+  t = 0;
+#if defined(__AVX512F__)
+  for (; t < wide_end && t + kWide <= len; t += kWide) {
+    const v16f e = exp_lanes<v16f, v16i>(load16(row + t) * scale - m);
+    std::memcpy(row + t, &e, 64);
+    sum += lo(e);
+    sum += hi(e);
   }
-  for (int32_t t = len; t < pad; ++t) row[t] = 0.0f;
-  for (int32_t t = 0; t < pad; t += 8) sum += load8(row + t);
+#endif
+  for (; t < pad; t += 8) {
+    v8f e = exp8(load8(row + t) * scale - m);
+    for (int i = 0; i < 8; ++i)
+      if (t + i >= len) e[i] = 0.0f;
+    std::memcpy(row + t, &e, 32);
+    sum += e;
+  }
   const float total = hsum(sum), inv = 1.0f / total;
-  for (int32_t t = 0; t < pad; t += 8) {
+  t = 0;
+#if defined(__AVX512F__)
+  for (; t < wide_end; t += kWide) {
+    const v16f e = load16(row + t) * inv;
+    std::memcpy(row + t, &e, 64);
+  }
+#endif
+  for (; t < pad; t += 8) {
     const v8f e = load8(row + t) * inv;
     std::memcpy(row + t, &e, 32);
   }
