@@ -260,11 +260,20 @@ TEST(CpuFast, MatchesReferenceOnEveryOp) {
 // whole cache is uploaded first (which does not populate), then single rows are stored into fresh
 // chunks, the first and the last row included (the chunks at the buffer's ends reach past it,
 // where ASan would catch a read), and every other row must still hold its uploaded bytes.
-TEST(CpuFast, KvStorePopulatingFreshChunksKeepsTheCacheContents) {
+// Each cache size takes another allocation path: 400 KiB from the heap; 1.9 MiB and 2.3 MiB
+// mappings on a 2 MiB boundary (huge pages, then huge pages with a tail of small ones).
+class KvStorePopulating : public ::testing::TestWithParam<int64_t> {};
+INSTANTIATE_TEST_SUITE_P(CpuFast, KvStorePopulating, ::testing::Values(1031, 4981, 6029));
+
+TEST_P(KvStorePopulating, FreshChunksKeepTheCacheContents) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend be(CpuOptions{.threads = 3});
-  const int64_t slots = 1031, cols = 100;  // 400 KiB per cache, not a whole number of pages
+  const int64_t slots = GetParam(), cols = 100;  // 400 B rows: not a whole number of pages
   Buf kc = make(be, DType::F32, slots, cols), vc = make(be, DType::F32, slots, cols);
+#if !defined(__SANITIZE_ADDRESS__)
+  if (slots * cols * 4 >= (int64_t(7) << 18))  // 1.75 MiB and more: on a 2 MiB boundary
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(CpuBackend::host(kc.t).data) % (uintptr_t(2) << 20), 0u);
+#endif
   const auto k0 = randn(rng, size_t(slots * cols)), v0 = randn(rng, size_t(slots * cols));
   be.upload(kc.t, k0.data(), k0.size() * 4);
   be.upload(vc.t, v0.data(), v0.size() * 4);
