@@ -271,15 +271,17 @@ TEST_P(KvStorePopulating, FreshChunksKeepTheCacheContents) {
   const int64_t slots = GetParam(), cols = 100;  // 400 B rows: not a whole number of pages
   Buf kc = make(be, DType::F32, slots, cols), vc = make(be, DType::F32, slots, cols);
 #if !defined(__SANITIZE_ADDRESS__)
-  if (slots * cols * 4 >= (int64_t(7) << 18))  // 1.75 MiB and more: on a 2 MiB boundary
+  if (slots * cols * 4 >= (int64_t(7) << 18)) {  // 1.75 MiB and more: on a 2 MiB boundary
     EXPECT_EQ(reinterpret_cast<uintptr_t>(CpuBackend::host(kc.t).data) % (uintptr_t(2) << 20), 0u);
+  }
 #endif
   const auto k0 = randn(rng, size_t(slots * cols)), v0 = randn(rng, size_t(slots * cols));
   be.upload(kc.t, k0.data(), k0.size() * 4);
   be.upload(vc.t, v0.data(), v0.size() * 4);
   auto want_k = k0, want_v = v0;
   Buf k = make(be, DType::F32, 3, cols), v = make(be, DType::F32, 3, cols), sl = make(be, DType::I32, 3, 1);
-  const int32_t writes[][3] = {{0, 700, -1}, {slots - 1, 300, 301}, {500, 0, slots - 2}};
+  const int32_t last = int32_t(slots - 1);
+  const int32_t writes[][3] = {{0, 700, -1}, {last, 300, 301}, {500, 0, last - 1}};
   for (const auto& w : writes) {
     const auto kr = randn(rng, size_t(3 * cols)), vr = randn(rng, size_t(3 * cols));
     be.upload(k.t, kr.data(), kr.size() * 4);
