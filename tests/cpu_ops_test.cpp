@@ -5,6 +5,9 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -14,6 +17,8 @@
 #include <random>
 #include <set>
 #include <utility>
+
+#include <sys/mman.h>
 
 #include "backends/conformance.h"
 #include "backends/cpu/cpu_backend.h"
@@ -301,6 +306,69 @@ TEST_P(KvStorePopulating, FreshChunksKeepTheCacheContents) {
   EXPECT_EQ(got_k, want_k);
   EXPECT_EQ(got_v, want_v);
 }
+
+#if !defined(__SANITIZE_ADDRESS__)
+// The kB of huge pages backing the mapping that contains p (/proc/self/smaps), or -1 if not found.
+long anon_huge_kb_at(const void* p) {
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(f, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      in = lo <= a && a < hi;
+      continue;
+    }
+    long kb = 0;
+    if (in && std::sscanf(line.c_str(), "AnonHugePages: %ld kB", &kb) == 1) return kb;
+  }
+  return -1;
+}
+
+// A KV buffer's 2 MiB span turns into a huge page once kv_store has written half of it, not before:
+// one row of a short context keeps the span in small pages (the resident set a short run had), a
+// long context's cache is read through huge pages, and the rows keep their values across the
+// collapse.
+TEST(CpuFast, KvSpansBecomeHugePagesOnceHalfWritten) {
+  {  // MADV_COLLAPSE needs Linux 6.1
+    const size_t h = size_t(2) << 20;
+    void* m = mmap(nullptr, 2 * h, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(m, MAP_FAILED);
+    auto* at = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + h - 1) / h * h);
+    at[0] = 1;
+    const bool can = madvise(at, h, 25 /* MADV_COLLAPSE */) == 0;
+    munmap(m, 2 * h);
+    if (!can) GTEST_SKIP() << "this kernel cannot collapse pages into huge pages (MADV_COLLAPSE)";
+  }
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend be(CpuOptions{.threads = 2});
+  const int64_t cols = 256, slots = 4096;  // 1 KiB rows: two 2 MiB spans per cache
+  Buf kc = make(be, DType::F32, slots, cols), vc = make(be, DType::F32, slots, cols);
+  Buf k = make(be, DType::F32, 1, cols), v = make(be, DType::F32, 1, cols), sl = make(be, DType::I32, 1, 1);
+  std::vector<std::vector<float>> rows;
+  auto store = [&](int32_t slot) {
+    rows.push_back(randn(rng, size_t(cols)));
+    be.upload(k.t, rows.back().data(), size_t(cols) * 4);
+    be.upload(v.t, rows.back().data(), size_t(cols) * 4);
+    be.upload(sl.t, &slot, 4);
+    be.kv_store(k.t, v.t, kc.t, vc.t, sl.t);
+  };
+  const uint8_t* kdata = CpuBackend::host(kc.t).data;
+  store(0);
+  EXPECT_EQ(anon_huge_kb_at(kdata), 0) << "one row made a whole span resident";
+  for (int32_t s = 1; s < 1024; ++s) store(s);  // the first span half written
+  ASSERT_TRUE(be.sync().ok());
+  EXPECT_GE(anon_huge_kb_at(kdata), 2048) << "the half-written span stayed in small pages";
+  std::vector<float> got(static_cast<size_t>(cols));
+  for (const int32_t s : {0, 511, 1023}) {
+    be.download(kc.t.row_slice(s, 1), got.data(), got.size() * 4);
+    EXPECT_EQ(got, rows[size_t(s)]) << "slot " << s;
+  }
+}
+#endif
 
 // Rope in the fast backend mode must give the reference's values exactly (a model's output may not
 // depend on the backend mode in f32), with and without per-pair frequency factors, at large

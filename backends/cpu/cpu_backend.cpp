@@ -24,13 +24,15 @@ class HostBuffer final : public DeviceBuffer {
   explicit HostBuffer(size_t n) : size_(n) {
 #if !defined(__SANITIZE_ADDRESS__)  // ASan sees heap blocks' edges, not a mapping's
     // A buffer of about 2 MiB or more (the KV cache's per-layer K and V, large scratch) is its own
-    // anonymous mapping on a 2 MiB boundary, advised for huge pages: decode attention streams the
-    // cache block by block, and through 4 KiB pages it paid a TLB miss at every page and lost the
-    // hardware prefetcher at every page edge (bench attention, 1B layer shape, F32, ctx 1024:
-    // 18.5 -> 24.4 GB/s on two threads, docs/perf.md). Fresh pages, not the heap's: memory the
-    // allocator hands back may already be mapped in 4 KiB pages, which the advice does not change.
-    // The last 2 MiB span is advised only if the buffer fills 7/8 of it, so a huge page never
-    // holds more than 256 KiB past the buffer's end.
+    // anonymous mapping on a 2 MiB boundary, so that its 2 MiB spans can lie in huge pages:
+    // decode attention streams the cache block by block, and through 4 KiB pages it paid a TLB
+    // miss at every page and lost the hardware prefetcher at every page edge (bench attention, 1B
+    // layer shape, F32, ctx 1024: 18.5 -> 24.4 GB/s on two threads, docs/perf.md). Fresh pages,
+    // not the heap's: memory the allocator hands back may already be mapped in 4 KiB pages. The
+    // spans are not advised here: a KV span becomes a huge page once half of it is written
+    // (collapse_filled()), so a short context keeps the resident set it had in small pages; a
+    // whole upload advises the buffer first (advise_huge()). The last span is eligible only if the
+    // buffer fills 7/8 of it, so a huge page never holds more than 256 KiB past the buffer's end.
     if (n >= kHugePage - kHugePage / 8) {
       const size_t len = (n + page_size() - 1) / page_size() * page_size();
       const size_t tail = len % kHugePage, huge = len - tail + (tail >= kHugePage - kHugePage / 8 ? kHugePage : 0);
@@ -40,9 +42,9 @@ class HostBuffer final : public DeviceBuffer {
         const uintptr_t lo = reinterpret_cast<uintptr_t>(m), at = (lo + kHugePage - 1) / kHugePage * kHugePage;
         if (at > lo) munmap(m, at - lo);
         if (lo + span + kHugePage > at + span) munmap(reinterpret_cast<void*>(at + span), lo + span + kHugePage - (at + span));
-        if (huge > 0) madvise(reinterpret_cast<void*>(at), huge, MADV_HUGEPAGE);
         data_ = reinterpret_cast<uint8_t*>(at);
         mapped_ = span;
+        huge_ = huge;
         return;
       }
     }
@@ -127,7 +129,32 @@ class HostBuffer final : public DeviceBuffer {
       populated_[c] = true;
       const uintptr_t c0 = base + c * kPopulateChunk, c1 = std::min(end, c0 + kPopulateChunk);
       fresh.push_back({c0, c1, std::max(c0, lo), std::min(c1, hi)});
+      // A mapped buffer starts on a 2 MiB boundary (base == lo): chunk c lies in span c / kSpanChunks.
+      if (c0 - base < huge_ && !advised_) {
+        if (filled_.empty()) filled_.assign(huge_ / kHugePage, 0);
+        if (++filled_[c / kSpanChunks] == kSpanChunks / 2) to_collapse_.push_back(c / kSpanChunks);
+      }
     }
+  }
+
+  // The 2 MiB spans that unpopulated() found half written since the last call become huge pages
+  // (MADV_COLLAPSE copies the pages present and fills the rest: about 0.7 ms a span on this
+  // project's VM, once), and every chunk of them counts as present. Where the kernel cannot
+  // collapse (before Linux 6.1), the span stays in small pages and fills as before.
+  void collapse_filled() {
+    for (const size_t sp : to_collapse_) {
+      void* at = data_ + sp * kHugePage;
+      madvise(at, kHugePage, MADV_HUGEPAGE);  // so that khugepaged and later faults keep it huge
+      if (madvise(at, kHugePage, kMadvCollapse) != 0) continue;
+      std::fill_n(populated_.begin() + ptrdiff_t(sp * kSpanChunks), kSpanChunks, true);
+    }
+    to_collapse_.clear();
+  }
+  // Advises every eligible span at once (before a write of the whole buffer: nothing to copy).
+  void advise_huge() {
+    if (huge_ == 0 || advised_) return;
+    madvise(data_, huge_, MADV_HUGEPAGE);
+    advised_ = true;
   }
 
   // Makes the pages of `chunks` present, the pool's threads each taking a share of the pages.
@@ -166,9 +193,19 @@ class HostBuffer final : public DeviceBuffer {
   }
   static constexpr uintptr_t kPopulateChunk = 64 << 10;
   static constexpr size_t kHugePage = size_t(2) << 20;
+  static constexpr size_t kSpanChunks = kHugePage / kPopulateChunk;
+#if defined(MADV_COLLAPSE)
+  static constexpr int kMadvCollapse = MADV_COLLAPSE;
+#else
+  static constexpr int kMadvCollapse = 25;  // Linux 6.1's value; older kernels refuse it
+#endif
   uint8_t* data_ = nullptr;
   size_t size_;
   size_t mapped_ = 0;  // the length of data_'s own mapping, or 0 when it came from the heap
+  size_t huge_ = 0;    // the bytes from data_ that may lie in huge pages (whole 2 MiB spans)
+  bool advised_ = false;
+  std::vector<uint16_t> filled_;     // per 2 MiB span: its chunks unpopulated() made present
+  std::vector<size_t> to_collapse_;  // spans found half written, for collapse_filled()
   bool borrowed_ = false;
   std::shared_ptr<const void> owner_;
   struct PanelPlan {
@@ -281,6 +318,7 @@ Backend::HostPoolStats CpuBackend::host_pool_stats() const {
 }
 
 void CpuBackend::upload(const Tensor& dst, const void* src, size_t bytes) {
+  if (auto* buf = static_cast<HostBuffer*>(dst.buf); buf && bytes >= buf->size() / 2) buf->advise_huge();
   std::memcpy(host(dst).data, src, bytes);
 }
 
@@ -352,6 +390,8 @@ void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& kc, co
       if (const int32_t s = hs.i32()[i]; s >= 0 && buf) buf->unpopulated(c->offset + size_t(s) * stride, stride, fresh);
   }
   HostBuffer::populate(*pool_, fresh);
+  for (const Tensor* c : {&kc, &vc})
+    if (auto* buf = static_cast<HostBuffer*>(c->buf)) buf->collapse_filled();
   ref::kv_store(host(k), host(v), host(kc), host(vc), host(slots));
 }
 void CpuBackend::paged_attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& seqs,
