@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <algorithm>
@@ -345,14 +346,15 @@ TEST(CpuFast, KvSpansBecomeHugePagesOnceHalfWritten) {
   }
   std::mt19937_64 rng(fresh_seed());
   CpuBackend be(CpuOptions{.threads = 2});
-  const int64_t cols = 256, slots = 4096;  // 1 KiB rows: two 2 MiB spans per cache
+  // 1 KiB rows: a 2 MiB span and one of which the cache fills 0.9 (eligible from 7/8).
+  const int64_t cols = 256, slots = 3891;
   Buf kc = make(be, DType::F32, slots, cols), vc = make(be, DType::F32, slots, cols);
   Buf k = make(be, DType::F32, 1, cols), v = make(be, DType::F32, 1, cols), sl = make(be, DType::I32, 1, 1);
-  std::vector<std::vector<float>> rows;
+  std::map<int32_t, std::vector<float>> rows;  // by slot
   auto store = [&](int32_t slot) {
-    rows.push_back(randn(rng, size_t(cols)));
-    be.upload(k.t, rows.back().data(), size_t(cols) * 4);
-    be.upload(v.t, rows.back().data(), size_t(cols) * 4);
+    const std::vector<float>& row = rows[slot] = randn(rng, size_t(cols));
+    be.upload(k.t, row.data(), size_t(cols) * 4);
+    be.upload(v.t, row.data(), size_t(cols) * 4);
     be.upload(sl.t, &slot, 4);
     be.kv_store(k.t, v.t, kc.t, vc.t, sl.t);
   };
@@ -362,10 +364,13 @@ TEST(CpuFast, KvSpansBecomeHugePagesOnceHalfWritten) {
   for (int32_t s = 1; s < 1024; ++s) store(s);  // the first span half written
   ASSERT_TRUE(be.sync().ok());
   EXPECT_GE(anon_huge_kb_at(kdata), 2048) << "the half-written span stayed in small pages";
+  for (int32_t s = 2048; s < 3072; ++s) store(s);  // half of the last, partial span
+  EXPECT_GE(anon_huge_kb_at(kdata), 4096) << "the last span stayed in small pages";
+  store(int32_t(slots - 1));
   std::vector<float> got(static_cast<size_t>(cols));
-  for (const int32_t s : {0, 511, 1023}) {
+  for (const int32_t s : {0, 511, 1023, 2048, 3071, int32_t(slots - 1)}) {
     be.download(kc.t.row_slice(s, 1), got.data(), got.size() * 4);
-    EXPECT_EQ(got, rows[size_t(s)]) << "slot " << s;
+    EXPECT_EQ(got, rows[s]) << "slot " << s;
   }
 }
 #endif

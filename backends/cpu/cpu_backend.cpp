@@ -146,7 +146,9 @@ class HostBuffer final : public DeviceBuffer {
       void* at = data_ + sp * kHugePage;
       madvise(at, kHugePage, MADV_HUGEPAGE);  // so that khugepaged and later faults keep it huge
       if (madvise(at, kHugePage, kMadvCollapse) != 0) continue;
-      std::fill_n(populated_.begin() + ptrdiff_t(sp * kSpanChunks), kSpanChunks, true);
+      // The last span may reach past the buffer's chunks (it is eligible from 7/8 full).
+      const size_t c0 = sp * kSpanChunks, c1 = std::min(populated_.size(), c0 + kSpanChunks);
+      std::fill(populated_.begin() + ptrdiff_t(c0), populated_.begin() + ptrdiff_t(c1), true);
     }
     to_collapse_.clear();
   }
