@@ -86,11 +86,10 @@ class HostBuffer final : public DeviceBuffer {
     const size_t n = fast::panel_bytes(pl.dtype, pl.rows, pl.cols);
     // On a 2 MiB boundary and advised for huge pages, as the mapped file is (GgufFile::map): decode
     // streams every weight once a step, and 4 KiB pages cost it TLB misses (docs/perf.md).
-    constexpr size_t kHuge = size_t(2) << 20;
-    const size_t align = n >= kHuge ? kHuge : 64, alloc = (n + 63) / 64 * 64;
+    const size_t align = n >= kHugePage ? kHugePage : 64, alloc = (n + 63) / 64 * 64;
     auto* packed = static_cast<uint8_t*>(std::aligned_alloc(align, (alloc + align - 1) / align * align));
     if (!packed) return;
-    if (align == kHuge) madvise(packed, (alloc + page_size() - 1) / page_size() * page_size(), MADV_HUGEPAGE);
+    if (align == kHugePage) madvise(packed, (alloc + page_size() - 1) / page_size() * page_size(), MADV_HUGEPAGE);
     const size_t stride = row_bytes(pl.dtype, pl.cols);
     const int64_t band = fast::panel_band_rows();
     const int64_t chunk = std::max<int64_t>(1, int64_t((size_t(4) << 20) / (stride * size_t(band)))) * band;
@@ -131,8 +130,9 @@ class HostBuffer final : public DeviceBuffer {
       fresh.push_back({c0, c1, std::max(c0, lo), std::min(c1, hi)});
       // A mapped buffer starts on a 2 MiB boundary (base == lo): chunk c lies in span c / kSpanChunks.
       if (c0 - base < huge_ && !advised_) {
-        if (filled_.empty()) filled_.assign(huge_ / kHugePage, 0);
-        if (++filled_[c / kSpanChunks] == kSpanChunks / 2) to_collapse_.push_back(c / kSpanChunks);
+        const auto first = populated_.begin() + ptrdiff_t(c / kSpanChunks * kSpanChunks);
+        const auto last = populated_.begin() + ptrdiff_t(std::min(populated_.size(), (c / kSpanChunks + 1) * kSpanChunks));
+        if (size_t(std::count(first, last, true)) == kSpanChunks / 2) to_collapse_.push_back(c / kSpanChunks);
       }
     }
   }
@@ -206,7 +206,6 @@ class HostBuffer final : public DeviceBuffer {
   size_t mapped_ = 0;  // the length of data_'s own mapping, or 0 when it came from the heap
   size_t huge_ = 0;    // the bytes from data_ that may lie in huge pages (whole 2 MiB spans)
   bool advised_ = false;
-  std::vector<uint16_t> filled_;     // per 2 MiB span: its chunks unpopulated() made present
   std::vector<size_t> to_collapse_;  // spans found half written, for collapse_filled()
   bool borrowed_ = false;
   std::shared_ptr<const void> owner_;
