@@ -81,7 +81,7 @@ TEST(BenchOverload, BadConfigurationsAreNamed) {
 // its own row, every arrival has a raw sample.
 TEST(BenchOverload, ShortRunKeepsTheQueueBound) {
   CpuBackend be{CpuOptions{.threads = 1}};
-  auto m = LoadedModel::load(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf", be);
+  auto m = LoadedModel::load(std::string(PAGODA_STORIES_GGUF), be);
   if (!m) GTEST_SKIP() << "stories260K not found: " << m.error();
   OverloadConfig c;
   // ~200 arrivals in 50 ms: far past what two running slots serve (a request of this model takes
@@ -116,7 +116,7 @@ TEST(BenchOverload, ShortRunKeepsTheQueueBound) {
 // The command: its --json has the phase rows, a raw sample per arrival, and the envelope names the
 // tokenizer digest, the non-default engine settings and the build flags.
 TEST(BenchOverload, CommandJsonHasSamplesAndFullEnvelope) {
-  const std::string model = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+  const std::string model = std::string(PAGODA_STORIES_GGUF);
   const auto r = pagoda::testing::run_shell(std::string(PAGODA_BINARY_DIR) + "/pagoda bench overload -m " + model +
                                                 " -t 1 --burst-rate 200 --burst-s 0.2 --after-rate 5 --after-s 0.6 --warmup 1"
                                                 " --max-waiting 4 --max-running 2 --prompt-len 8 --gen-len 8 --json",

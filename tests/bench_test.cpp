@@ -15,7 +15,7 @@
 namespace {
 
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+const std::string kStories = std::string(PAGODA_STORIES_GGUF);
 
 using Run = pagoda::testing::ShellResult;
 namespace fs = std::filesystem;

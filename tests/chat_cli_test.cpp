@@ -17,7 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+const std::string kStories = std::string(PAGODA_STORIES_GGUF);
 
 struct Scratch {
   fs::path dir;

@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using ojson = nlohmann::ordered_json;
 
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+const std::string kStories = std::string(PAGODA_STORIES_GGUF);
 const std::string kTemplates = PAGODA_CHAT_TEMPLATES_DIR;
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
 constexpr int32_t kImStart = 500;  // stories260K ids the variant file respells as chat markers

@@ -9,11 +9,12 @@
 #include <sys/wait.h>
 
 #include "tests/shell.h"
+#include "tests/test_models.h"
 
 namespace {
 
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
-const std::string kStories = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+const std::string kStories = std::string(PAGODA_STORIES_GGUF);
 
 using Run = pagoda::testing::ShellResult;
 
@@ -194,6 +195,7 @@ TEST(Cli, InfoShowsCapacityEquation) {
 }
 
 TEST(Cli, InfoOnNonGgufFails) {
+  REQUIRE_FILES(std::string(PAGODA_MODELS_DIR) + "/tok512.bin");
   auto r = sh("info " + std::string(PAGODA_MODELS_DIR) + "/tok512.bin");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("bad magic"), std::string::npos) << r.out;

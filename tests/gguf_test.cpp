@@ -73,7 +73,7 @@ TEST(Gguf, WriterOutputRoundTrips) {
 }
 
 TEST(Gguf, RealModelOpens) {
-  const std::string p = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+  const std::string p = std::string(PAGODA_STORIES_GGUF);
   if (!std::filesystem::exists(p)) GTEST_SKIP() << "missing " << p;
   auto f = GgufFile::open(p);
   ASSERT_TRUE(f.ok()) << f.error();

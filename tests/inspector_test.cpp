@@ -36,7 +36,7 @@ using namespace pagoda::ui;
 
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/pagoda";
 const std::string kModels = std::string(PAGODA_MODELS_DIR);
-const std::string kStories = kModels + "/stories260K.gguf";
+const std::string kStories = PAGODA_STORIES_GGUF;
 
 using pagoda::testing::ShellResult;
 

@@ -13,13 +13,14 @@
 #include "core/model/loaded_model.h"
 #include "core/model/model_runner.h"
 #include "apps/bench/widen.h"
+#include "tests/test_models.h"
 
 using namespace pagoda;
 
 namespace {
 
 const std::string kModels = PAGODA_MODELS_DIR;
-const std::string kStories = kModels + "/stories260K.gguf";
+const std::string kStories = PAGODA_STORIES_GGUF;
 
 std::string tmp(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("pagoda_model_" + std::to_string(::getpid()) + "_" + name)).string();
@@ -101,6 +102,7 @@ TEST(Model, GenerationStopsAtEveryEndOfGenerationId) {
 
 TEST(Model, ConvertedBinGivesIdenticalTokensToGguf) {
   REQUIRE_MODELS();
+  REQUIRE_FILES(kModels + "/stories260K.bin", kModels + "/tok512.bin");
   const std::string out_path = tmp("stories_from_bin.gguf");
   Llama2cImportOptions o{kModels + "/stories260K.bin", kModels + "/tok512.bin", out_path, ""};
   ASSERT_TRUE(import_llama2c(o).ok());
@@ -113,6 +115,7 @@ TEST(Model, ConvertedBinGivesIdenticalTokensToGguf) {
 
 TEST(Model, Llama2xsConvertsAndRuns) {
   REQUIRE_MODELS();
+  REQUIRE_FILES(kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin");
   const std::string out_path = tmp("llama2xs.gguf");
   ASSERT_TRUE(import_llama2c({kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin", out_path, ""}).ok());
   auto f = load(out_path);
@@ -324,6 +327,7 @@ TEST(Model, TruncatedModelFileIsClearError) {
 
 TEST(Model, WeightsDigestIsStableAndDistinguishesModels) {
   REQUIRE_MODELS();
+  REQUIRE_FILES(kModels + "/llama2xs-260K.bin", kModels + "/tok512.bin");
   auto a = load(kStories), b = load(kStories);
   EXPECT_EQ(a.m->weights.digest.get(), b.m->weights.digest.get());
   EXPECT_EQ(a.m->weights.digest.get().size(), 64u);

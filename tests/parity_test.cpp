@@ -434,7 +434,7 @@ TEST(ParityCli, PerplexityScoresSecondHalfOfEachWindow) {
     for (int i = 0; i < 12; ++i) o << "Once upon a time, there was a little girl named Lily. She loved to play outside. ";
   }
   int code = 0;
-  const auto j = run_json("perplexity -m " + std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf -f " + text + " --ctx 64 --json", &code);
+  const auto j = run_json("perplexity -m " + std::string(PAGODA_STORIES_GGUF) + " -f " + text + " --ctx 64 --json", &code);
   ASSERT_EQ(code, 0);
   ASSERT_FALSE(j.is_discarded());
   const int64_t windows = j["windows"];

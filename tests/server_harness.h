@@ -20,7 +20,7 @@ struct StoriesModel {
   CpuBackend be{CpuOptions{.threads = 1}};
   std::unique_ptr<LoadedModel> m;
   StoriesModel() {
-    auto r = LoadedModel::load(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf", be);
+    auto r = LoadedModel::load(std::string(PAGODA_STORIES_GGUF), be);
     EXPECT_TRUE(r.ok()) << (r ? "" : r.error());
     if (r) m = std::move(*r);
   }

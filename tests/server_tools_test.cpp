@@ -23,6 +23,7 @@
 #include "core/grammar/matcher.h"
 #include "tests/openai_sdk/tool_model.h"
 #include "server_harness.h"
+#include "tests/test_models.h"
 
 using namespace pagoda;
 using namespace pagoda::server;
@@ -264,6 +265,8 @@ TEST(ToolSchema, ForcedCallsCompileAndParse) {
 // Clients send arguments as JSON text; a template gets the object, so its tojson writes the call
 // the way Jinja2 does for the same conversation.
 TEST(ToolSpecParse, ToolCallHistoryRendersLikeJinja2) {
+  REQUIRE_FILES(kTemplates + "/conversations/tool-call-round-trip.json", kTemplates + "/templates/Qwen-Qwen2.5-7B-Instruct.jinja",
+                kTemplates + "/expected/Qwen-Qwen2.5-7B-Instruct/tool-call-round-trip.txt");
   ojson vars = ojson::parse(slurp(kTemplates + "/conversations/tool-call-round-trip.json"));
   ojson req = {{"messages", vars["messages"]}, {"tools", vars["tools"]}};
   for (auto& m : req["messages"])
@@ -473,6 +476,7 @@ TEST(ServerTools, AutoWithoutCallsIsContentAndErrorsAre400) {
 // plain and streamed, for auto / named / required; `none` leaves the text alone; n = 2 gives each
 // choice its own call ids; the call sent back as history renders and runs.
 TEST(ServerTools, CallsFromAModelComeBackPlainAndStreamed) {
+  REQUIRE_FILES(kTemplates + "/templates/Qwen-Qwen2.5-7B-Instruct.jinja");
   ServerConfig sc;
   sc.chat_template = slurp(kTemplates + "/templates/Qwen-Qwen2.5-7B-Instruct.jinja");
   Harness h(sc, &tool_model());

@@ -22,7 +22,7 @@ struct SpecModels {
   std::string draft_path, missing, error;
   // `tag` names the converted draft's temporary file, so test binaries running at once do not share it.
   SpecModels(CpuOptions opt, const std::string& tag) : be(opt) {
-    const std::string dir = PAGODA_MODELS_DIR, stories = dir + "/stories260K.gguf";
+    const std::string dir = PAGODA_MODELS_DIR, stories = PAGODA_STORIES_GGUF;
     for (const std::string& f : {stories, dir + "/llama2xs-260K.bin", dir + "/tok512.bin"})
       if (!std::filesystem::exists(f)) missing += " " + f;
     if (!missing.empty()) return;

@@ -21,7 +21,7 @@ using namespace pagoda;
 namespace {
 
 const std::string kModels = PAGODA_MODELS_DIR;
-const std::string kStories = kModels + "/stories260K.gguf";
+const std::string kStories = PAGODA_STORIES_GGUF;
 
 // Chi-squared statistic of counts against probabilities.
 double chi2(const std::vector<uint64_t>& counts, const std::vector<double>& p, uint64_t n) {

@@ -32,7 +32,7 @@ using nlohmann::json;
 namespace {
 
 const std::string kModels = PAGODA_MODELS_DIR;
-const std::string kStories = kModels + "/stories260K.gguf";
+const std::string kStories = PAGODA_STORIES_GGUF;
 
 // A schema whose documents are bounded (string lengths, item counts, enums), so a model sampling
 // at temperature 1 always finishes one within the token budget.

@@ -6,7 +6,7 @@
 namespace pagoda::testing {
 
 const std::string& stories260K_path() {
-  static const std::string p = std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf";
+  static const std::string p = PAGODA_STORIES_GGUF;
   return p;
 }
 

@@ -315,7 +315,7 @@ namespace {
 
 // Greedy tokens of stories260K on `be`, with the KV cache in `kv_dtype`.
 std::vector<int32_t> greedy_stories(Backend& be, DType kv_dtype, int32_t n) {
-  auto m = LoadedModel::load(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf", be);
+  auto m = LoadedModel::load(std::string(PAGODA_STORIES_GGUF), be);
   EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error());
   if (!m) return {};
   // Several prefill chunks of 5, then decode.
@@ -327,7 +327,7 @@ std::vector<int32_t> greedy_stories(Backend& be, DType kv_dtype, int32_t n) {
 }  // namespace
 
 TEST(Vulkan, Stories260KGreedyMatchesTheCpu) {
-  if (!std::filesystem::exists(std::string(PAGODA_MODELS_DIR) + "/stories260K.gguf")) GTEST_SKIP() << "model missing";
+  if (!std::filesystem::exists(std::string(PAGODA_STORIES_GGUF))) GTEST_SKIP() << "model missing";
   VULKAN_OR_SKIP(be);
   CpuBackend cpu(CpuOptions{.reference = true});
   for (DType kv : {DType::F32, DType::F16}) {

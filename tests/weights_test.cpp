@@ -32,7 +32,7 @@ uint64_t status_bytes(const std::string& field) {
 
 // A random-weight model of ~40 MB at F32 (big enough that a copy shows in the resident set).
 std::string synth_file(GgmlType dtype, const std::string& tag) {
-  const std::string vocab = kModels + "/stories260K.gguf";
+  const std::string vocab = PAGODA_STORIES_GGUF;
   if (!std::filesystem::exists(vocab)) return {};
   const std::string path =
       (std::filesystem::temp_directory_path() / ("pagoda_weights_" + tag + "_" + std::to_string(getpid()) + ".gguf")).string();
@@ -55,7 +55,7 @@ class WeightsInPlace : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
   const std::string path = synth_file(GetParam(), ggml_type_name(GetParam()));
-  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be;
   auto m = LoadedModel::load(path, be);
   ASSERT_TRUE(m.ok()) << m.error();
@@ -99,7 +99,7 @@ TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
 
 TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
   const std::string path = synth_file(GetParam(), std::string("rss_") + ggml_type_name(GetParam()));
-  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   const uint64_t file = std::filesystem::file_size(path);
   CpuBackend be(CpuOptions{false, 1});
   const uint64_t before = status_bytes("VmRSS");
@@ -131,7 +131,7 @@ TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
 
 TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
   const std::string path = synth_file(GetParam(), std::string("life_") + ggml_type_name(GetParam()));
-  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be(CpuOptions{false, 2});
   auto m = LoadedModel::load(path, be);
   ASSERT_TRUE(m.ok()) << m.error();
@@ -146,7 +146,7 @@ TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
 // have read their pages before dropping them).
 TEST_P(WeightsInPlace, DigestInTheBackgroundIsTheSameDigest) {
   const std::string path = synth_file(GetParam(), std::string("digest_") + ggml_type_name(GetParam()));
-  if (path.empty()) GTEST_SKIP() << "missing " << kModels << "/stories260K.gguf";
+  if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be(CpuOptions{false, 2});
   auto a = LoadedModel::load(path, be);
   ASSERT_TRUE(a.ok()) << a.error();

@@ -2,7 +2,7 @@
 # CTest driver for the OpenAI SDK test: installs npm `openai` into the build tree (once), writes the
 # tool-calling model, starts `pagoda serve` twice on free ports (the story model, the tool model)
 # and runs sdk_test.mjs against both. Exits 77 (CTest's SKIP) with the reason when node/npm or the
-# network are missing; never fails for those.
+# network are missing, or the chat template of ../shared; never fails for those.
 # Usage: run.sh PAGODA MODEL.gguf WORK_DIR TOOL_MODEL_WRITER TEMPLATE.jinja [sdk_test.mjs options]
 set -u
 pagoda=$1 model=$2 work=$3 tool_writer=$4 template=$5
@@ -10,6 +10,10 @@ shift 5
 here=$(cd "$(dirname "$0")" && pwd)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "SKIP: node and npm are not installed (setup.sh installs them)"
+  exit 77
+fi
+if [ ! -f "$template" ]; then
+  echo "SKIP: the tool model's chat template $template is missing (it comes with ../shared/chat-templates)"
   exit 77
 fi
 mkdir -p "$work"
