@@ -5,7 +5,13 @@
 #include <algorithm>
 #include <bit>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <regex>
 #include <unistd.h>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
 
 #include "backends/cpu/cpu_backend.h"
 #include "tests/generate_oracle.h"
@@ -57,7 +63,37 @@ std::string detok(const Tokenizer& t, const std::vector<int32_t>& ids, int32_t p
 #define REQUIRE_MODELS()                                                       \
   if (!std::filesystem::exists(kStories)) GTEST_SKIP() << "missing " << kStories
 
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::string sha256_hex(const std::string& bytes) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EXPECT_EQ(EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr), 1);
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+  return hex;
+}
+
 }  // namespace
+
+// Most tests (and the README's first command) run on the repository's models/stories260K.gguf and
+// their expected outputs were taken from ../shared's copy: the file is the one models/README.md
+// describes (its SHA-256) and the same bytes as ../shared's where that is present.
+TEST(Model, TheRepositoryModelIsTheOneItsReadmeNames) {
+  const std::string readme = slurp(std::string(PAGODA_SOURCE_DIR) + "/models/README.md");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(readme, m, std::regex("SHA-256 \\| `([0-9a-f]{64})`"))) << "no SHA-256 row in models/README.md";
+  const std::string bytes = slurp(kStories);
+  ASSERT_FALSE(bytes.empty()) << kStories;
+  EXPECT_EQ(sha256_hex(bytes), m[1].str());
+  const std::string shared = kModels + "/stories260K.gguf";
+  if (std::filesystem::exists(shared)) {
+    EXPECT_TRUE(slurp(shared) == bytes) << shared << " differs from " << kStories;
+  }
+}
 
 // llama2.c's published greedy output for stories260K (its README and test_all.py). The sentence
 // quoted in shared/models/README.md ("...play outside and came to play...") does not match what
