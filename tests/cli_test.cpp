@@ -102,11 +102,11 @@ TEST(Cli, PromptFromStdinOrFileLosesOneTrailingNewline) {
 // A prompts file saved with CRLF line endings gives the same prompts as one with LF.
 TEST(Cli, PromptsFileWithCrlfLineEndings) {
   REQUIRE_MODELS();
-  const std::string dir = ::testing::TempDir();
-  ASSERT_EQ(pagoda::testing::run_shell("printf 'Once upon a time\\r\\n\\r\\nThe cat\\r\\n' > '" + dir + "/crlf.txt' && "
-                                       "printf 'Once upon a time\\n\\nThe cat\\n' > '" + dir + "/lf.txt'").code, 0);
+  const pagoda::testing::ScratchDir dir("crlf");
+  ASSERT_EQ(pagoda::testing::run_shell("printf 'Once upon a time\\r\\n\\r\\nThe cat\\r\\n' > '" + dir / "crlf.txt" + "' && "
+                                       "printf 'Once upon a time\\n\\nThe cat\\n' > '" + dir / "lf.txt" + "'").code, 0);
   auto run = [&](const std::string& file) {
-    const auto r = pagoda::testing::run_shell(kBin + " run -m " + kStories + " --prompts '" + dir + "/" + file + "' -n 4 --temp 0 --json", false);
+    const auto r = pagoda::testing::run_shell(kBin + " run -m " + kStories + " --prompts '" + dir / file + "' -n 4 --temp 0 --json", false);
     EXPECT_EQ(r.code, 0) << r.out;
     return nlohmann::json::parse(r.out)["requests"];
   };

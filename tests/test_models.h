@@ -3,9 +3,13 @@
 // says which.
 #pragma once
 #include <filesystem>
+#include <atomic>
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <system_error>
+
+#include <unistd.h>
 
 #include "backends/backend.h"
 #include "core/model/loaded_model.h"
@@ -31,6 +35,30 @@ inline std::string missing_files(std::initializer_list<std::string> paths) {
     if (!std::filesystem::exists(p)) missing += " " + p;
   return missing;
 }
+
+// A fresh directory under the temporary directory, removed with everything in it when this goes
+// (a skip or a failed ASSERT included): a test's files neither outlive it nor meet another test
+// binary's running at the same time.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& tag) {
+    static std::atomic<int> n{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("pagoda_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  // `name` inside the directory.
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
 
 }  // namespace pagoda::testing
 

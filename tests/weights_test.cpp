@@ -19,7 +19,6 @@
 namespace pagoda {
 namespace {
 
-const std::string kModels = PAGODA_MODELS_DIR;
 
 // A resident-set field of /proc/self/status ("VmRSS", "RssFile"...) in bytes.
 uint64_t status_bytes(const std::string& field) {
@@ -30,19 +29,31 @@ uint64_t status_bytes(const std::string& field) {
   return 0;
 }
 
-// A random-weight model of ~40 MB at F32 (big enough that a copy shows in the resident set).
-std::string synth_file(GgmlType dtype, const std::string& tag) {
+// A random-weight model of ~40 MB at F32 (big enough that a copy shows in the resident set), in a
+// temporary file removed with this (whichever way the test leaves: a skip or a failed ASSERT too).
+struct SynthFile {
+  std::string path;  // empty: the vocabulary to build it from is missing
+  SynthFile() = default;
+  SynthFile(const SynthFile&) = delete;
+  SynthFile& operator=(const SynthFile&) = delete;
+  ~SynthFile() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove(path, ec);
+  }
+};
+
+std::unique_ptr<SynthFile> synth_file(GgmlType dtype, const std::string& tag) {
+  auto f = std::make_unique<SynthFile>();
   const std::string vocab = PAGODA_STORIES_GGUF;
-  if (!std::filesystem::exists(vocab)) return {};
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("pagoda_weights_" + tag + "_" + std::to_string(getpid()) + ".gguf")).string();
+  if (!std::filesystem::exists(vocab)) return f;
+  f->path = (std::filesystem::temp_directory_path() / ("pagoda_weights_" + tag + "_" + std::to_string(getpid()) + ".gguf")).string();
   SynthOptions o;
   o.shape = SynthShape{"test", 512, 1536, 3, 8, 4, 256};
   o.dtype = dtype;
   o.vocab_from = vocab;
-  o.output = path;
+  o.output = f->path;
   EXPECT_TRUE(synth_model(o).ok());
-  return path;
+  return f;
 }
 
 std::vector<int32_t> greedy(LoadedModel& m, Backend& be, int32_t n) {
@@ -54,7 +65,8 @@ std::vector<int32_t> greedy(LoadedModel& m, Backend& be, int32_t n) {
 class WeightsInPlace : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
-  const std::string path = synth_file(GetParam(), ggml_type_name(GetParam()));
+  const auto synth = synth_file(GetParam(), ggml_type_name(GetParam()));
+  const std::string& path = synth->path;
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be;
   auto m = LoadedModel::load(path, be);
@@ -94,11 +106,11 @@ TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
       EXPECT_EQ(CpuBackend::host(*t).data, f.tensor_data(*info)) << name << " is a copy, not the mapped bytes";
     }
   }
-  std::filesystem::remove(path);
 }
 
 TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
-  const std::string path = synth_file(GetParam(), std::string("rss_") + ggml_type_name(GetParam()));
+  const auto synth = synth_file(GetParam(), std::string("rss_") + ggml_type_name(GetParam()));
+  const std::string& path = synth->path;
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   const uint64_t file = std::filesystem::file_size(path);
   CpuBackend be(CpuOptions{false, 1});
@@ -126,11 +138,11 @@ TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
         << "resident set grew " << grown << " bytes for a " << file << "-byte file, digest in the "
         << (background ? "background" : "foreground");
   }
-  std::filesystem::remove(path);
 }
 
 TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
-  const std::string path = synth_file(GetParam(), std::string("life_") + ggml_type_name(GetParam()));
+  const auto synth = synth_file(GetParam(), std::string("life_") + ggml_type_name(GetParam()));
+  const std::string& path = synth->path;
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be(CpuOptions{false, 2});
   auto m = LoadedModel::load(path, be);
@@ -145,7 +157,8 @@ TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
 // model computes the same tokens meanwhile (the F32 weights' packing waits for the hashing to
 // have read their pages before dropping them).
 TEST_P(WeightsInPlace, DigestInTheBackgroundIsTheSameDigest) {
-  const std::string path = synth_file(GetParam(), std::string("digest_") + ggml_type_name(GetParam()));
+  const auto synth = synth_file(GetParam(), std::string("digest_") + ggml_type_name(GetParam()));
+  const std::string& path = synth->path;
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be(CpuOptions{false, 2});
   auto a = LoadedModel::load(path, be);
@@ -169,7 +182,6 @@ TEST_P(WeightsInPlace, DigestInTheBackgroundIsTheSameDigest) {
     auto c = LoadedModel::load(path, be, {}, bg);
     ASSERT_TRUE(c.ok()) << c.error();
   }
-  std::filesystem::remove(path);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, WeightsInPlace, ::testing::Values(GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_K),
