@@ -2,8 +2,8 @@
 // backend. A test that cannot have it (file missing, no such backend on this machine) skips and
 // says which.
 #pragma once
-#include <filesystem>
 #include <atomic>
+#include <filesystem>
 #include <initializer_list>
 #include <memory>
 #include <string>

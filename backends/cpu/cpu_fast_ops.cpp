@@ -362,6 +362,33 @@ void balance_by_cost(std::vector<T>& v, const Cost& cost) {
   v.swap(out);
 }
 
+// Orders work items for parallel_for over `threads` (chunk k is items [n k / threads, n (k + 1) /
+// threads), one chunk a thread) so that the chunks' costs are as even as whole items allow: the
+// most expensive first, each into the chunk with the least work that still has room. Returns the
+// largest chunk's cost over the mean (1: perfectly even). The order changes no value.
+template <typename T, typename Cost>
+double balance_in_chunks(std::vector<T>& v, int32_t threads, const Cost& cost) {
+  const int64_t n = int64_t(v.size());
+  if (n == 0 || threads <= 1) return 1.0;
+  std::stable_sort(v.begin(), v.end(), [&](const T& a, const T& b) { return cost(a) > cost(b); });
+  std::vector<std::vector<T>> chunks(static_cast<size_t>(threads));
+  std::vector<int64_t> work(static_cast<size_t>(threads), 0);
+  int64_t total = 0;
+  for (const T& x : v) {
+    size_t best = chunks.size();
+    for (size_t k = 0; k < chunks.size(); ++k) {
+      const int64_t room = n * int64_t(k + 1) / threads - n * int64_t(k) / threads - int64_t(chunks[k].size());
+      if (room > 0 && (best == chunks.size() || work[k] < work[best])) best = k;
+    }
+    chunks[best].push_back(x);
+    work[best] += cost(x);
+    total += cost(x);
+  }
+  v.clear();
+  for (auto& c : chunks) v.insert(v.end(), c.begin(), c.end());
+  return total > 0 ? double(*std::max_element(work.begin(), work.end())) * threads / double(total) : 1.0;
+}
+
 // Decode attention works on tiles of this many positions.
 constexpr int32_t kDotTile = 8;
 
@@ -2071,19 +2098,31 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
   for (const Span& sp : spans) span_bytes += int64_t(sp.t1 - sp.t0);
   span_bytes *= int64_t(k_stride + v_stride);
   const bool spans_here = span_bytes < kHandoffKvBytes;
-  // Fewer spans than threads (one short decode row): split them by kv head too. A head's
-  // arithmetic is the same whichever item computes it, so this keeps results batch-independent.
-  if (!spans.empty() && !spans_here && spans.size() < size_t(pool.size()) * 2) {
-    const int32_t split = std::min<int32_t>(p.n_kv_heads, int32_t((size_t(pool.size()) * 2 + spans.size() - 1) / spans.size()));
-    std::vector<Span> split_spans;
-    for (const Span& sp : spans)
-      for (int32_t i = 0; i < split; ++i) {
-        Span part = sp;
-        part.kv0 = p.n_kv_heads * i / split;
-        part.kv1 = p.n_kv_heads * (i + 1) / split;
-        split_spans.push_back(part);
+  // Spans the threads cannot share evenly enough (one short decode row: a thread idle; 512 + 88
+  // positions on two threads) are split by kv head too, into as few parts as bring the busiest
+  // thread within kUneven of the mean. Not for less: an item of some kv heads reads part of each
+  // cache row, which from memory costs more than a little imbalance (a 1900-token row's four
+  // spans split in two on two threads made 1B decode 0.87x; 1000 tokens unsplit, 1.10x). A
+  // head's arithmetic is the same whichever item computes it, so results stay batch-independent.
+  if (!spans.empty() && !spans_here) {
+    constexpr double kUneven = 1.5;
+    const int32_t threads = pool.size();
+    auto span_cost = [](const Span& sp) { return int64_t(sp.t1 - sp.t0) * (sp.kv1 - sp.kv0); };
+    if (balance_in_chunks(spans, threads, span_cost) > kUneven)
+      for (int32_t split = 2;; split = std::min(p.n_kv_heads, split * 2)) {
+        std::vector<Span> split_spans;
+        for (const Span& sp : spans)
+          for (int32_t i = 0; i < split; ++i) {
+            Span part = sp;
+            part.kv0 = p.n_kv_heads * i / split;
+            part.kv1 = p.n_kv_heads * (i + 1) / split;
+            if (part.kv1 > part.kv0) split_spans.push_back(part);
+          }
+        if (balance_in_chunks(split_spans, threads, span_cost) <= kUneven || split >= p.n_kv_heads) {
+          spans.swap(split_spans);
+          break;
+        }
       }
-    spans.swap(split_spans);
   }
   // parallel_for gives each thread an equal count of items; a causal prompt's later row chunks
   // attend to more positions (the last of a 1000-token prompt ~60x the first's work), so in
@@ -2092,7 +2131,6 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
     const int64_t first_pos = info[it.s].ctx_len - info[it.s].q_len;
     return int64_t(it.r1 - it.r0) * (first_pos + (it.r0 + it.r1) / 2 + 1);
   });
-  balance_by_cost(spans, [](const Span& sp) { return int64_t(sp.t1 - sp.t0) * (sp.kv1 - sp.kv0); });
   // Softmax of a row of raw dot products, with the soft cap cap * tanh(s / cap) on the scaled
   // scores first when the model asks for one.
   auto probs = [&](float* row, int32_t n) {
