@@ -14,7 +14,7 @@ OUT=bench-results
 mkdir -p "$M" "$OUT"
 [[ -x $B ]] || ./setup.sh
 VULKAN=0
-$B bench decode -m ../shared/models/stories260K.gguf -n 2 -r 1 --backend vulkan >/dev/null 2>&1 && VULKAN=1
+$B bench decode -m models/stories260K.gguf -n 2 -r 1 --backend vulkan >/dev/null 2>&1 && VULKAN=1
 if want decode; then
   [[ -f $M/synth-110M-f32.gguf ]]  || $B synth --preset 110M --dtype f32  -o $M/synth-110M-f32.gguf
   [[ -f $M/synth-110M-f16.gguf ]]  || $B synth --preset 110M --dtype f16  -o $M/synth-110M-f16.gguf
@@ -23,7 +23,7 @@ if want decode; then
 fi
 [[ -f $M/synth-15M-f32.gguf ]] || $B synth --preset 15M  --dtype f32  -o $M/synth-15M-f32.gguf
 if want prefix || want spec; then
-  [[ -f $M/wide.gguf ]] || $B synth --widen ../shared/models/stories260K.gguf -o $M/wide.gguf
+  [[ -f $M/wide.gguf ]] || $B synth --widen models/stories260K.gguf -o $M/wide.gguf
   [[ -f $M/xs.gguf ]]   || $B convert ../shared/models/llama2xs-260K.bin --tokenizer ../shared/models/tok512.bin -o $M/xs.gguf
 fi
 run() { local name=$1; shift; echo "== $name: pagoda $*"; $B "$@"; $B "$@" --json 2>/dev/null > "$OUT/$name.json"; }
@@ -32,8 +32,8 @@ if want decode; then
   for dt in f32 f16 q8_0 q4_0; do
     run decode-110M-$dt bench decode -m $M/synth-110M-$dt.gguf --prompt-tokens 64 -n 16 -r 2
   done
-  run decode-260K-cpu  bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3
-  if ((VULKAN)); then run decode-260K-vulkan bench decode -m ../shared/models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3 --backend vulkan; fi
+  run decode-260K-cpu  bench decode -m models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3
+  if ((VULKAN)); then run decode-260K-vulkan bench decode -m models/stories260K.gguf --prompt-tokens 16 -n 64 -r 3 --backend vulkan; fi
 fi
 # Every architecture at the 1B shape (TinyLlama-like, GQA 32/4), Q8_0 to keep each file ~1.2 GB,
 # one after another in one run: its extra steps (biases, q/k norms, post-norms, GELU, soft caps,
@@ -58,7 +58,7 @@ if want quant; then
     run decode-1B-$dt bench decode -m $M/synth-1B-$dt.gguf --prompt-tokens 64 -n 16 -r 2
   done
   P=../shared/models/parity
-  [[ -f $M/wide-ppl-f32.gguf ]] || $B synth --widen ../shared/models/stories260K.gguf --heads 96 --ffn 1024 --layers 6 -o $M/wide-ppl-f32.gguf
+  [[ -f $M/wide-ppl-f32.gguf ]] || $B synth --widen models/stories260K.gguf --heads 96 --ffn 1024 --layers 6 -o $M/wide-ppl-f32.gguf
   for f in $M/wide-ppl-f32.gguf $P/wide-q8_0.gguf $P/wide-q4_k_m.gguf; do
     [[ -f $f ]] && { echo "== perplexity $f"; $B perplexity -m "$f" -f ../shared/text/gpl-3.0.txt --ctx 512 --json > "$OUT/ppl-$(basename "$f" .gguf).json"; cat "$OUT/ppl-$(basename "$f" .gguf).json"; echo; }
   done
@@ -79,12 +79,12 @@ fi
 TRACE="--requests 32 --prompt-len 16:128 --gen-len 16:96 --seed 1 --slo-ttft-ms 500 --slo-itl-ms 50"
 if want mixed; then
   run mixed-15M-cpu   bench mixed -m $M/synth-15M-f32.gguf --rate 4,8,16,32 $TRACE
-  run mixed-260K-cpu  bench mixed -m ../shared/models/stories260K.gguf --rate 16,64,256,1024 $TRACE
-  if ((VULKAN)); then run mixed-260K-vulkan bench mixed -m ../shared/models/stories260K.gguf --rate 4,8,16,32 $TRACE --backend vulkan; fi
+  run mixed-260K-cpu  bench mixed -m models/stories260K.gguf --rate 16,64,256,1024 $TRACE
+  if ((VULKAN)); then run mixed-260K-vulkan bench mixed -m models/stories260K.gguf --rate 4,8,16,32 $TRACE --backend vulkan; fi
 fi
 # Overload and recovery: a burst past saturation against the real queue bound, then a sustainable rate.
 if want overload; then
-  run overload-260K-cpu bench overload -m ../shared/models/stories260K.gguf --burst-rate 1500 --burst-s 2 --after-rate 100 \
+  run overload-260K-cpu bench overload -m models/stories260K.gguf --burst-rate 1500 --burst-s 2 --after-rate 100 \
     --after-s 6 --max-running 8 --max-waiting 32 --prompt-len 16:64 --gen-len 16:32 --slo-ttft-ms 200 --slo-itl-ms 100 --seed 1
 fi
 if want ops; then
