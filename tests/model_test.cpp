@@ -5,12 +5,9 @@
 #include <algorithm>
 #include <bit>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <regex>
 #include <unistd.h>
 
-#include <fmt/format.h>
 #include <openssl/evp.h>
 
 #include "backends/cpu/cpu_backend.h"
@@ -18,6 +15,8 @@
 #include "core/model/llama2c_import.h"
 #include "core/model/loaded_model.h"
 #include "core/model/model_runner.h"
+#include "core/prefix/cache_identity.h"
+#include "core/util/file.h"
 #include "apps/bench/widen.h"
 #include "tests/test_models.h"
 
@@ -63,18 +62,12 @@ std::string detok(const Tokenizer& t, const std::vector<int32_t>& ids, int32_t p
 #define REQUIRE_MODELS()                                                       \
   if (!std::filesystem::exists(kStories)) GTEST_SKIP() << "missing " << kStories
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
 std::string sha256_hex(const std::string& bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
+  BlockKey md{};
   unsigned int len = 0;
-  EXPECT_EQ(EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr), 1);
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-  return hex;
+  EXPECT_EQ(EVP_Digest(bytes.data(), bytes.size(), md.data(), &len, EVP_sha256(), nullptr), 1);
+  EXPECT_EQ(len, md.size());
+  return to_hex(md);
 }
 
 }  // namespace
@@ -83,15 +76,19 @@ std::string sha256_hex(const std::string& bytes) {
 // their expected outputs were taken from ../shared's copy: the file is the one models/README.md
 // describes (its SHA-256) and the same bytes as ../shared's where that is present.
 TEST(Model, TheRepositoryModelIsTheOneItsReadmeNames) {
-  const std::string readme = slurp(std::string(PAGODA_SOURCE_DIR) + "/models/README.md");
+  const auto readme = read_file(std::string(PAGODA_SOURCE_DIR) + "/models/README.md");
+  ASSERT_TRUE(readme.ok()) << readme.error();
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(readme, m, std::regex("SHA-256 \\| `([0-9a-f]{64})`"))) << "no SHA-256 row in models/README.md";
-  const std::string bytes = slurp(kStories);
-  ASSERT_FALSE(bytes.empty()) << kStories;
-  EXPECT_EQ(sha256_hex(bytes), m[1].str());
+  ASSERT_TRUE(std::regex_search(*readme, m, std::regex("SHA-256 \\| `([0-9a-f]{64})`"))) << "no SHA-256 row in models/README.md";
+  const auto bytes = read_file(kStories);
+  ASSERT_TRUE(bytes.ok()) << bytes.error();
+  ASSERT_FALSE(bytes->empty()) << kStories;
+  EXPECT_EQ(sha256_hex(*bytes), m[1].str());
   const std::string shared = kModels + "/stories260K.gguf";
   if (std::filesystem::exists(shared)) {
-    EXPECT_TRUE(slurp(shared) == bytes) << shared << " differs from " << kStories;
+    const auto theirs = read_file(shared);
+    ASSERT_TRUE(theirs.ok()) << theirs.error();
+    EXPECT_TRUE(*theirs == *bytes) << shared << " differs from " << kStories;
   }
 }
 

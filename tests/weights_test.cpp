@@ -5,8 +5,6 @@
 // set is still about one file.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -15,10 +13,10 @@
 #include "tests/generate_oracle.h"
 #include "core/model/loaded_model.h"
 #include "apps/bench/synth.h"
+#include "tests/test_models.h"
 
 namespace pagoda {
 namespace {
-
 
 // A resident-set field of /proc/self/status ("VmRSS", "RssFile"...) in bytes.
 uint64_t status_bytes(const std::string& field) {
@@ -29,31 +27,18 @@ uint64_t status_bytes(const std::string& field) {
   return 0;
 }
 
-// A random-weight model of ~40 MB at F32 (big enough that a copy shows in the resident set), in a
-// temporary file removed with this (whichever way the test leaves: a skip or a failed ASSERT too).
-struct SynthFile {
-  std::string path;  // empty: the vocabulary to build it from is missing
-  SynthFile() = default;
-  SynthFile(const SynthFile&) = delete;
-  SynthFile& operator=(const SynthFile&) = delete;
-  ~SynthFile() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove(path, ec);
-  }
-};
-
-std::unique_ptr<SynthFile> synth_file(GgmlType dtype, const std::string& tag) {
-  auto f = std::make_unique<SynthFile>();
+// A random-weight model of ~40 MB at F32 (big enough that a copy shows in the resident set),
+// written into `dir` (which removes it however the test ends); "" if the vocabulary is missing.
+std::string synth_file(GgmlType dtype, const testing::ScratchDir& dir) {
   const std::string vocab = PAGODA_STORIES_GGUF;
-  if (!std::filesystem::exists(vocab)) return f;
-  f->path = (std::filesystem::temp_directory_path() / ("pagoda_weights_" + tag + "_" + std::to_string(getpid()) + ".gguf")).string();
+  if (!std::filesystem::exists(vocab)) return {};
   SynthOptions o;
   o.shape = SynthShape{"test", 512, 1536, 3, 8, 4, 256};
   o.dtype = dtype;
   o.vocab_from = vocab;
-  o.output = f->path;
+  o.output = dir / (std::string(ggml_type_name(dtype)) + ".gguf");
   EXPECT_TRUE(synth_model(o).ok());
-  return f;
+  return o.output;
 }
 
 std::vector<int32_t> greedy(LoadedModel& m, Backend& be, int32_t n) {
@@ -65,8 +50,8 @@ std::vector<int32_t> greedy(LoadedModel& m, Backend& be, int32_t n) {
 class WeightsInPlace : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
-  const auto synth = synth_file(GetParam(), ggml_type_name(GetParam()));
-  const std::string& path = synth->path;
+  const testing::ScratchDir dir("weights_bytes");
+  const std::string path = synth_file(GetParam(), dir);
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be;
   auto m = LoadedModel::load(path, be);
@@ -109,8 +94,8 @@ TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
 }
 
 TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
-  const auto synth = synth_file(GetParam(), std::string("rss_") + ggml_type_name(GetParam()));
-  const std::string& path = synth->path;
+  const testing::ScratchDir dir("weights_rss");
+  const std::string path = synth_file(GetParam(), dir);
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   const uint64_t file = std::filesystem::file_size(path);
   CpuBackend be(CpuOptions{false, 1});
@@ -141,8 +126,8 @@ TEST_P(WeightsInPlace, ResidentSetAfterLoadIsAboutOneFile) {
 }
 
 TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
-  const auto synth = synth_file(GetParam(), std::string("life_") + ggml_type_name(GetParam()));
-  const std::string& path = synth->path;
+  const testing::ScratchDir dir("weights_life");
+  const std::string path = synth_file(GetParam(), dir);
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be(CpuOptions{false, 2});
   auto m = LoadedModel::load(path, be);
@@ -157,8 +142,8 @@ TEST_P(WeightsInPlace, WeightsOutliveTheGgufFile) {
 // model computes the same tokens meanwhile (the F32 weights' packing waits for the hashing to
 // have read their pages before dropping them).
 TEST_P(WeightsInPlace, DigestInTheBackgroundIsTheSameDigest) {
-  const auto synth = synth_file(GetParam(), std::string("digest_") + ggml_type_name(GetParam()));
-  const std::string& path = synth->path;
+  const testing::ScratchDir dir("weights_digest");
+  const std::string path = synth_file(GetParam(), dir);
   if (path.empty()) GTEST_SKIP() << "missing " << PAGODA_STORIES_GGUF;
   CpuBackend be(CpuOptions{false, 2});
   auto a = LoadedModel::load(path, be);
