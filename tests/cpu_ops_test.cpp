@@ -445,6 +445,8 @@ std::vector<float> matmul_on(Backend& be, DType dt, const std::vector<uint8_t>& 
   return got;
 }
 
+// Widths past the kernels' groups of eight 32-element blocks: one block (800, 1056), a pair (832),
+// two pairs and a block (928), each AVX2 build pairing them as fastq::x32_layout says.
 TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 3});
@@ -452,7 +454,7 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
                          DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
   const int64_t n_out = 37;
   for (DType dt : types)
-  for (int64_t n_in : {768, 800, 1056, 1280, 2048, 2304}) {
+  for (int64_t n_in : {768, 800, 832, 928, 1056, 1280, 2048, 2304}) {
     if (n_in % dtype_block_elems(dt) != 0) continue;
     const bool integer = fastq::int_dot_for(dt) != nullptr || fastq::super_dot_for(dt, 1, n_in / 256) != nullptr;
     auto w = randn(rng, size_t(n_in * n_out));

@@ -988,10 +988,8 @@ void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs
 #endif
 }
 
-// The 32 bits of a Q5 block's qh as 32 bytes: 0x10 where the element's fifth bit is set.
-inline __m256i fifth_bits(const uint8_t* qh_bytes) {
-  uint32_t qh;
-  std::memcpy(&qh, qh_bytes, 4);
+// 32 bits of Q5 fifth bits (bit j for byte j) as 32 bytes: 0x10 where the bit is set.
+inline __m256i fifth_bits(uint32_t qh) {
 #if PAGODA_AVX512_VNNI
   return _mm256_maskz_mov_epi8(__mmask32(qh), _mm256_set1_epi8(16));  // bit j selects byte j
 #else
@@ -1001,6 +999,12 @@ inline __m256i fifth_bits(const uint8_t* qh_bytes) {
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
 #endif
+}
+// A Q5 block's qh (the fifth bit of element j at bit j) as 32 bytes.
+inline __m256i fifth_bits(const uint8_t* qh_bytes) {
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, 4);
+  return fifth_bits(qh);
 }
 
 // Nibbles of 16 bytes as 32 bytes: low nibbles (elements 0..15) then high (16..31).
@@ -1051,11 +1055,13 @@ struct BlocksQ5_1 : PlainNibbles {
 struct BlocksIQ4_NL {
   static constexpr int kBytes = 18, kOff = -1, kNib = 2, kQh = -1;
   static constexpr bool kMin = false;
-  static __m256i unpack(const uint8_t* b) {
+  // The table's values at 32 nibbles (bytes 0..15).
+  static __m256i lookup(__m256i n) {
     const __m256i table = _mm256_broadcastsi128_si256(
         _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113));
-    return _mm256_shuffle_epi8(table, nibbles(b + kNib));
+    return _mm256_shuffle_epi8(table, n);
   }
+  static __m256i unpack(const uint8_t* b) { return lookup(nibbles(b + kNib)); }
 #if PAGODA_AVX512_VBMI
   // The table's values + 128 (all in 1..241, so unsigned bytes for vpdpbusd; blocks16_nib takes
   // 128 times the block sums back).
@@ -1080,6 +1086,68 @@ auto with_blocks32(DType t, F&& f) -> decltype(f(BlocksQ8_0{})) {
     case DType::IQ4_NL: return f(BlocksIQ4_NL{});
     default: return decltype(f(BlocksQ8_0{}))();
   }
+}
+
+// ---- Builds without the 512-bit kernels: the nibble formats two blocks at a time ----
+//
+// One block's 16 nibble bytes become its 32 weights after a shift, an insert and two ANDs. Two
+// blocks' nibble bytes loaded side by side give both blocks' weights in two registers after a
+// shift and two ANDs: their low nibbles [b: 0..15 | b + 1: 0..15] and their high ones
+// [b: 16..31 | b + 1: 16..31]. The activations of such a pair are stored in that order (see
+// x32_layout), and its products land in int32 lanes 0..3 (block b) and 4..7 (block b + 1), so
+// eight blocks reduce to one lane each in three hadds instead of seven. The block sums are the
+// same integers as one block at a time, so every result is the same bits.
+template <typename B>
+constexpr bool x32_pairs() {
+  return !PAGODA_AVX512_VNNI && B::kNib >= 0;
+}
+
+// Blocks b and b + 1 (at p and p + kBytes) of a nibble format: lo = elements 0..15 of both, hi =
+// elements 16..31 of both, as x32_pairs orders them.
+template <typename B>
+inline void unpack_pair(const uint8_t* p, __m256i& lo, __m256i& hi) {
+  const __m256i raw = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(p + B::kBytes + B::kNib),
+                                          reinterpret_cast<const __m128i*>(p + B::kNib));
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  lo = _mm256_and_si256(raw, low4);
+  hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+  if constexpr (B::kQh >= 0) {  // fifth bits j < 16 of both blocks to lo, j >= 16 to hi
+    uint32_t q0, q1;
+    std::memcpy(&q0, p + B::kQh, 4);
+    std::memcpy(&q1, p + B::kBytes + B::kQh, 4);
+    // Both words in every 64 bits; byte i of lo takes qh byte i / 8 of its block (bytes 0, 1 of
+    // the first word in the low 128 bits, of the second in the high), hi bytes 2, 3; then each
+    // byte tests bit i % 8.
+    const __m256i both = _mm256_set1_epi64x(int64_t(uint64_t(q0) | uint64_t(q1) << 32));
+    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+    auto sixteen = [&](__m256i spread) {
+      return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+    };
+    lo = _mm256_or_si256(lo, sixteen(_mm256_shuffle_epi8(both, _mm256_setr_epi64x(0, 0x0101010101010101, 0x0404040404040404,
+                                                                                   0x0505050505050505))));
+    hi = _mm256_or_si256(hi, sixteen(_mm256_shuffle_epi8(both, _mm256_setr_epi64x(0x0202020202020202, 0x0303030303030303,
+                                                                                   0x0606060606060606, 0x0707070707070707))));
+  }
+  if constexpr (B::kOff < 0) {  // IQ4_NL: the nibbles index its table
+    lo = B::lookup(lo);
+    hi = B::lookup(hi);
+  }
+}
+
+// A pair's dot with its 64 activation bytes at x (lo's 32, then hi's): int32 lanes 0..3 sum block
+// b's products, lanes 4..7 block b + 1's.
+template <typename B>
+inline __m256i pair_dot(__m256i lo, __m256i hi, const uint8_t* x) {
+  const __m256i xl = load32(x), xh = load32(x + 32);
+  if constexpr (B::kOff < 0)  // signed weights: |w| against sign(x, w)
+    return dot_u8s8(dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(lo, lo), _mm256_sign_epi8(xl, lo)),
+                    _mm256_sign_epi8(hi, hi), _mm256_sign_epi8(xh, hi));
+#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
+  return dot_u8s8(dot_u8s8(_mm256_setzero_si256(), lo, xl), hi, xh);
+#else
+  // Unsigned weights of at most 5 bits: two maddubs' pair sums add in int16 (4 * 31 * 127 < 2^15).
+  return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)), ones16());
+#endif
 }
 
 #if PAGODA_AVX512_VNNI
@@ -1307,6 +1375,72 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     for (int t = 0; t < T; ++t) acc[t] = fold512(_mm512_add_ps(acc512[t], macc512[t]));
   }
 #endif
+  // Eight blocks' sums s[t] (lane i: block b + i, row t) scaled into the accumulators.
+  auto scale8 = [&](__m256i* s, const uint8_t* wg, int64_t bg) {
+    const __m256 d = halves8(wg, kBytes);
+    const __m256 m = kMin ? halves8(wg + 2, kBytes) : _mm256_setzero_ps();
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256i xsv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + t * nb + bg));
+      if (kOff > 0) s[t] = _mm256_sub_epi32(s[t], _mm256_mullo_epi32(xsv, _mm256_set1_epi32(kOff)));
+      const __m256 dxv = load8f(dx + t * nb + bg);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(s[t]), acc[t]);
+      if (kMin) macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(m, dxv), _mm256_cvtepi32_ps(xsv), macc[t]);
+    }
+  };
+  float tail[T] = {};
+  // One block's sum s (row t) into tail[t].
+  auto scale1 = [&](int32_t s, int t, const uint8_t* wb, int64_t bb) {
+    if (kOff > 0) s -= kOff * xs[t * nb + bb];
+    // Explicit fmas (not left to contraction), so gemm16's panels can repeat them lane for lane.
+    tail[t] = std::fma(f16(wb) * dx[t * nb + bb], float(s), tail[t]);
+    if (kMin) tail[t] = std::fma(f16(wb + 2) * dx[t * nb + bb], float(xs[t * nb + bb]), tail[t]);
+  };
+  if constexpr (x32_pairs<B>()) {
+    // Blocks bp and bp + 1 against every row: p[t] (lanes 0..3 block bp, 4..7 block bp + 1).
+    auto pair = [&](const uint8_t* wp, int64_t bp, __m256i* p) {
+      __m256i lo, hi;
+      if (T > 1 && unpacked) {
+        lo = load32(unpacked + 32 * bp);
+        hi = load32(unpacked + 32 * bp + 32);
+      } else {
+        unpack_pair<B>(wp, lo, hi);
+      }
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) p[t] = pair_dot<B>(lo, hi, reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + bp * 32));
+    };
+    for (; b + 8 <= nb; b += 8, w += 8 * kBytes) {
+      if (T == 1) prefetch_bytes_ahead<8 * kBytes, kAheadBytes32>(w);
+      // Pairs 0, 1 hadd into [b0 b0 b2 b2 | b1 b1 b3 b3], pairs 2, 3 likewise for blocks 4..7, and
+      // those two into [b0 b2 b4 b6 | b1 b3 b5 b7], folded as they come (few live registers at T = 4).
+      __m256i first[T], third[T], s[T];
+      #pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        __m256i p[T];
+        pair(w + 2 * i * kBytes, b + 2 * i, p);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          if (i == 0) first[t] = p[t];
+          else if (i == 1) first[t] = _mm256_hadd_epi32(first[t], p[t]);
+          else if (i == 2) third[t] = p[t];
+          else s[t] = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(first[t], _mm256_hadd_epi32(third[t], p[t])),
+                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        }
+      }
+      scale8(s, w, b);
+    }
+    for (; b + 2 <= nb; b += 2, w += 2 * kBytes) {
+      __m256i p[T];
+      pair(w, b, p);
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m128i s01 = _mm_hadd_epi32(_mm256_castsi256_si128(p[t]), _mm256_extracti128_si256(p[t], 1));
+        const __m128i s = _mm_hadd_epi32(s01, s01);  // block b's sum in lane 0, b + 1's in lane 1
+        scale1(_mm_cvtsi128_si32(s), t, w, b);
+        scale1(_mm_extract_epi32(s, 1), t, w + kBytes, b + 1);
+      }
+    }
+  }
   for (; b + 8 <= nb; b += 8, w += 8 * kBytes) {
     if (T == 1) prefetch_bytes_ahead<8 * kBytes, kAheadBytes32>(w);
     // Lane s of a row's sum is the sum of the eight int32 lanes of block s's dot, reduced by a
@@ -1330,42 +1464,38 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
         }
       }
     }
-    const __m256 d = halves8(w, kBytes);
-    const __m256 m = kMin ? halves8(w + 2, kBytes) : _mm256_setzero_ps();
+    // quad[0]'s low 128 bits hold blocks 0..3 summed over lanes 0..3, its high bits over lanes
+    // 4..7; quad[1] the same for blocks 4..7.
+    __m256i s[T];
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      // quad[0]'s low 128 bits hold blocks 0..3 summed over lanes 0..3, its high bits over lanes
-      // 4..7; quad[1] the same for blocks 4..7.
-      __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x20),
-                                   _mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x31));
-      const __m256i xsv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + t * nb + b));
-      if (kOff > 0) s = _mm256_sub_epi32(s, _mm256_mullo_epi32(xsv, _mm256_set1_epi32(kOff)));
-      const __m256 dxv = load8f(dx + t * nb + b);
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(s), acc[t]);
-      if (kMin) macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(m, dxv), _mm256_cvtepi32_ps(xsv), macc[t]);
-    }
+    for (int t = 0; t < T; ++t)
+      s[t] = _mm256_add_epi32(_mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x20),
+                              _mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x31));
+    scale8(s, w, b);
   }
-  float tail[T] = {};
-  for (; b < nb; ++b, w += kBytes) {
+  for (; b < nb; ++b, w += kBytes) {  // with pairs, a row's odd last block (stored unpaired)
     __m256i p[T];
     block(w, b, p);
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      int32_t s = hsum8i(p[t]);
-      if (kOff > 0) s -= kOff * xs[t * nb + b];
-      // Explicit fmas (not left to contraction), so gemm16's panels can repeat them lane for lane.
-      tail[t] = std::fma(f16(w) * dx[t * nb + b], float(s), tail[t]);
-      if (kMin) tail[t] = std::fma(f16(w + 2) * dx[t * nb + b], float(xs[t * nb + b]), tail[t]);
-    }
+    for (int t = 0; t < T; ++t) scale1(hsum8i(p[t]), t, w, b);
   }
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) out[t] = hsum8(_mm256_add_ps(acc[t], macc[t])) + tail[t];
 }
 
-// A row's blocks as dot_blocks32 unpacks them, 32 bytes a block into u (UnpackRow).
+// A row's blocks as dot_blocks32 unpacks them, 32 bytes a block into u (UnpackRow): two blocks
+// as their low and high halves where x32_pairs, the odd last block alone.
 template <typename B>
 void unpack_row(const uint8_t* w, int64_t nb, uint8_t* u) {
-  for (int64_t b = 0; b < nb; ++b) _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 32 * b), B::unpack(w + b * B::kBytes));
+  int64_t b = 0;
+  if constexpr (x32_pairs<B>())
+    for (; b + 2 <= nb; b += 2) {
+      __m256i lo, hi;
+      unpack_pair<B>(w + b * B::kBytes, lo, hi);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 32 * b), lo);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 32 * b + 32), hi);
+    }
+  for (; b < nb; ++b) _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + 32 * b), B::unpack(w + b * B::kBytes));
 }
 // Four activation rows against a row unpack_row has unpacked into u (UnpackedDot4).
 template <typename B>
@@ -1725,6 +1855,9 @@ IntDot4 int_dot4_for(DType t) {
   return with_blocks32(t, [](auto b) -> IntDot4 { return dot_t<decltype(b), 4>; });
 }
 bool has_gemm16(DType t) { return PAGODA_AVX512_VNNI && int_dot_for(t) != nullptr; }
+int x32_layout(DType t) {
+  return with_blocks32(t, [](auto b) { return x32_pairs<decltype(b)>() ? 1 : 0; });
+}
 
 UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack) {
   if (PAGODA_AVX512_VNNI) return nullptr;  // prompts there go through gemm16's panels
@@ -1834,6 +1967,7 @@ int x256_layout(DType) { return 0; }
 IntDot int_dot_for(DType) { return nullptr; }
 IntDotRows int_dot_rows_for(DType) { return nullptr; }
 IntDot4 int_dot4_for(DType) { return nullptr; }
+int x32_layout(DType) { return 0; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }

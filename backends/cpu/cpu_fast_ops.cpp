@@ -176,9 +176,10 @@ struct QuantX {
   std::vector<int32_t> sum;  // per block: sum of its int8 values (the min term of affine formats)
 };
 
-// Blocks [b0, b1) of x, 32 floats each: int8 values, scale amax / 127 and the values' sum. Vector
-// code with the scalar definition's results (round to nearest even, as lrintf in the default mode).
-void quantize_x_blocks(const float* x, int64_t b0, int64_t b1, QuantX& out) {
+// Blocks [b0, b1) of x, 32 floats each, rows of nb blocks: int8 values, scale amax / 127 and the
+// values' sum. Vector code with the scalar definition's results (round to nearest even, as lrintf
+// in the default mode). The values laid out as fastq::x32_layout's `layout` says.
+void quantize_x_blocks(const float* x, int64_t b0, int64_t b1, int64_t nb, int layout, QuantX& out) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t b = b0; b < b1; ++b) {
@@ -199,7 +200,14 @@ void quantize_x_blocks(const float* x, int64_t b0, int64_t b1, QuantX& out) {
     // packs interleave the 128-bit halves: dword j of the packed bytes holds q[j % 4] half j / 4.
     const __m256i packed = _mm256_permutevar8x32_epi32(
         _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])), order);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q.data() + b * 32), packed);
+    const int64_t j = b % nb;  // the block within its row
+    if (layout == 1 && j < (nb & ~int64_t(1))) {  // paired: its halves 16 bytes into each half of the pair's 64
+      int8_t* pair = out.q.data() + (b - (j & 1)) * 32 + (j & 1) * 16;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(pair), _mm256_castsi256_si128(packed));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(pair + 32), _mm256_extracti128_si256(packed, 1));
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q.data() + b * 32), packed);
+    }
     const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
     const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
@@ -208,17 +216,17 @@ void quantize_x_blocks(const float* x, int64_t b0, int64_t b1, QuantX& out) {
 }
 
 // Into `out`, whose storage is reused (a decode row's buffers are kept between steps).
-void quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n, QuantX& out) {
+void quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n, int layout, QuantX& out) {
   out.q.resize(size_t(rows * n));
   out.d.resize(size_t(rows * n / 32));
   out.sum.resize(size_t(rows * n / 32));
-  const int64_t blocks = rows * n / 32;
-  if (blocks < 1024) quantize_x_blocks(x, 0, blocks, out);  // a decode row: not worth a pool handoff
-  else pool.parallel_for(blocks, [&](int64_t b0, int64_t b1) { quantize_x_blocks(x, b0, b1, out); });
+  const int64_t blocks = rows * n / 32, nb = n / 32;
+  if (blocks < 1024) quantize_x_blocks(x, 0, blocks, nb, layout, out);  // a decode row: not worth a pool handoff
+  else pool.parallel_for(blocks, [&](int64_t b0, int64_t b1) { quantize_x_blocks(x, b0, b1, nb, layout, out); });
 }
-QuantX quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n) {
+QuantX quantize_x(ThreadPool& pool, const float* x, int64_t rows, int64_t n, int layout) {
   QuantX out;
-  quantize_x(pool, x, rows, n, out);
+  quantize_x(pool, x, rows, n, layout, out);
   return out;
 }
 
@@ -1599,14 +1607,14 @@ struct MatvecInput {
   const HostTensor& x;
 #if defined(__AVX2__)
   struct Kept {
-    QuantX x32;         // 32-element blocks (fastq::int_dot_for's types)
+    QuantX x32[2];      // 32-element blocks (fastq::int_dot_for's types), per layout, x32_layout(t)
     QuantX256 x256[3];  // per layout, x256_layout(t)
   };
   static Kept& kept() {
     thread_local Kept k;
     return k;
   }
-  bool has_x32 = false, has_x256[3] = {};
+  bool has_x32[2] = {}, has_x256[3] = {};
 #endif
 #if defined(__AVX512BF16__)
   std::vector<uint32_t> xbf16;  // BF16 pair words (dot_bf16_pairs)
@@ -1716,10 +1724,11 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
   MatvecInput::Kept& kept = MatvecInput::kept();
   // Quantized weights with an integer kernel against int8 activations (see matmul).
   if (const fastq::IntDotRows kdot = fastq::int_dot_rows_for(w.dtype)) {
-    if (!in.has_x32) quantize_x(pool, x.f32(), 1, p.n_in, kept.x32), in.has_x32 = true;
+    const int key = fastq::x32_layout(w.dtype);
+    if (!in.has_x32[key]) quantize_x(pool, x.f32(), 1, p.n_in, key, kept.x32[key]), in.has_x32[key] = true;
     p.kind = MatvecPlan::Kind::IntRows;
     p.int_rows = kdot;
-    p.x32 = &kept.x32;
+    p.x32 = &kept.x32[key];
     return p;
   }
   if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, p.n_in / 256)) {
@@ -1862,7 +1871,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: activations in 32-element blocks (fastq::int_dot_for).
   if (const fastq::IntDot kdot = fastq::int_dot_for(w.dtype)) {
     const fastq::IntDot4 kdot4 = fastq::int_dot4_for(w.dtype);
-    const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in);
+    const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
     const int64_t nb = n_in / 32;
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
     // token), the rows past the last whole panel through the row kernels.

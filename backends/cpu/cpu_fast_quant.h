@@ -22,6 +22,14 @@ using IntDotRows = void (*)(const uint8_t* w, size_t stride, int64_t rows, const
                             const int32_t* xs, int64_t nb, float* out);
 IntDotRows int_dot_rows_for(DType t);
 
+// How int_dot_for's kernel for t reads a row's activations: 0, block by block (block b's 32
+// values at 32 * b); 1, blocks paired (in builds without the 512-bit kernels, the 4-bit and 5-bit
+// formats): blocks 2j and 2j + 1 of a row as their elements 0..15, the other's 0..15, then the
+// elements 16..31 of each, in 64 bytes at 64 * j (a row's odd last block alone). The scales and
+// block sums stay one per block in block order. The same for every kernel of this header taking
+// 32-element blocks.
+int x32_layout(DType t);
+
 // The same dots for four activation rows at once (row t at qx + t * 32 * nb, dx and xs + t * nb),
 // written to out[0..4): the weights are unpacked once for all four, and each row's arithmetic is
 // exactly int_dot_for's, so a result does not depend on how rows were grouped.
