@@ -1175,7 +1175,22 @@ struct PanelF32 {
     for (int64_t i = 0; i < kPanel / kGLanes; ++i) r.v[i] = loadg(reinterpret_cast<const float*>(p) + i * kGLanes);
     return r;
   }
-  static XV bcast(const X* x, int64_t s) { return vgf{} + x[s]; }
+  // x[s] in every lane, one broadcast load. (Written as vgf{} + x[s], it compiled to an add of
+  // +0.0, which the compiler must keep for x = -0.0, and a broadcast from a register: two more
+  // vector operations per activation row and step, on the pipes the multiply-adds need.) An
+  // accumulator starts at +0.0, and adding a product of either zero leaves it as it is, so
+  // broadcasting -0.0 itself changes no sum.
+  static XV bcast(const X* x, int64_t s) {
+#if defined(__AVX512F__)
+    return std::bit_cast<vgf>(_mm512_set1_ps(x[s]));
+#elif defined(__AVX2__)
+    return std::bit_cast<vgf>(_mm256_set1_ps(x[s]));
+#else
+    vgf v;
+    for (int64_t i = 0; i < kGLanes; ++i) v[i] = x[s];
+    return v;
+#endif
+  }
   static void step(V& a, const V& w, XV x) {
     for (int64_t i = 0; i < kPanel / kGLanes; ++i) a.v[i] = fmag(w.v[i], x, a.v[i]);
   }
