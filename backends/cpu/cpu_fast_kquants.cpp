@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__F16C__)
@@ -1521,6 +1522,176 @@ void dot_rows(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, c
   for (int64_t r = 0; r < rows; ++r) dot_blocks32<B, 1>(w + size_t(r) * stride, qx, dx, xs, nb, out + r);
 }
 
+#if !PAGODA_AVX512_VNNI
+// ---- Prompts in builds without the 512-bit kernels: 8 weight rows at a time, a lane per row ----
+//
+// dot_blocks32 reduces each block's lanes per activation row (and, for Q8_0 and IQ4_NL, flips
+// activation signs). Here 8 weight rows are first unpacked once into a panel where a vector lane
+// is a row: for the unsigned formats (Q4_0, Q4_1, Q5_0, Q5_1) vector k of a block holds elements
+// 4k..4k+3 of every row as bytes, multiplied by maddubs against the activations' broadcast quad,
+// several products summed in int16 before one madd (no saturation: at most 8 x 2 x 15 x 127 or
+// 4 x 2 x 31 x 127); for the signed ones (Q8_0, IQ4_NL) the panel also holds the quads'
+// magnitudes, multiplied against the broadcast quad with the weights' signs (maddubs has no signed
+// x signed form, and shifting the weights by 128 would saturate it), one madd per maddubs. Either
+// way a block's dot with a token is the 8 rows' exact integer sums in 8 lanes, with no reduction,
+// and the weight vectors serve kPanel8Tokens tokens from registers. (Widening both sides to int16
+// for madd ran at 0.7-0.95x of the row kernels; this form at 1.3-1.5x.)
+//
+// The float arithmetic is dot_blocks32's, lane for lane (its accumulator lane c, the 8-block
+// groups, the tail blocks' fmas, hsum8's tree), so a token's outputs are the same bits as the
+// same token multiplied alone.
+constexpr int kPanel8Rows = 8, kPanel8Tokens = 4;
+
+// The calling thread's panel memory, at least `bytes`, 32-byte aligned (kept for its next panel).
+inline uint8_t* panel8_store(size_t bytes) {
+  thread_local std::vector<uint8_t> store;
+  if (store.size() < bytes + 32) store.resize(bytes + 32);
+  return store.data() + (32 - reinterpret_cast<uintptr_t>(store.data()) % 32) % 32;
+}
+
+// Per block: 8 vectors of byte quads (vector k, dword j: row j's elements 4k..4k+3), for the
+// signed formats 8 more of their magnitudes, the 8 rows' scales d, then (kMin) their mins.
+template <typename B>
+constexpr int64_t panel8_weight_bytes() { return B::kOff < 0 ? 512 : 256; }
+template <typename B>
+constexpr int64_t panel8_block_bytes() { return panel8_weight_bytes<B>() + 32 + (B::kMin ? 32 : 0); }
+
+template <typename B>
+void pack_panel8(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
+  alignas(32) int8_t q[kPanel8Rows][32];
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* pb = panel + b * panel8_block_bytes<B>();
+    float* d = reinterpret_cast<float*>(pb + panel8_weight_bytes<B>());
+    for (int j = 0; j < kPanel8Rows; ++j) {
+      const uint8_t* wb = w + size_t(j) * stride + size_t(b) * B::kBytes;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q[j]), B::unpack(wb));
+      d[j] = f16(wb);
+      if (B::kMin) d[kPanel8Rows + j] = f16(wb + 2);
+    }
+    for (int k = 0; k < 8; ++k)
+      for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(pb + 32 * k + 4 * j, q[j] + 4 * k, 4);
+    if constexpr (B::kOff < 0)  // and their magnitudes
+      for (int k = 0; k < 8; ++k) {
+        uint8_t* v = pb + 256 + 32 * k;
+        _mm256_store_si256(reinterpret_cast<__m256i*>(v), _mm256_abs_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k))));
+      }
+  }
+}
+
+// Where element e (even, < 32) of block b of a row of nb blocks lies among the row's quantized
+// activations (x32_layout): pairs of blocks as their elements 0..15 side by side, then 16..31.
+template <typename B>
+inline int64_t x_at(int64_t b, int e, int64_t nb) {
+  if (!x32_pairs<B>() || b >= (nb & ~int64_t(1))) return 32 * b + e;
+  return 32 * (b & ~int64_t(1)) + 16 * (b & 1) + (e < 16 ? e : e + 16);
+}
+
+// out[t * ldo + j] for the panel's 8 rows j and tokens t < T (token t's activations at qx + t * 32
+// * nb, dx + t * nb, xs + t * nb).
+template <typename B, int T>
+void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs, float* out,
+                   int64_t ldo) {
+  constexpr int kOff = B::kOff;
+  constexpr bool kMin = B::kMin;
+  constexpr int64_t kPB = panel8_block_bytes<B>(), kWB = panel8_weight_bytes<B>();
+  // Quads summed in int16 before a madd: 8 for weights below 16, 4 for five-bit weights.
+  constexpr int kGroup = std::is_same_v<B, BlocksQ5_0> || std::is_same_v<B, BlocksQ5_1> ? 4 : 8;
+  // Block b's exact integer dots with every token, less the offset term: s[t], lane j for row j.
+  auto sums = [&](int64_t b, __m256i* s) {
+    const uint8_t* pb = panel + b * kPB;
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) s[t] = _mm256_setzero_si256();
+    if constexpr (kOff < 0) {  // |w| against sign(x, w), one maddubs per madd (|w| may reach 128)
+      #pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+        const __m256i aw = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 256 + 32 * k));
+        const int64_t at = x_at<B>(b, 4 * k, nb);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          int32_t x4;
+          std::memcpy(&x4, qx + t * 32 * nb + at, 4);
+          s[t] = dot_u8s8(s[t], aw, _mm256_sign_epi8(_mm256_set1_epi32(x4), wv));
+          asm("" : "+x"(s[t]));  // one running sum per token (GCC otherwise builds a tree and spills)
+        }
+      }
+    } else {
+      #pragma GCC unroll 2
+      for (int g = 0; g < 8; g += kGroup) {
+        __m256i p[T];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) p[t] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
+        for (int k = g; k < g + kGroup; ++k) {
+          const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+          const int64_t at = x_at<B>(b, 4 * k, nb);
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            int32_t x4;
+            std::memcpy(&x4, qx + t * 32 * nb + at, 4);
+            p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4)));
+          }
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p[t], ones16()));
+      }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t)
+      if (kOff > 0) s[t] = _mm256_sub_epi32(s[t], _mm256_set1_epi32(xs[t * nb + b] * kOff));
+  };
+  // dot_blocks32's accumulators: class c is its lane c; blocks past the last group of eight go
+  // into `tail` (scale term, then min term, per block, as its scalar fmas).
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 acc[8][T], macc[8][T], tail[T];
+  for (int c = 0; c < 8; ++c)
+    for (int t = 0; t < T; ++t) acc[c][t] = macc[c][t] = zero;
+  for (int t = 0; t < T; ++t) tail[t] = zero;
+  const int64_t grouped = nb - nb % 8;
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i s[T];
+    sums(b, s);
+    const float* scales = reinterpret_cast<const float*>(panel + b * kPB + kWB);
+    const __m256 d = _mm256_load_ps(scales);
+    const int c = int(b % 8);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256 dxv = _mm256_set1_ps(dx[t * nb + b]);
+      __m256& a = b < grouped ? acc[c][t] : tail[t];
+      a = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(s[t]), a);
+      if (kMin) {
+        __m256& m = b < grouped ? macc[c][t] : tail[t];
+        m = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(scales + 8), dxv), _mm256_set1_ps(float(xs[t * nb + b])), m);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    // hsum8(acc + macc): ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), then + tail.
+    __m256 v[8];
+    for (int c = 0; c < 8; ++c) v[c] = _mm256_add_ps(acc[c][t], macc[c][t]);
+    const __m256 even = _mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6]));
+    const __m256 odd = _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7]));
+    _mm256_storeu_ps(out + t * ldo, _mm256_add_ps(_mm256_add_ps(even, odd), tail[t]));
+  }
+}
+
+// 16 rows (kGemmRows) as two panels of 8, every token through each.
+template <typename B>
+void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
+                  int64_t tokens, float* out, int64_t ldo) {
+  uint8_t* panel = panel8_store(size_t(nb * panel8_block_bytes<B>()));
+  for (int h = 0; h < 2; ++h) {
+    pack_panel8<B>(w + size_t(h * kPanel8Rows) * stride, stride, nb, panel);
+    float* o = out + h * kPanel8Rows;
+    int64_t t = 0;
+    for (; t + kPanel8Tokens <= tokens; t += kPanel8Tokens)
+      panel8_tokens<B, kPanel8Tokens>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, o + t * ldo, ldo);
+    for (; t < tokens; ++t)
+      panel8_tokens<B, 1>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, o + t * ldo, ldo);
+  }
+}
+#endif
+
 #if PAGODA_AVX512_VNNI
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -1854,7 +2025,7 @@ IntDotRows int_dot_rows_for(DType t) {
 IntDot4 int_dot4_for(DType t) {
   return with_blocks32(t, [](auto b) -> IntDot4 { return dot_t<decltype(b), 4>; });
 }
-bool has_gemm16(DType t) { return PAGODA_AVX512_VNNI && int_dot_for(t) != nullptr; }
+bool has_gemm16(DType t) { return int_dot_for(t) != nullptr; }
 int x32_layout(DType t) {
   return with_blocks32(t, [](auto b) { return x32_pairs<decltype(b)>() ? 1 : 0; });
 }
@@ -1893,8 +2064,10 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
   gemm16_any(t, w, stride, nb, qx, dx, xs, tokens, out, ldo);
   return true;
 #else
-  (void)t, (void)w, (void)stride, (void)nb, (void)qx, (void)dx, (void)xs, (void)tokens, (void)out, (void)ldo;
-  return false;
+  return with_blocks32(t, [&](auto b) {
+    gemm8x2_type<decltype(b)>(w, stride, nb, qx, dx, xs, tokens, out, ldo);
+    return true;
+  });
 #endif
 }
 

@@ -39,19 +39,20 @@ IntDot4 int_dot4_for(DType t);
 // Prompts in builds without gemm16 (AVX2): a weight row's blocks unpacked once (unpack: 32 bytes a
 // block into u), then dotted with activation rows four at a time from u (UnpackedDot4: w for the
 // scales, u for the quants, the rest as IntDot4), so the unpacking is paid once per weight row
-// instead of once per four tokens. Results bit-identical to int_dot_for's. nullptr where the build
-// has gemm16 or the type gains nothing (Q8_0).
+// instead of once per four tokens (batches too small for gemm16's panels). Results bit-identical to int_dot_for's. nullptr where the build has AVX-512 VNNI or the
+// type gains nothing (Q8_0).
 using UnpackRow = void (*)(const uint8_t* w, int64_t nb, uint8_t* u);
 using UnpackedDot4 = void (*)(const uint8_t* w, const uint8_t* u, const int8_t* qx, const float* dx, const int32_t* xs,
                               int64_t nb, float* out);
 UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack);
 
-// Prompt-sized batches of a type int_dot_for has a kernel for, where the build has AVX-512 VNNI:
-// out[t * ldo + j] for the kGemmRows weight rows j (row j at w + j * stride) and `tokens`
-// activation rows quantized as for int_dot_for (token t at qx + t * 32 * nb, dx + t * nb,
-// xs + t * nb). The rows are unpacked once into a panel where a vector lane is a row, so a token
-// costs 8 vpdpbusd per block for all 16 rows. Every result is bit-identical to int_dot_for's for
-// the same row and token. False (nothing written) where the build or the type has no such kernel.
+// Prompt-sized batches of a type int_dot_for has a kernel for: out[t * ldo + j] for the kGemmRows
+// weight rows j (row j at w + j * stride) and `tokens` activation rows quantized as for
+// int_dot_for (token t at qx + t * 32 * nb, dx + t * nb, xs + t * nb). The rows are unpacked once
+// into panels where a vector lane is a row, so a token costs 8 vpdpbusd per block for all 16 rows
+// with AVX-512 VNNI, and 8 maddubs per block and 8 rows with AVX2, with no reduction. Every result
+// is bit-identical to int_dot_for's for the same row and token. False (nothing written) where the
+// build or the type has no such kernel.
 constexpr int64_t kGemmRows = 16;
 bool has_gemm16(DType t);
 bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
