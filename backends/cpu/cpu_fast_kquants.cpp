@@ -1522,6 +1522,25 @@ void dot_rows(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, c
   for (int64_t r = 0; r < rows; ++r) dot_blocks32<B, 1>(w + size_t(r) * stride, qx, dx, xs, nb, out + r);
 }
 
+// The calling thread's panel memory, at least `bytes`, 64-byte aligned (kept for its next panel).
+inline uint8_t* panel_store(size_t bytes) {
+  thread_local std::vector<uint8_t> store;
+  if (store.size() < bytes + 64) store.resize(bytes + 64);
+  return store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
+}
+
+// dot_blocks32's last steps for accumulator classes v(c) (acc + macc of its lane c): hsum8's tree
+// ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), then + tail. The integer panels replay it
+// with a weight row per vector lane (V: __m256 or __m512, add: its addition).
+template <typename V, typename At, typename Add>
+inline V replay_hsum8(At v, V tail, Add add) {
+  V c[8];
+  for (int i = 0; i < 8; ++i) c[i] = v(i);
+  const V even = add(add(c[0], c[4]), add(c[2], c[6]));
+  const V odd = add(add(c[1], c[5]), add(c[3], c[7]));
+  return add(add(even, odd), tail);
+}
+
 #if !PAGODA_AVX512_VNNI
 // ---- Prompts in builds without the 512-bit kernels: 8 weight rows at a time, a lane per row ----
 //
@@ -1542,12 +1561,6 @@ void dot_rows(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx, c
 // same token multiplied alone.
 constexpr int kPanel8Rows = 8, kPanel8Tokens = 4;
 
-// The calling thread's panel memory, at least `bytes`, 32-byte aligned (kept for its next panel).
-inline uint8_t* panel8_store(size_t bytes) {
-  thread_local std::vector<uint8_t> store;
-  if (store.size() < bytes + 32) store.resize(bytes + 32);
-  return store.data() + (32 - reinterpret_cast<uintptr_t>(store.data()) % 32) % 32;
-}
 
 // Per block: 8 vectors of byte quads (vector k, dword j: row j's elements 4k..4k+3), for the
 // signed formats 8 more of their magnitudes, the 8 rows' scales d, then (kMin) their mins.
@@ -1665,21 +1678,16 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
       }
     }
   }
-  for (int t = 0; t < T; ++t) {
-    // hsum8(acc + macc): ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), then + tail.
-    __m256 v[8];
-    for (int c = 0; c < 8; ++c) v[c] = _mm256_add_ps(acc[c][t], macc[c][t]);
-    const __m256 even = _mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6]));
-    const __m256 odd = _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7]));
-    _mm256_storeu_ps(out + t * ldo, _mm256_add_ps(_mm256_add_ps(even, odd), tail[t]));
-  }
+  const auto add = [](__m256 x, __m256 y) { return _mm256_add_ps(x, y); };
+  for (int t = 0; t < T; ++t)
+    _mm256_storeu_ps(out + t * ldo, replay_hsum8([&](int c) { return add(acc[c][t], macc[c][t]); }, tail[t], add));
 }
 
 // 16 rows (kGemmRows) as two panels of 8, every token through each.
 template <typename B>
 void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
                   int64_t tokens, float* out, int64_t ldo) {
-  uint8_t* panel = panel8_store(size_t(nb * panel8_block_bytes<B>()));
+  uint8_t* panel = panel_store(size_t(nb * panel8_block_bytes<B>()));
   for (int h = 0; h < 2; ++h) {
     pack_panel8<B>(w + size_t(h * kPanel8Rows) * stride, stride, nb, panel);
     float* o = out + h * kPanel8Rows;
@@ -1713,13 +1721,6 @@ void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx,
 // the 16-block groups, folded to 8, then the 8-block groups, the reduction tree of hsum8, and the
 // tail blocks' fmas.
 constexpr int kPanelRows = 16;
-
-// The calling thread's panel memory, at least `bytes`, 64-byte aligned (kept for its next panel).
-inline uint8_t* panel_store(size_t bytes) {
-  thread_local std::vector<uint8_t> store;
-  if (store.size() < bytes + 64) store.resize(bytes + 64);
-  return store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
-}
 
 inline int lane_of_block(int blk) { return 4 * (blk & 3) + (blk >> 2); }  // inverse of block_of_lane
 
@@ -1818,14 +1819,9 @@ void panel16_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const fl
   __m512 tail[T];
   for (int t = 0; t < T; ++t) tail[t] = zero;
   for (; b < nb; ++b) block(b, tail, tail);
-  for (int t = 0; t < T; ++t) {
-    // hsum8(acc + macc): ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), then + tail.
-    __m512 v[8];
-    for (int c = 0; c < 8; ++c) v[c] = _mm512_add_ps(acc8[c][t], macc8[c][t]);
-    const __m512 even = _mm512_add_ps(_mm512_add_ps(v[0], v[4]), _mm512_add_ps(v[2], v[6]));
-    const __m512 odd = _mm512_add_ps(_mm512_add_ps(v[1], v[5]), _mm512_add_ps(v[3], v[7]));
-    _mm512_storeu_ps(out + t * ldo, _mm512_add_ps(_mm512_add_ps(even, odd), tail[t]));
-  }
+  const auto add = [](__m512 x, __m512 y) { return _mm512_add_ps(x, y); };
+  for (int t = 0; t < T; ++t)
+    _mm512_storeu_ps(out + t * ldo, replay_hsum8([&](int c) { return add(acc8[c][t], macc8[c][t]); }, tail[t], add));
 }
 
 // The panel and token loop of one type: kTokens tokens per pass, then one at a time.
