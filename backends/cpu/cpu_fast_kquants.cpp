@@ -1561,7 +1561,6 @@ inline V replay_hsum8(At v, V tail, Add add) {
 // same token multiplied alone.
 constexpr int kPanel8Rows = 8, kPanel8Tokens = 4;
 
-
 // Per block: 8 vectors of byte quads (vector k, dword j: row j's elements 4k..4k+3), for the
 // signed formats 8 more of their magnitudes, the 8 rows' scales d, then (kMin) their mins.
 template <typename B>
@@ -1591,14 +1590,6 @@ void pack_panel8(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
   }
 }
 
-// Where element e (even, < 32) of block b of a row of nb blocks lies among the row's quantized
-// activations (x32_layout): pairs of blocks as their elements 0..15 side by side, then 16..31.
-template <typename B>
-inline int64_t x_at(int64_t b, int e, int64_t nb) {
-  if (!x32_pairs<B>() || b >= (nb & ~int64_t(1))) return 32 * b + e;
-  return 32 * (b & ~int64_t(1)) + 16 * (b & 1) + (e < 16 ? e : e + 16);
-}
-
 // out[t * ldo + j] for the panel's 8 rows j and tokens t < T (token t's activations at qx + t * 32
 // * nb, dx + t * nb, xs + t * nb).
 template <typename B, int T>
@@ -1619,7 +1610,7 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
       for (int k = 0; k < 8; ++k) {
         const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
         const __m256i aw = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 256 + 32 * k));
-        const int64_t at = x_at<B>(b, 4 * k, nb);
+        const int64_t at = x32_slot(x32_pairs<B>() ? 1 : 0, b, 4 * k, nb);
         #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
           int32_t x4;
@@ -1637,7 +1628,7 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
         #pragma GCC unroll 8
         for (int k = g; k < g + kGroup; ++k) {
           const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
-          const int64_t at = x_at<B>(b, 4 * k, nb);
+          const int64_t at = x32_slot(x32_pairs<B>() ? 1 : 0, b, 4 * k, nb);
           #pragma GCC unroll 8
           for (int t = 0; t < T; ++t) {
             int32_t x4;
@@ -1665,7 +1656,7 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
     __m256i s[T];
     sums(b, s);
     const float* scales = reinterpret_cast<const float*>(panel + b * kPB + kWB);
-    const __m256 d = _mm256_load_ps(scales);
+    const __m256 d = _mm256_load_ps(scales), m = kMin ? _mm256_load_ps(scales + 8) : zero;
     const int c = int(b % 8);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -1673,8 +1664,8 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
       __m256& a = b < grouped ? acc[c][t] : tail[t];
       a = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(s[t]), a);
       if (kMin) {
-        __m256& m = b < grouped ? macc[c][t] : tail[t];
-        m = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(scales + 8), dxv), _mm256_set1_ps(float(xs[t * nb + b])), m);
+        __m256& ma = b < grouped ? macc[c][t] : tail[t];
+        ma = _mm256_fmadd_ps(_mm256_mul_ps(m, dxv), _mm256_set1_ps(float(xs[t * nb + b])), ma);
       }
     }
   }

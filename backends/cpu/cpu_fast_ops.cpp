@@ -200,14 +200,11 @@ void quantize_x_blocks(const float* x, int64_t b0, int64_t b1, int64_t nb, int l
     // packs interleave the 128-bit halves: dword j of the packed bytes holds q[j % 4] half j / 4.
     const __m256i packed = _mm256_permutevar8x32_epi32(
         _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])), order);
-    const int64_t j = b % nb;  // the block within its row
-    if (layout == 1 && j < (nb & ~int64_t(1))) {  // paired: its halves 16 bytes into each half of the pair's 64
-      int8_t* pair = out.q.data() + (b - (j & 1)) * 32 + (j & 1) * 16;
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(pair), _mm256_castsi256_si128(packed));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(pair + 32), _mm256_extracti128_si256(packed, 1));
-    } else {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q.data() + b * 32), packed);
-    }
+    // Elements 0..15 and 16..31 where the layout puts them in the block's row.
+    const int64_t j = b % nb;
+    int8_t* row = out.q.data() + (b - j) * 32;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(row + fastq::x32_slot(layout, j, 0, nb)), _mm256_castsi256_si128(packed));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(row + fastq::x32_slot(layout, j, 16, nb)), _mm256_extracti128_si256(packed, 1));
     const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
     const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));

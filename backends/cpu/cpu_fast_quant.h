@@ -29,6 +29,12 @@ IntDotRows int_dot_rows_for(DType t);
 // block sums stay one per block in block order. The same for every kernel of this header taking
 // 32-element blocks.
 int x32_layout(DType t);
+// Where element e (< 32) of block j (< nb) of a row of nb blocks lies among the row's activations
+// in x32_layout `layout` (elements e and e + 1 .. e + 3 follow it for e % 4 == 0).
+inline int64_t x32_slot(int layout, int64_t j, int e, int64_t nb) {
+  if (layout != 1 || j >= (nb & ~int64_t(1))) return 32 * j + e;
+  return 32 * (j & ~int64_t(1)) + 16 * (j & 1) + (e < 16 ? e : e + 16);
+}
 
 // The same dots for four activation rows at once (row t at qx + t * 32 * nb, dx and xs + t * nb),
 // written to out[0..4): the weights are unpacked once for all four, and each row's arithmetic is
@@ -36,11 +42,11 @@ int x32_layout(DType t);
 using IntDot4 = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);
 IntDot4 int_dot4_for(DType t);
 
-// Prompts in builds without gemm16 (AVX2): a weight row's blocks unpacked once (unpack: 32 bytes a
-// block into u), then dotted with activation rows four at a time from u (UnpackedDot4: w for the
-// scales, u for the quants, the rest as IntDot4), so the unpacking is paid once per weight row
-// instead of once per four tokens (batches too small for gemm16's panels). Results bit-identical to int_dot_for's. nullptr where the build has AVX-512 VNNI or the
-// type gains nothing (Q8_0).
+// Batches too small for gemm16's panels, in builds without AVX-512 VNNI: a weight row's blocks
+// unpacked once (unpack: 32 bytes a block into u), then dotted with activation rows four at a
+// time from u (UnpackedDot4: w for the scales, u for the quants, the rest as IntDot4), so the
+// unpacking is paid once per weight row instead of once per four tokens. Results bit-identical to
+// int_dot_for's. nullptr where the build has AVX-512 VNNI or the type gains nothing (Q8_0).
 using UnpackRow = void (*)(const uint8_t* w, int64_t nb, uint8_t* u);
 using UnpackedDot4 = void (*)(const uint8_t* w, const uint8_t* u, const int8_t* qx, const float* dx, const int32_t* xs,
                               int64_t nb, float* out);
