@@ -962,8 +962,9 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
             }
           }
       }
-      // The 16-row panels (AVX-512 builds): 9 tokens (a pass of eight and a lone one, token t is
-      // activation row t % 4), each output bit-identical to the one-row kernel's.
+      // The 16-row panels (AVX-512 builds: 16 rows a lane each, 8 tokens a pass; AVX2: two panels
+      // of 8 rows, 4 tokens a pass): 9 tokens (passes and lone tokens, token t is activation row
+      // t % 4), each output bit-identical to the one-row kernel's.
       if (!fastq::has_gemm16_k(dt)) continue;
       const int64_t tokens = 9;
       std::vector<int8_t> q9(size_t(tokens * n));

@@ -189,22 +189,45 @@ inline __m128 halves2(const uint8_t* p) {
   return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
 }
 
+// Chunk c (< 4) of a Q4_K / Q5_K super-block (packed nibbles at qs, Q5_K's 32 fifth-bit bytes qh):
+// sub-block 2c (the low nibbles) in lo, 2c + 1 (the high ones) in hi, as unsigned quants.
+template <bool kFive>
+inline void q45k_chunk(const uint8_t* qs, __m256i qh, int c, __m256i& lo, __m256i& hi) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i raw = load32(qs + 32 * c);
+  lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+  if (kFive) {  // bit s of qh[l] is the fifth bit of sub-block s: bits 2c and 2c + 1 to bit 4, one
+    // shift each (none for bit 4 itself; a 16-bit shift of at most 4 moves bit 4 of each byte
+    // from within that byte)
+    const __m256i b16 = _mm256_set1_epi8(16);
+    const __m256i l5 = c < 2 ? _mm256_slli_epi16(qh, 4 - 2 * c) : c == 2 ? qh : _mm256_srli_epi16(qh, 2);
+    const __m256i h5 = c < 2 ? _mm256_slli_epi16(qh, 3 - 2 * c) : _mm256_srli_epi16(qh, 2 * c - 3);
+    lo = _mm256_or_si256(lo, _mm256_and_si256(l5, b16));
+    hi = _mm256_or_si256(hi, _mm256_and_si256(h5, b16));
+  }
+}
+
 // Q4_K / Q5_K: sub-block s (32 elements) = d*sc_s*q - dmin*m_s, q unsigned (4 or 5 bits).
 // T activation rows at once (row t at qx + t * 256 * nsb, its scale at dx + t * nsb, its per-16
 // sums at xs + t * 16 * nsb): the weights are unpacked once for all of them, and each row's
 // arithmetic is the same whatever T is.
+// Exact form: each super-block reduced to exact integers, its scaled dot E and its min term M,
+// and the float terms accumulated in two chains, d*dx*E and dmin*dx*M, their difference the
+// result; gemm16_k's 8-row panels (panel8k_tokens) reach the same integers with a weight row per
+// lane and repeat the float steps, so prompts get the bits of decode. (Until the thirtieth session
+// each super-block's 8 lanes were scaled in float and reduced once a row, a form no panel can
+// repeat: 1.03-1.06x this one from L2. Four super-blocks reduced together in four classes, as the
+// 512-bit kernels do, ran at 0.85x: a long tail of dependent shuffles per group.)
 template <bool kFive, int T>
 void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = kFive ? 176 : 144;
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256 acc[T];
+  __m128 acc[T];  // lane 0: the d*dx*E chain, lane 1: the dmin*dx*M chain
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
     const __m128i scm = scales_mins_k4(w + 4);
     const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-    const __m256i mins = mins_k4(scm);
     const uint8_t* qs = w + (kFive ? 48 : 16);
     const __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
     __m256i sum[T];
@@ -212,17 +235,8 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
-      const __m256i raw = load32(qs + 32 * c);
-      __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-      if (kFive) {  // bit s of qh[l] is the fifth bit of sub-block s: bits 2c and 2c + 1 to bit 4,
-        // one shift each (none for bit 4 itself; a 16-bit shift of at most 4 moves bit 4 of each
-        // byte from within that byte)
-        const __m256i b16 = _mm256_set1_epi8(16);
-        const __m256i l5 = c < 2 ? _mm256_slli_epi16(qh, 4 - 2 * c) : c == 2 ? qh : _mm256_srli_epi16(qh, 2);
-        const __m256i h5 = c < 2 ? _mm256_slli_epi16(qh, 3 - 2 * c) : _mm256_srli_epi16(qh, 2 * c - 3);
-        lo = _mm256_or_si256(lo, _mm256_and_si256(l5, b16));
-        hi = _mm256_or_si256(hi, _mm256_and_si256(h5, b16));
-      }
+      __m256i lo, hi;
+      q45k_chunk<kFive>(qs, qh, c, lo, hi);
       const __m256i slo = _mm256_shuffle_epi8(sc, pick16(2 * c)), shi = _mm256_shuffle_epi8(sc, pick16(2 * c + 1));
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
@@ -231,17 +245,19 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
         sum[t] = madd_add(sum[t], _mm256_maddubs_epi16(hi, load32(x + 32)), shi);
       }
     }
-    const __m128 dm = halves2(w);
+    const __m256i mins = mins_k4(scm);
+    const __m128 dm = halves2(w);  // [d, dmin, 0, 0]
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      const __m128 f = _mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb]));  // d * dx, dmin * dx
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
-      acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), _mm256_cvtepi32_ps(sum[t]), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(f)), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[t]);
+      const __m256i part = _mm256_hadd_epi32(sum[t], _mm256_madd_epi16(mins, bs));  // [e01 e23 m01 m23 | e45 e67 m45 m67]
+      const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(part), _mm256_extracti128_si256(part, 1));
+      const __m128 em = _mm_cvtepi32_ps(_mm_hadd_epi32(q, q));  // [E, M, E, M]
+      acc[t] = _mm_fmadd_ps(_mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb])), em, acc[t]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = hsum8(acc[t]);
+  for (int t = 0; t < T; ++t) out[t] = _mm_cvtss_f32(_mm_sub_ss(acc[t], _mm_movehdup_ps(acc[t])));
 }
 
 // Q2_K, Q3_K and Q6_K: sixteen 16-element sub-blocks with their own scales. Each super-block is
@@ -1674,20 +1690,142 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
     _mm256_storeu_ps(out + t * ldo, replay_hsum8([&](int c) { return add(acc[c][t], macc[c][t]); }, tail[t], add));
 }
 
-// 16 rows (kGemmRows) as two panels of 8, every token through each.
+// 16 rows (kGemmRows) as two panels of 8 rows made by pack(rows, panel), every token through
+// each: pass.operator()<T>(panel, first token, out) for kPanel8Tokens tokens at a time, then one.
+template <typename Pack, typename Pass>
+void gemm8x2(const uint8_t* w, size_t stride, size_t panel_bytes, int64_t tokens, float* out, int64_t ldo, Pack pack,
+             Pass pass) {
+  uint8_t* panel = panel_store(panel_bytes);
+  for (int h = 0; h < 2; ++h) {
+    pack(w + size_t(h * kPanel8Rows) * stride, panel);
+    float* o = out + h * kPanel8Rows;
+    int64_t t = 0;
+    for (; t + kPanel8Tokens <= tokens; t += kPanel8Tokens) pass.template operator()<kPanel8Tokens>(panel, t, o + t * ldo);
+    for (; t < tokens; ++t) pass.template operator()<1>(panel, t, o + t * ldo);
+  }
+}
+
 template <typename B>
 void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
                   int64_t tokens, float* out, int64_t ldo) {
-  uint8_t* panel = panel_store(size_t(nb * panel8_block_bytes<B>()));
-  for (int h = 0; h < 2; ++h) {
-    pack_panel8<B>(w + size_t(h * kPanel8Rows) * stride, stride, nb, panel);
-    float* o = out + h * kPanel8Rows;
-    int64_t t = 0;
-    for (; t + kPanel8Tokens <= tokens; t += kPanel8Tokens)
-      panel8_tokens<B, kPanel8Tokens>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, o + t * ldo, ldo);
-    for (; t < tokens; ++t)
-      panel8_tokens<B, 1>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, o + t * ldo, ldo);
+  gemm8x2(w, stride, size_t(nb * panel8_block_bytes<B>()), tokens, out, ldo,
+          [&](const uint8_t* rows, uint8_t* panel) { pack_panel8<B>(rows, stride, nb, panel); },
+          [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
+            panel8_tokens<B, T>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, o, ldo);
+          });
+}
+
+// ---- The same for Q4_K and Q5_K ----
+//
+// sdot_q45k reduces each super-block to two exact integers, its scaled dot E and its min term M.
+// A panel of 8 rows reaches them with a row per lane: per sub-block the quads' maddubs summed in
+// int16 (8 of them, Q5_K's 4: below saturation as above), one madd by the row's (scale, scale)
+// pair; M from madds of (min, min) pairs against the per-16 sums. The float steps are then
+// sdot_q45k's, lane for lane.
+//
+// Per super-block: 64 vectors of byte quads (vector k, dword j: row j's elements 4k..4k+3), 8 of
+// int16 scale pairs (sub-block s: (sc_s, sc_s) per row), 8 of min pairs (sub-block l against per-16
+// sums 2l and 2l + 1), then the rows' d and dmin.
+constexpr int64_t kPanel8KScales = 2048, kPanel8KMins = 2304, kPanel8KD = 2560, kPanel8KDmin = 2592;
+constexpr int64_t kPanel8K = kPanel8KDmin + 32;
+
+template <bool kFive>
+void pack_panel8_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
+  constexpr int kBytes = kFive ? 176 : 144;
+  alignas(32) uint8_t q[kPanel8Rows][256];
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    uint8_t* pb = panel + sb * kPanel8K;
+    int16_t* sc = reinterpret_cast<int16_t*>(pb + kPanel8KScales);  // [sub-block][row][2]
+    int16_t* mn = reinterpret_cast<int16_t*>(pb + kPanel8KMins);
+    float* d = reinterpret_cast<float*>(pb + kPanel8KD);
+    float* dmin = reinterpret_cast<float*>(pb + kPanel8KDmin);
+    for (int j = 0; j < kPanel8Rows; ++j) {
+      const uint8_t* wb = w + size_t(j) * stride + size_t(sb) * kBytes;
+      alignas(16) uint8_t sm[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k4(wb + 4));
+      for (int s = 0; s < 8; ++s) {
+        sc[16 * s + 2 * j] = sc[16 * s + 2 * j + 1] = sm[s];
+        mn[16 * s + 2 * j] = mn[16 * s + 2 * j + 1] = sm[8 + s];
+      }
+      const __m256i qh = kFive ? load32(wb + 16) : _mm256_setzero_si256();
+      for (int c = 0; c < 4; ++c) {
+        __m256i lo, hi;
+        q45k_chunk<kFive>(wb + (kFive ? 48 : 16), qh, c, lo, hi);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q[j] + 64 * c), lo);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q[j] + 64 * c + 32), hi);
+      }
+      d[j] = f16s(wb);
+      dmin[j] = f16s(wb + 2);
+    }
+    for (int k = 0; k < 64; ++k)
+      for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(pb + 32 * k + 4 * j, q[j] + 4 * k, 4);
   }
+}
+
+// out[t * ldo + j] for the panel's 8 rows j and tokens t < T (token t's activations at qx + t *
+// 256 * nsb, dx + t * nsb, xs + t * 16 * nsb).
+template <bool kFive, int T>
+void panel8k_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out,
+                    int64_t ldo) {
+  constexpr int kGroup = 4;  // quads summed in int16 before the scale's madd (Q4_K: 8 would fit, measured 0.9-1.0x)
+  __m256 acc[T], macc[T];                // sdot_q45k's two chains, a row per lane
+  for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = panel + sb * kPanel8K;
+    __m256i e[T], m[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) e[t] = m[t] = _mm256_setzero_si256();
+    for (int s = 0; s < 8; ++s) {
+      const __m256i scv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8KScales + 32 * s));
+      #pragma GCC unroll 2
+      for (int g = 0; g < 8; g += kGroup) {
+        __m256i p[T];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) p[t] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
+        for (int k = 8 * s + g; k < 8 * s + g + kGroup; ++k) {
+          const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            int32_t x4;
+            std::memcpy(&x4, qx + (t * nsb + sb) * 256 + 4 * k, 4);
+            p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4)));
+          }
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) e[t] = madd_add(e[t], p[t], scv);
+      }
+    }
+    #pragma GCC unroll 8
+    for (int l = 0; l < 8; ++l) {
+      const __m256i mv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8KMins + 32 * l));
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        int32_t xs2;
+        std::memcpy(&xs2, xs + (t * nsb + sb) * 16 + 2 * l, 4);
+        m[t] = madd_add(m[t], mv, _mm256_set1_epi32(xs2));
+      }
+    }
+    const __m256 d = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8KD));
+    const __m256 dmin = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8KDmin));
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256 dxv = _mm256_set1_ps(dx[t * nsb + sb]);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(e[t]), acc[t]);
+      macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(m[t]), macc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + t * ldo, _mm256_sub_ps(acc[t], macc[t]));
+}
+
+template <bool kFive>
+void gemm8x2_k(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
+               int64_t tokens, float* out, int64_t ldo) {
+  gemm8x2(w, stride, size_t(nsb * kPanel8K), tokens, out, ldo,
+          [&](const uint8_t* rows, uint8_t* panel) { pack_panel8_k<kFive>(rows, stride, nsb, panel); },
+          [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
+            panel8k_tokens<kFive, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, o, ldo);
+          });
 }
 #endif
 
@@ -2026,7 +2164,9 @@ UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack) {
   });
 }
 
-bool has_gemm16_k(DType t) { return PAGODA_AVX512_VNNI && (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K); }
+bool has_gemm16_k(DType t) {
+  return t == DType::Q4_K || t == DType::Q5_K || (PAGODA_AVX512_VNNI && t == DType::Q6_K);
+}
 
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo) {
@@ -2039,8 +2179,11 @@ bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_
     default: return false;
   }
 #else
-  (void)t, (void)w, (void)stride, (void)nsb, (void)qx, (void)dx, (void)xs, (void)tokens, (void)out, (void)ldo;
-  return false;
+  switch (t) {
+    case DType::Q4_K: gemm8x2_k<false>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q5_K: gemm8x2_k<true>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    default: return false;
+  }
 #endif
 }
 
