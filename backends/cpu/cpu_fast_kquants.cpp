@@ -306,52 +306,52 @@ inline K16Header k16_header(const uint8_t* w) {
   }
 }
 
+// Run k of half n of a Q2_K, Q3_K or Q6_K super-block at w as unsigned quants q' (Q3_K's high-bit
+// mask hm = its first 32 bytes, zero for the others).
+template <DType kType>
+inline __m256i k16_run(const uint8_t* w, __m256i hm, int n, int k) {
+  if constexpr (kType == DType::Q6_K) {
+    const __m256i l = load32(w + 64 * n + 32 * (k & 1)), qh = load32(w + 128 + 32 * n);
+    const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16(l, 4) : l, _mm256_set1_epi8(0x0F));
+    // Bits 2k, 2k + 1 of each qh byte to bits 4, 5: one shift (none for k = 2) and a mask (bits a
+    // 16-bit shift carries in from the neighbouring byte land outside 0x30).
+    const __m256i top = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(lo, _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
+  } else {
+    const __m256i l = load32(w + (kType == DType::Q3_K ? 32 : 16) + 32 * n);
+    __m256i q = _mm256_and_si256(_mm256_srli_epi16(l, 2 * k), _mm256_set1_epi8(3));
+    if constexpr (kType == DType::Q3_K) {  // hmask bit 4n + k set: + 4 (the value is q' - 4)
+      const int bit = 4 * n + k;
+      const __m256i h = bit >= 2 ? _mm256_srli_epi16(hm, bit - 2) : _mm256_slli_epi16(hm, 2 - bit);
+      q = _mm256_or_si256(q, _mm256_and_si256(h, _mm256_set1_epi8(4)));
+    }
+    return q;
+  }
+}
+
+// Exact form, as sdot_q45k's: E = the scaled dot less the offset (Q2_K: M = its min term), two
+// float chains; gemm16_k's 8-row panels (panel8k16_tokens) repeat it.
 template <DType kType, int T>
 void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
-  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-  const __m256i hi2 = _mm256_set1_epi8(0x30);
   __m256i pick[4];
   for (int k = 0; k < 4; ++k) pick[k] = pick_run16(k);
-  __m256 acc[T];
+  __m128 acc[T];  // lane 0: the d*dx*E chain, lane 1: the dmin*dx*M chain (Q2_K)
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
     const auto [sc16, mins, d, dmin] = k16_header<kType>(w);
     __m256i sum[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
-    __m256i hm = _mm256_setzero_si256();
-    if constexpr (kType == DType::Q3_K) hm = load32(w);
+    const __m256i hm = kType == DType::Q3_K ? load32(w) : _mm256_setzero_si256();
 #pragma GCC unroll 2
     for (int n = 0; n < 2; ++n) {
       const __m256i sch = n ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
-      __m256i l0, l1 = _mm256_setzero_si256(), qh = _mm256_setzero_si256();
-      if constexpr (kType == DType::Q6_K) {
-        l0 = load32(w + 64 * n);
-        l1 = load32(w + 64 * n + 32);
-        qh = load32(w + 128 + 32 * n);
-      } else {
-        l0 = load32(w + (kType == DType::Q3_K ? 32 : 16) + 32 * n);
-      }
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
-        __m256i q;
-        if constexpr (kType == DType::Q6_K) {
-          const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16((k & 1) ? l1 : l0, 4) : ((k & 1) ? l1 : l0), low4);
-          // Bits 2k, 2k + 1 of each qh byte to bits 4, 5: one shift (none for k = 2) and a mask
-          // (bits a 16-bit shift carries in from the neighbouring byte land outside 0x30).
-          const __m256i top = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
-          q = _mm256_or_si256(lo, _mm256_and_si256(top, hi2));
-        } else {
-          q = _mm256_and_si256(_mm256_srli_epi16(l0, 2 * k), three);
-          if constexpr (kType == DType::Q3_K) {  // hmask bit 4n + k set: + 4 (the value is q' - 4)
-            const int bit = 4 * n + k;
-            const __m256i h = bit >= 2 ? _mm256_srli_epi16(hm, bit - 2) : _mm256_slli_epi16(hm, 2 - bit);
-            q = _mm256_or_si256(q, _mm256_and_si256(h, four));
-          }
-        }
+        const __m256i q = k16_run<kType>(w, hm, n, k);
         const __m256i scales = _mm256_shuffle_epi8(sch, pick[k]);
         #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
@@ -360,18 +360,20 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
         }
       }
     }
+    const __m128 dm = _mm_setr_ps(d, dmin, 0.0f, 0.0f);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      const float dxt = dx[t * nsb + sb];
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
       if constexpr (kShift >= 0) sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), kShift));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dxt), _mm256_cvtepi32_ps(sum[t]), acc[t]);
-      if constexpr (kType == DType::Q2_K)
-        acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dxt), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[t]);
+      const __m256i mv = kType == DType::Q2_K ? _mm256_madd_epi16(mins, bs) : _mm256_setzero_si256();
+      const __m256i part = _mm256_hadd_epi32(sum[t], mv);
+      const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(part), _mm256_extracti128_si256(part, 1));
+      const __m128 em = _mm_cvtepi32_ps(_mm_hadd_epi32(q, q));  // [E, M, E, M]
+      acc[t] = _mm_fmadd_ps(_mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb])), em, acc[t]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = hsum8(acc[t]);
+  for (int t = 0; t < T; ++t) out[t] = _mm_cvtss_f32(_mm_sub_ss(acc[t], _mm_movehdup_ps(acc[t])));
 }
 
 #if PAGODA_AVX512_VNNI
@@ -1827,6 +1829,115 @@ void gemm8x2_k(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, c
             panel8k_tokens<kFive, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, o, ldo);
           });
 }
+
+// ---- And for Q2_K, Q3_K and Q6_K ----
+//
+// sdot_k16's integers the same way: per 16-element sub-block its 4 quads' maddubs summed in int16
+// (Q6_K's 6-bit q' two at a time, below saturation), one madd by (scale, scale) pairs; the offset
+// (Q3_K, Q6_K: sum(sc * xs), shifted) or Q2_K's min term from madds of (sc_2l, sc_2l+1) or
+// (m_2l, m_2l+1) pairs against per-16 sums 2l and 2l + 1.
+// Per super-block: 64 vectors of q' quads (elements in order: quad k is in sub-block k / 4), 16 of
+// scale pairs, 8 of offset or min pairs, the rows' d and dmin.
+constexpr int64_t kPanel8K16Scales = 2048, kPanel8K16Pairs = 2560, kPanel8K16D = 2816, kPanel8K16Dmin = 2848;
+constexpr int64_t kPanel8K16 = kPanel8K16Dmin + 32;
+
+template <DType kType>
+void pack_panel8_k16(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
+  constexpr int kBytes = K16<kType>::kBytes;
+  alignas(32) uint8_t q[kPanel8Rows][256];
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    uint8_t* pb = panel + sb * kPanel8K16;
+    int16_t* sc = reinterpret_cast<int16_t*>(pb + kPanel8K16Scales);  // [sub-block][row][2]
+    int16_t* pairs = reinterpret_cast<int16_t*>(pb + kPanel8K16Pairs);
+    float* d = reinterpret_cast<float*>(pb + kPanel8K16D);
+    float* dmin = reinterpret_cast<float*>(pb + kPanel8K16Dmin);
+    for (int j = 0; j < kPanel8Rows; ++j) {
+      const uint8_t* wb = w + size_t(j) * stride + size_t(sb) * kBytes;
+      const K16Header h = k16_header<kType>(wb);
+      alignas(32) int16_t s16[16], m16[16];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(s16), h.sc16);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(m16), h.mins);
+      const int16_t* off = kType == DType::Q2_K ? m16 : s16;
+      for (int s = 0; s < 16; ++s) sc[16 * s + 2 * j] = sc[16 * s + 2 * j + 1] = s16[s];
+      for (int l = 0; l < 8; ++l) pairs[16 * l + 2 * j] = off[2 * l], pairs[16 * l + 2 * j + 1] = off[2 * l + 1];
+      const __m256i hm = kType == DType::Q3_K ? load32(wb) : _mm256_setzero_si256();
+      for (int n = 0; n < 2; ++n)
+        for (int k = 0; k < 4; ++k)
+          _mm256_store_si256(reinterpret_cast<__m256i*>(q[j] + 128 * n + 32 * k), k16_run<kType>(wb, hm, n, k));
+      d[j] = h.d;
+      dmin[j] = h.dmin;
+    }
+    for (int k = 0; k < 64; ++k)
+      for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(pb + 32 * k + 4 * j, q[j] + 4 * k, 4);
+  }
+}
+
+template <DType kType, int T>
+void panel8k16_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out,
+                      int64_t ldo) {
+  constexpr int kShift = K16<kType>::kOffShift;
+  constexpr int kGroup = kType == DType::Q6_K ? 2 : 4;  // quads summed in int16 before the scale's madd
+  __m256 acc[T], macc[T];                               // sdot_k16's two chains, a row per lane
+  for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = panel + sb * kPanel8K16;
+    __m256i e[T], o[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) e[t] = o[t] = _mm256_setzero_si256();
+    for (int s = 0; s < 16; ++s) {
+      const __m256i scv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8K16Scales + 32 * s));
+      #pragma GCC unroll 2
+      for (int g = 0; g < 4; g += kGroup) {
+        __m256i p[T];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) p[t] = _mm256_setzero_si256();
+        #pragma GCC unroll 4
+        for (int k = 4 * s + g; k < 4 * s + g + kGroup; ++k) {
+          const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            int32_t x4;
+            std::memcpy(&x4, qx + (t * nsb + sb) * 256 + 4 * k, 4);
+            p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4)));
+          }
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) e[t] = madd_add(e[t], p[t], scv);
+      }
+    }
+    #pragma GCC unroll 8
+    for (int l = 0; l < 8; ++l) {
+      const __m256i pv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8K16Pairs + 32 * l));
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        int32_t xs2;
+        std::memcpy(&xs2, xs + (t * nsb + sb) * 16 + 2 * l, 4);
+        o[t] = madd_add(o[t], pv, _mm256_set1_epi32(xs2));
+      }
+    }
+    const __m256 d = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8K16D));
+    const __m256 dmin = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8K16Dmin));
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256 dxv = _mm256_set1_ps(dx[t * nsb + sb]);
+      if constexpr (kShift >= 0) e[t] = _mm256_sub_epi32(e[t], _mm256_slli_epi32(o[t], kShift));
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(e[t]), acc[t]);
+      const __m256i mv = kType == DType::Q2_K ? o[t] : _mm256_setzero_si256();
+      macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(mv), macc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + t * ldo, _mm256_sub_ps(acc[t], macc[t]));
+}
+
+template <DType kType>
+void gemm8x2_k16(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
+                 int64_t tokens, float* out, int64_t ldo) {
+  gemm8x2(w, stride, size_t(nsb * kPanel8K16), tokens, out, ldo,
+          [&](const uint8_t* rows, uint8_t* panel) { pack_panel8_k16<kType>(rows, stride, nsb, panel); },
+          [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
+            panel8k16_tokens<kType, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, o, ldo);
+          });
+}
 #endif
 
 #if PAGODA_AVX512_VNNI
@@ -2165,7 +2276,7 @@ UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack) {
 }
 
 bool has_gemm16_k(DType t) {
-  return t == DType::Q4_K || t == DType::Q5_K || (PAGODA_AVX512_VNNI && t == DType::Q6_K);
+  return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || (!PAGODA_AVX512_VNNI && (t == DType::Q2_K || t == DType::Q3_K));
 }
 
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
@@ -2182,6 +2293,9 @@ bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_
   switch (t) {
     case DType::Q4_K: gemm8x2_k<false>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     case DType::Q5_K: gemm8x2_k<true>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q2_K: gemm8x2_k16<DType::Q2_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q3_K: gemm8x2_k16<DType::Q3_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q6_K: gemm8x2_k16<DType::Q6_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     default: return false;
   }
 #endif
