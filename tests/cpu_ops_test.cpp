@@ -476,6 +476,53 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
   }
 }
 
+// The integer kernels' int16 partial sums stay below saturation at the formats' extremes: every
+// quant byte (and scale byte) 0xFF, 0x00, 0x80 or 0x88 (largest and smallest unsigned quants, Q8_0's
+// -128, IQ4_NL's -127, Q6_K's scale -128), against activations that all quantize to +127 or -127,
+// alternate, or are random. Prompt-sized batches (the panels) and one row alone (decode) give the
+// same bits, and the activations int8 holds exactly give the dequantized weights' sum in double to
+// float rounding (a saturated sum would be off by percent).
+TEST(CpuFast, IntegerKernelsHoldAtTheFormatsExtremes) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend fast(CpuOptions{.threads = 2});
+  struct Scales { DType t; int d, dmin; };  // byte offsets of the f16 scales in a block (-1: none)
+  const Scales types[] = {{DType::Q8_0, 0, -1}, {DType::Q4_0, 0, -1}, {DType::Q4_1, 0, 2}, {DType::Q5_0, 0, -1},
+                          {DType::Q5_1, 0, 2}, {DType::IQ4_NL, 0, -1}, {DType::Q2_K, 80, 82}, {DType::Q3_K, 108, -1},
+                          {DType::Q4_K, 0, 2}, {DType::Q5_K, 0, 2}, {DType::Q6_K, 208, -1}};
+  const int64_t n_out = 37, n_in = 2304, tokens = 17;
+  for (const auto& [dt, d_at, dmin_at] : types)
+    for (uint8_t fill : {uint8_t(0xFF), uint8_t(0x00), uint8_t(0x80), uint8_t(0x88)}) {
+      const size_t rb = row_bytes(dt, n_in), block = size_t(dtype_block_bytes(dt));
+      std::vector<uint8_t> wq(rb * size_t(n_out), fill);
+      const uint16_t hd = float_to_half(0.01f), hm = float_to_half(0.005f);
+      for (size_t b = 0; b < wq.size() / block; ++b) {
+        std::memcpy(wq.data() + b * block + size_t(d_at), &hd, 2);
+        if (dmin_at >= 0) std::memcpy(wq.data() + b * block + size_t(dmin_at), &hm, 2);
+      }
+      std::vector<float> x(size_t(tokens * n_in));
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t i = 0; i < n_in; ++i)
+          x[size_t(t * n_in + i)] = t == 0 ? 1.0f : t == 1 ? -1.0f : t == 2 ? (i % 2 ? 1.0f : -1.0f) : std::normal_distribution<float>()(rng);
+      const auto got = matmul_on(fast, dt, wq, n_out, n_in, x.data(), tokens);
+      std::vector<float> deq(static_cast<size_t>(n_in));
+      for (int64_t t = 0; t < tokens; ++t) {
+        const auto alone = matmul_on(fast, dt, wq, n_out, n_in, x.data() + t * n_in, 1);
+        for (int64_t o = 0; o < n_out; ++o) {
+          const float g = got[size_t(t * n_out + o)];
+          ASSERT_EQ(g, alone[size_t(o)]) << dtype_name(dt) << " fill " << int(fill) << " token " << t << " output " << o;
+          if (t >= 3) continue;  // activations int8 holds exactly (the random ones only for the bits above)
+          dequantize_row(dt, wq.data() + size_t(o) * rb, deq.data(), n_in);
+          double want = 0, mag = 0;
+          for (int64_t i = 0; i < n_in; ++i) {
+            want += double(deq[size_t(i)]) * x[size_t(t * n_in + i)];
+            mag += std::fabs(double(deq[size_t(i)]));
+          }
+          ASSERT_NEAR(g, want, 1e-5 * mag + 1e-6) << dtype_name(dt) << " fill " << int(fill) << " token " << t << " output " << o;
+        }
+      }
+    }
+}
+
 // Float weights (F32, F16, BF16) against a small batch (a verify pass, a few streams: the rows
 // below the GEMM) give each row exactly what the one-row decode kernel gives it, at widths with
 // every kind of tail (32-float steps, 8-float steps, single floats).
