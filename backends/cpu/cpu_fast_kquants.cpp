@@ -286,23 +286,29 @@ inline __m256i scales_q3k(const uint8_t* s) {
   return _mm256_cvtepi8_epi16(u);
 }
 
-// A Q2_K, Q3_K or Q6_K super-block's sixteen sub-block scales as int16, its d, and (Q2_K) its
-// sixteen mins and dmin (zero for the others).
+// A Q2_K, Q3_K or Q6_K super-block's sixteen sub-block scales as int16, [d, dmin, 0, 0] as floats
+// and (Q2_K) its sixteen mins (zero for the others, as their dmin).
 struct K16Header {
   __m256i sc16, mins;
-  float d, dmin;
+  __m128 dm;
 };
+// One f16 at p as [f, 0, 0, 0].
+inline __m128 half_lane0(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
+}
 template <DType kType>
 inline K16Header k16_header(const uint8_t* w) {
   if constexpr (kType == DType::Q6_K)
     return {_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192))), _mm256_setzero_si256(),
-            f16s(w + 208), 0.0f};
+            half_lane0(w + 208)};
   else if constexpr (kType == DType::Q3_K)
-    return {scales_q3k(w + 96), _mm256_setzero_si256(), f16s(w + 108), 0.0f};
-  else {
+    return {scales_q3k(w + 96), _mm256_setzero_si256(), half_lane0(w + 108)};
+  else {  // d and dmin side by side at 80: one conversion
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
     return {_mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(0x0F))),
-            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F))), f16s(w + 80), f16s(w + 82)};
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F))), halves2(w + 80)};
   }
 }
 
@@ -330,7 +336,7 @@ inline __m256i k16_run(const uint8_t* w, __m256i hm, int n, int k) {
 }
 
 // Exact form, as sdot_q45k's: E = the scaled dot less the offset (Q2_K: M = its min term), two
-// float chains; gemm16_k's 8-row panels (panel8k16_tokens) repeat it.
+// float chains; gemm16_k's 8-row panels (panel8k_tokens) repeat it.
 template <DType kType, int T>
 void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
@@ -341,7 +347,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
-    const auto [sc16, mins, d, dmin] = k16_header<kType>(w);
+    const auto [sc16, mins, dm] = k16_header<kType>(w);
     __m256i sum[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
@@ -360,7 +366,6 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
         }
       }
     }
-    const __m128 dm = _mm_setr_ps(d, dmin, 0.0f, 0.0f);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
@@ -1717,47 +1722,76 @@ void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx,
           });
 }
 
-// ---- The same for Q4_K and Q5_K ----
+// ---- The same for the K-quants ----
 //
-// sdot_q45k reduces each super-block to two exact integers, its scaled dot E and its min term M.
-// A panel of 8 rows reaches them with a row per lane: per sub-block the quads' maddubs summed in
-// int16 (8 of them, Q5_K's 4: below saturation as above), one madd by the row's (scale, scale)
-// pair; M from madds of (min, min) pairs against the per-16 sums. The float steps are then
-// sdot_q45k's, lane for lane.
+// sdot_q45k and sdot_k16 reduce each super-block to exact integers: E, the scaled dot (Q3_K and
+// Q6_K: less the offset), and M, the min term (Q4_K, Q5_K, Q2_K). A panel of 8 rows reaches them
+// with a row per lane: per sub-block its quads' maddubs summed in int16 (four at a time, Q6_K's
+// 6-bit quants two: 2 x 2 x 63 x 127 fits, four would not; eight for Q4_K measured 0.9-1.0x), one
+// madd by the rows' (scale, scale) pairs; M, or the offset, from madds of (min, min) or (sc_2l,
+// sc_2l+1) pairs against per-16 sums 2l and 2l + 1. The float steps are then the row kernels',
+// lane for lane.
 //
-// Per super-block: 64 vectors of byte quads (vector k, dword j: row j's elements 4k..4k+3), 8 of
-// int16 scale pairs (sub-block s: (sc_s, sc_s) per row), 8 of min pairs (sub-block l against per-16
-// sums 2l and 2l + 1), then the rows' d and dmin.
-constexpr int64_t kPanel8KScales = 2048, kPanel8KMins = 2304, kPanel8KD = 2560, kPanel8KDmin = 2592;
-constexpr int64_t kPanel8K = kPanel8KDmin + 32;
+// Per super-block: 64 vectors of unsigned quants (vector k, dword j: row j's elements 4k..4k+3),
+// one vector of scale pairs per sub-block, 8 of min or offset pairs, the rows' d, then dmin.
+template <DType kType>
+struct Panel8K {
+  static constexpr bool kQ45 = kType == DType::Q4_K || kType == DType::Q5_K;
+  static constexpr int kSubs = kQ45 ? 8 : 16;  // sub-blocks (scale pairs)
+  static constexpr int kGroup = kType == DType::Q6_K ? 2 : 4;
+  static constexpr int kShift = kQ45 ? -1 : K16<kType>::kOffShift;  // the offset's, or none
+  static constexpr bool kMin = kQ45 || kType == DType::Q2_K;          // pairs hold mins (M)
+  static constexpr int64_t kScales = 2048, kPairs = kScales + 32 * kSubs, kD = kPairs + 256, kDmin = kD + 32;
+  static constexpr int64_t kBytes = kDmin + 32;
+};
 
-template <bool kFive>
+// Row j's super-block at wb as unsigned quants q[256] in element order, its sub-block scales
+// sc[kSubs], its min or offset pairs' values pv[16] (against per-16 sums), d and dmin.
+template <DType kType>
+void unpack_superblock8(const uint8_t* wb, uint8_t* q, int16_t* sc, int16_t* pv, float& d, float& dmin) {
+  if constexpr (Panel8K<kType>::kQ45) {
+    constexpr bool kFive = kType == DType::Q5_K;
+    alignas(16) uint8_t sm[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k4(wb + 4));
+    for (int s = 0; s < 8; ++s) sc[s] = sm[s], pv[2 * s] = pv[2 * s + 1] = sm[8 + s];
+    const __m256i qh = kFive ? load32(wb + 16) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      __m256i lo, hi;
+      q45k_chunk<kFive>(wb + (kFive ? 48 : 16), qh, c, lo, hi);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 64 * c), lo);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 64 * c + 32), hi);
+    }
+    d = f16s(wb);
+    dmin = f16s(wb + 2);
+  } else {
+    const K16Header h = k16_header<kType>(wb);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sc), h.sc16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pv), kType == DType::Q2_K ? h.mins : h.sc16);
+    const __m256i hm = kType == DType::Q3_K ? load32(wb) : _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n)
+      for (int k = 0; k < 4; ++k)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q + 128 * n + 32 * k), k16_run<kType>(wb, hm, n, k));
+    d = _mm_cvtss_f32(h.dm);
+    dmin = _mm_cvtss_f32(_mm_movehdup_ps(h.dm));
+  }
+}
+
+template <DType kType>
 void pack_panel8_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
-  constexpr int kBytes = kFive ? 176 : 144;
+  using L = Panel8K<kType>;
+  constexpr int kBytes = kType == DType::Q4_K ? 144 : kType == DType::Q5_K ? 176 : K16<kType>::kBytes;
   alignas(32) uint8_t q[kPanel8Rows][256];
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    uint8_t* pb = panel + sb * kPanel8K;
-    int16_t* sc = reinterpret_cast<int16_t*>(pb + kPanel8KScales);  // [sub-block][row][2]
-    int16_t* mn = reinterpret_cast<int16_t*>(pb + kPanel8KMins);
-    float* d = reinterpret_cast<float*>(pb + kPanel8KD);
-    float* dmin = reinterpret_cast<float*>(pb + kPanel8KDmin);
+    uint8_t* pb = panel + sb * L::kBytes;
+    int16_t* sc = reinterpret_cast<int16_t*>(pb + L::kScales);  // [sub-block][row][2]
+    int16_t* pairs = reinterpret_cast<int16_t*>(pb + L::kPairs);  // [l][row][2]
+    float* d = reinterpret_cast<float*>(pb + L::kD);
+    float* dmin = reinterpret_cast<float*>(pb + L::kDmin);
     for (int j = 0; j < kPanel8Rows; ++j) {
-      const uint8_t* wb = w + size_t(j) * stride + size_t(sb) * kBytes;
-      alignas(16) uint8_t sm[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k4(wb + 4));
-      for (int s = 0; s < 8; ++s) {
-        sc[16 * s + 2 * j] = sc[16 * s + 2 * j + 1] = sm[s];
-        mn[16 * s + 2 * j] = mn[16 * s + 2 * j + 1] = sm[8 + s];
-      }
-      const __m256i qh = kFive ? load32(wb + 16) : _mm256_setzero_si256();
-      for (int c = 0; c < 4; ++c) {
-        __m256i lo, hi;
-        q45k_chunk<kFive>(wb + (kFive ? 48 : 16), qh, c, lo, hi);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(q[j] + 64 * c), lo);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(q[j] + 64 * c + 32), hi);
-      }
-      d[j] = f16s(wb);
-      dmin[j] = f16s(wb + 2);
+      int16_t scj[16], pv[16];
+      unpack_superblock8<kType>(w + size_t(j) * stride + size_t(sb) * kBytes, q[j], scj, pv, d[j], dmin[j]);
+      for (int s = 0; s < L::kSubs; ++s) sc[16 * s + 2 * j] = sc[16 * s + 2 * j + 1] = scj[s];
+      for (int l = 0; l < 8; ++l) pairs[16 * l + 2 * j] = pv[2 * l], pairs[16 * l + 2 * j + 1] = pv[2 * l + 1];
     }
     for (int k = 0; k < 64; ++k)
       for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(pb + 32 * k + 4 * j, q[j] + 4 * k, 4);
@@ -1766,135 +1800,27 @@ void pack_panel8_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel)
 
 // out[t * ldo + j] for the panel's 8 rows j and tokens t < T (token t's activations at qx + t *
 // 256 * nsb, dx + t * nsb, xs + t * 16 * nsb).
-template <bool kFive, int T>
+template <DType kType, int T>
 void panel8k_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out,
                     int64_t ldo) {
-  constexpr int kGroup = 4;  // quads summed in int16 before the scale's madd (Q4_K: 8 would fit, measured 0.9-1.0x)
-  __m256 acc[T], macc[T];                // sdot_q45k's two chains, a row per lane
+  using L = Panel8K<kType>;
+  constexpr int kQuads = 64 / L::kSubs;  // per sub-block
+  __m256 acc[T], macc[T];                // the row kernels' two chains, a row per lane
   for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* pb = panel + sb * kPanel8K;
-    __m256i e[T], m[T];
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) e[t] = m[t] = _mm256_setzero_si256();
-    for (int s = 0; s < 8; ++s) {
-      const __m256i scv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8KScales + 32 * s));
-      #pragma GCC unroll 2
-      for (int g = 0; g < 8; g += kGroup) {
-        __m256i p[T];
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) p[t] = _mm256_setzero_si256();
-        #pragma GCC unroll 8
-        for (int k = 8 * s + g; k < 8 * s + g + kGroup; ++k) {
-          const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
-          #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t) {
-            int32_t x4;
-            std::memcpy(&x4, qx + (t * nsb + sb) * 256 + 4 * k, 4);
-            p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4)));
-            asm("" : "+x"(p[t]));  // GCC otherwise hoists the broadcasts and spills (1.08x)
-          }
-        }
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) e[t] = madd_add(e[t], p[t], scv);
-      }
-    }
-    #pragma GCC unroll 8
-    for (int l = 0; l < 8; ++l) {
-      const __m256i mv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8KMins + 32 * l));
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        int32_t xs2;
-        std::memcpy(&xs2, xs + (t * nsb + sb) * 16 + 2 * l, 4);
-        m[t] = madd_add(m[t], mv, _mm256_set1_epi32(xs2));
-        asm("" : "+x"(m[t]));
-      }
-    }
-    const __m256 d = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8KD));
-    const __m256 dmin = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8KDmin));
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m256 dxv = _mm256_set1_ps(dx[t * nsb + sb]);
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(e[t]), acc[t]);
-      macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(m[t]), macc[t]);
-    }
-  }
-  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + t * ldo, _mm256_sub_ps(acc[t], macc[t]));
-}
-
-template <bool kFive>
-void gemm8x2_k(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
-               int64_t tokens, float* out, int64_t ldo) {
-  gemm8x2(w, stride, size_t(nsb * kPanel8K), tokens, out, ldo,
-          [&](const uint8_t* rows, uint8_t* panel) { pack_panel8_k<kFive>(rows, stride, nsb, panel); },
-          [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
-            panel8k_tokens<kFive, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, o, ldo);
-          });
-}
-
-// ---- And for Q2_K, Q3_K and Q6_K ----
-//
-// sdot_k16's integers the same way: per 16-element sub-block its 4 quads' maddubs summed in int16
-// (Q6_K's 6-bit q' two at a time, below saturation), one madd by (scale, scale) pairs; the offset
-// (Q3_K, Q6_K: sum(sc * xs), shifted) or Q2_K's min term from madds of (sc_2l, sc_2l+1) or
-// (m_2l, m_2l+1) pairs against per-16 sums 2l and 2l + 1.
-// Per super-block: 64 vectors of q' quads (elements in order: quad k is in sub-block k / 4), 16 of
-// scale pairs, 8 of offset or min pairs, the rows' d and dmin.
-constexpr int64_t kPanel8K16Scales = 2048, kPanel8K16Pairs = 2560, kPanel8K16D = 2816, kPanel8K16Dmin = 2848;
-constexpr int64_t kPanel8K16 = kPanel8K16Dmin + 32;
-
-template <DType kType>
-void pack_panel8_k16(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
-  constexpr int kBytes = K16<kType>::kBytes;
-  alignas(32) uint8_t q[kPanel8Rows][256];
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    uint8_t* pb = panel + sb * kPanel8K16;
-    int16_t* sc = reinterpret_cast<int16_t*>(pb + kPanel8K16Scales);  // [sub-block][row][2]
-    int16_t* pairs = reinterpret_cast<int16_t*>(pb + kPanel8K16Pairs);
-    float* d = reinterpret_cast<float*>(pb + kPanel8K16D);
-    float* dmin = reinterpret_cast<float*>(pb + kPanel8K16Dmin);
-    for (int j = 0; j < kPanel8Rows; ++j) {
-      const uint8_t* wb = w + size_t(j) * stride + size_t(sb) * kBytes;
-      const K16Header h = k16_header<kType>(wb);
-      alignas(32) int16_t s16[16], m16[16];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(s16), h.sc16);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(m16), h.mins);
-      const int16_t* off = kType == DType::Q2_K ? m16 : s16;
-      for (int s = 0; s < 16; ++s) sc[16 * s + 2 * j] = sc[16 * s + 2 * j + 1] = s16[s];
-      for (int l = 0; l < 8; ++l) pairs[16 * l + 2 * j] = off[2 * l], pairs[16 * l + 2 * j + 1] = off[2 * l + 1];
-      const __m256i hm = kType == DType::Q3_K ? load32(wb) : _mm256_setzero_si256();
-      for (int n = 0; n < 2; ++n)
-        for (int k = 0; k < 4; ++k)
-          _mm256_store_si256(reinterpret_cast<__m256i*>(q[j] + 128 * n + 32 * k), k16_run<kType>(wb, hm, n, k));
-      d[j] = h.d;
-      dmin[j] = h.dmin;
-    }
-    for (int k = 0; k < 64; ++k)
-      for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(pb + 32 * k + 4 * j, q[j] + 4 * k, 4);
-  }
-}
-
-template <DType kType, int T>
-void panel8k16_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out,
-                      int64_t ldo) {
-  constexpr int kShift = K16<kType>::kOffShift;
-  constexpr int kGroup = kType == DType::Q6_K ? 2 : 4;  // quads summed in int16 before the scale's madd
-  __m256 acc[T], macc[T];                               // sdot_k16's two chains, a row per lane
-  for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* pb = panel + sb * kPanel8K16;
+    const uint8_t* pb = panel + sb * L::kBytes;
     __m256i e[T], o[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) e[t] = o[t] = _mm256_setzero_si256();
-    for (int s = 0; s < 16; ++s) {
-      const __m256i scv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8K16Scales + 32 * s));
+    for (int s = 0; s < L::kSubs; ++s) {
+      const __m256i scv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + L::kScales + 32 * s));
       #pragma GCC unroll 2
-      for (int g = 0; g < 4; g += kGroup) {
+      for (int g = 0; g < kQuads; g += L::kGroup) {
         __m256i p[T];
         #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) p[t] = _mm256_setzero_si256();
         #pragma GCC unroll 4
-        for (int k = 4 * s + g; k < 4 * s + g + kGroup; ++k) {
+        for (int k = kQuads * s + g; k < kQuads * s + g + L::kGroup; ++k) {
           const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
           #pragma GCC unroll 8
           for (int t = 0; t < T; ++t) {
@@ -1910,7 +1836,7 @@ void panel8k16_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const
     }
     #pragma GCC unroll 8
     for (int l = 0; l < 8; ++l) {
-      const __m256i pv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + kPanel8K16Pairs + 32 * l));
+      const __m256i pv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + L::kPairs + 32 * l));
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         int32_t xs2;
@@ -1919,27 +1845,27 @@ void panel8k16_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const
         asm("" : "+x"(o[t]));
       }
     }
-    const __m256 d = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8K16D));
-    const __m256 dmin = _mm256_load_ps(reinterpret_cast<const float*>(pb + kPanel8K16Dmin));
+    const __m256 d = _mm256_load_ps(reinterpret_cast<const float*>(pb + L::kD));
+    const __m256 dmin = _mm256_load_ps(reinterpret_cast<const float*>(pb + L::kDmin));
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256 dxv = _mm256_set1_ps(dx[t * nsb + sb]);
-      if constexpr (kShift >= 0) e[t] = _mm256_sub_epi32(e[t], _mm256_slli_epi32(o[t], kShift));
+      if constexpr (L::kShift >= 0) e[t] = _mm256_sub_epi32(e[t], _mm256_slli_epi32(o[t], L::kShift));
       acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(e[t]), acc[t]);
-      const __m256i mv = kType == DType::Q2_K ? o[t] : _mm256_setzero_si256();
-      macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(mv), macc[t]);
+      const __m256i m = L::kMin ? o[t] : _mm256_setzero_si256();
+      macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(m), macc[t]);
     }
   }
   for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + t * ldo, _mm256_sub_ps(acc[t], macc[t]));
 }
 
 template <DType kType>
-void gemm8x2_k16(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
-                 int64_t tokens, float* out, int64_t ldo) {
-  gemm8x2(w, stride, size_t(nsb * kPanel8K16), tokens, out, ldo,
-          [&](const uint8_t* rows, uint8_t* panel) { pack_panel8_k16<kType>(rows, stride, nsb, panel); },
+void gemm8x2_k(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
+               int64_t tokens, float* out, int64_t ldo) {
+  gemm8x2(w, stride, size_t(nsb * Panel8K<kType>::kBytes), tokens, out, ldo,
+          [&](const uint8_t* rows, uint8_t* panel) { pack_panel8_k<kType>(rows, stride, nsb, panel); },
           [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
-            panel8k16_tokens<kType, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, o, ldo);
+            panel8k_tokens<kType, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, o, ldo);
           });
 }
 #endif
@@ -2295,11 +2221,11 @@ bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_
   }
 #else
   switch (t) {
-    case DType::Q4_K: gemm8x2_k<false>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
-    case DType::Q5_K: gemm8x2_k<true>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
-    case DType::Q2_K: gemm8x2_k16<DType::Q2_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
-    case DType::Q3_K: gemm8x2_k16<DType::Q3_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
-    case DType::Q6_K: gemm8x2_k16<DType::Q6_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q2_K: gemm8x2_k<DType::Q2_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q3_K: gemm8x2_k<DType::Q3_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q4_K: gemm8x2_k<DType::Q4_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q5_K: gemm8x2_k<DType::Q5_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q6_K: gemm8x2_k<DType::Q6_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     default: return false;
   }
 #endif
