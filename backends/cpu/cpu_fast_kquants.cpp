@@ -189,6 +189,19 @@ inline __m128 halves2(const uint8_t* p) {
   return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
 }
 
+// The K-quant row kernels' exact form, one super-block of one activation row: its dot lanes sum
+// and min lanes mv (zero where the type has none) reduced to the exact integers E and M, then lane
+// 0 of acc takes d*dx*E and lane 1 dmin*dx*M (dm: [d, dmin, 0, 0]). The panels (panel8k_tokens)
+// repeat these float steps with a weight row per lane.
+inline __m128 exact_step(__m128 acc, __m256i sum, __m256i mv, __m128 dm, float dx) {
+  const __m256i part = _mm256_hadd_epi32(sum, mv);  // [e01 e23 m01 m23 | e45 e67 m45 m67]
+  const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(part), _mm256_extracti128_si256(part, 1));
+  const __m128 em = _mm_cvtepi32_ps(_mm_hadd_epi32(q, q));  // [E, M, E, M]
+  return _mm_fmadd_ps(_mm_mul_ps(dm, _mm_set1_ps(dx)), em, acc);
+}
+// A row's result from exact_step's chains: d*dx*E less dmin*dx*M.
+inline float exact_result(__m128 acc) { return _mm_cvtss_f32(_mm_sub_ss(acc, _mm_movehdup_ps(acc))); }
+
 // Chunk c (< 4) of a Q4_K / Q5_K super-block (packed nibbles at qs, Q5_K's 32 fifth-bit bytes qh):
 // sub-block 2c (the low nibbles) in lo, 2c + 1 (the high ones) in hi, as unsigned quants.
 template <bool kFive>
@@ -221,7 +234,7 @@ inline void q45k_chunk(const uint8_t* qs, __m256i qh, int c, __m256i& lo, __m256
 template <bool kFive, int T>
 void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = kFive ? 176 : 144;
-  __m128 acc[T];  // lane 0: the d*dx*E chain, lane 1: the dmin*dx*M chain
+  __m128 acc[T];  // exact_step's chains
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
@@ -250,14 +263,11 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
-      const __m256i part = _mm256_hadd_epi32(sum[t], _mm256_madd_epi16(mins, bs));  // [e01 e23 m01 m23 | e45 e67 m45 m67]
-      const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(part), _mm256_extracti128_si256(part, 1));
-      const __m128 em = _mm_cvtepi32_ps(_mm_hadd_epi32(q, q));  // [E, M, E, M]
-      acc[t] = _mm_fmadd_ps(_mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb])), em, acc[t]);
+      acc[t] = exact_step(acc[t], sum[t], _mm256_madd_epi16(mins, bs), dm, dx[t * nsb + sb]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = _mm_cvtss_f32(_mm_sub_ss(acc[t], _mm_movehdup_ps(acc[t])));
+  for (int t = 0; t < T; ++t) out[t] = exact_result(acc[t]);
 }
 
 // Q2_K, Q3_K and Q6_K: sixteen 16-element sub-blocks with their own scales. Each super-block is
@@ -342,7 +352,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
   __m256i pick[4];
   for (int k = 0; k < 4; ++k) pick[k] = pick_run16(k);
-  __m128 acc[T];  // lane 0: the d*dx*E chain, lane 1: the dmin*dx*M chain (Q2_K)
+  __m128 acc[T];  // exact_step's chains
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
@@ -371,14 +381,11 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
       if constexpr (kShift >= 0) sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), kShift));
       const __m256i mv = kType == DType::Q2_K ? _mm256_madd_epi16(mins, bs) : _mm256_setzero_si256();
-      const __m256i part = _mm256_hadd_epi32(sum[t], mv);
-      const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(part), _mm256_extracti128_si256(part, 1));
-      const __m128 em = _mm_cvtepi32_ps(_mm_hadd_epi32(q, q));  // [E, M, E, M]
-      acc[t] = _mm_fmadd_ps(_mm_mul_ps(dm, _mm_set1_ps(dx[t * nsb + sb])), em, acc[t]);
+      acc[t] = exact_step(acc[t], sum[t], mv, dm, dx[t * nsb + sb]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) out[t] = _mm_cvtss_f32(_mm_sub_ss(acc[t], _mm_movehdup_ps(acc[t])));
+  for (int t = 0; t < T; ++t) out[t] = exact_result(acc[t]);
 }
 
 #if PAGODA_AVX512_VNNI
@@ -2058,16 +2065,11 @@ void unpack_superblock(const uint8_t* wb, uint8_t* q, int32_t* sc, int32_t* m, f
     // q and sc in the activations' order (x256_slot): chunk s of q holds sub-block kPairedOrder[s].
     static_assert(x256_paired(kType), "the panels read the 512-bit kernels' order");
     for (int s = 0; s < 8; ++s) sc[s] = sm[kPairedOrder[s]], m[s] = sm[8 + s];
-    const uint8_t* qs = wb + (kFive ? 48 : 16);
-    const __m256i low4 = _mm256_set1_epi8(0x0F), b16 = _mm256_set1_epi8(16);
     const __m256i qh = kFive ? load32(wb + 16) : _mm256_setzero_si256();
-    // Bit b of each qh byte to bit 4 (16-bit shifts of at most 4 left or 3 right keep it the byte's own).
-    auto fifth = [&](int b) { return _mm256_and_si256(b <= 4 ? _mm256_slli_epi16(qh, 4 - b) : _mm256_srli_epi16(qh, b - 4), b16); };
     #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
-      const __m256i raw = load32(qs + 32 * c);
-      __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-      if (kFive) lo = _mm256_or_si256(lo, fifth(2 * c)), hi = _mm256_or_si256(hi, fifth(2 * c + 1));
+      __m256i lo, hi;
+      q45k_chunk<kFive>(wb + (kFive ? 48 : 16), qh, c, lo, hi);
       _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * kPairedOrder[2 * c]), lo);
       _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * kPairedOrder[2 * c + 1]), hi);
     }
