@@ -18,8 +18,8 @@
 #   file, reads a 14-token prompt and prints one token (`llama-simple -n 1` / `pagoda run -n 1
 #   --temp 0`); printed is the time from launch to that token's first byte on stdout, and to exit.
 # Output: one line per file and round: llama.cpp's pp and tg (llama-bench, mean of 2 repetitions
-# after its warm-up; tg decodes from an empty context) and Pagoda's prefill and decode (`bench
-# decode`, median of 2 runs after a warm-up; decode after the prompt), all tok/s.
+# after its warm-up; tg decodes after PROMPT tokens of context, `-d`) and Pagoda's prefill and
+# decode (`bench decode`, median of 2 runs after a warm-up; decode after the prompt), all tok/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAGODA=${PAGODA:-build/pagoda}
@@ -43,8 +43,12 @@ echo "llama.cpp $(git -C "$WORK/src" log -1 --format='%h %ad' --date=short), pag
 
 FILES=("$@")
 [[ ${#FILES[@]} -gt 0 ]] || FILES=(bench-models/synth-*.gguf)
-lb() { "$WORK/build/bin/llama-bench" -m "$1" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 2 -o csv 2>/dev/null |
+# llama.cpp's tg decodes at a depth of PROMPT tokens (`-d`), as Pagoda's decode follows its prompt:
+# both read the same K/V a step. (Until the thirty-first session tg decoded from an empty context,
+# which at 110M flattered llama.cpp's column by up to 2x: K/V reads are a third of a step there.)
+lb1() { "$WORK/build/bin/llama-bench" -m "$1" "${@:2}" -t "$THREADS" -r 2 -o csv 2>/dev/null |
   tail -n +2 | awk -F, '{gsub(/"/, "", $(NF-1)); printf "%.0f ", $(NF-1)}'; }
+lb() { echo "$(lb1 "$1" -p "$PROMPT" -n 0) $(lb1 "$1" -p 0 -n "$GEN" -d "$PROMPT")"; }
 pg() { "$PAGODA" bench decode -m "$1" --prompt-tokens "$PROMPT" -n "$GEN" -r 2 -t "$THREADS" 2>&1 |
   awk '/prefill  median/ {p = $3} /decode   median/ {d = $3} END {printf "%.0f %.0f", p, d}'; }
 if [[ ${COLD:-0} == 1 ]]; then
@@ -79,8 +83,8 @@ for ((r = 1; r <= ROUNDS; ++r)); do
   for f in "${FILES[@]}"; do
     read -r lpp ltg <<<"$(lb "$f")"
     read -r ppf pdc <<<"$(pg "$f")"
-    printf '%-40s round %d  llama.cpp pp%s %6s tg%s %5s   pagoda prefill %6s decode %5s\n' \
-      "$(basename "$f")" "$r" "$PROMPT" "$lpp" "$GEN" "$ltg" "$ppf" "$pdc"
+    printf '%-40s round %d  llama.cpp pp%s %6s tg%s@d%s %5s   pagoda prefill %6s decode %5s\n' \
+      "$(basename "$f")" "$r" "$PROMPT" "$lpp" "$GEN" "$PROMPT" "$ltg" "$ppf" "$pdc"
   done
 done
 
