@@ -353,14 +353,39 @@ inline __m256i k16_run(const uint8_t* w, __m256i hm, int n, int k) {
   }
 }
 
+// The row kernel's Q2_K header: the sixteen 4-bit scales as bytes in both 128-bit lanes, so that
+// one vpshufb (pick_byte16) gives a run's int16 factors with no widening first (two vpmovzxbw and
+// two vperm2i128 a super-block, on the two shuffle ports that bound this kernel: from L2 29 -> 31
+// Gweights/s, docs/perf.md); its sixteen mins as int16 and [d, dmin, 0, 0]. (Q3_K the same way,
+// its signed scales placed in the high byte, ran no faster; Q6_K's int8 scales times 256 would
+// overflow the sums.)
+struct Q2KBytes {
+  __m256i scales, mins;
+  __m128 dm;
+};
+// Byte pair (2s, 2s+1) of a 128-bit lane as the int16 lane pattern that picks byte s with a zero
+// high byte; pick_byte16(k): scale 2k of the lane's eight in the low 128 bits, 2k + 1 in the high.
+inline __m256i pick_byte16(int k) {
+  return _mm256_set_m128i(_mm_set1_epi16(int16_t(0x8000 | (2 * k + 1))), _mm_set1_epi16(int16_t(0x8000 | (2 * k))));
+}
+inline Q2KBytes q2k_bytes(const uint8_t* w) {
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  // int16 lane j of the low 128 bits takes byte j, of the high 128 bits byte 8 + j
+  const __m256i widen = _mm256_setr_epi8(0, -128, 1, -128, 2, -128, 3, -128, 4, -128, 5, -128, 6, -128, 7, -128, 8, -128, 9,
+                                         -128, 10, -128, 11, -128, 12, -128, 13, -128, 14, -128, 15, -128);
+  return {_mm256_and_si256(v, low4), _mm256_shuffle_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), widen), halves2(w + 80)};
+}
+
 // Exact form, as sdot_q45k's: E = the scaled dot less the offset (Q2_K: M = its min term), two
 // float chains, each super-block's step after the next one's integer work; gemm16_k's 8-row
 // panels (panel8k_tokens) repeat it.
 template <DType kType, int T>
 void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
+  constexpr bool kQ2 = kType == DType::Q2_K;
   __m256i pick[4];
-  for (int k = 0; k < 4; ++k) pick[k] = pick_run16(k);
+  for (int k = 0; k < 4; ++k) pick[k] = kQ2 ? pick_byte16(k) : pick_run16(k);
   __m128 acc[T];  // exact_step's chains
   __m256i psum[T], pmv[T];  // the previous super-block's integers, stepped after this one's (see below)
   __m128 pdm = _mm_setzero_ps();
@@ -368,14 +393,24 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps(), psum[t] = pmv[t] = _mm256_setzero_si256();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
-    const auto [sc16, mins, dm] = k16_header<kType>(w);
+    // Q2_K's scales as bytes (q2k_bytes; half 1's moved down 8 bytes), the others' widened
+    __m256i sc16, mins;
+    __m128 dm;
+    if constexpr (kQ2) {
+      const Q2KBytes b = q2k_bytes(w);
+      sc16 = b.scales, mins = b.mins, dm = b.dm;
+    } else {
+      const K16Header h = k16_header<kType>(w);
+      sc16 = h.sc16, mins = h.mins, dm = h.dm;
+    }
     __m256i sum[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
     const __m256i hm = kType == DType::Q3_K ? load32(w) : _mm256_setzero_si256();
 #pragma GCC unroll 2
     for (int n = 0; n < 2; ++n) {
-      const __m256i sch = n ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
+      const __m256i sch = kQ2 ? (n ? _mm256_srli_si256(sc16, 8) : sc16)
+                                     : n ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const __m256i q = k16_run<kType>(w, hm, n, k);
@@ -392,7 +427,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
       if constexpr (kShift >= 0) sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), kShift));
       if (sb > 0) acc[t] = exact_step(acc[t], psum[t], pmv[t], pdm, dx[t * nsb + sb - 1]);
-      psum[t] = sum[t], pmv[t] = kType == DType::Q2_K ? _mm256_madd_epi16(mins, bs) : _mm256_setzero_si256();
+      psum[t] = sum[t], pmv[t] = kQ2 ? _mm256_madd_epi16(mins, bs) : _mm256_setzero_si256();
     }
     pdm = dm;
   }
