@@ -155,6 +155,8 @@ constexpr int kAheadBytes32 = 8192;
 
 // The eight 16-bit lanes of a 128-bit lane replicated: byte pair (2s, 2s+1) in every int16 lane.
 inline __m256i pick16(int s) { return _mm256_set1_epi16(int16_t(((2 * s + 1) << 8) | (2 * s))); }
+// Byte s of each 128-bit lane in every int16 lane, zero-extended.
+inline __m256i pick_byte(int s) { return _mm256_set1_epi16(int16_t(0x8000 | s)); }
 // Run k of a Q2_K/Q3_K/Q6_K half (sub-blocks 2k and 2k + 1, see K16): int16 scale 2k of the half
 // in the low 128 bits, 2k + 1 in the high.
 inline __m256i pick_run16(int k) {
@@ -178,8 +180,10 @@ inline __m128i scales_mins_k4(const uint8_t* q) {
 
 // The eight mins of scales_mins_k4's result as int16, m_s at lanes 2s and 2s + 1 (against the
 // activations' per-16 sums).
-inline __m256i mins_k4(__m128i scm) {
-  return _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+// (scm2: scales_mins_k4's bytes in both 128-bit lanes; one vpshufb, no widening.)
+inline __m256i mins_k4(__m256i scm2) {
+  return _mm256_shuffle_epi8(scm2, _mm256_setr_epi8(8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128, 12,
+                                                    -128, 12, -128, 13, -128, 13, -128, 14, -128, 14, -128, 15, -128, 15, -128));
 }
 
 // The two f16 values at p (d, dmin) as floats in lanes 0 and 1.
@@ -245,8 +249,9 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps(), psum[t] = pmv[t] = _mm256_setzero_si256();
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
-    const __m128i scm = scales_mins_k4(w + 4);
-    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+    // The scale and min bytes in both lanes: a chunk's vpshufb picks its scales as int16 from
+    // bytes (pick_byte16), with no vpmovzxbw on the shuffle ports first.
+    const __m256i sc = _mm256_broadcastsi128_si256(scales_mins_k4(w + 4));
     const uint8_t* qs = w + (kFive ? 48 : 16);
     const __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
     __m256i sum[T];
@@ -256,7 +261,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
     for (int c = 0; c < 4; ++c) {
       __m256i lo, hi;
       q45k_chunk<kFive>(qs, qh, c, lo, hi);
-      const __m256i slo = _mm256_shuffle_epi8(sc, pick16(2 * c)), shi = _mm256_shuffle_epi8(sc, pick16(2 * c + 1));
+      const __m256i slo = _mm256_shuffle_epi8(sc, pick_byte(2 * c)), shi = _mm256_shuffle_epi8(sc, pick_byte(2 * c + 1));
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const uint8_t* x = reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + sb * 256 + 64 * c);
@@ -264,7 +269,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
         sum[t] = madd_add(sum[t], _mm256_maddubs_epi16(hi, load32(x + 32)), shi);
       }
     }
-    const __m256i mins = mins_k4(scm);
+    const __m256i mins = mins_k4(sc);
     const __m128 dm = halves2(w);  // [d, dmin, 0, 0]
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
