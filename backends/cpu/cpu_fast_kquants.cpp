@@ -1492,6 +1492,12 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) p[t] = pair_dot<B>(lo, hi, reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + bp * 32));
     };
+    // One row: a group's float step (scale8) runs after the next group's integer work, as the
+    // K-quant row kernels do theirs (same operations in the same order; from L2 Q4_0 1.05x,
+    // Q5_0 1.07x, IQ4_NL 1.03x).
+    [[maybe_unused]] __m256i ps[T];
+    [[maybe_unused]] const uint8_t* pw = nullptr;
+    [[maybe_unused]] int64_t pb = 0;
     for (; b + 8 <= nb; b += 8, w += 8 * kBytes) {
       if (T == 1) prefetch_bytes_ahead<8 * kBytes, kAheadBytes32>(w);
       // Pairs 0, 1 hadd into [b0 b0 b2 b2 | b1 b1 b3 b3], pairs 2, 3 likewise for blocks 4..7, and
@@ -1510,8 +1516,15 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
                                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         }
       }
-      scale8(s, w, b);
+      if constexpr (T > 1 || kMin) {  // batches and Q4_1/Q5_1: in place (no gain measured; Q5_1 0.98x)
+        scale8(s, w, b);
+      } else {
+        if (pw) scale8(ps, pw, pb);
+        ps[0] = s[0], pw = w, pb = b;
+      }
     }
+    if constexpr (T == 1 && !kMin)
+      if (pw) scale8(ps, pw, pb);
     for (; b + 2 <= nb; b += 2, w += 2 * kBytes) {
       __m256i p[T];
       pair(w, b, p);
