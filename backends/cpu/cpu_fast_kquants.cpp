@@ -250,7 +250,7 @@ void sdot_q45k(const uint8_t* w, const int8_t* qx, const float* dx, const int16_
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
     // The scale and min bytes in both lanes: a chunk's vpshufb picks its scales as int16 from
-    // bytes (pick_byte16), with no vpmovzxbw on the shuffle ports first.
+    // bytes (pick_byte), with no vpmovzxbw on the shuffle ports first.
     const __m256i sc = _mm256_broadcastsi128_si256(scales_mins_k4(w + 4));
     const uint8_t* qs = w + (kFive ? 48 : 16);
     const __m256i qh = kFive ? load32(w + 16) : _mm256_setzero_si256();
@@ -359,7 +359,7 @@ inline __m256i k16_run(const uint8_t* w, __m256i hm, int n, int k) {
 }
 
 // The row kernel's Q2_K header: the sixteen 4-bit scales as bytes in both 128-bit lanes, so that
-// one vpshufb (pick_byte16) gives a run's int16 factors with no widening first (two vpmovzxbw and
+// one vpshufb (pick_run_byte) gives a run's int16 factors with no widening first (two vpmovzxbw and
 // two vperm2i128 a super-block, on the two shuffle ports that bound this kernel: from L2 29 -> 31
 // Gweights/s, docs/perf.md); its sixteen mins as int16 and [d, dmin, 0, 0]. (Q3_K the same way,
 // its signed scales placed in the high byte, ran no faster; Q6_K's int8 scales times 256 would
@@ -369,8 +369,8 @@ struct Q2KBytes {
   __m128 dm;
 };
 // Byte pair (2s, 2s+1) of a 128-bit lane as the int16 lane pattern that picks byte s with a zero
-// high byte; pick_byte16(k): scale 2k of the lane's eight in the low 128 bits, 2k + 1 in the high.
-inline __m256i pick_byte16(int k) {
+// high byte; pick_run_byte(k): scale 2k of the lane's eight in the low 128 bits, 2k + 1 in the high.
+inline __m256i pick_run_byte(int k) {
   return _mm256_set_m128i(_mm_set1_epi16(int16_t(0x8000 | (2 * k + 1))), _mm_set1_epi16(int16_t(0x8000 | (2 * k))));
 }
 inline Q2KBytes q2k_bytes(const uint8_t* w) {
@@ -390,7 +390,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
   constexpr bool kQ2 = kType == DType::Q2_K;
   __m256i pick[4];
-  for (int k = 0; k < 4; ++k) pick[k] = kQ2 ? pick_byte16(k) : pick_run16(k);
+  for (int k = 0; k < 4; ++k) pick[k] = kQ2 ? pick_run_byte(k) : pick_run16(k);
   __m128 acc[T];  // exact_step's chains
   __m256i psum[T], pmv[T];  // the previous super-block's integers, stepped after this one's (see below)
   __m128 pdm = _mm_setzero_ps();
