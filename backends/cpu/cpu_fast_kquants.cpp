@@ -162,6 +162,11 @@ inline __m256i pick_byte(int s) { return _mm256_set1_epi16(int16_t(0x8000 | s));
 inline __m256i pick_run16(int k) {
   return _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * k + 1)), _mm256_castsi256_si128(pick16(2 * k)));
 }
+// The same from scale bytes (Q2_K's row kernel, q2k_bytes): byte 2k zero-extended in the low 128
+// bits, byte 2k + 1 in the high.
+inline __m256i pick_run_byte(int k) {
+  return _mm256_set_m128i(_mm256_castsi256_si128(pick_byte(2 * k + 1)), _mm256_castsi256_si128(pick_byte(2 * k)));
+}
 
 // The 8 six-bit scales and mins of a Q4_K/Q5_K super-block's 12 scale bytes (at q; 16 bytes are
 // read, the block continues past them), as scale_min_k4 defines them, as bytes [sc0..7, m0..7]:
@@ -368,11 +373,6 @@ struct Q2KBytes {
   __m256i scales, mins;
   __m128 dm;
 };
-// Byte pair (2s, 2s+1) of a 128-bit lane as the int16 lane pattern that picks byte s with a zero
-// high byte; pick_run_byte(k): scale 2k of the lane's eight in the low 128 bits, 2k + 1 in the high.
-inline __m256i pick_run_byte(int k) {
-  return _mm256_set_m128i(_mm_set1_epi16(int16_t(0x8000 | (2 * k + 1))), _mm_set1_epi16(int16_t(0x8000 | (2 * k))));
-}
 inline Q2KBytes q2k_bytes(const uint8_t* w) {
   const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
   const __m256i low4 = _mm256_set1_epi8(0x0F);
@@ -399,14 +399,14 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
   for (int64_t sb = 0; sb < nsb; ++sb, w += kBytes) {
     if (T == 1) prefetch_ahead<kBytes>(w);
     // Q2_K's scales as bytes (q2k_bytes; half 1's moved down 8 bytes), the others' widened
-    __m256i sc16, mins;
+    __m256i sc, mins;
     __m128 dm;
     if constexpr (kQ2) {
       const Q2KBytes b = q2k_bytes(w);
-      sc16 = b.scales, mins = b.mins, dm = b.dm;
+      sc = b.scales, mins = b.mins, dm = b.dm;
     } else {
       const K16Header h = k16_header<kType>(w);
-      sc16 = h.sc16, mins = h.mins, dm = h.dm;
+      sc = h.sc16, mins = h.mins, dm = h.dm;
     }
     __m256i sum[T];
     #pragma GCC unroll 8
@@ -414,8 +414,8 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
     const __m256i hm = kType == DType::Q3_K ? load32(w) : _mm256_setzero_si256();
 #pragma GCC unroll 2
     for (int n = 0; n < 2; ++n) {
-      const __m256i sch = kQ2 ? (n ? _mm256_srli_si256(sc16, 8) : sc16)
-                                     : n ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
+      const __m256i sch = kQ2 ? (n ? _mm256_srli_si256(sc, 8) : sc)
+                              : _mm256_permute2x128_si256(sc, sc, n ? 0x11 : 0x00);
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const __m256i q = k16_run<kType>(w, hm, n, k);
@@ -430,7 +430,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + (t * nsb + sb) * 16));
-      if constexpr (kShift >= 0) sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), kShift));
+      if constexpr (kShift >= 0) sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), kShift));
       if (sb > 0) acc[t] = exact_step(acc[t], psum[t], pmv[t], pdm, dx[t * nsb + sb - 1]);
       psum[t] = sum[t], pmv[t] = kQ2 ? _mm256_madd_epi16(mins, bs) : _mm256_setzero_si256();
     }
@@ -1495,7 +1495,9 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
     // One row: a group's float step (scale8) runs after the next group's integer work, as the
     // K-quant row kernels do theirs (same operations in the same order; from L2 Q4_0 1.05x,
     // Q5_0 1.07x, IQ4_NL 1.03x).
-    [[maybe_unused]] __m256i ps[T];
+    // (Batches and Q4_1/Q5_1 step in place: no gain measured, Q5_1 0.98x.)
+    constexpr bool kLate = T == 1 && !kMin;
+    [[maybe_unused]] __m256i ps = _mm256_setzero_si256();
     [[maybe_unused]] const uint8_t* pw = nullptr;
     [[maybe_unused]] int64_t pb = 0;
     for (; b + 8 <= nb; b += 8, w += 8 * kBytes) {
@@ -1516,15 +1518,15 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
                                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         }
       }
-      if constexpr (T > 1 || kMin) {  // batches and Q4_1/Q5_1: in place (no gain measured; Q5_1 0.98x)
-        scale8(s, w, b);
+      if constexpr (kLate) {
+        if (pw) scale8(&ps, pw, pb);
+        ps = s[0], pw = w, pb = b;
       } else {
-        if (pw) scale8(ps, pw, pb);
-        ps[0] = s[0], pw = w, pb = b;
+        scale8(s, w, b);
       }
     }
-    if constexpr (T == 1 && !kMin)
-      if (pw) scale8(ps, pw, pb);
+    if constexpr (kLate)
+      if (pw) scale8(&ps, pw, pb);
     for (; b + 2 <= nb; b += 2, w += 2 * kBytes) {
       __m256i p[T];
       pair(w, b, p);
