@@ -1665,25 +1665,44 @@ constexpr int64_t panel8_weight_bytes() { return B::kOff < 0 ? 512 : 256; }
 template <typename B>
 constexpr int64_t panel8_block_bytes() { return panel8_weight_bytes<B>() + 32 + (B::kMin ? 32 : 0); }
 
+// Dwords transposed: on entry r[j] holds row j's eight dwords, on return r[k] holds dword k of
+// rows 0..7 (dword j: row j's). 24 shuffles where the panels' packing copied 64 dwords one at a
+// time: at a 16-token prompt that packing took as long as the products (110M Q4_0, docs/perf.md).
+inline void transpose8_epi32(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {  // [r_2i.0 r_2i+1.0 r_2i.1 r_2i+1.1 | .4 .5], [.2 .3 | .6 .7]
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h)  // rows 4h..4h+3: u[4h + c] dword c of each (low lane), c + 4 (high)
+    for (int i = 0; i < 2; ++i) {
+      u[4 * h + 2 * i] = _mm256_unpacklo_epi64(t[4 * h + i], t[4 * h + i + 2]);
+      u[4 * h + 2 * i + 1] = _mm256_unpackhi_epi64(t[4 * h + i], t[4 * h + i + 2]);
+    }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+    r[c + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+  }
+}
+
 template <typename B>
 void pack_panel8(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
-  alignas(32) int8_t q[kPanel8Rows][32];
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* pb = panel + b * panel8_block_bytes<B>();
     float* d = reinterpret_cast<float*>(pb + panel8_weight_bytes<B>());
+    __m256i q[kPanel8Rows];
     for (int j = 0; j < kPanel8Rows; ++j) {
       const uint8_t* wb = w + size_t(j) * stride + size_t(b) * B::kBytes;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(q[j]), B::unpack(wb));
+      q[j] = B::unpack(wb);
       d[j] = f16(wb);
       if (B::kMin) d[kPanel8Rows + j] = f16(wb + 2);
     }
-    for (int k = 0; k < 8; ++k)
-      for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(pb + 32 * k + 4 * j, q[j] + 4 * k, 4);
-    if constexpr (B::kOff < 0)  // and their magnitudes
-      for (int k = 0; k < 8; ++k) {
-        uint8_t* v = pb + 256 + 32 * k;
-        _mm256_store_si256(reinterpret_cast<__m256i*>(v), _mm256_abs_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k))));
-      }
+    transpose8_epi32(q);
+    for (int k = 0; k < 8; ++k) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 32 * k), q[k]);
+      if constexpr (B::kOff < 0)  // and their magnitudes
+        _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 256 + 32 * k), _mm256_abs_epi8(q[k]));
+    }
   }
 }
 
@@ -1777,12 +1796,22 @@ template <typename Pack, typename Pass>
 void gemm8x2(const uint8_t* w, size_t stride, size_t panel_bytes, int64_t tokens, float* out, int64_t ldo, Pack pack,
              Pass pass) {
   uint8_t* panel = panel_store(panel_bytes);
+  // While a panel's tokens run, the next 8 rows (the next call's, after the second panel) are asked
+  // for from memory, a share before each pass: at a 16-token prompt the packing otherwise waited
+  // on DRAM for half its time (110M IQ4_NL, docs/perf.md). Prefetches past the tensor do no harm.
+  const int64_t passes = tokens / kPanel8Tokens + tokens % kPanel8Tokens;
+  const size_t lines = (size_t(kPanel8Rows) * stride + 63) / 64, share = (lines + size_t(passes) - 1) / size_t(passes);
   for (int h = 0; h < 2; ++h) {
     pack(w + size_t(h * kPanel8Rows) * stride, panel);
+    const char* next = reinterpret_cast<const char*>(w + size_t((h + 1) * kPanel8Rows) * stride);
+    size_t line = 0;
+    const auto ahead = [&] {
+      for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(next + 64 * line, _MM_HINT_T0);
+    };
     float* o = out + h * kPanel8Rows;
     int64_t t = 0;
-    for (; t + kPanel8Tokens <= tokens; t += kPanel8Tokens) pass.template operator()<kPanel8Tokens>(panel, t, o + t * ldo);
-    for (; t < tokens; ++t) pass.template operator()<1>(panel, t, o + t * ldo);
+    for (; t + kPanel8Tokens <= tokens; t += kPanel8Tokens) ahead(), pass.template operator()<kPanel8Tokens>(panel, t, o + t * ldo);
+    for (; t < tokens; ++t) ahead(), pass.template operator()<1>(panel, t, o + t * ldo);
   }
 }
 
@@ -1867,8 +1896,12 @@ void pack_panel8_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel)
       for (int s = 0; s < L::kSubs; ++s) sc[16 * s + 2 * j] = sc[16 * s + 2 * j + 1] = scj[s];
       for (int l = 0; l < 8; ++l) pairs[16 * l + 2 * j] = pv[2 * l], pairs[16 * l + 2 * j + 1] = pv[2 * l + 1];
     }
-    for (int k = 0; k < 64; ++k)
-      for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(pb + 32 * k + 4 * j, q[j] + 4 * k, 4);
+    for (int v = 0; v < 8; ++v) {  // vectors 8v..8v+7 from each row's bytes 32v..32v+31
+      __m256i r[kPanel8Rows];
+      for (int j = 0; j < kPanel8Rows; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[j] + 32 * v));
+      transpose8_epi32(r);
+      for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 32 * (8 * v + k)), r[k]);
+    }
   }
 }
 
