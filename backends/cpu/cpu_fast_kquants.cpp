@@ -1626,6 +1626,44 @@ inline uint8_t* panel_store(size_t bytes) {
   return store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64;
 }
 
+// Dwords transposed: on entry r[j] holds row j's eight dwords, on return r[k] holds dword k of
+// rows 0..7 (dword j: row j's). 24 shuffles where the panels' packing copied 64 dwords one at a
+// time: at a 16-token prompt that packing took as long as the products (110M Q4_0, docs/perf.md).
+inline void transpose8_epi32(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {  // [r_2i.0 r_2i+1.0 r_2i.1 r_2i+1.1 | .4 .5], [.2 .3 | .6 .7]
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h)  // rows 4h..4h+3: u[4h + c] dword c of each (low lane), c + 4 (high)
+    for (int i = 0; i < 2; ++i) {
+      u[4 * h + 2 * i] = _mm256_unpacklo_epi64(t[4 * h + i], t[4 * h + i + 2]);
+      u[4 * h + 2 * i + 1] = _mm256_unpackhi_epi64(t[4 * h + i], t[4 * h + i + 2]);
+    }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+    r[c + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+  }
+}
+
+// A panel's tokens: pass.operator()<kStep>(t) for kStep tokens at a time from t = 0, then
+// operator()<1> for the rest. Before each pass a share of [next, next + bytes), the rows packed
+// after this panel, is asked for from memory: at a 16-token prompt the packing otherwise waited on
+// DRAM for half its time (110M IQ4_NL on AVX2, docs/perf.md). Prefetches past a tensor do no harm.
+template <int kStep, typename Pass>
+void token_passes(int64_t tokens, const uint8_t* next, size_t bytes, Pass pass) {
+  const int64_t passes = tokens / kStep + tokens % kStep;
+  const size_t lines = (bytes + 63) / 64, share = (lines + size_t(passes) - 1) / size_t(passes);
+  const char* p = reinterpret_cast<const char*>(next);
+  size_t line = 0;
+  const auto ahead = [&] {
+    for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(p + 64 * line, _MM_HINT_T0);
+  };
+  int64_t t = 0;
+  for (; t + kStep <= tokens; t += kStep) ahead(), pass.template operator()<kStep>(t);
+  for (; t < tokens; ++t) ahead(), pass.template operator()<1>(t);
+}
+
 // dot_blocks32's last steps for accumulator classes v(c) (acc + macc of its lane c): hsum8's tree
 // ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), then + tail. The integer panels replay it
 // with a weight row per vector lane (V: __m256 or __m512, add: its addition).
@@ -1664,26 +1702,6 @@ template <typename B>
 constexpr int64_t panel8_weight_bytes() { return B::kOff < 0 ? 512 : 256; }
 template <typename B>
 constexpr int64_t panel8_block_bytes() { return panel8_weight_bytes<B>() + 32 + (B::kMin ? 32 : 0); }
-
-// Dwords transposed: on entry r[j] holds row j's eight dwords, on return r[k] holds dword k of
-// rows 0..7 (dword j: row j's). 24 shuffles where the panels' packing copied 64 dwords one at a
-// time: at a 16-token prompt that packing took as long as the products (110M Q4_0, docs/perf.md).
-inline void transpose8_epi32(__m256i r[8]) {
-  __m256i t[8], u[8];
-  for (int i = 0; i < 4; ++i) {  // [r_2i.0 r_2i+1.0 r_2i.1 r_2i+1.1 | .4 .5], [.2 .3 | .6 .7]
-    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int h = 0; h < 2; ++h)  // rows 4h..4h+3: u[4h + c] dword c of each (low lane), c + 4 (high)
-    for (int i = 0; i < 2; ++i) {
-      u[4 * h + 2 * i] = _mm256_unpacklo_epi64(t[4 * h + i], t[4 * h + i + 2]);
-      u[4 * h + 2 * i + 1] = _mm256_unpackhi_epi64(t[4 * h + i], t[4 * h + i + 2]);
-    }
-  for (int c = 0; c < 4; ++c) {
-    r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
-    r[c + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
-  }
-}
 
 template <typename B>
 void pack_panel8(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
@@ -1796,22 +1814,12 @@ template <typename Pack, typename Pass>
 void gemm8x2(const uint8_t* w, size_t stride, size_t panel_bytes, int64_t tokens, float* out, int64_t ldo, Pack pack,
              Pass pass) {
   uint8_t* panel = panel_store(panel_bytes);
-  // While a panel's tokens run, the next 8 rows (the next call's, after the second panel) are asked
-  // for from memory, a share before each pass: at a 16-token prompt the packing otherwise waited
-  // on DRAM for half its time (110M IQ4_NL, docs/perf.md). Prefetches past the tensor do no harm.
-  const int64_t passes = tokens / kPanel8Tokens + tokens % kPanel8Tokens;
-  const size_t lines = (size_t(kPanel8Rows) * stride + 63) / 64, share = (lines + size_t(passes) - 1) / size_t(passes);
   for (int h = 0; h < 2; ++h) {
     pack(w + size_t(h * kPanel8Rows) * stride, panel);
-    const char* next = reinterpret_cast<const char*>(w + size_t((h + 1) * kPanel8Rows) * stride);
-    size_t line = 0;
-    const auto ahead = [&] {
-      for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(next + 64 * line, _MM_HINT_T0);
-    };
     float* o = out + h * kPanel8Rows;
-    int64_t t = 0;
-    for (; t + kPanel8Tokens <= tokens; t += kPanel8Tokens) ahead(), pass.template operator()<kPanel8Tokens>(panel, t, o + t * ldo);
-    for (; t < tokens; ++t) ahead(), pass.template operator()<1>(panel, t, o + t * ldo);
+    // the next 8 rows: the second panel's, then the next call's first
+    token_passes<kPanel8Tokens>(tokens, w + size_t((h + 1) * kPanel8Rows) * stride, size_t(kPanel8Rows) * stride,
+                                [&]<int T>(int64_t t) { pass.template operator()<T>(panel, t, o + t * ldo); });
   }
 }
 
@@ -2021,8 +2029,12 @@ void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
       d[j] = f16(wb);
       if (kMin) d[kPanelRows + j] = f16(wb + 2);
     }
-    for (int k = 0; k < 8; ++k)
-      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, rows[j] + 4 * k, 4);
+    for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7 to bytes 32h..32h+31 of each vector
+      __m256i r[8];
+      for (int j = 0; j < 8; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(rows[8 * h + j]));
+      transpose8_epi32(r);
+      for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 64 * k + 32 * h), r[k]);
+    }
   }
 }
 
@@ -2110,11 +2122,9 @@ void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, 
   constexpr int kTokens = 8;
   uint8_t* panel = panel_store(size_t(nb * panel_block_bytes<kMin>()));
   pack_panel16<B>(w, stride, nb, panel);
-  int64_t t = 0;
-  for (; t + kTokens <= tokens; t += kTokens)
-    panel16_tokens<kOff, kMin, kTokens>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo, ldo);
-  for (; t < tokens; ++t)
-    panel16_tokens<kOff, kMin, 1>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo, ldo);
+  token_passes<kTokens>(tokens, w + size_t(kPanelRows) * stride, size_t(kPanelRows) * stride, [&]<int T>(int64_t t) {
+    panel16_tokens<kOff, kMin, T>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo, ldo);
+  });
 }
 
 void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx,
@@ -2197,8 +2207,13 @@ void pack_panel16_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel
         pairs[32 * l + 2 * j + 1] = int16_t(kType == DType::Q6_K ? scj[2 * l + 1] : mj[l]);
       }
     }
-    for (int k = 0; k < 64; ++k)
-      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, q[j] + 4 * k, 4);
+    for (int v = 0; v < 8; ++v)  // vectors 8v..8v+7 from each row's bytes 32v..32v+31
+      for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7 to bytes 32h..32h+31 of each vector
+        __m256i r[8];
+        for (int j = 0; j < 8; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[8 * h + j] + 32 * v));
+        transpose8_epi32(r);
+        for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 64 * (8 * v + k) + 32 * h), r[k]);
+      }
   }
 }
 
@@ -2271,11 +2286,9 @@ void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* q
   constexpr int kTokens = 8;
   uint8_t* panel = panel_store(size_t(nsb * kPanelK));
   pack_panel16_k<kType>(w, stride, nsb, panel);
-  int64_t t = 0;
-  for (; t + kTokens <= tokens; t += kTokens)
-    panel16k_tokens<kType, kTokens>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo, ldo);
-  for (; t < tokens; ++t)
-    panel16k_tokens<kType, 1>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo, ldo);
+  token_passes<kTokens>(tokens, w + size_t(kPanelRows) * stride, size_t(kPanelRows) * stride, [&]<int T>(int64_t t) {
+    panel16k_tokens<kType, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo, ldo);
+  });
 }
 #pragma GCC diagnostic pop
 #endif
