@@ -1856,15 +1856,16 @@ struct Panel8K {
   static constexpr int64_t kBytes = kDmin + 32;
 };
 
-// Row j's super-block at wb as unsigned quants q[256] in element order, its sub-block scales
-// sc[kSubs], its min or offset pairs' values pv[16] (against per-16 sums), d and dmin.
+// Row j's super-block at wb as unsigned quants q[256] in element order, its sub-block scales as
+// int16 (sc, the first kSubs lanes), its min or offset pairs' values as int16 (pv, against per-16
+// sums), d and dmin.
 template <DType kType>
-void unpack_superblock8(const uint8_t* wb, uint8_t* q, int16_t* sc, int16_t* pv, float& d, float& dmin) {
+void unpack_superblock8(const uint8_t* wb, uint8_t* q, __m256i& sc, __m256i& pv, float& d, float& dmin) {
   if constexpr (Panel8K<kType>::kQ45) {
     constexpr bool kFive = kType == DType::Q5_K;
-    alignas(16) uint8_t sm[16];
-    _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k4(wb + 4));
-    for (int s = 0; s < 8; ++s) sc[s] = sm[s], pv[2 * s] = pv[2 * s + 1] = sm[8 + s];
+    const __m128i sm = scales_mins_k4(wb + 4);  // [sc0..7, m0..7]
+    sc = _mm256_cvtepu8_epi16(sm);
+    pv = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));  // m_s at lanes 2s and 2s + 1
     const __m256i qh = kFive ? load32(wb + 16) : _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
       __m256i lo, hi;
@@ -1876,8 +1877,8 @@ void unpack_superblock8(const uint8_t* wb, uint8_t* q, int16_t* sc, int16_t* pv,
     dmin = f16s(wb + 2);
   } else {
     const K16Header h = k16_header<kType>(wb);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sc), h.sc16);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pv), kType == DType::Q2_K ? h.mins : h.sc16);
+    sc = h.sc16;
+    pv = kType == DType::Q2_K ? h.mins : h.sc16;
     const __m256i hm = kType == DType::Q3_K ? load32(wb) : _mm256_setzero_si256();
     for (int n = 0; n < 2; ++n)
       for (int k = 0; k < 4; ++k)
@@ -1887,6 +1888,12 @@ void unpack_superblock8(const uint8_t* wb, uint8_t* q, int16_t* sc, int16_t* pv,
   }
 }
 
+// The 8 rows' vectors r[j] transposed by dwords and stored as out[0..7] (32 bytes each, aligned).
+inline void store_transposed8(__m256i r[8], uint8_t* out) {
+  transpose8_epi32(r);
+  for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(out + 32 * k), r[k]);
+}
+
 template <DType kType>
 void pack_panel8_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
   using L = Panel8K<kType>;
@@ -1894,21 +1901,24 @@ void pack_panel8_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel)
   alignas(32) uint8_t q[kPanel8Rows][256];
   for (int64_t sb = 0; sb < nsb; ++sb) {
     uint8_t* pb = panel + sb * L::kBytes;
-    int16_t* sc = reinterpret_cast<int16_t*>(pb + L::kScales);  // [sub-block][row][2]
-    int16_t* pairs = reinterpret_cast<int16_t*>(pb + L::kPairs);  // [l][row][2]
     float* d = reinterpret_cast<float*>(pb + L::kD);
     float* dmin = reinterpret_cast<float*>(pb + L::kDmin);
+    // Per row: its (sc_s, sc_s) int16 pairs as dwords, s < 8 and s >= 8, and its pv pairs.
+    __m256i lo[kPanel8Rows], hi[kPanel8Rows], pairs[kPanel8Rows];
     for (int j = 0; j < kPanel8Rows; ++j) {
-      int16_t scj[16], pv[16];
-      unpack_superblock8<kType>(w + size_t(j) * stride + size_t(sb) * kBytes, q[j], scj, pv, d[j], dmin[j]);
-      for (int s = 0; s < L::kSubs; ++s) sc[16 * s + 2 * j] = sc[16 * s + 2 * j + 1] = scj[s];
-      for (int l = 0; l < 8; ++l) pairs[16 * l + 2 * j] = pv[2 * l], pairs[16 * l + 2 * j + 1] = pv[2 * l + 1];
+      __m256i sc;
+      unpack_superblock8<kType>(w + size_t(j) * stride + size_t(sb) * kBytes, q[j], sc, pairs[j], d[j], dmin[j]);
+      const __m256i a = _mm256_unpacklo_epi16(sc, sc), b = _mm256_unpackhi_epi16(sc, sc);  // [0..3 | 8..11], [4..7 | 12..15]
+      lo[j] = _mm256_permute2x128_si256(a, b, 0x20), hi[j] = _mm256_permute2x128_si256(a, b, 0x31);
     }
+    // Vector s of the scales: dword j = row j's (sc_s, sc_s); vector l of the pairs: (pv_2l, pv_2l+1).
+    store_transposed8(lo, pb + L::kScales);
+    if constexpr (L::kSubs > 8) store_transposed8(hi, pb + L::kScales + 256);
+    store_transposed8(pairs, pb + L::kPairs);
     for (int v = 0; v < 8; ++v) {  // vectors 8v..8v+7 from each row's bytes 32v..32v+31
       __m256i r[kPanel8Rows];
       for (int j = 0; j < kPanel8Rows; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[j] + 32 * v));
-      transpose8_epi32(r);
-      for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 32 * (8 * v + k)), r[k]);
+      store_transposed8(r, pb + 32 * 8 * v);
     }
   }
 }
