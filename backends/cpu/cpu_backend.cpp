@@ -349,11 +349,38 @@ void CpuBackend::matmul_many(const Tensor& x, const Tensor* ws, const Tensor* ou
   fast::matmul_many(*pool_, host(x), hw.span(), ho.span());
 }
 void CpuBackend::rope(const Tensor& x, const Tensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
-  ref::rope(host(x), host(pos), n_heads, head_dim, theta);
+  if (opt_.reference) return ref::rope(host(x), host(pos), n_heads, head_dim, theta);
+  rope_cached(x, pos, nullptr, n_heads, head_dim, theta);
 }
 void CpuBackend::rope_freqs(const Tensor& x, const Tensor& pos, const Tensor& freq_factors, int32_t n_heads,
                             int32_t head_dim, float theta) {
-  ref::rope_freqs(host(x), host(pos), host(freq_factors).f32(), n_heads, head_dim, theta);
+  if (opt_.reference) return ref::rope_freqs(host(x), host(pos), host(freq_factors).f32(), n_heads, head_dim, theta);
+  rope_cached(x, pos, host(freq_factors).f32(), n_heads, head_dim, theta);
+}
+void CpuBackend::rope_cached(const Tensor& x, const Tensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
+                             float theta) {
+  const HostTensor hx = host(x);
+  const int32_t* p = host(pos).i32();
+  const size_t rows = size_t(hx.rows), half = size_t(head_dim / 2);
+  std::lock_guard lock(rope_mu_);
+  const auto same = [&](const RopeTable& t) {
+    return t.head_dim == head_dim && t.theta == theta && t.pos.size() == rows &&
+           std::equal(t.pos.begin(), t.pos.end(), p) && t.factors.size() == (factors ? half : 0) &&
+           (!factors || std::equal(t.factors.begin(), t.factors.end(), factors));
+  };
+  RopeTable* t = same(rope_[0]) ? &rope_[0] : same(rope_[1]) ? &rope_[1] : nullptr;
+  if (!t) {
+    t = &rope_[rope_next_];
+    rope_next_ ^= 1;
+    t->pos.assign(p, p + rows);
+    t->factors.assign(factors, factors ? factors + half : factors);
+    t->theta = theta, t->head_dim = head_dim;
+    t->cs.resize(rows * half * 2);
+    ref::rope_table(p, int64_t(rows), factors, head_dim, theta, t->cs.data());
+  }
+  const float* cs = t->cs.data();
+  if (int64_t(rows) * n_heads * head_dim < 16384) return ref::rope_rows(hx, cs, n_heads, head_dim, 0, hx.rows);
+  pool_->parallel_for(hx.rows, [&](int64_t r0, int64_t r1) { ref::rope_rows(hx, cs, n_heads, head_dim, r0, r1); });
 }
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   if (opt_.reference) ref::silu_mul(host(gate), host(up), host(out));

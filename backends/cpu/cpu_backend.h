@@ -2,6 +2,8 @@
 // plain single-threaded kernels every other backend is tested against; otherwise the fast path.
 #pragma once
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "backends/backend.h"
 #include "backends/cpu/cpu_ops.h"
@@ -70,8 +72,23 @@ class CpuBackend final : public Backend {
  private:
   // Packs w (planned for panels) now if a matmul of `rows` rows should find it packed.
   void settle(const Tensor& w, int64_t rows);
+  // rope / rope_freqs through a (cos, sin) table kept for the positions last rotated: the q and k
+  // of every layer of a forward share it (one pow, cos and sin per row and pair a forward, not per
+  // layer and tensor), and prompts rotate their rows on the pool. Bits as the reference's.
+  void rope_cached(const Tensor& x, const Tensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
+                   float theta);
   CpuOptions opt_;
   std::unique_ptr<ThreadPool> pool_;
+  struct RopeTable {
+    std::vector<int32_t> pos;
+    std::vector<float> factors;  // empty: none
+    float theta = 0;
+    int32_t head_dim = 0;
+    std::vector<float> cs;  // ref::rope_table's
+  };
+  std::mutex rope_mu_;
+  RopeTable rope_[2];  // two: models whose local layers rotate by another base alternate
+  int rope_next_ = 0;
 };
 
 }  // namespace pagoda

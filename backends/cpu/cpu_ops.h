@@ -70,6 +70,18 @@ void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t h
 // rope with pair i's frequency divided by factors[i] (factors null: plain rope).
 void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
                 float theta);
+// rope_freqs in two steps: the (cos, sin) of each row's rotation pairs, cs[2 * (r * head_dim / 2
+// + i)] and the one after it (rows of pos, factors as above), then rows [r0, r1) of x rotated by it.
+void rope_table(const int32_t* pos, int64_t rows, const float* factors, int32_t head_dim, float theta, float* cs);
+void rope_rows(const HostTensor& x, const float* cs, int32_t n_heads, int32_t head_dim, int64_t r0, int64_t r1);
+// One rotation of (v[0], v[1]) by the angle with cosine c and sine s, in double, where a product of
+// two floats is exact: the result is the same whether or not the compiler fuses a product into the
+// sum, so every build (native FMA or portable) gives the same bits.
+inline void rotate_pair(float* v, float c, float s) {
+  const double v0 = v[0], v1 = v[1];
+  v[0] = float(v0 * c - v1 * s);
+  v[1] = float(v0 * s + v1 * c);
+}
 void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out);
 void gelu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out);
 void scale(const HostTensor& x, const HostTensor& out, float s);

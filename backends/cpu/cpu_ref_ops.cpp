@@ -44,33 +44,41 @@ void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out) {
   }
 }
 
-// One rotation of (v[0], v[1]) by the angle with cosine c and sine s, in double, where a product of
-// two floats is exact: the result is the same whether or not the compiler fuses a product into the
-// sum, so every build (native FMA or portable) gives the same bits.
-inline void rotate_pair(float* v, float c, float s) {
-  const double v0 = v[0], v1 = v[1];
-  v[0] = float(v0 * c - v1 * s);
-  v[1] = float(v0 * s + v1 * c);
-}
-
 void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta) {
   rope_freqs(x, pos, nullptr, n_heads, head_dim, theta);
 }
 
-void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
-                float theta) {
+void rope_table(const int32_t* pos, int64_t rows, const float* factors, int32_t head_dim, float theta, float* cs) {
   // A pair's angle does not depend on the head: computed once per row and pair (pow, cos and sin
   // per head were ~3% of a one-stream decode step at the 110M shape).
-  for (int64_t r = 0; r < x.rows; ++r) {
-    const float p = float(pos.i32()[r]);
-    float* row = x.f32() + r * x.cols;
+  const int32_t half = head_dim / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float p = float(pos[r]);
     for (int32_t i = 0; i < head_dim; i += 2) {
       float freq = std::pow(theta, -float(i) / float(head_dim));
       if (factors) freq /= factors[i / 2];
-      const float a = p * freq, c = std::cos(a), s = std::sin(a);
-      for (int32_t h = 0; h < n_heads; ++h) rotate_pair(row + h * head_dim + i, c, s);
+      const float a = p * freq;
+      cs[2 * (r * half + i / 2)] = std::cos(a);
+      cs[2 * (r * half + i / 2) + 1] = std::sin(a);
     }
   }
+}
+
+void rope_rows(const HostTensor& x, const float* cs, int32_t n_heads, int32_t head_dim, int64_t r0, int64_t r1) {
+  const int32_t half = head_dim / 2;
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = x.f32() + r * x.cols;
+    const float* c = cs + 2 * r * half;
+    for (int32_t h = 0; h < n_heads; ++h)
+      for (int32_t i = 0; i < half; ++i) rotate_pair(row + h * head_dim + 2 * i, c[2 * i], c[2 * i + 1]);
+  }
+}
+
+void rope_freqs(const HostTensor& x, const HostTensor& pos, const float* factors, int32_t n_heads, int32_t head_dim,
+                float theta) {
+  std::vector<float> cs(size_t(x.rows) * size_t(head_dim));
+  rope_table(pos.i32(), x.rows, factors, head_dim, theta, cs.data());
+  rope_rows(x, cs.data(), n_heads, head_dim, 0, x.rows);
 }
 
 void silu_mul(const HostTensor& gate, const HostTensor& up, const HostTensor& out) {
