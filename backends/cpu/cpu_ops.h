@@ -65,6 +65,8 @@ struct HostTensor {
 namespace ref {
 void embed(const HostTensor& table, const HostTensor& ids, const HostTensor& out);
 void rms_norm(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps);
+// Rows [r0, r1) of rms_norm (each row's arithmetic whatever the range).
+void rms_norm_rows(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps, int64_t r0, int64_t r1);
 void matmul(const HostTensor& w, const HostTensor& x, const HostTensor& out);
 void rope(const HostTensor& x, const HostTensor& pos, int32_t n_heads, int32_t head_dim, float theta);
 // rope with pair i's frequency divided by factors[i] (factors null: plain rope).

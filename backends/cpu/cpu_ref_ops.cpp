@@ -21,7 +21,11 @@ void embed(const HostTensor& table, const HostTensor& ids, const HostTensor& out
 }
 
 void rms_norm(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps) {
-  for (int64_t r = 0; r < x.rows; ++r) {
+  rms_norm_rows(x, w, out, eps, 0, x.rows);
+}
+
+void rms_norm_rows(const HostTensor& x, const HostTensor& w, const HostTensor& out, float eps, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* xr = x.f32() + r * x.cols;
     float* o = out.f32() + r * x.cols;
     float ss = 0;
