@@ -415,7 +415,7 @@ void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t
 #pragma GCC unroll 2
     for (int n = 0; n < 2; ++n) {
       const __m256i sch = kQ2 ? (n ? _mm256_srli_si256(sc, 8) : sc)
-                              : _mm256_permute2x128_si256(sc, sc, n ? 0x11 : 0x00);
+                              : n ? _mm256_permute2x128_si256(sc, sc, 0x11) : _mm256_permute2x128_si256(sc, sc, 0x00);
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const __m256i q = k16_run<kType>(w, hm, n, k);
