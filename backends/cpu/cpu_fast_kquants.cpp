@@ -1646,6 +1646,12 @@ inline void transpose8_epi32(__m256i r[8]) {
   }
 }
 
+// The 8 rows' vectors r[j] transposed by dwords and stored, vector k at out + pitch * k (aligned).
+inline void store_transposed8(__m256i r[8], uint8_t* out, int64_t pitch = 32) {
+  transpose8_epi32(r);
+  for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(out + pitch * k), r[k]);
+}
+
 // A panel's tokens: pass.operator()<kStep>(t) for kStep tokens at a time from t = 0, then
 // operator()<1> for the rest. Before each pass a share of [next, next + bytes), the rows packed
 // after this panel, is asked for from memory: at a 16-token prompt the packing otherwise waited on
@@ -1888,12 +1894,6 @@ void unpack_superblock8(const uint8_t* wb, uint8_t* q, __m256i& sc, __m256i& pv,
   }
 }
 
-// The 8 rows' vectors r[j] transposed by dwords and stored as out[0..7] (32 bytes each, aligned).
-inline void store_transposed8(__m256i r[8], uint8_t* out) {
-  transpose8_epi32(r);
-  for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(out + 32 * k), r[k]);
-}
-
 template <DType kType>
 void pack_panel8_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
   using L = Panel8K<kType>;
@@ -2042,8 +2042,7 @@ void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
     for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7 to bytes 32h..32h+31 of each vector
       __m256i r[8];
       for (int j = 0; j < 8; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(rows[8 * h + j]));
-      transpose8_epi32(r);
-      for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 64 * k + 32 * h), r[k]);
+      store_transposed8(r, pb + 32 * h, 64);
     }
   }
 }
@@ -2221,8 +2220,7 @@ void pack_panel16_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel
       for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7 to bytes 32h..32h+31 of each vector
         __m256i r[8];
         for (int j = 0; j < 8; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[8 * h + j] + 32 * v));
-        transpose8_epi32(r);
-        for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(pb + 64 * (8 * v + k) + 32 * h), r[k]);
+        store_transposed8(r, pb + 64 * 8 * v + 32 * h, 64);
       }
   }
 }
