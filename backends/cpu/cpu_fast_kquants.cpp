@@ -1646,10 +1646,10 @@ inline void transpose8_epi32(__m256i r[8]) {
   }
 }
 
-// The 8 rows' vectors r[j] transposed by dwords and stored, vector k at out + pitch * k (aligned).
-inline void store_transposed8(__m256i r[8], uint8_t* out, int64_t pitch = 32) {
+// The 8 rows' vectors r[j] transposed by dwords and stored as out[0..7] (32 bytes each, aligned).
+inline void store_transposed8(__m256i r[8], uint8_t* out) {
   transpose8_epi32(r);
-  for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(out + pitch * k), r[k]);
+  for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(out + 32 * k), r[k]);
 }
 
 // A panel's tokens: pass.operator()<kStep>(t) for kStep tokens at a time from t = 0, then
@@ -2039,11 +2039,10 @@ void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
       d[j] = f16(wb);
       if (kMin) d[kPanelRows + j] = f16(wb + 2);
     }
-    for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7 to bytes 32h..32h+31 of each vector
-      __m256i r[8];
-      for (int j = 0; j < 8; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(rows[8 * h + j]));
-      store_transposed8(r, pb + 32 * h, 64);
-    }
+    // (One dword at a time, not store_transposed8's shuffles: unmeasured on an AVX-512 core,
+    // where a shuffle-heavy unpack once made 16-token prompts slower, docs/perf.md.)
+    for (int k = 0; k < 8; ++k)
+      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, rows[j] + 4 * k, 4);
   }
 }
 
@@ -2216,12 +2215,8 @@ void pack_panel16_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel
         pairs[32 * l + 2 * j + 1] = int16_t(kType == DType::Q6_K ? scj[2 * l + 1] : mj[l]);
       }
     }
-    for (int v = 0; v < 8; ++v)  // vectors 8v..8v+7 from each row's bytes 32v..32v+31
-      for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7 to bytes 32h..32h+31 of each vector
-        __m256i r[8];
-        for (int j = 0; j < 8; ++j) r[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[8 * h + j] + 32 * v));
-        store_transposed8(r, pb + 64 * 8 * v + 32 * h, 64);
-      }
+    for (int k = 0; k < 64; ++k)  // (as pack_panel16's)
+      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, q[j] + 4 * k, 4);
   }
 }
 
