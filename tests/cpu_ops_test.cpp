@@ -409,6 +409,55 @@ TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
   }
 }
 
+// The fast backend keeps the (cos, sin) table of the positions it last rotated (two: a local and a
+// global base): every call, hit or miss, must still give the reference's bits. A sequence on one
+// backend: q then k with the same positions (a hit), one position changed, with factors, the other
+// base, back to the first (a hit on the older entry), the factors' values changed in place (a
+// miss), and a prompt-sized batch (rows on the pool).
+TEST(CpuFast, RopeTableFollowsPositionsBaseAndFactors) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend ref(CpuOptions{.reference = true}), fast(CpuOptions{.threads = 2});
+  const int32_t hd = 64;
+  std::vector<float> factors(size_t(hd / 2));
+  for (auto& f : factors) f = 1.0f + float(rng() % 1000) / 100.0f;
+  std::vector<int32_t> pos(9);
+  for (auto& p : pos) p = int32_t(rng() % 30000);
+  struct Call {
+    int32_t heads;
+    float theta;
+    bool with_factors;
+    int64_t rows;
+  };
+  const Call calls[] = {{4, 10000.0f, false, 9},  {2, 10000.0f, false, 9},  {2, 10000.0f, false, 9},
+                        {4, 10000.0f, true, 9},   {4, 1000000.0f, false, 9}, {4, 10000.0f, true, 9},
+                        {4, 10000.0f, true, 9},   {4, 10000.0f, true, 70},  {4, 10000.0f, true, 70}};
+  for (size_t c = 0; c < std::size(calls); ++c) {
+    const Call& k = calls[c];
+    if (c == 2) pos[5] += 1;                    // same length, one position moved
+    if (c == 6) factors[3] *= 1.5f;             // the factors' values, not their buffer, changed
+    if (c == 7) {                               // a prompt: 70 rows x 4 heads x 64 on the pool
+      pos.resize(70);
+      for (auto& p : pos) p = int32_t(rng() % 30000);
+    }
+    const auto x = randn(rng, size_t(k.rows * k.heads * hd));
+    std::vector<float> outs[2];
+    int i = 0;
+    for (Backend* be : {static_cast<Backend*>(&ref), static_cast<Backend*>(&fast)}) {
+      Buf xb = make(*be, DType::F32, k.rows, int64_t(k.heads) * hd), pb = make(*be, DType::I32, k.rows, 1),
+          fb = make(*be, DType::F32, 1, hd / 2);
+      be->upload(xb.t, x.data(), x.size() * 4);
+      be->upload(pb.t, pos.data(), size_t(k.rows) * 4);
+      be->upload(fb.t, factors.data(), factors.size() * 4);
+      if (k.with_factors) be->rope_freqs(xb.t, pb.t, fb.t, k.heads, hd, k.theta);
+      else be->rope(xb.t, pb.t, k.heads, hd, k.theta);
+      outs[i].resize(x.size());
+      be->download(xb.t, outs[i].data(), x.size() * 4);
+      ++i;
+    }
+    EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), x.size() * 4)) << "call " << c;
+  }
+}
+
 // Every quantized weight type through the fast backend, at token counts around the four-token
 // pass (1, 3, 4, 5) and prompt sizes (17, 33: 16-row panels with 8-token passes and a lone
 // token, 37 outputs = 2 panels + 5 rows): near the reference, and each token's row bit-identical
