@@ -336,9 +336,9 @@ void CpuBackend::embed(const Tensor& table, const Tensor& ids, const Tensor& out
 }
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, const Tensor& out, float eps) {
   const HostTensor hx = host(x), hw = host(w), ho = host(out);
-  // A prompt's rows on the pool (a row's sum is one serial chain, kept for its bits: at 256 wide
-  // 64 rows took ~20 us on one thread); a decode step's row or few stay here.
-  if (opt_.reference || hx.rows < 2 || hx.rows * hx.cols < 16384) return ref::rms_norm(hx, hw, ho, eps);
+  // A prompt's rows on the pool (each row's sum stays one serial chain, for its bits); a decode
+  // step's row or few stay here.
+  if (opt_.reference || hx.rows < 2 || hx.rows * hx.cols < fast::kPoolMinValues) return ref::rms_norm(hx, hw, ho, eps);
   pool_->parallel_for(hx.rows, [&](int64_t r0, int64_t r1) { ref::rms_norm_rows(hx, hw, ho, eps, r0, r1); });
 }
 void CpuBackend::matmul(const Tensor& w, const Tensor& x, const Tensor& out) {
@@ -383,7 +383,8 @@ void CpuBackend::rope_cached(const Tensor& x, const Tensor& pos, const float* fa
     ref::rope_table(p, int64_t(rows), factors, head_dim, theta, t->cs.data());
   }
   const float* cs = t->cs.data();
-  if (int64_t(rows) * n_heads * head_dim < 16384) return ref::rope_rows(hx, cs, n_heads, head_dim, 0, hx.rows);
+  if (int64_t(rows) * n_heads * head_dim < fast::kPoolMinValues)
+    return ref::rope_rows(hx, cs, n_heads, head_dim, 0, hx.rows);
   pool_->parallel_for(hx.rows, [&](int64_t r0, int64_t r1) { ref::rope_rows(hx, cs, n_heads, head_dim, r0, r1); });
 }
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {

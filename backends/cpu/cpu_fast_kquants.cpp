@@ -1658,6 +1658,7 @@ inline void store_transposed8(__m256i r[8], uint8_t* out) {
 // DRAM for half its time (110M IQ4_NL on AVX2, docs/perf.md). Prefetches past a tensor do no harm.
 template <int kStep, typename Pass>
 void token_passes(int64_t tokens, const uint8_t* next, size_t bytes, Pass pass) {
+  if (tokens <= 0) return;
   const int64_t passes = tokens / kStep + tokens % kStep;
   const size_t lines = (bytes + 63) / 64, share = (lines + size_t(passes) - 1) / size_t(passes);
   const char* p = reinterpret_cast<const char*>(next);

@@ -2461,7 +2461,7 @@ void gated_mul(ThreadPool& pool, const HostTensor& gate, const HostTensor& up, c
       std::memcpy(out.f32() + i, &r, size_t(len) * 4);
     }
   };
-  if (n < 16384) run(0, groups);  // a decode step's few thousand values: not worth a pool handoff
+  if (n < kPoolMinValues) run(0, groups);
   else pool.parallel_for(groups, run);
 }
 

@@ -108,6 +108,9 @@ uint32_t candidate_key(float logit);
 }  // namespace ref
 
 namespace fast {
+// Elementwise work on fewer values than this (a decode step's few thousand) stays on the calling
+// thread: a pool handoff costs more than it saves there.
+inline constexpr int64_t kPoolMinValues = 16384;
 void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const HostTensor& out);
 // outs[i] = ws[i] · x, each bit-identical to matmul's; a decode row's matvecs as one pool job.
 void matmul_many(ThreadPool& pool, const HostTensor& x, std::span<const HostTensor> ws, std::span<const HostTensor> outs);
