@@ -375,6 +375,21 @@ TEST(CpuFast, KvSpansBecomeHugePagesOnceHalfWritten) {
 }
 #endif
 
+// x (rows x heads * hd) rotated on be at positions pos, by rope or (with_factors) rope_freqs.
+std::vector<float> rope_on(Backend& be, const std::vector<float>& x, const std::vector<int32_t>& pos, int64_t rows,
+                           const std::vector<float>& factors, int32_t heads, int32_t hd, float theta, bool with_factors) {
+  Buf xb = make(be, DType::F32, rows, int64_t(heads) * hd), pb = make(be, DType::I32, rows, 1),
+      fb = make(be, DType::F32, 1, hd / 2);
+  be.upload(xb.t, x.data(), x.size() * 4);
+  be.upload(pb.t, pos.data(), size_t(rows) * 4);
+  be.upload(fb.t, factors.data(), factors.size() * 4);
+  if (with_factors) be.rope_freqs(xb.t, pb.t, fb.t, heads, hd, theta);
+  else be.rope(xb.t, pb.t, heads, hd, theta);
+  std::vector<float> out(x.size());
+  be.download(xb.t, out.data(), x.size() * 4);
+  return out;
+}
+
 // Rope in the fast backend mode must give the reference's values exactly (a model's output may not
 // depend on the backend mode in f32), with and without per-pair frequency factors, at large
 // positions where an angle's rounding shows.
@@ -389,20 +404,9 @@ TEST(CpuFast, RopeEqualsTheReferenceBitForBit) {
     std::vector<float> factors(size_t(hd / 2));
     for (auto& f : factors) f = 1.0f + float(rng() % 1000) / 100.0f;
     for (bool with_factors : {false, true}) {
-      std::vector<float> outs[2];
-      int i = 0;
-      for (Backend* be : {static_cast<Backend*>(&ref), static_cast<Backend*>(&fast)}) {
-        Buf xb = make(*be, DType::F32, rows, int64_t(heads) * hd), pb = make(*be, DType::I32, rows, 1),
-            fb = make(*be, DType::F32, 1, hd / 2);
-        be->upload(xb.t, x.data(), x.size() * 4);
-        be->upload(pb.t, pos.data(), pos.size() * 4);
-        be->upload(fb.t, factors.data(), factors.size() * 4);
-        if (with_factors) be->rope_freqs(xb.t, pb.t, fb.t, heads, hd, 500000.0f);
-        else be->rope(xb.t, pb.t, heads, hd, 10000.0f);
-        outs[i].resize(x.size());
-        be->download(xb.t, outs[i].data(), x.size() * 4);
-        ++i;
-      }
+      const float theta = with_factors ? 500000.0f : 10000.0f;
+      const std::vector<float> outs[2] = {rope_on(ref, x, pos, rows, factors, heads, hd, theta, with_factors),
+                                          rope_on(fast, x, pos, rows, factors, heads, hd, theta, with_factors)};
       EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), x.size() * 4))
           << heads << " heads of " << hd << (with_factors ? ", with factors" : "");
     }
@@ -440,20 +444,8 @@ TEST(CpuFast, RopeTableFollowsPositionsBaseAndFactors) {
       for (auto& p : pos) p = int32_t(rng() % 30000);
     }
     const auto x = randn(rng, size_t(k.rows * k.heads * hd));
-    std::vector<float> outs[2];
-    int i = 0;
-    for (Backend* be : {static_cast<Backend*>(&ref), static_cast<Backend*>(&fast)}) {
-      Buf xb = make(*be, DType::F32, k.rows, int64_t(k.heads) * hd), pb = make(*be, DType::I32, k.rows, 1),
-          fb = make(*be, DType::F32, 1, hd / 2);
-      be->upload(xb.t, x.data(), x.size() * 4);
-      be->upload(pb.t, pos.data(), size_t(k.rows) * 4);
-      be->upload(fb.t, factors.data(), factors.size() * 4);
-      if (k.with_factors) be->rope_freqs(xb.t, pb.t, fb.t, k.heads, hd, k.theta);
-      else be->rope(xb.t, pb.t, k.heads, hd, k.theta);
-      outs[i].resize(x.size());
-      be->download(xb.t, outs[i].data(), x.size() * 4);
-      ++i;
-    }
+    const std::vector<float> outs[2] = {rope_on(ref, x, pos, k.rows, factors, k.heads, hd, k.theta, k.with_factors),
+                                        rope_on(fast, x, pos, k.rows, factors, k.heads, hd, k.theta, k.with_factors)};
     EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), x.size() * 4)) << "call " << c;
   }
 }
