@@ -1469,9 +1469,13 @@ __attribute__((noinline)) void panel_tile(const uint8_t* pw, size_t panel_stride
   }
   for (int r = 0; r < MR; ++r)
     for (int c = 0; c < NP; ++c) {
+      const int64_t m = std::min<int64_t>(kPanel, n_out - c * kPanel);
+      if (m == kPanel) {  // a whole panel straight out (through t, a libc call per tile: 3.7% of a tiny model's prompt)
+        F::store(acc[r][c], out + r * ldo + c * kPanel);
+        continue;
+      }
       alignas(64) float t[kPanel];
       F::store(acc[r][c], t);
-      const int64_t m = std::min<int64_t>(kPanel, n_out - c * kPanel);
       if (m > 0) std::memcpy(out + r * ldo + c * kPanel, t, size_t(m) * sizeof(float));
     }
 }
