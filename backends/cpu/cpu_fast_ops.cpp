@@ -827,8 +827,9 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
 // Rows from which float weights are packed into the tiles (decode_order_gemm): below, packing
 // costs more than the reuse saves (verify passes, a few streams).
 constexpr int64_t kGemmMinRows = 16;
-// Tokens from which the integer kernels unpack 16-row weight panels (fastq::gemm16): the unpack,
-// once per panel, is then under a tenth of the products.
+// Tokens from which the 32-element integer kernels unpack weight panels (fastq::gemm16): the
+// unpack, once per panel, is then under a tenth of the products. (AVX2's 8-row panels at 8 tokens
+// measured level, Q4_1 and Q5_1 0.9x.) The K-quants' threshold: fastq::gemm16_k_min_tokens.
 constexpr int64_t kGemm16MinTokens = 16;
 
 #if defined(__AVX512BF16__)
@@ -1934,7 +1935,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nsb = n_in / 256;
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
-    const int64_t first = x.rows >= kGemm16MinTokens && fastq::has_gemm16_k(w.dtype)  // as above
+    const int64_t first = x.rows >= fastq::gemm16_k_min_tokens() && fastq::has_gemm16_k(w.dtype)  // as above
         ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
