@@ -2335,11 +2335,12 @@ bool has_gemm16_k(DType t) {
   return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || (!PAGODA_AVX512_VNNI && (t == DType::Q2_K || t == DType::Q3_K));
 }
 
-// AVX2's 8-row panels (packed by register transposes) repay their packing from 8 tokens on: at 8
-// tokens Matmul8 q2_k..q6_k 1.3-1.45x the 8-token row kernels, 110M Q4_K_M and Q6_K 8- and
-// 12-token prefill 1.1-1.5x; at 4 tokens Q6_K 0.75x (Zen 3 VM, docs/perf.md). The 512-bit
-// panels keep the threshold they were measured at.
-int64_t gemm16_k_min_tokens() { return PAGODA_AVX512_VNNI ? 16 : 8; }
+// AVX2's 8-row panels (packed by register transposes) repay their packing from 8 tokens on (Zen 3
+// VM, docs/perf.md): at 8 tokens Matmul8 q2_k..q6_k 1.3-1.45x the row kernels, 110M 8- and
+// 12-token prefill 1.1-1.65x for the K-quants, 1.0-1.17x (8) and 1.15-1.3x (12) for the
+// 32-element types; at 4 tokens Q6_K and Q8_0 ran 0.55-0.75x. The 512-bit panels keep the
+// threshold they were measured at.
+int64_t panel_min_tokens() { return PAGODA_AVX512_VNNI ? 16 : 8; }
 
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo) {
@@ -2452,7 +2453,7 @@ SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }
 UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }
 bool has_gemm16_k(DType) { return false; }
-int64_t gemm16_k_min_tokens() { return 16; }
+int64_t panel_min_tokens() { return 16; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}

@@ -827,10 +827,6 @@ void matmul_rows_f32(const float* const* wrow, int64_t o0, int64_t o1, const Hos
 // Rows from which float weights are packed into the tiles (decode_order_gemm): below, packing
 // costs more than the reuse saves (verify passes, a few streams).
 constexpr int64_t kGemmMinRows = 16;
-// Tokens from which the 32-element integer kernels unpack weight panels (fastq::gemm16): the
-// unpack, once per panel, is then under a tenth of the products. (AVX2's 8-row panels at 8 tokens
-// measured level, Q4_1 and Q5_1 0.9x.) The K-quants' threshold: fastq::gemm16_k_min_tokens.
-constexpr int64_t kGemm16MinTokens = 16;
 
 #if defined(__AVX512BF16__)
 // ---- BF16 weights: products of BF16 pairs (vdpbf16ps) ----
@@ -1892,7 +1888,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nb = n_in / 32;
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
     // token), the rows past the last whole panel through the row kernels.
-    const int64_t first = x.rows >= kGemm16MinTokens && fastq::has_gemm16(w.dtype)
+    const int64_t first = x.rows >= fastq::panel_min_tokens() && fastq::has_gemm16(w.dtype)
         ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
             fastq::gemm16(w.dtype, wp, stride, nb, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, op, out.cols);
           })
@@ -1935,7 +1931,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nsb = n_in / 256;
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
-    const int64_t first = x.rows >= fastq::gemm16_k_min_tokens() && fastq::has_gemm16_k(w.dtype)  // as above
+    const int64_t first = x.rows >= fastq::panel_min_tokens() && fastq::has_gemm16_k(w.dtype)  // as above
         ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
