@@ -2335,12 +2335,13 @@ bool has_gemm16_k(DType t) {
   return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || (!PAGODA_AVX512_VNNI && (t == DType::Q2_K || t == DType::Q3_K));
 }
 
-// AVX2's 8-row panels (packed by register transposes) repay their packing from 8 tokens on (Zen 3
-// VM, docs/perf.md): at 8 tokens Matmul8 q2_k..q6_k 1.3-1.45x the row kernels, 110M 8- and
-// 12-token prefill 1.1-1.65x for the K-quants, 1.0-1.17x (8) and 1.15-1.3x (12) for the
-// 32-element types; at 4 tokens Q6_K and Q8_0 ran 0.55-0.75x. The 512-bit panels keep the
-// threshold they were measured at.
-int64_t panel_min_tokens() { return PAGODA_AVX512_VNNI ? 16 : 8; }
+// AVX2's 8-row panels (packed by register transposes) repay their packing from 6 tokens on (Zen 3
+// VM, 110M files, prefill tok/s, docs/perf.md): against the row kernels, K-quants 1.2-1.75x at 6
+// and 7 tokens, 1.1-1.65x at 8 and 12; the 32-element types 1.0-1.3x at 6 (Q4_1 level), 1.14-1.37x
+// at 7, level to 1.3x at 8 and 12. At 5 tokens Q4_1 ran 0.9x, at 4 every type 0.75-0.93x; Q8_0,
+// which has no unpacked row path to lose to, ran 0.55-0.65x at 4 and level at 8. The 512-bit
+// panels keep the threshold they were measured at.
+int64_t panel_min_tokens(DType t) { return PAGODA_AVX512_VNNI ? 16 : t == DType::Q8_0 ? 8 : 6; }
 
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo) {
@@ -2453,7 +2454,7 @@ SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }
 bool has_gemm16(DType) { return false; }
 UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }
 bool has_gemm16_k(DType) { return false; }
-int64_t panel_min_tokens() { return 16; }
+int64_t panel_min_tokens(DType) { return 16; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}

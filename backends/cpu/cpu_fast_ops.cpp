@@ -1888,7 +1888,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nb = n_in / 32;
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
     // token), the rows past the last whole panel through the row kernels.
-    const int64_t first = x.rows >= fastq::panel_min_tokens() && fastq::has_gemm16(w.dtype)
+    const int64_t first = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16(w.dtype)
         ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
             fastq::gemm16(w.dtype, wp, stride, nb, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, op, out.cols);
           })
@@ -1931,7 +1931,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nsb = n_in / 256;
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
-    const int64_t first = x.rows >= fastq::panel_min_tokens() && fastq::has_gemm16_k(w.dtype)  // as above
+    const int64_t first = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16_k(w.dtype)  // as above
         ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
