@@ -2335,13 +2335,24 @@ bool has_gemm16_k(DType t) {
   return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || (!PAGODA_AVX512_VNNI && (t == DType::Q2_K || t == DType::Q3_K));
 }
 
-// AVX2's 8-row panels (packed by register transposes) repay their packing from 6 tokens on (Zen 3
-// VM, 110M files, prefill tok/s, docs/perf.md): against the row kernels, K-quants 1.2-1.75x at 6
-// and 7 tokens, 1.1-1.65x at 8 and 12; the 32-element types 1.0-1.3x at 6 (Q4_1 level), 1.14-1.37x
-// at 7, level to 1.3x at 8 and 12. At 5 tokens Q4_1 ran 0.9x, at 4 every type 0.75-0.93x; Q8_0,
-// which has no unpacked row path to lose to, ran 0.55-0.65x at 4 and level at 8. The 512-bit
-// panels keep the threshold they were measured at.
-int64_t panel_min_tokens(DType t) { return PAGODA_AVX512_VNNI ? 16 : t == DType::Q8_0 ? 8 : 6; }
+// AVX2's 8-row panels (packed by register transposes) repay their packing early (Zen 3 VM, 110M
+// files, prefill tok/s against the row kernels, docs/perf.md): Q2_K, Q3_K and Q4_K_M 1.07-1.1x at
+// 4 tokens and 1.25-1.36x at 5; every K-quant 1.2-1.75x at 6 and 7, 1.1-1.65x at 8 and 12 (Q6_K
+// 0.75x at 4); the 32-element types 1.0-1.3x at 6 (Q4_1 level), 1.14-1.37x at 7, level to 1.3x at
+// 8 and 12, but at 5 Q4_1 0.9x and at 4 all 0.85-0.93x; Q8_0, which has no unpacked row path to
+// lose to, 0.55-0.65x at 4 and level at 8. (Q5_K, in no 110M file, goes with Q4_K: the same
+// panel kernel.) The 512-bit panels keep the threshold they were measured at.
+int64_t panel_min_tokens(DType t) {
+  if (PAGODA_AVX512_VNNI) return 16;
+  switch (t) {
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K: return 4;
+    case DType::Q8_0: return 8;
+    default: return 6;
+  }
+}
 
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo) {
