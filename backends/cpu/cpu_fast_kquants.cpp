@@ -1744,8 +1744,6 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
   // Block b's exact integer dots with every token, less the offset term: s[t], lane j for row j.
   auto sums = [&](int64_t b, __m256i* s) {
     const uint8_t* pb = panel + b * kPB;
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) s[t] = _mm256_setzero_si256();
     if constexpr (kOff < 0) {  // |w| against sign(x, w), one maddubs per madd (|w| may reach 128)
       // The running sums in locals: in s[] (the caller's array) GCC stored and reloaded them at
       // every step in one of its two copies of this loop (Matmul64/iq4_nl 1.08x as locals).
@@ -1768,6 +1766,8 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) s[t] = r[t];
     } else {
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) s[t] = _mm256_setzero_si256();
       #pragma GCC unroll 2
       for (int g = 0; g < 8; g += kGroup) {
         __m256i p[T];
