@@ -502,9 +502,10 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
     std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
     for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, w.data() + o * n_in, wq.data() + size_t(o) * row_bytes(dt, n_in), n_in);
     auto run = [&](Backend& be, const float* x, int64_t n) { return matmul_on(be, dt, wq, n_out, n_in, x, n); };
-    // 4, 5, 7 and 9 rows: the panels in AVX2 builds as fastq::panel_min_tokens gives them (Q2_K-Q5_K
-    // from 4, Q8_0 from 8, the rest from 6), the row kernels in AVX-512 ones.
-    for (int64_t n : {1, 3, 4, 5, 7, 9, 17, 33}) {
+    // 4, 5, 7 and 9 rows: the panels in AVX2 builds as fastq::panel_min_tokens gives them (Q2_K-Q5_K,
+    // Q4_0, Q4_1 and IQ4_NL from 4, Q8_0 from 8, the rest from 6), the row kernels in AVX-512 ones;
+    // 65: IQ4_NL's full panels (its nibble panels below 64 rows).
+    for (int64_t n : {1, 3, 4, 5, 7, 9, 17, 33, 65}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(fast, x.data(), n), want = run(ref, x.data(), n);
       EXPECT_LT(nmse(got, std::vector<double>(want.begin(), want.end())), 5e-4) << dtype_name(dt) << " width " << n_in << " rows " << n;

@@ -90,7 +90,8 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
 // the type has none.
 bool has_gemm16_k(DType t);
 // Tokens from which a matmul of weight type t takes the panels (gemm16, gemm16_k): 16 for the
-// 512-bit 16-row panels; for AVX2's 8-row ones 4 (Q2_K-Q5_K), 8 (Q8_0) or 6 (the rest).
+// 512-bit 16-row panels; for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
+// keep the nibbles), 8 (Q8_0) or 6 (Q5_0, Q5_1, Q6_K).
 int64_t panel_min_tokens(DType t);
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo);
