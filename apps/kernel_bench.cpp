@@ -23,9 +23,10 @@
 //   Decode1B/q4_k       one decode token's 112 Q4_K matvecs of the 1B shape on two threads, as
 //                       the engine issues them (real time): against Matvec2t, what cutting a
 //                       token into the pool jobs its data dependencies require costs.
-// <type>+panels: F32, F16 and BF16 weights packed into panels as the CPU backend packs them at a
-// weight's first decode-sized matmul (CpuBackend::repack_matmul_weight); <type>+later: the same
-// weights before that (the file's layout, packed per call into the same panels); the plain <type>
+// <type>+panels: F32, F16 and BF16 weights (and in AVX2 builds Q4_0, Q4_1 and IQ4_NL, in nibble
+// panels) packed as the CPU backend packs them at a weight's first decode-sized matmul
+// (CpuBackend::repack_matmul_weight); <type>+later: the float weights before that (the file's
+// layout, packed per call into the same panels); the plain <type>
 // cases are the file's row-major layout of a weight never packed (a tied token_embd as the
 // output matrix).
 // Rows are 2048 weights (the 1B shape's width) unless a name says otherwise. Weights are random
@@ -164,7 +165,8 @@ int main(int argc, char** argv) {
                          DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
   for (DType t : types)
   for (int p : {0, 1, 2}) {
-    if (p && t != DType::F32 && t != DType::F16 && t != DType::BF16) continue;
+    const bool floats = t == DType::F32 || t == DType::F16 || t == DType::BF16;
+    if ((p == 1 && !floats && !pagoda::fast::nibble_panels(t)) || (p == 2 && !floats)) continue;
     const std::string name = pagoda::dtype_name(t) + std::string(p == 1 ? "+panels" : p == 2 ? "+later" : "");
     benchmark::RegisterBenchmark(("Matvec/" + name + "/l2").c_str(),
                                  [t, p](benchmark::State& s) { run(s, t, rows_in(t, 192 << 10), 1, false, kWide, 1, p); });

@@ -757,8 +757,44 @@ TEST(CpuFast, PackedFloatWeightsGiveEveryRowItsDecodeBits) {
   }
 }
 
+// Q4_0, Q4_1 and IQ4_NL weights kept in nibble panels (fast::nibble_panels: AVX2 builds without
+// the 512-bit kernels): at every batch size (decode, the 1-3 token passes, the 4-token ones and a
+// partial last pass) every output is the bits the file's layout gives (the row kernels for one or
+// a few tokens, the panels packed per call from 4), on several threads, whose decode ranges fall on
+// groups of 8 rows, and on one; with 8 rows (one group), 5 (only rows past the groups) and 37 or
+// 163 (groups and a tail). A group packed from the wrong rows, a transposed quad or a scale from
+// the wrong row shows as a differing bit; the file layout's nearness to the reference is
+// QuantizedMatmulIsBatchIndependentAndNearReference's.
+TEST(CpuFast, PackedNibbleWeightsGiveTheFileLayoutsBits) {
+  std::mt19937_64 rng(fresh_seed());
+  CpuBackend fast(CpuOptions{.threads = 3}), single(CpuOptions{.threads = 1});
+  for (DType dt : {DType::Q4_0, DType::Q4_1, DType::IQ4_NL}) {
+    if (!fast::nibble_panels(dt)) GTEST_SKIP() << "this build keeps " << dtype_name(dt) << " weights as they are";
+    for (auto [n_out, threads] : {std::pair<int64_t, int>{37, 3}, std::pair<int64_t, int>{8, 3}, std::pair<int64_t, int>{5, 3},
+                                  std::pair<int64_t, int>{163, 1}, std::pair<int64_t, int>{163, 3}})
+    for (int64_t n_in : {768, 800, 1056}) {
+      CpuBackend& be = threads == 1 ? single : fast;
+      const auto wf = randn(rng, size_t(n_in * n_out));
+      const size_t stride = row_bytes(dt, n_in);
+      std::vector<uint8_t> w(stride * size_t(n_out));
+      for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, wf.data() + o * n_in, w.data() + size_t(o) * stride, n_in);
+      for (int64_t n : {1, 2, 3, 4, 6, 9, 70}) {
+        const auto x = randn(rng, size_t(n * n_in));
+        const auto packed = matmul_on(be, dt, w, n_out, n_in, x.data(), n, Layout::Packed);
+        const auto file = matmul_on(be, dt, w, n_out, n_in, x.data(), n, Layout::File);
+        const auto later = matmul_on(be, dt, w, n_out, n_in, x.data(), n, Layout::Later);
+        for (size_t i = 0; i < packed.size(); ++i) {
+          ASSERT_EQ(packed[i], file[i]) << dtype_name(dt) << " " << n_out << " x " << n_in << ", " << n << " rows, output " << i;
+          ASSERT_EQ(later[i], file[i]) << dtype_name(dt) << " " << n_out << " x " << n_in << ", " << n << " rows, output " << i;
+        }
+      }
+    }
+  }
+}
+
 // What repack_matmul_weight leaves alone: the reference backend's weights (its kernels read the
-// file's layout), quantized types, a tensor that does not fill its buffer, and one packed already.
+// file's layout), quantized types other than the nibble panels' (Q8_0 here), a tensor that does
+// not fill its buffer, and one packed already.
 TEST(CpuFast, RepackTakesOnlyWholeFloatWeights) {
   CpuBackend fast(CpuOptions{.threads = 2}), ref(CpuOptions{.reference = true});
   Buf a = make(ref, DType::F32, 32, 64);

@@ -1712,21 +1712,23 @@ constexpr int64_t panel8_block_bytes() { return panel8_weight_bytes<B>() + 32 + 
 
 // Nibble panels, for the 4-bit formats without fifth bits (Q4_0, Q4_1, IQ4_NL): per block the 8
 // rows' nibble bytes as 4 vectors (vector k, dword j: row j's bytes 4k..4k+3, whose low nibbles
-// are elements 4k..4k+3 and high nibbles 16 + 4k..), then d (and m) as above. Packing is a 4 x 8
-// transpose of dwords, no unpacking; the products split each vector into the two the full panel
-// holds (and, for IQ4_NL, look them up), once per block for all its tokens. At a 4-token prompt
-// packing the full panel took longer than the products (110M IQ4_NL), which kept these formats on
-// their row kernels below 6 tokens.
+// are elements 4k..4k+3 and high nibbles 16 + 4k..), then the 8 rows' f16 d (and m): 8 blocks'
+// bytes, so 8 rows packed take the bytes they took in the file. Packing is a 4 x 8 transpose of
+// dwords, no unpacking; the products split each vector into the two the full panel holds (and, for
+// IQ4_NL, look them up), once per block for every 4 tokens. At a 4-token prompt packing the full
+// panel took longer than the products (110M IQ4_NL), which kept these formats on their row kernels
+// below 6 tokens. The CPU backend also keeps such weights packed (pack_nib_panels), for decode too.
 template <typename B>
 constexpr bool panel8_nibbles() {
   if constexpr (B::kNib < 0) return false;
   else return B::kQh < 0;
 }
 template <typename B>
-constexpr int64_t panel8n_block_bytes() { return 128 + 32 + (B::kMin ? 32 : 0); }
+constexpr int64_t panel8n_block_bytes() { return 8 * B::kBytes; }  // 128 + 16 (d) [+ 16 (m)]
 
 template <typename B>
 void pack_panel8n(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
+  static_assert(panel8n_block_bytes<B>() == 128 + 16 + (B::kMin ? 16 : 0));
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* pb = panel + b * panel8n_block_bytes<B>();
     const uint8_t* wb = w + size_t(b) * B::kBytes;
@@ -1738,13 +1740,13 @@ void pack_panel8n(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
     const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
     const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
     __m256i* out = reinterpret_cast<__m256i*>(pb);
-    _mm256_store_si256(out + 0, _mm256_unpacklo_epi64(t0, t2));
-    _mm256_store_si256(out + 1, _mm256_unpackhi_epi64(t0, t2));
-    _mm256_store_si256(out + 2, _mm256_unpacklo_epi64(t1, t3));
-    _mm256_store_si256(out + 3, _mm256_unpackhi_epi64(t1, t3));
-    float* d = reinterpret_cast<float*>(pb + 128);
-    _mm256_store_ps(d, halves8(wb, int(stride)));
-    if (B::kMin) _mm256_store_ps(d + 8, halves8(wb + 2, int(stride)));
+    _mm256_storeu_si256(out + 0, _mm256_unpacklo_epi64(t0, t2));
+    _mm256_storeu_si256(out + 1, _mm256_unpackhi_epi64(t0, t2));
+    _mm256_storeu_si256(out + 2, _mm256_unpacklo_epi64(t1, t3));
+    _mm256_storeu_si256(out + 3, _mm256_unpackhi_epi64(t1, t3));
+    auto f16s = [&](int off) { return words<8>([&](int j) { return wb + size_t(j) * stride + off; }); };
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 128), f16s(0));
+    if (B::kMin) _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 144), f16s(2));
   }
 }
 
@@ -1785,7 +1787,7 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
       const __m256i low4 = _mm256_set1_epi8(0x0F);
       #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
-        const __m256i n = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+        const __m256i n = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
         wv[k] = _mm256_and_si256(n, low4);
         wv[4 + k] = _mm256_and_si256(_mm256_srli_epi16(n, 4), low4);
         if constexpr (kOff < 0) wv[k] = B::lookup(wv[k]), wv[4 + k] = B::lookup(wv[4 + k]);
@@ -1862,10 +1864,16 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
   for (int t = 0; t < T; ++t) tail[t] = zero;
   const int64_t grouped = nb - nb % 8;
   for (int64_t b = 0; b < nb; ++b) {
+    // Decode streams a weight kept in panels from memory: asked ahead as the row kernels ask.
+    if constexpr (kNibPanel && T == 1) prefetch_bytes_ahead<kPB, kAheadBytes32>(panel + b * kPB);
     __m256i s[T];
     sums(b, s);
-    const float* scales = reinterpret_cast<const float*>(panel + b * kPB + kWB);
-    const __m256 d = _mm256_load_ps(scales), m = kMin ? _mm256_load_ps(scales + 8) : zero;
+    const uint8_t* sc = panel + b * kPB + kWB;
+    auto scale = [&](int i) {  // the 8 rows' d (i = 0) or m (1)
+      if constexpr (kNibPanel) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * i)));
+      else return _mm256_load_ps(reinterpret_cast<const float*>(sc) + 8 * i);
+    };
+    const __m256 d = scale(0), m = kMin ? scale(1) : zero;
     const int c = int(b % 8);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -1917,6 +1925,36 @@ void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx,
           [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
             panel8_tokens<B, T>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, o, ldo);
           });
+}
+
+// Rows [o0, o1) of a weight kept in nibble panels (pack_nib_panels: 8-row group g at byte 8g x
+// stride, the rows past the last group as in the file) against `tokens` tokens: out[t * ldo + o].
+// A group the range cuts goes through scratch, token by token; the rows past the groups through
+// the row kernel, which gives the panels' bits.
+template <typename B>
+void nib_panel_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
+                    const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
+  const int64_t grouped = rows / kPanel8Rows * kPanel8Rows;
+  int64_t o = o0;
+  while (o < o1 && o < grouped) {
+    const int64_t r = o / kPanel8Rows * kPanel8Rows, e = std::min(o1, r + kPanel8Rows);
+    const uint8_t* pg = panel + size_t(r) * stride;
+    if (o == r && e == r + kPanel8Rows) {
+      token_passes<kPanel8Tokens>(tokens, nullptr, 0, [&]<int T>(int64_t t) {
+        panel8_tokens<B, T, true>(pg, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo + r, ldo);
+      });
+    } else {
+      for (int64_t t = 0; t < tokens; ++t) {
+        float part[kPanel8Rows];
+        panel8_tokens<B, 1, true>(pg, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, part, 0);
+        std::copy(part + (o - r), part + (e - r), out + t * ldo + o);
+      }
+    }
+    o = e;
+  }
+  for (; o < o1; ++o)
+    for (int64_t t = 0; t < tokens; ++t)
+      dot_blocks32<B, 1>(panel + size_t(o) * stride, qx + t * 32 * nb, dx + t * nb, xs + t * nb, nb, out + t * ldo + o);
 }
 
 // ---- The same for the K-quants ----
@@ -2465,6 +2503,45 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 #endif
 }
 
+bool has_nib_panels(DType t) {
+#if PAGODA_AVX512_VNNI
+  (void)t;
+  return false;
+#else
+  return with_blocks32(t, [](auto b) { return panel8_nibbles<decltype(b)>(); });
+#endif
+}
+
+void pack_nib_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, int64_t g0, int64_t g1, uint8_t* dst) {
+#if !PAGODA_AVX512_VNNI
+  with_blocks32(t, [&](auto b) {
+    using B = decltype(b);
+    if constexpr (panel8_nibbles<B>())
+      for (int64_t g = g0; g < g1; ++g) {
+        const size_t at = size_t(g * kPanel8Rows) * stride;
+        pack_panel8n<B>(src + at, stride, nb, dst + at);
+      }
+    return true;
+  });
+#else
+  (void)t, (void)src, (void)stride, (void)nb, (void)g0, (void)g1, (void)dst;
+#endif
+}
+
+void nib_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
+                      const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
+#if !PAGODA_AVX512_VNNI
+  with_blocks32(t, [&](auto b) {
+    using B = decltype(b);
+    if constexpr (panel8_nibbles<B>()) nib_panel_rows<B>(panel, stride, rows, nb, o0, o1, qx, dx, xs, tokens, out, ldo);
+    return true;
+  });
+#else
+  (void)t, (void)panel, (void)stride, (void)rows, (void)nb, (void)o0, (void)o1, (void)qx, (void)dx, (void)xs, (void)tokens,
+      (void)out, (void)ldo;
+#endif
+}
+
 SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
 #if PAGODA_AVX512_VNNI
   switch (t) {
@@ -2543,6 +2620,10 @@ bool has_gemm16_k(DType) { return false; }
 int64_t panel_min_tokens(DType) { return 16; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
+bool has_nib_panels(DType) { return false; }
+void pack_nib_panels(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, uint8_t*) {}
+void nib_panel_matmul(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,
+                      const int32_t*, int64_t, float*, int64_t) {}
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}
 #endif
 

@@ -1138,6 +1138,7 @@ constexpr int kPanelMR = 6, kPanelNP = 1, kPanelDecodeNP = 3;  // 12 of the 16; 
 constexpr int kPanelMR = 2, kPanelNP = 1, kPanelDecodeNP = 1;  // 8 of the 16 (a panel is 4 registers)
 #endif
 constexpr int64_t kPanelBandRows = kPanel * kPanelNP;  // rows a band of panels holds
+constexpr int64_t kNibGroupRows = 8;                   // rows a group of nibble panels holds
 constexpr int64_t kPanelKc = 512;  // steps a prompt's K block: 128 KiB of a band's F32 lanes
 
 // 16 lanes of a panel step, in the build's float vectors.
@@ -1647,7 +1648,7 @@ constexpr int64_t kHandoffWeightBytes = 256 << 10, kHandoffKvBytes = 64 << 10;
 // row's result never depends on the range it falls in. A plain struct rather than a closure, so a
 // step's ~50 of them need no heap.
 struct MatvecPlan {
-  enum class Kind { IntRows, SuperRows, SuperEach, Bf16Pairs, Panels, Fused } kind = Kind::Fused;
+  enum class Kind { IntRows, NibPanels, SuperRows, SuperEach, Bf16Pairs, Panels, Fused } kind = Kind::Fused;
   const uint8_t* w = nullptr;
   DType dtype = DType::F32;
   size_t stride = 0;
@@ -1678,6 +1679,10 @@ struct MatvecPlan {
 #if defined(__AVX2__)
       case Kind::IntRows:
         int_rows(w + size_t(o0) * stride, stride, o1 - o0, x32->q.data(), x32->d.data(), x32->sum.data(), n_in / 32, y + o0);
+        return;
+      case Kind::NibPanels:
+        fastq::nib_panel_matmul(dtype, w, stride, rows, n_in / 32, o0, o1, x32->q.data(), x32->d.data(), x32->sum.data(), 1,
+                                y, 0);
         return;
       case Kind::SuperRows:
         super_rows(w + size_t(o0) * stride, stride, o1 - o0, x256->q.data(), x256->d.data(), x256->sum16.data(), n_in / 256,
@@ -1722,6 +1727,21 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
   p.n_in = w.cols;
   p.y = out.f32();
   p.xv = x.f32();
+#if defined(__AVX2__)
+  MatvecInput::Kept& kept = MatvecInput::kept();
+  // Quantized activations for the integer kernels, once per layout a step.
+  auto x32 = [&](DType t) {
+    const int key = fastq::x32_layout(t);
+    if (!in.has_x32[key]) quantize_x(pool, x.f32(), 1, p.n_in, key, kept.x32[key]), in.has_x32[key] = true;
+    return &kept.x32[key];
+  };
+  if (w.panels && nibble_panels(w.dtype)) {
+    p.kind = MatvecPlan::Kind::NibPanels;
+    p.rows = w.rows;
+    p.x32 = x32(w.dtype);
+    return p;
+  }
+#endif
   if (w.panels) {
     p.kind = MatvecPlan::Kind::Panels;
     p.rows = w.rows;
@@ -1734,14 +1754,11 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
     return p;
   }
 #if defined(__AVX2__)
-  MatvecInput::Kept& kept = MatvecInput::kept();
   // Quantized weights with an integer kernel against int8 activations (see matmul).
   if (const fastq::IntDotRows kdot = fastq::int_dot_rows_for(w.dtype)) {
-    const int key = fastq::x32_layout(w.dtype);
-    if (!in.has_x32[key]) quantize_x(pool, x.f32(), 1, p.n_in, key, kept.x32[key]), in.has_x32[key] = true;
     p.kind = MatvecPlan::Kind::IntRows;
     p.int_rows = kdot;
-    p.x32 = &kept.x32[key];
+    p.x32 = x32(w.dtype);
     return p;
   }
   if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, p.n_in / 256)) {
@@ -1787,9 +1804,11 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
     std::span<const HostTensor> ws;
     std::span<const MatvecPlan> fn;
     const int64_t* first_byte;
-    // The first even row (first row of a band of panels) of matrix i at or past byte b of the concatenation.
+    // The first even row (first row of a band of panels, of a group of nibble panels) of matrix i
+    // at or past byte b of the concatenation.
     int64_t row_at(size_t i, int64_t b) const {
-      const int64_t g = ws[i].panels ? kPanelBandRows : 2, s = g * int64_t(ws[i].row_stride());
+      const int64_t g = !ws[i].panels ? 2 : nibble_panels(ws[i].dtype) ? kNibGroupRows : kPanelBandRows;
+      const int64_t s = g * int64_t(ws[i].row_stride());
       return std::clamp(g * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
     }
   } job{ws, fn, first_byte.data()};
@@ -1802,7 +1821,10 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
   });
 }
 
+bool nibble_panels(DType t) { return fastq::has_nib_panels(t); }
+
 size_t panel_bytes(DType t, int64_t rows, int64_t cols) {
+  if (nibble_panels(t)) return rows > 0 && cols > 0 && cols % 32 == 0 ? size_t(rows) * row_bytes(t, cols) : 0;
   const PanelLayout l = panel_layout(t, cols);
   if (l.elem == 0 || rows <= 0 || cols <= 0) return 0;
   return size_t((rows + kPanel - 1) / kPanel) * size_t(kPanel) * size_t(l.steps) * l.elem;
@@ -1812,8 +1834,20 @@ int64_t panel_band_rows() { return kPanelBandRows; }
 
 void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                  uint8_t* dst) {
-  const PanelBands pb(t, rows, cols);
   const size_t stride = row_bytes(t, cols);
+  if (nibble_panels(t)) {  // whole groups of 8 rows; the rows past the last one copied as they are
+    static_assert(kPanelBandRows % kNibGroupRows == 0);
+    const int64_t end = std::min(r1, rows), grouped = rows / kNibGroupRows * kNibGroupRows;
+    pool.parallel_for((std::min(end, grouped) - r0 + kNibGroupRows - 1) / kNibGroupRows, [&](int64_t g0, int64_t g1) {
+      fastq::pack_nib_panels(t, src, stride, cols / 32, r0 / kNibGroupRows + g0, r0 / kNibGroupRows + g1, dst);
+    });
+    if (end > grouped) {
+      const int64_t from = std::max(r0, grouped);
+      std::memcpy(dst + size_t(from) * stride, src + size_t(from) * stride, size_t(end - from) * stride);
+    }
+    return;
+  }
+  const PanelBands pb(t, rows, cols);
   // Band by band, step by step: step s is element s of each of the band's rows (zero past the
   // last row). Written in order; the band's rows are read a cache line at a time each.
   auto pack = [&](auto elem, int64_t b0, int64_t b1) {
@@ -1864,6 +1898,17 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   }
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
+#if defined(__AVX2__)
+  if (w.panels && nibble_panels(w.dtype)) {  // Q4_0, Q4_1, IQ4_NL packed: every token through each group
+    const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
+    pool.parallel_for((w.rows + kNibGroupRows - 1) / kNibGroupRows, [&](int64_t g0, int64_t g1) {
+      fastq::nib_panel_matmul(w.dtype, w.data, stride, w.rows, n_in / 32, g0 * kNibGroupRows,
+                              std::min(w.rows, g1 * kNibGroupRows), qx.q.data(), qx.d.data(), qx.sum.data(), x.rows,
+                              out.f32(), out.cols);
+    });
+    return;
+  }
+#endif
   if (w.panels) {  // float weights packed: the same chain per output at every batch size
     if (w.dtype == DType::F32) return panel_matmul<PanelF32>(pool, w, x.f32(), x.cols, x.rows, out);
     if (w.dtype == DType::F16) return panel_matmul<PanelHalf<false>>(pool, w, x.f32(), x.cols, x.rows, out);
