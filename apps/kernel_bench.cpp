@@ -23,8 +23,8 @@
 //   Decode1B/q4_k       one decode token's 112 Q4_K matvecs of the 1B shape on two threads, as
 //                       the engine issues them (real time): against Matvec2t, what cutting a
 //                       token into the pool jobs its data dependencies require costs.
-// <type>+panels: F32, F16 and BF16 weights (and in AVX2 builds Q4_0, Q4_1 and IQ4_NL, in nibble
-// panels) packed as the CPU backend packs them at a weight's first decode-sized matmul
+// <type>+panels: F32, F16 and BF16 weights (and in AVX2 builds Q8_0, Q4_0, Q4_1 and IQ4_NL, in
+// compact 8-row panels) packed as the CPU backend packs them at a weight's first decode-sized matmul
 // (CpuBackend::repack_matmul_weight); <type>+later: the float weights before that (the file's
 // layout, packed per call into the same panels); the plain <type>
 // cases are the file's row-major layout of a weight never packed (a tied token_embd as the
@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
   for (DType t : types)
   for (int p : {0, 1, 2}) {
     const bool floats = t == DType::F32 || t == DType::F16 || t == DType::BF16;
-    if ((p == 1 && !floats && !pagoda::fast::nibble_panels(t)) || (p == 2 && !floats)) continue;
+    if ((p == 1 && !floats && !pagoda::fast::kept_panels(t)) || (p == 2 && !floats)) continue;
     const std::string name = pagoda::dtype_name(t) + std::string(p == 1 ? "+panels" : p == 2 ? "+later" : "");
     benchmark::RegisterBenchmark(("Matvec/" + name + "/l2").c_str(),
                                  [t, p](benchmark::State& s) { run(s, t, rows_in(t, 192 << 10), 1, false, kWide, 1, p); });

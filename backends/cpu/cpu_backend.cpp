@@ -239,7 +239,7 @@ HostTensor CpuBackend::host(const Tensor& t) {
   auto* hb = static_cast<HostBuffer*>(t.buf);
   if (!hb) return HostTensor{nullptr, t.dtype, t.rows, t.cols};
   if (uint8_t* p = hb->panels()) return HostTensor{p, t.dtype, t.rows, t.cols, true};
-  return HostTensor{hb->data() + t.offset, t.dtype, t.rows, t.cols, false, hb->packable() && !fast::nibble_panels(t.dtype)};
+  return HostTensor{hb->data() + t.offset, t.dtype, t.rows, t.cols, false, hb->packable() && !fast::kept_panels(t.dtype)};
 }
 
 Status check_cpu_threads(int threads) {

@@ -1717,20 +1717,43 @@ constexpr int64_t panel8_block_bytes() { return panel8_weight_bytes<B>() + 32 + 
 // dwords, no unpacking; the products split each vector into the two the full panel holds (and, for
 // IQ4_NL, look them up), once per block for every 4 tokens. At a 4-token prompt packing the full
 // panel took longer than the products (110M IQ4_NL), which kept these formats on their row kernels
-// below 6 tokens. The CPU backend also keeps such weights packed (pack_nib_panels), for decode too.
+// below 6 tokens.
+//
+// Compact panels are these, and for Q8_0 its quads as the full panel holds them without their
+// magnitudes (taken per pass instead): 256 + 16 bytes, again 8 blocks' bytes. The CPU backend
+// keeps weights of these types packed so (pack_kept_panels), which serves decode too.
 template <typename B>
 constexpr bool panel8_nibbles() {
   if constexpr (B::kNib < 0) return false;
   else return B::kQh < 0;
 }
 template <typename B>
-constexpr int64_t panel8n_block_bytes() { return 8 * B::kBytes; }  // 128 + 16 (d) [+ 16 (m)]
+constexpr bool panel8_compact() {
+  return panel8_nibbles<B>() || std::is_same_v<B, BlocksQ8_0>;
+}
+template <typename B>
+constexpr int64_t panel8c_block_bytes() { return 8 * B::kBytes; }  // quads, 16 (d) [+ 16 (m)]
+template <typename B>
+constexpr int64_t panel8c_weight_bytes() { return B::kNib >= 0 ? 128 : 256; }
 
 template <typename B>
-void pack_panel8n(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
-  static_assert(panel8n_block_bytes<B>() == 128 + 16 + (B::kMin ? 16 : 0));
+void pack_panel8c(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
+  static_assert(panel8c_block_bytes<B>() == panel8c_weight_bytes<B>() + 16 + (B::kMin ? 16 : 0));
+  auto f16s = [&](const uint8_t* wb, int off) { return words<8>([&](int j) { return wb + size_t(j) * stride + off; }); };
+  if constexpr (B::kNib < 0) {  // Q8_0: the full panel's quads
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* pb = panel + b * panel8c_block_bytes<B>();
+      const uint8_t* wb = w + size_t(b) * B::kBytes;
+      __m256i q[kPanel8Rows];
+      for (int j = 0; j < kPanel8Rows; ++j) q[j] = B::unpack(wb + size_t(j) * stride);
+      transpose8_epi32(q);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + 32 * k), q[k]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 256), f16s(wb, 0));
+    }
+    return;
+  }
   for (int64_t b = 0; b < nb; ++b) {
-    uint8_t* pb = panel + b * panel8n_block_bytes<B>();
+    uint8_t* pb = panel + b * panel8c_block_bytes<B>();
     const uint8_t* wb = w + size_t(b) * B::kBytes;
     __m256i r[4];  // rows j and j + 4
     for (int j = 0; j < 4; ++j)
@@ -1744,9 +1767,8 @@ void pack_panel8n(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
     _mm256_storeu_si256(out + 1, _mm256_unpackhi_epi64(t0, t2));
     _mm256_storeu_si256(out + 2, _mm256_unpacklo_epi64(t1, t3));
     _mm256_storeu_si256(out + 3, _mm256_unpackhi_epi64(t1, t3));
-    auto f16s = [&](int off) { return words<8>([&](int j) { return wb + size_t(j) * stride + off; }); };
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 128), f16s(0));
-    if (B::kMin) _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 144), f16s(2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 128), f16s(wb, 0));
+    if (B::kMin) _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 144), f16s(wb, 2));
   }
 }
 
@@ -1773,17 +1795,17 @@ void pack_panel8(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
 
 // out[t * ldo + j] for the panel's 8 rows j and tokens t < T (token t's activations at qx + t * 32
 // * nb, dx + t * nb, xs + t * nb).
-// kNibPanel: the panel is pack_panel8n's.
-template <typename B, int T, bool kNibPanel = false>
+// kCompact: the panel is pack_panel8c's (compact), else pack_panel8's.
+template <typename B, int T, bool kCompact = false>
 void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs, float* out,
                    int64_t ldo) {
   constexpr int kOff = B::kOff;
   constexpr bool kMin = B::kMin;
-  constexpr int64_t kPB = kNibPanel ? panel8n_block_bytes<B>() : panel8_block_bytes<B>();
-  constexpr int64_t kWB = kNibPanel ? 128 : panel8_weight_bytes<B>();
+  constexpr int64_t kPB = kCompact ? panel8c_block_bytes<B>() : panel8_block_bytes<B>();
+  constexpr int64_t kWB = kCompact ? panel8c_weight_bytes<B>() : panel8_weight_bytes<B>();
   // The block's 8 weight vectors (vector k: elements 4k..4k+3 of every row), from either panel.
   auto weights = [&](const uint8_t* pb, __m256i* wv) {
-    if constexpr (kNibPanel) {
+    if constexpr (kCompact && B::kNib >= 0) {
       const __m256i low4 = _mm256_set1_epi8(0x0F);
       #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
@@ -1794,7 +1816,7 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
       }
     } else {
       #pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k) wv[k] = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+      for (int k = 0; k < 8; ++k) wv[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
     }
   };
   // Quads summed in int16 before a madd: 8 for weights below 16, 4 for five-bit weights.
@@ -1813,7 +1835,7 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
       #pragma GCC unroll 8
       for (int k = 0; k < 8; ++k) {
         const __m256i wv = wvs[k];
-        const __m256i aw = kNibPanel ? _mm256_abs_epi8(wv)
+        const __m256i aw = kCompact ? _mm256_abs_epi8(wv)
                                      : _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 256 + 32 * k));
         const int64_t at = x32_slot(x32_pairs<B>() ? 1 : 0, b, 4 * k, nb);
         #pragma GCC unroll 8
@@ -1865,12 +1887,12 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
   const int64_t grouped = nb - nb % 8;
   for (int64_t b = 0; b < nb; ++b) {
     // Decode streams a weight kept in panels from memory: asked ahead as the row kernels ask.
-    if constexpr (kNibPanel && T == 1) prefetch_bytes_ahead<kPB, kAheadBytes32>(panel + b * kPB);
+    if constexpr (kCompact && T == 1) prefetch_bytes_ahead<kPB, kAheadBytes32>(panel + b * kPB);
     __m256i s[T];
     sums(b, s);
     const uint8_t* sc = panel + b * kPB + kWB;
     auto scale = [&](int i) {  // the 8 rows' d (i = 0) or m (1)
-      if constexpr (kNibPanel) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * i)));
+      if constexpr (kCompact) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * i)));
       else return _mm256_load_ps(reinterpret_cast<const float*>(sc) + 8 * i);
     };
     const __m256 d = scale(0), m = kMin ? scale(1) : zero;
@@ -1913,8 +1935,8 @@ void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx,
   // the full panel, which holds both, ran 1.05x faster (Matmul64/iq4_nl).
   if constexpr (panel8_nibbles<B>())
     if (B::kOff >= 0 || tokens < 64) {
-      gemm8x2(w, stride, size_t(nb * panel8n_block_bytes<B>()), tokens, out, ldo,
-              [&](const uint8_t* rows, uint8_t* panel) { pack_panel8n<B>(rows, stride, nb, panel); },
+      gemm8x2(w, stride, size_t(nb * panel8c_block_bytes<B>()), tokens, out, ldo,
+              [&](const uint8_t* rows, uint8_t* panel) { pack_panel8c<B>(rows, stride, nb, panel); },
               [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
                 panel8_tokens<B, T, true>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, o, ldo);
               });
@@ -1927,12 +1949,12 @@ void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx,
           });
 }
 
-// Rows [o0, o1) of a weight kept in nibble panels (pack_nib_panels: 8-row group g at byte 8g x
+// Rows [o0, o1) of a weight kept in nibble panels (pack_kept_panels: 8-row group g at byte 8g x
 // stride, the rows past the last group as in the file) against `tokens` tokens: out[t * ldo + o].
 // A group the range cuts goes through scratch, token by token; the rows past the groups through
 // the row kernel, which gives the panels' bits.
 template <typename B>
-void nib_panel_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
+void kept_panel_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
                     const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
   const int64_t grouped = rows / kPanel8Rows * kPanel8Rows;
   int64_t o = o0;
@@ -2462,7 +2484,7 @@ int64_t panel_min_tokens(DType t) {
     case DType::Q8_0: return 8;
     case DType::Q4_0:
     case DType::Q4_1:
-    case DType::IQ4_NL: return 4;  // nibble panels (pack_panel8n)
+    case DType::IQ4_NL: return 4;  // nibble panels (pack_panel8c)
     default: return 6;
   }
 }
@@ -2503,23 +2525,23 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 #endif
 }
 
-bool has_nib_panels(DType t) {
+bool has_kept_panels(DType t) {
 #if PAGODA_AVX512_VNNI
   (void)t;
   return false;
 #else
-  return with_blocks32(t, [](auto b) { return panel8_nibbles<decltype(b)>(); });
+  return with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
 #endif
 }
 
-void pack_nib_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, int64_t g0, int64_t g1, uint8_t* dst) {
+void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, int64_t g0, int64_t g1, uint8_t* dst) {
 #if !PAGODA_AVX512_VNNI
   with_blocks32(t, [&](auto b) {
     using B = decltype(b);
-    if constexpr (panel8_nibbles<B>())
+    if constexpr (panel8_compact<B>())
       for (int64_t g = g0; g < g1; ++g) {
         const size_t at = size_t(g * kPanel8Rows) * stride;
-        pack_panel8n<B>(src + at, stride, nb, dst + at);
+        pack_panel8c<B>(src + at, stride, nb, dst + at);
       }
     return true;
   });
@@ -2528,12 +2550,12 @@ void pack_nib_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, int
 #endif
 }
 
-void nib_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
+void kept_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
                       const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
 #if !PAGODA_AVX512_VNNI
   with_blocks32(t, [&](auto b) {
     using B = decltype(b);
-    if constexpr (panel8_nibbles<B>()) nib_panel_rows<B>(panel, stride, rows, nb, o0, o1, qx, dx, xs, tokens, out, ldo);
+    if constexpr (panel8_compact<B>()) kept_panel_rows<B>(panel, stride, rows, nb, o0, o1, qx, dx, xs, tokens, out, ldo);
     return true;
   });
 #else
@@ -2620,9 +2642,9 @@ bool has_gemm16_k(DType) { return false; }
 int64_t panel_min_tokens(DType) { return 16; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
 bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
-bool has_nib_panels(DType) { return false; }
-void pack_nib_panels(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, uint8_t*) {}
-void nib_panel_matmul(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,
+bool has_kept_panels(DType) { return false; }
+void pack_kept_panels(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, uint8_t*) {}
+void kept_panel_matmul(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,
                       const int32_t*, int64_t, float*, int64_t) {}
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}
 #endif

@@ -1138,7 +1138,7 @@ constexpr int kPanelMR = 6, kPanelNP = 1, kPanelDecodeNP = 3;  // 12 of the 16; 
 constexpr int kPanelMR = 2, kPanelNP = 1, kPanelDecodeNP = 1;  // 8 of the 16 (a panel is 4 registers)
 #endif
 constexpr int64_t kPanelBandRows = kPanel * kPanelNP;  // rows a band of panels holds
-constexpr int64_t kNibGroupRows = 8;                   // rows a group of nibble panels holds
+constexpr int64_t kKeptGroupRows = 8;                 // rows a group of kept quant panels holds
 constexpr int64_t kPanelKc = 512;  // steps a prompt's K block: 128 KiB of a band's F32 lanes
 
 // 16 lanes of a panel step, in the build's float vectors.
@@ -1648,7 +1648,7 @@ constexpr int64_t kHandoffWeightBytes = 256 << 10, kHandoffKvBytes = 64 << 10;
 // row's result never depends on the range it falls in. A plain struct rather than a closure, so a
 // step's ~50 of them need no heap.
 struct MatvecPlan {
-  enum class Kind { IntRows, NibPanels, SuperRows, SuperEach, Bf16Pairs, Panels, Fused } kind = Kind::Fused;
+  enum class Kind { IntRows, KeptPanels, SuperRows, SuperEach, Bf16Pairs, Panels, Fused } kind = Kind::Fused;
   const uint8_t* w = nullptr;
   DType dtype = DType::F32;
   size_t stride = 0;
@@ -1680,8 +1680,8 @@ struct MatvecPlan {
       case Kind::IntRows:
         int_rows(w + size_t(o0) * stride, stride, o1 - o0, x32->q.data(), x32->d.data(), x32->sum.data(), n_in / 32, y + o0);
         return;
-      case Kind::NibPanels:
-        fastq::nib_panel_matmul(dtype, w, stride, rows, n_in / 32, o0, o1, x32->q.data(), x32->d.data(), x32->sum.data(), 1,
+      case Kind::KeptPanels:
+        fastq::kept_panel_matmul(dtype, w, stride, rows, n_in / 32, o0, o1, x32->q.data(), x32->d.data(), x32->sum.data(), 1,
                                 y, 0);
         return;
       case Kind::SuperRows:
@@ -1735,8 +1735,8 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
     if (!in.has_x32[key]) quantize_x(pool, x.f32(), 1, p.n_in, key, kept.x32[key]), in.has_x32[key] = true;
     return &kept.x32[key];
   };
-  if (w.panels && nibble_panels(w.dtype)) {
-    p.kind = MatvecPlan::Kind::NibPanels;
+  if (w.panels && kept_panels(w.dtype)) {
+    p.kind = MatvecPlan::Kind::KeptPanels;
     p.rows = w.rows;
     p.x32 = x32(w.dtype);
     return p;
@@ -1804,10 +1804,10 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
     std::span<const HostTensor> ws;
     std::span<const MatvecPlan> fn;
     const int64_t* first_byte;
-    // The first even row (first row of a band of panels, of a group of nibble panels) of matrix i
+    // The first even row (first row of a band of panels, of a group of kept quant panels) of matrix i
     // at or past byte b of the concatenation.
     int64_t row_at(size_t i, int64_t b) const {
-      const int64_t g = !ws[i].panels ? 2 : nibble_panels(ws[i].dtype) ? kNibGroupRows : kPanelBandRows;
+      const int64_t g = !ws[i].panels ? 2 : kept_panels(ws[i].dtype) ? kKeptGroupRows : kPanelBandRows;
       const int64_t s = g * int64_t(ws[i].row_stride());
       return std::clamp(g * ((b - first_byte[i] + s - 1) / s), int64_t(0), ws[i].rows);
     }
@@ -1821,10 +1821,10 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
   });
 }
 
-bool nibble_panels(DType t) { return fastq::has_nib_panels(t); }
+bool kept_panels(DType t) { return fastq::has_kept_panels(t); }
 
 size_t panel_bytes(DType t, int64_t rows, int64_t cols) {
-  if (nibble_panels(t)) return rows > 0 && cols > 0 && cols % 32 == 0 ? size_t(rows) * row_bytes(t, cols) : 0;
+  if (kept_panels(t)) return rows > 0 && cols > 0 && cols % 32 == 0 ? size_t(rows) * row_bytes(t, cols) : 0;
   const PanelLayout l = panel_layout(t, cols);
   if (l.elem == 0 || rows <= 0 || cols <= 0) return 0;
   return size_t((rows + kPanel - 1) / kPanel) * size_t(kPanel) * size_t(l.steps) * l.elem;
@@ -1835,11 +1835,11 @@ int64_t panel_band_rows() { return kPanelBandRows; }
 void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                  uint8_t* dst) {
   const size_t stride = row_bytes(t, cols);
-  if (nibble_panels(t)) {  // whole groups of 8 rows; the rows past the last one copied as they are
-    static_assert(kPanelBandRows % kNibGroupRows == 0);
-    const int64_t end = std::min(r1, rows), grouped = rows / kNibGroupRows * kNibGroupRows;
-    pool.parallel_for((std::min(end, grouped) - r0 + kNibGroupRows - 1) / kNibGroupRows, [&](int64_t g0, int64_t g1) {
-      fastq::pack_nib_panels(t, src, stride, cols / 32, r0 / kNibGroupRows + g0, r0 / kNibGroupRows + g1, dst);
+  if (kept_panels(t)) {  // whole groups of 8 rows; the rows past the last one copied as they are
+    static_assert(kPanelBandRows % kKeptGroupRows == 0);
+    const int64_t end = std::min(r1, rows), grouped = rows / kKeptGroupRows * kKeptGroupRows;
+    pool.parallel_for((std::min(end, grouped) - r0 + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
+      fastq::pack_kept_panels(t, src, stride, cols / 32, r0 / kKeptGroupRows + g0, r0 / kKeptGroupRows + g1, dst);
     });
     if (end > grouped) {
       const int64_t from = std::max(r0, grouped);
@@ -1899,11 +1899,11 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
-  if (w.panels && nibble_panels(w.dtype)) {  // Q4_0, Q4_1, IQ4_NL packed: every token through each group
+  if (w.panels && kept_panels(w.dtype)) {  // Q8_0, Q4_0, Q4_1, IQ4_NL packed: every token through each group
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
-    pool.parallel_for((w.rows + kNibGroupRows - 1) / kNibGroupRows, [&](int64_t g0, int64_t g1) {
-      fastq::nib_panel_matmul(w.dtype, w.data, stride, w.rows, n_in / 32, g0 * kNibGroupRows,
-                              std::min(w.rows, g1 * kNibGroupRows), qx.q.data(), qx.d.data(), qx.sum.data(), x.rows,
+    pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
+      fastq::kept_panel_matmul(w.dtype, w.data, stride, w.rows, n_in / 32, g0 * kKeptGroupRows,
+                              std::min(w.rows, g1 * kKeptGroupRows), qx.q.data(), qx.d.data(), qx.sum.data(), x.rows,
                               out.f32(), out.cols);
     });
     return;

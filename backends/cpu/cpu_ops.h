@@ -51,8 +51,8 @@ struct HostTensor {
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
-  // Weights packed by fast::pack_panels (floats: k-major panels of 16 rows; fast::nibble_panels
-  // types: 8-row nibble groups) rather than row-major: only fast::matmul and fast::matmul_many
+  // Weights packed by fast::pack_panels (floats: k-major panels of 16 rows; fast::kept_panels
+  // types: 8-row groups of quads) rather than row-major: only fast::matmul and fast::matmul_many
   // read them.
   bool panels = false;
   // Float weights, still row-major, that the backend packs into panels later: until then matmul
@@ -130,12 +130,12 @@ bool bf16_rounds_activations();
 // bytes that weights of dtype t, rows x cols, take packed (0: not a type the panels take); the
 // rows of a band; and the packing of rows [r0, r1) of `src` (row-major, as in the file; r0 on a
 // band, r1 on one or at the end) into their place in dst, on the pool.
-// Q4_0, Q4_1 and IQ4_NL weights in AVX2 builds take panels too (nibble_panels): 8-row groups of
-// nibbles and scales in the bytes the rows took (fastq::pack_nib_panels), which matmul and
+// Q8_0, Q4_0, Q4_1 and IQ4_NL weights in AVX2 builds take panels too (kept_panels): 8-row groups
+// of quads and scales in the bytes the rows took (fastq::pack_kept_panels), which matmul and
 // matmul_many then take at every batch size, decode included, with the bits of the file's layout.
 // They are not `packable` in the float sense: before packing they multiply as they are.
 size_t panel_bytes(DType t, int64_t rows, int64_t cols);
-bool nibble_panels(DType t);
+bool kept_panels(DType t);
 int64_t panel_band_rows();
 void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                  uint8_t* dst);
