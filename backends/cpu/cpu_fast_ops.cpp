@@ -1838,9 +1838,10 @@ void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, in
   if (kept_panels(t)) {  // whole groups of 8 rows; the rows past the last one copied as they are
     static_assert(kPanelBandRows % kKeptGroupRows == 0);
     const int64_t end = std::min(r1, rows), grouped = rows / kKeptGroupRows * kKeptGroupRows;
-    pool.parallel_for((std::min(end, grouped) - r0 + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
-      fastq::pack_kept_panels(t, src, stride, cols / 32, r0 / kKeptGroupRows + g0, r0 / kKeptGroupRows + g1, dst);
-    });
+    if (const int64_t groups = (std::min(end, grouped) - r0 + kKeptGroupRows - 1) / kKeptGroupRows; groups > 0)
+      pool.parallel_for(groups, [&](int64_t g0, int64_t g1) {
+        fastq::pack_kept_panels(t, src, stride, cols / 32, r0 / kKeptGroupRows + g0, r0 / kKeptGroupRows + g1, dst);
+      });
     if (end > grouped) {
       const int64_t from = std::max(r0, grouped);
       std::memcpy(dst + size_t(from) * stride, src + size_t(from) * stride, size_t(end - from) * stride);
