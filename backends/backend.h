@@ -193,7 +193,7 @@ class Backend {
   // bytes) (if given; possibly later, from the thread of a matmul) for each range it has finished
   // with, so their pages can be dropped before the next are copied: read_done must stay callable
   // as long as the buffer lives. The CPU backend packs F32, F16 and BF16 weights into k-major
-  // panels (in AVX2 builds Q8_0, Q4_0, Q4_1 and IQ4_NL into 8-row groups of the same size) at a
+  // panels (in AVX2 builds the 32-element quantized types into 8-row groups of the same size) at a
   // weight's first decode-sized matmul (a prompt before that multiplies from the
   // file's layout with the same bits), so every batch size sums an output in the same order and a
   // cold start does not wait for the packing; the default keeps the buffer as it is.

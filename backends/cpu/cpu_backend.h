@@ -31,7 +31,7 @@ class CpuBackend final : public Backend {
   void upload(const Tensor& dst, const void* src, size_t bytes) override;
   // Uses the memory in place: weights are computed on where the model file is mapped.
   Result<BufferPtr> adopt_host(const void* src, size_t bytes, std::shared_ptr<const void> owner, bool* in_place) override;
-  // F32, F16 and BF16 weights (and in AVX2 builds Q8_0, Q4_0, Q4_1 and IQ4_NL) into panels
+  // F32, F16 and BF16 weights (and in AVX2 builds the 32-element types) into panels
   // (fast::pack_panels), in memory that replaces the buffer's, at the weight's first decode-sized
   // matmul (settle); not in reference mode (its kernels read the file's layout).
   Result<bool> repack_matmul_weight(const Tensor& w, std::function<void(size_t, size_t)> read_done = {}) override;

@@ -1719,22 +1719,29 @@ constexpr int64_t panel8_block_bytes() { return panel8_weight_bytes<B>() + 32 + 
 // panel took longer than the products (110M IQ4_NL), which kept these formats on their row kernels
 // below 6 tokens.
 //
-// Compact panels are these, and for Q8_0 its quads as the full panel holds them without their
-// magnitudes (taken per pass instead): 256 + 16 bytes, again 8 blocks' bytes. The CPU backend
-// keeps weights of these types packed so (pack_kept_panels), which serves decode too.
+// Compact panels are these; for Q5_0 and Q5_1 the same with the 8 rows' fifth-bit words after the
+// nibbles (dword j: row j's qh), 160 bytes before the scales; and for Q8_0 its quads as the full
+// panel holds them without their magnitudes (taken per pass instead): 256 + 16 bytes. Each is 8
+// blocks' bytes. The CPU backend keeps weights of these types packed so (pack_kept_panels), which
+// serves decode too.
 template <typename B>
 constexpr bool panel8_nibbles() {
   if constexpr (B::kNib < 0) return false;
   else return B::kQh < 0;
 }
 template <typename B>
+constexpr bool panel8_fifth_bits() {
+  if constexpr (B::kNib < 0) return false;
+  else return B::kQh >= 0;
+}
+template <typename B>
 constexpr bool panel8_compact() {
-  return panel8_nibbles<B>() || std::is_same_v<B, BlocksQ8_0>;
+  return B::kNib >= 0 || std::is_same_v<B, BlocksQ8_0>;
 }
 template <typename B>
 constexpr int64_t panel8c_block_bytes() { return 8 * B::kBytes; }  // quads, 16 (d) [+ 16 (m)]
 template <typename B>
-constexpr int64_t panel8c_weight_bytes() { return B::kNib >= 0 ? 128 : 256; }
+constexpr int64_t panel8c_weight_bytes() { return B::kNib < 0 ? 256 : panel8_fifth_bits<B>() ? 160 : 128; }
 
 template <typename B>
 void pack_panel8c(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
@@ -1767,8 +1774,14 @@ void pack_panel8c(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
     _mm256_storeu_si256(out + 1, _mm256_unpackhi_epi64(t0, t2));
     _mm256_storeu_si256(out + 2, _mm256_unpacklo_epi64(t1, t3));
     _mm256_storeu_si256(out + 3, _mm256_unpackhi_epi64(t1, t3));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 128), f16s(wb, 0));
-    if (B::kMin) _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + 144), f16s(wb, 2));
+    if constexpr (panel8_fifth_bits<B>()) {
+      uint32_t qh[kPanel8Rows];
+      for (int j = 0; j < kPanel8Rows; ++j) std::memcpy(&qh[j], wb + size_t(j) * stride + B::kQh, 4);
+      std::memcpy(pb + 128, qh, sizeof(qh));
+    }
+    constexpr int64_t kWB = panel8c_weight_bytes<B>();
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + kWB), f16s(wb, 0));
+    if (B::kMin) _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + kWB + 16), f16s(wb, 2));
   }
 }
 
@@ -1793,6 +1806,59 @@ void pack_panel8(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
   }
 }
 
+// A compact panel block's 8 weight vectors as the full panel holds them (vector k: elements
+// 4k..4k+3 of every row, as bytes).
+template <typename B>
+inline void compact_weights(const uint8_t* pb, __m256i* wv) {
+  if constexpr (B::kNib < 0) {
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) wv[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+  } else {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i n = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
+      wv[k] = _mm256_and_si256(n, low4);
+      wv[4 + k] = _mm256_and_si256(_mm256_srli_epi16(n, 4), low4);
+      if constexpr (B::kOff < 0) wv[k] = B::lookup(wv[k]), wv[4 + k] = B::lookup(wv[4 + k]);
+    }
+    if constexpr (panel8_fifth_bits<B>()) {
+      // Vector v holds elements 4v..4v+3, whose fifth bits are bits 4v..4v+3 of each row's qh:
+      // byte v / 2 of the dword, spread to the dword's 4 bytes, each testing its own bit.
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 128));
+      const __m256i at = _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0, 0x04040404, 0x08080808, 0x0C0C0C0C);
+      #pragma GCC unroll 8
+      for (int v = 0; v < 8; ++v) {
+        const __m256i spread = _mm256_shuffle_epi8(qh, _mm256_add_epi8(at, _mm256_set1_epi8(char(v / 2))));
+        const __m256i bit = _mm256_set1_epi32(v % 2 ? int(0x80402010) : 0x08040201);
+        wv[v] = _mm256_or_si256(wv[v], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
+                                                        _mm256_set1_epi8(16)));
+      }
+    }
+  }
+}
+
+// The full panel (pack_panel8's) of a compact one: for prompts long enough that unpacking the
+// compact panel once beats doing it at every 4-token pass.
+template <typename B>
+void expand_panel8c(const uint8_t* compact, int64_t nb, uint8_t* full) {
+  constexpr int64_t kWB = panel8c_weight_bytes<B>();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* pb = compact + b * panel8c_block_bytes<B>();
+    uint8_t* fb = full + b * panel8_block_bytes<B>();
+    __m256i wv[8];
+    compact_weights<B>(pb, wv);
+    for (int k = 0; k < 8; ++k) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(fb + 32 * k), wv[k]);
+      if constexpr (B::kOff < 0)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(fb + 256 + 32 * k), _mm256_abs_epi8(wv[k]));
+    }
+    float* d = reinterpret_cast<float*>(fb + panel8_weight_bytes<B>());
+    _mm256_store_ps(d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + kWB))));
+    if (B::kMin) _mm256_store_ps(d + 8, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + kWB + 16))));
+  }
+}
+
 // out[t * ldo + j] for the panel's 8 rows j and tokens t < T (token t's activations at qx + t * 32
 // * nb, dx + t * nb, xs + t * nb).
 // kCompact: the panel is pack_panel8c's (compact), else pack_panel8's.
@@ -1805,15 +1871,8 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
   constexpr int64_t kWB = kCompact ? panel8c_weight_bytes<B>() : panel8_weight_bytes<B>();
   // The block's 8 weight vectors (vector k: elements 4k..4k+3 of every row), from either panel.
   auto weights = [&](const uint8_t* pb, __m256i* wv) {
-    if constexpr (kCompact && B::kNib >= 0) {
-      const __m256i low4 = _mm256_set1_epi8(0x0F);
-      #pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const __m256i n = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
-        wv[k] = _mm256_and_si256(n, low4);
-        wv[4 + k] = _mm256_and_si256(_mm256_srli_epi16(n, 4), low4);
-        if constexpr (kOff < 0) wv[k] = B::lookup(wv[k]), wv[4 + k] = B::lookup(wv[4 + k]);
-      }
+    if constexpr (kCompact) {
+      compact_weights<B>(pb, wv);
     } else {
       #pragma GCC unroll 8
       for (int k = 0; k < 8; ++k) wv[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 * k));
@@ -1931,10 +1990,10 @@ void gemm8x2(const uint8_t* w, size_t stride, size_t panel_bytes, int64_t tokens
 template <typename B>
 void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
                   int64_t tokens, float* out, int64_t ldo) {
-  // IQ4_NL's nibbles are looked up and their magnitudes taken at every 4-token pass; from 64 tokens
-  // the full panel, which holds both, ran 1.05x faster (Matmul64/iq4_nl).
-  if constexpr (panel8_nibbles<B>())
-    if (B::kOff >= 0 || tokens < 64) {
+  // IQ4_NL's nibbles are looked up and their magnitudes taken at every 4-token pass, Q5's fifth
+  // bits spread; from 64 tokens the full panel, which holds them, ran 1.05x faster (Matmul64/iq4_nl).
+  if constexpr (B::kNib >= 0)
+    if ((panel8_nibbles<B>() && B::kOff >= 0) || tokens < 64) {
       gemm8x2(w, stride, size_t(nb * panel8c_block_bytes<B>()), tokens, out, ldo,
               [&](const uint8_t* rows, uint8_t* panel) { pack_panel8c<B>(rows, stride, nb, panel); },
               [&]<int T>(const uint8_t* panel, int64_t t, float* o) {
@@ -1957,11 +2016,21 @@ template <typename B>
 void kept_panel_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
                     const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
   const int64_t grouped = rows / kPanel8Rows * kPanel8Rows;
+  // From 64 tokens the types whose compact panels cost more than an AND and a shift per vector
+  // (IQ4_NL's lookups and magnitudes, Q5's fifth bits, Q8_0's magnitudes) expand each group once
+  // into the full panel (Matmul64 0.85-0.95x in their compact panels).
+  constexpr int64_t kExpandFrom = B::kOff < 0 || panel8_fifth_bits<B>() ? 64 : INT64_MAX;
   int64_t o = o0;
   while (o < o1 && o < grouped) {
     const int64_t r = o / kPanel8Rows * kPanel8Rows, e = std::min(o1, r + kPanel8Rows);
     const uint8_t* pg = panel + size_t(r) * stride;
-    if (o == r && e == r + kPanel8Rows) {
+    if (o == r && e == r + kPanel8Rows && tokens >= kExpandFrom) {
+      uint8_t* full = panel_store(size_t(nb * panel8_block_bytes<B>()));
+      expand_panel8c<B>(pg, nb, full);
+      token_passes<kPanel8Tokens>(tokens, nullptr, 0, [&]<int T>(int64_t t) {
+        panel8_tokens<B, T>(full, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo + r, ldo);
+      });
+    } else if (o == r && e == r + kPanel8Rows) {
       token_passes<kPanel8Tokens>(tokens, nullptr, 0, [&]<int T>(int64_t t) {
         panel8_tokens<B, T, true>(pg, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo + r, ldo);
       });

@@ -1900,7 +1900,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
-  if (w.panels && kept_panels(w.dtype)) {  // Q8_0, Q4_0, Q4_1, IQ4_NL packed: every token through each group
+  if (w.panels && kept_panels(w.dtype)) {  // the 32-element types packed: every token through each group
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
     pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
       fastq::kept_panel_matmul(w.dtype, w.data, stride, w.rows, n_in / 32, g0 * kKeptGroupRows,

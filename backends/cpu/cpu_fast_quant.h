@@ -93,9 +93,9 @@ bool has_gemm16_k(DType t);
 // 512-bit 16-row panels; for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
 // keep the nibbles), 8 (Q8_0) or 6 (Q5_0, Q5_1, Q6_K).
 int64_t panel_min_tokens(DType t);
-// Weights kept in compact 8-row panels (Q8_0, Q4_0, Q4_1, IQ4_NL in AVX2 builds without the
-// 512-bit kernels; false elsewhere): the panels gemm16 packs per call for the nibble formats (for
-// Q8_0 its panels less the magnitudes), made once. Group g of rows 8g..8g+7
+// Weights kept in compact 8-row panels (the 32-element types in AVX2 builds without the 512-bit
+// kernels; false elsewhere): the panels gemm16 packs per call for the 4-bit formats (Q5_0, Q5_1:
+// those and the rows' fifth-bit words; Q8_0: its panels less the magnitudes), made once. Group g of rows 8g..8g+7
 // (g < rows / 8) takes the bytes those rows took in the file, the rows past the last group stay as
 // they were, so a packed weight is its file's size. pack_kept_panels packs groups [g0, g1) of the
 // row-major src into dst; kept_panel_matmul multiplies rows [o0, o1) of such a weight by `tokens`
