@@ -2008,13 +2008,13 @@ void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx,
           });
 }
 
-// Rows [o0, o1) of a weight kept in nibble panels (pack_kept_panels: 8-row group g at byte 8g x
+// Rows [o0, o1) of a weight kept in compact panels (pack_kept_panels: 8-row group g at byte 8g x
 // stride, the rows past the last group as in the file) against `tokens` tokens: out[t * ldo + o].
 // A group the range cuts goes through scratch, token by token; the rows past the groups through
 // the row kernel, which gives the panels' bits.
 template <typename B>
 void kept_panel_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
-                    const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
+                     const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
   const int64_t grouped = rows / kPanel8Rows * kPanel8Rows;
   // From 64 tokens the types whose compact panels cost more than an AND and a shift per vector
   // (IQ4_NL's lookups and magnitudes, Q5's fifth bits, Q8_0's magnitudes) expand each group once
@@ -2620,7 +2620,7 @@ void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, in
 }
 
 void kept_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
-                      const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
+                       const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
 #if !PAGODA_AVX512_VNNI
   with_blocks32(t, [&](auto b) {
     using B = decltype(b);
@@ -2714,7 +2714,7 @@ bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*,
 bool has_kept_panels(DType) { return false; }
 void pack_kept_panels(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, uint8_t*) {}
 void kept_panel_matmul(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,
-                      const int32_t*, int64_t, float*, int64_t) {}
+                       const int32_t*, int64_t, float*, int64_t) {}
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}
 #endif
 

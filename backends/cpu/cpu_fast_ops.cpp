@@ -1682,7 +1682,7 @@ struct MatvecPlan {
         return;
       case Kind::KeptPanels:
         fastq::kept_panel_matmul(dtype, w, stride, rows, n_in / 32, o0, o1, x32->q.data(), x32->d.data(), x32->sum.data(), 1,
-                                y, 0);
+                                 y, 0);
         return;
       case Kind::SuperRows:
         super_rows(w + size_t(o0) * stride, stride, o1 - o0, x256->q.data(), x256->d.data(), x256->sum16.data(), n_in / 256,
@@ -1904,8 +1904,8 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
     pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
       fastq::kept_panel_matmul(w.dtype, w.data, stride, w.rows, n_in / 32, g0 * kKeptGroupRows,
-                              std::min(w.rows, g1 * kKeptGroupRows), qx.q.data(), qx.d.data(), qx.sum.data(), x.rows,
-                              out.f32(), out.cols);
+                               std::min(w.rows, g1 * kKeptGroupRows), qx.q.data(), qx.d.data(), qx.sum.data(), x.rows,
+                               out.f32(), out.cols);
     });
     return;
   }

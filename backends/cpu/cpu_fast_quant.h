@@ -104,7 +104,7 @@ int64_t panel_min_tokens(DType t);
 bool has_kept_panels(DType t);
 void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, int64_t g0, int64_t g1, uint8_t* dst);
 void kept_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
-                      const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo);
+                       const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo);
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
               int64_t tokens, float* out, int64_t ldo);
 
