@@ -2010,8 +2010,8 @@ void gemm8x2_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx,
 
 // Rows [o0, o1) of a weight kept in compact panels (pack_kept_panels: 8-row group g at byte 8g x
 // stride, the rows past the last group as in the file) against `tokens` tokens: out[t * ldo + o].
-// A group the range cuts goes through scratch, token by token; the rows past the groups through
-// the row kernel, which gives the panels' bits.
+// o0 and o1 fall on groups, or o1 is `rows` (kept_panel_matmul's contract); the rows past the
+// groups go through the row kernel, which gives the panels' bits.
 template <typename B>
 void kept_panel_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
                      const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
@@ -2020,30 +2020,21 @@ void kept_panel_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t 
   // (IQ4_NL's lookups and magnitudes, Q5's fifth bits, Q8_0's magnitudes) expand each group once
   // into the full panel (Matmul64 0.85-0.95x in their compact panels).
   constexpr int64_t kExpandFrom = B::kOff < 0 || panel8_fifth_bits<B>() ? 64 : INT64_MAX;
-  int64_t o = o0;
-  while (o < o1 && o < grouped) {
-    const int64_t r = o / kPanel8Rows * kPanel8Rows, e = std::min(o1, r + kPanel8Rows);
+  for (int64_t r = o0; r < std::min(o1, grouped); r += kPanel8Rows) {
     const uint8_t* pg = panel + size_t(r) * stride;
-    if (o == r && e == r + kPanel8Rows && tokens >= kExpandFrom) {
+    if (tokens >= kExpandFrom) {
       uint8_t* full = panel_store(size_t(nb * panel8_block_bytes<B>()));
       expand_panel8c<B>(pg, nb, full);
       token_passes<kPanel8Tokens>(tokens, nullptr, 0, [&]<int T>(int64_t t) {
         panel8_tokens<B, T>(full, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo + r, ldo);
       });
-    } else if (o == r && e == r + kPanel8Rows) {
+    } else {
       token_passes<kPanel8Tokens>(tokens, nullptr, 0, [&]<int T>(int64_t t) {
         panel8_tokens<B, T, true>(pg, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo + r, ldo);
       });
-    } else {
-      for (int64_t t = 0; t < tokens; ++t) {
-        float part[kPanel8Rows];
-        panel8_tokens<B, 1, true>(pg, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, part, 0);
-        std::copy(part + (o - r), part + (e - r), out + t * ldo + o);
-      }
     }
-    o = e;
   }
-  for (; o < o1; ++o)
+  for (int64_t o = std::max(o0, grouped); o < o1; ++o)
     for (int64_t t = 0; t < tokens; ++t)
       dot_blocks32<B, 1>(panel + size_t(o) * stride, qx + t * 32 * nb, dx + t * nb, xs + t * nb, nb, out + t * ldo + o);
 }

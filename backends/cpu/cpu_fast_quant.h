@@ -100,7 +100,8 @@ int64_t panel_min_tokens(DType t);
 // they were, so a packed weight is its file's size. pack_kept_panels packs groups [g0, g1) of the
 // row-major src into dst; kept_panel_matmul multiplies rows [o0, o1) of such a weight by `tokens`
 // activation rows quantized as for int_dot_for (out[t * ldo + o]), each output the same bits as
-// int_dot_for's for that row and token alone, whatever the range and the token count.
+// int_dot_for's for that row and token alone, whatever the range and the token count. o0 and o1
+// fall on groups (multiples of 8), or o1 is `rows`: the callers cut their ranges there.
 bool has_kept_panels(DType t);
 void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, int64_t g0, int64_t g1, uint8_t* dst);
 void kept_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
