@@ -60,7 +60,7 @@ TEST_P(WeightsInPlace, CpuTensorsAreTheMappedFileBytes) {
   const GgufFile& f = *(*m)->file;
   const ModelWeights& w = (*m)->weights;
   // Float matmul weights go into panels later, as do the types with kept panels (fast::kept_panels:
-  // Q8_0 in AVX2 builds); only the float ones are `packable` (multiplied as if packed) before.
+  // Q8_0 and Q4_K in AVX2 builds); only the float ones are `packable` (multiplied as if packed) before.
   const bool floats = GetParam() == GgmlType::F32, packs = floats || fast::kept_panels(*dtype_from_ggml(GetParam()));
   const std::pair<const Tensor*, const char*> matrices[] = {
       {&w.output, "output.weight"}, {&w.layers[0].wq, "blk.0.attn_q.weight"}, {&w.layers[2].w_down, "blk.2.ffn_down.weight"}};

@@ -2193,6 +2193,240 @@ void gemm8x2_k(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, c
             panel8k_tokens<kType, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, o, ldo);
           });
 }
+
+// ---- Q4_K and Q5_K weights kept in compact 8-row panels ----
+//
+// As the 32-element types' kept panels (pack_panel8c): per super-block, a group of 8 rows takes
+// exactly the bytes its rows' super-blocks took in the file (8 x 144, Q5_K 8 x 176), arranged so
+// that decode reads a row per vector lane:
+//   [0, 1024)   the nibbles: vector 8c + i (c < 4, i < 8), dword j = row j's quant bytes 32c + 4i..+3
+//               (low nibbles: elements 4i..4i+3 of sub-block 2c; high: of sub-block 2c + 1);
+//   Q5_K, 256:  the fifth bits: vector i, dword j = row j's qh bytes 4i..4i+3 (bit s: sub-block s);
+//   64 + 32:    the rows' six-bit scales and mins (scale_min_k4's values): value s of row j at byte
+//               4 (s % 4) + j % 4 of 128-bit lane j / 4 of its vector, so that one vpshufb gives a
+//               sub-block's (sc, sc) int16 pair in dword j. Two vectors of low nibbles (s < 4, s >= 4;
+//               the scale's in the low nibble, the min's in the high one), then one of their top bits
+//               (bits 0-1: scale s < 4, 2-3: its min, 4-5: scale s + 4, 6-7: its min);
+//   16 + 16:    the rows' f16 d, then dmin.
+// The products reach sdot_q45k's exact integers E and M per super-block and repeat its float steps
+// lane for lane (as panel8k_tokens does), so every output is the row kernel's bits. Against the row
+// kernel a super-block of 8 rows costs 8 madds by the scales instead of 64 (vpmaddwd shares its two
+// pipes with vpmaddubsw on Zen 3), no horizontal sums, one scale decode for the 8 rows, and prompts
+// no longer pack.
+template <DType kType>
+struct KeptK {
+  static constexpr bool kFive = kType == DType::Q5_K;
+  static constexpr int kRowBytes = kFive ? 176 : 144, kQs = kFive ? 48 : 16;
+  static constexpr int64_t kQh = 1024, kScales = kQh + (kFive ? 256 : 0), kD = kScales + 96, kDmin = kD + 16;
+  static constexpr int64_t kBytes = kDmin + 16;
+  static_assert(kBytes == kPanel8Rows * kRowBytes);
+};
+constexpr bool kept_k(DType t) { return t == DType::Q4_K || t == DType::Q5_K; }
+
+// Byte of value s (< 8) of row j (< 8) in its vector of KeptK's scale bytes.
+constexpr int kept_k_scale_at(int s, int j) { return 16 * (j / 4) + 4 * (s % 4) + j % 4; }
+
+template <DType kType>
+void pack_kept_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
+  using L = KeptK<kType>;
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* wb = w + size_t(sb) * L::kRowBytes;
+    uint8_t* pb = group + sb * L::kBytes;
+    auto row = [&](int j) { return wb + size_t(j) * stride; };
+    __m256i r[kPanel8Rows];
+    for (int c = 0; c < 4; ++c) {
+      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + L::kQs + 32 * c);
+      transpose8_epi32(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + 32 * (8 * c + i)), r[i]);
+    }
+    if constexpr (L::kFive) {
+      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + 16);
+      transpose8_epi32(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + L::kQh + 32 * i), r[i]);
+    }
+    alignas(16) uint8_t sm[kPanel8Rows][16];  // [sc0..7, m0..7] per row
+    for (int j = 0; j < kPanel8Rows; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(sm[j]), scales_mins_k4(row(j) + 4));
+    uint8_t* nib = pb + L::kScales;
+    uint8_t* top = nib + 64;
+    std::memset(top, 0, 32);
+    for (int j = 0; j < kPanel8Rows; ++j)
+      for (int s = 0; s < 8; ++s) {
+        const int at = kept_k_scale_at(s, j), sc = sm[j][s], m = sm[j][8 + s];
+        nib[32 * (s / 4) + at] = uint8_t((sc & 15) | (m & 15) << 4);
+        top[at] = uint8_t(top[at] | (sc >> 4) << (s < 4 ? 0 : 4) | (m >> 4) << (s < 4 ? 2 : 6));
+      }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + L::kD), words<8>([&](int j) { return row(j); }));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + L::kDmin), words<8>([&](int j) { return row(j) + 2; }));
+  }
+}
+
+// vpshufb indices for value s % 4 of KeptK's scale bytes as (v, v) int16 pairs, dword j for row j.
+inline __m256i kept_k_pick(int s) {
+  const int b = 4 * (s % 4);
+  const __m128i p = _mm_setr_epi8(int8_t(b), -128, int8_t(b), -128, int8_t(b + 1), -128, int8_t(b + 1), -128, int8_t(b + 2), -128,
+                                  int8_t(b + 2), -128, int8_t(b + 3), -128, int8_t(b + 3), -128);
+  return _mm256_broadcastsi128_si256(p);
+}
+
+// A super-block's scale bytes (at p) as bytes in KeptK's order: scales s < 4, s >= 4, mins s < 4, s >= 4.
+struct KeptKScales {
+  __m256i sc03, sc47, m03, m47;
+};
+inline KeptKScales kept_k_scales(const uint8_t* p) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), top2 = _mm256_set1_epi8(0x30);
+  const __m256i n0 = load32(p), n1 = load32(p + 32), hb = load32(p + 64);
+  return {_mm256_or_si256(_mm256_and_si256(n0, low4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), top2)),
+          _mm256_or_si256(_mm256_and_si256(n1, low4), _mm256_and_si256(hb, top2)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n0, 4), low4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), top2)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), top2))};
+}
+
+// Vector 8c + i of a kept super-block's quants (pb) as unsigned bytes: sub-block 2c's (lo) and 2c + 1's (hi).
+template <DType kType>
+inline void kept_k_quants(const uint8_t* pb, int c, int i, __m256i& lo, __m256i& hi) {
+  using L = KeptK<kType>;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i n = load32(pb + 32 * (8 * c + i));
+  lo = _mm256_and_si256(n, low4), hi = _mm256_and_si256(_mm256_srli_epi16(n, 4), low4);
+  if constexpr (L::kFive) {  // bits 2c and 2c + 1 of each qh byte to bit 4, as q45k_chunk
+    const __m256i qh = load32(pb + L::kQh + 32 * i), b16 = _mm256_set1_epi8(16);
+    const __m256i l5 = c < 2 ? _mm256_slli_epi16(qh, 4 - 2 * c) : c == 2 ? qh : _mm256_srli_epi16(qh, 2);
+    const __m256i h5 = c < 2 ? _mm256_slli_epi16(qh, 3 - 2 * c) : _mm256_srli_epi16(qh, 2 * c - 3);
+    lo = _mm256_or_si256(lo, _mm256_and_si256(l5, b16));
+    hi = _mm256_or_si256(hi, _mm256_and_si256(h5, b16));
+  }
+}
+
+// A kept group as pack_panel8_k's panel (Panel8K), for prompts long enough that unpacking it
+// once beats unpacking it at every 4-token pass.
+template <DType kType>
+void expand_kept_k(const uint8_t* group, int64_t nsb, uint8_t* full) {
+  using L = KeptK<kType>;
+  using P = Panel8K<kType>;
+  static_assert(P::kSubs == 8);
+  auto store = [](uint8_t* p, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); };
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = group + sb * L::kBytes;
+    uint8_t* fb = full + sb * P::kBytes;
+    for (int c = 0; c < 4; ++c)
+      for (int i = 0; i < 8; ++i) {  // elements 64c + 4i.. and 64c + 32 + 4i..: vectors 16c + i, 16c + 8 + i
+        __m256i lo, hi;
+        kept_k_quants<kType>(pb, c, i, lo, hi);
+        store(fb + 32 * (16 * c + i), lo);
+        store(fb + 32 * (16 * c + 8 + i), hi);
+      }
+    const KeptKScales ks = kept_k_scales(pb + L::kScales);
+    for (int s = 0; s < 8; ++s) {
+      store(fb + P::kScales + 32 * s, _mm256_shuffle_epi8(s < 4 ? ks.sc03 : ks.sc47, kept_k_pick(s)));
+      store(fb + P::kPairs + 32 * s, _mm256_shuffle_epi8(s < 4 ? ks.m03 : ks.m47, kept_k_pick(s)));
+    }
+    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kD), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD))));
+    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kDmin),
+                    _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin))));
+  }
+}
+
+// out[t * ldo + j] for the group's 8 rows j and tokens t < T (token t's activations at qx + t *
+// 256 * nsb, dx + t * nsb, xs + t * 16 * nsb): sdot_q45k's results, the same bits.
+template <DType kType, int T>
+void kept_k_tokens(const uint8_t* group, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out,
+                   int64_t ldo) {
+  using L = KeptK<kType>;
+  // Quads summed in int16 before a madd by the scale: at most kGroup x 2 x 15 (31) x 127.
+  constexpr int kGroup = L::kFive ? 4 : 8;
+  __m256 acc[T], macc[T];  // sdot_q45k's two chains, a row per lane
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = group + sb * L::kBytes;
+    // Decode streams the weight from memory: asked ahead as the 32-element kept panels ask.
+    if constexpr (T == 1) prefetch_bytes_ahead<L::kBytes, kAheadBytes32>(pb);
+    const KeptKScales ks = kept_k_scales(pb + L::kScales);
+    const __m256i sc03 = ks.sc03, sc47 = ks.sc47;
+    __m256i e[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) e[t] = _mm256_setzero_si256();
+    #pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m256i scs = c < 2 ? sc03 : sc47;
+      const __m256i slo = _mm256_shuffle_epi8(scs, kept_k_pick(2 * c)), shi = _mm256_shuffle_epi8(scs, kept_k_pick(2 * c + 1));
+      #pragma GCC unroll 2
+      for (int g = 0; g < 8; g += kGroup) {
+        __m256i plo[T], phi[T];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) plo[t] = phi[t] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
+        for (int i = g; i < g + kGroup; ++i) {
+          __m256i lo, hi;
+          kept_k_quants<kType>(pb, c, i, lo, hi);
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            const int8_t* x = qx + (t * nsb + sb) * 256 + 64 * c + 4 * i;
+            int32_t xl, xh;
+            std::memcpy(&xl, x, 4);
+            std::memcpy(&xh, x + 32, 4);
+            plo[t] = _mm256_add_epi16(plo[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(xl)));
+            phi[t] = _mm256_add_epi16(phi[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(xh)));
+          }
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) e[t] = madd_add(madd_add(e[t], plo[t], slo), phi[t], shi);
+      }
+    }
+    // M: each min against its sub-block's two per-16 sums.
+    const __m256i m03 = ks.m03, m47 = ks.m47;
+    __m256i o[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) o[t] = _mm256_setzero_si256();
+    #pragma GCC unroll 8
+    for (int s = 0; s < 8; ++s) {
+      const __m256i mv = _mm256_shuffle_epi8(s < 4 ? m03 : m47, kept_k_pick(s));
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        int32_t xs2;
+        std::memcpy(&xs2, xs + (t * nsb + sb) * 16 + 2 * s, 4);
+        o[t] = madd_add(o[t], mv, _mm256_set1_epi32(xs2));
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD)));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin)));
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256 dxv = _mm256_set1_ps(dx[t * nsb + sb]);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(e[t]), acc[t]);
+      macc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(o[t]), macc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + t * ldo, _mm256_sub_ps(acc[t], macc[t]));
+}
+
+// Rows [o0, o1) of a Q4_K / Q5_K weight kept in compact panels against `tokens` tokens, as
+// kept_panel_rows: o0 and o1 on groups, or o1 = rows; the rows past the groups through the row
+// kernel. From kKeptKExpandFrom tokens each group is expanded once into pack_panel8_k's panel.
+constexpr int64_t kKeptKExpandFrom = 4;
+template <DType kType>
+void kept_k_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb, int64_t o0, int64_t o1, const int8_t* qx,
+                 const float* dx, const int16_t* xs, int64_t tokens, float* out, int64_t ldo) {
+  const int64_t grouped = rows / kPanel8Rows * kPanel8Rows;
+  for (int64_t r = o0; r < std::min(o1, grouped); r += kPanel8Rows) {
+    const uint8_t* pg = panel + size_t(r) * stride;
+    if (tokens >= kKeptKExpandFrom) {
+      uint8_t* full = panel_store(size_t(nsb * Panel8K<kType>::kBytes));
+      expand_kept_k<kType>(pg, nsb, full);
+      // the next group, expanded next, asked for from memory over the passes (as gemm8x2 does)
+      token_passes<kPanel8Tokens>(tokens, pg + size_t(kPanel8Rows) * stride, size_t(kPanel8Rows) * stride, [&]<int T>(int64_t t) {
+        panel8k_tokens<kType, T>(full, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r, ldo);
+      });
+    } else {
+      token_passes<kPanel8Tokens>(tokens, nullptr, 0, [&]<int T>(int64_t t) {
+        kept_k_tokens<kType, T>(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r, ldo);
+      });
+    }
+  }
+  for (int64_t o = std::max(o0, grouped); o < o1; ++o)
+    for (int64_t t = 0; t < tokens; ++t)
+      sdot<kType, 1>(panel + size_t(o) * stride, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, nsb, out + t * ldo + o);
+}
 #endif
 
 #if PAGODA_AVX512_VNNI
@@ -2590,23 +2824,38 @@ bool has_kept_panels(DType t) {
   (void)t;
   return false;
 #else
-  return with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
+  return kept_k(t) || with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
 #endif
 }
 
-void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t nb, int64_t g0, int64_t g1, uint8_t* dst) {
+void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t n_in, int64_t g0, int64_t g1, uint8_t* dst) {
 #if !PAGODA_AVX512_VNNI
+  auto groups = [&](auto pack) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const size_t at = size_t(g * kPanel8Rows) * stride;
+      pack(src + at, dst + at);
+    }
+  };
+  if (t == DType::Q4_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k<DType::Q4_K>(s, stride, n_in / 256, d); });
+  if (t == DType::Q5_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k<DType::Q5_K>(s, stride, n_in / 256, d); });
   with_blocks32(t, [&](auto b) {
     using B = decltype(b);
-    if constexpr (panel8_compact<B>())
-      for (int64_t g = g0; g < g1; ++g) {
-        const size_t at = size_t(g * kPanel8Rows) * stride;
-        pack_panel8c<B>(src + at, stride, nb, dst + at);
-      }
+    if constexpr (panel8_compact<B>()) groups([&](const uint8_t* s, uint8_t* d) { pack_panel8c<B>(s, stride, n_in / 32, d); });
     return true;
   });
 #else
-  (void)t, (void)src, (void)stride, (void)nb, (void)g0, (void)g1, (void)dst;
+  (void)t, (void)src, (void)stride, (void)n_in, (void)g0, (void)g1, (void)dst;
+#endif
+}
+
+void kept_panel_matmul_k(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb, int64_t o0, int64_t o1,
+                         const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, float* out, int64_t ldo) {
+#if !PAGODA_AVX512_VNNI
+  if (t == DType::Q4_K) kept_k_rows<DType::Q4_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
+  if (t == DType::Q5_K) kept_k_rows<DType::Q5_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
+#else
+  (void)t, (void)panel, (void)stride, (void)rows, (void)nsb, (void)o0, (void)o1, (void)qx, (void)dx, (void)xs, (void)tokens,
+      (void)out, (void)ldo;
 #endif
 }
 
@@ -2706,6 +2955,8 @@ bool has_kept_panels(DType) { return false; }
 void pack_kept_panels(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, uint8_t*) {}
 void kept_panel_matmul(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,
                        const int32_t*, int64_t, float*, int64_t) {}
+void kept_panel_matmul_k(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,
+                         const int16_t*, int64_t, float*, int64_t) {}
 void quantize_x256(const float*, int64_t, int64_t, int8_t*, float*, int16_t*, DType) {}
 #endif
 

@@ -1648,7 +1648,7 @@ constexpr int64_t kHandoffWeightBytes = 256 << 10, kHandoffKvBytes = 64 << 10;
 // row's result never depends on the range it falls in. A plain struct rather than a closure, so a
 // step's ~50 of them need no heap.
 struct MatvecPlan {
-  enum class Kind { IntRows, KeptPanels, SuperRows, SuperEach, Bf16Pairs, Panels, Fused } kind = Kind::Fused;
+  enum class Kind { IntRows, KeptPanels, KeptPanelsK, SuperRows, SuperEach, Bf16Pairs, Panels, Fused } kind = Kind::Fused;
   const uint8_t* w = nullptr;
   DType dtype = DType::F32;
   size_t stride = 0;
@@ -1683,6 +1683,10 @@ struct MatvecPlan {
       case Kind::KeptPanels:
         fastq::kept_panel_matmul(dtype, w, stride, rows, n_in / 32, o0, o1, x32->q.data(), x32->d.data(), x32->sum.data(), 1,
                                  y, 0);
+        return;
+      case Kind::KeptPanelsK:
+        fastq::kept_panel_matmul_k(dtype, w, stride, rows, n_in / 256, o0, o1, x256->q.data(), x256->d.data(),
+                                   x256->sum16.data(), 1, y, 0);
         return;
       case Kind::SuperRows:
         super_rows(w + size_t(o0) * stride, stride, o1 - o0, x256->q.data(), x256->d.data(), x256->sum16.data(), n_in / 256,
@@ -1735,10 +1739,20 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
     if (!in.has_x32[key]) quantize_x(pool, x.f32(), 1, p.n_in, key, kept.x32[key]), in.has_x32[key] = true;
     return &kept.x32[key];
   };
+  auto x256 = [&](DType t) {
+    const int key = fastq::x256_layout(t);
+    if (!in.has_x256[key]) quantize_x256(pool, x.f32(), 1, p.n_in, t, kept.x256[key]), in.has_x256[key] = true;
+    return &kept.x256[key];
+  };
   if (w.panels && kept_panels(w.dtype)) {
-    p.kind = MatvecPlan::Kind::KeptPanels;
     p.rows = w.rows;
-    p.x32 = x32(w.dtype);
+    if (dtype_block_elems(w.dtype) == 256) {
+      p.kind = MatvecPlan::Kind::KeptPanelsK;
+      p.x256 = x256(w.dtype);
+    } else {
+      p.kind = MatvecPlan::Kind::KeptPanels;
+      p.x32 = x32(w.dtype);
+    }
     return p;
   }
 #endif
@@ -1762,9 +1776,7 @@ MatvecPlan prepare_matvec(ThreadPool& pool, const HostTensor& w, const HostTenso
     return p;
   }
   if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, p.n_in / 256)) {
-    const int key = fastq::x256_layout(w.dtype);
-    if (!in.has_x256[key]) quantize_x256(pool, x.f32(), 1, p.n_in, w.dtype, kept.x256[key]), in.has_x256[key] = true;
-    p.x256 = &kept.x256[key];
+    p.x256 = x256(w.dtype);
     p.super_each = sdot;
     p.super_rows = fastq::super_dot_rows_for(w.dtype, p.n_in / 256);
     p.kind = p.super_rows ? MatvecPlan::Kind::SuperRows : MatvecPlan::Kind::SuperEach;
@@ -1824,7 +1836,7 @@ void run_matvecs(ThreadPool& pool, std::span<const HostTensor> ws, std::span<con
 bool kept_panels(DType t) { return fastq::has_kept_panels(t); }
 
 size_t panel_bytes(DType t, int64_t rows, int64_t cols) {
-  if (kept_panels(t)) return rows > 0 && cols > 0 && cols % 32 == 0 ? size_t(rows) * row_bytes(t, cols) : 0;
+  if (kept_panels(t)) return rows > 0 && cols > 0 && cols % dtype_block_elems(t) == 0 ? size_t(rows) * row_bytes(t, cols) : 0;
   const PanelLayout l = panel_layout(t, cols);
   if (l.elem == 0 || rows <= 0 || cols <= 0) return 0;
   return size_t((rows + kPanel - 1) / kPanel) * size_t(kPanel) * size_t(l.steps) * l.elem;
@@ -1840,7 +1852,7 @@ void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, in
     const int64_t end = std::min(r1, rows), grouped = rows / kKeptGroupRows * kKeptGroupRows;
     if (const int64_t groups = (std::min(end, grouped) - r0 + kKeptGroupRows - 1) / kKeptGroupRows; groups > 0)
       pool.parallel_for(groups, [&](int64_t g0, int64_t g1) {
-        fastq::pack_kept_panels(t, src, stride, cols / 32, r0 / kKeptGroupRows + g0, r0 / kKeptGroupRows + g1, dst);
+        fastq::pack_kept_panels(t, src, stride, cols, r0 / kKeptGroupRows + g0, r0 / kKeptGroupRows + g1, dst);
       });
     if (end > grouped) {
       const int64_t from = std::max(r0, grouped);
@@ -1900,6 +1912,15 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
+  if (w.panels && kept_panels(w.dtype) && dtype_block_elems(w.dtype) == 256) {  // Q4_K, Q5_K: the same
+    const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
+    pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
+      fastq::kept_panel_matmul_k(w.dtype, w.data, stride, w.rows, n_in / 256, g0 * kKeptGroupRows,
+                                 std::min(w.rows, g1 * kKeptGroupRows), qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows,
+                                 out.f32(), out.cols);
+    });
+    return;
+  }
   if (w.panels && kept_panels(w.dtype)) {  // the 32-element types packed: every token through each group
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
     pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
