@@ -2202,11 +2202,8 @@ void gemm8x2_k(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, c
 //   [0, 1024)   the nibbles: vector 8c + i (c < 4, i < 8), dword j = row j's quant bytes 32c + 4i..+3
 //               (low nibbles: elements 4i..4i+3 of sub-block 2c; high: of sub-block 2c + 1);
 //   Q5_K, 256:  the fifth bits: vector i, dword j = row j's qh bytes 4i..4i+3 (bit s: sub-block s);
-//   64 + 32:    the rows' six-bit scales and mins (scale_min_k4's values): value s of row j at byte
-//               4 (s % 4) + j % 4 of 128-bit lane j / 4 of its vector, so that one vpshufb gives a
-//               sub-block's (sc, sc) int16 pair in dword j. Two vectors of low nibbles (s < 4, s >= 4;
-//               the scale's in the low nibble, the min's in the high one), then one of their top bits
-//               (bits 0-1: scale s < 4, 2-3: its min, 4-5: scale s + 4, 6-7: its min);
+//   96:         the rows' six-bit scales and mins (scale_min_k4's values) as pack_six_bit's 16 values
+//               a row (sc0..3, m0..3, sc4..7, m4..7);
 //   16 + 16:    the rows' f16 d, then dmin.
 // The products reach sdot_q45k's exact integers E and M per super-block and repeat its float steps
 // lane for lane (as panel8k_tokens does), so every output is the row kernel's bits. Against the row
@@ -2223,8 +2220,49 @@ struct KeptK {
 };
 constexpr bool kept_k(DType t) { return t == DType::Q4_K || t == DType::Q5_K; }
 
-// Byte of value s (< 8) of row j (< 8) in its vector of KeptK's scale bytes.
-constexpr int kept_k_scale_at(int s, int j) { return 16 * (j / 4) + 4 * (s % 4) + j % 4; }
+// Sixteen six-bit values a row for 8 rows (v[j][4g + s]: value s of group g of row j) in 96 bytes
+// from which one vpshufb gives a value of every row as an int16 pair, dword j for row j: value s of
+// row j sits at byte 4s + j % 4 of 128-bit lane j / 4 (kept_k_pick(s)). Bytes 0..63: two vectors of
+// low nibbles (vector g / 2, groups 0 and 2 in the low nibbles, 1 and 3 in the high); 64..95: their
+// top two bits (group g's at bits 2g, 2g + 1).
+constexpr int kept_k_scale_at(int s, int j) { return 16 * (j / 4) + 4 * s + j % 4; }
+inline void pack_six_bit(const uint8_t v[kPanel8Rows][16], uint8_t* out) {
+  std::memset(out, 0, 96);
+  for (int j = 0; j < kPanel8Rows; ++j)
+    for (int g = 0; g < 4; ++g)
+      for (int s = 0; s < 4; ++s) {
+        const int at = kept_k_scale_at(s, j), val = v[j][4 * g + s];
+        out[32 * (g / 2) + at] = uint8_t(out[32 * (g / 2) + at] | (val & 15) << (4 * (g % 2)));
+        out[64 + at] = uint8_t(out[64 + at] | (val >> 4) << (2 * g));
+      }
+}
+// pack_six_bit's groups back as bytes (g[i]: group i of every row, value s of row j at byte
+// kept_k_scale_at(s, j)).
+struct SixBit {
+  __m256i g[4];
+};
+inline SixBit six_bit_values(const uint8_t* p) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), top2 = _mm256_set1_epi8(0x30);
+  const __m256i n0 = load32(p), n1 = load32(p + 32), hb = load32(p + 64);
+  return {{_mm256_or_si256(_mm256_and_si256(n0, low4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), top2)),
+           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n0, 4), low4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), top2)),
+           _mm256_or_si256(_mm256_and_si256(n1, low4), _mm256_and_si256(hb, top2)),
+           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), top2))}};
+}
+// vpshufb indices for value s (< 4) of a group as (v, v) int16 pairs, dword j for row j.
+inline __m256i kept_k_pick(int s) {
+  const int b = 4 * s;
+  const __m128i p = _mm_setr_epi8(int8_t(b), -128, int8_t(b), -128, int8_t(b + 1), -128, int8_t(b + 1), -128, int8_t(b + 2), -128,
+                                  int8_t(b + 2), -128, int8_t(b + 3), -128, int8_t(b + 3), -128);
+  return _mm256_broadcastsi128_si256(p);
+}
+// The same for values 2h and 2h + 1 (h < 2) of a group as an int16 pair (v_2h, v_2h+1).
+inline __m256i kept_k_pick2(int h) {
+  const int b = 8 * h;
+  const __m128i p = _mm_setr_epi8(int8_t(b), -128, int8_t(b + 4), -128, int8_t(b + 1), -128, int8_t(b + 5), -128, int8_t(b + 2), -128,
+                                  int8_t(b + 6), -128, int8_t(b + 3), -128, int8_t(b + 7), -128);
+  return _mm256_broadcastsi128_si256(p);
+}
 
 template <DType kType>
 void pack_kept_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
@@ -2244,41 +2282,15 @@ void pack_kept_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
       transpose8_epi32(r);
       for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + L::kQh + 32 * i), r[i]);
     }
-    alignas(16) uint8_t sm[kPanel8Rows][16];  // [sc0..7, m0..7] per row
-    for (int j = 0; j < kPanel8Rows; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(sm[j]), scales_mins_k4(row(j) + 4));
-    uint8_t* nib = pb + L::kScales;
-    uint8_t* top = nib + 64;
-    std::memset(top, 0, 32);
-    for (int j = 0; j < kPanel8Rows; ++j)
-      for (int s = 0; s < 8; ++s) {
-        const int at = kept_k_scale_at(s, j), sc = sm[j][s], m = sm[j][8 + s];
-        nib[32 * (s / 4) + at] = uint8_t((sc & 15) | (m & 15) << 4);
-        top[at] = uint8_t(top[at] | (sc >> 4) << (s < 4 ? 0 : 4) | (m >> 4) << (s < 4 ? 2 : 6));
-      }
+    alignas(16) uint8_t sm[kPanel8Rows][16];  // [sc0..7, m0..7] per row, then as [sc0..3, m0..3, sc4..7, m4..7]
+    for (int j = 0; j < kPanel8Rows; ++j) {
+      const __m128i v = scales_mins_k4(row(j) + 4);
+      _mm_store_si128(reinterpret_cast<__m128i*>(sm[j]), _mm_shuffle_epi32(v, _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    pack_six_bit(sm, pb + L::kScales);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + L::kD), words<8>([&](int j) { return row(j); }));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + L::kDmin), words<8>([&](int j) { return row(j) + 2; }));
   }
-}
-
-// vpshufb indices for value s % 4 of KeptK's scale bytes as (v, v) int16 pairs, dword j for row j.
-inline __m256i kept_k_pick(int s) {
-  const int b = 4 * (s % 4);
-  const __m128i p = _mm_setr_epi8(int8_t(b), -128, int8_t(b), -128, int8_t(b + 1), -128, int8_t(b + 1), -128, int8_t(b + 2), -128,
-                                  int8_t(b + 2), -128, int8_t(b + 3), -128, int8_t(b + 3), -128);
-  return _mm256_broadcastsi128_si256(p);
-}
-
-// A super-block's scale bytes (at p) as bytes in KeptK's order: scales s < 4, s >= 4, mins s < 4, s >= 4.
-struct KeptKScales {
-  __m256i sc03, sc47, m03, m47;
-};
-inline KeptKScales kept_k_scales(const uint8_t* p) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F), top2 = _mm256_set1_epi8(0x30);
-  const __m256i n0 = load32(p), n1 = load32(p + 32), hb = load32(p + 64);
-  return {_mm256_or_si256(_mm256_and_si256(n0, low4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), top2)),
-          _mm256_or_si256(_mm256_and_si256(n1, low4), _mm256_and_si256(hb, top2)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n0, 4), low4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), top2)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), top2))};
 }
 
 // Vector 8c + i of a kept super-block's quants (pb) as unsigned bytes: sub-block 2c's (lo) and 2c + 1's (hi).
@@ -2315,10 +2327,10 @@ void expand_kept_k(const uint8_t* group, int64_t nsb, uint8_t* full) {
         store(fb + 32 * (16 * c + i), lo);
         store(fb + 32 * (16 * c + 8 + i), hi);
       }
-    const KeptKScales ks = kept_k_scales(pb + L::kScales);
+    const SixBit sm = six_bit_values(pb + L::kScales);  // groups: sc0..3, m0..3, sc4..7, m4..7
     for (int s = 0; s < 8; ++s) {
-      store(fb + P::kScales + 32 * s, _mm256_shuffle_epi8(s < 4 ? ks.sc03 : ks.sc47, kept_k_pick(s)));
-      store(fb + P::kPairs + 32 * s, _mm256_shuffle_epi8(s < 4 ? ks.m03 : ks.m47, kept_k_pick(s)));
+      store(fb + P::kScales + 32 * s, _mm256_shuffle_epi8(sm.g[s < 4 ? 0 : 2], kept_k_pick(s % 4)));
+      store(fb + P::kPairs + 32 * s, _mm256_shuffle_epi8(sm.g[s < 4 ? 1 : 3], kept_k_pick(s % 4)));
     }
     _mm256_store_ps(reinterpret_cast<float*>(fb + P::kD), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD))));
     _mm256_store_ps(reinterpret_cast<float*>(fb + P::kDmin),
@@ -2341,15 +2353,14 @@ void kept_k_tokens(const uint8_t* group, int64_t nsb, const int8_t* qx, const fl
     const uint8_t* pb = group + sb * L::kBytes;
     // Decode streams the weight from memory: asked ahead as the 32-element kept panels ask.
     if constexpr (T == 1) prefetch_bytes_ahead<L::kBytes, kAheadBytes32>(pb);
-    const KeptKScales ks = kept_k_scales(pb + L::kScales);
-    const __m256i sc03 = ks.sc03, sc47 = ks.sc47;
+    const SixBit sm = six_bit_values(pb + L::kScales);  // groups: sc0..3, m0..3, sc4..7, m4..7
     __m256i e[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) e[t] = _mm256_setzero_si256();
     #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
-      const __m256i scs = c < 2 ? sc03 : sc47;
-      const __m256i slo = _mm256_shuffle_epi8(scs, kept_k_pick(2 * c)), shi = _mm256_shuffle_epi8(scs, kept_k_pick(2 * c + 1));
+      const __m256i scs = sm.g[c < 2 ? 0 : 2];
+      const __m256i slo = _mm256_shuffle_epi8(scs, kept_k_pick(2 * c % 4)), shi = _mm256_shuffle_epi8(scs, kept_k_pick(2 * c % 4 + 1));
       #pragma GCC unroll 2
       for (int g = 0; g < 8; g += kGroup) {
         __m256i plo[T], phi[T];
@@ -2374,13 +2385,12 @@ void kept_k_tokens(const uint8_t* group, int64_t nsb, const int8_t* qx, const fl
       }
     }
     // M: each min against its sub-block's two per-16 sums.
-    const __m256i m03 = ks.m03, m47 = ks.m47;
     __m256i o[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) o[t] = _mm256_setzero_si256();
     #pragma GCC unroll 8
     for (int s = 0; s < 8; ++s) {
-      const __m256i mv = _mm256_shuffle_epi8(s < 4 ? m03 : m47, kept_k_pick(s));
+      const __m256i mv = _mm256_shuffle_epi8(sm.g[s < 4 ? 1 : 3], kept_k_pick(s % 4));
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         int32_t xs2;
@@ -2400,9 +2410,182 @@ void kept_k_tokens(const uint8_t* group, int64_t nsb, const int8_t* qx, const fl
   for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + t * ldo, _mm256_sub_ps(acc[t], macc[t]));
 }
 
-// Rows [o0, o1) of a Q4_K / Q5_K weight kept in compact panels against `tokens` tokens, as
+// ---- Q2_K and Q3_K weights kept in compact 8-row panels ----
+//
+// The same for the types of sixteen 16-element sub-blocks without Q6_K (K16), per super-block of a
+// group in the 8 x 84 (Q3_K: 8 x 110) bytes its rows' super-blocks took in the file:
+//   [0, 512)   the 2-bit quants: vector 8n + i (n < 2, i < 8), dword j = row j's qs bytes 32n + 4i..+3
+//              (bits 2k, 2k + 1: elements 128n + 32k + 4i.. of sub-block 8n + 2k + i / 4);
+//   Q3_K, 256: the high-bit mask: vector i, dword j = row j's hmask bytes 4i..4i+3 (bit 4n + k: the
+//              same elements' high bits);
+//   Q2_K, 128: the rows' scale bytes (scale | min << 4), sub-block s of row j at byte
+//              kept_k_scale_at(s % 4, j) of vector s / 4; Q3_K, 96: the rows' sixteen six-bit scales
+//              (stored + 32) as pack_six_bit's values;
+//   16 (+ 16): the rows' f16 d (Q2_K: then dmin).
+// Decode reaches sdot_k16's exact integers E (Q3_K: less the offset) and M (Q2_K) with a row per
+// lane and repeats its float steps, so the same bits; per super-block and 8 rows 16 madds by the
+// scales where the row kernel spends 128, and one scale decode.
+template <DType kType>
+struct KeptK16 {
+  static constexpr bool kQ3 = kType == DType::Q3_K;
+  static constexpr int kRowBytes = K16<kType>::kBytes, kQs = kQ3 ? 32 : 16, kRowScales = kQ3 ? 96 : 0, kRowD = kQ3 ? 108 : 80;
+  static constexpr int64_t kHm = 512, kScales = kHm + (kQ3 ? 256 : 0), kD = kScales + (kQ3 ? 96 : 128), kDmin = kD + 16;
+  static constexpr int64_t kBytes = kD + (kQ3 ? 16 : 32);
+  static_assert(kBytes == kPanel8Rows * kRowBytes);
+};
+constexpr bool kept_k16(DType t) { return t == DType::Q2_K || t == DType::Q3_K; }
+
+template <DType kType>
+void pack_kept_k16(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
+  using L = KeptK16<kType>;
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* wb = w + size_t(sb) * L::kRowBytes;
+    uint8_t* pb = group + sb * L::kBytes;
+    auto row = [&](int j) { return wb + size_t(j) * stride; };
+    __m256i r[kPanel8Rows];
+    for (int n = 0; n < 2; ++n) {
+      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + L::kQs + 32 * n);
+      transpose8_epi32(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + 32 * (8 * n + i)), r[i]);
+    }
+    if constexpr (L::kQ3) {
+      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j));
+      transpose8_epi32(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + L::kHm + 32 * i), r[i]);
+      alignas(32) int16_t sc[16];
+      uint8_t v[kPanel8Rows][16];
+      for (int j = 0; j < kPanel8Rows; ++j) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sc), scales_q3k(row(j) + L::kRowScales));
+        for (int s = 0; s < 16; ++s) v[j][s] = uint8_t(sc[s] + 32);
+      }
+      pack_six_bit(v, pb + L::kScales);
+    } else {
+      for (int j = 0; j < kPanel8Rows; ++j)
+        for (int s = 0; s < 16; ++s) pb[L::kScales + 32 * (s / 4) + kept_k_scale_at(s % 4, j)] = row(j)[s];
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + L::kDmin), words<8>([&](int j) { return row(j) + L::kRowD + 2; }));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + L::kD), words<8>([&](int j) { return row(j) + L::kRowD; }));
+  }
+}
+
+// A kept super-block's sub-block scales as int16 pairs (scale(s): dword j = row j's (sc_s, sc_s))
+// and its min or offset pairs (pair(l): (v_2l, v_2l+1), Q2_K's mins, Q3_K's scales).
+template <DType kType>
+struct KeptK16Scales {
+  __m256i g[4], m[4];  // bytes, group s / 4: the scales (Q3_K: + 32), Q2_K's mins
+  explicit KeptK16Scales(const uint8_t* p) {
+    if constexpr (KeptK16<kType>::kQ3) {
+      const SixBit v = six_bit_values(p);
+      for (int q = 0; q < 4; ++q) g[q] = m[q] = v.g[q];
+    } else {
+      const __m256i low4 = _mm256_set1_epi8(0x0F);
+      for (int q = 0; q < 4; ++q) {
+        const __m256i b = load32(p + 32 * q);
+        g[q] = _mm256_and_si256(b, low4), m[q] = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
+      }
+    }
+  }
+  static __m256i sign(__m256i v) { return KeptK16<kType>::kQ3 ? _mm256_sub_epi16(v, _mm256_set1_epi16(32)) : v; }
+  __m256i scale(int s) const { return sign(_mm256_shuffle_epi8(g[s / 4], kept_k_pick(s % 4))); }
+  __m256i pair(int l) const { return sign(_mm256_shuffle_epi8(m[l / 2], kept_k_pick2(l % 2))); }
+};
+
+// The quants of vector 8n + i for run k (elements 128n + 32k + 4i..) as unsigned bytes q' (Q3_K:
+// its high bit as + 4, as k16_run).
+template <DType kType>
+inline __m256i kept_k16_run(__m256i q, __m256i hm, int n, int k) {
+  __m256i v = _mm256_and_si256(k ? _mm256_srli_epi16(q, 2 * k) : q, _mm256_set1_epi8(3));
+  if constexpr (KeptK16<kType>::kQ3) {
+    const int bit = 4 * n + k;
+    const __m256i h = bit >= 2 ? _mm256_srli_epi16(hm, bit - 2) : _mm256_slli_epi16(hm, 2 - bit);
+    v = _mm256_or_si256(v, _mm256_and_si256(h, _mm256_set1_epi8(4)));
+  }
+  return v;
+}
+
+// A kept group as pack_panel8_k's panel (Panel8K), for prompts.
+template <DType kType>
+void expand_kept_k16(const uint8_t* group, int64_t nsb, uint8_t* full) {
+  using L = KeptK16<kType>;
+  using P = Panel8K<kType>;
+  static_assert(P::kSubs == 16);
+  auto store = [](uint8_t* p, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); };
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = group + sb * L::kBytes;
+    uint8_t* fb = full + sb * P::kBytes;
+    for (int n = 0; n < 2; ++n)
+      for (int i = 0; i < 8; ++i) {
+        const __m256i q = load32(pb + 32 * (8 * n + i));
+        const __m256i hm = L::kQ3 ? load32(pb + L::kHm + 32 * i) : _mm256_setzero_si256();
+        for (int k = 0; k < 4; ++k) store(fb + 32 * (32 * n + 8 * k + i), kept_k16_run<kType>(q, hm, n, k));
+      }
+    const KeptK16Scales<kType> sc(pb + L::kScales);
+    for (int s = 0; s < 16; ++s) store(fb + P::kScales + 32 * s, sc.scale(s));
+    for (int l = 0; l < 8; ++l) store(fb + P::kPairs + 32 * l, sc.pair(l));
+    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kD), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD))));
+    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kDmin),
+                    L::kQ3 ? _mm256_setzero_ps()
+                           : _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin))));
+  }
+}
+
+// out[j] for the group's 8 rows j against one token (decode): sdot_k16's results, the same bits.
+template <DType kType>
+void kept_k16_1(const uint8_t* group, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out) {
+  using L = KeptK16<kType>;
+  __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();  // sdot_k16's two chains, a row per lane
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = group + sb * L::kBytes;
+    prefetch_bytes_ahead<L::kBytes, kAheadBytes32>(pb);
+    const KeptK16Scales<kType> sc(pb + L::kScales);
+    const int8_t* x = qx + sb * 256;
+    __m256i e = _mm256_setzero_si256();
+    #pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n)
+      #pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // vectors 8n + 4h + i: sub-blocks 8n + 2k + h
+        __m256i q[4], hm[4];
+        for (int i = 0; i < 4; ++i) {
+          q[i] = load32(pb + 32 * (8 * n + 4 * h + i));
+          hm[i] = L::kQ3 ? load32(pb + L::kHm + 32 * (4 * h + i)) : _mm256_setzero_si256();
+        }
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          __m256i p = _mm256_setzero_si256();  // at most 4 x 2 x 7 x 127 in int16
+          #pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i) {
+            int32_t x4;
+            std::memcpy(&x4, x + 128 * n + 32 * k + 4 * (4 * h + i), 4);
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(kept_k16_run<kType>(q[i], hm[i], n, k), _mm256_set1_epi32(x4)));
+          }
+          e = madd_add(e, p, sc.scale(8 * n + 2 * k + h));
+        }
+      }
+    __m256i o = _mm256_setzero_si256();
+    #pragma GCC unroll 8
+    for (int l = 0; l < 8; ++l) {
+      int32_t xs2;
+      std::memcpy(&xs2, xs + sb * 16 + 2 * l, 4);
+      o = madd_add(o, sc.pair(l), _mm256_set1_epi32(xs2));
+    }
+    const __m256 dxv = _mm256_set1_ps(dx[sb]);
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD)));
+    if constexpr (L::kQ3) {  // E less the offset 4 x sum(sc x xs); no min term (sdot_k16's second chain stays +0)
+      e = _mm256_sub_epi32(e, _mm256_slli_epi32(o, K16<kType>::kOffShift));
+    } else {
+      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin)));
+      macc = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(o), macc);
+    }
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(e), acc);
+  }
+  _mm256_storeu_ps(out, _mm256_sub_ps(acc, macc));
+}
+
+// Rows [o0, o1) of a Q2_K-Q5_K weight kept in compact panels against `tokens` tokens, as
 // kept_panel_rows: o0 and o1 on groups, or o1 = rows; the rows past the groups through the row
-// kernel. From kKeptKExpandFrom tokens each group is expanded once into pack_panel8_k's panel.
+// kernel. Prompts of kKeptKExpandFrom tokens or more expand each group once into pack_panel8_k's
+// panel (Matmul4 q4_k 1.25x, q5_k 1.1x against the compact group, whose unpacking at every pass
+// also cost registers: at 4 tokens it ran below the per-call panels).
 constexpr int64_t kKeptKExpandFrom = 4;
 template <DType kType>
 void kept_k_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb, int64_t o0, int64_t o1, const int8_t* qx,
@@ -2412,15 +2595,19 @@ void kept_k_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb,
     const uint8_t* pg = panel + size_t(r) * stride;
     if (tokens >= kKeptKExpandFrom) {
       uint8_t* full = panel_store(size_t(nsb * Panel8K<kType>::kBytes));
-      expand_kept_k<kType>(pg, nsb, full);
+      if constexpr (kept_k(kType)) expand_kept_k<kType>(pg, nsb, full);
+      else expand_kept_k16<kType>(pg, nsb, full);
       // the next group, expanded next, asked for from memory over the passes (as gemm8x2 does)
       token_passes<kPanel8Tokens>(tokens, pg + size_t(kPanel8Rows) * stride, size_t(kPanel8Rows) * stride, [&]<int T>(int64_t t) {
         panel8k_tokens<kType, T>(full, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r, ldo);
       });
     } else {
-      token_passes<kPanel8Tokens>(tokens, nullptr, 0, [&]<int T>(int64_t t) {
-        kept_k_tokens<kType, T>(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r, ldo);
-      });
+      for (int64_t t = 0; t < tokens; ++t) {
+        if constexpr (kept_k(kType))
+          kept_k_tokens<kType, 1>(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r, ldo);
+        else
+          kept_k16_1<kType>(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r);
+      }
     }
   }
   for (int64_t o = std::max(o0, grouped); o < o1; ++o)
@@ -2824,7 +3011,7 @@ bool has_kept_panels(DType t) {
   (void)t;
   return false;
 #else
-  return kept_k(t) || with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
+  return kept_k(t) || kept_k16(t) || with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
 #endif
 }
 
@@ -2838,6 +3025,8 @@ void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t n_in, 
   };
   if (t == DType::Q4_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k<DType::Q4_K>(s, stride, n_in / 256, d); });
   if (t == DType::Q5_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k<DType::Q5_K>(s, stride, n_in / 256, d); });
+  if (t == DType::Q2_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k16<DType::Q2_K>(s, stride, n_in / 256, d); });
+  if (t == DType::Q3_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k16<DType::Q3_K>(s, stride, n_in / 256, d); });
   with_blocks32(t, [&](auto b) {
     using B = decltype(b);
     if constexpr (panel8_compact<B>()) groups([&](const uint8_t* s, uint8_t* d) { pack_panel8c<B>(s, stride, n_in / 32, d); });
@@ -2853,6 +3042,8 @@ void kept_panel_matmul_k(DType t, const uint8_t* panel, size_t stride, int64_t r
 #if !PAGODA_AVX512_VNNI
   if (t == DType::Q4_K) kept_k_rows<DType::Q4_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
   if (t == DType::Q5_K) kept_k_rows<DType::Q5_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
+  if (t == DType::Q2_K) kept_k_rows<DType::Q2_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
+  if (t == DType::Q3_K) kept_k_rows<DType::Q3_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
 #else
   (void)t, (void)panel, (void)stride, (void)rows, (void)nsb, (void)o0, (void)o1, (void)qx, (void)dx, (void)xs, (void)tokens,
       (void)out, (void)ldo;
