@@ -23,7 +23,7 @@
 //   Decode1B/q4_k       one decode token's 112 Q4_K matvecs of the 1B shape on two threads, as
 //                       the engine issues them (real time): against Matvec2t, what cutting a
 //                       token into the pool jobs its data dependencies require costs.
-// <type>+panels: F32, F16 and BF16 weights (and in AVX2 builds the 32-element types, in compact
+// <type>+panels: F32, F16 and BF16 weights (and in AVX2 builds the 32-element types and Q2_K-Q5_K, in compact
 // 8-row panels) packed as the CPU backend packs them at a weight's first decode-sized matmul
 // (CpuBackend::repack_matmul_weight); <type>+later: the float weights before that (the file's
 // layout, packed per call into the same panels); the plain <type>

@@ -93,17 +93,17 @@ bool has_gemm16_k(DType t);
 // 512-bit 16-row panels; for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
 // keep the nibbles), 8 (Q8_0) or 6 (Q5_0, Q5_1, Q6_K).
 int64_t panel_min_tokens(DType t);
-// Weights kept in compact 8-row panels (the 32-element types, Q4_K and Q5_K in AVX2 builds without
+// Weights kept in compact 8-row panels (the 32-element types and Q2_K-Q5_K in AVX2 builds without
 // the 512-bit kernels; false elsewhere): the panels gemm16 packs per call for the 4-bit formats
 // (Q5_0, Q5_1: those and the rows' fifth-bit words; Q8_0: its panels less the magnitudes), made
-// once; for Q4_K/Q5_K the rows' nibbles, fifth bits, scales and d in a row-per-lane order. Group g
+// once; for Q2_K-Q5_K the rows' scales, quants (and high bits) and d in a row-per-lane order. Group g
 // of rows 8g..8g+7 (g < rows / 8) takes the bytes those rows took in the file, the rows past the
 // last group stay as they were, so a packed weight is its file's size. pack_kept_panels packs
 // groups [g0, g1) of the row-major src (rows of n_in elements) into dst; kept_panel_matmul
 // multiplies rows [o0, o1) of such a weight of a 32-element type by `tokens` activation rows
 // quantized as for int_dot_for (out[t * ldo + o]), each output the same bits as int_dot_for's for
 // that row and token alone, whatever the range and the token count; kept_panel_matmul_k the same
-// for Q4_K/Q5_K against activations quantized as for super_dot_for, the bits of super_dot_for(t,
+// for Q2_K-Q5_K against activations quantized as for super_dot_for, the bits of super_dot_for(t,
 // 1, nsb)'s. o0 and o1 fall on groups (multiples of 8), or o1 is `rows`: the callers cut their
 // ranges there.
 bool has_kept_panels(DType t);

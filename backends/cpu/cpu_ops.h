@@ -130,7 +130,7 @@ bool bf16_rounds_activations();
 // bytes that weights of dtype t, rows x cols, take packed (0: not a type the panels take); the
 // rows of a band; and the packing of rows [r0, r1) of `src` (row-major, as in the file; r0 on a
 // band, r1 on one or at the end) into their place in dst, on the pool.
-// The 32-element types' weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL), Q4_K's and Q5_K's in AVX2
+// The 32-element types' weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) and Q2_K-Q5_K's in AVX2
 // builds take panels too (kept_panels): 8-row groups of quads (or nibbles) and scales in the bytes the rows took
 // (fastq::pack_kept_panels), which matmul and matmul_many then take at every batch size, decode
 // included, with the bits of the file's layout.
