@@ -2276,6 +2276,16 @@ inline __m256i kept_k_pick(int s) { return _mm256_load_si256(reinterpret_cast<co
 // Values 2h and 2h + 1 (h < 2) of a group as an int16 pair (v_2h, v_2h+1).
 inline __m256i kept_k_pick2(int h) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(kKeptPicks.two[h])); }
 
+// The 32 bytes at `off` of each of 8 rows (row(j)) transposed by dwords into 8 vectors at out
+// (vector i, dword j: row j's dword i; unaligned stores).
+template <typename Row>
+inline void put_transposed_rows(Row row, int off, uint8_t* out) {
+  __m256i r[kPanel8Rows];
+  for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + off);
+  transpose8_epi32(r);
+  for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * i), r[i]);
+}
+
 template <DType kType>
 void pack_kept_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
   using L = KeptK<kType>;
@@ -2283,17 +2293,8 @@ void pack_kept_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
     const uint8_t* wb = w + size_t(sb) * L::kRowBytes;
     uint8_t* pb = group + sb * L::kBytes;
     auto row = [&](int j) { return wb + size_t(j) * stride; };
-    __m256i r[kPanel8Rows];
-    for (int c = 0; c < 4; ++c) {
-      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + L::kQs + 32 * c);
-      transpose8_epi32(r);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + L::kNib + 32 * (8 * c + i)), r[i]);
-    }
-    if constexpr (L::kFive) {
-      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + 16);
-      transpose8_epi32(r);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + L::kQh + 32 * i), r[i]);
-    }
+    for (int c = 0; c < 4; ++c) put_transposed_rows(row, L::kQs + 32 * c, pb + L::kNib + 32 * 8 * c);
+    if constexpr (L::kFive) put_transposed_rows(row, 16, pb + L::kQh);
     alignas(16) uint8_t sm[kPanel8Rows][16];  // [sc0..7, m0..7] per row, then as [sc0..3, m0..3, sc4..7, m4..7]
     for (int j = 0; j < kPanel8Rows; ++j) {
       const __m128i v = scales_mins_k4(row(j) + 4);
@@ -2455,16 +2456,9 @@ void pack_kept_k16(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group)
     const uint8_t* wb = w + size_t(sb) * L::kRowBytes;
     uint8_t* pb = group + sb * L::kBytes;
     auto row = [&](int j) { return wb + size_t(j) * stride; };
-    __m256i r[kPanel8Rows];
-    for (int n = 0; n < 2; ++n) {
-      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + L::kQs + 32 * n);
-      transpose8_epi32(r);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + L::kQ + 32 * (8 * n + i)), r[i]);
-    }
+    for (int n = 0; n < 2; ++n) put_transposed_rows(row, L::kQs + 32 * n, pb + L::kQ + 32 * 8 * n);
     if constexpr (L::kQ3) {
-      for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j));
-      transpose8_epi32(r);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + L::kHm + 32 * i), r[i]);
+      put_transposed_rows(row, 0, pb + L::kHm);
       alignas(32) int16_t sc[16];
       uint8_t v[kPanel8Rows][16];
       for (int j = 0; j < kPanel8Rows; ++j) {
