@@ -2252,47 +2252,38 @@ inline SixBit six_bit_values(const uint8_t* p) {
            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), top2))}};
 }
 // vpshufb indices for int16 pairs (a, b) of every row, dword j for row j: a and b the bytes at
-// offsets a and b of the row's place (byte a + j % 4 of 128-bit lane j / 4), zero-extended, or with
-// kHigh in the words' high bytes (an arithmetic shift right by 8 then sign-extends them: Q6_K's
-// int8 scales). In a table, so that each is a constant operand (built at run time through an
-// array, each cost a store-forwarding stall: Matmul4 q2_k 26 against 61 Gmadds/s).
+// offsets a and b of the row's place (byte a + j % 4 of 128-bit lane j / 4), zero-extended. In a
+// table, so that each is a constant operand (built at run time through an array, each cost a
+// store-forwarding stall: Matmul4 q2_k 26 against 61 Gmadds/s).
 struct KeptPicks {
-  alignas(32) int8_t one[2][4][32];  // [kHigh][s]: value s (< 4) of a group as (v, v)
-  alignas(32) int8_t two[2][2][32];  // [kHigh][h]: values 2h and 2h + 1 as (v_2h, v_2h+1)
+  alignas(32) int8_t one[4][32];  // [s]: value s (< 4) of a group as (v, v)
+  alignas(32) int8_t two[2][32];  // [h]: values 2h and 2h + 1 as (v_2h, v_2h+1)
 };
 inline constexpr KeptPicks kKeptPicks = [] {
   KeptPicks k{};
-  auto fill = [](int8_t* p, int a, int b, bool high) {
+  auto fill = [](int8_t* p, int a, int b) {
     for (int r = 0; r < 8; ++r) {  // both 128-bit lanes alike
-      const int at = 4 * (r % 4) + 16 * (r / 4), lo = high ? 1 : 0;
-      p[at + lo] = int8_t(a + r % 4), p[at + 1 - lo] = -128, p[at + 2 + lo] = int8_t(b + r % 4), p[at + 3 - lo] = -128;
+      const int at = 4 * (r % 4) + 16 * (r / 4);
+      p[at] = int8_t(a + r % 4), p[at + 1] = -128, p[at + 2] = int8_t(b + r % 4), p[at + 3] = -128;
     }
   };
-  for (int high = 0; high < 2; ++high) {
-    for (int s = 0; s < 4; ++s) fill(k.one[high][s], 4 * s, 4 * s, high);
-    for (int h = 0; h < 2; ++h) fill(k.two[high][h], 8 * h, 8 * h + 4, high);
-  }
+  for (int s = 0; s < 4; ++s) fill(k.one[s], 4 * s, 4 * s);
+  for (int h = 0; h < 2; ++h) fill(k.two[h], 8 * h, 8 * h + 4);
   return k;
 }();
 // Value s (< 4) of a group as (v, v) int16 pairs.
-template <bool kHigh = false>
-inline __m256i kept_k_pick(int s) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(kKeptPicks.one[kHigh][s])); }
+inline __m256i kept_k_pick(int s) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(kKeptPicks.one[s])); }
 // Values 2h and 2h + 1 (h < 2) of a group as an int16 pair (v_2h, v_2h+1).
-template <bool kHigh = false>
-inline __m256i kept_k_pick2(int h) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(kKeptPicks.two[kHigh][h])); }
+inline __m256i kept_k_pick2(int h) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(kKeptPicks.two[h])); }
 
 // The 32 bytes at `off` of each of 8 rows (row(j)) transposed by dwords into 8 vectors at out
 // (vector i, dword j: row j's dword i; unaligned stores).
-template <typename Row, typename At>
-inline void put_transposed_rows(Row row, int off, At at) {
+template <typename Row>
+inline void put_transposed_rows(Row row, int off, uint8_t* out) {
   __m256i r[kPanel8Rows];
   for (int j = 0; j < kPanel8Rows; ++j) r[j] = load32(row(j) + off);
   transpose8_epi32(r);
-  for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(at(i)), r[i]);
-}
-template <typename Row>
-inline void put_transposed_rows(Row row, int off, uint8_t* out) {
-  put_transposed_rows(row, off, [out](int i) { return out + 32 * i; });
+  for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * i), r[i]);
 }
 
 template <DType kType>
@@ -2597,132 +2588,7 @@ void kept_k16_1(const uint8_t* group, int64_t nsb, const int8_t* qx, const float
   _mm256_storeu_ps(out, _mm256_sub_ps(acc, macc));
 }
 
-// ---- Q6_K weights kept in compact 8-row panels ----
-//
-// Per super-block of a group, in the 8 x 210 bytes its rows' super-blocks took in the file, strictly
-// in the order kept_q6k_1 reads them (read out of order, the panels streamed from memory at 0.5-0.74x
-// of the row kernels on the 1B shape, though 1.16x faster from L2; docs/perf.md):
-//   128:  the rows' int8 sub-block scales, sub-block s of row j at byte kept_k_scale_at(s % 4, j) of
-//         vector s / 4;
-//   4 x 384, block b = 2n + h (n, h < 2): vectors of dwords j = row j's bytes, for i < 4:
-//         the top bits (qh bytes 32n + 4(4h + i)..+3; bits 2k, 2k + 1 of run k), then the low nibbles
-//         of runs 0 and 2 (ql bytes 64n + 4(4h + i)..), then those of runs 1 and 3 (ql bytes 64n + 32 +
-//         4(4h + i)..): run k's elements 128n + 32k + 4(4h + i).., of sub-block 8n + 2k + h;
-//   16:   the rows' f16 d.
-// Decode reaches sdot_k16's E (less the offset 32 x sum(sc x xs)) a row per lane and repeats its
-// float steps, so the same bits: 32 + 8 madds per super-block and 8 rows where the row kernel
-// spends 136, and no horizontal sums.
-struct KeptQ6K {
-  static constexpr int kRowBytes = 210;
-  static constexpr int64_t kScales = 0, kBlocks = 128, kD = kBlocks + 4 * 384, kBytes = kD + 16;
-  static_assert(kBytes == kPanel8Rows * kRowBytes);
-  // vector i (< 8) of a half's top bits, and of its low nibbles of runs k1 and k1 + 2
-  static constexpr int64_t qh(int n, int i) { return kBlocks + 384 * (2 * n + i / 4) + 32 * (i % 4); }
-  static constexpr int64_t ql(int n, int k1, int i) { return qh(n, i) + 128 * (1 + k1); }
-};
-
-inline void pack_kept_q6k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
-  using L = KeptQ6K;
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* wb = w + size_t(sb) * L::kRowBytes;
-    uint8_t* pb = group + sb * L::kBytes;
-    auto row = [&](int j) { return wb + size_t(j) * stride; };
-    for (int n = 0; n < 2; ++n) {
-      put_transposed_rows(row, 128 + 32 * n, [&](int i) { return pb + L::qh(n, i); });
-      for (int k1 = 0; k1 < 2; ++k1) put_transposed_rows(row, 64 * n + 32 * k1, [&](int i) { return pb + L::ql(n, k1, i); });
-    }
-    for (int j = 0; j < kPanel8Rows; ++j)
-      for (int s = 0; s < 16; ++s) pb[L::kScales + 32 * (s / 4) + kept_k_scale_at(s % 4, j)] = row(j)[192 + s];
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(pb + L::kD), words<8>([&](int j) { return row(j) + 208; }));
-  }
-}
-
-// Run k's quants from a low-nibble vector (runs k % 2 and k % 2 + 2) and its top-bit vector as
-// unsigned bytes q' (the value is q' - 32), as k16_run.
-inline __m256i kept_q6k_run(__m256i ql, __m256i qh, int k) {
-  const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0F));
-  const __m256i top = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
-  return _mm256_or_si256(lo, _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
-}
-
-// A kept super-block's int8 scales as sign-extended int16 pairs: scale(s) = (sc_s, sc_s), pair(l) =
-// (sc_2l, sc_2l+1), dword j for row j.
-struct KeptQ6KScales {
-  __m256i v[4];
-  explicit KeptQ6KScales(const uint8_t* p) {
-    for (int q = 0; q < 4; ++q) v[q] = load32(p + 32 * q);
-  }
-  __m256i scale(int s) const { return _mm256_srai_epi16(_mm256_shuffle_epi8(v[s / 4], kept_k_pick<true>(s % 4)), 8); }
-  __m256i pair(int l) const { return _mm256_srai_epi16(_mm256_shuffle_epi8(v[l / 2], kept_k_pick2<true>(l % 2)), 8); }
-};
-
-// A kept group as pack_panel8_k's panel (Panel8K), for prompts.
-inline void expand_kept_q6k(const uint8_t* group, int64_t nsb, uint8_t* full) {
-  using L = KeptQ6K;
-  using P = Panel8K<DType::Q6_K>;
-  auto store = [](uint8_t* p, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); };
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* pb = group + sb * L::kBytes;
-    uint8_t* fb = full + sb * P::kBytes;
-    const KeptQ6KScales sc(pb + L::kScales);
-    for (int s = 0; s < 16; ++s) store(fb + P::kScales + 32 * s, sc.scale(s));
-    for (int l = 0; l < 8; ++l) store(fb + P::kPairs + 32 * l, sc.pair(l));
-    for (int n = 0; n < 2; ++n)
-      for (int i = 0; i < 8; ++i) {
-        const __m256i qh = load32(pb + L::qh(n, i));
-        for (int k = 0; k < 4; ++k) store(fb + 32 * (32 * n + 8 * k + i), kept_q6k_run(load32(pb + L::ql(n, k & 1, i)), qh, k));
-      }
-    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kD), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD))));
-    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kDmin), _mm256_setzero_ps());
-  }
-}
-
-// out[j] for the group's 8 rows j against one token (decode): sdot_k16's results, the same bits.
-inline void kept_q6k_1(const uint8_t* group, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out) {
-  using L = KeptQ6K;
-  __m256 acc = _mm256_setzero_ps();  // sdot_k16's first chain, a row per lane (its second stays +0)
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* pb = group + sb * L::kBytes;
-    prefetch_bytes_ahead<L::kBytes, kAheadBytes32>(pb);
-    const KeptQ6KScales sc(pb + L::kScales);
-    const int8_t* x = qx + sb * 256;
-    __m256i e = _mm256_setzero_si256();
-    #pragma GCC unroll 2
-    for (int n = 0; n < 2; ++n)
-      #pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {  // vectors i = 4h..4h+3 of half n: sub-blocks 8n + 2k + h
-        __m256i qh[4];
-        for (int i = 0; i < 4; ++i) qh[i] = load32(pb + L::qh(n, 4 * h + i));
-        #pragma GCC unroll 4
-        for (int k = 0; k < 4; ++k) {
-          const __m256i s = sc.scale(8 * n + 2 * k + h);
-          #pragma GCC unroll 2
-          for (int i = 0; i < 4; i += 2) {  // two products in int16 (2 x 2 x 63 x 127), then a madd
-            __m256i p = _mm256_setzero_si256();
-            for (int ii = i; ii < i + 2; ++ii) {
-              int32_t x4;
-              std::memcpy(&x4, x + 128 * n + 32 * k + 4 * (4 * h + ii), 4);
-              p = _mm256_add_epi16(p, _mm256_maddubs_epi16(kept_q6k_run(load32(pb + L::ql(n, k & 1, 4 * h + ii)), qh[ii], k), _mm256_set1_epi32(x4)));
-            }
-            e = madd_add(e, p, s);
-          }
-        }
-      }
-    __m256i o = _mm256_setzero_si256();
-    #pragma GCC unroll 8
-    for (int l = 0; l < 8; ++l) {
-      int32_t xs2;
-      std::memcpy(&xs2, xs + sb * 16 + 2 * l, 4);
-      o = madd_add(o, sc.pair(l), _mm256_set1_epi32(xs2));
-    }
-    e = _mm256_sub_epi32(e, _mm256_slli_epi32(o, K16<DType::Q6_K>::kOffShift));
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD)));
-    acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(dx[sb])), _mm256_cvtepi32_ps(e), acc);
-  }
-  _mm256_storeu_ps(out, _mm256_sub_ps(acc, _mm256_setzero_ps()));
-}
-
-// Rows [o0, o1) of a K-quant weight kept in compact panels against `tokens` tokens, as
+// Rows [o0, o1) of a Q2_K-Q5_K weight kept in compact panels against `tokens` tokens, as
 // kept_panel_rows: o0 and o1 on groups, or o1 = rows; the rows past the groups through the row
 // kernel. Prompts of kKeptKExpandFrom tokens or more expand each group once into pack_panel8_k's
 // panel (Matmul4 q4_k 1.25x, q5_k 1.1x against the compact group, whose unpacking at every pass
@@ -2737,7 +2603,6 @@ void kept_k_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb,
     if (tokens >= kKeptKExpandFrom) {
       uint8_t* full = panel_store(size_t(nsb * Panel8K<kType>::kBytes));
       if constexpr (kept_k(kType)) expand_kept_k<kType>(pg, nsb, full);
-      else if constexpr (kType == DType::Q6_K) expand_kept_q6k(pg, nsb, full);
       else expand_kept_k16<kType>(pg, nsb, full);
       // the next group, expanded next, asked for from memory over the passes (as gemm8x2 does)
       token_passes<kPanel8Tokens>(tokens, pg + size_t(kPanel8Rows) * stride, size_t(kPanel8Rows) * stride, [&]<int T>(int64_t t) {
@@ -2747,8 +2612,6 @@ void kept_k_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb,
       for (int64_t t = 0; t < tokens; ++t) {
         if constexpr (kept_k(kType))
           kept_k_tokens<kType, 1>(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r, ldo);
-        else if constexpr (kType == DType::Q6_K)
-          kept_q6k_1(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r);
         else
           kept_k16_1<kType>(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r);
       }
@@ -3155,7 +3018,7 @@ bool has_kept_panels(DType t) {
   (void)t;
   return false;
 #else
-  return kept_k(t) || kept_k16(t) || t == DType::Q6_K || with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
+  return kept_k(t) || kept_k16(t) || with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
 #endif
 }
 
@@ -3171,7 +3034,6 @@ void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t n_in, 
   if (t == DType::Q5_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k<DType::Q5_K>(s, stride, n_in / 256, d); });
   if (t == DType::Q2_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k16<DType::Q2_K>(s, stride, n_in / 256, d); });
   if (t == DType::Q3_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_k16<DType::Q3_K>(s, stride, n_in / 256, d); });
-  if (t == DType::Q6_K) return groups([&](const uint8_t* s, uint8_t* d) { pack_kept_q6k(s, stride, n_in / 256, d); });
   with_blocks32(t, [&](auto b) {
     using B = decltype(b);
     if constexpr (panel8_compact<B>()) groups([&](const uint8_t* s, uint8_t* d) { pack_panel8c<B>(s, stride, n_in / 32, d); });
@@ -3189,7 +3051,6 @@ void kept_panel_matmul_k(DType t, const uint8_t* panel, size_t stride, int64_t r
   if (t == DType::Q5_K) kept_k_rows<DType::Q5_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
   if (t == DType::Q2_K) kept_k_rows<DType::Q2_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
   if (t == DType::Q3_K) kept_k_rows<DType::Q3_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
-  if (t == DType::Q6_K) kept_k_rows<DType::Q6_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
 #else
   (void)t, (void)panel, (void)stride, (void)rows, (void)nsb, (void)o0, (void)o1, (void)qx, (void)dx, (void)xs, (void)tokens,
       (void)out, (void)ldo;
