@@ -96,6 +96,8 @@ inline __m128i words(At at) {
 inline __m256 halves8(const uint8_t* p, int stride) {
   return _mm256_cvtph_ps(words<8>([&](int i) { return p + i * stride; }));
 }
+// Eight consecutive f16 values (a panel's scales) as floats.
+inline __m256 halves8(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 // The integer steps every kernel here is made of. With VNNI (AVX512-VNNI with VL, or AVX-VNNI)
 // each is one instruction; without, the AVX2 sequence computes the same sums, because callers keep
 // every int16 pair sum of maddubs below its saturation (unsigned weights of at most 6 bits, or the
@@ -1854,8 +1856,8 @@ void expand_panel8c(const uint8_t* compact, int64_t nb, uint8_t* full) {
         _mm256_store_si256(reinterpret_cast<__m256i*>(fb + 256 + 32 * k), _mm256_abs_epi8(wv[k]));
     }
     float* d = reinterpret_cast<float*>(fb + panel8_weight_bytes<B>());
-    _mm256_store_ps(d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + kWB))));
-    if (B::kMin) _mm256_store_ps(d + 8, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + kWB + 16))));
+    _mm256_store_ps(d, halves8(pb + kWB));
+    if (B::kMin) _mm256_store_ps(d + 8, halves8(pb + kWB + 16));
   }
 }
 
@@ -1951,7 +1953,7 @@ void panel8_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const flo
     sums(b, s);
     const uint8_t* sc = panel + b * kPB + kWB;
     auto scale = [&](int i) {  // the 8 rows' d (i = 0) or m (1)
-      if constexpr (kCompact) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * i)));
+      if constexpr (kCompact) return halves8(sc + 16 * i);
       else return _mm256_load_ps(reinterpret_cast<const float*>(sc) + 8 * i);
     };
     const __m256 d = scale(0), m = kMin ? scale(1) : zero;
@@ -2322,6 +2324,14 @@ inline void kept_k_quants(const uint8_t* pb, int c, int i, __m256i& lo, __m256i&
   }
 }
 
+// A kept super-block's rows' f16 d and dmin (nullptr: none, +0) as Panel8K's floats at fb.
+template <DType kType>
+inline void expand_kept_d(const uint8_t* d, const uint8_t* dmin, uint8_t* fb) {
+  using P = Panel8K<kType>;
+  _mm256_store_ps(reinterpret_cast<float*>(fb + P::kD), halves8(d));
+  _mm256_store_ps(reinterpret_cast<float*>(fb + P::kDmin), dmin ? halves8(dmin) : _mm256_setzero_ps());
+}
+
 // A kept group as pack_panel8_k's panel (Panel8K), for prompts long enough that unpacking it
 // once beats unpacking it at every 4-token pass.
 template <DType kType>
@@ -2345,9 +2355,7 @@ void expand_kept_k(const uint8_t* group, int64_t nsb, uint8_t* full) {
       store(fb + P::kScales + 32 * s, _mm256_shuffle_epi8(sm.g[s < 4 ? 0 : 2], kept_k_pick(s % 4)));
       store(fb + P::kPairs + 32 * s, _mm256_shuffle_epi8(sm.g[s < 4 ? 1 : 3], kept_k_pick(s % 4)));
     }
-    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kD), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD))));
-    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kDmin),
-                    _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin))));
+    expand_kept_d<kType>(pb + L::kD, pb + L::kDmin, fb);
   }
 }
 
@@ -2411,8 +2419,8 @@ void kept_k_tokens(const uint8_t* group, int64_t nsb, const int8_t* qx, const fl
         o[t] = madd_add(o[t], mv, _mm256_set1_epi32(xs2));
       }
     }
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD)));
-    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin)));
+    const __m256 d = halves8(pb + L::kD);
+    const __m256 dmin = halves8(pb + L::kDmin);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256 dxv = _mm256_set1_ps(dx[t * nsb + sb]);
@@ -2529,10 +2537,7 @@ void expand_kept_k16(const uint8_t* group, int64_t nsb, uint8_t* full) {
     const KeptK16Scales<kType> sc(pb + L::kScales);
     for (int s = 0; s < 16; ++s) store(fb + P::kScales + 32 * s, sc.scale(s));
     for (int l = 0; l < 8; ++l) store(fb + P::kPairs + 32 * l, sc.pair(l));
-    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kD), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD))));
-    _mm256_store_ps(reinterpret_cast<float*>(fb + P::kDmin),
-                    L::kQ3 ? _mm256_setzero_ps()
-                           : _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin))));
+    expand_kept_d<kType>(pb + L::kD, L::kQ3 ? nullptr : pb + L::kDmin, fb);
   }
 }
 
@@ -2576,11 +2581,11 @@ void kept_k16_1(const uint8_t* group, int64_t nsb, const int8_t* qx, const float
       o = madd_add(o, sc.pair(l), _mm256_set1_epi32(xs2));
     }
     const __m256 dxv = _mm256_set1_ps(dx[sb]);
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kD)));
+    const __m256 d = halves8(pb + L::kD);
     if constexpr (L::kQ3) {  // E less the offset 4 x sum(sc x xs); no min term (sdot_k16's second chain stays +0)
       e = _mm256_sub_epi32(e, _mm256_slli_epi32(o, K16<kType>::kOffShift));
     } else {
-      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + L::kDmin)));
+      const __m256 dmin = halves8(pb + L::kDmin);
       macc = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dxv), _mm256_cvtepi32_ps(o), macc);
     }
     acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dxv), _mm256_cvtepi32_ps(e), acc);

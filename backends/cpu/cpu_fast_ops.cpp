@@ -1912,22 +1912,25 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   const int64_t n_in = w.cols;
   const size_t stride = w.row_stride();
 #if defined(__AVX2__)
-  if (w.panels && kept_panels(w.dtype) && dtype_block_elems(w.dtype) == 256) {  // Q4_K, Q5_K: the same
-    const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
-    pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
-      fastq::kept_panel_matmul_k(w.dtype, w.data, stride, w.rows, n_in / 256, g0 * kKeptGroupRows,
-                                 std::min(w.rows, g1 * kKeptGroupRows), qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows,
-                                 out.f32(), out.cols);
-    });
-    return;
-  }
-  if (w.panels && kept_panels(w.dtype)) {  // the 32-element types packed: every token through each group
-    const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
-    pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
-      fastq::kept_panel_matmul(w.dtype, w.data, stride, w.rows, n_in / 32, g0 * kKeptGroupRows,
-                               std::min(w.rows, g1 * kKeptGroupRows), qx.q.data(), qx.d.data(), qx.sum.data(), x.rows,
-                               out.f32(), out.cols);
-    });
+  if (w.panels && kept_panels(w.dtype)) {  // kept panels (32-element types, K-quants): every token through each group
+    auto groups = [&](auto rows) {  // rows(o0, o1) on whole groups of kKeptGroupRows
+      pool.parallel_for((w.rows + kKeptGroupRows - 1) / kKeptGroupRows, [&](int64_t g0, int64_t g1) {
+        rows(g0 * kKeptGroupRows, std::min(w.rows, g1 * kKeptGroupRows));
+      });
+    };
+    if (dtype_block_elems(w.dtype) == 256) {
+      const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
+      groups([&](int64_t o0, int64_t o1) {
+        fastq::kept_panel_matmul_k(w.dtype, w.data, stride, w.rows, n_in / 256, o0, o1, qx.q.data(), qx.d.data(),
+                                   qx.sum16.data(), x.rows, out.f32(), out.cols);
+      });
+    } else {
+      const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
+      groups([&](int64_t o0, int64_t o1) {
+        fastq::kept_panel_matmul(w.dtype, w.data, stride, w.rows, n_in / 32, o0, o1, qx.q.data(), qx.d.data(), qx.sum.data(),
+                                 x.rows, out.f32(), out.cols);
+      });
+    }
     return;
   }
 #endif
