@@ -757,23 +757,26 @@ TEST(CpuFast, PackedFloatWeightsGiveEveryRowItsDecodeBits) {
   }
 }
 
-// Weights of the 32-element types and Q2_K-Q5_K kept in compact 8-row panels (fast::kept_panels:
-// AVX2 builds without the 512-bit kernels): at every batch size (decode, the 1-3 token passes, the 4-token
-// ones and a partial last pass) every output is the bits the file's layout gives (the row kernels
-// for a few tokens, the panels packed per call from 4-8), on several threads, whose decode ranges fall on
-// groups of 8 rows, and on one; with 8 rows (one group), 5 (only rows past the groups) and 37 or
-// 163 (groups and a tail). A group packed from the wrong rows, a transposed quad, a fifth bit or a
+// Weights kept in compact panels (fast::kept_panels: the 32-element types and Q2_K-Q5_K in 8-row
+// groups in AVX2 builds without the 512-bit kernels, Q2_K and Q3_K in 16-row groups in AVX-512 VNNI
+// builds): at every batch size (decode, the 1-3 token passes, the 4-token ones and a partial last
+// pass) every output is the bits the file's layout gives (the row kernels for a few tokens, the
+// panels packed per call from 4-8), on several threads, whose decode ranges fall on groups, and
+// on one; with 8 or 16 rows (one group), 5 (only rows past the groups) and 37 or 163 (groups and
+// a tail). A group packed from the wrong rows, a transposed quad, a fifth bit or a
 // scale (or a K-quant's sub-block scale, min or top bits) from the wrong row shows as a differing bit; the file layout's nearness to the reference is
 // QuantizedMatmulIsBatchIndependentAndNearReference's.
 TEST(CpuFast, KeptQuantPanelsGiveTheFileLayoutsBits) {
   std::mt19937_64 rng(fresh_seed());
   CpuBackend fast(CpuOptions{.threads = 3}), single(CpuOptions{.threads = 1});
+  int kept = 0;
   for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K,
                    DType::Q4_K, DType::Q5_K}) {
-    if (!fast::kept_panels(dt)) GTEST_SKIP() << "this build keeps " << dtype_name(dt) << " weights as they are";
+    if (!fast::kept_panels(dt)) continue;
+    ++kept;
     const bool k = dtype_block_elems(dt) == 256;
-    for (auto [n_out, threads] : {std::pair<int64_t, int>{37, 3}, std::pair<int64_t, int>{8, 3}, std::pair<int64_t, int>{5, 3},
-                                  std::pair<int64_t, int>{163, 1}, std::pair<int64_t, int>{163, 3}})
+    for (auto [n_out, threads] : {std::pair<int64_t, int>{37, 3}, std::pair<int64_t, int>{8, 3}, std::pair<int64_t, int>{16, 3},
+                                  std::pair<int64_t, int>{5, 3}, std::pair<int64_t, int>{163, 1}, std::pair<int64_t, int>{163, 3}})
     for (int64_t n_in : k ? std::vector<int64_t>{256, 768, 1536} : std::vector<int64_t>{768, 800, 1056}) {
       CpuBackend& be = threads == 1 ? single : fast;
       const auto wf = randn(rng, size_t(n_in * n_out));
@@ -792,6 +795,7 @@ TEST(CpuFast, KeptQuantPanelsGiveTheFileLayoutsBits) {
       }
     }
   }
+  if (kept == 0) GTEST_SKIP() << "this build keeps every quantized weight as it is";
 }
 
 // What repack_matmul_weight leaves alone: the reference backend's weights (its kernels read the

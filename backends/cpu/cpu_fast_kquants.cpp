@@ -39,12 +39,8 @@ namespace {
 // Q4_K / Q5_K kernels (chunk c holds sub-block kPairedOrder[c]; the order is its own inverse).
 constexpr int kPairedOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
 constexpr bool x256_paired(DType t) { return PAGODA_AVX512_VNNI && (t == DType::Q4_K || t == DType::Q5_K); }
-// For the 512-bit Q2_K / Q3_K kernels: the two 128-element halves interleaved by 32 (chunk 2k holds
-// sub-block k, chunk 2k + 1 sub-block 4 + k), so that run k of both halves (one two-bit plane of the
-// packed bytes) faces 64 contiguous activations.
-constexpr bool x256_split(DType t) { return PAGODA_AVX512_VNNI && (t == DType::Q2_K || t == DType::Q3_K); }
 // The chunk that holds 32-element sub-block g (< 8) of a super-block.
-constexpr int x256_chunk(DType t, int g) { return x256_paired(t) ? kPairedOrder[g] : x256_split(t) ? (g < 4 ? 2 * g : 2 * g - 7) : g; }
+constexpr int x256_chunk(DType t, int g) { return x256_paired(t) ? kPairedOrder[g] : g; }
 }  // namespace
 
 #if defined(__AVX2__) && defined(__F16C__)
@@ -801,250 +797,16 @@ void sdot_q6k_512(const uint8_t* w, const int8_t* qx, const float* dx, const int
 #endif
 
 #if PAGODA_AVX512_VNNI
-#pragma GCC diagnostic push  // GCC 12 reads the intrinsics' undefined passthrough operands as uninitialized
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// Q2_K and Q3_K in 512-bit registers, for any number of activation rows (or two weight rows
-// against one). Two-bit plane k of a super-block's 64 packed bytes (one shift and mask, or one
-// GFNI affine byte transform) is run k of both halves, the 16-element sub-blocks 2k, 2k + 1,
-// 8 + 2k and 9 + 2k in its four 128-bit lanes, and faces 64 contiguous activations (x256_split's
-// order). The quants (Q3_K's with their high bit) become unsigned scaled bytes by one vpshufb
-// against per-super-block product tables, so a plane is one vpdpbusd per row. The sixteen scales
-// (and Q2_K's mins) of four super-blocks are decoded together in vector registers, as are their
-// f16 d (and dmin) and their min or offset terms (one vpmaddwd against the activations' per-16
-// sums covers two super-blocks). Each row's arithmetic is the same whatever the number of rows,
-// so a token's result does not depend on its batch; the float terms go into 16 lanes per row,
-// reduced once at the end.
-template <DType kType>
-struct K16x4 {
-  // The scales as bytes, super-block k's sixteen in lane k: Q2_K's four-bit ones, Q3_K's six-bit
-  // ones as stored (s + 32, s the signed scale).
-  __m512i sc8;
-  // As int16, super-blocks 0, 1 of the group in [0]'s halves, 2, 3 in [1]'s, against the
-  // activations' per-16 sums: Q2_K's mins, Q3_K's s + 128 (see sdot_k16x4_512).
-  __m512i mn[2];
-  __m128 d, dm;  // each super-block's d; Q2_K its dmin, Q3_K d again (the offset's factor)
-};
-// The headers of the kN (<= 4) super-blocks at w, kBytes apart (zeros past kN).
-template <DType kType, int kN>
-inline K16x4<kType> k16_headers4(const uint8_t* w) {
-  constexpr int kBytes = K16<kType>::kBytes;
-  // 16 bytes a super-block in its 128-bit lane: Q2_K's scale|min bytes (0..15); Q3_K's bytes
-  // 94..109, its twelve scale bytes (96..107) at 2..13 (a load that stays inside the block).
-  constexpr int kAt = kType == DType::Q3_K ? 94 : 0;
-  auto at = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * kBytes + kAt)); };
-  __m512i v = _mm512_castsi128_si512(at(0));
-  if constexpr (kN > 1) v = _mm512_inserti32x4(v, at(1), 1);
-  if constexpr (kN > 2) v = _mm512_inserti32x4(v, at(2), 2);
-  if constexpr (kN > 3) v = _mm512_inserti32x4(v, at(3), 3);
-  if constexpr (kN < 4) v = _mm512_maskz_mov_epi32(__mmask16((1u << (4 * kN)) - 1), v);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  K16x4<kType> h;
-  if constexpr (kType == DType::Q2_K) {
-    h.sc8 = _mm512_and_si512(v, low4);
-    const __m512i mn8 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-    h.mn[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mn8));
-    h.mn[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mn8, 1));
-    const __m256 dd = halves_of4<kN>(w + 80, kBytes);
-    h.d = _mm256_castps256_ps128(dd);
-    h.dm = _mm256_extractf128_ps(dd, 1);
-  } else {
-    // Scale i (stored + 32): its low four bits in byte i % 8 (high nibble for i >= 8), its top two
-    // in byte 8 + i % 4 at bit 2 (i / 4). lo: bytes 0..7 twice, the second copy's words shifted
-    // right by 4. hi: bytes 8..11 four times, word m shifted by 2 (m / 2) - 4 (bits to 4, 5).
-    const __m512i lo8 = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9)));
-    const __m512i lo = _mm512_mask_srli_epi16(lo8, __mmask32(0xF0F0F0F0), lo8, 4);
-    __m512i hi = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13)));
-    hi = _mm512_sllv_epi16(hi, _mm512_broadcast_i32x4(_mm_setr_epi16(4, 4, 2, 2, 0, 0, 0, 0)));
-    hi = _mm512_srlv_epi16(hi, _mm512_broadcast_i32x4(_mm_setr_epi16(0, 0, 0, 0, 0, 0, 2, 2)));
-    // Low nibble from lo, bits 4..7 from hi; the top two bits dropped.
-    h.sc8 = _mm512_and_si512(_mm512_ternarylogic_epi32(lo, hi, low4, 0xE4), _mm512_set1_epi8(0x3F));
-    const __m512i off8 = _mm512_add_epi8(h.sc8, _mm512_set1_epi8(96));  // s + 128 = (s + 32) + 96 <= 159
-    h.mn[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(off8));
-    h.mn[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(off8, 1));
-    h.d = h.dm = f16_of4<kN>(w + 108, kBytes);
-  }
-  return h;
-}
-
-// Q2_K's plane p (two-bit fields at bit 2p of each byte) as vpshufb indices 4p + q. With GFNI one
-// affine transform per byte moves the two bits down and sets 4p; the immediate is spelled out per
-// p (an unrolled loop counter is a constant only once the compiler optimizes).
-inline __m512i plane_index(__m512i qs, int p) {
-#if defined(__GFNI__)
-  // Output bit b of a byte is the parity of (input & byte 7 - b of the qword): bit 0 takes input
-  // bit 2p, bit 1 input bit 2p + 1.
-  const __m512i pick = _mm512_set1_epi64(int64_t(uint64_t(1u << (2 * p)) << 56 | uint64_t(2u << (2 * p)) << 48));
-  switch (p) {
-    case 0: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 0);
-    case 1: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 4);
-    case 2: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 8);
-    default: return _mm512_gf2p8affine_epi64_epi8(qs, pick, 12);
-  }
-#else
-  const __m512i q = p ? _mm512_srli_epi16(qs, 2 * p) : qs;
-  return _mm512_ternarylogic_epi32(q, _mm512_set1_epi8(3), _mm512_set1_epi8(char(4 * p)), 0xEA);  // (q & 3) | 4p
-#endif
-}
-
-// Q3_K's high bits of plane p (see hm in sdot_k16x4_512) as 4 where set, plus 8 for odd planes
-// (the upper half of a two-plane table).
-inline __m512i high_bits(__m512i hm, int p) {
-#if defined(__GFNI__)
-  // Output bit 2 of a byte is input bit p in the low 256 bits, 4 + p in the high (byte 5 of each
-  // qword's matrix); the immediate sets bit 3.
-  const __m512i lo = _mm512_set1_epi64(int64_t(uint64_t(1u << p) << 40)), hi = _mm512_set1_epi64(int64_t(uint64_t(16u << p) << 40));
-  const __m512i a = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
-  return p % 2 ? _mm512_gf2p8affine_epi64_epi8(hm, a, 8) : _mm512_gf2p8affine_epi64_epi8(hm, a, 0);
-#else
-  const __m512i h = _mm512_mask_srli_epi16(hm, __mmask32(0xFFFF0000), hm, 4);
-  const __m512i b = p < 2 ? _mm512_slli_epi16(h, 2 - p) : p == 2 ? h : _mm512_srli_epi16(h, 1);
-  return _mm512_ternarylogic_epi32(b, _mm512_set1_epi8(4), _mm512_set1_epi8(char(8 * (p % 2))), 0xEA);  // (b & 4) | 8 (p % 2)
-#endif
-}
-
-// R weight rows against T activation rows, one of them 1 (R, stride, rows: as sdot_q45k_512's).
-template <DType kType, int T, int R = 1>
-void sdot_k16x4_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
-                    size_t stride = 0, int64_t rows = 1) {
-  static_assert(kType == DType::Q2_K || kType == DType::Q3_K);
-  static_assert(T == 1 || R == 1);
-  constexpr int kBytes = K16<kType>::kBytes;
-  constexpr bool kThree = kType == DType::Q3_K;
-  constexpr int kQs = kThree ? 32 : 16;  // the packed two-bit quants
-  const __m512i three = _mm512_set1_epi8(3);
-  // Product tables, so that one vpshufb turns a plane's quants into unsigned bytes for vpdpbusd.
-  // The sub-block of plane p in 128-bit lane m is 2p + m % 2 + 8 (m / 2).
-  // - Q2_K, one table per super-block: in lane m, bytes 4p + q hold q * s (q < 4, s the sub-block's
-  //   scale; at most 45). tab_at[k][0] gathers s from sc8's lane k into the low byte of int16 lanes
-  //   2p, 2p + 1 (the high bytes zeroed); times [256, 770] each pair is the bytes [0, s, 2s, 3s].
-  // - Q3_K, two per super-block, table u for planes 2u and 2u + 1: in lane m, bytes 8 (p % 2) + q
-  //   hold (q - 3) s + 128 = (q - 3) u6 + 224 - 32 q (q < 8 with its high bit, u6 = s + 32 the
-  //   stored scale; 0..252). The weight is s (q - 4), so a plane's dot is the table's less
-  //   (s + 128) times the activations' sum, which the offset term (mn) takes back. tab_at[k][u]
-  //   gathers u6 into the low byte of int16 lane 4 (p % 2) + i, which holds entries q = 2i, 2i + 1:
-  //   u6 * (2i - 3 + 256 (2i - 2)) + (224 - 64i + 256 (192 - 64i)) is the two bytes, exactly
-  //   (each in 0..255, so the 16-bit product and sum cannot carry between them).
-  __m512i tab_at[4][2];
-  {
-    alignas(64) uint8_t at[64];
-    for (int k = 0; k < 4; ++k)
-      for (int u = 0; u < (kThree ? 2 : 1); ++u) {
-        for (int j = 0; j < 64; ++j) {
-          const int m = j / 16, p = kThree ? 2 * u + (j % 16) / 8 : (j % 16) / 4;
-          at[j] = uint8_t(16 * k + 2 * p + m % 2 + 8 * (m / 2));
-        }
-        tab_at[k][u] = _mm512_load_si512(at);
-      }
-  }
-  // Four int16 values, repeated in every 64-bit lane.
-  auto words4 = [](int a, int b, int c, int d) {
-    return _mm512_set1_epi64(int64_t(uint64_t(uint16_t(a)) | uint64_t(uint16_t(b)) << 16 | uint64_t(uint16_t(c)) << 32 |
-                                     uint64_t(uint16_t(d)) << 48));
-  };
-  const __m512i tab_mul = kThree ? words4(-515, -1, 513, 1027) : words4(256, 770, 256, 770);
-  const __m512i tab_add = words4(49376, 32928, 16480, 32);
-  auto table = [&](__m512i sc8, int k, int u) {
-    const __m512i t = _mm512_mullo_epi16(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, tab_at[k][u], sc8), tab_mul);
-    return kThree ? _mm512_add_epi16(t, tab_add) : t;
-  };
-  // Two super-blocks' min (offset) terms, 8 int32 lanes each, against [f_0 x 8, f_1 x 8].
-  const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  const __m512i second_pair = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const uint8_t* wr = w;                                       // (the first of) the row(s) in hand
-  const size_t apart = R > 1 ? size_t(rows) * stride : stride;  // the R rows in hand
-  __m512 lanes[R][T];
-  #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) lanes[r][t] = _mm512_setzero_ps();
-  auto group = [&]<int kN>(int64_t g) {
-    K16x4<kType> h[R];
-    alignas(16) float f[R][T][4];  // d * dx of each super-block, per weight and activation row
-    #pragma GCC unroll 2
-    for (int r = 0; r < R; ++r) {
-      h[r] = k16_headers4<kType, kN>(wr + r * apart + g * kBytes);
-      #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const __m128 dxv = load4_upto<kN>(dx + t * nsb + g);
-        _mm_store_ps(f[r][t], _mm_mul_ps(h[r].d, dxv));
-        // The min (Q2_K: dmin * sum(m * xs)) or offset (Q3_K: d * sum((s + 128) * xs), the tables'
-        // bias) terms of the group.
-        const __m512 fm = _mm512_castps128_ps512(_mm_mul_ps(h[r].dm, dxv));
-        const int16_t* xst = xs + (t * nsb + g) * 16;
-        const __m512i bs0 = kN >= 2 ? _mm512_loadu_si512(xst) : _mm512_maskz_loadu_epi16(0xFFFF, xst);
-        lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(first_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(h[r].mn[0], bs0)), lanes[r][t]);
-        if constexpr (kN > 2) {
-          const __m512i bs1 = kN == 4 ? _mm512_loadu_si512(xst + 32) : _mm512_maskz_loadu_epi16(0xFFFF, xst + 32);
-          lanes[r][t] = _mm512_fnmadd_ps(_mm512_permutexvar_ps(second_pair, fm), _mm512_cvtepi32_ps(_mm512_madd_epi16(h[r].mn[1], bs1)), lanes[r][t]);
-        }
-      }
-    }
-    #pragma GCC unroll 4
-    for (int k = 0; k < kN; ++k) {
-      auto xv = [&](int t, int p) { return load64(reinterpret_cast<const uint8_t*>(qx + t * 256 * nsb + (g + k) * 256 + 64 * p)); };
-      #pragma GCC unroll 2
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* wb = wr + r * apart + (g + k) * kBytes;
-        if (T == 1) prefetch_ahead<kBytes>(wb);
-        const __m512i qs = load64(wb + kQs);
-        __m512i sum[T];
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) sum[t] = _mm512_setzero_si512();
-        if constexpr (!kThree) {
-          const __m512i tab = table(h[r].sc8, k, 0);
-          #pragma GCC unroll 4
-          for (int p = 0; p < 4; ++p) {
-            const __m512i wq = _mm512_shuffle_epi8(tab, plane_index(qs, p));
-            #pragma GCC unroll 8
-            for (int t = 0; t < T; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], wq, xv(t, p));
-          }
-        } else {
-          // Q3_K's hmask: bit i of byte l is element 32i + l's high bit, so plane p's are bit p of
-          // the low 256 bits of [hmask, hmask] and bit 4 + p of the high 256.
-          const __m512i hm = _mm512_broadcast_i64x4(load32(wb));
-          const __m512i tab[2] = {table(h[r].sc8, k, 0), table(h[r].sc8, k, 1)};
-          #pragma GCC unroll 4
-          for (int p = 0; p < 4; ++p) {
-            // Index 8 (p % 2) + q: the two bits, the high bit at 4, the plane at 8.
-            const __m512i q = _mm512_ternarylogic_epi32(p ? _mm512_srli_epi16(qs, 2 * p) : qs, high_bits(hm, p), three, 0xEC);  // (q & 3) | hb
-            const __m512i wq = _mm512_shuffle_epi8(tab[p / 2], q);
-            #pragma GCC unroll 8
-            for (int t = 0; t < T; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], wq, xv(t, p));
-          }
-        }
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) lanes[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(f[r][t][k]), _mm512_cvtepi32_ps(sum[t]), lanes[r][t]);
-      }
-    }
-  };
-  if constexpr (T == 1) {
-    for (int64_t i = 0; i < rows; ++i, wr += stride) {
-      for (int r = 0; r < R; ++r) lanes[r][0] = _mm512_setzero_ps();
-      for_groups_of4(nsb, group);
-      for (int r = 0; r < R; ++r) out[i + r * rows] = reduce16(lanes[r][0]);
-    }
-    return;
-  }
-  for_groups_of4(nsb, group);
-  #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) out[r + t] = reduce16(lanes[r][t]);
-}
-#pragma GCC diagnostic pop
-#endif
-
-#if PAGODA_AVX512_VNNI
 // The 512-bit kernel of a K-quant type (R, stride, rows: as sdot_q45k_512's).
 template <DType kType, int T, int R = 1>
 void sdot_512(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out,
               size_t stride = 0, int64_t rows = 1) {
   if constexpr (kType == DType::Q4_K) sdot_q45k_512<false, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
   else if constexpr (kType == DType::Q5_K) sdot_q45k_512<true, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
-  else if constexpr (kType == DType::Q6_K) {
-    static_assert(R == 1, "Q6_K takes one weight row a pass");
+  else {
+    static_assert(kType == DType::Q6_K && R == 1, "Q6_K takes one weight row a pass; Q2_K and Q3_K take sdot_k16");
     sdot_q6k_512<T>(w, qx, dx, xs, nsb, out, stride, rows);
   }
-  else sdot_k16x4_512<kType, T, R>(w, qx, dx, xs, nsb, out, stride, rows);
 }
 
 // A matvec's rows [0, rows) at w, `stride` apart (SuperDotRows): two rows a pass, row i with row
@@ -1062,12 +824,16 @@ void sdot_range(const uint8_t* w, size_t stride, int64_t rows, const int8_t* qx,
 }
 #endif
 
+// A K-quant row against T activation rows. Q2_K and Q3_K take sdot_k16 in every build: their
+// decode and prompts run on kept panels that repeat its exact form (kept16_k16_tokens in AVX-512
+// builds), and the rows past the panels' groups need the same bits.
 template <DType kType, int T>
 void sdot(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
+  if constexpr (kType == DType::Q2_K || kType == DType::Q3_K) sdot_k16<kType, T>(w, qx, dx, xs, nsb, out);
 #if PAGODA_AVX512_VNNI
-  sdot_512<kType, T>(w, qx, dx, xs, nsb, out);
+  else sdot_512<kType, T>(w, qx, dx, xs, nsb, out);
 #else
-  if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
+  else if constexpr (kType == DType::Q4_K) sdot_q45k<false, T>(w, qx, dx, xs, nsb, out);
   else if constexpr (kType == DType::Q5_K) sdot_q45k<true, T>(w, qx, dx, xs, nsb, out);
   else sdot_k16<kType, T>(w, qx, dx, xs, nsb, out);
 #endif
@@ -2929,6 +2695,289 @@ void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* q
 #pragma GCC diagnostic pop
 #endif
 
+#if PAGODA_AVX512_VNNI
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// ---- Q2_K and Q3_K weights kept in 16-row panels (AVX-512 VNNI) ----
+//
+// A group of 16 rows takes, per super-block, the 16 x 84 (Q3_K: 16 x 110) bytes its rows'
+// super-blocks took in the file, in the order the products read them:
+//   Q2_K, 256: the rows' scale bytes (scale | min << 4): vector c (< 4), dword j = row j's bytes
+//              4c..4c+3 (sub-blocks 4c..4c+3);
+//   Q3_K, 192: the rows' six-bit scales u = s + 32: two vectors h of low nibbles (dword j, byte b:
+//              u[8h + b] | u[8h + 4 + b] << 4), then one of top bits (dword j, byte b: the top two
+//              bits of u[b] at bits 4-5, of u[4 + b] at 6-7, u[8 + b] at 0-1, u[12 + b] at 2-3);
+//   1024:      the two-bit quants: vector 8n + i (n < 2, i < 8), dword j = row j's qs bytes
+//              32n + 4i..+3 (bits 2k, 2k + 1: elements 128n + 32k + 4i.. of sub-block 8n + 2k + i / 4);
+//   Q3_K, 512: the high-bit mask: vector i, dword j = row j's hmask bytes 4i..4i+3 (bit 4n + k: the
+//              same elements' high bits);
+//   32 (+ 32): the rows' f16 d (Q2_K: then dmin).
+// Per sub-block and token, four vpdpbusd of unpacked two-bit planes (Q3_K's with their high bit)
+// against broadcast activation dwords give the 16 rows' dots in 16 lanes, and one vpdpwssd scales
+// them into the super-block's sum; the mins (Q3_K: the offsets) take one vpdpwssd per pair of
+// sub-blocks. Those are sdot_k16's exact integers E and M, and the float steps are its own with a
+// row per lane, so every output has the bits of the row kernel (and of AVX2 builds). Against the
+// 512-bit row kernels this replaced (product tables per super-block and row, 16 float lanes per
+// row reduced at its end), a super-block of 16 rows costs a third of the instructions.
+template <DType kType>
+struct Kept16K16 {
+  static constexpr bool kQ3 = kType == DType::Q3_K;
+  static constexpr int kRows = 16, kRowBytes = K16<kType>::kBytes, kQs = kQ3 ? 32 : 16;
+  static constexpr int64_t kQ = kQ3 ? 192 : 256, kHm = kQ + 1024, kD = kHm + (kQ3 ? 512 : 0), kDmin = kD + 32;
+  static constexpr int64_t kBytes = kD + (kQ3 ? 32 : 64);
+  static_assert(kBytes == kRows * kRowBytes && kRows == kKeptGroupRows);
+};
+constexpr bool kept16_k16(DType t) { return t == DType::Q2_K || t == DType::Q3_K; }
+// Tokens a pass over a kept group (prompts).
+constexpr int kKept16Tokens = 4;
+
+// Dwords transposed: on entry r[j] holds row j's sixteen dwords, on return r[v] holds dword v of
+// the 16 rows (dword j: row j's). 64 shuffles, where gathering each vector cost 16 loads: with
+// gathers, packing a group per call made 4-token prompts from the file's layout 0.55x the row kernels.
+inline void transpose16_epi32(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane l: [r2i.4l, r2i+1.4l, .4l+1, .4l+1], [.4l+2 .. .4l+3]
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i)  // u[4i + c], lane l: dword 4l + c of rows 4i..4i+3
+    for (int a = 0; a < 2; ++a) {
+      u[4 * i + 2 * a] = _mm512_unpacklo_epi64(t[4 * i + a], t[4 * i + 2 + a]);
+      u[4 * i + 2 * a + 1] = _mm512_unpackhi_epi64(t[4 * i + a], t[4 * i + 2 + a]);
+    }
+  for (int c = 0; c < 4; ++c) {  // r[4l + c], lane m: u[4m + c]'s lane l
+    const __m512i a01 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i a23 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i b01 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i b23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+    r[c] = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(2, 0, 2, 0));
+    r[4 + c] = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(3, 1, 3, 1));
+    r[8 + c] = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + c] = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+// A group's 16 rows (row j at w + j * stride) into the kept layout, super-block by super-block:
+// each row's block read as 64 bytes and the rest (a masked load that stays inside the block),
+// both transposed by dwords. Q3_K's scale bytes come out as three vectors (bytes 0..3, 4..7,
+// 8..11 of every row) whose nibbles and bit pairs only move into the kept order.
+template <DType kType>
+void pack_kept16_k16(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* group) {
+  using L = Kept16K16<kType>;
+  constexpr int kRest = L::kRowBytes - 64;  // 20 (Q2_K: qs 48..63, d, dmin), 46 (Q3_K: qs 32..63, scales, d)
+  auto store = [](uint8_t* p, __m512i v) { _mm512_storeu_si512(p, v); };
+  auto store_halves = [](uint8_t* p, __m512i v) {  // the low words of v's dwords: 16 f16
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(v));
+  };
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* wb = w + size_t(sb) * L::kRowBytes;
+    uint8_t* pb = group + sb * L::kBytes;
+    __m512i a[16], b[16];
+    for (int j = 0; j < L::kRows; ++j) {
+      a[j] = _mm512_loadu_si512(wb + size_t(j) * stride);
+      b[j] = _mm512_maskz_loadu_epi8((__mmask64(1) << kRest) - 1, wb + size_t(j) * stride + 64);
+    }
+    transpose16_epi32(a);
+    transpose16_epi32(b);
+    if constexpr (L::kQ3) {  // a: hmask 0..31, qs 0..31; b: qs 32..63, scales, d
+      for (int v = 0; v < 8; ++v) store(pb + L::kHm + 64 * v, a[v]);
+      for (int v = 0; v < 8; ++v) store(pb + L::kQ + 64 * v, a[8 + v]), store(pb + L::kQ + 64 * (8 + v), b[v]);
+      // Scale i: low nibble in byte i % 8 (the high nibble for i >= 8), top two bits in byte 8 + i % 4
+      // at bit 2 (i / 4). b[8], b[9], b[10]: bytes 0..3, 4..7, 8..11.
+      const __m512i s0 = b[8], s1 = b[9], s2 = b[10], low4 = _mm512_set1_epi8(0x0F);
+      store(pb, _mm512_ternarylogic_epi32(s0, _mm512_slli_epi16(s1, 4), low4, 0xE4));  // u[b] | u[4 + b] << 4
+      store(pb + 64, _mm512_ternarylogic_epi32(_mm512_srli_epi16(s0, 4), s1, low4, 0xE4));  // u[8 + b] | u[12 + b] << 4
+      store(pb + 128, _mm512_ternarylogic_epi32(_mm512_srli_epi16(s2, 4), _mm512_slli_epi16(s2, 4), low4, 0xE4));  // nibbles swapped
+      store_halves(pb + L::kD, b[11]);
+    } else {  // a: scales, qs 0..47; b: qs 48..63, d | dmin << 16
+      for (int c = 0; c < 4; ++c) store(pb + 64 * c, a[c]);
+      for (int v = 0; v < 12; ++v) store(pb + L::kQ + 64 * v, a[4 + v]);
+      for (int v = 0; v < 4; ++v) store(pb + L::kQ + 64 * (12 + v), b[v]);
+      store_halves(pb + L::kD, b[4]);
+      store_halves(pb + L::kDmin, _mm512_srli_epi32(b[4], 16));
+    }
+  }
+}
+
+// vpshufb indices that put byte b0 (and b1, when >= 0) of each dword into that dword: Q2_K (kHigh
+// false) as the low byte of its low (high) word, Q3_K as the high byte, so a signed byte s becomes
+// the int16 256 s; every other byte zero.
+template <bool kHigh>
+inline __m512i dword_pick(int b0, int b1) {
+  const int x = kHigh ? 8 : 0;
+  uint32_t pat = 0x80808080u & ~(0xFFu << x);
+  pat |= uint32_t(b0) << x;
+  if (b1 >= 0) pat = (pat & ~(0xFFu << (16 + x))) | uint32_t(b1) << (16 + x);
+  // a dword's bytes are 4p.. of its 128-bit lane (the zeroing indices stay >= 0x80)
+  return _mm512_add_epi8(_mm512_set1_epi32(int32_t(pat)), _mm512_broadcast_i32x4(_mm_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C)));
+}
+
+// Bits 2k, 2k + 1 of each byte as its value (0..3).
+inline __m512i two_bits(__m512i q, int k) {
+#if defined(__GFNI__)
+  // Output bit b of a byte is the parity of (input & byte 7 - b of the qword): bit 0 takes input
+  // bit 2k, bit 1 input bit 2k + 1. (One instruction, where a shift and a mask are two.)
+  if (k == 0) return _mm512_and_si512(q, _mm512_set1_epi8(3));
+  return _mm512_gf2p8affine_epi64_epi8(q, _mm512_set1_epi64(int64_t(uint64_t(1u << (2 * k)) << 56 | uint64_t(2u << (2 * k)) << 48)), 0);
+#else
+  return _mm512_and_si512(k ? _mm512_srli_epi16(q, 2 * k) : q, _mm512_set1_epi8(3));
+#endif
+}
+// Bit `bit` of each byte as 4 (Q3_K's high bit: + 4).
+inline __m512i high_bit4(__m512i hm, int bit) {
+#if defined(__GFNI__)
+  return _mm512_gf2p8affine_epi64_epi8(hm, _mm512_set1_epi64(int64_t(uint64_t(1u << bit) << 40)), 0);
+#else
+  const __m512i h = bit >= 2 ? _mm512_srli_epi16(hm, bit - 2) : _mm512_slli_epi16(hm, 2 - bit);
+  return _mm512_and_si512(h, _mm512_set1_epi8(4));
+#endif
+}
+
+// out[t * ldo + j] for the group's 16 rows j and tokens t < T (token t at qx + t * 256 * nsb, dx +
+// t * nsb, xs + t * 16 * nsb): sdot_k16's results, the same bits.
+template <DType kType, int T>
+void kept16_k16_tokens(const uint8_t* group, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs, float* out,
+                       int64_t ldo) {
+  using L = Kept16K16<kType>;
+  constexpr bool kQ3 = L::kQ3;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), top2 = _mm512_set1_epi8(0x30);
+  __m512i pick[4], pair[2];  // a sub-block's scale (dword_pick<kQ3>(b)), a pair's (2h, 2h + 1)
+  for (int b = 0; b < 4; ++b) pick[b] = dword_pick<kQ3>(b, -1);
+  for (int h = 0; h < 2; ++h) pair[h] = dword_pick<kQ3>(2 * h, 2 * h + 1);
+  auto x4 = [&](int t, int64_t sb, int at) {
+    int32_t v;
+    std::memcpy(&v, qx + t * 256 * nsb + sb * 256 + at, 4);
+    return _mm512_set1_epi32(v);
+  };
+  auto xs2 = [&](int t, int64_t sb, int l) {  // the per-16 sums of sub-blocks 2l, 2l + 1
+    int32_t v;
+    std::memcpy(&v, xs + (t * nsb + sb) * 16 + 2 * l, 4);
+    return _mm512_set1_epi32(v);
+  };
+  __m512 acc[T], macc[T];  // sdot_k16's two chains, a row per lane
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = macc[t] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* pb = group + sb * L::kBytes;
+    if (T == 1) prefetch_bytes_ahead<int(L::kBytes), kAheadBytes32>(pb);
+    // Sub-blocks 4c..4c+3's scales (Q3_K: s, signed) and Q2_K's mins as bytes, dword j: row j.
+    __m512i sc[4], mn[4];
+    if constexpr (kQ3) {
+      const __m512i lo0 = load64(pb), lo1 = load64(pb + 64), hi = load64(pb + 128);
+      const __m512i tops[4] = {_mm512_and_si512(hi, top2), _mm512_and_si512(_mm512_srli_epi16(hi, 2), top2),
+                               _mm512_and_si512(_mm512_slli_epi16(hi, 4), top2), _mm512_and_si512(_mm512_slli_epi16(hi, 2), top2)};
+      const __m512i lows[4] = {lo0, _mm512_srli_epi16(lo0, 4), lo1, _mm512_srli_epi16(lo1, 4)};
+      #pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c)  // low nibble from lows, bits 4-5 from tops
+        sc[c] = mn[c] = _mm512_sub_epi8(_mm512_ternarylogic_epi32(lows[c], tops[c], low4, 0xE4), _mm512_set1_epi8(32));
+    } else {
+      #pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        const __m512i v = load64(pb + 64 * c);
+        sc[c] = _mm512_and_si512(v, low4), mn[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + L::kD)));
+    // Q2_K: M = sum(m * xs), stepped into macc now; Q3_K: 256 sum(s * xs), the offset, which starts
+    // e at -4 times it (int32 sums wrap, so only the final 256 E must fit: |E| <= 16 x 32 x 16 x 4 x 127).
+    __m512i e[T];
+    {
+      __m512i m[T];
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) m[t] = _mm512_setzero_si512();
+      #pragma GCC unroll 8
+      for (int l = 0; l < 8; ++l) {
+        const __m512i pr = _mm512_shuffle_epi8(mn[l / 2], pair[l % 2]);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) m[t] = _mm512_dpwssd_epi32(m[t], pr, xs2(t, sb, l));
+      }
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        if constexpr (kQ3) {
+          e[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(m[t], 2));
+        } else {
+          e[t] = _mm512_setzero_si512();
+          const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + L::kDmin)));
+          macc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dmin, _mm512_set1_ps(dx[t * nsb + sb])), _mm512_cvtepi32_ps(m[t]), macc[t]);
+        }
+      }
+    }
+    #pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n)
+      #pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // vectors 8n + 4h + i: sub-blocks 8n + 2k + h
+        __m512i q[4], hm[4];
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          q[i] = load64(pb + L::kQ + 64 * (8 * n + 4 * h + i));
+          hm[i] = kQ3 ? load64(pb + L::kHm + 64 * (4 * h + i)) : _mm512_setzero_si512();
+        }
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          __m512i sub[T];  // the sub-block's dots: at most 16 x 7 x 127, an int16 in each dword's low word
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) sub[t] = _mm512_setzero_si512();
+          #pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i) {
+            __m512i p = two_bits(q[i], k);
+            if constexpr (kQ3) p = _mm512_or_si512(p, high_bit4(hm[i], 4 * n + k));
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) sub[t] = _mm512_dpbusd_epi32(sub[t], p, x4(t, sb, 128 * n + 32 * k + 4 * (4 * h + i)));
+          }
+          const int s = 8 * n + 2 * k + h;
+          const __m512i f = _mm512_shuffle_epi8(sc[s / 4], pick[s % 4]);  // Q2_K: the scale; Q3_K: 256 s
+          #pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) e[t] = _mm512_dpwssd_epi32(e[t], sub[t], f);
+        }
+      }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512i et = kQ3 ? _mm512_srai_epi32(e[t], 8) : e[t];
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(dx[t * nsb + sb])), _mm512_cvtepi32_ps(et), acc[t]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) _mm512_storeu_ps(out + t * ldo, _mm512_sub_ps(acc[t], macc[t]));
+}
+
+// Rows [o0, o1) of a Q2_K or Q3_K weight kept in 16-row panels against `tokens` tokens (o0 and o1
+// on groups, or o1 = rows): kKept16Tokens tokens a pass; the rows past the groups through sdot_k16.
+template <DType kType>
+void kept16_k16_rows(const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb, int64_t o0, int64_t o1, const int8_t* qx,
+                     const float* dx, const int16_t* xs, int64_t tokens, float* out, int64_t ldo) {
+  constexpr int64_t kRows = Kept16K16<kType>::kRows;
+  const int64_t grouped = rows / kRows * kRows;
+  for (int64_t r = o0; r < std::min(o1, grouped); r += kRows) {
+    const uint8_t* pg = panel + size_t(r) * stride;
+    if (tokens == 1) {  // decode: the kernel asks for its stream ahead itself
+      kept16_k16_tokens<kType, 1>(pg, nsb, qx, dx, xs, out + r, ldo);
+      continue;
+    }
+    token_passes<kKept16Tokens>(tokens, pg + size_t(kRows) * stride, size_t(kRows) * stride, [&]<int T>(int64_t t) {
+      kept16_k16_tokens<kType, T>(pg, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo + r, ldo);
+    });
+  }
+  for (int64_t o = std::max(o0, grouped); o < o1; ++o)
+    for (int64_t t = 0; t < tokens; ++t)
+      sdot_k16<kType, 1>(panel + size_t(o) * stride, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, nsb, out + t * ldo + o);
+}
+
+// A prompt against 16 rows as the file lays them out (gemm16_k): packed per call, then as kept.
+template <DType kType>
+void gemm16_k16(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
+                int64_t tokens, float* out, int64_t ldo) {
+  constexpr int64_t kRows = Kept16K16<kType>::kRows;
+  static_assert(kRows == kGemmRows);
+  uint8_t* panel = panel_store(size_t(nsb * Kept16K16<kType>::kBytes));
+  pack_kept16_k16<kType>(w, stride, nsb, panel);
+  token_passes<kKept16Tokens>(tokens, w + size_t(kRows) * stride, size_t(kRows) * stride, [&]<int T>(int64_t t) {
+    kept16_k16_tokens<kType, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo, ldo);
+  });
+}
+#pragma GCC diagnostic pop
+#endif
+
 }  // namespace
 
 IntDot int_dot_for(DType t) {
@@ -2957,7 +3006,7 @@ UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack) {
 }
 
 bool has_gemm16_k(DType t) {
-  return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || (!PAGODA_AVX512_VNNI && (t == DType::Q2_K || t == DType::Q3_K));
+  return t == DType::Q2_K || t == DType::Q3_K || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
 }
 
 // AVX2's 8-row panels (packed by register transposes) repay their packing early (Zen 3 VM, 110M
@@ -2966,9 +3015,12 @@ bool has_gemm16_k(DType t) {
 // 0.75x at 4); the 32-element types 1.0-1.3x at 6 (Q4_1 level), 1.14-1.37x at 7, level to 1.3x at
 // 8 and 12, but at 5 Q4_1 0.9x and at 4 all 0.85-0.93x; Q8_0, which has no unpacked row path to
 // lose to, 0.55-0.65x at 4 and level at 8. (Q5_K, in no 110M file, goes with Q4_K: the same
-// panel kernel.) The 512-bit panels keep the threshold they were measured at.
+// panel kernel.) The 512-bit panels keep the threshold they were measured at, but for Q2_K and
+// Q3_K, whose rows past them take the 256-bit sdot_k16 (gemm16_k16).
 int64_t panel_min_tokens(DType t) {
-  if (PAGODA_AVX512_VNNI) return 16;
+#if PAGODA_AVX512_VNNI
+  return kept16_k16(t) ? kKept16Tokens : 16;
+#endif
   switch (t) {
     case DType::Q2_K:
     case DType::Q3_K:
@@ -2990,6 +3042,8 @@ bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_
     case DType::Q4_K: gemm16_k_type<DType::Q4_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     case DType::Q5_K: gemm16_k_type<DType::Q5_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     case DType::Q6_K: gemm16_k_type<DType::Q6_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q2_K: gemm16_k16<DType::Q2_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q3_K: gemm16_k16<DType::Q3_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     default: return false;
   }
 #else
@@ -3020,8 +3074,7 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 
 bool has_kept_panels(DType t) {
 #if PAGODA_AVX512_VNNI
-  (void)t;
-  return false;
+  return kept16_k16(t);
 #else
   return kept_k(t) || kept_k16(t) || with_blocks32(t, [](auto b) { return panel8_compact<decltype(b)>(); });
 #endif
@@ -3045,7 +3098,11 @@ void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t n_in, 
     return true;
   });
 #else
-  (void)t, (void)src, (void)stride, (void)n_in, (void)g0, (void)g1, (void)dst;
+  for (int64_t g = g0; g < g1; ++g) {
+    const size_t at = size_t(g * kKeptGroupRows) * stride;
+    if (t == DType::Q2_K) pack_kept16_k16<DType::Q2_K>(src + at, stride, n_in / 256, dst + at);
+    if (t == DType::Q3_K) pack_kept16_k16<DType::Q3_K>(src + at, stride, n_in / 256, dst + at);
+  }
 #endif
 }
 
@@ -3057,8 +3114,8 @@ void kept_panel_matmul_k(DType t, const uint8_t* panel, size_t stride, int64_t r
   if (t == DType::Q2_K) kept_k_rows<DType::Q2_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
   if (t == DType::Q3_K) kept_k_rows<DType::Q3_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
 #else
-  (void)t, (void)panel, (void)stride, (void)rows, (void)nsb, (void)o0, (void)o1, (void)qx, (void)dx, (void)xs, (void)tokens,
-      (void)out, (void)ldo;
+  if (t == DType::Q2_K) kept16_k16_rows<DType::Q2_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
+  if (t == DType::Q3_K) kept16_k16_rows<DType::Q3_K>(panel, stride, rows, nsb, o0, o1, qx, dx, xs, tokens, out, ldo);
 #endif
 }
 
@@ -3082,9 +3139,7 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
     case DType::Q4_K: return sdot_range<DType::Q4_K>;
     case DType::Q5_K: return sdot_range<DType::Q5_K>;
     case DType::Q6_K: return sdot_range<DType::Q6_K>;
-    case DType::Q2_K: return sdot_range<DType::Q2_K>;
-    case DType::Q3_K: return sdot_range<DType::Q3_K>;
-    default: break;
+    default: break;  // Q2_K, Q3_K: kept panels, the rows past them through sdot_k16
   }
 #else
   (void)t, (void)nsb;
@@ -3093,11 +3148,6 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
 }
 
 SuperDot super_dot_for(DType t, int rows, int64_t) {
-#if PAGODA_AVX512_VNNI
-  // Eight activation rows a pass for the types without panels: each super-block's tables and
-  // unpacked planes then serve twice the tokens (Q2_K/Q3_K prompts, docs/perf.md).
-  if (rows == 8) return t == DType::Q2_K ? sdot<DType::Q2_K, 8> : t == DType::Q3_K ? sdot<DType::Q3_K, 8> : nullptr;
-#endif
   if (rows == 8) return nullptr;
   switch (t) {
 #define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
@@ -3108,7 +3158,7 @@ SuperDot super_dot_for(DType t, int rows, int64_t) {
 }
 
 int x256_slot(DType t, int i) { return 32 * x256_chunk(t, i / 32) + i % 32; }
-int x256_layout(DType t) { return x256_paired(t) ? 1 : x256_split(t) ? 2 : 0; }
+int x256_layout(DType t) { return x256_paired(t) ? 1 : 0; }
 
 void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d, int16_t* sums, DType t) {
   const __m256 sign = _mm256_set1_ps(-0.0f);

@@ -1138,7 +1138,7 @@ constexpr int kPanelMR = 6, kPanelNP = 1, kPanelDecodeNP = 3;  // 12 of the 16; 
 constexpr int kPanelMR = 2, kPanelNP = 1, kPanelDecodeNP = 1;  // 8 of the 16 (a panel is 4 registers)
 #endif
 constexpr int64_t kPanelBandRows = kPanel * kPanelNP;  // rows a band of panels holds
-constexpr int64_t kKeptGroupRows = 8;                 // rows a group of kept quant panels holds
+using fastq::kKeptGroupRows;                        // rows a group of kept quant panels holds
 constexpr int64_t kPanelKc = 512;  // steps a prompt's K block: 128 KiB of a band's F32 lanes
 
 // 16 lanes of a panel step, in the build's float vectors.
@@ -1847,7 +1847,7 @@ int64_t panel_band_rows() { return kPanelBandRows; }
 void pack_panels(ThreadPool& pool, DType t, const uint8_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                  uint8_t* dst) {
   const size_t stride = row_bytes(t, cols);
-  if (kept_panels(t)) {  // whole groups of 8 rows; the rows past the last one copied as they are
+  if (kept_panels(t)) {  // whole groups of kKeptGroupRows; the rows past the last one copied as they are
     static_assert(kPanelBandRows % kKeptGroupRows == 0);
     const int64_t end = std::min(r1, rows), grouped = rows / kKeptGroupRows * kKeptGroupRows;
     if (const int64_t groups = (std::min(end, grouped) - r0 + kKeptGroupRows - 1) / kKeptGroupRows; groups > 0)

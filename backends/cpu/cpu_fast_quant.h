@@ -84,28 +84,35 @@ using SuperDotRows = void (*)(const uint8_t* w, size_t stride, int64_t rows, con
                               const int16_t* xs, int64_t nsb, float* out);
 SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
 
-// The same 16-row panels for Q4_K, Q5_K and Q6_K, at any row width, against activations quantized
+// The same 16-row panels for the K-quants (Q2_K and Q3_K in AVX-512 builds: their kept layout, packed
+// per call), at any row width, against activations quantized
 // as for super_dot_for (token t at qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb): every
 // result bit-identical to super_dot_for(t, 1, nsb)'s. False (nothing written) where the build or
 // the type has none.
 bool has_gemm16_k(DType t);
 // Tokens from which a matmul of weight type t takes the panels (gemm16, gemm16_k): 16 for the
-// 512-bit 16-row panels; for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
+// 512-bit 16-row panels (4 for Q2_K and Q3_K); for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
 // keep the nibbles), 8 (Q8_0) or 6 (Q5_0, Q5_1, Q6_K).
 int64_t panel_min_tokens(DType t);
-// Weights kept in compact 8-row panels (the 32-element types and Q2_K-Q5_K in AVX2 builds without
-// the 512-bit kernels; false elsewhere): the panels gemm16 packs per call for the 4-bit formats
-// (Q5_0, Q5_1: those and the rows' fifth-bit words; Q8_0: its panels less the magnitudes), made
-// once; for Q2_K-Q5_K the rows' scales, quants (and high bits) and d in a row-per-lane order. Group g
-// of rows 8g..8g+7 (g < rows / 8) takes the bytes those rows took in the file, the rows past the
-// last group stay as they were, so a packed weight is its file's size. pack_kept_panels packs
-// groups [g0, g1) of the row-major src (rows of n_in elements) into dst; kept_panel_matmul
+// Weights kept in compact panels of kKeptGroupRows rows: in AVX2 builds without the 512-bit kernels
+// 8-row groups of the 32-element types and Q2_K-Q5_K, in AVX-512 VNNI builds 16-row groups of Q2_K
+// and Q3_K (false elsewhere): the panels gemm16 packs per call for the 4-bit formats (Q5_0, Q5_1:
+// those and the rows' fifth-bit words; Q8_0: its panels less the magnitudes), made once; for the
+// K-quants the rows' scales, quants (and high bits) and d in a row-per-lane order. Group g of rows
+// kKeptGroupRows * g.. (g < rows / kKeptGroupRows) takes the bytes those rows took in the file, the
+// rows past the last group stay as they were, so a packed weight is its file's size.
+// pack_kept_panels packs groups [g0, g1) of the row-major src (rows of n_in elements) into dst; kept_panel_matmul
 // multiplies rows [o0, o1) of such a weight of a 32-element type by `tokens` activation rows
 // quantized as for int_dot_for (out[t * ldo + o]), each output the same bits as int_dot_for's for
 // that row and token alone, whatever the range and the token count; kept_panel_matmul_k the same
 // for Q2_K-Q5_K against activations quantized as for super_dot_for, the bits of super_dot_for(t,
-// 1, nsb)'s. o0 and o1 fall on groups (multiples of 8), or o1 is `rows`: the callers cut their
-// ranges there.
+// 1, nsb)'s. o0 and o1 fall on groups (multiples of kKeptGroupRows), or o1 is `rows`: the callers
+// cut their ranges there.
+#if defined(__AVX2__) && defined(__F16C__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+constexpr int64_t kKeptGroupRows = 16;  // a row per lane of a 512-bit register
+#else
+constexpr int64_t kKeptGroupRows = 8;
+#endif
 bool has_kept_panels(DType t);
 void pack_kept_panels(DType t, const uint8_t* src, size_t stride, int64_t n_in, int64_t g0, int64_t g1, uint8_t* dst);
 void kept_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nb, int64_t o0, int64_t o1,
@@ -122,9 +129,7 @@ void quantize_x256(const float* x, int64_t sb0, int64_t sb1, int8_t* q, float* d
 // Where quantize_x256 puts element i (< 256) of a super-block for weights of type t: in element
 // order, except in AVX-512 builds for Q4_K and Q5_K, whose kernels take the 32-element sub-blocks
 // in the order 0, 2, 1, 3, 4, 6, 5, 7 (one 64-byte load of their packed nibbles holds sub-blocks
-// 4m and 4m + 2 in the low nibbles, 4m + 1 and 4m + 3 in the high ones), and for Q2_K and Q3_K,
-// which take them in the order 0, 4, 1, 5, 2, 6, 3, 7 (two-bit plane k of the packed bytes holds
-// sub-blocks k and 4 + k).
+// 4m and 4m + 2 in the low nibbles, 4m + 1 and 4m + 3 in the high ones).
 int x256_slot(DType t, int i);
 // Which of those orders: types with equal values share quantized activations.
 int x256_layout(DType t);

@@ -131,7 +131,8 @@ bool bf16_rounds_activations();
 // rows of a band; and the packing of rows [r0, r1) of `src` (row-major, as in the file; r0 on a
 // band, r1 on one or at the end) into their place in dst, on the pool.
 // The 32-element types' weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) and Q2_K-Q5_K's in AVX2
-// builds take panels too (kept_panels): 8-row groups of quads (or nibbles) and scales in the bytes the rows took
+// builds, and Q2_K's and Q3_K's in AVX-512 VNNI builds, take panels too (kept_panels): 8-row (AVX2)
+// or 16-row (AVX-512) groups of quads (or nibbles) and scales in the bytes the rows took
 // (fastq::pack_kept_panels), which matmul and matmul_many then take at every batch size, decode
 // included, with the bits of the file's layout.
 // They are not `packable` in the float sense: before packing they multiply as they are.
