@@ -1063,19 +1063,6 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
           EXPECT_NEAR(one, want, 1e-5 * mag + 1e-30) << dtype_name(dt) << " super-blocks " << nsb << " row " << t;
           EXPECT_EQ(four[t], one) << dtype_name(dt) << " super-blocks " << nsb << " row " << t;
         }
-        // Eight activation rows a pass (Q2_K/Q3_K prompts in AVX-512 builds): rows 4..7 repeat
-        // rows 0..3, every result the four-row kernel's.
-        if (const fastq::SuperDot eight = fastq::super_dot_for(dt, 8, nsb)) {
-          std::vector<int8_t> q8(q);
-          q8.insert(q8.end(), q.begin(), q.end());
-          std::vector<float> d8(d);
-          d8.insert(d8.end(), d.begin(), d.end());
-          std::vector<int16_t> s8(sums);
-          s8.insert(s8.end(), sums.begin(), sums.end());
-          float got8[8];
-          eight(wrow.data(), q8.data(), d8.data(), s8.data(), nsb, got8);
-          for (int64_t t = 0; t < 8; ++t) EXPECT_EQ(got8[t], four[t % 4]) << dtype_name(dt) << " super-blocks " << nsb << " of 8 rows, row " << t;
-        }
         std::memcpy(rows16.data() + size_t(rep) * rb, wrow.data(), rb);
       }
       // A matvec's row range in one call (AVX-512 builds): one row, two (a pair in the lane form),

@@ -382,7 +382,7 @@ inline Q2KBytes q2k_bytes(const uint8_t* w) {
 
 // Exact form, as sdot_q45k's: E = the scaled dot less the offset (Q2_K: M = its min term), two
 // float chains, each super-block's step after the next one's integer work; gemm16_k's 8-row
-// panels (panel8k_tokens) repeat it.
+// panels (panel8k_tokens), AVX2's kept panels (kept_k16_1) and AVX-512's (kept16_k16_tokens) repeat it.
 template <DType kType, int T>
 void sdot_k16(const uint8_t* w, const int8_t* qx, const float* dx, const int16_t* xs, int64_t nsb, float* out) {
   constexpr int kBytes = K16<kType>::kBytes, kShift = K16<kType>::kOffShift;
@@ -2892,13 +2892,13 @@ void kept16_k16_tokens(const uint8_t* group, int64_t nsb, const int8_t* qx, cons
         #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) m[t] = _mm512_dpwssd_epi32(m[t], pr, xs2(t, sb, l));
       }
+      const __m512 dmin = kQ3 ? _mm512_setzero_ps() : _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + L::kDmin)));
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         if constexpr (kQ3) {
           e[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(m[t], 2));
         } else {
           e[t] = _mm512_setzero_si512();
-          const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + L::kDmin)));
           macc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dmin, _mm512_set1_ps(dx[t * nsb + sb])), _mm512_cvtepi32_ps(m[t]), macc[t]);
         }
       }
@@ -3148,7 +3148,7 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
 }
 
 SuperDot super_dot_for(DType t, int rows, int64_t) {
-  if (rows == 8) return nullptr;
+  if (rows != 1 && rows != 4) return nullptr;
   switch (t) {
 #define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
     PAGODA_SUPER_DOT(Q2_K) PAGODA_SUPER_DOT(Q3_K) PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)

@@ -252,12 +252,11 @@ QuantX256 quantize_x256(ThreadPool& pool, const float* x, int64_t rows, int64_t 
 
 // out[r][o] for every activation row r and weight row o through an integer kernel:
 // dot(wr, r, tokens, res) writes the dots of weight row wr with activation rows r..r+tokens
-// (tokens 4 or 1, and 8 where pass8 says the kernel takes eight). Blocks of weight rows (a few
+// (tokens 4 or 1). Blocks of weight rows (a few
 // KiB, in L1/L2) meet every activation row in turn: each weight row is read from memory once,
 // each activation row from L1 once per block. Weight rows before `first` are left alone.
 template <typename Dot>
-void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostTensor& out, const Dot& dot, int64_t first = 0,
-                bool pass8 = false) {
+void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostTensor& out, const Dot& dot, int64_t first = 0) {
   const size_t stride = w.row_stride();
   if (first >= w.rows) return;
   pool.parallel_for(w.rows - first, [&](int64_t o0, int64_t o1) {
@@ -266,12 +265,6 @@ void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostT
     for (int64_t ob = o0; ob < o1; ob += kRowBlock) {
       const int64_t oe = std::min(o1, ob + kRowBlock);
       int64_t r = 0;
-      for (; pass8 && r + 8 <= rows; r += 8)
-        for (int64_t o = ob; o < oe; ++o) {
-          float res[8] = {};
-          dot(w.data + size_t(o) * stride, r, 8, res);
-          for (int64_t t = 0; t < 8; ++t) out.f32()[(r + t) * out.cols + o] = res[t];
-        }
       for (; r + 4 <= rows; r += 4)  // four activation rows per pass over a weight row
         for (int64_t o = ob; o < oe; ++o) {
           float res[4];
@@ -2006,11 +1999,9 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
             fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
           })
         : 0;
-    const fastq::SuperDot sdot8 = fastq::super_dot_for(w.dtype, 8, nsb);
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
-      (tokens == 8 ? sdot8 : tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb,
-                                                         qx.sum16.data() + r * 16 * nsb, nsb, res);
-    }, first, sdot8 != nullptr);
+      (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
+    }, first);
     return;
   }
 #endif
