@@ -8,6 +8,7 @@
 #include "backends/cpu/cpu_fast_quant.h"
 
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -45,12 +46,6 @@ constexpr int x256_chunk(DType t, int g) { return x256_paired(t) ? kPairedOrder[
 
 #if defined(__AVX2__) && defined(__F16C__)
 namespace {
-
-float f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return half_to_float(h);
-}
 
 inline __m256i load32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
@@ -1244,8 +1239,8 @@ void dot_blocks32(const uint8_t* w, const int8_t* qx, const float* dx, const int
   auto scale1 = [&](int32_t s, int t, const uint8_t* wb, int64_t bb) {
     if (kOff > 0) s -= kOff * xs[t * nb + bb];
     // Explicit fmas (not left to contraction), so gemm16's panels can repeat them lane for lane.
-    tail[t] = std::fma(f16(wb) * dx[t * nb + bb], float(s), tail[t]);
-    if (kMin) tail[t] = std::fma(f16(wb + 2) * dx[t * nb + bb], float(xs[t * nb + bb]), tail[t]);
+    tail[t] = std::fma(f16s(wb) * dx[t * nb + bb], float(s), tail[t]);
+    if (kMin) tail[t] = std::fma(f16s(wb + 2) * dx[t * nb + bb], float(xs[t * nb + bb]), tail[t]);
   };
   if constexpr (x32_pairs<B>()) {
     // Blocks bp and bp + 1 against every row: p[t] (lanes 0..3 block bp, 4..7 block bp + 1).
@@ -1562,8 +1557,8 @@ void pack_panel8(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
     for (int j = 0; j < kPanel8Rows; ++j) {
       const uint8_t* wb = w + size_t(j) * stride + size_t(b) * B::kBytes;
       q[j] = B::unpack(wb);
-      d[j] = f16(wb);
-      if (B::kMin) d[kPanel8Rows + j] = f16(wb + 2);
+      d[j] = f16s(wb);
+      if (B::kMin) d[kPanel8Rows + j] = f16s(wb + 2);
     }
     transpose8_epi32(q);
     for (int k = 0; k < 8; ++k) {
@@ -2422,121 +2417,255 @@ inline int lane_of_block(int blk) { return 4 * (blk & 3) + (blk >> 2); }  // inv
 template <bool kMin>
 constexpr int64_t panel_block_bytes() { return 512 + 64 + (kMin ? 64 : 0); }
 
+// Dwords transposed: on entry r[j] holds row j's sixteen dwords, on return r[v] holds dword v of
+// the 16 rows (dword j: row j's). 64 shuffles, where gathering each vector cost 16 loads: with
+// gathers, packing a group per call made 4-token prompts from the file's layout 0.55x the row kernels.
+inline void transpose16_epi32(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane l: [r2i.4l, r2i+1.4l, .4l+1, .4l+1], [.4l+2 .. .4l+3]
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i)  // u[4i + c], lane l: dword 4l + c of rows 4i..4i+3
+    for (int a = 0; a < 2; ++a) {
+      u[4 * i + 2 * a] = _mm512_unpacklo_epi64(t[4 * i + a], t[4 * i + 2 + a]);
+      u[4 * i + 2 * a + 1] = _mm512_unpackhi_epi64(t[4 * i + a], t[4 * i + 2 + a]);
+    }
+  for (int c = 0; c < 4; ++c) {  // r[4l + c], lane m: u[4m + c]'s lane l
+    const __m512i a01 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i a23 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i b01 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i b23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+    r[c] = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(2, 0, 2, 0));
+    r[4 + c] = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(3, 1, 3, 1));
+    r[8 + c] = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + c] = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+// Rows j < 16 at w + j * stride into the panel at `panel`, its blocks `step` bytes apart.
 template <typename B>
-void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel) {
+void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel, int64_t step) {
   constexpr int kBytes = B::kBytes, kOff = B::kOff;
   constexpr bool kMin = B::kMin;
+  // Two blocks a step: row j's 16 dwords in r[j], transposed so that r[k] (k < 8) is the first
+  // block's vector k and r[8 + k] the second's (a dword a copy made the packing 8% of a 256-token
+  // Q8_0 prompt).
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    uint8_t* pb = panel + b * step;
+    float* d0 = reinterpret_cast<float*>(pb + 512);
+    float* d1 = reinterpret_cast<float*>(pb + step + 512);
+    __m512i r[kPanelRows];
+    for (int j = 0; j < kPanelRows; ++j) {
+      const uint8_t* wb = w + size_t(j) * stride + size_t(b) * kBytes;
+      __m256i q0 = B::unpack(wb), q1 = B::unpack(wb + kBytes);
+      if (kOff < 0) {  // q + 128 as a byte
+        q0 = _mm256_xor_si256(q0, _mm256_set1_epi8(int8_t(0x80)));
+        q1 = _mm256_xor_si256(q1, _mm256_set1_epi8(int8_t(0x80)));
+      }
+      r[j] = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+      d0[j] = f16s(wb);
+      d1[j] = f16s(wb + kBytes);
+      if (kMin) d0[kPanelRows + j] = f16s(wb + 2), d1[kPanelRows + j] = f16s(wb + kBytes + 2);
+    }
+    transpose16_epi32(r);
+    for (int k = 0; k < 8; ++k) {
+      _mm512_store_si512(pb + 64 * k, r[k]);
+      _mm512_store_si512(pb + step + 64 * k, r[8 + k]);
+    }
+  }
   alignas(64) uint8_t rows[kPanelRows][32];
-  for (int64_t b = 0; b < nb; ++b) {
-    uint8_t* pb = panel + b * panel_block_bytes<kMin>();
+  for (; b < nb; ++b) {
+    uint8_t* pb = panel + b * step;
     float* d = reinterpret_cast<float*>(pb + 512);
     for (int j = 0; j < kPanelRows; ++j) {
       const uint8_t* wb = w + size_t(j) * stride + size_t(b) * kBytes;
       __m256i q = B::unpack(wb);
       if (kOff < 0) q = _mm256_xor_si256(q, _mm256_set1_epi8(int8_t(0x80)));  // q + 128 as a byte
       _mm256_store_si256(reinterpret_cast<__m256i*>(rows[j]), q);
-      d[j] = f16(wb);
-      if (kMin) d[kPanelRows + j] = f16(wb + 2);
+      d[j] = f16s(wb);
+      if (kMin) d[kPanelRows + j] = f16s(wb + 2);
     }
-    // (One dword at a time, not store_transposed8's shuffles: unmeasured on an AVX-512 core,
-    // where a shuffle-heavy unpack once made 16-token prompts slower, docs/perf.md.)
     for (int k = 0; k < 8; ++k)
       for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, rows[j] + 4 * k, 4);
   }
 }
 
-// out[t * ldo + j] for the panel's 16 rows j and tokens t < T (token t's activations at qx + t *
-// 32 * nb, dx + t * nb, xs + t * nb).
-template <int kOff, bool kMin, int T>
-void panel16_tokens(const uint8_t* panel, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
-                    float* out, int64_t ldo) {
+// A prompt's activations as panel16_tokens reads them (gemm16_x): per pass of T tokens (token_passes'
+// passes: 8 tokens, then single ones) starting at token t0, from word 10 * nb * t0, per block b 10 * T
+// words: the block's dword k of token t at k * T + t (k < 8), then per token its shift term (the
+// activation sum times the panel's shift, or for types with a min the sum as a float), then its
+// scale dx. One pointer per block, so every operand is a broadcast from it (vpdpbusd's {1to16}):
+// with a pointer per token a 16-row panel spilled its token pointers to vector registers and moved
+// each dword through a general register (Matmul256 Q8_0 at half the vpdpbusd rate).
+constexpr int kGemm16Tokens = 8;
+constexpr int64_t kXWords = 10;  // words per token and block
+
+// gemm16's passes over a prompt's tokens: kGemm16Tokens at a time, then the rest in halving
+// passes (7 tokens: 4, 2, 1), so a short prompt is one or two passes, not one per token.
+inline int64_t gemm16_passes(int64_t tokens) {
+  return tokens / kGemm16Tokens + std::popcount(uint64_t(tokens % kGemm16Tokens));
+}
+// Pass p's first token and token count.
+inline std::pair<int64_t, int> gemm16_pass(int64_t tokens, int64_t p) {
+  const int64_t full = tokens / kGemm16Tokens;
+  if (p < full) return {p * kGemm16Tokens, kGemm16Tokens};
+  int64_t t = full * kGemm16Tokens, q = full;  // q: the pass starting at t
+  for (int T = kGemm16Tokens / 2; T >= 1; T /= 2)
+    if (tokens - t >= T) {
+      if (p == q) return {t, T};
+      t += T, ++q;
+    }
+  return {t, 0};
+}
+
+template <typename B>
+void gemm16_x_type(const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, int64_t nb, int64_t p0, int64_t p1,
+                   int32_t* xi) {
+  constexpr int32_t kShift = B::kOff < 0 ? 128 : B::kOff;
+  for (int64_t p = p0; p < p1; ++p) {
+    const auto [t0, T] = gemm16_pass(tokens, p);
+    int32_t* out = xi + kXWords * nb * t0;
+    for (int64_t b = 0; b < nb; ++b, out += kXWords * T)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t tb = (t0 + t) * nb + b;
+        for (int k = 0; k < 8; ++k) std::memcpy(out + k * T + t, qx + 32 * tb + 4 * k, 4);
+        if constexpr (B::kMin) {
+          const float s = float(xs[tb]);
+          std::memcpy(out + 8 * T + t, &s, 4);
+        } else {
+          out[8 * T + t] = xs[tb] * kShift;
+        }
+        std::memcpy(out + 9 * T + t, dx + tb, 4);
+      }
+  }
+}
+
+// out[t * ldo + j] for the panel's 16 rows j and tokens t < T, the tokens' activations at xi (a pass
+// of gemm16_x's layout).
+// R panels of 16 rows side by side (per block, panel r's at r * kPB): R * T vectors of outputs, each
+// weight vector against T tokens and each token's broadcast against R weight vectors (with one
+// panel, a broadcast per vpdpbusd held Matmul256 Q8_0 at about 1 vpdpbusd a cycle).
+template <int kOff, bool kMin, int R, int T>
+void panel16_tokens(const uint8_t* panel, int64_t nb, const int32_t* xi, float* out, int64_t ldo) {
   constexpr int32_t kShift = kOff < 0 ? 128 : kOff;  // what the panel's bytes carry above the weights
   constexpr int64_t kPB = panel_block_bytes<kMin>();
-  // Block b's integer dots with every token, the panel's shift taken out: s[t], lane j for row j.
+  constexpr int V = R * T;  // output vectors: v = r * T + t, panel r's rows against token t
+  // Block b's integer dots with every token, the panel's shift taken out: s[v], lane j for row j.
   auto sums = [&](int64_t b, __m512i* s) {
-    const uint8_t* pb = panel + b * kPB;
+    const uint8_t* pb = panel + b * R * kPB;
+    const int32_t* xb = xi + b * kXWords * T;
     #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) s[t] = _mm512_setzero_si512();
+    for (int v = 0; v < V; ++v) s[v] = _mm512_setzero_si512();
     #pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) {
-      const __m512i wv = _mm512_load_si512(pb + 64 * k);
+      __m512i wv[R];
+      #pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) wv[r] = _mm512_load_si512(pb + r * kPB + 64 * k);
       #pragma GCC unroll 16
       for (int t = 0; t < T; ++t) {
-        int32_t x4;
-        std::memcpy(&x4, qx + t * 32 * nb + b * 32 + 4 * k, 4);
-        s[t] = _mm512_dpbusd_epi32(s[t], wv, _mm512_set1_epi32(x4));
+        const __m512i xv = _mm512_set1_epi32(xb[k * T + t]);
+        #pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) s[r * T + t] = _mm512_dpbusd_epi32(s[r * T + t], wv[r], xv);
       }
     }
-    #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t)
-      if (kShift > 0) s[t] = _mm512_sub_epi32(s[t], _mm512_set1_epi32(xs[t * nb + b] * kShift));
+    if constexpr (kShift > 0) {
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const __m512i shift = _mm512_set1_epi32(xb[8 * T + t]);
+        #pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) s[r * T + t] = _mm512_sub_epi32(s[r * T + t], shift);
+      }
+    }
   };
-  // Block b's terms added to acc[t] (scale) and macc[t] (min), as dot_blocks32 adds them to a lane.
+  // Block b's terms added to acc[v] (scale) and macc[v] (min), as dot_blocks32 adds them to a lane.
   auto block = [&](int64_t b, __m512* acc, __m512* macc) {
-    __m512i s[T];
+    __m512i s[V];
     sums(b, s);
-    const float* scales = reinterpret_cast<const float*>(panel + b * kPB + 512);
-    const __m512 d = _mm512_load_ps(scales);
-    #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) {
-      const __m512 dxv = _mm512_set1_ps(dx[t * nb + b]);
-      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(s[t]), acc[t]);
-      if (kMin)
-        macc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_load_ps(scales + 16), dxv), _mm512_set1_ps(float(xs[t * nb + b])), macc[t]);
+    const float* xf = reinterpret_cast<const float*>(xi + b * kXWords * T);
+    #pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      const float* scales = reinterpret_cast<const float*>(panel + (b * R + r) * kPB + 512);
+      const __m512 d = _mm512_load_ps(scales);
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const int v = r * T + t;
+        const __m512 dxv = _mm512_set1_ps(xf[9 * T + t]);
+        acc[v] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(s[v]), acc[v]);
+        if (kMin)
+          macc[v] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_load_ps(scales + 16), dxv), _mm512_set1_ps(xf[8 * T + t]), macc[v]);
+      }
     }
   };
   const __m512 zero = _mm512_setzero_ps();
   // dot_blocks32's 512-bit accumulators: class c is its lane c. Types without a min never write
   // macc, so it is the zero dot_blocks32 adds (kept as an add: it turns a -0 into +0 there too),
-  // not 16 x T vectors on the stack to clear and read back (a tenth of a 768-wide Q4_0 prompt).
-  __m512 acc16[16][T], macc16[kMin ? 16 : 1][T];
+  // not 16 x V vectors on the stack to clear and read back (a tenth of a 768-wide Q4_0 prompt).
+  __m512 acc16[16][V], macc16[kMin ? 16 : 1][V];
   for (int c = 0; c < 16; ++c)
-    for (int t = 0; t < T; ++t) {
-      acc16[c][t] = zero;
-      if constexpr (kMin) macc16[c][t] = zero;
+    for (int v = 0; v < V; ++v) {
+      acc16[c][v] = zero;
+      if constexpr (kMin) macc16[c][v] = zero;
     }
-  auto min16 = [&](int c, int t) {
-    if constexpr (kMin) return macc16[c][t];
+  auto min16 = [&](int c, int v) {
+    if constexpr (kMin) return macc16[c][v];
     else return zero;
   };
   int64_t b = 0;
   for (; b + 16 <= nb; b += 16)
     for (int j = 0; j < 16; ++j) block(b + j, acc16[lane_of_block(j)], macc16[kMin ? lane_of_block(j) : 0]);
   // fold512(acc + macc): lane c of the 256-bit accumulator is (acc + macc)[c] + (acc + macc)[c + 8].
-  __m512 acc8[8][T], macc8[8][T];
+  __m512 acc8[8][V], macc8[8][V];
   for (int c = 0; c < 8; ++c)
-    for (int t = 0; t < T; ++t) {
-      acc8[c][t] = _mm512_add_ps(_mm512_add_ps(acc16[c][t], min16(c, t)), _mm512_add_ps(acc16[c + 8][t], min16(c + 8, t)));
-      macc8[c][t] = zero;
+    for (int v = 0; v < V; ++v) {
+      acc8[c][v] = _mm512_add_ps(_mm512_add_ps(acc16[c][v], min16(c, v)), _mm512_add_ps(acc16[c + 8][v], min16(c + 8, v)));
+      macc8[c][v] = zero;
     }
   for (; b + 8 <= nb; b += 8)
     for (int j = 0; j < 8; ++j) block(b + j, acc8[j], macc8[j]);
   // The tail blocks: one running sum, scale term then min term per block.
-  __m512 tail[T];
-  for (int t = 0; t < T; ++t) tail[t] = zero;
+  __m512 tail[V];
+  for (int v = 0; v < V; ++v) tail[v] = zero;
   for (; b < nb; ++b) block(b, tail, tail);
   const auto add = [](__m512 x, __m512 y) { return _mm512_add_ps(x, y); };
-  for (int t = 0; t < T; ++t)
-    _mm512_storeu_ps(out + t * ldo, replay_hsum8([&](int c) { return add(acc8[c][t], macc8[c][t]); }, tail[t], add));
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      const int v = r * T + t;
+      _mm512_storeu_ps(out + t * ldo + r * kPanelRows, replay_hsum8([&](int c) { return add(acc8[c][v], macc8[c][v]); }, tail[v], add));
+    }
 }
 
-// The panel and token loop of one type: kTokens tokens per pass, then one at a time.
+// The panel and token loop of one type for `panels` (1 or 2) panels of 16 rows: kGemm16Tokens
+// tokens per pass, then one at a time.
 template <typename B>
-void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
-                 int64_t tokens, float* out, int64_t ldo) {
+void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int32_t* xi, int64_t tokens, float* out, int64_t ldo,
+                 int panels) {
   constexpr int kOff = B::kOff;
   constexpr bool kMin = B::kMin;
-  constexpr int kTokens = 8;
-  uint8_t* panel = panel_store(size_t(nb * panel_block_bytes<kMin>()));
-  pack_panel16<B>(w, stride, nb, panel);
-  token_passes<kTokens>(tokens, w + size_t(kPanelRows) * stride, size_t(kPanelRows) * stride, [&]<int T>(int64_t t) {
-    panel16_tokens<kOff, kMin, T>(panel, nb, qx + t * 32 * nb, dx + t * nb, xs + t * nb, out + t * ldo, ldo);
-  });
-}
-
-void gemm16_any(DType type, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx,
-                const int32_t* xs, int64_t tokens, float* out, int64_t ldo) {
-  with_blocks32(type, [&](auto b) { gemm16_type<decltype(b)>(w, stride, nb, qx, dx, xs, tokens, out, ldo); });
+  constexpr int64_t kPB = panel_block_bytes<kMin>();
+  uint8_t* panel = panel_store(size_t(nb * kPB * panels));
+  for (int r = 0; r < panels; ++r) pack_panel16<B>(w + size_t(r * kPanelRows) * stride, stride, nb, panel + r * kPB, panels * kPB);
+  // Before each pass a share of the next rows is asked for from memory, as token_passes does.
+  const size_t rows = size_t(panels * kPanelRows), lines = (rows * stride + 63) / 64;
+  const int64_t passes = gemm16_passes(tokens);
+  const size_t share = (lines + size_t(passes) - 1) / size_t(passes);
+  const char* next = reinterpret_cast<const char*>(w + rows * stride);
+  size_t line = 0;
+  for (int64_t p = 0; p < passes; ++p) {
+    for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(next + 64 * line, _MM_HINT_T0);
+    const auto [t, T] = gemm16_pass(tokens, p);
+    const int32_t* x = xi + kXWords * nb * t;
+    float* o = out + t * ldo;
+    const auto run = [&]<int kT>() {
+      if (panels == 2) panel16_tokens<kOff, kMin, 2, kT>(panel, nb, x, o, ldo);
+      else panel16_tokens<kOff, kMin, 1, kT>(panel, nb, x, o, ldo);
+    };
+    if (T == 8) run.template operator()<8>();
+    else if (T == 4) run.template operator()<4>();
+    else if (T == 2) run.template operator()<2>();
+    else run.template operator()<1>();
+  }
 }
 
 // ---- The same panels for Q4_K, Q5_K and Q6_K ----
@@ -2731,32 +2860,6 @@ struct Kept16K16 {
 constexpr bool kept16_k16(DType t) { return t == DType::Q2_K || t == DType::Q3_K; }
 // Tokens a pass over a kept group (prompts).
 constexpr int kKept16Tokens = 4;
-
-// Dwords transposed: on entry r[j] holds row j's sixteen dwords, on return r[v] holds dword v of
-// the 16 rows (dword j: row j's). 64 shuffles, where gathering each vector cost 16 loads: with
-// gathers, packing a group per call made 4-token prompts from the file's layout 0.55x the row kernels.
-inline void transpose16_epi32(__m512i r[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane l: [r2i.4l, r2i+1.4l, .4l+1, .4l+1], [.4l+2 .. .4l+3]
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i)  // u[4i + c], lane l: dword 4l + c of rows 4i..4i+3
-    for (int a = 0; a < 2; ++a) {
-      u[4 * i + 2 * a] = _mm512_unpacklo_epi64(t[4 * i + a], t[4 * i + 2 + a]);
-      u[4 * i + 2 * a + 1] = _mm512_unpackhi_epi64(t[4 * i + a], t[4 * i + 2 + a]);
-    }
-  for (int c = 0; c < 4; ++c) {  // r[4l + c], lane m: u[4m + c]'s lane l
-    const __m512i a01 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i a23 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
-    const __m512i b01 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i b23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
-    r[c] = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(2, 0, 2, 0));
-    r[4 + c] = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(3, 1, 3, 1));
-    r[8 + c] = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(2, 0, 2, 0));
-    r[12 + c] = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(3, 1, 3, 1));
-  }
-}
 
 // A group's 16 rows (row j at w + j * stride) into the kept layout, super-block by super-block:
 // each row's block read as 64 bytes and the rest (a masked load that stays inside the block),
@@ -3019,6 +3122,9 @@ bool has_gemm16_k(DType t) {
 // Q3_K, whose rows past them take the 256-bit sdot_k16 (gemm16_k16).
 int64_t panel_min_tokens(DType t) {
 #if PAGODA_AVX512_VNNI
+  // The 32-element types' panels pass 8 tokens at 1.3-1.45x the row kernels' rate (4 tokens:
+  // 0.8-0.9x; Matmul4/Matmul8 of pagoda_kernel_bench, docs/perf.md).
+  if (int_dot_for(t)) return 8;
   return kept16_k16(t) ? kKept16Tokens : 16;
 #endif
   switch (t) {
@@ -3058,13 +3164,49 @@ bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_
 #endif
 }
 
-bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
-            int64_t tokens, float* out, int64_t ldo) {
+int64_t gemm16_x_passes(int64_t tokens) {
 #if PAGODA_AVX512_VNNI
-  if (!int_dot_for(t)) return false;
-  gemm16_any(t, w, stride, nb, qx, dx, xs, tokens, out, ldo);
-  return true;
+  return gemm16_passes(tokens);
 #else
+  (void)tokens;
+  return 0;
+#endif
+}
+
+size_t gemm16_x_words(int64_t tokens, int64_t nb) {
+#if PAGODA_AVX512_VNNI
+  return size_t(kXWords * nb * tokens);
+#else
+  (void)tokens, (void)nb;
+  return 0;
+#endif
+}
+
+void gemm16_x(DType t, const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, int64_t nb, int64_t p0,
+              int64_t p1, int32_t* xi) {
+#if PAGODA_AVX512_VNNI
+  with_blocks32(t, [&](auto b) {
+    gemm16_x_type<decltype(b)>(qx, dx, xs, tokens, nb, p0, p1, xi);
+    return true;
+  });
+#else
+  (void)t, (void)qx, (void)dx, (void)xs, (void)tokens, (void)nb, (void)p0, (void)p1, (void)xi;
+#endif
+}
+
+bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
+            const int32_t* xi, int64_t tokens, float* out, int64_t ldo, int panels) {
+#if PAGODA_AVX512_VNNI
+  (void)qx, (void)dx, (void)xs;
+  return with_blocks32(t, [&](auto b) {
+    gemm16_type<decltype(b)>(w, stride, nb, xi, tokens, out, ldo, panels);
+    return true;
+  });
+#else
+  (void)xi;
+  if (panels == 2)
+    return gemm16(t, w, stride, nb, qx, dx, xs, xi, tokens, out, ldo, 1) &&
+           gemm16(t, w + size_t(kGemmRows) * stride, stride, nb, qx, dx, xs, xi, tokens, out + kGemmRows, ldo, 1);
   return with_blocks32(t, [&](auto b) {
     gemm8x2_type<decltype(b)>(w, stride, nb, qx, dx, xs, tokens, out, ldo);
     return true;
@@ -3203,7 +3345,11 @@ UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }
 bool has_gemm16_k(DType) { return false; }
 int64_t panel_min_tokens(DType) { return 16; }
 bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
-bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, int64_t, float*, int64_t) { return false; }
+int64_t gemm16_x_passes(int64_t) { return 0; }
+size_t gemm16_x_words(int64_t, int64_t) { return 0; }
+void gemm16_x(DType, const int8_t*, const float*, const int32_t*, int64_t, int64_t, int64_t, int64_t, int32_t*) {}
+bool gemm16(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int32_t*, const int32_t*, int64_t, float*,
+            int64_t, int) { return false; }
 bool has_kept_panels(DType) { return false; }
 void pack_kept_panels(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, uint8_t*) {}
 void kept_panel_matmul(DType, const uint8_t*, size_t, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,

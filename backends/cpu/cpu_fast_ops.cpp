@@ -289,6 +289,19 @@ int64_t in_panels(ThreadPool& pool, const HostTensor& w, const HostTensor& out, 
   return panels * fastq::kGemmRows;
 }
 
+// The same, two panels a call where the kernel takes them (panel(weights, first column, count),
+// count 2 but for a thread's odd last panel).
+template <typename Panel>
+int64_t in_panel_pairs(ThreadPool& pool, const HostTensor& w, const HostTensor& out, const Panel& panel) {
+  const int64_t panels = w.rows / fastq::kGemmRows;
+  pool.parallel_for((panels + 1) / 2, [&](int64_t q0, int64_t q1) {
+    for (int64_t p = 2 * q0; p < std::min(panels, 2 * q1); p += 2)
+      panel(w.data + size_t(p * fastq::kGemmRows) * w.row_stride(), out.f32() + p * fastq::kGemmRows,
+            int(std::min<int64_t>(2, panels - p)));
+  });
+  return panels * fastq::kGemmRows;
+}
+
 #endif
 
 #if defined(__F16C__)
@@ -1951,11 +1964,22 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nb = n_in / 32;
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
     // token), the rows past the last whole panel through the row kernels.
-    const int64_t first = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16(w.dtype)
-        ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
-            fastq::gemm16(w.dtype, wp, stride, nb, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, op, out.cols);
-          })
-        : 0;
+    const bool panels = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16(w.dtype);
+    // (The caller's buffer, named by a pointer: inside the pool's lambdas a thread_local would be
+    // each worker's own.)
+    thread_local std::vector<int32_t> xi_store;
+    int32_t* xi = nullptr;
+    if (panels) {
+      xi_store.resize(fastq::gemm16_x_words(x.rows, nb));
+      xi = xi_store.data();
+      pool.parallel_for(fastq::gemm16_x_passes(x.rows), [&](int64_t p0, int64_t p1) {
+        fastq::gemm16_x(w.dtype, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, nb, p0, p1, xi);
+      });
+    }
+    const int64_t first = panels ? in_panel_pairs(pool, w, out, [&](const uint8_t* wp, float* op, int n) {
+      fastq::gemm16(w.dtype, wp, stride, nb, qx.q.data(), qx.d.data(), qx.sum.data(), xi, x.rows, op, out.cols, n);
+    })
+                                 : 0;
     // Without panels: each block of weight rows unpacked once, then every token through it.
     fastq::UnpackRow unpack = nullptr;
     if (const fastq::UnpackedDot4 udot4 = first == 0 && x.rows >= 4 ? fastq::unpacked_dot4_for(w.dtype, &unpack) : nullptr) {

@@ -59,10 +59,19 @@ UnpackedDot4 unpacked_dot4_for(DType t, UnpackRow* unpack);
 // with AVX-512 VNNI, and 8 maddubs per block and 8 rows with AVX2, with no reduction. Every result
 // is bit-identical to int_dot_for's for the same row and token. False (nothing written) where the
 // build or the type has no such kernel.
+// With AVX-512 VNNI the panels read the activations re-laid once per matmul (gemm16_x: xi of
+// gemm16_x_words words, filled pass by pass, passes [0, gemm16_x_passes) in any order or split);
+// elsewhere gemm16 reads qx, dx and xs, and the passes are none.
 constexpr int64_t kGemmRows = 16;
 bool has_gemm16(DType t);
+int64_t gemm16_x_passes(int64_t tokens);
+size_t gemm16_x_words(int64_t tokens, int64_t nb);
+void gemm16_x(DType t, const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, int64_t nb, int64_t p0,
+              int64_t p1, int32_t* xi);
+// `panels` (1 or 2): rows j < 16 * panels at once (with AVX-512 VNNI two panels share each token's
+// broadcasts; elsewhere one after the other).
 bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* qx, const float* dx, const int32_t* xs,
-            int64_t tokens, float* out, int64_t ldo);
+            const int32_t* xi, int64_t tokens, float* out, int64_t ldo, int panels = 1);
 
 // The K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) dot against activations quantized per 256-element
 // super-block, as ggml's Q8_K: int8 values qx, one float scale dx per super-block and the int16 sum
@@ -90,8 +99,8 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
 // result bit-identical to super_dot_for(t, 1, nsb)'s. False (nothing written) where the build or
 // the type has none.
 bool has_gemm16_k(DType t);
-// Tokens from which a matmul of weight type t takes the panels (gemm16, gemm16_k): 16 for the
-// 512-bit 16-row panels (4 for Q2_K and Q3_K); for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
+// Tokens from which a matmul of weight type t takes the panels (gemm16, gemm16_k): for the
+// 512-bit 16-row panels 8 (the 32-element types), 4 (Q2_K, Q3_K) or 16 (Q4_K-Q6_K); for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
 // keep the nibbles), 8 (Q8_0) or 6 (Q5_0, Q5_1, Q6_K).
 int64_t panel_min_tokens(DType t);
 // Weights kept in compact panels of kKeptGroupRows rows: in AVX2 builds without the 512-bit kernels
