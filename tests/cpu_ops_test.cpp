@@ -1085,28 +1085,37 @@ TEST(CpuFast, SuperBlockKernelsMatchDequantizedDots) {
             }
           }
       }
-      // The 16-row panels (AVX-512 builds: 16 rows a lane each, 8 tokens a pass; AVX2: two panels
-      // of 8 rows, 4 tokens a pass): 9 tokens (passes and lone tokens, token t is activation row
-      // t % 4), each output bit-identical to the one-row kernel's.
+      // The 16-row panels (AVX-512 builds: 16 rows a lane each, Q4_K-Q6_K two panels side by side
+      // against 6 tokens a pass, then passes of 2 and 1; AVX2: two panels of 8 rows, 4 tokens a
+      // pass): 15 tokens (token t is activation row t % 4) against one panel and against two (the
+      // second holding the rows in reverse order), each output bit-identical to the one-row kernel's.
       if (!fastq::has_gemm16_k(dt)) continue;
-      const int64_t tokens = 9;
-      std::vector<int8_t> q9(size_t(tokens * n));
-      std::vector<float> d9(size_t(tokens * nsb));
-      std::vector<int16_t> s9(size_t(tokens * n / 16));
+      const int64_t tokens = 15;
+      std::vector<int8_t> qt(size_t(tokens * n));
+      std::vector<float> dt_(size_t(tokens * nsb));
+      std::vector<int16_t> st(size_t(tokens * n / 16));
       for (int64_t t = 0; t < tokens; ++t) {
-        std::memcpy(q9.data() + t * n, q.data() + (t % 4) * n, size_t(n));
-        std::memcpy(d9.data() + t * nsb, d.data() + (t % 4) * nsb, size_t(nsb) * 4);
-        std::memcpy(s9.data() + t * n / 16, sums.data() + (t % 4) * n / 16, size_t(n / 16) * 2);
+        std::memcpy(qt.data() + t * n, q.data() + (t % 4) * n, size_t(n));
+        std::memcpy(dt_.data() + t * nsb, d.data() + (t % 4) * nsb, size_t(nsb) * 4);
+        std::memcpy(st.data() + t * n / 16, sums.data() + (t % 4) * n / 16, size_t(n / 16) * 2);
       }
-      std::vector<float> got(size_t(tokens * 16));
-      ASSERT_TRUE(fastq::gemm16_k(dt, rows16.data(), rb, nsb, q9.data(), d9.data(), s9.data(), tokens, got.data(), 16));
-      for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t j = 0; j < 16; ++j) {
-          float one;
-          fastq::super_dot_for(dt, 1, nsb)(rows16.data() + size_t(j) * rb, q.data() + (t % 4) * n, d.data() + (t % 4) * nsb,
-                                      sums.data() + (t % 4) * 16 * nsb, nsb, &one);
-          ASSERT_EQ(got[size_t(t * 16 + j)], one) << dtype_name(dt) << " panel row " << j << " token " << t;
-        }
+      std::vector<int32_t> xi(fastq::gemm16k_x_words(dt, tokens, nsb));
+      fastq::gemm16k_x(dt, qt.data(), dt_.data(), st.data(), tokens, nsb, 0, fastq::gemm16k_x_passes(dt, tokens), xi.data());
+      std::vector<uint8_t> rows32(32 * rb);
+      std::memcpy(rows32.data(), rows16.data(), 16 * rb);
+      for (int64_t j = 0; j < 16; ++j) std::memcpy(rows32.data() + size_t(16 + j) * rb, rows16.data() + size_t(15 - j) * rb, rb);
+      for (int panels : {1, 2}) {
+        std::vector<float> got(size_t(tokens * 32), -1.0f);
+        ASSERT_TRUE(fastq::gemm16_k(dt, rows32.data(), rb, nsb, qt.data(), dt_.data(), st.data(), xi.data(), tokens, got.data(), 32,
+                                    panels));
+        for (int64_t t = 0; t < tokens; ++t)
+          for (int64_t j = 0; j < 16 * panels; ++j) {
+            float one;
+            fastq::super_dot_for(dt, 1, nsb)(rows32.data() + size_t(j) * rb, q.data() + (t % 4) * n, d.data() + (t % 4) * nsb,
+                                        sums.data() + (t % 4) * 16 * nsb, nsb, &one);
+            ASSERT_EQ(got[size_t(t * 32 + j)], one) << dtype_name(dt) << " panels " << panels << " row " << j << " token " << t;
+          }
+      }
     }
   }
 }

@@ -2502,22 +2502,37 @@ void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel, i
 constexpr int kGemm16Tokens = 8;
 constexpr int64_t kXWords = 10;  // words per token and block
 
-// gemm16's passes over a prompt's tokens: kGemm16Tokens at a time, then the rest in halving
-// passes (7 tokens: 4, 2, 1), so a short prompt is one or two passes, not one per token.
-inline int64_t gemm16_passes(int64_t tokens) {
-  return tokens / kGemm16Tokens + std::popcount(uint64_t(tokens % kGemm16Tokens));
+// The panels' passes over a prompt's tokens: kStep at a time, then the rest in halving passes
+// (kStep 8, 7 left: 4, 2, 1), so a short prompt is one or two passes, not one per token.
+inline int64_t gemm_passes(int64_t tokens, int kStep) {
+  return tokens / kStep + std::popcount(uint64_t(tokens % kStep));
 }
 // Pass p's first token and token count.
-inline std::pair<int64_t, int> gemm16_pass(int64_t tokens, int64_t p) {
-  const int64_t full = tokens / kGemm16Tokens;
-  if (p < full) return {p * kGemm16Tokens, kGemm16Tokens};
-  int64_t t = full * kGemm16Tokens, q = full;  // q: the pass starting at t
-  for (int T = kGemm16Tokens / 2; T >= 1; T /= 2)
+inline std::pair<int64_t, int> gemm_pass(int64_t tokens, int64_t p, int kStep) {
+  const int64_t full = tokens / kStep;
+  if (p < full) return {p * kStep, kStep};
+  int64_t t = full * kStep, q = full;  // q: the pass starting at t
+  for (int T = int(std::bit_floor(unsigned(kStep - 1))); T >= 1; T /= 2)
     if (tokens - t >= T) {
       if (p == q) return {t, T};
       t += T, ++q;
     }
   return {t, 0};
+}
+// fn(first token, count) for every pass in order; before each, a share of [next, next + bytes)
+// (the rows packed after this panel) is asked for from memory, as token_passes does.
+template <typename Fn>
+void gemm_pass_loop(int64_t tokens, int kStep, const uint8_t* next, size_t bytes, Fn fn) {
+  const int64_t passes = gemm_passes(tokens, kStep);
+  if (passes == 0) return;
+  const size_t lines = (bytes + 63) / 64, share = (lines + size_t(passes) - 1) / size_t(passes);
+  const char* p = reinterpret_cast<const char*>(next);
+  size_t line = 0;
+  for (int64_t i = 0; i < passes; ++i) {
+    for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(p + 64 * line, _MM_HINT_T0);
+    const auto [t, T] = gemm_pass(tokens, i, kStep);
+    fn(t, T);
+  }
 }
 
 template <typename B>
@@ -2525,7 +2540,7 @@ void gemm16_x_type(const int8_t* qx, const float* dx, const int32_t* xs, int64_t
                    int32_t* xi) {
   constexpr int32_t kShift = B::kOff < 0 ? 128 : B::kOff;
   for (int64_t p = p0; p < p1; ++p) {
-    const auto [t0, T] = gemm16_pass(tokens, p);
+    const auto [t0, T] = gemm_pass(tokens, p, kGemm16Tokens);
     int32_t* out = xi + kXWords * nb * t0;
     for (int64_t b = 0; b < nb; ++b, out += kXWords * T)
       for (int64_t t = 0; t < T; ++t) {
@@ -2646,15 +2661,8 @@ void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int32_t* xi,
   constexpr int64_t kPB = panel_block_bytes<kMin>();
   uint8_t* panel = panel_store(size_t(nb * kPB * panels));
   for (int r = 0; r < panels; ++r) pack_panel16<B>(w + size_t(r * kPanelRows) * stride, stride, nb, panel + r * kPB, panels * kPB);
-  // Before each pass a share of the next rows is asked for from memory, as token_passes does.
-  const size_t rows = size_t(panels * kPanelRows), lines = (rows * stride + 63) / 64;
-  const int64_t passes = gemm16_passes(tokens);
-  const size_t share = (lines + size_t(passes) - 1) / size_t(passes);
-  const char* next = reinterpret_cast<const char*>(w + rows * stride);
-  size_t line = 0;
-  for (int64_t p = 0; p < passes; ++p) {
-    for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(next + 64 * line, _MM_HINT_T0);
-    const auto [t, T] = gemm16_pass(tokens, p);
+  const size_t rows = size_t(panels * kPanelRows);
+  gemm_pass_loop(tokens, kGemm16Tokens, w + rows * stride, rows * stride, [&](int64_t t, int T) {
     const int32_t* x = xi + kXWords * nb * t;
     float* o = out + t * ldo;
     const auto run = [&]<int kT>() {
@@ -2665,7 +2673,7 @@ void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int32_t* xi,
     else if (T == 4) run.template operator()<4>();
     else if (T == 2) run.template operator()<2>();
     else run.template operator()<1>();
-  }
+  });
 }
 
 // ---- The same panels for Q4_K, Q5_K and Q6_K ----
@@ -2724,12 +2732,13 @@ void unpack_superblock(const uint8_t* wb, uint8_t* q, int32_t* sc, int32_t* m, f
   }
 }
 
+// Rows j < 16 at w + j * stride into the panel at `panel`, its super-blocks `step` bytes apart.
 template <DType kType>
-void pack_panel16_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel) {
+void pack_panel16_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel, int64_t step) {
   constexpr int kBytes = kType == DType::Q6_K ? 210 : kType == DType::Q5_K ? 176 : 144;
   alignas(64) uint8_t q[kPanelRows][256];
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    uint8_t* pb = panel + sb * kPanelK;
+    uint8_t* pb = panel + sb * step;
     int32_t* sc = reinterpret_cast<int32_t*>(pb + kPanelKScales);
     int16_t* pairs = reinterpret_cast<int16_t*>(pb + kPanelKPairs);  // [class][row][2]
     float* d = reinterpret_cast<float*>(pb + kPanelKD);
@@ -2743,82 +2752,142 @@ void pack_panel16_k(const uint8_t* w, size_t stride, int64_t nsb, uint8_t* panel
         pairs[32 * l + 2 * j + 1] = int16_t(kType == DType::Q6_K ? scj[2 * l + 1] : mj[l]);
       }
     }
-    for (int k = 0; k < 64; ++k)  // (as pack_panel16's)
-      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, q[j] + 4 * k, 4);
+    for (int c = 0; c < 4; ++c) {  // quads 16c..16c+15 of the 16 rows, transposed by registers
+      __m512i r[kPanelRows];
+      for (int j = 0; j < kPanelRows; ++j) r[j] = _mm512_load_si512(q[j] + 64 * c);
+      transpose16_epi32(r);
+      for (int v = 0; v < 16; ++v) _mm512_store_si512(pb + 64 * (16 * c + v), r[v]);
+    }
   }
 }
 
-template <DType kType, int T>
-void panel16k_tokens(const uint8_t* panel, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
-                     float* out, int64_t ldo) {
+// A prompt's activations as panel16k_tokens reads them (gemm16k_x), as gemm16_x lays out the
+// 32-element types': per pass of T tokens from token t0 (passes of kGemm16kTokens, then halving),
+// from word kKWords * nsb * t0, per super-block kKWords * T words: its quad q of token t at q * T + t
+// (q < 64), the int16 pair l of its per-16 sums at 64 * T + l * T + t (l < 8), its scale dx at
+// 72 * T + t.
+constexpr int kGemm16kTokens = 6;  // 2 panels x 6 tokens: 24 integer accumulators in registers
+constexpr int64_t kKWords = 73;
+
+inline int64_t gemm16k_passes(int64_t tokens) { return gemm_passes(tokens, kGemm16kTokens); }
+
+template <DType kType>
+void gemm16k_x_type(const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, int64_t nsb, int64_t p0,
+                    int64_t p1, int32_t* xi) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const auto [t0, T] = gemm_pass(tokens, p, kGemm16kTokens);
+    int32_t* out = xi + kKWords * nsb * t0;
+    for (int64_t sb = 0; sb < nsb; ++sb, out += kKWords * T)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t ts = (t0 + t) * nsb + sb;
+        for (int q = 0; q < 64; ++q) std::memcpy(out + q * T + t, qx + 256 * ts + 4 * q, 4);
+        for (int l = 0; l < 8; ++l) std::memcpy(out + 64 * T + l * T + t, xs + 16 * ts + 2 * l, 4);
+        std::memcpy(out + 72 * T + t, dx + ts, 4);
+      }
+  }
+}
+
+// R panels side by side (per super-block, panel r's at r * kPanelK) against T tokens at xi (a pass
+// of gemm16k_x's layout): each token's broadcast serves R weight vectors.
+template <DType kType, int R, int T>
+void panel16k_tokens(const uint8_t* panel, int64_t nsb, const int32_t* xi, float* out, int64_t ldo) {
   constexpr bool kSix = kType == DType::Q6_K;
   constexpr int kSub = kSix ? 16 : 8, kQuads = 64 / kSub;  // sub-blocks, element quads per sub-block
-  __m512 acc[4][T];  // the row kernels' four accumulators, a row per lane
+  constexpr int V = R * T;  // v = r * T + t: panel r's rows against token t
+  __m512 acc[4][V];  // the row kernels' four accumulators, a row per lane
   for (int c = 0; c < 4; ++c)
-    for (int t = 0; t < T; ++t) acc[c][t] = _mm512_setzero_ps();
+    for (int v = 0; v < V; ++v) acc[c][v] = _mm512_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* pb = panel + sb * kPanelK;
-    __m512i e[T];
+    const uint8_t* pb = panel + sb * R * kPanelK;
+    const int32_t* xb = xi + sb * kKWords * T;
+    __m512i e[V];
     #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) e[t] = _mm512_setzero_si512();
+    for (int v = 0; v < V; ++v) e[v] = _mm512_setzero_si512();
     for (int s = 0; s < kSub; ++s) {
-      __m512i raw[T];
+      __m512i raw[V];
       #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) raw[t] = _mm512_setzero_si512();
+      for (int v = 0; v < V; ++v) raw[v] = _mm512_setzero_si512();
       #pragma GCC unroll 8
       for (int k = 0; k < kQuads; ++k) {
         const int quad = s * kQuads + k;
-        const __m512i wv = _mm512_load_si512(pb + 64 * quad);
+        __m512i wv[R];
+        #pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) wv[r] = _mm512_load_si512(pb + r * kPanelK + 64 * quad);
         #pragma GCC unroll 16
         for (int t = 0; t < T; ++t) {
-          int32_t x4;
-          std::memcpy(&x4, qx + (t * nsb + sb) * 256 + 4 * quad, 4);
-          raw[t] = _mm512_dpbusd_epi32(raw[t], wv, _mm512_set1_epi32(x4));
+          const __m512i xv = _mm512_set1_epi32(xb[quad * T + t]);
+          #pragma GCC unroll 2
+          for (int r = 0; r < R; ++r) raw[r * T + t] = _mm512_dpbusd_epi32(raw[r * T + t], wv[r], xv);
         }
       }
-      const __m512i scv = _mm512_load_si512(pb + kPanelKScales + 64 * s);
-      #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) e[t] = _mm512_add_epi32(e[t], _mm512_mullo_epi32(scv, raw[t]));
-    }
-    // The min term (Q6_K: the offset's sum of sc * xs) from the int16 pairs.
-    __m512i m[T];
-    #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) m[t] = _mm512_setzero_si512();
-    for (int l = 0; l < 8; ++l) {
-      const __m512i pv = _mm512_load_si512(pb + kPanelKPairs + 64 * l);
-      #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) {
-        int32_t xs2;
-        std::memcpy(&xs2, xs + (t * nsb + sb) * 16 + 2 * l, 4);
-        m[t] = _mm512_dpwssd_epi32(m[t], pv, _mm512_set1_epi32(xs2));
+      #pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        const __m512i scv = _mm512_load_si512(pb + r * kPanelK + kPanelKScales + 64 * s);
+        #pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) e[r * T + t] = _mm512_add_epi32(e[r * T + t], _mm512_mullo_epi32(scv, raw[r * T + t]));
       }
     }
-    const __m512 d = _mm512_load_ps(reinterpret_cast<const float*>(pb + kPanelKD));
-    const __m512 dmin = _mm512_load_ps(reinterpret_cast<const float*>(pb + kPanelKDmin));
-    const int c = int(sb & 3);
+    // The min term (Q6_K: the offset's sum of sc * xs) from the int16 pairs.
+    __m512i m[V];
     #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) {
-      const __m512 dxv = _mm512_set1_ps(dx[t * nsb + sb]);
-      if (kSix) {
-        acc[c][t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(_mm512_sub_epi32(e[t], _mm512_slli_epi32(m[t], 5))), acc[c][t]);
-      } else {
-        acc[c][t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(e[t]), acc[c][t]);
-        acc[c][t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dxv), _mm512_cvtepi32_ps(m[t]), acc[c][t]);
+    for (int v = 0; v < V; ++v) m[v] = _mm512_setzero_si512();
+    for (int l = 0; l < 8; ++l) {
+      __m512i pv[R];
+      #pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) pv[r] = _mm512_load_si512(pb + r * kPanelK + kPanelKPairs + 64 * l);
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const __m512i xv = _mm512_set1_epi32(xb[64 * T + l * T + t]);
+        #pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) m[r * T + t] = _mm512_dpwssd_epi32(m[r * T + t], pv[r], xv);
+      }
+    }
+    const float* xf = reinterpret_cast<const float*>(xb + 72 * T);
+    const int c = int(sb & 3);
+    #pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      const __m512 d = _mm512_load_ps(reinterpret_cast<const float*>(pb + r * kPanelK + kPanelKD));
+      const __m512 dmin = _mm512_load_ps(reinterpret_cast<const float*>(pb + r * kPanelK + kPanelKDmin));
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const int v = r * T + t;
+        const __m512 dxv = _mm512_set1_ps(xf[t]);
+        if (kSix) {
+          acc[c][v] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(_mm512_sub_epi32(e[v], _mm512_slli_epi32(m[v], 5))), acc[c][v]);
+        } else {
+          acc[c][v] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(e[v]), acc[c][v]);
+          acc[c][v] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dxv), _mm512_cvtepi32_ps(m[v]), acc[c][v]);
+        }
       }
     }
   }
-  for (int t = 0; t < T; ++t)
-    _mm512_storeu_ps(out + t * ldo, _mm512_add_ps(_mm512_add_ps(acc[0][t], acc[2][t]), _mm512_add_ps(acc[1][t], acc[3][t])));
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      const int v = r * T + t;
+      _mm512_storeu_ps(out + t * ldo + r * kPanelRows,
+                       _mm512_add_ps(_mm512_add_ps(acc[0][v], acc[2][v]), _mm512_add_ps(acc[1][v], acc[3][v])));
+    }
 }
 
+// `panels` (1 or 2) panels of 16 rows against every token, in gemm16k_passes' passes.
 template <DType kType>
-void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
-                   int64_t tokens, float* out, int64_t ldo) {
-  constexpr int kTokens = 8;
-  uint8_t* panel = panel_store(size_t(nsb * kPanelK));
-  pack_panel16_k<kType>(w, stride, nsb, panel);
-  token_passes<kTokens>(tokens, w + size_t(kPanelRows) * stride, size_t(kPanelRows) * stride, [&]<int T>(int64_t t) {
-    panel16k_tokens<kType, T>(panel, nsb, qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb, out + t * ldo, ldo);
+void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int32_t* xi, int64_t tokens, float* out, int64_t ldo,
+                   int panels) {
+  uint8_t* panel = panel_store(size_t(nsb * kPanelK * panels));
+  for (int r = 0; r < panels; ++r)
+    pack_panel16_k<kType>(w + size_t(r * kPanelRows) * stride, stride, nsb, panel + r * kPanelK, panels * kPanelK);
+  const size_t rows = size_t(panels * kPanelRows);
+  gemm_pass_loop(tokens, kGemm16kTokens, w + rows * stride, rows * stride, [&](int64_t t, int T) {
+    const int32_t* x = xi + kKWords * nsb * t;
+    float* o = out + t * ldo;
+    const auto run = [&]<int kT>() {
+      if (panels == 2) panel16k_tokens<kType, 2, kT>(panel, nsb, x, o, ldo);
+      else panel16k_tokens<kType, 1, kT>(panel, nsb, x, o, ldo);
+    };
+    if (T == kGemm16kTokens) run.template operator()<kGemm16kTokens>();
+    else if (T == 4) run.template operator()<4>();
+    else if (T == 2) run.template operator()<2>();
+    else run.template operator()<1>();
   });
 }
 #pragma GCC diagnostic pop
@@ -3140,14 +3209,52 @@ int64_t panel_min_tokens(DType t) {
   }
 }
 
+#if PAGODA_AVX512_VNNI
+namespace {
+bool k_interleaved(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
+}  // namespace
+#endif
+
+int64_t gemm16k_x_passes(DType t, int64_t tokens) {
+#if PAGODA_AVX512_VNNI
+  if (k_interleaved(t)) return gemm16k_passes(tokens);
+#endif
+  (void)t, (void)tokens;
+  return 0;
+}
+
+size_t gemm16k_x_words(DType t, int64_t tokens, int64_t nsb) {
+#if PAGODA_AVX512_VNNI
+  if (k_interleaved(t)) return size_t(kKWords * nsb * tokens);
+#endif
+  (void)t, (void)tokens, (void)nsb;
+  return 0;
+}
+
+void gemm16k_x(DType t, const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, int64_t nsb, int64_t p0,
+               int64_t p1, int32_t* xi) {
+#if PAGODA_AVX512_VNNI
+  if (k_interleaved(t)) return gemm16k_x_type<DType::Q4_K>(qx, dx, xs, tokens, nsb, p0, p1, xi);  // (any: the layout is the type's)
+#endif
+  (void)t, (void)qx, (void)dx, (void)xs, (void)tokens, (void)nsb, (void)p0, (void)p1, (void)xi;
+}
+
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
-              int64_t tokens, float* out, int64_t ldo) {
+              const int32_t* xi, int64_t tokens, float* out, int64_t ldo, int panels) {
 #if PAGODA_AVX512_VNNI
   if (!has_gemm16_k(t)) return false;
   switch (t) {
-    case DType::Q4_K: gemm16_k_type<DType::Q4_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
-    case DType::Q5_K: gemm16_k_type<DType::Q5_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
-    case DType::Q6_K: gemm16_k_type<DType::Q6_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
+    case DType::Q4_K: gemm16_k_type<DType::Q4_K>(w, stride, nsb, xi, tokens, out, ldo, panels); return true;
+    case DType::Q5_K: gemm16_k_type<DType::Q5_K>(w, stride, nsb, xi, tokens, out, ldo, panels); return true;
+    case DType::Q6_K: gemm16_k_type<DType::Q6_K>(w, stride, nsb, xi, tokens, out, ldo, panels); return true;
+    default: break;
+  }
+#endif
+  if (panels == 2)  // one panel after the other
+    return gemm16_k(t, w, stride, nsb, qx, dx, xs, xi, tokens, out, ldo, 1) &&
+           gemm16_k(t, w + size_t(kGemmRows) * stride, stride, nsb, qx, dx, xs, xi, tokens, out + kGemmRows, ldo, 1);
+#if PAGODA_AVX512_VNNI
+  switch (t) {
     case DType::Q2_K: gemm16_k16<DType::Q2_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     case DType::Q3_K: gemm16_k16<DType::Q3_K>(w, stride, nsb, qx, dx, xs, tokens, out, ldo); return true;
     default: return false;
@@ -3166,7 +3273,7 @@ bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_
 
 int64_t gemm16_x_passes(int64_t tokens) {
 #if PAGODA_AVX512_VNNI
-  return gemm16_passes(tokens);
+  return gemm_passes(tokens, kGemm16Tokens);
 #else
   (void)tokens;
   return 0;
@@ -3344,7 +3451,11 @@ bool has_gemm16(DType) { return false; }
 UnpackedDot4 unpacked_dot4_for(DType, UnpackRow*) { return nullptr; }
 bool has_gemm16_k(DType) { return false; }
 int64_t panel_min_tokens(DType) { return 16; }
-bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, int64_t, float*, int64_t) { return false; }
+int64_t gemm16k_x_passes(DType, int64_t) { return 0; }
+size_t gemm16k_x_words(DType, int64_t, int64_t) { return 0; }
+void gemm16k_x(DType, const int8_t*, const float*, const int16_t*, int64_t, int64_t, int64_t, int64_t, int32_t*) {}
+bool gemm16_k(DType, const uint8_t*, size_t, int64_t, const int8_t*, const float*, const int16_t*, const int32_t*, int64_t, float*,
+              int64_t, int) { return false; }
 int64_t gemm16_x_passes(int64_t) { return 0; }
 size_t gemm16_x_words(int64_t, int64_t) { return 0; }
 void gemm16_x(DType, const int8_t*, const float*, const int32_t*, int64_t, int64_t, int64_t, int64_t, int32_t*) {}

@@ -278,19 +278,8 @@ void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostT
 }
 
 // Every whole panel of fastq::kGemmRows weight rows through panel(its weights, its first output
-// column), the panels spread over the pool; returns the first row left to the row kernels.
-template <typename Panel>
-int64_t in_panels(ThreadPool& pool, const HostTensor& w, const HostTensor& out, const Panel& panel) {
-  const int64_t panels = w.rows / fastq::kGemmRows;
-  pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p)
-      panel(w.data + size_t(p * fastq::kGemmRows) * w.row_stride(), out.f32() + p * fastq::kGemmRows);
-  });
-  return panels * fastq::kGemmRows;
-}
-
-// The same, two panels a call where the kernel takes them (panel(weights, first column, count),
-// count 2 but for a thread's odd last panel).
+// column, count), two panels a call (count 1 for an odd last one), spread over the pool; returns
+// the first row left to the row kernels.
 template <typename Panel>
 int64_t in_panel_pairs(ThreadPool& pool, const HostTensor& w, const HostTensor& out, const Panel& panel) {
   const int64_t panels = w.rows / fastq::kGemmRows;
@@ -2018,11 +2007,20 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const int64_t nsb = n_in / 256;
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
-    const int64_t first = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16_k(w.dtype)  // as above
-        ? in_panels(pool, w, out, [&](const uint8_t* wp, float* op) {
-            fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, op, out.cols);
-          })
-        : 0;
+    const bool panels = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16_k(w.dtype);  // as above
+    thread_local std::vector<int32_t> xi_store;
+    int32_t* xi = nullptr;
+    if (panels && fastq::gemm16k_x_words(w.dtype, x.rows, nsb) > 0) {
+      xi_store.resize(fastq::gemm16k_x_words(w.dtype, x.rows, nsb));
+      xi = xi_store.data();
+      pool.parallel_for(fastq::gemm16k_x_passes(w.dtype, x.rows), [&](int64_t p0, int64_t p1) {
+        fastq::gemm16k_x(w.dtype, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, nsb, p0, p1, xi);
+      });
+    }
+    const int64_t first = panels ? in_panel_pairs(pool, w, out, [&](const uint8_t* wp, float* op, int n) {
+      fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), xi, x.rows, op, out.cols, n);
+    })
+                                 : 0;
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
       (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
     }, first);

@@ -128,8 +128,16 @@ void kept_panel_matmul(DType t, const uint8_t* panel, size_t stride, int64_t row
                        const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, float* out, int64_t ldo);
 void kept_panel_matmul_k(DType t, const uint8_t* panel, size_t stride, int64_t rows, int64_t nsb, int64_t o0, int64_t o1,
                          const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, float* out, int64_t ldo);
+// With AVX-512 VNNI, Q4_K-Q6_K's panels read the activations re-laid once per matmul, as gemm16's
+// (gemm16k_x: xi of gemm16k_x_words words, none for other types and builds), two panels (`panels`
+// = 2: rows j < 32) sharing each token's broadcasts; the other types and builds take qx, dx and xs
+// and the panels one at a time.
+int64_t gemm16k_x_passes(DType t, int64_t tokens);
+size_t gemm16k_x_words(DType t, int64_t tokens, int64_t nsb);
+void gemm16k_x(DType t, const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, int64_t nsb, int64_t p0,
+               int64_t p1, int32_t* xi);
 bool gemm16_k(DType t, const uint8_t* w, size_t stride, int64_t nsb, const int8_t* qx, const float* dx, const int16_t* xs,
-              int64_t tokens, float* out, int64_t ldo);
+              const int32_t* xi, int64_t tokens, float* out, int64_t ldo, int panels = 1);
 
 // Super-blocks [sb0, sb1) of x (256 floats each) for the kernels of weight type t: q (256 per
 // super-block, element i of a super-block at x256_slot(t, i)), d = amax / 127 and the sums of each
