@@ -3191,9 +3191,9 @@ bool has_gemm16_k(DType t) {
 // Q3_K, whose rows past them take the 256-bit sdot_k16 (gemm16_k16).
 int64_t panel_min_tokens(DType t) {
 #if PAGODA_AVX512_VNNI
-  // The 32-element types' panels pass 8 tokens at 1.3-1.45x the row kernels' rate (4 tokens:
-  // 0.8-0.9x; Matmul4/Matmul8 of pagoda_kernel_bench, docs/perf.md).
-  if (int_dot_for(t)) return 8;
+  // The 32-element types' panels (passes of 8, 4, 2, 1 tokens) against the row kernels, one
+  // thread: 5 tokens 1.07-1.26x, 6 1.2-1.5x, 8 1.3-1.8x, but 4 tokens 0.9x (docs/perf.md).
+  if (int_dot_for(t)) return 5;
   return kept16_k16(t) ? kKept16Tokens : 16;
 #endif
   switch (t) {
