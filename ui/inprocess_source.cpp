@@ -179,7 +179,6 @@ Status InProcessSource::step_once() {
     std::lock_guard<std::mutex> lk(mu_);
     usage_target_ = u;
   }
-  steps_.store(done);
   if (single) {
     engine_->set_paused(true);
     engine_->publish_snapshot();  // a single step is always visible, whatever the publish interval
@@ -190,6 +189,10 @@ Status InProcessSource::step_once() {
     engine_->set_paused(true);
     engine_->publish_snapshot();
   }
+  // The count last, as the target's clocks above: a reader that sees it sees the step's snapshot
+  // (with the count bumped first, a test reading the snapshot right after the count met the
+  // previous step's under load).
+  steps_.store(done);
   return st;
 }
 
