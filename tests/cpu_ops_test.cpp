@@ -506,8 +506,9 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
     auto run = [&](Backend& be, const float* x, int64_t n) { return matmul_on(be, dt, wq, n_out, n_in, x, n); };
     // 4, 5, 7 and 9 rows: the panels in AVX2 builds as fastq::panel_min_tokens gives them (Q2_K-Q5_K,
     // Q4_0, Q4_1 and IQ4_NL from 4, Q8_0 from 8, the rest from 6), in AVX-512 ones the row kernels
-    // below 5 tokens (5 and 7: passes of 4 + 1 and 4 + 2 + 1); 15: passes of 8, 4, 2 and 1 tokens;
-    // 65: IQ4_NL's full panels (its nibble panels below 64 rows).
+    // below 5 tokens (5 and 7: passes of 4 + 1 and 4 + 2 + 1; Q4_K and Q5_K from 7 = 6 + 1, Q6_K
+    // from 15); 15: passes of 8, 4, 2 and 1 tokens (K-quants 6, 6, 2, 1; 17: 6, 6, 4, 1); 65:
+    // IQ4_NL's full panels (its nibble panels below 64 rows).
     for (int64_t n : {1, 3, 4, 5, 7, 9, 15, 17, 33, 65}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(fast, x.data(), n), want = run(ref, x.data(), n);

@@ -3194,6 +3194,10 @@ int64_t panel_min_tokens(DType t) {
   // The 32-element types' panels (passes of 8, 4, 2, 1 tokens) against the row kernels, one
   // thread: 5 tokens 1.07-1.26x, 6 1.2-1.5x, 8 1.3-1.8x, but 4 tokens 0.9x (docs/perf.md).
   if (int_dot_for(t)) return 5;
+  // Q4_K-Q6_K (two panels against 6 tokens a pass, then 4, 2, 1) against the row kernels: Q4_K and
+  // Q5_K 6 tokens 1.18-1.3x, 10-12 tokens 1.4-1.5x (5: 0.83-0.9x); Q6_K 10-12 tokens 1.1x (8: 0.8x).
+  if (t == DType::Q4_K || t == DType::Q5_K) return 6;
+  if (t == DType::Q6_K) return 10;
   return kept16_k16(t) ? kKept16Tokens : 16;
 #endif
   switch (t) {

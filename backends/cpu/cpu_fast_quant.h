@@ -100,7 +100,7 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb);
 // the type has none.
 bool has_gemm16_k(DType t);
 // Tokens from which a matmul of weight type t takes the panels (gemm16, gemm16_k): for the
-// 512-bit 16-row panels 5 (the 32-element types), 4 (Q2_K, Q3_K) or 16 (Q4_K-Q6_K); for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
+// 512-bit 16-row panels 5 (the 32-element types), 4 (Q2_K, Q3_K), 6 (Q4_K, Q5_K) or 10 (Q6_K); for AVX2's 8-row ones 4 (Q2_K-Q5_K, and Q4_0, Q4_1, IQ4_NL, whose panels
 // keep the nibbles), 8 (Q8_0) or 6 (Q5_0, Q5_1, Q6_K).
 int64_t panel_min_tokens(DType t);
 // Weights kept in compact panels of kKeptGroupRows rows: in AVX2 builds without the 512-bit kernels
