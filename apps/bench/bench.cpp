@@ -174,17 +174,44 @@ double measure_copy_bandwidth(uint64_t bytes, int repeats) {
   return median(rates);
 }
 
+namespace {
+
+// The probe's loops measure the memory system, so a sanitizer's checks on every load would only
+// slow them (a sanitized test suite ran each `bench decode` probe for tens of seconds).
+__attribute__((no_sanitize("address", "undefined"))) void fill_probe(float* buf, size_t n) {
+  for (size_t i = 0; i < n; ++i) buf[i] = float(i & 7);
+}
+
+// The sum of buf[b, e) (b and e multiples of 32): 4 independent 32-byte vector accumulators (GCC
+// vector extension, so 2x AVX2 or 4x SSE adds per 128 bytes), so the kernel is not the bottleneck.
+__attribute__((no_sanitize("address", "undefined"))) double stream_sum(const float* buf, size_t b, size_t e) {
+  typedef float v8 __attribute__((vector_size(32)));
+  v8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  for (size_t i = b; i < e; i += 32) {
+    v8 x0, x1, x2, x3;
+    std::memcpy(&x0, buf + i, sizeof x0);
+    std::memcpy(&x1, buf + i + 8, sizeof x1);
+    std::memcpy(&x2, buf + i + 16, sizeof x2);
+    std::memcpy(&x3, buf + i + 24, sizeof x3);
+    a0 += x0, a1 += x1, a2 += x2, a3 += x3;
+  }
+  const v8 a = (a0 + a1) + (a2 + a3);
+  double s = 0;
+  for (int j = 0; j < 8; ++j) s += a[j];
+  return s;
+}
+
+}  // namespace
+
 double measure_read_bandwidth(int threads, uint64_t bytes, int repeats) {
   // The roof is the best rate at which `threads` threads can stream a buffer far larger than any
-  // cache, as a decode step streams its weights. The kernel must not be the bottleneck: 4 independent
-  // 32-byte vector accumulators (GCC vector extension, so 2x AVX2 or 4x SSE adds per 128 bytes), and
-  // the best repeat is the roof (a peak; a median of a shared VM understates it and made decode read
-  // as more than 100% of its roofline).
-  typedef float v8 __attribute__((vector_size(32)));
+  // cache, as a decode step streams its weights (stream_sum: the kernel must not be the
+  // bottleneck), and the best repeat is the roof (a peak; a median of a shared VM understates it
+  // and made decode read as more than 100% of its roofline).
   threads = std::max(1, threads);
   const size_t n = size_t(bytes / sizeof(float)) / 32 * 32;
   std::unique_ptr<float[]> buf(new float[n]);
-  for (size_t i = 0; i < n; ++i) buf[i] = float(i & 7);
+  fill_probe(buf.get(), n);
   std::vector<double> sums(static_cast<size_t>(threads));
   double best = 0;
   for (int rep = 0; rep <= repeats; ++rep) {
@@ -193,19 +220,7 @@ double measure_read_bandwidth(int threads, uint64_t bytes, int repeats) {
     for (int t = 0; t < threads; ++t)
       ts.emplace_back([&, t] {
         const size_t b = n / 32 * size_t(t) / size_t(threads) * 32, e = n / 32 * size_t(t + 1) / size_t(threads) * 32;
-        v8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        for (size_t i = b; i < e; i += 32) {
-          v8 x0, x1, x2, x3;
-          std::memcpy(&x0, buf.get() + i, sizeof x0);
-          std::memcpy(&x1, buf.get() + i + 8, sizeof x1);
-          std::memcpy(&x2, buf.get() + i + 16, sizeof x2);
-          std::memcpy(&x3, buf.get() + i + 24, sizeof x3);
-          a0 += x0, a1 += x1, a2 += x2, a3 += x3;
-        }
-        const v8 a = (a0 + a1) + (a2 + a3);
-        double s = 0;
-        for (int j = 0; j < 8; ++j) s += a[j];
-        sums[size_t(t)] = s;
+        sums[size_t(t)] = stream_sum(buf.get(), b, e);
       });
     for (auto& th : ts) th.join();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
