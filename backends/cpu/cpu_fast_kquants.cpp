@@ -2492,8 +2492,8 @@ void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel, i
   }
 }
 
-// A prompt's activations as panel16_tokens reads them (gemm16_x): per pass of T tokens (token_passes'
-// passes: 8 tokens, then single ones) starting at token t0, from word 10 * nb * t0, per block b 10 * T
+// A prompt's activations as panel16_tokens reads them (gemm16_x): per pass of T tokens (gemm_pass's
+// passes: 8 tokens, then halving) starting at token t0, from word 10 * nb * t0, per block b 10 * T
 // words: the block's dword k of token t at k * T + t (k < 8), then per token its shift term (the
 // activation sum times the panel's shift, or for types with a min the sum as a float), then its
 // scale dx. One pointer per block, so every operand is a broadcast from it (vpdpbusd's {1to16}):
@@ -2557,11 +2557,10 @@ void gemm16_x_type(const int8_t* qx, const float* dx, const int32_t* xs, int64_t
   }
 }
 
-// out[t * ldo + j] for the panel's 16 rows j and tokens t < T, the tokens' activations at xi (a pass
-// of gemm16_x's layout).
-// R panels of 16 rows side by side (per block, panel r's at r * kPB): R * T vectors of outputs, each
-// weight vector against T tokens and each token's broadcast against R weight vectors (with one
-// panel, a broadcast per vpdpbusd held Matmul256 Q8_0 at about 1 vpdpbusd a cycle).
+// out[t * ldo + 16 * r + j] for row j of panel r < R and tokens t < T, the tokens' activations at xi
+// (a pass of gemm16_x's layout). The R panels lie side by side (per block, panel r's at r * kPB):
+// each weight vector meets T tokens and each token's broadcast R weight vectors (with one panel, a
+// broadcast per vpdpbusd held Matmul256 Q8_0 at about 1 vpdpbusd a cycle).
 template <int kOff, bool kMin, int R, int T>
 void panel16_tokens(const uint8_t* panel, int64_t nb, const int32_t* xi, float* out, int64_t ldo) {
   constexpr int32_t kShift = kOff < 0 ? 128 : kOff;  // what the panel's bytes carry above the weights
@@ -2771,8 +2770,7 @@ constexpr int64_t kKWords = 73;
 
 inline int64_t gemm16k_passes(int64_t tokens) { return gemm_passes(tokens, kGemm16kTokens); }
 
-template <DType kType>
-void gemm16k_x_type(const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, int64_t nsb, int64_t p0,
+void gemm16k_x_rows(const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, int64_t nsb, int64_t p0,
                     int64_t p1, int32_t* xi) {
   for (int64_t p = p0; p < p1; ++p) {
     const auto [t0, T] = gemm_pass(tokens, p, kGemm16kTokens);
@@ -3238,7 +3236,7 @@ size_t gemm16k_x_words(DType t, int64_t tokens, int64_t nsb) {
 void gemm16k_x(DType t, const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, int64_t nsb, int64_t p0,
                int64_t p1, int32_t* xi) {
 #if PAGODA_AVX512_VNNI
-  if (k_interleaved(t)) return gemm16k_x_type<DType::Q4_K>(qx, dx, xs, tokens, nsb, p0, p1, xi);  // (any: the layout is the type's)
+  if (k_interleaved(t)) return gemm16k_x_rows(qx, dx, xs, tokens, nsb, p0, p1, xi);
 #endif
   (void)t, (void)qx, (void)dx, (void)xs, (void)tokens, (void)nsb, (void)p0, (void)p1, (void)xi;
 }

@@ -277,6 +277,20 @@ void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostT
   });
 }
 
+// A prompt's activations re-laid for the AVX-512 panels (fastq::gemm16_x, gemm16k_x): `words`
+// words in the calling thread's buffer, fill(p0, p1, buffer) over `passes` passes spread on the
+// pool; null where the build or the type reads the activations as they are (no words). (The
+// buffer is named by a pointer: inside the pool's lambdas a thread_local is each worker's own.)
+template <typename Fill>
+const int32_t* panel_activations(ThreadPool& pool, size_t words, int64_t passes, const Fill& fill) {
+  thread_local std::vector<int32_t> store;
+  if (words == 0) return nullptr;
+  store.resize(words);
+  int32_t* to = store.data();
+  pool.parallel_for(passes, [&](int64_t p0, int64_t p1) { fill(p0, p1, to); });
+  return to;
+}
+
 // Every whole panel of fastq::kGemmRows weight rows through panel(its weights, its first output
 // column, count), two panels a call (count 1 for an odd last one), spread over the pool; returns
 // the first row left to the row kernels.
@@ -1954,17 +1968,11 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
     // token), the rows past the last whole panel through the row kernels.
     const bool panels = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16(w.dtype);
-    // (The caller's buffer, named by a pointer: inside the pool's lambdas a thread_local would be
-    // each worker's own.)
-    thread_local std::vector<int32_t> xi_store;
-    int32_t* xi = nullptr;
-    if (panels) {
-      xi_store.resize(fastq::gemm16_x_words(x.rows, nb));
-      xi = xi_store.data();
-      pool.parallel_for(fastq::gemm16_x_passes(x.rows), [&](int64_t p0, int64_t p1) {
-        fastq::gemm16_x(w.dtype, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, nb, p0, p1, xi);
-      });
-    }
+    const int32_t* xi = !panels ? nullptr
+        : panel_activations(pool, fastq::gemm16_x_words(x.rows, nb), fastq::gemm16_x_passes(x.rows),
+                            [&](int64_t p0, int64_t p1, int32_t* to) {
+                              fastq::gemm16_x(w.dtype, qx.q.data(), qx.d.data(), qx.sum.data(), x.rows, nb, p0, p1, to);
+                            });
     const int64_t first = panels ? in_panel_pairs(pool, w, out, [&](const uint8_t* wp, float* op, int n) {
       fastq::gemm16(w.dtype, wp, stride, nb, qx.q.data(), qx.d.data(), qx.sum.data(), xi, x.rows, op, out.cols, n);
     })
@@ -2008,15 +2016,11 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
     const bool panels = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16_k(w.dtype);  // as above
-    thread_local std::vector<int32_t> xi_store;
-    int32_t* xi = nullptr;
-    if (panels && fastq::gemm16k_x_words(w.dtype, x.rows, nsb) > 0) {
-      xi_store.resize(fastq::gemm16k_x_words(w.dtype, x.rows, nsb));
-      xi = xi_store.data();
-      pool.parallel_for(fastq::gemm16k_x_passes(w.dtype, x.rows), [&](int64_t p0, int64_t p1) {
-        fastq::gemm16k_x(w.dtype, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, nsb, p0, p1, xi);
-      });
-    }
+    const int32_t* xi = !panels ? nullptr
+        : panel_activations(pool, fastq::gemm16k_x_words(w.dtype, x.rows, nsb), fastq::gemm16k_x_passes(w.dtype, x.rows),
+                            [&](int64_t p0, int64_t p1, int32_t* to) {
+                              fastq::gemm16k_x(w.dtype, qx.q.data(), qx.d.data(), qx.sum16.data(), x.rows, nsb, p0, p1, to);
+                            });
     const int64_t first = panels ? in_panel_pairs(pool, w, out, [&](const uint8_t* wp, float* op, int n) {
       fastq::gemm16_k(w.dtype, wp, stride, nsb, qx.q.data(), qx.d.data(), qx.sum16.data(), xi, x.rows, op, out.cols, n);
     })
