@@ -2535,26 +2535,33 @@ void gemm_pass_loop(int64_t tokens, int kStep, const uint8_t* next, size_t bytes
   }
 }
 
+// Passes [p0, p1) of a layout of kWords words per token and block (gemm16_x's, gemm16k_x's):
+// fn(out, T, t, i) for token t < T of each pass and block, out the block's kWords * T words, i the
+// index of the token's block among the activations' (token-major) blocks.
+template <typename Fn>
+void lay_out_passes(int64_t tokens, int kStep, int64_t kWords, int64_t nb, int64_t p0, int64_t p1, int32_t* xi, Fn fn) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const auto [t0, T] = gemm_pass(tokens, p, kStep);
+    int32_t* out = xi + kWords * nb * t0;
+    for (int64_t b = 0; b < nb; ++b, out += kWords * T)
+      for (int64_t t = 0; t < T; ++t) fn(out, int64_t(T), t, (t0 + t) * nb + b);
+  }
+}
+
 template <typename B>
 void gemm16_x_type(const int8_t* qx, const float* dx, const int32_t* xs, int64_t tokens, int64_t nb, int64_t p0, int64_t p1,
                    int32_t* xi) {
   constexpr int32_t kShift = B::kOff < 0 ? 128 : B::kOff;
-  for (int64_t p = p0; p < p1; ++p) {
-    const auto [t0, T] = gemm_pass(tokens, p, kGemm16Tokens);
-    int32_t* out = xi + kXWords * nb * t0;
-    for (int64_t b = 0; b < nb; ++b, out += kXWords * T)
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t tb = (t0 + t) * nb + b;
-        for (int k = 0; k < 8; ++k) std::memcpy(out + k * T + t, qx + 32 * tb + 4 * k, 4);
-        if constexpr (B::kMin) {
-          const float s = float(xs[tb]);
-          std::memcpy(out + 8 * T + t, &s, 4);
-        } else {
-          out[8 * T + t] = xs[tb] * kShift;
-        }
-        std::memcpy(out + 9 * T + t, dx + tb, 4);
-      }
-  }
+  lay_out_passes(tokens, kGemm16Tokens, kXWords, nb, p0, p1, xi, [&](int32_t* out, int64_t T, int64_t t, int64_t tb) {
+    for (int k = 0; k < 8; ++k) std::memcpy(out + k * T + t, qx + 32 * tb + 4 * k, 4);
+    if constexpr (B::kMin) {
+      const float s = float(xs[tb]);
+      std::memcpy(out + 8 * T + t, &s, 4);
+    } else {
+      out[8 * T + t] = xs[tb] * kShift;
+    }
+    std::memcpy(out + 9 * T + t, dx + tb, 4);
+  });
 }
 
 // out[t * ldo + 16 * r + j] for row j of panel r < R and tokens t < T, the tokens' activations at xi
@@ -2772,17 +2779,11 @@ inline int64_t gemm16k_passes(int64_t tokens) { return gemm_passes(tokens, kGemm
 
 void gemm16k_x_rows(const int8_t* qx, const float* dx, const int16_t* xs, int64_t tokens, int64_t nsb, int64_t p0,
                     int64_t p1, int32_t* xi) {
-  for (int64_t p = p0; p < p1; ++p) {
-    const auto [t0, T] = gemm_pass(tokens, p, kGemm16kTokens);
-    int32_t* out = xi + kKWords * nsb * t0;
-    for (int64_t sb = 0; sb < nsb; ++sb, out += kKWords * T)
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t ts = (t0 + t) * nsb + sb;
-        for (int q = 0; q < 64; ++q) std::memcpy(out + q * T + t, qx + 256 * ts + 4 * q, 4);
-        for (int l = 0; l < 8; ++l) std::memcpy(out + 64 * T + l * T + t, xs + 16 * ts + 2 * l, 4);
-        std::memcpy(out + 72 * T + t, dx + ts, 4);
-      }
-  }
+  lay_out_passes(tokens, kGemm16kTokens, kKWords, nsb, p0, p1, xi, [&](int32_t* out, int64_t T, int64_t t, int64_t ts) {
+    for (int q = 0; q < 64; ++q) std::memcpy(out + q * T + t, qx + 256 * ts + 4 * q, 4);
+    for (int l = 0; l < 8; ++l) std::memcpy(out + 64 * T + l * T + t, xs + 16 * ts + 2 * l, 4);
+    std::memcpy(out + 72 * T + t, dx + ts, 4);
+  });
 }
 
 // R panels side by side (per super-block, panel r's at r * kPanelK) against T tokens at xi (a pass
