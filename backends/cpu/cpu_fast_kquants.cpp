@@ -1415,23 +1415,34 @@ inline void store_transposed8(__m256i r[8], uint8_t* out) {
   for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(out + 32 * k), r[k]);
 }
 
+// The rows packed after a panel, [next, next + bytes), asked for from memory in equal shares, one
+// before each of the panel's `passes` token passes (ahead()): at a 16-token prompt the packing
+// otherwise waited on DRAM for half its time (110M IQ4_NL on AVX2, docs/perf.md). Prefetches past
+// a tensor do no harm.
+class NextRows {
+ public:
+  NextRows(const uint8_t* next, size_t bytes, int64_t passes)
+      : p_(reinterpret_cast<const char*>(next)),
+        lines_((bytes + 63) / 64),
+        share_((lines_ + size_t(std::max<int64_t>(1, passes)) - 1) / size_t(std::max<int64_t>(1, passes))) {}
+  void ahead() {
+    for (const size_t end = std::min(lines_, line_ + share_); line_ < end; ++line_) _mm_prefetch(p_ + 64 * line_, _MM_HINT_T0);
+  }
+
+ private:
+  const char* p_;
+  size_t lines_, share_, line_ = 0;
+};
+
 // A panel's tokens: pass.operator()<kStep>(t) for kStep tokens at a time from t = 0, then
-// operator()<1> for the rest. Before each pass a share of [next, next + bytes), the rows packed
-// after this panel, is asked for from memory: at a 16-token prompt the packing otherwise waited on
-// DRAM for half its time (110M IQ4_NL on AVX2, docs/perf.md). Prefetches past a tensor do no harm.
+// operator()<1> for the rest, each pass after a share of the next rows (NextRows).
 template <int kStep, typename Pass>
 void token_passes(int64_t tokens, const uint8_t* next, size_t bytes, Pass pass) {
   if (tokens <= 0) return;
-  const int64_t passes = tokens / kStep + tokens % kStep;
-  const size_t lines = (bytes + 63) / 64, share = (lines + size_t(passes) - 1) / size_t(passes);
-  const char* p = reinterpret_cast<const char*>(next);
-  size_t line = 0;
-  const auto ahead = [&] {
-    for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(p + 64 * line, _MM_HINT_T0);
-  };
+  NextRows rows(next, bytes, tokens / kStep + tokens % kStep);
   int64_t t = 0;
-  for (; t + kStep <= tokens; t += kStep) ahead(), pass.template operator()<kStep>(t);
-  for (; t < tokens; ++t) ahead(), pass.template operator()<1>(t);
+  for (; t + kStep <= tokens; t += kStep) rows.ahead(), pass.template operator()<kStep>(t);
+  for (; t < tokens; ++t) rows.ahead(), pass.template operator()<1>(t);
 }
 
 // dot_blocks32's last steps for accumulator classes v(c) (acc + macc of its lane c): hsum8's tree
@@ -2450,45 +2461,33 @@ void pack_panel16(const uint8_t* w, size_t stride, int64_t nb, uint8_t* panel, i
   constexpr bool kMin = B::kMin;
   // Two blocks a step: row j's 16 dwords in r[j], transposed so that r[k] (k < 8) is the first
   // block's vector k and r[8 + k] the second's (a dword a copy made the packing 8% of a 256-token
-  // Q8_0 prompt).
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
+  // Q8_0 prompt); an odd last block goes alone, its partner zeros that are not stored.
+  for (int64_t b = 0; b < nb; b += 2) {
+    const bool two = b + 1 < nb;
     uint8_t* pb = panel + b * step;
     float* d0 = reinterpret_cast<float*>(pb + 512);
     float* d1 = reinterpret_cast<float*>(pb + step + 512);
     __m512i r[kPanelRows];
     for (int j = 0; j < kPanelRows; ++j) {
       const uint8_t* wb = w + size_t(j) * stride + size_t(b) * kBytes;
-      __m256i q0 = B::unpack(wb), q1 = B::unpack(wb + kBytes);
+      __m256i q0 = B::unpack(wb), q1 = two ? B::unpack(wb + kBytes) : _mm256_setzero_si256();
       if (kOff < 0) {  // q + 128 as a byte
         q0 = _mm256_xor_si256(q0, _mm256_set1_epi8(int8_t(0x80)));
         q1 = _mm256_xor_si256(q1, _mm256_set1_epi8(int8_t(0x80)));
       }
       r[j] = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
       d0[j] = f16s(wb);
-      d1[j] = f16s(wb + kBytes);
-      if (kMin) d0[kPanelRows + j] = f16s(wb + 2), d1[kPanelRows + j] = f16s(wb + kBytes + 2);
+      if (kMin) d0[kPanelRows + j] = f16s(wb + 2);
+      if (two) {
+        d1[j] = f16s(wb + kBytes);
+        if (kMin) d1[kPanelRows + j] = f16s(wb + kBytes + 2);
+      }
     }
     transpose16_epi32(r);
     for (int k = 0; k < 8; ++k) {
       _mm512_store_si512(pb + 64 * k, r[k]);
-      _mm512_store_si512(pb + step + 64 * k, r[8 + k]);
+      if (two) _mm512_store_si512(pb + step + 64 * k, r[8 + k]);
     }
-  }
-  alignas(64) uint8_t rows[kPanelRows][32];
-  for (; b < nb; ++b) {
-    uint8_t* pb = panel + b * step;
-    float* d = reinterpret_cast<float*>(pb + 512);
-    for (int j = 0; j < kPanelRows; ++j) {
-      const uint8_t* wb = w + size_t(j) * stride + size_t(b) * kBytes;
-      __m256i q = B::unpack(wb);
-      if (kOff < 0) q = _mm256_xor_si256(q, _mm256_set1_epi8(int8_t(0x80)));  // q + 128 as a byte
-      _mm256_store_si256(reinterpret_cast<__m256i*>(rows[j]), q);
-      d[j] = f16s(wb);
-      if (kMin) d[kPanelRows + j] = f16s(wb + 2);
-    }
-    for (int k = 0; k < 8; ++k)
-      for (int j = 0; j < kPanelRows; ++j) std::memcpy(pb + 64 * k + 4 * j, rows[j] + 4 * k, 4);
   }
 }
 
@@ -2519,19 +2518,20 @@ inline std::pair<int64_t, int> gemm_pass(int64_t tokens, int64_t p, int kStep) {
     }
   return {t, 0};
 }
-// fn(first token, count) for every pass in order; before each, a share of [next, next + bytes)
-// (the rows packed after this panel) is asked for from memory, as token_passes does.
-template <typename Fn>
-void gemm_pass_loop(int64_t tokens, int kStep, const uint8_t* next, size_t bytes, Fn fn) {
+// fn.template operator()<T>(first token) for every pass in order (T one of kStep, 4, 2, 1: gemm_pass's
+// sizes), each after a share of the next rows (NextRows), as token_passes does.
+template <int kStep, typename Fn>
+void gemm_pass_loop(int64_t tokens, const uint8_t* next, size_t bytes, Fn fn) {
+  static_assert(std::bit_floor(unsigned(kStep - 1)) == 4, "the halving passes are 4, 2 and 1 tokens");
   const int64_t passes = gemm_passes(tokens, kStep);
-  if (passes == 0) return;
-  const size_t lines = (bytes + 63) / 64, share = (lines + size_t(passes) - 1) / size_t(passes);
-  const char* p = reinterpret_cast<const char*>(next);
-  size_t line = 0;
+  NextRows rows(next, bytes, passes);
   for (int64_t i = 0; i < passes; ++i) {
-    for (const size_t end = std::min(lines, line + share); line < end; ++line) _mm_prefetch(p + 64 * line, _MM_HINT_T0);
+    rows.ahead();
     const auto [t, T] = gemm_pass(tokens, i, kStep);
-    fn(t, T);
+    if (T == kStep) fn.template operator()<kStep>(t);
+    else if (T == 4) fn.template operator()<4>(t);
+    else if (T == 2) fn.template operator()<2>(t);
+    else fn.template operator()<1>(t);
   }
 }
 
@@ -2658,7 +2658,7 @@ void panel16_tokens(const uint8_t* panel, int64_t nb, const int32_t* xi, float* 
 }
 
 // The panel and token loop of one type for `panels` (1 or 2) panels of 16 rows: kGemm16Tokens
-// tokens per pass, then one at a time.
+// tokens per pass, then halving passes.
 template <typename B>
 void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int32_t* xi, int64_t tokens, float* out, int64_t ldo,
                  int panels) {
@@ -2668,17 +2668,10 @@ void gemm16_type(const uint8_t* w, size_t stride, int64_t nb, const int32_t* xi,
   uint8_t* panel = panel_store(size_t(nb * kPB * panels));
   for (int r = 0; r < panels; ++r) pack_panel16<B>(w + size_t(r * kPanelRows) * stride, stride, nb, panel + r * kPB, panels * kPB);
   const size_t rows = size_t(panels * kPanelRows);
-  gemm_pass_loop(tokens, kGemm16Tokens, w + rows * stride, rows * stride, [&](int64_t t, int T) {
+  gemm_pass_loop<kGemm16Tokens>(tokens, w + rows * stride, rows * stride, [&]<int T>(int64_t t) {
     const int32_t* x = xi + kXWords * nb * t;
-    float* o = out + t * ldo;
-    const auto run = [&]<int kT>() {
-      if (panels == 2) panel16_tokens<kOff, kMin, 2, kT>(panel, nb, x, o, ldo);
-      else panel16_tokens<kOff, kMin, 1, kT>(panel, nb, x, o, ldo);
-    };
-    if (T == 8) run.template operator()<8>();
-    else if (T == 4) run.template operator()<4>();
-    else if (T == 2) run.template operator()<2>();
-    else run.template operator()<1>();
+    if (panels == 2) panel16_tokens<kOff, kMin, 2, T>(panel, nb, x, out + t * ldo, ldo);
+    else panel16_tokens<kOff, kMin, 1, T>(panel, nb, x, out + t * ldo, ldo);
   });
 }
 
@@ -2876,17 +2869,10 @@ void gemm16_k_type(const uint8_t* w, size_t stride, int64_t nsb, const int32_t* 
   for (int r = 0; r < panels; ++r)
     pack_panel16_k<kType>(w + size_t(r * kPanelRows) * stride, stride, nsb, panel + r * kPanelK, panels * kPanelK);
   const size_t rows = size_t(panels * kPanelRows);
-  gemm_pass_loop(tokens, kGemm16kTokens, w + rows * stride, rows * stride, [&](int64_t t, int T) {
+  gemm_pass_loop<kGemm16kTokens>(tokens, w + rows * stride, rows * stride, [&]<int T>(int64_t t) {
     const int32_t* x = xi + kKWords * nsb * t;
-    float* o = out + t * ldo;
-    const auto run = [&]<int kT>() {
-      if (panels == 2) panel16k_tokens<kType, 2, kT>(panel, nsb, x, o, ldo);
-      else panel16k_tokens<kType, 1, kT>(panel, nsb, x, o, ldo);
-    };
-    if (T == kGemm16kTokens) run.template operator()<kGemm16kTokens>();
-    else if (T == 4) run.template operator()<4>();
-    else if (T == 2) run.template operator()<2>();
-    else run.template operator()<1>();
+    if (panels == 2) panel16k_tokens<kType, 2, T>(panel, nsb, x, out + t * ldo, ldo);
+    else panel16k_tokens<kType, 1, T>(panel, nsb, x, out + t * ldo, ldo);
   });
 }
 #pragma GCC diagnostic pop
