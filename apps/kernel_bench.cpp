@@ -7,8 +7,9 @@
 //                       ffn_gate/ffn_up matrices), where a kernel's per-row costs show;
 //   Matvec/<type>/dram  one row against 64 MiB of weights (read from memory once per call): the
 //                       decode case, reported as weight bytes per second;
-//   Matmul4/<type>, Matmul32/<type>  4 and 32 activation rows against the same 512 rows (four
-//                       streams' decode step; a short prompt), where small batches change kernels;
+//   Matmul2/3/4/<type>, Matmul32/<type>  2, 3, 4 and 32 activation rows against the same 512
+//                       rows (a speculative verify of one to three drafts, or that many streams'
+//                       decode step; a short prompt), where small batches change kernels;
 //   Matmul8/<type>      8 activation rows (a speculative verify pass, or eight streams' decode
 //                       step) against 512 weight rows: the small-batch kernel, in Gmadds/s;
 //   Matmul64/<type>     64 activation rows (a prompt chunk) against 512 weight rows (the same
@@ -176,6 +177,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("Matvec/" + name + "/dram").c_str(),
                                  [t, p](benchmark::State& s) { run(s, t, rows_in(t, 64 << 20), 1, true, kWide, 1, p); })
         ->MinTime(0.5);
+    benchmark::RegisterBenchmark(("Matmul2/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 2, false, kWide, 1, p); });
+    benchmark::RegisterBenchmark(("Matmul3/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 3, false, kWide, 1, p); });
     benchmark::RegisterBenchmark(("Matmul4/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 4, false, kWide, 1, p); });
     benchmark::RegisterBenchmark(("Matmul8/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 8, false, kWide, 1, p); });
     benchmark::RegisterBenchmark(("Matmul32/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 32, false, kWide, 1, p); });

@@ -504,12 +504,13 @@ TEST(CpuFast, QuantizedMatmulIsBatchIndependentAndNearReference) {
     std::vector<uint8_t> wq(row_bytes(dt, n_in) * size_t(n_out));
     for (int64_t o = 0; o < n_out; ++o) quantize_row(dt, w.data() + o * n_in, wq.data() + size_t(o) * row_bytes(dt, n_in), n_in);
     auto run = [&](Backend& be, const float* x, int64_t n) { return matmul_on(be, dt, wq, n_out, n_in, x, n); };
-    // 4, 5, 7 and 9 rows: the panels in AVX2 builds as fastq::panel_min_tokens gives them (Q2_K-Q5_K,
-    // Q4_0, Q4_1 and IQ4_NL from 4, Q8_0 from 8, the rest from 6), in AVX-512 ones the row kernels
-    // below 5 tokens (5 and 7: passes of 4 + 1 and 4 + 2 + 1; Q4_K and Q5_K from 7 = 6 + 1, Q6_K
-    // from 15); 15: passes of 8, 4, 2 and 1 tokens (K-quants 6, 6, 2, 1; 17: 6, 6, 4, 1); 65:
-    // IQ4_NL's full panels (its nibble panels below 64 rows).
-    for (int64_t n : {1, 3, 4, 5, 7, 9, 15, 17, 33, 65}) {
+    // 2, 3 and 4 rows: the row kernels' two-, three- and four-row passes (6 and 7 for Q6_K: 4 + 2 and
+    // 4 + 3); 4, 5, 7 and 9 rows: the panels in AVX2 builds as fastq::panel_min_tokens gives them
+    // (Q2_K-Q5_K, Q4_0, Q4_1 and IQ4_NL from 4, Q8_0 from 8, the rest from 6), in AVX-512 ones the
+    // row kernels below 5 tokens (5 and 7: passes of 4 + 1 and 4 + 2 + 1; Q4_K and Q5_K from 7 =
+    // 6 + 1, Q6_K from 15); 15: passes of 8, 4, 2 and 1 tokens (K-quants 6, 6, 2, 1; 17: 6, 6, 4, 1);
+    // 65: IQ4_NL's full panels (its nibble panels below 64 rows).
+    for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 9, 15, 17, 33, 65}) {
       const auto x = randn(rng, size_t(n * n_in));
       const auto got = run(fast, x.data(), n), want = run(ref, x.data(), n);
       EXPECT_LT(nmse(got, std::vector<double>(want.begin(), want.end())), 5e-4) << dtype_name(dt) << " width " << n_in << " rows " << n;
@@ -552,6 +553,9 @@ TEST(CpuFast, IntegerKernelsHoldAtTheFormatsExtremes) {
         for (int64_t i = 0; i < n_in; ++i)
           x[size_t(t * n_in + i)] = t == 0 ? 1.0f : t == 1 ? -1.0f : t == 2 ? (i % 2 ? 1.0f : -1.0f) : std::normal_distribution<float>()(rng);
       const auto got = matmul_on(fast, dt, wq, n_out, n_in, x.data(), tokens);
+      // The first three tokens as a batch of their own: the row kernels' three-row pass.
+      const auto three = matmul_on(fast, dt, wq, n_out, n_in, x.data(), 3);
+      for (size_t i = 0; i < three.size(); ++i) ASSERT_EQ(three[i], got[i]) << dtype_name(dt) << " fill " << int(fill) << " at " << i;
       std::vector<float> deq(static_cast<size_t>(n_in));
       for (int64_t t = 0; t < tokens; ++t) {
         const auto alone = matmul_on(fast, dt, wq, n_out, n_in, x.data() + t * n_in, 1);

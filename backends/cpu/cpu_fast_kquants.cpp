@@ -1023,6 +1023,15 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
                          __m512* acc, __m512* macc) {
   constexpr int kBytes = B::kBytes, kOff = B::kOff;
   constexpr bool kMin = B::kMin;
+  // Batches take signed weights as unsigned bytes w + 128, the 128 x sum(x) taken back from each
+  // block's integer sum (exactly, so the same bits): one xor per weight vector where the sign
+  // transfer cost a masked negate per token (Matmul4 Q8_0 and IQ4_NL 1.15x). One token keeps the
+  // sign transfer: with the xor its loop ran faster, but 1B Q8_0 decode read 0.87x (samples on its
+  // prefetches; docs/perf.md).
+  constexpr bool kSigned = kOff < 0 && T == 1;
+  // The shift the unsigned bytes carry (kOff, 128 for shifted signed weights) as a power of two.
+  constexpr int kShift = kSigned ? 0 : kOff < 0 ? 128 : kOff, kShiftBits = kShift ? std::countr_zero(unsigned(kShift)) : 0;
+  static_assert(kShift == 0 || kShift == 1 << kShiftBits, "a shift by a power of two");
   // S: blocks 4i..4i+3 as four int32 lanes each (128-bit lane j: block 4i + j).
   __m512i quad[4][T];
   #pragma GCC unroll 4
@@ -1032,13 +1041,13 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
     for (int h = 0; h < 2; ++h) {
       const uint8_t* wb = w + (4 * i + 2 * h) * kBytes;
       const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(B::unpack(wb)), B::unpack(wb + kBytes), 1);
-      const __m512i aq = kOff < 0 ? _mm512_abs_epi8(q) : q;
-      const __mmask64 neg = kOff < 0 ? _mm512_movepi8_mask(q) : 0;
+      const __m512i uq = kSigned ? _mm512_abs_epi8(q) : kOff < 0 ? _mm512_xor_si512(q, _mm512_set1_epi8(char(0x80))) : q;
+      const __mmask64 neg = kSigned ? _mm512_movepi8_mask(q) : 0;
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         __m512i xv = load64(reinterpret_cast<const uint8_t*>(qx + t * 32 * nb + (b + 4 * i + 2 * h) * 32));
-        if (kOff < 0) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);  // x with w's sign
-        p[h][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, xv);
+        if (kSigned) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);  // x with w's sign
+        p[h][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uq, xv);
       }
     }
     #pragma GCC unroll 8
@@ -1064,7 +1073,7 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
                                  _mm512_unpackhi_epi32(quad[2 * k][t], quad[2 * k + 1][t]));
     __m512i s = _mm512_add_epi32(_mm512_unpacklo_epi64(half[0], half[1]), _mm512_unpackhi_epi64(half[0], half[1]));
     const __m512i xsv = _mm512_permutexvar_epi32(perm, _mm512_loadu_si512(xs + t * nb + b));
-    if (kOff > 0) s = _mm512_sub_epi32(s, _mm512_mullo_epi32(xsv, _mm512_set1_epi32(kOff)));
+    if (kShift) s = _mm512_sub_epi32(s, _mm512_slli_epi32(xsv, kShiftBits));
     const __m512 dxv = _mm512_permutexvar_ps(perm, _mm512_loadu_ps(dx + t * nb + b));
     acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dxv), _mm512_cvtepi32_ps(s), acc[t]);
     if (kMin) macc[t] = _mm512_fmadd_ps(_mm512_mul_ps(m, dxv), _mm512_cvtepi32_ps(xsv), macc[t]);
@@ -3145,8 +3154,11 @@ IntDotRows int_dot_rows_for(DType t) {
   return with_blocks32(t, [](auto b) -> IntDotRows { return dot_rows<decltype(b)>; });
 }
 
-IntDot4 int_dot4_for(DType t) {
-  return with_blocks32(t, [](auto b) -> IntDot4 { return dot_t<decltype(b), 4>; });
+IntDot4 int_dot_rows_at_once(DType t, int rows) {
+  return with_blocks32(t, [rows](auto b) -> IntDot4 {
+    using B = decltype(b);
+    return rows == 2 ? dot_t<B, 2> : rows == 3 ? dot_t<B, 3> : rows == 4 ? dot_t<B, 4> : nullptr;
+  });
 }
 bool has_gemm16(DType t) { return int_dot_for(t) != nullptr; }
 int x32_layout(DType t) {
@@ -3386,9 +3398,10 @@ SuperDotRows super_dot_rows_for(DType t, int64_t nsb) {
 }
 
 SuperDot super_dot_for(DType t, int rows, int64_t) {
-  if (rows != 1 && rows != 4) return nullptr;
+  if (rows < 1 || rows > 4) return nullptr;
   switch (t) {
-#define PAGODA_SUPER_DOT(T) case DType::T: return rows == 4 ? sdot<DType::T, 4> : sdot<DType::T, 1>;
+#define PAGODA_SUPER_DOT(T) \
+  case DType::T: return rows == 4 ? sdot<DType::T, 4> : rows == 3 ? sdot<DType::T, 3> : rows == 2 ? sdot<DType::T, 2> : sdot<DType::T, 1>;
     PAGODA_SUPER_DOT(Q2_K) PAGODA_SUPER_DOT(Q3_K) PAGODA_SUPER_DOT(Q4_K) PAGODA_SUPER_DOT(Q5_K) PAGODA_SUPER_DOT(Q6_K)
 #undef PAGODA_SUPER_DOT
     default: return nullptr;
@@ -3432,7 +3445,7 @@ int x256_slot(DType, int i) { return i; }
 int x256_layout(DType) { return 0; }
 IntDot int_dot_for(DType) { return nullptr; }
 IntDotRows int_dot_rows_for(DType) { return nullptr; }
-IntDot4 int_dot4_for(DType) { return nullptr; }
+IntDot4 int_dot_rows_at_once(DType, int) { return nullptr; }
 int x32_layout(DType) { return 0; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }

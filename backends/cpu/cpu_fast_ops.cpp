@@ -264,15 +264,16 @@ void int_matmul(ThreadPool& pool, const HostTensor& w, int64_t rows, const HostT
     constexpr int64_t kRowBlock = 16;
     for (int64_t ob = o0; ob < o1; ob += kRowBlock) {
       const int64_t oe = std::min(o1, ob + kRowBlock);
-      int64_t r = 0;
-      for (; r + 4 <= rows; r += 4)  // four activation rows per pass over a weight row
+      // Four activation rows per pass over a weight row, the last one to three in one more pass
+      // (a speculative verify of two drafts, three streams' decode step).
+      for (int64_t r = 0; r < rows; r += 4) {
+        const int64_t n = std::min<int64_t>(4, rows - r);
         for (int64_t o = ob; o < oe; ++o) {
           float res[4];
-          dot(w.data + size_t(o) * stride, r, 4, res);
-          for (int64_t t = 0; t < 4; ++t) out.f32()[(r + t) * out.cols + o] = res[t];
+          dot(w.data + size_t(o) * stride, r, n, res);
+          for (int64_t t = 0; t < n; ++t) out.f32()[(r + t) * out.cols + o] = res[t];
         }
-      for (; r < rows; ++r)
-        for (int64_t o = ob; o < oe; ++o) dot(w.data + size_t(o) * stride, r, 1, out.f32() + r * out.cols + o);
+      }
     }
   });
 }
@@ -1962,7 +1963,8 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // the F32 GEMM's bytes; faster than dequantizing panels into the F32 GEMM, docs/perf.md).
   // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: activations in 32-element blocks (fastq::int_dot_for).
   if (const fastq::IntDot kdot = fastq::int_dot_for(w.dtype)) {
-    const fastq::IntDot4 kdot4 = fastq::int_dot4_for(w.dtype);
+    const fastq::IntDot4 kdots[3] = {fastq::int_dot_rows_at_once(w.dtype, 2), fastq::int_dot_rows_at_once(w.dtype, 3),
+                                     fastq::int_dot_rows_at_once(w.dtype, 4)};
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
     const int64_t nb = n_in / 32;
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
@@ -2004,7 +2006,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
       return;
     }
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
-      if (tokens == 4) kdot4(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
+      if (tokens > 1) kdots[tokens - 2](wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
       else *res = kdot(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb);
     }, first);
     return;
@@ -2013,7 +2015,8 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // so a super-block's sub-block scales apply in integer arithmetic.
   if (const fastq::SuperDot sdot = fastq::super_dot_for(w.dtype, 1, n_in / 256)) {
     const int64_t nsb = n_in / 256;
-    const fastq::SuperDot sdot4 = fastq::super_dot_for(w.dtype, 4, nsb);
+    const fastq::SuperDot sdots[4] = {sdot, fastq::super_dot_for(w.dtype, 2, nsb), fastq::super_dot_for(w.dtype, 3, nsb),
+                                      fastq::super_dot_for(w.dtype, 4, nsb)};
     const QuantX256 qx = quantize_x256(pool, x.f32(), x.rows, n_in, w.dtype);
     const bool panels = x.rows >= fastq::panel_min_tokens(w.dtype) && fastq::has_gemm16_k(w.dtype);  // as above
     const int32_t* xi = !panels ? nullptr
@@ -2026,7 +2029,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
     })
                                  : 0;
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
-      (tokens == 4 ? sdot4 : sdot)(wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
+      sdots[tokens - 1](wr, qx.q.data() + r * n_in, qx.d.data() + r * nsb, qx.sum16.data() + r * 16 * nsb, nsb, res);
     }, first);
     return;
   }

@@ -36,11 +36,11 @@ inline int64_t x32_slot(int layout, int64_t j, int e, int64_t nb) {
   return 32 * (j & ~int64_t(1)) + 16 * (j & 1) + (e < 16 ? e : e + 16);
 }
 
-// The same dots for four activation rows at once (row t at qx + t * 32 * nb, dx and xs + t * nb),
-// written to out[0..4): the weights are unpacked once for all four, and each row's arithmetic is
-// exactly int_dot_for's, so a result does not depend on how rows were grouped.
+// The same dots for `rows` activation rows at once (2, 3 or 4; row t at qx + t * 32 * nb, dx and
+// xs + t * nb), written to out[0..rows): the weights are unpacked once for all of them, and each
+// row's arithmetic is exactly int_dot_for's, so a result does not depend on how rows were grouped.
 using IntDot4 = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);
-IntDot4 int_dot4_for(DType t);
+IntDot4 int_dot_rows_at_once(DType t, int rows);
 
 // Batches too small for gemm16's panels, in builds without AVX-512 VNNI: a weight row's blocks
 // unpacked once (unpack: 32 bytes a block into u), then dotted with activation rows four at a
@@ -75,7 +75,7 @@ bool gemm16(DType t, const uint8_t* w, size_t stride, int64_t nb, const int8_t* 
 
 // The K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) dot against activations quantized per 256-element
 // super-block, as ggml's Q8_K: int8 values qx, one float scale dx per super-block and the int16 sum
-// xs of each 16-element run (the mins and offsets). `rows` activation rows at once (1 or 4; row t
+// xs of each 16-element run (the mins and offsets). `rows` activation rows at once (1 to 4; row t
 // at qx + t * 256 * nsb, dx + t * nsb, xs + t * 16 * nsb), results in out[0..rows): the weights are
 // unpacked once for all of them and each row's arithmetic is the same whatever `rows` is. The
 // kernel is for rows of nsb super-blocks (a width's kernels may round differently from another
