@@ -253,6 +253,7 @@ TEST(Spec, MismatchedVocabularyIsRefused) {
 
 TEST(Controller, RaisesLowersTurnsOffAndRecordsReasons) {
   SpecControllerConfig c;
+  c.plain_probe_every = 0;  // acceptance only: the test steps no plain decode
   c.adaptive = true;
   c.k = 4;
   c.window = 4;
@@ -295,6 +296,52 @@ TEST(Controller, RollsBackAChangeThatLowersThroughput) {
   EXPECT_NE(ctl.decisions().back().reason.find("rollback"), std::string::npos);
 }
 
+// Full acceptance at the smallest k, but each verify step costs more than the tokens it saves:
+// the controller times plain decode for a window, finds it faster and keeps speculation off, probing
+// again after each off period. Steps without a rate (prefills) do not count toward the comparison.
+TEST(Controller, TurnsOffWhenPlainDecodeIsFasterThanTheSmallestK) {
+  SpecControllerConfig c{.adaptive = true, .k = 1, .k_min = 1, .k_max = 1, .window = 4, .cooldown = 8, .off_steps = 400};
+  SpecController ctl(c);
+  int off = 0;
+  for (uint64_t step = 0; step < 2000; ++step) {
+    if (ctl.k() > 0) {
+      ctl.observe(step, 1, 1, 2, 0.01);  // 200 tok/s
+    } else {
+      ++off;
+      ctl.tick(step);                // a prefill step: no rate ...
+      ctl.tick(step, 1, 1.0 / 250);  // ... and a decode step at 250 tok/s
+    }
+  }
+  EXPECT_GT(off, 1500) << "speculation should stay off most of the time";
+  bool found = false;
+  for (const auto& d : ctl.decisions())
+    if (d.kind == "off") {
+      found = true;
+      EXPECT_NE(d.reason.find("plain decode's 250 tok/s beats 200 tok/s at k=1"), std::string::npos) << d.reason;
+    }
+  EXPECT_TRUE(found);
+}
+
+// The same comparison when speculation pays: back to the smallest k after one window, and the
+// next comparison only plain_probe_every steps later.
+TEST(Controller, ResumesWhenTheSmallestKBeatsPlainDecode) {
+  SpecControllerConfig c{.adaptive = true, .k = 1, .k_min = 1, .k_max = 1, .window = 4, .cooldown = 8, .plain_probe_every = 200};
+  SpecController ctl(c);
+  int off = 0;
+  for (uint64_t step = 0; step < 2000; ++step) {
+    if (ctl.k() > 0) {
+      ctl.observe(step, 1, 1, 2, 0.01);  // 200 tok/s
+    } else {
+      ++off;
+      ctl.tick(step, 1, 1.0 / 50);  // plain decode: 50 tok/s
+    }
+  }
+  EXPECT_EQ(ctl.k(), 1);
+  EXPECT_LE(off, 2000 / 200 * 4 + 4) << "one window off per comparison";
+  EXPECT_GE(ctl.decision_counts().count("resume"), 1u);
+  for (const auto& d : ctl.decisions()) EXPECT_NE(d.kind, "off") << d.reason;
+}
+
 TEST(Controller, FixedModeNeverChanges) {
   SpecController ctl(SpecControllerConfig{.adaptive = false, .k = 5});
   for (int i = 0; i < 500; ++i) ctl.observe(uint64_t(i), 5, 0, 1, 0.01);
@@ -307,6 +354,7 @@ TEST(Controller, FixedModeNeverChanges) {
 // tries. The controller used to raise again after every cooldown and cycle forever.
 TEST(Controller, RemembersARolledBackRaiseUnderSteadyAcceptance) {
   SpecControllerConfig c;
+  c.plain_probe_every = 0;  // acceptance and latency only: the test steps no plain decode
   c.adaptive = true;
   c.k = 2;
   c.window = 4;
@@ -327,6 +375,7 @@ TEST(Controller, RemembersARolledBackRaiseUnderSteadyAcceptance) {
 // controller may try again.
 TEST(Controller, RetriesARolledBackRaiseWhenAcceptanceClearlyImproves) {
   SpecControllerConfig c;
+  c.plain_probe_every = 0;  // acceptance and rates only: the test steps no plain decode
   c.adaptive = true;
   c.k = 2;
   c.window = 4;
@@ -345,6 +394,7 @@ TEST(Controller, RetriesARolledBackRaiseWhenAcceptanceClearlyImproves) {
 // is rolled back (judged by tokens/s alone it would stay).
 TEST(Controller, LatencySloRollsBackARaiseThatBreaksIt) {
   SpecControllerConfig c;
+  c.plain_probe_every = 0;  // acceptance and latency only: the test steps no plain decode
   c.adaptive = true;
   c.k = 2;
   c.window = 4;
@@ -385,6 +435,7 @@ TEST(Controller, LowersKWhenStepsExceedTheLatencySlo) {
 // Every decision is counted by kind, and the current k and the counts reach Prometheus.
 TEST(Controller, CurrentKAndDecisionKindsAreExportedAsMetrics) {
   SpecControllerConfig c;
+  c.plain_probe_every = 0;  // acceptance and latency only: the test steps no plain decode
   c.adaptive = true;
   c.k = 2;
   c.window = 4;

@@ -115,6 +115,11 @@ Status Engine::step() {
   hist_.stage[size_t(Stage::Match)].observe(sched_->match_s);
   hist_.stage[size_t(Stage::Allocate)].observe(sched_->allocate_s);
   SpecTally tally;
+  // A step of nothing but one-token decode chunks times plain decode for the speculation
+  // controller (a step that also prefills would understate it).
+  const bool decode_only =
+      !plan.empty() && std::all_of(plan.begin(), plan.end(), [](const ScheduledChunk& c) { return c.n_tokens == 1; });
+  int32_t decoded = 0;
   if (!plan.empty()) {
     // Build the batch: one row range per chunk; verification chunks want every row's logits.
     ForwardBatch b;
@@ -145,6 +150,7 @@ Status Engine::step() {
     }
     // Emit, then postprocess: the scheduler takes the outcomes and owns the sequences again.
     const std::vector<ChunkOutcome> out = emit(plan, first_row, t_emit, tally);
+    for (const auto& o : out) decoded += int32_t(o.tokens.size());
     const auto t_post = Clock::now();
     times.verify = tally.verify_s;
     times.emit = secs(t_post - t_emit) - tally.verify_s;
@@ -173,7 +179,8 @@ Status Engine::step() {
     if (accept_history_.size() > 600) accept_history_.erase(accept_history_.begin(), accept_history_.begin() + 100);
     ctrl_->observe(step_, tally.proposed, tally.accepted, tally.emitted, secs(Clock::now() - t_draft));
   } else if (drafter_) {
-    ctrl_->tick(step_);
+    if (decode_only) ctrl_->tick(step_, decoded, secs(Clock::now() - t_draft));
+    else ctrl_->tick(step_);
   }
   ++step_;
   kv_history_.push_back(float(kv_->pool().num_in_use()) / float(kv_->pool().num_blocks()));

@@ -20,10 +20,34 @@ void SpecController::set_fixed_k(int32_t k) {
 
 double SpecController::recent_acceptance() const { return recent_.empty() ? 0 : recent_.back(); }
 
-void SpecController::tick(uint64_t step) {
+void SpecController::tick(uint64_t step, int32_t tokens, double seconds) {
   if (!cfg_.adaptive || k_ > 0) return;
+  if (plain_probe_) {
+    if (seconds <= 0) return;  // a prefill step: not plain decode's rate
+    plain_tokens_ += tokens, plain_seconds_ += seconds;
+    if (++plain_steps_ < cfg_.window) return;
+    const double plain = double(plain_tokens_) / plain_seconds_;
+    plain_probe_ = false;
+    plain_tokens_ = plain_steps_ = 0;
+    plain_seconds_ = 0;
+    if (plain > spec_rate_at_probe_) {
+      off_left_ = cfg_.off_steps;
+      change(step, 0,
+             fmt::format("off: plain decode's {:.0f} tok/s beats {:.0f} tok/s at k={}", plain, spec_rate_at_probe_, k_at_probe_),
+             "off");
+    } else {
+      steps_to_plain_probe_ = cfg_.plain_probe_every;
+      change(step, k_at_probe_,
+             fmt::format("resume: {:.0f} tok/s at k={} beats plain decode's {:.0f} tok/s", spec_rate_at_probe_, k_at_probe_, plain),
+             "resume");
+    }
+    return;
+  }
   // Off: after a while, probe again at the smallest k in case the workload changed.
-  if (--off_left_ <= 0) change(step, cfg_.k_min, "probe: re-trying speculation after the off period", "probe");
+  if (--off_left_ <= 0) {
+    steps_to_plain_probe_ = 0;
+    change(step, cfg_.k_min, "probe: re-trying speculation after the off period", "probe");
+  }
 }
 
 // Undoes the last change when it cost more than 10% of throughput, or when it pushed step
@@ -95,7 +119,16 @@ bool SpecController::observe(uint64_t step, int32_t proposed, int32_t accepted, 
   std::string why;
   const char* kind = "";
   const int32_t before = k_, to = decide(acc, latency, why, kind);
-  if (to == before) return false;
+  if (to == before) {
+    // Steady: time plain decode for a window now and then (tick decides).
+    if (cfg_.plain_probe_every <= 0 || (steps_to_plain_probe_ -= cfg_.window) > 0) return false;
+    plain_probe_ = true;
+    spec_rate_at_probe_ = rate;
+    k_at_probe_ = k_;
+    judging_change_ = false;
+    change(step, 0, fmt::format("probe: plain decode for a window against {:.0f} tok/s at k={}", rate, k_), "probe");
+    return true;
+  }
   rate_before_change_ = rate;
   latency_before_change_ = latency;
   k_before_change_ = before;

@@ -102,7 +102,7 @@ struct ControllerDecision {
   uint64_t step = 0;
   int32_t from_k = 0, to_k = 0;
   std::string reason;
-  std::string kind = {};  // raise, lower, off, probe, rollback, latency, user
+  std::string kind = {};  // raise, lower, off, probe, resume, rollback, latency, user
 };
 
 struct Snapshot {
