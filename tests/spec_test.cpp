@@ -296,23 +296,29 @@ TEST(Controller, RollsBackAChangeThatLowersThroughput) {
   EXPECT_NE(ctl.decisions().back().reason.find("rollback"), std::string::npos);
 }
 
+// 2000 steps of a controller at k = 1 whose verify steps give 200 tok/s, and whose plain decode
+// steps (when it turns speculation off) give `plain_tok_s`, each after a prefill step that reports
+// no rate when `prefills`. Returns how many steps ran with speculation off.
+static int steps_off(SpecController& ctl, double plain_tok_s, bool prefills) {
+  int off = 0;
+  for (uint64_t step = 0; step < 2000; ++step) {
+    if (ctl.k() > 0) {
+      ctl.observe(step, 1, 1, 2, 0.01);
+      continue;
+    }
+    ++off;
+    if (prefills) ctl.tick(step);
+    ctl.tick(step, 1, 1.0 / plain_tok_s);
+  }
+  return off;
+}
+
 // Full acceptance at the smallest k, but each verify step costs more than the tokens it saves:
 // the controller times plain decode for a window, finds it faster and keeps speculation off, probing
 // again after each off period. Steps without a rate (prefills) do not count toward the comparison.
 TEST(Controller, TurnsOffWhenPlainDecodeIsFasterThanTheSmallestK) {
-  SpecControllerConfig c{.adaptive = true, .k = 1, .k_min = 1, .k_max = 1, .window = 4, .cooldown = 8, .off_steps = 400};
-  SpecController ctl(c);
-  int off = 0;
-  for (uint64_t step = 0; step < 2000; ++step) {
-    if (ctl.k() > 0) {
-      ctl.observe(step, 1, 1, 2, 0.01);  // 200 tok/s
-    } else {
-      ++off;
-      ctl.tick(step);                // a prefill step: no rate ...
-      ctl.tick(step, 1, 1.0 / 250);  // ... and a decode step at 250 tok/s
-    }
-  }
-  EXPECT_GT(off, 1500) << "speculation should stay off most of the time";
+  SpecController ctl({.adaptive = true, .k = 1, .k_min = 1, .k_max = 1, .window = 4, .cooldown = 8, .off_steps = 400});
+  EXPECT_GT(steps_off(ctl, 250, true), 1500) << "speculation should stay off most of the time";
   bool found = false;
   for (const auto& d : ctl.decisions())
     if (d.kind == "off") {
@@ -325,19 +331,9 @@ TEST(Controller, TurnsOffWhenPlainDecodeIsFasterThanTheSmallestK) {
 // The same comparison when speculation pays: back to the smallest k after one window, and the
 // next comparison only plain_probe_every steps later.
 TEST(Controller, ResumesWhenTheSmallestKBeatsPlainDecode) {
-  SpecControllerConfig c{.adaptive = true, .k = 1, .k_min = 1, .k_max = 1, .window = 4, .cooldown = 8, .plain_probe_every = 200};
-  SpecController ctl(c);
-  int off = 0;
-  for (uint64_t step = 0; step < 2000; ++step) {
-    if (ctl.k() > 0) {
-      ctl.observe(step, 1, 1, 2, 0.01);  // 200 tok/s
-    } else {
-      ++off;
-      ctl.tick(step, 1, 1.0 / 50);  // plain decode: 50 tok/s
-    }
-  }
+  SpecController ctl({.adaptive = true, .k = 1, .k_min = 1, .k_max = 1, .window = 4, .cooldown = 8, .plain_probe_every = 200});
+  EXPECT_LE(steps_off(ctl, 50, false), 2000 / 200 * 4 + 4) << "one window off per comparison";
   EXPECT_EQ(ctl.k(), 1);
-  EXPECT_LE(off, 2000 / 200 * 4 + 4) << "one window off per comparison";
   EXPECT_GE(ctl.decision_counts().count("resume"), 1u);
   for (const auto& d : ctl.decisions()) EXPECT_NE(d.kind, "off") << d.reason;
 }
