@@ -3154,8 +3154,8 @@ IntDotRows int_dot_rows_for(DType t) {
   return with_blocks32(t, [](auto b) -> IntDotRows { return dot_rows<decltype(b)>; });
 }
 
-IntDot4 int_dot_rows_at_once(DType t, int rows) {
-  return with_blocks32(t, [rows](auto b) -> IntDot4 {
+IntDotBatch int_dot_rows_at_once(DType t, int rows) {
+  return with_blocks32(t, [rows](auto b) -> IntDotBatch {
     using B = decltype(b);
     return rows == 2 ? dot_t<B, 2> : rows == 3 ? dot_t<B, 3> : rows == 4 ? dot_t<B, 4> : nullptr;
   });
@@ -3445,7 +3445,7 @@ int x256_slot(DType, int i) { return i; }
 int x256_layout(DType) { return 0; }
 IntDot int_dot_for(DType) { return nullptr; }
 IntDotRows int_dot_rows_for(DType) { return nullptr; }
-IntDot4 int_dot_rows_at_once(DType, int) { return nullptr; }
+IntDotBatch int_dot_rows_at_once(DType, int) { return nullptr; }
 int x32_layout(DType) { return 0; }
 SuperDot super_dot_for(DType, int, int64_t) { return nullptr; }
 SuperDotRows super_dot_rows_for(DType, int64_t) { return nullptr; }

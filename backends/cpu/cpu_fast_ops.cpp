@@ -1963,7 +1963,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // the F32 GEMM's bytes; faster than dequantizing panels into the F32 GEMM, docs/perf.md).
   // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: activations in 32-element blocks (fastq::int_dot_for).
   if (const fastq::IntDot kdot = fastq::int_dot_for(w.dtype)) {
-    const fastq::IntDot4 kdots[3] = {fastq::int_dot_rows_at_once(w.dtype, 2), fastq::int_dot_rows_at_once(w.dtype, 3),
+    const fastq::IntDotBatch kdots[3] = {fastq::int_dot_rows_at_once(w.dtype, 2), fastq::int_dot_rows_at_once(w.dtype, 3),
                                      fastq::int_dot_rows_at_once(w.dtype, 4)};
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
     const int64_t nb = n_in / 32;

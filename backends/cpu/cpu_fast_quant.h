@@ -39,12 +39,12 @@ inline int64_t x32_slot(int layout, int64_t j, int e, int64_t nb) {
 // The same dots for `rows` activation rows at once (2, 3 or 4; row t at qx + t * 32 * nb, dx and
 // xs + t * nb), written to out[0..rows): the weights are unpacked once for all of them, and each
 // row's arithmetic is exactly int_dot_for's, so a result does not depend on how rows were grouped.
-using IntDot4 = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);
-IntDot4 int_dot_rows_at_once(DType t, int rows);
+using IntDotBatch = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);
+IntDotBatch int_dot_rows_at_once(DType t, int rows);
 
 // Batches too small for gemm16's panels, in builds without AVX-512 VNNI: a weight row's blocks
 // unpacked once (unpack: 32 bytes a block into u), then dotted with activation rows four at a
-// time from u (UnpackedDot4: w for the scales, u for the quants, the rest as IntDot4), so the
+// time from u (UnpackedDot4: w for the scales, u for the quants, the rest as IntDotBatch), so the
 // unpacking is paid once per weight row instead of once per four tokens. Results bit-identical to
 // int_dot_for's. nullptr where the build has AVX-512 VNNI or the type gains nothing (Q8_0).
 using UnpackRow = void (*)(const uint8_t* w, int64_t nb, uint8_t* u);

@@ -15,6 +15,7 @@ void SpecController::change(uint64_t step, int32_t to, std::string why, const ch
 
 void SpecController::set_fixed_k(int32_t k) {
   cfg_.adaptive = false;
+  plain_probe_ = false;
   if (k != k_) change(0, k, "set by user", "user");
 }
 
