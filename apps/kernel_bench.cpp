@@ -177,12 +177,9 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("Matvec/" + name + "/dram").c_str(),
                                  [t, p](benchmark::State& s) { run(s, t, rows_in(t, 64 << 20), 1, true, kWide, 1, p); })
         ->MinTime(0.5);
-    benchmark::RegisterBenchmark(("Matmul2/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 2, false, kWide, 1, p); });
-    benchmark::RegisterBenchmark(("Matmul3/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 3, false, kWide, 1, p); });
-    benchmark::RegisterBenchmark(("Matmul4/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 4, false, kWide, 1, p); });
-    benchmark::RegisterBenchmark(("Matmul8/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 8, false, kWide, 1, p); });
-    benchmark::RegisterBenchmark(("Matmul32/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 32, false, kWide, 1, p); });
-    benchmark::RegisterBenchmark(("Matmul64/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 512, 64, false, kWide, 1, p); });
+    for (const int64_t n : {2, 3, 4, 8, 32, 64})  // against the same 512 rows
+      benchmark::RegisterBenchmark(("Matmul" + std::to_string(n) + "/" + name).c_str(),
+                                   [t, p, n](benchmark::State& s) { run(s, t, 512, n, false, kWide, 1, p); });
     benchmark::RegisterBenchmark(("Matmul256/" + name).c_str(), [t, p](benchmark::State& s) { run(s, t, 768, 256, false, kWide, 1, p); });
     benchmark::RegisterBenchmark(("Matmul256w768/" + name).c_str(),
                                  [t, p](benchmark::State& s) { run(s, t, 2048, 256, false, 768, 1, p); });

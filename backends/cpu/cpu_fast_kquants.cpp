@@ -1026,8 +1026,8 @@ inline void blocks16_512(const uint8_t* w, const int8_t* qx, const float* dx, co
   // Batches take signed weights as unsigned bytes w + 128, the 128 x sum(x) taken back from each
   // block's integer sum (exactly, so the same bits): one xor per weight vector where the sign
   // transfer cost a masked negate per token (Matmul4 Q8_0 and IQ4_NL 1.15x). One token keeps the
-  // sign transfer: with the xor its loop ran faster, but 1B Q8_0 decode read 0.87x (samples on its
-  // prefetches; docs/perf.md).
+  // sign transfer: with the xor its loop ran faster, but 1B Q8_0 decode read 0.85-0.93x (samples on
+  // its prefetches; docs/perf.md).
   constexpr bool kSigned = kOff < 0 && T == 1;
   // The shift the unsigned bytes carry (kOff, 128 for shifted signed weights) as a power of two.
   constexpr int kShift = kSigned ? 0 : kOff < 0 ? 128 : kOff, kShiftBits = kShift ? std::countr_zero(unsigned(kShift)) : 0;
@@ -3157,7 +3157,7 @@ IntDotRows int_dot_rows_for(DType t) {
 IntDotBatch int_dot_rows_at_once(DType t, int rows) {
   return with_blocks32(t, [rows](auto b) -> IntDotBatch {
     using B = decltype(b);
-    return rows == 2 ? dot_t<B, 2> : rows == 3 ? dot_t<B, 3> : rows == 4 ? dot_t<B, 4> : nullptr;
+    return rows == 1 ? dot_t<B, 1> : rows == 2 ? dot_t<B, 2> : rows == 3 ? dot_t<B, 3> : rows == 4 ? dot_t<B, 4> : nullptr;
   });
 }
 bool has_gemm16(DType t) { return int_dot_for(t) != nullptr; }

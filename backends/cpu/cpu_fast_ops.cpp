@@ -1963,8 +1963,8 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
   // the F32 GEMM's bytes; faster than dequantizing panels into the F32 GEMM, docs/perf.md).
   // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: activations in 32-element blocks (fastq::int_dot_for).
   if (const fastq::IntDot kdot = fastq::int_dot_for(w.dtype)) {
-    const fastq::IntDotBatch kdots[3] = {fastq::int_dot_rows_at_once(w.dtype, 2), fastq::int_dot_rows_at_once(w.dtype, 3),
-                                     fastq::int_dot_rows_at_once(w.dtype, 4)};
+    const fastq::IntDotBatch kdots[4] = {fastq::int_dot_rows_at_once(w.dtype, 1), fastq::int_dot_rows_at_once(w.dtype, 2),
+                                         fastq::int_dot_rows_at_once(w.dtype, 3), fastq::int_dot_rows_at_once(w.dtype, 4)};
     const QuantX qx = quantize_x(pool, x.f32(), x.rows, n_in, fastq::x32_layout(w.dtype));
     const int64_t nb = n_in / 32;
     // Prompts: panels of 16 weight rows against every token (fastq::gemm16, same results per
@@ -2006,8 +2006,7 @@ void matmul(ThreadPool& pool, const HostTensor& w, const HostTensor& x, const Ho
       return;
     }
     int_matmul(pool, w, x.rows, out, [&](const uint8_t* wr, int64_t r, int64_t tokens, float* res) {
-      if (tokens > 1) kdots[tokens - 2](wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
-      else *res = kdot(wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb);
+      kdots[tokens - 1](wr, qx.q.data() + r * n_in, qx.d.data() + r * nb, qx.sum.data() + r * nb, nb, res);
     }, first);
     return;
   }

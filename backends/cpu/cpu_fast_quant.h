@@ -36,7 +36,7 @@ inline int64_t x32_slot(int layout, int64_t j, int e, int64_t nb) {
   return 32 * (j & ~int64_t(1)) + 16 * (j & 1) + (e < 16 ? e : e + 16);
 }
 
-// The same dots for `rows` activation rows at once (2, 3 or 4; row t at qx + t * 32 * nb, dx and
+// The same dots for `rows` activation rows at once (1 to 4; row t at qx + t * 32 * nb, dx and
 // xs + t * nb), written to out[0..rows): the weights are unpacked once for all of them, and each
 // row's arithmetic is exactly int_dot_for's, so a result does not depend on how rows were grouped.
 using IntDotBatch = void (*)(const uint8_t* w, const int8_t* qx, const float* dx, const int32_t* xs, int64_t nb, float* out);

@@ -115,11 +115,7 @@ Status Engine::step() {
   hist_.stage[size_t(Stage::Match)].observe(sched_->match_s);
   hist_.stage[size_t(Stage::Allocate)].observe(sched_->allocate_s);
   SpecTally tally;
-  // A step of nothing but one-token decode chunks times plain decode for the speculation
-  // controller (a step that also prefills would understate it).
-  const bool decode_only =
-      !plan.empty() && std::all_of(plan.begin(), plan.end(), [](const ScheduledChunk& c) { return c.n_tokens == 1; });
-  int32_t decoded = 0;
+  int32_t decoded = 0;  // tokens emitted this step
   if (!plan.empty()) {
     // Build the batch: one row range per chunk; verification chunks want every row's logits.
     ForwardBatch b;
@@ -179,6 +175,10 @@ Status Engine::step() {
     if (accept_history_.size() > 600) accept_history_.erase(accept_history_.begin(), accept_history_.begin() + 100);
     ctrl_->observe(step_, tally.proposed, tally.accepted, tally.emitted, secs(Clock::now() - t_draft));
   } else if (drafter_) {
+    // A step of nothing but one-token decode chunks times plain decode for the speculation
+    // controller (a step that also prefills would understate it).
+    const bool decode_only =
+        !plan.empty() && std::all_of(plan.begin(), plan.end(), [](const ScheduledChunk& c) { return c.n_tokens == 1; });
     if (decode_only) ctrl_->tick(step_, decoded, secs(Clock::now() - t_draft));
     else ctrl_->tick(step_);
   }
