@@ -854,6 +854,10 @@ std::vector<ConformanceCase> conformance_cases() {
     // a 1B Llama's shape) and 3 (one partial block), on whole 16-float chunks.
     add(Op::PagedAttention, dt, "decode_gqa8_hd64", attention(16, 2, 64, 16, {{70, 1}, {700, 1}, {5, 1}}), kAttention);
     add(Op::PagedAttention, dt, "decode_gqa3_hd32", attention(6, 2, 32, 16, {{45, 1}, {530, 1}}), kAttention);
+    // Heads of 8 (stories260K's), which the CPU pairs in 16-float registers: a group of three (a
+    // pair and one alone) and single heads, past a decode span, decode and prompt rows.
+    add(Op::PagedAttention, dt, "mix_gqa3_hd8", attention(6, 2, 8, 16, {{600, 1}, {45, 19}, {7, 7}}), kAttention);
+    add(Op::PagedAttention, dt, "mix_mha_hd8", attention(3, 3, 8, 16, {{530, 1}, {33, 9}}), kAttention);
     // Decode rows past 512 positions, few rows: CPU spans, Vulkan and CUDA split-K partials.
     add(Op::PagedAttention, dt, "decode_split_gqa4_hd128",
         attention(8, 2, 128, 16, {{1500, 1}, {513, 1}, {40, 33}, {2100, 1}}), kAttention);

@@ -581,8 +581,9 @@ TEST(CpuFast, IntegerKernelsHoldAtTheFormatsExtremes) {
 // A query row's attention is the same bits whether it is computed alone (decode) or among other
 // rows of its sequence (a prompt chunk, a verify pass), and whatever other sequences share the
 // call: otherwise a prefix cache hit, a different chunking or speculation could change a greedy
-// continuation. Across the kernels' paths: head sizes that take the grouped kernels (16, 64) and
-// those that do not (8, 24, 72 with AVX-512), grouped-query and multi-head layouts, F32 and F16
+// continuation. Across the kernels' paths: head sizes that take the grouped kernels (16, 64), the
+// paired heads of 8 (AVX-512: groups of two, three and one) and those that take the one-head
+// kernels (24, 72 with AVX-512), grouped-query and multi-head layouts, F32 and F16
 // caches, contexts past the decode span (512 positions, merged), a sliding window and a soft cap.
 // Slots no row may read (free blocks, and positions that left the window) hold NaN, and blocks
 // wholly behind the window are released in the block table.
@@ -593,7 +594,7 @@ TEST(CpuFast, AttentionRowsAreTheSameAloneOrInAChunk) {
     int32_t nh, nkv, hd;
   };
   const int32_t bs = 16;
-  for (Shape sh : {Shape{4, 4, 64}, Shape{8, 2, 16}, Shape{6, 2, 24}, Shape{4, 2, 8}, Shape{3, 1, 72}, Shape{10, 2, 64}})
+  for (Shape sh : {Shape{4, 4, 64}, Shape{8, 2, 16}, Shape{6, 2, 24}, Shape{4, 2, 8}, Shape{6, 2, 8}, Shape{3, 3, 8}, Shape{3, 1, 72}, Shape{10, 2, 64}})
   for (DType kvt : {DType::F32, DType::F16})
   for (auto [window, softcap] : {std::pair{0, 0.0f}, std::pair{37, 0.0f}, std::pair{300, 20.0f}}) {
     // Sequence 0: a chunk of 21 rows ending at position 700 (spans of 512 and their merge);
