@@ -618,7 +618,7 @@ inline __m512 lane_pair_sums(__m512 x, __m512 y) {
 // 2 to 3 gives each row ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)), dots_tile's tree, for
 // two heads per add.
 template <typename E>
-void pair_scores8(const float* const* q, int32_t n, const uint8_t* const* rows, size_t off, float* out, int64_t ld) {
+inline void pair_scores8(const float* const* q, int32_t n, const uint8_t* const* rows, size_t off, float* out, int64_t ld) {
   static_assert(kDotTile == 8);
   __m512 k[4];
   for (int i = 0; i < 4; ++i) k[i] = two_rows8<E>(rows[i] + off, rows[i + 4] + off);
@@ -645,7 +645,7 @@ void pair_scores8(const float* const* q, int32_t n, const uint8_t* const* rows, 
 // broadcast to both halves and its two weights spread by one permute; per head dim one FMA chain
 // over the rows in order, as weighted_rows_add's. An odd last head in the low half alone.
 template <typename E>
-void pair_values8(const float* w, int64_t ld, int32_t n, const uint8_t* const* rows, size_t off, int32_t m, float* acc) {
+inline void pair_values8(const float* w, int64_t ld, int32_t n, const uint8_t* const* rows, size_t off, int32_t m, float* acc) {
   alignas(64) static const int32_t kSpread[8][16] = {
       {0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8},         {1, 1, 1, 1, 1, 1, 1, 1, 9, 9, 9, 9, 9, 9, 9, 9},
       {2, 2, 2, 2, 2, 2, 2, 2, 10, 10, 10, 10, 10, 10, 10, 10}, {3, 3, 3, 3, 3, 3, 3, 3, 11, 11, 11, 11, 11, 11, 11, 11},
@@ -666,6 +666,37 @@ void pair_values8(const float* w, int64_t ld, int32_t n, const uint8_t* const* r
       }
     }
     _mm512_mask_storeu_ps(acc + int64_t(g) * 8, lanes, a);
+  }
+}
+
+// Decode's tile for heads of 8: kv heads [kv0, kv1) in one call (each with its `group` query
+// heads, at q + head * 8, scores at out + head * ld), with the next tile's rows (next[j], j <
+// m_next) asked for head by head: a head's 16 or 32 bytes never cross a cache line. A call and
+// the prefetch addresses once a tile rather than once a head; each head's arithmetic is
+// pair_scores8's (pair_values8's), as prompts run it through group_scores_any.
+template <typename E>
+__attribute__((noinline)) void pair_scores8_heads(const float* q, int32_t group, int32_t kv0, int32_t kv1,
+                                                  const uint8_t* const* rows, const uint8_t* const* next, int32_t m_next,
+                                                  size_t head_bytes, float* out, int64_t ld) {
+  const float* qp[16];
+  for (int32_t kvh = kv0; kvh < kv1; ++kvh) {
+    const size_t off = size_t(kvh) * head_bytes;
+    for (int32_t j = 0; j < m_next; ++j) _mm_prefetch(reinterpret_cast<const char*>(next[j] + off), _MM_HINT_T0);
+    for (int32_t g0 = 0; g0 < group; g0 += 16) {
+      const int32_t ng = std::min<int32_t>(16, group - g0), h0 = kvh * group + g0;
+      for (int32_t g = 0; g < ng; ++g) qp[g] = q + int64_t(h0 + g) * 8;
+      pair_scores8<E>(qp, ng, rows, off, out + h0 * ld, ld);
+    }
+  }
+}
+template <typename E>
+__attribute__((noinline)) void pair_values8_heads(const float* w, int64_t ld, int32_t group, int32_t kv0, int32_t kv1,
+                                                  const uint8_t* const* rows, int32_t m, const uint8_t* const* next,
+                                                  int32_t m_next, size_t head_bytes, float* acc) {
+  for (int32_t kvh = kv0; kvh < kv1; ++kvh) {
+    const size_t off = size_t(kvh) * head_bytes;
+    for (int32_t j = 0; j < m_next; ++j) _mm_prefetch(reinterpret_cast<const char*>(next[j] + off), _MM_HINT_T0);
+    pair_values8<E>(w + int64_t(kvh) * group * ld, ld, group, rows, off, m, acc + int64_t(kvh) * group * 8);
   }
 }
 #endif
@@ -2377,6 +2408,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       const float* base[kTile];
 #if PAGODA_GROUPED_ATTENTION
       const uint8_t* raw[kTile];
+      const uint8_t* next[kTile];  // the next tile's rows (heads of 8)
       FewOrMany<const float*, 16> qp{size_t(group)};  // the query heads of one kv head
 #endif
       // base[j]: the span's kv heads of the cache row of position t + min(j, m - 1), as floats: in
@@ -2421,6 +2453,16 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
           if (grouped) {  // the rows in place, every kv head's group of query heads at once
             for (int32_t j = 0; j < kTile; ++j)  // past the span: the last row again, its score unused
               raw[j] = kc.data + size_t(slots[size_t(t + std::min(j, m - 1))]) * k_stride;
+#if defined(__AVX512F__)
+            if (hd == 8) {
+              const int32_t m_next = std::max(0, std::min(kTile, n - t - kTile));
+              for (int32_t j = 0; j < m_next; ++j) next[j] = kc.data + size_t(slots[size_t(t + kTile + j)]) * k_stride;
+              float* o = sc.data() + size_t(t);
+              if (kc.dtype == DType::F32) pair_scores8_heads<float>(qr, group, sp.kv0, sp.kv1, raw, next, m_next, k_head, o, ld);
+              else pair_scores8_heads<uint16_t>(qr, group, sp.kv0, sp.kv1, raw, next, m_next, k_head, o, ld);
+              continue;
+            }
+#endif
             for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
               const size_t off = size_t(kvh) * k_head;
               if (t + kAheadTiles * kTile < n)
@@ -2456,6 +2498,15 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
 #if PAGODA_GROUPED_ATTENTION
           if (grouped) {
             for (int32_t j = 0; j < m; ++j) raw[j] = vc.data + size_t(slots[size_t(t + j)]) * v_stride;
+#if defined(__AVX512F__)
+            if (hd == 8) {
+              const int32_t m_next = std::max(0, std::min(kTile, n - t - kTile));
+              for (int32_t j = 0; j < m_next; ++j) next[j] = vc.data + size_t(slots[size_t(t + kTile + j)]) * v_stride;
+              if (vc.dtype == DType::F32) pair_values8_heads<float>(sc.data() + t, ld, group, sp.kv0, sp.kv1, raw, m, next, m_next, v_head, acc.data());
+              else pair_values8_heads<uint16_t>(sc.data() + t, ld, group, sp.kv0, sp.kv1, raw, m, next, m_next, v_head, acc.data());
+              continue;
+            }
+#endif
             for (int32_t kvh = sp.kv0; kvh < sp.kv1; ++kvh) {
               const size_t off = size_t(kvh) * v_head;
               if (t + kAheadTiles * kTile < n)
