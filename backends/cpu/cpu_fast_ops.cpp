@@ -588,8 +588,10 @@ void group_values(const float* w, int64_t ld, const uint8_t* const* rows, size_t
 // A head is half a register, so the kernels above would leave half of every lane idle, and the
 // one-head kernels (dots_tile, weighted_rows_add) spent a call, a transpose and eight loads on
 // each head's eight scores: 8.8 GB/s of K/V at 96 heads against 36 at 12 heads of 64 (same bytes).
-// Here two cache rows (scores) or two heads (values) share a register, with each value's
-// arithmetic exactly the one-head kernels' (the same products, the same sum trees and chains).
+// Here two cache rows (scores) or two heads (values) share a register. A score is dots_tile's
+// arithmetic exactly (the same products, the same sum tree); a value is one FMA chain per head dim
+// over the rows in order (GCC had compiled weighted_rows_add's 8-float case as a multiply and an
+// add, its wider cases as FMAs).
 
 // Rows a and b (8 elements each) as [a | b].
 template <typename E>
@@ -643,7 +645,8 @@ inline void pair_scores8(const float* const* q, int32_t n, const uint8_t* const*
 
 // group_values_any for hd = 8: heads g and g + 1 in one register [acc g | acc g + 1], each row
 // broadcast to both halves and its two weights spread by one permute; per head dim one FMA chain
-// over the rows in order, as weighted_rows_add's. An odd last head in the low half alone.
+// over the rows in order, however the rows are cut into calls. An odd last head in the low half
+// alone.
 template <typename E>
 inline void pair_values8(const float* w, int64_t ld, int32_t n, const uint8_t* const* rows, size_t off, int32_t m, float* acc) {
   alignas(64) static const int32_t kSpread[8][16] = {
