@@ -643,32 +643,56 @@ inline void pair_scores8(const float* const* q, int32_t n, const uint8_t* const*
   }
 }
 
-// group_values_any for hd = 8: heads g and g + 1 in one register [acc g | acc g + 1], each row
-// broadcast to both halves and its two weights spread by one permute; per head dim one FMA chain
-// over the rows in order, however the rows are cut into calls. An odd last head in the low half
-// alone.
-template <typename E>
-inline void pair_values8(const float* w, int64_t ld, int32_t n, const uint8_t* const* rows, size_t off, int32_t m, float* acc) {
+// Heads [g0, g0 + 2 * NP) of the n (the last pair may be one head): NP pairs' accumulators stay
+// in registers while each row is loaded once for all of them.
+template <typename E, int NP>
+inline void pair_values8_block(const float* w, int64_t ld, int32_t g0, int32_t n, const uint8_t* const* rows, size_t off,
+                               int32_t m, float* acc) {
   alignas(64) static const int32_t kSpread[8][16] = {
       {0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8},         {1, 1, 1, 1, 1, 1, 1, 1, 9, 9, 9, 9, 9, 9, 9, 9},
       {2, 2, 2, 2, 2, 2, 2, 2, 10, 10, 10, 10, 10, 10, 10, 10}, {3, 3, 3, 3, 3, 3, 3, 3, 11, 11, 11, 11, 11, 11, 11, 11},
       {4, 4, 4, 4, 4, 4, 4, 4, 12, 12, 12, 12, 12, 12, 12, 12}, {5, 5, 5, 5, 5, 5, 5, 5, 13, 13, 13, 13, 13, 13, 13, 13},
       {6, 6, 6, 6, 6, 6, 6, 6, 14, 14, 14, 14, 14, 14, 14, 14}, {7, 7, 7, 7, 7, 7, 7, 7, 15, 15, 15, 15, 15, 15, 15, 15}};
-  for (int32_t g = 0; g < n; g += 2) {
-    const bool two = g + 1 < n;
-    const __mmask16 lanes = two ? 0xFFFF : 0x00FF;
-    __m512 a = _mm512_maskz_loadu_ps(lanes, acc + int64_t(g) * 8);
-    for (int32_t j0 = 0; j0 < m; j0 += 8) {
-      const int32_t mj = std::min<int32_t>(8, m - j0);
-      const __mmask8 ws = __mmask8((1u << mj) - 1);
+  __m512 a[NP];
+  __mmask16 lanes[NP];
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+    lanes[p] = g0 + 2 * p + 1 < n ? 0xFFFF : 0x00FF;
+    a[p] = _mm512_maskz_loadu_ps(lanes[p], acc + int64_t(g0 + 2 * p) * 8);
+  }
+  for (int32_t j0 = 0; j0 < m; j0 += 8) {
+    const int32_t mj = std::min<int32_t>(8, m - j0);
+    const __mmask8 ws = __mmask8((1u << mj) - 1);
+    __m512 wv[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) {
+      const int32_t g = g0 + 2 * p;
       const __m256 w0 = _mm256_maskz_loadu_ps(ws, w + g * ld + j0);
-      const __m512 wv = _mm512_insertf32x8(_mm512_castps256_ps512(w0), two ? _mm256_maskz_loadu_ps(ws, w + (g + 1) * ld + j0) : w0, 1);
-      for (int32_t j = 0; j < mj; ++j) {
-        const __m512 wj = _mm512_permutexvar_ps(_mm512_load_si512(kSpread[j]), wv);
-        a = _mm512_fmadd_ps(wj, row_twice8<E>(rows[j0 + j] + off), a);
-      }
+      wv[p] = _mm512_insertf32x8(_mm512_castps256_ps512(w0), g + 1 < n ? _mm256_maskz_loadu_ps(ws, w + (g + 1) * ld + j0) : w0, 1);
     }
-    _mm512_mask_storeu_ps(acc + int64_t(g) * 8, lanes, a);
+    for (int32_t j = 0; j < mj; ++j) {
+      const __m512 v = row_twice8<E>(rows[j0 + j] + off);
+      const __m512i spread = _mm512_load_si512(kSpread[j]);
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) a[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(spread, wv[p]), v, a[p]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) _mm512_mask_storeu_ps(acc + int64_t(g0 + 2 * p) * 8, lanes[p], a[p]);
+}
+// group_values_any for hd = 8: heads g and g + 1 in one register [acc g | acc g + 1], each row
+// broadcast to both halves and its two weights spread by one permute, up to four pairs per pass
+// over the rows; per head dim one FMA chain over the rows in order, however the rows are cut into
+// calls and the heads into passes. An odd last head in the low half alone.
+template <typename E>
+inline void pair_values8(const float* w, int64_t ld, int32_t n, const uint8_t* const* rows, size_t off, int32_t m, float* acc) {
+  for (int32_t g0 = 0; g0 < n; g0 += 8) {
+    switch (std::min<int32_t>(4, (n - g0 + 1) / 2)) {
+      case 1: pair_values8_block<E, 1>(w, ld, g0, n, rows, off, m, acc); break;
+      case 2: pair_values8_block<E, 2>(w, ld, g0, n, rows, off, m, acc); break;
+      case 3: pair_values8_block<E, 3>(w, ld, g0, n, rows, off, m, acc); break;
+      default: pair_values8_block<E, 4>(w, ld, g0, n, rows, off, m, acc); break;
+    }
   }
 }
 
