@@ -2435,7 +2435,9 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
       const float* base[kTile];
 #if PAGODA_GROUPED_ATTENTION
       const uint8_t* raw[kTile];
+#if defined(__AVX512F__)
       const uint8_t* next[kTile];  // the next tile's rows (heads of 8)
+#endif
       FewOrMany<const float*, 16> qp{size_t(group)};  // the query heads of one kv head
 #endif
       // base[j]: the span's kv heads of the cache row of position t + min(j, m - 1), as floats: in
@@ -2471,6 +2473,14 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
 #if PAGODA_GROUPED_ATTENTION
         constexpr int32_t kAheadTiles = 1;
 #endif
+#if defined(__AVX512F__)
+        // next[j]: the cache rows of the tile after the one at t (as many as the span has left).
+        auto next_tile = [&](const uint8_t* data, size_t stride, int32_t t) {
+          const int32_t m_next = std::max(0, std::min(kTile, n - t - kTile));
+          for (int32_t j = 0; j < m_next; ++j) next[j] = data + size_t(slots[size_t(t + kTile + j)]) * stride;
+          return m_next;
+        };
+#endif
         // Scores, kTile positions at a time, every kv head of the span in those positions' cache
         // rows in turn (each row's heads read in one piece, in order): a tile's keys are converted
         // once for the group's query heads, and each head's kTile dot products reduce together.
@@ -2482,8 +2492,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
               raw[j] = kc.data + size_t(slots[size_t(t + std::min(j, m - 1))]) * k_stride;
 #if defined(__AVX512F__)
             if (hd == 8) {
-              const int32_t m_next = std::max(0, std::min(kTile, n - t - kTile));
-              for (int32_t j = 0; j < m_next; ++j) next[j] = kc.data + size_t(slots[size_t(t + kTile + j)]) * k_stride;
+              const int32_t m_next = next_tile(kc.data, k_stride, t);
               float* o = sc.data() + size_t(t);
               if (kc.dtype == DType::F32) pair_scores8_heads<float>(qr, group, sp.kv0, sp.kv1, raw, next, m_next, k_head, o, ld);
               else pair_scores8_heads<uint16_t>(qr, group, sp.kv0, sp.kv1, raw, next, m_next, k_head, o, ld);
@@ -2527,8 +2536,7 @@ void paged_attention(ThreadPool& pool, const HostTensor& q, const HostTensor& kc
             for (int32_t j = 0; j < m; ++j) raw[j] = vc.data + size_t(slots[size_t(t + j)]) * v_stride;
 #if defined(__AVX512F__)
             if (hd == 8) {
-              const int32_t m_next = std::max(0, std::min(kTile, n - t - kTile));
-              for (int32_t j = 0; j < m_next; ++j) next[j] = vc.data + size_t(slots[size_t(t + kTile + j)]) * v_stride;
+              const int32_t m_next = next_tile(vc.data, v_stride, t);
               if (vc.dtype == DType::F32) pair_values8_heads<float>(sc.data() + t, ld, group, sp.kv0, sp.kv1, raw, m, next, m_next, v_head, acc.data());
               else pair_values8_heads<uint16_t>(sc.data() + t, ld, group, sp.kv0, sp.kv1, raw, m, next, m_next, v_head, acc.data());
               continue;
